@@ -1,0 +1,76 @@
+"""``fedqi-agent``: the practice agent's command line.
+
+Commands live in modules under :mod:`agent.commands`; each registers itself on :data:`app`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+import typer
+
+app = typer.Typer(
+    name="fedqi-agent",
+    help=(
+        "fedqi agent: computes the network's quality indicators inside the practice and sends "
+        "only signed, disclosure-controlled summary counts."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+@app.callback()
+def _root() -> None:
+    """fedqi agent: computes the network's quality indicators inside the practice and sends
+    only signed, disclosure-controlled summary counts."""
+
+
+@app.command()
+def version() -> None:
+    """Print the agent and protocol versions."""
+    from protocol import PROTOCOL_MAJOR, __version__
+
+    typer.echo(f"fedqi-agent {__version__} (protocol v{PROTOCOL_MAJOR})")
+
+
+# Each module registers its commands on ``app`` when imported.
+COMMAND_MODULES: list[str] = []
+
+
+def _load_commands() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(name)
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run the CLI; returns the exit code (testable without a subprocess)."""
+    from agent.errors import AgentUserError
+
+    _load_commands()
+    args = list(sys.argv[1:] if argv is None else argv)
+    old_env = None
+    if environ is not None:
+        old_env = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(environ)
+    try:
+        app(args=args, prog_name="fedqi-agent")  # standalone: usage errors exit 2 with a message
+        return 0
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except AgentUserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    finally:
+        if old_env is not None:
+            os.environ.clear()
+            os.environ.update(old_env)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""CLI command modules (each registers on agent.cli.app)."""

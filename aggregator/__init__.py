@@ -1,0 +1,1 @@
+"""fedqi aggregator."""

@@ -1,0 +1,98 @@
+"""Canonical JSON (RFC 8785) for every signed payload.
+
+A payload is accepted only if its bytes are exactly the RFC 8785 form of what they parse to, and
+exactly the canonical dump of the model they parse into. So there is one byte string per message,
+retries are byte-identical, and nothing can ride along in whitespace, key order, duplicate keys,
+escape variants or defaulted fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, TypeVar
+
+import rfc8785
+from pydantic import BaseModel, ValidationError
+
+from .errors import CanonicalFormError, SchemaError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise CanonicalFormError(f"duplicate key {key!r} in JSON object")
+        seen[key] = value
+    return seen
+
+
+def _reject_float_constants(value: str) -> Any:
+    raise CanonicalFormError(f"non-finite number {value} is not JSON")
+
+
+def loads_strict(data: bytes) -> Any:
+    """Parse JSON bytes, rejecting duplicate keys, NaN/Infinity and invalid UTF-8."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CanonicalFormError(f"payload is not valid UTF-8: {exc}") from None
+    try:
+        return json.loads(
+            text,
+            object_pairs_hook=_reject_duplicates,
+            parse_constant=_reject_float_constants,
+        )
+    except json.JSONDecodeError as exc:
+        raise CanonicalFormError(f"payload is not JSON: {exc}") from None
+
+
+def canonical_json(value: Any) -> bytes:
+    """The RFC 8785 bytes of a JSON-compatible value."""
+    try:
+        return rfc8785.dumps(value)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise CanonicalFormError(f"value has no RFC 8785 form: {exc}") from None
+
+
+def model_bytes(model: BaseModel) -> bytes:
+    """The canonical bytes of a model: RFC 8785 over its JSON dump, ``None`` fields left out."""
+    return canonical_json(model.model_dump(mode="json", exclude_none=True))
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def parse_canonical(data: bytes, model: type[M]) -> M:
+    """Parse payload bytes into ``model``, requiring the bytes to be the model's canonical form.
+
+    Raises :class:`CanonicalFormError` when the bytes are not RFC 8785 canonical (or not the
+    model's own canonical dump, e.g. an explicit ``null`` or a float where an integer belongs),
+    and :class:`SchemaError` when the value does not fit the model.
+    """
+    value = loads_strict(data)
+    if canonical_json(value) != data:
+        raise CanonicalFormError("payload bytes are not in RFC 8785 canonical form")
+    try:
+        obj = model.model_validate(value)
+    except ValidationError as exc:
+        raise SchemaError(_describe(exc, model.__name__)) from None
+    if model_bytes(obj) != data:
+        raise CanonicalFormError(
+            f"payload is canonical JSON but not the canonical form of a {model.__name__} "
+            "(explicit nulls, defaulted fields or non-integer numbers)"
+        )
+    return obj
+
+
+def _describe(exc: ValidationError, name: str) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']}")
+    more = exc.error_count() - len(parts)
+    suffix = f" (+{more} more)" if more > 0 else ""
+    return f"{name} schema: " + "; ".join(parts) + suffix
