@@ -1,0 +1,641 @@
+"""Peer-benchmark statistics for proportions: pure functions, no I/O.
+
+Every method and its source is written up in docs/benchmarks-statistics.md. In brief:
+
+* practice rates with Wilson score intervals (Wilson 1927; the Fingertips ``phe_proportion``);
+* the pooled network rate ``p0 = sum(x) / sum(n)`` with median, IQR and deciles of practice rates;
+* funnel limits at 95% and 99.8% around ``p0``: exact binomial with interpolation (Spiegelhalter
+  2005, Stat Med 24:1185), the normal approximation, and the Wilson-based limits of the
+  Fingertips / PHEindicatormethods ``sigma_adjustment``;
+* overdispersion (Spiegelhalter 2005, QSHC 14:347): arcsine-scale z-scores, 10% winsorisation,
+  ``phi``, the test ``I*phi ~ chi2(I-1)``, multiplicative and additive (DerSimonian-Laird) limits;
+* the Achievable Benchmark of Care (Kiefe et al. 2001, JAMA 285:2871; Weissman et al. 1999);
+* period-to-period change with a two-proportion z-test; indicator version changes break trends.
+
+Suppressed cells are carried through as suppressed: they take no part in pooled rates, limits,
+quantiles or the ABC, and nothing is imputed for them. Each rate carries a disclosure status
+(``exact``, ``rounded`` or ``suppressed``); intervals built on rounded counts say so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import stats as sps
+
+RateStatus = Literal["exact", "rounded", "suppressed"]
+CountStatus = Literal["exact", "rounded", "suppressed", "zero"]
+Band = Literal["high_998", "high_95", "within", "low_95", "low_998"]
+LimitMethod = Literal["exact", "normal", "wilson", "multiplicative", "additive"]
+
+LEVELS = (0.95, 0.998)
+BAND_TEXT: dict[str, str] = {
+    "high_998": "above the 99.8% limit",
+    "high_95": "above the 95% limit",
+    "within": "within the 95% limits",
+    "low_95": "below the 95% limit",
+    "low_998": "below the 99.8% limit",
+}
+WINSORISE = 0.10
+DISPERSION_ALPHA = 0.05
+ABC_SHARE = 0.10
+
+
+def z_for(level: float) -> float:
+    """Two-sided normal quantile for a central ``level`` (0.95 -> 1.95996, 0.998 -> 3.09023)."""
+    return float(sps.norm.ppf(1 - (1 - level) / 2))
+
+
+# --- one practice's rate --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """A practice's released counts for one indicator and period (whole-practice total)."""
+
+    practice: str
+    numerator: int | None
+    denominator: int | None
+    numerator_status: CountStatus = "exact"
+    denominator_status: CountStatus = "exact"
+
+    @property
+    def status(self) -> RateStatus:
+        statuses = (self.numerator_status, self.denominator_status)
+        if "suppressed" in statuses or self.numerator is None or self.denominator is None:
+            return "suppressed"
+        return "rounded" if "rounded" in statuses else "exact"
+
+    @property
+    def usable(self) -> bool:
+        """Counts that can enter pooled rates: released (not suppressed) with a denominator."""
+        return self.status != "suppressed" and (self.denominator or 0) > 0
+
+    @property
+    def rate(self) -> float | None:
+        if not self.usable:
+            return None
+        assert self.numerator is not None and self.denominator is not None
+        # Rounding each count separately can put the numerator above the denominator.
+        return min(self.numerator / self.denominator, 1.0)
+
+
+def wilson_interval(x: float, n: float, level: float = 0.95) -> tuple[float, float] | None:
+    """Wilson score interval for ``x`` successes of ``n``; None when ``n`` is 0."""
+    if n <= 0:
+        return None
+    x = min(max(x, 0.0), n)
+    z = z_for(level)
+    z2 = z * z
+    centre = 2 * x + z2
+    half = z * math.sqrt(z2 + 4 * x * (1 - x / n))
+    denom = 2 * (n + z2)
+    return max(0.0, (centre - half) / denom), min(1.0, (centre + half) / denom)
+
+
+# --- funnel limits ----------------------------------------------------------------------------
+
+
+def exact_limit(p0: float, n: int, prob: float) -> float:
+    """The ``prob`` quantile of ``Bin(n, p0) / n`` with Spiegelhalter's (2005) interpolation:
+    ``r`` the smallest count with ``F(r) >= prob``, ``alpha = (F(r) - prob) / (F(r) - F(r-1))``,
+    limit ``(r - alpha) / n``. Degenerate ``p0`` (0 or 1) gives ``p0``."""
+    if n <= 0:
+        raise ValueError("exact_limit needs a positive denominator")
+    if p0 <= 0.0 or p0 >= 1.0:
+        return float(min(max(p0, 0.0), 1.0))
+    dist = sps.binom(n, p0)
+    r = float(dist.ppf(prob))
+    f_r = float(dist.cdf(r))
+    f_prev = float(dist.cdf(r - 1)) if r >= 1 else 0.0
+    alpha = (f_r - prob) / (f_r - f_prev) if f_r > f_prev else 0.0
+    return float(min(max((r - alpha) / n, 0.0), 1.0))
+
+
+def exact_limits(p0: float, n: np.ndarray, prob: float) -> np.ndarray:
+    """Vectorised ``exact_limit`` over an array of denominators (all > 0)."""
+    n = np.asarray(n, dtype=np.int64)
+    if p0 <= 0.0 or p0 >= 1.0:
+        return np.full(n.shape, min(max(p0, 0.0), 1.0))
+    r = sps.binom.ppf(prob, n, p0)
+    f_r = sps.binom.cdf(r, n, p0)
+    f_prev = np.where(r >= 1, sps.binom.cdf(r - 1, n, p0), 0.0)
+    gap = f_r - f_prev
+    alpha = np.divide(f_r - prob, gap, out=np.zeros_like(gap), where=gap > 0)
+    return np.clip((r - alpha) / n, 0.0, 1.0)
+
+
+def normal_limits(p0: float, n: np.ndarray, z: float) -> np.ndarray:
+    """``p0 + z * sqrt(p0 (1 - p0) / n)`` clipped to [0, 1] (z negative for lower limits)."""
+    n = np.asarray(n, dtype=float)
+    return np.clip(p0 + z * np.sqrt(p0 * (1 - p0) / n), 0.0, 1.0)
+
+
+def wilson_limits(
+    p0: float, n: np.ndarray, prob: float, side: Literal["low", "high"]
+) -> np.ndarray:
+    """Fingertips' Wilson-score funnel limits (PHEindicatormethods ``sigma_adjustment``): the
+    rate at which a practice's Wilson interval would just reach ``p0``."""
+    n = np.asarray(n, dtype=float)
+    z2 = float(sps.norm.ppf(prob)) ** 2
+    a = p0 * (n / z2 + 1)
+    inner = (-8 * p0 * (n / z2 + 1)) ** 2 - 64 * (1 / z2 + 1 / n) * p0 * (
+        n * (p0 * (n / z2 + 2) - 1) + z2 * (p0 - 1)
+    )
+    b = np.sqrt(np.maximum(inner, 0.0))
+    c = 1 / z2 + 1 / n
+    value = (a - b / 8) / c / n if side == "low" else (a + b / 8) / c / n
+    return np.clip(value, 0.0, 1.0)
+
+
+# --- overdispersion -----------------------------------------------------------------------------
+
+
+def arcsine_z(x: np.ndarray, n: np.ndarray, p0: float) -> np.ndarray:
+    """z-scores on the variance-stabilising arcsine scale: ``(asin(sqrt(p)) - asin(sqrt(p0)))
+    / (1 / (2 sqrt(n)))``."""
+    p = np.clip(np.asarray(x, float) / np.asarray(n, float), 0.0, 1.0)
+    return (np.arcsin(np.sqrt(p)) - math.asin(math.sqrt(p0))) * 2 * np.sqrt(np.asarray(n, float))
+
+
+def winsorise(z: np.ndarray, share: float = WINSORISE) -> np.ndarray:
+    """Pull z-scores beyond the ``share`` and ``1 - share`` quantiles in to those quantiles."""
+    if z.size == 0:
+        return z
+    lo, hi = np.quantile(z, [share, 1 - share])
+    return np.clip(z, lo, hi)
+
+
+@dataclass(frozen=True, slots=True)
+class Dispersion:
+    """Spiegelhalter's overdispersion estimate and test for one funnel."""
+
+    practices: int
+    phi: float | None  # mean of the squared winsorised z-scores
+    statistic: float | None  # I * phi, ~ chi2(I - 1) with no overdispersion
+    p_value: float | None
+    overdispersed: bool
+    tau2: float  # DerSimonian-Laird between-practice variance on the arcsine scale
+
+    @property
+    def applied(self) -> str:
+        return "additive" if self.overdispersed else "none"
+
+
+def dispersion(
+    x: np.ndarray,
+    n: np.ndarray,
+    p0: float,
+    alpha: float = DISPERSION_ALPHA,
+    share: float = WINSORISE,
+) -> Dispersion:
+    """Estimate ``phi`` from 10% winsorised arcsine z-scores, test ``I*phi`` against
+    ``chi2(I-1)`` and give the DerSimonian-Laird ``tau^2`` (0 when ``I*phi <= I-1``)."""
+    i = int(np.asarray(n).size)
+    if i < 2 or p0 <= 0.0 or p0 >= 1.0:
+        return Dispersion(i, None, None, None, False, 0.0)
+    z = winsorise(arcsine_z(x, n, p0), share)
+    phi = float(np.mean(z**2))
+    statistic = i * phi
+    p_value = float(sps.chi2.sf(statistic, i - 1))
+    w = 4.0 * np.asarray(n, float)  # 1 / s_i^2 with s_i = 1 / (2 sqrt(n_i))
+    spread = float(w.sum() - (w**2).sum() / w.sum())
+    tau2 = max(0.0, (statistic - (i - 1)) / spread) if spread > 0 else 0.0
+    return Dispersion(i, phi, statistic, p_value, p_value < alpha, tau2)
+
+
+def _back(theta: np.ndarray) -> np.ndarray:
+    return np.sin(np.clip(theta, 0.0, math.pi / 2)) ** 2
+
+
+def multiplicative_limits(p0: float, n: np.ndarray, z: float, phi: float) -> np.ndarray:
+    """``sin^2(theta0 + z sqrt(phi) s_i)``: limits widened by ``sqrt(phi)``."""
+    s = 1 / (2 * np.sqrt(np.asarray(n, float)))
+    return _back(math.asin(math.sqrt(p0)) + z * math.sqrt(phi) * s)
+
+
+def additive_limits(p0: float, n: np.ndarray, z: float, tau2: float) -> np.ndarray:
+    """``sin^2(theta0 + z sqrt(s_i^2 + tau^2))``: random-effects limits."""
+    s2 = 1 / (4 * np.asarray(n, float))
+    return _back(math.asin(math.sqrt(p0)) + z * np.sqrt(s2 + tau2))
+
+
+# --- the funnel ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Lower and upper limits at 95% and 99.8% for one denominator."""
+
+    low_95: float
+    high_95: float
+    low_998: float
+    high_998: float
+
+
+@dataclass(frozen=True, slots=True)
+class PracticeResult:
+    practice: str
+    numerator: int | None
+    denominator: int | None
+    status: RateStatus
+    rate: float | None
+    ci95: tuple[float, float] | None
+    ci998: tuple[float, float] | None
+    approximate: bool  # intervals built on rounded counts
+    z: float | None  # arcsine-scale z against p0 (adjusted when overdispersion is applied)
+    band: Band | None
+    limits: Limits | None  # the limits the band was judged against, at this denominator
+    note: str | None = None  # why there is no rate ("suppressed", "no eligible patients")
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    practices: int  # all practices with a cell
+    included: int  # practices in pooled rates and limits
+    suppressed: int
+    empty: int  # denominator 0
+    rounded: int  # included practices whose counts were rounded
+    numerator: int
+    denominator: int
+    pooled: float | None
+    pooled_ci95: tuple[float, float] | None
+    median: float | None
+    q1: float | None
+    q3: float | None
+    deciles: tuple[float, ...] | None  # 10th .. 90th percentiles of practice rates
+    dispersion: Dispersion
+    method: LimitMethod  # the limits bands were judged against
+    abc: float | None
+    abc_practices: int
+
+
+@dataclass(frozen=True, slots=True)
+class Funnel:
+    summary: Summary
+    practices: tuple[PracticeResult, ...]
+
+    def limit_curve(
+        self, n_values: Sequence[int], method: LimitMethod | None = None
+    ) -> list[Limits]:
+        """Limits at arbitrary denominators (for drawing the funnel)."""
+        return limits_for(self.summary, np.asarray(n_values), method or self.summary.method)
+
+    def by_practice(self) -> dict[str, PracticeResult]:
+        return {p.practice: p for p in self.practices}
+
+
+def limits_for(summary: Summary, n: np.ndarray, method: LimitMethod) -> list[Limits]:
+    """Funnel limits at each denominator in ``n`` (all > 0) by ``method``."""
+    p0 = summary.pooled
+    if p0 is None or n.size == 0:
+        return []
+    if p0 <= 0.0 or p0 >= 1.0:
+        # No variation is possible around a rate of 0 or 1: every method collapses onto it.
+        return [Limits(p0, p0, p0, p0) for _ in range(n.size)]
+    cols: dict[str, np.ndarray] = {}
+    for level in LEVELS:
+        z = z_for(level)
+        lo_p, hi_p = (1 - level) / 2, 1 - (1 - level) / 2
+        tag = "95" if level == 0.95 else "998"
+        if method == "exact":
+            lo, hi = exact_limits(p0, n, lo_p), exact_limits(p0, n, hi_p)
+        elif method == "normal":
+            lo, hi = normal_limits(p0, n, -z), normal_limits(p0, n, z)
+        elif method == "wilson":
+            lo, hi = wilson_limits(p0, n, hi_p, "low"), wilson_limits(p0, n, hi_p, "high")
+        elif method == "multiplicative":
+            phi = summary.dispersion.phi or 1.0
+            phi = max(phi, 1.0)  # only ever widen
+            lo, hi = multiplicative_limits(p0, n, -z, phi), multiplicative_limits(p0, n, z, phi)
+        elif method == "additive":
+            tau2 = summary.dispersion.tau2
+            lo, hi = additive_limits(p0, n, -z, tau2), additive_limits(p0, n, z, tau2)
+        else:  # pragma: no cover - Literal guards this
+            raise ValueError(f"unknown limit method {method!r}")
+        cols[f"low_{tag}"], cols[f"high_{tag}"] = lo, hi
+    return [
+        Limits(float(a), float(b), float(c), float(d))
+        for a, b, c, d in zip(
+            cols["low_95"], cols["high_95"], cols["low_998"], cols["high_998"], strict=True
+        )
+    ]
+
+
+def band_of(rate: float, lim: Limits) -> Band:
+    """The funnel band a rate falls in (a rate on a limit is within it)."""
+    if rate > lim.high_998:
+        return "high_998"
+    if rate > lim.high_95:
+        return "high_95"
+    if rate < lim.low_998:
+        return "low_998"
+    if rate < lim.low_95:
+        return "low_95"
+    return "within"
+
+
+def achievable_benchmark(
+    counts: Iterable[tuple[int, int]], share: float = ABC_SHARE
+) -> tuple[float, int] | None:
+    """Kiefe et al.'s Achievable Benchmark of Care: rank practices by the adjusted performance
+    fraction ``(x + 1) / (n + 2)`` (so small denominators cannot top the ranking by luck), take
+    the best until they hold at least ``share`` of the network's denominator, and return their
+    pooled rate ``sum(x) / sum(n)`` and how many practices that took. Practices tied with the
+    last one taken are taken too (the ranking cannot separate them)."""
+    rows = [(x, n) for x, n in counts if n > 0]
+    total = sum(n for _, n in rows)
+    if total == 0:
+        return None
+    ranked = sorted(rows, key=lambda r: (r[0] + 1) / (r[1] + 2), reverse=True)
+    need = share * total
+    taken_x = taken_n = taken = 0
+    last_apf: float | None = None
+    for x, n in ranked:
+        apf = (x + 1) / (n + 2)
+        if taken_n >= need and (last_apf is None or not math.isclose(apf, last_apf)):
+            break
+        taken_x, taken_n, taken, last_apf = taken_x + x, taken_n + n, taken + 1, apf
+    return min(taken_x / taken_n, 1.0), taken
+
+
+def funnel(
+    cells: Sequence[Counts],
+    *,
+    method: LimitMethod | Literal["auto"] = "auto",
+    alpha: float = DISPERSION_ALPHA,
+) -> Funnel:
+    """Every statistic for one indicator, period and peer group.
+
+    ``method="auto"`` judges bands against exact binomial limits, or against additive
+    random-effects limits when the dispersion test is significant at ``alpha``."""
+    usable = [c for c in cells if c.usable]
+    x = np.array([min(c.numerator or 0, c.denominator or 0) for c in usable], dtype=np.int64)
+    n = np.array([c.denominator or 0 for c in usable], dtype=np.int64)
+    num, den = int(x.sum()), int(n.sum())
+    p0 = num / den if den else None
+    rates = x / n if len(usable) else np.array([])
+
+    disp = (
+        dispersion(x, n, p0, alpha)
+        if p0 is not None
+        else Dispersion(0, None, None, None, False, 0.0)
+    )
+    if method == "auto":
+        chosen: LimitMethod = "additive" if disp.overdispersed else "exact"
+    else:
+        chosen = method
+    abc = achievable_benchmark(zip(x.tolist(), n.tolist(), strict=True))
+    quant = (lambda qs: tuple(float(v) for v in np.quantile(rates, qs))) if rates.size else None
+    summary = Summary(
+        practices=len(cells),
+        included=len(usable),
+        suppressed=sum(1 for c in cells if c.status == "suppressed"),
+        empty=sum(1 for c in cells if c.status != "suppressed" and (c.denominator or 0) == 0),
+        rounded=sum(1 for c in usable if c.status == "rounded"),
+        numerator=num,
+        denominator=den,
+        pooled=p0,
+        pooled_ci95=wilson_interval(num, den) if den else None,
+        median=quant([0.5])[0] if quant else None,
+        q1=quant([0.25])[0] if quant else None,
+        q3=quant([0.75])[0] if quant else None,
+        deciles=quant([i / 10 for i in range(1, 10)]) if quant else None,
+        dispersion=disp,
+        method=chosen,
+        abc=abc[0] if abc else None,
+        abc_practices=abc[1] if abc else 0,
+    )
+
+    lims = limits_for(summary, n, chosen) if p0 is not None else []
+    z = arcsine_z(x, n, p0) if p0 is not None and 0 < p0 < 1 else np.zeros(len(usable))
+    if chosen == "additive" and disp.tau2 > 0:
+        z = z / np.sqrt(1 + 4 * n * disp.tau2)  # (y - theta0) / sqrt(s^2 + tau^2)
+    elif chosen == "multiplicative" and (disp.phi or 0) > 1:
+        z = z / math.sqrt(disp.phi or 1.0)
+    by_id = {c.practice: i for i, c in enumerate(usable)}
+
+    results = []
+    for c in cells:
+        i = by_id.get(c.practice)
+        if i is None:
+            note = "suppressed" if c.status == "suppressed" else "no eligible patients"
+            results.append(
+                PracticeResult(
+                    c.practice, c.numerator, c.denominator, c.status, None, None, None,
+                    c.status == "rounded", None, None, None, note,
+                )
+            )  # fmt: skip
+            continue
+        xi, ni = int(x[i]), int(n[i])
+        rate = float(rates[i])
+        results.append(
+            PracticeResult(
+                practice=c.practice,
+                numerator=c.numerator,
+                denominator=c.denominator,
+                status=c.status,
+                rate=rate,
+                ci95=wilson_interval(xi, ni, 0.95),
+                ci998=wilson_interval(xi, ni, 0.998),
+                approximate=c.status == "rounded",
+                z=float(z[i]),
+                band=band_of(rate, lims[i]),
+                limits=lims[i],
+            )
+        )
+    return Funnel(summary, tuple(results))
+
+
+# --- trends ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Change in rate from one period to the next."""
+
+    period_from: str
+    period_to: str
+    rate_from: float | None
+    rate_to: float | None
+    difference: float | None
+    z: float | None
+    p_value: float | None
+    beyond_chance: bool
+    version_break: bool  # the indicator's version changed: not comparable
+    status: RateStatus
+    note: str | None = None
+
+
+def two_proportion_test(x1: int, n1: int, x2: int, n2: int) -> tuple[float, float] | None:
+    """Pooled two-proportion z-test of ``x2/n2 - x1/n1``: (z, two-sided p). None when the
+    pooled rate is 0 or 1 (no variance) or a denominator is 0."""
+    if n1 <= 0 or n2 <= 0:
+        return None
+    p = (x1 + x2) / (n1 + n2)
+    if p <= 0.0 or p >= 1.0:
+        return None
+    se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
+    z = (x2 / n2 - x1 / n1) / se
+    return z, float(2 * sps.norm.sf(abs(z)))
+
+
+@dataclass(frozen=True, slots=True)
+class TrendPoint:
+    period: str
+    version: int
+    counts: Counts
+
+
+def changes(points: Sequence[TrendPoint], alpha: float = 0.05) -> list[Change]:
+    """Consecutive changes along a trend (points in period order). A version change between
+    two points marks a break: the change is shown but not tested."""
+    out: list[Change] = []
+    for a, b in zip(points, points[1:], strict=False):
+        ra, rb = a.counts.rate, b.counts.rate
+        brk = a.version != b.version
+        status: RateStatus = (
+            "suppressed"
+            if "suppressed" in (a.counts.status, b.counts.status)
+            else ("rounded" if "rounded" in (a.counts.status, b.counts.status) else "exact")
+        )
+        if ra is None or rb is None:
+            note = "suppressed" if status == "suppressed" else "no eligible patients"
+            out.append(
+                Change(a.period, b.period, ra, rb, None, None, None, False, brk, status, note)
+            )
+            continue
+        diff = rb - ra
+        test = None if brk else two_proportion_test(
+            a.counts.numerator or 0, a.counts.denominator or 0,
+            b.counts.numerator or 0, b.counts.denominator or 0,
+        )  # fmt: skip
+        note = "indicator version changed" if brk else None
+        z, p = test if test else (None, None)
+        out.append(
+            Change(
+                a.period,
+                b.period,
+                ra,
+                rb,
+                diff,
+                z,
+                p,
+                p is not None and p < alpha,
+                brk,
+                status,
+                note,
+            )
+        )
+    return out
+
+
+def pool(points: Iterable[Counts], practice: str = "network") -> Counts:
+    """Pooled counts over practices (suppressed cells left out, as in every pooled rate)."""
+    rows = [c for c in points if c.usable]
+    status: CountStatus = "rounded" if any(c.status == "rounded" for c in rows) else "exact"
+    return Counts(
+        practice,
+        sum(c.numerator or 0 for c in rows),
+        sum(c.denominator or 0 for c in rows),
+        status,
+        status,
+    )
+
+
+# --- peer groups ------------------------------------------------------------------------------
+
+PeerDimension = Literal["network", "pcn", "imd", "size"]
+PEER_DIMENSIONS: tuple[PeerDimension, ...] = ("network", "pcn", "imd", "size")
+SIZE_BANDS: tuple[tuple[int, int | None, str], ...] = (
+    (0, 4999, "under 5,000"),
+    (5000, 9999, "5,000-9,999"),
+    (10000, 14999, "10,000-14,999"),
+    (15000, None, "15,000 and over"),
+)
+
+
+def size_band(list_size: int | None) -> str | None:
+    """The list-size band a practice's registered list falls in."""
+    if list_size is None:
+        return None
+    for lo, hi, label in SIZE_BANDS:
+        if list_size >= lo and (hi is None or list_size <= hi):
+            return label
+    return None
+
+
+def imd_band(quintile: int | None) -> str | None:
+    """IMD quintile of the practice population (1 = most deprived)."""
+    if quintile is None:
+        return None
+    if not 1 <= quintile <= 5:
+        raise ValueError(f"IMD quintile must be 1..5, got {quintile}")
+    return (
+        f"IMD quintile {quintile}"
+        + (" (most deprived)" if quintile == 1 else "")
+        + (" (least deprived)" if quintile == 5 else "")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PracticeAttributes:
+    practice: str
+    pcn: str | None = None
+    imd_quintile: int | None = None
+    list_size: int | None = None
+
+    def group(self, dimension: PeerDimension) -> str | None:
+        if dimension == "network":
+            return "network"
+        if dimension == "pcn":
+            return self.pcn
+        if dimension == "imd":
+            return imd_band(self.imd_quintile)
+        return size_band(self.list_size)
+
+
+def peer_groups(
+    attributes: Iterable[PracticeAttributes], dimension: PeerDimension
+) -> dict[str, list[str]]:
+    """Practices by peer group along one dimension; practices without the attribute are left
+    out of that dimension's groups."""
+    groups: dict[str, list[str]] = {}
+    for a in attributes:
+        key = a.group(dimension)
+        if key is not None:
+            groups.setdefault(key, []).append(a.practice)
+    return groups
+
+
+def group_funnels(
+    cells: Sequence[Counts],
+    attributes: Mapping[str, PracticeAttributes],
+    dimension: PeerDimension,
+    **kwargs: object,
+) -> dict[str, Funnel]:
+    """A funnel per peer group along ``dimension``."""
+    members = peer_groups(attributes.values(), dimension)
+    out = {}
+    for key, practices in members.items():
+        keep = set(practices)
+        out[key] = funnel([c for c in cells if c.practice in keep], **kwargs)  # type: ignore[arg-type]
+    return out
+
+
+# --- helpers for callers ------------------------------------------------------------------------
+
+
+def rate_status(numerator_status: str, denominator_status: str) -> RateStatus:
+    return Counts("", 0, 0, numerator_status, denominator_status).status  # type: ignore[arg-type]
+
+
+def sort_key_below_abc(abc: float | None, rate: float | None) -> float:
+    """Gap below the ABC (larger = further below); unknowns last."""
+    if abc is None or rate is None:
+        return -math.inf
+    return abc - rate
