@@ -190,7 +190,19 @@ class FirstCode(_Frozen):
 
 
 Rule = Annotated[
-    Union[All, Any_, Not, Age, SexIs, RegisteredFor, HasCode, OnRegister, LatestValue, LatestCode, FirstCode],  # noqa: UP007
+    Union[  # noqa: UP007 (explicit Union keeps the discriminated rule list readable)
+        All,
+        Any_,
+        Not,
+        Age,
+        SexIs,
+        RegisteredFor,
+        HasCode,
+        OnRegister,
+        LatestValue,
+        LatestCode,
+        FirstCode,
+    ],
     Field(discriminator="kind"),
 ]
 
