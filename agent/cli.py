@@ -38,7 +38,9 @@ def version() -> None:
 
 
 # Each module registers its commands on ``app`` when imported.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "agent.commands.sources",
+]
 
 
 def _load_commands() -> None:
