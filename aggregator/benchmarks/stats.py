@@ -569,24 +569,22 @@ def size_band(list_size: int | None) -> str | None:
     return None
 
 
-def imd_band(quintile: int | None) -> str | None:
-    """IMD quintile of the practice population (1 = most deprived)."""
-    if quintile is None:
+def imd_band(decile: int | None) -> str | None:
+    """IMD quintile band from the practice population's IMD decile (1 = most deprived)."""
+    if decile is None:
         return None
-    if not 1 <= quintile <= 5:
-        raise ValueError(f"IMD quintile must be 1..5, got {quintile}")
-    return (
-        f"IMD quintile {quintile}"
-        + (" (most deprived)" if quintile == 1 else "")
-        + (" (least deprived)" if quintile == 5 else "")
-    )
+    if not 1 <= decile <= 10:
+        raise ValueError(f"IMD decile must be 1..10, got {decile}")
+    quintile = (decile + 1) // 2
+    suffix = {1: " (most deprived)", 5: " (least deprived)"}.get(quintile, "")
+    return f"IMD quintile {quintile}{suffix}"
 
 
 @dataclass(frozen=True, slots=True)
 class PracticeAttributes:
     practice: str
     pcn: str | None = None
-    imd_quintile: int | None = None
+    imd_decile: int | None = None
     list_size: int | None = None
 
     def group(self, dimension: PeerDimension) -> str | None:
@@ -595,7 +593,7 @@ class PracticeAttributes:
         if dimension == "pcn":
             return self.pcn
         if dimension == "imd":
-            return imd_band(self.imd_quintile)
+            return imd_band(self.imd_decile)
         return size_band(self.list_size)
 
 

@@ -418,22 +418,24 @@ def test_pool_leaves_out_suppressed() -> None:
 
 def test_peer_groups_and_bands() -> None:
     attrs = [
-        S.PracticeAttributes("A", "PCN1", 1, 3000),
-        S.PracticeAttributes("B", "PCN1", 5, 12000),
+        S.PracticeAttributes("A", "PCN1", 2, 3000),
+        S.PracticeAttributes("B", "PCN1", 10, 12000),
         S.PracticeAttributes("C", "PCN2", 1, 4999),
         S.PracticeAttributes("D", None, None, 20000),
     ]
     assert S.peer_groups(attrs, "pcn") == {"PCN1": ["A", "B"], "PCN2": ["C"]}
     assert S.peer_groups(attrs, "network") == {"network": ["A", "B", "C", "D"]}
-    imd = S.peer_groups(attrs, "imd")
-    assert sorted(map(len, imd.values())) == [1, 2]
+    assert S.peer_groups(attrs, "imd") == {
+        "IMD quintile 1 (most deprived)": ["A", "C"],
+        "IMD quintile 5 (least deprived)": ["B"],
+    }
     assert S.peer_groups(attrs, "size") == {
         "under 5,000": ["A", "C"],
         "10,000-14,999": ["B"],
         "15,000 and over": ["D"],
     }
-    with pytest.raises(ValueError, match="IMD quintile"):
-        S.imd_band(6)
+    with pytest.raises(ValueError, match="IMD decile"):
+        S.imd_band(11)
 
 
 def test_group_funnels_pool_within_group() -> None:

@@ -1,0 +1,7 @@
+"""The entry point the ingest transaction calls (found by ``aggregator.common.submission_hook``)."""
+
+from __future__ import annotations
+
+from .service import on_submission_stored
+
+__all__ = ["on_submission_stored"]

@@ -1,0 +1,454 @@
+"""Incremental benchmarks: the ingest hook marks groups stale; a refresh recomputes only those.
+
+A group is one (indicator, period). Storing a submission marks every indicator it carries (and,
+for a correction, every indicator of the submission it supersedes) stale for its period, inside
+the ingest transaction: a cheap upsert. :func:`refresh_group` recomputes one group from the
+effective cells and rewrites its rows; :func:`refresh_stale` drains the queue; the read paths call
+:func:`ensure_fresh` for the groups they are about to read, so a query never recomputes more than
+the groups it shows, never the whole history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from sqlalchemy import and_, delete, func, insert, select, tuple_
+from sqlalchemy.orm import Session
+
+from ..db.models import Catalogue as CatalogueRow
+from ..db.models import Cell, Practice, Submission
+from . import stats
+from .models import BenchPractice, BenchStale, BenchSummary
+
+TOTAL = ("all", "all")
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    indicator: str
+    period_start: dt.date
+    period_end: dt.date
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# --- the ingest hook ------------------------------------------------------------------------------
+
+
+def mark_stale(session: Session, groups: Iterable[Group]) -> None:
+    """Mark groups stale (insert, or bump ``mark`` when already there). Runs inside the caller's
+    transaction, so it commits or rolls back with the submission."""
+    rows = [
+        {"indicator": g.indicator, "period_start": g.period_start, "period_end": g.period_end}
+        for g in set(groups)
+    ]
+    if not rows:
+        return
+    now = _now()
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+    stmt = dialect_insert(BenchStale).values([{**r, "mark": 1, "marked_at": now} for r in rows])
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["indicator", "period_start", "period_end"],
+        set_={"mark": BenchStale.mark + 1, "marked_at": now},
+    )
+    session.execute(stmt)
+
+
+def on_submission_stored(session: Session, submission: object) -> None:
+    """Mark stale every group a newly stored submission touches: its indicators for its
+    period and, for a correction, those of the submission it supersedes.
+
+    ``submission`` is the stored ``aggregator.db.models.Submission`` row (its cells already
+    added to the session) or a ``protocol.submission.Submission``."""
+    ids = [str(submission.submission_id)]  # type: ignore[attr-defined]
+    superseded = getattr(submission, "supersedes", None)
+    if superseded:
+        ids.append(str(superseded))
+    groups: set[Group] = set()
+    if hasattr(submission, "cells"):  # a protocol Submission carries its own cells
+        p = submission.period  # type: ignore[attr-defined]
+        groups |= {Group(c.indicator, p.start, p.end) for c in submission.cells}  # type: ignore[attr-defined]
+    rows = session.execute(
+        select(Cell.indicator, Submission.period_start, Submission.period_end)
+        .join(Submission, Submission.submission_id == Cell.submission_id)
+        .where(Cell.submission_id.in_(ids))
+        .distinct()
+    ).all()
+    groups |= {Group(*r) for r in rows}
+    mark_stale(session, groups)
+
+
+# --- indicator versions ----------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=64)
+def _catalogue_versions(body: bytes) -> dict[str, int]:
+    from protocol.catalogue import Catalogue
+    from protocol.envelope import Envelope
+
+    env = Envelope.from_bytes(body)
+    cat = Catalogue.from_bytes(env.payload_bytes())
+    return {i.id: i.version for i in cat.indicators}
+
+
+def indicator_versions(
+    session: Session, catalogues: set[tuple[str, int]]
+) -> dict[tuple[str, int], dict[str, int]]:
+    """Indicator versions of each published catalogue (id, version) asked for."""
+    out: dict[tuple[str, int], dict[str, int]] = {}
+    if not catalogues:
+        return out
+    rows = session.execute(
+        select(CatalogueRow.id, CatalogueRow.version, CatalogueRow.envelope).where(
+            tuple_(CatalogueRow.id, CatalogueRow.version).in_(list(catalogues))
+        )
+    ).all()
+    for cid, ver, body in rows:
+        try:
+            out[(cid, ver)] = _catalogue_versions(bytes(body))
+        except Exception:  # a catalogue we cannot read leaves versions unknown, not a crash
+            out[(cid, ver)] = {}
+    return out
+
+
+# --- refresh ----------------------------------------------------------------------------------------
+
+
+def _effective_cells(session: Session, g: Group) -> list[dict[str, object]]:
+    """The whole-practice cell of each practice's latest effective submission for the group."""
+    rows = session.execute(
+        select(
+            Submission.practice_ods,
+            Submission.submission_id,
+            Submission.catalogue_id,
+            Submission.catalogue_version,
+            Submission.received_at,
+            Submission.seq,
+            Cell.numerator,
+            Cell.numerator_status,
+            Cell.denominator,
+            Cell.denominator_status,
+            Cell.exclusions,
+            Cell.exclusions_status,
+        )
+        .join(Submission, Submission.submission_id == Cell.submission_id)
+        .where(
+            Submission.effective.is_(True),
+            Submission.period_start == g.period_start,
+            Submission.period_end == g.period_end,
+            Cell.indicator == g.indicator,
+            Cell.age_band == TOTAL[0],
+            Cell.sex == TOTAL[1],
+        )
+    ).all()
+    latest: dict[str, dict[str, object]] = {}
+    for r in rows:
+        m = r._mapping
+        cur = latest.get(m["practice_ods"])
+        if cur is None or (m["received_at"], m["seq"]) > (cur["received_at"], cur["seq"]):
+            latest[m["practice_ods"]] = dict(m)
+    return sorted(latest.values(), key=lambda m: str(m["practice_ods"]))
+
+
+def refresh_group(session: Session, g: Group) -> stats.Funnel:
+    """Recompute one (indicator, period) and rewrite its stored rows."""
+    cells = _effective_cells(session, g)
+    versions = indicator_versions(
+        session, {(str(c["catalogue_id"]), int(c["catalogue_version"])) for c in cells}
+    )  # type: ignore[call-overload]
+    counts = [
+        stats.Counts(
+            str(c["practice_ods"]),
+            c["numerator"],  # type: ignore[arg-type]
+            c["denominator"],  # type: ignore[arg-type]
+            c["numerator_status"],  # type: ignore[arg-type]
+            c["denominator_status"],  # type: ignore[arg-type]
+        )
+        for c in cells
+    ]
+    f = stats.funnel(counts)
+    s = f.summary
+    key = {"indicator": g.indicator, "period_start": g.period_start, "period_end": g.period_end}
+    where = and_(
+        BenchPractice.indicator == g.indicator,
+        BenchPractice.period_start == g.period_start,
+        BenchPractice.period_end == g.period_end,
+    )
+    session.execute(delete(BenchPractice).where(where))
+    seen_versions: set[int] = set()
+    rows = []
+    for c, r in zip(cells, f.practices, strict=True):
+        ver = versions.get((str(c["catalogue_id"]), int(c["catalogue_version"])), {}).get(
+            g.indicator
+        )  # type: ignore[call-overload]
+        if ver is not None:
+            seen_versions.add(ver)
+        lim = r.limits
+        rows.append(
+            {
+                **key,
+                "practice_ods": r.practice,
+                "submission_id": c["submission_id"],
+                "indicator_version": ver,
+                "numerator": c["numerator"],
+                "numerator_status": c["numerator_status"],
+                "denominator": c["denominator"],
+                "denominator_status": c["denominator_status"],
+                "exclusions": c["exclusions"],
+                "exclusions_status": c["exclusions_status"],
+                "status": r.status,
+                "rate": r.rate,
+                "lo95": r.ci95[0] if r.ci95 else None,
+                "hi95": r.ci95[1] if r.ci95 else None,
+                "lo998": r.ci998[0] if r.ci998 else None,
+                "hi998": r.ci998[1] if r.ci998 else None,
+                "approximate": r.approximate,
+                "z": r.z,
+                "band": r.band,
+                "limit_low_95": lim.low_95 if lim else None,
+                "limit_high_95": lim.high_95 if lim else None,
+                "limit_low_998": lim.low_998 if lim else None,
+                "limit_high_998": lim.high_998 if lim else None,
+                "note": r.note,
+            }
+        )
+    if rows:
+        session.execute(insert(BenchPractice), rows)
+    session.execute(
+        delete(BenchSummary).where(
+            BenchSummary.indicator == g.indicator,
+            BenchSummary.period_start == g.period_start,
+            BenchSummary.period_end == g.period_end,
+        )
+    )
+    d = s.dispersion
+    session.execute(
+        insert(BenchSummary).values(
+            **key,
+            indicator_version=max(seen_versions) if seen_versions else None,
+            versions=",".join(str(v) for v in sorted(seen_versions)),
+            practices=s.practices,
+            included=s.included,
+            suppressed=s.suppressed,
+            empty=s.empty,
+            rounded=s.rounded,
+            numerator=s.numerator,
+            denominator=s.denominator,
+            pooled=s.pooled,
+            pooled_lo95=s.pooled_ci95[0] if s.pooled_ci95 else None,
+            pooled_hi95=s.pooled_ci95[1] if s.pooled_ci95 else None,
+            median=s.median,
+            q1=s.q1,
+            q3=s.q3,
+            deciles=json.dumps(list(s.deciles)) if s.deciles else None,
+            phi=d.phi,
+            dispersion_statistic=d.statistic,
+            dispersion_p=d.p_value,
+            overdispersed=d.overdispersed,
+            tau2=d.tau2,
+            method=s.method,
+            abc=s.abc,
+            abc_practices=s.abc_practices,
+            computed_at=_now(),
+        )
+    )
+    return f
+
+
+def stale_groups(
+    session: Session, indicator: str | None = None, period_end: dt.date | None = None
+) -> list[tuple[Group, int]]:
+    q = select(
+        BenchStale.indicator, BenchStale.period_start, BenchStale.period_end, BenchStale.mark
+    )
+    if indicator is not None:
+        q = q.where(BenchStale.indicator == indicator)
+    if period_end is not None:
+        q = q.where(BenchStale.period_end == period_end)
+    return [
+        (Group(i, s, e), m)
+        for i, s, e, m in session.execute(
+            q.order_by(BenchStale.period_end, BenchStale.indicator)
+        ).all()
+    ]
+
+
+def _clear(session: Session, g: Group, mark: int) -> None:
+    # Only if nobody marked it again while we computed: otherwise it stays stale.
+    session.execute(
+        delete(BenchStale).where(
+            BenchStale.indicator == g.indicator,
+            BenchStale.period_start == g.period_start,
+            BenchStale.period_end == g.period_end,
+            BenchStale.mark == mark,
+        )
+    )
+
+
+def refresh(session: Session, groups: Sequence[tuple[Group, int]]) -> int:
+    for g, mark in groups:
+        refresh_group(session, g)
+        _clear(session, g, mark)
+    return len(groups)
+
+
+def ensure_fresh(
+    session: Session, indicator: str | None = None, period_end: dt.date | None = None
+) -> int:
+    """Refresh the stale groups a read is about to show (in the reader's transaction)."""
+    return refresh(session, stale_groups(session, indicator, period_end))
+
+
+def refresh_stale(db: object, limit: int | None = None) -> int:
+    """Drain the stale queue, one group per transaction. ``db`` is an
+    ``aggregator.db.session.Database``. Returns the number of groups recomputed."""
+    done = 0
+    while limit is None or done < limit:
+        with db.session() as session:  # type: ignore[attr-defined]
+            pending = stale_groups(session)[:1]
+            if not pending:
+                break
+            done += refresh(session, pending)
+    return done
+
+
+def rebuild_all(session: Session) -> int:
+    """Mark every (indicator, period) with effective cells stale and recompute them all
+    (after a migration or a change of method; never on the read path)."""
+    rows = session.execute(
+        select(Cell.indicator, Submission.period_start, Submission.period_end)
+        .join(Submission, Submission.submission_id == Cell.submission_id)
+        .where(Submission.effective.is_(True))
+        .distinct()
+    ).all()
+    mark_stale(session, [Group(*r) for r in rows])
+    return ensure_fresh(session)
+
+
+# --- reads -----------------------------------------------------------------------------------------
+
+
+def periods(session: Session, indicator: str | None = None) -> list[tuple[dt.date, dt.date]]:
+    q = select(BenchSummary.period_start, BenchSummary.period_end).distinct()
+    if indicator:
+        q = q.where(BenchSummary.indicator == indicator)
+    stale = select(BenchStale.period_start, BenchStale.period_end).distinct()
+    if indicator:
+        stale = stale.where(BenchStale.indicator == indicator)
+    found = {tuple(r) for r in session.execute(q).all()} | {
+        tuple(r) for r in session.execute(stale).all()
+    }
+    return sorted(found, key=lambda p: p[1])  # type: ignore[return-value]
+
+
+def indicators(session: Session) -> list[str]:
+    a = {r[0] for r in session.execute(select(BenchSummary.indicator).distinct()).all()}
+    b = {r[0] for r in session.execute(select(BenchStale.indicator).distinct()).all()}
+    return sorted(a | b)
+
+
+def resolve_period(
+    session: Session, text: str | None, indicator: str | None = None
+) -> tuple[dt.date, dt.date] | None:
+    """A period named by its end date (``2026-03-31``) or its month (``2026-03``, the period
+    ending in that month); None (latest) when ``text`` is empty. Raises ValueError if unknown."""
+    known = periods(session, indicator)
+    if not known:
+        return None
+    if not text:
+        return known[-1]
+    for start, end in known:
+        if text in (end.isoformat(), end.isoformat()[:7], f"{start.isoformat()}/{end.isoformat()}"):
+            return start, end
+    raise ValueError(
+        f"period {text!r}: no benchmarks for it (known: {', '.join(e.isoformat() for _, e in known[-6:])})"
+    )
+
+
+def summary_row(
+    session: Session, indicator: str, start: dt.date, end: dt.date
+) -> BenchSummary | None:
+    return session.get(BenchSummary, (indicator, start, end))
+
+
+def practice_rows(
+    session: Session, indicator: str, start: dt.date, end: dt.date
+) -> list[BenchPractice]:
+    return list(
+        session.scalars(
+            select(BenchPractice)
+            .where(
+                BenchPractice.indicator == indicator,
+                BenchPractice.period_start == start,
+                BenchPractice.period_end == end,
+            )
+            .order_by(BenchPractice.practice_ods)
+        )
+    )
+
+
+def practice_history(
+    session: Session, ods: str, indicator: str | None = None
+) -> list[BenchPractice]:
+    q = select(BenchPractice).where(BenchPractice.practice_ods == ods)
+    if indicator:
+        q = q.where(BenchPractice.indicator == indicator)
+    return list(session.scalars(q.order_by(BenchPractice.indicator, BenchPractice.period_end)))
+
+
+def summaries(
+    session: Session, indicator: str | None = None, period_end: dt.date | None = None
+) -> list[BenchSummary]:
+    q = select(BenchSummary)
+    if indicator:
+        q = q.where(BenchSummary.indicator == indicator)
+    if period_end:
+        q = q.where(BenchSummary.period_end == period_end)
+    return list(session.scalars(q.order_by(BenchSummary.indicator, BenchSummary.period_end)))
+
+
+def practice_attributes(session: Session) -> dict[str, stats.PracticeAttributes]:
+    rows = session.execute(
+        select(Practice.ods, Practice.group, Practice.imd_decile, Practice.list_size)
+    ).all()
+    return {ods: stats.PracticeAttributes(ods, pcn, imd, size) for ods, pcn, imd, size in rows}
+
+
+def practice_names(session: Session) -> dict[str, str]:
+    return dict(session.execute(select(Practice.ods, Practice.name)).all())  # type: ignore[arg-type]
+
+
+def counts_of(row: BenchPractice) -> stats.Counts:
+    return stats.Counts(
+        row.practice_ods,
+        row.numerator,
+        row.denominator,
+        row.numerator_status,  # type: ignore[arg-type]
+        row.denominator_status,  # type: ignore[arg-type]
+    )
+
+
+def stale_count(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(BenchStale)) or 0)
+
+
+__all__ = [
+    "Group",
+    "ensure_fresh",
+    "mark_stale",
+    "on_submission_stored",
+    "rebuild_all",
+    "refresh_group",
+    "refresh_stale",
+    "resolve_period",
+]
