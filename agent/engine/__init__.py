@@ -1,0 +1,88 @@
+"""The agent's indicator engine: catalogue rules compiled to SQL over the canonical tables.
+
+    compute_cells(engine, catalogue, period_end, indicators=None) -> list[RawCell]
+    compile_sql(engine_or_dialect, catalogue, indicator_id, period_end) -> str
+    worklist_patients(engine, catalogue, indicator_id, period_end) -> list[(patient_id, local_ref)]
+
+Only this package (and the reference evaluator that tests it) reads patient rows. What it
+returns is counts (``RawCell``), which must pass through ``protocol.disclosure`` before anything
+leaves; worklists are for the practice's own screen and files only. See docs/engine.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from protocol.catalogue import Catalogue
+from protocol.disclosure import RawCell
+
+from .compiler import plan_for
+
+__all__ = ["compile_sql", "compute_cells", "worklist_patients"]
+
+
+def compute_cells(
+    engine: sa.Engine,
+    catalogue: Catalogue,
+    period_end: dt.date,
+    indicators: Sequence[str] | None = None,
+) -> list[RawCell]:
+    """Counts for every stratum of every indicator (``Catalogue.strata_for``: the total first,
+    zeros included), indicators in catalogue order; one SQL statement for all of them."""
+    plan = plan_for(engine.dialect, catalogue, indicators, period_end)
+    with engine.connect() as conn:
+        rows = conn.execute(plan.counts_query()).all()
+    n = len(plan.indicators)
+    # (indicator index, band, sex) -> [denominator, numerator, exclusions]
+    sums: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for row in rows:
+        band, sex = row[0], row[1]
+        for i in range(n):
+            counts = [int(row[2 + 3 * i + j] or 0) for j in range(3)]
+            # A sex outside F/M/U (the schema forbids it) would count in the total and its
+            # age band only; the reference evaluator does the same.
+            keys = {("all", "all"), (band, "all")}
+            if sex in ("F", "M", "U"):
+                keys |= {(band, sex), ("all", sex)}
+            for key in keys:
+                acc = sums[(i, *key)]
+                for j in range(3):
+                    acc[j] += counts[j]
+    cells: list[RawCell] = []
+    for i, ind in enumerate(plan.indicators):
+        for band, sex in catalogue.strata_for(ind):
+            d, nu, ex = sums.get((i, band, sex), (0, 0, 0))
+            cells.append(RawCell(ind.id, band, sex, d, nu, ex))
+    return cells
+
+
+def compile_sql(
+    engine_or_dialect: sa.Engine | sa.Dialect,
+    catalogue: Catalogue,
+    indicator_id: str,
+    period_end: dt.date,
+) -> str:
+    """The SQL ``compute_cells`` runs for one indicator, with every bound rendered inline."""
+    dialect = (
+        engine_or_dialect.dialect if isinstance(engine_or_dialect, sa.Engine) else engine_or_dialect
+    )
+    plan = plan_for(dialect, catalogue, [indicator_id], period_end)
+    compiled = plan.counts_query().compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+    return str(compiled)
+
+
+def worklist_patients(
+    engine: sa.Engine,
+    catalogue: Catalogue,
+    indicator_id: str,
+    period_end: dt.date,
+) -> list[tuple[int, str | None]]:
+    """(patient_id, local_ref) of the patients in the indicator's denominator but not its
+    numerator, by patient_id. For the practice's own recall work: never sent anywhere."""
+    plan = plan_for(engine.dialect, catalogue, [indicator_id], period_end)
+    with engine.connect() as conn:
+        return [(int(r[0]), r[1]) for r in conn.execute(plan.worklist_query())]

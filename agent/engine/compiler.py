@@ -1,0 +1,385 @@
+"""Compile catalogue indicators to one SQLAlchemy Core query.
+
+The query has three layers (all CTEs, so one statement and one pass over the coded rows):
+
+1. ``hits``: the rows of ``events`` / ``medications`` on or before ``E`` whose (system, code) is
+   in a code set some rule needs, tagged with the code set's number ``k`` (a join with a small
+   ``VALUES`` table of codes, so each table is read once for every indicator together).
+2. ``feat`` / ``vfeat``: the per-patient features (see ``features.py``), pivoted to one row per
+   patient by conditional aggregates, each computed once whatever the number of indicators.
+3. ``flags``: one row per patient in the base population with the age band, sex and, for each
+   indicator, 0/1 columns for its population, numerator and exclusion rules; the outer query
+   groups by (age band, sex) and sums, so every stratum of every indicator comes from one
+   grouped query. Totals are the sums of the disjoint (band, sex) groups.
+
+Rules compile by single dispatch on the node type (``rule_sql``); every window and age bound is
+a date computed in Python from the period end (``dates.py``), bound as a literal value. Dialect
+differences live in ``dialects.py``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from agent import schema
+from agent.errors import AgentUserError
+from protocol.catalogue import (
+    Age,
+    All,
+    Any_,
+    Catalogue,
+    FirstCode,
+    HasCode,
+    Indicator,
+    LatestCode,
+    LatestValue,
+    Not,
+    OnRegister,
+    RegisteredFor,
+    Rule,
+    SexIs,
+    Window,
+)
+
+from .dates import born_on_or_before_for_age, months_before
+from .dialects import Flavour, flavour_for
+from .features import (
+    CodeSet,
+    Feature,
+    FirstDate,
+    LastDate,
+    LatestValueOf,
+    events,
+    features_for,
+)
+
+Bool = ColumnElement[bool]
+
+
+def _date(value: dt.date) -> ColumnElement[dt.date]:
+    return sa.literal(value, sa.Date)
+
+
+@dataclass
+class Context:
+    """What rule compilation needs: the period end and the feature columns."""
+
+    period_end: dt.date
+    patients: sa.TableClause | sa.Table
+    columns: dict[tuple[str, Feature], ColumnElement] = field(default_factory=dict)
+
+    def last(self, codeset: CodeSet) -> ColumnElement:
+        return self.columns[("last", LastDate(codeset))]
+
+    def first(self, codeset: CodeSet) -> ColumnElement:
+        return self.columns[("first", FirstDate(codeset))]
+
+    def value(self, codeset: CodeSet) -> tuple[ColumnElement, ColumnElement]:
+        feature = LatestValueOf(codeset)
+        return self.columns[("vdate", feature)], self.columns[("value", feature)]
+
+    def after_window_start(self, column: ColumnElement, window: Window | None) -> Bool:
+        """``column`` is not null and falls in the window (``E - N months < date``; the
+        ``<= E`` bound is already applied to every coded row)."""
+        if window is None:
+            return column.is_not(None)
+        return sa.and_(
+            column.is_not(None), column > _date(months_before(self.period_end, window.months))
+        )
+
+
+# --- rules -------------------------------------------------------------------------------------
+
+
+@functools.singledispatch
+def rule_sql(rule: Rule, ctx: Context) -> Bool:
+    raise TypeError(f"cannot compile rule node {type(rule).__name__}")
+
+
+@rule_sql.register
+def _(rule: All, ctx: Context) -> Bool:
+    return sa.and_(*(rule_sql(child, ctx) for child in rule.of))
+
+
+@rule_sql.register
+def _(rule: Any_, ctx: Context) -> Bool:
+    return sa.or_(*(rule_sql(child, ctx) for child in rule.of))
+
+
+@rule_sql.register
+def _(rule: Not, ctx: Context) -> Bool:
+    # Every leaf is null-safe (never NULL), so NOT is the plain boolean negation.
+    return sa.not_(rule_sql(rule.rule, ctx))
+
+
+@rule_sql.register
+def _(rule: Age, ctx: Context) -> Bool:
+    birth = ctx.patients.c.birth_date
+    conds: list[Bool] = []
+    if rule.min is not None:
+        conds.append(birth <= _date(born_on_or_before_for_age(ctx.period_end, rule.min)))
+    if rule.max is not None:
+        conds.append(birth > _date(born_on_or_before_for_age(ctx.period_end, rule.max + 1)))
+    return sa.and_(*conds)
+
+
+@rule_sql.register
+def _(rule: SexIs, ctx: Context) -> Bool:
+    return ctx.patients.c.sex.in_(sorted(rule.values))
+
+
+@rule_sql.register
+def _(rule: RegisteredFor, ctx: Context) -> Bool:
+    start = months_before(ctx.period_end, rule.months)
+    return ctx.patients.c.registration_start <= _date(start)
+
+
+@rule_sql.register
+def _(rule: HasCode, ctx: Context) -> Bool:
+    return ctx.after_window_start(ctx.last(CodeSet(rule.table, (rule.codelist,))), rule.window)
+
+
+@rule_sql.register
+def _(rule: OnRegister, ctx: Context) -> Bool:
+    registered = ctx.last(events(rule.codelist))
+    if not rule.resolved:
+        return registered.is_not(None)
+    resolved = ctx.last(events(rule.resolved))
+    return sa.and_(registered.is_not(None), sa.or_(resolved.is_(None), resolved < registered))
+
+
+@rule_sql.register
+def _(rule: LatestValue, ctx: Context) -> Bool:
+    when, value = ctx.value(events(rule.codelist))
+    threshold = sa.literal(rule.value, sa.Float)
+    compare = {
+        "<": value < threshold,
+        "<=": value <= threshold,
+        ">": value > threshold,
+        ">=": value >= threshold,
+        "==": value == threshold,
+    }[rule.op]
+    return sa.and_(ctx.after_window_start(when, rule.window), compare)
+
+
+@rule_sql.register
+def _(rule: LatestCode, ctx: Context) -> Bool:
+    family = ctx.last(events(rule.family))
+    both = ctx.last(events(rule.family, rule.codelist))
+    # The latest family row is in the target iff the latest row in both has the same date.
+    return sa.and_(ctx.after_window_start(family, rule.window), both.is_not(None), both == family)
+
+
+@rule_sql.register
+def _(rule: FirstCode, ctx: Context) -> Bool:
+    return ctx.after_window_start(ctx.first(events(rule.codelist)), rule.window)
+
+
+# --- the query ---------------------------------------------------------------------------------
+
+
+def select_indicators(catalogue: Catalogue, ids: Sequence[str] | None) -> list[Indicator]:
+    if ids is None:
+        return list(catalogue.indicators)
+    known = {i.id for i in catalogue.indicators}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise AgentUserError(
+            f"unknown indicator {', '.join(unknown)}: catalogue {catalogue.id} "
+            f"v{catalogue.version} has {', '.join(sorted(known))}"
+        )
+    wanted = set(ids)
+    return [i for i in catalogue.indicators if i.id in wanted]
+
+
+@dataclass
+class Plan:
+    """The compiled query for some indicators, and how to read its rows."""
+
+    catalogue: Catalogue
+    indicators: list[Indicator]
+    period_end: dt.date
+    flags: (
+        sa.CTE
+    )  # one row per base patient: patient_id, local_ref, age_band, sex, pop_i, num_i, exc_i
+
+    def counts_query(self) -> sa.Select:
+        f = self.flags.c
+        sums: list[ColumnElement] = []
+        for i in range(len(self.indicators)):
+            pop, num, exc = f[f"pop_{i}"] == 1, f[f"num_{i}"] == 1, f[f"exc_{i}"] == 1
+            sums += [
+                _count(sa.and_(pop, sa.or_(num, sa.not_(exc)))).label(f"denominator_{i}"),
+                _count(sa.and_(pop, num)).label(f"numerator_{i}"),
+                _count(sa.and_(pop, sa.not_(num), exc)).label(f"exclusions_{i}"),
+            ]
+        return (
+            sa.select(f.age_band, f.sex, *sums)
+            .group_by(f.age_band, f.sex)
+            .order_by(f.age_band, f.sex)
+        )
+
+    def worklist_query(self) -> sa.Select:
+        f = self.flags.c
+        # Denominator but not numerator: in the population, not achieving, not excluded.
+        return (
+            sa.select(f.patient_id, f.local_ref)
+            .where(f.pop_0 == 1, f.num_0 == 0, f.exc_0 == 0)
+            .order_by(f.patient_id)
+        )
+
+
+def _count(cond: Bool) -> ColumnElement[int]:
+    return sa.func.sum(sa.case((cond, 1), else_=0))
+
+
+def _flag(cond: Bool) -> ColumnElement[int]:
+    return sa.case((cond, 1), else_=0)
+
+
+def build_plan(
+    catalogue: Catalogue,
+    indicators: list[Indicator],
+    period_end: dt.date,
+    flavour: Flavour,
+) -> Plan:
+    features = features_for(indicators)
+    codesets = sorted({f.codeset for f in features})
+    number = {cs: k for k, cs in enumerate(codesets, start=1)}
+    p = schema.patients
+    ctx = Context(period_end=period_end, patients=p)
+    joins: list[tuple[sa.CTE, ColumnElement[bool]]] = []
+
+    if codesets:
+        hits = _hits_cte(catalogue, codesets, number, period_end)
+        date_features = [f for f in features if isinstance(f, LastDate | FirstDate)]
+        if date_features:
+            cols = []
+            for feat in date_features:
+                k = number[feat.codeset]
+                agg, name = (
+                    (sa.func.max, "last") if isinstance(feat, LastDate) else (sa.func.min, "first")
+                )
+                cols.append(agg(sa.case((hits.c.k == k, hits.c.date))).label(f"{name}_{k}"))
+            feat_cte = sa.select(hits.c.patient_id, *cols).group_by(hits.c.patient_id).cte("feat")
+            for feat in date_features:
+                kind = "last" if isinstance(feat, LastDate) else "first"
+                ctx.columns[(kind, feat)] = feat_cte.c[f"{kind}_{number[feat.codeset]}"]
+            joins.append((feat_cte, feat_cte.c.patient_id == p.c.patient_id))
+        value_features = [f for f in features if isinstance(f, LatestValueOf)]
+        if value_features:
+            ks = [number[f.codeset] for f in value_features]
+            vfeat = flavour.latest_values(hits, ks)
+            for feat in value_features:
+                k = number[feat.codeset]
+                ctx.columns[("vdate", feat)] = vfeat.c[f"vdate_{k}"]
+                ctx.columns[("value", feat)] = vfeat.c[f"value_{k}"]
+            joins.append((vfeat, vfeat.c.patient_id == p.c.patient_id))
+
+    end = _date(period_end)
+    base = sa.and_(
+        p.c.birth_date <= end,
+        p.c.registration_start <= end,
+        sa.or_(p.c.registration_end.is_(None), p.c.registration_end > end),
+        sa.or_(p.c.death_date.is_(None), p.c.death_date > end),
+    )
+    bands = catalogue.age_bands
+    # Bands are contiguous from 0 (the catalogue checks it): the first band whose upper age
+    # bound the patient is under, else the open last band.
+    whens = [
+        (p.c.birth_date > _date(born_on_or_before_for_age(period_end, b.max + 1)), b.label)
+        for b in bands[:-1]
+        if b.max is not None
+    ]
+    last_band = sa.literal(bands[-1].label, sa.String)
+    age_band = sa.case(*whens, else_=last_band) if whens else last_band
+    flag_cols: list[ColumnElement] = []
+    for i, ind in enumerate(indicators):
+        flag_cols += [
+            _flag(rule_sql(ind.population, ctx)).label(f"pop_{i}"),
+            _flag(rule_sql(ind.numerator, ctx)).label(f"num_{i}"),
+            _flag(rule_sql(ind.exclusions, ctx) if ind.exclusions else sa.false()).label(
+                f"exc_{i}"
+            ),
+        ]
+    source: sa.FromClause = p
+    for cte, on in joins:
+        source = source.outerjoin(cte, on)
+    flags = (
+        sa.select(
+            p.c.patient_id,
+            p.c.local_ref,
+            age_band.label("age_band"),
+            p.c.sex,
+            *flag_cols,
+        )
+        .select_from(source)
+        .where(base)
+        .cte("flags")
+    )
+    return Plan(catalogue, indicators, period_end, flags)
+
+
+def _hits_cte(
+    catalogue: Catalogue,
+    codesets: list[CodeSet],
+    number: dict[CodeSet, int],
+    period_end: dt.date,
+) -> sa.CTE:
+    parts: list[sa.Select] = []
+    for table_name in ("events", "medications"):
+        rows = sorted(
+            (system, code, number[cs])
+            for cs in codesets
+            if cs.table == table_name
+            for system, code in cs.pairs(catalogue)
+        )
+        if not rows:
+            continue
+        codes = (
+            sa.values(
+                sa.column("system", sa.String),
+                sa.column("code", sa.String),
+                sa.column("k", sa.Integer),
+                name=f"{table_name}_codes",
+                literal_binds=True,
+            )
+            .data(rows)
+            .cte(f"{table_name}_codes")
+        )
+        t = schema.TABLES[table_name]
+        value = t.c.value if table_name == "events" else sa.cast(sa.null(), sa.Float)
+        parts.append(
+            sa.select(t.c.patient_id, t.c.date, value.label("value"), codes.c.k)
+            .select_from(
+                t.join(codes, sa.and_(t.c.code == codes.c.code, t.c.system == codes.c.system))
+            )
+            .where(t.c.date <= _date(period_end))
+        )
+    if not parts:
+        # Every code set is empty (e.g. a LatestCode whose family and target share no code):
+        # no row can match, so an empty hits table keeps the query shape.
+        t = schema.events
+        parts.append(
+            sa.select(
+                t.c.patient_id, t.c.date, t.c.value, sa.literal(0, sa.Integer).label("k")
+            ).where(sa.false())
+        )
+    query = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+    return query.cte("hits")
+
+
+def plan_for(
+    dialect: sa.Dialect,
+    catalogue: Catalogue,
+    indicator_ids: Sequence[str] | None,
+    period_end: dt.date,
+) -> Plan:
+    indicators = select_indicators(catalogue, indicator_ids)
+    return build_plan(catalogue, indicators, period_end, flavour_for(dialect))

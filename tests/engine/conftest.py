@@ -1,0 +1,106 @@
+"""One fixture, every engine: the reference evaluator, SQLite, DuckDB and PostgreSQL.
+
+``compute(practice, catalogue, period_end, indicators=None)`` loads the inline practice into a
+fresh database of the engine under test (PostgreSQL: a fresh schema in the session's test
+database) and returns its cells; ``worklist(...)`` likewise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+import sqlalchemy as sa
+from engine_spec_helpers import load
+
+from agent import reference
+from agent.engine import compute_cells, worklist_patients
+from agent.reference import Practice
+from protocol.catalogue import Catalogue
+
+ENGINES = ["reference", "sqlite", "duckdb", "postgresql"]
+
+
+@dataclass
+class Runner:
+    """Runs the engine under test on inline practices."""
+
+    name: str
+    make_engine: Callable[[], sa.Engine] | None
+
+    def _engine(self, practice: Practice) -> sa.Engine:
+        assert self.make_engine is not None
+        engine = self.make_engine()
+        load(engine, practice)
+        return engine
+
+    def compute(
+        self,
+        practice: Practice,
+        catalogue: Catalogue,
+        period_end: dt.date,
+        indicators: list[str] | None = None,
+    ):
+        if self.make_engine is None:
+            return reference.evaluate(practice, catalogue, period_end, indicators)
+        return compute_cells(self._engine(practice), catalogue, period_end, indicators)
+
+    def worklist(self, practice: Practice, catalogue: Catalogue, ind: str, period_end: dt.date):
+        if self.make_engine is None:
+            return reference.worklist(practice, catalogue, ind, period_end)
+        return worklist_patients(self._engine(practice), catalogue, ind, period_end)
+
+
+@pytest.fixture
+def pg_schema_engine(request: pytest.FixtureRequest) -> Iterator[Callable[[], sa.Engine]]:
+    """Engines on fresh schemas of the session's PostgreSQL test database."""
+    url: str = request.getfixturevalue("pg_url")
+    admin = sa.create_engine(url)
+    made: list[tuple[str, sa.Engine]] = []
+
+    def make() -> sa.Engine:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with admin.begin() as conn:
+            conn.execute(sa.schema.CreateSchema(name))
+        engine = sa.create_engine(url, connect_args={"options": f"-csearch_path={name}"})
+        made.append((name, engine))
+        return engine
+
+    yield make
+    for name, engine in made:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(sa.schema.DropSchema(name, cascade=True))
+    admin.dispose()
+
+
+@pytest.fixture(params=ENGINES)
+def engine_name(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def runner(engine_name: str, request: pytest.FixtureRequest, tmp_path) -> Iterator[Runner]:
+    engines: list[sa.Engine] = []
+
+    def embedded(url: str) -> Callable[[], sa.Engine]:
+        def make() -> sa.Engine:
+            engine = sa.create_engine(url.format(n=len(engines)))
+            engines.append(engine)
+            return engine
+
+        return make
+
+    if engine_name == "reference":
+        yield Runner(engine_name, None)
+    elif engine_name == "sqlite":
+        yield Runner(engine_name, embedded(f"sqlite:///{tmp_path}/p{{n}}.sqlite"))
+    elif engine_name == "duckdb":
+        yield Runner(engine_name, embedded(f"duckdb:///{tmp_path}/p{{n}}.duckdb"))
+    else:
+        yield Runner(engine_name, request.getfixturevalue("pg_schema_engine"))
+    for engine in engines:
+        engine.dispose()
