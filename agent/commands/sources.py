@@ -1,0 +1,174 @@
+"""``load-csv``, ``load-fhir`` and ``check-source``: reading the records practices really have.
+
+The loads replace the practice store's contents (``--into``, else ``source.url``) in one
+transaction; ``check-source`` reports what a source holds against the catalogue's codelists.
+See docs/sources.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy import Engine
+
+from agent.cli import app
+from agent.errors import SourceError
+from agent.settings import AgentSettings
+from agent.sources.common import LoadReport, open_store
+
+from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors, settings_for
+
+IntoOption = Annotated[
+    str | None,
+    typer.Option(
+        "--into",
+        help="the practice store to load into: a path (*.sqlite, *.duckdb) or a database URL "
+        "(default: source.url from the agent config)",
+        show_default=False,
+    ),
+]
+
+
+def _store_target(into: str | None, home: Path | None) -> str:
+    if into:
+        return into
+    settings = settings_for(home)
+    if not settings.source.url or settings.source.kind == "omop":
+        raise SourceError(
+            "no store to load into: pass --into PATH (e.g. practice.sqlite) or set source.url "
+            "in the agent config"
+        )
+    from agent.compute import source_url
+
+    return source_url(settings)
+
+
+def _run_load(target: str, load: Callable[[Engine], LoadReport], as_json: bool) -> None:
+    existed = "://" in target or Path(target).exists()
+    engine = open_store(target)
+    try:
+        report = load(engine)
+    except BaseException:
+        engine.dispose()
+        # A store this load created and could not fill is removed: nothing half-made remains.
+        if not existed and Path(target).exists():
+            Path(target).unlink()
+        raise
+    engine.dispose()
+    if as_json:
+        emit_json(report.model_dump(mode="json"))
+    else:
+        out = console()
+        for line in report.lines():
+            out.print(line, markup=False)
+        out.print(f"into {target}", markup=False)
+
+
+@app.command("load-csv")
+@one_line_errors
+def load_csv_command(
+    directory: Annotated[
+        Path, typer.Argument(help="folder with patients.csv, events.csv, medications.csv")
+    ],
+    into: IntoOption = None,
+    date_format: Annotated[
+        str, typer.Option("--date-format", help="iso (YYYY-MM-DD) or uk (DD/MM/YYYY)")
+    ] = "iso",
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Load a CSV extract into the practice store (replacing its contents, all or nothing)."""
+    from agent.sources.csv_extract import load_csv
+
+    if date_format not in ("iso", "uk"):
+        raise SourceError(f"--date-format {date_format!r}: use iso or uk")
+    target = _store_target(into, home)
+    _run_load(target, lambda engine: load_csv(directory, engine, date_format=date_format), as_json)
+
+
+@app.command("load-fhir")
+@one_line_errors
+def load_fhir_command(
+    path: Annotated[
+        Path, typer.Argument(help="a FHIR bulk-export folder (ndjson), an ndjson file or a Bundle")
+    ],
+    into: IntoOption = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Load FHIR R4 data into the practice store (replacing its contents, all or nothing)."""
+    from agent.sources.fhir import load_fhir
+
+    target = _store_target(into, home)
+    _run_load(target, lambda engine: load_fhir(path, engine), as_json)
+
+
+def open_checked_source(
+    settings: AgentSettings, db: str | None, omop: str | None, omop_codes: str
+) -> Engine:
+    """The canonical tables to check: an OMOP database through its views, or a store."""
+    from agent.store import open_practice
+
+    if omop:
+        from agent.sources.omop import open_omop
+
+        return open_omop(omop, codes=omop_codes)
+    if db:
+        return open_practice(db, read_only=True)
+    if settings.source.kind == "omop":
+        from agent.sources.omop import open_omop
+
+        settings.require("source.url")
+        return open_omop(str(settings.source.url), codes=omop_codes)
+    from agent.compute import open_source
+
+    return open_source(settings)
+
+
+@app.command("check-source")
+@one_line_errors
+def check_source_command(
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help="a practice store (path or URL) instead of source.url"),
+    ] = None,
+    omop: Annotated[
+        str | None,
+        typer.Option("--omop", help="an OMOP CDM database URL, read in place"),
+    ] = None,
+    omop_codes: Annotated[
+        str,
+        typer.Option("--omop-codes", help="OMOP codes to match: standard, source or concept_id"),
+    ] = "standard",
+    catalogue_file: Annotated[
+        Path | None,
+        typer.Option("--catalogue", help="a catalogue JSON file (default: the agent's catalogue)"),
+    ] = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Report what the source holds: patients, date ranges, rows per table, the most frequent
+    codes no codelist uses, and the codelist codes never seen. Counts only; nothing is sent."""
+    from agent.catalogue_cache import load_catalogue, read_catalogue_file
+    from agent.sources.check import check_source
+
+    settings = settings_for(home)
+    if catalogue_file is not None:
+        catalogue = read_catalogue_file(catalogue_file)
+    else:
+        catalogue = load_catalogue(settings)
+    engine = open_checked_source(settings, db, omop, omop_codes)
+    try:
+        result = check_source(engine, catalogue, dt.date.today())
+    finally:
+        engine.dispose()
+    if as_json:
+        emit_json(result.model_dump(mode="json"))
+    else:
+        out = console()
+        for line in result.lines():
+            out.print(line, markup=False)

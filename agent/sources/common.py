@@ -1,0 +1,225 @@
+"""What every source reader shares: code systems, code and date checks, unit conversion, the
+store a load writes into, and the batched writer that keeps memory flat.
+
+A load replaces the canonical tables' contents with the extract, in one transaction: on any
+error the transaction rolls back and the store is left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, get_args
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import Connection, Engine, delete, event
+
+from agent.schema import TABLES, events, medications, metadata, patients
+from protocol.catalogue import CodeSystem
+
+SYSTEMS: frozenset[str] = frozenset(get_args(CodeSystem))
+
+# FHIR system URIs (and the names extracts commonly use) -> fedqi code systems.
+SYSTEM_ALIASES: dict[str, str] = {
+    "http://snomed.info/sct": "snomedct",
+    "http://loinc.org": "loinc",
+    "https://dmd.nhs.uk": "dmd",
+    "http://dmd.nhs.uk": "dmd",
+    "http://www.nlm.nih.gov/research/umls/rxnorm": "rxnorm",
+    "http://hl7.org/fhir/sid/cvx": "cvx",
+    "http://hl7.org/fhir/sid/icd-10": "icd10",
+    "http://hl7.org/fhir/sid/icd-10-uk": "icd10",
+    "https://fhir-terminology.ohdsi.org": "omop",
+    "snomed": "snomedct",
+    "snomed ct": "snomedct",
+    "sct": "snomedct",
+    "dm+d": "dmd",
+    "icd-10": "icd10",
+}
+# The reverse, for exporters: one URI per system.
+SYSTEM_URIS: dict[str, str] = {
+    "snomedct": "http://snomed.info/sct",
+    "loinc": "http://loinc.org",
+    "dmd": "https://dmd.nhs.uk",
+    "rxnorm": "http://www.nlm.nih.gov/research/umls/rxnorm",
+    "cvx": "http://hl7.org/fhir/sid/cvx",
+    "icd10": "http://hl7.org/fhir/sid/icd-10",
+    # No FHIR-registered URI for OMOP concept ids: fedqi uses the OHDSI terminology server's.
+    "omop": "https://fhir-terminology.ohdsi.org",
+}
+
+CODE_RE = re.compile(r"^[A-Za-z0-9.\-]{1,32}$")  # as protocol.catalogue.Code
+MAX_UNIT = 16  # agent.schema events.unit
+
+# HbA1c codes whose values may arrive as NGSP/DCCT percentages. Values with unit "%" are
+# converted to IFCC mmol/mol (what QOF thresholds use) with the NGSP master equation
+# NGSP = 0.09148 * IFCC + 2.152 (ngsp.org/ifcc.asp).
+HBA1C_CODES: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("loinc", "4548-4"),  # Hemoglobin A1c/Hemoglobin.total in Blood
+        ("loinc", "17856-6"),  # ... by HPLC
+        ("loinc", "4549-2"),  # ... by Electrophoresis
+        ("loinc", "59261-8"),  # ... by IFCC protocol
+        ("snomedct", "999791000000106"),  # Haemoglobin A1c level - IFCC standardised
+        ("snomedct", "1003671000000109"),  # Haemoglobin A1c level
+        ("snomedct", "43396009"),  # Hemoglobin A1c measurement
+    }
+)
+
+
+def system_of(name: str) -> str | None:
+    """The fedqi code system a system name or URI stands for, or None if fedqi does not read it."""
+    key = name.strip()
+    if key in SYSTEMS:
+        return key
+    return SYSTEM_ALIASES.get(key.rstrip("/")) or SYSTEM_ALIASES.get(key.lower())
+
+
+def ngsp_to_ifcc(percent: float) -> float:
+    """HbA1c NGSP % -> IFCC mmol/mol, to one decimal place."""
+    return round((percent - 2.152) / 0.09148, 1)
+
+
+def normalise_value(
+    system: str, code: str, value: float | None, unit: str | None
+) -> tuple[float | None, str | None]:
+    """Convert units the indicators need in one scale (HbA1c % -> mmol/mol)."""
+    if (
+        value is not None
+        and unit is not None
+        and unit.strip() == "%"
+        and ((system, code) in HBA1C_CODES)
+    ):
+        return ngsp_to_ifcc(value), "mmol/mol"
+    return value, unit
+
+
+# --- dates ----------------------------------------------------------------------------------
+
+ISO_DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+UK_DATE_RE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
+DATE_FORMATS = ("iso", "uk")
+
+
+def parse_date(text: str, date_format: str) -> dt.date:
+    """Parse an extract's date strictly; ValueError says which format was expected."""
+    if date_format == "iso":
+        m = ISO_DATE_RE.match(text)
+        if m:
+            y, mo, d = m.groups()
+            try:
+                return dt.date(int(y), int(mo), int(d))
+            except ValueError as exc:
+                raise ValueError(f"{text!r} is not a valid date ({exc})") from None
+        raise ValueError(f"{text!r} is not an ISO date (YYYY-MM-DD)")
+    m = UK_DATE_RE.match(text)
+    if m:
+        d, mo, y = m.groups()
+        try:
+            return dt.date(int(y), int(mo), int(d))
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not a valid date ({exc})") from None
+    raise ValueError(f"{text!r} is not a UK day-first date (DD/MM/YYYY)")
+
+
+# --- what a load reports --------------------------------------------------------------------
+
+
+class LoadReport(BaseModel):
+    """What a load found. Counts only: no patient-level values."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str
+    patients: int
+    events: int
+    medications: int
+    # e.g. {"Condition: entered-in-error": 2, "coding in an unread system": 14}
+    skipped: dict[str, int] = {}
+    # FHIR resource types fedqi does not read, and how many of each.
+    unknown_resource_types: dict[str, int] = {}
+    # Rows kept but changed on the way in (e.g. "HbA1c % converted to mmol/mol").
+    converted: dict[str, int] = {}
+
+    def lines(self) -> list[str]:
+        out = [
+            f"loaded from {self.source}: {self.patients} patients, {self.events} events, "
+            f"{self.medications} medications"
+        ]
+        for title, counts in (
+            ("converted", self.converted),
+            ("skipped", self.skipped),
+            ("resource types not read", self.unknown_resource_types),
+        ):
+            for key, n in sorted(counts.items()):
+                out.append(f"  {title}: {key}: {n}")
+        return out
+
+
+# --- the store ------------------------------------------------------------------------------
+
+
+def open_store(target: str | Path) -> Engine:
+    """An engine on the practice store a load writes into (a path or URL, as
+    :func:`agent.store.open_practice` reads it), with transactional DDL on SQLite."""
+    from agent.store import open_practice
+
+    engine = open_practice(target)
+    if engine.dialect.name == "sqlite":
+        _sqlite_transactional_ddl(engine)
+    return engine
+
+
+def _sqlite_transactional_ddl(engine: Engine) -> None:
+    # pysqlite's legacy transaction handling runs DDL outside a transaction; begin explicitly
+    # so creating the tables rolls back with a failed load (SQLAlchemy's documented recipe).
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+@contextmanager
+def replacing(engine: Engine) -> Iterator[Connection]:
+    """One transaction that creates the canonical tables if absent and empties them; commits
+    only if the body finishes, so a failed load leaves the store as it was."""
+    with engine.begin() as conn:
+        metadata.create_all(conn, checkfirst=True)
+        for table in (medications, events, patients):
+            conn.execute(delete(table))
+        yield conn
+
+
+class BatchWriter:
+    """Inserts rows in batches (by the store's fastest path, :func:`agent.store.bulk_insert`)
+    so memory stays flat however big the extract."""
+
+    def __init__(self, conn: Connection, batch_size: int | None = None) -> None:
+        self.conn = conn
+        # DuckDB loads through a staged file: fewer, larger batches.
+        self.batch_size = batch_size or (100_000 if conn.dialect.name == "duckdb" else 10_000)
+        self._columns = {name: [c.name for c in t.columns] for name, t in TABLES.items()}
+        self.pending: dict[str, list[tuple[Any, ...]]] = {name: [] for name in TABLES}
+        self.counts: Counter[str] = Counter()
+
+    def add(self, table: str, row: Mapping[str, Any]) -> None:
+        rows = self.pending[table]
+        rows.append(tuple(row.get(c) for c in self._columns[table]))
+        if len(rows) >= self.batch_size:
+            self.flush(table)
+
+    def flush(self, table: str | None = None) -> None:
+        from agent.store import bulk_insert
+
+        for name in [table] if table else list(self.pending):
+            rows = self.pending[name]
+            if rows:
+                self.counts[name] += bulk_insert(self.conn, name, rows)
+                rows.clear()

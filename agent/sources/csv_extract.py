@@ -1,0 +1,291 @@
+"""CSV extracts, the shape a clinical system's reporting tool exports: one file per table
+(``patients.csv``, ``events.csv``, ``medications.csv``), a header row, ISO or UK day-first
+dates as declared. Read row by row and inserted in batches inside one transaction, so memory
+does not grow with the file and a bad row leaves the store untouched.
+
+Only the set of patient ids (to catch duplicates and events for unknown patients) is held in
+memory: it grows with the number of patients, not with the size of the files.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from agent.errors import SourceError
+
+from .common import (
+    CODE_RE,
+    DATE_FORMATS,
+    MAX_UNIT,
+    BatchWriter,
+    LoadReport,
+    normalise_value,
+    parse_date,
+    replacing,
+    system_of,
+)
+
+# Sex as extracts write it -> F/M/U. The digits are the NHS Data Dictionary person stated
+# gender codes (1 male, 2 female, 9 indeterminate, 0 / X not known).
+SEX_CODES: dict[str, str] = {
+    "f": "F",
+    "female": "F",
+    "2": "F",
+    "m": "M",
+    "male": "M",
+    "1": "M",
+    "u": "U",
+    "unknown": "U",
+    "not known": "U",
+    "i": "U",
+    "indeterminate": "U",
+    "9": "U",
+    "0": "U",
+    "x": "U",
+}
+
+FILES = ("patients", "events", "medications")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    default_system: str | None = None
+
+
+SPECS: dict[str, TableSpec] = {
+    "patients": TableSpec(
+        required=("patient_id", "birth_date", "sex", "registration_start"),
+        optional=("local_ref", "registration_end", "death_date"),
+    ),
+    "events": TableSpec(
+        required=("patient_id", "date", "code"),
+        optional=("system", "value", "unit"),
+        default_system="snomedct",
+    ),
+    "medications": TableSpec(
+        required=("patient_id", "date", "code"),
+        optional=("system",),
+        default_system="dmd",
+    ),
+}
+
+MAX_ID = 2**63 - 1
+
+
+class _RowError(ValueError):
+    def __init__(self, column: str, message: str) -> None:
+        super().__init__(message)
+        self.column = column
+
+
+def load_csv(directory: Path, engine: Engine, *, date_format: str = "iso") -> LoadReport:
+    """Replace the store's contents with the extract in ``directory`` (one transaction)."""
+    if date_format not in DATE_FORMATS:
+        raise SourceError(f"date format {date_format!r}: use one of {', '.join(DATE_FORMATS)}")
+    if not directory.is_dir():
+        raise SourceError(f"{directory}: not a directory (expected {', '.join(FILES)} .csv)")
+    paths = {name: directory / f"{name}.csv" for name in FILES}
+    for path in paths.values():
+        if not path.is_file():
+            raise SourceError(
+                f"{path}: not found (an extract has {', '.join(f + '.csv' for f in FILES)}; "
+                "a file with only its header row is fine)"
+            )
+    converted: Counter[str] = Counter()
+    with replacing(engine) as conn:
+        writer = BatchWriter(conn)
+        seen: dict[int, int] = {}  # patient_id -> line
+        for row in _rows(paths["patients"], "patients", _patient_parser(date_format)):
+            line, values = row
+            pid = values["patient_id"]
+            if pid in seen:
+                raise SourceError(
+                    f"{paths['patients']} line {line}, column patient_id: duplicate patient id "
+                    f"(first on line {seen[pid]})"
+                )
+            seen[pid] = line
+            writer.add("patients", values)
+        for name in ("events", "medications"):
+            parse = _clinical_parser(name, date_format, seen, converted)
+            for _line, values in _rows(paths[name], name, parse):
+                writer.add(name, values)
+        writer.flush()
+        counts = writer.counts
+    return LoadReport(
+        source=f"csv:{directory}",
+        patients=counts["patients"],
+        events=counts["events"],
+        medications=counts["medications"],
+        converted=dict(converted),
+    )
+
+
+Parser = Callable[[dict[str, str]], dict[str, Any]]
+
+
+def _rows(path: Path, name: str, parse: Parser) -> Iterator[tuple[int, dict[str, Any]]]:
+    spec = SPECS[name]
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise SourceError(f"{path} line 1: empty file (expected a header row)") from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise SourceError(f"{path} line 1: cannot read the header ({exc})") from None
+        columns = [h.strip().lower() for h in header]
+        known = set(spec.required) | set(spec.optional)
+        for col in columns:
+            if col not in known:
+                raise SourceError(
+                    f"{path} line 1: unknown column {col!r} "
+                    f"(known: {', '.join(spec.required + spec.optional)})"
+                )
+        dupes = [c for c, n in Counter(columns).items() if n > 1]
+        if dupes:
+            raise SourceError(f"{path} line 1: column {dupes[0]!r} appears twice")
+        for col in spec.required:
+            if col not in columns:
+                raise SourceError(f"{path} line 1: missing required column {col!r}")
+        width = len(columns)
+        try:
+            for fields in reader:
+                if not fields:
+                    continue  # a blank line
+                line = reader.line_num
+                if len(fields) != width:
+                    raise SourceError(
+                        f"{path} line {line}: {len(fields)} fields, the header has {width}"
+                    )
+                record = {c: f.strip() for c, f in zip(columns, fields, strict=True)}
+                try:
+                    yield line, parse(record)
+                except _RowError as exc:
+                    raise SourceError(f"{path} line {line}, column {exc.column}: {exc}") from None
+        except csv.Error as exc:
+            raise SourceError(f"{path} line {reader.line_num}: malformed CSV ({exc})") from None
+        except UnicodeDecodeError as exc:
+            raise SourceError(
+                f"{path} near line {reader.line_num + 1}: not UTF-8 text ({exc.reason})"
+            ) from None
+
+
+def _required(record: dict[str, str], col: str) -> str:
+    text = record.get(col, "")
+    if not text:
+        raise _RowError(col, "empty (a value is required)")
+    return text
+
+
+def _date(record: dict[str, str], col: str, date_format: str, *, required: bool) -> Any:
+    text = record.get(col, "")
+    if not text:
+        if required:
+            raise _RowError(col, "empty (a date is required)")
+        return None
+    try:
+        return parse_date(text, date_format)
+    except ValueError as exc:
+        raise _RowError(col, f"{exc}; the load was declared --date-format {date_format}") from None
+
+
+def _patient_id(record: dict[str, str]) -> int:
+    text = _required(record, "patient_id")
+    try:
+        pid = int(text)
+    except ValueError:
+        raise _RowError("patient_id", f"{text!r} is not an integer") from None
+    if not 0 <= pid <= MAX_ID:
+        raise _RowError("patient_id", f"{text} is out of range (0..2^63-1)")
+    return pid
+
+
+def _patient_parser(date_format: str) -> Parser:
+    def parse(record: dict[str, str]) -> dict[str, Any]:
+        sex_text = _required(record, "sex")
+        sex = SEX_CODES.get(sex_text.lower())
+        if sex is None:
+            raise _RowError(
+                "sex",
+                f"unknown sex code {sex_text!r} (use F/M/U, Female/Male/Unknown, "
+                "or the NHS codes 2/1/9/0/X)",
+            )
+        local_ref = record.get("local_ref") or None
+        if local_ref is not None and len(local_ref) > 64:
+            raise _RowError("local_ref", "longer than 64 characters")
+        start = _date(record, "registration_start", date_format, required=True)
+        end = _date(record, "registration_end", date_format, required=False)
+        if end is not None and end <= start:
+            raise _RowError("registration_end", "not after registration_start")
+        return {
+            "patient_id": _patient_id(record),
+            "local_ref": local_ref,
+            "birth_date": _date(record, "birth_date", date_format, required=True),
+            "sex": sex,
+            "registration_start": start,
+            "registration_end": end,
+            "death_date": _date(record, "death_date", date_format, required=False),
+        }
+
+    return parse
+
+
+def _clinical_parser(
+    name: str, date_format: str, patient_ids: dict[int, int], converted: Counter[str]
+) -> Parser:
+    spec = SPECS[name]
+    assert spec.default_system is not None
+    default_system = spec.default_system
+    with_value = name == "events"
+
+    def parse(record: dict[str, str]) -> dict[str, Any]:
+        pid = _patient_id(record)
+        if pid not in patient_ids:
+            raise _RowError("patient_id", f"patient {pid} is not in patients.csv")
+        system_text = record.get("system", "") or default_system
+        system = system_of(system_text)
+        if system is None:
+            raise _RowError(
+                "system",
+                f"unknown code system {system_text!r} "
+                "(snomedct, dmd, loinc, rxnorm, cvx, icd10, omop or a FHIR system URI)",
+            )
+        code = _required(record, "code")
+        if not CODE_RE.match(code):
+            raise _RowError("code", f"{code!r} is not a code (1-32 letters, digits, '.', '-')")
+        row: dict[str, Any] = {
+            "patient_id": pid,
+            "date": _date(record, "date", date_format, required=True),
+            "system": system,
+            "code": code,
+        }
+        if with_value:
+            value_text = record.get("value", "")
+            value: float | None = None
+            if value_text:
+                try:
+                    value = float(value_text)
+                except ValueError:
+                    raise _RowError("value", f"{value_text!r} is not a number") from None
+                if value != value or value in (float("inf"), float("-inf")):
+                    raise _RowError("value", f"{value_text!r} is not a finite number")
+            unit = record.get("unit") or None
+            if unit is not None and len(unit) > MAX_UNIT:
+                raise _RowError("unit", f"longer than {MAX_UNIT} characters")
+            new_value, new_unit = normalise_value(system, code, value, unit)
+            if new_unit != unit:
+                converted["HbA1c % converted to mmol/mol"] += 1
+            row["value"] = new_value
+            row["unit"] = new_unit
+        return row
+
+    return parse

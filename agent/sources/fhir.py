@@ -1,0 +1,570 @@
+"""FHIR R4: bulk-export ndjson folders and Bundles (transaction, collection, ...) onto the
+canonical tables.
+
+What is read (docs/sources.md has the whole mapping):
+
+* ``Patient`` -> ``patients``: a pseudonymous integer ``patient_id`` in order of appearance;
+  the FHIR id is kept as ``local_ref`` (local worklists only). Registration comes from the
+  Care Connect GP registration-details extension when present, otherwise from the patient's
+  earliest dated record (or the birth date if there is none).
+* ``Condition``, ``Observation`` (value, components of panels such as blood pressure, coded
+  values), ``Procedure``, ``Immunization`` -> ``events``; ``MedicationRequest`` and
+  ``MedicationStatement`` -> ``medications``. Every coding in a system fedqi reads becomes a
+  row, with its system, so codelists may name codes from several systems.
+* A Condition's abatement is not turned into a "resolved" code: UK systems record resolution
+  as a code of its own, which is read like any other. The number of Conditions with an
+  abatement date is reported.
+
+Other resource types are counted and reported, not fatal. A line that is not valid JSON, or a
+resource that refers to a patient the export does not contain, stops the load with the file
+and line, and the store is left as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import Engine
+
+from agent.errors import SourceError
+
+from .common import (
+    CODE_RE,
+    MAX_UNIT,
+    BatchWriter,
+    LoadReport,
+    normalise_value,
+    replacing,
+    system_of,
+)
+
+# GP Connect's registration details (registrationPeriod); matched on its last path segment
+# because exports spell the base URL several ways (http/https, with or without STU3).
+REGISTRATION_EXTENSION = (
+    "https://fhir.nhs.uk/STU3/StructureDefinition/Extension-CareConnect-GPC-RegistrationDetails-1"
+)
+REGISTRATION_EXTENSION_NAME = REGISTRATION_EXTENSION.rsplit("/", 1)[1]
+GENDERS = {"female": "F", "male": "M", "other": "U", "unknown": "U"}
+FHIR_DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+
+# Statuses that mean "this did not happen / was recorded in error".
+SKIP_STATUS = {
+    "Observation": {"entered-in-error", "cancelled"},
+    "Procedure": {"entered-in-error", "not-done"},
+    "Immunization": {"entered-in-error", "not-done"},
+    "MedicationRequest": {"entered-in-error", "cancelled", "draft"},
+    "MedicationStatement": {"entered-in-error", "not-taken"},
+}
+SKIP_INTENT = {"proposal", "plan"}  # a MedicationRequest that was never an issue
+SKIP_VERIFICATION = {"entered-in-error", "refuted"}
+
+READ_TYPES = {
+    "Patient",
+    "Medication",
+    "Condition",
+    "Observation",
+    "Procedure",
+    "Immunization",
+    "MedicationRequest",
+    "MedicationStatement",
+}
+
+
+@dataclass
+class _Patient:
+    local_ref: str
+    birth_date: dt.date
+    sex: str
+    registration_start: dt.date | None
+    registration_end: dt.date | None
+    death_date: dt.date | None
+    first_record: dt.date | None = None
+    where: str = ""
+
+
+class _Problem(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def load_fhir(path: Path, engine: Engine) -> LoadReport:
+    """Replace the store's contents with the FHIR data at ``path`` (an ndjson folder or file,
+    a Bundle JSON file, or a folder of them), in one transaction."""
+    files = _files(path)
+    with replacing(engine) as conn:
+        loader = _Loader(BatchWriter(conn))
+        for file in files:
+            if _is_ndjson(file):
+                loader.read_ndjson(file)
+            else:
+                loader.read_json(file)
+        loader.finish()
+        counts = loader.writer.counts
+    return LoadReport(
+        source=f"fhir:{path}",
+        patients=counts["patients"],
+        events=counts["events"],
+        medications=counts["medications"],
+        skipped=dict(loader.skipped),
+        unknown_resource_types=dict(loader.unknown),
+        converted=dict(loader.converted),
+    )
+
+
+def _is_ndjson(file: Path) -> bool:
+    return file.name.endswith((".ndjson", ".ndjson.gz"))
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise SourceError(f"{path}: no such file or folder")
+    files = [
+        p
+        for p in path.iterdir()
+        if p.is_file() and p.name.endswith((".ndjson", ".ndjson.gz", ".json"))
+    ]
+    if not files:
+        raise SourceError(f"{path}: no .ndjson or .json files")
+
+    # Patients first, then Medications (referred to by medication requests), then the rest:
+    # the order bulk-export file names allow.
+    def order(p: Path) -> tuple[int, str]:
+        rank = 0 if p.name.startswith("Patient") else 1 if p.name.startswith("Medication.") else 2
+        return (rank, p.name)
+
+    return sorted(files, key=order)
+
+
+def _open(file: Path) -> IO[str]:
+    if file.name.endswith(".gz"):
+        return gzip.open(file, "rt", encoding="utf-8")
+    return file.open(encoding="utf-8")
+
+
+class _Loader:
+    def __init__(self, writer: BatchWriter) -> None:
+        self.writer = writer
+        self.keys: dict[str, int] = {}  # "Patient/<id>" or a fullUrl -> patient_id
+        self.patients: dict[int, _Patient] = {}
+        self.medications: dict[str, list[tuple[str, str]]] = {}  # "Medication/<id>" -> codes
+        self.skipped: Counter[str] = Counter()
+        self.unknown: Counter[str] = Counter()
+        self.converted: Counter[str] = Counter()
+
+    # --- files ------------------------------------------------------------------------------
+
+    def read_ndjson(self, file: Path) -> None:
+        try:
+            with _open(file) as fh:
+                for n, line in enumerate(fh, start=1):
+                    if not line.strip():
+                        continue
+                    where = f"{file} line {n}"
+                    try:
+                        resource = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise SourceError(
+                            f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                            "a truncated export? nothing was loaded"
+                        ) from None
+                    self.read(resource, where, full_url=None)
+        except (UnicodeDecodeError, OSError, EOFError) as exc:
+            raise SourceError(f"{file}: cannot read ({exc})") from None
+
+    def read_json(self, file: Path) -> None:
+        try:
+            with _open(file) as fh:
+                data = json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise SourceError(
+                f"{file} line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
+            ) from None
+        except (UnicodeDecodeError, OSError) as exc:
+            raise SourceError(f"{file}: cannot read ({exc})") from None
+        if isinstance(data, dict) and data.get("resourceType") == "Bundle":
+            self.read_bundle(data, str(file))
+        else:
+            self.read(data, str(file), full_url=None)
+
+    def read_bundle(self, bundle: dict[str, Any], where: str) -> None:
+        entries = bundle.get("entry") or []
+        if not isinstance(entries, list):
+            raise SourceError(f"{where}, field entry: not a list")
+        items: list[tuple[int, dict[str, Any], str | None]] = []
+        for i, entry in enumerate(entries):
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if resource is None:
+                self.skipped["Bundle entry without a resource"] += 1
+                continue
+            full_url = entry.get("fullUrl")
+            items.append((i, resource, full_url if isinstance(full_url, str) else None))
+        # Patients (and Medications) first: entries may refer to them before they appear.
+        rank = {"Patient": 0, "Medication": 1}
+        items.sort(key=lambda it: (rank.get(str(it[1].get("resourceType")), 2), it[0]))
+        for i, resource, full_url in items:
+            self.read(resource, f"{where} entry {i}", full_url=full_url)
+
+    # --- resources --------------------------------------------------------------------------
+
+    def read(self, resource: Any, where: str, full_url: str | None) -> None:
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            raise SourceError(f"{where}: not a FHIR resource (no resourceType)")
+        rtype = resource["resourceType"]
+        if rtype == "Bundle":
+            self.read_bundle(resource, where)
+            return
+        if rtype not in READ_TYPES:
+            self.unknown[rtype] += 1
+            return
+        try:
+            getattr(self, f"_read_{rtype.lower()}")(resource, full_url)
+        except _Problem as exc:
+            raise SourceError(f"{where} ({rtype}), field {exc.field}: {exc}") from None
+
+    def _read_patient(self, res: dict[str, Any], full_url: str | None) -> None:
+        fhir_id = res.get("id")
+        if not isinstance(fhir_id, str) or not fhir_id:
+            raise _Problem("id", "a Patient needs an id")
+        key = f"Patient/{fhir_id}"
+        if key in self.keys:
+            raise _Problem("id", f"duplicate Patient id {fhir_id!r}")
+        if len(fhir_id) > 64:
+            raise _Problem("id", "longer than 64 characters")
+        birth = res.get("birthDate")
+        if not isinstance(birth, str):
+            raise _Problem("birthDate", "missing (a birth date is required)")
+        birth_date = self._date(birth, "birthDate")
+        death_date = None
+        if isinstance(res.get("deceasedDateTime"), str):
+            death_date = self._date(res["deceasedDateTime"], "deceasedDateTime")
+        elif res.get("deceasedBoolean") is True:
+            self.skipped["Patient deceased without a date (kept as alive)"] += 1
+        reg_start = reg_end = None
+        for ext in res.get("extension") or []:
+            if isinstance(ext, dict) and str(ext.get("url", "")).endswith(
+                "/" + REGISTRATION_EXTENSION_NAME
+            ):
+                for sub in ext.get("extension") or []:
+                    if isinstance(sub, dict) and sub.get("url") == "registrationPeriod":
+                        period = sub.get("valuePeriod") or {}
+                        if isinstance(period.get("start"), str):
+                            reg_start = self._date(period["start"], "registrationPeriod.start")
+                        if isinstance(period.get("end"), str):
+                            # FHIR period ends are inclusive; fedqi's registration_end is the
+                            # first day no longer registered.
+                            last = self._date(period["end"], "registrationPeriod.end")
+                            reg_end = last + dt.timedelta(days=1)
+        gender = res.get("gender")
+        sex = GENDERS.get(gender, "U") if isinstance(gender, str) else "U"
+        pid = len(self.patients) + 1
+        self.patients[pid] = _Patient(
+            local_ref=fhir_id,
+            birth_date=birth_date,
+            sex=sex,
+            registration_start=reg_start,
+            registration_end=reg_end,
+            death_date=death_date,
+        )
+        self.keys[key] = pid
+        if full_url:
+            self.keys[full_url] = pid
+
+    def _read_medication(self, res: dict[str, Any], full_url: str | None) -> None:
+        codes = self._codes(res.get("code"), "code")
+        if isinstance(res.get("id"), str):
+            self.medications[f"Medication/{res['id']}"] = codes
+        if full_url:
+            self.medications[full_url] = codes
+
+    def _read_condition(self, res: dict[str, Any], _full_url: str | None) -> None:
+        ver = _status_code(res.get("verificationStatus"))
+        if ver in SKIP_VERIFICATION:
+            self.skipped[f"Condition: {ver}"] += 1
+            return
+        pid = self._subject(res, "subject")
+        date = self._first_date(
+            res, ("onsetDateTime", "onsetPeriod.start", "recordedDate"), "Condition"
+        )
+        if date is None:
+            return
+        if res.get("abatementDateTime") or res.get("abatementPeriod"):
+            self.skipped["Condition abatement date (not read; see docs/sources.md)"] += 1
+        for system, code in self._codes(res.get("code"), "code"):
+            self._event(pid, date, system, code)
+
+    def _read_observation(self, res: dict[str, Any], _full_url: str | None) -> None:
+        if self._skip_status(res, "Observation"):
+            return
+        pid = self._subject(res, "subject")
+        date = self._first_date(
+            res,
+            ("effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued"),
+            "Observation",
+        )
+        if date is None:
+            return
+        value, unit = self._quantity(res.get("valueQuantity"), "valueQuantity")
+        for system, code in self._codes(res.get("code"), "code"):
+            self._event(pid, date, system, code, value, unit)
+        # A coded value (e.g. smoking status "Smoker") is a code in its own right.
+        for system, code in self._codes(res.get("valueCodeableConcept"), "valueCodeableConcept"):
+            self._event(pid, date, system, code)
+        # Panels (blood pressure): each component is its own coded value.
+        for i, comp in enumerate(res.get("component") or []):
+            if not isinstance(comp, dict):
+                continue
+            c_value, c_unit = self._quantity(comp.get("valueQuantity"), f"component[{i}]")
+            for system, code in self._codes(comp.get("code"), f"component[{i}].code"):
+                self._event(pid, date, system, code, c_value, c_unit)
+
+    def _read_procedure(self, res: dict[str, Any], _full_url: str | None) -> None:
+        if self._skip_status(res, "Procedure"):
+            return
+        pid = self._subject(res, "subject")
+        date = self._first_date(res, ("performedDateTime", "performedPeriod.start"), "Procedure")
+        if date is None:
+            return
+        for system, code in self._codes(res.get("code"), "code"):
+            self._event(pid, date, system, code)
+
+    def _read_immunization(self, res: dict[str, Any], _full_url: str | None) -> None:
+        if self._skip_status(res, "Immunization"):
+            return
+        pid = self._subject(res, "patient")
+        date = self._first_date(res, ("occurrenceDateTime", "recorded"), "Immunization")
+        if date is None:
+            return
+        for system, code in self._codes(res.get("vaccineCode"), "vaccineCode"):
+            self._event(pid, date, system, code)
+
+    def _read_medicationrequest(self, res: dict[str, Any], _full_url: str | None) -> None:
+        if self._skip_status(res, "MedicationRequest"):
+            return
+        if res.get("intent") in SKIP_INTENT:
+            self.skipped[f"MedicationRequest intent {res['intent']}"] += 1
+            return
+        pid = self._subject(res, "subject")
+        date = self._first_date(res, ("authoredOn",), "MedicationRequest")
+        if date is None:
+            return
+        for system, code in self._medication_codes(res):
+            self._medication(pid, date, system, code)
+
+    def _read_medicationstatement(self, res: dict[str, Any], _full_url: str | None) -> None:
+        if self._skip_status(res, "MedicationStatement"):
+            return
+        pid = self._subject(res, "subject")
+        date = self._first_date(
+            res,
+            ("effectiveDateTime", "effectivePeriod.start", "dateAsserted"),
+            "MedicationStatement",
+        )
+        if date is None:
+            return
+        for system, code in self._medication_codes(res):
+            self._medication(pid, date, system, code)
+
+    # --- pieces -----------------------------------------------------------------------------
+
+    def _skip_status(self, res: dict[str, Any], rtype: str) -> bool:
+        status = res.get("status")
+        if status in SKIP_STATUS[rtype]:
+            self.skipped[f"{rtype}: {status}"] += 1
+            return True
+        return False
+
+    def _subject(self, res: dict[str, Any], field: str) -> int:
+        ref = res.get(field)
+        text = ref.get("reference") if isinstance(ref, dict) else None
+        if not isinstance(text, str) or not text:
+            raise _Problem(field, "missing patient reference")
+        pid = self.keys.get(text)
+        if pid is None:
+            key = _patient_key(text)
+            if key is None:
+                raise _Problem(f"{field}.reference", f"{text!r} does not refer to a Patient")
+            pid = self.keys.get(key)
+            if pid is None:
+                raise _Problem(
+                    f"{field}.reference", f"{text!r}: no such Patient in the data being loaded"
+                )
+        return pid
+
+    def _medication_codes(self, res: dict[str, Any]) -> list[tuple[str, str]]:
+        if "medicationCodeableConcept" in res:
+            return self._codes(res["medicationCodeableConcept"], "medicationCodeableConcept")
+        ref = res.get("medicationReference")
+        text = ref.get("reference") if isinstance(ref, dict) else None
+        if isinstance(text, str):
+            if text.startswith("#"):
+                for contained in res.get("contained") or []:
+                    if isinstance(contained, dict) and contained.get("id") == text[1:]:
+                        return self._codes(contained.get("code"), "contained.code")
+            elif text in self.medications:
+                return self.medications[text]
+        self.skipped["medication reference not found in the data"] += 1
+        return []
+
+    def _codes(self, concept: Any, field: str) -> list[tuple[str, str]]:
+        if concept is None:
+            return []
+        if not isinstance(concept, dict):
+            raise _Problem(field, "not a CodeableConcept")
+        out: list[tuple[str, str]] = []
+        for coding in concept.get("coding") or []:
+            if not isinstance(coding, dict):
+                continue
+            uri, code = coding.get("system"), coding.get("code")
+            if not isinstance(uri, str) or not isinstance(code, str):
+                self.skipped["coding without a system or code"] += 1
+                continue
+            system = system_of(uri)
+            if system is None:
+                self.skipped["coding in a system fedqi does not read"] += 1
+                continue
+            if not CODE_RE.match(code):
+                self.skipped["code fedqi cannot hold (over 32 characters or odd characters)"] += 1
+                continue
+            if (system, code) not in out:
+                out.append((system, code))
+        return out
+
+    def _quantity(self, quantity: Any, field: str) -> tuple[float | None, str | None]:
+        if not isinstance(quantity, dict) or "value" not in quantity:
+            return None, None
+        value = quantity["value"]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Problem(f"{field}.value", f"{value!r} is not a number")
+        unit = quantity.get("code") or quantity.get("unit")
+        if not isinstance(unit, str) or len(unit) > MAX_UNIT:
+            if unit is not None:
+                self.skipped["unit over 16 characters (value kept, unit dropped)"] += 1
+            unit = None
+        return float(value), unit
+
+    def _first_date(self, res: dict[str, Any], fields: Iterable[str], rtype: str) -> dt.date | None:
+        for name in fields:
+            value: Any = res
+            for part in name.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            if isinstance(value, str):
+                return self._date(value, name)
+        self.skipped[f"{rtype} without a date"] += 1
+        return None
+
+    def _date(self, text: str, field: str) -> dt.date:
+        m = FHIR_DATE_RE.match(text)
+        if not m:
+            raise _Problem(field, f"{text!r} is not a FHIR date")
+        year, month, day = m.groups()
+        if day is None:
+            self.converted["partial date: first day of the month or year used"] += 1
+        try:
+            return dt.date(int(year), int(month or 1), int(day or 1))
+        except ValueError as exc:
+            raise _Problem(field, f"{text!r} is not a valid date ({exc})") from None
+
+    def _seen(self, pid: int, date: dt.date) -> None:
+        patient = self.patients[pid]
+        if patient.first_record is None or date < patient.first_record:
+            patient.first_record = date
+
+    def _event(
+        self,
+        pid: int,
+        date: dt.date,
+        system: str,
+        code: str,
+        value: float | None = None,
+        unit: str | None = None,
+    ) -> None:
+        new_value, new_unit = normalise_value(system, code, value, unit)
+        if new_unit != unit:
+            self.converted["HbA1c % converted to mmol/mol"] += 1
+        self._seen(pid, date)
+        self.writer.add(
+            "events",
+            {
+                "patient_id": pid,
+                "date": date,
+                "system": system,
+                "code": code,
+                "value": new_value,
+                "unit": new_unit,
+            },
+        )
+
+    def _medication(self, pid: int, date: dt.date, system: str, code: str) -> None:
+        self._seen(pid, date)
+        self.writer.add(
+            "medications", {"patient_id": pid, "date": date, "system": system, "code": code}
+        )
+
+    def finish(self) -> None:
+        self.writer.flush()
+        for pid, p in self.patients.items():
+            start = p.registration_start or p.first_record or p.birth_date
+            if p.registration_start is None:
+                self.converted["registration start taken from the first record"] += 1
+            self.writer.add(
+                "patients",
+                {
+                    "patient_id": pid,
+                    "local_ref": p.local_ref,
+                    "birth_date": p.birth_date,
+                    "sex": p.sex,
+                    "registration_start": start,
+                    "registration_end": p.registration_end,
+                    "death_date": p.death_date,
+                },
+            )
+        self.writer.flush()
+
+
+def _status_code(concept: Any) -> str | None:
+    if isinstance(concept, dict):
+        for coding in concept.get("coding") or []:
+            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+                return coding["code"]
+    return None
+
+
+def _patient_key(reference: str) -> str | None:
+    """``Patient/<id>`` from a relative or absolute reference (history suffix dropped)."""
+    parts = reference.split("/")
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    if len(parts) >= 2 and parts[-2] == "Patient":
+        return f"Patient/{parts[-1]}"
+    return None
+
+
+def iter_resources(path: Path) -> Iterator[dict[str, Any]]:
+    """Every resource at ``path`` (ndjson lines and Bundle entries), for tests and tools."""
+    for file in _files(path):
+        if _is_ndjson(file):
+            with _open(file) as fh:
+                for line in fh:
+                    if line.strip():
+                        yield json.loads(line)
+        else:
+            with _open(file) as fh:
+                data = json.load(fh)
+            stack = [data]
+            while stack:
+                item = stack.pop()
+                if item.get("resourceType") == "Bundle":
+                    stack.extend(e["resource"] for e in item.get("entry") or [] if "resource" in e)
+                else:
+                    yield item

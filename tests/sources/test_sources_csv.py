@@ -1,0 +1,240 @@
+"""CSV extracts: known answers on hand-made files, both date formats, sex code variants, and
+bad input that names the file, line and column and leaves the store as it was."""
+
+from __future__ import annotations
+
+import datetime as dt
+import tracemalloc
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sources_helpers import dump, write_csv
+
+from agent import schema
+from agent.errors import SourceError
+from agent.sources.common import ngsp_to_ifcc, open_store
+from agent.sources.csv_extract import load_csv
+
+PATIENTS_ISO = """patient_id,local_ref,birth_date,sex,registration_start,registration_end,death_date
+1,A1,1950-03-04,F,2000-01-01,,
+2,A2,1960-12-31,Male,2010-05-06,2024-01-01,
+3,,1970-07-08,9,2015-01-01,,2024-06-30
+4,A4,2001-02-03,female,2019-09-09,,
+"""
+EVENTS_ISO = """patient_id,date,system,code,value,unit
+1,2024-02-01,snomedct,38341003,,
+1,2024-03-01,snomedct,271649006,138,mm[Hg]
+2,2023-11-11,http://loinc.org,4548-4,7.5,%
+3,2020-01-01,loinc,4548-4,55,mmol/mol
+"""
+MEDS_ISO = """patient_id,date,system,code
+1,2024-03-02,dmd,42381911000001105
+4,2024-04-04,,703907006
+"""
+
+
+def _extract(tmp_path: Path) -> Path:
+    d = tmp_path / "extract"
+    write_csv(d, "patients", PATIENTS_ISO)
+    write_csv(d, "events", EVENTS_ISO)
+    write_csv(d, "medications", MEDS_ISO)
+    return d
+
+
+def test_load_csv_known_rows(tmp_path: Path) -> None:
+    engine = open_store(tmp_path / "store.sqlite")
+    report = load_csv(_extract(tmp_path), engine)
+    assert (report.patients, report.events, report.medications) == (4, 4, 2)
+    assert report.converted == {"HbA1c % converted to mmol/mol": 1}
+    rows = dump(engine)
+    p = {r.patient_id: r for r in rows["patients"]}
+    assert p[1].sex == "F" and p[2].sex == "M" and p[3].sex == "U" and p[4].sex == "F"
+    assert p[1].local_ref == "A1" and p[3].local_ref is None
+    assert p[2].registration_end == dt.date(2024, 1, 1)
+    assert p[3].death_date == dt.date(2024, 6, 30)
+    ev = {(r.patient_id, r.code): r for r in rows["events"]}
+    assert ev[(1, "271649006")].value == 138.0 and ev[(1, "271649006")].unit == "mm[Hg]"
+    assert ev[(1, "38341003")].value is None
+    hba1c = ev[(2, "4548-4")]
+    assert hba1c.system == "loinc" and hba1c.unit == "mmol/mol"
+    assert hba1c.value == pytest.approx(58.5, abs=0.05)  # 7.5 % NGSP = 58.5 mmol/mol IFCC
+    assert ev[(3, "4548-4")].value == 55.0  # already mmol/mol: unchanged
+    meds = {(r.patient_id, r.system, r.code) for r in rows["medications"]}
+    assert meds == {(1, "dmd", "42381911000001105"), (4, "dmd", "703907006")}  # dmd by default
+
+
+def test_ngsp_to_ifcc_matches_published_pairs() -> None:
+    # NGSP master equation pairs as laboratories report them: 6.5 % = 48, 7.0 % = 53, 8 % = 64
+    assert round(ngsp_to_ifcc(6.5)) == 48
+    assert round(ngsp_to_ifcc(7.0)) == 53
+    assert round(ngsp_to_ifcc(8.0)) == 64
+
+
+def test_uk_dates_give_the_same_store_as_iso(tmp_path: Path) -> None:
+    def uk(text: str) -> str:
+        import re
+
+        return re.sub(r"(\d{4})-(\d{2})-(\d{2})", lambda m: f"{m[3]}/{m[2]}/{m[1]}", text)
+
+    iso_engine = open_store(tmp_path / "iso.sqlite")
+    load_csv(_extract(tmp_path), iso_engine)
+    d = tmp_path / "uk"
+    write_csv(d, "patients", uk(PATIENTS_ISO))
+    write_csv(d, "events", uk(EVENTS_ISO))
+    write_csv(d, "medications", uk(MEDS_ISO))
+    assert "04/03/1950" in (d / "patients.csv").read_text()
+    uk_engine = open_store(tmp_path / "uk.sqlite")
+    load_csv(d, uk_engine, date_format="uk")
+    assert dump(uk_engine) == dump(iso_engine)
+
+
+def test_load_replaces_previous_contents(tmp_path: Path) -> None:
+    engine = open_store(tmp_path / "store.sqlite")
+    load_csv(_extract(tmp_path), engine)
+    load_csv(_extract(tmp_path), engine)
+    assert len(dump(engine)["patients"]) == 4
+
+
+def test_load_into_duckdb(tmp_path: Path) -> None:
+    engine = open_store(tmp_path / "store.duckdb")
+    report = load_csv(_extract(tmp_path), engine)
+    assert (report.patients, report.events, report.medications) == (4, 4, 2)
+    with engine.connect() as conn:
+        n = conn.execute(sa.select(sa.func.count()).select_from(schema.events)).scalar_one()
+    assert n == 4
+    engine.dispose()
+
+
+BAD_CASES = [
+    pytest.param(
+        "patients",
+        PATIENTS_ISO.replace("1960-12-31", "31/12/1960"),
+        "patients.csv line 3, column birth_date: '31/12/1960' is not an ISO date",
+        id="wrong-date-format",
+    ),
+    pytest.param(
+        "patients",
+        PATIENTS_ISO.replace("2001-02-03,female", "2001-02-03,woman"),
+        "patients.csv line 5, column sex: unknown sex code 'woman'",
+        id="unknown-sex-code",
+    ),
+    pytest.param(
+        "patients",
+        PATIENTS_ISO.replace(",sex,", ",gender,"),
+        "patients.csv line 1: unknown column 'gender'",
+        id="renamed-column",
+    ),
+    pytest.param(
+        "patients",
+        PATIENTS_ISO.replace("patient_id,local_ref,birth_date,sex,", "patient_id,local_ref,sex,")
+        .replace("1950-03-04,", "")
+        .replace("1960-12-31,", "")
+        .replace("1970-07-08,", "")
+        .replace("2001-02-03,", ""),
+        "patients.csv line 1: missing required column 'birth_date'",
+        id="missing-required-column",
+    ),
+    pytest.param(
+        "patients",
+        PATIENTS_ISO + "2,B2,1980-01-01,M,2020-01-01,,\n",
+        "patients.csv line 6, column patient_id: duplicate patient id (first on line 3)",
+        id="duplicate-patient-id",
+    ),
+    pytest.param(
+        "events",
+        EVENTS_ISO + "9,2024-01-01,snomedct,38341003,,\n",
+        "events.csv line 6, column patient_id: patient 9 is not in patients.csv",
+        id="unknown-patient",
+    ),
+    pytest.param(
+        "events",
+        EVENTS_ISO + "1,2024-01-01,snomedct,38341003,high,\n",
+        "events.csv line 6, column value: 'high' is not a number",
+        id="bad-value",
+    ),
+    pytest.param(
+        "events",
+        EVENTS_ISO + "1,2024-01-01,read,G20..,,\n",
+        "events.csv line 6, column system: unknown code system 'read'",
+        id="unknown-system",
+    ),
+    pytest.param(
+        "medications",
+        MEDS_ISO + "1,2024-02-30,dmd,703907006\n",
+        "medications.csv line 4, column date: '2024-02-30' is not a valid date",
+        id="impossible-date",
+    ),
+    pytest.param(
+        "events",
+        EVENTS_ISO + "1,2024-01-01,snomedct\n",
+        "events.csv line 6: 3 fields, the header has 6",
+        id="short-row",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "message"), BAD_CASES)
+def test_bad_input_names_where_and_leaves_store_unchanged(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    engine = open_store(tmp_path / "store.sqlite")
+    good = _extract(tmp_path)
+    load_csv(good, engine)
+    before = dump(engine)
+    assert before["patients"]
+    bad = tmp_path / "bad"
+    for f in ("patients", "events", "medications"):
+        write_csv(bad, f, (good / f"{f}.csv").read_text())
+    write_csv(bad, name, text)
+    with pytest.raises(SourceError) as info:
+        load_csv(bad, engine)
+    assert message in str(info.value)
+    assert str(bad / f"{name}.csv") in str(info.value)
+    assert dump(engine) == before
+
+
+def test_bad_input_into_a_new_store_leaves_no_tables(tmp_path: Path) -> None:
+    d = _extract(tmp_path)
+    write_csv(d, "medications", MEDS_ISO + "1,2024-13-01,dmd,703907006\n")
+    engine = open_store(tmp_path / "new.sqlite")
+    with pytest.raises(SourceError, match="line 4, column date"):
+        load_csv(d, engine)
+    assert dump(engine) == {}  # even the table creation rolled back
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    d = _extract(tmp_path)
+    (d / "medications.csv").unlink()
+    with pytest.raises(SourceError, match=r"medications\.csv: not found"):
+        load_csv(d, open_store(tmp_path / "s.sqlite"))
+
+
+def test_large_extract_streams_in_flat_memory(tmp_path: Path) -> None:
+    """Peak memory while loading does not grow with the events file (4x the rows, about the
+    same peak): rows are read one at a time and inserted in batches."""
+
+    def peak(n_events: int) -> int:
+        d = tmp_path / f"x{n_events}"
+        write_csv(
+            d,
+            "patients",
+            "patient_id,birth_date,sex,registration_start\n1,1950-01-01,F,2000-01-01\n",
+        )
+        write_csv(d, "medications", "patient_id,date,code\n")
+        with (d / "events.csv").open("w") as fh:
+            fh.write("patient_id,date,code,value\n")
+            for i in range(n_events):
+                fh.write(f"1,2024-01-{1 + i % 28:02d},271649006,{100 + i % 50}\n")
+        engine = open_store(tmp_path / f"s{n_events}.sqlite")
+        tracemalloc.start()
+        try:
+            report = load_csv(d, engine)
+            _, top = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert report.events == n_events
+        return top
+
+    small, large = peak(25_000), peak(100_000)
+    assert large < small * 1.5, (small, large)
