@@ -1,0 +1,576 @@
+"""Disclosure control: from a practice's exact local counts to cells it may release.
+
+Everything that leaves a practice passes through :func:`apply_policy`; the aggregator rejects a
+payload that :func:`check_cells` does not accept. Pure: no I/O, no clock.
+
+Primary rules (per count, under the policy's ``stratified`` rule, or ``totals`` for the
+whole-practice cell ``("all", "all")``):
+
+* 0 is released as status ``zero`` (a true zero: never suppressed, never rounded).
+* 1..``suppress_at_or_below`` is ``suppressed`` (no value); so is anything that would round to
+  0 (a policy whose ``round_to`` is more than twice its threshold), so ``zero`` always means 0.
+* Anything larger is rounded to the nearest ``round_to``, halves up (status ``rounded``), or
+  released as it is when ``round_to == 1`` (status ``exact``). A count ``v`` released as ``r``
+  under ``round_to = k`` satisfies ``r - k//2 <= v <= r + (k-1)//2`` (and ``v`` is above the
+  threshold): :func:`feasible_range`.
+
+Secondary suppression (``secondary_suppression=True``, the default). A reader knows the
+relations between the cells of one submission:
+
+1. the strata of an indicator partition its total, separately for the denominator, the
+   numerator and the exclusions (``total = sum(strata)``);
+2. in every cell ``numerator <= denominator``;
+3. indicators with the same population rule have identical denominators in every stratum.
+
+A suppressed value is *protected* when a second world exists that differs from the true one in
+that value and releases exactly the same cells. :func:`apply_policy` proves this for every
+suppressed value by exhibiting the second world: a *witness*, a move of +1/-1 on the suppressed
+value, balanced by +1/-1 on other suppressed values so that every partition still adds up
+(a stratum against another suppressed stratum of the same group, or a stratum together with a
+suppressed total), every suppressed value stays at least 1 (a suppressed count is never a zero),
+and ``numerator <= denominator`` still holds in every cell of every indicator concerned. A
+numerator move may carry its denominator with it (both +1) where the denominator is suppressed.
+Witnesses move only suppressed values, so the protection does not lean on rounding: it holds even
+for a reader who knew every released count exactly.
+
+Where a suppressed value has no witness, one more value is suppressed and every value is checked
+again (adding suppression never removes a witness, so this ends). The choice is deterministic:
+
+* first, the smallest released non-zero stratum of the same group (ties by stratum key) whose
+  suppression gives the value a witness (a complementary suppression);
+* failing that, escalate in a fixed order: the group's total; for a numerator, its stratum's
+  denominator, then the denominator total (then, for a numerator total, the denominators of its
+  suppressed strata); for a total with no suppressed stratum, its smallest released stratum.
+  Once everything non-zero of an indicator is suppressed every value has a witness (all +1).
+
+Denominators are treated once per *denominator class*: the indicators of a submission whose
+denominators are identical in every stratum. Their denominator cells are decided together (taking
+all their numerators into account) and released identically, so a denominator suppressed in one
+indicator is never released in another. Exclusions have no released relation to the other counts
+and are treated per indicator on their own.
+
+Limits (see docs/disclosure.md): only relations inside one submission are considered; two
+indicators sharing a population but reported by different strata (e.g. age x sex and sex only),
+or one indicator's denominator equal to another's numerator, are linked tables this does not
+protect; differencing across periods or corrections is out of scope.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .canonical import model_bytes, sha256_hex
+from .catalogue import CountRule, DisclosurePolicy
+from .errors import DisclosureError
+from .submission import MAX_COUNT, Cell, Count, Stratum
+
+__all__ = [
+    "COUNT_KINDS",
+    "TOTAL",
+    "RawCell",
+    "apply_policy",
+    "check_cells",
+    "check_tightens",
+    "describe_count",
+    "feasible_range",
+    "policy_sha256",
+    "round_half_up",
+    "suppression_threshold",
+]
+
+TOTAL = ("all", "all")
+CountKind = Literal["denominator", "numerator", "exclusions"]
+COUNT_KINDS: tuple[CountKind, ...] = ("denominator", "numerator", "exclusions")
+
+_INDICATOR = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
+_AGE_BAND = re.compile(r"^(all|[0-9]{1,3}(-[0-9]{1,3}|\+))$")
+_SEXES = ("all", "F", "M", "U")
+
+
+# --- raw cells ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawCell:
+    """Exact local counts for one indicator in one stratum (never leaves the practice)."""
+
+    indicator: str
+    age_band: str
+    sex: str
+    denominator: int
+    numerator: int
+    exclusions: int
+
+    def __post_init__(self) -> None:
+        where = f"{self.indicator} {self.age_band}/{self.sex}"
+        if not isinstance(self.indicator, str) or not _INDICATOR.match(self.indicator):
+            raise DisclosureError(f"raw cell: bad indicator id {self.indicator!r}")
+        if not isinstance(self.age_band, str) or not _AGE_BAND.match(self.age_band):
+            raise DisclosureError(f"raw cell {where}: bad age band {self.age_band!r}")
+        if self.sex not in _SEXES:
+            raise DisclosureError(f"raw cell {where}: sex must be one of {_SEXES}")
+        for kind in COUNT_KINDS:
+            value = getattr(self, kind)
+            # bool is an int subclass; a True count is a bug upstream, not a 1.
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise DisclosureError(f"raw cell {where} {kind}: not an integer: {value!r}")
+            if not 0 <= value <= MAX_COUNT:
+                raise DisclosureError(f"raw cell {where} {kind}: {value} not in 0..{MAX_COUNT}")
+        if self.numerator > self.denominator:
+            raise DisclosureError(
+                f"raw cell {where}: numerator {self.numerator} > denominator {self.denominator}"
+            )
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.indicator, self.age_band, self.sex)
+
+    @property
+    def stratum(self) -> tuple[str, str]:
+        return (self.age_band, self.sex)
+
+    def count(self, kind: CountKind) -> int:
+        value: int = getattr(self, kind)
+        return value
+
+
+# --- primary rules -----------------------------------------------------------------------------
+
+
+def round_half_up(value: int, round_to: int) -> int:
+    """``value`` rounded to the nearest multiple of ``round_to``, halves up (12.5 -> 15)."""
+    if round_to < 1:
+        raise ValueError("round_to must be at least 1")
+    return ((value + round_to // 2) // round_to) * round_to
+
+
+def feasible_range(count: Count, rule: CountRule) -> tuple[int, int | None]:
+    """Every true count that ``count`` can have been released from under ``rule``, as an
+    inclusive range (``None``: no upper bound). What a reader of the cell alone can tell.
+
+    ``rounded`` value ``r`` under ``round_to = k``: ``[max(T+1, r - k//2), r + (k-1)//2]`` with
+    ``T`` the threshold (:func:`suppression_threshold`) (halves go up, so ``r - k/2`` rounds to ``r`` for even ``k`` and
+    ``r + k/2`` does not). ``suppressed``: at least 1 (secondary suppression withholds counts
+    above the threshold too). Raises :class:`DisclosureError` when no count fits.
+    """
+    t, k = suppression_threshold(rule), rule.round_to
+    if count.status == "zero":
+        return (0, 0)
+    if count.status == "suppressed":
+        return (1, None)
+    assert count.value is not None  # Count's validator guarantees it
+    v = count.value
+    if count.status == "exact":
+        lo, hi = v, v
+    else:
+        lo, hi = max(t + 1, v - k // 2, 1), v + (k - 1) // 2
+    if lo > hi:
+        raise DisclosureError(f"{count.status} {v} cannot come from any count under {_rule(rule)}")
+    return (lo, hi)
+
+
+def _rule(rule: CountRule) -> str:
+    return f"suppress 1-{rule.suppress_at_or_below}, round to {rule.round_to}"
+
+
+def _rule_for(policy: DisclosurePolicy, is_total: bool) -> CountRule:
+    return policy.totals if is_total else policy.stratified
+
+
+def suppression_threshold(rule: CountRule) -> int:
+    """The largest count ``rule`` suppresses: its threshold, raised to ``(round_to - 1) // 2``
+    where that is higher, so no count above 0 is ever released as a rounded 0."""
+    return max(rule.suppress_at_or_below, (rule.round_to - 1) // 2)
+
+
+def _primary_suppressed(value: int, rule: CountRule) -> bool:
+    return 1 <= value <= suppression_threshold(rule)
+
+
+def _release(value: int, suppressed: bool, rule: CountRule) -> Count:
+    if value == 0:
+        return Count(value=0, status="zero")
+    if suppressed:
+        return Count(status="suppressed")
+    if rule.round_to == 1:
+        return Count(value=value, status="exact")
+    return Count(value=round_half_up(value, rule.round_to), status="rounded")
+
+
+# --- secondary suppression ---------------------------------------------------------------------
+#
+# A *group* is one count kind of one indicator (or of a denominator class): position 0 is the
+# total, positions 1.. the strata in key order. Deltas are {position: +1 or -1}.
+
+Delta = dict[int, int]
+
+
+def _shifts(sup: Sequence[bool], pos: int, d: int) -> list[Delta]:
+    """Balanced moves changing ``pos`` by ``d`` using only suppressed positions of its group."""
+    n = len(sup)
+    if pos == 0:
+        if n == 1:  # no strata: nothing to add up
+            return [{0: d}]
+        return [{0: d, y: d} for y in range(1, n) if sup[y]]
+    moves: list[Delta] = [{pos: d, 0: d}] if sup[0] else []
+    moves += [{pos: d, y: -d} for y in range(1, n) if y != pos and sup[y]]
+    return moves
+
+
+class _Class:
+    """A denominator class (indicators with identical denominators) and its numerators.
+
+    Used for exclusions too, as a class of one with no numerators (no cross relation).
+    """
+
+    def __init__(
+        self,
+        den: list[int],
+        nums: list[list[int]],
+        den_rules: list[CountRule],
+        keys: list[tuple[str, str]],
+    ) -> None:
+        self.den = den
+        self.nums = nums
+        self.keys = keys
+        self.sup_den = [_primary_suppressed(v, r) for v, r in zip(den, den_rules, strict=True)]
+        self.sup_nums = [
+            [_primary_suppressed(v, r) for v, r in zip(num, den_rules, strict=True)] for num in nums
+        ]
+
+    # -- witnesses --
+
+    def _valid(self, dd: Delta, dn: dict[int, Delta]) -> bool:
+        for p, d in dd.items():
+            if self.den[p] + d < 1:
+                return False
+        for m, delta in dn.items():
+            for p, d in delta.items():
+                if self.nums[m][p] + d < 1:
+                    return False
+        touched = set(dd).union(*[set(delta) for delta in dn.values()])
+        for p in touched:
+            new_den = self.den[p] + dd.get(p, 0)
+            for m, num in enumerate(self.nums):
+                if num[p] + dn.get(m, {}).get(p, 0) > new_den:
+                    return False
+        return True
+
+    def den_has_witness(self, pos: int) -> bool:
+        return any(self._valid(dd, {}) for d in (1, -1) for dd in _shifts(self.sup_den, pos, d))
+
+    def num_has_witness(self, m: int, pos: int) -> bool:
+        for d in (1, -1):
+            for dn in _shifts(self.sup_nums[m], pos, d):
+                if self._valid({}, {m: dn}):
+                    return True
+                # Carry the denominator along where the numerator has no room under it.
+                if (
+                    d == 1
+                    and self.sup_den[pos]
+                    and any(self._valid(dd, {m: dn}) for dd in _shifts(self.sup_den, pos, 1))
+                ):
+                    return True
+        return False
+
+    # -- repair --
+
+    def _released_strata(self, values: list[int], sup: list[bool]) -> list[int]:
+        cands = [p for p in range(1, len(values)) if values[p] > 0 and not sup[p]]
+        return sorted(cands, key=lambda p: (values[p], self.keys[p]))
+
+    def _first_helping(
+        self, options: Iterable[tuple[list[bool], int]], works: Callable[[], bool]
+    ) -> bool:
+        for sup, p in options:
+            sup[p] = True
+            if works():
+                return True
+            sup[p] = False
+        return False
+
+    def _escalate(self, options: Iterable[tuple[list[bool], list[int], int]]) -> None:
+        for sup, values, p in options:
+            if not sup[p] and values[p] > 0:
+                sup[p] = True
+                return
+        raise DisclosureError("internal: secondary suppression found nothing left to suppress")
+
+    def repair_den(self, pos: int) -> None:
+        sd = self.sup_den
+        singles = [(sd, p) for p in self._released_strata(self.den, sd)] + [(sd, 0)]
+        singles = [(s, p) for s, p in singles if not s[p] and self.den[p] > 0]
+        if self._first_helping(singles, lambda: self.den_has_witness(pos)):
+            return
+        self._escalate([(sd, self.den, 0)] + [(sd, self.den, p) for _, p in singles])
+
+    def repair_num(self, m: int, pos: int) -> None:
+        sn, sd, num = self.sup_nums[m], self.sup_den, self.nums[m]
+        singles = [(sn, p) for p in self._released_strata(num, sn)] + [(sn, 0)]
+        singles += [(sd, pos)] + [(sd, p) for p in self._released_strata(self.den, sd)] + [(sd, 0)]
+        singles = [(s, p) for s, p in singles if not s[p] and (num if s is sn else self.den)[p]]
+        if self._first_helping(singles, lambda: self.num_has_witness(m, pos)):
+            return
+        order: list[tuple[list[bool], list[int], int]] = [(sn, num, 0)]
+        if pos != 0:
+            order += [(sd, self.den, pos), (sd, self.den, 0)]
+        else:
+            order += [(sn, num, p) for p in self._released_strata(num, sn)][:1]
+            order += [(sd, self.den, 0)]
+            order += [(sd, self.den, p) for p in range(1, len(num)) if sn[p]]
+        self._escalate(order)
+
+    def settle(self) -> None:
+        """Suppress more until every suppressed value has a witness."""
+        while True:
+            for pos in range(len(self.den)):
+                if self.sup_den[pos] and not self.den_has_witness(pos):
+                    self.repair_den(pos)
+                    break
+            else:
+                for m in range(len(self.nums)):
+                    failing = [
+                        p
+                        for p in range(len(self.den))
+                        if self.sup_nums[m][p] and not self.num_has_witness(m, p)
+                    ]
+                    if failing:
+                        self.repair_num(m, failing[0])
+                        break
+                else:
+                    return
+
+
+# --- apply_policy ------------------------------------------------------------------------------
+
+
+def _indicator_groups(raw: Sequence[RawCell]) -> dict[str, list[RawCell]]:
+    """Cells by indicator, total first then strata in key order; checks the partition."""
+    by_ind: dict[str, dict[tuple[str, str], RawCell]] = {}
+    for cell in raw:
+        if not isinstance(cell, RawCell):
+            raise DisclosureError(f"apply_policy takes RawCell objects, not {type(cell).__name__}")
+        cells = by_ind.setdefault(cell.indicator, {})
+        if cell.stratum in cells:
+            raise DisclosureError(f"{cell.indicator} {cell.age_band}/{cell.sex}: duplicate cell")
+        cells[cell.stratum] = cell
+    out: dict[str, list[RawCell]] = {}
+    for ind, cells in sorted(by_ind.items()):
+        if TOTAL not in cells:
+            raise DisclosureError(f"{ind}: no whole-practice total cell ('all', 'all')")
+        strata = [cells[k] for k in sorted(cells) if k != TOTAL]
+        if strata:
+            dims = {(c.age_band != "all", c.sex != "all") for c in strata}
+            if len(dims) != 1:
+                raise DisclosureError(f"{ind}: strata mix different dimensions (not a partition)")
+            for kind in COUNT_KINDS:
+                total = cells[TOTAL].count(kind)
+                summed = sum(c.count(kind) for c in strata)
+                if summed != total:
+                    raise DisclosureError(
+                        f"{ind} {kind}: strata add up to {summed}, the total is {total}"
+                    )
+        out[ind] = [cells[TOTAL], *strata]
+    return out
+
+
+def apply_policy(raw: Sequence[RawCell], policy: DisclosurePolicy) -> tuple[Cell, ...]:
+    """Releasable cells for ``raw`` under ``policy``, sorted by (indicator, age_band, sex).
+
+    Each indicator needs its whole-practice total and strata that add up to it (else
+    :class:`DisclosureError`). See the module docstring for the rules.
+    """
+    groups = _indicator_groups(raw)
+    released: dict[str, dict[CountKind, list[bool]]] = {ind: {} for ind in groups}
+
+    # Denominator classes: identical strata and identical denominators.
+    classes: dict[tuple[object, ...], list[str]] = {}
+    for ind, cells in groups.items():
+        sig = tuple((c.stratum, c.denominator) for c in cells)
+        classes.setdefault(sig, []).append(ind)
+
+    for members in classes.values():
+        first = groups[members[0]]
+        keys = [c.stratum for c in first]
+        rules = [_rule_for(policy, k == TOTAL) for k in keys]
+        cls = _Class(
+            [c.denominator for c in first],
+            [[c.numerator for c in groups[ind]] for ind in members],
+            rules,
+            keys,
+        )
+        if policy.secondary_suppression:
+            cls.settle()
+        for m, ind in enumerate(members):
+            released[ind]["denominator"] = cls.sup_den
+            released[ind]["numerator"] = cls.sup_nums[m]
+
+    for ind, cells in groups.items():
+        keys = [c.stratum for c in cells]
+        rules = [_rule_for(policy, k == TOTAL) for k in keys]
+        exc = _Class([c.exclusions for c in cells], [], rules, keys)
+        if policy.secondary_suppression:
+            exc.settle()
+        released[ind]["exclusions"] = exc.sup_den
+
+    out: list[Cell] = []
+    for ind, cells in groups.items():
+        for p, c in enumerate(cells):
+            rule = _rule_for(policy, c.stratum == TOTAL)
+            counts = {
+                kind: _release(c.count(kind), released[ind][kind][p], rule) for kind in COUNT_KINDS
+            }
+            out.append(
+                Cell(
+                    indicator=ind,
+                    stratum=Stratum(age_band=c.age_band, sex=c.sex),
+                    **counts,
+                )
+            )
+    out.sort(key=lambda cell: cell.key)
+    return tuple(out)
+
+
+# --- check_cells -------------------------------------------------------------------------------
+
+
+def _where(cell: Cell, kind: str) -> str:
+    return f"{cell.indicator} {cell.stratum.age_band}/{cell.stratum.sex} {kind}"
+
+
+def _check_count(cell: Cell, kind: CountKind, rule: CountRule) -> None:
+    count: Count = getattr(cell, kind)
+    t, k = rule.suppress_at_or_below, rule.round_to
+    if count.status in ("zero", "suppressed"):
+        return
+    v = count.value
+    assert v is not None
+    if count.status == "exact" and k != 1:
+        raise DisclosureError(f"{_where(cell, kind)}: exact {v} where the policy rounds to {k}")
+    if count.status == "rounded" and v == 0:
+        raise DisclosureError(f"{_where(cell, kind)}: a rounded 0 would read as a true zero")
+    if 1 <= v <= t:
+        raise DisclosureError(
+            f"{_where(cell, kind)}: {count.status} {v} is at or below the threshold {t}"
+        )
+    if v % k:
+        raise DisclosureError(f"{_where(cell, kind)}: {v} is not a multiple of {k}")
+
+
+def check_cells(cells: Sequence[Cell], policy: DisclosurePolicy) -> None:
+    """Raise :class:`DisclosureError`, naming indicator, stratum and count, when ``cells`` break
+    ``policy``: a released value in 1..threshold, a rounded value off the ``round_to`` grid, a
+    rounded 0, ``exact`` where the policy rounds, a duplicate cell, an indicator without its
+    total; and, under
+    secondary suppression, what can be seen from released cells alone: a single suppressed
+    stratum next to a released total, suppressed strata that can only each be 1, a suppressed
+    total whose strata are all released.
+
+    Output of a stricter policy that tightens this one (:func:`check_tightens`) passes.
+    """
+    by_ind: dict[str, dict[tuple[str, str], Cell]] = {}
+    for cell in cells:
+        key = (cell.stratum.age_band, cell.stratum.sex)
+        group = by_ind.setdefault(cell.indicator, {})
+        if key in group:
+            raise DisclosureError(f"{cell.indicator} {key[0]}/{key[1]}: duplicate cell")
+        group[key] = cell
+        rule = _rule_for(policy, cell.stratum.is_total)
+        for kind in COUNT_KINDS:
+            _check_count(cell, kind, rule)
+    for ind, group in sorted(by_ind.items()):
+        if TOTAL not in group:
+            raise DisclosureError(f"{ind}: no whole-practice total cell ('all', 'all')")
+        if not policy.secondary_suppression:
+            continue
+        total = group[TOTAL]
+        strata = [group[k] for k in sorted(group) if k != TOTAL]
+        if not strata:
+            continue
+        for kind in COUNT_KINDS:
+            _check_partition(total, strata, kind, policy)
+
+
+def _check_partition(
+    total: Cell, strata: list[Cell], kind: CountKind, policy: DisclosurePolicy
+) -> None:
+    t_count: Count = getattr(total, kind)
+    suppressed = [c for c in strata if getattr(c, kind).status == "suppressed"]
+    where = f"{total.indicator} {kind}"
+    if t_count.status == "suppressed":
+        if not suppressed:
+            raise DisclosureError(
+                f"{where}: the total is suppressed but every stratum is released, so it is "
+                "their sum"
+            )
+        return
+    if len(suppressed) == 1:
+        c = suppressed[0]
+        raise DisclosureError(
+            f"{_where(c, kind)}: the only suppressed stratum next to a released total "
+            "(recoverable by subtraction; needs secondary suppression)"
+        )
+    if suppressed:
+        _, t_hi = feasible_range(t_count, policy.totals)
+        assert t_hi is not None
+        released_lo = sum(
+            feasible_range(getattr(c, kind), policy.stratified)[0]
+            for c in strata
+            if getattr(c, kind).status != "suppressed"
+        )
+        room = t_hi - released_lo
+        if room <= len(suppressed):
+            raise DisclosureError(
+                f"{where}: the {len(suppressed)} suppressed strata add up to at most {room}, so "
+                "each is recoverable (needs secondary suppression)"
+            )
+
+
+# --- policies ----------------------------------------------------------------------------------
+
+
+def check_tightens(network: DisclosurePolicy, practice: DisclosurePolicy) -> None:
+    """Raise :class:`DisclosureError`, naming the field, unless ``practice`` is at least as
+    strict as ``network``: every threshold at least the network's, every ``round_to`` a multiple
+    of the network's, secondary suppression kept on if the network has it on."""
+    for part in ("stratified", "totals"):
+        n: CountRule = getattr(network, part)
+        p: CountRule = getattr(practice, part)
+        if p.suppress_at_or_below < n.suppress_at_or_below:
+            raise DisclosureError(
+                f"{part}.suppress_at_or_below: {p.suppress_at_or_below} is below the network's "
+                f"{n.suppress_at_or_below} (a practice may only tighten the policy)"
+            )
+        if p.round_to % n.round_to:
+            raise DisclosureError(
+                f"{part}.round_to: {p.round_to} is not a multiple of the network's {n.round_to} "
+                "(a practice may only tighten the policy)"
+            )
+    if network.secondary_suppression and not practice.secondary_suppression:
+        raise DisclosureError(
+            "secondary_suppression: the network requires it; a practice may not switch it off"
+        )
+
+
+def policy_sha256(policy: DisclosurePolicy) -> str:
+    """SHA-256 (hex) of the policy's canonical bytes, as recorded in a submission's provenance."""
+    return sha256_hex(model_bytes(policy))
+
+
+def describe_count(count: Count, rule: CountRule | None = None) -> str:
+    """A released count in plain words: ``exactly 0``, ``exactly 12``, ``about 25 (rounded to
+    5)``, ``suppressed (1-7 or withheld to protect another count)``."""
+    if count.status == "zero":
+        return "exactly 0"
+    if count.status == "exact":
+        return f"exactly {count.value}"
+    if count.status == "rounded":
+        if rule is None:
+            return f"about {count.value} (rounded)"
+        return f"about {count.value} (rounded to {rule.round_to})"
+    if rule is None or suppression_threshold(rule) == 0:
+        return "suppressed (withheld to protect another count)"
+    return f"suppressed (1-{suppression_threshold(rule)} or withheld to protect another count)"

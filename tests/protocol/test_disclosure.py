@@ -1,0 +1,386 @@
+"""protocol.disclosure: primary rules at their edges, secondary suppression examples, the checker,
+policy tightening. The attacker properties are in test_disclosure_attack.py."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from protocol.catalogue import CountRule, DisclosurePolicy
+from protocol.disclosure import (
+    TOTAL,
+    RawCell,
+    apply_policy,
+    check_cells,
+    check_tightens,
+    describe_count,
+    feasible_range,
+    policy_sha256,
+    round_half_up,
+)
+from protocol.errors import DisclosureError
+from protocol.submission import MAX_COUNT, Cell, Count, Stratum
+
+DEFAULT = DisclosurePolicy(name="default")
+PRIMARY_ONLY = DisclosurePolicy(name="primary-only", secondary_suppression=False)
+SEXES = ("F", "M", "U")
+
+
+def one_stratum(value: int, policy: DisclosurePolicy = PRIMARY_ONLY) -> tuple[Count, Count]:
+    """(stratum count, total count) of a denominator ``value`` in stratum F, zero elsewhere."""
+    raw = [RawCell("IND", "all", "all", value, 0, 0), RawCell("IND", "all", "F", value, 0, 0)]
+    raw += [RawCell("IND", "all", s, 0, 0, 0) for s in ("M", "U")]
+    cells = {c.stratum.sex: c for c in apply_policy(raw, policy)}
+    return cells["F"].denominator, cells["all"].denominator
+
+
+def cells_of(rows: list[tuple[str, str, str, int, int, int]], policy: DisclosurePolicy) -> dict:
+    out = apply_policy([RawCell(*r) for r in rows], policy)
+    return {c.key: c for c in out}
+
+
+def count(status: str, value: int | None = None) -> Count:
+    return Count(status=status, value=value)  # type: ignore[arg-type]
+
+
+def cell(
+    ind: str, sex: str, den: Count, num: Count | None = None, exc: Count | None = None
+) -> Cell:
+    zero = count("zero", 0)
+    return Cell(
+        indicator=ind,
+        stratum=Stratum(age_band="all", sex=sex),  # type: ignore[arg-type]
+        denominator=den,
+        numerator=num or zero,
+        exclusions=exc or zero,
+    )
+
+
+# --- rounding and ranges -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "k", "expected"),
+    [(0, 5, 0), (2, 5, 0), (3, 5, 5), (12, 5, 10), (13, 5, 15), (10, 5, 10), (2, 4, 4), (1, 4, 0),
+     (6, 4, 8), (15, 10, 20), (14, 10, 10), (7, 1, 7), (MAX_COUNT - 2, 5, MAX_COUNT)],
+)  # fmt: skip
+def test_round_half_up(value: int, k: int, expected: int) -> None:
+    assert round_half_up(value, k) == expected
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 10])
+@pytest.mark.parametrize("t", [0, 1, 7, 10])
+def test_feasible_range_is_exactly_the_counts_releasing_the_same_value(k: int, t: int) -> None:
+    rule = CountRule(suppress_at_or_below=t, round_to=k)
+    policy = DisclosurePolicy(name="p", stratified=rule, secondary_suppression=False)
+    released: dict[int, Count] = {}
+    for v in range(0, 260):
+        released[v] = one_stratum(v, policy)[0]
+    for v in range(0, 200):
+        lo, hi = feasible_range(released[v], rule)
+        same = {w for w in released if released[w] == released[v]}
+        if hi is None:  # suppressed: at least 1, no upper bound
+            assert released[v].status == "suppressed" and lo == 1
+            assert same == set(range(1, max(t, (k - 1) // 2) + 1))
+        else:
+            assert same == set(range(lo, hi + 1)), (v, released[v])
+
+
+# --- primary rules at the edges ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "status", "released"),
+    [(0, "zero", 0), (1, "suppressed", None), (7, "suppressed", None), (8, "rounded", 10),
+     (12, "rounded", 10), (13, "rounded", 15), (1234, "rounded", 1235),
+     (MAX_COUNT, "rounded", MAX_COUNT), (MAX_COUNT - 1, "rounded", MAX_COUNT)],
+)  # fmt: skip
+def test_default_stratified_rule_edges(value: int, status: str, released: int | None) -> None:
+    stratum, total = one_stratum(value)
+    assert (stratum.status, stratum.value) == (status, released)
+    # Totals are exact under the default policy.
+    assert total.value == value
+    assert total.status == ("zero" if value == 0 else "exact")
+
+
+def test_round_to_one_releases_exact_counts_above_the_threshold() -> None:
+    policy = DisclosurePolicy(
+        name="exact-strata", stratified=CountRule(suppress_at_or_below=7, round_to=1),
+        secondary_suppression=False,
+    )  # fmt: skip
+    assert one_stratum(7, policy)[0].status == "suppressed"
+    assert one_stratum(8, policy)[0] == Count(value=8, status="exact")
+    assert one_stratum(13, policy)[0] == Count(value=13, status="exact")
+
+
+def test_tightened_policy_suppresses_and_rounds_more() -> None:
+    tight = DisclosurePolicy(
+        name="tight", stratified=CountRule(suppress_at_or_below=10, round_to=10),
+        totals=CountRule(suppress_at_or_below=0, round_to=5),
+    )  # fmt: skip
+    check_tightens(DEFAULT, tight)
+    primary = tight.model_copy(update={"secondary_suppression": False})
+    assert one_stratum(10, primary)[0].status == "suppressed"
+    assert one_stratum(11, primary) == (count("rounded", 10), count("rounded", 10))
+    assert one_stratum(15, primary) == (count("rounded", 20), count("rounded", 15))
+    # A tightened practice's cells pass the aggregator's check under the network policy.
+    rows = [("IND", "all", "all", 41, 13, 0), ("IND", "all", "F", 15, 0, 0)]
+    rows += [("IND", "all", "M", 26, 13, 0), ("IND", "all", "U", 0, 0, 0)]
+    cells = apply_policy([RawCell(*r) for r in rows], tight)
+    check_cells(cells, DEFAULT)
+
+
+def test_totals_rule_can_suppress_and_round() -> None:
+    policy = DisclosurePolicy(
+        name="rounded-totals", totals=CountRule(suppress_at_or_below=3, round_to=5),
+        secondary_suppression=False,
+    )  # fmt: skip
+    assert one_stratum(3, policy)[1].status == "suppressed"
+    assert one_stratum(12, policy)[1] == count("rounded", 10)
+
+
+def test_output_is_sorted_and_statuses_never_hide_a_zero() -> None:
+    rows = [("ZZ", "all", "all", 9, 0, 0), ("ZZ", "all", "M", 9, 0, 0), ("ZZ", "all", "F", 0, 0, 0),
+            ("ZZ", "all", "U", 0, 0, 0), ("AA", "all", "all", 0, 0, 0)]  # fmt: skip
+    cells = apply_policy([RawCell(*r) for r in rows], DEFAULT)
+    assert [c.key for c in cells] == sorted(c.key for c in cells)
+    for c in cells:
+        for k in ("denominator", "numerator", "exclusions"):
+            cnt = getattr(c, k)
+            assert (cnt.status == "zero") == (cnt.value == 0 and cnt.status != "rounded")
+
+
+# --- secondary suppression examples --------------------------------------------------------------
+
+
+def test_single_suppressed_stratum_gets_a_complement_the_smallest_other() -> None:
+    rows = [("IND", "all", "all", 60, 0, 0), ("IND", "all", "F", 3, 0, 0),
+            ("IND", "all", "M", 40, 0, 0), ("IND", "all", "U", 17, 0, 0)]  # fmt: skip
+    cells = cells_of(rows, DEFAULT)
+    statuses = {s: cells[("IND", "all", s)].denominator.status for s in SEXES}
+    assert statuses == {"F": "suppressed", "U": "suppressed", "M": "rounded"}
+    assert cells[("IND", "all", "all")].denominator == count("exact", 60)
+    # Without secondary suppression F would be 60 - 40 - 17 = 3 by subtraction.
+    plain = cells_of(rows, PRIMARY_ONLY)
+    assert plain[("IND", "all", "U")].denominator == count("rounded", 15)
+
+
+def test_tied_complements_are_chosen_by_stratum_key() -> None:
+    rows = [("IND", "all", "all", 22, 0, 0), ("IND", "all", "F", 10, 0, 0),
+            ("IND", "all", "M", 10, 0, 0), ("IND", "all", "U", 2, 0, 0)]  # fmt: skip
+    cells = cells_of(rows, DEFAULT)
+    assert cells[("IND", "all", "F")].denominator.status == "suppressed"  # "F" < "M"
+    assert cells[("IND", "all", "M")].denominator == count("rounded", 10)
+
+
+def test_total_is_suppressed_when_no_stratum_can_complement() -> None:
+    # Total 1: the one patient's stratum would be plain to see next to exact zeros.
+    rows = [("IND", "all", "all", 1, 0, 0), ("IND", "all", "F", 1, 0, 0),
+            ("IND", "all", "M", 0, 0, 0), ("IND", "all", "U", 0, 0, 0)]  # fmt: skip
+    cells = cells_of(rows, DEFAULT)
+    assert cells[("IND", "all", "all")].denominator.status == "suppressed"
+    assert cells[("IND", "all", "F")].denominator.status == "suppressed"
+
+
+def test_suppressed_strata_that_are_all_one_get_more_company() -> None:
+    # 1 + 1 next to an exact total of 2 and zeros would reveal both ones.
+    rows = [("IND", "all", "all", 2, 0, 0), ("IND", "all", "F", 1, 0, 0),
+            ("IND", "all", "M", 1, 0, 0), ("IND", "all", "U", 0, 0, 0)]  # fmt: skip
+    cells = cells_of(rows, DEFAULT)
+    assert cells[("IND", "all", "all")].denominator.status == "suppressed"
+
+
+def test_numerator_equal_to_a_released_denominator_is_protected() -> None:
+    # Numerator total 12 exact; F numerator 3 (suppressed) needs a numerator complement, and
+    # the denominator must not pin it: every one of M's patients achieves.
+    rows = [("IND", "all", "all", 22, 12, 0), ("IND", "all", "F", 3, 3, 0),
+            ("IND", "all", "M", 9, 9, 0), ("IND", "all", "U", 10, 0, 0)]  # fmt: skip
+    cells = cells_of(rows, DEFAULT)
+    check_cells(list(cells.values()), DEFAULT)
+    assert cells[("IND", "all", "F")].numerator.status == "suppressed"
+    assert cells[("IND", "all", "M")].numerator.status == "suppressed"
+
+
+def test_indicators_sharing_a_denominator_release_it_identically() -> None:
+    # Same population for A and B; only B's numerators force the extra denominator suppression.
+    base = [("all", "all", 30), ("all", "F", 1), ("all", "M", 1), ("all", "U", 28)]
+    nums_a = {"all": 0, "F": 0, "M": 0, "U": 0}
+    nums_b = {"all": 2, "F": 1, "M": 1, "U": 0}
+    rows = [("AA", b, s, d, nums_a[s], 0) for b, s, d in base]
+    rows += [("BB", b, s, d, nums_b[s], 0) for b, s, d in base]
+    cells = cells_of(rows, DEFAULT)
+    for _, s, _ in base:
+        assert cells[("AA", "all", s)].denominator == cells[("BB", "all", s)].denominator
+    # A lone indicator with A's numerators would have kept its denominator total exact.
+    alone = cells_of([r for r in rows if r[0] == "AA"], DEFAULT)
+    assert alone[("AA", "all", "all")].denominator == count("exact", 30)
+    assert cells[("AA", "all", "all")].denominator.status == "suppressed"
+
+
+def test_apply_policy_accepts_an_indicator_without_strata() -> None:
+    cells = apply_policy([RawCell("IND", "all", "all", 5, 2, 0)], DEFAULT)
+    assert [c.denominator for c in cells] == [count("exact", 5)]
+
+
+# --- bad raw input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [(("IND", "all", "F", -1, 0, 0), "denominator: -1 not in"),
+     (("IND", "all", "F", 3, 4, 0), "numerator 4 > denominator 3"),
+     (("IND", "all", "F", 3, True, 0), "numerator: not an integer"),
+     (("IND", "all", "F", 3, 1.0, 0), "numerator: not an integer"),
+     (("IND", "all", "X", 3, 1, 0), "sex must be"),
+     (("IND", "adult", "F", 3, 1, 0), "bad age band"),
+     (("ind", "all", "F", 3, 1, 0), "bad indicator id"),
+     (("IND", "all", "F", 0, 0, MAX_COUNT + 1), "exclusions")],
+)  # fmt: skip
+def test_raw_cell_rejects_bad_counts(args: tuple, match: str) -> None:
+    with pytest.raises(DisclosureError, match=match):
+        RawCell(*args)
+
+
+@pytest.mark.parametrize(
+    ("rows", "match"),
+    [([("IND", "all", "F", 3, 0, 0)], "IND: no whole-practice total"),
+     ([("IND", "all", "all", 5, 0, 0), ("IND", "all", "F", 3, 0, 0)], "IND denominator: strata add up to 3, the total is 5"),
+     ([("IND", "all", "all", 3, 0, 0), ("IND", "all", "all", 3, 0, 0)], "duplicate cell"),
+     ([("IND", "all", "all", 6, 0, 0), ("IND", "all", "F", 3, 0, 0), ("IND", "18+", "all", 3, 0, 0)], "mix different dimensions")],
+)  # fmt: skip
+def test_apply_policy_rejects_inconsistent_raw_cells(rows: list, match: str) -> None:
+    with pytest.raises(DisclosureError, match=match):
+        apply_policy([RawCell(*r) for r in rows], DEFAULT)
+
+
+# --- check_cells ---------------------------------------------------------------------------------
+
+
+def test_check_cells_accepts_a_compliant_submission() -> None:
+    cells = [cell("IND", "all", count("exact", 60)), cell("IND", "F", count("suppressed")),
+             cell("IND", "M", count("rounded", 40)), cell("IND", "U", count("suppressed"))]  # fmt: skip
+    check_cells(cells, DEFAULT)
+
+
+@pytest.mark.parametrize(
+    ("cells", "match"),
+    [
+        # a released value at or below the threshold
+        ([cell("IND", "all", count("exact", 5)), cell("IND", "F", count("rounded", 5))],
+         r"IND all/F denominator: rounded 5 is at or below the threshold 7"),
+        # exact where the policy rounds
+        ([cell("IND", "all", count("exact", 20)), cell("IND", "F", count("exact", 20))],
+         r"IND all/F denominator: exact 20 where the policy rounds to 5"),
+        # off the rounding grid
+        ([cell("IND", "all", count("exact", 12)), cell("IND", "F", count("rounded", 12))],
+         r"IND all/F denominator: 12 is not a multiple of 5"),
+        # rounded 0 cannot come from a count above 7
+        ([cell("IND", "all", count("exact", 20)), cell("IND", "F", count("rounded", 20), count("rounded", 0))],
+         r"IND all/F numerator: a rounded 0 would read as a true zero"),
+        # a single suppressed stratum next to an exact total
+        ([cell("IND", "all", count("exact", 23)), cell("IND", "F", count("suppressed")),
+          cell("IND", "M", count("rounded", 20))],
+         r"IND all/F denominator: the only suppressed stratum next to a released total"),
+        # two suppressed strata that can only be 1 + 1
+        ([cell("IND", "all", count("exact", 2)), cell("IND", "F", count("suppressed")),
+          cell("IND", "M", count("suppressed")), cell("IND", "U", count("zero", 0))],
+         r"IND denominator: the 2 suppressed strata add up to at most 2"),
+        # a suppressed total with every stratum released
+        ([cell("IND", "all", count("suppressed")), cell("IND", "F", count("rounded", 10)),
+          cell("IND", "M", count("zero", 0))],
+         r"IND denominator: the total is suppressed but every stratum is released"),
+        # no total
+        ([cell("IND", "F", count("rounded", 10))], r"IND: no whole-practice total"),
+        # duplicate
+        ([cell("IND", "all", count("exact", 10)), cell("IND", "all", count("exact", 10))],
+         r"IND all/all: duplicate cell"),
+        # the exclusions are checked too
+        ([cell("IND", "all", count("exact", 9), exc=count("exact", 3)),
+          cell("IND", "F", count("rounded", 10), exc=count("suppressed")),
+          cell("IND", "M", count("zero", 0), exc=count("zero", 0))],
+         r"IND all/F exclusions: the only suppressed stratum"),
+    ],
+)  # fmt: skip
+def test_check_cells_rejects_each_kind_of_violation(cells: list[Cell], match: str) -> None:
+    with pytest.raises(DisclosureError, match=match):
+        check_cells(cells, DEFAULT)
+
+
+def test_check_cells_without_secondary_suppression_skips_the_partition_rules() -> None:
+    cells = [cell("IND", "all", count("exact", 23)), cell("IND", "F", count("suppressed")),
+             cell("IND", "M", count("rounded", 20))]  # fmt: skip
+    check_cells(cells, PRIMARY_ONLY)
+    with pytest.raises(DisclosureError):
+        check_cells(cells, DEFAULT)
+
+
+# --- policies ------------------------------------------------------------------------------------
+
+
+def test_check_tightens_accepts_equal_and_stricter_policies() -> None:
+    check_tightens(DEFAULT, DEFAULT)
+    check_tightens(DEFAULT, DEFAULT.model_copy(update={"name": "mine"}))
+    stricter = DisclosurePolicy(
+        name="strict", stratified=CountRule(suppress_at_or_below=10, round_to=10),
+        totals=CountRule(suppress_at_or_below=2, round_to=3),
+    )  # fmt: skip
+    check_tightens(DEFAULT, stricter)
+    check_tightens(PRIMARY_ONLY, DEFAULT)  # switching secondary suppression on is tighter
+
+
+@pytest.mark.parametrize(
+    ("practice", "field"),
+    [
+        (DisclosurePolicy(name="p", stratified=CountRule(suppress_at_or_below=5, round_to=5)),
+         "stratified.suppress_at_or_below: 5 is below the network's 7"),
+        (DisclosurePolicy(name="p", stratified=CountRule(suppress_at_or_below=7, round_to=3)),
+         "stratified.round_to: 3 is not a multiple of the network's 5"),
+        (DisclosurePolicy(name="p", stratified=CountRule(suppress_at_or_below=9, round_to=1)),
+         "stratified.round_to: 1 is not a multiple"),
+        (DisclosurePolicy(name="p", secondary_suppression=False), "secondary_suppression"),
+    ],
+)  # fmt: skip
+def test_check_tightens_rejects_loosening(practice: DisclosurePolicy, field: str) -> None:
+    with pytest.raises(DisclosureError, match=field):
+        check_tightens(DEFAULT, practice)
+
+
+def test_check_tightens_checks_totals_too() -> None:
+    network = DisclosurePolicy(name="n", totals=CountRule(suppress_at_or_below=3, round_to=5))
+    with pytest.raises(DisclosureError, match="totals.suppress_at_or_below: 0 is below"):
+        check_tightens(
+            network,
+            DEFAULT.model_copy(update={"totals": CountRule(suppress_at_or_below=0, round_to=5)}),
+        )
+    with pytest.raises(
+        DisclosureError, match="totals.round_to: 1 is not a multiple of the network's 5"
+    ):
+        check_tightens(
+            network,
+            DEFAULT.model_copy(update={"totals": CountRule(suppress_at_or_below=3, round_to=1)}),
+        )
+
+
+def test_policy_sha256_is_the_hash_of_the_canonical_bytes() -> None:
+    canonical = (
+        b'{"name":"default","secondary_suppression":true,'
+        b'"stratified":{"round_to":5,"suppress_at_or_below":7},'
+        b'"totals":{"round_to":1,"suppress_at_or_below":0}}'
+    )
+    assert policy_sha256(DEFAULT) == hashlib.sha256(canonical).hexdigest()
+    assert policy_sha256(PRIMARY_ONLY) != policy_sha256(DEFAULT)
+
+
+def test_describe_count_in_plain_words() -> None:
+    rule = DEFAULT.stratified
+    assert describe_count(count("zero", 0), rule) == "exactly 0"
+    assert describe_count(count("exact", 12)) == "exactly 12"
+    assert describe_count(count("rounded", 25), rule) == "about 25 (rounded to 5)"
+    assert describe_count(count("rounded", 25)) == "about 25 (rounded)"
+    assert describe_count(count("suppressed"), rule).startswith("suppressed (1-7")
+    assert "1-" not in describe_count(count("suppressed"), DEFAULT.totals)
+
+
+def test_total_constant_is_the_whole_practice_stratum() -> None:
+    assert Stratum().is_total and (Stratum().age_band, Stratum().sex) == TOTAL
