@@ -1,19 +1,87 @@
-"""``fedqi-aggregator``: the network aggregator's command line."""
+"""``fedqi-aggregator``: the network aggregator's command line.
+
+Every command takes ``--db URL`` (a SQLite file is the default; PostgreSQL in production),
+``--config FILE`` (TOML settings) and, where it needs keys, ``--key-dir``; those that report take
+``--json``. Bad input: a one-line error on stderr and a non-zero exit.
+"""
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
-app = typer.Typer(name="fedqi-aggregator", no_args_is_help=True, add_completion=False)
+from .errors import AggregatorError, BadRequestError, ConfigError
+
+app = typer.Typer(
+    name="fedqi-aggregator",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+practice_app = typer.Typer(no_args_is_help=True, help="Register practices.")
+user_app = typer.Typer(no_args_is_help=True, help="Users and their API tokens.")
+key_app = typer.Typer(no_args_is_help=True, help="Agent keys.")
+db_app = typer.Typer(no_args_is_help=True, help="The database schema.")
+catalogue_app = typer.Typer(no_args_is_help=True, help="Signed indicator catalogues.")
+app.add_typer(practice_app, name="practice")
+app.add_typer(user_app, name="user")
+app.add_typer(key_app, name="key")
+app.add_typer(db_app, name="db")
+app.add_typer(catalogue_app, name="catalogue")
+
+DbOpt = Annotated[
+    str | None, typer.Option("--db", help="database URL (default: sqlite:///fedqi-aggregator.db)")
+]
+KeyDirOpt = Annotated[
+    Path | None, typer.Option("--key-dir", help="directory of the aggregator's keys")
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON report")]
+
+out = Console(soft_wrap=True)
 
 
 @app.callback()
 def _root() -> None:
     """fedqi aggregator: verifies, stores and logs practices' signed submissions and builds
     peer benchmarks."""
+
+
+def _settings(db: str | None, key_dir: Path | None = None, config: Path | None = None, **more: Any):  # type: ignore[no-untyped-def]
+    from .settings import get_settings
+
+    return get_settings(config, db=db, key_dir=key_dir, **more)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _report(as_json: bool, data: dict[str, Any], lines: list[str]) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        for line in lines:
+            out.print(line, highlight=False)
+
+
+def _database(settings):  # type: ignore[no-untyped-def]
+    from .db.migrate import check_migrated
+    from .db.session import Database
+
+    db = Database(settings.db)
+    check_migrated(db)
+    return db
 
 
 @app.command()
@@ -24,13 +92,382 @@ def version() -> None:
     typer.echo(f"fedqi-aggregator {__version__} (protocol v{PROTOCOL_MAJOR})")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@db_app.command("upgrade")
+def db_upgrade(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Create or migrate the database schema to the latest revision."""
+    from .db.migrate import upgrade
+
+    settings = _settings(db, config=config)
+    revision = upgrade(settings.db)
+    _report(as_json, {"revision": revision}, [f"database at revision {revision}"])
+
+
+@app.command()
+def init(
+    name: Annotated[str, typer.Option("--name", help="the network's name")],
+    aud: Annotated[
+        str, typer.Option("--aud", help="audience agents put in every message, e.g. fedqi-nwl")
+    ],
+    origin: Annotated[
+        str | None, typer.Option("--origin", help="checkpoint origin (default: <aud>/log/v1)")
+    ] = None,
+    catalogue: Annotated[
+        Path | None, typer.Option("--catalogue", help="catalogue JSON (default: the shipped one)")
+    ] = None,
+    db: DbOpt = None,
+    key_dir: KeyDirOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set up the network: log key, catalogue signing key, pseudonym secret (0600 files in the
+    key dir), and publish the catalogue signed."""
+    import re
+
+    from sqlalchemy import select
+
+    from . import keyfiles
+    from .catalogues.service import load_catalogue_file, publish
+    from .db.models import Network
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{0,62}", aud):
+        raise BadRequestError(f"--aud {aud!r}: lower-case letters, digits, '.' and '-', at most 63")
+    origin = origin or f"{aud}/log/v1"
+    if not re.fullmatch(r"[^\s+]{1,200}", origin):
+        raise BadRequestError(f"--origin {origin!r}: no spaces or '+' (it names the log's key)")
+    if not name.strip() or len(name) > 200:
+        raise BadRequestError("--name must be 1-200 characters")
+    settings = _settings(db, key_dir, config)
+    cat = load_catalogue_file(catalogue)
+    database = _database(settings)
+    with database.session() as session:
+        if session.scalars(select(Network)).first() is not None:
+            raise ConfigError("this database is already initialised (init runs once per network)")
+        log_key, cat_key = keyfiles.generate(settings.key_dir)
+        now = _now()
+        session.add(
+            Network(
+                id=1,
+                name=name,
+                aud=aud,
+                origin=origin,
+                log_key_name=origin,
+                log_public_key=log_key.public.public_bytes(),
+                catalogue_public_key=cat_key.public.public_bytes(),
+                created_at=now,
+            )
+        )
+        row = publish(session, cat, cat_key, now)
+    log_pub = base64.b64encode(log_key.public.public_bytes()).decode()
+    data = {
+        "name": name,
+        "aud": aud,
+        "origin": origin,
+        "key_dir": str(settings.key_dir),
+        "log_key": {"name": origin, "public_key": log_pub, "kid": log_key.kid},
+        "catalogue_key": {
+            "public_key": base64.b64encode(cat_key.public.public_bytes()).decode(),
+            "kid": cat_key.kid,
+        },
+        "catalogue": {"id": row.id, "version": row.version, "sha256": row.sha256},
+    }
+    _report(
+        as_json,
+        data,
+        [
+            f"network {name!r} (aud {aud}) initialised; keys in {settings.key_dir} (mode 0600)",
+            f"log key name: {origin}",
+            f"log public key (pin this in agents): {log_pub}",
+            f"log kid: {log_key.kid}",
+            f"catalogue key kid: {cat_key.kid}",
+            f"published catalogue {row.id} v{row.version} sha256 {row.sha256}",
+        ],
+    )
+
+
+@catalogue_app.command("publish")
+def catalogue_publish(
+    file: Annotated[Path, typer.Argument(help="catalogue JSON")],
+    db: DbOpt = None,
+    key_dir: KeyDirOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sign and publish a new catalogue version."""
+    from . import keyfiles
+    from .catalogues.service import load_catalogue_file, publish
+
+    settings = _settings(db, key_dir, config)
+    cat = load_catalogue_file(file)
+    key = keyfiles.load_catalogue_key(settings.key_dir)
+    with _database(settings).session() as session:
+        row = publish(session, cat, key, _now())
+    _report(
+        as_json,
+        {"id": row.id, "version": row.version, "sha256": row.sha256},
+        [f"published catalogue {row.id} v{row.version} sha256 {row.sha256}"],
+    )
+
+
+@practice_app.command("add")
+def practice_add(
+    ods: Annotated[str, typer.Argument(help="the practice's ODS code, e.g. A81001")],
+    name: Annotated[str, typer.Option("--name")],
+    group: Annotated[str, typer.Option("--group", help="peer group, e.g. the PCN")],
+    list_size: Annotated[int, typer.Option("--list-size", help="registered list size")],
+    imd_decile: Annotated[
+        int, typer.Option("--imd-decile", help="IMD decile 1 (most deprived) to 10")
+    ],
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a practice."""
+    from .practices.service import add_practice
+
+    settings = _settings(db, config=config)
+    with _database(settings).session() as session:
+        add_practice(
+            session,
+            ods,
+            name=name,
+            group=group,
+            list_size=list_size,
+            imd_decile=imd_decile,
+            now=_now(),
+        )
+    _report(
+        as_json,
+        {
+            "practice": ods,
+            "name": name,
+            "group": group,
+            "list_size": list_size,
+            "imd_decile": imd_decile,
+        },
+        [f"practice {ods} ({name}) added to group {group}"],
+    )
+
+
+@practice_app.command("list")
+def practice_list(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """List practices and their active keys."""
+    from sqlalchemy import select
+
+    from .db.models import Practice, PracticeKey
+
+    settings = _settings(db, config=config)
+    with _database(settings).read() as session:
+        rows = list(session.scalars(select(Practice).order_by(Practice.ods)))
+        keys = {
+            k.practice_ods: k.kid
+            for k in session.scalars(select(PracticeKey).where(PracticeKey.status == "active"))
+        }
+    data = [
+        {
+            "practice": p.ods,
+            "name": p.name,
+            "group": p.group,
+            "list_size": p.list_size,
+            "imd_decile": p.imd_decile,
+            "active_kid": keys.get(p.ods),
+        }
+        for p in rows
+    ]
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    table = Table("ODS", "name", "group", "list size", "IMD", "active kid")
+    for d in data:
+        table.add_row(
+            d["practice"],
+            d["name"],
+            d["group"],
+            str(d["list_size"]),
+            str(d["imd_decile"]),
+            d["active_kid"] or "-",
+        )
+    out.print(table)
+
+
+@app.command("enrol-token")
+def enrol_token(
+    ods: Annotated[str, typer.Argument(help="the practice's ODS code")],
+    hours: Annotated[int | None, typer.Option("--hours", help="lifetime (default 72)")] = None,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Issue a single-use enrolment token (printed once; stored hashed)."""
+    from .practices.service import issue_enrol_token
+
+    settings = _settings(db, config=config)
+    lifetime = hours if hours is not None else settings.enrol_token_hours
+    if not 1 <= lifetime <= 24 * 90:
+        raise BadRequestError(f"--hours {lifetime} is not between 1 and {24 * 90}")
+    with _database(settings).session() as session:
+        token, expires = issue_enrol_token(session, ods, hours=lifetime, now=_now())
+    _report(
+        as_json,
+        {"practice": ods, "token": token, "expires_at": expires.isoformat()},
+        [
+            f"enrolment token for {ods} (single use, expires {expires.isoformat(timespec='minutes')}); "
+            "send it out of band, it is not shown again:",
+            token,
+        ],
+    )
+
+
+@user_app.command("add")
+def user_add(
+    name: Annotated[str, typer.Argument(help="the user's name")],
+    role: Annotated[
+        str, typer.Option("--role", help="admin | network_lead | practice | ig_officer")
+    ],
+    practice: Annotated[
+        str | None, typer.Option("--practice", help="ODS code (practice, ig_officer)")
+    ] = None,
+    group: Annotated[str | None, typer.Option("--group", help="PCN (network_lead)")] = None,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a user and print their API token once (stored hashed)."""
+    from .users.service import add_user
+
+    settings = _settings(db, config=config)
+    with _database(settings).session() as session:
+        user, token = add_user(session, name, role, practice=practice, group=group, now=_now())
+        uid = user.id
+    _report(
+        as_json,
+        {
+            "id": uid,
+            "name": name,
+            "role": role,
+            "practice": practice,
+            "group": group,
+            "token": token,
+        },
+        [f"user {uid} {name!r} ({role}); API token, not shown again:", token],
+    )
+
+
+@key_app.command("revoke")
+def key_revoke(
+    kid: Annotated[str, typer.Argument(help="the key's kid")],
+    compromised_since: Annotated[
+        dt.datetime | None,
+        typer.Option(
+            "--compromised-since", help="start of the suspect window (ISO date/time, UTC)"
+        ),
+    ] = None,
+    db: DbOpt = None,
+    key_dir: KeyDirOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke an agent key: later messages signed by it are rejected; history stays verifiable."""
+    from .practices.service import revoke_key
+    from .runtime import Runtime
+
+    settings = _settings(db, key_dir, config)
+    rt = Runtime.load(settings)
+    since = (
+        compromised_since.replace(tzinfo=dt.UTC)
+        if compromised_since and compromised_since.tzinfo is None
+        else compromised_since
+    )
+    with rt.db.session() as session:
+        index = revoke_key(session, rt.signer, kid, compromised_since=since, now=_now())
+    _report(
+        as_json,
+        {"kid": kid, "leaf_index": index, "compromised_since": since},
+        [f"key {kid} revoked (log leaf {index})"],
+    )
+
+
+@key_app.command("list")
+def key_list(
+    practice: Annotated[str | None, typer.Option("--practice")] = None,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List agent keys."""
+    from sqlalchemy import select
+
+    from .db.models import PracticeKey
+
+    settings = _settings(db, config=config)
+    with _database(settings).read() as session:
+        q = select(PracticeKey).order_by(PracticeKey.practice_ods, PracticeKey.created_at)
+        if practice:
+            q = q.where(PracticeKey.practice_ods == practice)
+        rows = [
+            {
+                "kid": k.kid,
+                "practice": k.practice_ods,
+                "status": k.status,
+                "last_seq": k.last_seq,
+                "created_at": k.created_at.isoformat(),
+            }
+            for k in session.scalars(q)
+        ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("kid", "practice", "status", "last seq", "created")
+    for r in rows:
+        table.add_row(r["kid"], r["practice"], r["status"], str(r["last_seq"]), r["created_at"])
+    out.print(table)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option("--host")] = None,
+    port: Annotated[int | None, typer.Option("--port")] = None,
+    db: DbOpt = None,
+    key_dir: KeyDirOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve the HTTP API with uvicorn (refuses an unmigrated or uninitialised database)."""
+    import uvicorn
+
+    from .web.app import create_app
+
+    settings = _settings(db, key_dir, config, host=host, port=port)
+    application = create_app(settings)  # raises before listening if the database is not ready
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        proxy_headers=True,
+        server_header=False,
+    )
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    saved = None
+    if environ is not None:
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(environ)
     try:
-        app(args=list(sys.argv[1:] if argv is None else argv), prog_name="fedqi-aggregator")
+        app(args=args, prog_name="fedqi-aggregator")
         return 0
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
+    except AggregatorError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        return 2 if isinstance(exc, BadRequestError) else 1
+    finally:
+        if saved is not None:
+            os.environ.clear()
+            os.environ.update(saved)
 
 
 if __name__ == "__main__":

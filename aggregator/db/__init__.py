@@ -1,0 +1,2 @@
+"""Database: SQLAlchemy 2 models (:mod:`.models`), engine and sessions (:mod:`.session`),
+Alembic migrations run programmatically (:mod:`.migrate`)."""

@@ -1,0 +1,73 @@
+"""Alembic, run programmatically: the scripts live in ``aggregator/migrations``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from ..errors import DatabaseNotReadyError
+from .session import Database, normalise_url
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    # '%' would be read as interpolation by configparser.
+    cfg.set_main_option("sqlalchemy.url", normalise_url(url).replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
+def upgrade(url: str, revision: str = "head") -> str:
+    """Migrate the database to ``revision``; returns the revision it is at afterwards."""
+    db = Database(url)
+    try:
+        with db.engine.begin() as conn:
+            cfg = alembic_config(url)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+        return current_revision(db) or "base"
+    except OperationalError as exc:
+        raise DatabaseNotReadyError(f"cannot reach database {_redact(url)}: {exc.orig}") from None
+    finally:
+        db.dispose()
+
+
+def current_revision(db: Database) -> str | None:
+    with db.engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def check_migrated(db: Database) -> None:
+    """Raise :class:`DatabaseNotReadyError` unless the database answers and is at head."""
+    try:
+        current = current_revision(db)
+    except SQLAlchemyError as exc:
+        raise DatabaseNotReadyError(f"cannot reach database {_redact(db.url)}: {exc}") from None
+    head = head_revision()
+    if current != head:
+        raise DatabaseNotReadyError(
+            f"database {_redact(db.url)} is not migrated (at {current or 'no revision'}, "
+            f"needs {head}): run `fedqi-aggregator db upgrade --db URL` first"
+        )
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(normalise_url(url)).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparseable URL)"

@@ -1,0 +1,89 @@
+"""Errors raised by the aggregator.
+
+The tree (every one carries an HTTP status and a short stable ``code``; one exception handler
+maps them to RFC 9457 problem+json with type ``urn:fedqi:problem:<code>``)::
+
+    AggregatorError(message, status_code)      500 unless a subclass says otherwise
+     +-- ConfigError                           bad settings, missing keys, uninitialised network
+     +-- DatabaseNotReadyError    503          unreachable or unmigrated database
+     +-- BadRequestError          400          malformed input (envelope, query parameters)
+     +-- AuthenticationError      401          no or unknown credentials, unknown key, bad signature
+     +-- ForbiddenError           403          credentials valid but not allowed (role, revoked key,
+     |                                         key bound to another practice, wrong audience)
+     +-- NotFoundError            404
+     +-- ConflictError            409          replay with other bytes, seq not increasing, ...
+     +-- PayloadTooLargeError     413
+     +-- UnprocessableError       422          well-formed but breaks a rule (iat window, unknown
+                                               catalogue/indicator, disclosure policy)
+"""
+
+from __future__ import annotations
+
+
+class AggregatorError(Exception):
+    status_code: int = 500
+    code: str = "internal"
+    title: str = "Internal error"
+
+    def __init__(
+        self, message: str, status_code: int | None = None, *, code: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+        if code is not None:
+            self.code = code
+
+
+class ConfigError(AggregatorError):
+    code = "config"
+    title = "Configuration error"
+
+
+class DatabaseNotReadyError(AggregatorError):
+    status_code = 503
+    code = "database-not-ready"
+    title = "Database not ready"
+
+
+class BadRequestError(AggregatorError):
+    status_code = 400
+    code = "bad-request"
+    title = "Bad request"
+
+
+class AuthenticationError(AggregatorError):
+    status_code = 401
+    code = "unauthenticated"
+    title = "Not authenticated"
+
+
+class ForbiddenError(AggregatorError):
+    status_code = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class NotFoundError(AggregatorError):
+    status_code = 404
+    code = "not-found"
+    title = "Not found"
+
+
+class ConflictError(AggregatorError):
+    status_code = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class PayloadTooLargeError(AggregatorError):
+    status_code = 413
+    code = "body-too-large"
+    title = "Request body too large"
+
+
+class UnprocessableError(AggregatorError):
+    status_code = 422
+    code = "unprocessable"
+    title = "Message breaks a rule"

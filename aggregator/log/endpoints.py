@@ -1,0 +1,142 @@
+"""The log's read API. Checkpoints, proofs and keys are public (agents verify with them);
+entries are role-checked: a viewer gets full leaf data only for practices they may see, and the
+leaf hash (enough to verify the tree) for the rest."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from fastapi import APIRouter, Depends, Query, Response
+from sqlalchemy import select
+
+from ..catalogues import service as catalogues
+from ..db.models import AccessAudit, Practice, User
+from ..errors import NotFoundError
+from ..runtime import Runtime
+from ..users.service import can_read_practice
+from ..web.deps import current_user, get_runtime, require_roles
+from . import service
+
+router = APIRouter(tags=["log"])
+MAX_INDEX = 2**53
+
+
+@router.get("/v1/log/key")
+def log_key(runtime: Runtime = Depends(get_runtime)) -> dict[str, object]:
+    """The log's public key, for agents and IG officers to pin."""
+    key = runtime.signer.key.public
+    return {
+        "origin": runtime.signer.origin,
+        "key_name": runtime.signer.key_name,
+        "public_key": base64.b64encode(key.public_bytes()).decode(),
+        "kid": key.kid,
+        "jwk": key.jwk().model_dump(),
+        "aud": runtime.aud,
+    }
+
+
+@router.get("/v1/log/checkpoint", response_class=Response)
+def checkpoint(runtime: Runtime = Depends(get_runtime)) -> Response:
+    """The latest signed checkpoint (C2SP signed note, text/plain)."""
+    with runtime.db.read() as session:
+        row = service.latest_checkpoint(session)
+    if row is None:
+        raise NotFoundError("the log is empty: no checkpoint yet", code="no-checkpoint")
+    return Response(row.note, media_type="text/plain; charset=utf-8")
+
+
+@router.get("/v1/log/checkpoint/{size}", response_class=Response)
+def checkpoint_at(size: int, runtime: Runtime = Depends(get_runtime)) -> Response:
+    with runtime.db.read() as session:
+        note = service.checkpoint_at(session, size).note
+    return Response(note, media_type="text/plain; charset=utf-8")
+
+
+@router.get("/v1/log/proof/inclusion")
+def inclusion(
+    index: int = Query(ge=0, lt=MAX_INDEX),
+    size: int = Query(ge=1, lt=MAX_INDEX),
+    runtime: Runtime = Depends(get_runtime),
+) -> dict[str, object]:
+    """RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size`` (hex hashes)."""
+    with runtime.db.read() as session:
+        return service.inclusion(session, index, size)
+
+
+@router.get("/v1/log/proof/consistency")
+def consistency(
+    old: int = Query(ge=0, lt=MAX_INDEX),
+    new: int = Query(ge=0, lt=MAX_INDEX),
+    runtime: Runtime = Depends(get_runtime),
+) -> dict[str, object]:
+    """RFC 9162 consistency proof between tree sizes ``old`` and ``new`` (hex hashes)."""
+    with runtime.db.read() as session:
+        return service.consistency(session, old, new)
+
+
+@router.get("/v1/log/entries")
+def entries(
+    start: int = Query(ge=0, lt=MAX_INDEX),
+    end: int = Query(ge=1, lt=MAX_INDEX),
+    user: User = Depends(current_user),
+    runtime: Runtime = Depends(get_runtime),
+) -> list[dict[str, object]]:
+    """Leaves ``[start, end)``: leaf data (hashes and metadata) where the caller may see the
+    practice, only the leaf hash elsewhere."""
+    with runtime.db.read() as session:
+        leaves = service.entries(session, start, end)
+        practices = {p.ods: p for p in session.scalars(select(Practice))}
+    out: list[dict[str, object]] = []
+    for leaf in leaves:
+        item: dict[str, object] = {"index": leaf.idx, "leaf_hash": bytes(leaf.leaf_hash).hex()}
+        p = practices.get(leaf.practice_ods)
+        if p is not None and can_read_practice(user, p):
+            data = bytes(leaf.leaf_data)
+            item["leaf_data"] = base64.b64encode(data).decode()
+            item["leaf"] = json.loads(data)
+        out.append(item)
+    return out
+
+
+@router.get("/v1/audit/access", tags=["log"])
+def access_audit(
+    user: User = Depends(require_roles("admin", "ig_officer")),
+    runtime: Runtime = Depends(get_runtime),
+    limit: int = Query(200, ge=1, le=5000),
+) -> list[dict[str, object]]:
+    """Reads of raw envelopes: all for admin, those of their practice's envelopes for an IG officer."""
+    with runtime.db.read() as session:
+        q = select(AccessAudit).order_by(AccessAudit.id.desc()).limit(limit)
+        if user.role == "ig_officer":
+            q = q.where(AccessAudit.practice_ods == user.practice_ods)
+        rows = list(session.scalars(q))
+    return [
+        {
+            "at": r.at.isoformat(),
+            "user_id": r.user_id,
+            "role": r.user_role,
+            "envelope_sha256": r.envelope_sha256,
+            "practice": r.practice_ods,
+            "granted": r.granted,
+        }
+        for r in rows
+    ]
+
+
+@router.get("/v1/catalogue", tags=["catalogue"], response_class=Response)
+def catalogue(runtime: Runtime = Depends(get_runtime)) -> Response:
+    """The latest published catalogue: its envelope signed by the network's catalogue key."""
+    with runtime.db.read() as session:
+        row = catalogues.latest(session)
+    return Response(bytes(row.envelope), media_type="application/json")
+
+
+@router.get("/v1/catalogue/key", tags=["catalogue"])
+def catalogue_key(runtime: Runtime = Depends(get_runtime)) -> dict[str, object]:
+    key = runtime.catalogue_key
+    return {
+        "public_key": base64.b64encode(key.public_bytes()).decode(),
+        "kid": key.kid,
+        "jwk": key.jwk().model_dump(),
+    }

@@ -1,0 +1,219 @@
+"""Appending to the log, signing checkpoints and issuing receipts.
+
+Leaf data is RFC 8785 JSON holding only hashes and metadata::
+
+    {"envelope_sha256", "kid", "payload_sha256", "practice", "seq", "status",
+     "submission_id", "supersedes", "ts_ms", "type"}
+
+``type`` is ``submission`` or ``key_event``; ``status`` is ``accepted`` for a submission and
+``enrolled`` / ``rotated`` / ``retired`` / ``revoked`` for a key event. Absent values are ``null``
+so every leaf has the same fields. Leaf hash = SHA-256(0x00 || leaf_data).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from protocol import merkle
+from protocol.canonical import canonical_json
+from protocol.checkpoint import Checkpoint, sign_checkpoint
+from protocol.envelope import sign_envelope
+from protocol.keys import SigningKey
+from protocol.submission import Receipt
+
+from ..db.models import Checkpoint as CheckpointRow
+from ..db.models import LogLeaf, LogState
+from ..errors import BadRequestError, NotFoundError
+from . import tree
+
+LeafType = Literal["submission", "key_event"]
+
+
+@dataclass(frozen=True)
+class LogSigner:
+    """What the log signs with: the checkpoint origin and key name, and the log key."""
+
+    origin: str
+    key_name: str
+    key: SigningKey
+    aud: str
+
+
+@dataclass(frozen=True)
+class Appended:
+    index: int
+    leaf_hash: bytes
+    size: int  # the tree size right after this leaf
+
+
+def make_leaf_data(
+    *,
+    type: LeafType,
+    ts_ms: int,
+    practice: str,
+    kid: str,
+    status: str,
+    submission_id: str | None = None,
+    seq: int | None = None,
+    envelope_sha256: str | None = None,
+    payload_sha256: str | None = None,
+    supersedes: str | None = None,
+) -> bytes:
+    return canonical_json(
+        {
+            "type": type,
+            "ts_ms": ts_ms,
+            "practice": practice,
+            "kid": kid,
+            "submission_id": submission_id,
+            "seq": seq,
+            "envelope_sha256": envelope_sha256,
+            "payload_sha256": payload_sha256,
+            "status": status,
+            "supersedes": supersedes,
+        }
+    )
+
+
+def log_size(session: Session) -> int:
+    return int(session.scalar(select(LogState.size).where(LogState.id == 1)) or 0)
+
+
+def append_leaf(
+    session: Session, leaf_data: bytes, *, kind: LeafType, practice: str, now: dt.datetime
+) -> Appended:
+    """Append one leaf (the caller holds the sequencer: see db.session.lock_sequencer)."""
+    index = log_size(session)
+    leaf = merkle.leaf_hash(leaf_data)
+    session.execute(
+        LogLeaf.__table__.insert(),
+        [
+            {
+                "idx": index,
+                "leaf_data": leaf_data,
+                "leaf_hash": leaf,
+                "kind": kind,
+                "practice_ods": practice,
+                "created_at": now,
+            }
+        ],
+    )
+    tree.append_nodes(session, index, leaf)
+    session.execute(update(LogState).where(LogState.id == 1).values(size=index + 1))
+    return Appended(index=index, leaf_hash=leaf, size=index + 1)
+
+
+def sign_and_store_checkpoint(
+    session: Session, signer: LogSigner, size: int, now: dt.datetime
+) -> str:
+    root = tree.root(session, size)
+    note = sign_checkpoint(
+        Checkpoint(origin=signer.origin, size=size, root=root), signer.key_name, signer.key
+    )
+    session.execute(
+        CheckpointRow.__table__.insert(),
+        [{"size": size, "root": root, "note": note, "created_at": now}],
+    )
+    return note
+
+
+def issue_receipt(
+    session: Session,
+    signer: LogSigner,
+    appended: Appended,
+    *,
+    message_type: Literal["submission", "enrol", "rotate"],
+    envelope_sha256: str,
+    submission_id: str | None,
+    now: dt.datetime,
+) -> bytes:
+    """Checkpoint the tree at this leaf and return the signed receipt envelope's bytes."""
+    note = sign_and_store_checkpoint(session, signer, appended.size, now)
+    proof = tree.inclusion_proof(session, appended.index, appended.size)
+    receipt = Receipt(
+        aud=signer.aud,
+        message_type=message_type,
+        submission_id=submission_id,
+        envelope_sha256=envelope_sha256,
+        leaf_index=appended.index,
+        leaf_hash=appended.leaf_hash.hex(),
+        tree_size=appended.size,
+        inclusion_proof=tuple(h.hex() for h in proof),
+        checkpoint=note,
+        iat=int(now.timestamp()),
+    )
+    return sign_envelope("receipt", receipt.to_bytes(), [signer.key]).to_bytes()
+
+
+# --- reads -------------------------------------------------------------------------------------
+
+
+def latest_checkpoint(session: Session) -> CheckpointRow | None:
+    return session.scalars(
+        select(CheckpointRow).order_by(CheckpointRow.size.desc()).limit(1)
+    ).first()
+
+
+def checkpoint_at(session: Session, size: int) -> CheckpointRow:
+    row = session.get(CheckpointRow, size)
+    if row is None:
+        raise NotFoundError(f"no checkpoint was signed at tree size {size}", code="no-checkpoint")
+    return row
+
+
+def _check_size(session: Session, size: int, what: str) -> int:
+    current = log_size(session)
+    if not 0 <= size <= current:
+        raise BadRequestError(
+            f"{what}={size} is outside the log (size {current})", code="bad-tree-size"
+        )
+    return current
+
+
+def inclusion(session: Session, index: int, size: int) -> dict[str, object]:
+    _check_size(session, size, "size")
+    if not 0 <= index < size:
+        raise BadRequestError(f"index={index} is not below size={size}", code="bad-leaf-index")
+    leaf = session.get(LogLeaf, index)
+    assert leaf is not None
+    return {
+        "index": index,
+        "size": size,
+        "leaf_hash": bytes(leaf.leaf_hash).hex(),
+        "proof": [h.hex() for h in tree.inclusion_proof(session, index, size)],
+        "root": tree.root(session, size).hex(),
+    }
+
+
+def consistency(session: Session, old: int, new: int) -> dict[str, object]:
+    _check_size(session, new, "new")
+    if not 0 <= old <= new:
+        raise BadRequestError(f"old={old} must be between 0 and new={new}", code="bad-tree-size")
+    return {
+        "old": old,
+        "new": new,
+        "proof": [h.hex() for h in tree.consistency_proof(session, old, new)],
+        "old_root": tree.root(session, old).hex(),
+        "new_root": tree.root(session, new).hex(),
+    }
+
+
+def entries(session: Session, start: int, end: int) -> list[LogLeaf]:
+    current = log_size(session)
+    if not 0 <= start < end or end > current:
+        raise BadRequestError(
+            f"entries need 0 <= start < end <= {current}, got start={start}, end={end}",
+            code="bad-range",
+        )
+    if end - start > 1000:
+        raise BadRequestError("at most 1000 entries per request", code="bad-range")
+    return list(
+        session.scalars(
+            select(LogLeaf).where(LogLeaf.idx >= start, LogLeaf.idx < end).order_by(LogLeaf.idx)
+        )
+    )

@@ -1,0 +1,1 @@
+"""Practices, their agents' keys and enrolment (tokens, enrol, rotate, revoke)."""

@@ -1,0 +1,89 @@
+"""``POST /v1/enrol``, ``POST /v1/keys/rotate``, ``GET /v1/practices``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+
+from ..db.models import Practice, User
+from ..runtime import Runtime
+from ..users.service import can_read_practice, pseudonym_for
+from ..web.deps import current_user, get_runtime
+from . import service
+
+router = APIRouter(tags=["practices"])
+
+
+@router.post("/v1/enrol", status_code=201)
+async def post_enrol(request: Request, runtime: Runtime = Depends(get_runtime)) -> Response:
+    """Enrol an agent key: an ``enrol`` envelope signed by the new key, carrying a single-use token."""
+    body = await request.body()
+    s = runtime.settings
+    result = await run_in_threadpool(
+        service.enrol,
+        runtime.db.session,
+        runtime.signer,
+        body,
+        now=runtime.clock(),
+        cap=s.max_body_bytes,
+        iat_future=s.iat_future_seconds,
+        iat_past=s.iat_past_seconds,
+    )
+    return Response(
+        result.receipt, status_code=201 if result.created else 200, media_type="application/json"
+    )
+
+
+@router.post("/v1/keys/rotate", status_code=201)
+async def post_rotate(request: Request, runtime: Runtime = Depends(get_runtime)) -> Response:
+    """Rotate an agent key: a ``rotate`` envelope signed by the old and the new key."""
+    body = await request.body()
+    s = runtime.settings
+    result = await run_in_threadpool(
+        service.rotate,
+        runtime.db.session,
+        runtime.signer,
+        body,
+        now=runtime.clock(),
+        cap=s.max_body_bytes,
+        iat_future=s.iat_future_seconds,
+        iat_past=s.iat_past_seconds,
+    )
+    return Response(
+        result.receipt, status_code=201 if result.created else 200, media_type="application/json"
+    )
+
+
+@router.get("/v1/practices")
+def list_practices(
+    user: User = Depends(current_user), runtime: Runtime = Depends(get_runtime)
+) -> list[dict[str, object]]:
+    """Practices as the caller may see them: admin all; a network lead their group identified; a
+    practice user its own practice identified and its group's peers pseudonymised; an IG officer
+    their own practice."""
+    with runtime.db.read() as session:
+        rows = list(session.scalars(select(Practice).order_by(Practice.ods)))
+    own_group = next((p.group for p in rows if p.ods == user.practice_ods), None)
+    out: list[dict[str, object]] = []
+    for p in rows:
+        if can_read_practice(user, p):
+            out.append(
+                {
+                    "practice": p.ods,
+                    "name": p.name,
+                    "group": p.group,
+                    "list_size": p.list_size,
+                    "imd_decile": p.imd_decile,
+                    "identified": True,
+                }
+            )
+        elif user.role == "practice" and p.group == own_group:
+            out.append(
+                {
+                    "practice": pseudonym_for(runtime.pseudonym_secret, user, p.ods),
+                    "group": p.group,
+                    "identified": False,
+                }
+            )
+    return out

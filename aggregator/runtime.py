@@ -1,0 +1,76 @@
+"""What a running aggregator holds: settings, database, signing keys, caches, clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from protocol.keys import VerifyingKey
+
+from . import keyfiles
+from .catalogues.service import CatalogueCache
+from .db.migrate import check_migrated
+from .db.models import Network
+from .db.session import Database
+from .errors import ConfigError
+from .log.service import LogSigner
+from .settings import Settings
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    signer: LogSigner
+    network_name: str
+    catalogue_key: VerifyingKey
+    pseudonym_secret: bytes
+    clock: Clock = time.time
+    catalogues: CatalogueCache = field(default_factory=CatalogueCache)
+
+    @property
+    def aud(self) -> str:
+        return self.signer.aud
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.clock(), tz=dt.UTC)
+
+    @classmethod
+    def load(
+        cls, settings: Settings, *, clock: Clock = time.time, db: Database | None = None
+    ) -> Runtime:
+        """Open the database (it must be migrated and initialised) and load the keys."""
+        db = db or Database(settings.db)
+        check_migrated(db)
+        with db.read() as session:
+            network = session.scalars(select(Network)).first()
+        if network is None:
+            raise ConfigError(
+                f"the aggregator database is not initialised: run `fedqi-aggregator init --db {settings.db} ...`"
+            )
+        log_key = keyfiles.load_log_key(settings.key_dir)
+        if log_key.public.public_bytes() != bytes(network.log_public_key):
+            raise ConfigError(
+                f"the log key in {settings.key_dir} is not the one this network was initialised with"
+            )
+        if settings.pseudonym_secret is not None:
+            secret = settings.pseudonym_secret.get_secret_value().encode()
+        else:
+            secret = keyfiles.load_pseudonym_secret(settings.key_dir)
+        return cls(
+            settings=settings,
+            db=db,
+            signer=LogSigner(
+                origin=network.origin, key_name=network.log_key_name, key=log_key, aud=network.aud
+            ),
+            network_name=network.name,
+            catalogue_key=VerifyingKey.from_public_bytes(bytes(network.catalogue_public_key)),
+            pseudonym_secret=secret,
+            clock=clock,
+        )

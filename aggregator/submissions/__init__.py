@@ -1,0 +1,1 @@
+"""Ingestion of signed submissions and the effective-version bookkeeping of corrections."""

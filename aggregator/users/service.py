@@ -1,0 +1,101 @@
+"""Users and their API tokens (stored as SHA-256 only), roles, and peer pseudonyms.
+
+Roles: ``admin`` manages; ``network_lead`` sees the practices of their group (PCN) identified;
+``practice`` sees its own practice identified and peers pseudonymised; ``ig_officer`` sees the
+log, proofs and raw envelopes of their practice.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from typing import Literal, get_args
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..db.models import Practice, User
+from ..errors import AuthenticationError, BadRequestError
+
+Role = Literal["admin", "network_lead", "practice", "ig_officer"]
+ROLES: tuple[str, ...] = get_args(Role)
+TOKEN_PREFIX = "fqa_"
+
+
+def _token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def add_user(
+    session: Session,
+    name: str,
+    role: str,
+    *,
+    practice: str | None,
+    group: str | None,
+    now: dt.datetime,
+) -> tuple[User, str]:
+    """Create a user; returns the row and its API token (shown once, stored hashed)."""
+    if role not in ROLES:
+        raise BadRequestError(f"--role {role!r} is not one of {', '.join(ROLES)}")
+    if not name.strip() or len(name) > 200:
+        raise BadRequestError("user name must be 1-200 characters")
+    if role in ("practice", "ig_officer"):
+        if practice is None:
+            raise BadRequestError(f"a {role} user needs --practice ODS")
+        if session.get(Practice, practice) is None:
+            raise BadRequestError(f"--practice {practice} is not a registered practice")
+        if group is not None:
+            raise BadRequestError(f"a {role} user takes --practice, not --group")
+    elif role == "network_lead":
+        if group is None:
+            raise BadRequestError("a network_lead user needs --group PCN")
+        if practice is not None:
+            raise BadRequestError("a network_lead user takes --group, not --practice")
+    elif practice is not None or group is not None:
+        raise BadRequestError("an admin user takes neither --practice nor --group")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    user = User(
+        name=name,
+        role=role,
+        practice_ods=practice,
+        group=group,
+        token_sha256=_token_sha256(token),
+        created_at=now,
+    )
+    session.add(user)
+    session.flush()
+    return user, token
+
+
+def authenticate(session: Session, token: str) -> User:
+    user = session.scalars(select(User).where(User.token_sha256 == _token_sha256(token))).first()
+    if user is None or user.disabled:
+        raise AuthenticationError("authorization: the API token is not valid", code="bad-token")
+    return user
+
+
+def pseudonym_for(secret: bytes, viewer: User, practice_ods: str) -> str:
+    """A peer's name as ``viewer`` sees it: stable for that viewer, different for another viewer,
+    not reversible without the server secret (HMAC-SHA256 over viewer id and ODS code)."""
+    mac = hmac.new(secret, f"{viewer.id}\x00{practice_ods}".encode(), hashlib.sha256).digest()
+    return "P-" + base64.b32encode(mac[:5]).decode("ascii")
+
+
+def can_read_practice(user: User, practice: Practice) -> bool:
+    """Identified access to a practice's data."""
+    if user.role == "admin":
+        return True
+    if user.role == "network_lead":
+        return user.group == practice.group
+    return user.practice_ods == practice.ods
+
+
+def can_read_envelope(user: User, practice_ods: str) -> bool:
+    """Raw envelopes: admin, or the practice's own practice or IG user. Never a peer's."""
+    return user.role == "admin" or (
+        user.role in ("practice", "ig_officer") and user.practice_ods == practice_ods
+    )

@@ -1,0 +1,86 @@
+"""The FastAPI app factory.
+
+Plug-in points for the benchmarks and dashboard (documented in docs/architecture.md): if the
+module ``aggregator.benchmarks.api`` exists, its ``router`` is included; likewise
+``aggregator.web.dashboard``'s ``router``. They reuse :mod:`aggregator.web.deps`
+(``current_user``, ``require_roles``, ``get_runtime``) and
+:func:`aggregator.users.service.pseudonym_for`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.responses import JSONResponse
+
+from protocol import __version__
+
+from ..db.migrate import check_migrated
+from ..errors import AggregatorError
+from ..log.endpoints import router as log_router
+from ..practices.endpoints import router as practices_router
+from ..runtime import Clock, Runtime
+from ..settings import Settings
+from ..submissions.endpoints import router as submissions_router
+from ..users.endpoints import router as users_router
+from . import problems
+from .deps import get_runtime
+from .middleware import BodyLimitMiddleware
+
+PLUGIN_ROUTERS = ("aggregator.benchmarks.api", "aggregator.web.dashboard")
+
+
+def _plugin_routers() -> list[APIRouter]:
+    found = []
+    for name in PLUGIN_ROUTERS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue
+            raise
+        router = getattr(module, "router", None)
+        if router is not None:
+            found.append(router)
+    return found
+
+
+def create_app(
+    settings: Settings, *, clock: Clock = time.time, runtime: Runtime | None = None
+) -> FastAPI:
+    """Build the app. Raises ConfigError / DatabaseNotReadyError if the database is not
+    migrated and initialised or the keys are missing."""
+    runtime = runtime or Runtime.load(settings, clock=clock)
+    app = FastAPI(
+        title="fedqi aggregator",
+        version=__version__,
+        description="Verifies, stores and logs practices' signed submissions.",
+        docs_url="/docs",
+    )
+    app.state.runtime = runtime
+    problems.install(app)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
+        try:
+            check_migrated(rt.db)
+        except AggregatorError as exc:
+            return problems.problem_response(503, exc.code, "Not ready", exc.message)
+        return JSONResponse({"status": "ready"})
+
+    for router in (
+        submissions_router,
+        practices_router,
+        log_router,
+        users_router,
+        *_plugin_routers(),
+    ):
+        app.include_router(router)
+    return app

@@ -1,0 +1,82 @@
+"""A cap on request bodies that also holds for chunked uploads without Content-Length: the
+ASGI ``receive`` channel is wrapped and counts the bytes as they stream in."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import PayloadTooLargeError
+from .problems import MEDIA_TYPE, PROBLEM_TYPE
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.cap = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > self.cap:
+                    await _reject(
+                        send, f"size: Content-Length {declared} exceeds the cap of {self.cap} bytes"
+                    )
+                    return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.cap:
+                    raise PayloadTooLargeError(
+                        f"size: body exceeds the cap of {self.cap} bytes (streamed)"
+                    )
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except PayloadTooLargeError as exc:
+            if started:
+                raise
+            await _reject(send, exc.message)
+
+
+async def _reject(send: Send, detail: str) -> None:
+    import json
+
+    body = json.dumps(
+        {
+            "type": PROBLEM_TYPE + "body-too-large",
+            "title": "Request body too large",
+            "status": 413,
+            "detail": detail,
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", MEDIA_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,175 @@
+"""A minimal practice agent for the aggregator's tests: keys, enrol/rotate/submission envelopes
+built with the protocol package (the real agent lives in agent/, which these tests don't use)."""
+
+from __future__ import annotations
+
+import base64
+import random
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+from importlib import resources
+
+from protocol.catalogue import Catalogue
+from protocol.disclosure import RawCell, apply_policy, policy_sha256
+from protocol.envelope import sign_envelope
+from protocol.keys import SigningKey
+from protocol.submission import (
+    CatalogueRef,
+    Cell,
+    CodelistRef,
+    Enrol,
+    IndicatorProvenance,
+    Period,
+    Provenance,
+    Rotate,
+    Submission,
+)
+
+AUD = "fedqi-test"
+
+
+def default_catalogue() -> Catalogue:
+    text = resources.files("protocol.catalogues").joinpath("default.json").read_text("utf-8")
+    return Catalogue.model_validate_json(text)
+
+
+def nonce() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode()
+
+
+def make_cells(
+    catalogue: Catalogue, indicators: list[str] | None = None, *, seed: int = 1
+) -> tuple[Cell, ...]:
+    """Disclosure-controlled cells for every stratum of the given indicators, from random counts."""
+    rng = random.Random(seed)
+    raw: list[RawCell] = []
+    for ind in catalogue.indicators:
+        if indicators is not None and ind.id not in indicators:
+            continue
+        strata = catalogue.strata_for(ind)[1:]
+        parts = []
+        for band, sex in strata:
+            d = rng.randint(0, 120)
+            n = rng.randint(0, d)
+            e = rng.randint(0, d - n)
+            parts.append((band, sex, d, n, e))
+            raw.append(RawCell(ind.id, band, sex, d, n, e))
+        if parts:
+            raw.append(
+                RawCell(ind.id, "all", "all", *(sum(p[i] for p in parts) for i in (2, 3, 4)))
+            )
+        else:
+            raw.append(RawCell(ind.id, "all", "all", 100, 40, 5))
+    return apply_policy(raw, catalogue.disclosure)
+
+
+def provenance(catalogue: Catalogue, cells: tuple[Cell, ...]) -> Provenance:
+    ids = sorted({c.indicator for c in cells})
+    inds = []
+    for i in ids:
+        try:
+            ind = catalogue.indicator(i)
+        except KeyError:
+            inds.append(IndicatorProvenance(id=i, version=1, codelists=()))
+            continue
+        refs = tuple(
+            CodelistRef(id=c, sha256=catalogue.codelist(c).sha256())
+            for c in sorted(ind.codelist_ids())
+        )
+        inds.append(IndicatorProvenance(id=i, version=ind.version, codelists=refs))
+    return Provenance(
+        agent_version="0.1.0",
+        extract_time=int(time.time()),
+        source="sqlite",
+        disclosure_policy=policy_sha256(catalogue.disclosure),
+        indicators=tuple(inds),
+    )
+
+
+@dataclass
+class SimAgent:
+    ods: str
+    catalogue: Catalogue
+    aud: str = AUD
+    key: SigningKey = field(default_factory=SigningKey.generate)
+    seq: int = 0
+
+    def enrol(self, token: str, *, iat: int | None = None, key: SigningKey | None = None) -> bytes:
+        key = key or self.key
+        msg = Enrol(
+            aud=self.aud,
+            practice=self.ods,
+            token=token,
+            jwk=key.public.jwk(),
+            agent_version="0.1.0",
+            iat=iat or int(time.time()),
+            nonce=nonce(),
+        )
+        return sign_envelope("enrol", msg.to_bytes(), [key]).to_bytes()
+
+    def rotate(self, new_key: SigningKey, *, iat: int | None = None) -> bytes:
+        self.seq += 1
+        msg = Rotate(
+            aud=self.aud,
+            practice=self.ods,
+            old_kid=self.key.kid,
+            new_jwk=new_key.public.jwk(),
+            seq=self.seq,
+            iat=iat or int(time.time()),
+            nonce=nonce(),
+        )
+        return sign_envelope("rotate", msg.to_bytes(), [self.key, new_key]).to_bytes()
+
+    def submission_model(
+        self,
+        *,
+        period: Period | None = None,
+        cells: tuple[Cell, ...] | None = None,
+        seq: int | None = None,
+        submission_id: str | None = None,
+        iat: int | None = None,
+        supersedes: str | None = None,
+        reason: str | None = None,
+        aud: str | None = None,
+        practice: str | None = None,
+        kid: str | None = None,
+        catalogue_sha256: str | None = None,
+        seed: int = 1,
+    ) -> Submission:
+        if seq is None:
+            self.seq += 1
+            seq = self.seq
+        cells = (
+            cells
+            if cells is not None
+            else make_cells(self.catalogue, ["HYP_REG", "DM_REG"], seed=seed)
+        )
+        return Submission(
+            aud=aud or self.aud,
+            practice=practice or self.ods,
+            kid=kid or self.key.kid,
+            submission_id=submission_id or str(uuid.uuid4()),
+            seq=seq,
+            iat=iat or int(time.time()),
+            nonce=nonce(),
+            period=period or Period.month(2026, 9),
+            catalogue=CatalogueRef(
+                id=self.catalogue.id,
+                version=self.catalogue.version,
+                sha256=catalogue_sha256 or self.catalogue.sha256(),
+            ),
+            supersedes=supersedes,
+            reason=reason,
+            provenance=provenance(self.catalogue, cells),
+            cells=cells,
+        )
+
+    def sign(
+        self, payload: bytes, key: SigningKey | None = None, kind: str = "submission"
+    ) -> bytes:
+        return sign_envelope(kind, payload, [key or self.key]).to_bytes()
+
+    def submission(self, **kw) -> bytes:  # type: ignore[no-untyped-def]
+        return self.sign(self.submission_model(**kw).to_bytes())
