@@ -40,6 +40,11 @@ def version() -> None:
 # Each module registers its commands on ``app`` when imported.
 COMMAND_MODULES: list[str] = [
     "agent.commands.sources",
+    "agent.commands.setup",
+    "agent.commands.report",
+    "agent.commands.worklist",
+    "agent.commands.send",
+    "agent.commands.audit",
 ]
 
 

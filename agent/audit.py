@@ -1,0 +1,264 @@
+"""Checking the aggregator: receipts, checkpoints, inclusion and consistency proofs.
+
+Everything the aggregator says is checked against the keys pinned at enrolment:
+
+* a **receipt** must be signed by the log key, name this envelope's sha256 and the network, and
+  carry a checkpoint signed by the log key whose root the receipt's inclusion proof reaches;
+* every **checkpoint** the agent sees is checked for consistency with the ones it saw before
+  (RFC 9162 consistency proofs fetched from the aggregator) and then recorded in the outbox;
+* ``audit verify`` re-checks all of it against the aggregator's *current* checkpoint: every
+  stored receipt's leaf must still be in the tree, every checkpoint ever seen must be a prefix of
+  the current one, and the leaf hash the aggregator now stores for each receipt's index must
+  still be the receipt's.
+
+A failure means the aggregator dropped or rewrote history (or answered with something forged):
+it raises :class:`LogIntegrityError`, which the CLI prints loudly with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol.canonical import sha256_hex
+from protocol.checkpoint import Checkpoint, verify_checkpoint
+from protocol.envelope import open_envelope, verify_envelope
+from protocol.errors import ProtocolError
+from protocol.merkle import verify_consistency, verify_inclusion
+from protocol.submission import Receipt
+
+from .errors import AgentUserError, TransportError
+from .keystore import Trust
+from .outbox import Message, Outbox, SeenCheckpoint
+
+
+class LogIntegrityError(AgentUserError):
+    """The aggregator's log or receipts do not verify: history dropped, rewritten or forged."""
+
+    exit_code = 8
+
+
+@dataclass(frozen=True)
+class VerifiedReceipt:
+    receipt: Receipt
+    checkpoint: Checkpoint
+    note: str
+
+
+def verify_receipt(data: bytes, trust: Trust, envelope_sha256: str) -> VerifiedReceipt:
+    """Verify a receipt envelope offline against the pinned log key; raise if anything fails."""
+    try:
+        env = open_envelope(data, kind="receipt")
+        payload = verify_envelope(env, [trust.log_key.verifying_key()], kind="receipt")
+        receipt = Receipt.from_bytes(payload)
+    except ProtocolError as exc:
+        raise LogIntegrityError(
+            f"receipt does not verify against the pinned log key: {exc}"
+        ) from None
+    if receipt.aud != trust.aud:
+        raise LogIntegrityError(f"receipt is for network {receipt.aud!r}, not {trust.aud!r}")
+    if receipt.envelope_sha256 != envelope_sha256:
+        raise LogIntegrityError(
+            f"receipt names envelope {receipt.envelope_sha256}, not the one sent ({envelope_sha256})"
+        )
+    cp = _checkpoint(receipt.checkpoint, trust, "the receipt's checkpoint")
+    if cp.size != receipt.tree_size:
+        raise LogIntegrityError(
+            f"receipt says tree size {receipt.tree_size} but its checkpoint has size {cp.size}"
+        )
+    try:
+        verify_inclusion(
+            receipt.leaf_index,
+            receipt.tree_size,
+            bytes.fromhex(receipt.leaf_hash),
+            [bytes.fromhex(h) for h in receipt.inclusion_proof],
+            cp.root,
+        )
+    except ProtocolError as exc:
+        raise LogIntegrityError(f"receipt's inclusion proof fails: {exc}") from None
+    return VerifiedReceipt(receipt, cp, receipt.checkpoint)
+
+
+def _checkpoint(note: str, trust: Trust, what: str) -> Checkpoint:
+    try:
+        return verify_checkpoint(
+            note, trust.log_key.name, trust.log_key.verifying_key(), origin=trust.log_origin
+        )
+    except ProtocolError as exc:
+        raise LogIntegrityError(f"{what} does not verify: {exc}") from None
+
+
+def fetch_checkpoint(client: Any, trust: Trust) -> tuple[str, Checkpoint]:
+    data = client.get_bytes("/v1/log/checkpoint")
+    note = _note_text(data)
+    return note, _checkpoint(note, trust, "the aggregator's current checkpoint")
+
+
+def _note_text(data: bytes) -> str:
+    text = data.decode("utf-8", errors="replace")
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+            return str(value["checkpoint"])
+        except (ValueError, KeyError, TypeError):
+            raise LogIntegrityError("/v1/log/checkpoint: unexpected answer") from None
+    return text
+
+
+def _hashes(value: Any, what: str) -> list[bytes]:
+    if isinstance(value, dict):
+        value = value.get("proof", value.get("hashes"))
+    try:
+        return [bytes.fromhex(h) for h in value]
+    except (TypeError, ValueError):
+        raise LogIntegrityError(f"{what}: the aggregator's proof is malformed") from None
+
+
+def check_consistency(client: Any, old: Checkpoint, new: Checkpoint) -> None:
+    """``old`` and ``new`` must be views of one append-only log: fetch and verify the proof."""
+    first, second = (old, new) if old.size <= new.size else (new, old)
+    if first.size == second.size:
+        if first.root != second.root:
+            raise LogIntegrityError(
+                f"two checkpoints of size {first.size} have different roots: the log forked"
+            )
+        return
+    if first.size == 0:
+        return
+    proof = _hashes(
+        client.get_json("/v1/log/proof/consistency", {"old": first.size, "new": second.size}),
+        "consistency proof",
+    )
+    try:
+        verify_consistency(first.size, second.size, first.root, second.root, proof)
+    except ProtocolError as exc:
+        raise LogIntegrityError(
+            f"checkpoint of size {first.size} is not a prefix of checkpoint of size "
+            f"{second.size} ({exc}): the aggregator rewrote or forked its log"
+        ) from None
+
+
+def record_checkpoint(outbox: Outbox, client: Any, trust: Trust, note: str, cp: Checkpoint) -> None:
+    """Check a newly seen checkpoint against the largest one seen before, then keep it."""
+    seen = outbox.checkpoints()
+    if seen:
+        latest = max(seen, key=lambda c: c.size)
+        check_consistency(client, _as_checkpoint(latest), cp)
+    outbox.add_checkpoint(note, cp.origin, cp.size, cp.root)
+
+
+def accept_receipt(
+    outbox: Outbox, client: Any, trust: Trust, message: Message, answer: bytes
+) -> Receipt:
+    verified = verify_receipt(answer, trust, message.sha256)
+    record_checkpoint(outbox, client, trust, verified.note, verified.checkpoint)
+    outbox.add_receipt(message.id, answer)
+    return verified.receipt
+
+
+def _as_checkpoint(seen: SeenCheckpoint) -> Checkpoint:
+    return Checkpoint(origin=seen.origin, size=seen.size, root=seen.root)
+
+
+# --- audit verify -------------------------------------------------------------------------------
+
+
+@dataclass
+class AuditReport:
+    checkpoint_size: int = 0
+    receipts: int = 0
+    checkpoints: int = 0
+    passed: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and self.receipts > 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checkpoint_size": self.checkpoint_size,
+            "receipts_checked": self.receipts,
+            "checkpoints_checked": self.checkpoints,
+            "passed": self.passed,
+            "failures": self.failures,
+        }
+
+
+def verify_all(outbox: Outbox, client: Any, trust: Trust) -> AuditReport:
+    """Every stored receipt and checkpoint against the aggregator's current log."""
+    report = AuditReport()
+    note, current = fetch_checkpoint(client, trust)
+    report.checkpoint_size = current.size
+    report.passed.append(
+        f"current checkpoint (size {current.size}) is signed by the pinned log key"
+    )
+
+    for seen in outbox.checkpoints():
+        report.checkpoints += 1
+        old = _as_checkpoint(seen)
+        if old.size > current.size:
+            report.failures.append(
+                f"the log shrank: a checkpoint of size {old.size} was seen, now size "
+                f"{current.size}: the aggregator dropped history"
+            )
+            continue
+        try:
+            check_consistency(client, old, current)
+        except LogIntegrityError as exc:
+            report.failures.append(str(exc))
+        except TransportError as exc:
+            report.failures.append(f"consistency proof {old.size}->{current.size}: {exc}")
+
+    for message in outbox.messages():
+        if message.receipt is None:
+            continue
+        report.receipts += 1
+        label = f"#{message.id} ({message.kind}{' ' + message.period if message.period else ''})"
+        try:
+            _verify_message(client, trust, message, current, label)
+        except LogIntegrityError as exc:
+            report.failures.append(f"{label}: {exc}")
+        except TransportError as exc:
+            report.failures.append(f"{label}: {exc}")
+        else:
+            report.passed.append(f"{label}: receipt, inclusion in size {current.size} and leaf")
+
+    if report.ok:
+        outbox.add_checkpoint(note, current.origin, current.size, current.root)
+    return report
+
+
+def _verify_message(
+    client: Any, trust: Trust, message: Message, current: Checkpoint, label: str
+) -> None:
+    if sha256_hex(message.envelope) != message.sha256:
+        raise LogIntegrityError("the stored envelope's bytes no longer match their sha256")
+    assert message.receipt is not None
+    verified = verify_receipt(message.receipt, trust, message.sha256)
+    r = verified.receipt
+    if r.leaf_index >= current.size:
+        raise LogIntegrityError(
+            f"leaf {r.leaf_index} is beyond the current tree size {current.size}: dropped"
+        )
+    answer = client.get_json(
+        "/v1/log/proof/inclusion", {"index": r.leaf_index, "size": current.size}
+    )
+    served = answer.get("leaf_hash") if isinstance(answer, dict) else None
+    if served is not None and served != r.leaf_hash:
+        raise LogIntegrityError(
+            f"leaf {r.leaf_index}: the aggregator now stores leaf hash {served}, but its receipt "
+            f"said {r.leaf_hash}: the stored leaf was modified"
+        )
+    proof = _hashes(answer, "inclusion proof")
+    try:
+        verify_inclusion(
+            r.leaf_index, current.size, bytes.fromhex(r.leaf_hash), proof, current.root
+        )
+    except ProtocolError as exc:
+        raise LogIntegrityError(
+            f"leaf {r.leaf_index} is not in the current log of size {current.size} ({exc}): "
+            "history was rewritten"
+        ) from None

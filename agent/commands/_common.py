@@ -1,0 +1,73 @@
+"""What the agent's command modules share: options, output, and turning failures into one line."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sqlite3
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from agent.errors import AgentUserError, SourceError
+from agent.settings import AgentSettings, get_settings
+from protocol.errors import ProtocolError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--home",
+        help="the agent home directory (default: $FEDQI_AGENT_HOME, else ~/.fedqi-agent)",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
+
+
+def settings_for(home: Path | None) -> AgentSettings:
+    return get_settings(home)
+
+
+def console() -> Console:
+    # Made per call so it writes to whatever sys.stdout is now (tests capture it).
+    return Console(file=sys.stdout, soft_wrap=True, highlight=False)
+
+
+def err_console() -> Console:
+    return Console(file=sys.stderr, soft_wrap=True, highlight=False)
+
+
+def emit_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def one_line_errors(fn: F) -> F:
+    """Map the failures a user can meet to :class:`AgentUserError` (printed as one line by
+    ``agent.cli.main``, no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            return fn(*args, **kwargs)
+        except (AgentUserError, typer.Exit, typer.Abort, SystemExit):
+            raise
+        except ProtocolError as exc:
+            raise AgentUserError(f"{type(exc).__name__}: {exc}", exit_code=7) from None
+        except SQLAlchemyError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise SourceError(f"the practice database cannot be read: {first}") from None
+        except sqlite3.Error as exc:
+            raise AgentUserError(f"local database error: {exc}") from None
+        except OSError as exc:
+            where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+            raise AgentUserError(f"cannot access{where}: {exc.strerror or exc}") from None
+
+    return wrapper  # type: ignore[return-value]

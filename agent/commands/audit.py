@@ -1,0 +1,167 @@
+"""``audit list|show|verify``: what was sent, byte for byte, and whether the log still holds it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from agent.audit import LogIntegrityError, verify_all, verify_receipt
+from agent.cli import app
+from agent.keystore import load_trust
+from agent.outbox import Message, Outbox
+from agent.release import describe_submission
+from agent.settings import get_settings
+from agent.submitter import payload_of
+from agent.transport import AggregatorClient
+from protocol.envelope import Envelope
+
+from ._common import HomeOption, JsonOption, console, emit_json, err_console, one_line_errors
+
+audit_app = typer.Typer(
+    name="audit",
+    help="What this agent sent, byte for byte and in plain words, and proof the aggregator "
+    "still holds it unchanged.",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
+
+
+def _when(epoch: int) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _summary(m: Message) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "kind": m.kind,
+        "period": m.period,
+        "seq": m.seq,
+        "kid": m.kid,
+        "submission_id": m.submission_id,
+        "sha256": m.sha256,
+        "state": m.state,
+        "created_at": _when(m.created_at),
+        "has_receipt": m.receipt is not None,
+    }
+
+
+@audit_app.command("list")
+@one_line_errors
+def audit_list(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Every message in the outbox, with its state."""
+    settings = get_settings(home)
+    with Outbox.open(settings.home) as outbox:
+        messages = outbox.messages()
+    if as_json:
+        emit_json([_summary(m) for m in messages])
+        return
+    table = Table(title=f"outbox {settings.home / 'outbox.sqlite'}")
+    for col in ("id", "kind", "period", "seq", "state", "receipt", "created", "sha256"):
+        table.add_column(col)
+    for m in messages:
+        table.add_row(
+            str(m.id),
+            m.kind,
+            m.period or "",
+            str(m.seq or ""),
+            m.state,
+            "yes" if m.receipt else "",
+            _when(m.created_at),
+            m.sha256[:16],
+        )
+    console().print(table)
+
+
+@audit_app.command("show")
+@one_line_errors
+def audit_show(
+    message_id: Annotated[int, typer.Argument(metavar="ID", help="the outbox message id")],
+    home: HomeOption = None,
+    raw: Annotated[bool, typer.Option("--raw", help="print only the envelope bytes")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Show message ID: the exact envelope bytes sent, its payload in plain words, its state
+    history and its receipt."""
+    settings = get_settings(home)
+    with Outbox.open(settings.home) as outbox:
+        m = outbox.get(message_id)
+        history = outbox.history(message_id)
+    if raw:
+        typer.echo(m.envelope.decode("utf-8"))
+        return
+    payload = Envelope.from_bytes(m.envelope).payload_bytes()
+    words = describe_submission(payload_of(m)) if m.kind == "submission" else []
+    receipt: dict[str, Any] | None = None
+    if m.receipt is not None:
+        trust = load_trust(settings.home)
+        r = verify_receipt(m.receipt, trust, m.sha256).receipt
+        receipt = r.model_dump(mode="json", exclude_none=True)
+    info = {
+        **_summary(m),
+        "envelope": m.envelope.decode("utf-8"),
+        "payload": json.loads(payload),
+        "plain_words": words,
+        "history": [{"state": s, "at": _when(t), "note": n} for s, t, n in history],
+        "receipt": receipt,
+    }
+    if as_json:
+        emit_json(info)
+        return
+    out = console()
+    out.print(f"[bold]#{m.id}[/bold] {m.kind} {m.period or ''} seq {m.seq} state {m.state}")
+    out.print(f"sha256 {m.sha256}")
+    for s, t, n in history:
+        out.print(f"  {_when(t)} {s} {n}", markup=False)
+    for line in words:
+        out.print(line, markup=False)
+    out.print("envelope bytes exactly as stored and sent:")
+    out.print(m.envelope.decode("utf-8"), markup=False, soft_wrap=True)
+    if receipt:
+        out.print(
+            f"receipt: leaf {receipt['leaf_index']} of a log of {receipt['tree_size']}, "
+            "signature and inclusion proof verified against the pinned log key"
+        )
+
+
+@audit_app.command("verify")
+@one_line_errors
+def audit_verify(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Verify every stored receipt against the aggregator's current checkpoint, and every
+    checkpoint seen against it (consistency proofs). Exits 8 loudly if history was dropped or
+    rewritten."""
+    settings = get_settings(home)
+    trust = load_trust(settings.home)
+    with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
+        try:
+            report = verify_all(outbox, client, trust)
+        except LogIntegrityError as exc:
+            report = None
+            failure = str(exc)
+    if report is None:
+        if as_json:
+            emit_json({"ok": False, "failures": [failure]})
+        raise LogIntegrityError(f"AUDIT FAILED: {failure}")
+    if as_json:
+        emit_json(report.to_json())
+    else:
+        out = console()
+        for line in report.passed:
+            out.print(f"[green]ok[/green]   {line}")
+        for line in report.failures:
+            err_console().print(f"[bold red]FAIL[/bold red] {line}", markup=True)
+    if not report.ok:
+        raise LogIntegrityError(
+            f"AUDIT FAILED: {len(report.failures)} check(s) failed: the aggregator's log does "
+            "not match what this agent sent and saw (history dropped, rewritten or forked)"
+            if report.failures
+            else "AUDIT FAILED: nothing to verify (no receipts)"
+        )
+    if not as_json:
+        console().print(
+            f"audit verify: all {report.receipts} receipts and {report.checkpoints} checkpoints "
+            f"consistent with the log at size {report.checkpoint_size}"
+        )

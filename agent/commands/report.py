@@ -1,0 +1,181 @@
+"""``preview`` and ``explain``: what would leave the practice, and why."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from agent.catalogue_cache import load_catalogue
+from agent.cli import app
+from agent.compute import compute_raw_cells, open_source
+from agent.errors import AgentUserError
+from agent.explain import explain_indicator
+from agent.keystore import TRUST_FILE, Keystore, load_trust
+from agent.outbox import OUTBOX_FILE, Outbox
+from agent.release import (
+    build_submission,
+    count_short,
+    effective_policy,
+    last_complete_period,
+    parse_period,
+)
+from agent.settings import get_settings
+
+from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors
+
+PeriodOption = Annotated[str, typer.Option("--period", help="the month, YYYY-MM")]
+
+
+def _indicator(catalogue, indicator_id: str):  # type: ignore[no-untyped-def]
+    try:
+        return catalogue.indicator(indicator_id)
+    except KeyError:
+        known = ", ".join(i.id for i in catalogue.indicators)
+        raise AgentUserError(
+            f"unknown indicator {indicator_id!r}: catalogue {catalogue.id} v{catalogue.version} "
+            f"has {known}"
+        ) from None
+
+
+@app.command()
+@one_line_errors
+def preview(
+    period: PeriodOption,
+    home: HomeOption = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="also show the exact local counts (never sent)")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the cells exactly as they would be sent for PERIOD, after disclosure control.
+    --json prints the Submission payload itself."""
+    if local and as_json:
+        raise AgentUserError("--local cannot be combined with --json (the JSON is the payload)")
+    p = parse_period(period)
+    settings = get_settings(home)
+    catalogue = load_catalogue(settings)
+    policy = effective_policy(catalogue, settings)
+    if (settings.home / TRUST_FILE).exists():
+        trust = load_trust(settings.home)
+        practice, aud = trust.practice, trust.aud
+    else:
+        settings.require("practice", "aud")
+        practice, aud = str(settings.practice), str(settings.aud)
+    kid = Keystore(settings.home).active().kid
+    seq = 1
+    if (settings.home / OUTBOX_FILE).exists():
+        with Outbox.open(settings.home) as outbox:
+            seq = max((m.seq or 0 for m in outbox.messages()), default=0) + 1
+    raw, kind = compute_raw_cells(settings, catalogue, p.end)
+    sub = build_submission(
+        catalogue=catalogue,
+        raw_cells=raw,
+        period=p,
+        practice=practice,
+        aud=aud,
+        kid=kid,
+        seq=seq,
+        now=int(time.time()),
+        policy=policy,
+        source_kind=kind,
+        submission_id=str(uuid.uuid4()),
+    )
+    if as_json:
+        typer.echo(sub.to_bytes().decode("utf-8"))
+        return
+    out = console()
+    out.print(
+        f"[bold]Preview[/bold]: practice {practice}, period {p.label} ({p.start} to {p.end}), "
+        f"catalogue {catalogue.id} v{catalogue.version}, policy {policy.name}"
+    )
+    table = Table(title="What would be sent" + (" (and local counts, never sent)" if local else ""))
+    table.add_column("indicator", no_wrap=True)
+    for col in ("age band", "sex", "denom", "num", "excl"):
+        table.add_column(col)
+    if local:
+        for col in ("local denom", "local num", "local excl"):
+            table.add_column(col, style="dim")
+    exact = {(c.indicator, c.age_band, c.sex): c for c in raw}
+    for cell in sub.cells:
+        row = [
+            cell.indicator,
+            cell.stratum.age_band,
+            cell.stratum.sex,
+            count_short(cell.denominator),
+            count_short(cell.numerator),
+            count_short(cell.exclusions),
+        ]
+        if local:
+            rc = exact[cell.key]
+            row += [str(rc.denominator), str(rc.numerator), str(rc.exclusions)]
+        table.add_row(*row)
+    out.print(table)
+    out.print(
+        f"{len(sub.cells)} cells. ~N: rounded to the nearest {policy.stratified.round_to}; *: "
+        "suppressed (no number is sent). Nothing is sent by preview."
+    )
+    if local:
+        out.print("local columns: exact counts for this screen only, NEVER SENT.")
+
+
+@app.command()
+@one_line_errors
+def explain(
+    indicator: Annotated[str, typer.Argument(help="the indicator id, e.g. HYP003")],
+    home: HomeOption = None,
+    period: Annotated[
+        str | None, typer.Option("--period", help="period for the SQL bounds (YYYY-MM)")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Explain INDICATOR: the rule in plain English, its codelists with their codes, and the
+    SQL the engine runs."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from agent.engine import compile_sql
+
+    settings = get_settings(home)
+    catalogue = load_catalogue(settings)
+    ind = _indicator(catalogue, indicator)
+    p = parse_period(period) if period else last_complete_period(dt.date.today())
+    if settings.source.url:
+        engine = open_source(settings)
+        try:
+            sql = compile_sql(engine, catalogue, ind.id, p.end)
+        finally:
+            engine.dispose()
+    else:
+        sql = compile_sql(sa.create_engine("sqlite://").dialect, catalogue, ind.id, p.end)
+    info = explain_indicator(catalogue, ind)
+    info["period"] = p.label
+    info["sql"] = sql
+    if as_json:
+        emit_json(info)
+        return
+    out = console()
+    out.print(f"[bold]{ind.id}[/bold] v{ind.version}: {ind.title}")
+    if ind.qof:
+        out.print(f"mirrors QOF {ind.qof}")
+    out.print(f"why: {ind.rationale}")
+    if ind.simplifications:
+        out.print(f"simplifies: {ind.simplifications}")
+    out.print(f"population: {info['population']}")
+    out.print(f"numerator: {info['numerator']}")
+    if info["exclusions"]:
+        out.print(f"exclusions: {info['exclusions']}")
+    out.print(f"counts: {info['counts']}")
+    for cl in info["codelists"]:
+        table = Table(title=f"codelist {cl['id']}: {cl['title']}")
+        for col in ("system", "code", "term", "source"):
+            table.add_column(col)
+        for c in cl["codes"]:
+            table.add_row(c["system"], c["code"], c["term"], c["source"])
+        out.print(table)
+    out.print(f"SQL for period {p.label}:")
+    out.print(sql, markup=False)

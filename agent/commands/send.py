@@ -1,0 +1,151 @@
+"""``submit``, ``run``, ``pending``, ``approve``, ``reject``: the path out of the practice."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Annotated
+
+import typer
+
+from agent.cli import app
+from agent.errors import AgentUserError
+from agent.outbox import Outbox
+from agent.release import describe_submission
+from agent.settings import get_settings
+from agent.submitter import Outcome, payload_of, run_due, submit_period
+from agent.submitter import approve as approve_message
+from agent.submitter import reject as reject_message
+
+from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors
+
+CORRECTIONS = ("data_correction", "late_data", "codelist_fix", "software_fix")
+
+
+def _print_outcome(outcome: Outcome) -> None:
+    out = console()
+    where = f"period {outcome.period}" if outcome.period else "message"
+    if outcome.state == "accepted":
+        out.print(
+            f"{where}: sent and accepted (outbox #{outcome.message_id}, log leaf "
+            f"{outcome.leaf_index}); receipt verified and stored"
+        )
+    elif outcome.state == "held":
+        out.print(
+            f"{where}: held for approval as #{outcome.message_id}: see `fedqi-agent "
+            f"pending`, then `approve {outcome.message_id}` or `reject {outcome.message_id}`"
+        )
+    else:
+        out.print(f"{where}: {outcome.state} (#{outcome.message_id}) {outcome.detail}")
+
+
+@app.command()
+@one_line_errors
+def submit(
+    period: Annotated[str, typer.Option("--period", help="the month, YYYY-MM")],
+    home: HomeOption = None,
+    correction: Annotated[
+        str | None,
+        typer.Option(
+            "--correction",
+            help="resubmit an accepted period as a correction: " + "|".join(CORRECTIONS),
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Compute PERIOD, apply disclosure control, sign, store in the outbox, then send (release
+    policy auto) or hold for approval (hold)."""
+    if correction is not None and correction not in CORRECTIONS:
+        raise AgentUserError(f"--correction {correction!r}: use one of {', '.join(CORRECTIONS)}")
+    settings = get_settings(home)
+    outcome = submit_period(
+        settings,
+        period,
+        now=int(time.time()),
+        correction=correction,  # type: ignore[arg-type]
+    )
+    if as_json:
+        emit_json(outcome.to_json())
+    else:
+        _print_outcome(outcome)
+
+
+@app.command()
+@one_line_errors
+def run(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Resend anything queued, then submit every period due since the last one submitted (for
+    cron, a systemd timer or Windows Task Scheduler). Exits non-zero if anything failed."""
+    settings = get_settings(home)
+    outcomes = run_due(settings, now=int(time.time()), today=dt.date.today())
+    if as_json:
+        emit_json([o.to_json() for o in outcomes])
+    else:
+        if not outcomes:
+            console().print("nothing due")
+        for outcome in outcomes:
+            _print_outcome(outcome)
+    refused = [o for o in outcomes if o.state == "refused"]
+    if refused:
+        raise typer.Exit(6)
+
+
+@app.command()
+@one_line_errors
+def pending(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """List the submissions held for approval, with what each would send in plain words."""
+    settings = get_settings(home)
+    with Outbox.open(settings.home) as outbox:
+        held = outbox.messages(state="held")
+    if as_json:
+        emit_json(
+            [
+                {
+                    "id": m.id,
+                    "period": m.period,
+                    "seq": m.seq,
+                    "sha256": m.sha256,
+                    "plain_words": describe_submission(payload_of(m)),
+                    "payload": payload_of(m).model_dump(mode="json", exclude_none=True),
+                }
+                for m in held
+            ]
+        )
+        return
+    out = console()
+    if not held:
+        out.print("no submissions are waiting for approval")
+    for m in held:
+        out.print(f"[bold]#{m.id}[/bold] period {m.period} (sha256 {m.sha256}) would send:")
+        for line in describe_submission(payload_of(m)):
+            out.print(f"  {line}", markup=False)
+        out.print(f"approve: fedqi-agent approve {m.id}    reject: fedqi-agent reject {m.id}")
+
+
+@app.command("approve")
+@one_line_errors
+def approve_cmd(
+    message_id: Annotated[int, typer.Argument(metavar="ID", help="the held message's id")],
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Approve held message ID and send its exact stored bytes."""
+    outcome = approve_message(get_settings(home), message_id, now=int(time.time()))
+    if as_json:
+        emit_json(outcome.to_json())
+    else:
+        _print_outcome(outcome)
+
+
+@app.command("reject")
+@one_line_errors
+def reject_cmd(
+    message_id: Annotated[int, typer.Argument(metavar="ID", help="the held message's id")],
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Reject held message ID: it is marked rejected (kept, never sent)."""
+    outcome = reject_message(get_settings(home), message_id)
+    if as_json:
+        emit_json(outcome.to_json())
+    else:
+        console().print(f"#{message_id} rejected: kept in the outbox, never sent")

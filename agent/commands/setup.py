@@ -1,0 +1,145 @@
+"""``init``, ``enrol`` and ``rotate-key``: the agent home, its key, and joining the network."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import typer
+
+from agent.cli import app
+from agent.errors import ConfigError
+from agent.keystore import Keystore, ensure_private_dir, write_private
+from agent.settings import CONFIG_FILE, AgentSettings, get_settings, resolve_home
+
+from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string is a JSON string for what we write
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def render_config(values: dict[str, object], source: dict[str, object]) -> str:
+    lines = [
+        "# fedqi agent configuration (every setting: docs/configuration.md).",
+        "# Environment variables FEDQI_AGENT_<NAME> override these; unknown keys are errors.",
+    ]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+    if source:
+        lines += ["", "[source]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in source.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+@app.command()
+@one_line_errors
+def init(
+    home: HomeOption = None,
+    practice: Annotated[str | None, typer.Option(help="the practice's ODS code")] = None,
+    aud: Annotated[str | None, typer.Option(help="the network's audience name")] = None,
+    aggregator_url: Annotated[
+        str | None, typer.Option("--aggregator-url", help="the aggregator's base URL")
+    ] = None,
+    source_url: Annotated[
+        str | None, typer.Option("--source-url", help="the practice database (URL or path)")
+    ] = None,
+    source_kind: Annotated[
+        str | None, typer.Option("--source-kind", help="sqlite|duckdb|postgresql|csv|fhir|omop")
+    ] = None,
+    release: Annotated[str | None, typer.Option(help="auto or hold")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create the agent home: a config file and an Ed25519 signing key (mode 0600, directory
+    0700). Refuses to overwrite an existing key."""
+    root = resolve_home(home)
+    keys = Keystore(root)
+    if keys.has_active():
+        raise ConfigError(
+            f"{root} already has a signing key ({keys.dir / 'active'}); refusing to overwrite it"
+        )
+    ensure_private_dir(root)
+    config = root / CONFIG_FILE
+    values: dict[str, object] = {
+        "practice": practice,
+        "aud": aud,
+        "aggregator_url": aggregator_url,
+        "release": release,
+    }
+    source: dict[str, object] = {"kind": source_kind, "url": source_url}
+    given = any(v is not None for v in [*values.values(), *source.values()])
+    if config.exists() and given:
+        raise ConfigError(f"{config} exists; edit it rather than passing settings to init")
+    if not config.exists():
+        text = render_config(values, {k: v for k, v in source.items() if v is not None})
+        # Validate before writing anything, so a bad value leaves no half-made home.
+        checked = {k: v for k, v in values.items() if v is not None}
+        if any(v is not None for v in source.values()):
+            checked["source"] = {k: v for k, v in source.items() if v is not None}
+        get_settings(root, **checked)
+        write_private(config, text.encode(), exclusive=True)
+    settings: AgentSettings = get_settings(root)
+    key = keys.create()
+    result = {
+        "home": str(root),
+        "config": str(config),
+        "kid": key.kid,
+        "key_file": str(keys.dir / f"{key.kid}.key"),
+        "practice": settings.practice,
+    }
+    if as_json:
+        emit_json(result)
+        return
+    out = console()
+    out.print(f"agent home  {root}")
+    out.print(f"config      {config}")
+    out.print(f"signing key {result['key_file']} (mode 0600)")
+    out.print(f"kid         {key.kid}")
+    out.print(
+        "next: set practice, aud, aggregator_url and source in the config, then "
+        "`fedqi-agent enrol --token TOKEN`"
+    )
+
+
+@app.command()
+@one_line_errors
+def enrol(
+    token: Annotated[str, typer.Option(help="the single-use enrolment token from the network")],
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Enrol this agent's key with the aggregator (an enrol message signed by the key itself)
+    and pin the aggregator's log key and catalogue key."""
+    from agent.enrolment import enrol_agent
+
+    settings = get_settings(home)
+    result = enrol_agent(settings, token, now=int(time.time()))
+    if as_json:
+        emit_json(result)
+        return
+    out = console()
+    out.print(f"enrolled practice {result['practice']} in network {result['aud']}")
+    out.print(
+        f"kid {result['kid']}; log key {result['log_key']} pinned; "
+        f"catalogue key {result['catalogue_key']} pinned"
+    )
+    out.print(f"receipt: leaf {result['leaf_index']} in a log of {result['tree_size']} entries")
+
+
+@app.command("rotate-key")
+@one_line_errors
+def rotate_key(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Replace the signing key: a rotate message signed by the old and the new key. The old key
+    is kept (it no longer signs)."""
+    from agent.enrolment import rotate
+
+    settings = get_settings(home)
+    result = rotate(settings, now=int(time.time()))
+    if as_json:
+        emit_json(result)
+        return
+    console().print(
+        f"rotated: {result['old_kid']} -> {result['new_kid']} (receipt leaf {result['leaf_index']})"
+    )

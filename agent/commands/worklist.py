@@ -1,0 +1,74 @@
+"""``worklist``: the practice's own patients in an indicator's denominator but not its numerator.
+
+Local only: printed, or written to a file the user names. This module imports nothing that
+signs, stores or sends (tests check it), so a worklist has no path to the outbox.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from agent.catalogue_cache import load_catalogue
+from agent.cli import app
+from agent.compute import open_source
+from agent.errors import AgentUserError
+from agent.periods import last_complete_period, parse_period
+from agent.settings import get_settings
+from agent.worklist import Worklist, write_worklist
+
+from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors
+
+
+@app.command()
+@one_line_errors
+def worklist(
+    indicator: Annotated[str, typer.Argument(help="the indicator id, e.g. HYP003")],
+    home: HomeOption = None,
+    period: Annotated[
+        str | None, typer.Option("--period", help="YYYY-MM (default: the last complete month)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="write a CSV file here (mode 0600) instead")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the practice's own patients in INDICATOR's denominator but not its numerator, for
+    recall. Printed or written to a local file only; never sent, never in the outbox."""
+    from agent.engine import worklist_patients
+
+    settings = get_settings(home)
+    catalogue = load_catalogue(settings)
+    try:
+        ind = catalogue.indicator(indicator)
+    except KeyError:
+        known = ", ".join(i.id for i in catalogue.indicators)
+        raise AgentUserError(
+            f"unknown indicator {indicator!r}: catalogue {catalogue.id} v{catalogue.version} "
+            f"has {known}"
+        ) from None
+    p = parse_period(period) if period else last_complete_period(dt.date.today())
+    engine = open_source(settings)
+    try:
+        rows = worklist_patients(engine, catalogue, ind.id, p.end)
+    finally:
+        engine.dispose()
+    wl = Worklist(ind.id, ind.title, p.end, tuple(rows))
+    if out is not None:
+        write_worklist(wl, out, forbidden_dir=settings.home)
+        console().print(f"{len(rows)} patients written to {out} (local file; never sent)")
+        return
+    if as_json:
+        emit_json(wl.to_json())
+        return
+    table = Table(title=f"{ind.id} worklist on {p.end}: {ind.title} (local only, never sent)")
+    table.add_column("patient_id")
+    table.add_column("local_ref")
+    for patient_id, local_ref in rows:
+        table.add_row(str(patient_id), local_ref or "")
+    console().print(table)
+    console().print(f"{len(rows)} patients in the denominator but not the numerator.")

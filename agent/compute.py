@@ -1,0 +1,86 @@
+"""Opening the practice's records and running the engine on them, for the CLI.
+
+The only place the path out of the practice touches patient rows: it hands the engine a
+database and gets back :class:`protocol.disclosure.RawCell` aggregates, which go straight to
+:mod:`agent.release` for disclosure control. Nothing here logs or returns a patient row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from protocol.catalogue import Catalogue
+from protocol.disclosure import RawCell
+
+from . import schema
+from .errors import AgentUserError, SourceError
+from .settings import AgentSettings
+from .store import open_practice
+
+DIALECT_KINDS = {"sqlite": "sqlite", "duckdb": "duckdb", "postgresql": "postgresql"}
+
+
+def source_target(settings: AgentSettings) -> str:
+    """The configured practice database: a URL, or a path (relative to the agent home)."""
+    settings.require("source.url")
+    text = str(settings.source.url)
+    if "://" in text:
+        return text
+    path = Path(text).expanduser()
+    return str(path if path.is_absolute() else (settings.home / path))
+
+
+def source_kind(settings: AgentSettings, engine: Engine) -> str:
+    """What the provenance records: the configured kind, else the database's dialect."""
+    if settings.source.kind is not None:
+        return settings.source.kind
+    return DIALECT_KINDS.get(engine.dialect.name, "sqlite")
+
+
+def open_source(settings: AgentSettings) -> Engine:
+    """A read-only engine on the practice database; one line naming it if it cannot be read."""
+    engine = open_practice(source_target(settings), read_only=True)
+    try:
+        with engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            missing = [t for t in schema.TABLES if not inspector.has_table(t)]
+    except Exception as exc:  # drivers raise their own errors for a file that is not a database
+        engine.dispose()
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SourceError(f"source.url: cannot read the practice database ({first})") from None
+    if missing:
+        engine.dispose()
+        raise SourceError(
+            f"source.url: the practice database has no table {', '.join(missing)} "
+            "(not a fedqi practice database; see docs/data-model.md)"
+        )
+    return engine
+
+
+def compute_raw_cells(
+    settings: AgentSettings,
+    catalogue: Catalogue,
+    period_end: dt.date,
+    indicators: Sequence[str] | None = None,
+) -> tuple[list[RawCell], str]:
+    """The engine's raw cells for the period, and the source kind for the provenance."""
+    from .engine import compute_cells
+
+    engine = open_source(settings)
+    try:
+        cells = compute_cells(engine, catalogue, period_end, indicators)
+        kind = source_kind(settings, engine)
+    except AgentUserError:
+        raise
+    except SQLAlchemyError as exc:
+        first = str(exc).splitlines()[0]
+        raise SourceError(f"the practice database cannot be read: {first}") from None
+    finally:
+        engine.dispose()
+    return list(cells), kind

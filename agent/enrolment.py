@@ -1,0 +1,182 @@
+"""Joining the network (``enrol``) and replacing the key (``rotate-key``).
+
+Enrolment posts an ``enrol`` message signed by the agent's new key (proof of possession) with the
+single-use token the network gave the practice out of band. The aggregator's log key and
+catalogue key are pinned from the aggregator's key endpoint at that moment (the token makes this
+first contact authenticated), and the receipt for the enrol message must verify against the
+pinned log key before anything is saved.
+
+Both messages are stored in the outbox before they are sent, like every signed message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocol import __version__
+from protocol.envelope import Envelope
+from protocol.errors import ProtocolError
+from protocol.keys import SigningKey
+from protocol.submission import Enrol, Jwk, Rotate
+
+from .audit import accept_receipt
+from .catalogue_cache import CACHE_FILE, verify_catalogue
+from .errors import AgentUserError, ConfigError
+from .keystore import Keystore, PinnedKey, Trust, load_trust, save_trust, write_private
+from .outbox import Message, NewMessage, Outbox
+from .release import new_nonce, sign
+from .settings import AgentSettings
+from .transport import AggregatorClient, RefusedError
+
+
+def fetch_log_key(client: AggregatorClient) -> tuple[str, PinnedKey]:
+    """(origin, log key) as the aggregator publishes them at ``/v1/log/key``."""
+    data = client.get_json("/v1/log/key")
+    try:
+        return str(data["origin"]), PinnedKey(
+            name=str(data["key_name"]), jwk=Jwk.model_validate(data["jwk"])
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AgentUserError(f"/v1/log/key: unexpected answer ({exc})", exit_code=7) from None
+
+
+def fetch_catalogue_key(client: AggregatorClient) -> PinnedKey:
+    data = client.get_json("/v1/catalogue/key")
+    try:
+        return PinnedKey(
+            name=str(data.get("name", "catalogue")), jwk=Jwk.model_validate(data["jwk"])
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise AgentUserError(f"/v1/catalogue/key: unexpected answer ({exc})", exit_code=7) from None
+
+
+def send_stored(
+    client: AggregatorClient, outbox: Outbox, message: Message, path: str, trust: Trust
+) -> dict[str, Any]:
+    """Send a stored message's bytes; verify and store its receipt; return the receipt facts."""
+    try:
+        answer = client.post_envelope(path, message.envelope)
+    except RefusedError as exc:
+        outbox.set_state(message.id, "refused", str(exc))
+        raise
+    receipt = accept_receipt(outbox, client, trust, message, answer)
+    return {"leaf_index": receipt.leaf_index, "tree_size": receipt.tree_size}
+
+
+def enrol_agent(settings: AgentSettings, token: str, *, now: int) -> dict[str, Any]:
+    settings.require("practice", "aud", "aggregator_url")
+    assert settings.practice and settings.aud and settings.aggregator_url
+    keys = Keystore(settings.home)
+    key = keys.active()
+    try:
+        payload = Enrol(
+            aud=settings.aud,
+            practice=settings.practice,
+            token=token,
+            jwk=key.public.jwk(),
+            agent_version=__version__,
+            iat=now,
+            nonce=new_nonce(),
+        )
+    except ValueError as exc:
+        raise AgentUserError(f"--token: not a valid enrolment token ({_first(exc)})") from None
+    with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
+        origin, log_key = fetch_log_key(client)
+        catalogue_key = fetch_catalogue_key(client)
+        trust = Trust(
+            aud=settings.aud,
+            practice=settings.practice,
+            aggregator_url=settings.aggregator_url,
+            log_origin=origin,
+            log_key=log_key,
+            catalogue_key=catalogue_key,
+        )
+        signed = sign("enrol", payload.to_bytes(), [key])
+        message = outbox.add_signed(
+            lambda _seq: NewMessage(
+                kind="enrol", envelope=signed.envelope, sha256=signed.sha256, kid=key.kid, seq=None
+            ),
+            "queued",
+        )
+        facts = send_stored(client, outbox, message, "/v1/enrol", trust)
+        # The catalogue must verify with the key just pinned before trust is saved.
+        data = client.get_bytes("/v1/catalogue")
+        catalogue = verify_catalogue(data, trust, where="the aggregator's /v1/catalogue")
+        save_trust(settings.home, trust)
+        write_private(settings.home / CACHE_FILE, data)
+    return {
+        "practice": settings.practice,
+        "aud": settings.aud,
+        "kid": key.kid,
+        "log_key": log_key.name,
+        "log_origin": origin,
+        "catalogue_key": catalogue_key.name,
+        "catalogue": f"{catalogue.id} v{catalogue.version}",
+        **facts,
+    }
+
+
+def rotate(settings: AgentSettings, *, now: int) -> dict[str, Any]:
+    trust = load_trust(settings.home)
+    keys = Keystore(settings.home)
+    old = keys.active()
+    with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
+        # An interrupted rotation left its message in the outbox: resend those bytes.
+        pending = keys.pending()
+        message = _pending_rotation(outbox, old, pending) if pending else None
+        if message is not None and message.state == "accepted":
+            # Accepted before a crash, but the new key was not yet made active: finish now.
+            new_key = keys.finish_rotation()
+            return {
+                "old_kid": old.kid,
+                "new_kid": new_key.kid,
+                "leaf_index": None,
+                "tree_size": None,
+            }
+        if message is None:
+            new = keys.start_rotation()
+            message = outbox.add_signed(
+                lambda seq: _rotate_message(trust, old, new, seq, now), "queued"
+            )
+        facts = send_stored(client, outbox, message, "/v1/keys/rotate", trust)
+        new_key = keys.finish_rotation()
+    return {"old_kid": old.kid, "new_kid": new_key.kid, **facts}
+
+
+def _rotate_message(
+    trust: Trust, old: SigningKey, new: SigningKey, seq: int, now: int
+) -> NewMessage:
+    payload = Rotate(
+        aud=trust.aud,
+        practice=trust.practice,
+        old_kid=old.kid,
+        new_jwk=new.public.jwk(),
+        seq=seq,
+        iat=now,
+        nonce=new_nonce(),
+    )
+    signed = sign("rotate", payload.to_bytes(), [old, new])
+    return NewMessage(
+        kind="rotate", envelope=signed.envelope, sha256=signed.sha256, kid=old.kid, seq=seq
+    )
+
+
+def _pending_rotation(outbox: Outbox, old: SigningKey, new: SigningKey) -> Message | None:
+    for message in reversed(outbox.messages(kind="rotate")):
+        if message.state not in ("queued", "accepted"):
+            continue
+        try:
+            env = Envelope.from_bytes(message.envelope)
+        except ProtocolError:
+            continue
+        if set(env.keyids) == {old.kid, new.kid}:
+            return message
+    return None
+
+
+def _first(exc: Exception) -> str:
+    text = str(exc).splitlines()
+    return text[-1].strip() if text else type(exc).__name__
+
+
+__all__ = ["ConfigError", "enrol_agent", "rotate"]

@@ -1,0 +1,190 @@
+"""Building what leaves the practice: disclosure control, the Submission, its signature.
+
+The engine's raw cells enter here and leave only as :class:`protocol.submission.Cell` objects
+made by :func:`protocol.disclosure.apply_policy` under the network's policy (or the practice's
+stricter one, checked with :func:`protocol.disclosure.check_tightens`). The payload is a frozen
+protocol model with no free-text field, signed as a DSSE envelope; nothing else is ever sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from protocol import __version__
+from protocol.canonical import sha256_hex
+from protocol.catalogue import Catalogue, CountRule, DisclosurePolicy
+from protocol.disclosure import (
+    RawCell,
+    apply_policy,
+    check_cells,
+    check_tightens,
+    describe_count,
+    policy_sha256,
+)
+from protocol.envelope import sign_envelope
+from protocol.errors import DisclosureError
+from protocol.keys import SigningKey
+from protocol.submission import (
+    CatalogueRef,
+    Cell,
+    CodelistRef,
+    CorrectionReason,
+    Count,
+    IndicatorProvenance,
+    Period,
+    Provenance,
+    Submission,
+)
+
+from .errors import AgentUserError, ConfigError
+from .periods import last_complete_period, next_period, parse_period
+from .settings import AgentSettings
+
+__all__ = ["last_complete_period", "next_period", "parse_period"]
+
+
+def effective_policy(catalogue: Catalogue, settings: AgentSettings) -> DisclosurePolicy:
+    """The network's policy, or the practice's stricter one if it tightens the network's."""
+    if settings.disclosure is None:
+        return catalogue.disclosure
+    try:
+        check_tightens(catalogue.disclosure, settings.disclosure)
+    except DisclosureError as exc:
+        raise ConfigError(
+            f"setting 'disclosure' in {settings.config_file} does not tighten the network's "
+            f"policy {catalogue.disclosure.name!r}: {exc}"
+        ) from None
+    return settings.disclosure
+
+
+def new_nonce() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode("ascii")
+
+
+def provenance_for(
+    catalogue: Catalogue, policy: DisclosurePolicy, *, source_kind: str, extract_time: int
+) -> Provenance:
+    indicators = tuple(
+        IndicatorProvenance(
+            id=ind.id,
+            version=ind.version,
+            codelists=tuple(
+                CodelistRef(id=cid, sha256=catalogue.codelist(cid).sha256())
+                for cid in sorted(ind.codelist_ids())
+            ),
+        )
+        for ind in sorted(catalogue.indicators, key=lambda i: i.id)
+    )
+    return Provenance(
+        agent_version=__version__,
+        extract_time=extract_time,
+        source=source_kind,  # type: ignore[arg-type]
+        disclosure_policy=policy_sha256(policy),
+        indicators=indicators,
+    )
+
+
+def build_submission(
+    *,
+    catalogue: Catalogue,
+    raw_cells: Sequence[RawCell],
+    period: Period,
+    practice: str,
+    aud: str,
+    kid: str,
+    seq: int,
+    now: int,
+    policy: DisclosurePolicy,
+    source_kind: str,
+    submission_id: str | None = None,
+    supersedes: str | None = None,
+    reason: CorrectionReason | None = None,
+) -> Submission:
+    """The Submission payload: released cells only (checked again against the policy)."""
+    cells = apply_policy(raw_cells, policy)
+    check_cells(cells, policy)
+    if not cells:
+        raise AgentUserError(f"period {period.label}: the engine produced no cells to send")
+    return Submission(
+        aud=aud,
+        practice=practice,
+        kid=kid,
+        submission_id=submission_id or str(uuid.uuid4()),
+        seq=seq,
+        iat=now,
+        nonce=new_nonce(),
+        period=period,
+        catalogue=CatalogueRef(
+            id=catalogue.id, version=catalogue.version, sha256=catalogue.sha256()
+        ),
+        supersedes=supersedes,
+        reason=reason,
+        provenance=provenance_for(catalogue, policy, source_kind=source_kind, extract_time=now),
+        cells=tuple(cells),
+    )
+
+
+@dataclass(frozen=True)
+class SignedMessage:
+    envelope: bytes
+    sha256: str
+
+
+def sign(kind: str, payload: bytes, keys: Sequence[SigningKey]) -> SignedMessage:
+    data = sign_envelope(kind, payload, keys).to_bytes()
+    return SignedMessage(envelope=data, sha256=sha256_hex(data))
+
+
+# --- plain words ----------------------------------------------------------------------------
+
+
+def count_words(count: Count, rule: CountRule | None = None) -> str:
+    """One released count in plain words (protocol.disclosure's wording)."""
+    return describe_count(count, rule)
+
+
+def count_short(count: Count) -> str:
+    """A released count for a table cell: ``0``, ``12``, ``~15`` (rounded), ``*`` (suppressed)."""
+    if count.status == "suppressed":
+        return "*"
+    return f"~{count.value}" if count.status == "rounded" else str(count.value)
+
+
+def stratum_words(cell: Cell) -> str:
+    band = "all ages" if cell.stratum.age_band == "all" else f"aged {cell.stratum.age_band}"
+    sex = {"all": "all sexes", "F": "female", "M": "male", "U": "sex unknown"}[cell.stratum.sex]
+    return f"{band}, {sex}"
+
+
+def describe_submission(sub: Submission, policy: DisclosurePolicy | None = None) -> list[str]:
+    """What would leave the practice, in plain words, one line per fact and per cell."""
+    statuses = Counter(
+        c.status for cell in sub.cells for c in (cell.denominator, cell.numerator, cell.exclusions)
+    )
+    indicators = sorted({c.indicator for c in sub.cells})
+    lines = [
+        f"Practice {sub.practice} sends to network {sub.aud!r}, signed by key {sub.kid}.",
+        f"Period {sub.period.label} ({sub.period.start} to {sub.period.end}); catalogue "
+        f"{sub.catalogue.id} v{sub.catalogue.version}; message {sub.submission_id}, seq {sub.seq}.",
+        f"{len(sub.cells)} cells for {len(indicators)} indicators; counts: "
+        + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+        + ".",
+        "Only these counts leave: no patient identifiers, no dates of birth, no free text.",
+    ]
+    if sub.supersedes:
+        lines.append(f"It corrects submission {sub.supersedes} (reason: {sub.reason}).")
+    for cell in sub.cells:
+        rule = None
+        if policy is not None:
+            rule = policy.totals if cell.stratum.is_total else policy.stratified
+        lines.append(
+            f"{cell.indicator} {stratum_words(cell)}: denominator "
+            f"{count_words(cell.denominator, rule)}; numerator {count_words(cell.numerator, rule)}; "
+            f"exclusions {count_words(cell.exclusions, rule)}"
+        )
+    return lines

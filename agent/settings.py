@@ -1,0 +1,314 @@
+"""The agent's configuration: declared once, as data.
+
+Where a setting comes from, highest priority first: keyword arguments to :func:`get_settings`,
+environment variables (``FEDQI_AGENT_<NAME>``, nested with ``__`` as in
+``FEDQI_AGENT_SOURCE__URL``), then the TOML file ``agent.toml`` in the agent home. Unknown keys
+fail loudly in every place (a typo in a practice's config must never be silently ignored), and
+every error names the key and the file or variable it came from.
+
+The agent home (``--home``, else ``FEDQI_AGENT_HOME``, else ``~/.fedqi-agent``) holds the config
+file, the keys, the pinned trust anchors, the cached catalogue and the outbox.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from protocol.catalogue import DisclosurePolicy
+from protocol.submission import Audience, OdsCode
+
+from .errors import ConfigError
+
+CONFIG_FILE = "agent.toml"
+ENV_PREFIX = "FEDQI_AGENT_"
+HOME_ENV = "FEDQI_AGENT_HOME"
+PERIOD_RE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+LOOPBACK_NAMES = {"localhost"}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SourceSettings(_Section):
+    """Where the practice's records are read from."""
+
+    kind: Literal["sqlite", "duckdb", "postgresql", "csv", "fhir", "omop"] | None = Field(
+        default=None,
+        description="where the records came from, for the provenance sent with each submission "
+        "(csv / fhir / omop extracts are loaded into a practice database first); default: the "
+        "database's own kind",
+    )
+    url: str | None = Field(
+        default=None,
+        description="the practice database: a URL (sqlite:///..., duckdb:///..., "
+        "postgresql://...) or a path to a SQLite / DuckDB file (relative to the agent home)",
+    )
+
+
+class CatalogueSettings(_Section):
+    """Which indicator catalogue to compute."""
+
+    path: Path | None = Field(
+        default=None,
+        description="a local catalogue JSON file; unset: the catalogue the aggregator publishes, "
+        "verified with the pinned catalogue key and cached in the agent home",
+    )
+
+
+class TransportSettings(_Section):
+    """How the agent talks to the aggregator."""
+
+    connect_timeout: float = Field(default=10.0, gt=0, le=300, description="seconds to connect")
+    read_timeout: float = Field(
+        default=30.0, gt=0, le=600, description="seconds to wait for an answer"
+    )
+    retries: int = Field(
+        default=4, ge=0, le=20, description="resends after a network failure or 5xx"
+    )
+    backoff: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="first wait between tries, doubled each retry (seconds)",
+    )
+
+
+class AgentSettings(BaseSettings):
+    """Every setting of the agent. See docs/configuration.md (a test keeps it complete)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    home: Path = Field(description="the agent home directory (set by --home or FEDQI_AGENT_HOME)")
+    practice: OdsCode | None = Field(default=None, description="the practice's ODS code")
+    aud: Audience | None = Field(
+        default=None, description="the network's audience name, as the aggregator's admin gives it"
+    )
+    aggregator_url: str | None = Field(
+        default=None,
+        description="the aggregator's base URL; https://, or http:// for a loopback host only",
+    )
+    ca_bundle: Path | None = Field(
+        default=None,
+        description="PEM file of CA certificates to verify the aggregator's TLS certificate with "
+        "(default: the system's trust store); TLS is always verified",
+    )
+    release: Literal["auto", "hold"] = Field(
+        default="auto",
+        description="auto: send when every check passes; hold: wait in the approval queue",
+    )
+    first_period: str | None = Field(
+        default=None,
+        description="YYYY-MM: the first period `run` submits when nothing has been sent yet "
+        "(default: the last complete month)",
+    )
+    disclosure: DisclosurePolicy | None = Field(
+        default=None,
+        description="an optional stricter disclosure policy; it must tighten the network's",
+    )
+    source: SourceSettings = Field(default_factory=SourceSettings)
+    catalogue: CatalogueSettings = Field(default_factory=CatalogueSettings)
+    transport: TransportSettings = Field(default_factory=TransportSettings)
+
+    @field_validator("aggregator_url")
+    @classmethod
+    def _url_is_safe(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        check_aggregator_url(value)
+        return value.rstrip("/")
+
+    @field_validator("first_period")
+    @classmethod
+    def _period_format(cls, value: str | None) -> str | None:
+        if value is not None and not PERIOD_RE.match(value):
+            raise ValueError(f"{value!r} is not a period of the form YYYY-MM")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
+        return tuple(sources)
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / CONFIG_FILE
+
+    def require(self, *names: str) -> None:
+        """Fail with one line naming the first missing setting the command needs."""
+        for name in names:
+            value: Any = self
+            for part in name.split("."):
+                value = getattr(value, part)
+            if value is None:
+                env = ENV_PREFIX + name.upper().replace(".", "__")
+                raise ConfigError(
+                    f"setting {name!r} is not set: put it in {self.config_file} or set {env}"
+                )
+
+
+def check_aggregator_url(url: str) -> None:
+    """https:// always; plain http:// only to a loopback host (tests, a local demo), because the
+    payloads are signed but not encrypted and TLS is the only thing hiding them in transit."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ValueError(
+            f"{url!r}: plain http:// is allowed only for a loopback host (127.0.0.1, ::1, "
+            "localhost); use https://"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_home(home: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    if home is not None:
+        return Path(home).expanduser()
+    if env.get(HOME_ENV):
+        return Path(env[HOME_ENV]).expanduser()
+    return Path("~/.fedqi-agent").expanduser()
+
+
+def known_env_names() -> set[str]:
+    """Every environment variable name the settings read."""
+    names = {HOME_ENV}
+    for name, field in AgentSettings.model_fields.items():
+        names.add(ENV_PREFIX + name.upper())
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, _Section):
+            names.update(f"{ENV_PREFIX}{name.upper()}__{sub.upper()}" for sub in ann.model_fields)
+    return names
+
+
+def setting_keys() -> list[str]:
+    """Every setting as a dotted key (for the docs test and error hints)."""
+    keys: list[str] = []
+    for name, field in AgentSettings.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, _Section):
+            keys.extend(f"{name}.{sub}" for sub in ann.model_fields)
+        else:
+            keys.append(name)
+    return keys
+
+
+def get_settings(
+    home: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> AgentSettings:
+    """Build the settings from the agent home's config file and the environment."""
+    env = dict(os.environ if environ is None else environ)
+    home_path = resolve_home(home, env)
+    config_file = home_path / CONFIG_FILE
+    file_data = _read_toml(config_file)
+
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known_env_names())
+    if unknown:
+        raise ConfigError(
+            f"unknown setting {unknown[0]} in the environment (known: see docs/configuration.md)"
+        )
+
+    cls: type[AgentSettings] = AgentSettings
+    if file_data is not None:
+        cls = type(
+            "AgentSettings",
+            (AgentSettings,),
+            {
+                "model_config": SettingsConfigDict(
+                    **{**AgentSettings.model_config, "toml_file": config_file}
+                )
+            },
+        )
+    saved = dict(os.environ)
+    try:
+        # pydantic-settings reads os.environ; give it exactly the environment we were handed.
+        os.environ.clear()
+        os.environ.update(env)
+        return cls(home=home_path, **overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, config_file, file_data or {}, env)) from None
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _read_toml(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
+    if "home" in data:
+        raise ConfigError(f"{path}: 'home' cannot be set in the config file (use --home)")
+    return data
+
+
+def _describe(
+    exc: ValidationError, config_file: Path, file_data: dict[str, Any], env: Mapping[str, str]
+) -> str:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc) or "(root)"
+    env_name = ENV_PREFIX + "__".join(p.upper() for p in loc)
+    node: Any = file_data
+    in_file = True
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            in_file = False
+            break
+    if env_name in env:
+        where = f"in environment variable {env_name}"
+    elif in_file:
+        where = f"in {config_file}"
+    else:
+        where = f"(config file {config_file})"
+    if err["type"] == "extra_forbidden":
+        known = ", ".join(k for k in setting_keys() if k != "home")
+        return f"unknown setting {key!r} {where} (known settings: {known})"
+    more = exc.error_count() - 1
+    suffix = f" (+{more} more)" if more else ""
+    return f"bad setting {key!r} {where}: {err['msg']}{suffix}"

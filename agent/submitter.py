@@ -1,0 +1,231 @@
+"""Submitting a period: compute, disclosure control, sign, store, then send.
+
+The order is the point: the signed envelope is committed to the outbox before the first byte goes
+on the wire, and anything sent later is those stored bytes. A crash or a dead network leaves a
+``queued`` message that ``run`` (or ``submit`` for the same period) resends unchanged; the
+aggregator answers a resend of an accepted message with its stored receipt.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from protocol.catalogue import Catalogue
+from protocol.envelope import Envelope
+from protocol.submission import CorrectionReason, Period, Submission
+
+from .audit import accept_receipt
+from .catalogue_cache import load_catalogue
+from .compute import compute_raw_cells
+from .errors import AgentUserError
+from .keystore import Keystore, Trust, load_trust
+from .outbox import Message, NewMessage, Outbox
+from .release import (
+    build_submission,
+    effective_policy,
+    last_complete_period,
+    next_period,
+    parse_period,
+    sign,
+)
+from .settings import AgentSettings
+from .transport import AggregatorClient, RefusedError
+
+#: iat may be at most 7 days old at the aggregator; leave a day's margin for a held message.
+MAX_HELD_AGE = 6 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Outcome:
+    message_id: int
+    period: str | None
+    state: str
+    leaf_index: int | None = None
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "message": self.message_id,
+            "period": self.period,
+            "state": self.state,
+            "leaf_index": self.leaf_index,
+            "detail": self.detail,
+        }
+
+
+def payload_of(message: Message) -> Submission:
+    return Submission.from_bytes(Envelope.from_bytes(message.envelope).payload_bytes())
+
+
+def prepare(
+    settings: AgentSettings,
+    outbox: Outbox,
+    catalogue: Catalogue,
+    period: Period,
+    *,
+    now: int,
+    supersedes: str | None = None,
+    reason: CorrectionReason | None = None,
+) -> Message:
+    """Compute, apply disclosure control, sign and store one submission (not yet sent)."""
+    trust = load_trust(settings.home)
+    key = Keystore(settings.home).active()
+    policy = effective_policy(catalogue, settings)
+    raw, kind = compute_raw_cells(settings, catalogue, period.end)
+    state = "held" if settings.release == "hold" else "queued"
+
+    def build(seq: int) -> NewMessage:
+        sub = build_submission(
+            catalogue=catalogue,
+            raw_cells=raw,
+            period=period,
+            practice=trust.practice,
+            aud=trust.aud,
+            kid=key.kid,
+            seq=seq,
+            now=now,
+            policy=policy,
+            source_kind=kind,
+            supersedes=supersedes,
+            reason=reason,
+        )
+        signed = sign("submission", sub.to_bytes(), [key])
+        return NewMessage(
+            kind="submission",
+            envelope=signed.envelope,
+            sha256=signed.sha256,
+            kid=key.kid,
+            seq=seq,
+            submission_id=sub.submission_id,
+            period=period.label,
+        )
+
+    return outbox.add_signed(build, state)
+
+
+def send(client: AggregatorClient, outbox: Outbox, trust: Trust, message: Message) -> Outcome:
+    """Send a stored message's exact bytes; verify and keep the receipt."""
+    path = {"submission": "/v1/submissions", "enrol": "/v1/enrol", "rotate": "/v1/keys/rotate"}[
+        message.kind
+    ]
+    try:
+        answer = client.post_envelope(path, message.envelope)
+    except RefusedError as exc:
+        outbox.set_state(message.id, "refused", str(exc))
+        raise
+    receipt = accept_receipt(outbox, client, trust, message, answer)
+    return Outcome(message.id, message.period, "accepted", receipt.leaf_index)
+
+
+def submit_period(
+    settings: AgentSettings,
+    period_text: str,
+    *,
+    now: int,
+    correction: CorrectionReason | None = None,
+) -> Outcome:
+    period = parse_period(period_text)
+    trust = load_trust(settings.home)
+    with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
+        existing = [m for m in outbox.for_period(period.label) if m.state != "rejected"]
+        waiting = [m for m in existing if m.state in ("queued", "held")]
+        if waiting:
+            m = waiting[-1]
+            if m.state == "held":
+                return Outcome(m.id, m.period, "held", detail="waiting for approval")
+            return send(client, outbox, trust, m)  # resend the stored bytes
+        accepted = [m for m in existing if m.state == "accepted"]
+        supersedes = None
+        if accepted:
+            if correction is None:
+                raise AgentUserError(
+                    f"period {period.label} was already submitted (message #{accepted[-1].id}); "
+                    "to send a correction use --correction REASON"
+                )
+            supersedes = accepted[-1].submission_id
+        elif correction is not None:
+            raise AgentUserError(f"--correction: period {period.label} has no accepted submission")
+        catalogue = load_catalogue(settings, client=client)
+        message = prepare(
+            settings, outbox, catalogue, period, now=now, supersedes=supersedes, reason=correction
+        )
+        if message.state == "held":
+            return Outcome(message.id, message.period, "held", detail="waiting for approval")
+        return send(client, outbox, trust, message)
+
+
+def due_periods(settings: AgentSettings, outbox: Outbox, today: dt.date) -> list[Period]:
+    """The months after the last one submitted (or from ``first_period``) up to the last
+    complete month."""
+    last = last_complete_period(today)
+    done = [
+        m.period
+        for m in outbox.messages(kind="submission")
+        if m.period and m.state in ("accepted", "queued", "held")
+    ]
+    if done:
+        start = next_period(parse_period(max(done)))
+    elif settings.first_period:
+        start = parse_period(settings.first_period)
+    else:
+        start = last
+    periods: list[Period] = []
+    while start.end <= last.end:
+        periods.append(start)
+        start = next_period(start)
+    return periods
+
+
+def run_due(settings: AgentSettings, *, now: int, today: dt.date) -> list[Outcome]:
+    """Resend whatever is queued, then submit every period that is due."""
+    trust = load_trust(settings.home)
+    outcomes: list[Outcome] = []
+    with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
+        for message in sorted(outbox.messages(state="queued"), key=lambda m: (m.seq or 0, m.id)):
+            outcomes.append(_send_reporting(client, outbox, trust, message))
+        periods = due_periods(settings, outbox, today)
+        if periods:
+            catalogue = load_catalogue(settings, client=client)
+            for period in periods:
+                message = prepare(settings, outbox, catalogue, period, now=now)
+                if message.state == "held":
+                    outcomes.append(Outcome(message.id, message.period, "held"))
+                else:
+                    outcomes.append(_send_reporting(client, outbox, trust, message))
+    return outcomes
+
+
+def _send_reporting(
+    client: AggregatorClient, outbox: Outbox, trust: Trust, message: Message
+) -> Outcome:
+    try:
+        return send(client, outbox, trust, message)
+    except RefusedError as exc:
+        return Outcome(message.id, message.period, "refused", detail=str(exc))
+
+
+def approve(settings: AgentSettings, message_id: int, *, now: int) -> Outcome:
+    trust = load_trust(settings.home)
+    with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
+        message = outbox.get(message_id)
+        if message.state != "held":
+            raise AgentUserError(f"message #{message_id} is {message.state}, not held")
+        if now - payload_of(message).iat > MAX_HELD_AGE:
+            raise AgentUserError(
+                f"message #{message_id} was signed more than 6 days ago and the aggregator "
+                f"accepts messages up to 7 days old: reject it and run `fedqi-agent submit "
+                f"--period {message.period}` again"
+            )
+        outbox.set_state(message_id, "queued", "approved")
+        return send(client, outbox, trust, outbox.get(message_id))
+
+
+def reject(settings: AgentSettings, message_id: int) -> Outcome:
+    with Outbox.open(settings.home) as outbox:
+        message = outbox.get(message_id)
+        if message.state != "held":
+            raise AgentUserError(f"message #{message_id} is {message.state}, not held")
+        outbox.set_state(message_id, "rejected", "rejected by the practice")
+        return Outcome(message_id, message.period, "rejected")

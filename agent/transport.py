@@ -1,0 +1,159 @@
+"""The agent's HTTP client for the aggregator (httpx).
+
+TLS is always verified (the system trust store, or the configured CA bundle); there is no switch
+to turn it off. Timeouts are explicit. A failed POST is retried with exponential backoff, and a
+retry only ever resends the identical stored bytes: the caller hands over the envelope bytes
+from the outbox and this module never rebuilds a body. The aggregator treats a resent
+``submission_id`` with the same bytes idempotently, so a retry after a lost answer is safe.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from protocol import __version__
+
+from .errors import TransportError
+from .settings import AgentSettings, TransportSettings, check_aggregator_url
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_BACKOFF = 60.0
+
+
+class RefusedError(TransportError):
+    """The aggregator answered 4xx: the message itself is wrong; resending cannot help."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, status: int, problem: Mapping[str, Any] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.problem = dict(problem or {})
+
+
+class AggregatorClient:
+    def __init__(
+        self,
+        base_url: str,
+        options: TransportSettings | None = None,
+        *,
+        ca_bundle: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        try:
+            check_aggregator_url(base_url)
+        except ValueError as exc:
+            raise TransportError(str(exc)) from None
+        self.base_url = base_url.rstrip("/")
+        self.options = options or TransportSettings()
+        self._sleep = sleep
+        verify: ssl.SSLContext | bool = True
+        if ca_bundle:
+            try:
+                verify = ssl.create_default_context(cafile=ca_bundle)
+            except (OSError, ssl.SSLError) as exc:
+                raise TransportError(f"ca_bundle {ca_bundle}: cannot load: {exc}") from None
+        o = self.options
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            verify=verify,
+            timeout=httpx.Timeout(o.read_timeout, connect=o.connect_timeout),
+            transport=transport,
+            headers={"user-agent": f"fedqi-agent/{__version__}"},
+            follow_redirects=False,
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: AgentSettings, *, transport: httpx.BaseTransport | None = None
+    ) -> AggregatorClient:
+        settings.require("aggregator_url")
+        assert settings.aggregator_url is not None
+        return cls(
+            settings.aggregator_url,
+            settings.transport,
+            ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None,
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> AggregatorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        tries = self.options.retries + 1
+        last = ""
+        for attempt in range(tries):
+            if attempt:
+                self._sleep(min(self.options.backoff * 2 ** (attempt - 1), MAX_BACKOFF))
+            try:
+                response = self._client.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                continue
+            if response.status_code in RETRY_STATUSES:
+                last = f"HTTP {response.status_code} {_detail(response)}"
+                continue
+            if response.status_code >= 400:
+                problem = _problem(response)
+                raise RefusedError(
+                    f"the aggregator refused {method} {path}: HTTP {response.status_code} "
+                    f"{_detail(response)}",
+                    response.status_code,
+                    problem,
+                )
+            if response.status_code >= 300:
+                raise TransportError(
+                    f"{method} {self.base_url}{path}: unexpected HTTP {response.status_code} "
+                    "(redirects are not followed)"
+                )
+            return response
+        raise TransportError(
+            f"aggregator unreachable at {self.base_url} ({method} {path}, {tries} tries): {last}"
+        )
+
+    def post_envelope(self, path: str, envelope: bytes) -> bytes:
+        """POST stored envelope bytes; every retry sends these same bytes."""
+        body = bytes(envelope)
+        response = self._request(
+            "POST", path, content=body, headers={"content-type": "application/json"}
+        )
+        return response.content
+
+    def get_bytes(self, path: str, params: Mapping[str, Any] | None = None) -> bytes:
+        return self._request("GET", path, params=dict(params or {})).content
+
+    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        response = self._request("GET", path, params=dict(params or {}))
+        try:
+            return response.json()
+        except ValueError:
+            raise TransportError(f"GET {path}: the aggregator's answer is not JSON") from None
+
+
+def _problem(response: httpx.Response) -> dict[str, Any]:
+    try:
+        value = response.json()
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _detail(response: httpx.Response) -> str:
+    problem = _problem(response)
+    if problem:
+        parts = [str(problem[k]) for k in ("title", "detail") if problem.get(k)]
+        if parts:
+            return ": ".join(parts)
+    return response.reason_phrase or ""
