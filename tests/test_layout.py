@@ -50,3 +50,27 @@ def test_protocol_imports_only_pure_dependencies() -> None:
         assert third_party <= PROTOCOL_ALLOWED_THIRD_PARTY, (path, third_party)
         assert not (mods & PROTOCOL_FORBIDDEN_STDLIB), (path, mods & PROTOCOL_FORBIDDEN_STDLIB)
         assert "agent" not in mods and "aggregator" not in mods
+
+
+CLOCK_READS = (
+    "datetime.now",
+    "datetime.utcnow",
+    "datetime.today",
+    "date.today",
+    "time.time",
+    "time.monotonic",
+    "time.perf_counter",
+    "time.time_ns",
+)
+
+
+def test_protocol_never_reads_the_clock() -> None:
+    # `now` is passed in; a clock read would make verification depend on when it runs.
+    offenders = []
+    for path in (REPO / "protocol").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Attribute):
+                dotted = ast.unparse(node)
+                if any(dotted == c or dotted.endswith("." + c) for c in CLOCK_READS):
+                    offenders.append(f"{path.name}:{node.lineno}: {dotted}")
+    assert offenders == []
