@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from sqlalchemy import and_, delete, func, insert, select, tuple_
+from sqlalchemy import and_, delete, func, insert, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from ..db.models import Catalogue as CatalogueRow
@@ -309,12 +310,37 @@ def ensure_fresh(
     return refresh(session, stale_groups(session, indicator, period_end))
 
 
+# One refresher at a time: in this process (a lock) and across processes (a PostgreSQL
+# transaction-scoped advisory lock); a waiting refresher then finds the work done.
+_REFRESH_LOCK = threading.Lock()
+REFRESH_LOCK_KEY = 0x66716262
+
+
+def _lock(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": REFRESH_LOCK_KEY})
+
+
+def refresh_for_read(
+    db: object, indicator: str | None = None, period_end: dt.date | None = None
+) -> int:
+    """Before a read: recompute the stale groups it may show (none, usually: one cheap query),
+    each refresh committed before the read opens its own session."""
+    with db.read() as session:  # type: ignore[attr-defined]
+        if not stale_groups(session, indicator, period_end):
+            return 0
+    with _REFRESH_LOCK, db.session() as session:  # type: ignore[attr-defined]
+        _lock(session)
+        return refresh(session, stale_groups(session, indicator, period_end))
+
+
 def refresh_stale(db: object, limit: int | None = None) -> int:
     """Drain the stale queue, one group per transaction. ``db`` is an
     ``aggregator.db.session.Database``. Returns the number of groups recomputed."""
     done = 0
     while limit is None or done < limit:
-        with db.session() as session:  # type: ignore[attr-defined]
+        with _REFRESH_LOCK, db.session() as session:  # type: ignore[attr-defined]
+            _lock(session)
             pending = stale_groups(session)[:1]
             if not pending:
                 break

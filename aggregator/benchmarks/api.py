@@ -1,0 +1,224 @@
+"""``/v1/benchmarks/...``: JSON (default) or CSV (``format=csv``) for every view, and a FHIR R4
+MeasureReport per practice and indicator. Included by the app factory (``PLUGIN_ROUTERS``).
+
+A background thread drains the stale queue every few seconds so reads rarely find work; a read
+that does recomputes only the stale groups it may show (see :mod:`.service`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import re
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Response
+from fastapi.concurrency import run_in_threadpool
+
+from ..db.models import User
+from ..errors import BadRequestError
+from ..runtime import Runtime
+from ..web.deps import current_user, get_runtime, require_roles
+from . import service, views
+
+log = logging.getLogger("fedqi.aggregator.benchmarks")
+INDICATOR = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
+ODS = re.compile(r"^[A-Z][0-9]{5}$")
+REFRESH_INTERVAL_SECONDS = 2.0
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    runtime: Runtime | None = getattr(app.state, "runtime", None)
+    stop = threading.Event()
+    thread = None
+    if runtime is not None:
+        thread = threading.Thread(
+            target=_refresher, args=(runtime, stop), name="fedqi-bench-refresh", daemon=True
+        )
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join(timeout=10)
+
+
+def _refresher(runtime: Runtime, stop: threading.Event) -> None:
+    while not stop.wait(REFRESH_INTERVAL_SECONDS):
+        try:
+            service.refresh_stale(runtime.db, limit=50)
+        except Exception:  # keep draining later; the read path refreshes what it needs anyway
+            log.exception("benchmark refresh failed")
+
+
+router = APIRouter(prefix="/v1/benchmarks", tags=["benchmarks"], lifespan=_lifespan)
+
+
+def check_indicator(indicator: str) -> str:
+    if not INDICATOR.fullmatch(indicator):
+        raise BadRequestError(
+            f"indicator {indicator!r}: an indicator id is A-Z, 0-9 and _ (e.g. DM020)",
+            code="bad-indicator",
+        )
+    return indicator
+
+
+def check_ods(ods: str) -> str:
+    if not ODS.fullmatch(ods):
+        raise BadRequestError(
+            f"practice {ods!r}: an ODS code is a letter and five digits (e.g. A81001)",
+            code="bad-ods",
+        )
+    return ods
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in ("json", "csv"):
+        raise BadRequestError(f"format={fmt!r}: use json or csv", code="bad-format")
+    return fmt
+
+
+def csv_response(rows: Iterable[dict[str, Any]], filename: str) -> Response:
+    buf = io.StringIO()
+    writer: csv.DictWriter[str] | None = None
+    for row in rows:
+        if writer is None:
+            writer = csv.DictWriter(buf, fieldnames=list(row), lineterminator="\n")
+            writer.writeheader()
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return Response(
+        buf.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def run_view(runtime: Runtime, user: User, build: Callable[..., dict[str, Any]], *args: Any,
+             indicator: str | None = None, **kwargs: Any) -> dict[str, Any]:  # fmt: skip
+    service.refresh_for_read(runtime.db, indicator)
+    with runtime.db.read() as session:
+        viewer = views.Viewer.load(session, user, runtime.pseudonym_secret)
+        return build(session, viewer, *args, **kwargs)
+
+
+def _answer(
+    view: dict[str, Any],
+    fmt: str,
+    rows: Callable[[dict[str, Any]], Iterable[dict[str, Any]]],
+    filename: str,
+) -> Any:
+    return csv_response(rows(view), filename) if check_format(fmt) == "csv" else view
+
+
+@router.get("")
+async def listing(
+    user: User = Depends(current_user), runtime: Runtime = Depends(get_runtime)
+) -> dict[str, Any]:
+    """Indicators and periods with benchmarks, and the peer-group dimensions."""
+
+    def build(session: Any, viewer: views.Viewer) -> dict[str, Any]:
+        return views.catalogue_listing(session) | {"peer_groups": views.peer_group_options(viewer)}
+
+    return await run_in_threadpool(run_view, runtime, user, build)
+
+
+@router.get("/overview")
+async def overview(
+    period: str | None = None, peer: str | None = None, group: str | None = None, format: str = "json",
+    user: User = Depends(current_user), runtime: Runtime = Depends(get_runtime),
+) -> Any:  # fmt: skip
+    """Practices x indicators at one period, each cell the practice's funnel band."""
+    view = await run_in_threadpool(
+        run_view, runtime, user, views.overview_view, period, peer, group
+    )
+    return _answer(view, format, views.overview_csv_rows, f"overview-{view['period']['end']}.csv")
+
+
+@router.get("/indicators/{indicator}")
+async def indicator_funnel(
+    indicator: str, period: str | None = None, peer: str | None = None, group: str | None = None,
+    method: str | None = Query(None, description="exact | normal | wilson | multiplicative | additive | auto"),
+    format: str = "json", user: User = Depends(current_user), runtime: Runtime = Depends(get_runtime),
+) -> Any:  # fmt: skip
+    """One indicator at one period: summary, funnel limits and every practice's position."""
+    check_indicator(indicator)
+    view = await run_in_threadpool(
+        run_view,
+        runtime,
+        user,
+        views.funnel_view,
+        indicator,
+        period,
+        peer,
+        group,
+        method,
+        indicator=indicator,
+    )
+    return _answer(view, format, views.funnel_csv_rows, f"{indicator}-{view['period']['end']}.csv")
+
+
+@router.get("/practices/{ods}")
+async def practice_summary(
+    ods: str, period: str | None = None, history: bool = True, format: str = "json",
+    user: User = Depends(current_user), runtime: Runtime = Depends(get_runtime),
+) -> Any:  # fmt: skip
+    """One practice on every indicator, furthest below the achievable benchmark first."""
+    check_ods(ods)
+    view = await run_in_threadpool(
+        run_view, runtime, user, views.practice_view, ods, period, history
+    )
+    return _answer(view, format, views.practice_csv_rows, f"{ods}-{view['period']['end']}.csv")
+
+
+@router.get("/trends/{indicator}")
+async def trend(
+    indicator: str, practice: str | None = None, peer: str | None = None, group: str | None = None,
+    format: str = "json", user: User = Depends(current_user), runtime: Runtime = Depends(get_runtime),
+) -> Any:  # fmt: skip
+    """The network's (or a peer group's) rate over periods, and optionally one practice's."""
+    check_indicator(indicator)
+    if practice is not None:
+        check_ods(practice)
+    view = await run_in_threadpool(
+        run_view,
+        runtime,
+        user,
+        views.trend_view,
+        indicator,
+        practice,
+        peer,
+        group,
+        indicator=indicator,
+    )
+    return _answer(view, format, views.trend_csv_rows, f"{indicator}-trend.csv")
+
+
+@router.get("/practices/{ods}/measure-report/{indicator}")
+async def measure_report(
+    ods: str, indicator: str, period: str | None = None,
+    user: User = Depends(current_user), runtime: Runtime = Depends(get_runtime),
+) -> Response:  # fmt: skip
+    """A FHIR R4 MeasureReport (type summary) for one practice, indicator and period."""
+    import json
+
+    check_ods(ods)
+    check_indicator(indicator)
+    report = await run_in_threadpool(
+        run_view, runtime, user, views.measure_report, ods, indicator, period, indicator=indicator
+    )
+    return Response(json.dumps(report), media_type="application/fhir+json")
+
+
+@router.post("/refresh")
+async def refresh(
+    user: User = Depends(require_roles("admin")), runtime: Runtime = Depends(get_runtime)
+) -> dict[str, int]:
+    """Drain the stale queue now (admin)."""
+    done = await run_in_threadpool(service.refresh_stale, runtime.db)
+    return {"refreshed": done}

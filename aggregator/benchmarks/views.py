@@ -1,0 +1,866 @@
+"""What each viewer may see of the benchmarks: plain dicts shared by the JSON/CSV API and the
+dashboard.
+
+Identification follows :func:`aggregator.users.service.can_read_practice`: admin sees every
+practice, a network lead the practices of their group (PCN), a practice or IG user their own.
+Every other practice appears under :func:`pseudonym_for` (stable per viewer, not reversible) with
+no name, ODS code or submission id, and its counts re-published under the network's stratified
+rule (1-7 withheld, the rest rounded to 5) so exact small numbers never reach a peer; a peer whose
+counts that rule withholds is shown as withheld, not drawn.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from protocol.catalogue import CountRule
+from protocol.disclosure import round_half_up
+
+from ..db.models import Catalogue as CatalogueRow
+from ..db.models import Cell, Practice, User
+from ..errors import BadRequestError, ForbiddenError, NotFoundError
+from ..users.service import can_read_practice, pseudonym_for
+from . import service, stats
+from .models import BenchPractice, BenchSummary
+
+PEER_RULE = CountRule(suppress_at_or_below=7, round_to=5)
+CURVE_POINTS = 60
+
+
+# --- the viewer ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Viewer:
+    user: User
+    secret: bytes
+    practices: dict[str, Practice] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, session: Session, user: User, secret: bytes) -> Viewer:
+        return cls(user, secret, {p.ods: p for p in session.scalars(select(Practice))})
+
+    @property
+    def own(self) -> str | None:
+        return self.user.practice_ods if self.user.role in ("practice", "ig_officer") else None
+
+    def identifies(self, ods: str) -> bool:
+        p = self.practices.get(ods)
+        return p is not None and can_read_practice(self.user, p)
+
+    def require(self, ods: str) -> Practice:
+        p = self.practices.get(ods)
+        if p is None or not can_read_practice(self.user, p):
+            # The same answer whether or not the practice exists: no probing for ODS codes.
+            raise ForbiddenError(
+                f"practice {ods}: not visible to a {self.user.role} user", code="practice-forbidden"
+            )
+        return p
+
+    def label(self, ods: str) -> dict[str, Any]:
+        if self.identifies(ods):
+            p = self.practices[ods]
+            return {
+                "id": ods,
+                "name": p.name,
+                "identified": True,
+                "self": ods == self.own,
+                "pcn": p.group,
+            }
+        alias = pseudonym_for(self.secret, self.user, ods)
+        return {"id": alias, "name": alias, "identified": False, "self": False, "pcn": None}
+
+    def attributes(self) -> dict[str, stats.PracticeAttributes]:
+        return {
+            ods: stats.PracticeAttributes(ods, p.group, p.imd_decile, p.list_size)
+            for ods, p in self.practices.items()
+        }
+
+
+# --- peer groups --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeerGroup:
+    dimension: stats.PeerDimension
+    name: str
+    members: frozenset[str] | None  # None: the whole network
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dimension": self.dimension, "name": self.name}
+
+
+def _match_group(dimension: str, wanted: str, code: str) -> bool:
+    if wanted == code:
+        return True
+    if dimension == "imd" and wanted.isdigit():
+        return code.startswith(f"IMD quintile {wanted}")
+    return False
+
+
+def resolve_group(
+    viewer: Viewer, peer: str | None, group: str | None, anchor: str | None = None
+) -> PeerGroup:
+    """The peer group a request names: ``peer`` is network|pcn|imd|size; ``group`` the group's
+    name (for IMD also the quintile number); without it, the group of ``anchor`` (or of the
+    viewer's own practice, or a network lead's PCN). Practice and IG users may ask only for
+    groups their own practice belongs to."""
+    dim = peer or "network"
+    if dim not in stats.PEER_DIMENSIONS:
+        raise BadRequestError(
+            f"peer={dim!r}: use one of {', '.join(stats.PEER_DIMENSIONS)}", code="bad-peer"
+        )
+    if dim == "network":
+        return PeerGroup("network", "network", None)
+    attrs = viewer.attributes()
+    own = viewer.own
+    if group is None:
+        base = anchor or own
+        if base is None and dim == "pcn" and viewer.user.role == "network_lead":
+            group = viewer.user.group
+        elif base is not None and base in attrs:
+            group = attrs[base].group(dim)  # type: ignore[arg-type]
+        if group is None:
+            raise BadRequestError(f"peer={dim}: name the group with group=...", code="bad-peer")
+    codes = {a.group(dim) for a in attrs.values()} - {None}  # type: ignore[arg-type]
+    code = next((c for c in sorted(codes) if _match_group(dim, group, c)), None)  # type: ignore[arg-type]
+    if code is None:
+        raise NotFoundError(
+            f"peer={dim} group={group!r}: no such peer group", code="unknown-peer-group"
+        )
+    if own is not None and attrs.get(own) is not None and attrs[own].group(dim) != code:  # type: ignore[arg-type]
+        raise ForbiddenError(
+            f"peer={dim} group={group!r}: a {viewer.user.role} user sees only its own peer groups",
+            code="peer-forbidden",
+        )
+    members = frozenset(ods for ods, a in attrs.items() if a.group(dim) == code)  # type: ignore[arg-type]
+    return PeerGroup(dim, code, members)  # type: ignore[arg-type]
+
+
+def peer_group_options(viewer: Viewer) -> list[dict[str, str]]:
+    """The groups a viewer may pick (for the dashboard's filter)."""
+    attrs = viewer.attributes()
+    own = viewer.own
+    out = [{"peer": "network", "group": "network", "label": "Whole network"}]
+    for dim, title in (("pcn", "PCN"), ("imd", "Deprivation"), ("size", "List size")):
+        codes = sorted({a.group(dim) for a in attrs.values()} - {None})  # type: ignore[arg-type]
+        if own is not None and own in attrs:
+            codes = [c for c in codes if c == attrs[own].group(dim)]  # type: ignore[arg-type]
+        out += [{"peer": dim, "group": c, "label": f"{title}: {c}"} for c in codes]  # type: ignore[misc]
+    return out
+
+
+# --- indicators and periods ------------------------------------------------------------------------
+
+
+def indicator_titles(session: Session) -> dict[str, dict[str, Any]]:
+    """Titles and versions from the latest published catalogue (empty when none)."""
+    row = session.scalars(
+        select(CatalogueRow).order_by(CatalogueRow.published_at.desc()).limit(1)
+    ).first()
+    if row is None:
+        return {}
+    try:
+        from protocol.catalogue import Catalogue
+        from protocol.envelope import Envelope
+
+        cat = Catalogue.from_bytes(Envelope.from_bytes(bytes(row.envelope)).payload_bytes())
+    except Exception:
+        return {}
+    return {i.id: {"title": i.title, "version": i.version, "qof": i.qof} for i in cat.indicators}
+
+
+def _period(start: dt.date, end: dt.date) -> dict[str, str]:
+    label = (
+        end.isoformat()[:7]
+        if start.day == 1 and (end + dt.timedelta(days=1)).day == 1
+        else f"{start}/{end}"
+    )
+    return {"start": start.isoformat(), "end": end.isoformat(), "label": label}
+
+
+def resolve(
+    session: Session, period: str | None, indicator: str | None = None
+) -> tuple[dt.date, dt.date]:
+    try:
+        found = service.resolve_period(session, period, indicator)
+    except ValueError as exc:
+        raise NotFoundError(str(exc), code="unknown-period") from None
+    if found is None:
+        what = f" for {indicator}" if indicator else ""
+        raise NotFoundError(
+            f"no benchmarks{what} yet: no submissions have been stored", code="no-benchmarks"
+        )
+    return found
+
+
+def catalogue_listing(session: Session) -> dict[str, Any]:
+    titles = indicator_titles(session)
+    inds = service.indicators(session)
+    return {
+        "indicators": [
+            {"id": i, **titles.get(i, {"title": i, "version": None, "qof": None})} for i in inds
+        ],
+        "periods": [_period(s, e) for s, e in service.periods(session)],
+        "peer_dimensions": list(stats.PEER_DIMENSIONS),
+    }
+
+
+# --- counts as a viewer sees them --------------------------------------------------------------------
+
+
+def _publish(value: int | None, status: str) -> tuple[int | None, str]:
+    """Re-publish a peer's count under the stratified rule (exact small numbers stay home)."""
+    if status == "suppressed" or value is None:
+        return None, "suppressed"
+    if value == 0:
+        return 0, "zero"
+    if value <= PEER_RULE.suppress_at_or_below:
+        return None, "suppressed"
+    return round_half_up(value, PEER_RULE.round_to), "rounded"
+
+
+def _r(x: float | None, nd: int = 6) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), nd)
+
+
+def _limits(lim: stats.Limits | None) -> dict[str, float | None] | None:
+    if lim is None:
+        return None
+    return {
+        "low_95": _r(lim.low_95),
+        "high_95": _r(lim.high_95),
+        "low_998": _r(lim.low_998),
+        "high_998": _r(lim.high_998),
+    }
+
+
+def _practice_item(
+    viewer: Viewer, r: stats.PracticeResult, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    item = viewer.label(r.practice)
+    num, num_s = r.numerator, None
+    den, den_s = r.denominator, None
+    exact = {"numerator": num, "denominator": den}
+    if item["identified"]:
+        out = {
+            **item,
+            "numerator": exact["numerator"],
+            "denominator": exact["denominator"],
+        }
+    else:
+        num, num_s = _publish(r.numerator, (extra or {}).get("numerator_status", "exact"))
+        den, den_s = _publish(r.denominator, (extra or {}).get("denominator_status", "exact"))
+        out = {
+            **item,
+            "numerator": num,
+            "denominator": den,
+            "numerator_status": num_s,
+            "denominator_status": den_s,
+        }
+        if r.rate is not None and (num_s == "suppressed" or den_s == "suppressed"):
+            out.update(status="suppressed", rate=None, ci95=None, ci998=None, approximate=True, z=None, band=None,
+                       band_text=None, limits=None, note="small numbers: not shown to peers")  # fmt: skip
+            return out
+    out.setdefault("numerator_status", (extra or {}).get("numerator_status"))
+    out.setdefault("denominator_status", (extra or {}).get("denominator_status"))
+    out.update(
+        status=r.status if item["identified"] or r.status == "suppressed" else "rounded",
+        rate=_r(r.rate),
+        ci95=[_r(r.ci95[0]), _r(r.ci95[1])] if r.ci95 else None,
+        ci998=[_r(r.ci998[0]), _r(r.ci998[1])] if r.ci998 else None,
+        approximate=r.approximate,
+        z=_r(r.z, 4),
+        band=r.band,
+        band_text=stats.BAND_TEXT.get(r.band) if r.band else None,
+        limits=_limits(r.limits),
+        note=r.note,
+    )
+    return out
+
+
+def _summary_dict(
+    s: stats.Summary, version: int | None = None, versions: str = ""
+) -> dict[str, Any]:
+    d = s.dispersion
+    return {
+        "practices": s.practices,
+        "included": s.included,
+        "suppressed": s.suppressed,
+        "empty": s.empty,
+        "rounded": s.rounded,
+        "numerator": s.numerator,
+        "denominator": s.denominator,
+        "pooled": _r(s.pooled),
+        "pooled_ci95": [_r(s.pooled_ci95[0]), _r(s.pooled_ci95[1])] if s.pooled_ci95 else None,
+        "median": _r(s.median),
+        "iqr": [_r(s.q1), _r(s.q3)] if s.q1 is not None else None,
+        "deciles": [_r(v) for v in s.deciles] if s.deciles else None,
+        "dispersion": {
+            "phi": _r(d.phi),
+            "statistic": _r(d.statistic),
+            "p_value": _r(d.p_value, 8),
+            "overdispersed": d.overdispersed,
+            "tau2": _r(d.tau2, 8),
+        },
+        "method": s.method,
+        "abc": _r(s.abc),
+        "abc_practices": s.abc_practices,
+        "indicator_version": version,
+        "versions": [int(v) for v in versions.split(",") if v],
+        "note": (
+            f"{s.rounded} practice(s) sent rounded counts: their rates and intervals are approximate"
+            if s.rounded
+            else None
+        ),
+    }
+
+
+def _summary_from_row(row: BenchSummary) -> stats.Summary:
+    disp = stats.Dispersion(
+        row.included,
+        row.phi,
+        row.dispersion_statistic,
+        row.dispersion_p,
+        row.overdispersed,
+        row.tau2,
+    )
+    return stats.Summary(
+        practices=row.practices, included=row.included, suppressed=row.suppressed, empty=row.empty,
+        rounded=row.rounded, numerator=row.numerator, denominator=row.denominator, pooled=row.pooled,
+        pooled_ci95=(row.pooled_lo95, row.pooled_hi95) if row.pooled_lo95 is not None else None,  # type: ignore[arg-type]
+        median=row.median, q1=row.q1, q3=row.q3,
+        deciles=tuple(json.loads(row.deciles)) if row.deciles else None,
+        dispersion=disp, method=row.method, abc=row.abc, abc_practices=row.abc_practices,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def _result_from_row(row: BenchPractice) -> stats.PracticeResult:
+    lim = (
+        stats.Limits(row.limit_low_95, row.limit_high_95, row.limit_low_998, row.limit_high_998)  # type: ignore[arg-type]
+        if row.limit_low_95 is not None
+        else None
+    )
+    return stats.PracticeResult(
+        row.practice_ods, row.numerator, row.denominator, row.status, row.rate,  # type: ignore[arg-type]
+        (row.lo95, row.hi95) if row.lo95 is not None else None,  # type: ignore[arg-type]
+        (row.lo998, row.hi998) if row.lo998 is not None else None,  # type: ignore[arg-type]
+        row.approximate, row.z, row.band, lim, row.note,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+# --- the funnel -------------------------------------------------------------------------------------
+
+
+@dataclass
+class FunnelData:
+    indicator: str
+    start: dt.date
+    end: dt.date
+    group: PeerGroup
+    summary: stats.Summary
+    results: list[stats.PracticeResult]
+    rows: dict[str, BenchPractice]
+    version: int | None
+    versions: str
+
+
+def funnel_data(session: Session, viewer: Viewer, indicator: str, period: str | None, peer: str | None = None,
+                group: str | None = None, anchor: str | None = None, method: str | None = None) -> FunnelData:  # fmt: skip
+    start, end = resolve(session, period, indicator)
+    summ = service.summary_row(session, indicator, start, end)
+    if summ is None:
+        raise NotFoundError(f"{indicator}: no benchmark for period {end}", code="no-benchmarks")
+    pg = resolve_group(viewer, peer, group, anchor)
+    rows = service.practice_rows(session, indicator, start, end)
+    if method is not None and method not in (
+        "exact",
+        "normal",
+        "wilson",
+        "multiplicative",
+        "additive",
+        "auto",
+    ):
+        raise BadRequestError(
+            f"method={method!r}: use exact, normal, wilson, multiplicative, additive or auto",
+            code="bad-method",
+        )
+    if pg.members is None and method in (None, "auto", summ.method):
+        summary = _summary_from_row(summ)
+        results = [_result_from_row(r) for r in rows]
+    else:
+        # A peer group (or another method): recompute from the stored counts of this one
+        # (indicator, period) only.
+        keep = [r for r in rows if pg.members is None or r.practice_ods in pg.members]
+        f = stats.funnel([service.counts_of(r) for r in keep], method=method or "auto")  # type: ignore[arg-type]
+        summary, results = f.summary, list(f.practices)
+    return FunnelData(indicator, start, end, pg, summary, results, {r.practice_ods: r for r in rows},
+                      summ.indicator_version, summ.versions)  # fmt: skip
+
+
+def limit_curve(summary: stats.Summary, max_n: int) -> list[dict[str, Any]]:
+    if summary.pooled is None or max_n <= 0:
+        return []
+    ns = np.unique(np.geomspace(1, max(2, int(max_n * 1.15)), CURVE_POINTS).astype(int))
+    return [
+        {"denominator": int(n), **(_limits(lim) or {})}
+        for n, lim in zip(ns, stats.limits_for(summary, ns, summary.method), strict=True)
+    ]
+
+
+def funnel_view(session: Session, viewer: Viewer, indicator: str, period: str | None = None, peer: str | None = None,
+                group: str | None = None, method: str | None = None) -> dict[str, Any]:  # fmt: skip
+    fd = funnel_data(session, viewer, indicator, period, peer, group, method=method)
+    practices = []
+    for r in fd.results:
+        row = fd.rows.get(r.practice)
+        extra = (
+            {"numerator_status": row.numerator_status, "denominator_status": row.denominator_status}
+            if row
+            else {}
+        )
+        item = _practice_item(viewer, r, extra)
+        if item["identified"] and row is not None:
+            item["submission_id"] = row.submission_id
+            item["indicator_version"] = row.indicator_version
+        practices.append(item)
+    # Peers last and in pseudonym order, so row order says nothing about who they are.
+    practices.sort(key=lambda p: (not p["identified"], p["id"]))
+    shown = [
+        p["denominator"] for p in practices if p.get("rate") is not None and p.get("denominator")
+    ]
+    titles = indicator_titles(session)
+    return {
+        "indicator": indicator,
+        "title": titles.get(indicator, {}).get("title", indicator),
+        "period": _period(fd.start, fd.end),
+        "peer_group": fd.group.as_dict(),
+        "summary": _summary_dict(fd.summary, fd.version, fd.versions),
+        "limits_curve": limit_curve(fd.summary, max(shown, default=0)),
+        "practices": practices,
+    }
+
+
+# --- one practice across indicators -------------------------------------------------------------------
+
+
+def practice_view(
+    session: Session, viewer: Viewer, ods: str, period: str | None = None, history: bool = True
+) -> dict[str, Any]:
+    """Every indicator for one practice at a period (default: latest), furthest below the ABC
+    first, with its trend across every stored period."""
+    p = viewer.require(ods)
+    start, end = resolve(session, period)
+    titles = indicator_titles(session)
+    rows = service.practice_history(session, ods)
+    summ = {(s.indicator, s.period_end): s for s in service.summaries(session)}
+    by_ind: dict[str, list[BenchPractice]] = {}
+    for r in rows:
+        by_ind.setdefault(r.indicator, []).append(r)
+    items = []
+    for ind, hist in sorted(by_ind.items()):
+        cur = next((r for r in hist if r.period_end == end), None)
+        s = summ.get((ind, end))
+        item: dict[str, Any] = {
+            "indicator": ind,
+            "title": titles.get(ind, {}).get("title", ind),
+            "pooled": _r(s.pooled) if s else None,
+            "abc": _r(s.abc) if s else None,
+            "median": _r(s.median) if s else None,
+            "method": s.method if s else None,
+        }
+        if cur is not None:
+            item.update(
+                _practice_item(
+                    viewer,
+                    _result_from_row(cur),
+                    {
+                        "numerator_status": cur.numerator_status,
+                        "denominator_status": cur.denominator_status,
+                    },
+                )
+            )
+            item["gap_to_abc"] = (
+                _r(s.abc - cur.rate) if s and s.abc is not None and cur.rate is not None else None
+            )
+        else:
+            item.update(
+                status="absent",
+                rate=None,
+                note="no submission for this period",
+                gap_to_abc=None,
+                band=None,
+            )
+        if history:
+            pts = [
+                stats.TrendPoint(
+                    r.period_end.isoformat(), r.indicator_version or 0, service.counts_of(r)
+                )
+                for r in hist
+            ]
+            item["trend"] = [
+                {"period": _period(r.period_start, r.period_end), "rate": _r(r.rate), "status": r.status, "band": r.band,
+                 "indicator_version": r.indicator_version,
+                 "network": _r(summ[(ind, r.period_end)].pooled) if (ind, r.period_end) in summ else None}
+                for r in hist
+            ]  # fmt: skip
+            item["changes"] = [_change(c) for c in stats.changes(pts)]
+        items.append(item)
+    items.sort(
+        key=lambda i: (
+            -(i["gap_to_abc"] if i.get("gap_to_abc") is not None else -math.inf),
+            i["indicator"],
+        )
+    )
+    return {"practice": viewer.label(ods) | {"pcn": p.group, "list_size": p.list_size, "imd_decile": p.imd_decile},
+            "period": _period(start, end), "indicators": items}  # fmt: skip
+
+
+def _change(c: stats.Change) -> dict[str, Any]:
+    return {
+        "from": c.period_from,
+        "to": c.period_to,
+        "rate_from": _r(c.rate_from),
+        "rate_to": _r(c.rate_to),
+        "difference": _r(c.difference),
+        "z": _r(c.z, 4),
+        "p_value": _r(c.p_value, 8),
+        "beyond_chance": c.beyond_chance,
+        "version_break": c.version_break,
+        "status": c.status,
+        "note": c.note,
+    }
+
+
+# --- trends -------------------------------------------------------------------------------------------
+
+
+def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str | None = None, peer: str | None = None,
+               group: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """The network's (or a peer group's) pooled rate per period, and one practice's, with
+    period-to-period changes tested and version breaks marked."""
+    if practice is not None:
+        viewer.require(practice)
+    pg = resolve_group(viewer, peer, group, practice)
+    summ = service.summaries(session, indicator)
+    if not summ:
+        raise NotFoundError(f"{indicator}: no benchmarks yet", code="no-benchmarks")
+    versions = {s.period_end: s.indicator_version or 0 for s in summ}
+    if pg.members is None:
+        net = [
+            (
+                s.period_start,
+                s.period_end,
+                stats.Counts(
+                    "network",
+                    s.numerator,
+                    s.denominator,
+                    "rounded" if s.rounded else "exact",
+                    "rounded" if s.rounded else "exact",
+                ),
+            )
+            for s in summ
+        ]
+    else:
+        rows = session.scalars(
+            select(BenchPractice).where(
+                BenchPractice.indicator == indicator, BenchPractice.practice_ods.in_(pg.members)
+            )
+        ).all()
+        per: dict[tuple[dt.date, dt.date], list[stats.Counts]] = {}
+        for r in rows:
+            per.setdefault((r.period_start, r.period_end), []).append(service.counts_of(r))
+        net = [
+            (s, e, stats.pool(c, pg.name))
+            for (s, e), c in sorted(per.items(), key=lambda kv: kv[0][1])
+        ]
+    abc = {s.period_end: s.abc for s in summ}
+    network_series = [
+        {"period": _period(s, e), "numerator": c.numerator, "denominator": c.denominator, "rate": _r(c.rate),
+         "status": c.status, "abc": _r(abc.get(e)), "indicator_version": versions.get(e)}
+        for s, e, c in net
+    ]  # fmt: skip
+    net_changes = stats.changes(
+        [stats.TrendPoint(e.isoformat(), versions.get(e, 0), c) for _, e, c in net]
+    )
+    out: dict[str, Any] = {
+        "indicator": indicator,
+        "title": indicator_titles(session).get(indicator, {}).get("title", indicator),
+        "peer_group": pg.as_dict(),
+        "network": network_series,
+        "network_changes": [_change(c) for c in net_changes],
+        "breaks": [
+            _period(s.period_start, s.period_end)
+            for a, s in zip(summ, summ[1:], strict=False)
+            if (a.indicator_version or 0) != (s.indicator_version or 0)
+        ],
+        "note": "changes are pooled two-proportion z-tests at 5%; a change of indicator version breaks the series",
+    }
+    if practice is not None:
+        hist = service.practice_history(session, practice, indicator)
+        pts = [
+            stats.TrendPoint(
+                r.period_end.isoformat(), r.indicator_version or 0, service.counts_of(r)
+            )
+            for r in hist
+        ]
+        out["practice"] = viewer.label(practice)
+        out["practice_series"] = [
+            {"period": _period(r.period_start, r.period_end), "numerator": r.numerator, "denominator": r.denominator,
+             "rate": _r(r.rate), "status": r.status, "band": r.band, "ci95": [_r(r.lo95), _r(r.hi95)] if r.lo95 is not None else None,
+             "indicator_version": r.indicator_version}
+            for r in hist
+        ]  # fmt: skip
+        out["practice_changes"] = [_change(c) for c in stats.changes(pts)]
+    return out
+
+
+# --- overview: practices x indicators -------------------------------------------------------------------
+
+
+def overview_view(session: Session, viewer: Viewer, period: str | None = None, peer: str | None = None,
+                  group: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Each identified practice's funnel band on every indicator at one period (a network
+    lead's grid; a practice user gets its own row)."""
+    start, end = resolve(session, period)
+    pg = resolve_group(viewer, peer, group)
+    titles = indicator_titles(session)
+    inds = [s.indicator for s in service.summaries(session, period_end=end)]
+    cols = []
+    grid: dict[str, dict[str, Any]] = {}
+    for ind in inds:
+        fd = funnel_data(
+            session,
+            viewer,
+            ind,
+            end.isoformat(),
+            pg.dimension,
+            pg.name if pg.members is not None else None,
+        )
+        cols.append(
+            {
+                "indicator": ind,
+                "title": titles.get(ind, {}).get("title", ind),
+                "pooled": _r(fd.summary.pooled),
+                "abc": _r(fd.summary.abc),
+                "method": fd.summary.method,
+            }
+        )
+        for r in fd.results:
+            if not viewer.identifies(r.practice):
+                continue
+            grid.setdefault(r.practice, {})[ind] = {
+                "rate": _r(r.rate), "band": r.band, "band_text": stats.BAND_TEXT.get(r.band) if r.band else None,
+                "status": r.status, "note": r.note, "approximate": r.approximate,
+            }  # fmt: skip
+    rows = [{**viewer.label(ods), "cells": grid[ods]} for ods in sorted(grid)]
+    return {
+        "period": _period(start, end),
+        "peer_group": pg.as_dict(),
+        "indicators": cols,
+        "practices": rows,
+    }
+
+
+# --- FHIR MeasureReport ----------------------------------------------------------------------------------
+
+POP_SYSTEM = "http://terminology.hl7.org/CodeSystem/measure-population"
+ODS_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
+DATA_ABSENT = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+DISCLOSURE_EXT = "urn:fedqi:fhir:disclosure-status"
+
+
+def _population(code: str, value: int | None, status: str) -> dict[str, Any]:
+    pop: dict[str, Any] = {"code": {"coding": [{"system": POP_SYSTEM, "code": code}]}}
+    if value is None:
+        pop["extension"] = [{"url": DATA_ABSENT, "valueCode": "masked"}]
+    else:
+        pop["count"] = int(value)
+        if status == "rounded":
+            pop["extension"] = [{"url": DISCLOSURE_EXT, "valueCode": "rounded"}]
+    return pop
+
+
+def _add(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else a + b
+
+
+def _populations(
+    num: int | None, ns: str, den: int | None, ds: str, exc: int | None, es: str
+) -> list[dict[str, Any]]:
+    # FHIR counts the denominator before exclusions; the catalogue's denominator is after them.
+    fhir_den = _add(den, exc)
+    ds_all = "suppressed" if fhir_den is None else ("rounded" if "rounded" in (ds, es) else "exact")
+    return [
+        _population("initial-population", fhir_den, ds_all),
+        _population("denominator", fhir_den, ds_all),
+        _population("denominator-exclusion", exc, es),
+        _population("numerator", num, ns),
+    ]
+
+
+def _score(num: int | None, den: int | None) -> dict[str, Any] | None:
+    if num is None or den is None or den == 0:
+        return None
+    return {"value": round(min(num / den, 1.0), 6)}
+
+
+def _fhir_datetime(value: dt.datetime) -> str:
+    # SQLite hands back naive datetimes; they were written in UTC. FHIR needs the offset.
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).isoformat(timespec="seconds")
+
+
+def measure_report(
+    session: Session, viewer: Viewer, ods: str, indicator: str, period: str | None = None
+) -> dict[str, Any]:
+    """A FHIR R4 MeasureReport (type summary) of one practice's indicator for one period: the
+    populations of its whole-practice cell and one stratifier by age band and sex."""
+    p = viewer.require(ods)
+    start, end = resolve(session, period, indicator)
+    row = session.get(BenchPractice, (indicator, start, end, ods))
+    if row is None:
+        raise NotFoundError(
+            f"{ods} sent no {indicator} cell for period ending {end}", code="no-cell"
+        )
+    cells = session.scalars(
+        select(Cell).where(Cell.submission_id == row.submission_id, Cell.indicator == indicator)
+    ).all()
+    strata = sorted(
+        (c for c in cells if (c.age_band, c.sex) != service.TOTAL),
+        key=lambda c: (c.age_band, c.sex),
+    )
+    group: dict[str, Any] = {
+        "code": {"coding": [{"system": "urn:fedqi:indicator", "code": indicator}]},
+        "population": _populations(row.numerator, row.numerator_status, row.denominator, row.denominator_status, row.exclusions, row.exclusions_status),
+    }  # fmt: skip
+    score = _score(row.numerator, row.denominator)
+    if score:
+        group["measureScore"] = score
+    if strata:
+        group["stratifier"] = [
+            {
+                "code": [{"text": "age band"}, {"text": "sex"}],
+                "stratum": [
+                    {
+                        "component": [
+                            {"code": {"text": "age band"}, "value": {"text": c.age_band}},
+                            {
+                                "code": {"text": "sex"},
+                                "value": {
+                                    "coding": [
+                                        {
+                                            "system": "http://hl7.org/fhir/administrative-gender",
+                                            "code": {
+                                                "F": "female",
+                                                "M": "male",
+                                                "U": "unknown",
+                                            }.get(c.sex, "unknown"),
+                                        }
+                                    ],
+                                    "text": c.sex,
+                                },
+                            },
+                        ],
+                        "population": _populations(
+                            c.numerator,
+                            c.numerator_status,
+                            c.denominator,
+                            c.denominator_status,
+                            c.exclusions,
+                            c.exclusions_status,
+                        ),
+                        **(
+                            {"measureScore": s} if (s := _score(c.numerator, c.denominator)) else {}
+                        ),
+                    }  # fmt: skip
+                    for c in strata
+                ],
+            }
+        ]
+    summ = service.summary_row(session, indicator, start, end)
+    version = row.indicator_version
+    return {
+        "resourceType": "MeasureReport",
+        "id": f"{ods}-{indicator}-{end.isoformat()}".lower().replace("_", "-"),
+        "status": "complete",
+        "type": "summary",
+        "measure": f"urn:fedqi:measure:{indicator}" + (f"|{version}" if version else ""),
+        "date": _fhir_datetime(summ.computed_at if summ else dt.datetime.now(dt.UTC)),
+        "reporter": {"identifier": {"system": ODS_SYSTEM, "value": ods}, "display": p.name},
+        "period": {"start": start.isoformat(), "end": end.isoformat()},
+        "improvementNotation": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/measure-improvement-notation",
+                    "code": "increase",
+                }
+            ]
+        },
+        "group": [group],
+    }
+
+
+# --- CSV rows ---------------------------------------------------------------------------------------------
+
+
+def funnel_csv_rows(view: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    s = view["summary"]
+    for p in view["practices"]:
+        lim = p.get("limits") or {}
+        yield {
+            "indicator": view["indicator"], "period_end": view["period"]["end"],
+            "peer_group": f"{view['peer_group']['dimension']}:{view['peer_group']['name']}",
+            "practice": p["id"], "name": p["name"], "identified": p["identified"],
+            "numerator": p.get("numerator"), "numerator_status": p.get("numerator_status"),
+            "denominator": p.get("denominator"), "denominator_status": p.get("denominator_status"),
+            "status": p.get("status"), "rate": p.get("rate"),
+            "ci95_low": (p.get("ci95") or [None, None])[0], "ci95_high": (p.get("ci95") or [None, None])[1],
+            "ci998_low": (p.get("ci998") or [None, None])[0], "ci998_high": (p.get("ci998") or [None, None])[1],
+            "approximate": p.get("approximate"), "z": p.get("z"), "band": p.get("band"),
+            "limit_low_95": lim.get("low_95"), "limit_high_95": lim.get("high_95"),
+            "limit_low_998": lim.get("low_998"), "limit_high_998": lim.get("high_998"),
+            "method": s["method"], "pooled": s["pooled"], "abc": s["abc"], "note": p.get("note"),
+        }  # fmt: skip
+
+
+def practice_csv_rows(view: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    for i in view["indicators"]:
+        yield {
+            "practice": view["practice"]["id"], "period_end": view["period"]["end"], "indicator": i["indicator"],
+            "title": i["title"], "numerator": i.get("numerator"), "numerator_status": i.get("numerator_status"),
+            "denominator": i.get("denominator"), "denominator_status": i.get("denominator_status"),
+            "status": i.get("status"), "rate": i.get("rate"),
+            "ci95_low": (i.get("ci95") or [None, None])[0], "ci95_high": (i.get("ci95") or [None, None])[1],
+            "band": i.get("band"), "pooled": i.get("pooled"), "abc": i.get("abc"), "gap_to_abc": i.get("gap_to_abc"),
+            "note": i.get("note"),
+        }  # fmt: skip
+
+
+def trend_csv_rows(view: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    for n in view["network"]:
+        yield {"series": f"{view['peer_group']['dimension']}:{view['peer_group']['name']}", "period_end": n["period"]["end"],
+               "numerator": n["numerator"], "denominator": n["denominator"], "rate": n["rate"], "status": n["status"],
+               "indicator_version": n["indicator_version"]}  # fmt: skip
+    for p in view.get("practice_series", []):
+        yield {"series": view["practice"]["id"], "period_end": p["period"]["end"], "numerator": p["numerator"],
+               "denominator": p["denominator"], "rate": p["rate"], "status": p["status"],
+               "indicator_version": p["indicator_version"]}  # fmt: skip
+
+
+def overview_csv_rows(view: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    for p in view["practices"]:
+        for ind in view["indicators"]:
+            c = p["cells"].get(ind["indicator"], {})
+            yield {"practice": p["id"], "name": p["name"], "indicator": ind["indicator"], "period_end": view["period"]["end"],
+                   "rate": c.get("rate"), "band": c.get("band"), "status": c.get("status")}  # fmt: skip
