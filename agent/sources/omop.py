@@ -170,8 +170,9 @@ def omop_selects(
         concept_col, source_concept_col, source_value_col, date_col = CLINICAL[table]
         extra = ["value_as_number", "unit_source_value"] if with_value else []
         t = _t(table, schema, "person_id", *CLINICAL[table], *extra)
-        value = t.c.value_as_number if with_value else sa.null()
-        unit = t.c.unit_source_value if with_value else sa.null()
+        # Typed NULLs: PostgreSQL will not unite an untyped NULL with a number.
+        value = sa.cast(t.c.value_as_number if with_value else sa.null(), sa.Float)
+        unit = sa.cast(t.c.unit_source_value if with_value else sa.null(), sa.String(50))
 
         def select(system: Any, code: Any, from_t: Any, where: Any) -> sa.Select[Any]:
             cols = [
@@ -236,7 +237,13 @@ def omop_selects(
         raw_events.c.system,
         raw_events.c.code,
         sa.case(
-            (is_pct, sa.func.round((raw_events.c.value - 2.152) / 0.09148, 1)),
+            (
+                is_pct,
+                sa.cast(
+                    sa.func.round(sa.cast((raw_events.c.value - 2.152) / 0.09148, sa.Numeric), 1),
+                    sa.Float,
+                ),
+            ),
             else_=raw_events.c.value,
         ).label("value"),
         sa.case((is_pct, "mmol/mol"), else_=raw_events.c.unit).label("unit"),
@@ -321,7 +328,12 @@ def open_omop(
         cursor = dbapi_connection.cursor()
         try:
             for sql in statements.values():
-                cursor.execute(sql)
+                if engine.dialect.paramstyle in ("format", "pyformat"):
+                    # The compiled SQL doubles a literal '%'; an empty parameter list makes
+                    # the driver read it back as one.
+                    cursor.execute(sql, ())
+                else:
+                    cursor.execute(sql)
         finally:
             cursor.close()
         if engine.dialect.name == "postgresql":

@@ -35,6 +35,28 @@ def _codelist_roles(catalogue: Catalogue) -> tuple[set[str], set[str]]:
     return valued, meds
 
 
+def boundary_dates(catalogue: Catalogue) -> list[dt.date]:
+    """Dates where an off-by-one day would change a count: the period end, the day after, and
+    both sides of every window's start."""
+    from agent.engine.dates import months_before
+
+    months = {0}  # 0: the period end itself
+    for ind in catalogue.indicators:
+        for rule in (ind.population, ind.numerator, ind.exclusions):
+            for node in iter_rules(rule) if rule is not None else ():
+                window = getattr(node, "window", None)
+                if window is not None:
+                    months.add(window.months)
+                if hasattr(node, "months") and not hasattr(node, "codelist"):
+                    months.add(node.months)  # RegisteredFor
+    one = dt.timedelta(days=1)
+    out = []
+    for m in sorted(months):
+        start = months_before(PERIOD_END, m) if m else PERIOD_END
+        out += [start - one, start, start + one]
+    return out
+
+
 def _day(rng: random.Random, start: dt.date, end: dt.date) -> dt.date:
     return start + dt.timedelta(days=rng.randrange(max(1, (end - start).days)))
 
@@ -45,6 +67,7 @@ def synthetic_rows(
     """A practice of ``n_patients`` with codes from every codelist (and some no codelist
     uses), dated mostly within the three years before PERIOD_END."""
     rng = random.Random(seed)
+    edges = boundary_dates(catalogue)
     valued, meds = _codelist_roles(catalogue)
     lists = {cl.id: [(c.system, c.code) for c in cl.codes] for cl in catalogue.codelists}
     event_lists = [k for k in lists if k not in meds]
@@ -56,11 +79,21 @@ def synthetic_rows(
     for i in range(n_patients):
         pid = 1000 + 3 * i  # not 1..n, so readers that renumber are exercised
         birth = _day(rng, dt.date(1925, 1, 1), dt.date(2020, 12, 31))
+        if rng.random() < 0.1:  # a birthday on the period end's side of an age bound
+            birth = PERIOD_END.replace(year=rng.randint(1930, 2005)) + rng.choice(
+                [-dt.timedelta(days=1), dt.timedelta(0), dt.timedelta(days=1)]
+            )
         start = _day(rng, birth, dt.date(2025, 1, 1))
+        if rng.random() < 0.1:
+            start = max(birth, rng.choice(edges))
         end = None
         if rng.random() < 0.08:
             end = _day(rng, start + dt.timedelta(days=1), dt.date(2026, 1, 1))
+        elif rng.random() < 0.05:
+            end = max(start + dt.timedelta(days=1), rng.choice(edges[:3]))
         death = _day(rng, start, dt.date(2026, 1, 1)) if rng.random() < 0.03 else None
+        if death is None and rng.random() < 0.03:
+            death = max(start, rng.choice(edges[:3]))
         sex = rng.choices(["F", "M", "U"], weights=[49, 49, 2])[0]
         patients.append(
             {
@@ -77,6 +110,8 @@ def synthetic_rows(
             cl = rng.choice(event_lists)
             system, code = rng.choice(lists[cl])
             date = _day(rng, dt.date(2020, 1, 1), dt.date(2025, 9, 30))
+            if rng.random() < 0.2:
+                date = rng.choice(edges)
             value = unit = None
             if cl in valued:
                 lo, hi = VALUE_RANGES.get(cl, (0, 100))
@@ -102,7 +137,8 @@ def synthetic_rows(
             cl = rng.choice(sorted(meds))
             system, code = rng.choice(lists[cl])
             medications.append(
-                {"patient_id": pid, "date": _day(rng, dt.date(2023, 1, 1), dt.date(2025, 6, 30)),
+                {"patient_id": pid, "date": rng.choice(
+                    [_day(rng, dt.date(2023, 1, 1), dt.date(2025, 6, 30)), rng.choice(edges)]),
                  "system": system, "code": code}
             )  # fmt: skip
         if rng.random() < 0.2:

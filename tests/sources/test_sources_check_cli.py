@@ -1,0 +1,175 @@
+"""check-source on a hand-made store with known answers, and the three commands end to end
+through ``agent.cli.main`` (exit codes, one-line errors naming file and line)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from sources_helpers import dump, write_csv, write_store
+
+from agent.cli import main
+from agent.sources.check import check_source
+from agent.sources.common import open_store
+from protocol.catalogue import Catalogue
+
+D = dt.date
+
+
+def _catalogue() -> Catalogue:
+    return Catalogue.model_validate(
+        {
+            "id": "t",
+            "version": 1,
+            "title": "test",
+            "age_bands": [{"label": "0+", "min": 0}],
+            "disclosure": {"name": "default"},
+            "codelists": [
+                {
+                    "id": "hyp",
+                    "title": "hypertension",
+                    "codes": [
+                        {"system": "snomedct", "code": "38341003", "term": "HT", "source": "t"},
+                        {"system": "snomedct", "code": "59621000", "term": "EHT", "source": "t"},
+                    ],
+                },
+                {
+                    "id": "statin",
+                    "title": "statins",
+                    "codes": [{"system": "dmd", "code": "111", "term": "s", "source": "t"}],
+                },
+            ],
+            "indicators": [
+                {
+                    "id": "HYP001",
+                    "version": 1,
+                    "title": "t",
+                    "rationale": "t",
+                    "population": {"kind": "age", "min": 0},
+                    "numerator": {"kind": "on_register", "codelist": "hyp"},
+                },
+                {
+                    "id": "STAT",
+                    "version": 1,
+                    "title": "t",
+                    "rationale": "t",
+                    "population": {"kind": "age", "min": 0},
+                    "numerator": {"kind": "has_code", "codelist": "statin", "table": "medications"},
+                },
+            ],
+        }
+    )
+
+
+def _store(path: Path):
+    p = {"local_ref": None, "death_date": None, "registration_end": None}
+    return write_store(
+        path,
+        {
+            "patients": [
+                {**p, "patient_id": 1, "birth_date": D(1950, 1, 1), "sex": "F", "registration_start": D(2000, 1, 1)},
+                {**p, "patient_id": 2, "birth_date": D(1960, 1, 1), "sex": "M", "registration_start": D(2000, 1, 1), "registration_end": D(2010, 1, 1)},
+                {**p, "patient_id": 3, "birth_date": D(1970, 1, 1), "sex": "U", "registration_start": D(2000, 1, 1)},
+            ],
+            "events": [
+                {"patient_id": 1, "date": D(2001, 2, 3), "system": "snomedct", "code": "38341003", "value": None, "unit": None},
+                {"patient_id": 1, "date": D(2002, 2, 3), "system": "snomedct", "code": "999", "value": None, "unit": None},
+                {"patient_id": 2, "date": D(2003, 2, 3), "system": "snomedct", "code": "999", "value": None, "unit": None},
+                {"patient_id": 3, "date": D(2024, 5, 6), "system": "loinc", "code": "8480-6", "value": 120.0, "unit": "mm[Hg]"},
+            ],
+            "medications": [
+                {"patient_id": 3, "date": D(2020, 1, 1), "system": "rxnorm", "code": "314231"},
+            ],
+        },
+    )  # fmt: skip
+
+
+def test_check_source_known_answers(tmp_path: Path) -> None:
+    result = check_source(_store(tmp_path / "s.sqlite"), _catalogue(), D(2025, 1, 1))
+    assert result.patients == 3
+    assert result.registered_now == 2
+    assert result.tables["events"].rows == 4
+    assert result.tables["events"].first_date == D(2001, 2, 3)
+    assert result.tables["events"].last_date == D(2024, 5, 6)
+    assert result.tables["events"].by_system == {"snomedct": 3, "loinc": 1}
+    assert result.tables["medications"].rows == 1
+    assert [(c.table, c.system, c.code, c.rows) for c in result.unused_codes] == [
+        ("events", "snomedct", "999", 2),
+        ("events", "loinc", "8480-6", 1),
+        ("medications", "rxnorm", "314231", 1),
+    ]
+    cov = {c.id: c for c in result.codelists}
+    assert (cov["hyp"].seen, cov["hyp"].codes, cov["hyp"].rows) == (1, 2, 1)
+    assert cov["hyp"].never_seen == ["snomedct:59621000"]
+    assert (cov["statin"].seen, cov["statin"].never_seen) == (0, ["dmd:111"])
+    text = "\n".join(result.lines())
+    assert "statin: 0/1, 0 rows  <- never seen" in text
+
+
+def test_cli_load_csv_then_check_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "extract"
+    write_csv(
+        d, "patients", "patient_id,birth_date,sex,registration_start\n1,04/03/1950,F,01/01/2000\n"
+    )
+    write_csv(d, "events", "patient_id,date,code\n1,02/02/2024,38341003\n")
+    write_csv(d, "medications", "patient_id,date,code\n")
+    home = tmp_path / "home"
+    env = {"FEDQI_AGENT_HOME": str(home)}
+    store = tmp_path / "practice.sqlite"
+    code = main(["load-csv", str(d), "--into", str(store), "--date-format", "uk", "--json"], env)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert json.loads(out)["patients"] == 1
+    catalogue = tmp_path / "cat.json"
+    catalogue.write_text(_catalogue().model_dump_json())
+    code = main(["check-source", "--db", str(store), "--catalogue", str(catalogue), "--json"], env)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["patients"] == 1
+    assert {c["id"]: c["seen"] for c in result["codelists"]} == {"hyp": 1, "statin": 0}
+
+
+def test_cli_bad_csv_is_one_line_and_nonzero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = tmp_path / "extract"
+    write_csv(
+        d, "patients", "patient_id,birth_date,sex,registration_start\n1,1950-03-04,Q,2000-01-01\n"
+    )
+    write_csv(d, "events", "patient_id,date,code\n")
+    write_csv(d, "medications", "patient_id,date,code\n")
+    store = tmp_path / "practice.sqlite"
+    code = main(["load-csv", str(d), "--into", str(store)], {"FEDQI_AGENT_HOME": str(tmp_path)})
+    err = capsys.readouterr().err
+    assert code == 4
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "patients.csv line 2, column sex: unknown sex code 'Q'" in err
+    assert not store.exists()  # a store this load created is not left behind half-made
+
+
+def test_cli_load_fhir_truncated_keeps_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bulk = tmp_path / "bulk"
+    bulk.mkdir()
+    (bulk / "Patient.000.ndjson").write_text(
+        '{"resourceType":"Patient","id":"a","birthDate":"1950-01-01"}\n{"resourceType":"Pat'
+    )
+    store = tmp_path / "practice.sqlite"
+    d = tmp_path / "extract"
+    write_csv(
+        d, "patients", "patient_id,birth_date,sex,registration_start\n1,1950-03-04,F,2000-01-01\n"
+    )
+    write_csv(d, "events", "patient_id,date,code\n")
+    write_csv(d, "medications", "patient_id,date,code\n")
+    env = {"FEDQI_AGENT_HOME": str(tmp_path)}
+    assert main(["load-csv", str(d), "--into", str(store)], env) == 0
+    before = dump(open_store(store))
+    code = main(["load-fhir", str(bulk), "--into", str(store)], env)
+    err = capsys.readouterr().err
+    assert code == 4
+    assert "Patient.000.ndjson line 2: not valid JSON" in err
+    assert dump(open_store(store)) == before
