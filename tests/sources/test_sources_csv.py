@@ -236,5 +236,5 @@ def test_large_extract_streams_in_flat_memory(tmp_path: Path) -> None:
         assert report.events == n_events
         return top
 
-    small, large = peak(25_000), peak(100_000)
+    small, large = peak(12_000), peak(48_000)
     assert large < small * 1.5, (small, large)

@@ -42,7 +42,7 @@ def _omop_db(url: str) -> sa.Engine:
     t = md.tables
     with engine.begin() as conn:
         md.create_all(conn)
-        _ins(conn, 
+        _ins(conn,
             t["person"].insert(),
             [
                 {"person_id": 1, "gender_concept_id": 8507, "year_of_birth": 1950,
@@ -57,7 +57,7 @@ def _omop_db(url: str) -> sa.Engine:
                  "race_concept_id": 0, "ethnicity_concept_id": 0},  # no observation period
             ],
         )  # fmt: skip
-        _ins(conn, 
+        _ins(conn,
             t["observation_period"].insert(),
             [
                 {"observation_period_id": 1, "person_id": 1, "observation_period_start_date": D(1990, 1, 1),
@@ -71,7 +71,7 @@ def _omop_db(url: str) -> sa.Engine:
             ],
         )  # fmt: skip
         _ins(conn, t["death"].insert(), [{"person_id": 3, "death_date": D(2024, 6, 30)}])
-        _ins(conn, 
+        _ins(conn,
             t["condition_occurrence"].insert(),
             [
                 {"condition_occurrence_id": 1, "person_id": 1, "condition_concept_id": 320128,
@@ -82,7 +82,7 @@ def _omop_db(url: str) -> sa.Engine:
                  "condition_source_value": "G20..", "condition_source_concept_id": 44814653},
             ],
         )  # fmt: skip
-        _ins(conn, 
+        _ins(conn,
             t["measurement"].insert(),
             [
                 {"measurement_id": 1, "person_id": 2, "measurement_concept_id": 3004410,
@@ -95,7 +95,7 @@ def _omop_db(url: str) -> sa.Engine:
                  "measurement_source_value": "SBP", "measurement_source_concept_id": 3004249},
             ],
         )  # fmt: skip
-        _ins(conn, 
+        _ins(conn,
             t["drug_exposure"].insert(),
             [
                 {"drug_exposure_id": 1, "person_id": 1, "drug_concept_id": 1545958,
@@ -104,7 +104,7 @@ def _omop_db(url: str) -> sa.Engine:
                  "drug_source_concept_id": 35000001},
             ],
         )  # fmt: skip
-        _ins(conn, 
+        _ins(conn,
             t["concept"].insert(),
             [
                 {"concept_id": cid, "concept_name": code, "domain_id": "x", "vocabulary_id": v,
