@@ -76,6 +76,16 @@ SRC_AST_DRUG = (
 SRC_AST_REVIEW = "QOF asthma review SNOMED list in a public CPRD Aurum asthma-review study script; term from public asthma QOF rule code"
 SRC_COPD_REVIEW = "OpenCodelists nhsd-primary-care-domain-refsets/copdrvw_cod (20260630), as quoted in a public QOF look-for audit"
 SRC_CERVICAL = "SNOMED CT cervical screening codes in a public quality-measure implementation (SCREENING_SNOMED_CODES)"
+# Equivalents for FHIR / OMOP data (added with agent/sources; see docs/sources.md).
+SRC_LOINC_BP = (
+    "FHIR R4 Blood Pressure profile (hl7.org/fhir/R4B/bp.html): BP panel 85354-9 components"
+)
+SRC_LOINC_HBA1C = (
+    "HL7 Vulcan RWD IG ValueSet ExampleHbA1cTestCodes (LOINC); NGSP % values are converted to "
+    "IFCC mmol/mol on load"
+)
+SRC_CVX_FLU = "CDC CDSi supporting data: influenza vaccine CVX codes (cdsframework.atlassian.net)"
+SRC_RXNORM_STATIN = "RxNorm SCD with this display in Synthea FHIR output (shared/data/fhir-bulk-10)"
 SRC_CHA2DS2VASC = (
     "OHDSI vocabulary release notes: OMOP concept 42536432 (standard concept, SNOMED vocabulary)"
 )
@@ -132,6 +142,7 @@ CODELISTS: tuple[Codelist, ...] = (
         codes=(
             _sct("271649006", "Systolic blood pressure", SRC_SBP),
             _sct("72313002", "Systolic arterial pressure", SRC_SBP),
+            _c("loinc", "8480-6", "Systolic blood pressure", SRC_LOINC_BP),
         ),
     ),
     Codelist(
@@ -141,6 +152,7 @@ CODELISTS: tuple[Codelist, ...] = (
             _sct("271650006", "Diastolic blood pressure", SRC_DBP),
             _sct("1091811000000102", "Diastolic arterial pressure", SRC_DBP),
             _sct("163031004", "O/E - diastolic BP reading", SRC_DBP),
+            _c("loinc", "8462-4", "Diastolic blood pressure", SRC_LOINC_BP),
         ),
     ),
     Codelist(
@@ -157,6 +169,19 @@ CODELISTS: tuple[Codelist, ...] = (
                 "1049321000000109",
                 "HbA1c level (DCCT aligned) / IFCC - monitoring ranges",
                 SRC_HBA1C,
+            ),
+            _c("loinc", "4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", SRC_LOINC_HBA1C),
+            _c(
+                "loinc",
+                "17856-6",
+                "Hemoglobin A1c/Hemoglobin.total in Blood by HPLC",
+                SRC_LOINC_HBA1C,
+            ),
+            _c(
+                "loinc",
+                "59261-8",
+                "Hemoglobin A1c/Hemoglobin.total in Blood by IFCC protocol",
+                SRC_LOINC_HBA1C,
             ),
         ),
     ),
@@ -223,6 +248,8 @@ CODELISTS: tuple[Codelist, ...] = (
             _dmd("42849311000001102", "Atorvastatin 20mg tablets (Sandoz Ltd) (AMP)", SRC_STAT),
             _dmd("42850211000001100", "Atorvastatin 40mg tablets (Sandoz Ltd) (AMP)", SRC_STAT),
             _dmd("42850411000001101", "Atorvastatin 80mg tablets (Sandoz Ltd) (AMP)", SRC_STAT),
+            _c("rxnorm", "314231", "Simvastatin 10 MG Oral Tablet", SRC_RXNORM_STATIN),
+            _c("rxnorm", "312961", "Simvastatin 20 MG Oral Tablet", SRC_RXNORM_STATIN),
         ),
     ),
     Codelist(
@@ -333,7 +360,27 @@ CODELISTS: tuple[Codelist, ...] = (
     Codelist(
         id="flu_vacc",
         title="Seasonal influenza vaccination given",
-        codes=(_sct("822851000000102", "Seasonal influenza vaccination", SRC_FLU),),
+        codes=(
+            _sct("822851000000102", "Seasonal influenza vaccination", SRC_FLU),
+            *(
+                _c("cvx", code, term, SRC_CVX_FLU)
+                for code, term in (
+                    ("88", "Influenza, unspecified formulation"),
+                    ("135", "Influenza, high dose, seasonal"),
+                    ("140", "Influenza, seasonal, injectable, preservative free"),
+                    ("141", "Influenza, seasonal, injectable"),
+                    ("150", "Influenza, injectable, quadrivalent, preservative free"),
+                    ("153", "Influenza, injectable, MDCK, preservative free"),
+                    ("155", "Influenza, recombinant, injectable, preservative free"),
+                    ("158", "Influenza, injectable, quadrivalent"),
+                    ("161", "Influenza, injectable, quadrivalent, preservative free, pediatric"),
+                    ("171", "Influenza, injectable, MDCK, preservative free, quadrivalent"),
+                    ("185", "Influenza, recombinant, quadrivalent, injectable, preservative free"),
+                    ("186", "Influenza, injectable, MDCK, quadrivalent, preservative"),
+                    ("197", "Influenza, high dose, quadrivalent"),
+                )
+            ),
+        ),
     ),
 )
 

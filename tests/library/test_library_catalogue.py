@@ -94,7 +94,11 @@ def test_medication_rules_use_dmd_and_value_rules_use_numeric_codes(catalogue: C
             for node in iter_rules(rule):
                 if isinstance(node, HasCode) and node.table == "medications":
                     systems = {c.system for c in catalogue.codelist(node.codelist).codes}
-                    assert systems == {"dmd"}, (ind.id, node.codelist)
+                    # dm+d, plus RxNorm equivalents for FHIR / OMOP data (docs/sources.md)
+                    assert "dmd" in systems and systems <= {"dmd", "rxnorm"}, (
+                        ind.id,
+                        node.codelist,
+                    )
                 if isinstance(node, OnRegister):
                     systems = {c.system for c in catalogue.codelist(node.codelist).codes}
                     assert systems == {"snomedct"}, (ind.id, node.codelist)

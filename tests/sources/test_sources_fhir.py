@@ -367,3 +367,24 @@ def test_synthea_bulk_sample(shared_data: Path, tmp_path: Path) -> None:
         if "deceasedDateTime" in json.loads(line)
     )  # fmt: skip
     assert sum(1 for r in rows["patients"] if r.death_date is not None) == deceased
+
+
+def test_synthea_sample_meets_the_default_codelists(shared_data: Path, tmp_path: Path) -> None:
+    """The CVX and RxNorm equivalents in the default catalogue match the sample's flu
+    vaccinations and simvastatin issues (counted independently from the files)."""
+    from agent.library import load_default_catalogue
+    from agent.sources.check import check_source
+
+    folder = shared_data / "fhir-bulk-10"
+    flu = statin = 0
+    for line in (folder / "Immunization.000.ndjson").read_text().splitlines():
+        flu += json.loads(line)["vaccineCode"]["coding"][0]["code"] == "140"
+    for line in (folder / "MedicationRequest.000.ndjson").read_text().splitlines():
+        code = json.loads(line)["medicationCodeableConcept"]["coding"][0]["code"]
+        statin += code in ("314231", "312961")
+    engine = open_store(tmp_path / "s.sqlite")
+    load_fhir(folder, engine)
+    result = check_source(engine, load_default_catalogue(), dt.date(2025, 1, 1))
+    rows = {c.id: c.rows for c in result.codelists}
+    assert rows["flu_vacc"] == flu > 0
+    assert rows["statin"] == statin > 0
