@@ -267,14 +267,19 @@ class _Class:
             for dn in _shifts(self.sup_nums[m], pos, d):
                 if self._valid({}, {m: dn}):
                     return True
-                # Carry the denominator along where the numerator has no room under it.
-                if (
-                    d == 1
-                    and self.sup_den[pos]
-                    and any(self._valid(dd, {m: dn}) for dd in _shifts(self.sup_den, pos, 1))
-                ):
+                if d == 1 and any(self._valid(dd, {m: dn}) for dd in self._den_carries(dn)):
                     return True
         return False
+
+    def _den_carries(self, dn: Delta) -> list[Delta]:
+        """Denominator moves raising a suppressed denominator where ``dn`` raises its numerator
+        (room for a numerator already equal to its denominator)."""
+        return [
+            dd
+            for q, step in dn.items()
+            if step == 1 and self.sup_den[q]
+            for dd in _shifts(self.sup_den, q, 1)
+        ]
 
     # -- repair --
 
@@ -322,6 +327,18 @@ class _Class:
             order += [(sd, self.den, 0)]
             order += [(sd, self.den, p) for p in range(1, len(num)) if sn[p]]
         self._escalate(order)
+
+    def suppress_small_totals(self, threshold: int) -> None:
+        """A stratified group whose whole-practice denominator is 1..threshold: suppress the
+        totals too (the denominator's and every non-zero numerator's).
+
+        Every non-zero stratum is suppressed then; suppressing the totals up front, whatever the
+        strata hold, keeps a suppressed total from telling that they are all ones (which is when
+        the witness search alone would suppress it). Rates on so few patients say nothing."""
+        if len(self.den) > 1 and 1 <= self.den[0] <= threshold:
+            self.sup_den[0] = True
+            for num, sup in zip(self.nums, self.sup_nums, strict=True):
+                sup[0] = num[0] > 0
 
     def settle(self) -> None:
         """Suppress more until every suppressed value has a witness."""
@@ -403,6 +420,7 @@ def apply_policy(raw: Sequence[RawCell], policy: DisclosurePolicy) -> tuple[Cell
             keys,
         )
         if policy.secondary_suppression:
+            cls.suppress_small_totals(suppression_threshold(policy.stratified))
             cls.settle()
         for m, ind in enumerate(members):
             released[ind]["denominator"] = cls.sup_den
@@ -413,6 +431,7 @@ def apply_policy(raw: Sequence[RawCell], policy: DisclosurePolicy) -> tuple[Cell
         rules = [_rule_for(policy, k == TOTAL) for k in keys]
         exc = _Class([c.exclusions for c in cells], [], rules, keys)
         if policy.secondary_suppression:
+            exc.suppress_small_totals(suppression_threshold(policy.stratified))
             exc.settle()
         released[ind]["exclusions"] = exc.sup_den
 
@@ -452,12 +471,15 @@ def _check_count(cell: Cell, kind: CountKind, rule: CountRule) -> None:
         raise DisclosureError(f"{_where(cell, kind)}: exact {v} where the policy rounds to {k}")
     if count.status == "rounded" and v == 0:
         raise DisclosureError(f"{_where(cell, kind)}: a rounded 0 would read as a true zero")
-    if 1 <= v <= t:
-        raise DisclosureError(
-            f"{_where(cell, kind)}: {count.status} {v} is at or below the threshold {t}"
-        )
+    if count.status == "exact" and v <= t:
+        raise DisclosureError(f"{_where(cell, kind)}: exact {v} is at or below the threshold {t}")
     if v % k:
         raise DisclosureError(f"{_where(cell, kind)}: {v} is not a multiple of {k}")
+    if count.status == "rounded" and v + (k - 1) // 2 <= suppression_threshold(rule):
+        raise DisclosureError(
+            f"{_where(cell, kind)}: rounded {v} cannot come from a count above the threshold "
+            f"{suppression_threshold(rule)}"
+        )
 
 
 def check_cells(cells: Sequence[Cell], policy: DisclosurePolicy) -> None:

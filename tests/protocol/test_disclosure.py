@@ -203,19 +203,21 @@ def test_numerator_equal_to_a_released_denominator_is_protected() -> None:
 
 
 def test_indicators_sharing_a_denominator_release_it_identically() -> None:
-    # Same population for A and B; only B's numerators force the extra denominator suppression.
-    base = [("all", "all", 30), ("all", "F", 1), ("all", "M", 1), ("all", "U", 28)]
+    # Same population for A and B. Alone, A's F (3) and M (2) protect each other; B's
+    # numerators equal those denominators, so a move between F and M would break
+    # numerator <= denominator in B, and the class needs U as well.
+    base = [("all", "all", 30), ("all", "F", 3), ("all", "M", 2), ("all", "U", 25)]
     nums_a = {"all": 0, "F": 0, "M": 0, "U": 0}
-    nums_b = {"all": 2, "F": 1, "M": 1, "U": 0}
+    nums_b = {"all": 5, "F": 3, "M": 2, "U": 0}
     rows = [("AA", b, s, d, nums_a[s], 0) for b, s, d in base]
     rows += [("BB", b, s, d, nums_b[s], 0) for b, s, d in base]
     cells = cells_of(rows, DEFAULT)
     for _, s, _ in base:
         assert cells[("AA", "all", s)].denominator == cells[("BB", "all", s)].denominator
-    # A lone indicator with A's numerators would have kept its denominator total exact.
+    assert cells[("AA", "all", "all")].denominator == count("exact", 30)
+    assert cells[("AA", "all", "U")].denominator.status == "suppressed"
     alone = cells_of([r for r in rows if r[0] == "AA"], DEFAULT)
-    assert alone[("AA", "all", "all")].denominator == count("exact", 30)
-    assert cells[("AA", "all", "all")].denominator.status == "suppressed"
+    assert alone[("AA", "all", "U")].denominator == count("rounded", 25)
 
 
 def test_apply_policy_accepts_an_indicator_without_strata() -> None:
@@ -268,7 +270,9 @@ def test_check_cells_accepts_a_compliant_submission() -> None:
     [
         # a released value at or below the threshold
         ([cell("IND", "all", count("exact", 5)), cell("IND", "F", count("rounded", 5))],
-         r"IND all/F denominator: rounded 5 is at or below the threshold 7"),
+         r"IND all/F denominator: rounded 5 cannot come from a count above the threshold 7"),
+        ([cell("IND", "all", count("exact", 5)), cell("IND", "F", count("exact", 5))],
+         r"IND all/F denominator: exact 5 where the policy rounds"),
         # exact where the policy rounds
         ([cell("IND", "all", count("exact", 20)), cell("IND", "F", count("exact", 20))],
          r"IND all/F denominator: exact 20 where the policy rounds to 5"),
@@ -384,3 +388,25 @@ def test_describe_count_in_plain_words() -> None:
 
 def test_total_constant_is_the_whole_practice_stratum() -> None:
     assert Stratum().is_total and (Stratum().age_band, Stratum().sex) == TOTAL
+
+
+def test_check_cells_rejects_an_exact_small_count_where_strata_are_exact() -> None:
+    policy = DisclosurePolicy(
+        name="exact-strata", stratified=CountRule(suppress_at_or_below=7, round_to=1)
+    )
+    cells = [cell("IND", "all", count("exact", 30)), cell("IND", "F", count("exact", 7)),
+             cell("IND", "M", count("exact", 23))]  # fmt: skip
+    with pytest.raises(
+        DisclosureError, match="IND all/F denominator: exact 7 is at or below the threshold 7"
+    ):
+        check_cells(cells, policy)
+
+
+def test_counts_that_would_round_to_zero_are_suppressed() -> None:
+    policy = DisclosurePolicy(
+        name="round-only", stratified=CountRule(suppress_at_or_below=0, round_to=5),
+        secondary_suppression=False,
+    )  # fmt: skip
+    assert one_stratum(2, policy)[0].status == "suppressed"
+    assert one_stratum(3, policy)[0] == count("rounded", 5)
+    assert describe_count(count("suppressed"), policy.stratified).startswith("suppressed (1-2 ")
