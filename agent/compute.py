@@ -45,7 +45,9 @@ def source_kind(settings: AgentSettings, engine: Engine) -> str:
 
 def open_source(settings: AgentSettings) -> Engine:
     """A read-only engine on the practice database; one line naming it if it cannot be read."""
-    engine = open_practice(source_target(settings), read_only=True)
+    target = source_target(settings)
+    where = _display(target)
+    engine = open_practice(target, read_only=True)
     try:
         with engine.connect() as conn:
             inspector = sa.inspect(conn)
@@ -53,14 +55,25 @@ def open_source(settings: AgentSettings) -> Engine:
     except Exception as exc:  # drivers raise their own errors for a file that is not a database
         engine.dispose()
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SourceError(f"source.url: cannot read the practice database ({first})") from None
+        raise SourceError(
+            f"source.url: cannot read the practice database {where} ({first})"
+        ) from None
     if missing:
         engine.dispose()
         raise SourceError(
-            f"source.url: the practice database has no table {', '.join(missing)} "
+            f"source.url: the practice database {where} has no table {', '.join(missing)} "
             "(not a fedqi practice database; see docs/data-model.md)"
         )
     return engine
+
+
+def _display(target: str) -> str:
+    if "://" not in target:
+        return target
+    try:
+        return sa.make_url(target).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "(unparseable URL)"
 
 
 def compute_raw_cells(

@@ -19,14 +19,14 @@ from protocol.errors import ProtocolError
 from protocol.keys import SigningKey
 from protocol.submission import Enrol, Jwk, Rotate
 
-from .audit import accept_receipt
 from .catalogue_cache import CACHE_FILE, verify_catalogue
 from .errors import AgentUserError, ConfigError
 from .keystore import Keystore, PinnedKey, Trust, load_trust, save_trust, write_private
 from .outbox import Message, NewMessage, Outbox
 from .release import new_nonce, sign
 from .settings import AgentSettings
-from .transport import AggregatorClient, RefusedError
+from .submitter import send
+from .transport import AggregatorClient
 
 
 def fetch_log_key(client: AggregatorClient) -> tuple[str, PinnedKey]:
@@ -48,19 +48,6 @@ def fetch_catalogue_key(client: AggregatorClient) -> PinnedKey:
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise AgentUserError(f"/v1/catalogue/key: unexpected answer ({exc})", exit_code=7) from None
-
-
-def send_stored(
-    client: AggregatorClient, outbox: Outbox, message: Message, path: str, trust: Trust
-) -> dict[str, Any]:
-    """Send a stored message's bytes; verify and store its receipt; return the receipt facts."""
-    try:
-        answer = client.post_envelope(path, message.envelope)
-    except RefusedError as exc:
-        outbox.set_state(message.id, "refused", str(exc))
-        raise
-    receipt = accept_receipt(outbox, client, trust, message, answer)
-    return {"leaf_index": receipt.leaf_index, "tree_size": receipt.tree_size}
 
 
 def enrol_agent(settings: AgentSettings, token: str, *, now: int) -> dict[str, Any]:
@@ -98,7 +85,7 @@ def enrol_agent(settings: AgentSettings, token: str, *, now: int) -> dict[str, A
             ),
             "queued",
         )
-        facts = send_stored(client, outbox, message, "/v1/enrol", trust)
+        outcome = send(client, outbox, trust, message)
         # The catalogue must verify with the key just pinned before trust is saved.
         data = client.get_bytes("/v1/catalogue")
         catalogue = verify_catalogue(data, trust, where="the aggregator's /v1/catalogue")
@@ -112,7 +99,7 @@ def enrol_agent(settings: AgentSettings, token: str, *, now: int) -> dict[str, A
         "log_origin": origin,
         "catalogue_key": catalogue_key.name,
         "catalogue": f"{catalogue.id} v{catalogue.version}",
-        **facts,
+        "leaf_index": outcome.leaf_index,
     }
 
 
@@ -127,20 +114,15 @@ def rotate(settings: AgentSettings, *, now: int) -> dict[str, Any]:
         if message is not None and message.state == "accepted":
             # Accepted before a crash, but the new key was not yet made active: finish now.
             new_key = keys.finish_rotation()
-            return {
-                "old_kid": old.kid,
-                "new_kid": new_key.kid,
-                "leaf_index": None,
-                "tree_size": None,
-            }
+            return {"old_kid": old.kid, "new_kid": new_key.kid, "leaf_index": None}
         if message is None:
             new = keys.start_rotation()
             message = outbox.add_signed(
                 lambda seq: _rotate_message(trust, old, new, seq, now), "queued"
             )
-        facts = send_stored(client, outbox, message, "/v1/keys/rotate", trust)
+        outcome = send(client, outbox, trust, message)
         new_key = keys.finish_rotation()
-    return {"old_kid": old.kid, "new_kid": new_key.kid, **facts}
+    return {"old_kid": old.kid, "new_kid": new_key.kid, "leaf_index": outcome.leaf_index}
 
 
 def _rotate_message(

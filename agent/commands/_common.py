@@ -35,8 +35,10 @@ def settings_for(home: Path | None) -> AgentSettings:
 
 
 def console() -> Console:
-    # Made per call so it writes to whatever sys.stdout is now (tests capture it).
-    return Console(file=sys.stdout, soft_wrap=True, highlight=False)
+    # Made per call so it writes to whatever sys.stdout is now (tests capture it); piped output
+    # gets a wide fixed width so tables are not squeezed into 80 columns in files and logs.
+    tty = sys.stdout.isatty()
+    return Console(file=sys.stdout, soft_wrap=True, highlight=False, width=None if tty else 160)
 
 
 def err_console() -> Console:

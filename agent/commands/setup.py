@@ -125,7 +125,7 @@ def enrol(
         f"kid {result['kid']}; log key {result['log_key']} pinned; "
         f"catalogue key {result['catalogue_key']} pinned"
     )
-    out.print(f"receipt: leaf {result['leaf_index']} in a log of {result['tree_size']} entries")
+    out.print(f"receipt verified and stored: log leaf {result['leaf_index']}")
 
 
 @app.command("rotate-key")

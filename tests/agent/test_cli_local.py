@@ -1,0 +1,210 @@
+"""The agent CLI on a local practice: init, preview, explain, worklist, and its one-line errors."""
+
+from __future__ import annotations
+
+import ast
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from protocol.submission import Submission
+
+PRACTICE = "A12345"
+AUD = "test-net"
+
+
+def test_init_writes_config_and_private_key(agent_home: Path) -> None:
+    assert stat.S_IMODE(agent_home.stat().st_mode) == 0o700
+    keys = list((agent_home / "keys").glob("*.key"))
+    assert len(keys) == 1 and stat.S_IMODE(keys[0].stat().st_mode) == 0o600
+    assert 'practice = "A12345"' in (agent_home / "agent.toml").read_text()
+
+
+def test_init_refuses_an_existing_key(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    before = sorted(p.name for p in (agent_home / "keys").iterdir())
+    r = cli("init", "--home", str(agent_home))
+    assert r.code != 0 and "refusing to overwrite" in r.err
+    assert sorted(p.name for p in (agent_home / "keys").iterdir()) == before
+
+
+def test_init_rejects_a_bad_value_and_writes_nothing(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    home = tmp_path / "h"
+    r = cli("init", "--home", str(home), "--practice", "nope")
+    assert r.code == 3 and "practice" in r.err and "Traceback" not in r.err
+    assert not (home / "keys").exists() and not (home / "agent.toml").exists()
+
+
+def test_preview_json_is_a_valid_submission_payload(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    r = cli("preview", "--home", str(agent_home), "--period", "2026-03", "--json")
+    assert r.code == 0, r.err
+    data = r.out.strip().encode()
+    sub = Submission.from_bytes(data)  # canonical bytes, schema and business rules
+    assert sub.practice == PRACTICE and sub.aud == AUD and sub.period.label == "2026-03"
+    assert Submission.model_validate(json.loads(data)) == sub
+    assert len({c.indicator for c in sub.cells}) >= 15
+
+
+def test_preview_local_labels_exact_counts_as_never_sent(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    r = cli("preview", "--home", str(agent_home), "--period", "2026-03", "--local")
+    assert r.code == 0, r.err
+    assert "NEVER SENT" in r.out and "local denom" in r.out
+    assert not (agent_home / "outbox.sqlite").exists()  # preview sends and stores nothing
+
+
+def test_explain_shows_rule_codelists_codes_and_sql(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    r = cli("explain", "HYP_BP_U80", "--home", str(agent_home), "--period", "2026-03", "--json")
+    assert r.code == 0, r.err
+    info = json.loads(r.out)
+    assert info["id"] == "HYP_BP_U80" and "hyp" in info["population"]
+    assert {cl["id"] for cl in info["codelists"]} >= {"hyp", "sbp", "dbp"}
+    assert all(c["code"] and c["source"] for cl in info["codelists"] for c in cl["codes"])
+    assert "SELECT" in info["sql"].upper() and "2026-03-31" in info["sql"]
+    plain = cli("explain", "HYP_BP_U80", "--home", str(agent_home))
+    assert plain.code == 0 and "38341003" in plain.out and "SELECT" in plain.out.upper()
+
+
+def test_worklist_prints_and_writes_a_private_local_file(
+    agent_home: Path,
+    tmp_path: Path,
+    cli,  # type: ignore[no-untyped-def]
+) -> None:
+    r = cli("worklist", "HYP_BP_U80", "--home", str(agent_home), "--period", "2026-03", "--json")
+    assert r.code == 0, r.err
+    patients = json.loads(r.out)["patients"]
+    assert patients and all(p["local_ref"] for p in patients)
+    out = tmp_path / "recall.csv"
+    r = cli(
+        "worklist",
+        "HYP_BP_U80",
+        "--home",
+        str(agent_home),
+        "--period",
+        "2026-03",
+        "--out",
+        str(out),
+    )
+    assert r.code == 0, r.err
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert out.read_text().splitlines()[0] == "patient_id,local_ref"
+    assert len(out.read_text().splitlines()) == len(patients) + 1
+    again = cli("worklist", "HYP_BP_U80", "--home", str(agent_home), "--out", str(out))
+    assert again.code != 0 and "refusing to overwrite" in again.err
+    inside = cli(
+        "worklist", "HYP_BP_U80", "--home", str(agent_home), "--out", str(agent_home / "w.csv")
+    )
+    assert inside.code != 0 and "agent home" in inside.err
+    assert not (agent_home / "outbox.sqlite").exists()
+
+
+def test_worklist_code_cannot_reach_the_outbox() -> None:
+    """The worklist modules import nothing that signs, stores or sends."""
+    repo = Path(__file__).resolve().parents[2]
+    forbidden = {
+        "agent.outbox",
+        "agent.transport",
+        "agent.release",
+        "agent.submitter",
+        "agent.enrolment",
+        "agent.audit",
+        "protocol.envelope",
+        "protocol.keys",
+    }
+    for rel in ("agent/worklist.py", "agent/commands/worklist.py"):
+        tree = ast.parse((repo / rel).read_text())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                base = node.module if node.level == 0 else f"agent.{node.module}"
+                imported.add(base)
+            elif isinstance(node, ast.Import):
+                imported.update(a.name for a in node.names)
+        assert not imported & forbidden, (rel, imported & forbidden)
+
+
+# --- one-line errors ------------------------------------------------------------------------
+
+
+def _one_line(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_bad_config_key_is_one_line_naming_key_and_file(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    config = agent_home / "agent.toml"
+    config.write_text('relase = "hold"\n' + config.read_text())
+    r = cli("preview", "--home", str(agent_home), "--period", "2026-03")
+    line = _one_line(r.err)
+    assert r.code == 3 and "'relase'" in line and str(config) in line
+
+
+def test_unknown_indicator_is_one_line(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    for command in ("explain", "worklist"):
+        r = cli(command, "NOPE_1", "--home", str(agent_home))
+        assert r.code != 0 and "unknown indicator 'NOPE_1'" in _one_line(r.err)
+
+
+@pytest.mark.parametrize("content", [None, b"this is not a database at all" * 100, b""])
+def test_unreadable_database_is_one_line(agent_home: Path, tmp_path: Path, cli, content) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "broken.db"
+    if content is not None:
+        db.write_bytes(content)
+    env = {"FEDQI_AGENT_SOURCE__URL": str(db)}
+    r = cli("preview", "--home", str(agent_home), "--period", "2026-03", env=env)
+    line = _one_line(r.err)
+    assert r.code == 4 and "broken.db" in line, line
+
+
+@pytest.mark.parametrize("period", ["2026-3", "2026-13", "26-03", "March", ""])
+def test_bad_period_is_one_line(agent_home: Path, cli, period: str) -> None:  # type: ignore[no-untyped-def]
+    for command in ("preview", "submit"):
+        r = cli(command, "--home", str(agent_home), "--period", period)
+        assert r.code == 2 and "bad period" in _one_line(r.err)
+
+
+def test_aggregator_unreachable_is_one_line(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    env = {"FEDQI_AGENT_TRANSPORT__RETRIES": "1", "FEDQI_AGENT_TRANSPORT__BACKOFF": "0"}
+    r = cli("enrol", "--home", str(agent_home), "--token", "A" * 22, env=env)
+    line = _one_line(r.err)
+    assert r.code == 5 and "unreachable at http://127.0.0.1:9" in line
+
+
+def test_submit_before_enrolment_says_enrol(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    r = cli("submit", "--home", str(agent_home), "--period", "2026-03")
+    assert r.code == 3 and "fedqi-agent enrol" in _one_line(r.err)
+
+
+def test_stricter_disclosure_must_tighten(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    looser = '{"name": "looser", "stratified": {"suppress_at_or_below": 2, "round_to": 1}}'
+    r = cli(
+        "preview",
+        "--home",
+        str(agent_home),
+        "--period",
+        "2026-03",
+        env={"FEDQI_AGENT_DISCLOSURE": looser},
+    )
+    assert r.code == 3 and "does not tighten" in _one_line(r.err)
+    stricter = '{"name": "stricter", "stratified": {"suppress_at_or_below": 10, "round_to": 10}}'
+    r = cli(
+        "preview",
+        "--home",
+        str(agent_home),
+        "--period",
+        "2026-03",
+        "--json",
+        env={"FEDQI_AGENT_DISCLOSURE": stricter},
+    )
+    assert r.code == 0, r.err
+    sub = Submission.from_bytes(r.out.strip().encode())
+    values = [
+        c.value
+        for cell in sub.cells
+        if not cell.stratum.is_total
+        for c in (cell.denominator, cell.numerator, cell.exclusions)
+        if c.status == "rounded"
+    ]
+    assert values and all(v % 10 == 0 for v in values if v is not None)

@@ -1,0 +1,126 @@
+"""Agent settings: TOML file, environment, precedence, and loud failures naming key and place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.errors import ConfigError
+from agent.settings import get_settings, known_env_names, setting_keys
+
+
+def _write(home: Path, text: str) -> Path:
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def test_reads_toml_and_nested_sections(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        'practice = "B81001"\naud = "net-a"\n[source]\nurl = "p.db"\n[transport]\nretries = 2\n',
+    )
+    s = get_settings(tmp_path, {})
+    assert (s.practice, s.aud, s.source.url, s.transport.retries) == ("B81001", "net-a", "p.db", 2)
+    assert s.release == "auto"
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    _write(tmp_path, 'release = "auto"\n[transport]\nretries = 2\n')
+    s = get_settings(
+        tmp_path, {"FEDQI_AGENT_RELEASE": "hold", "FEDQI_AGENT_TRANSPORT__RETRIES": "7"}
+    )
+    assert s.release == "hold" and s.transport.retries == 7
+
+
+def test_home_from_environment(tmp_path: Path) -> None:
+    _write(tmp_path, 'practice = "B81001"\n')
+    assert get_settings(None, {"FEDQI_AGENT_HOME": str(tmp_path)}).practice == "B81001"
+
+
+def test_unknown_key_in_file_names_key_and_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'practise = "B81001"\n')
+    with pytest.raises(ConfigError) as exc:
+        get_settings(tmp_path, {})
+    assert "'practise'" in str(exc.value) and str(path) in str(exc.value)
+
+
+def test_unknown_nested_key_names_dotted_key(tmp_path: Path) -> None:
+    _write(tmp_path, '[source]\nurll = "x.db"\n')
+    with pytest.raises(ConfigError, match=r"'source\.urll'"):
+        get_settings(tmp_path, {})
+
+
+def test_unknown_environment_variable_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="FEDQI_AGENT_RELEAS"):
+        get_settings(tmp_path, {"FEDQI_AGENT_RELEAS": "hold"})
+
+
+def test_bad_value_names_the_environment_variable(tmp_path: Path) -> None:
+    _write(tmp_path, 'release = "auto"\n')
+    with pytest.raises(ConfigError, match="FEDQI_AGENT_RELEASE"):
+        get_settings(tmp_path, {"FEDQI_AGENT_RELEASE": "sometimes"})
+
+
+def test_bad_value_in_file_names_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'practice = "not-ods"\n')
+    with pytest.raises(ConfigError) as exc:
+        get_settings(tmp_path, {})
+    assert "'practice'" in str(exc.value) and str(path) in str(exc.value)
+
+
+def test_invalid_toml_names_file_and_line(tmp_path: Path) -> None:
+    _write(tmp_path, 'practice = "A12345"\nrelease = \n')
+    with pytest.raises(ConfigError, match=r"agent\.toml: not valid TOML.*line 2"):
+        get_settings(tmp_path, {})
+
+
+@pytest.mark.parametrize(
+    "url", ["http://example.org", "http://10.0.0.5:8400", "ftp://127.0.0.1", "127.0.0.1:8400"]
+)
+def test_plain_http_only_for_loopback(tmp_path: Path, url: str) -> None:
+    with pytest.raises(ConfigError, match="aggregator_url"):
+        get_settings(tmp_path, {"FEDQI_AGENT_AGGREGATOR_URL": url})
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://agg.example.nhs.uk", "http://127.0.0.1:8400", "http://[::1]:80", "http://localhost"],
+)
+def test_https_and_loopback_http_accepted(tmp_path: Path, url: str) -> None:
+    assert get_settings(tmp_path, {"FEDQI_AGENT_AGGREGATOR_URL": url}).aggregator_url
+
+
+def test_first_period_format_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="YYYY-MM"):
+        get_settings(tmp_path, {"FEDQI_AGENT_FIRST_PERIOD": "2026-13"})
+
+
+def test_disclosure_policy_from_toml(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        '[disclosure]\nname = "stricter"\n[disclosure.stratified]\n'
+        "suppress_at_or_below = 10\nround_to = 10\n",
+    )
+    s = get_settings(tmp_path, {})
+    assert s.disclosure is not None and s.disclosure.stratified.round_to == 10
+
+
+def test_require_names_the_missing_setting(tmp_path: Path) -> None:
+    s = get_settings(tmp_path, {})
+    with pytest.raises(ConfigError, match="'source.url'.*FEDQI_AGENT_SOURCE__URL"):
+        s.require("source.url")
+
+
+def test_env_names_cover_every_setting() -> None:
+    names = known_env_names()
+    for key in setting_keys():
+        assert "FEDQI_AGENT_" + key.upper().replace(".", "__") in names
+
+
+def test_settings_are_not_built_at_import() -> None:
+    import agent.settings as module
+
+    assert not any(isinstance(v, module.AgentSettings) for v in vars(module).values())

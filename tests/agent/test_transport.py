@@ -1,0 +1,172 @@
+"""The HTTP client: verified TLS, explicit timeouts, retries that resend identical bytes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import ipaddress
+import ssl
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from agent.errors import TransportError
+from agent.settings import TransportSettings
+from agent.transport import AggregatorClient, RefusedError
+
+BODY = b'{"payload":"e30=","payloadType":"x","signatures":[]}'
+
+
+def _client(handler, retries: int = 3) -> tuple[AggregatorClient, list[float]]:  # type: ignore[no-untyped-def]
+    waits: list[float] = []
+    client = AggregatorClient(
+        "https://agg.example.nhs.uk",
+        TransportSettings(retries=retries, backoff=0.5, connect_timeout=2, read_timeout=3),
+        transport=httpx.MockTransport(handler),
+        sleep=waits.append,
+    )
+    return client, waits
+
+
+def test_retries_resend_identical_bytes_with_backoff() -> None:
+    seen: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content)
+        if len(seen) == 1:
+            raise httpx.ConnectError("connection refused", request=request)
+        if len(seen) == 2:
+            return httpx.Response(503, json={"title": "busy"})
+        return httpx.Response(200, content=b"receipt")
+
+    client, waits = _client(handler)
+    assert client.post_envelope("/v1/submissions", BODY) == b"receipt"
+    assert seen == [BODY, BODY, BODY]
+    assert waits == [0.5, 1.0]
+
+
+def test_refusal_is_not_retried_and_names_the_problem() -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(
+            409, json={"title": "Conflict", "detail": "submission_id reused with other bytes"}
+        )
+
+    client, _ = _client(handler)
+    with pytest.raises(RefusedError, match="409 Conflict: submission_id reused") as exc:
+        client.post_envelope("/v1/submissions", BODY)
+    assert exc.value.status == 409 and len(calls) == 1
+
+
+def test_unreachable_after_all_tries_says_so() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("timed out", request=request)
+
+    client, waits = _client(handler, retries=2)
+    with pytest.raises(
+        TransportError, match=r"unreachable at https://agg.example.nhs.uk .*3 tries"
+    ):
+        client.post_envelope("/v1/submissions", BODY)
+    assert len(waits) == 2
+
+
+def test_timeouts_are_explicit() -> None:
+    client = AggregatorClient(
+        "https://agg.example.nhs.uk", TransportSettings(connect_timeout=2, read_timeout=3)
+    )
+    timeout = client._client.timeout
+    assert (timeout.connect, timeout.read) == (2, 3)
+    client.close()
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedqi test aggregator")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_tls_is_verified_against_the_system_store_or_the_ca_bundle(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Ok)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"https://127.0.0.1:{server.server_address[1]}"
+    try:
+        untrusted = AggregatorClient(url, TransportSettings(retries=0))
+        with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED|certificate verify"):
+            untrusted.get_bytes("/")
+        untrusted.close()
+        trusted = AggregatorClient(url, TransportSettings(retries=0), ca_bundle=str(cert))
+        assert trusted.get_bytes("/") == b"ok"
+        trusted.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_plain_http_to_a_remote_host_is_refused() -> None:
+    with pytest.raises(TransportError, match="loopback"):
+        AggregatorClient("http://agg.example.nhs.uk")
+
+
+def test_bad_ca_bundle_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate")
+    with pytest.raises(TransportError, match="ca_bundle"):
+        AggregatorClient("https://agg.example.nhs.uk", ca_bundle=str(bad))
+
+
+def test_redirects_are_not_followed() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(307, headers={"location": "http://evil.example/"})
+
+    client, _ = _client(handler)
+    with pytest.raises(TransportError, match="307"):
+        client.post_envelope("/v1/submissions", BODY)

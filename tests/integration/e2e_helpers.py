@@ -1,0 +1,184 @@
+"""Helpers for the end-to-end tests: a real aggregator (the ``fedqi-aggregator`` CLI, then
+``serve`` as a uvicorn subprocess on loopback) and a real agent (``agent.cli.main``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from agent.cli import main as agent_main
+
+BIN = Path(sys.executable).parent
+AUD = "test-net"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class AggregatorServer:
+    """One aggregator: its SQLite database, key directory and (when started) a uvicorn process."""
+
+    def __init__(self, root: Path, *, db_file: Path | None = None, key_dir: Path | None = None):
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root
+        self.db_file = db_file or root / "aggregator.db"
+        self.key_dir = key_dir or root / "keys"
+        self.port = _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = root / f"serve-{self.port}.log"
+
+    @property
+    def db(self) -> str:
+        return f"sqlite:///{self.db_file}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cli(self, *args: str) -> str:
+        """Run a ``fedqi-aggregator`` admin command (in-process through its ``main``; ``serve``
+        runs as a subprocess in :meth:`start`)."""
+        import contextlib
+        import io
+
+        from aggregator.cli import main as aggregator_main
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = aggregator_main(list(args))
+        assert code == 0, f"fedqi-aggregator {' '.join(args)} -> {code}: {err.getvalue()}"
+        return out.getvalue()
+
+    def setup(self, practices: tuple[str, ...] = ("A12345",)) -> None:
+        self.cli("db", "upgrade", "--db", self.db)
+        self.cli(
+            "init",
+            "--name",
+            "Test network",
+            "--aud",
+            AUD,
+            "--db",
+            self.db,
+            "--key-dir",
+            str(self.key_dir),
+        )
+        for i, ods in enumerate(practices):
+            self.cli(
+                "practice",
+                "add",
+                ods,
+                "--name",
+                f"Practice {i}",
+                "--group",
+                "PCN1",
+                "--list-size",
+                "300",
+                "--imd-decile",
+                "5",
+                "--db",
+                self.db,
+            )
+
+    def token(self, ods: str) -> str:
+        return str(json.loads(self.cli("enrol-token", ods, "--db", self.db, "--json"))["token"])
+
+    def start(self) -> None:
+        cmd = [
+            str(BIN / "fedqi-aggregator"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--db",
+            self.db,
+            "--key-dir",
+            str(self.key_dir),
+        ]
+        log = self.log.open("ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"aggregator exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"aggregator did not start: {self.log.read_text()[-2000:]}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+    def _files(self) -> list[Path]:
+        return [
+            self.db_file.with_name(self.db_file.name + suffix) for suffix in ("", "-wal", "-shm")
+        ]
+
+    def copy_to(self, root: Path) -> AggregatorServer:
+        """A second aggregator with a copy of this one's database (with its SQLite WAL) and the
+        same keys; stop this one first so the copy is a consistent snapshot."""
+        root.mkdir(parents=True, exist_ok=True)
+        for src in self._files():
+            if src.exists():
+                shutil.copyfile(src, root / src.name)
+        return AggregatorServer(root, db_file=root / self.db_file.name, key_dir=self.key_dir)
+
+    def restore_from(self, backup: AggregatorServer) -> None:
+        """Overwrite this (stopped) aggregator's database with ``backup``'s files."""
+        for mine, theirs in zip(self._files(), backup._files(), strict=True):
+            mine.unlink(missing_ok=True)
+            if theirs.exists():
+                shutil.copyfile(theirs, mine)
+
+
+@dataclass
+class Agent:
+    home: Path
+    env: dict[str, str]
+
+    def __call__(self, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        """Run the agent CLI in-process; returns (exit code, stdout, stderr)."""
+        import contextlib
+        import io
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = agent_main(list(argv), {**self.env, **(env or {})})
+        return code, out.getvalue(), err.getvalue()
+
+    def ok(self, *argv: str, env: dict[str, str] | None = None) -> str:
+        code, out, err = self(*argv, env=env)
+        assert code == 0, f"fedqi-agent {' '.join(argv)} -> {code}: {err}"
+        return out
+
+    def json(self, *argv: str) -> object:
+        return json.loads(self.ok(*argv, "--json"))
+
+    def subprocess(self, *argv: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, **self.env}
+        return subprocess.Popen(
+            [str(BIN / "fedqi-agent"), *argv],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )

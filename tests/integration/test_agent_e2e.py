@@ -1,0 +1,131 @@
+"""The agent against a real aggregator on loopback: enrol, submit, receipts, audit, hold policy,
+key rotation, idempotent resends."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+
+from e2e_helpers import Agent, AggregatorServer
+
+from agent.outbox import Outbox
+from protocol.canonical import sha256_hex
+from protocol.envelope import Envelope
+from protocol.submission import Receipt, Submission
+
+
+def _stored_envelope(server: AggregatorServer, sha: str) -> bytes | None:
+    db = sqlite3.connect(server.db_file)
+    row = db.execute("SELECT body FROM envelopes WHERE sha256 = ?", (sha,)).fetchone()
+    db.close()
+    return None if row is None else bytes(row[0])
+
+
+def test_init_enrol_submit_receipt_and_audit_verify(
+    aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
+) -> None:
+    agent = agent_factory(aggregator)
+    trust = json.loads((agent.home / "trust.json").read_text())
+    assert trust["log_key"]["name"] == "test-net/log/v1" and trust["catalogue_key"]
+
+    result = agent.json("submit", "--period", "2026-03")
+    assert result["state"] == "accepted"  # type: ignore[index]
+
+    with Outbox.open(agent.home) as outbox:
+        (message,) = outbox.messages(kind="submission")
+    assert message.receipt is not None
+    receipt = Receipt.from_bytes(Envelope.from_bytes(message.receipt).payload_bytes())
+    assert receipt.envelope_sha256 == message.sha256 == sha256_hex(message.envelope)
+    # The aggregator stored exactly the bytes the agent stored and sent.
+    assert _stored_envelope(aggregator, message.sha256) == message.envelope
+    sub = Submission.from_bytes(Envelope.from_bytes(message.envelope).payload_bytes())
+    assert sub.period.label == "2026-03" and sub.seq == message.seq
+
+    report = agent.json("audit", "verify")
+    assert report["ok"] is True and report["failures"] == []  # type: ignore[index]
+    assert report["receipts_checked"] == 2  # enrol + submission  # type: ignore[index]
+
+    listing = agent.json("audit", "list")
+    assert [m["kind"] for m in listing] == ["enrol", "submission"]  # type: ignore[union-attr,index]
+    shown = agent.json("audit", "show", str(message.id))
+    assert shown["envelope"].encode() == message.envelope  # type: ignore[index]
+    assert any("2026-03" in line for line in shown["plain_words"])  # type: ignore[index]
+
+    # Submitting the same period again is refused locally; a correction supersedes it.
+    code, _, err = agent("submit", "--period", "2026-03")
+    assert code != 0 and "already submitted" in err
+    fixed = agent.json("submit", "--period", "2026-03", "--correction", "late_data")
+    assert fixed["state"] == "accepted"  # type: ignore[index]
+    with Outbox.open(agent.home) as outbox:
+        first, second = outbox.messages(kind="submission")
+    payload = Submission.from_bytes(Envelope.from_bytes(second.envelope).payload_bytes())
+    assert payload.supersedes == first.submission_id and payload.reason == "late_data"
+
+
+def test_hold_policy_pending_approve_reject(
+    aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
+) -> None:
+    agent = agent_factory(aggregator, release="hold")
+    held = agent.json("submit", "--period", "2026-02")
+    assert held["state"] == "held"  # type: ignore[index]
+    second = agent.json("submit", "--period", "2026-03")
+    pending = agent.json("pending")
+    assert [p["period"] for p in pending] == ["2026-02", "2026-03"]  # type: ignore[union-attr,index]
+    assert any("Only these counts leave" in line for line in pending[0]["plain_words"])  # type: ignore[index]
+    text = agent.ok("pending")
+    assert "would send" in text and "approve" in text
+
+    # Nothing has left yet.
+    with Outbox.open(agent.home) as outbox:
+        held_messages = outbox.messages(state="held")
+    assert all(_stored_envelope(aggregator, m.sha256) is None for m in held_messages)
+
+    approved = agent.json("approve", str(held["message"]))  # type: ignore[index]
+    assert approved["state"] == "accepted"  # type: ignore[index]
+    rejected = agent.json("reject", str(second["message"]))  # type: ignore[index]
+    assert rejected["state"] == "rejected"  # type: ignore[index]
+
+    with Outbox.open(agent.home) as outbox:
+        by_id = {m.id: m for m in outbox.messages()}
+    sent = by_id[held["message"]]  # type: ignore[index]
+    kept = by_id[second["message"]]  # type: ignore[index]
+    assert _stored_envelope(aggregator, sent.sha256) == sent.envelope  # the approved bytes
+    assert kept.state == "rejected" and kept.envelope  # marked, not deleted
+    assert _stored_envelope(aggregator, kept.sha256) is None
+    assert agent.json("pending") == []
+    code, _, err = agent("approve", str(kept.id))
+    assert code != 0 and "not held" in err
+    assert agent.json("audit", "verify")["ok"] is True  # type: ignore[index]
+
+
+def test_key_rotation_then_submit_with_the_new_key(
+    aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
+) -> None:
+    agent = agent_factory(aggregator)
+    agent.ok("submit", "--period", "2026-01")
+    rotated = agent.json("rotate-key")
+    old, new = rotated["old_kid"], rotated["new_kid"]  # type: ignore[index]
+    assert old != new
+    agent.ok("submit", "--period", "2026-02")
+    with Outbox.open(agent.home) as outbox:
+        rotate = outbox.messages(kind="rotate")[0]
+        subs = outbox.messages(kind="submission")
+    assert set(Envelope.from_bytes(rotate.envelope).keyids) == {old, new}
+    assert [m.kid for m in subs] == [old, new]
+    keys = json.loads(aggregator.cli("key", "list", "--db", aggregator.db, "--json"))
+    status = {k["kid"]: k["status"] for k in keys}
+    assert status[new] == "active" and status[old] != "active"
+    assert agent.json("audit", "verify")["ok"] is True  # type: ignore[index]
+
+
+def test_run_submits_every_due_period_then_nothing(
+    aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
+) -> None:
+    agent = agent_factory(aggregator, first_period="2026-06")
+    outcomes = agent.json("run")
+    periods = [o["period"] for o in outcomes]  # type: ignore[union-attr,index]
+    assert periods[0] == "2026-06" and len(periods) >= 4
+    assert all(o["state"] == "accepted" for o in outcomes)  # type: ignore[union-attr,index]
+    assert agent.json("run") == []
+    assert agent.json("audit", "verify")["ok"] is True  # type: ignore[index]
