@@ -192,17 +192,27 @@ def replacing(engine: Engine) -> Iterator[Connection]:
     only if the body finishes, so a failed load leaves the store as it was."""
     with engine.begin() as conn:
         metadata.create_all(conn, checkfirst=True)
+        # Rebuilding an index once is far cheaper than keeping it up to date row by row.
+        indexes = [ix for t in (events, medications) for ix in t.indexes]
+        for ix in indexes:
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {ix.name}")
         for table in (medications, events, patients):
             conn.execute(delete(table))
         yield conn
+        for ix in indexes:
+            ix.create(conn)
 
 
 class BatchWriter:
     """Inserts rows in batches (by the store's fastest path, :func:`agent.store.bulk_insert`)
     so memory stays flat however big the extract."""
 
-    def __init__(self, conn: Connection, batch_size: int | None = None) -> None:
+    def __init__(
+        self, conn: Connection, batch_size: int | None = None, *, iso_dates: bool = False
+    ) -> None:
+        """``iso_dates``: the rows carry dates as ISO text already (the CSV reader's)."""
         self.conn = conn
+        self.iso_dates = iso_dates
         # DuckDB loads through a staged file: fewer, larger batches.
         self.batch_size = batch_size or (100_000 if conn.dialect.name == "duckdb" else 10_000)
         self._columns = {name: [c.name for c in t.columns] for name, t in TABLES.items()}
@@ -210,8 +220,12 @@ class BatchWriter:
         self.counts: Counter[str] = Counter()
 
     def add(self, table: str, row: Mapping[str, Any]) -> None:
+        self.add_tuple(table, tuple(row.get(c) for c in self._columns[table]))
+
+    def add_tuple(self, table: str, row: tuple[Any, ...]) -> None:
+        """A row in the table's column order (:data:`agent.schema.TABLES`)."""
         rows = self.pending[table]
-        rows.append(tuple(row.get(c) for c in self._columns[table]))
+        rows.append(row)
         if len(rows) >= self.batch_size:
             self.flush(table)
 
@@ -220,6 +234,20 @@ class BatchWriter:
 
         for name in [table] if table else list(self.pending):
             rows = self.pending[name]
-            if rows:
+            if not rows:
+                continue
+            if self.iso_dates and self.conn.dialect.name == "sqlite":
+                # Rows already hold what SQLite stores (ISO date text, numbers, None): skip the
+                # generic path's per-value conversion.
+                cols = self._columns[name]
+                cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                cursor.executemany(
+                    f'INSERT INTO "{name}" ({", ".join(cols)}) '
+                    f"VALUES ({', '.join('?' for _ in cols)})",
+                    rows,
+                )
+                cursor.close()
+                self.counts[name] += len(rows)
+            else:
                 self.counts[name] += bulk_insert(self.conn, name, rows)
-                rows.clear()
+            rows.clear()

@@ -102,7 +102,7 @@ def load_csv(directory: Path, engine: Engine, *, date_format: str = "iso") -> Lo
             )
     converted: Counter[str] = Counter()
     with replacing(engine) as conn:
-        writer = BatchWriter(conn)
+        writer = BatchWriter(conn, iso_dates=True)
         seen: dict[int, int] = {}  # patient_id -> line
         for row in _rows(paths["patients"], "patients", _patient_parser(date_format)):
             line, values = row
@@ -117,7 +117,7 @@ def load_csv(directory: Path, engine: Engine, *, date_format: str = "iso") -> Lo
         for name in ("events", "medications"):
             parse = _clinical_parser(name, date_format, seen, converted)
             for _line, values in _rows(paths[name], name, parse):
-                writer.add(name, values)
+                writer.add_tuple(name, values)
         writer.flush()
         counts = writer.counts
     return LoadReport(
@@ -186,16 +186,29 @@ def _required(record: dict[str, str], col: str) -> str:
     return text
 
 
+# Parsed dates as ISO text, by (format, text): an extract repeats a few thousand distinct dates
+# millions of times, and the store takes ISO text as it is.
+_DATES: dict[tuple[str, str], str] = {}
+
+
 def _date(record: dict[str, str], col: str, date_format: str, *, required: bool) -> Any:
     text = record.get(col, "")
     if not text:
         if required:
             raise _RowError(col, "empty (a date is required)")
         return None
-    try:
-        return parse_date(text, date_format)
-    except ValueError as exc:
-        raise _RowError(col, f"{exc}; the load was declared --date-format {date_format}") from None
+    iso = _DATES.get((date_format, text))
+    if iso is None:
+        try:
+            iso = parse_date(text, date_format).isoformat()
+        except ValueError as exc:
+            raise _RowError(
+                col, f"{exc}; the load was declared --date-format {date_format}"
+            ) from None
+        if len(_DATES) > 100_000:
+            _DATES.clear()
+        _DATES[(date_format, text)] = iso
+    return iso
 
 
 def _patient_id(record: dict[str, str]) -> int:
@@ -246,46 +259,47 @@ def _clinical_parser(
     assert spec.default_system is not None
     default_system = spec.default_system
     with_value = name == "events"
+    systems: dict[str, str] = {}  # as written -> fedqi system (few distinct values)
+    codes: set[str] = set()  # codes already checked
 
-    def parse(record: dict[str, str]) -> dict[str, Any]:
+    def parse(record: dict[str, str]) -> Any:
         pid = _patient_id(record)
         if pid not in patient_ids:
             raise _RowError("patient_id", f"patient {pid} is not in patients.csv")
         system_text = record.get("system", "") or default_system
-        system = system_of(system_text)
+        system = systems.get(system_text)
         if system is None:
-            raise _RowError(
-                "system",
-                f"unknown code system {system_text!r} "
-                "(snomedct, dmd, loinc, rxnorm, cvx, icd10, omop or a FHIR system URI)",
-            )
+            system = system_of(system_text)
+            if system is None:
+                raise _RowError(
+                    "system",
+                    f"unknown code system {system_text!r} "
+                    "(snomedct, dmd, loinc, rxnorm, cvx, icd10, omop or a FHIR system URI)",
+                )
+            systems[system_text] = system
         code = _required(record, "code")
-        if not CODE_RE.match(code):
-            raise _RowError("code", f"{code!r} is not a code (1-32 letters, digits, '.', '-')")
-        row: dict[str, Any] = {
-            "patient_id": pid,
-            "date": _date(record, "date", date_format, required=True),
-            "system": system,
-            "code": code,
-        }
-        if with_value:
-            value_text = record.get("value", "")
-            value: float | None = None
-            if value_text:
-                try:
-                    value = float(value_text)
-                except ValueError:
-                    raise _RowError("value", f"{value_text!r} is not a number") from None
-                if value != value or value in (float("inf"), float("-inf")):
-                    raise _RowError("value", f"{value_text!r} is not a finite number")
-            unit = record.get("unit") or None
-            if unit is not None and len(unit) > MAX_UNIT:
-                raise _RowError("unit", f"longer than {MAX_UNIT} characters")
-            new_value, new_unit = normalise_value(system, code, value, unit)
-            if new_unit != unit:
-                converted["HbA1c % converted to mmol/mol"] += 1
-            row["value"] = new_value
-            row["unit"] = new_unit
-        return row
+        if code not in codes:
+            if not CODE_RE.match(code):
+                raise _RowError("code", f"{code!r} is not a code (1-32 letters, digits, '.', '-')")
+            codes.add(code)
+        date = _date(record, "date", date_format, required=True)
+        if not with_value:
+            return (pid, date, system, code)  # agent.schema.medications column order
+        value_text = record.get("value", "")
+        value: float | None = None
+        if value_text:
+            try:
+                value = float(value_text)
+            except ValueError:
+                raise _RowError("value", f"{value_text!r} is not a number") from None
+            if value != value or value in (float("inf"), float("-inf")):
+                raise _RowError("value", f"{value_text!r} is not a finite number")
+        unit = record.get("unit") or None
+        if unit is not None and len(unit) > MAX_UNIT:
+            raise _RowError("unit", f"longer than {MAX_UNIT} characters")
+        new_value, new_unit = normalise_value(system, code, value, unit)
+        if new_unit != unit:
+            converted["HbA1c % converted to mmol/mol"] += 1
+        return (pid, date, system, code, new_value, new_unit)  # agent.schema.events order
 
     return parse
