@@ -1,0 +1,101 @@
+"""Building what leaves: disclosure control, the Submission, plain words, due periods."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from agent.errors import AgentUserError, ConfigError
+from agent.library import load_default_catalogue
+from agent.outbox import NewMessage, Outbox
+from agent.periods import last_complete_period, next_period, parse_period
+from agent.release import build_submission, describe_submission, effective_policy
+from agent.settings import get_settings
+from agent.submitter import due_periods
+from protocol.disclosure import RawCell, check_cells
+from protocol.keys import SigningKey
+from protocol.submission import Submission
+
+
+def _raw(catalogue, value: int) -> list[RawCell]:  # type: ignore[no-untyped-def]
+    """Every stratum ``value`` achievers of ``3 * value``; the totals are their sums."""
+    cells = []
+    for ind in catalogue.indicators:
+        strata = catalogue.strata_for(ind)[1:]
+        n = max(len(strata), 1)
+        cells.append(RawCell(ind.id, "all", "all", 3 * value * n, value * n, 0))
+        cells += [RawCell(ind.id, band, sex, 3 * value, value, 0) for band, sex in strata]
+    return cells
+
+
+def test_build_submission_releases_only_policy_checked_cells() -> None:
+    catalogue = load_default_catalogue()
+    sub = build_submission(
+        catalogue=catalogue,
+        raw_cells=_raw(catalogue, 4),
+        period=parse_period("2026-03"),
+        practice="A12345",
+        aud="test-net",
+        kid=SigningKey.generate().kid,
+        seq=3,
+        now=1_800_000_000,
+        policy=catalogue.disclosure,
+        source_kind="sqlite",
+    )
+    assert Submission.from_bytes(sub.to_bytes()) == sub
+    check_cells(sub.cells, catalogue.disclosure)
+    assert {c.numerator.status for c in sub.cells if not c.stratum.is_total} == {"suppressed"}
+    assert {c.indicator for c in sub.cells} == {i.id for i in catalogue.indicators}
+    assert sub.provenance.disclosure_policy and len(sub.provenance.indicators) == len(
+        catalogue.indicators
+    )
+    words = describe_submission(sub, catalogue.disclosure)
+    assert "A12345" in words[0] and any("suppressed" in w for w in words)
+
+
+def test_a_looser_practice_policy_is_refused(tmp_path: Path) -> None:
+    catalogue = load_default_catalogue()
+    loose = '{"name": "loose", "stratified": {"suppress_at_or_below": 0, "round_to": 1}}'
+    settings = get_settings(tmp_path, {"FEDQI_AGENT_DISCLOSURE": loose})
+    with pytest.raises(ConfigError, match="does not tighten"):
+        effective_policy(catalogue, settings)
+    assert effective_policy(catalogue, get_settings(tmp_path, {})) == catalogue.disclosure
+
+
+@pytest.mark.parametrize("text", ["2026-00", "2026-1", "x", "2026-03-01"])
+def test_parse_period_rejects(text: str) -> None:
+    with pytest.raises(AgentUserError, match="bad period"):
+        parse_period(text)
+
+
+def test_periods() -> None:
+    assert parse_period("2024-02").end == dt.date(2024, 2, 29)
+    assert next_period(parse_period("2025-12")).label == "2026-01"
+    assert last_complete_period(dt.date(2026, 1, 15)).label == "2025-12"
+
+
+def test_due_periods_follow_the_last_submitted(tmp_path: Path) -> None:
+    today = dt.date(2026, 5, 2)
+    settings = get_settings(tmp_path, {"FEDQI_AGENT_FIRST_PERIOD": "2026-01"})
+    with Outbox(tmp_path / "o.sqlite") as outbox:
+        assert [p.label for p in due_periods(settings, outbox, today)] == [
+            "2026-01",
+            "2026-02",
+            "2026-03",
+            "2026-04",
+        ]
+        outbox.add_signed(
+            lambda s: NewMessage("submission", b"e", "1" * 64, "k" * 43, s, "id1", "2026-02"),
+            "accepted",
+        )
+        rejected = outbox.add_signed(
+            lambda s: NewMessage("submission", b"f", "2" * 64, "k" * 43, s, "id2", "2026-04"),
+            "held",
+        )
+        outbox.set_state(rejected.id, "rejected")
+        assert [p.label for p in due_periods(settings, outbox, today)] == ["2026-03", "2026-04"]
+    fresh = get_settings(tmp_path / "other", {})
+    with Outbox(tmp_path / "o2.sqlite") as outbox:
+        assert [p.label for p in due_periods(fresh, outbox, today)] == ["2026-04"]
