@@ -123,7 +123,16 @@ def bulk_insert(
     if isinstance(target, sa.Engine):
         with target.begin() as conn:
             return bulk_insert(conn, tbl, rows)
-    conn = target
+    try:
+        return _bulk_insert(target, tbl, rows)
+    except target.dialect.loaded_dbapi.Error as exc:
+        # The driver's own error, raised as SQLAlchemy's matching class (IntegrityError, ...)
+        raise sa.exc.DBAPIError.instance(
+            f"bulk insert into {tbl.name}", None, exc, target.dialect.loaded_dbapi.Error
+        ) from exc
+
+
+def _bulk_insert(conn: sa.Connection, tbl: sa.Table, rows: Iterable[Sequence[Any]]) -> int:
     backend = conn.dialect.name
     names = [c.name for c in tbl.columns]
     raw = conn.connection.driver_connection

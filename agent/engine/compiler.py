@@ -258,29 +258,9 @@ def build_plan(
 
     if codesets:
         hits = _hits_cte(catalogue, codesets, number, period_end)
-        date_features = [f for f in features if isinstance(f, LastDate | FirstDate)]
-        if date_features:
-            cols = []
-            for feat in date_features:
-                k = number[feat.codeset]
-                agg, name = (
-                    (sa.func.max, "last") if isinstance(feat, LastDate) else (sa.func.min, "first")
-                )
-                cols.append(agg(sa.case((hits.c.k == k, hits.c.date))).label(f"{name}_{k}"))
-            feat_cte = sa.select(hits.c.patient_id, *cols).group_by(hits.c.patient_id).cte("feat")
-            for feat in date_features:
-                kind = "last" if isinstance(feat, LastDate) else "first"
-                ctx.columns[(kind, feat)] = feat_cte.c[f"{kind}_{number[feat.codeset]}"]
-            joins.append((feat_cte, feat_cte.c.patient_id == p.c.patient_id))
-        value_features = [f for f in features if isinstance(f, LatestValueOf)]
-        if value_features:
-            ks = [number[f.codeset] for f in value_features]
-            vfeat = flavour.latest_values(hits, ks)
-            for feat in value_features:
-                k = number[feat.codeset]
-                ctx.columns[("vdate", feat)] = vfeat.c[f"vdate_{k}"]
-                ctx.columns[("value", feat)] = vfeat.c[f"value_{k}"]
-            joins.append((vfeat, vfeat.c.patient_id == p.c.patient_id))
+        feat_cte, columns = _feature_columns(hits, features, number, flavour)
+        ctx.columns.update(columns)
+        joins.append((feat_cte, feat_cte.c.patient_id == p.c.patient_id))
 
     end = _date(period_end)
     base = sa.and_(
@@ -324,6 +304,58 @@ def build_plan(
         .cte("flags")
     )
     return Plan(catalogue, indicators, period_end, flags)
+
+
+def _feature_columns(
+    hits: sa.CTE, features: list[Feature], number: dict[CodeSet, int], flavour: Flavour
+) -> tuple[sa.CTE, dict[tuple[str, Feature], ColumnElement]]:
+    """The ``feat`` CTE (one row per patient with a hit) and its column for each feature.
+
+    Two narrow aggregations rather than one wide one: first per (patient, code set) the last
+    and first dates and the latest valued date (and, where the dialect can, the lowest value
+    on it); then a pivot of those few rows to one row per patient. Pivoting the hits directly
+    would evaluate a CASE per feature on every hit.
+    """
+    has_first = any(isinstance(f, FirstDate) for f in features)
+    has_value = any(isinstance(f, LatestValueOf) for f in features)
+    cols: list[ColumnElement] = [sa.func.max(hits.c.date).label("last")]
+    if has_first:
+        cols.append(sa.func.min(hits.c.date).label("first"))
+    if has_value:
+        cols.append(sa.func.max(sa.case((hits.c.value.is_not(None), hits.c.date))).label("vdate"))
+        cols += flavour.stage_value_columns(hits)
+    per_set = (
+        sa.select(hits.c.patient_id, hits.c.k, *cols)
+        .group_by(hits.c.patient_id, hits.c.k)
+        .cte("per_set")
+    )
+    source, value = (
+        flavour.lowest_value_on_latest_date(hits, per_set) if has_value else (per_set, None)
+    )
+    names: dict[tuple[str, Feature], str] = {}
+    pivot: list[ColumnElement] = []
+
+    def add(kind: str, feat: Feature, column: ColumnElement) -> None:
+        k = number[feat.codeset]
+        names[(kind, feat)] = f"{kind}_{k}"
+        pivot.append(sa.func.max(sa.case((per_set.c.k == k, column))).label(f"{kind}_{k}"))
+
+    for feat in features:
+        if isinstance(feat, LastDate):
+            add("last", feat, per_set.c.last)
+        elif isinstance(feat, FirstDate):
+            add("first", feat, per_set.c.first)
+        else:
+            assert value is not None
+            add("vdate", feat, per_set.c.vdate)
+            add("value", feat, value)
+    feat_cte = (
+        sa.select(per_set.c.patient_id, *pivot)
+        .select_from(source)
+        .group_by(per_set.c.patient_id)
+        .cte("feat")
+    )
+    return feat_cte, {key: feat_cte.c[name] for key, name in names.items()}
 
 
 def _hits_cte(
