@@ -148,3 +148,34 @@ def test_omop_concept_id_codelists(
         assert compute_cells(engine, omop_catalogue, PERIOD_END) == expected
     finally:
         engine.dispose()
+
+
+def test_round_trips_of_a_generated_practice(tmp_path: Path, catalogue: Catalogue) -> None:
+    """The project's synthetic practice generator (agent.synth) through all three sources."""
+    synth = pytest.importorskip("agent.synth")
+    path = tmp_path / "practice.sqlite"
+    synth.generate_practice(path, patients=200, seed=11, parallel=False)
+    canonical = open_store(path)
+    end = synth.DEFAULT_PERIOD_END
+    expected = compute_cells(canonical, catalogue, end)
+    assert sum(c.numerator for c in expected if c.age_band == "all" and c.sex == "all") > 0
+
+    export_csv(canonical, tmp_path / "csv", date_format="uk", sex_style="nhs")
+    loaded = open_store(tmp_path / "csv.sqlite")
+    load_csv(tmp_path / "csv", loaded, date_format="uk")
+    assert compute_cells(loaded, catalogue, end) == expected
+
+    export_fhir(canonical, tmp_path / "bulk")
+    loaded = open_store(tmp_path / "fhir.sqlite")
+    load_fhir(tmp_path / "bulk", loaded)
+    assert compute_cells(loaded, catalogue, end) == expected
+
+    url = f"sqlite:///{tmp_path / 'omop.sqlite'}"
+    target = sa.create_engine(url)
+    export_omop(canonical, target)
+    target.dispose()
+    omop = open_omop(url)
+    try:
+        assert compute_cells(omop, catalogue, end) == expected
+    finally:
+        omop.dispose()
