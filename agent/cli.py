@@ -45,6 +45,7 @@ COMMAND_MODULES: list[str] = [
     "agent.commands.worklist",
     "agent.commands.send",
     "agent.commands.audit",
+    "agent.commands.synth",
 ]
 
 
