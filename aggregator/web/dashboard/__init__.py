@@ -1,0 +1,487 @@
+"""The dashboard: server-rendered HTML (jinja2), every asset served from this package.
+
+Sign-in is by API token: a form sets an HttpOnly, SameSite=Strict cookie holding it. Pages:
+network lead overview (practices x indicators by funnel band), a funnel plot and trend per
+indicator, a practice drill-down (furthest below the achievable benchmark first), and for an IG
+officer the payloads their practice sent, each re-verified, with its raw envelope and proof.
+Tables carry everything the charts show, so the dashboard works without JavaScript; the one
+script only adds a tooltip and PNG export.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import urllib.parse
+from importlib import resources
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+from sqlalchemy import select
+
+from ...benchmarks import service, views
+from ...benchmarks.api import ODS, check_indicator, csv_response
+from ...db.models import Envelope as EnvelopeRow
+from ...db.models import PracticeKey, User
+from ...db.models import Submission as SubmissionRow
+from ...errors import AggregatorError, AuthenticationError, BadRequestError, ForbiddenError
+from ...runtime import Runtime
+from ...users.service import authenticate
+from ..deps import get_runtime
+from . import charts
+
+COOKIE = "fedqi_session"
+STATIC = {
+    "dashboard.css": "text/css; charset=utf-8",
+    "dashboard.js": "text/javascript; charset=utf-8",
+}
+
+router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=False)
+_env = Environment(
+    loader=PackageLoader("aggregator.web.dashboard", "templates"),
+    autoescape=select_autoescape(["html"]),
+)
+_env.filters["pct"] = charts.pct
+_env.globals["BANDS"] = charts.BAND_STYLE
+
+
+class LoginRequired(Exception):
+    pass
+
+
+def viewer_user(request: Request, runtime: Runtime = Depends(get_runtime)) -> User | None:
+    token = request.cookies.get(COOKIE)
+    if not token:
+        return None
+    try:
+        with runtime.db.read() as session:
+            user = authenticate(session, token)
+            session.expunge(user)
+        return user
+    except AuthenticationError:
+        return None
+
+
+def render(name: str, code: int = 200, **ctx: Any) -> HTMLResponse:
+    return HTMLResponse(_env.get_template(name).render(**ctx), status_code=code)
+
+
+def _page(
+    request: Request, runtime: Runtime, user: User | None, build: Any, template: str, **kw: Any
+) -> Response:
+    """Render a page; send an anonymous visitor to sign in and show errors as pages."""
+    if user is None:
+        return RedirectResponse(
+            f"/dashboard/login?next={urllib.parse.quote(str(request.url.path))}", status_code=303
+        )
+    try:
+        ctx = build(user, **kw)
+    except AggregatorError as exc:
+        return render(
+            "error.html", exc.status_code, user=user, message=exc.message, status=exc.status_code
+        )
+    return render(template, user=user, request=request, **ctx)
+
+
+def _read(
+    runtime: Runtime, user: User, fn: Any, *args: Any, indicator: str | None = None, **kw: Any
+) -> Any:
+    service.refresh_for_read(runtime.db, indicator)
+    with runtime.db.read() as session:
+        viewer = views.Viewer.load(session, user, runtime.pseudonym_secret)
+        return fn(session, viewer, *args, **kw)
+
+
+def _filters(runtime: Runtime, user: User, period: str | None, pg: str | None) -> dict[str, Any]:
+    def build(session: Any, viewer: views.Viewer) -> dict[str, Any]:
+        return views.catalogue_listing(session) | {"peer_groups": views.peer_group_options(viewer)}
+
+    listing = _read(runtime, user, build)
+    peer, group = _split_pg(pg)
+    return {
+        "listing": listing,
+        "period": period,
+        "pg": pg or "network|network",
+        "peer": peer,
+        "group": group,
+    }
+
+
+def _split_pg(pg: str | None) -> tuple[str | None, str | None]:
+    if not pg:
+        return None, None
+    peer, _, group = pg.partition("|")
+    return peer or None, (group if group and peer != "network" else None)
+
+
+# --- sign in / out ------------------------------------------------------------------------------------
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(next: str = "/dashboard", error: str | None = None) -> HTMLResponse:
+    return render("login.html", user=None, next=_safe_next(next), error=error)
+
+
+def _safe_next(target: str) -> str:
+    # Only paths inside the dashboard: never an open redirect.
+    return (
+        target
+        if target.startswith("/dashboard") and "//" not in target and "\\" not in target
+        else "/dashboard"
+    )
+
+
+@router.post("/login")
+async def login(request: Request, runtime: Runtime = Depends(get_runtime)) -> Response:
+    form = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))
+    token = (form.get("token") or [""])[0].strip()
+    target = _safe_next((form.get("next") or ["/dashboard"])[0])
+    try:
+        with runtime.db.read() as session:
+            authenticate(session, token)
+    except AuthenticationError:
+        return render("login.html", 401, user=None, next=target, error="That token is not valid.")
+    resp = RedirectResponse(target, status_code=303)
+    resp.set_cookie(
+        COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/dashboard",
+    )
+    return resp
+
+
+@router.post("/logout")
+def logout() -> Response:
+    resp = RedirectResponse("/dashboard/login", status_code=303)
+    resp.delete_cookie(COOKIE, path="/dashboard")
+    return resp
+
+
+@router.get("/static/{name}")
+def static(name: str) -> Response:
+    if name not in STATIC:
+        return Response("not found", status_code=404)
+    body = resources.files("aggregator.web.dashboard").joinpath("static", name).read_bytes()
+    return Response(body, media_type=STATIC[name], headers={"Cache-Control": "max-age=300"})
+
+
+@router.get("")
+def home(user: User | None = Depends(viewer_user)) -> Response:
+    if user is None:
+        return RedirectResponse("/dashboard/login", status_code=303)
+    if user.role == "practice":
+        return RedirectResponse(f"/dashboard/practices/{user.practice_ods}", status_code=303)
+    if user.role == "ig_officer":
+        return RedirectResponse("/dashboard/ig", status_code=303)
+    return RedirectResponse("/dashboard/overview", status_code=303)
+
+
+# --- network lead overview --------------------------------------------------------------------------
+
+
+@router.get("/overview")
+async def overview(request: Request, period: str | None = None, pg: str | None = None,
+                   user: User | None = Depends(viewer_user), runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
+    def build(u: User) -> dict[str, Any]:
+        f = _filters(runtime, u, period, pg)
+        view = _read(runtime, u, views.overview_view, period, f["peer"], f["group"])
+        return {"view": view, **f}
+
+    return await run_in_threadpool(_page, request, runtime, user, build, "overview.html")
+
+
+@router.get("/overview.csv")
+async def overview_csv(period: str | None = None, pg: str | None = None, user: User | None = Depends(viewer_user),
+                       runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
+    if user is None:
+        raise AuthenticationError("sign in first")
+    peer, group = _split_pg(pg)
+    view = await run_in_threadpool(_read, runtime, user, views.overview_view, period, peer, group)
+    return csv_response(views.overview_csv_rows(view), f"overview-{view['period']['end']}.csv")
+
+
+# --- one indicator --------------------------------------------------------------------------------
+
+
+def _indicator_ctx(
+    runtime: Runtime,
+    u: User,
+    indicator: str,
+    period: str | None,
+    pg: str | None,
+    practice: str | None,
+) -> dict[str, Any]:
+    check_indicator(indicator)
+    f = _filters(runtime, u, period, pg)
+    view = _read(
+        runtime, u, views.funnel_view, indicator, period, f["peer"], f["group"], indicator=indicator
+    )
+    anchor = practice or (u.practice_ods if u.role in ("practice", "ig_officer") else None)
+    trend = _read(
+        runtime, u, views.trend_view, indicator, anchor, f["peer"], f["group"], indicator=indicator
+    )
+    return {"view": view, "trend": trend, **f}
+
+
+@router.get("/indicators/{indicator}")
+async def indicator_page(request: Request, indicator: str, period: str | None = None, pg: str | None = None,
+                         practice: str | None = None, user: User | None = Depends(viewer_user),
+                         runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
+    def build(u: User) -> dict[str, Any]:
+        if practice is not None and not ODS.fullmatch(practice):
+            raise BadRequestError(f"practice {practice!r} is not an ODS code")
+        ctx = _indicator_ctx(runtime, u, indicator, period, pg, practice)
+        t = ctx["trend"]
+        ctx["funnel_svg"] = Markup(charts.funnel_svg(ctx["view"]))
+        ctx["trend_svg"] = Markup(
+            charts.trend_svg(t["network"], practice=t.get("practice_series"), breaks=[b["label"] for b in t["breaks"]],
+                             title=f"{ctx['view']['title']}: trend", practice_label=(t.get("practice") or {}).get("name", "Practice"))
+        )  # fmt: skip
+        ctx["query"] = urllib.parse.urlencode(
+            {k: v for k, v in (("period", period), ("pg", pg)) if v}
+        )
+        return ctx
+
+    return await run_in_threadpool(_page, request, runtime, user, build, "indicator.html")
+
+
+@router.get("/indicators/{indicator}/funnel.svg")
+async def funnel_download(indicator: str, period: str | None = None, pg: str | None = None,
+                          user: User | None = Depends(viewer_user), runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
+    if user is None:
+        raise AuthenticationError("sign in first")
+    ctx = await run_in_threadpool(_indicator_ctx, runtime, user, indicator, period, pg, None)
+    v = ctx["view"]
+    return Response(charts.standalone(charts.funnel_svg(v)), media_type="image/svg+xml",
+                    headers={"Content-Disposition": f'attachment; filename="{indicator}-{v["period"]["end"]}-funnel.svg"'})  # fmt: skip
+
+
+@router.get("/indicators/{indicator}/trend.svg")
+async def trend_download(indicator: str, period: str | None = None, pg: str | None = None,
+                         user: User | None = Depends(viewer_user), runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
+    if user is None:
+        raise AuthenticationError("sign in first")
+    ctx = await run_in_threadpool(_indicator_ctx, runtime, user, indicator, period, pg, None)
+    t = ctx["trend"]
+    svg = charts.trend_svg(
+        t["network"],
+        practice=t.get("practice_series"),
+        breaks=[b["label"] for b in t["breaks"]],
+        title=f"{indicator}: trend",
+    )
+    return Response(charts.standalone(svg), media_type="image/svg+xml",
+                    headers={"Content-Disposition": f'attachment; filename="{indicator}-trend.svg"'})  # fmt: skip
+
+
+@router.get("/indicators/{indicator}/funnel.csv")
+async def funnel_csv(indicator: str, period: str | None = None, pg: str | None = None,
+                     user: User | None = Depends(viewer_user), runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
+    if user is None:
+        raise AuthenticationError("sign in first")
+    ctx = await run_in_threadpool(_indicator_ctx, runtime, user, indicator, period, pg, None)
+    return csv_response(
+        views.funnel_csv_rows(ctx["view"]), f"{indicator}-{ctx['view']['period']['end']}.csv"
+    )
+
+
+@router.get("/indicators/{indicator}/trend.csv")
+async def trend_csv(indicator: str, period: str | None = None, pg: str | None = None,
+                    user: User | None = Depends(viewer_user), runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
+    if user is None:
+        raise AuthenticationError("sign in first")
+    ctx = await run_in_threadpool(_indicator_ctx, runtime, user, indicator, period, pg, None)
+    return csv_response(views.trend_csv_rows(ctx["trend"]), f"{indicator}-trend.csv")
+
+
+# --- one practice ----------------------------------------------------------------------------------
+
+
+@router.get("/practices/{ods}")
+async def practice_page(request: Request, ods: str, period: str | None = None, pg: str | None = None,
+                        user: User | None = Depends(viewer_user), runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
+    def build(u: User) -> dict[str, Any]:
+        if not ODS.fullmatch(ods):
+            raise BadRequestError(f"practice {ods!r} is not an ODS code")
+        f = _filters(runtime, u, period, pg)
+        view = _read(runtime, u, views.practice_view, ods, period)
+        funnels = []
+        for item in view["indicators"]:
+            fv = _read(
+                runtime,
+                u,
+                views.funnel_view,
+                item["indicator"],
+                view["period"]["end"],
+                f["peer"],
+                f["group"],
+            )
+            for p in fv["practices"]:
+                p["self"] = p["id"] == ods  # mark the practice in view, whoever is looking
+            funnels.append(Markup(charts.funnel_svg(fv, width=360, height=230, compact=True)))
+        for item, svg in zip(view["indicators"], funnels, strict=True):
+            item["funnel_svg"] = svg
+            item["spark"] = Markup(
+                charts.sparkline_svg(
+                    [t["rate"] for t in item.get("trend", [])], label=f"{item['indicator']} trend"
+                )
+            )
+        return {"view": view, **f}
+
+    return await run_in_threadpool(_page, request, runtime, user, build, "practice.html")
+
+
+@router.get("/practices/{ods}/summary.csv")
+async def practice_csv(ods: str, period: str | None = None, user: User | None = Depends(viewer_user),
+                       runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
+    if user is None:
+        raise AuthenticationError("sign in first")
+    if not ODS.fullmatch(ods):
+        raise BadRequestError(f"practice {ods!r} is not an ODS code")
+    view = await run_in_threadpool(_read, runtime, user, views.practice_view, ods, period, False)
+    return csv_response(views.practice_csv_rows(view), f"{ods}-{view['period']['end']}.csv")
+
+
+# --- IG officer: what our practice sent ---------------------------------------------------------------
+
+
+def _verify(runtime: Runtime, session: Any, sub: SubmissionRow, env: EnvelopeRow | None, key: PracticeKey | None,
+            checkpoint: Any) -> list[tuple[str, bool, str]]:  # fmt: skip
+    """Re-run the checks an auditor would: envelope hash, signature, log inclusion, checkpoint."""
+    from protocol.checkpoint import verify_checkpoint
+    from protocol.envelope import Envelope, verify_envelope
+    from protocol.keys import VerifyingKey
+    from protocol.merkle import verify_inclusion
+
+    from ...log import service as log
+
+    checks: list[tuple[str, bool, str]] = []
+    if env is None:
+        return [("envelope stored", False, "no envelope bytes for this submission")]
+    body = bytes(env.body)
+    ok = hashlib.sha256(body).hexdigest() == sub.envelope_sha256
+    checks.append(
+        (
+            "envelope hash",
+            ok,
+            "SHA-256 of the stored bytes matches" if ok else "stored bytes do not match their hash",
+        )
+    )
+    try:
+        if key is None:
+            raise ValueError(f"key {sub.kid} not found")
+        verify_envelope(
+            Envelope.from_bytes(body),
+            [VerifyingKey.from_public_bytes(bytes(key.public_key))],
+            kind="submission",
+        )
+        checks.append(("signature", True, f"Ed25519 signature by {sub.kid[:12]}… verifies"))
+    except Exception as exc:
+        checks.append(("signature", False, str(exc)))
+    if checkpoint is None:
+        checks.append(("log inclusion", False, "no checkpoint yet"))
+        return checks
+    try:
+        proof = log.inclusion(session, sub.leaf_index, checkpoint.size)
+        verify_inclusion(sub.leaf_index, checkpoint.size, bytes.fromhex(str(proof["leaf_hash"])),
+                         [bytes.fromhex(h) for h in proof["proof"]], bytes(checkpoint.root))  # type: ignore[attr-defined]  # fmt: skip
+        checks.append(
+            (
+                "log inclusion",
+                True,
+                f"leaf {sub.leaf_index} is in the tree of size {checkpoint.size}",
+            )
+        )
+    except Exception as exc:
+        checks.append(("log inclusion", False, str(exc)))
+    try:
+        verify_checkpoint(checkpoint.note, runtime.signer.key_name, runtime.signer.key.public)
+        checks.append(("checkpoint signature", True, "signed by the log key"))
+    except Exception as exc:
+        checks.append(("checkpoint signature", False, str(exc)))
+    return checks
+
+
+def _ig_ctx(runtime: Runtime, u: User) -> dict[str, Any]:
+    from ...log import service as log
+
+    if u.role not in ("ig_officer", "admin", "practice"):
+        raise ForbiddenError(
+            f"role: the payload audit is for IG officers and the practice; you are {u.role}"
+        )
+    ods = u.practice_ods
+    with runtime.db.read() as session:
+        q = select(SubmissionRow).order_by(SubmissionRow.leaf_index.desc()).limit(200)
+        if ods is not None:
+            q = q.where(SubmissionRow.practice_ods == ods)
+        subs = list(session.scalars(q))
+        checkpoint = log.latest_checkpoint(session)
+        rows = []
+        for sub in subs:
+            env = session.get(EnvelopeRow, sub.envelope_sha256)
+            key = session.get(PracticeKey, sub.kid)
+            checks = _verify(runtime, session, sub, env, key, checkpoint)
+            rows.append({"sub": sub, "checks": checks, "verified": all(ok for _, ok, _ in checks),
+                         "period": views._period(sub.period_start, sub.period_end)})  # fmt: skip
+        size = checkpoint.size if checkpoint is not None else None
+    return {
+        "rows": rows,
+        "practice": ods,
+        "tree_size": size,
+        "checked_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+@router.get("/ig")
+async def ig_page(
+    request: Request,
+    user: User | None = Depends(viewer_user),
+    runtime: Runtime = Depends(get_runtime),
+) -> Response:
+    return await run_in_threadpool(
+        _page, request, runtime, user, lambda u: _ig_ctx(runtime, u), "ig.html"
+    )
+
+
+@router.get("/ig/envelopes/{sha256}")
+def ig_envelope(
+    sha256: str, user: User | None = Depends(viewer_user), runtime: Runtime = Depends(get_runtime)
+) -> Response:
+    """The raw envelope, through the same access-checked, audited path as the API."""
+    from ...submissions.endpoints import get_envelope
+
+    if user is None:
+        raise AuthenticationError("sign in first")
+    resp = get_envelope(sha256, user=user, runtime=runtime)
+    resp.headers["Content-Disposition"] = f'attachment; filename="envelope-{sha256[:16]}.json"'
+    return resp
+
+
+@router.get("/ig/proof/{index}")
+def ig_proof(
+    index: int, user: User | None = Depends(viewer_user), runtime: Runtime = Depends(get_runtime)
+) -> Response:
+    from ...log import service as log
+
+    if user is None:
+        raise AuthenticationError("sign in first")
+    with runtime.db.read() as session:
+        sub = session.scalars(
+            select(SubmissionRow).where(SubmissionRow.leaf_index == index)
+        ).first()
+        if sub is None or (user.role != "admin" and sub.practice_ods != user.practice_ods):
+            raise ForbiddenError(f"leaf {index}: not one of your practice's submissions")
+        cp = log.latest_checkpoint(session)
+        if cp is None:
+            raise BadRequestError("the log has no checkpoint yet")
+        proof = log.inclusion(session, index, cp.size)
+        proof["checkpoint"] = cp.note
+    return JSONResponse(
+        proof, headers={"Content-Disposition": f'attachment; filename="inclusion-{index}.json"'}
+    )

@@ -1,0 +1,320 @@
+"""Server-side SVG charts: funnel plots, trend lines and sparklines.
+
+Colour-blind-safe (Okabe-Ito), and never colour alone: every funnel band also has its own marker
+shape and a text label in the point's ``<title>``. Points are focusable (``tabindex=0``) with an
+``aria-label``, so the chart works from the keyboard and with a screen reader.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+# Okabe & Ito (2008) palette.
+BAND_STYLE: dict[str | None, dict[str, str]] = {
+    "high_998": {
+        "colour": "#0072B2",
+        "shape": "triangle-up-filled",
+        "symbol": "▲",
+        "short": "high (99.8%)",
+    },
+    "high_95": {"colour": "#56B4E9", "shape": "triangle-up", "symbol": "△", "short": "high (95%)"},
+    "within": {"colour": "#6b6b6b", "shape": "circle", "symbol": "●", "short": "within"},
+    "low_95": {"colour": "#E69F00", "shape": "triangle-down", "symbol": "▽", "short": "low (95%)"},
+    "low_998": {
+        "colour": "#D55E00",
+        "shape": "triangle-down-filled",
+        "symbol": "▼",
+        "short": "low (99.8%)",
+    },
+    None: {"colour": "#999999", "shape": "none", "symbol": "–", "short": "not shown"},
+}
+SELF_COLOUR = "#000000"
+NETWORK_COLOUR = "#0072B2"
+PRACTICE_COLOUR = "#CC79A7"
+ABC_COLOUR = "#009E73"
+
+
+def pct(x: float | None, nd: int = 1) -> str:
+    return "–" if x is None else f"{100 * x:.{nd}f}%"
+
+
+def _marker(shape: str, x: float, y: float, colour: str, r: float = 5.0) -> str:
+    if shape == "circle":
+        return f'<circle class="mk" cx="{x:.1f}" cy="{y:.1f}" r="{r * 0.9:.1f}" fill="{colour}" fill-opacity="0.75" stroke="#222" stroke-width="0.6"/>'
+    up = shape.startswith("triangle-up")
+    filled = shape.endswith("filled")
+    h = r * 1.2
+    pts = (
+        f"{x:.1f},{y - h:.1f} {x - h:.1f},{y + h * 0.8:.1f} {x + h:.1f},{y + h * 0.8:.1f}"
+        if up
+        else f"{x:.1f},{y + h:.1f} {x - h:.1f},{y - h * 0.8:.1f} {x + h:.1f},{y - h * 0.8:.1f}"
+    )
+    fill = colour if filled else "#ffffff"
+    return (
+        f'<polygon class="mk" points="{pts}" fill="{fill}" stroke="{colour}" stroke-width="1.8"/>'
+    )
+
+
+def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    span = hi - lo
+    if span <= 0:
+        return [lo]
+    raw = span / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=mag * 10)
+    start = math.ceil(lo / step) * step
+    out = []
+    v = start
+    while v <= hi + 1e-12:
+        out.append(round(v, 10))
+        v += step
+    return out
+
+
+def funnel_svg(
+    view: dict[str, Any], *, width: int = 760, height: int = 440, compact: bool = False
+) -> str:
+    """The funnel plot of a funnel view (``aggregator.benchmarks.views.funnel_view``)."""
+    s = view["summary"]
+    pts = [p for p in view["practices"] if p.get("rate") is not None and p.get("denominator")]
+    curve = view.get("limits_curve") or []
+    ml, mr, mt, mb = (48, 12, 12, 36) if compact else (64, 150, 24, 52)
+    pw, ph = width - ml - mr, height - mt - mb
+    title = f"{view['title']} ({view['indicator']}), {view['period']['label']}: funnel plot"
+    head = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="funnel" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="group" aria-label={quoteattr(title)} font-family="system-ui, sans-serif" font-size="12">'
+        f"<title>{escape(title)}</title>"
+    )
+    if s.get("pooled") is None or not pts:
+        return (
+            head
+            + f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">No released rates to plot.</text></svg>'
+        )
+    max_n = max([p["denominator"] for p in pts] + [c["denominator"] for c in curve] + [1])
+    ys = [p["rate"] for p in pts] + [s["pooled"]] + ([s["abc"]] if s.get("abc") is not None else [])
+    ys += [c["low_998"] for c in curve if c["denominator"] >= max_n * 0.05] + [
+        c["high_998"] for c in curve if c["denominator"] >= max_n * 0.05
+    ]
+    ylo, yhi = max(0.0, min(ys) - 0.05), min(1.0, max(ys) + 0.05)
+    if yhi - ylo < 0.1:
+        ylo, yhi = max(0.0, ylo - 0.05), min(1.0, yhi + 0.05)
+
+    def X(n: float) -> float:
+        return ml + pw * n / (max_n * 1.05)
+
+    def Y(r: float) -> float:
+        return mt + ph * (1 - (min(max(r, ylo), yhi) - ylo) / (yhi - ylo))
+
+    out = [
+        head,
+        f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="#fff" stroke="#bbb" pointer-events="none"/>',
+    ]
+    for t in _nice_ticks(ylo, yhi):
+        out.append(
+            f'<line x1="{ml}" x2="{ml + pw}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" stroke="#eee"/>'
+        )
+        out.append(f'<text x="{ml - 6}" y="{Y(t) + 4:.1f}" text-anchor="end">{100 * t:g}%</text>')
+    for t in _nice_ticks(0, max_n * 1.05):
+        out.append(f'<text x="{X(t):.1f}" y="{mt + ph + 16}" text-anchor="middle">{t:g}</text>')
+    out.append(
+        f'<text x="{ml + pw / 2}" y="{height - 6}" text-anchor="middle">Denominator (patients eligible)</text>'
+    )
+    if not compact:
+        out.append(
+            f'<text x="14" y="{mt + ph / 2}" text-anchor="middle" transform="rotate(-90 14 {mt + ph / 2})">Rate</text>'
+        )
+    # limits: 99.8% solid, 95% dashed
+    for key, dash in (
+        ("low_998", ""),
+        ("high_998", ""),
+        ("low_95", ' stroke-dasharray="5 4"'),
+        ("high_95", ' stroke-dasharray="5 4"'),
+    ):
+        line = " ".join(
+            f"{X(c['denominator']):.1f},{Y(c[key]):.1f}" for c in curve if c.get(key) is not None
+        )
+        out.append(
+            f'<polyline class="limit {key}" points="{line}" fill="none" stroke="#555" stroke-width="1.2"{dash}/>'
+        )
+    out.append(
+        f'<line class="pooled" x1="{ml}" x2="{ml + pw}" y1="{Y(s["pooled"]):.1f}" y2="{Y(s["pooled"]):.1f}" stroke="{NETWORK_COLOUR}" stroke-width="1.5"/>'
+    )
+    if s.get("abc") is not None:
+        out.append(
+            f'<line class="abc" x1="{ml}" x2="{ml + pw}" y1="{Y(s["abc"]):.1f}" y2="{Y(s["abc"]):.1f}" stroke="{ABC_COLOUR}" stroke-width="1.5" stroke-dasharray="2 3"/>'
+        )
+    # points: peers first, identified practices above them, the viewer's own last (on top)
+    for p in sorted(pts, key=lambda p: (p.get("self", False), p["identified"])):
+        style = BAND_STYLE.get(p.get("band"), BAND_STYLE[None])
+        x, y = X(p["denominator"]), Y(p["rate"])
+        who = p["name"] if p["name"] == p["id"] else f"{p['name']} ({p['id']})"
+        approx = " (from rounded counts)" if p.get("approximate") else ""
+        text = f"{who}: {pct(p['rate'])} of {p['denominator']}{approx}; {p.get('band_text') or 'no band'}"
+        ring = (
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="10" fill="none" stroke="{SELF_COLOUR}" stroke-width="2"/>'
+            if p.get("self")
+            else ""
+        )
+        label = (
+            f'<text x="{x + 12:.1f}" y="{y - 8:.1f}" font-weight="bold">You</text>'
+            if p.get("self") and not compact
+            else ""
+        )
+        out.append(
+            f'<g class="pt" tabindex="0" role="img" data-practice={quoteattr(p["id"])} data-band={quoteattr(str(p.get("band")))} '
+            f"aria-label={quoteattr(text)}><title>{escape(text)}</title>{ring}{_marker(style['shape'], x, y, style['colour'])}{label}</g>"
+        )
+    if not compact:
+        lx, ly = ml + pw + 14, mt + 6
+        items = [
+            ("line", NETWORK_COLOUR, f"Network {pct(s['pooled'])}", ""),
+            ("line", ABC_COLOUR, f"Benchmark (ABC) {pct(s.get('abc'))}", ' stroke-dasharray="2 3"'),
+            ("line", "#555", "99.8% limits", ""),
+            ("line", "#555", "95% limits", ' stroke-dasharray="5 4"'),
+        ]
+        for i, (_, colour, text, dash) in enumerate(items):
+            yy = ly + i * 18
+            out.append(
+                f'<line x1="{lx}" x2="{lx + 22}" y1="{yy}" y2="{yy}" stroke="{colour}" stroke-width="1.5"{dash}/>'
+            )
+            out.append(f'<text x="{lx + 28}" y="{yy + 4}">{escape(text)}</text>')
+        for j, band in enumerate(("high_998", "high_95", "within", "low_95", "low_998")):
+            st = BAND_STYLE[band]
+            yy = ly + (len(items) + j) * 18 + 6
+            out.append(_marker(st["shape"], lx + 11, yy, st["colour"], 4.5))
+            out.append(f'<text x="{lx + 28}" y="{yy + 4}">{escape(st["short"])}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def trend_svg(series: Sequence[dict[str, Any]], *, practice: Sequence[dict[str, Any]] | None = None, breaks: Sequence[str] = (),
+              title: str = "Trend", practice_label: str = "Practice", width: int = 760, height: int = 300) -> str:  # fmt: skip
+    """Lines over periods: the network (or peer group) rate, the ABC, and optionally one practice;
+    a vertical rule where the indicator's version changed."""
+    labels = [s["period"]["label"] for s in series]
+    ml, mr, mt, mb = 56, 150, 20, 40
+    pw, ph = width - ml - mr, height - mt - mb
+    head = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="trend" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'role="group" aria-label={quoteattr(title)} font-family="system-ui, sans-serif" font-size="12"><title>{escape(title)}</title>'
+    )
+    vals = [s["rate"] for s in series if s.get("rate") is not None] + [
+        s["abc"] for s in series if s.get("abc") is not None
+    ]
+    vals += [p["rate"] for p in (practice or []) if p.get("rate") is not None]
+    if not labels or not vals:
+        return head + '<text x="20" y="40">No data.</text></svg>'
+    ylo, yhi = max(0.0, min(vals) - 0.05), min(1.0, max(vals) + 0.05)
+
+    def X(i: int) -> float:
+        return ml + (pw * i / max(1, len(labels) - 1) if len(labels) > 1 else pw / 2)
+
+    def Y(r: float) -> float:
+        return mt + ph * (1 - (r - ylo) / max(1e-9, yhi - ylo))
+
+    out = [
+        head,
+        f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="#fff" stroke="#bbb" pointer-events="none"/>',
+    ]
+    for t in _nice_ticks(ylo, yhi):
+        out.append(
+            f'<line x1="{ml}" x2="{ml + pw}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" stroke="#eee"/>'
+        )
+        out.append(f'<text x="{ml - 6}" y="{Y(t) + 4:.1f}" text-anchor="end">{100 * t:g}%</text>')
+    step = max(1, len(labels) // 12)
+    for i, lab in enumerate(labels):
+        if i % step == 0:
+            out.append(
+                f'<text x="{X(i):.1f}" y="{mt + ph + 16}" text-anchor="middle">{escape(lab)}</text>'
+            )
+    for b in breaks:
+        if b in labels:
+            i = labels.index(b)
+            xb = (X(i) + X(i - 1)) / 2 if i > 0 else X(i)
+            out.append(
+                f'<line class="break" x1="{xb:.1f}" x2="{xb:.1f}" y1="{mt}" y2="{mt + ph}" stroke="#000" stroke-dasharray="4 3"/>'
+            )
+            out.append(f'<text x="{xb + 4:.1f}" y="{mt + 12}">version change</text>')
+
+    def line(
+        points: list[tuple[int, float]], colour: str, cls: str, dash: str = "", name: str = ""
+    ) -> None:
+        # A break or a missing point splits the line: never join across it.
+        segs: list[list[tuple[int, float]]] = [[]]
+        for i, r in points:
+            if segs[-1] and (i != segs[-1][-1][0] + 1 or labels[i] in breaks):
+                segs.append([])
+            segs[-1].append((i, r))
+        for seg in segs:
+            if seg:
+                out.append(
+                    f'<polyline class="{cls}" points="{" ".join(f"{X(i):.1f},{Y(r):.1f}" for i, r in seg)}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>'
+                )
+        for i, r in points:
+            text = f"{name} {labels[i]}: {pct(r)}"
+            out.append(
+                f'<circle class="{cls}-pt" tabindex="0" cx="{X(i):.1f}" cy="{Y(r):.1f}" r="3.5" fill="{colour}" aria-label={quoteattr(text)}><title>{escape(text)}</title></circle>'
+            )
+
+    line(
+        [(i, s["rate"]) for i, s in enumerate(series) if s.get("rate") is not None],
+        NETWORK_COLOUR,
+        "network",
+        name="Network",
+    )
+    line(
+        [(i, s["abc"]) for i, s in enumerate(series) if s.get("abc") is not None],
+        ABC_COLOUR,
+        "abc",
+        ' stroke-dasharray="2 3"',
+        "Benchmark (ABC)",
+    )
+    if practice:
+        idx = {lab: i for i, lab in enumerate(labels)}
+        line([(idx[p["period"]["label"]], p["rate"]) for p in practice if p.get("rate") is not None and p["period"]["label"] in idx],
+             PRACTICE_COLOUR, "practice", ' stroke-dasharray="6 2"', practice_label)  # fmt: skip
+    lx, ly = ml + pw + 14, mt + 8
+    legend = [
+        (NETWORK_COLOUR, "Network", ""),
+        (ABC_COLOUR, "Benchmark (ABC)", ' stroke-dasharray="2 3"'),
+    ]
+    if practice:
+        legend.append((PRACTICE_COLOUR, practice_label, ' stroke-dasharray="6 2"'))
+    for k, (colour, text, dash) in enumerate(legend):
+        yy = ly + 18 * k
+        out.append(
+            f'<line x1="{lx}" x2="{lx + 22}" y1="{yy}" y2="{yy}" stroke="{colour}" stroke-width="2"{dash}/>'
+        )
+        out.append(f'<text x="{lx + 28}" y="{yy + 4}">{escape(text[:18])}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def sparkline_svg(
+    points: Sequence[float | None], *, width: int = 110, height: int = 26, label: str = "trend"
+) -> str:
+    vals = [p for p in points if p is not None]
+    head = f'<svg xmlns="http://www.w3.org/2000/svg" class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" aria-label={quoteattr(label)}><title>{escape(label)}</title>'
+    if len(vals) < 2:
+        return head + "</svg>"
+    lo, hi = min(vals), max(vals)
+    span = max(hi - lo, 0.02)
+    n = len(points)
+    coords = [
+        f"{2 + (width - 4) * i / (n - 1):.1f},{height - 3 - (height - 6) * (v - lo) / span:.1f}"
+        for i, v in enumerate(points)
+        if v is not None
+    ]
+    return (
+        head
+        + f'<polyline points="{" ".join(coords)}" fill="none" stroke="{NETWORK_COLOUR}" stroke-width="1.5"/></svg>'
+    )
+
+
+def standalone(svg: str) -> str:
+    """An SVG file for download."""
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + svg

@@ -1,0 +1,45 @@
+// Progressive enhancement only: every number is also in the page's tables.
+(function () {
+  "use strict";
+  var tip = document.getElementById("tip");
+  function show(el) {
+    var t = el.querySelector("title");
+    if (!tip || !t) return;
+    tip.textContent = t.textContent;
+    tip.hidden = false;
+    var r = el.getBoundingClientRect();
+    tip.style.left = (window.scrollX + r.right + 8) + "px";
+    tip.style.top = (window.scrollY + r.top - 8) + "px";
+  }
+  function hide() { if (tip) tip.hidden = true; }
+  document.querySelectorAll("svg .pt, svg [tabindex]").forEach(function (el) {
+    el.addEventListener("mouseenter", function () { show(el); });
+    el.addEventListener("focus", function () { show(el); });
+    el.addEventListener("mouseleave", hide);
+    el.addEventListener("blur", hide);
+  });
+  document.addEventListener("keydown", function (e) { if (e.key === "Escape") hide(); });
+  // PNG export: draw the inline SVG onto a canvas (no network, no library).
+  document.querySelectorAll("button.png").forEach(function (btn) {
+    btn.hidden = false;
+    btn.addEventListener("click", function () {
+      var svg = document.querySelector(btn.getAttribute("data-target"));
+      if (!svg) return;
+      var data = new XMLSerializer().serializeToString(svg);
+      var img = new Image();
+      var w = svg.viewBox.baseVal.width || svg.clientWidth, h = svg.viewBox.baseVal.height || svg.clientHeight;
+      img.onload = function () {
+        var c = document.createElement("canvas");
+        c.width = w * 2; c.height = h * 2;
+        var ctx = c.getContext("2d");
+        ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, c.width, c.height);
+        ctx.drawImage(img, 0, 0, c.width, c.height);
+        var a = document.createElement("a");
+        a.download = btn.getAttribute("data-name") || "chart.png";
+        a.href = c.toDataURL("image/png");
+        document.body.appendChild(a); a.click(); a.remove();
+      };
+      img.src = "data:image/svg+xml;charset=utf-8," + encodeURIComponent(data);
+    });
+  });
+})();

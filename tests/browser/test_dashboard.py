@@ -1,0 +1,158 @@
+"""The dashboard in real headless Chromium against a real uvicorn server whose data arrived as
+signed submissions through the ingest path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from synthetic_network import SyntheticNetwork, practices
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyntheticNetwork]:
+    tmp = tmp_path_factory.mktemp("browser-net")
+    n = SyntheticNetwork(tmp, f"sqlite:///{tmp / 'agg.db'}", practices(12))
+    n.setup()
+    n.start()
+    with httpx.Client(base_url=n.url, timeout=60) as client:
+        n.enrol_all(client)
+        n.populate(client)
+    yield n
+    n.stop()
+
+
+TOPMOST = """ids => ids.filter(id => {
+  const mk = document.querySelector(`#funnel-figure svg g.pt[data-practice="${id}"] .mk`);
+  const r = mk.getBoundingClientRect();
+  const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+  return hit && hit.closest("g.pt") === mk.closest("g.pt");
+})"""
+
+
+def _uncovered(page, ids: list[str]) -> list[str]:  # type: ignore[no-untyped-def]
+    """The practices whose mark is not hidden under another (marks can overlap)."""
+    return page.evaluate(TOPMOST, ids)
+
+
+def _page(browser, net: SyntheticNetwork, who: str):  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    outside: list[str] = []
+    page.on(
+        "request",
+        lambda req: (
+            outside.append(req.url)
+            if not req.url.startswith(net.url) and not req.url.startswith("data:")
+            else None
+        ),
+    )
+    page.goto(f"{net.url}/dashboard/login")
+    page.fill("#token", net.tokens[who])
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+    return context, page, outside
+
+
+def test_lead_funnel_draws_every_practice_and_names_them(
+    browser, net: SyntheticNetwork, artifacts: Path
+) -> None:  # type: ignore[no-untyped-def]
+    lead_pcn = "North PCN"
+    context, page, outside = _page(browser, net, f"lead:{lead_pcn}")
+    assert page.url.endswith("/dashboard/overview")
+    page.screenshot(path=str(artifacts / "lead-overview.png"), full_page=True)
+
+    page.goto(f"{net.url}/dashboard/indicators/DM_HBA1C")
+    points = page.locator("#funnel-figure svg g.pt")
+    assert points.count() == len(net.specs)  # every practice drawn (none suppressed here)
+    drawn = set(points.evaluate_all("els => els.map(e => e.dataset.practice)"))
+    mine = {p.ods for p in net.specs if p.pcn == lead_pcn}
+    assert mine <= drawn
+    assert len(drawn - mine) == len(net.specs) - len(mine)
+    assert all(d.startswith("P-") for d in drawn - mine)
+
+    # hovering a point shows a tooltip naming the practice
+    free = _uncovered(page, sorted(mine))
+    assert free, "every identified mark is covered by another"
+    target = next(p for p in net.specs if p.ods == free[0])
+    point = page.locator(f'#funnel-figure svg g.pt[data-practice="{target.ods}"]')
+    assert target.name in point.locator("title").text_content()
+    point.locator(".mk").hover()
+    tip = page.locator("#tip")
+    tip.wait_for(state="visible")
+    assert target.name in tip.inner_text() and target.ods in tip.inner_text()
+
+    # and from the keyboard: focusing a point shows its tooltip too
+    other = next(p for p in net.specs if p.pcn == lead_pcn and p is not target)
+    page.locator(f'#funnel-figure svg g.pt[data-practice="{other.ods}"]').focus()
+    assert other.name in page.locator("#tip").inner_text()
+    page.screenshot(path=str(artifacts / "lead-funnel.png"), full_page=True)
+
+    # the table carries every practice without JavaScript
+    assert page.locator("table tbody tr").count() >= len(net.specs)
+    assert outside == []  # nothing fetched from outside the aggregator (no CDN)
+    context.close()
+
+
+def test_practice_view_shows_no_peer_name_or_code(
+    browser, net: SyntheticNetwork, artifacts: Path
+) -> None:  # type: ignore[no-untyped-def]
+    me = net.specs[0]  # the planted low outlier
+    context, page, outside = _page(browser, net, f"practice:{me.ods}")
+    assert page.url.endswith(f"/dashboard/practices/{me.ods}")
+    pages = [page.content()]
+    page.screenshot(path=str(artifacts / "practice-view.png"), full_page=True)
+    # its own position on each funnel: itself ringed among pseudonymised peers
+    assert page.locator(".funnels figure").count() == 5
+    for ind in ("DM_HBA1C", "FLU_65"):
+        page.goto(f"{net.url}/dashboard/indicators/{ind}")
+        pages.append(page.content())
+        drawn = page.locator("#funnel-figure svg g.pt").evaluate_all(
+            "els => els.map(e => e.dataset.practice)"
+        )
+        assert me.ods in drawn and len(drawn) == len(net.specs)
+        page.locator(f'#funnel-figure svg g.pt[data-practice="{me.ods}"] .mk').hover()
+        assert me.name in page.locator("#tip").inner_text()
+        peer = next(d for d in _uncovered(page, drawn) if d != me.ods)
+        page.locator(f'#funnel-figure svg g.pt[data-practice="{peer}"] .mk').hover()
+        assert page.locator("#tip").inner_text().startswith(peer)
+    page.screenshot(path=str(artifacts / "practice-funnel.png"), full_page=True)
+    for html in pages:
+        for p in net.specs:
+            if p is not me:
+                assert p.ods not in html and p.name not in html
+    assert outside == []
+    context.close()
+
+
+def test_ig_officer_sees_verified_payloads(browser, net: SyntheticNetwork, artifacts: Path) -> None:  # type: ignore[no-untyped-def]
+    me = net.specs[1]
+    context, page, _ = _page(browser, net, f"ig:{me.ods}")
+    assert page.url.endswith("/dashboard/ig")
+    rows = page.locator("table tbody tr")
+    assert rows.count() == 3
+    assert page.locator("td.ok").count() == 3 and page.locator("td.bad").count() == 0
+    page.screenshot(path=str(artifacts / "ig-view.png"), full_page=True)
+    href = page.locator("table tbody tr a", has_text="envelope").first.get_attribute("href")
+    r = context.request.get(net.url + href)
+    assert r.status == 200 and b'"payloadType"' in r.body()
+    context.close()
+
+
+def test_keyboard_reaches_the_funnel(browser, net: SyntheticNetwork) -> None:  # type: ignore[no-untyped-def]
+    context, page, _ = _page(browser, net, "admin")
+    page.goto(f"{net.url}/dashboard/indicators/AF_ANTICOAG")
+    for _ in range(60):
+        page.keyboard.press("Tab")
+        if page.evaluate(
+            "document.activeElement && document.activeElement.classList && document.activeElement.classList.contains('pt')"
+        ):
+            break
+    else:
+        pytest.fail("Tab never reached a funnel point")
+    assert page.locator("#tip").is_visible()
+    context.close()
