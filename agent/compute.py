@@ -46,6 +46,12 @@ def source_kind(settings: AgentSettings, engine: Engine) -> str:
 def open_source(settings: AgentSettings) -> Engine:
     """A read-only engine on the practice database; one line naming it if it cannot be read."""
     target = source_target(settings)
+    if settings.source.kind == "omop":
+        # An OMOP CDM database is read in place, through temporary views (docs/sources.md).
+        from .sources.omop import open_omop
+        from .store import practice_url
+
+        return open_omop(practice_url(target).render_as_string(hide_password=False))
     where = _display(target)
     engine = open_practice(target, read_only=True)
     try:

@@ -21,7 +21,15 @@ from protocol.submission import Enrol, Jwk, Rotate
 
 from .catalogue_cache import CACHE_FILE, verify_catalogue
 from .errors import AgentUserError, ConfigError
-from .keystore import Keystore, PinnedKey, Trust, load_trust, save_trust, write_private
+from .keystore import (
+    TRUST_FILE,
+    Keystore,
+    PinnedKey,
+    Trust,
+    load_trust,
+    save_trust,
+    write_private,
+)
 from .outbox import Message, NewMessage, Outbox
 from .release import new_nonce, sign
 from .settings import AgentSettings
@@ -53,6 +61,12 @@ def fetch_catalogue_key(client: AggregatorClient) -> PinnedKey:
 def enrol_agent(settings: AgentSettings, token: str, *, now: int) -> dict[str, Any]:
     settings.require("practice", "aud", "aggregator_url")
     assert settings.practice and settings.aud and settings.aggregator_url
+    if (settings.home / TRUST_FILE).exists():
+        trust = load_trust(settings.home)
+        raise ConfigError(
+            f"this agent is already enrolled as practice {trust.practice} in network "
+            f"{trust.aud!r} ({settings.home / TRUST_FILE}); a new enrolment needs a new agent home"
+        )
     keys = Keystore(settings.home)
     key = keys.active()
     try:
@@ -85,11 +99,10 @@ def enrol_agent(settings: AgentSettings, token: str, *, now: int) -> dict[str, A
             ),
             "queued",
         )
-        outcome = send(client, outbox, trust, message)
-        # The catalogue must verify with the key just pinned before trust is saved.
+        outcome = send(client, outbox, trust, message)  # the receipt verified: pin now
+        save_trust(settings.home, trust)
         data = client.get_bytes("/v1/catalogue")
         catalogue = verify_catalogue(data, trust, where="the aggregator's /v1/catalogue")
-        save_trust(settings.home, trust)
         write_private(settings.home / CACHE_FILE, data)
     return {
         "practice": settings.practice,

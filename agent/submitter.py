@@ -9,6 +9,7 @@ aggregator answers a resend of an accepted message with its stored receipt.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,8 +179,15 @@ def due_periods(settings: AgentSettings, outbox: Outbox, today: dt.date) -> list
     return periods
 
 
-def run_due(settings: AgentSettings, *, now: int, today: dt.date) -> list[Outcome]:
-    """Resend whatever is queued, then submit every period that is due."""
+def run_due(
+    settings: AgentSettings,
+    *,
+    now: int,
+    today: dt.date,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[Outcome]:
+    """Resend whatever is queued, then submit every period that is due. ``progress(label, done,
+    total)`` is called as periods complete."""
     trust = load_trust(settings.home)
     outcomes: list[Outcome] = []
     with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
@@ -188,7 +196,9 @@ def run_due(settings: AgentSettings, *, now: int, today: dt.date) -> list[Outcom
         periods = due_periods(settings, outbox, today)
         if periods:
             catalogue = load_catalogue(settings, client=client)
-            for period in periods:
+            for done, period in enumerate(periods):
+                if progress is not None:
+                    progress(period.label, done, len(periods))
                 message = prepare(settings, outbox, catalogue, period, now=now)
                 if message.state == "held":
                     outcomes.append(Outcome(message.id, message.period, "held"))
@@ -217,6 +227,13 @@ def approve(settings: AgentSettings, message_id: int, *, now: int) -> Outcome:
                 f"message #{message_id} was signed more than 6 days ago and the aggregator "
                 f"accepts messages up to 7 days old: reject it and run `fedqi-agent submit "
                 f"--period {message.period}` again"
+            )
+        sent = [m.seq for m in outbox.messages() if m.state == "accepted" and m.seq]
+        if sent and message.seq is not None and message.seq < max(sent):
+            raise AgentUserError(
+                f"message #{message_id} (seq {message.seq}) is older than a message already "
+                f"accepted (seq {max(sent)}), so the aggregator would refuse it: reject it and "
+                f"run `fedqi-agent submit --period {message.period}` again"
             )
         outbox.set_state(message_id, "queued", "approved")
         return send(client, outbox, trust, outbox.get(message_id))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import time
 from typing import Annotated
 
 import typer
+from rich.progress import Progress
 
 from agent.cli import app
 from agent.errors import AgentUserError
@@ -76,7 +78,16 @@ def run(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """Resend anything queued, then submit every period due since the last one submitted (for
     cron, a systemd timer or Windows Task Scheduler). Exits non-zero if anything failed."""
     settings = get_settings(home)
-    outcomes = run_due(settings, now=int(time.time()), today=dt.date.today())
+    if as_json or not sys.stdout.isatty():
+        outcomes = run_due(settings, now=int(time.time()), today=dt.date.today())
+    else:
+        with Progress(console=console(), transient=True) as bar:
+            task = bar.add_task("submitting", total=None)
+
+            def step(label: str, done: int, total: int) -> None:
+                bar.update(task, description=f"period {label}", completed=done, total=total)
+
+            outcomes = run_due(settings, now=int(time.time()), today=dt.date.today(), progress=step)
     if as_json:
         emit_json([o.to_json() for o in outcomes])
     else:

@@ -81,15 +81,19 @@ def test_hold_policy_pending_approve_reject(
         held_messages = outbox.messages(state="held")
     assert all(_stored_envelope(aggregator, m.sha256) is None for m in held_messages)
 
-    approved = agent.json("approve", str(held["message"]))  # type: ignore[index]
+    # Approving the newer one first makes the older one unsendable (seq must rise): said
+    # locally, before anything is sent; it can still be rejected.
+    approved = agent.json("approve", str(second["message"]))  # type: ignore[index]
     assert approved["state"] == "accepted"  # type: ignore[index]
-    rejected = agent.json("reject", str(second["message"]))  # type: ignore[index]
+    code, _, err = agent("approve", str(held["message"]))  # type: ignore[index]
+    assert code == 2 and "older than a message already accepted" in err
+    rejected = agent.json("reject", str(held["message"]))  # type: ignore[index]
     assert rejected["state"] == "rejected"  # type: ignore[index]
 
     with Outbox.open(agent.home) as outbox:
         by_id = {m.id: m for m in outbox.messages()}
-    sent = by_id[held["message"]]  # type: ignore[index]
-    kept = by_id[second["message"]]  # type: ignore[index]
+    sent = by_id[second["message"]]  # type: ignore[index]
+    kept = by_id[held["message"]]  # type: ignore[index]
     assert _stored_envelope(aggregator, sent.sha256) == sent.envelope  # the approved bytes
     assert kept.state == "rejected" and kept.envelope  # marked, not deleted
     assert _stored_envelope(aggregator, kept.sha256) is None
