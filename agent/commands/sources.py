@@ -42,9 +42,9 @@ def _store_target(into: str | None, home: Path | None) -> str:
             "no store to load into: pass --into PATH (e.g. practice.sqlite) or set source.url "
             "in the agent config"
         )
-    from agent.compute import source_url
+    from agent.compute import source_target
 
-    return source_url(settings)
+    return source_target(settings)
 
 
 def _run_load(target: str, load: Callable[[Engine], LoadReport], as_json: bool) -> None:
@@ -119,11 +119,6 @@ def open_checked_source(
         return open_omop(omop, codes=omop_codes)
     if db:
         return open_practice(db, read_only=True)
-    if settings.source.kind == "omop":
-        from agent.sources.omop import open_omop
-
-        settings.require("source.url")
-        return open_omop(str(settings.source.url), codes=omop_codes)
     from agent.compute import open_source
 
     return open_source(settings)

@@ -179,3 +179,42 @@ def test_round_trips_of_a_generated_practice(tmp_path: Path, catalogue: Catalogu
         assert compute_cells(omop, catalogue, end) == expected
     finally:
         omop.dispose()
+
+
+def test_agent_config_source_omop_reads_in_place(
+    tmp_path: Path, canonical: sa.Engine, catalogue: Catalogue, expected: list[RawCell]
+) -> None:
+    """``source.kind = "omop"`` in agent.toml: the agent's own compute path reads the OMOP
+    database through its views and records "omop" as the provenance source."""
+    from agent.compute import compute_raw_cells
+    from agent.settings import get_settings
+
+    url = f"sqlite:///{tmp_path / 'omop.sqlite'}"
+    target = sa.create_engine(url)
+    export_omop(canonical, target)
+    target.dispose()
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "agent.toml").write_text(f'[source]\nkind = "omop"\nurl = "{url}"\n')
+    settings = get_settings(home, environ={})
+    cells, kind = compute_raw_cells(settings, catalogue, PERIOD_END)
+    assert kind == "omop"
+    assert cells == expected
+
+
+def test_load_csv_into_the_configured_store(
+    tmp_path: Path, canonical: sa.Engine, catalogue: Catalogue, expected: list[RawCell]
+) -> None:
+    """Without --into, load-csv fills source.url; the agent then computes from it."""
+    from agent.cli import main
+    from agent.compute import compute_raw_cells
+    from agent.settings import get_settings
+
+    export_csv(canonical, tmp_path / "extract")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "agent.toml").write_text('[source]\nkind = "csv"\nurl = "practice.sqlite"\n')
+    assert main(["load-csv", str(tmp_path / "extract"), "--home", str(home)], {}) == 0
+    assert (home / "practice.sqlite").is_file()
+    cells, kind = compute_raw_cells(get_settings(home, environ={}), catalogue, PERIOD_END)
+    assert (kind, cells) == ("csv", expected)
