@@ -129,6 +129,13 @@ def rotate(settings: AgentSettings, *, now: int) -> dict[str, Any]:
             new_key = keys.finish_rotation()
             return {"old_kid": old.kid, "new_kid": new_key.kid, "leaf_index": None}
         if message is None:
+            waiting = [m for m in outbox.messages(state="queued") if m.kind != "rotate"]
+            if waiting:
+                # They are signed by the old key, which the aggregator retires on rotation.
+                raise AgentUserError(
+                    f"{len(waiting)} signed message(s) are waiting to be sent with the current "
+                    "key: run `fedqi-agent run` first, then rotate"
+                )
             new = keys.start_rotation()
             message = outbox.add_signed(
                 lambda seq: _rotate_message(trust, old, new, seq, now), "queued"

@@ -108,15 +108,41 @@ def test_key_rotation_then_submit_with_the_new_key(
 ) -> None:
     agent = agent_factory(aggregator)
     agent.ok("submit", "--period", "2026-01")
+
+    # The aggregator goes away: the submission is stored and reported unreachable (exit 5);
+    # rotation is refused while a message signed with the current key waits.
+    aggregator.kill()
+    code, _, err = agent("submit", "--period", "2026-02")
+    assert code == 5 and "unreachable" in err
+    code, _, err = agent("rotate-key")
+    assert code == 2 and "fedqi-agent run" in err
+    aggregator.start()
+    # Submitting the same period again resends the stored message, byte for byte.
+    with Outbox.open(agent.home) as outbox:
+        (waiting,) = outbox.messages(state="queued")
+    resent = agent.json("submit", "--period", "2026-02")
+    assert resent["message"] == waiting.id and resent["state"] == "accepted"  # type: ignore[index]
+    assert _stored_envelope(aggregator, waiting.sha256) == waiting.envelope
+
+    # A rotation interrupted by an outage resumes with the same stored rotate message.
+    aggregator.kill()
+    code, _, err = agent("rotate-key")
+    assert code == 5 and "unreachable" in err
+    with Outbox.open(agent.home) as outbox:
+        (pending_rotate,) = outbox.messages(kind="rotate")
+    aggregator.start()
     rotated = agent.json("rotate-key")
     old, new = rotated["old_kid"], rotated["new_kid"]  # type: ignore[index]
     assert old != new
-    agent.ok("submit", "--period", "2026-02")
     with Outbox.open(agent.home) as outbox:
-        rotate = outbox.messages(kind="rotate")[0]
-        subs = outbox.messages(kind="submission")
+        (rotate,) = outbox.messages(kind="rotate")
+    assert rotate.id == pending_rotate.id and rotate.state == "accepted"
     assert set(Envelope.from_bytes(rotate.envelope).keyids) == {old, new}
-    assert [m.kid for m in subs] == [old, new]
+
+    agent.ok("submit", "--period", "2026-03")
+    with Outbox.open(agent.home) as outbox:
+        subs = outbox.messages(kind="submission")
+    assert [m.kid for m in subs] == [old, old, new]
     keys = json.loads(aggregator.cli("key", "list", "--db", aggregator.db, "--json"))
     status = {k["kid"]: k["status"] for k in keys}
     assert status[new] == "active" and status[old] != "active"
