@@ -175,7 +175,7 @@ class _Loader:
                         resource = json.loads(line)
                     except json.JSONDecodeError as exc:
                         raise SourceError(
-                            f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                            f"{where}: not valid JSON ({exc.msg}, column {exc.colno}); "
                             "a truncated export? nothing was loaded"
                         ) from None
                     self.read(resource, where, full_url=None)
@@ -188,7 +188,7 @@ class _Loader:
                 data = json.load(fh)
         except json.JSONDecodeError as exc:
             raise SourceError(
-                f"{file} line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
+                f"{file} line {exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})"
             ) from None
         except (UnicodeDecodeError, OSError) as exc:
             raise SourceError(f"{file}: cannot read ({exc})") from None
