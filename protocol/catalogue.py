@@ -11,8 +11,7 @@ Semantics shared by every engine (the agent's SQL compiler and its reference eva
 * **Base population**: patients registered on ``E`` and alive on ``E``:
   ``birth_date <= E`` and ``registration_start <= E`` and (``registration_end`` is null or
   ``registration_end > E``) and (``death_date`` is null or ``death_date > E``). A registration
-  end date or death date is the
-  first day the patient is no longer registered.
+  end date or death date is the first day the patient is no longer registered.
 * **Window** ``Window(months=N)``: ``E - N months < date <= E`` (the start bound exclusive, the end
   inclusive). ``E - N months`` keeps the day of month, clipped to the month's last day
   (31 March - 1 month = 28/29 February). No window means "any date on or before ``E``".
