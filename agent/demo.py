@@ -1,8 +1,1078 @@
-"""``fedqi-demo``: the whole network on one machine (filled in by the demo work)."""
+"""``fedqi-demo``: a whole network of practices on one machine, through the real path.
+
+The demo plans a deterministic network (seeded), then drives the real command-line tools as
+separate processes: ``fedqi-aggregator`` (``db upgrade``, ``init``, ``practice add``,
+``enrol-token``, ``user add``, ``serve``) and, per practice, ``fedqi-agent`` (``synth``,
+``init``, ``enrol``, ``run``, ``audit verify``), each agent in its own home with its own key,
+talking to the aggregator over HTTP on loopback. It never touches the aggregator's database:
+the only things it reads are the CLIs' JSON output, the HTTP API and the agents' own outboxes.
+
+Demo home layout (``--home``, default ``./demo-home``)::
+
+    demo.json                    the plan, the log key, the demo users' tokens (mode 0600)
+    aggregator/aggregator.toml   the aggregator's settings (db, key_dir)
+    aggregator/aggregator.db     its SQLite database; aggregator/keys/ its keys
+    practices/<ODS>.sqlite       each practice's synthetic records (+ .json: the synth summary)
+    agents/<ODS>/                each practice's agent home (config, key, trust, outbox)
+    logs/                        every command's output, per practice, and the server's log
+
+Re-running resumes: every step looks at what exists and does only what is missing.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
 
-def main() -> int:
-    print("fedqi demo: not yet assembled")
-    return 0
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .errors import AgentUserError
+
+STATE_VERSION = 1
+AUD = "fedqi-demo"
+NETWORK_NAME = "fedqi demo network"
+DEFAULT_SEED = 1
+DEFAULT_PORT = 8400
+#: demo practices are small so the whole network builds in a couple of minutes on 2 cores;
+#: sizes are drawn log-uniformly between these (patient rows, about 3/4 of them registered).
+MIN_PATIENTS, MAX_PATIENTS = 400, 2500
+STEP_TIMEOUT = 900  # seconds for any one command; a hung step fails loudly instead of hanging
+
+GROUP_NAMES = (
+    "Riverside",
+    "Northgate",
+    "Hillcrest",
+    "Eastfield",
+    "Westbrook",
+    "Southmoor",
+    "Oakwood",
+    "Lakeside",
+    "Millbrook",
+    "Ashton",
+)
+PLACES = (
+    "Abbey", "Albion", "Beech", "Bridge", "Brook", "Castle", "Cedar", "Church", "Clover",
+    "Crown", "Elm", "Fairfield", "Forge", "Glebe", "Grange", "Green", "Harbour", "Hawthorn",
+    "Heath", "Holly", "Kings", "Larch", "Linden", "Market", "Meadow", "Mill", "Moor", "Orchard",
+    "Park", "Priory", "Queens", "Rowan", "Station", "Tannery", "Vale", "Victoria", "Willow",
+    "Wharf", "Windmill", "Yew",
+)  # fmt: skip
+KINDS = ("Surgery", "Medical Centre", "Health Centre", "Medical Practice", "Family Practice")
+ROLES = ("admin", "network_lead", "practice", "ig_officer")
+ROLE_LABELS = {
+    "admin": "admin",
+    "network_lead": "network lead",
+    "practice": "practice user",
+    "ig_officer": "IG officer",
+}
+
+
+class DemoError(AgentUserError):
+    """A demo step failed; the message names the practice, the command and its log file."""
+
+    exit_code = 1
+
+
+# --- the plan ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PracticePlan:
+    ods: str
+    name: str
+    group: str
+    patients: int
+    imd_decile: int
+    quality: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    groups: tuple[str, ...]
+    practices: tuple[PracticePlan, ...]
+
+
+def group_names(count: int) -> tuple[str, ...]:
+    names = [f"{GROUP_NAMES[i % len(GROUP_NAMES)]} PCN" for i in range(count)]
+    return tuple(
+        n if i < len(GROUP_NAMES) else f"{n} {i // len(GROUP_NAMES) + 1}"
+        for i, n in enumerate(names)
+    )
+
+
+def plan_network(practices: int, groups: int, seed: int = DEFAULT_SEED) -> NetworkPlan:
+    """A deterministic network: the same arguments always give the same practices.
+
+    Practices are dealt round-robin into groups. Each group has its own deprivation profile
+    (centres spread from decile 2 to 9), each practice a log-uniform size, an IMD decile near its
+    group's centre, and a recording quality that rises with affluence plus noise: the spread of
+    quality and the deprivation gradient real networks show.
+    """
+    names = group_names(groups)
+    net = random.Random(f"fedqi-demo:{seed}")
+    places = list(PLACES)
+    net.shuffle(places)
+    plans = []
+    for i in range(practices):
+        rng = random.Random(f"fedqi-demo:{seed}:{i}")
+        g = i % groups
+        centre = 5.5 if groups == 1 else 2 + 7 * g / (groups - 1)
+        imd = min(10, max(1, round(rng.gauss(centre, 1.3))))
+        size = math.exp(rng.uniform(math.log(MIN_PATIENTS), math.log(MAX_PATIENTS)))
+        quality = min(0.95, max(0.1, 0.3 + 0.045 * imd + rng.gauss(0, 0.12)))
+        place = places[i % len(places)]
+        suffix = f" {i // len(places) + 1}" if i >= len(places) else ""
+        plans.append(
+            PracticePlan(
+                ods=f"Y{90001 + i:05d}",
+                name=f"{place} {KINDS[rng.randrange(len(KINDS))]}{suffix}",
+                group=names[g],
+                patients=int(round(size, -1)),
+                imd_decile=imd,
+                quality=round(quality, 2),
+                seed=seed * 100_000 + i + 1,
+            )
+        )
+    return NetworkPlan(groups=names, practices=tuple(plans))
+
+
+def period_label(year: int, month: int) -> str:
+    return f"{year:04d}-{month:02d}"
+
+
+def demo_periods(today: dt.date, count: int) -> tuple[str, str, dt.date]:
+    """The ``count`` months ending with the last complete one: (first, last, last day)."""
+    last_day = today.replace(day=1) - dt.timedelta(days=1)
+    index = last_day.year * 12 + last_day.month - 1 - (count - 1)
+    return (
+        period_label(index // 12, index % 12 + 1),
+        period_label(last_day.year, last_day.month),
+        last_day,
+    )
+
+
+def months_between(first: str, last: str) -> int:
+    fy, fm = (int(x) for x in first.split("-"))
+    ly, lm = (int(x) for x in last.split("-"))
+    return (ly * 12 + lm) - (fy * 12 + fm) + 1
+
+
+# --- the demo home -----------------------------------------------------------------------------
+
+
+class DemoHome:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "demo.json"
+
+    @property
+    def aggregator_dir(self) -> Path:
+        return self.root / "aggregator"
+
+    @property
+    def aggregator_config(self) -> Path:
+        return self.aggregator_dir / "aggregator.toml"
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite:///{self.aggregator_dir / 'aggregator.db'}"
+
+    @property
+    def key_dir(self) -> Path:
+        return self.aggregator_dir / "keys"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def records(self, ods: str) -> Path:
+        return self.root / "practices" / f"{ods}.sqlite"
+
+    def records_summary(self, ods: str) -> Path:
+        return self.root / "practices" / f"{ods}.json"
+
+    def agent(self, ods: str) -> Path:
+        return self.root / "agents" / ods
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def load_state(self) -> dict[str, Any] | None:
+        if not self.state_file.exists():
+            return None
+        try:
+            state = json.loads(self.state_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DemoError(
+                f"{self.state_file}: cannot read the demo state ({exc}); use --fresh"
+            ) from None
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise DemoError(
+                f"{self.state_file}: not a demo state this version can resume; use --fresh"
+            )
+        return state
+
+    def save_state(self, state: dict[str, Any]) -> None:
+        # 0600: it holds the demo users' tokens, shown again on every run.
+        tmp = self.state_file.with_name(".demo.json.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(state, fh, indent=2, sort_keys=True)
+        os.replace(tmp, self.state_file)
+
+
+# --- running the real tools --------------------------------------------------------------------
+
+
+def find_tool(name: str) -> str:
+    """The console script installed beside this interpreter (``make demo`` does not activate the
+    venv, so PATH may not have it), else on PATH."""
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return str(here)
+    found = shutil.which(name)
+    if found is None:
+        raise DemoError(f"cannot find the {name!r} command: install fedqi (`make venv`) first")
+    return found
+
+
+def clean_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """The caller's environment without fedqi settings, so a stray FEDQI_AGENT_* or
+    FEDQI_AGGREGATOR_* variable cannot change what the demo's tools do."""
+    return {
+        k: v for k, v in environ.items() if not k.startswith(("FEDQI_AGENT_", "FEDQI_AGGREGATOR_"))
+    }
+
+
+class Tools:
+    """Runs ``fedqi-aggregator`` and ``fedqi-agent`` as subprocesses, logging each command's
+    output to a file and turning a failure into one :class:`DemoError` line."""
+
+    def __init__(self, home: DemoHome, environ: Mapping[str, str]) -> None:
+        self.home = home
+        self.env = clean_environ(environ)
+        self.aggregator_cmd = find_tool("fedqi-aggregator")
+        self.agent_cmd = find_tool("fedqi-agent")
+        self._log_lock = threading.Lock()
+
+    def _run(
+        self,
+        cmd: list[str],
+        log: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        ok_codes: Sequence[int] = (0,),
+        what: str,
+    ) -> subprocess.CompletedProcess[str]:
+        log_path = self.home.log(log)
+        began = time.monotonic()
+        try:
+            proc = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                env={**self.env, **(env or {})},
+                timeout=STEP_TIMEOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            raise DemoError(
+                f"{what}: `{_show(cmd)}` took over {STEP_TIMEOUT} s (log: {log_path})"
+            ) from None
+        with self._log_lock, log_path.open("a", encoding="utf-8") as fh:
+            fh.write(
+                f"$ {_show(cmd)}\n{proc.stdout}{proc.stderr}"
+                f"[exit {proc.returncode} after {time.monotonic() - began:.1f} s]\n\n"
+            )
+        if proc.returncode not in ok_codes:
+            lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+            last = lines[-1] if lines else "(no output)"
+            raise DemoError(
+                f"{what}: `{_show(cmd)}` exited {proc.returncode}: {last} (log: {log_path})"
+            )
+        return proc
+
+    def aggregator(
+        self, *args: str, log: str = "aggregator-admin", what: str = "aggregator"
+    ) -> Any:
+        cmd = [self.aggregator_cmd, *args, "--config", str(self.home.aggregator_config), "--json"]
+        return _json(self._run(cmd, log, what=what), what)
+
+    def agent(
+        self,
+        ods: str,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        ok_codes: Sequence[int] = (0,),
+        home: bool = True,
+    ) -> Any:
+        where = ["--home", str(self.home.agent(ods))] if home else []
+        cmd = [self.agent_cmd, *args, *where, "--json"]
+        proc = self._run(cmd, ods, env=env, ok_codes=ok_codes, what=f"practice {ods}")
+        return _json(proc, f"practice {ods}")
+
+
+def _show(cmd: Sequence[str]) -> str:
+    first = Path(cmd[0]).name
+    return " ".join([first, *cmd[1:]])
+
+
+def _json(proc: subprocess.CompletedProcess[str], what: str) -> Any:
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        raise DemoError(
+            f"{what}: expected JSON from `{_show(proc.args)}`, got {proc.stdout[:200]!r}"
+        ) from None
+
+
+# --- the aggregator server ---------------------------------------------------------------------
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop_stale_server(home: DemoHome, state: Mapping[str, Any] | None) -> int | None:
+    """Stop this demo home's own server left running by an interrupted earlier run (recognised
+    by its recorded pid AND its command line naming this home's config); never anything else."""
+    pid = (state or {}).get("server_pid")
+    if not isinstance(pid, int):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    args = [a.decode(errors="replace") for a in cmdline]
+    if (
+        not any(a.endswith("fedqi-aggregator") for a in args)
+        or str(home.aggregator_config) not in args
+    ):
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            time.sleep(0.1)
+            os.kill(pid, 0)
+    return pid
+
+
+class Server:
+    """``fedqi-aggregator serve`` as a child process."""
+
+    def __init__(self, tools: Tools, port: int) -> None:
+        self.tools = tools
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        home = self.tools.home
+        log = home.log("aggregator").open("ab")
+        cmd = [
+            self.tools.aggregator_cmd,
+            "serve",
+            "--config",
+            str(home.aggregator_config),
+            "--port",
+            str(self.port),
+        ]
+        log.write(f"$ {_show(cmd)}\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.tools.env
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    tail = home.log("aggregator").read_text(errors="replace").strip().splitlines()
+                    raise DemoError(
+                        f"the aggregator exited ({self.proc.returncode}) while starting: "
+                        f"{tail[-1] if tail else '(no output)'} (log: {home.log('aggregator')})"
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{self.url}/readyz").status_code == 200:
+                        return
+                time.sleep(0.2)
+        self.stop()
+        raise DemoError(f"the aggregator did not become ready at {self.url} within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+# --- one practice ------------------------------------------------------------------------------
+
+
+@dataclass
+class PracticeResult:
+    ods: str
+    registered: int = 0
+    enrolled: bool = False
+    steps_done: list[str] = field(default_factory=list)
+    run_outcomes: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+def build_practice(
+    plan: PracticePlan,
+    *,
+    tools: Tools,
+    server_url: str,
+    registered_at_aggregator: set[str],
+    first_period: str,
+    period_end: dt.date,
+    tick: Callable[[str, int], None],
+) -> PracticeResult:
+    """Every step one practice needs, each skipped when already done: synthesise records,
+    register, create the agent home, enrol, submit every due period."""
+    home = tools.home
+    result = PracticeResult(plan.ods)
+    records = home.records(plan.ods)
+    summary_file = home.records_summary(plan.ods)
+    if records.exists() and summary_file.exists():
+        summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    else:
+        partial = records.with_name(f"{plan.ods}.partial.sqlite")
+        summary = tools.agent(
+            plan.ods,
+            "synth",
+            "--patients", str(plan.patients),
+            "--seed", str(plan.seed),
+            "--quality", f"{plan.quality}",
+            "--period-end", period_end.isoformat(),
+            "--out", str(partial),
+            "--force",
+            home=False,
+        )  # fmt: skip
+        os.replace(partial, records)
+        summary_file.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        result.steps_done.append("synth")
+    result.registered = int(summary["registered"])
+    tick("records", 1)
+
+    if plan.ods not in registered_at_aggregator:
+        tools.aggregator(
+            "practice", "add", plan.ods,
+            "--name", plan.name,
+            "--group", plan.group,
+            "--list-size", str(result.registered),
+            "--imd-decile", str(plan.imd_decile),
+            log=plan.ods,
+            what=f"practice {plan.ods}",
+        )  # fmt: skip
+        result.steps_done.append("practice add")
+
+    agent_home = home.agent(plan.ods)
+    if not (agent_home / "keys" / "active").exists():
+        if (agent_home / "agent.toml").exists():
+            tools.agent(plan.ods, "init")  # an earlier run wrote the config, not yet the key
+        else:
+            tools.agent(
+                plan.ods,
+                "init",
+                "--practice", plan.ods,
+                "--aud", AUD,
+                "--aggregator-url", server_url,
+                "--source-url", str(records),
+            )  # fmt: skip
+        result.steps_done.append("init")
+    else:
+        _point_agent_at(agent_home, server_url)
+
+    if not (agent_home / "trust.json").exists():
+        token = tools.aggregator(
+            "enrol-token", plan.ods, "--hours", "1", log=plan.ods, what=f"practice {plan.ods}"
+        )["token"]
+        tools.agent(plan.ods, "enrol", "--token", token)
+        result.steps_done.append("enrol")
+    result.enrolled = True
+    tick("enrolled", 1)
+
+    # `run` resends anything queued, then submits every month from first_period to the last
+    # complete one: one process per agent, the way a practice's scheduler runs it.
+    outcomes = tools.agent(
+        plan.ods, "run", env={"FEDQI_AGENT_FIRST_PERIOD": first_period}, ok_codes=(0, 6)
+    )
+    result.run_outcomes = list(outcomes)
+    tick("submitted", sum(1 for o in outcomes if o.get("state") == "accepted"))
+    return result
+
+
+def _point_agent_at(agent_home: Path, server_url: str) -> None:
+    """A resumed demo may serve on another --port: update the agent's aggregator_url in its own
+    config file (the one setting the demo owns there)."""
+    config = agent_home / "agent.toml"
+    if not config.exists():
+        return
+    lines = config.read_text(encoding="utf-8").splitlines()
+    wanted = f"aggregator_url = {json.dumps(server_url)}"
+    changed = [wanted if ln.startswith("aggregator_url =") else ln for ln in lines]
+    if changed != lines:
+        config.write_text("\n".join(changed) + "\n", encoding="utf-8")
+
+
+# --- the whole network -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    practices: int
+    groups: int
+    periods: int
+    home: Path
+    port: int
+    once: bool
+    as_json: bool
+    fresh: bool
+    jobs: int
+    seed: int
+
+
+def _check_options(o: Options) -> None:
+    if not 1 <= o.practices <= 500:
+        raise DemoError(f"--practices {o.practices}: choose 1 to 500")
+    if not 1 <= o.groups <= o.practices:
+        raise DemoError(f"--groups {o.groups}: choose 1 to --practices ({o.practices})")
+    if not 1 <= o.periods <= 60:
+        raise DemoError(f"--periods {o.periods}: choose 1 to 60 months")
+    if not 0 <= o.port <= 65535:
+        raise DemoError(f"--port {o.port}: choose 1 to 65535 (0: any free port)")
+    if not 1 <= o.jobs <= 16:
+        raise DemoError(f"--jobs {o.jobs}: choose 1 to 16")
+
+
+def _prepare_home(
+    o: Options, home: DemoHome, say: Callable[[str], None]
+) -> tuple[str, dict[str, Any] | None]:
+    """Decide fresh / new / resumed; returns (mode, existing state)."""
+    state = home.load_state() if home.root.exists() else None
+    looks_like_demo = state is not None or (home.root / "aggregator").exists()
+    if home.root.exists() and not looks_like_demo and any(home.root.iterdir()):
+        raise DemoError(
+            f"{home.root} exists and is not a fedqi demo home; refusing to use or delete it "
+            "(choose another --home)"
+        )
+    if o.fresh and home.root.exists():
+        stopped = stop_stale_server(home, state)
+        if stopped:
+            say(f"stopped this demo's aggregator left running by an earlier run (pid {stopped})")
+        if looks_like_demo:
+            shutil.rmtree(home.root)
+            say(f"--fresh: removed {home.root}; starting a new network")
+        return "fresh", None
+    if state is None:
+        if (home.root / "aggregator").exists():
+            raise DemoError(
+                f"{home.root} holds a demo that never finished its first step; re-run with --fresh"
+            )
+        return "new", None
+    wanted = {"practices": o.practices, "groups": o.groups, "periods": o.periods, "seed": o.seed}
+    made = {k: state.get(k) for k in wanted}
+    if made != wanted:
+        was = " ".join(f"--{k} {v}" for k, v in made.items())
+        raise DemoError(
+            f"{home.root} holds a demo made with {was}; re-run with those options, or add "
+            "--fresh to start a new one"
+        )
+    stopped = stop_stale_server(home, state)
+    if stopped:
+        say(f"stopped this demo's aggregator left running by an earlier run (pid {stopped})")
+    return "resumed", state
+
+
+def _setup_aggregator(tools: Tools, home: DemoHome, state: dict[str, Any]) -> None:
+    for sub in (home.aggregator_dir, home.logs, home.root / "practices", home.root / "agents"):
+        sub.mkdir(parents=True, exist_ok=True)
+    if not home.aggregator_config.exists():
+        # Absolute paths: the tools run from any directory.
+        home.aggregator_config.write_text(
+            "# the demo aggregator's settings (see docs/aggregator.md)\n"
+            f"db = {json.dumps(home.db_url)}\n"
+            f"key_dir = {json.dumps(str(home.key_dir))}\n",
+            encoding="utf-8",
+        )
+    tools.aggregator("db", "upgrade", what="aggregator db upgrade")
+    if "log_key" not in state:
+        made = tools.aggregator(
+            "init", "--name", NETWORK_NAME, "--aud", AUD, what="aggregator init"
+        )
+        state["log_key"] = made["log_key"]
+        home.save_state(state)
+
+
+def _add_users(tools: Tools, home: DemoHome, state: dict[str, Any], plan: NetworkPlan) -> None:
+    first = plan.practices[0]
+    wanted = {
+        "admin": ("Demo Admin", []),
+        "network_lead": (f"{first.group} lead", ["--group", first.group]),
+        "practice": (f"{first.name} user", ["--practice", first.ods]),
+        "ig_officer": (f"{first.name} IG officer", ["--practice", first.ods]),
+    }
+    users = state.setdefault("users", {})
+    for role in ROLES:
+        if role in users:
+            continue
+        name, extra = wanted[role]
+        made = tools.aggregator(
+            "user", "add", name, "--role", role, *extra, what=f"user add {role}"
+        )
+        users[role] = {
+            "name": name,
+            "token": made["token"],
+            "practice": made.get("practice"),
+            "group": made.get("group"),
+        }
+        home.save_state(state)  # tokens are shown once: keep each as soon as it exists
+
+
+def _outbox_counts(home: DemoHome, ods: str) -> dict[str, int]:
+    from .outbox import Outbox
+
+    counts = {"accepted": 0, "refused": 0, "queued": 0, "held": 0, "rejected": 0}
+    agent_home = home.agent(ods)
+    if not (agent_home / "outbox.sqlite").exists():
+        return counts
+    with Outbox.open(agent_home) as outbox:
+        for m in outbox.messages(kind="submission"):
+            counts[m.state] = counts.get(m.state, 0) + 1
+    return counts
+
+
+def _log_size(server_url: str, log_key: Mapping[str, Any]) -> tuple[int, bool, str]:
+    """The log's size from its latest checkpoint, verified with the log key init printed."""
+    import base64
+
+    from protocol.checkpoint import verify_checkpoint
+    from protocol.errors import ProtocolError
+    from protocol.keys import VerifyingKey
+
+    note = httpx.get(f"{server_url}/v1/log/checkpoint", timeout=10).text
+    key = VerifyingKey.from_public_bytes(base64.b64decode(log_key["public_key"]))
+    try:
+        cp = verify_checkpoint(note, log_key["name"], key)
+    except ProtocolError as exc:
+        return int(note.splitlines()[1]) if note.count("\n") > 1 else 0, False, str(exc)
+    return cp.size, True, ""
+
+
+def _check_dashboard(
+    server_url: str, token: str, practices: Sequence[str]
+) -> tuple[bool, int, str]:
+    """Sign in as the admin the way a browser does and look for every practice on the overview."""
+    with httpx.Client(base_url=server_url, timeout=120, follow_redirects=False) as client:
+        login = client.post(
+            "/dashboard/login", data={"token": token, "next": "/dashboard/overview"}
+        )
+        if login.status_code not in (302, 303):
+            return False, 0, f"sign-in answered {login.status_code}"
+        page = client.get("/dashboard/overview")
+        if page.status_code != 200:
+            return False, 0, f"/dashboard/overview answered {page.status_code}"
+        shown = sum(1 for ods in practices if ods in page.text)
+    return True, shown, ""
+
+
+def run_demo(
+    o: Options, err: Console, environ: Mapping[str, str]
+) -> tuple[dict[str, Any], Server | None]:
+    """Build (or resume) the network and check it; returns the summary and the running server."""
+    started = time.monotonic()
+    _check_options(o)
+    home = DemoHome(o.home)
+    say = err.print
+    mode, state = _prepare_home(o, home, say)
+    plan = plan_network(o.practices, o.groups, o.seed)
+    today = dt.date.today()
+    if state is None:
+        first, last, last_day = demo_periods(today, o.periods)
+        home.root.mkdir(parents=True, exist_ok=True)
+        state = {
+            "version": STATE_VERSION,
+            "practices": o.practices,
+            "groups": o.groups,
+            "periods": o.periods,
+            "seed": o.seed,
+            "first_period": first,
+            "last_period": last,
+            "period_end": last_day.isoformat(),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+        home.save_state(state)
+        say(
+            f"{'Creating' if mode == 'new' else 'Creating fresh'} a demo network in {home.root}: "
+            f"{o.practices} practices in {o.groups} PCNs, {o.periods} months "
+            f"({first} to {last})"
+        )
+    else:
+        say(
+            f"Resuming the demo network in {home.root} (made {state.get('created')}): steps "
+            "already done are skipped, the rest is done now (--fresh starts again)"
+        )
+    first_period = state["first_period"]
+    period_end = dt.date.fromisoformat(state["period_end"])
+    _, current_last, _ = demo_periods(today, 1)
+    expected_per_practice = months_between(first_period, max(current_last, state["last_period"]))
+
+    tools = Tools(home, environ)
+    _setup_aggregator(tools, home, state)
+    existing = {
+        p["practice"]: p for p in tools.aggregator("practice", "list", what="practice list")
+    }
+    if mode == "resumed":
+        enrolled = sum(1 for p in plan.practices if (home.agent(p.ods) / "trust.json").exists())
+        say(f"  found {len(existing)} practices registered, {enrolled} agents enrolled")
+
+    port = o.port or free_port()
+    if not port_is_free(port):
+        raise DemoError(
+            f"port {port} on 127.0.0.1 is in use (another demo or aggregator?): stop it or pass "
+            "--port"
+        )
+    server = Server(tools, port)
+    server.start()
+    state["server_pid"] = server.proc.pid if server.proc else None
+    home.save_state(state)
+    try:
+        summary = _build_and_check(
+            o, home, tools, server, state, plan, existing, first_period, period_end,
+            expected_per_practice, err, started, mode,
+        )  # fmt: skip
+    except BaseException:
+        server.stop()
+        raise
+    return summary, server
+
+
+def _build_and_check(
+    o: Options,
+    home: DemoHome,
+    tools: Tools,
+    server: Server,
+    state: dict[str, Any],
+    plan: NetworkPlan,
+    existing: Mapping[str, Any],
+    first_period: str,
+    period_end: dt.date,
+    expected_per_practice: int,
+    err: Console,
+    started: float,
+    mode: str,
+) -> dict[str, Any]:
+    n = len(plan.practices)
+    failures: list[str] = []
+    results: dict[str, PracticeResult] = {}
+    audits: dict[str, dict[str, Any]] = {}
+    progress = Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    )
+    with progress:
+        t_records = progress.add_task("practice records", total=n)
+        t_enrol = progress.add_task("agents enrolled", total=n)
+        t_sub = progress.add_task("monthly submissions sent", total=n * expected_per_practice)
+        t_audit = progress.add_task("agents audited", total=n)
+        tasks = {"records": t_records, "enrolled": t_enrol, "submitted": t_sub}
+        # Submissions an earlier run already made count as done.
+        if mode == "resumed":
+            done = sum(_outbox_counts(home, p.ods)["accepted"] for p in plan.practices)
+            progress.update(t_sub, completed=done)
+
+        def tick(name: str, amount: int) -> None:
+            progress.advance(tasks[name], amount)
+
+        with ThreadPoolExecutor(max_workers=o.jobs, thread_name_prefix="demo") as pool:
+            futures = {
+                pool.submit(
+                    build_practice,
+                    p,
+                    tools=tools,
+                    server_url=server.url,
+                    registered_at_aggregator=set(existing),
+                    first_period=first_period,
+                    period_end=period_end,
+                    tick=tick,
+                ): p
+                for p in plan.practices
+            }
+            try:
+                for fut in as_completed(futures):
+                    p = futures[fut]
+                    try:
+                        r = fut.result()
+                    except DemoError as exc:
+                        failures.append(str(exc))
+                        progress.console.print(
+                            f"[red]FAIL[/red] {exc}", markup=True, highlight=False
+                        )
+                        continue
+                    results[p.ods] = r
+                    accepted = sum(1 for x in r.run_outcomes if x.get("state") == "accepted")
+                    refused = [x for x in r.run_outcomes if x.get("state") == "refused"]
+                    for x in refused:
+                        failures.append(
+                            f"practice {p.ods}: period {x.get('period')} refused: {x.get('detail')}"
+                        )
+                    progress.console.print(
+                        f"{p.ods} {p.name:<28} {p.group:<15} {r.registered:>5,} registered  "
+                        f"IMD {p.imd_decile:>2}  "
+                        + (f"{accepted} periods accepted" if accepted else "nothing new to send")
+                        + (f", [red]{len(refused)} refused[/red]" if refused else ""),
+                        highlight=False,
+                    )
+            except KeyboardInterrupt:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+        _add_users(tools, home, state, plan)
+
+        def audit(p: PracticePlan) -> dict[str, Any]:
+            try:
+                report = tools.agent(p.ods, "audit", "verify", ok_codes=(0, 8))
+            finally:
+                progress.advance(t_audit)
+            return report
+
+        enrolled_plans = [p for p in plan.practices if (home.agent(p.ods) / "trust.json").exists()]
+        progress.update(t_audit, total=len(enrolled_plans))
+        with ThreadPoolExecutor(max_workers=o.jobs, thread_name_prefix="audit") as pool:
+            for p, fut in [(p, pool.submit(audit, p)) for p in enrolled_plans]:
+                try:
+                    audits[p.ods] = fut.result()
+                except DemoError as exc:
+                    audits[p.ods] = {"ok": False, "failures": [str(exc)]}
+                if not audits[p.ods].get("ok"):
+                    failures.append(
+                        f"practice {p.ods}: audit verify failed: {audits[p.ods].get('failures')}"
+                    )
+
+    registered = {
+        p["practice"]: p for p in tools.aggregator("practice", "list", what="practice list")
+    }
+    planned = [p.ods for p in plan.practices]
+    missing = [ods for ods in planned if ods not in registered]
+    not_enrolled = [ods for ods in planned if not (registered.get(ods) or {}).get("active_kid")]
+    if missing:
+        failures.append(f"practices not registered at the aggregator: {', '.join(missing)}")
+    if not_enrolled:
+        failures.append(
+            f"practices with no active key at the aggregator: {', '.join(not_enrolled)}"
+        )
+
+    counts = {k: 0 for k in ("accepted", "refused", "queued", "held", "rejected")}
+    short: list[str] = []
+    for ods in planned:
+        c = _outbox_counts(home, ods)
+        for k, v in c.items():
+            counts[k] = counts.get(k, 0) + v
+        if c["accepted"] < expected_per_practice:
+            short.append(f"{ods} ({c['accepted']}/{expected_per_practice})")
+    if short:
+        failures.append(f"practices missing accepted periods: {', '.join(short)}")
+
+    size, cp_ok, cp_error = _log_size(server.url, state["log_key"])
+    enrolled_count = n - len(not_enrolled)
+    if not cp_ok:
+        failures.append(f"the log's checkpoint does not verify with the log key: {cp_error}")
+    if size < enrolled_count + counts["accepted"]:
+        failures.append(
+            f"log size {size} is smaller than enrolments + accepted submissions "
+            f"({enrolled_count} + {counts['accepted']})"
+        )
+
+    users = state.get("users", {})
+    reachable, shown, dash_error = _check_dashboard(server.url, users["admin"]["token"], planned)
+    if not reachable:
+        failures.append(f"dashboard: {dash_error}")
+    elif shown < n:
+        failures.append(f"dashboard overview shows {shown} of {n} practices")
+
+    audit_failed = sorted(ods for ods, a in audits.items() if not a.get("ok"))
+    return {
+        "ok": not failures,
+        "mode": mode,
+        "home": str(home.root),
+        "url": f"{server.url}/dashboard",
+        "api_url": server.url,
+        "network": {"name": NETWORK_NAME, "aud": AUD, "groups": list(plan.groups)},
+        "practices": {"planned": n, "registered": n - len(missing), "enrolled": enrolled_count},
+        "periods": {
+            "first": first_period,
+            "per_practice": expected_per_practice,
+        },
+        "submissions": {
+            "expected": n * expected_per_practice,
+            "accepted": counts["accepted"],
+            "rejected": counts["refused"] + counts["rejected"],
+            "pending": counts["queued"] + counts["held"],
+        },
+        "log": {"size": size, "checkpoint_verified": cp_ok},
+        "audit": {
+            "verified": sum(1 for a in audits.values() if a.get("ok")),
+            "failed": audit_failed,
+            "all_passed": bool(audits) and not audit_failed and len(audits) == n,
+        },
+        "dashboard": {"reachable": reachable, "practices_shown": shown},
+        "users": [
+            {"role": role, "name": users[role]["name"], "token": users[role]["token"]}
+            for role in ROLES
+            if role in users
+        ],
+        "seconds_to_dashboard": round(time.monotonic() - started, 1),
+        "failures": failures,
+    }
+
+
+def print_summary(summary: Mapping[str, Any], out: Console) -> None:
+    s = summary
+    sub = s["submissions"]
+    state = "[green]ready[/green]" if s["ok"] else "[red]built with failures[/red]"
+    out.print(
+        f"\nDemo network {state} in {s['seconds_to_dashboard']:.0f} s: "
+        f"{s['practices']['enrolled']}/{s['practices']['planned']} practices enrolled in "
+        f"{len(s['network']['groups'])} PCNs; {sub['accepted']} submissions accepted, "
+        f"{sub['rejected']} rejected; log size {s['log']['size']}"
+        f"{' (checkpoint verified)' if s['log']['checkpoint_verified'] else ''}; "
+        f"{s['audit']['verified']}/{s['practices']['planned']} agent audits verified",
+        highlight=False,
+    )
+    for failure in s["failures"]:
+        out.print(f"[red]FAIL[/red] {failure}", highlight=False)
+    out.print(f"\nDashboard: [bold]{s['url']}[/bold]", highlight=False)
+    out.print("Sign in with one of these demo tokens (kept in demo.json in the demo home):")
+    for u in s["users"]:
+        out.print(f"  {ROLE_LABELS[u['role']]:<14} {u['name']:<36} {u['token']}", highlight=False)
+    out.print(
+        f"API: curl -H 'Authorization: Bearer <token>' {s['api_url']}/v1/benchmarks/overview",
+        highlight=False,
+    )
+
+
+# --- the command -------------------------------------------------------------------------------
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+def demo(
+    practices: Annotated[int, typer.Option("--practices", help="number of practices")] = 30,
+    groups: Annotated[int, typer.Option("--groups", help="number of groups (PCNs)")] = 5,
+    periods: Annotated[
+        int, typer.Option("--periods", help="monthly periods each practice submits")
+    ] = 12,
+    home: Annotated[Path, typer.Option("--home", help="the demo's directory")] = Path("demo-home"),
+    port: Annotated[
+        int, typer.Option("--port", help="loopback port to serve on (0: any free port)")
+    ] = DEFAULT_PORT,
+    once: Annotated[
+        bool, typer.Option("--once", help="build, check and stop; do not serve")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON summary on stdout")] = False,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="delete the demo home and start again")
+    ] = False,
+    jobs: Annotated[int, typer.Option("--jobs", help="agents working at once")] = 2,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the network plan")] = DEFAULT_SEED,
+) -> None:
+    """A network of synthetic practices, each with its own agent, key and records, feeding a live
+    aggregator and dashboard over HTTP. Re-running resumes; --fresh starts again."""
+    opts = Options(practices, groups, periods, home, port, once, as_json, fresh, jobs, seed)
+    # soft_wrap: tokens and URLs stay on one line, whatever the terminal width (or a pipe).
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    out = Console(highlight=False, soft_wrap=True)
+    try:
+        summary, server = run_demo(opts, err, os.environ)
+    except KeyboardInterrupt:
+        err.print("\ninterrupted: run fedqi-demo again to resume where it stopped")
+        raise typer.Exit(130) from None
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        print_summary(summary, out)
+    try:
+        if once or not summary["ok"]:
+            if not summary["ok"]:
+                err.print(f"see the logs in {DemoHome(home).logs}")
+            raise typer.Exit(0 if summary["ok"] else 1)
+        err.print(f"Serving until Ctrl-C (server log: {DemoHome(home).log('aggregator')})")
+        try:
+            code = server.proc.wait() if server.proc else 1
+        except KeyboardInterrupt:
+            err.print("\nstopped; `fedqi-demo` again serves this network again (it resumes)")
+            raise typer.Exit(0) from None
+        raise DemoError(f"the aggregator stopped by itself (exit {code}); see its log")
+    finally:
+        server.stop()
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run the demo; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    saved = None
+    if environ is not None:
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(environ)
+    try:
+        app(args=args, prog_name="fedqi-demo")
+        return 0
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except AgentUserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    finally:
+        if saved is not None:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

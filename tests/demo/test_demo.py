@@ -1,0 +1,199 @@
+"""End to end: `fedqi-demo --once --json` builds a small network through the real CLIs and HTTP,
+and its summary is checked here against what the agents and the aggregator actually hold."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agent.demo import MAX_PATIENTS, MIN_PATIENTS, main, plan_network
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = Path(sys.executable).parent / "fedqi-demo"
+PRACTICES, GROUPS, PERIODS = 3, 2, 2
+
+
+def _run_demo(home: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    proc = subprocess.run(
+        [
+            str(DEMO),
+            "--practices", str(PRACTICES),
+            "--groups", str(GROUPS),
+            "--periods", str(PERIODS),
+            "--once", "--json",
+            "--home", str(home),
+            "--port", "0",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=home.parent,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
+    if not DEMO.exists():
+        pytest.fail(f"{DEMO} is not installed (pip install -e .)")
+    home = tmp_path_factory.mktemp("demo") / "demo-home"
+    proc, summary = _run_demo(home)
+    return home, summary, proc.stderr
+
+
+def test_demo_summary_counts_match_the_network(demo: tuple[Path, dict[str, Any], str]) -> None:
+    _, s, _ = demo
+    assert s["ok"] is True, s["failures"]
+    assert s["failures"] == []
+    assert s["mode"] == "new"
+    assert s["practices"] == {"planned": PRACTICES, "registered": PRACTICES, "enrolled": PRACTICES}
+    assert s["periods"]["per_practice"] == PERIODS
+    sub = s["submissions"]
+    assert sub == {
+        "expected": PRACTICES * PERIODS,
+        "accepted": PRACTICES * PERIODS,
+        "rejected": 0,
+        "pending": 0,
+    }
+    # every enrolment and every accepted submission is a leaf of the log
+    assert s["log"]["size"] >= PRACTICES + sub["accepted"]
+    assert s["log"]["checkpoint_verified"] is True
+    assert s["audit"] == {"verified": PRACTICES, "failed": [], "all_passed": True}
+    assert s["dashboard"] == {"reachable": True, "practices_shown": PRACTICES}
+    assert [u["role"] for u in s["users"]] == ["admin", "network_lead", "practice", "ig_officer"]
+    assert s["url"].startswith("http://127.0.0.1:") and s["url"].endswith("/dashboard")
+    assert len(s["network"]["groups"]) == GROUPS
+
+
+def test_demo_summary_agrees_with_each_agents_outbox(
+    demo: tuple[Path, dict[str, Any], str],
+) -> None:
+    home, s, _ = demo
+    agents = sorted((home / "agents").iterdir())
+    assert len(agents) == PRACTICES
+    accepted = 0
+    for agent_home in agents:
+        # each agent has its own key and its own outbox, holding its receipts
+        keys = [k for k in (agent_home / "keys").glob("*.key")]
+        assert len(keys) == 1 and oct(keys[0].stat().st_mode & 0o777) == "0o600"
+        with contextlib.closing(sqlite3.connect(agent_home / "outbox.sqlite")) as db:
+            rows = db.execute(
+                "select kind, (select state from states s where s.message_id = m.id "
+                "order by s.id desc limit 1) from messages m"
+            ).fetchall()
+        assert ("enrol", "accepted") in rows
+        accepted += sum(1 for kind, state in rows if (kind, state) == ("submission", "accepted"))
+    assert accepted == s["submissions"]["accepted"]
+    kids = {(a / "keys" / "active").read_text().strip() for a in agents}
+    assert len(kids) == PRACTICES  # one key per practice, no sharing
+
+
+def test_demo_summary_agrees_with_the_aggregators_database(
+    demo: tuple[Path, dict[str, Any], str],
+) -> None:
+    home, s, _ = demo
+    with contextlib.closing(sqlite3.connect(home / "aggregator" / "aggregator.db")) as db:
+        practices = db.execute("select count(*) from practices").fetchone()[0]
+        active = db.execute(
+            "select count(distinct practice_ods) from practice_keys where status = 'active'"
+        ).fetchone()[0]
+        submissions = db.execute("select count(*) from submissions").fetchone()[0]
+        leaves = db.execute("select count(*) from log_leaves").fetchone()[0]
+    assert practices == active == PRACTICES
+    assert submissions == s["submissions"]["accepted"]
+    assert leaves == s["log"]["size"] == PRACTICES + submissions
+
+
+def test_demo_stops_its_server_with_once(demo: tuple[Path, dict[str, Any], str]) -> None:
+    _, s, _ = demo
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{s['api_url']}/healthz", timeout=2)
+
+
+def test_demo_rerun_resumes_and_sends_nothing_twice(
+    demo: tuple[Path, dict[str, Any], str],
+) -> None:
+    home, first, _ = demo
+    proc, again = _run_demo(home)
+    assert again["ok"] is True, again["failures"]
+    assert again["mode"] == "resumed"
+    assert "Resuming" in proc.stderr
+    assert again["submissions"] == first["submissions"]
+    assert again["log"]["size"] == first["log"]["size"]  # nothing resent, nothing new in the log
+    assert [u["token"] for u in again["users"]] == [u["token"] for u in first["users"]]
+
+
+def test_demo_refuses_other_options_on_an_existing_home(
+    demo: tuple[Path, dict[str, Any], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    home, _, _ = demo
+    code = main(
+        ["--practices", "4", "--groups", "2", "--periods", "2", "--home", str(home), "--once"], {}
+    )
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "--practices 3" in err and "--fresh" in err
+
+
+def test_demo_refuses_a_directory_that_is_not_a_demo_home(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    code = main(["--home", str(tmp_path), "--fresh", "--once"], {})
+    assert code != 0
+    assert "not a fedqi demo home" in capsys.readouterr().err
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--practices", "0"], "--practices"),
+        (["--practices", "3", "--groups", "4"], "--groups"),
+        (["--periods", "0"], "--periods"),
+        (["--port", "70000"], "--port"),
+    ],
+)
+def test_demo_rejects_bad_arguments_before_doing_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], named: str
+) -> None:
+    home = tmp_path / "h"
+    assert main([*args, "--home", str(home), "--once"], {}) != 0
+    assert named in capsys.readouterr().err
+    assert not home.exists()
+
+
+def test_plan_is_deterministic_and_varied() -> None:
+    plan = plan_network(30, 5, seed=1)
+    assert plan == plan_network(30, 5, seed=1)
+    assert plan != plan_network(30, 5, seed=2)
+    practices = plan.practices
+    assert len({p.ods for p in practices}) == 30 and len({p.name for p in practices}) == 30
+    assert {p.group for p in practices} == set(plan.groups) and len(plan.groups) == 5
+    assert all(MIN_PATIENTS <= p.patients <= MAX_PATIENTS for p in practices)
+    assert max(p.patients for p in practices) > 2 * min(p.patients for p in practices)
+    assert len({p.imd_decile for p in practices}) >= 5
+    assert max(p.quality for p in practices) - min(p.quality for p in practices) > 0.2
+    assert len({p.seed for p in practices}) == 30
+
+
+def test_demo_drives_the_aggregator_only_through_its_cli_and_http() -> None:
+    tree = ast.parse((REPO / "agent" / "demo.py").read_text())
+    imported = {
+        (n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+    } | {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "aggregator" not in imported
+    assert "sqlite3" not in imported and "sqlalchemy" not in imported
+    assert shutil.which("fedqi-aggregator") or (DEMO.parent / "fedqi-aggregator").exists()
