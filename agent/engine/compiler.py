@@ -389,10 +389,10 @@ def _hits_cte(
         value = t.c.value if table_name == "events" else sa.cast(sa.null(), sa.Float)
         parts.append(
             sa.select(t.c.patient_id, t.c.date, value.label("value"), codes.c.k)
-            .select_from(
-                t.join(codes, sa.and_(t.c.code == codes.c.code, t.c.system == codes.c.system))
-            )
-            .where(t.c.date <= _date(period_end))
+            # Hash on the code alone and check the system after: one string key is cheaper
+            # to probe (measured on DuckDB), and the result is the same.
+            .select_from(t.join(codes, t.c.code == codes.c.code))
+            .where(t.c.system == codes.c.system, t.c.date <= _date(period_end))
         )
     if not parts:
         # Every code set is empty (e.g. a LatestCode whose family and target share no code):
