@@ -62,6 +62,8 @@ def write_private(path: Path, data: bytes, *, exclusive: bool = False) -> None:
 
 
 def _fsync_dir(path: Path) -> None:
+    if os.name != "posix":  # Windows cannot open a directory to fsync it; NTFS journals renames
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -113,7 +115,9 @@ class Keystore:
         if key.kid != kid:
             raise ConfigError(f"{path}: the key in the file has kid {key.kid}, not {kid}")
         mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
+        # POSIX modes only: on Windows the agent home's ACL (ProgramData, service account) is
+        # what protects the key, and st_mode does not reflect it.
+        if os.name == "posix" and mode & 0o077:
             raise ConfigError(
                 f"{path}: key file mode is {mode:o}; it must be readable by its owner only "
                 "(chmod 600)"

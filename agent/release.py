@@ -83,7 +83,7 @@ def provenance_for(
     return Provenance(
         agent_version=__version__,
         extract_time=extract_time,
-        source=source_kind,  # type: ignore[arg-type]
+        source=source_kind,
         disclosure_policy=policy_sha256(policy),
         indicators=indicators,
     )

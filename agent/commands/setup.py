@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -75,7 +75,7 @@ def init(
     if not config.exists():
         text = render_config(values, {k: v for k, v in source.items() if v is not None})
         # Validate before writing anything, so a bad value leaves no half-made home.
-        checked = {k: v for k, v in values.items() if v is not None}
+        checked: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
         if any(v is not None for v in source.values()):
             checked["source"] = {k: v for k, v in source.items() if v is not None}
         get_settings(root, **checked)
