@@ -25,7 +25,16 @@ def _stored_envelope(server: AggregatorServer, sha: str) -> bytes | None:
 def test_init_enrol_submit_receipt_and_audit_verify(
     aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
 ) -> None:
-    agent = agent_factory(aggregator)
+    agent = agent_factory(aggregator, enrol=False)
+    token = aggregator.token("A12345")
+    agent.ok("enrol", "--token", token)
+    code, _, err = agent("enrol", "--token", token)
+    assert code == 3 and "already enrolled" in err
+    # The token is single use: a second agent home presenting it is refused by the aggregator.
+    intruder = agent_factory(aggregator, name="intruder", enrol=False)
+    code, _, err = intruder("enrol", "--token", token)
+    assert code == 6 and "refused" in err and len(err.strip().splitlines()) == 1, err
+    assert not (intruder.home / "trust.json").exists()
     trust = json.loads((agent.home / "trust.json").read_text())
     assert trust["log_key"]["name"] == "test-net/log/v1" and trust["catalogue_key"]
 
