@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import sys
+from contextlib import contextmanager
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -75,13 +76,17 @@ def _report(as_json: bool, data: dict[str, Any], lines: list[str]) -> None:
             out.print(line, highlight=False)
 
 
+@contextmanager
 def _database(settings):  # type: ignore[no-untyped-def]
     from .db.migrate import check_migrated
     from .db.session import Database
 
     db = Database(settings.db)
-    check_migrated(db)
-    return db
+    try:
+        check_migrated(db)
+        yield db
+    finally:
+        db.dispose()
 
 
 @app.command()
@@ -138,8 +143,7 @@ def init(
         raise BadRequestError("--name must be 1-200 characters")
     settings = _settings(db, key_dir, config)
     cat = load_catalogue_file(catalogue)
-    database = _database(settings)
-    with database.session() as session:
+    with _database(settings) as database, database.session() as session:
         if session.scalars(select(Network)).first() is not None:
             raise ConfigError("this database is already initialised (init runs once per network)")
         log_key, cat_key = keyfiles.generate(settings.key_dir)
@@ -199,7 +203,7 @@ def catalogue_publish(
     settings = _settings(db, key_dir, config)
     cat = load_catalogue_file(file)
     key = keyfiles.load_catalogue_key(settings.key_dir)
-    with _database(settings).session() as session:
+    with _database(settings) as database, database.session() as session:
         row = publish(session, cat, key, _now())
     _report(
         as_json,
@@ -225,7 +229,7 @@ def practice_add(
     from .practices.service import add_practice
 
     settings = _settings(db, config=config)
-    with _database(settings).session() as session:
+    with _database(settings) as database, database.session() as session:
         add_practice(
             session,
             ods,
@@ -256,7 +260,7 @@ def practice_list(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt =
     from .db.models import Practice, PracticeKey
 
     settings = _settings(db, config=config)
-    with _database(settings).read() as session:
+    with _database(settings) as database, database.read() as session:
         rows = list(session.scalars(select(Practice).order_by(Practice.ods)))
         keys = {
             k.practice_ods: k.kid
@@ -304,7 +308,7 @@ def enrol_token(
     lifetime = hours if hours is not None else settings.enrol_token_hours
     if not 1 <= lifetime <= 24 * 90:
         raise BadRequestError(f"--hours {lifetime} is not between 1 and {24 * 90}")
-    with _database(settings).session() as session:
+    with _database(settings) as database, database.session() as session:
         token, expires = issue_enrol_token(session, ods, hours=lifetime, now=_now())
     _report(
         as_json,
@@ -335,7 +339,7 @@ def user_add(
     from .users.service import add_user
 
     settings = _settings(db, config=config)
-    with _database(settings).session() as session:
+    with _database(settings) as database, database.session() as session:
         user, token = add_user(session, name, role, practice=practice, group=group, now=_now())
         uid = user.id
     _report(
@@ -377,8 +381,11 @@ def key_revoke(
         if compromised_since and compromised_since.tzinfo is None
         else compromised_since
     )
-    with rt.db.session() as session:
-        index = revoke_key(session, rt.signer, kid, compromised_since=since, now=_now())
+    try:
+        with rt.db.session() as session:
+            index = revoke_key(session, rt.signer, kid, compromised_since=since, now=_now())
+    finally:
+        rt.db.dispose()
     _report(
         as_json,
         {"kid": kid, "leaf_index": index, "compromised_since": since},
@@ -399,7 +406,7 @@ def key_list(
     from .db.models import PracticeKey
 
     settings = _settings(db, config=config)
-    with _database(settings).read() as session:
+    with _database(settings) as database, database.read() as session:
         q = select(PracticeKey).order_by(PracticeKey.practice_ods, PracticeKey.created_at)
         if practice:
             q = q.where(PracticeKey.practice_ods == practice)

@@ -163,7 +163,7 @@ class SimAgent:
             supersedes=supersedes,
             reason=reason,
             provenance=provenance(self.catalogue, cells),
-            cells=cells,
+            cells=tuple(sorted(cells, key=lambda c: c.key)),
         )
 
     def sign(

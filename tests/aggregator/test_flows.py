@@ -1,0 +1,248 @@
+"""Enrol, rotate, revoke; receipts and proofs verify; corrections; roles. Over a real uvicorn
+server on loopback, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+
+from agg_helpers import SimAgent, default_catalogue
+from sqlalchemy import select
+from verify import log_key, verify_receipt
+
+from aggregator.db import models
+from protocol.checkpoint import verify_checkpoint
+from protocol.envelope import Envelope, verify_envelope
+from protocol.keys import SigningKey
+from protocol.merkle import MemoryTree, verify_consistency, verify_inclusion
+from protocol.submission import Period, Receipt
+
+
+def test_enrol_binds_the_key_and_logs_a_key_event(server):
+    server.network.add_practice("A81001")
+    agent = SimAgent(ods="A81001", catalogue=default_catalogue())
+    body = agent.enrol(server.network.token("A81001"))
+    r = server.post("/v1/enrol", body)
+    assert r.status_code == 201
+    receipt = verify_receipt(server.client, r.content, body)
+    assert receipt.message_type == "enrol" and receipt.leaf_index == 0
+    # an identical retry (the response was lost) gets the same receipt, nothing new stored
+    before = server.network.counts()
+    again = server.post("/v1/enrol", body)
+    assert again.status_code == 200 and again.content == r.content
+    assert server.network.counts() == before
+    admin = server.network.user("admin")
+    leaf = server.get("/v1/log/entries?start=0&end=1", admin).json()[0]["leaf"]
+    assert leaf["type"] == "key_event" and leaf["status"] == "enrolled" and leaf["kid"] == agent.key.kid
+    assert leaf["envelope_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_enrol_never_replaces_an_active_key(server, agent_factory):
+    agent = agent_factory("A81001")
+    intruder = SimAgent(ods="A81001", catalogue=default_catalogue())
+    r = server.post("/v1/enrol", intruder.enrol(server.network.token("A81001")))
+    assert r.status_code == 409 and r.json()["type"].endswith("practice-has-key")
+    assert server.post("/v1/submissions", agent.submission()).status_code == 201
+    assert server.post("/v1/submissions", intruder.submission()).status_code == 401
+
+
+def test_rotate_retires_the_old_key(server, agent_factory):
+    agent = agent_factory("A81001")
+    assert server.post("/v1/submissions", agent.submission(period=Period.month(2026, 7))).status_code == 201
+    new_key = SigningKey.generate()
+    body = agent.rotate(new_key)
+    r = server.post("/v1/keys/rotate", body)
+    assert r.status_code == 201, r.text
+    receipt = verify_receipt(server.client, r.content, body)
+    assert receipt.message_type == "rotate"
+    assert server.post("/v1/keys/rotate", body).content == r.content  # idempotent
+    old = agent.submission(period=Period.month(2026, 8))
+    r = server.post("/v1/submissions", old)
+    assert r.status_code == 403 and r.json()["type"].endswith("key-retired")
+    agent.key = new_key
+    assert server.post("/v1/submissions", agent.submission(period=Period.month(2026, 8))).status_code == 201
+
+
+def test_rotate_needs_both_signatures(server, agent_factory):
+    agent = agent_factory("A81001")
+    new_key = SigningKey.generate()
+    env = Envelope.from_bytes(agent.rotate(new_key))
+    from protocol.envelope import sign_envelope
+
+    only_new = sign_envelope("rotate", env.payload_bytes(), [new_key]).to_bytes()
+    before = server.network.counts()
+    assert server.post("/v1/keys/rotate", only_new).status_code == 400
+    impostor = sign_envelope("rotate", env.payload_bytes(), [SigningKey.generate(), new_key]).to_bytes()
+    assert server.post("/v1/keys/rotate", impostor).status_code == 401
+    assert server.network.counts() == before
+
+
+def test_revoked_key_history_stays_verifiable(server, agent_factory):
+    agent = agent_factory("A81001")
+    body = agent.submission()
+    r = server.post("/v1/submissions", body)
+    receipt = verify_receipt(server.client, r.content, body)
+    net = server.network
+    assert net.cli("key", "revoke", agent.key.kid, "--compromised-since", "2026-01-01", "--key-dir", str(net.settings.key_dir)) == 0
+    assert net.cli("key", "revoke", agent.key.kid, "--key-dir", str(net.settings.key_dir)) != 0  # already revoked
+    name, key = log_key(server.client)
+    cp = verify_checkpoint(server.get("/v1/log/checkpoint").text, name, key)
+    assert cp.size == receipt.tree_size + 1  # the revocation is a leaf too
+    proof = server.get(f"/v1/log/proof/inclusion?index={receipt.leaf_index}&size={cp.size}").json()
+    verify_inclusion(receipt.leaf_index, cp.size, bytes.fromhex(receipt.leaf_hash),
+                     [bytes.fromhex(h) for h in proof["proof"]], cp.root)
+    admin = server.network.user("admin")
+    stored = server.get(f"/v1/envelopes/{receipt.envelope_sha256}", admin).content
+    assert stored == body
+    verify_envelope(Envelope.from_bytes(stored), [agent.key.public], kind="submission")
+
+
+def test_consistency_proofs_between_every_pair_of_sizes(server, agent_factory):
+    agents = [agent_factory(f"A8100{i}") for i in range(1, 4)]
+    for month in range(1, 5):
+        for a in agents:
+            assert server.post("/v1/submissions", a.submission(period=Period.month(2026, month))).status_code == 201
+    name, key = log_key(server.client)
+    size = verify_checkpoint(server.get("/v1/log/checkpoint").text, name, key).size
+    assert size == 15
+    roots = {n: verify_checkpoint(server.get(f"/v1/log/checkpoint/{n}").text, name, key).root for n in range(1, size + 1)}
+    admin = server.network.user("admin")
+    leaves = server.get(f"/v1/log/entries?start=0&end={size}", admin).json()
+    tree = MemoryTree.from_leaf_hashes([bytes.fromhex(e["leaf_hash"]) for e in leaves])
+    for e in leaves:  # leaf hashes are of the leaf data served
+        assert hashlib.sha256(b"\0" + base64.b64decode(e["leaf_data"])).hexdigest() == e["leaf_hash"]
+    for new in range(1, size + 1):
+        assert tree.root(new) == roots[new]
+        for old in range(1, new + 1):
+            p = server.get(f"/v1/log/proof/consistency?old={old}&new={new}").json()
+            verify_consistency(old, new, roots[old], roots[new], [bytes.fromhex(h) for h in p["proof"]])
+        for index in range(new):
+            p = server.get(f"/v1/log/proof/inclusion?index={index}&size={new}").json()
+            verify_inclusion(index, new, tree.leaf(index), [bytes.fromhex(h) for h in p["proof"]], roots[new])
+    bad = server.get(f"/v1/log/proof/consistency?old=3&new={size + 1}")
+    assert bad.status_code == 400 and bad.json()["type"].endswith("bad-tree-size")
+
+
+def test_corrections_keep_every_version_and_change_the_effective_values(server, agent_factory):
+    agent = agent_factory("A81001")
+    first = agent.submission_model(seed=1)
+    assert server.post("/v1/submissions", agent.sign(first.to_bytes())).status_code == 201
+    plain_again = server.post("/v1/submissions", agent.submission(seed=2))
+    assert plain_again.status_code == 409 and plain_again.json()["type"].endswith("period-already-submitted")
+    fix = agent.submission_model(seed=3, supersedes=first.submission_id, reason="late_data")
+    r = server.post("/v1/submissions", agent.sign(fix.to_bytes()))
+    assert r.status_code == 201, r.text
+    verify_receipt(server.client, r.content)
+    stale = server.post("/v1/submissions", agent.submission(seed=4, supersedes=first.submission_id, reason="late_data"))
+    assert stale.status_code == 409 and stale.json()["type"].endswith("already-superseded")
+    wrong_period = agent.submission(seed=5, period=Period.month(2026, 8), supersedes=fix.submission_id, reason="late_data")
+    r = server.post("/v1/submissions", wrong_period)
+    assert r.status_code == 422 and r.json()["type"].endswith("supersedes-mismatch")
+
+    rt = server.network.runtime()
+    with rt.db.read() as s:
+        rows = {row.submission_id: row for row in s.scalars(select(models.Submission))}
+        assert rows[first.submission_id].effective is False
+        assert rows[first.submission_id].superseded_by == fix.submission_id
+        assert rows[fix.submission_id].effective is True
+        effective = {
+            (c.indicator, c.age_band, c.sex): c.numerator
+            for c in s.scalars(
+                select(models.Cell).join(models.Submission).where(models.Submission.effective.is_(True))
+            )
+        }
+        stored_versions = {c.submission_id for c in s.scalars(select(models.Cell))}
+        leaves = [json.loads(bytes(x.leaf_data)) for x in s.scalars(select(models.LogLeaf).where(models.LogLeaf.kind == "submission"))]
+    rt.db.dispose()
+    assert stored_versions == {first.submission_id, fix.submission_id}
+    assert effective == {c.key: c.numerator.value for c in fix.cells}
+    assert effective != {c.key: c.numerator.value for c in first.cells}
+    assert [(x["submission_id"], x["supersedes"]) for x in leaves] == [
+        (first.submission_id, None), (fix.submission_id, first.submission_id)
+    ]
+
+
+def test_concurrent_submissions_get_distinct_contiguous_leaves(server, agent_factory):
+    agents = [agent_factory(f"A8100{i}") for i in range(1, 5)]
+    results: list[Receipt] = []
+    errors: list[str] = []
+
+    def send(agent: SimAgent) -> None:
+        import httpx
+
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            for month in range(1, 4):
+                body = agent.submission(period=Period.month(2026, month))
+                r = c.post("/v1/submissions", content=body)
+                if r.status_code != 201:
+                    errors.append(r.text)
+                else:
+                    results.append(verify_receipt(c, r.content, body))
+
+    threads = [threading.Thread(target=send, args=(a,)) for a in agents]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(r.leaf_index for r in results) == list(range(4, 16))  # 4 enrolments first
+
+
+def test_role_views_and_pseudonyms(server, agent_factory):
+    agent_factory("A81001")
+    agent_factory("B82002")
+    agent_factory("C83003", group="PCN2")
+    net = server.network
+    practice_user = net.user("practice", practice="A81001")
+    other_user = net.user("practice", practice="B82002")
+    seen = server.get("/v1/practices", practice_user).json()
+    assert [p["identified"] for p in seen] == [True, False]  # own, then the group peer only
+    assert seen[0]["practice"] == "A81001"
+    pseudonym = seen[1]["practice"]
+    assert pseudonym.startswith("P-") and "B82002" not in json.dumps(seen)
+    assert server.get("/v1/practices", practice_user).json()[1]["practice"] == pseudonym  # stable
+    other_view = server.get("/v1/practices", other_user).json()
+    assert pseudonym not in json.dumps(other_view)  # another viewer, another pseudonym
+    lead = server.get("/v1/practices", net.user("network_lead", group="PCN1")).json()
+    assert [p["practice"] for p in lead] == ["A81001", "B82002"]
+    entries = server.get("/v1/log/entries?start=0&end=3", practice_user).json()
+    assert ["leaf" in e for e in entries] == [True, False, False]
+    assert all(len(e["leaf_hash"]) == 64 for e in entries)
+    assert server.get("/v1/audit/access", practice_user).status_code == 403
+    assert server.get("/v1/me", practice_user).json()["role"] == "practice"
+
+
+def test_catalogue_and_keys_are_served_signed(server):
+    r = server.get("/v1/catalogue")
+    assert r.status_code == 200
+    key_info = server.get("/v1/catalogue/key").json()
+    from protocol.catalogue import Catalogue
+    from protocol.keys import VerifyingKey
+
+    key = VerifyingKey.from_public_bytes(base64.b64decode(key_info["public_key"]))
+    payload = verify_envelope(Envelope.from_bytes(r.content), [key], kind="catalogue")
+    assert Catalogue.from_bytes(payload).sha256() == default_catalogue().sha256()
+    assert server.get("/v1/log/checkpoint").status_code == 404  # nothing logged yet
+
+
+def test_health_readiness_and_openapi(server):
+    assert server.get("/healthz").json() == {"status": "ok"}
+    assert server.get("/readyz").json() == {"status": "ready"}
+    assert server.get("/docs").status_code == 200
+    paths = server.get("/openapi.json").json()["paths"]
+    for p in ("/v1/submissions", "/v1/enrol", "/v1/keys/rotate", "/v1/log/checkpoint", "/v1/log/proof/inclusion",
+              "/v1/log/proof/consistency", "/v1/log/entries", "/v1/envelopes/{sha256}", "/v1/catalogue"):
+        assert p in paths
+    r = server.get("/v1/log/proof/inclusion?index=abc&size=1")
+    assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_receipt_model_round_trips(server, agent_factory):
+    agent = agent_factory("A81001")
+    r = server.post("/v1/submissions", agent.submission())
+    env = Envelope.from_bytes(r.content)
+    name, key = log_key(server.client)
+    receipt = Receipt.from_bytes(verify_envelope(env, [key], kind="receipt"))
+    assert receipt.aud == "fedqi-test" and receipt.status == "accepted"

@@ -1,0 +1,284 @@
+"""The rejection suite: every case has its status, its problem type, and proof that nothing
+was stored (row counts and log size unchanged). Runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import rfc8785
+
+from protocol.envelope import Envelope, EnvelopeSignature, pae, sign_envelope
+from protocol.keys import SigningKey
+from protocol.submission import Cell, Count, Period, Stratum
+
+PROBLEM = "urn:fedqi:problem:"
+
+
+@pytest.fixture
+def enrolled(server, agent_factory):
+    return server, agent_factory("A81001")
+
+
+def assert_problem(r, status: int, code: str, *words: str) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["type"] == PROBLEM + code, body
+    assert body["status"] == status
+    for w in words:
+        assert w in body["detail"], body
+    return body
+
+
+def rejected(server, body: bytes, status: int, code: str, *words: str) -> dict:
+    before = server.network.counts()
+    problem = assert_problem(server.post("/v1/submissions", body), status, code, *words)
+    assert server.network.counts() == before, "a rejected submission changed the database"
+    return problem
+
+
+def test_forged_signature(enrolled):
+    server, agent = enrolled
+    env = Envelope.from_bytes(agent.submission())
+    forger = SigningKey.generate()
+    sig = base64.b64encode(forger.sign(pae(env.payloadType, env.payload_bytes()))).decode()
+    forged = env.model_copy(update={"signatures": (EnvelopeSignature(keyid=agent.key.kid, sig=sig),)})
+    rejected(server, forged.to_bytes(), 401, "signature", "does not verify", agent.key.kid)
+
+
+def test_unknown_key(enrolled):
+    server, agent = enrolled
+    body = agent.sign(agent.submission_model().to_bytes(), key=SigningKey.generate())
+    rejected(server, body, 401, "unknown-key", "not enrolled")
+
+
+def test_wrong_key_for_the_practice(enrolled, agent_factory):
+    server, agent = enrolled
+    other = agent_factory("B82002")
+    # B's key signs a submission that claims to be from A.
+    sub = other.submission_model(practice="A81001")
+    rejected(server, other.sign(sub.to_bytes()), 403, "practice-binding", "B82002", "A81001")
+
+
+def test_payload_kid_must_be_the_signing_key(enrolled, agent_factory):
+    server, agent = enrolled
+    other = agent_factory("B82002")
+    sub = agent.submission_model(kid=other.key.kid)
+    rejected(server, agent.sign(sub.to_bytes()), 403, "key-binding")
+
+
+def test_revoked_key(enrolled):
+    server, agent = enrolled
+    assert server.post("/v1/submissions", agent.submission(period=Period.month(2026, 8))).status_code == 201
+    assert server.network.cli("key", "revoke", agent.key.kid, "--key-dir", str(server.network.settings.key_dir)) == 0
+    rejected(server, agent.submission(), 403, "key-revoked", agent.key.kid)
+
+
+def test_replayed_submission_returns_the_stored_receipt(enrolled):
+    server, agent = enrolled
+    body = agent.submission()
+    first = server.post("/v1/submissions", body)
+    assert first.status_code == 201
+    before = server.network.counts()
+    again = server.post("/v1/submissions", body)
+    assert again.status_code == 200
+    assert again.content == first.content
+    assert server.network.counts() == before
+
+
+def test_reused_id_with_other_bytes(enrolled):
+    server, agent = enrolled
+    sub = agent.submission_model()
+    assert server.post("/v1/submissions", agent.sign(sub.to_bytes())).status_code == 201
+    other = agent.submission(submission_id=sub.submission_id, seed=7)
+    rejected(server, other, 409, "submission-id-reused", sub.submission_id)
+
+
+def test_lower_seq(enrolled):
+    server, agent = enrolled
+    assert server.post("/v1/submissions", agent.submission(seq=10, period=Period.month(2026, 8))).status_code == 201
+    rejected(server, agent.submission(seq=10), 409, "seq-not-increasing", "seq 10")
+    rejected(server, agent.submission(seq=3), 409, "seq-not-increasing", "seq 3")
+
+
+def test_non_canonical_payload(enrolled):
+    server, agent = enrolled
+    value = json.loads(agent.submission_model().to_bytes())
+    pretty = json.dumps(value, indent=1).encode()  # valid JSON, validly signed, not RFC 8785
+    rejected(server, agent.sign(pretty), 400, "canonical-form", "canonical")
+
+
+def test_envelope_must_be_canonical(enrolled):
+    server, agent = enrolled
+    body = json.dumps(json.loads(agent.submission()), indent=2).encode()
+    rejected(server, body, 400, "envelope-format")
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_oversize_body(enrolled, chunked):
+    server, _ = enrolled
+    body = b'{"payload":"' + b"A" * (300 * 1024) + b'"}'
+    before = server.network.counts()
+    if chunked:
+        r = server.client.post("/v1/submissions", content=(body[i : i + 8192] for i in range(0, len(body), 8192)))
+        assert "content-length" not in r.request.headers
+    else:
+        r = server.post("/v1/submissions", body)
+    assert_problem(r, 413, "body-too-large")
+    assert server.network.counts() == before
+
+
+def test_wrong_payload_type(enrolled):
+    server, agent = enrolled
+    body = sign_envelope("rotate", agent.submission_model().to_bytes(), [agent.key]).to_bytes()
+    rejected(server, body, 400, "payload-type", "not a submission")
+
+
+def test_unknown_indicator(enrolled):
+    server, agent = enrolled
+    cells = (
+        Cell(indicator="ZZ_NOT_IN_CATALOGUE", stratum=Stratum(), denominator=Count(value=40, status="exact"),
+             numerator=Count(value=20, status="exact"), exclusions=Count(value=0, status="zero")),
+    )
+    rejected(server, agent.submission(cells=cells), 422, "unknown-indicator", "ZZ_NOT_IN_CATALOGUE")
+
+
+def test_unknown_stratum(enrolled):
+    server, agent = enrolled
+    cells = (
+        Cell(indicator="HYP_REG", stratum=Stratum(), denominator=Count(value=40, status="exact"),
+             numerator=Count(value=20, status="exact"), exclusions=Count(value=0, status="zero")),
+        Cell(indicator="HYP_REG", stratum=Stratum(age_band="18-25", sex="F"), denominator=Count(value=40, status="rounded"),
+             numerator=Count(value=20, status="rounded"), exclusions=Count(value=0, status="zero")),
+    )
+    rejected(server, agent.submission(cells=cells), 422, "unknown-stratum", "18-25")
+
+
+def test_numerator_above_denominator_exact(enrolled):
+    server, agent = enrolled
+    value = json.loads(agent.submission_model().to_bytes())
+    total = next(c for c in value["cells"] if c["stratum"] == {"age_band": "all", "sex": "all"})
+    total["numerator"] = {"status": "exact", "value": total["denominator"]["value"] + 1}
+    rejected(server, agent.sign(rfc8785.dumps(value)), 422, "schema", "numerator", "> denominator")
+
+
+def test_numerator_above_denominator_rounded(enrolled):
+    server, agent = enrolled
+    cells = (
+        Cell(indicator="HYP_REG", stratum=Stratum(), denominator=Count(value=40, status="exact"),
+             numerator=Count(value=20, status="exact"), exclusions=Count(value=0, status="zero")),
+        Cell(indicator="HYP_REG", stratum=Stratum(age_band="40-59", sex="F"), denominator=Count(value=10, status="rounded"),
+             numerator=Count(value=15, status="rounded"), exclusions=Count(value=0, status="zero")),
+    )
+    rejected(server, agent.submission(cells=cells), 422, "numerator-exceeds-denominator", "numerator 15 > denominator 10")
+
+
+def test_cells_breaking_the_disclosure_policy(enrolled):
+    server, agent = enrolled
+    cells = (
+        Cell(indicator="HYP_REG", stratum=Stratum(), denominator=Count(value=40, status="exact"),
+             numerator=Count(value=20, status="exact"), exclusions=Count(value=0, status="zero")),
+        Cell(indicator="HYP_REG", stratum=Stratum(age_band="40-59", sex="F"), denominator=Count(value=3, status="exact"),
+             numerator=Count(value=2, status="exact"), exclusions=Count(value=0, status="zero")),
+    )
+    rejected(server, agent.submission(cells=cells), 422, "disclosure", "HYP_REG")
+
+
+def test_wrong_audience(enrolled):
+    server, agent = enrolled
+    rejected(server, agent.submission(aud="fedqi-staging"), 403, "wrong-audience", "fedqi-staging")
+
+
+@pytest.mark.parametrize("offset,words", [(-8 * 86400, "old"), (600, "future")])
+def test_iat_outside_the_window(enrolled, offset, words):
+    import time
+
+    server, agent = enrolled
+    rejected(server, agent.submission(iat=int(time.time()) + offset), 422, "iat-window", words)
+
+
+def test_unknown_catalogue_version(enrolled):
+    server, agent = enrolled
+    rejected(server, agent.submission(catalogue_sha256="0" * 64), 422, "catalogue-mismatch")
+
+
+def test_expired_enrolment_token(server):
+    from agg_helpers import SimAgent, default_catalogue
+
+    server.network.add_practice("C83003")
+    token = server.network.token("C83003")
+    agent = SimAgent(ods="C83003", catalogue=default_catalogue())
+    server.network.clock.offset = 73 * 3600
+    before = server.network.counts()
+    body = agent.enrol(token, iat=int(server.network.clock()))
+    assert_problem(server.post("/v1/enrol", body), 401, "enrol-token-expired")
+    assert server.network.counts() == before
+
+
+def test_reused_enrolment_token(server):
+    from agg_helpers import SimAgent, default_catalogue
+
+    server.network.add_practice("C83003")
+    token = server.network.token("C83003")
+    first = SimAgent(ods="C83003", catalogue=default_catalogue())
+    assert server.post("/v1/enrol", first.enrol(token)).status_code == 201
+    second = SimAgent(ods="C83003", catalogue=default_catalogue())
+    before = server.network.counts()
+    assert_problem(server.post("/v1/enrol", second.enrol(token)), 401, "enrol-token-used")
+    assert server.network.counts() == before
+
+
+def test_enrol_token_for_another_practice(server):
+    from agg_helpers import SimAgent, default_catalogue
+
+    server.network.add_practice("C83003")
+    server.network.add_practice("D84004")
+    token = server.network.token("C83003")
+    agent = SimAgent(ods="D84004", catalogue=default_catalogue())
+    before = server.network.counts()
+    assert_problem(server.post("/v1/enrol", agent.enrol(token)), 403, "practice-binding")
+    assert server.network.counts() == before
+
+
+def test_enrol_signed_by_another_key(server):
+    from agg_helpers import SimAgent, default_catalogue
+
+    server.network.add_practice("C83003")
+    agent = SimAgent(ods="C83003", catalogue=default_catalogue())
+    body = agent.enrol(server.network.token("C83003"))
+    env = Envelope.from_bytes(body)
+    # Proof of possession: signed by some other key than the one being enrolled.
+    other = sign_envelope("enrol", env.payload_bytes(), [SigningKey.generate()]).to_bytes()
+    before = server.network.counts()
+    assert_problem(server.post("/v1/enrol", other), 401, "signature")
+    assert server.network.counts() == before
+
+
+def test_practice_user_cannot_read_a_peers_envelope(enrolled, agent_factory):
+    server, agent = enrolled
+    peer = agent_factory("B82002")
+    body = peer.submission()
+    assert server.post("/v1/submissions", body).status_code == 201
+    import hashlib
+
+    sha = hashlib.sha256(body).hexdigest()
+    for role in ("practice", "ig_officer"):
+        token = server.network.user(role, practice="A81001")
+        assert_problem(server.get(f"/v1/envelopes/{sha}", token), 403, "envelope-forbidden")
+    # the network lead of the group may see practices identified, but not raw envelopes
+    lead = server.network.user("network_lead", group="PCN1")
+    assert_problem(server.get(f"/v1/envelopes/{sha}", lead), 403, "envelope-forbidden")
+    own = server.network.user("ig_officer", practice="B82002")
+    r = server.get(f"/v1/envelopes/{sha}", own)
+    assert r.status_code == 200 and r.content == body
+    audit = server.get("/v1/audit/access", server.network.user("admin")).json()
+    assert [a["granted"] for a in audit] == [True, False, False, False]
+    assert {a["envelope_sha256"] for a in audit} == {sha}
+
+
+def test_requests_without_a_token_are_refused(enrolled):
+    server, _ = enrolled
+    assert_problem(server.get("/v1/log/entries?start=0&end=1"), 401, "bad-token")
+    assert_problem(server.get("/v1/log/entries?start=0&end=1", "fqa_nonsense"), 401, "bad-token")
