@@ -180,6 +180,14 @@ def _sqlite_transactional_ddl(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
+        # A load writes once and reads little: a bounded page cache, no memory map, and
+        # index sorts spilled to temporary files keep its memory flat whatever the extract
+        # (agent.store tunes SQLite for the engine's repeated reads instead).
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA mmap_size = 0")
+        cursor.execute("PRAGMA temp_store = FILE")
+        cursor.execute("PRAGMA cache_size = -65536")  # 64 MiB
+        cursor.close()
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
