@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import logging
 import re
 import threading
@@ -107,13 +108,18 @@ def run_view(runtime: Runtime, user: User, build: Callable[..., dict[str, Any]],
         return build(session, viewer, *args, **kwargs)
 
 
+def json_response(view: dict[str, Any], media_type: str = "application/json") -> Response:
+    # Straight to json.dumps: a national funnel has thousands of rows, already plain types.
+    return Response(json.dumps(view, separators=(",", ":")), media_type=media_type)
+
+
 def _answer(
     view: dict[str, Any],
     fmt: str,
     rows: Callable[[dict[str, Any]], Iterable[dict[str, Any]]],
     filename: str,
-) -> Any:
-    return csv_response(rows(view), filename) if check_format(fmt) == "csv" else view
+) -> Response:
+    return csv_response(rows(view), filename) if fmt == "csv" else json_response(view)
 
 
 @router.get("")
@@ -134,6 +140,7 @@ async def overview(
     user: User = Depends(current_user), runtime: Runtime = Depends(get_runtime),
 ) -> Any:  # fmt: skip
     """Practices x indicators at one period, each cell the practice's funnel band."""
+    check_format(format)
     view = await run_in_threadpool(
         run_view, runtime, user, views.overview_view, period, peer, group
     )
@@ -142,23 +149,26 @@ async def overview(
 
 @router.get("/indicators/{indicator}")
 async def indicator_funnel(
-    indicator: str, period: str | None = None, peer: str | None = None, group: str | None = None,
-    method: str | None = Query(None, description="exact | normal | wilson | multiplicative | additive | auto"),
-    format: str = "json", user: User = Depends(current_user), runtime: Runtime = Depends(get_runtime),
-) -> Any:  # fmt: skip
+    indicator: str,
+    period: str | None = None,
+    peer: str | None = None,
+    group: str | None = None,
+    method: str | None = Query(
+        None, description="exact | normal | wilson | multiplicative | additive | auto"
+    ),
+    detail: bool = Query(
+        False, description="add each practice's limits, submission id and indicator version"
+    ),
+    format: str = "json",
+    user: User = Depends(current_user),
+    runtime: Runtime = Depends(get_runtime),
+) -> Response:
     """One indicator at one period: summary, funnel limits and every practice's position."""
     check_indicator(indicator)
+    check_format(format)
+    args = (indicator, period, peer, group, method, detail or format == "csv")
     view = await run_in_threadpool(
-        run_view,
-        runtime,
-        user,
-        views.funnel_view,
-        indicator,
-        period,
-        peer,
-        group,
-        method,
-        indicator=indicator,
+        run_view, runtime, user, views.funnel_view, *args, indicator=indicator
     )
     return _answer(view, format, views.funnel_csv_rows, f"{indicator}-{view['period']['end']}.csv")
 
@@ -169,6 +179,7 @@ async def practice_summary(
     user: User = Depends(current_user), runtime: Runtime = Depends(get_runtime),
 ) -> Any:  # fmt: skip
     """One practice on every indicator, furthest below the achievable benchmark first."""
+    check_format(format)
     check_ods(ods)
     view = await run_in_threadpool(
         run_view, runtime, user, views.practice_view, ods, period, history
@@ -182,6 +193,7 @@ async def trend(
     format: str = "json", user: User = Depends(current_user), runtime: Runtime = Depends(get_runtime),
 ) -> Any:  # fmt: skip
     """The network's (or a peer group's) rate over periods, and optionally one practice's."""
+    check_format(format)
     check_indicator(indicator)
     if practice is not None:
         check_ods(practice)
@@ -205,8 +217,6 @@ async def measure_report(
     user: User = Depends(current_user), runtime: Runtime = Depends(get_runtime),
 ) -> Response:  # fmt: skip
     """A FHIR R4 MeasureReport (type summary) for one practice, indicator and period."""
-    import json
-
     check_ods(ods)
     check_indicator(indicator)
     report = await run_in_threadpool(

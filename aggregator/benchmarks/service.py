@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select, text, tuple_
 from sqlalchemy.orm import Session
@@ -33,6 +34,30 @@ class Group:
     indicator: str
     period_start: dt.date
     period_end: dt.date
+
+
+def _r6(x: float | None) -> float | None:
+    # Stored rounded: six decimals is far below any difference worth showing, and short floats
+    # keep the API's JSON small.
+    return None if x is None else round(x, 6)
+
+
+def _write_practice_rows(session: Session, rows: list[dict[str, object]]) -> None:
+    """Insert a group's practice rows: COPY on PostgreSQL (thousands of rows per group at
+    national scale), an executemany elsewhere."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        cols = list(rows[0])
+        raw = session.connection().connection.driver_connection
+        with (
+            raw.cursor() as cur,
+            cur.copy(f"COPY bench_practice ({', '.join(cols)}) FROM STDIN") as cp,
+        ):  # type: ignore[union-attr]
+            for r in rows:
+                cp.write_row([r[c] for c in cols])
+        return
+    session.execute(insert(BenchPractice.__table__), rows)
 
 
 def _now() -> dt.datetime:
@@ -208,23 +233,22 @@ def refresh_group(session: Session, g: Group) -> stats.Funnel:
                 "exclusions": c["exclusions"],
                 "exclusions_status": c["exclusions_status"],
                 "status": r.status,
-                "rate": r.rate,
-                "lo95": r.ci95[0] if r.ci95 else None,
-                "hi95": r.ci95[1] if r.ci95 else None,
-                "lo998": r.ci998[0] if r.ci998 else None,
-                "hi998": r.ci998[1] if r.ci998 else None,
+                "rate": _r6(r.rate),
+                "lo95": _r6(r.ci95[0]) if r.ci95 else None,
+                "hi95": _r6(r.ci95[1]) if r.ci95 else None,
+                "lo998": _r6(r.ci998[0]) if r.ci998 else None,
+                "hi998": _r6(r.ci998[1]) if r.ci998 else None,
                 "approximate": r.approximate,
-                "z": r.z,
+                "z": _r6(r.z),
                 "band": r.band,
-                "limit_low_95": lim.low_95 if lim else None,
-                "limit_high_95": lim.high_95 if lim else None,
-                "limit_low_998": lim.low_998 if lim else None,
-                "limit_high_998": lim.high_998 if lim else None,
+                "limit_low_95": _r6(lim.low_95) if lim else None,
+                "limit_high_95": _r6(lim.high_95) if lim else None,
+                "limit_low_998": _r6(lim.low_998) if lim else None,
+                "limit_high_998": _r6(lim.high_998) if lim else None,
                 "note": r.note,
             }
         )
-    if rows:
-        session.execute(insert(BenchPractice), rows)
+    _write_practice_rows(session, rows)
     session.execute(
         delete(BenchSummary).where(
             BenchSummary.indicator == g.indicator,
@@ -401,46 +425,45 @@ def resolve_period(
     )
 
 
-def summary_row(
-    session: Session, indicator: str, start: dt.date, end: dt.date
-) -> BenchSummary | None:
-    return session.get(BenchSummary, (indicator, start, end))
+def summary_row(session: Session, indicator: str, start: dt.date, end: dt.date) -> Any:
+    t = BenchSummary.__table__
+    return session.execute(
+        select(t).where(
+            t.c.indicator == indicator, t.c.period_start == start, t.c.period_end == end
+        )
+    ).first()
 
 
-def practice_rows(
-    session: Session, indicator: str, start: dt.date, end: dt.date
-) -> list[BenchPractice]:
+def practice_rows(session: Session, indicator: str, start: dt.date, end: dt.date) -> list[Any]:
+    """The stored practice rows of one group (plain rows, attribute access, no ORM overhead)."""
+    t = BenchPractice.__table__
     return list(
-        session.scalars(
-            select(BenchPractice)
-            .where(
-                BenchPractice.indicator == indicator,
-                BenchPractice.period_start == start,
-                BenchPractice.period_end == end,
-            )
-            .order_by(BenchPractice.practice_ods)
+        session.execute(
+            select(t)
+            .where(t.c.indicator == indicator, t.c.period_start == start, t.c.period_end == end)
+            .order_by(t.c.practice_ods)
         )
     )
 
 
-def practice_history(
-    session: Session, ods: str, indicator: str | None = None
-) -> list[BenchPractice]:
-    q = select(BenchPractice).where(BenchPractice.practice_ods == ods)
+def practice_history(session: Session, ods: str, indicator: str | None = None) -> list[Any]:
+    t = BenchPractice.__table__
+    q = select(t).where(t.c.practice_ods == ods)
     if indicator:
-        q = q.where(BenchPractice.indicator == indicator)
-    return list(session.scalars(q.order_by(BenchPractice.indicator, BenchPractice.period_end)))
+        q = q.where(t.c.indicator == indicator)
+    return list(session.execute(q.order_by(t.c.indicator, t.c.period_end)))
 
 
 def summaries(
     session: Session, indicator: str | None = None, period_end: dt.date | None = None
-) -> list[BenchSummary]:
-    q = select(BenchSummary)
+) -> list[Any]:
+    t = BenchSummary.__table__
+    q = select(t)
     if indicator:
-        q = q.where(BenchSummary.indicator == indicator)
+        q = q.where(t.c.indicator == indicator)
     if period_end:
-        q = q.where(BenchSummary.period_end == period_end)
-    return list(session.scalars(q.order_by(BenchSummary.indicator, BenchSummary.period_end)))
+        q = q.where(t.c.period_end == period_end)
+    return list(session.execute(q.order_by(t.c.indicator, t.c.period_end)))
 
 
 def practice_attributes(session: Session) -> dict[str, stats.PracticeAttributes]:
@@ -454,7 +477,7 @@ def practice_names(session: Session) -> dict[str, str]:
     return dict(session.execute(select(Practice.ods, Practice.name)).all())  # type: ignore[arg-type]
 
 
-def counts_of(row: BenchPractice) -> stats.Counts:
+def counts_of(row: Any) -> stats.Counts:
     return stats.Counts(
         row.practice_ods,
         row.numerator,

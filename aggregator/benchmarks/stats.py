@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -45,6 +46,7 @@ DISPERSION_ALPHA = 0.05
 ABC_SHARE = 0.10
 
 
+@lru_cache(maxsize=32)
 def z_for(level: float) -> float:
     """Two-sided normal quantile for a central ``level`` (0.95 -> 1.95996, 0.998 -> 3.09023)."""
     return float(sps.norm.ppf(1 - (1 - level) / 2))
@@ -95,6 +97,20 @@ def wilson_interval(x: float, n: float, level: float = 0.95) -> tuple[float, flo
     half = z * math.sqrt(z2 + 4 * x * (1 - x / n))
     denom = 2 * (n + z2)
     return max(0.0, (centre - half) / denom), min(1.0, (centre + half) / denom)
+
+
+def wilson_arrays(
+    x: np.ndarray, n: np.ndarray, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """``wilson_interval`` over arrays (every ``n`` > 0)."""
+    x = np.clip(np.asarray(x, float), 0.0, np.asarray(n, float))
+    n = np.asarray(n, float)
+    z = z_for(level)
+    z2 = z * z
+    centre = 2 * x + z2
+    half = z * np.sqrt(z2 + 4 * x * (1 - x / n))
+    denom = 2 * (n + z2)
+    return np.maximum(0.0, (centre - half) / denom), np.minimum(1.0, (centre + half) / denom)
 
 
 # --- funnel limits ----------------------------------------------------------------------------
@@ -418,6 +434,8 @@ def funnel(
     elif chosen == "multiplicative" and (disp.phi or 0) > 1:
         z = z / math.sqrt(disp.phi or 1.0)
     by_id = {c.practice: i for i, c in enumerate(usable)}
+    lo95, hi95 = wilson_arrays(x, n, 0.95) if len(usable) else (np.array([]), np.array([]))
+    lo998, hi998 = wilson_arrays(x, n, 0.998) if len(usable) else (np.array([]), np.array([]))
 
     results = []
     for c in cells:
@@ -431,7 +449,6 @@ def funnel(
                 )
             )  # fmt: skip
             continue
-        xi, ni = int(x[i]), int(n[i])
         rate = float(rates[i])
         results.append(
             PracticeResult(
@@ -440,8 +457,8 @@ def funnel(
                 denominator=c.denominator,
                 status=c.status,
                 rate=rate,
-                ci95=wilson_interval(xi, ni, 0.95),
-                ci998=wilson_interval(xi, ni, 0.998),
+                ci95=(float(lo95[i]), float(hi95[i])),
+                ci998=(float(lo998[i]), float(hi998[i])),
                 approximate=c.status == "rounded",
                 z=float(z[i]),
                 band=band_of(rate, lims[i]),

@@ -11,11 +11,14 @@ counts that rule withholds is shown as withheld, not drawn.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hmac
 import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -28,7 +31,7 @@ from protocol.disclosure import round_half_up
 from ..db.models import Catalogue as CatalogueRow
 from ..db.models import Cell, Practice, User
 from ..errors import BadRequestError, ForbiddenError, NotFoundError
-from ..users.service import can_read_practice, pseudonym_for
+from ..users.service import can_read_practice
 from . import service, stats
 from .models import BenchPractice, BenchSummary
 
@@ -39,15 +42,39 @@ CURVE_POINTS = 60
 # --- the viewer ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class PracticeInfo:
+    """What the views need of a practice (``can_read_practice`` reads ``ods`` and ``group``)."""
+
+    ods: str
+    name: str
+    group: str
+    list_size: int
+    imd_decile: int
+
+
+@lru_cache(maxsize=500_000)
+def _pseudonym(secret: bytes, viewer_id: int, ods: str) -> str:
+    # The same value as aggregator.users.service.pseudonym_for (a test holds them equal), with
+    # the one-shot C HMAC and a cache: a funnel pseudonymises thousands of peers per request.
+    mac = hmac.digest(secret, f"{viewer_id}\x00{ods}".encode(), "sha256")
+    return "P-" + base64.b32encode(mac[:5]).decode("ascii")
+
+
 @dataclass
 class Viewer:
     user: User
     secret: bytes
-    practices: dict[str, Practice] = field(default_factory=dict)
+    practices: dict[str, PracticeInfo] = field(default_factory=dict)
 
     @classmethod
     def load(cls, session: Session, user: User, secret: bytes) -> Viewer:
-        return cls(user, secret, {p.ods: p for p in session.scalars(select(Practice))})
+        rows = session.execute(
+            select(
+                Practice.ods, Practice.name, Practice.group, Practice.list_size, Practice.imd_decile
+            )
+        )
+        return cls(user, secret, {r[0]: PracticeInfo(*r) for r in rows})
 
     @property
     def own(self) -> str | None:
@@ -55,16 +82,19 @@ class Viewer:
 
     def identifies(self, ods: str) -> bool:
         p = self.practices.get(ods)
-        return p is not None and can_read_practice(self.user, p)
+        return p is not None and can_read_practice(self.user, p)  # type: ignore[arg-type]
 
-    def require(self, ods: str) -> Practice:
+    def require(self, ods: str) -> PracticeInfo:
         p = self.practices.get(ods)
-        if p is None or not can_read_practice(self.user, p):
+        if p is None or not can_read_practice(self.user, p):  # type: ignore[arg-type]
             # The same answer whether or not the practice exists: no probing for ODS codes.
             raise ForbiddenError(
                 f"practice {ods}: not visible to a {self.user.role} user", code="practice-forbidden"
             )
         return p
+
+    def pseudonym(self, ods: str) -> str:
+        return _pseudonym(self.secret, self.user.id, ods)
 
     def label(self, ods: str) -> dict[str, Any]:
         if self.identifies(ods):
@@ -76,7 +106,7 @@ class Viewer:
                 "self": ods == self.own,
                 "pcn": p.group,
             }
-        alias = pseudonym_for(self.secret, self.user, ods)
+        alias = self.pseudonym(ods)
         return {"id": alias, "name": alias, "identified": False, "self": False, "pcn": None}
 
     def attributes(self) -> dict[str, stats.PracticeAttributes]:
@@ -164,19 +194,39 @@ def peer_group_options(viewer: Viewer) -> list[dict[str, str]]:
 
 def indicator_titles(session: Session) -> dict[str, dict[str, Any]]:
     """Titles and versions from the latest published catalogue (empty when none)."""
-    row = session.scalars(
-        select(CatalogueRow).order_by(CatalogueRow.published_at.desc()).limit(1)
+    head = session.execute(
+        select(CatalogueRow.id, CatalogueRow.version, CatalogueRow.sha256)
+        .order_by(CatalogueRow.published_at.desc(), CatalogueRow.version.desc())
+        .limit(1)
     ).first()
-    if row is None:
+    if head is None:
         return {}
-    try:
-        from protocol.catalogue import Catalogue
-        from protocol.envelope import Envelope
+    return _titles(session, *head)
 
-        cat = Catalogue.from_bytes(Envelope.from_bytes(bytes(row.envelope)).payload_bytes())
+
+_TITLES: dict[tuple[str, int, str], dict[str, dict[str, Any]]] = {}
+
+
+def _titles(session: Session, cat_id: str, version: int, sha256: str) -> dict[str, dict[str, Any]]:
+    # A published catalogue version never changes: parse it once per process.
+    hit = _TITLES.get((cat_id, version, sha256))
+    if hit is not None:
+        return hit
+    from protocol.catalogue import Catalogue
+    from protocol.envelope import Envelope
+
+    body = session.execute(
+        select(CatalogueRow.envelope).where(
+            CatalogueRow.id == cat_id, CatalogueRow.version == version
+        )
+    ).scalar_one()
+    try:
+        cat = Catalogue.from_bytes(Envelope.from_bytes(bytes(body)).payload_bytes())
     except Exception:
         return {}
-    return {i.id: {"title": i.title, "version": i.version, "qof": i.qof} for i in cat.indicators}
+    out = {i.id: {"title": i.title, "version": i.version, "qof": i.qof} for i in cat.indicators}
+    _TITLES[(cat_id, version, sha256)] = out
+    return out
 
 
 def _period(start: dt.date, end: dt.date) -> dict[str, str]:
@@ -244,47 +294,86 @@ def _limits(lim: stats.Limits | None) -> dict[str, float | None] | None:
     }
 
 
-def _practice_item(
-    viewer: Viewer, r: stats.PracticeResult, extra: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    item = viewer.label(r.practice)
-    num, num_s = r.numerator, None
-    den, den_s = r.denominator, None
-    exact = {"numerator": num, "denominator": den}
-    if item["identified"]:
-        out = {
-            **item,
-            "numerator": exact["numerator"],
-            "denominator": exact["denominator"],
-        }
-    else:
-        num, num_s = _publish(r.numerator, (extra or {}).get("numerator_status", "exact"))
-        den, den_s = _publish(r.denominator, (extra or {}).get("denominator_status", "exact"))
-        out = {
-            **item,
-            "numerator": num,
-            "denominator": den,
-            "numerator_status": num_s,
-            "denominator_status": den_s,
-        }
-        if r.rate is not None and (num_s == "suppressed" or den_s == "suppressed"):
-            out.update(status="suppressed", rate=None, ci95=None, ci998=None, approximate=True, z=None, band=None,
-                       band_text=None, limits=None, note="small numbers: not shown to peers")  # fmt: skip
-            return out
-    out.setdefault("numerator_status", (extra or {}).get("numerator_status"))
-    out.setdefault("denominator_status", (extra or {}).get("denominator_status"))
-    out.update(
-        status=r.status if item["identified"] or r.status == "suppressed" else "rounded",
-        rate=_r(r.rate),
-        ci95=[_r(r.ci95[0]), _r(r.ci95[1])] if r.ci95 else None,
-        ci998=[_r(r.ci998[0]), _r(r.ci998[1])] if r.ci998 else None,
-        approximate=r.approximate,
-        z=_r(r.z, 4),
-        band=r.band,
-        band_text=stats.BAND_TEXT.get(r.band) if r.band else None,
-        limits=_limits(r.limits),
-        note=r.note,
+# One practice's stored benchmark as a flat tuple: built straight from database rows (the
+# network funnel) or from freshly computed results (a peer group), rendered by _item.
+Flat = tuple[Any, ...]
+
+
+def _flat_from_row(r: Any) -> Flat:
+    lims = (
+        (r.limit_low_95, r.limit_high_95, r.limit_low_998, r.limit_high_998)
+        if r.limit_low_95 is not None
+        else None
     )
+    return (r.practice_ods, r.numerator, r.numerator_status, r.denominator, r.denominator_status, r.status, r.rate,
+            r.lo95, r.hi95, r.lo998, r.hi998, r.approximate, r.z, r.band, lims, r.note, r.submission_id,
+            r.indicator_version)  # fmt: skip
+
+
+def _flat_from_result(res: stats.PracticeResult, row: Any) -> Flat:
+    lim = res.limits
+    lims = (_r(lim.low_95), _r(lim.high_95), _r(lim.low_998), _r(lim.high_998)) if lim else None
+    ci95, ci998 = res.ci95 or (None, None), res.ci998 or (None, None)
+    return (res.practice, res.numerator, row.numerator_status, res.denominator, row.denominator_status, res.status,
+            _r(res.rate), _r(ci95[0]), _r(ci95[1]), _r(ci998[0]), _r(ci998[1]), res.approximate, _r(res.z),
+            res.band, lims, res.note, row.submission_id, row.indicator_version)  # fmt: skip
+
+
+def _item(viewer: Viewer, f: Flat, detail: bool = False) -> dict[str, Any]:
+    """A practice's entry as ``viewer`` may see it."""
+    (
+        ods,
+        num,
+        ns,
+        den,
+        ds,
+        status,
+        rate,
+        lo95,
+        hi95,
+        lo998,
+        hi998,
+        approx,
+        z,
+        band,
+        lims,
+        note,
+        sid,
+        ver,
+    ) = f
+    if viewer.identifies(ods):
+        out: dict[str, Any] = {
+            "id": ods, "name": viewer.practices[ods].name, "identified": True, "self": ods == viewer.own,
+            "numerator": num, "numerator_status": ns, "denominator": den, "denominator_status": ds, "status": status,
+        }  # fmt: skip
+        if detail:
+            out["submission_id"], out["indicator_version"] = sid, ver
+    else:
+        alias = viewer.pseudonym(ods)
+        num, ns = _publish(num, ns)
+        den, ds = _publish(den, ds)
+        out = {
+            "id": alias, "name": alias, "identified": False, "self": False, "numerator": num, "numerator_status": ns,
+            "denominator": den, "denominator_status": ds, "status": "suppressed" if status == "suppressed" else "rounded",
+        }  # fmt: skip
+        if rate is not None and "suppressed" in (ns, ds):
+            out.update(status="suppressed", rate=None, ci95=None, ci998=None, approximate=True, z=None, band=None,
+                       band_text=None, note="small numbers: not shown to peers")  # fmt: skip
+            return out
+    out["rate"] = rate
+    out["ci95"] = [lo95, hi95] if lo95 is not None else None
+    out["ci998"] = [lo998, hi998] if lo998 is not None else None
+    out["approximate"] = approx
+    out["z"] = z
+    out["band"] = band
+    out["band_text"] = stats.BAND_TEXT.get(band) if band else None
+    out["note"] = note
+    if detail:
+        out["limits"] = (
+            dict(zip(("low_95", "high_95", "low_998", "high_998"), lims, strict=True))
+            if lims
+            else None
+        )
     return out
 
 
@@ -344,23 +433,6 @@ def _summary_from_row(row: BenchSummary) -> stats.Summary:
     )  # fmt: skip
 
 
-def _result_from_row(row: BenchPractice) -> stats.PracticeResult:
-    lim = (
-        stats.Limits(row.limit_low_95, row.limit_high_95, row.limit_low_998, row.limit_high_998)  # type: ignore[arg-type]
-        if row.limit_low_95 is not None
-        else None
-    )
-    return stats.PracticeResult(
-        row.practice_ods, row.numerator, row.denominator, row.status, row.rate,  # type: ignore[arg-type]
-        (row.lo95, row.hi95) if row.lo95 is not None else None,  # type: ignore[arg-type]
-        (row.lo998, row.hi998) if row.lo998 is not None else None,  # type: ignore[arg-type]
-        row.approximate, row.z, row.band, lim, row.note,  # type: ignore[arg-type]
-    )  # fmt: skip
-
-
-# --- the funnel -------------------------------------------------------------------------------------
-
-
 @dataclass
 class FunnelData:
     indicator: str
@@ -368,43 +440,39 @@ class FunnelData:
     end: dt.date
     group: PeerGroup
     summary: stats.Summary
-    results: list[stats.PracticeResult]
-    rows: dict[str, BenchPractice]
+    flats: list[Flat]
     version: int | None
     versions: str
 
 
+METHODS = ("exact", "normal", "wilson", "multiplicative", "additive", "auto")
+
+
 def funnel_data(session: Session, viewer: Viewer, indicator: str, period: str | None, peer: str | None = None,
                 group: str | None = None, anchor: str | None = None, method: str | None = None) -> FunnelData:  # fmt: skip
+    if method is not None and method not in METHODS:
+        raise BadRequestError(f"method={method!r}: use {', '.join(METHODS)}", code="bad-method")
     start, end = resolve(session, period, indicator)
     summ = service.summary_row(session, indicator, start, end)
     if summ is None:
         raise NotFoundError(f"{indicator}: no benchmark for period {end}", code="no-benchmarks")
     pg = resolve_group(viewer, peer, group, anchor)
     rows = service.practice_rows(session, indicator, start, end)
-    if method is not None and method not in (
-        "exact",
-        "normal",
-        "wilson",
-        "multiplicative",
-        "additive",
-        "auto",
-    ):
-        raise BadRequestError(
-            f"method={method!r}: use exact, normal, wilson, multiplicative, additive or auto",
-            code="bad-method",
-        )
     if pg.members is None and method in (None, "auto", summ.method):
         summary = _summary_from_row(summ)
-        results = [_result_from_row(r) for r in rows]
+        flats = [_flat_from_row(r) for r in rows]
     else:
         # A peer group (or another method): recompute from the stored counts of this one
         # (indicator, period) only.
-        keep = [r for r in rows if pg.members is None or r.practice_ods in pg.members]
-        f = stats.funnel([service.counts_of(r) for r in keep], method=method or "auto")  # type: ignore[arg-type]
-        summary, results = f.summary, list(f.practices)
-    return FunnelData(indicator, start, end, pg, summary, results, {r.practice_ods: r for r in rows},
-                      summ.indicator_version, summ.versions)  # fmt: skip
+        keep = {
+            r.practice_ods: r for r in rows if pg.members is None or r.practice_ods in pg.members
+        }
+        f = stats.funnel([service.counts_of(r) for r in keep.values()], method=method or "auto")  # type: ignore[arg-type]
+        summary = f.summary
+        flats = [_flat_from_result(res, keep[res.practice]) for res in f.practices]
+    return FunnelData(
+        indicator, start, end, pg, summary, flats, summ.indicator_version, summ.versions
+    )
 
 
 def limit_curve(summary: stats.Summary, max_n: int) -> list[dict[str, Any]]:
@@ -418,26 +486,14 @@ def limit_curve(summary: stats.Summary, max_n: int) -> list[dict[str, Any]]:
 
 
 def funnel_view(session: Session, viewer: Viewer, indicator: str, period: str | None = None, peer: str | None = None,
-                group: str | None = None, method: str | None = None) -> dict[str, Any]:  # fmt: skip
+                group: str | None = None, method: str | None = None, detail: bool = False) -> dict[str, Any]:  # fmt: skip
+    """One indicator's funnel for one period and peer group. ``detail`` adds each practice's
+    limits, submission id and indicator version (the CSV export uses it)."""
     fd = funnel_data(session, viewer, indicator, period, peer, group, method=method)
-    practices = []
-    for r in fd.results:
-        row = fd.rows.get(r.practice)
-        extra = (
-            {"numerator_status": row.numerator_status, "denominator_status": row.denominator_status}
-            if row
-            else {}
-        )
-        item = _practice_item(viewer, r, extra)
-        if item["identified"] and row is not None:
-            item["submission_id"] = row.submission_id
-            item["indicator_version"] = row.indicator_version
-        practices.append(item)
+    practices = [_item(viewer, f, detail) for f in fd.flats]
     # Peers last and in pseudonym order, so row order says nothing about who they are.
     practices.sort(key=lambda p: (not p["identified"], p["id"]))
-    shown = [
-        p["denominator"] for p in practices if p.get("rate") is not None and p.get("denominator")
-    ]
+    shown = [p["denominator"] for p in practices if p["rate"] is not None and p["denominator"]]
     titles = indicator_titles(session)
     return {
         "indicator": indicator,
@@ -479,16 +535,7 @@ def practice_view(
             "method": s.method if s else None,
         }
         if cur is not None:
-            item.update(
-                _practice_item(
-                    viewer,
-                    _result_from_row(cur),
-                    {
-                        "numerator_status": cur.numerator_status,
-                        "denominator_status": cur.denominator_status,
-                    },
-                )
-            )
+            item.update(_item(viewer, _flat_from_row(cur), detail=True))
             item["gap_to_abc"] = (
                 _r(s.abc - cur.rate) if s and s.abc is not None and cur.rate is not None else None
             )
@@ -655,13 +702,13 @@ def overview_view(session: Session, viewer: Viewer, period: str | None = None, p
                 "method": fd.summary.method,
             }
         )
-        for r in fd.results:
-            if not viewer.identifies(r.practice):
+        for f in fd.flats:
+            if not viewer.identifies(f[0]):
                 continue
-            grid.setdefault(r.practice, {})[ind] = {
-                "rate": _r(r.rate), "band": r.band, "band_text": stats.BAND_TEXT.get(r.band) if r.band else None,
-                "status": r.status, "note": r.note, "approximate": r.approximate,
-            }  # fmt: skip
+            it = _item(viewer, f)
+            grid.setdefault(f[0], {})[ind] = {
+                k: it[k] for k in ("rate", "band", "band_text", "status", "note", "approximate")
+            }
     rows = [{**viewer.label(ods), "cells": grid[ods]} for ods in sorted(grid)]
     return {
         "period": _period(start, end),

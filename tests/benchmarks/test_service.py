@@ -132,3 +132,16 @@ def test_resolve_period(store: Store) -> None:
         assert service.resolve_period(s, "2026-01-31") == JAN
         with pytest.raises(ValueError, match="2025-12"):
             service.resolve_period(s, "2025-12")
+
+
+def test_fast_pseudonyms_equal_the_users_service() -> None:
+    from types import SimpleNamespace
+
+    from aggregator.benchmarks.views import _pseudonym
+    from aggregator.users.service import pseudonym_for
+
+    for uid in (1, 7, 123456):
+        for ods in ("A00001", "Y12345", "B81009"):
+            secret = f"secret-{uid}".encode()
+            viewer = SimpleNamespace(id=uid)
+            assert _pseudonym(secret, uid, ods) == pseudonym_for(secret, viewer, ods)  # type: ignore[arg-type]

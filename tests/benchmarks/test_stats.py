@@ -443,3 +443,12 @@ def test_group_funnels_pool_within_group() -> None:
     groups = S.group_funnels(_network(), attrs, "pcn")
     assert groups["X"].summary.pooled == pytest.approx(210 / 300)
     assert groups["Y"].summary.denominator == 100 + 100 + 150 + 500
+
+
+def test_wilson_arrays_equal_scalar() -> None:
+    x, n = np.array([0, 3, 50, 99]), np.array([1, 10, 100, 99])
+    for level in (0.95, 0.998):
+        lo, hi = S.wilson_arrays(x, n, level)
+        for i in range(4):
+            ref = S.wilson_interval(int(x[i]), int(n[i]), level)
+            assert (lo[i], hi[i]) == pytest.approx(ref, abs=1e-12)

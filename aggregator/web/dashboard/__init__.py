@@ -221,7 +221,16 @@ def _indicator_ctx(
     check_indicator(indicator)
     f = _filters(runtime, u, period, pg)
     view = _read(
-        runtime, u, views.funnel_view, indicator, period, f["peer"], f["group"], indicator=indicator
+        runtime,
+        u,
+        views.funnel_view,
+        indicator,
+        period,
+        f["peer"],
+        f["group"],
+        None,
+        True,
+        indicator=indicator,
     )
     anchor = practice or (u.practice_ods if u.role in ("practice", "ig_officer") else None)
     trend = _read(
