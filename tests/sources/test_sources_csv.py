@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -238,3 +239,24 @@ def test_large_extract_streams_in_flat_memory(tmp_path: Path) -> None:
 
     small, large = peak(12_000), peak(48_000)
     assert large < small * 1.5, (small, large)
+
+
+@pytest.mark.postgres
+def test_load_into_postgresql_and_bad_row_changes_nothing(
+    tmp_path: Path, pg_database_factory: Any
+) -> None:
+    engine = open_store(pg_database_factory())
+    report = load_csv(_extract(tmp_path), engine)
+    assert (report.patients, report.events, report.medications) == (4, 4, 2)
+    sqlite_engine = open_store(tmp_path / "s.sqlite")
+    load_csv(_extract(tmp_path), sqlite_engine)
+    before = dump(engine)
+    assert before == dump(sqlite_engine)
+    bad = tmp_path / "bad"
+    write_csv(bad, "patients", PATIENTS_ISO + "1,B1,1980-01-01,M,2020-01-01,,\n")
+    write_csv(bad, "events", EVENTS_ISO)
+    write_csv(bad, "medications", MEDS_ISO)
+    with pytest.raises(SourceError, match="line 6, column patient_id: duplicate patient id"):
+        load_csv(bad, engine)
+    assert dump(engine) == before
+    engine.dispose()
