@@ -134,7 +134,7 @@ P_CHD = _curve(((35, 0), (45, 0.008), (55, 0.026), (65, 0.062), (75, 0.11), (85,
 P_AF = _curve(((40, 0), (50, 0.005), (60, 0.016), (70, 0.047), (80, 0.10), (90, 0.16)), 1.1)
 P_STIA = _curve(((40, 0), (50, 0.007), (60, 0.018), (70, 0.042), (80, 0.078), (90, 0.10)), 1.2)
 P_COPD = _curve(((35, 0), (45, 0.004), (55, 0.014), (65, 0.031), (75, 0.048), (85, 0.05)), 1.4)
-P_ASTHMA = _curve(((2, 0), (6, 0.07), (15, 0.085), (30, 0.08), (60, 0.075), (90, 0.065)), 0.9)
+P_ASTHMA = _curve(((2, 0), (6, 0.07), (15, 0.085), (30, 0.08), (60, 0.075), (90, 0.065)), 1.0)
 P_CKD = _curve(
     (
         (18, 0),
@@ -429,7 +429,7 @@ class _Generator:
         else:
             smoker = 0
 
-        # Conditions: (on register?, diagnosis ordinal).
+        # Conditions: the day of diagnosis, or None.
         prev = R.prevalence
 
         def onset(p: float, min_age: float, mean_years: float) -> int | None:
@@ -441,13 +441,14 @@ class _Generator:
         hyp = onset(P_HYP(age_ref) * prev, 18, 9)
         dm = onset(P_DM(age_ref) * prev * R.deprivation, 1 if age_ref < 17 else 17, 8)
         sex_chd = 1.45 if male else 0.62
-        chd = onset(P_CHD(age_ref) * prev * sex_chd * (1.4 if dm else 1.0), 30, 8)
-        stia = onset(P_STIA(age_ref) * prev * (1.3 if hyp else 0.9), 30, 6)
+        chd = onset(P_CHD(age_ref) * prev * sex_chd * (1.4 if dm is not None else 1.0), 30, 8)
+        stia = onset(P_STIA(age_ref) * prev * (1.3 if hyp is not None else 0.9), 30, 6)
         af = onset(P_AF(age_ref) * prev * (1.2 if male else 0.85), 30, 6)
         smoke_factor = (2.6, 1.9, 0.35)[2 - smoker] if smoker else 0.35
         copd = onset(P_COPD(age_ref) * prev * smoke_factor * R.deprivation, 35, 7)
         asthma = onset(P_ASTHMA(age_ref) * prev, 2, 12)
-        ckd = onset(P_CKD(age_ref) * prev * (1.25 if (dm or hyp) else 0.85), 18, 6)
+        comorbid = dm is not None or hyp is not None
+        ckd = onset(P_CKD(age_ref) * prev * (1.25 if comorbid else 0.85), 18, 6)
         ltc = sum(x is not None for x in (hyp, dm, chd, stia, af, copd, asthma, ckd))
 
         def code(
@@ -471,11 +472,11 @@ class _Generator:
         ):
             if diag is not None:
                 code(diag, pick(codes))
-        if hyp is not None and rnd() < 0.05 and hyp < E - 60:
-            code(hyp + 30 + int(rnd() * (E - hyp - 30)), HYP_RES)
+        if hyp is not None and rnd() < 0.05 and hyp < b - 60:
+            code(hyp + 30 + int(rnd() * (b - hyp - 31)), HYP_RES)
             hyp = None
-        if dm is not None and rnd() < 0.02 and dm < E - 60:
-            code(dm + 30 + int(rnd() * (E - dm - 30)), DM_RES)
+        if dm is not None and rnd() < 0.02 and dm < b - 60:
+            code(dm + 30 + int(rnd() * (b - dm - 31)), DM_RES)
             dm = None
 
         patient_row = (
@@ -588,7 +589,7 @@ class _Generator:
                     if cardio and not ok:
                         sbp, dbp = rng.gauss(151, 11), rng.gauss(88, 8)
                     elif cardio:
-                        sbp, dbp = rng.gauss(128, 8), rng.gauss(76, 6)
+                        sbp, dbp = rng.gauss(128, 8), rng.gauss(74, 6)
                     else:
                         sbp, dbp = rng.gauss(124 + 0.35 * max(0, age - 40), 12), rng.gauss(77, 8)
                     code(d, pick(SBP_CODES), float(round(sbp)), "mm[Hg]")

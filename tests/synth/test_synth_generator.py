@@ -236,15 +236,23 @@ def test_event_volume_and_dates(practice: tuple[Path, synth.SynthSummary]) -> No
             [W0_ISO, *register_codes, synth.HYP_RES, synth.DM_RES],
         ).fetchone()[0]
         assert early == 0
-        # Routine events fall inside the patient's registration.
+        # Nothing is recorded after a patient left; only diagnoses and resolutions (transferred
+        # with the record) come before joining; medication issues fall within registration.
         outside = conn.execute(
             f"""SELECT COUNT(*) FROM events e JOIN patients p USING (patient_id)
-                WHERE e.code NOT IN ({marks}) AND e.code NOT IN (?, ?)
-                  AND (e.date < p.registration_start
-                       OR (p.registration_end IS NOT NULL AND e.date >= p.registration_end))""",
+                WHERE (p.registration_end IS NOT NULL AND e.date >= p.registration_end)
+                   OR (e.date < p.registration_start AND e.code NOT IN ({marks}, ?, ?))""",
             [*register_codes, synth.HYP_RES, synth.DM_RES],
         ).fetchone()[0]
         assert outside == 0
+        assert (
+            conn.execute(
+                """SELECT COUNT(*) FROM medications m JOIN patients p USING (patient_id)
+               WHERE m.date < p.registration_start
+                  OR (p.registration_end IS NOT NULL AND m.date >= p.registration_end)"""
+            ).fetchone()[0]
+            == 0
+        )
         filler = conn.execute(
             f"SELECT COUNT(*) FROM events WHERE code IN ({','.join('?' * len(synth.PROBLEMS))})",
             synth.PROBLEMS,
@@ -387,3 +395,58 @@ def test_bad_arguments_are_user_errors(
     with pytest.raises(AgentUserError, match=message):
         synth.generate_practice(tmp_path / "x.db", **kwargs)
     assert not (tmp_path / "x.db").exists()
+
+
+# --- the default catalogue on a synthetic practice ------------------------------------------------
+
+# Whole-practice rates a real English practice could show (QOF achievement and prevalence
+# spreads, widened for a 3,000-patient list); every default indicator must have patients.
+REALISTIC_RATES = {
+    "HYP_REG": (0.10, 0.20),
+    "HYP_BP_U80": (0.40, 0.85),
+    "HYP_BP_80": (0.40, 0.92),
+    "DM_REG": (0.04, 0.11),
+    "DM_HBA1C": (0.40, 0.85),
+    "DM_BP": (0.35, 0.85),
+    "DM_STATIN": (0.45, 0.92),
+    "AF_REG": (0.008, 0.035),
+    "AF_ANTICOAG": (0.60, 0.98),
+    "CHD_REG": (0.015, 0.045),
+    "CHD_STATIN": (0.55, 0.97),
+    "STIA_REG": (0.008, 0.03),
+    "CKD_REG": (0.02, 0.07),
+    "AST_REG": (0.035, 0.09),
+    "AST_REVIEW": (0.30, 0.90),
+    "COPD_REG": (0.006, 0.035),
+    "COPD_REVIEW": (0.45, 0.98),
+    "SMOK_STATUS": (0.65, 0.99),
+    "BP_5Y": (0.65, 0.97),
+    "CS_25_49": (0.45, 0.90),
+    "CS_50_64": (0.50, 0.92),
+    "FLU_65": (0.50, 0.90),
+}
+
+
+def test_default_catalogue_gives_realistic_rates_on_a_synthetic_practice(tmp_path: Path) -> None:
+    from agent import store
+    from agent.engine import compute_cells
+    from agent.library import load_default_catalogue
+
+    path = tmp_path / "q.db"
+    synth.generate_practice(path, patients=3000, seed=31, quality=0.5)
+    catalogue = load_default_catalogue()
+    engine = store.open_practice(path, read_only=True)
+    try:
+        cells = compute_cells(engine, catalogue, E)
+    finally:
+        engine.dispose()
+    totals = {c.indicator: c for c in cells if c.age_band == "all" and c.sex == "all"}
+    assert set(totals) == {i.id for i in catalogue.indicators}
+    for ind_id, cell in totals.items():
+        assert cell.denominator > 0 and cell.numerator > 0, ind_id
+    for ind_id, (low, high) in REALISTIC_RATES.items():
+        rate = totals[ind_id].numerator / totals[ind_id].denominator
+        assert low <= rate <= high, f"{ind_id}: {rate:.3f} outside [{low}, {high}]"
+    # Exclusions (new diagnoses or registrations) happen, but are a small minority.
+    hyp = totals["HYP_BP_U80"]
+    assert 0 < hyp.exclusions < 0.2 * (hyp.denominator + hyp.exclusions)
