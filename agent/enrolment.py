@@ -37,15 +37,21 @@ from .submitter import send
 from .transport import AggregatorClient
 
 
-def fetch_log_key(client: AggregatorClient) -> tuple[str, PinnedKey]:
+def fetch_log_key(client: AggregatorClient, aud: str) -> tuple[str, PinnedKey]:
     """(origin, log key) as the aggregator publishes them at ``/v1/log/key``."""
     data = client.get_json("/v1/log/key")
     try:
-        return str(data["origin"]), PinnedKey(
-            name=str(data["key_name"]), jwk=Jwk.model_validate(data["jwk"])
-        )
-    except (KeyError, TypeError, ValueError) as exc:
+        served_aud = data.get("aud", aud)
+        origin = str(data["origin"])
+        key = PinnedKey(name=str(data["key_name"]), jwk=Jwk.model_validate(data["jwk"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise AgentUserError(f"/v1/log/key: unexpected answer ({exc})", exit_code=7) from None
+    if served_aud != aud:
+        raise ConfigError(
+            f"the aggregator at {client.base_url} serves network {served_aud!r}, but setting "
+            f"'aud' is {aud!r}"
+        )
+    return origin, key
 
 
 def fetch_catalogue_key(client: AggregatorClient) -> PinnedKey:
@@ -82,7 +88,7 @@ def enrol_agent(settings: AgentSettings, token: str, *, now: int) -> dict[str, A
     except ValueError as exc:
         raise AgentUserError(f"--token: not a valid enrolment token ({_first(exc)})") from None
     with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
-        origin, log_key = fetch_log_key(client)
+        origin, log_key = fetch_log_key(client, settings.aud)
         catalogue_key = fetch_catalogue_key(client)
         trust = Trust(
             aud=settings.aud,
@@ -92,13 +98,21 @@ def enrol_agent(settings: AgentSettings, token: str, *, now: int) -> dict[str, A
             log_key=log_key,
             catalogue_key=catalogue_key,
         )
-        signed = sign("enrol", payload.to_bytes(), [key])
-        message = outbox.add_signed(
-            lambda _seq: NewMessage(
-                kind="enrol", envelope=signed.envelope, sha256=signed.sha256, kid=key.kid, seq=None
-            ),
-            "queued",
-        )
+        # An earlier try with this token may have reached the aggregator with its answer lost:
+        # resend those stored bytes rather than a new message the burnt token would fail.
+        message = _queued_enrol(outbox, token, key.kid)
+        if message is None:
+            signed = sign("enrol", payload.to_bytes(), [key])
+            message = outbox.add_signed(
+                lambda _seq: NewMessage(
+                    kind="enrol",
+                    envelope=signed.envelope,
+                    sha256=signed.sha256,
+                    kid=key.kid,
+                    seq=None,
+                ),
+                "queued",
+            )
         outcome = send(client, outbox, trust, message)  # the receipt verified: pin now
         save_trust(settings.home, trust)
         data = client.get_bytes("/v1/catalogue")
@@ -173,6 +187,17 @@ def _pending_rotation(outbox: Outbox, old: SigningKey, new: SigningKey) -> Messa
             continue
         if set(env.keyids) == {old.kid, new.kid}:
             return message
+    return None
+
+
+def _queued_enrol(outbox: Outbox, token: str, kid: str) -> Message | None:
+    for message in reversed(outbox.messages(kind="enrol", state="queued")):
+        try:
+            env = Envelope.from_bytes(message.envelope)
+            if Enrol.from_bytes(env.payload_bytes()).token == token and env.keyids == (kid,):
+                return message
+        except ProtocolError:
+            continue
     return None
 
 

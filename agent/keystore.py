@@ -196,6 +196,22 @@ def load_trust(home: Path) -> Trust:
         raise ConfigError(f"{path}: unreadable trust anchors: {exc}") from None
 
 
+def load_trust_matching(home: Path, practice: str | None, aud: str | None) -> Trust:
+    """The pinned trust, refusing a config that names another practice or network than the one
+    this agent enrolled as (a copied config would otherwise sign for the wrong practice)."""
+    trust = load_trust(home)
+    for name, configured, enrolled in (
+        ("practice", practice, trust.practice),
+        ("aud", aud, trust.aud),
+    ):
+        if configured is not None and configured != enrolled:
+            raise ConfigError(
+                f"setting {name!r} is {configured!r} but this agent enrolled as {enrolled!r} "
+                f"({home / TRUST_FILE})"
+            )
+    return trust
+
+
 def save_trust(home: Path, trust: Trust) -> None:
     data = json.dumps(trust.model_dump(mode="json"), indent=2, sort_keys=True).encode()
     write_private(home / TRUST_FILE, data + b"\n")

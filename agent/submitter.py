@@ -21,7 +21,7 @@ from .audit import accept_receipt
 from .catalogue_cache import load_catalogue
 from .compute import compute_raw_cells
 from .errors import AgentUserError
-from .keystore import Keystore, Trust, load_trust
+from .keystore import Keystore, Trust, load_trust_matching
 from .outbox import Message, NewMessage, Outbox
 from .release import (
     build_submission,
@@ -71,7 +71,7 @@ def prepare(
     reason: CorrectionReason | None = None,
 ) -> Message:
     """Compute, apply disclosure control, sign and store one submission (not yet sent)."""
-    trust = load_trust(settings.home)
+    trust = load_trust_matching(settings.home, settings.practice, settings.aud)
     key = Keystore(settings.home).active()
     policy = effective_policy(catalogue, settings)
     raw, kind = compute_raw_cells(settings, catalogue, period.end)
@@ -128,7 +128,7 @@ def submit_period(
     correction: CorrectionReason | None = None,
 ) -> Outcome:
     period = parse_period(period_text)
-    trust = load_trust(settings.home)
+    trust = load_trust_matching(settings.home, settings.practice, settings.aud)
     with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
         existing = [m for m in outbox.for_period(period.label) if m.state != "rejected"]
         waiting = [m for m in existing if m.state in ("queued", "held")]
@@ -188,7 +188,7 @@ def run_due(
 ) -> list[Outcome]:
     """Resend whatever is queued, then submit every period that is due. ``progress(label, done,
     total)`` is called as periods complete."""
-    trust = load_trust(settings.home)
+    trust = load_trust_matching(settings.home, settings.practice, settings.aud)
     outcomes: list[Outcome] = []
     with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
         for message in sorted(outbox.messages(state="queued"), key=lambda m: (m.seq or 0, m.id)):
@@ -217,7 +217,7 @@ def _send_reporting(
 
 
 def approve(settings: AgentSettings, message_id: int, *, now: int) -> Outcome:
-    trust = load_trust(settings.home)
+    trust = load_trust_matching(settings.home, settings.practice, settings.aud)
     with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
         message = outbox.get(message_id)
         if message.state != "held":

@@ -14,7 +14,7 @@ from agent.cli import app
 from agent.compute import compute_raw_cells, open_source
 from agent.errors import AgentUserError
 from agent.explain import explain_indicator
-from agent.keystore import TRUST_FILE, Keystore, load_trust
+from agent.keystore import TRUST_FILE, Keystore, load_trust_matching
 from agent.outbox import OUTBOX_FILE, Outbox
 from agent.release import (
     build_submission,
@@ -60,7 +60,7 @@ def preview(
     catalogue = load_catalogue(settings)
     policy = effective_policy(catalogue, settings)
     if (settings.home / TRUST_FILE).exists():
-        trust = load_trust(settings.home)
+        trust = load_trust_matching(settings.home, settings.practice, settings.aud)
         practice, aud = trust.practice, trust.aud
     else:
         settings.require("practice", "aud")

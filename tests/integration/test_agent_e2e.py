@@ -35,6 +35,10 @@ def test_init_enrol_submit_receipt_and_audit_verify(
     code, _, err = intruder("enrol", "--token", token)
     assert code == 6 and "refused" in err and len(err.strip().splitlines()) == 1, err
     assert not (intruder.home / "trust.json").exists()
+    code, _, err = intruder("enrol", "--token", token, env={"FEDQI_AGENT_AUD": "other-net"})
+    assert code == 3 and "serves network 'test-net'" in err
+    code, _, err = agent("submit", "--period", "2026-03", env={"FEDQI_AGENT_PRACTICE": "B81001"})
+    assert code == 3 and "enrolled as 'A12345'" in err
     trust = json.loads((agent.home / "trust.json").read_text())
     assert trust["log_key"]["name"] == "test-net/log/v1" and trust["catalogue_key"]
 
