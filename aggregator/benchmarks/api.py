@@ -100,8 +100,8 @@ def csv_response(rows: Iterable[dict[str, Any]], filename: str) -> Response:
     )
 
 
-def run_view(runtime: Runtime, user: User, build: Callable[..., dict[str, Any]], *args: Any,
-             indicator: str | None = None, **kwargs: Any) -> dict[str, Any]:  # fmt: skip
+def run_view(runtime: Runtime, user: User, build: Callable[..., Any], *args: Any,
+             indicator: str | None = None, **kwargs: Any) -> Any:  # fmt: skip
     service.refresh_for_read(runtime.db, indicator)
     with runtime.db.read() as session:
         viewer = views.Viewer.load(session, user, runtime.pseudonym_secret)
@@ -166,7 +166,21 @@ async def indicator_funnel(
     """One indicator at one period: summary, funnel limits and every practice's position."""
     check_indicator(indicator)
     check_format(format)
-    args = (indicator, period, peer, group, method, detail or format == "csv")
+    if format == "json" and not detail:
+        body = await run_in_threadpool(
+            run_view,
+            runtime,
+            user,
+            views.funnel_json,
+            indicator,
+            period,
+            peer,
+            group,
+            method,
+            indicator=indicator,
+        )
+        return Response(body, media_type="application/json")
+    args = (indicator, period, peer, group, method, True)
     view = await run_in_threadpool(
         run_view, runtime, user, views.funnel_view, *args, indicator=indicator
     )

@@ -87,6 +87,10 @@ class BenchPractice(Base):
     limit_low_998: Mapped[float | None] = mapped_column(Float, nullable=True)
     limit_high_998: Mapped[float | None] = mapped_column(Float, nullable=True)
     note: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # The practice's entry pre-rendered (aggregator.benchmarks.render): as an identifying viewer
+    # sees it and as a peer sees it, JSON object bodies without braces.
+    item_json: Mapped[str] = mapped_column(Text)
+    peer_json: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_bench_practice_practice", "practice_ods", "indicator", "period_end"),

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from ..db.models import Catalogue as CatalogueRow
 from ..db.models import Cell, Practice, Submission
-from . import stats
+from . import render, stats
 from .models import BenchPractice, BenchStale, BenchSummary
 
 TOTAL = ("all", "all")
@@ -248,6 +248,12 @@ def refresh_group(session: Session, g: Group) -> stats.Funnel:
                 "note": r.note,
             }
         )
+        row = rows[-1]
+        flat = (r.practice, row["numerator"], row["numerator_status"], row["denominator"], row["denominator_status"],
+                row["status"], row["rate"], row["lo95"], row["hi95"], row["lo998"], row["hi998"], row["approximate"],
+                row["z"], row["band"], None, row["note"], None, None)  # fmt: skip
+        row["item_json"] = render.as_json(render.identified_fields(flat))
+        row["peer_json"] = render.as_json(render.peer_fields(flat))
     _write_practice_rows(session, rows)
     session.execute(
         delete(BenchSummary).where(
@@ -442,7 +448,7 @@ def practice_rows(session: Session, indicator: str, start: dt.date, end: dt.date
             select(t)
             .where(t.c.indicator == indicator, t.c.period_start == start, t.c.period_end == end)
             .order_by(t.c.practice_ods)
-        )
+        ).all()
     )
 
 
@@ -451,7 +457,7 @@ def practice_history(session: Session, ods: str, indicator: str | None = None) -
     q = select(t).where(t.c.practice_ods == ods)
     if indicator:
         q = q.where(t.c.indicator == indicator)
-    return list(session.execute(q.order_by(t.c.indicator, t.c.period_end)))
+    return list(session.execute(q.order_by(t.c.indicator, t.c.period_end)).all())
 
 
 def summaries(
@@ -463,7 +469,7 @@ def summaries(
         q = q.where(t.c.indicator == indicator)
     if period_end:
         q = q.where(t.c.period_end == period_end)
-    return list(session.execute(q.order_by(t.c.indicator, t.c.period_end)))
+    return list(session.execute(q.order_by(t.c.indicator, t.c.period_end)).all())
 
 
 def practice_attributes(session: Session) -> dict[str, stats.PracticeAttributes]:

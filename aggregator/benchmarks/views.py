@@ -16,26 +16,24 @@ import datetime as dt
 import hmac
 import json
 import math
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-
-from protocol.catalogue import CountRule
-from protocol.disclosure import round_half_up
 
 from ..db.models import Catalogue as CatalogueRow
 from ..db.models import Cell, Practice, User
 from ..errors import BadRequestError, ForbiddenError, NotFoundError
 from ..users.service import can_read_practice
-from . import service, stats
+from . import render, service, stats
 from .models import BenchPractice, BenchSummary
+from .render import Flat
 
-PEER_RULE = CountRule(suppress_at_or_below=7, round_to=5)
 CURVE_POINTS = 60
 
 
@@ -61,6 +59,39 @@ def _pseudonym(secret: bytes, viewer_id: int, ods: str) -> str:
     return "P-" + base64.b32encode(mac[:5]).decode("ascii")
 
 
+_PRACTICES: dict[str, Any] = {"key": None, "value": {}}
+_PRACTICES_LOCK = threading.Lock()
+
+
+def _practices(session: Session) -> dict[str, PracticeInfo]:
+    """Every practice, cached per process and reloaded when the table changes (a practice
+    added, renamed or regrouped changes the count or the fingerprint of its columns)."""
+    key = tuple(
+        session.execute(
+            select(
+                func.count(),
+                func.max(Practice.created_at),
+                func.sum(
+                    func.length(Practice.name)
+                    + func.length(Practice.group)
+                    + Practice.list_size
+                    + Practice.imd_decile
+                ),
+            )
+        ).one()
+    )
+    with _PRACTICES_LOCK:
+        if _PRACTICES["key"] == key:
+            return _PRACTICES["value"]  # type: ignore[no-any-return]
+    rows = session.execute(
+        select(Practice.ods, Practice.name, Practice.group, Practice.list_size, Practice.imd_decile)
+    ).all()
+    value = {r[0]: PracticeInfo(*r) for r in rows}
+    with _PRACTICES_LOCK:
+        _PRACTICES.update(key=key, value=value)
+    return value
+
+
 @dataclass
 class Viewer:
     user: User
@@ -69,12 +100,7 @@ class Viewer:
 
     @classmethod
     def load(cls, session: Session, user: User, secret: bytes) -> Viewer:
-        rows = session.execute(
-            select(
-                Practice.ods, Practice.name, Practice.group, Practice.list_size, Practice.imd_decile
-            )
-        )
-        return cls(user, secret, {r[0]: PracticeInfo(*r) for r in rows})
+        return cls(user, secret, _practices(session))
 
     @property
     def own(self) -> str | None:
@@ -268,17 +294,6 @@ def catalogue_listing(session: Session) -> dict[str, Any]:
 # --- counts as a viewer sees them --------------------------------------------------------------------
 
 
-def _publish(value: int | None, status: str) -> tuple[int | None, str]:
-    """Re-publish a peer's count under the stratified rule (exact small numbers stay home)."""
-    if status == "suppressed" or value is None:
-        return None, "suppressed"
-    if value == 0:
-        return 0, "zero"
-    if value <= PEER_RULE.suppress_at_or_below:
-        return None, "suppressed"
-    return round_half_up(value, PEER_RULE.round_to), "rounded"
-
-
 def _r(x: float | None, nd: int = 6) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), nd)
 
@@ -292,11 +307,6 @@ def _limits(lim: stats.Limits | None) -> dict[str, float | None] | None:
         "low_998": _r(lim.low_998),
         "high_998": _r(lim.high_998),
     }
-
-
-# One practice's stored benchmark as a flat tuple: built straight from database rows (the
-# network funnel) or from freshly computed results (a peer group), rendered by _item.
-Flat = tuple[Any, ...]
 
 
 def _flat_from_row(r: Any) -> Flat:
@@ -321,54 +331,28 @@ def _flat_from_result(res: stats.PracticeResult, row: Any) -> Flat:
 
 def _item(viewer: Viewer, f: Flat, detail: bool = False) -> dict[str, Any]:
     """A practice's entry as ``viewer`` may see it."""
-    (
-        ods,
-        num,
-        ns,
-        den,
-        ds,
-        status,
-        rate,
-        lo95,
-        hi95,
-        lo998,
-        hi998,
-        approx,
-        z,
-        band,
-        lims,
-        note,
-        sid,
-        ver,
-    ) = f
+    ods = f[0]
     if viewer.identifies(ods):
         out: dict[str, Any] = {
-            "id": ods, "name": viewer.practices[ods].name, "identified": True, "self": ods == viewer.own,
-            "numerator": num, "numerator_status": ns, "denominator": den, "denominator_status": ds, "status": status,
-        }  # fmt: skip
+            "id": ods,
+            "name": viewer.practices[ods].name,
+            "identified": True,
+            "self": ods == viewer.own,
+        }
+        out |= render.identified_fields(f)
         if detail:
-            out["submission_id"], out["indicator_version"] = sid, ver
-    else:
-        alias = viewer.pseudonym(ods)
-        num, ns = _publish(num, ns)
-        den, ds = _publish(den, ds)
-        out = {
-            "id": alias, "name": alias, "identified": False, "self": False, "numerator": num, "numerator_status": ns,
-            "denominator": den, "denominator_status": ds, "status": "suppressed" if status == "suppressed" else "rounded",
-        }  # fmt: skip
-        if rate is not None and "suppressed" in (ns, ds):
-            out.update(status="suppressed", rate=None, ci95=None, ci998=None, approximate=True, z=None, band=None,
-                       band_text=None, note="small numbers: not shown to peers")  # fmt: skip
-            return out
-    out["rate"] = rate
-    out["ci95"] = [lo95, hi95] if lo95 is not None else None
-    out["ci998"] = [lo998, hi998] if lo998 is not None else None
-    out["approximate"] = approx
-    out["z"] = z
-    out["band"] = band
-    out["band_text"] = stats.BAND_TEXT.get(band) if band else None
-    out["note"] = note
-    if detail:
+            out["submission_id"], out["indicator_version"] = f[16], f[17]
+            lims = f[14]
+            out["limits"] = (
+                dict(zip(("low_95", "high_95", "low_998", "high_998"), lims, strict=True))
+                if lims
+                else None
+            )
+        return out
+    alias = viewer.pseudonym(ods)
+    out = {"id": alias, "name": alias, "identified": False, "self": False} | render.peer_fields(f)
+    if detail and out["rate"] is not None:
+        lims = f[14]
         out["limits"] = (
             dict(zip(("low_95", "high_95", "low_998", "high_998"), lims, strict=True))
             if lims
@@ -493,17 +477,79 @@ def funnel_view(session: Session, viewer: Viewer, indicator: str, period: str | 
     practices = [_item(viewer, f, detail) for f in fd.flats]
     # Peers last and in pseudonym order, so row order says nothing about who they are.
     practices.sort(key=lambda p: (not p["identified"], p["id"]))
-    shown = [p["denominator"] for p in practices if p["rate"] is not None and p["denominator"]]
-    titles = indicator_titles(session)
+    max_n = max((f[3] for f in fd.flats if f[6] is not None and f[3]), default=0)
+    return _funnel_head(session, fd, max_n) | {"practices": practices}
+
+
+def _funnel_head(session: Session, fd: FunnelData, max_n: int) -> dict[str, Any]:
     return {
-        "indicator": indicator,
-        "title": titles.get(indicator, {}).get("title", indicator),
+        "indicator": fd.indicator,
+        "title": indicator_titles(session).get(fd.indicator, {}).get("title", fd.indicator),
         "period": _period(fd.start, fd.end),
         "peer_group": fd.group.as_dict(),
         "summary": _summary_dict(fd.summary, fd.version, fd.versions),
-        "limits_curve": limit_curve(fd.summary, max(shown, default=0)),
-        "practices": practices,
+        "limits_curve": limit_curve(fd.summary, max_n),
     }
+
+
+def funnel_json(session: Session, viewer: Viewer, indicator: str, period: str | None = None, peer: str | None = None,
+                group: str | None = None, method: str | None = None) -> str:  # fmt: skip
+    """``funnel_view`` as JSON text. For the whole network at the stored method, each practice's
+    entry is spliced from the JSON the refresh stored (render.py), so a national funnel costs a
+    narrow read and string joins; anything else goes through ``funnel_view``."""
+    if method is not None and method not in METHODS:
+        raise BadRequestError(f"method={method!r}: use {', '.join(METHODS)}", code="bad-method")
+    start, end = resolve(session, period, indicator)
+    summ = service.summary_row(session, indicator, start, end)
+    if summ is None:
+        raise NotFoundError(f"{indicator}: no benchmark for period {end}", code="no-benchmarks")
+    pg = resolve_group(viewer, peer, group)
+    if pg.members is not None or method not in (None, "auto", summ.method):
+        return json.dumps(
+            funnel_view(session, viewer, indicator, period, peer, group, method),
+            separators=(",", ":"),
+        )
+    t = BenchPractice.__table__
+    rows = session.execute(
+        select(t.c.practice_ods, t.c.item_json, t.c.peer_json, t.c.denominator, t.c.rate).where(
+            t.c.indicator == indicator, t.c.period_start == start, t.c.period_end == end
+        )
+    ).all()
+    own, names = viewer.own, viewer.practices
+    ident: list[tuple[str, str]] = []
+    peers: list[tuple[str, str]] = []
+    max_n = 0
+    for ods, item_json, peer_json, den, rate in rows:
+        if rate is not None and den and den > max_n:
+            max_n = den
+        if viewer.identifies(ods):
+            head = (
+                f'{{"id":{json.dumps(ods)},"name":{json.dumps(names[ods].name)},"identified":true,'
+            )
+            ident.append((ods, f'{head}"self":{"true" if ods == own else "false"},{item_json}}}'))
+        else:
+            alias = viewer.pseudonym(ods)
+            peers.append(
+                (
+                    alias,
+                    f'{{"id":"{alias}","name":"{alias}","identified":false,"self":false,{peer_json}}}',
+                )
+            )
+    ident.sort()
+    peers.sort()
+    fd = FunnelData(
+        indicator,
+        start,
+        end,
+        pg,
+        _summary_from_row(summ),
+        [],
+        summ.indicator_version,
+        summ.versions,
+    )
+    head = json.dumps(_funnel_head(session, fd, max_n) | {"practices": []}, separators=(",", ":"))
+    assert head.endswith('"practices":[]}')
+    return head[:-3] + "[" + ",".join(x for _, x in ident + peers) + "]}"
 
 
 # --- one practice across indicators -------------------------------------------------------------------

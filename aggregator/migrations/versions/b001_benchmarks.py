@@ -85,6 +85,8 @@ def upgrade() -> None:
         sa.Column("limit_low_998", sa.Float(), nullable=True),
         sa.Column("limit_high_998", sa.Float(), nullable=True),
         sa.Column("note", sa.String(40), nullable=True),
+        sa.Column("item_json", sa.Text(), nullable=False),
+        sa.Column("peer_json", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint(
             "indicator", "period_start", "period_end", "practice_ods", name="pk_bench_practice"
         ),

@@ -1,0 +1,95 @@
+"""How one practice's benchmark is shown: to a viewer who may identify it, and to a peer.
+
+Used by the views (per request) and by the refresh, which stores both forms as JSON text so a
+national funnel (thousands of practices) is assembled by string joins instead of rebuilt
+field by field on every read. Both paths go through these two functions, so they agree.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from protocol.catalogue import CountRule
+from protocol.disclosure import round_half_up
+
+from .stats import BAND_TEXT
+
+# Peers never see exact small numbers: their counts are re-published under the network's
+# stratified rule (1-7 withheld, the rest rounded to 5).
+PEER_RULE = CountRule(suppress_at_or_below=7, round_to=5)
+
+# A practice's stored benchmark, flat: (ods, num, num_status, den, den_status, status, rate,
+# lo95, hi95, lo998, hi998, approximate, z, band, limits | None, note, submission_id, version).
+Flat = tuple[Any, ...]
+
+
+def publish(value: int | None, status: str) -> tuple[int | None, str]:
+    """Re-publish a peer's count under ``PEER_RULE``."""
+    if status == "suppressed" or value is None:
+        return None, "suppressed"
+    if value == 0:
+        return 0, "zero"
+    if value <= PEER_RULE.suppress_at_or_below:
+        return None, "suppressed"
+    return round_half_up(value, PEER_RULE.round_to), "rounded"
+
+
+def _rate_fields(f: Flat) -> dict[str, Any]:
+    rate, lo95, hi95, lo998, hi998, approx, z, band, note = (
+        f[6],
+        f[7],
+        f[8],
+        f[9],
+        f[10],
+        f[11],
+        f[12],
+        f[13],
+        f[15],
+    )
+    return {
+        "rate": rate,
+        "ci95": [lo95, hi95] if lo95 is not None else None,
+        "ci998": [lo998, hi998] if lo998 is not None else None,
+        "approximate": approx,
+        "z": z,
+        "band": band,
+        "band_text": BAND_TEXT.get(band) if band else None,
+        "note": note,
+    }
+
+
+def identified_fields(f: Flat) -> dict[str, Any]:
+    """What a viewer who may identify the practice sees (besides its id and name)."""
+    return {
+        "numerator": f[1],
+        "numerator_status": f[2],
+        "denominator": f[3],
+        "denominator_status": f[4],
+        "status": f[5],
+        **_rate_fields(f),
+    }
+
+
+def peer_fields(f: Flat) -> dict[str, Any]:
+    """What a peer sees (besides the pseudonym): re-published counts; a practice whose counts
+    that withholds is shown as withheld, with no rate to back-calculate them from."""
+    num, ns = publish(f[1], f[2])
+    den, ds = publish(f[3], f[4])
+    out: dict[str, Any] = {
+        "numerator": num,
+        "numerator_status": ns,
+        "denominator": den,
+        "denominator_status": ds,
+        "status": "suppressed" if f[5] == "suppressed" else "rounded",
+    }
+    if f[6] is not None and "suppressed" in (ns, ds):
+        out.update(status="suppressed", rate=None, ci95=None, ci998=None, approximate=True, z=None, band=None,
+                   band_text=None, note="small numbers: not shown to peers")  # fmt: skip
+        return out
+    return out | _rate_fields(f)
+
+
+def as_json(fields: dict[str, Any]) -> str:
+    """The fields as the body of a JSON object, without its braces (for splicing)."""
+    return json.dumps(fields, separators=(",", ":"))[1:-1]
