@@ -146,9 +146,11 @@ def render_indicators_markdown(catalogue: Catalogue | None = None) -> str:
         "",
         "**The codelists are small demonstration subsets** of the NHS clusters they name (except "
         "IFCC HbA1c, which is the complete IFCCHBAM_COD cluster). Before real use, load the full "
-        "OpenCodelists `nhsd-primary-care-domain-refsets` and `nhs-drug-refsets` lists; LOINC, "
-        "RxNorm and CVX equivalents for FHIR and OMOP sources can be added to the same lists "
-        "(the code system is part of every code).",
+        "OpenCodelists `nhsd-primary-care-domain-refsets` and `nhs-drug-refsets` lists. The "
+        "code system is part of every code, so LOINC, RxNorm and CVX equivalents for FHIR and "
+        "OMOP sources sit in the same lists (see docs/sources.md). The CHA2DS2-VASc list holds "
+        "only the OMOP concept id: its UK SNOMED CT id could not be confirmed from the sources "
+        "used, so UK records need that id added before AF_ANTICOAG counts anyone.",
         "",
         "## Indicators",
         "",
