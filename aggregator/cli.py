@@ -12,8 +12,8 @@ import datetime as dt
 import json
 import os
 import sys
-from contextlib import contextmanager
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 

@@ -15,10 +15,11 @@ import httpx
 import pytest
 import uvicorn
 from agg_helpers import AUD, SimAgent, default_catalogue
-from sqlalchemy import create_engine, func, inspect, select, text
+from sqlalchemy import MetaData, create_engine, func, select, text
 
 from aggregator.cli import main as cli
 from aggregator.db import models
+from aggregator.db.session import Database
 from aggregator.runtime import Runtime
 from aggregator.settings import Settings, get_settings
 from aggregator.web.app import create_app
@@ -54,8 +55,11 @@ def _truncate(url: str) -> None:
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
-            names = [t for t in inspect(conn).get_table_names() if t != "alembic_version"]
-            conn.execute(text("TRUNCATE " + ", ".join(f'"{n}"' for n in names) + " RESTART IDENTITY CASCADE"))
+            meta = MetaData()
+            meta.reflect(conn)
+            for table in reversed(meta.sorted_tables):  # children first
+                if table.name != "alembic_version":
+                    conn.execute(table.delete())
             conn.execute(text("INSERT INTO log_state (id, size) VALUES (1, 0)"))
     finally:
         engine.dispose()
@@ -97,8 +101,17 @@ class Network:
     def cli(self, *args: str) -> int:
         return cli([*args, "--db", self.db])
 
+    _db: Database | None = None
+
+    @property
+    def database(self) -> Database:
+        if self._db is None:
+            self._db = Database(self.db)
+        return self._db
+
     def runtime(self) -> Runtime:
-        return Runtime.load(self.settings, clock=self.clock)
+        """A runtime sharing this network's engine (don't dispose it)."""
+        return Runtime.load(self.settings, clock=self.clock, db=self.database)
 
     def add_practice(self, ods: str, group: str = "PCN1") -> None:
         assert (
@@ -118,13 +131,12 @@ class Network:
             == 0
         )
 
-    def token(self, ods: str, capsys: pytest.CaptureFixture[str] | None = None) -> str:
+    def token(self, ods: str) -> str:
         from aggregator.practices.service import issue_enrol_token
 
         rt = self.runtime()
         with rt.db.session() as s:
             token, _ = issue_enrol_token(s, ods, hours=72, now=rt.now())
-        rt.db.dispose()
         return token
 
     def user(self, role: str, practice: str | None = None, group: str | None = None) -> str:
@@ -140,12 +152,10 @@ class Network:
                 group=group,
                 now=rt.now(),
             )
-        rt.db.dispose()
         return token
 
     def counts(self) -> dict[str, int]:
-        rt = self.runtime()
-        with rt.db.read() as s:
+        with self.database.read() as s:
             out = {
                 m.__tablename__: int(s.scalar(select(func.count()).select_from(m)) or 0)
                 for m in COUNTED
@@ -159,14 +169,12 @@ class Network:
                 )
                 or 0
             )
-        rt.db.dispose()
         return out
 
 
 @pytest.fixture
-def network(db_url: str, tmp_path: Path) -> Network:
+def network(db_url: str, tmp_path: Path) -> Iterator[Network]:
     key_dir = tmp_path / "keys"
-    assert cli(["db", "upgrade", "--db", db_url]) == 0
     assert (
         cli(
             [
@@ -184,7 +192,10 @@ def network(db_url: str, tmp_path: Path) -> Network:
         == 0
     )
     settings = get_settings(db=db_url, key_dir=key_dir)
-    return Network(settings=settings, tmp=tmp_path)
+    net = Network(settings=settings, tmp=tmp_path)
+    yield net
+    if net._db is not None:
+        net._db.dispose()
 
 
 @dataclass
@@ -215,7 +226,7 @@ def _free_socket() -> socket.socket:
 @pytest.fixture
 def server(network: Network) -> Iterator[Server]:
     """The app served by a real uvicorn on a free loopback port, in a thread."""
-    runtime = network.runtime()
+    runtime = Runtime.load(network.settings, clock=network.clock)  # the server's own engine
     app = create_app(network.settings, runtime=runtime)
     sock = _free_socket()
     port = sock.getsockname()[1]

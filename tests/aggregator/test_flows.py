@@ -35,7 +35,11 @@ def test_enrol_binds_the_key_and_logs_a_key_event(server):
     assert server.network.counts() == before
     admin = server.network.user("admin")
     leaf = server.get("/v1/log/entries?start=0&end=1", admin).json()[0]["leaf"]
-    assert leaf["type"] == "key_event" and leaf["status"] == "enrolled" and leaf["kid"] == agent.key.kid
+    assert (
+        leaf["type"] == "key_event"
+        and leaf["status"] == "enrolled"
+        and leaf["kid"] == agent.key.kid
+    )
     assert leaf["envelope_sha256"] == hashlib.sha256(body).hexdigest()
 
 
@@ -50,7 +54,10 @@ def test_enrol_never_replaces_an_active_key(server, agent_factory):
 
 def test_rotate_retires_the_old_key(server, agent_factory):
     agent = agent_factory("A81001")
-    assert server.post("/v1/submissions", agent.submission(period=Period.month(2026, 7))).status_code == 201
+    assert (
+        server.post("/v1/submissions", agent.submission(period=Period.month(2026, 7))).status_code
+        == 201
+    )
     new_key = SigningKey.generate()
     body = agent.rotate(new_key)
     r = server.post("/v1/keys/rotate", body)
@@ -62,7 +69,10 @@ def test_rotate_retires_the_old_key(server, agent_factory):
     r = server.post("/v1/submissions", old)
     assert r.status_code == 403 and r.json()["type"].endswith("key-retired")
     agent.key = new_key
-    assert server.post("/v1/submissions", agent.submission(period=Period.month(2026, 8))).status_code == 201
+    assert (
+        server.post("/v1/submissions", agent.submission(period=Period.month(2026, 8))).status_code
+        == 201
+    )
 
 
 def test_rotate_needs_both_signatures(server, agent_factory):
@@ -74,7 +84,9 @@ def test_rotate_needs_both_signatures(server, agent_factory):
     only_new = sign_envelope("rotate", env.payload_bytes(), [new_key]).to_bytes()
     before = server.network.counts()
     assert server.post("/v1/keys/rotate", only_new).status_code == 400
-    impostor = sign_envelope("rotate", env.payload_bytes(), [SigningKey.generate(), new_key]).to_bytes()
+    impostor = sign_envelope(
+        "rotate", env.payload_bytes(), [SigningKey.generate(), new_key]
+    ).to_bytes()
     assert server.post("/v1/keys/rotate", impostor).status_code == 401
     assert server.network.counts() == before
 
@@ -85,14 +97,32 @@ def test_revoked_key_history_stays_verifiable(server, agent_factory):
     r = server.post("/v1/submissions", body)
     receipt = verify_receipt(server.client, r.content, body)
     net = server.network
-    assert net.cli("key", "revoke", agent.key.kid, "--compromised-since", "2026-01-01", "--key-dir", str(net.settings.key_dir)) == 0
-    assert net.cli("key", "revoke", agent.key.kid, "--key-dir", str(net.settings.key_dir)) != 0  # already revoked
+    assert (
+        net.cli(
+            "key",
+            "revoke",
+            agent.key.kid,
+            "--compromised-since",
+            "2026-01-01",
+            "--key-dir",
+            str(net.settings.key_dir),
+        )
+        == 0
+    )
+    assert (
+        net.cli("key", "revoke", agent.key.kid, "--key-dir", str(net.settings.key_dir)) != 0
+    )  # already revoked
     name, key = log_key(server.client)
     cp = verify_checkpoint(server.get("/v1/log/checkpoint").text, name, key)
     assert cp.size == receipt.tree_size + 1  # the revocation is a leaf too
     proof = server.get(f"/v1/log/proof/inclusion?index={receipt.leaf_index}&size={cp.size}").json()
-    verify_inclusion(receipt.leaf_index, cp.size, bytes.fromhex(receipt.leaf_hash),
-                     [bytes.fromhex(h) for h in proof["proof"]], cp.root)
+    verify_inclusion(
+        receipt.leaf_index,
+        cp.size,
+        bytes.fromhex(receipt.leaf_hash),
+        [bytes.fromhex(h) for h in proof["proof"]],
+        cp.root,
+    )
     admin = server.network.user("admin")
     stored = server.get(f"/v1/envelopes/{receipt.envelope_sha256}", admin).content
     assert stored == body
@@ -103,24 +133,38 @@ def test_consistency_proofs_between_every_pair_of_sizes(server, agent_factory):
     agents = [agent_factory(f"A8100{i}") for i in range(1, 4)]
     for month in range(1, 5):
         for a in agents:
-            assert server.post("/v1/submissions", a.submission(period=Period.month(2026, month))).status_code == 201
+            assert (
+                server.post(
+                    "/v1/submissions", a.submission(period=Period.month(2026, month))
+                ).status_code
+                == 201
+            )
     name, key = log_key(server.client)
     size = verify_checkpoint(server.get("/v1/log/checkpoint").text, name, key).size
     assert size == 15
-    roots = {n: verify_checkpoint(server.get(f"/v1/log/checkpoint/{n}").text, name, key).root for n in range(1, size + 1)}
+    roots = {
+        n: verify_checkpoint(server.get(f"/v1/log/checkpoint/{n}").text, name, key).root
+        for n in range(1, size + 1)
+    }
     admin = server.network.user("admin")
     leaves = server.get(f"/v1/log/entries?start=0&end={size}", admin).json()
     tree = MemoryTree.from_leaf_hashes([bytes.fromhex(e["leaf_hash"]) for e in leaves])
     for e in leaves:  # leaf hashes are of the leaf data served
-        assert hashlib.sha256(b"\0" + base64.b64decode(e["leaf_data"])).hexdigest() == e["leaf_hash"]
+        assert (
+            hashlib.sha256(b"\0" + base64.b64decode(e["leaf_data"])).hexdigest() == e["leaf_hash"]
+        )
     for new in range(1, size + 1):
         assert tree.root(new) == roots[new]
         for old in range(1, new + 1):
             p = server.get(f"/v1/log/proof/consistency?old={old}&new={new}").json()
-            verify_consistency(old, new, roots[old], roots[new], [bytes.fromhex(h) for h in p["proof"]])
+            verify_consistency(
+                old, new, roots[old], roots[new], [bytes.fromhex(h) for h in p["proof"]]
+            )
         for index in range(new):
             p = server.get(f"/v1/log/proof/inclusion?index={index}&size={new}").json()
-            verify_inclusion(index, new, tree.leaf(index), [bytes.fromhex(h) for h in p["proof"]], roots[new])
+            verify_inclusion(
+                index, new, tree.leaf(index), [bytes.fromhex(h) for h in p["proof"]], roots[new]
+            )
     bad = server.get(f"/v1/log/proof/consistency?old=3&new={size + 1}")
     assert bad.status_code == 400 and bad.json()["type"].endswith("bad-tree-size")
 
@@ -130,14 +174,21 @@ def test_corrections_keep_every_version_and_change_the_effective_values(server, 
     first = agent.submission_model(seed=1)
     assert server.post("/v1/submissions", agent.sign(first.to_bytes())).status_code == 201
     plain_again = server.post("/v1/submissions", agent.submission(seed=2))
-    assert plain_again.status_code == 409 and plain_again.json()["type"].endswith("period-already-submitted")
+    assert plain_again.status_code == 409 and plain_again.json()["type"].endswith(
+        "period-already-submitted"
+    )
     fix = agent.submission_model(seed=3, supersedes=first.submission_id, reason="late_data")
     r = server.post("/v1/submissions", agent.sign(fix.to_bytes()))
     assert r.status_code == 201, r.text
     verify_receipt(server.client, r.content)
-    stale = server.post("/v1/submissions", agent.submission(seed=4, supersedes=first.submission_id, reason="late_data"))
+    stale = server.post(
+        "/v1/submissions",
+        agent.submission(seed=4, supersedes=first.submission_id, reason="late_data"),
+    )
     assert stale.status_code == 409 and stale.json()["type"].endswith("already-superseded")
-    wrong_period = agent.submission(seed=5, period=Period.month(2026, 8), supersedes=fix.submission_id, reason="late_data")
+    wrong_period = agent.submission(
+        seed=5, period=Period.month(2026, 8), supersedes=fix.submission_id, reason="late_data"
+    )
     r = server.post("/v1/submissions", wrong_period)
     assert r.status_code == 422 and r.json()["type"].endswith("supersedes-mismatch")
 
@@ -150,17 +201,22 @@ def test_corrections_keep_every_version_and_change_the_effective_values(server, 
         effective = {
             (c.indicator, c.age_band, c.sex): c.numerator
             for c in s.scalars(
-                select(models.Cell).join(models.Submission).where(models.Submission.effective.is_(True))
+                select(models.Cell)
+                .join(models.Submission)
+                .where(models.Submission.effective.is_(True))
             )
         }
         stored_versions = {c.submission_id for c in s.scalars(select(models.Cell))}
-        leaves = [json.loads(bytes(x.leaf_data)) for x in s.scalars(select(models.LogLeaf).where(models.LogLeaf.kind == "submission"))]
-    rt.db.dispose()
+        leaves = [
+            json.loads(bytes(x.leaf_data))
+            for x in s.scalars(select(models.LogLeaf).where(models.LogLeaf.kind == "submission"))
+        ]
     assert stored_versions == {first.submission_id, fix.submission_id}
     assert effective == {c.key: c.numerator.value for c in fix.cells}
     assert effective != {c.key: c.numerator.value for c in first.cells}
     assert [(x["submission_id"], x["supersedes"]) for x in leaves] == [
-        (first.submission_id, None), (fix.submission_id, first.submission_id)
+        (first.submission_id, None),
+        (fix.submission_id, first.submission_id),
     ]
 
 
@@ -232,8 +288,17 @@ def test_health_readiness_and_openapi(server):
     assert server.get("/readyz").json() == {"status": "ready"}
     assert server.get("/docs").status_code == 200
     paths = server.get("/openapi.json").json()["paths"]
-    for p in ("/v1/submissions", "/v1/enrol", "/v1/keys/rotate", "/v1/log/checkpoint", "/v1/log/proof/inclusion",
-              "/v1/log/proof/consistency", "/v1/log/entries", "/v1/envelopes/{sha256}", "/v1/catalogue"):
+    for p in (
+        "/v1/submissions",
+        "/v1/enrol",
+        "/v1/keys/rotate",
+        "/v1/log/checkpoint",
+        "/v1/log/proof/inclusion",
+        "/v1/log/proof/consistency",
+        "/v1/log/entries",
+        "/v1/envelopes/{sha256}",
+        "/v1/catalogue",
+    ):
         assert p in paths
     r = server.get("/v1/log/proof/inclusion?index=abc&size=1")
     assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"

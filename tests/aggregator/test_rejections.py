@@ -44,7 +44,9 @@ def test_forged_signature(enrolled):
     env = Envelope.from_bytes(agent.submission())
     forger = SigningKey.generate()
     sig = base64.b64encode(forger.sign(pae(env.payloadType, env.payload_bytes()))).decode()
-    forged = env.model_copy(update={"signatures": (EnvelopeSignature(keyid=agent.key.kid, sig=sig),)})
+    forged = env.model_copy(
+        update={"signatures": (EnvelopeSignature(keyid=agent.key.kid, sig=sig),)}
+    )
     rejected(server, forged.to_bytes(), 401, "signature", "does not verify", agent.key.kid)
 
 
@@ -71,8 +73,16 @@ def test_payload_kid_must_be_the_signing_key(enrolled, agent_factory):
 
 def test_revoked_key(enrolled):
     server, agent = enrolled
-    assert server.post("/v1/submissions", agent.submission(period=Period.month(2026, 8))).status_code == 201
-    assert server.network.cli("key", "revoke", agent.key.kid, "--key-dir", str(server.network.settings.key_dir)) == 0
+    assert (
+        server.post("/v1/submissions", agent.submission(period=Period.month(2026, 8))).status_code
+        == 201
+    )
+    assert (
+        server.network.cli(
+            "key", "revoke", agent.key.kid, "--key-dir", str(server.network.settings.key_dir)
+        )
+        == 0
+    )
     rejected(server, agent.submission(), 403, "key-revoked", agent.key.kid)
 
 
@@ -98,7 +108,12 @@ def test_reused_id_with_other_bytes(enrolled):
 
 def test_lower_seq(enrolled):
     server, agent = enrolled
-    assert server.post("/v1/submissions", agent.submission(seq=10, period=Period.month(2026, 8))).status_code == 201
+    assert (
+        server.post(
+            "/v1/submissions", agent.submission(seq=10, period=Period.month(2026, 8))
+        ).status_code
+        == 201
+    )
     rejected(server, agent.submission(seq=10), 409, "seq-not-increasing", "seq 10")
     rejected(server, agent.submission(seq=3), 409, "seq-not-increasing", "seq 3")
 
@@ -122,7 +137,9 @@ def test_oversize_body(enrolled, chunked):
     body = b'{"payload":"' + b"A" * (300 * 1024) + b'"}'
     before = server.network.counts()
     if chunked:
-        r = server.client.post("/v1/submissions", content=(body[i : i + 8192] for i in range(0, len(body), 8192)))
+        r = server.client.post(
+            "/v1/submissions", content=(body[i : i + 8192] for i in range(0, len(body), 8192))
+        )
         assert "content-length" not in r.request.headers
     else:
         r = server.post("/v1/submissions", body)
@@ -139,8 +156,13 @@ def test_wrong_payload_type(enrolled):
 def test_unknown_indicator(enrolled):
     server, agent = enrolled
     cells = (
-        Cell(indicator="ZZ_NOT_IN_CATALOGUE", stratum=Stratum(), denominator=Count(value=40, status="exact"),
-             numerator=Count(value=20, status="exact"), exclusions=Count(value=0, status="zero")),
+        Cell(
+            indicator="ZZ_NOT_IN_CATALOGUE",
+            stratum=Stratum(),
+            denominator=Count(value=40, status="exact"),
+            numerator=Count(value=20, status="exact"),
+            exclusions=Count(value=0, status="zero"),
+        ),
     )
     rejected(server, agent.submission(cells=cells), 422, "unknown-indicator", "ZZ_NOT_IN_CATALOGUE")
 
@@ -148,10 +170,20 @@ def test_unknown_indicator(enrolled):
 def test_unknown_stratum(enrolled):
     server, agent = enrolled
     cells = (
-        Cell(indicator="HYP_REG", stratum=Stratum(), denominator=Count(value=40, status="exact"),
-             numerator=Count(value=20, status="exact"), exclusions=Count(value=0, status="zero")),
-        Cell(indicator="HYP_REG", stratum=Stratum(age_band="18-25", sex="F"), denominator=Count(value=40, status="rounded"),
-             numerator=Count(value=20, status="rounded"), exclusions=Count(value=0, status="zero")),
+        Cell(
+            indicator="HYP_REG",
+            stratum=Stratum(),
+            denominator=Count(value=40, status="exact"),
+            numerator=Count(value=20, status="exact"),
+            exclusions=Count(value=0, status="zero"),
+        ),
+        Cell(
+            indicator="HYP_REG",
+            stratum=Stratum(age_band="18-25", sex="F"),
+            denominator=Count(value=40, status="rounded"),
+            numerator=Count(value=20, status="rounded"),
+            exclusions=Count(value=0, status="zero"),
+        ),
     )
     rejected(server, agent.submission(cells=cells), 422, "unknown-stratum", "18-25")
 
@@ -167,21 +199,47 @@ def test_numerator_above_denominator_exact(enrolled):
 def test_numerator_above_denominator_rounded(enrolled):
     server, agent = enrolled
     cells = (
-        Cell(indicator="HYP_REG", stratum=Stratum(), denominator=Count(value=40, status="exact"),
-             numerator=Count(value=20, status="exact"), exclusions=Count(value=0, status="zero")),
-        Cell(indicator="HYP_REG", stratum=Stratum(age_band="40-59", sex="F"), denominator=Count(value=10, status="rounded"),
-             numerator=Count(value=15, status="rounded"), exclusions=Count(value=0, status="zero")),
+        Cell(
+            indicator="HYP_REG",
+            stratum=Stratum(),
+            denominator=Count(value=40, status="exact"),
+            numerator=Count(value=20, status="exact"),
+            exclusions=Count(value=0, status="zero"),
+        ),
+        Cell(
+            indicator="HYP_REG",
+            stratum=Stratum(age_band="40-59", sex="F"),
+            denominator=Count(value=10, status="rounded"),
+            numerator=Count(value=15, status="rounded"),
+            exclusions=Count(value=0, status="zero"),
+        ),
     )
-    rejected(server, agent.submission(cells=cells), 422, "numerator-exceeds-denominator", "numerator 15 > denominator 10")
+    rejected(
+        server,
+        agent.submission(cells=cells),
+        422,
+        "numerator-exceeds-denominator",
+        "numerator 15 > denominator 10",
+    )
 
 
 def test_cells_breaking_the_disclosure_policy(enrolled):
     server, agent = enrolled
     cells = (
-        Cell(indicator="HYP_REG", stratum=Stratum(), denominator=Count(value=40, status="exact"),
-             numerator=Count(value=20, status="exact"), exclusions=Count(value=0, status="zero")),
-        Cell(indicator="HYP_REG", stratum=Stratum(age_band="40-59", sex="F"), denominator=Count(value=3, status="exact"),
-             numerator=Count(value=2, status="exact"), exclusions=Count(value=0, status="zero")),
+        Cell(
+            indicator="HYP_REG",
+            stratum=Stratum(),
+            denominator=Count(value=40, status="exact"),
+            numerator=Count(value=20, status="exact"),
+            exclusions=Count(value=0, status="zero"),
+        ),
+        Cell(
+            indicator="HYP_REG",
+            stratum=Stratum(age_band="40-59", sex="F"),
+            denominator=Count(value=3, status="exact"),
+            numerator=Count(value=2, status="exact"),
+            exclusions=Count(value=0, status="zero"),
+        ),
     )
     rejected(server, agent.submission(cells=cells), 422, "disclosure", "HYP_REG")
 
