@@ -535,15 +535,17 @@ def _check_partition(
             f"{_where(c, kind)}: the only suppressed stratum next to a released total "
             "(recoverable by subtraction; needs secondary suppression)"
         )
-    if suppressed:
-        _, t_hi = feasible_range(t_count, policy.totals)
-        assert t_hi is not None
+    if suppressed and t_count.status in ("exact", "zero"):
+        # The most generous reading of the released strata, so that a practice's tightened
+        # policy (coarser rounding, higher threshold) is never wrongly rejected: a rounded
+        # stratum may be as small as the threshold + 1.
+        floor = suppression_threshold(policy.stratified) + 1
         released_lo = sum(
-            feasible_range(getattr(c, kind), policy.stratified)[0]
-            for c in strata
-            if getattr(c, kind).status != "suppressed"
+            (count.value or 0) if count.status != "rounded" else floor
+            for count in (getattr(c, kind) for c in strata)
+            if count.status != "suppressed"
         )
-        room = t_hi - released_lo
+        room = (t_count.value or 0) - released_lo
         if room <= len(suppressed):
             raise DisclosureError(
                 f"{where}: the {len(suppressed)} suppressed strata add up to at most {room}, so "
