@@ -41,52 +41,18 @@ from agent.errors import AgentError, AgentUserError
 DEFAULT_PERIOD_END = dt.date(2026, 3, 31)
 BATCH_ROWS = 200_000
 
+# fmt: off
 # --- population --------------------------------------------------------------------------------
 
 # Share of an English GP list by 5-year age band (0-4 ... 85-89, 90+), approximately; registered
 # lists run slightly older and have more young adults than the census.
 AGE_BAND_WEIGHTS = (
-    5.3,
-    5.9,
-    6.1,
-    5.8,
-    6.0,
-    6.8,
-    7.2,
-    7.0,
-    6.6,
-    6.1,
-    6.6,
-    6.6,
-    5.9,
-    5.0,
-    4.8,
-    3.7,
-    2.5,
-    1.4,
-    0.8,
+    5.3, 5.9, 6.1, 5.8, 6.0, 6.8, 7.2, 7.0, 6.6, 6.1, 6.6, 6.6, 5.9, 5.0, 4.8, 3.7, 2.5, 1.4, 0.8,
 )
 # Share of males by the same bands (women outlive men).
 MALE_SHARE = (
-    0.51,
-    0.51,
-    0.51,
-    0.51,
-    0.5,
-    0.5,
-    0.5,
-    0.5,
-    0.5,
-    0.5,
-    0.5,
-    0.5,
-    0.49,
-    0.49,
-    0.47,
-    0.47,
-    0.44,
-    0.38,
-    0.30,
+    0.51, 0.51, 0.51, 0.51, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.49, 0.49, 0.47, 0.47,
+    0.44, 0.38, 0.30,
 )
 # Of all patient rows: registered on the period end, moved away during the window, died in it.
 CURRENT_SHARE, LEFT_SHARE = 0.76, 0.17
@@ -117,17 +83,8 @@ P_HYP = _curve(
     1.13,
 )
 P_DM = _curve(
-    (
-        (0, 0.001),
-        (17, 0.003),
-        (30, 0.011),
-        (40, 0.025),
-        (50, 0.055),
-        (60, 0.09),
-        (70, 0.125),
-        (80, 0.13),
-        (95, 0.10),
-    ),
+    ((0, 0.001), (17, 0.003), (30, 0.011), (40, 0.025), (50, 0.055), (60, 0.09), (70, 0.125),
+     (80, 0.13), (95, 0.10)),
     1.3,
 )
 P_CHD = _curve(((35, 0), (45, 0.008), (55, 0.026), (65, 0.062), (75, 0.11), (85, 0.16), (95, 0.17)))
@@ -136,16 +93,8 @@ P_STIA = _curve(((40, 0), (50, 0.007), (60, 0.018), (70, 0.042), (80, 0.078), (9
 P_COPD = _curve(((35, 0), (45, 0.004), (55, 0.014), (65, 0.031), (75, 0.048), (85, 0.05)), 1.4)
 P_ASTHMA = _curve(((2, 0), (6, 0.07), (15, 0.085), (30, 0.08), (60, 0.075), (90, 0.065)), 1.0)
 P_CKD = _curve(
-    (
-        (18, 0),
-        (30, 0.002),
-        (40, 0.005),
-        (50, 0.012),
-        (60, 0.03),
-        (70, 0.075),
-        (80, 0.17),
-        (90, 0.26),
-    ),
+    ((18, 0), (30, 0.002), (40, 0.005), (50, 0.012), (60, 0.03), (70, 0.075), (80, 0.17),
+     (90, 0.26)),
     1.05,
 )
 P_SMOKER = _curve(((15, 0.05), (20, 0.16), (35, 0.19), (50, 0.16), (65, 0.11), (80, 0.05)))
@@ -172,13 +121,7 @@ AF_CODES = ("49436004", "49436004", "282825002", "440028005", "440059007", "5370
 CHD_CODES = ("53741008", "53741008", "22298006")
 STIA_CODES = ("230690007", "422504002", "266257000", "266257000")
 CKD_CODES = (
-    "700378005",
-    "700378005",
-    "700379002",
-    "433144002",
-    "431857002",
-    "433146000",
-    "714152005",
+    "700378005", "700378005", "700379002", "433144002", "431857002", "433146000", "714152005",
 )
 ASTHMA_CODES = ("195967001", "195967001", "401193004")
 COPD_CODES = ("13645005", "13645005", "313296004", "313297008", "313299006")
@@ -195,14 +138,8 @@ EGFR = "1011481000000105"
 CHOLESTEROL = "1005671000000105"
 
 STATINS = (
-    "42382311000001100",
-    "42382311000001100",
-    "42849311000001102",
-    "42850211000001100",
-    "42297211000001100",
-    "42382111000001102",
-    "42379911000001103",
-    "42850411000001101",
+    "42382311000001100", "42382311000001100", "42849311000001102", "42850211000001100",
+    "42297211000001100", "42382111000001102", "42379911000001103", "42850411000001101",
 )
 DOACS = ("703908001", "703908001", "703907006", "19842211000001107", "19469811000001101")
 WARFARIN = ("319733000", "319734006", "319735007")
@@ -211,10 +148,7 @@ SALBUTAMOL = "39113611000001102"
 # opensafely/zostavax-dementia): amlodipine 5mg, ramipril 2.5mg, bisoprolol 5mg,
 # indapamide 2.5mg, lisinopril 10mg. No default indicator uses them; they add realistic volume.
 ANTIHYPERTENSIVES = (
-    "10378211000001106",
-    "10412211000001105",
-    "10385311000001102",
-    "10380011000001106",
+    "10378211000001106", "10412211000001105", "10385311000001102", "10380011000001106",
     "10386411000001100",
 )
 
@@ -222,28 +156,13 @@ ANTIHYPERTENSIVES = (
 # minor illness), repeated to weight the common ones.
 ENCOUNTERS = ("185317003",) * 4 + ("390906007",) * 2 + ("185349003", "308335008", "439708006")
 PROBLEMS = (
-    "49727002",
-    "25064002",
-    "21522001",
-    "22253000",
-    "161891005",
-    "267036007",
-    "386661006",
-    "271807003",
-    "57676002",
-    "68962001",
-    "84229001",
-    "54150009",
-    "68566005",
-    "195662009",
-    "65363002",
-    "9826008",
-    "197480006",
-    "62315008",
-    "422587007",
-    "182836005",
+    "49727002", "25064002", "21522001", "22253000", "161891005", "267036007", "386661006",
+    "271807003", "57676002", "68962001", "84229001", "54150009", "68566005", "195662009",
+    "65363002", "9826008", "197480006", "62315008", "422587007", "182836005",
 )
 
+
+# fmt: on
 
 # --- the practice ------------------------------------------------------------------------------
 
@@ -845,6 +764,12 @@ class _ServerWriter(_Writer):
         self.engine.dispose()
 
 
+def _remove(tmp: Path) -> None:
+    """Delete a temporary database file and any write-ahead log beside it."""
+    for p in (tmp, tmp.with_name(tmp.name + ".wal"), tmp.with_name(tmp.name + "-journal")):
+        p.unlink(missing_ok=True)
+
+
 def _safe_url(url: sa.URL) -> str:
     return url.render_as_string(hide_password=True)
 
@@ -962,9 +887,13 @@ def generate_practice(
         tmp = Path(name)
         tmp.unlink()  # the writers create the file themselves
         with_ix = indexes if indexes is not None else backend != "duckdb"
-        writer: _Writer = (
-            _SqliteWriter(tmp, with_ix) if backend == "sqlite" else _DuckdbWriter(tmp, with_ix)
-        )
+        try:
+            writer: _Writer = (
+                _SqliteWriter(tmp, with_ix) if backend == "sqlite" else _DuckdbWriter(tmp, with_ix)
+            )
+        except BaseException:
+            _remove(tmp)
+            raise
     else:
         try:
             engine = sa.create_engine(url)
@@ -994,7 +923,7 @@ def generate_practice(
     except BaseException:
         writer.abort()
         if tmp is not None:
-            tmp.unlink(missing_ok=True)
+            _remove(tmp)
         raise
     size = path.stat().st_size if path is not None else None
     return SynthSummary(
