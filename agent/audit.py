@@ -46,7 +46,14 @@ class VerifiedReceipt:
     note: str
 
 
-def verify_receipt(data: bytes, trust: Trust, envelope_sha256: str) -> VerifiedReceipt:
+def verify_receipt(
+    data: bytes,
+    trust: Trust,
+    envelope_sha256: str,
+    *,
+    kind: str | None = None,
+    submission_id: str | None = None,
+) -> VerifiedReceipt:
     """Verify a receipt envelope offline against the pinned log key; raise if anything fails."""
     try:
         env = open_envelope(data, kind="receipt")
@@ -61,6 +68,12 @@ def verify_receipt(data: bytes, trust: Trust, envelope_sha256: str) -> VerifiedR
     if receipt.envelope_sha256 != envelope_sha256:
         raise LogIntegrityError(
             f"receipt names envelope {receipt.envelope_sha256}, not the one sent ({envelope_sha256})"
+        )
+    if kind is not None and receipt.message_type != kind:
+        raise LogIntegrityError(f"receipt is for a {receipt.message_type} message, not a {kind}")
+    if submission_id is not None and receipt.submission_id != submission_id:
+        raise LogIntegrityError(
+            f"receipt names submission {receipt.submission_id}, not {submission_id}"
         )
     cp = _checkpoint(receipt.checkpoint, trust, "the receipt's checkpoint")
     if cp.size != receipt.tree_size:
@@ -151,7 +164,9 @@ def record_checkpoint(outbox: Outbox, client: Any, trust: Trust, note: str, cp: 
 def accept_receipt(
     outbox: Outbox, client: Any, trust: Trust, message: Message, answer: bytes
 ) -> Receipt:
-    verified = verify_receipt(answer, trust, message.sha256)
+    verified = verify_receipt(
+        answer, trust, message.sha256, kind=message.kind, submission_id=message.submission_id
+    )
     record_checkpoint(outbox, client, trust, verified.note, verified.checkpoint)
     outbox.add_receipt(message.id, answer)
     return verified.receipt
@@ -237,7 +252,13 @@ def _verify_message(
     if sha256_hex(message.envelope) != message.sha256:
         raise LogIntegrityError("the stored envelope's bytes no longer match their sha256")
     assert message.receipt is not None
-    verified = verify_receipt(message.receipt, trust, message.sha256)
+    verified = verify_receipt(
+        message.receipt,
+        trust,
+        message.sha256,
+        kind=message.kind,
+        submission_id=message.submission_id,
+    )
     r = verified.receipt
     if r.leaf_index >= current.size:
         raise LogIntegrityError(

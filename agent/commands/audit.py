@@ -18,6 +18,7 @@ from agent.settings import get_settings
 from agent.submitter import payload_of
 from agent.transport import AggregatorClient
 from protocol.envelope import Envelope
+from protocol.submission import Enrol, Rotate
 
 from ._common import HomeOption, JsonOption, console, emit_json, err_console, one_line_errors
 
@@ -32,6 +33,25 @@ app.add_typer(audit_app, name="audit")
 
 def _when(epoch: int) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def describe_message(m: Message) -> list[str]:
+    """A stored message in plain words."""
+    payload = Envelope.from_bytes(m.envelope).payload_bytes()
+    if m.kind == "submission":
+        return describe_submission(payload_of(m))
+    if m.kind == "enrol":
+        e = Enrol.from_bytes(payload)
+        return [
+            f"Enrolment of practice {e.practice} in network {e.aud!r} with key "
+            f"{m.kid}, signed by that key (proof of possession), agent {e.agent_version}.",
+            "It carries the single-use enrolment token and the public key; nothing else.",
+        ]
+    r = Rotate.from_bytes(payload)
+    return [
+        f"Key rotation for practice {r.practice} in network {r.aud!r}: key {r.old_kid} is "
+        f"replaced by a new key, signed by both; seq {r.seq}.",
+    ]
 
 
 def _summary(m: Message) -> dict[str, Any]:
@@ -94,11 +114,13 @@ def audit_show(
         typer.echo(m.envelope.decode("utf-8"))
         return
     payload = Envelope.from_bytes(m.envelope).payload_bytes()
-    words = describe_submission(payload_of(m)) if m.kind == "submission" else []
+    words = describe_message(m)
     receipt: dict[str, Any] | None = None
     if m.receipt is not None:
         trust = load_trust(settings.home)
-        r = verify_receipt(m.receipt, trust, m.sha256).receipt
+        r = verify_receipt(
+            m.receipt, trust, m.sha256, kind=m.kind, submission_id=m.submission_id
+        ).receipt
         receipt = r.model_dump(mode="json", exclude_none=True)
     info = {
         **_summary(m),

@@ -4,6 +4,7 @@ behind httpx.MockTransport)."""
 from __future__ import annotations
 
 import hashlib
+import uuid
 from pathlib import Path
 
 import httpx
@@ -47,12 +48,15 @@ class FakeLog:
         self.leaves.append(leaf_hash(data))
         return self.tree.append(leaf_hash(data))
 
-    def receipt(self, envelope_sha256: str, data: bytes, aud: str = "test-net") -> bytes:
+    def receipt(
+        self, envelope_sha256: str, data: bytes, aud: str = "test-net", sid: str | None = None
+    ) -> bytes:
         index = self.append(data)
         size = self.tree.size
         r = Receipt(
             aud=aud,
             message_type="submission",
+            submission_id=sid,
             envelope_sha256=envelope_sha256,
             leaf_index=index,
             leaf_hash=self.leaves[index].hex(),
@@ -101,7 +105,9 @@ def _client(log: FakeLog) -> AggregatorClient:
 def _store(outbox: Outbox, body: bytes) -> object:
     sha = hashlib.sha256(body).hexdigest()
     return outbox.add_signed(
-        lambda seq: NewMessage("submission", body, sha, "k" * 43, seq, f"id{seq}", "2026-01"),
+        lambda seq: NewMessage(
+            "submission", body, sha, "k" * 43, seq, str(uuid.UUID(int=seq)), "2026-01"
+        ),
         "queued",
     )
 
@@ -149,7 +155,9 @@ def test_accept_receipt_and_verify_all(tmp_path: Path) -> None:
     with Outbox(tmp_path / "o.sqlite") as outbox:
         for body in (b"first", b"second"):
             m = _store(outbox, body)
-            accept_receipt(outbox, _client(log), _trust(), m, log.receipt(m.sha256, body))  # type: ignore[attr-defined]
+            accept_receipt(
+                outbox, _client(log), _trust(), m, log.receipt(m.sha256, body, sid=m.submission_id)
+            )  # type: ignore[attr-defined]
         log.append(b"someone else")
         report = verify_all(outbox, _client(log), _trust())
         assert report.ok and report.receipts == 2 and report.checkpoint_size == 3
@@ -168,3 +176,13 @@ def test_verify_all_with_no_receipts_is_not_ok(tmp_path: Path) -> None:
     log.append(b"x")
     with Outbox(tmp_path / "o.sqlite") as outbox:
         assert not verify_all(outbox, _client(log), _trust()).ok
+
+
+def test_receipt_for_another_message_is_refused() -> None:
+    sid = str(uuid.uuid4())
+    data = FakeLog().receipt("ab" * 32, b"x", sid=sid)
+    verify_receipt(data, _trust(), "ab" * 32, kind="submission", submission_id=sid)
+    with pytest.raises(LogIntegrityError, match="enrol"):
+        verify_receipt(data, _trust(), "ab" * 32, kind="enrol")
+    with pytest.raises(LogIntegrityError, match="names submission"):
+        verify_receipt(data, _trust(), "ab" * 32, submission_id=str(uuid.uuid4()))
