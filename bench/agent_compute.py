@@ -44,6 +44,14 @@ if str(REPO) not in sys.path:
 PERIOD_END = dt.date(2026, 3, 31)
 
 
+def _cpu_s() -> float:
+    """CPU seconds (user + system, all threads) of this process: the client's share of the
+    work, less disturbed than wall time on a shared machine (the PostgreSQL server's is not in
+    it)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _maxrss_mb() -> float:
     """Peak resident memory of this process image, in MB. On Linux VmHWM of the current address
     space: ru_maxrss would also count the forking parent's pages, inherited at fork."""
@@ -75,24 +83,28 @@ def child(url: str, runs: int) -> dict[str, Any]:
         n_patients = conn.execute(sa.select(sa.func.count()).select_from(schema.patients)).scalar()
     rss_before = _maxrss_mb()
     times = []
+    cpu = []
     cells = []
     for i in range(runs + 1):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), _cpu_s()
         cells = compute_cells(engine, catalogue, PERIOD_END)
         if i:  # the first run warms caches
             times.append(time.perf_counter() - started)
+            cpu.append(_cpu_s() - cpu_started)
     rss_compute = _maxrss_mb()
     ev = schema.events
     scan = sa.select(ev.c.patient_id, sa.func.count(), sa.func.max(ev.c.date)).group_by(
         ev.c.patient_id
     )
     scans = []
+    scan_cpu = []
     for i in range(runs + 1):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), _cpu_s()
         with engine.connect() as conn:
             conn.execute(scan).all()
         if i:
             scans.append(time.perf_counter() - started)
+            scan_cpu.append(_cpu_s() - cpu_started)
     engine.dispose()
     digest = hashlib.sha256(repr(cells).encode()).hexdigest()
     return {
@@ -102,7 +114,9 @@ def child(url: str, runs: int) -> dict[str, Any]:
         "indicators": len(catalogue.indicators),
         "cells": len(cells),
         "compute_s": times,
+        "compute_cpu_s": cpu,
         "scan_s": scans,
+        "scan_cpu_s": scan_cpu,
         "rss_before_compute_mb": rss_before,
         "peak_rss_mb": rss_compute,
     }
@@ -267,12 +281,15 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             r["compute_median_s"] = statistics.median(r["compute_s"])
             r["scan_median_s"] = statistics.median(r["scan_s"])
             r["scans_per_catalogue"] = r["compute_median_s"] / r["scan_median_s"]
+            r["compute_cpu_median_s"] = statistics.median(r["compute_cpu_s"])
+            r["scan_cpu_median_s"] = statistics.median(r["scan_cpu_s"])
             results["engines"][backend] = r
             print(
                 f"  {r['patients']} patients, {r['events']} events, {r['indicators']} indicators, "
                 f"{r['cells']} cells: catalogue median {r['compute_median_s']:.3f} s, "
                 f"scan median {r['scan_median_s']:.3f} s "
-                f"(catalogue = {r['scans_per_catalogue']:.1f} scans), "
+                f"(catalogue = {r['scans_per_catalogue']:.1f} scans; CPU "
+                f"{r['compute_cpu_median_s']:.2f} s vs {r['scan_cpu_median_s']:.2f} s), "
                 f"peak RSS {r['peak_rss_mb']:.0f} MB",
                 file=sys.stderr,
                 flush=True,
