@@ -450,3 +450,17 @@ def test_default_catalogue_gives_realistic_rates_on_a_synthetic_practice(tmp_pat
     # Exclusions (new diagnoses or registrations) happen, but are a small minority.
     hyp = totals["HYP_BP_U80"]
     assert 0 < hyp.exclusions < 0.2 * (hyp.denominator + hyp.exclusions)
+
+
+def test_other_period_end_and_history_length(tmp_path: Path) -> None:
+    end = dt.date(2024, 2, 29)  # a leap day: the window starts on 1 March 2021
+    summary = synth.generate_practice(
+        tmp_path / "leap.db", patients=200, seed=3, period_end=end, years=3
+    )
+    assert summary.period_end == end and summary.years == 3
+    with sqlite3.connect(tmp_path / "leap.db") as conn:
+        assert conn.execute("SELECT MAX(date) FROM events").fetchone()[0] <= "2024-02-29"
+        assert conn.execute("SELECT MIN(date) FROM medications").fetchone()[0] >= "2021-03-01"
+        assert conn.execute(
+            "SELECT MAX(registration_start) FROM patients"
+        ).fetchone()[0] <= "2024-02-29"
