@@ -461,6 +461,7 @@ def test_other_period_end_and_history_length(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "leap.db") as conn:
         assert conn.execute("SELECT MAX(date) FROM events").fetchone()[0] <= "2024-02-29"
         assert conn.execute("SELECT MIN(date) FROM medications").fetchone()[0] >= "2021-03-01"
-        assert conn.execute(
-            "SELECT MAX(registration_start) FROM patients"
-        ).fetchone()[0] <= "2024-02-29"
+        assert (
+            conn.execute("SELECT MAX(registration_start) FROM patients").fetchone()[0]
+            <= "2024-02-29"
+        )
