@@ -320,11 +320,15 @@ def test_version_change_breaks_the_trend(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("who", ["admin", "lead:South PCN", "practice:B81003"])
-def test_spliced_json_equals_the_rendered_view(net: tuple[SyntheticNetwork, httpx.Client], who: str) -> None:
+def test_spliced_json_equals_the_rendered_view(
+    net: tuple[SyntheticNetwork, httpx.Client], who: str
+) -> None:
     # The fast path (stored JSON spliced per viewer) and the field-by-field view must agree.
     n, c = net
     fast = get(c, n, who, "/v1/benchmarks/indicators/DM_HBA1C", period="2026-08").json()
-    full = get(c, n, who, "/v1/benchmarks/indicators/DM_HBA1C", period="2026-08", detail="true").json()
+    full = get(
+        c, n, who, "/v1/benchmarks/indicators/DM_HBA1C", period="2026-08", detail="true"
+    ).json()
     for p in full["practices"]:
         for extra in ("limits", "submission_id", "indicator_version"):
             p.pop(extra, None)

@@ -1,0 +1,122 @@
+"""The dashboard over real HTTP without a browser: sign-in, role routing, downloads, what a
+practice page may contain, and that the IG view's verification catches a tampered envelope."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy import update
+from synthetic_network import SyntheticNetwork, practices
+
+from aggregator.db.models import Envelope
+from aggregator.db.session import Database
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyntheticNetwork]:
+    tmp = tmp_path_factory.mktemp("dash")
+    n = SyntheticNetwork(tmp, f"sqlite:///{tmp / 'agg.db'}", practices(6))
+    n.setup()
+    n.start()
+    with httpx.Client(base_url=n.url, timeout=60) as c:
+        n.enrol_all(c)
+        n.populate(c)
+    yield n
+    n.stop()
+
+
+@contextlib.contextmanager
+def signed_in(net: SyntheticNetwork, who: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=net.url, timeout=60) as c:
+        r = c.post("/dashboard/login", data={"token": net.tokens[who], "next": "/dashboard"})
+        assert r.status_code == 303
+        cookie = r.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        yield c
+
+
+def test_anonymous_is_sent_to_sign_in_and_bad_tokens_are_refused(net: SyntheticNetwork) -> None:
+    with httpx.Client(base_url=net.url) as c:
+        r = c.get("/dashboard/overview")
+        assert r.status_code == 303 and r.headers["location"].startswith("/dashboard/login")
+        r = c.post("/dashboard/login", data={"token": "fqa_not-a-token", "next": "/dashboard"})
+        assert r.status_code == 401 and "not valid" in r.text
+        # never an open redirect
+        r = c.post(
+            "/dashboard/login", data={"token": net.tokens["admin"], "next": "https://evil.example/"}
+        )
+        assert r.headers["location"] == "/dashboard"
+
+
+def test_each_role_lands_on_its_page(net: SyntheticNetwork) -> None:
+    me = net.specs[1].ods
+    expect = {"admin": "/dashboard/overview", "lead:North PCN": "/dashboard/overview",
+              f"practice:{me}": f"/dashboard/practices/{me}", f"ig:{me}": "/dashboard/ig"}  # fmt: skip
+    for who, where in expect.items():
+        with signed_in(net, who) as c:
+            r = c.get("/dashboard")
+            assert r.headers["location"] == where, who
+            assert c.get(where).status_code == 200
+
+
+def test_practice_pages_name_no_peer(net: SyntheticNetwork) -> None:
+    me = net.specs[2]
+    with signed_in(net, f"practice:{me.ods}") as c:
+        pages = [c.get(p) for p in (f"/dashboard/practices/{me.ods}", "/dashboard/indicators/FLU_65",
+                                    "/dashboard/indicators/FLU_65/funnel.svg", "/dashboard/indicators/FLU_65/funnel.csv",
+                                    "/dashboard/overview", "/dashboard/ig")]  # fmt: skip
+        for r in pages:
+            assert r.status_code == 200, r.url
+            for peer in net.specs:
+                if peer is not me:
+                    assert peer.ods not in r.text and peer.name not in r.text, r.url
+        other = net.specs[3].ods
+        r = c.get(f"/dashboard/practices/{other}")
+        assert r.status_code == 403 and other in r.text  # the ODS code it asked for, nothing more
+
+
+def test_downloads(net: SyntheticNetwork) -> None:
+    with signed_in(net, "lead:South PCN") as c:
+        svg = c.get("/dashboard/indicators/DM_HBA1C/funnel.svg")
+        assert svg.headers["content-type"].startswith("image/svg+xml")
+        assert svg.text.startswith("<?xml") and svg.text.count('class="pt"') == len(net.specs)
+        rows = list(
+            csv.DictReader(io.StringIO(c.get("/dashboard/indicators/DM_HBA1C/funnel.csv").text))
+        )
+        assert len(rows) == len(net.specs) and rows[0]["limit_low_95"]
+        trend = list(
+            csv.DictReader(io.StringIO(c.get("/dashboard/indicators/DM_HBA1C/trend.csv").text))
+        )
+        assert len(trend) == 3
+        assert c.get("/dashboard/overview.csv").status_code == 200
+        assert c.get("/dashboard/static/dashboard.css").status_code == 200
+        assert c.get("/dashboard/static/../../settings.py").status_code == 404
+
+
+def test_ig_view_catches_a_tampered_envelope(net: SyntheticNetwork) -> None:
+    me = net.specs[4]
+    with signed_in(net, f"ig:{me.ods}") as c:
+        page = c.get("/dashboard/ig").text
+        assert page.count("✓ verified") == 3 and "FAILED" not in page
+        db = Database(net.db_url)
+        with db.session() as s:
+            env = (
+                s.query(Envelope)
+                .filter(Envelope.practice_ods == me.ods, Envelope.kind == "submission")
+                .order_by(Envelope.leaf_index)
+                .first()
+            )
+            assert env is not None
+            body = bytes(env.body).replace(b'"payload":"', b'"payload":"A', 1)
+            s.execute(update(Envelope).where(Envelope.sha256 == env.sha256).values(body=body))
+            env_sha = env.sha256
+        db.dispose()
+        page = c.get("/dashboard/ig").text
+        assert page.count("✓ verified") == 2 and page.count("✗ FAILED") == 1
+        assert env_sha[:16] in page.split("✗ FAILED")[1]  # the failed row is the tampered one
+        assert "stored bytes do not match their hash" in page
