@@ -49,10 +49,18 @@ all their numerators into account) and released identically, so a denominator su
 indicator is never released in another. Exclusions have no released relation to the other counts
 and are treated per indicator on their own.
 
-Limits (see docs/disclosure.md): only relations inside one submission are considered; two
-indicators sharing a population but reported by different strata (e.g. age x sex and sex only),
-or one indicator's denominator equal to another's numerator, are linked tables this does not
-protect; differencing across periods or corrections is out of scope.
+Small populations: a stratified indicator whose whole-practice denominator is 1..T (the
+stratified threshold) has its denominator and numerator totals suppressed too, whatever the
+strata hold, so a suppressed total never says "the strata are all ones". (Exclusion totals keep
+the network's rule: they are not small populations, just small counts.)
+
+Limits (see docs/disclosure.md): the guarantee is against a reader of the released values and
+statuses; a reader who also replays this algorithm over candidate inputs can, in corner cases,
+use the choice of complement (e.g. "the smallest released stratum") to pin a value. Only
+relations inside one submission are considered; two indicators sharing a population but reported
+by different strata (e.g. age x sex and sex only), or one indicator's denominator equal to
+another's numerator, are linked tables this does not protect; differencing across periods or
+corrections is out of scope.
 """
 
 from __future__ import annotations
@@ -431,7 +439,6 @@ def apply_policy(raw: Sequence[RawCell], policy: DisclosurePolicy) -> tuple[Cell
         rules = [_rule_for(policy, k == TOTAL) for k in keys]
         exc = _Class([c.exclusions for c in cells], [], rules, keys)
         if policy.secondary_suppression:
-            exc.suppress_small_totals(suppression_threshold(policy.stratified))
             exc.settle()
         released[ind]["exclusions"] = exc.sup_den
 

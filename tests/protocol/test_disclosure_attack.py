@@ -420,12 +420,6 @@ def test_algorithm_aware_reader_learns_no_value_of_a_tiny_population(
         for ns in itertools.product(*[range(d + 1) for d in ds])
     ]
     assert algorithm_aware_pins(worlds, policy, max_total=t) == []
-    # Exclusions on their own.
-    worlds = [
-        one_indicator("IND", [(0, 0, e) for e in es])
-        for es in itertools.product(range(box + 1), repeat=3)
-    ]
-    assert algorithm_aware_pins(worlds, policy, max_total=t) == []
 
 
 def test_algorithm_aware_reader_learns_no_value_of_a_tiny_shared_population() -> None:
@@ -469,3 +463,18 @@ def test_known_limit_algorithm_aware_reader_of_a_larger_population() -> None:
     ]  # fmt: skip
     same = [w for w in worlds if apply_policy(w, DEFAULT) == cells]
     assert {w[3].denominator for w in same} == {7}  # U: the only value consistent
+
+
+@PROPERTY
+@given(submissions(), st.randoms(use_true_random=False))
+def test_secondary_suppression_only_withholds_more_and_ignores_input_order(sub: tuple, rnd) -> None:
+    raw, _, policy = sub
+    cells = apply_policy(raw, policy)
+    shuffled = list(raw)
+    rnd.shuffle(shuffled)
+    assert apply_policy(shuffled, policy) == cells
+    primary = apply_policy(raw, policy.model_copy(update={"secondary_suppression": False}))
+    for with_secondary, alone in zip(cells, primary, strict=True):
+        for kind in COUNT_KINDS:
+            a, b = getattr(with_secondary, kind), getattr(alone, kind)
+            assert a == b or (a.status == "suppressed" and b.status != "zero")
