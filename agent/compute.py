@@ -51,7 +51,8 @@ def open_source(settings: AgentSettings) -> Engine:
         from .sources.omop import open_omop
         from .store import practice_url
 
-        return open_omop(practice_url(target).render_as_string(hide_password=False))
+        url = practice_url(target).render_as_string(hide_password=False)
+        return open_omop(url, codes=settings.source.omop_codes)
     where = _display(target)
     engine = open_practice(target, read_only=True)
     try:

@@ -51,8 +51,13 @@ class SourceSettings(_Section):
     kind: Literal["sqlite", "duckdb", "postgresql", "csv", "fhir", "omop"] | None = Field(
         default=None,
         description="where the records came from, for the provenance sent with each submission "
-        "(csv / fhir / omop extracts are loaded into a practice database first); default: the "
-        "database's own kind",
+        "(csv / fhir extracts are loaded into a practice database first); omop: source.url is "
+        "an OMOP CDM database, read in place through views; default: the database's own kind",
+    )
+    omop_codes: Literal["standard", "source", "concept_id"] = Field(
+        default="standard",
+        description="kind omop only: which OMOP codes rules match (standard concepts' codes, "
+        "source concepts' codes, or concept ids alone)",
     )
     url: str | None = Field(
         default=None,
