@@ -90,7 +90,7 @@ def append_leaf(
     """Append one leaf (the caller holds the sequencer: see db.session.lock_sequencer)."""
     index = log_size(session)
     leaf = merkle.leaf_hash(leaf_data)
-    session.execute(
+    session.connection().execute(
         LogLeaf.__table__.insert(),
         [
             {
@@ -115,7 +115,7 @@ def sign_and_store_checkpoint(
     note = sign_checkpoint(
         Checkpoint(origin=signer.origin, size=size, root=root), signer.key_name, signer.key
     )
-    session.execute(
+    session.connection().execute(
         CheckpointRow.__table__.insert(),
         [{"size": size, "root": root, "note": note, "created_at": now}],
     )

@@ -59,7 +59,7 @@ def fetch_nodes(session: Session, keys: Iterable[tuple[int, int]]) -> dict[tuple
 def append_nodes(session: Session, leaf_index: int, leaf: bytes) -> None:
     """Store the leaf's node and every parent it completes (call under the sequencer)."""
     nodes = _with_nodes(session, lambda get: merkle.nodes_after_append(leaf_index, leaf, get))
-    session.execute(
+    session.connection().execute(
         LogNode.__table__.insert(), [{"level": lv, "idx": i, "hash": h} for lv, i, h in nodes]
     )
 

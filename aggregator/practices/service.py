@@ -314,7 +314,7 @@ def _log_message(
         submission_id=submission_id,
         now=when,
     )
-    session.execute(
+    session.connection().execute(
         Envelope.__table__.insert(),
         [
             {

@@ -285,7 +285,7 @@ def _store(
         submission_id=sub.submission_id,
         now=when,
     )
-    session.execute(
+    session.connection().execute(
         EnvelopeRow.__table__.insert(),
         [
             {

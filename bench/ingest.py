@@ -1,0 +1,409 @@
+"""Benchmark: signed submission ingestion (40 indicators x 9 strata each) into the embedded
+SQLite default and into PostgreSQL, with signature verification, every ingest check, the cell
+rows, the log append (leaf + Merkle nodes), a signed checkpoint and a signed receipt included.
+
+Two paths:
+
+* ``service``: ``aggregator.submissions.service.ingest`` called directly, from ``--workers``
+  threads (the work an HTTP worker does, minus HTTP);
+* ``http``: ``fedqi-aggregator serve`` in its own process, submissions POSTed over loopback by
+  ``--workers`` client threads (``--http`` to enable).
+
+Each path runs ``--runs`` times on a fresh database; the median rate is reported. Submissions are
+made and signed before the clock starts (one per practice per month, seq increasing).
+
+Usage::
+
+    .venv/bin/python bench/ingest.py [--backends sqlite,postgresql] [--practices 100]
+        [--months 3] [--runs 3] [--workers 2] [--http] [--admin-url postgresql://postgres@127.0.0.1:5432/test]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from aggregator.cli import main as cli  # noqa: E402
+from aggregator.practices import service as practices  # noqa: E402
+from aggregator.runtime import Runtime  # noqa: E402
+from aggregator.settings import get_settings  # noqa: E402
+from aggregator.submissions.service import IngestLimits, ingest  # noqa: E402
+from protocol.catalogue import Catalogue  # noqa: E402
+from protocol.disclosure import RawCell, apply_policy, policy_sha256  # noqa: E402
+from protocol.envelope import sign_envelope  # noqa: E402
+from protocol.keys import SigningKey  # noqa: E402
+from protocol.submission import (  # noqa: E402
+    CatalogueRef,
+    Enrol,
+    IndicatorProvenance,
+    Period,
+    Provenance,
+    Submission,
+)
+
+AUD = "fedqi-bench"
+INDICATORS = 40
+BANDS = [(0, 9), (10, 19), (20, 29), (30, 39), (40, 49), (50, 59), (60, 69), (70, None)]
+
+
+def bench_catalogue() -> Catalogue:
+    """40 indicators stratified by 8 age bands: 9 strata each with the total."""
+    return Catalogue.model_validate(
+        {
+            "id": "bench",
+            "version": 1,
+            "title": "ingest benchmark",
+            "age_bands": [
+                {"label": f"{lo}-{hi}" if hi is not None else f"{lo}+", "min": lo, "max": hi}
+                for lo, hi in BANDS
+            ],
+            "disclosure": {"name": "default"},
+            "codelists": [
+                {
+                    "id": "bench_codes",
+                    "title": "bench",
+                    "codes": [
+                        {
+                            "system": "snomedct",
+                            "code": "38341003",
+                            "term": "Hypertension",
+                            "source": "bench",
+                        }
+                    ],
+                }
+            ],
+            "indicators": [
+                {
+                    "id": f"IND_{i:02d}",
+                    "version": 1,
+                    "title": f"indicator {i}",
+                    "rationale": "benchmark",
+                    "population": {"kind": "age", "min": 18},
+                    "numerator": {"kind": "has_code", "codelist": "bench_codes"},
+                    "strata": ["age_band"],
+                }
+                for i in range(INDICATORS)
+            ],
+        }
+    )
+
+
+def nonce() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+
+
+def make_submissions(
+    cat: Catalogue, agents: dict[str, SigningKey], months: int, seed: int
+) -> list[bytes]:
+    rng = random.Random(seed)
+    policy = policy_sha256(cat.disclosure)
+    prov_inds = tuple(IndicatorProvenance(id=i.id, version=1, codelists=()) for i in cat.indicators)
+    out = []
+    now = int(time.time())
+    for month in range(1, months + 1):
+        for ods, key in agents.items():
+            raw = []
+            for ind in cat.indicators:
+                parts = []
+                for band, _ in cat.strata_for(ind)[1:]:
+                    d = rng.randint(0, 400)
+                    n = rng.randint(0, d)
+                    parts.append(RawCell(ind.id, band, "all", d, n, rng.randint(0, d - n)))
+                raw += parts
+                raw.append(
+                    RawCell(
+                        ind.id,
+                        "all",
+                        "all",
+                        *(
+                            sum(getattr(p, f) for p in parts)
+                            for f in ("denominator", "numerator", "exclusions")
+                        ),
+                    )
+                )
+            cells = apply_policy(raw, cat.disclosure)
+            sub = Submission(
+                aud=AUD,
+                practice=ods,
+                kid=key.kid,
+                submission_id=str(uuid.uuid4()),
+                seq=month,
+                iat=now,
+                nonce=nonce(),
+                period=Period.month(2026, month),
+                catalogue=CatalogueRef(id=cat.id, version=cat.version, sha256=cat.sha256()),
+                provenance=Provenance(
+                    agent_version="0.1.0",
+                    extract_time=now,
+                    source="sqlite",
+                    disclosure_policy=policy,
+                    indicators=prov_inds,
+                ),
+                cells=cells,
+            )
+            out.append(sign_envelope("submission", sub.to_bytes(), [key]).to_bytes())
+    return out
+
+
+def fresh_database(backend: str, tmp: Path, admin_url: str, run: int) -> tuple[str, callable]:
+    if backend == "sqlite":
+        path = tmp / f"bench-{run}-{uuid.uuid4().hex[:6]}.db"
+        return f"sqlite:///{path}", lambda: None
+    import psycopg
+
+    name = f"fedqi_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{name}", drop
+
+
+def setup_network(
+    url: str, tmp: Path, run: int, practices_n: int
+) -> tuple[object, dict[str, SigningKey], Path]:
+    key_dir = tmp / f"keys-{run}-{uuid.uuid4().hex[:6]}"
+    cat_file = tmp / "bench-catalogue.json"
+    cat_file.write_text(bench_catalogue().model_dump_json())
+    quiet = open(os.devnull, "w")  # noqa: SIM115
+    saved = sys.stdout
+    sys.stdout = quiet
+    try:
+        assert cli(["db", "upgrade", "--db", url]) == 0
+        assert (
+            cli(
+                [
+                    "init",
+                    "--name",
+                    "bench",
+                    "--aud",
+                    AUD,
+                    "--catalogue",
+                    str(cat_file),
+                    "--db",
+                    url,
+                    "--key-dir",
+                    str(key_dir),
+                ]
+            )
+            == 0
+        )
+    finally:
+        sys.stdout = saved
+    settings = get_settings(db=url, key_dir=key_dir)
+    rt = Runtime.load(settings)
+    agents: dict[str, SigningKey] = {}
+    now = rt.now()
+    for i in range(practices_n):
+        ods = f"B{10000 + i:05d}"
+        key = SigningKey.generate()
+        with rt.db.session() as s:
+            practices.add_practice(
+                s,
+                ods,
+                name=f"bench {i}",
+                group=f"PCN{i % 10}",
+                list_size=8000,
+                imd_decile=1 + i % 10,
+                now=now,
+            )
+            token, _ = practices.issue_enrol_token(s, ods, hours=1, now=now)
+        enrol = Enrol(
+            aud=AUD,
+            practice=ods,
+            token=token,
+            jwk=key.public.jwk(),
+            agent_version="0.1.0",
+            iat=int(time.time()),
+            nonce=nonce(),
+        )
+        body = sign_envelope("enrol", enrol.to_bytes(), [key]).to_bytes()
+        practices.enrol(
+            rt.db.session,
+            rt.signer,
+            body,
+            now=time.time(),
+            cap=1 << 20,
+            iat_future=300,
+            iat_past=86400,
+        )
+        agents[ods] = key
+    return rt, agents, key_dir
+
+
+def _ingest_worker(db_url: str, key_dir: str, bodies: list[bytes]) -> tuple[float, float, int]:
+    """One worker process: load the runtime, warm up, then ingest its share; returns its
+    (start, end) wall-clock times and the count."""
+    from aggregator.common import submission_hook
+
+    rt = Runtime.load(get_settings(db=db_url, key_dir=Path(key_dir)))
+    limits = IngestLimits(cap=256 * 1024, iat_future=300, iat_past=7 * 86400)
+    submission_hook()
+    with rt.db.read() as s:
+        rt.catalogues.get(s, "bench", 1)
+    start = time.time()
+    for body in bodies:
+        res = ingest(
+            rt.db.read,
+            rt.db.session,
+            rt.signer,
+            rt.catalogues,
+            body,
+            now=time.time(),
+            limits=limits,
+        )
+        assert res.created
+    end = time.time()
+    rt.db.dispose()
+    return start, end, len(bodies)
+
+
+def run_service(url: str, key_dir: Path, bodies: list[bytes], workers: int) -> float:
+    """``workers`` processes (as ``workers`` server processes would), each a share of the
+    practices (a practice's months stay in order in one worker, as seq must increase)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    shares: dict[int, list[bytes]] = {}
+    for i, b in enumerate(bodies):
+        shares.setdefault(i % workers, []).append(b)
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [
+            pool.submit(_ingest_worker, url, str(key_dir), share) for share in shares.values()
+        ]
+        spans = [f.result() for f in futures]
+    start = min(s for s, _, _ in spans)
+    end = max(e for _, e, _ in spans)
+    return sum(n for _, _, n in spans) / (end - start)
+
+
+def run_http(url: str, key_dir: Path, bodies: list[bytes], workers: int) -> float:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    proc = subprocess.Popen(
+        [
+            str(REPO / ".venv/bin/fedqi-aggregator"),
+            "serve",
+            "--db",
+            url,
+            "--key-dir",
+            str(key_dir),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 30
+        while True:
+            try:
+                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.time() > deadline or proc.poll() is not None:
+                raise RuntimeError(
+                    "server did not start: " + (proc.stderr.read().decode() if proc.stderr else "")
+                )
+            time.sleep(0.1)
+        streams: dict[int, list[bytes]] = {}
+        for i, b in enumerate(bodies):
+            streams.setdefault(i % workers, []).append(b)
+
+        def work(chunk: list[bytes]) -> None:
+            with httpx.Client(base_url=base, timeout=60) as c:
+                for body in chunk:
+                    r = c.post(
+                        "/v1/submissions",
+                        content=body,
+                        headers={"content-type": "application/json"},
+                    )
+                    assert r.status_code == 201, r.text
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(work, streams.values()))
+        return len(bodies) / (time.perf_counter() - start)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument("--practices", type=int, default=100)
+    ap.add_argument("--months", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--http", action="store_true", help="also measure over HTTP")
+    ap.add_argument(
+        "--admin-url",
+        default=os.environ.get("FEDQI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"),
+    )
+    args = ap.parse_args(argv)
+    results: dict[str, list[float]] = {}
+    cat = bench_catalogue()
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        for backend in args.backends.split(","):
+            for path in ["service", "http"] if args.http else ["service"]:
+                for run in range(args.runs):
+                    url, drop = fresh_database(backend, tmp, args.admin_url, run)
+                    try:
+                        rt, agents, key_dir = setup_network(url, tmp, run, args.practices)
+                        bodies = make_submissions(cat, agents, args.months, seed=run)
+                        rt.db.dispose()
+                        if path == "service":
+                            rate = run_service(url, key_dir, bodies, args.workers)
+                        else:
+                            rate = run_http(url, key_dir, bodies, args.workers)
+                    finally:
+                        drop()
+                    results.setdefault(f"{backend}/{path}", []).append(rate)
+                    print(
+                        f"{backend:10s} {path:7s} run {run + 1}: {len(bodies)} submissions "
+                        f"({len(bodies[0])} bytes each), {rate:7.1f}/s",
+                        flush=True,
+                    )
+    print()
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}"
+    )
+    for name, rates in results.items():
+        print(
+            f"{name:22s} median {statistics.median(rates):7.1f} submissions/s  (runs: {', '.join(f'{r:.1f}' for r in rates)})"
+        )
+    print(json.dumps({k: statistics.median(v) for k, v in results.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
