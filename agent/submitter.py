@@ -191,7 +191,10 @@ def run_due(
     trust = load_trust_matching(settings.home, settings.practice, settings.aud)
     outcomes: list[Outcome] = []
     with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
-        for message in sorted(outbox.messages(state="queued"), key=lambda m: (m.seq or 0, m.id)):
+        # Submissions only: a queued enrol or rotate is finished by its own command, which also
+        # updates the key store when it is accepted.
+        queued = outbox.messages(kind="submission", state="queued")
+        for message in sorted(queued, key=lambda m: (m.seq or 0, m.id)):
             outcomes.append(_send_reporting(client, outbox, trust, message))
         periods = due_periods(settings, outbox, today)
         if periods:
