@@ -321,7 +321,8 @@ def test_bp_control_is_realistic_and_rises_with_quality(tmp_path: Path) -> None:
 
 def test_duckdb_target_holds_the_same_rows_as_sqlite(tmp_path: Path) -> None:
     s = synth.generate_practice(tmp_path / "x.db", patients=200, seed=9)
-    d = synth.generate_practice(tmp_path / "x.duckdb", patients=200, seed=9)
+    # Generated in two processes writing CSV parts, merged by one read_csv per table.
+    d = synth.generate_practice(tmp_path / "x.duckdb", patients=200, seed=9, parallel=True)
     assert d.backend == "duckdb" and (d.events, d.medications) == (s.events, s.medications)
     assert _sa_digests(f"duckdb:///{tmp_path / 'x.duckdb'}") == _sqlite_digests(tmp_path / "x.db")
 
@@ -356,15 +357,16 @@ def test_postgresql_target_in_one_transaction(
 # --- failures -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("suffix", [".db", ".duckdb"])
-def test_failure_midway_leaves_nothing_behind(tmp_path: Path, suffix: str) -> None:
+def test_failure_midway_leaves_nothing_behind(tmp_path: Path, suffix: str, parallel: bool) -> None:
     target = tmp_path / f"broken{suffix}"
 
     def explode(done: int, total: int) -> None:
         raise RuntimeError("disk on fire")
 
     with pytest.raises(RuntimeError, match="disk on fire"):
-        synth.generate_practice(target, patients=30, seed=1, progress=explode, parallel=False)
+        synth.generate_practice(target, patients=30, seed=1, progress=explode, parallel=parallel)
     assert list(tmp_path.iterdir()) == []
 
 
