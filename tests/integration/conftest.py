@@ -17,8 +17,10 @@ from agent.synth import generate_practice
 def aggregator_factory(tmp_path: Path) -> Iterator[Callable[..., AggregatorServer]]:
     made: list[AggregatorServer] = []
 
-    def make(name: str = "agg", practices: tuple[str, ...] = ("A12345",)) -> AggregatorServer:
-        server = AggregatorServer(tmp_path / name)
+    def make(
+        name: str = "agg", practices: tuple[str, ...] = ("A12345",), db_url: str | None = None
+    ) -> AggregatorServer:
+        server = AggregatorServer(tmp_path / name, db_url=db_url)
         server.setup(practices)
         server.start()
         made.append(server)

@@ -31,10 +31,18 @@ def _free_port() -> int:
 class AggregatorServer:
     """One aggregator: its SQLite database, key directory and (when started) a uvicorn process."""
 
-    def __init__(self, root: Path, *, db_file: Path | None = None, key_dir: Path | None = None):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        db_file: Path | None = None,
+        key_dir: Path | None = None,
+        db_url: str | None = None,
+    ):
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.db_file = db_file or root / "aggregator.db"
+        self.db_url = db_url  # another database (PostgreSQL) instead of the SQLite file
         self.key_dir = key_dir or root / "keys"
         self.port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -42,7 +50,7 @@ class AggregatorServer:
 
     @property
     def db(self) -> str:
-        return f"sqlite:///{self.db_file}"
+        return self.db_url or f"sqlite:///{self.db_file}"
 
     @property
     def url(self) -> str:

@@ -7,6 +7,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 
+import pytest
 from e2e_helpers import Agent, AggregatorServer
 
 from agent.outbox import Outbox
@@ -172,3 +173,17 @@ def test_run_submits_every_due_period_then_nothing(
     assert all(o["state"] == "accepted" for o in outcomes)  # type: ignore[union-attr,index]
     assert agent.json("run") == []
     assert agent.json("audit", "verify")["ok"] is True  # type: ignore[index]
+
+
+@pytest.mark.postgres
+def test_submit_and_audit_with_a_postgresql_aggregator(
+    pg_database_factory: Callable[[], str],
+    aggregator_factory: Callable[..., AggregatorServer],
+    agent_factory: Callable[..., Agent],
+) -> None:
+    server = aggregator_factory("agg-pg", db_url=pg_database_factory())
+    agent = agent_factory(server)
+    for period in ("2026-01", "2026-02"):
+        assert agent.json("submit", "--period", period)["state"] == "accepted"  # type: ignore[index]
+    report = agent.json("audit", "verify")
+    assert report["ok"] is True and report["receipts_checked"] == 3  # type: ignore[index]
