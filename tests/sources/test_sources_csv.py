@@ -260,3 +260,14 @@ def test_load_into_postgresql_and_bad_row_changes_nothing(
         load_csv(bad, engine)
     assert dump(engine) == before
     engine.dispose()
+
+
+def test_duckdb_store_keeps_decimal_values_exact(tmp_path: Path) -> None:
+    d = _extract(tmp_path)
+    write_csv(d, "events", "patient_id,date,code,value\n1,2024-01-01,1234,4.6\n")
+    engine = open_store(tmp_path / "s.duckdb")
+    load_csv(d, engine)
+    with engine.connect() as conn:
+        value = conn.execute(sa.select(schema.events.c.value)).scalar_one()
+    engine.dispose()
+    assert value == 4.6
