@@ -17,18 +17,21 @@ it raises :class:`LogIntegrityError`, which the CLI prints loudly with a non-zer
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from protocol.canonical import sha256_hex
 from protocol.checkpoint import Checkpoint, verify_checkpoint
-from protocol.envelope import open_envelope, verify_envelope
+from protocol.envelope import Envelope, open_envelope, verify_envelope
 from protocol.errors import ProtocolError
-from protocol.merkle import verify_consistency, verify_inclusion
+from protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
 from protocol.submission import Receipt
 
-from .errors import AgentUserError, TransportError
+from .errors import AgentUserError, ConfigError, TransportError
 from .keystore import Trust
 from .outbox import Message, Outbox, SeenCheckpoint
 
@@ -202,8 +205,24 @@ class AuditReport:
         }
 
 
-def verify_all(outbox: Outbox, client: Any, trust: Trust) -> AuditReport:
-    """Every stored receipt and checkpoint against the aggregator's current log."""
+def read_token(path: Path) -> str:
+    """The IG officer's API token from its file (owner-only on POSIX, like a key)."""
+    try:
+        if os.name == "posix" and path.stat().st_mode & 0o077:
+            raise ConfigError(f"audit_token_file {path}: readable by others; chmod 600 it")
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"audit_token_file {path}: cannot read: {exc.strerror}") from None
+    if not token or any(c.isspace() for c in token):
+        raise ConfigError(f"audit_token_file {path}: does not hold one API token")
+    return token
+
+
+def verify_all(
+    outbox: Outbox, client: Any, trust: Trust, *, token: str | None = None
+) -> AuditReport:
+    """Every stored receipt and checkpoint against the aggregator's current log; with an IG
+    officer's ``token``, also each leaf's full data and the envelope bytes the aggregator keeps."""
     report = AuditReport()
     note, current = fetch_checkpoint(client, trust)
     report.checkpoint_size = current.size
@@ -234,12 +253,17 @@ def verify_all(outbox: Outbox, client: Any, trust: Trust) -> AuditReport:
         label = f"#{message.id} ({message.kind}{' ' + message.period if message.period else ''})"
         try:
             _verify_message(client, trust, message, current, label)
+            if token is not None:
+                _verify_stored(client, token, message)
         except LogIntegrityError as exc:
             report.failures.append(f"{label}: {exc}")
         except TransportError as exc:
             report.failures.append(f"{label}: {exc}")
         else:
-            report.passed.append(f"{label}: receipt, inclusion in size {current.size} and leaf")
+            extra = ", leaf data and stored envelope bytes" if token is not None else ""
+            report.passed.append(
+                f"{label}: receipt, inclusion in size {current.size}, leaf hash{extra}"
+            )
 
     if report.ok:
         outbox.add_checkpoint(note, current.origin, current.size, current.root)
@@ -283,3 +307,32 @@ def _verify_message(
             f"leaf {r.leaf_index} is not in the current log of size {current.size} ({exc}): "
             "history was rewritten"
         ) from None
+
+
+def _verify_stored(client: Any, token: str, message: Message) -> None:
+    """With the IG officer's token: the leaf's full data still hashes to the receipt's leaf hash
+    and names this envelope, and the aggregator's stored envelope is byte for byte ours."""
+    assert message.receipt is not None
+    receipt = Receipt.from_bytes(Envelope.from_bytes(message.receipt).payload_bytes())
+    i = receipt.leaf_index
+    entries = client.get_json("/v1/log/entries", {"start": i, "end": i + 1}, token=token)
+    try:
+        (entry,) = entries
+        data = base64.b64decode(entry["leaf_data"], validate=True)
+        leaf = json.loads(data)
+    except (KeyError, TypeError, ValueError):
+        raise LogIntegrityError(f"leaf {i}: the aggregator did not serve its data") from None
+    if leaf_hash(data).hex() != receipt.leaf_hash:
+        raise LogIntegrityError(
+            f"leaf {i}: the stored leaf data no longer hashes to the receipt's leaf hash: "
+            "the aggregator's copy was modified"
+        )
+    if leaf.get("envelope_sha256") not in (None, message.sha256):
+        raise LogIntegrityError(
+            f"leaf {i} names envelope {leaf.get('envelope_sha256')}, not {message.sha256}"
+        )
+    stored = client.get_bytes(f"/v1/envelopes/{message.sha256}", token=token)
+    if stored != message.envelope:
+        raise LogIntegrityError(
+            f"the aggregator's stored envelope {message.sha256} differs from the bytes sent"
+        )

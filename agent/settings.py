@@ -118,6 +118,12 @@ class AgentSettings(BaseSettings):
         description="PEM file of CA certificates to verify the aggregator's TLS certificate with "
         "(default: the system's trust store); TLS is always verified",
     )
+    audit_token_file: Path | None = Field(
+        default=None,
+        description="a file holding the API token of the practice's IG officer (owner-only "
+        "mode); with it `audit verify` also checks every leaf's full data and the envelope bytes "
+        "the aggregator stores",
+    )
     release: Literal["auto", "hold"] = Field(
         default="auto",
         description="auto: send when every check passes; hold: wait in the approval queue",

@@ -131,15 +131,23 @@ class AggregatorClient:
         )
         return response.content
 
-    def get_bytes(self, path: str, params: Mapping[str, Any] | None = None) -> bytes:
-        return self._request("GET", path, params=dict(params or {})).content
+    def get_bytes(
+        self, path: str, params: Mapping[str, Any] | None = None, *, token: str | None = None
+    ) -> bytes:
+        return self._request("GET", path, params=dict(params or {}), headers=_auth(token)).content
 
-    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        response = self._request("GET", path, params=dict(params or {}))
+    def get_json(
+        self, path: str, params: Mapping[str, Any] | None = None, *, token: str | None = None
+    ) -> Any:
+        response = self._request("GET", path, params=dict(params or {}), headers=_auth(token))
         try:
             return response.json()
         except ValueError:
             raise TransportError(f"GET {path}: the aggregator's answer is not JSON") from None
+
+
+def _auth(token: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"} if token else {}
 
 
 def _problem(response: httpx.Response) -> dict[str, Any]:

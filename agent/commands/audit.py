@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agent.audit import LogIntegrityError, verify_all, verify_receipt
+from agent.audit import LogIntegrityError, read_token, verify_all, verify_receipt
 from agent.cli import app
 from agent.keystore import load_trust
 from agent.outbox import Message, Outbox
@@ -157,9 +157,10 @@ def audit_verify(home: HomeOption = None, as_json: JsonOption = False) -> None:
     rewritten."""
     settings = get_settings(home)
     trust = load_trust(settings.home)
+    token = read_token(settings.audit_token_file) if settings.audit_token_file else None
     with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
         try:
-            report = verify_all(outbox, client, trust)
+            report = verify_all(outbox, client, trust, token=token)
         except LogIntegrityError as exc:
             report = None
             failure = str(exc)

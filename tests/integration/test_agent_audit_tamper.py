@@ -119,3 +119,66 @@ def test_audit_verify_detects_dropped_history(
     aggregator.start()
     text = _verify_fails(agent)
     assert "shrank" in text or "dropped" in text
+
+
+def test_audit_verify_with_an_ig_token_checks_leaf_data_and_stored_envelopes(
+    aggregator: AggregatorServer,
+    agent_factory: Callable[..., Agent],
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    agent = agent_factory(aggregator)
+    for period in ("2026-01", "2026-02"):
+        agent.ok("submit", "--period", period)
+    user = json.loads(
+        aggregator.cli(
+            "user",
+            "add",
+            "IG officer",
+            "--role",
+            "ig_officer",
+            "--practice",
+            "A12345",
+            "--db",
+            aggregator.db,
+            "--json",
+        )
+    )
+    token_file = tmp_path / "ig.token"
+    token_file.write_text(user["token"] + "\n")
+    token_file.chmod(0o600)
+    env = {"FEDQI_AGENT_AUDIT_TOKEN_FILE": str(token_file)}
+    code, out, err = agent("audit", "verify", "--json", env=env)
+    assert code == 0, err
+    assert all("stored envelope bytes" in p for p in json.loads(out)["passed"][1:])
+
+    # Only the leaf's data is edited (its hash left alone): the public proofs cannot see it,
+    # the IG officer's read of the leaf can. Then the stored envelope bytes are edited too.
+    target = _receipt(agent, "2026-01")
+    db = sqlite3.connect(aggregator.db_file)
+    (data,) = db.execute(
+        "SELECT leaf_data FROM log_leaves WHERE idx = ?", (target.leaf_index,)
+    ).fetchone()
+    leaf = json.loads(data)
+    leaf["seq"] = 99
+    with db:
+        db.execute(
+            "UPDATE log_leaves SET leaf_data = ? WHERE idx = ?",
+            (canonical_json(leaf), target.leaf_index),
+        )
+    assert agent("audit", "verify")[0] == 0  # without the token this edit is invisible
+    code, _, err = agent("audit", "verify", env=env)
+    assert code == 8 and "leaf data no longer hashes" in err
+    with db:
+        db.execute("UPDATE log_leaves SET leaf_data = ? WHERE idx = ?", (data, target.leaf_index))
+        db.execute(
+            "UPDATE envelopes SET body = CAST(REPLACE(CAST(body AS TEXT), 'payload', 'payloaD') "
+            "AS BLOB) WHERE sha256 = ?",
+            (target.envelope_sha256,),
+        )
+    db.close()
+    code, _, err = agent("audit", "verify", env=env)
+    assert code == 8 and "differs from the bytes sent" in err
+
+    token_file.chmod(0o644)
+    code, _, err = agent("audit", "verify", env=env)
+    assert code == 3 and "chmod 600" in err
