@@ -187,6 +187,15 @@ def timed(client: httpx.Client, paths: Sequence[str], token: str) -> list[float]
     return out
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(xs, q))
 
@@ -238,6 +247,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         )
         data = build(url, tmp / "keys", args.practices, args.indicators, args.periods)
         results["load_seconds"] = round(float(data["load_s"]), 1)  # type: ignore[arg-type]
+        results["load_average_at_start"] = round(os.getloadavg()[0], 1)
         db = Database(url)
         t = time.perf_counter()
         groups = service.refresh_stale(db)
@@ -292,14 +302,22 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         prac_paths = [f"/v1/benchmarks/practices/{rnd.choice(ods)}" for _ in range(n)]
         timed(client, ind_paths[:10], admin)  # warm-up
         timed(client, prac_paths[:10], admin)
-        runs = {
-            "indicator (network lead)": timed(client, ind_paths, lead),
-            "indicator (practice user)": timed(client, ind_paths, prac),
-            "practice summary (admin)": timed(client, prac_paths, admin),
-            "practice summary (own practice)": timed(
-                client, [f"/v1/benchmarks/practices/{ods[0]}"] * n, prac
-            ),
+        plan = {
+            "indicator (network lead)": (ind_paths, lead),
+            "indicator (practice user)": (ind_paths, prac),
+            "practice summary (admin)": (prac_paths, admin),
+            "practice summary (own practice)": ([f"/v1/benchmarks/practices/{ods[0]}"] * n, prac),
         }
+        runs: dict[str, list[float]] = {}
+        cpu: dict[str, float | None] = {}
+        for label, (paths, token) in plan.items():
+            # Server CPU per request: less at the mercy of neighbours than wall time.
+            before = cpu_seconds(server.pid)
+            runs[label] = timed(client, paths, token)
+            after = cpu_seconds(server.pid)
+            cpu[label] = (
+                None if before is None or after is None else 1000 * (after - before) / len(paths)
+            )
         size = len(client.get(ind_paths[0], headers={"authorization": f"Bearer {lead}"}).content)
         results["indicator_response_bytes"] = size
         results["latency_ms"] = {
@@ -308,6 +326,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
                 "p50": round(pct(v, 50), 1),
                 "p95": round(pct(v, 95), 1),
                 "max": round(max(v), 1),
+                "server_cpu_ms_per_request": None if cpu[k] is None else round(cpu[k], 1),  # type: ignore[arg-type]
             }
             for k, v in runs.items()
         }
