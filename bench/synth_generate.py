@@ -4,10 +4,11 @@
         [--backends sqlite,duckdb] [--dir DIR] [--json OUT.json]
 
 Each run writes a fresh practice in a fresh subprocess (so peak RSS is the run's own) and
-reports wall time, CPU time (the process and its generator child: user + system), rows,
-file size and peak RSS. CPU time is reported beside wall time because on a shared 2-core
-machine the wall time mostly measures the neighbours; generation and loading overlap in two
-processes, so an idle machine's wall time is about the larger of the two plus index building.
+reports wall time, CPU time (user + system) of the main process and of the generator processes,
+rows, file size and peak RSS. CPU time is reported beside wall time because on a shared 2-core
+machine the wall time mostly measures the neighbours. The generator processes run side by side
+(one per core) and write their own parts; the main process then merges them and builds indexes,
+so an idle machine's wall time is about (generator CPU / cores) + main CPU.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ def child(target: str, patients: int, seed: int) -> dict[str, Any]:
     return {
         **summary.as_dict(),
         "cpu_seconds": round(own + gen, 2),
-        "cpu_writer_seconds": round(own, 2),  # this process: writing (and generating if serial)
-        "cpu_generator_seconds": round(gen, 2),  # the generator child process
+        # This process (merging the parts, indexes; everything when serial) and the generator
+        # processes (generating and writing their parts).
+        "cpu_main_seconds": round(own, 2),
+        "cpu_generators_seconds": round(gen, 2),
         "peak_rss_mb": round(peak, 1),
     }
 
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{backend:7s} patients={r0['patients']:,} events={r0['events']:,} "
                 f"medications={r0['medications']:,} wall={med_wall:.1f}s cpu={med_cpu:.1f}s "
-                f"(writer {r0['cpu_writer_seconds']:.1f}s, generator {r0['cpu_generator_seconds']:.1f}s) "
+                f"(main {r0['cpu_main_seconds']:.1f}s, generators {r0['cpu_generators_seconds']:.1f}s) "
                 f"file={r0['bytes'] / 1e6:.0f}MB peak_rss={r0['peak_rss_mb']:.0f}MB"
             )
     results["machine"]["load_average_at_end"] = os.getloadavg()
