@@ -289,6 +289,7 @@ class Tools:
     ) -> subprocess.CompletedProcess[str]:
         log_path = self.home.log(log)
         began = time.monotonic()
+        cpu_before = _children_cpu()
         try:
             proc = subprocess.run(
                 cmd,
@@ -305,7 +306,8 @@ class Tools:
         with self._log_lock, log_path.open("a", encoding="utf-8") as fh:
             fh.write(
                 f"$ {_show(cmd)}\n{proc.stdout}{proc.stderr}"
-                f"[exit {proc.returncode} after {time.monotonic() - began:.1f} s]\n\n"
+                f"[exit {proc.returncode} after {time.monotonic() - began:.1f} s; CPU of the "
+                f"demo's finished commands +{_children_cpu() - cpu_before:.2f} s]\n\n"
             )
         if proc.returncode not in ok_codes:
             lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
@@ -333,6 +335,14 @@ class Tools:
         cmd = [self.agent_cmd, *args, *where, "--json"]
         proc = self._run(cmd, ods, env=env, ok_codes=ok_codes, what=f"practice {ods}")
         return _json(proc, f"practice {ods}")
+
+
+def _children_cpu() -> float:
+    # Exact per command only with --jobs 1 (parallel commands add to the same counter).
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _show(cmd: Sequence[str]) -> str:
@@ -432,6 +442,16 @@ class Server:
                 time.sleep(0.2)
         self.stop()
         raise DemoError(f"the aggregator did not become ready at {self.url} within {timeout:.0f} s")
+
+    def cpu_seconds(self) -> float | None:
+        """CPU the server has used so far (Linux /proc; None elsewhere)."""
+        if self.proc is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -933,6 +953,10 @@ def _build_and_check(
     elif shown < n:
         failures.append(f"dashboard overview shows {shown} of {n} practices")
 
+    import resource
+
+    tools_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = server.cpu_seconds()
     audit_failed = sorted(ods for ods, a in audits.items() if not a.get("ok"))
     return {
         "ok": not failures,
@@ -965,6 +989,11 @@ def _build_and_check(
             if role in users
         ],
         "seconds_to_dashboard": round(time.monotonic() - started, 1),
+        # where the time goes: every CLI process the demo ran, and the aggregator server
+        "cpu_seconds": {
+            "commands": round(tools_cpu.ru_utime + tools_cpu.ru_stime, 1),
+            "server": None if server_cpu is None else round(server_cpu, 1),
+        },
         "failures": failures,
     }
 

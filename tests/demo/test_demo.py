@@ -197,3 +197,20 @@ def test_demo_drives_the_aggregator_only_through_its_cli_and_http() -> None:
     assert "aggregator" not in imported
     assert "sqlite3" not in imported and "sqlalchemy" not in imported
     assert shutil.which("fedqi-aggregator") or (DEMO.parent / "fedqi-aggregator").exists()
+
+
+def test_every_demo_option_is_documented() -> None:
+    import typer.main
+
+    from agent.demo import app
+
+    text = (REPO / "docs" / "demo.md").read_text()
+    options = [
+        opt
+        for param in typer.main.get_command(app).params
+        for opt in param.opts
+        if opt.startswith("--") and opt != "--help"
+    ]
+    assert len(options) >= 10
+    missing = [opt for opt in options if f"`{opt}" not in text]
+    assert missing == []
