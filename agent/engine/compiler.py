@@ -5,8 +5,9 @@ The query has three layers (all CTEs, so one statement and one pass over the cod
 1. ``hits``: the rows of ``events`` / ``medications`` on or before ``E`` whose (system, code) is
    in a code set some rule needs, tagged with the code set's number ``k`` (a join with a small
    ``VALUES`` table of codes, so each table is read once for every indicator together).
-2. ``feat`` / ``vfeat``: the per-patient features (see ``features.py``), pivoted to one row per
-   patient by conditional aggregates, each computed once whatever the number of indicators.
+2. ``per_set`` then ``feat``: the per-patient features (see ``features.py``), aggregated per
+   (patient, code set) and pivoted to one row per patient, each computed once whatever the
+   number of indicators and windows that use it.
 3. ``flags``: one row per patient in the base population with the age band, sex and, for each
    indicator, 0/1 columns for its population, numerator and exclusion rules; the outer query
    groups by (age band, sex) and sums, so every stratum of every indicator comes from one
@@ -205,9 +206,9 @@ class Plan:
     catalogue: Catalogue
     indicators: list[Indicator]
     period_end: dt.date
-    flags: (
-        sa.CTE
-    )  # one row per base patient: patient_id, local_ref, age_band, sex, pop_i, num_i, exc_i
+    # One row per base-population patient: patient_id, local_ref, age_band, sex, and 0/1
+    # columns pop_i, num_i, exc_i for the i-th indicator's rules.
+    flags: sa.CTE
 
     def counts_query(self) -> sa.Select:
         f = self.flags.c
