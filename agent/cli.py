@@ -81,4 +81,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run through the importable module, so command modules register on the same ``app``.
+    from agent.cli import main as _main
+
+    raise SystemExit(_main())

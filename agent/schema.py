@@ -17,7 +17,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Date,
-    Float,
+    Double,
     Index,
     MetaData,
     String,
@@ -45,7 +45,7 @@ events = Table(
     Column("date", Date, nullable=False),
     Column("system", String(16), nullable=False),
     Column("code", String(32), nullable=False),
-    Column("value", Float, nullable=True),
+    Column("value", Double, nullable=True),
     Column("unit", String(16), nullable=True),
 )
 
