@@ -72,4 +72,6 @@ def one_line_errors(fn: F) -> F:
             where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
             raise AgentUserError(f"cannot access{where}: {exc.strerror or exc}") from None
 
+    # Typer shows a docstring's line breaks as they are: make it one paragraph for --help.
+    wrapper.__doc__ = " ".join((fn.__doc__ or "").split()) or None
     return wrapper  # type: ignore[return-value]
