@@ -1070,14 +1070,24 @@ def demo(
                 err.print(f"see the logs in {DemoHome(home).logs}")
             raise typer.Exit(0 if summary["ok"] else 1)
         err.print(f"Serving until Ctrl-C (server log: {DemoHome(home).log('aggregator')})")
+        # A service manager stops with SIGTERM: treat it as Ctrl-C.
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             code = server.proc.wait() if server.proc else 1
         except KeyboardInterrupt:
-            err.print("\nstopped; `fedqi-demo` again serves this network again (it resumes)")
-            raise typer.Exit(0) from None
-        raise DemoError(f"the aggregator stopped by itself (exit {code}); see its log")
+            code = 0
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        if code != 0:
+            raise DemoError(f"the aggregator stopped by itself (exit {code}); see its log")
+        # Ctrl-C reaches the server too (same process group); either way this is a clean stop.
+        err.print("\nstopped; `fedqi-demo` again serves this network again (it resumes)")
     finally:
         server.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

@@ -7,16 +7,19 @@ import ast
 import contextlib
 import json
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from agent.demo import MAX_PATIENTS, MIN_PATIENTS, main, plan_network
+from agent.demo import MAX_PATIENTS, MIN_PATIENTS, free_port, main, plan_network
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = Path(sys.executable).parent / "fedqi-demo"
@@ -122,17 +125,58 @@ def test_demo_stops_its_server_with_once(demo: tuple[Path, dict[str, Any], str])
         httpx.get(f"{s['api_url']}/healthz", timeout=2)
 
 
-def test_demo_rerun_resumes_and_sends_nothing_twice(
+def test_demo_rerun_resumes_serves_and_stops_on_ctrl_c(
     demo: tuple[Path, dict[str, Any], str],
 ) -> None:
     home, first, _ = demo
-    proc, again = _run_demo(home)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(DEMO),
+            "--practices", str(PRACTICES),
+            "--groups", str(GROUPS),
+            "--periods", str(PERIODS),
+            "--json",
+            "--home", str(home),
+            "--port", str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    try:
+        deadline = time.monotonic() + 600
+        while not any("Serving until Ctrl-C" in ln for ln in lines):
+            assert proc.poll() is None, "".join(lines)[-3000:]
+            assert time.monotonic() < deadline, "".join(lines)[-3000:]
+            time.sleep(0.5)
+        # while it serves: the dashboard and the API answer, with every practice
+        base = f"http://127.0.0.1:{port}"
+        admin = next(u["token"] for u in first["users"] if u["role"] == "admin")
+        assert httpx.get(f"{base}/dashboard/login", timeout=10).status_code == 200
+        listed = httpx.get(
+            f"{base}/v1/practices", headers={"Authorization": f"Bearer {admin}"}, timeout=10
+        )
+        assert listed.status_code == 200 and len(listed.json()) == PRACTICES
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(10)
+    again = json.loads(proc.stdout.read())  # type: ignore[union-attr]
+    assert any("Resuming" in ln for ln in lines)
     assert again["ok"] is True, again["failures"]
     assert again["mode"] == "resumed"
-    assert "Resuming" in proc.stderr
     assert again["submissions"] == first["submissions"]
     assert again["log"]["size"] == first["log"]["size"]  # nothing resent, nothing new in the log
     assert [u["token"] for u in again["users"]] == [u["token"] for u in first["users"]]
+    with pytest.raises(httpx.TransportError):  # the server stopped with it
+        httpx.get(f"{base}/healthz", timeout=2)
 
 
 def test_demo_refuses_other_options_on_an_existing_home(
