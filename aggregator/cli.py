@@ -433,6 +433,9 @@ def key_list(
 def serve(
     host: Annotated[str | None, typer.Option("--host")] = None,
     port: Annotated[int | None, typer.Option("--port")] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=64, help="uvicorn worker processes")
+    ] = 1,
     db: DbOpt = None,
     key_dir: KeyDirOpt = None,
     config: ConfigOpt = None,
@@ -444,13 +447,28 @@ def serve(
 
     settings = _settings(db, key_dir, config, host=host, port=port)
     application = create_app(settings)  # raises before listening if the database is not ready
+    common = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "proxy_headers": True,
+        "server_header": False,
+    }
+    if workers == 1:
+        uvicorn.run(application, **common)
+        return
+    # Several processes: each builds the app from the same settings, passed down as environment.
+    application.state.runtime.db.dispose()
+    os.environ.update(
+        {
+            "FEDQI_AGGREGATOR_DB": settings.db,
+            "FEDQI_AGGREGATOR_KEY_DIR": str(settings.key_dir.resolve()),
+        }
+    )
+    if settings.config_file is not None:
+        os.environ["FEDQI_AGGREGATOR_CONFIG"] = str(settings.config_file.resolve())
     uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        proxy_headers=True,
-        server_header=False,
+        "aggregator.web.app:create_app_from_environment", factory=True, workers=workers, **common
     )
 
 

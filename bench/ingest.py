@@ -6,8 +6,8 @@ Two paths:
 
 * ``service``: ``aggregator.submissions.service.ingest`` called directly, from ``--workers``
   threads (the work an HTTP worker does, minus HTTP);
-* ``http``: ``fedqi-aggregator serve`` in its own process, submissions POSTed over loopback by
-  ``--workers`` client threads (``--http`` to enable).
+* ``http``: ``fedqi-aggregator serve --workers W`` (W = ``--workers``) in its own processes,
+  submissions POSTed over loopback by ``--workers`` client threads (``--http`` to enable).
 
 Each path runs ``--runs`` times on a fresh database; the median rate is reported. Submissions are
 made and signed before the clock starts (one per practice per month, seq increasing).
@@ -254,9 +254,11 @@ def setup_network(
     return rt, agents, key_dir
 
 
-def _ingest_worker(db_url: str, key_dir: str, bodies: list[bytes]) -> tuple[float, float, int]:
+def _ingest_worker(
+    db_url: str, key_dir: str, bodies: list[bytes]
+) -> tuple[float, float, int, float]:
     """One worker process: load the runtime, warm up, then ingest its share; returns its
-    (start, end) wall-clock times and the count."""
+    (start, end) wall-clock times, the count and the CPU seconds this process used."""
     from aggregator.common import submission_hook
 
     rt = Runtime.load(get_settings(db=db_url, key_dir=Path(key_dir)))
@@ -264,7 +266,7 @@ def _ingest_worker(db_url: str, key_dir: str, bodies: list[bytes]) -> tuple[floa
     submission_hook()
     with rt.db.read() as s:
         rt.catalogues.get(s, "bench", 1)
-    start = time.time()
+    start, cpu = time.time(), time.process_time()
     for body in bodies:
         res = ingest(
             rt.db.read,
@@ -276,12 +278,12 @@ def _ingest_worker(db_url: str, key_dir: str, bodies: list[bytes]) -> tuple[floa
             limits=limits,
         )
         assert res.created
-    end = time.time()
+    end, cpu = time.time(), time.process_time() - cpu
     rt.db.dispose()
-    return start, end, len(bodies)
+    return start, end, len(bodies), cpu
 
 
-def run_service(url: str, key_dir: Path, bodies: list[bytes], workers: int) -> float:
+def run_service(url: str, key_dir: Path, bodies: list[bytes], workers: int) -> tuple[float, float]:
     """``workers`` processes (as ``workers`` server processes would), each a share of the
     practices (a practice's months stay in order in one worker, as seq must increase)."""
     import multiprocessing as mp
@@ -295,9 +297,10 @@ def run_service(url: str, key_dir: Path, bodies: list[bytes], workers: int) -> f
             pool.submit(_ingest_worker, url, str(key_dir), share) for share in shares.values()
         ]
         spans = [f.result() for f in futures]
-    start = min(s for s, _, _ in spans)
-    end = max(e for _, e, _ in spans)
-    return sum(n for _, _, n in spans) / (end - start)
+    start = min(sp[0] for sp in spans)
+    end = max(sp[1] for sp in spans)
+    count = sum(sp[2] for sp in spans)
+    return count / (end - start), sum(sp[3] for sp in spans) / count * 1000
 
 
 def run_http(url: str, key_dir: Path, bodies: list[bytes], workers: int) -> float:
@@ -315,6 +318,8 @@ def run_http(url: str, key_dir: Path, bodies: list[bytes], workers: int) -> floa
             str(key_dir),
             "--port",
             str(port),
+            "--workers",
+            str(workers),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -370,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     results: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    load_before = os.getloadavg()[0]
     cat = bench_catalogue()
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
@@ -381,8 +388,10 @@ def main(argv: list[str] | None = None) -> int:
                         rt, agents, key_dir = setup_network(url, tmp, run, args.practices)
                         bodies = make_submissions(cat, agents, args.months, seed=run)
                         rt.db.dispose()
+                        cpu_ms = None
                         if path == "service":
-                            rate = run_service(url, key_dir, bodies, args.workers)
+                            rate, cpu_ms = run_service(url, key_dir, bodies, args.workers)
+                            cpu.setdefault(backend, []).append(cpu_ms)
                         else:
                             rate = run_http(url, key_dir, bodies, args.workers)
                     finally:
@@ -401,7 +410,21 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:22s} median {statistics.median(rates):7.1f} submissions/s  (runs: {', '.join(f'{r:.1f}' for r in rates)})"
         )
-    print(json.dumps({k: statistics.median(v) for k, v in results.items()}))
+    for backend, values in cpu.items():
+        per = statistics.median(values)
+        print(
+            f"{backend:22s} median {per:.1f} ms aggregator CPU per submission "
+            f"(one core's bound: {1000 / per:.0f}/s, not counting the database server)"
+        )
+    print(f"load average: {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
+    print(
+        json.dumps(
+            {
+                "rates": {k: statistics.median(v) for k, v in results.items()},
+                "cpu_ms": {k: statistics.median(v) for k, v in cpu.items()},
+            }
+        )
+    )
     return 0
 
 

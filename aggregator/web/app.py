@@ -84,3 +84,11 @@ def create_app(
     ):
         app.include_router(router)
     return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """The app from ``get_settings()`` (environment / TOML): the factory each uvicorn worker
+    process calls when ``serve --workers N`` runs several."""
+    from ..settings import get_settings
+
+    return create_app(get_settings())

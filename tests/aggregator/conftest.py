@@ -234,13 +234,13 @@ def server(network: Network) -> Iterator[Server]:
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.time() + 10
+    deadline = time.time() + 60
     while not srv.started:
         if time.time() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
     url = f"http://127.0.0.1:{port}"
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with httpx.Client(base_url=url, timeout=120) as client:
         yield Server(url=url, network=network, client=client)
     srv.should_exit = True
     thread.join(timeout=10)
