@@ -859,7 +859,8 @@ def _build_and_check(
                     period_end=period_end,
                     tick=tick,
                 ): p
-                for p in plan.practices
+                # largest first, so the two lanes finish together
+                for p in sorted(plan.practices, key=lambda p: -p.patients)
             }
             try:
                 for fut in as_completed(futures):
