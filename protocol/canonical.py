@@ -63,21 +63,27 @@ def _is_fast_domain(value: Any) -> bool:
     stack = [value]
     while stack:
         v = stack.pop()
-        t = type(v)
-        if t is str or t is bool or v is None:
-            continue
-        if t is int:
-            if not -_MAX_SAFE_INT <= v <= _MAX_SAFE_INT:
-                return False
-        elif t is dict:
-            for k, item in v.items():
+        if type(v) is dict:
+            items: Any = v.values()
+            for k in v:
                 if type(k) is not str or not k.isascii():
                     return False
-                stack.append(item)
-        elif t is list:
-            stack.extend(v)
+        elif type(v) is list:
+            items = v
         else:
-            return False
+            items = (v,)
+        # Scalars are checked here, without a trip through the stack: most nodes are leaves.
+        for item in items:
+            t = type(item)
+            if t is str or t is bool or item is None:
+                continue
+            if t is int:
+                if not -_MAX_SAFE_INT <= item <= _MAX_SAFE_INT:
+                    return False
+            elif t is dict or t is list:
+                stack.append(item)
+            else:
+                return False
     return True
 
 
