@@ -92,6 +92,9 @@ def _practices(session: Session) -> dict[str, PracticeInfo]:
     return value
 
 
+_IDENTIFIED: dict[tuple[Any, ...], tuple[dict[str, PracticeInfo], frozenset[str]]] = {}
+
+
 @dataclass
 class Viewer:
     user: User
@@ -107,8 +110,21 @@ class Viewer:
         return self.user.practice_ods if self.user.role in ("practice", "ig_officer") else None
 
     def identifies(self, ods: str) -> bool:
-        p = self.practices.get(ods)
-        return p is not None and can_read_practice(self.user, p)  # type: ignore[arg-type]
+        return ods in self.identified
+
+    @property
+    def identified(self) -> frozenset[str]:
+        """The practices this viewer may identify (can_read_practice over every practice),
+        computed once per practice list and viewer: a funnel asks for each of thousands."""
+        u = self.user
+        key = (id(self.practices), u.id, u.role, u.group, u.practice_ods)
+        hit = _IDENTIFIED.get(key)
+        if hit is None or hit[0] is not self.practices:
+            found = frozenset(ods for ods, p in self.practices.items() if can_read_practice(u, p))  # type: ignore[arg-type]
+            if len(_IDENTIFIED) > 10_000:
+                _IDENTIFIED.clear()
+            hit = _IDENTIFIED[key] = (self.practices, found)
+        return hit[1]
 
     def require(self, ods: str) -> PracticeInfo:
         p = self.practices.get(ods)
