@@ -34,11 +34,13 @@ user_app = typer.Typer(no_args_is_help=True, help="Users and their API tokens.")
 key_app = typer.Typer(no_args_is_help=True, help="Agent keys.")
 db_app = typer.Typer(no_args_is_help=True, help="The database schema.")
 catalogue_app = typer.Typer(no_args_is_help=True, help="Signed indicator catalogues.")
+log_app = typer.Typer(no_args_is_help=True, help="The transparency log.")
 app.add_typer(practice_app, name="practice")
 app.add_typer(user_app, name="user")
 app.add_typer(key_app, name="key")
 app.add_typer(db_app, name="db")
 app.add_typer(catalogue_app, name="catalogue")
+app.add_typer(log_app, name="log")
 
 DbOpt = Annotated[
     str | None, typer.Option("--db", help="database URL (default: sqlite:///fedqi-aggregator.db)")
@@ -427,6 +429,27 @@ def key_list(
     for r in rows:
         table.add_row(r["kid"], r["practice"], r["status"], str(r["last_seq"]), r["created_at"])
     out.print(table)
+
+
+@log_app.command("verify")
+def log_verify(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Re-verify the whole log from the database (after a restore from backup, or any time):
+    leaf hashes, stored envelopes, every signed checkpoint, every stored tree node."""
+    from .log.verify import verify_log
+
+    settings = _settings(db, config=config)
+    with _database(settings) as database, database.read() as session:
+        report = verify_log(session)
+    _report(
+        as_json,
+        {"ok": True, **report.__dict__},
+        [
+            f"log verified: {report.size} leaves, root {report.root_hex}",
+            f"  {report.envelopes_checked} envelopes re-hashed, {report.checkpoints_checked} "
+            f"signed checkpoints checked (latest size {report.latest_checkpoint_size}), "
+            f"{report.nodes_checked} tree nodes checked",
+        ],
+    )
 
 
 @app.command()
