@@ -1,11 +1,11 @@
 """Errors raised by the agent.
 
-    AgentError
-     +-- AgentUserError   something the user can fix (config, input, arguments); carries an
-                          exit code and is printed as one line without a traceback
-          +-- ConfigError
-          +-- SourceError  a source (database, CSV, FHIR, OMOP) cannot be read; names where
-          +-- TransportError  the aggregator could not be reached or refused a message
+AgentError
+ +-- AgentUserError   something the user can fix (config, input, arguments); carries an
+                      exit code and is printed as one line without a traceback
+      +-- ConfigError
+      +-- SourceError  a source (database, CSV, FHIR, OMOP) cannot be read; names where
+      +-- TransportError  the aggregator could not be reached or refused a message
 """
 
 from __future__ import annotations

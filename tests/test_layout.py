@@ -10,8 +10,22 @@ REPO = Path(__file__).resolve().parent.parent
 # protocol/ may import only these third-party packages (and the standard library minus I/O).
 PROTOCOL_ALLOWED_THIRD_PARTY = {"pydantic", "cryptography", "rfc8785"}
 PROTOCOL_FORBIDDEN_STDLIB = {
-    "socket", "http", "urllib", "ssl", "subprocess", "sqlite3", "os", "pathlib", "shutil",
-    "tempfile", "io", "time", "asyncio", "requests", "httpx", "sqlalchemy",
+    "socket",
+    "http",
+    "urllib",
+    "ssl",
+    "subprocess",
+    "sqlite3",
+    "os",
+    "pathlib",
+    "shutil",
+    "tempfile",
+    "io",
+    "time",
+    "asyncio",
+    "requests",
+    "httpx",
+    "sqlalchemy",
 }
 
 
@@ -31,8 +45,11 @@ def _package_imports(package: str) -> dict[Path, set[str]]:
 
 
 def test_agent_never_imports_aggregator() -> None:
-    offenders = [str(p) for p, mods in _package_imports("agent").items()
-                 if "aggregator" in mods and p.name != "demo.py"]
+    offenders = [
+        str(p)
+        for p, mods in _package_imports("agent").items()
+        if "aggregator" in mods and p.name != "demo.py"
+    ]
     assert offenders == []
 
 
