@@ -113,6 +113,47 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+class _NotFast(Exception):
+    """Raised inside the fast parse: leave the payload to the strict path."""
+
+
+def _not_fast(_text: str) -> Any:
+    raise _NotFast
+
+
+def _safe_int(text: str) -> int:
+    value = int(text)
+    if len(text) > 15 and not -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT:
+        raise _NotFast
+    return value
+
+
+def _parse_fast(data: bytes, model: type[M]) -> M | None:
+    """The model when ``data`` is accepted by the common path, else ``None``.
+
+    One parse, one validation, one dump: ASCII bytes with no float, non-finite or unsafe integer
+    token, whose model's sorted compact dump by the C encoder is ``data`` itself. Then the dump is
+    in the fast domain (equal text: ASCII keys, no float, safe integers), so ``model_bytes(obj) ==
+    data``; and ``data``, being that canonical form, parses (without duplicate keys) to a value
+    whose RFC 8785 form is ``data``: every check of the strict path holds, on the same value.
+    Anything else, every rejection included, returns ``None`` and takes the strict path, which
+    runs the checks in order and names the fault."""
+    if not data.isascii():
+        return None
+    try:
+        value = json.loads(
+            data.decode("ascii"),
+            parse_float=_not_fast,
+            parse_int=_safe_int,
+            parse_constant=_not_fast,
+        )
+        obj = model.model_validate(value)
+        dumped = _FAST_DUMPS(obj.model_dump(mode="json", exclude_none=True)).encode("utf-8")
+    except Exception:  # noqa: BLE001 - the strict path raises the right error
+        return None
+    return obj if dumped == data else None
+
+
 def parse_canonical(data: bytes, model: type[M]) -> M:
     """Parse payload bytes into ``model``, requiring the bytes to be the model's canonical form.
 
@@ -120,6 +161,9 @@ def parse_canonical(data: bytes, model: type[M]) -> M:
     model's own canonical dump, e.g. an explicit ``null`` or a float where an integer belongs),
     and :class:`SchemaError` when the value does not fit the model.
     """
+    obj = _parse_fast(data, model)
+    if obj is not None:
+        return obj
     value = loads_strict(data)
     if canonical_json(value) != data:
         raise CanonicalFormError("payload bytes are not in RFC 8785 canonical form")

@@ -77,17 +77,25 @@ def mark_stale(session: Session, groups: Iterable[Group]) -> None:
     if not rows:
         return
     now = _now()
-    dialect = session.get_bind().dialect.name
+    for r in rows:
+        r["mark"] = 1
+        r["marked_at"] = now
+    # One cached statement run as an executemany: a multi-row VALUES built per call was
+    # recompiled every time (~10 ms of a submission's ingest CPU).
+    session.execute(_stale_upsert(session.get_bind().dialect.name), rows)
+
+
+@lru_cache(maxsize=4)
+def _stale_upsert(dialect: str) -> Any:
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
-    stmt = dialect_insert(BenchStale).values([{**r, "mark": 1, "marked_at": now} for r in rows])
-    stmt = stmt.on_conflict_do_update(
+    stmt = dialect_insert(BenchStale)
+    return stmt.on_conflict_do_update(
         index_elements=["indicator", "period_start", "period_end"],
-        set_={"mark": BenchStale.mark + 1, "marked_at": now},
+        set_={"mark": BenchStale.mark + 1, "marked_at": stmt.excluded.marked_at},
     )
-    session.execute(stmt)
 
 
 def on_submission_stored(session: Session, submission: object) -> None:

@@ -49,6 +49,10 @@ class Appended:
     index: int
     leaf_hash: bytes
     size: int  # the tree size right after this leaf
+    # The root at ``size`` and this leaf's inclusion proof, worked out while appending (the
+    # nodes they need are read in the same query as the append's).
+    root: bytes | None = None
+    proof: tuple[bytes, ...] | None = None
 
 
 def make_leaf_data(
@@ -103,15 +107,18 @@ def append_leaf(
             }
         ],
     )
-    tree.append_nodes(session, index, leaf)
+    root, proof = tree.append_and_prove(session, index, leaf)
     session.execute(update(LogState).where(LogState.id == 1).values(size=index + 1))
-    return Appended(index=index, leaf_hash=leaf, size=index + 1)
+    return Appended(index=index, leaf_hash=leaf, size=index + 1, root=root, proof=tuple(proof))
 
 
 def sign_and_store_checkpoint(
-    session: Session, signer: LogSigner, size: int, now: dt.datetime
+    session: Session, signer: LogSigner, size: int, now: dt.datetime, root: bytes | None = None
 ) -> str:
-    root = tree.root(session, size)
+    """Sign and store the checkpoint at ``size``; ``root``, when the caller has it (see
+    :class:`Appended`), saves reading it from the nodes."""
+    if root is None:
+        root = tree.root(session, size)
     note = sign_checkpoint(
         Checkpoint(origin=signer.origin, size=size, root=root), signer.key_name, signer.key
     )
@@ -133,8 +140,10 @@ def issue_receipt(
     now: dt.datetime,
 ) -> bytes:
     """Checkpoint the tree at this leaf and return the signed receipt envelope's bytes."""
-    note = sign_and_store_checkpoint(session, signer, appended.size, now)
-    proof = tree.inclusion_proof(session, appended.index, appended.size)
+    note = sign_and_store_checkpoint(session, signer, appended.size, now, appended.root)
+    proof = appended.proof
+    if proof is None:
+        proof = tuple(tree.inclusion_proof(session, appended.index, appended.size))
     receipt = Receipt(
         aud=signer.aud,
         message_type=message_type,

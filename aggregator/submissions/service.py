@@ -305,7 +305,7 @@ def _store(
             .where(SubmissionRow.submission_id == sub.supersedes)
             .values(effective=False, superseded_by=sub.submission_id)
         )
-    row = SubmissionRow(
+    values = dict(
         submission_id=sub.submission_id,
         practice_ods=sub.practice,
         kid=key.kid,
@@ -325,8 +325,9 @@ def _store(
         effective=True,
         superseded_by=None,
     )
-    session.add(row)
-    session.flush()
+    # Core, not the ORM unit of work; the hook gets the same values as a (transient) row.
+    session.connection().execute(SubmissionRow.__table__.insert(), [values])
+    row = SubmissionRow(**values)
     insert_rows(
         session,
         CellRow.__table__,
