@@ -277,6 +277,7 @@ class Tools:
         self.aggregator_cmd = find_tool("fedqi-aggregator")
         self.agent_cmd = find_tool("fedqi-agent")
         self._log_lock = threading.Lock()
+        self.commands_run = 0
 
     def _run(
         self,
@@ -304,6 +305,7 @@ class Tools:
                 f"{what}: `{_show(cmd)}` took over {STEP_TIMEOUT} s (log: {log_path})"
             ) from None
         with self._log_lock, log_path.open("a", encoding="utf-8") as fh:
+            self.commands_run += 1
             fh.write(
                 f"$ {_show(cmd)}\n{proc.stdout}{proc.stderr}"
                 f"[exit {proc.returncode} after {time.monotonic() - began:.1f} s; CPU of the "
@@ -991,6 +993,7 @@ def _build_and_check(
         ],
         "seconds_to_dashboard": round(time.monotonic() - started, 1),
         # where the time goes: every CLI process the demo ran, and the aggregator server
+        "commands_run": tools.commands_run,
         "cpu_seconds": {
             "commands": round(tools_cpu.ru_utime + tools_cpu.ru_stime, 1),
             "server": None if server_cpu is None else round(server_cpu, 1),
@@ -1010,6 +1013,12 @@ def print_summary(summary: Mapping[str, Any], out: Console) -> None:
         f"{sub['rejected']} rejected; log size {s['log']['size']}"
         f"{' (checkpoint verified)' if s['log']['checkpoint_verified'] else ''}; "
         f"{s['audit']['verified']}/{s['practices']['planned']} agent audits verified",
+        highlight=False,
+    )
+    cpu = s["cpu_seconds"]
+    out.print(
+        f"(CPU: {cpu['commands']:.0f} s in {s['commands_run']} command processes"
+        + (f", {cpu['server']:.0f} s in the aggregator)" if cpu["server"] is not None else ")"),
         highlight=False,
     )
     for failure in s["failures"]:

@@ -78,6 +78,10 @@ def test_demo_summary_counts_match_the_network(demo: tuple[Path, dict[str, Any],
     assert [u["role"] for u in s["users"]] == ["admin", "network_lead", "practice", "ig_officer"]
     assert s["url"].startswith("http://127.0.0.1:") and s["url"].endswith("/dashboard")
     assert len(s["network"]["groups"]) == GROUPS
+    # every step a process of its own: per practice synth, practice add, init, enrol-token,
+    # enrol, run and audit verify
+    assert s["commands_run"] >= 7 * PRACTICES
+    assert s["cpu_seconds"]["commands"] > 0
 
 
 def test_demo_summary_agrees_with_each_agents_outbox(
