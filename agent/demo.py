@@ -738,9 +738,7 @@ def _check_dashboard(
     return True, shown, ""
 
 
-def run_demo(
-    o: Options, err: Console, environ: Mapping[str, str]
-) -> tuple[dict[str, Any], Server | None]:
+def run_demo(o: Options, err: Console, environ: Mapping[str, str]) -> tuple[dict[str, Any], Server]:
     """Build (or resume) the network and check it; returns the summary and the running server."""
     started = time.monotonic()
     _check_options(o)
@@ -897,7 +895,7 @@ def _build_and_check(
 
         def audit(p: PracticePlan) -> dict[str, Any]:
             try:
-                report = tools.agent(p.ods, "audit", "verify", ok_codes=(0, 8))
+                report: dict[str, Any] = tools.agent(p.ods, "audit", "verify", ok_codes=(0, 8))
             finally:
                 progress.advance(t_audit)
             return report
@@ -905,9 +903,9 @@ def _build_and_check(
         enrolled_plans = [p for p in plan.practices if (home.agent(p.ods) / "trust.json").exists()]
         progress.update(t_audit, total=len(enrolled_plans))
         with ThreadPoolExecutor(max_workers=o.jobs, thread_name_prefix="audit") as pool:
-            for p, fut in [(p, pool.submit(audit, p)) for p in enrolled_plans]:
+            for p, pending in [(p, pool.submit(audit, p)) for p in enrolled_plans]:
                 try:
-                    audits[p.ods] = fut.result()
+                    audits[p.ods] = pending.result()
                 except DemoError as exc:
                     audits[p.ods] = {"ok": False, "failures": [str(exc)]}
                 if not audits[p.ods].get("ok"):
