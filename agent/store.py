@@ -181,7 +181,7 @@ def _duckdb_insert(raw: Any, tbl: sa.Table, names: list[str], rows: Iterable[Seq
                 writer.writerow([r"\N" if v is None else _iso(v) for v in row])
                 count += 1
         if count:
-            types = {c.name: _duckdb_type(c.type) for c in tbl.columns}
+            types = {c.name: duckdb_type(c.type) for c in tbl.columns}
             columns = "{" + ", ".join(f"'{n}': '{types[n]}'" for n in names) + "}"
             raw.execute(
                 f'INSERT INTO "{tbl.name}" ({", ".join(names)}) '
@@ -192,7 +192,8 @@ def _duckdb_insert(raw: Any, tbl: sa.Table, names: list[str], rows: Iterable[Seq
     return count
 
 
-def _duckdb_type(t: sa.types.TypeEngine[Any]) -> str:
+def duckdb_type(t: sa.types.TypeEngine[Any]) -> str:
+    """The DuckDB column type of a canonical column, for DDL and ``read_csv`` column lists."""
     if isinstance(t, sa.Date):
         return "DATE"
     if isinstance(t, sa.Float):

@@ -707,8 +707,7 @@ class _DuckdbWriter(_Writer):
         self.sink = _CsvSink(self.staging, 0)
         self.parts = 1
         _, self.indexes = _ddl(duckdb_engine.Dialect())
-        # Own table DDL: SQLAlchemy's Float compiles to DuckDB's 4-byte FLOAT, which would turn
-        # 4.6 into 4.599999904; values are stored as DOUBLE as on SQLite and PostgreSQL.
+        # Own table DDL, without the schema's indexes (DuckDB's scans do not use them).
         self.tables = [_duckdb_create_table(t) for t in schema.metadata.sorted_tables]
         if not indexes:
             self.indexes = []
@@ -737,7 +736,7 @@ class _DuckdbWriter(_Writer):
                 ]
                 if not files:
                     continue
-                columns = ", ".join(f"'{c.name}': '{_duck_type(c.type)}'" for c in t.columns)
+                columns = ", ".join(f"'{c.name}': '{store.duckdb_type(c.type)}'" for c in t.columns)
                 con.execute(
                     f'INSERT INTO "{t.name}" SELECT * FROM read_csv(?, header = false, '
                     f"columns = {{{columns}}}, nullstr = '', quote = '\"')",
@@ -758,23 +757,13 @@ class _DuckdbWriter(_Writer):
 
 def _duckdb_create_table(table: sa.Table) -> str:
     cols = [
-        f'"{c.name}" {_duck_type(c.type)}' + ("" if c.nullable else " NOT NULL")
+        f'"{c.name}" {store.duckdb_type(c.type)}' + ("" if c.nullable else " NOT NULL")
         for c in table.columns
     ]
     pk = [c.name for c in table.primary_key.columns]
     if pk:
         cols.append(f"PRIMARY KEY ({', '.join(pk)})")
     return f'CREATE TABLE "{table.name}" ({", ".join(cols)})'
-
-
-def _duck_type(t: sa.types.TypeEngine[Any]) -> str:
-    if isinstance(t, sa.Date):
-        return "DATE"
-    if isinstance(t, sa.Float):
-        return "DOUBLE"
-    if isinstance(t, sa.BigInteger | sa.Integer):
-        return "BIGINT"
-    return "VARCHAR"
 
 
 class _ServerWriter(_Writer):

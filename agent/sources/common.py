@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Connection, Double, Engine, Float, MetaData, delete, event
+from sqlalchemy import Connection, Engine, delete, event
 
 from agent.schema import TABLES, events, medications, metadata, patients
 from protocol.catalogue import CodeSystem
@@ -215,7 +215,7 @@ def replacing(engine: Engine) -> Iterator[Connection]:
     only if the body finishes, so a failed load leaves the store as it was."""
     duckdb = engine.dialect.name == "duckdb"
     with engine.begin() as conn:
-        (_duckdb_metadata() if duckdb else metadata).create_all(conn, checkfirst=True)
+        metadata.create_all(conn, checkfirst=True)
         # Rebuilding an index once is far cheaper than keeping it up to date row by row.
         indexes = [ix for t in (events, medications) for ix in t.indexes]
         for ix in indexes:
@@ -229,18 +229,6 @@ def replacing(engine: Engine) -> Iterator[Connection]:
         if not duckdb:
             for ix in indexes:
                 ix.create(conn)
-
-
-def _duckdb_metadata() -> MetaData:
-    """The canonical tables with DOUBLE values: SQLAlchemy's Float compiles to DuckDB's 4-byte
-    FLOAT, which would store 4.6 as 4.599999904."""
-    md = MetaData()
-    for table in metadata.sorted_tables:
-        copy = table.to_metadata(md)
-        for column in copy.columns:
-            if isinstance(column.type, Float):
-                column.type = Double()
-    return md
 
 
 class BatchWriter:
