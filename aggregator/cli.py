@@ -478,6 +478,9 @@ def serve(
         "server_header": False,
     }
     if workers == 1:
+        from .runtime import tune_gc
+
+        tune_gc()
         uvicorn.run(application, **common)
         return
     # Several processes: each builds the app from the same settings, passed down as environment.

@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from aggregator.cli import main as cli  # noqa: E402
 from aggregator.practices import service as practices  # noqa: E402
-from aggregator.runtime import Runtime  # noqa: E402
+from aggregator.runtime import Runtime, tune_gc  # noqa: E402
 from aggregator.settings import get_settings  # noqa: E402
 from aggregator.submissions.service import IngestLimits, ingest  # noqa: E402
 from protocol.catalogue import Catalogue  # noqa: E402
@@ -266,6 +266,8 @@ def _ingest_worker(
     submission_hook()
     with rt.db.read() as s:
         rt.catalogues.get(s, "bench", 1)
+    if os.environ.get("FEDQI_BENCH_NO_GC_TUNING") != "1":
+        tune_gc()  # as a serve worker does
     start, cpu = time.time(), time.process_time()
     for body in bodies:
         res = ingest(

@@ -89,6 +89,9 @@ def create_app(
 def create_app_from_environment() -> FastAPI:
     """The app from ``get_settings()`` (environment / TOML): the factory each uvicorn worker
     process calls when ``serve --workers N`` runs several."""
+    from ..runtime import tune_gc
     from ..settings import get_settings
 
-    return create_app(get_settings())
+    app = create_app(get_settings())
+    tune_gc()
+    return app
