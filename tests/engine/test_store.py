@@ -52,7 +52,9 @@ def test_bulk_insert_roundtrips_embedded(tmp_path, suffix):
     engine = open_practice(renamed, read_only=True)
     assert engine.dialect.name == suffix[1:]
     with engine.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(schema.events)).scalar() == len(EVENTS)
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.events)).scalar() == len(
+            EVENTS
+        )
     engine.dispose()
 
 
