@@ -28,7 +28,7 @@ check: $(STAMP)
 	$(BIN)/mypy protocol
 
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/run_all.py $(BENCH)
 
 vectors: $(STAMP)
 	$(BIN)/python tests/vectors/generate.py
