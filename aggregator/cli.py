@@ -358,7 +358,8 @@ def user_add(
     )
 
 
-@key_app.command("revoke")
+# A kid is base64url and may start with "-": take such a token as the kid, not as an option.
+@key_app.command("revoke", context_settings={"ignore_unknown_options": True})
 def key_revoke(
     kid: Annotated[str, typer.Argument(help="the key's kid")],
     compromised_since: Annotated[
