@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from protocol.envelope import verify_envelope
 from protocol.errors import SchemaError
 from protocol.keys import VerifyingKey
-from protocol.submission import Enrol, Rotate
+from protocol.submission import Enrol, Jwk, Rotate
 
 from ..common import (
     ODS,
@@ -185,6 +185,14 @@ class Accepted:
 # --- enrol -------------------------------------------------------------------------------------
 
 
+def _key_from_jwk(jwk: Jwk) -> VerifyingKey:
+    """The public key a message carries (enrol's jwk, rotate's new_jwk); 422 if it is not one."""
+    try:
+        return VerifyingKey.from_jwk(jwk)
+    except SchemaError as exc:
+        raise UnprocessableError(f"schema: {exc}", code="schema") from None
+
+
 def enrol(
     session_factory,
     signer: LogSigner,
@@ -208,10 +216,7 @@ def enrol(
     # Proof of possession: the key that signs is the key in the payload.
     payload = env.payload_bytes()
     msg = parse_payload(payload, Enrol)
-    try:
-        new_key = VerifyingKey.from_jwk(msg.jwk)
-    except SchemaError as exc:
-        raise UnprocessableError(f"schema: {exc}", code="schema") from None
+    new_key = _key_from_jwk(msg.jwk)
     if env.keyids[0] != new_key.kid:
         raise AuthenticationError(
             f"signature: enrol must be signed by the key it enrols ({new_key.kid}), not {env.keyids[0]}",
@@ -356,10 +361,7 @@ def rotate(
     sha = sha256_hex(body)
     payload = env.payload_bytes()
     msg = parse_payload(payload, Rotate)
-    try:
-        new_key = VerifyingKey.from_jwk(msg.new_jwk)
-    except SchemaError as exc:
-        raise UnprocessableError(f"schema: {exc}", code="schema") from None
+    new_key = _key_from_jwk(msg.new_jwk)
     if set(env.keyids) != {msg.old_kid, new_key.kid}:
         raise AuthenticationError(
             "signature: a rotation must be signed by exactly the old and the new key",
