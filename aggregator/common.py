@@ -108,9 +108,10 @@ _HOOK_UNSET: Any = object()
 _hook: Any = _HOOK_UNSET
 
 
-def submission_hook() -> Callable[..., None] | None:
-    """``aggregator.benchmarks.hooks.on_submission_stored(session, submission_row)``, if that
-    module exists (imported once, lazily)."""
+def submission_batch_hook() -> Callable[..., None] | None:
+    """``aggregator.benchmarks.hooks.on_submissions_stored(session, submissions)``, called in
+    the ingest transaction with the protocol submissions a batch stored, if that module exists
+    (imported once, lazily)."""
     global _hook
     if _hook is _HOOK_UNSET:
         try:
@@ -120,5 +121,5 @@ def submission_hook() -> Callable[..., None] | None:
                 raise
             _hook = None
         else:
-            _hook = getattr(module, "on_submission_stored", None)
+            _hook = getattr(module, "on_submissions_stored", None)
     return _hook

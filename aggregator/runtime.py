@@ -20,6 +20,7 @@ from .db.session import Database
 from .errors import ConfigError
 from .log.service import LogSigner
 from .settings import Settings
+from .submissions.commit import Committer
 
 Clock = Callable[[], float]
 
@@ -47,6 +48,10 @@ class Runtime:
     pseudonym_secret: bytes
     clock: Clock = time.time
     catalogues: CatalogueCache = field(default_factory=CatalogueCache)
+    committer: Committer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.committer = Committer(self.db.session, self.signer)
 
     @property
     def aud(self) -> str:

@@ -261,11 +261,11 @@ def _ingest_worker(
 ) -> tuple[float, float, int, float]:
     """One worker process: load the runtime, warm up, then ingest its share; returns its
     (start, end) wall-clock times, the count and the CPU seconds this process used."""
-    from aggregator.common import submission_hook
+    from aggregator.common import submission_batch_hook
 
     rt = Runtime.load(get_settings(db=db_url, key_dir=Path(key_dir)))
     limits = IngestLimits(cap=256 * 1024, iat_future=300, iat_past=7 * 86400)
-    submission_hook()
+    submission_batch_hook()
     with rt.db.read() as s:
         rt.catalogues.get(s, "bench", 1)
     if os.environ.get("FEDQI_BENCH_NO_GC_TUNING") != "1":

@@ -122,6 +122,28 @@ def on_submission_stored(session: Session, submission: object) -> None:
     mark_stale(session, groups)
 
 
+def on_submissions_stored(session: Session, submissions: Sequence[object]) -> None:
+    """The ingest hook for a batch of protocol submissions: one upsert marks every group they
+    touch (their own cells, read from the submissions themselves, and for corrections the
+    superseded submissions' stored cells)."""
+    groups: set[Group] = set()
+    superseded: list[str] = []
+    for sub in submissions:
+        p = sub.period  # type: ignore[attr-defined]
+        groups |= {Group(i, p.start, p.end) for i in {c.indicator for c in sub.cells}}  # type: ignore[attr-defined]
+        if sub.supersedes is not None:  # type: ignore[attr-defined]
+            superseded.append(str(sub.supersedes))  # type: ignore[attr-defined]
+    if superseded:
+        rows = session.execute(
+            select(Cell.indicator, Submission.period_start, Submission.period_end)
+            .join(Submission, Submission.submission_id == Cell.submission_id)
+            .where(Cell.submission_id.in_(superseded))
+            .distinct()
+        ).all()
+        groups |= {Group(*r) for r in rows}
+    mark_stale(session, groups)
+
+
 # --- indicator versions ----------------------------------------------------------------------------
 
 
@@ -510,6 +532,7 @@ __all__ = [
     "ensure_fresh",
     "mark_stale",
     "on_submission_stored",
+    "on_submissions_stored",
     "rebuild_all",
     "refresh_group",
     "refresh_stale",

@@ -13,6 +13,7 @@ so every leaf has the same fields. Leaf hash = SHA-256(0x00 || leaf_data).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -144,16 +145,45 @@ def issue_receipt(
     proof = appended.proof
     if proof is None:
         proof = tuple(tree.inclusion_proof(session, appended.index, appended.size))
+    return receipt_for(
+        signer,
+        message_type=message_type,
+        envelope_sha256=envelope_sha256,
+        submission_id=submission_id,
+        leaf_index=appended.index,
+        leaf_hash=appended.leaf_hash,
+        tree_size=appended.size,
+        proof=proof,
+        checkpoint=note,
+        now=now,
+    )
+
+
+def receipt_for(
+    signer: LogSigner,
+    *,
+    message_type: Literal["submission", "enrol", "rotate"],
+    envelope_sha256: str,
+    submission_id: str | None,
+    leaf_index: int,
+    leaf_hash: bytes,
+    tree_size: int,
+    proof: Sequence[bytes],
+    checkpoint: str,
+    now: dt.datetime,
+) -> bytes:
+    """The signed receipt envelope's bytes: this leaf, its inclusion proof in the tree of
+    ``tree_size`` and the signed checkpoint of that tree."""
     receipt = Receipt(
         aud=signer.aud,
         message_type=message_type,
         submission_id=submission_id,
         envelope_sha256=envelope_sha256,
-        leaf_index=appended.index,
-        leaf_hash=appended.leaf_hash.hex(),
-        tree_size=appended.size,
+        leaf_index=leaf_index,
+        leaf_hash=leaf_hash.hex(),
+        tree_size=tree_size,
         inclusion_proof=tuple(h.hex() for h in proof),
-        checkpoint=note,
+        checkpoint=checkpoint,
         iat=int(now.timestamp()),
     )
     return sign_envelope("receipt", receipt.to_bytes(), [signer.key]).to_bytes()

@@ -96,6 +96,50 @@ def append_and_prove(session: Session, leaf_index: int, leaf: bytes) -> tuple[by
     return ops(get)
 
 
+def append_many_and_prove(
+    session: Session, first_index: int, leaves: list[bytes]
+) -> tuple[bytes, list[list[bytes]]]:
+    """Store the nodes of ``leaves`` appended at ``first_index``, ``first_index + 1``, ... and
+    return the root at the new size and each leaf's inclusion proof in that tree: one query
+    reads every stored node the appends and proofs need (the key set does not depend on the
+    hashes, so a dry run with placeholders finds it), one statement stores the new nodes."""
+    size = first_index + len(leaves)
+
+    def run(get: merkle.GetNode) -> tuple[list[tuple[int, int, bytes]], bytes, list[list[bytes]]]:
+        made: dict[tuple[int, int], bytes] = {}
+
+        def get_any(level: int, index: int) -> bytes:
+            hit = made.get((level, index))
+            return hit if hit is not None else get(level, index)
+
+        new: list[tuple[int, int, bytes]] = []
+        for k, leaf in enumerate(leaves):
+            for lv, i, h in merkle.nodes_after_append(first_index + k, leaf, get_any):
+                made[(lv, i)] = h
+                new.append((lv, i, h))
+
+        def range_hash(s: int, e: int) -> bytes:
+            return merkle.range_hash_from_nodes(s, e, get_any)
+
+        proofs = [
+            merkle.inclusion_proof(first_index + k, size, range_hash) for k in range(len(leaves))
+        ]
+        return new, range_hash(0, size), proofs
+
+    wanted: set[tuple[int, int]] = set()
+
+    def record(level: int, index: int) -> bytes:
+        wanted.add((level, index))
+        return _PLACEHOLDER
+
+    run(record)
+    new_nodes, root_hash, proofs = run(_getter(fetch_nodes(session, wanted)))
+    session.connection().execute(
+        LogNode.__table__.insert(), [{"level": lv, "idx": i, "hash": h} for lv, i, h in new_nodes]
+    )
+    return root_hash, proofs
+
+
 def root(session: Session, size: int) -> bytes:
     if size == 0:
         return merkle.EMPTY_ROOT

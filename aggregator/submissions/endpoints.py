@@ -47,6 +47,7 @@ async def post_submission(request: Request, runtime: Runtime = Depends(get_runti
         body,
         now=runtime.clock(),
         limits=limits(runtime),
+        committer=runtime.committer,
     )
     return Response(
         result.receipt, status_code=201 if result.created else 200, media_type=RECEIPT_MEDIA

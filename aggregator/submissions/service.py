@@ -22,9 +22,11 @@ check, with nothing stored:
 13. correction rules: ``supersedes`` names the practice's effective submission for the same
     period; a second plain submission for a period is refused     422 / 409
 
-Then ONE transaction under the log's sequencer: the state-dependent checks (4, 8, 13) again,
-exact envelope bytes, submission row, cells, log leaf and nodes, checkpoint, receipt, the key's
-last_seq, the superseded submission's effective flag, and the benchmarks hook.
+Then ONE transaction under the log's sequencer (:mod:`.commit`): the state-dependent checks
+(4, 8, 13) again, exact envelope bytes, submission row, cells, log leaf and nodes, checkpoint,
+receipt, the key's last_seq, the superseded submission's effective flag, and the benchmarks
+hook. Submissions that reach the sequencer together share that transaction (group commit); each
+is written whole or not at all, and no receipt leaves before the commit.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from protocol.disclosure import check_cells
@@ -53,26 +54,22 @@ from ..common import (
     open_shape,
     parse_payload,
     sha256_hex,
-    submission_hook,
 )
-from ..db.bulk import insert_rows
-from ..db.models import Cell as CellRow
 from ..db.models import Envelope as EnvelopeRow
 from ..db.models import PracticeKey
 from ..db.models import Submission as SubmissionRow
-from ..db.session import lock_sequencer
-from ..errors import BadRequestError, ConflictError, ForbiddenError, UnprocessableError
-from ..log.service import LogSigner, append_leaf, issue_receipt, make_leaf_data
+from ..errors import (
+    AggregatorError,
+    BadRequestError,
+    ConflictError,
+    ForbiddenError,
+    UnprocessableError,
+)
+from ..log.service import LogSigner
 from ..practices.service import check_key_active
+from .commit import Committer, Ingested, Verified, store_batch
 
 SessionFactory = Callable[[], AbstractContextManager[Session]]
-
-
-@dataclass(frozen=True)
-class Ingested:
-    receipt: bytes
-    created: bool  # False: an identical retry answered with the stored receipt
-    submission_id: str
 
 
 @dataclass(frozen=True)
@@ -91,8 +88,35 @@ def ingest(
     *,
     now: float,
     limits: IngestLimits,
+    committer: Committer | None = None,
 ) -> Ingested:
-    """Verify ``body`` (a submission envelope) and store it; see the module docstring."""
+    """Verify ``body`` (a submission envelope) and store it; see the module docstring.
+
+    With a ``committer`` (the server's), the write joins whatever batch is being formed (see
+    :mod:`.commit`); without one it is a transaction of its own."""
+    verified = verify(read_session, signer, catalogues, body, now=now, limits=limits)
+    if isinstance(verified, Ingested):
+        return verified
+    if committer is not None:
+        return committer.commit(verified)
+    with write_session() as session:
+        out = store_batch(session, signer, [verified])[0]
+    if isinstance(out, AggregatorError):
+        raise out
+    return out
+
+
+def verify(
+    read_session: SessionFactory,
+    signer: LogSigner,
+    catalogues: CatalogueCache,
+    body: bytes,
+    *,
+    now: float,
+    limits: IngestLimits,
+) -> Verified | Ingested:
+    """Checks 1-13 (phase 1), outside the sequencer, so verification runs in parallel. An
+    identical retry of a stored submission is answered here with its stored receipt."""
     check_size(body, limits.cap)
     env = open_shape(body)
     check_kind(env, "submission")
@@ -102,8 +126,6 @@ def ingest(
         )
     kid = env.keyids[0]
     sha = sha256_hex(body)
-
-    # Phase 1: every check, outside the sequencer, so verification work runs in parallel.
     with read_session() as session:
         key = check_key_active(session.get(PracticeKey, kid), kid)
         sub, payload = _verify_message(env, key, signer.aud)
@@ -114,19 +136,9 @@ def ingest(
         known = _check_catalogue(session, catalogues, sub)
         _check_business_rules(sub, known)
         _check_disclosure(sub, known)
-        _check_correction(session, sub)
-
-    # Phase 2: one transaction under the sequencer; state-dependent checks once more.
+    # Check 13 (corrections) needs the stored state and runs under the sequencer only.
     when = dt.datetime.fromtimestamp(now, tz=dt.UTC)
-    with write_session() as session:
-        lock_sequencer(session)
-        key = check_key_active(session.get(PracticeKey, kid), kid)
-        stored = _check_replay(session, sub, sha, key)
-        if stored is not None:
-            return Ingested(stored, created=False, submission_id=sub.submission_id)
-        _check_correction(session, sub)
-        receipt = _store(session, signer, sub, body, sha, sha256_hex(payload), key, when)
-    return Ingested(receipt, created=True, submission_id=sub.submission_id)
+    return Verified(sub, body, sha, sha256_hex(payload), when)
 
 
 def _verify_message(env: Envelope, key: PracticeKey, aud: str) -> tuple[Submission, bytes]:
@@ -213,154 +225,3 @@ def _check_disclosure(sub: Submission, known: KnownCatalogue) -> None:
         check_cells(sub.cells, known.catalogue.disclosure)
     except DisclosureError as exc:
         raise UnprocessableError(f"disclosure policy: {exc}", code="disclosure") from None
-
-
-def _check_correction(session: Session, sub: Submission) -> None:
-    period = (sub.period.start, sub.period.end)
-    if sub.supersedes is None:
-        clash = session.scalars(
-            select(SubmissionRow.submission_id).where(
-                SubmissionRow.practice_ods == sub.practice,
-                SubmissionRow.period_start == period[0],
-                SubmissionRow.period_end == period[1],
-                SubmissionRow.effective.is_(True),
-            )
-        ).first()
-        if clash is not None:
-            raise ConflictError(
-                f"corrections: practice {sub.practice} already submitted {sub.period.label} "
-                f"({clash}); send a correction with supersedes={clash} and a reason",
-                code="period-already-submitted",
-            )
-        return
-    target = session.get(SubmissionRow, sub.supersedes)
-    if target is None:
-        raise UnprocessableError(
-            f"corrections: supersedes {sub.supersedes} is not an accepted submission",
-            code="unknown-supersedes",
-        )
-    if target.practice_ods != sub.practice or (target.period_start, target.period_end) != period:
-        raise UnprocessableError(
-            f"corrections: supersedes {sub.supersedes} is not a submission of practice {sub.practice} "
-            f"for {sub.period.label}",
-            code="supersedes-mismatch",
-        )
-    if not target.effective:
-        raise ConflictError(
-            f"corrections: {sub.supersedes} was already superseded by {target.superseded_by}; "
-            "supersede the current version",
-            code="already-superseded",
-        )
-
-
-def _store(
-    session: Session,
-    signer: LogSigner,
-    sub: Submission,
-    body: bytes,
-    sha: str,
-    payload_sha: str,
-    key: PracticeKey,
-    when: dt.datetime,
-) -> bytes:
-    leaf = make_leaf_data(
-        type="submission",
-        ts_ms=int(when.timestamp() * 1000),
-        practice=sub.practice,
-        kid=key.kid,
-        submission_id=sub.submission_id,
-        seq=sub.seq,
-        envelope_sha256=sha,
-        payload_sha256=payload_sha,
-        status="accepted",
-        supersedes=sub.supersedes,
-    )
-    appended = append_leaf(session, leaf, kind="submission", practice=sub.practice, now=when)
-    receipt = issue_receipt(
-        session,
-        signer,
-        appended,
-        message_type="submission",
-        envelope_sha256=sha,
-        submission_id=sub.submission_id,
-        now=when,
-    )
-    session.connection().execute(
-        EnvelopeRow.__table__.insert(),
-        [
-            {
-                "sha256": sha,
-                "kind": "submission",
-                "practice_ods": sub.practice,
-                "body": body,
-                "received_at": when,
-                "receipt": receipt,
-                "leaf_index": appended.index,
-            }
-        ],
-    )
-    if sub.supersedes is not None:
-        session.execute(
-            update(SubmissionRow)
-            .where(SubmissionRow.submission_id == sub.supersedes)
-            .values(effective=False, superseded_by=sub.submission_id)
-        )
-    values = dict(
-        submission_id=sub.submission_id,
-        practice_ods=sub.practice,
-        kid=key.kid,
-        seq=sub.seq,
-        iat=sub.iat,
-        period_start=sub.period.start,
-        period_end=sub.period.end,
-        catalogue_id=sub.catalogue.id,
-        catalogue_version=sub.catalogue.version,
-        catalogue_sha256=sub.catalogue.sha256,
-        supersedes=sub.supersedes,
-        reason=sub.reason,
-        envelope_sha256=sha,
-        payload_sha256=payload_sha,
-        leaf_index=appended.index,
-        received_at=when,
-        effective=True,
-        superseded_by=None,
-    )
-    # Core, not the ORM unit of work; the hook gets the same values as a (transient) row.
-    session.connection().execute(SubmissionRow.__table__.insert(), [values])
-    row = SubmissionRow(**values)
-    insert_rows(
-        session,
-        CellRow.__table__,
-        (
-            "submission_id",
-            "indicator",
-            "age_band",
-            "sex",
-            "denominator",
-            "denominator_status",
-            "numerator",
-            "numerator_status",
-            "exclusions",
-            "exclusions_status",
-        ),
-        [
-            (
-                sub.submission_id,
-                c.indicator,
-                c.stratum.age_band,
-                c.stratum.sex,
-                c.denominator.value,
-                c.denominator.status,
-                c.numerator.value,
-                c.numerator.status,
-                c.exclusions.value,
-                c.exclusions.status,
-            )
-            for c in sub.cells
-        ],
-    )
-    session.execute(update(PracticeKey).where(PracticeKey.kid == key.kid).values(last_seq=sub.seq))
-    hook = submission_hook()
-    if hook is not None:
-        hook(session, row)
-    return receipt

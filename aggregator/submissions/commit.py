@@ -1,0 +1,449 @@
+"""Group commit: verified submissions are written in batches, one transaction per batch.
+
+Verification (envelope, signature, canonical form, schema, business rules, disclosure) runs in
+each request's own thread, in parallel. What must be serial is the write under the log's
+sequencer. Instead of one transaction per submission, the requests waiting for the sequencer at
+the same moment share one: the first to arrive leads, takes every waiting submission (up to
+``max_batch``), and the rest wait for its commit. A lone submission is a batch of one, so no
+submission ever waits for others to arrive.
+
+Inside the transaction each submission is checked again against the state it will be written on
+(active key, replay, ``seq``, corrections), including the submissions before it in the same
+batch; one that fails gets its own error and nothing of it is written. Every accepted
+submission's envelope, submission row, cells, log leaf, ``last_seq`` and superseded flag are in
+that one transaction: all of them or none. The log gets one signed checkpoint per batch, at the
+batch's last leaf, and every receipt proves its leaf's inclusion in that checkpoint. No receipt
+is returned before the commit. If the transaction itself fails, each submission of the batch is
+retried in a transaction of its own, so one submission's fault is never another's answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+
+from sqlalchemy import bindparam, or_, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from protocol import merkle
+from protocol.submission import Submission
+
+from ..common import submission_batch_hook
+from ..db.bulk import insert_rows
+from ..db.models import Cell as CellRow
+from ..db.models import Envelope as EnvelopeRow
+from ..db.models import LogLeaf, LogState, PracticeKey
+from ..db.models import Submission as SubmissionRow
+from ..db.session import lock_sequencer
+from ..errors import AggregatorError, ConflictError, UnprocessableError
+from ..log import tree
+from ..log.service import LogSigner, make_leaf_data, receipt_for, sign_and_store_checkpoint
+from ..practices.service import check_key_active
+
+SessionFactory = Callable[[], AbstractContextManager[Session]]
+
+CELL_COLUMNS = (
+    "submission_id",
+    "indicator",
+    "age_band",
+    "sex",
+    "denominator",
+    "denominator_status",
+    "numerator",
+    "numerator_status",
+    "exclusions",
+    "exclusions_status",
+)
+SUBMISSION_COLUMNS = (
+    "submission_id",
+    "practice_ods",
+    "kid",
+    "seq",
+    "iat",
+    "period_start",
+    "period_end",
+    "catalogue_id",
+    "catalogue_version",
+    "catalogue_sha256",
+    "supersedes",
+    "reason",
+    "envelope_sha256",
+    "payload_sha256",
+    "leaf_index",
+    "received_at",
+    "effective",
+    "superseded_by",
+)
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A submission that passed every stateless check, with what the write needs."""
+
+    sub: Submission
+    body: bytes
+    sha: str  # of the envelope bytes
+    payload_sha: str
+    when: dt.datetime  # received at
+
+
+@dataclass(frozen=True)
+class Ingested:
+    receipt: bytes
+    created: bool  # False: an identical retry answered with the stored receipt
+    submission_id: str
+
+
+Outcome = Ingested | AggregatorError
+
+
+@dataclass
+class _Known:
+    """What the batch's checks need of one stored (or earlier-in-batch) submission."""
+
+    practice: str
+    period: tuple[dt.date, dt.date]
+    effective: bool
+    superseded_by: str | None
+    sha: str
+    position: int | None = None  # index in the batch, for one accepted in this batch
+
+
+@dataclass
+class _State:
+    keys: dict[str, PracticeKey]
+    last_seq: dict[str, int]
+    known: dict[str, _Known]
+    effective: dict[tuple[str, dt.date, dt.date], str] = field(default_factory=dict)
+
+
+def _load_state(session: Session, items: Sequence[Verified]) -> _State:
+    kids = {v.sub.kid for v in items}
+    keys = {k.kid: k for k in session.scalars(select(PracticeKey).where(PracticeKey.kid.in_(kids)))}
+    ids = {v.sub.submission_id for v in items} | {
+        v.sub.supersedes for v in items if v.sub.supersedes is not None
+    }
+    periods = {(v.sub.practice, v.sub.period.start, v.sub.period.end) for v in items}
+    s = SubmissionRow
+    rows = session.execute(
+        select(
+            s.submission_id,
+            s.practice_ods,
+            s.period_start,
+            s.period_end,
+            s.effective,
+            s.superseded_by,
+            s.envelope_sha256,
+        ).where(
+            or_(
+                s.submission_id.in_(ids),
+                (tuple_(s.practice_ods, s.period_start, s.period_end).in_(periods))
+                & s.effective.is_(True),
+            )
+        )
+    ).all()
+    state = _State(keys, {k: v.last_seq for k, v in keys.items()}, {})
+    for sid, ods, start, end, eff, by, sha in rows:
+        state.known[sid] = _Known(ods, (start, end), bool(eff), by, sha)
+        if eff:
+            state.effective[(ods, start, end)] = sid
+    return state
+
+
+def _check(state: _State, v: Verified, position: int) -> int | None:
+    """Raise the error ``v`` meets on this state; or return the batch position of an identical
+    submission accepted earlier (an idempotent retry); or ``None``: accept it."""
+    sub = v.sub
+    key = check_key_active(state.keys.get(sub.kid), sub.kid)
+    seen = state.known.get(sub.submission_id)
+    if seen is not None:
+        if seen.sha == v.sha:
+            return -1 if seen.position is None else seen.position
+        raise ConflictError(
+            f"replay: submission_id {sub.submission_id} was already accepted with other bytes "
+            f"(envelope sha256 {seen.sha})",
+            code="submission-id-reused",
+        )
+    if sub.seq <= state.last_seq[key.kid]:
+        raise ConflictError(
+            f"replay: seq {sub.seq} is not above the last accepted seq {state.last_seq[key.kid]} "
+            f"for kid {key.kid}",
+            code="seq-not-increasing",
+        )
+    period = (sub.period.start, sub.period.end)
+    if sub.supersedes is None:
+        clash = state.effective.get((sub.practice, *period))
+        if clash is not None:
+            raise ConflictError(
+                f"corrections: practice {sub.practice} already submitted {sub.period.label} "
+                f"({clash}); send a correction with supersedes={clash} and a reason",
+                code="period-already-submitted",
+            )
+        return None
+    target = state.known.get(sub.supersedes)
+    if target is None:
+        raise UnprocessableError(
+            f"corrections: supersedes {sub.supersedes} is not an accepted submission",
+            code="unknown-supersedes",
+        )
+    if target.practice != sub.practice or target.period != period:
+        raise UnprocessableError(
+            f"corrections: supersedes {sub.supersedes} is not a submission of practice "
+            f"{sub.practice} for {sub.period.label}",
+            code="supersedes-mismatch",
+        )
+    if not target.effective:
+        raise ConflictError(
+            f"corrections: {sub.supersedes} was already superseded by {target.superseded_by}; "
+            "supersede the current version",
+            code="already-superseded",
+        )
+    return None
+
+
+def _accept(state: _State, v: Verified, position: int) -> None:
+    sub = v.sub
+    state.last_seq[sub.kid] = sub.seq
+    period = (sub.period.start, sub.period.end)
+    if sub.supersedes is not None:
+        target = state.known[sub.supersedes]
+        target.effective, target.superseded_by = False, sub.submission_id
+    state.known[sub.submission_id] = _Known(sub.practice, period, True, None, v.sha, position)
+    state.effective[(sub.practice, *period)] = sub.submission_id
+
+
+def store_batch(session: Session, signer: LogSigner, items: Sequence[Verified]) -> list[Outcome]:
+    """Check ``items`` in order against the stored state and write the accepted ones in the
+    caller's transaction (the caller commits); the outcome of each, in order."""
+    lock_sequencer(session)
+    state = _load_state(session, items)
+    outcomes: list[Outcome | int | None] = []
+    accepted: list[int] = []
+    for i, v in enumerate(items):
+        try:
+            same = _check(state, v, i)
+        except AggregatorError as exc:
+            outcomes.append(exc)
+            continue
+        if same is None:
+            _accept(state, v, i)
+            accepted.append(i)
+        outcomes.append(same)
+    receipts = _write(session, signer, [items[i] for i in accepted]) if accepted else []
+    by_position = dict(zip(accepted, receipts, strict=True))
+    done: list[Outcome] = []
+    for i, (v, out) in enumerate(zip(items, outcomes, strict=True)):
+        if isinstance(out, AggregatorError):
+            done.append(out)
+        elif out is None:
+            done.append(Ingested(by_position[i], True, v.sub.submission_id))
+        elif out == -1:  # stored before this batch: its receipt as stored
+            env = session.get(EnvelopeRow, v.sha)
+            assert env is not None
+            done.append(Ingested(bytes(env.receipt), False, v.sub.submission_id))
+        else:  # the same bytes twice in one batch
+            done.append(Ingested(by_position[out], False, v.sub.submission_id))
+    return done
+
+
+def _write(session: Session, signer: LogSigner, items: Sequence[Verified]) -> list[bytes]:
+    size = int(session.scalar(select(LogState.size).where(LogState.id == 1)) or 0)
+    leaves, leaf_rows = [], []
+    for k, v in enumerate(items):
+        sub = v.sub
+        data = make_leaf_data(
+            type="submission",
+            ts_ms=int(v.when.timestamp() * 1000),
+            practice=sub.practice,
+            kid=sub.kid,
+            submission_id=sub.submission_id,
+            seq=sub.seq,
+            envelope_sha256=v.sha,
+            payload_sha256=v.payload_sha,
+            status="accepted",
+            supersedes=sub.supersedes,
+        )
+        leaf = merkle.leaf_hash(data)
+        leaves.append(leaf)
+        leaf_rows.append((size + k, data, leaf, "submission", sub.practice, v.when))
+    insert_rows(
+        session,
+        LogLeaf.__table__,
+        ("idx", "leaf_data", "leaf_hash", "kind", "practice_ods", "created_at"),
+        leaf_rows,
+    )
+    root, proofs = tree.append_many_and_prove(session, size, leaves)
+    new_size = size + len(items)
+    session.execute(update(LogState).where(LogState.id == 1).values(size=new_size))
+    last = max(v.when for v in items)
+    note = sign_and_store_checkpoint(session, signer, new_size, last, root)
+    receipts = [
+        receipt_for(
+            signer,
+            message_type="submission",
+            envelope_sha256=v.sha,
+            submission_id=v.sub.submission_id,
+            leaf_index=size + k,
+            leaf_hash=leaves[k],
+            tree_size=new_size,
+            proof=proofs[k],
+            checkpoint=note,
+            now=v.when,
+        )
+        for k, v in enumerate(items)
+    ]
+    insert_rows(
+        session,
+        EnvelopeRow.__table__,
+        ("sha256", "kind", "practice_ods", "body", "received_at", "receipt", "leaf_index"),
+        [
+            (v.sha, "submission", v.sub.practice, v.body, v.when, r, size + k)
+            for k, (v, r) in enumerate(zip(items, receipts, strict=True))
+        ],
+    )
+    insert_rows(
+        session,
+        SubmissionRow.__table__,
+        SUBMISSION_COLUMNS,
+        [
+            (
+                v.sub.submission_id,
+                v.sub.practice,
+                v.sub.kid,
+                v.sub.seq,
+                v.sub.iat,
+                v.sub.period.start,
+                v.sub.period.end,
+                v.sub.catalogue.id,
+                v.sub.catalogue.version,
+                v.sub.catalogue.sha256,
+                v.sub.supersedes,
+                v.sub.reason,
+                v.sha,
+                v.payload_sha,
+                size + k,
+                v.when,
+                True,
+                None,
+            )
+            for k, v in enumerate(items)
+        ],
+    )
+    # After the insert: a correction may supersede a submission of this same batch.
+    superseded = [
+        {"target": v.sub.supersedes, "by": v.sub.submission_id}
+        for v in items
+        if v.sub.supersedes is not None
+    ]
+    if superseded:
+        t = SubmissionRow.__table__
+        session.connection().execute(
+            t.update()
+            .where(t.c.submission_id == bindparam("target"))
+            .values(effective=False, superseded_by=bindparam("by")),
+            superseded,
+        )
+    insert_rows(
+        session,
+        CellRow.__table__,
+        CELL_COLUMNS,
+        [
+            (
+                v.sub.submission_id,
+                c.indicator,
+                c.stratum.age_band,
+                c.stratum.sex,
+                c.denominator.value,
+                c.denominator.status,
+                c.numerator.value,
+                c.numerator.status,
+                c.exclusions.value,
+                c.exclusions.status,
+            )
+            for v in items
+            for c in v.sub.cells
+        ],
+    )
+    last_seq: dict[str, int] = {}
+    for v in items:
+        last_seq[v.sub.kid] = v.sub.seq
+    t = PracticeKey.__table__
+    session.connection().execute(
+        t.update().where(t.c.kid == bindparam("k")).values(last_seq=bindparam("s")),
+        [{"k": k, "s": s} for k, s in last_seq.items()],
+    )
+    hook = submission_batch_hook()
+    if hook is not None:
+        hook(session, [v.sub for v in items])
+    return receipts
+
+
+@dataclass
+class _Slot:
+    item: Verified
+    outcome: Outcome | BaseException | None = None
+    done: bool = False
+
+
+class Committer:
+    """Leader/follower group commit of verified submissions (see the module docstring).
+
+    One per process (the server's runtime holds it); several processes share the database's
+    sequencer lock, so their batches are serial too."""
+
+    def __init__(self, write_session: SessionFactory, signer: LogSigner, max_batch: int = 64):
+        self.write_session = write_session
+        self.signer = signer
+        self.max_batch = max_batch
+        self._cond = threading.Condition()
+        self._pending: list[_Slot] = []
+        self._busy = False
+        self.batches = 0  # committed transactions, for tests and benchmarks
+        self.committed = 0  # submissions written
+
+    def commit(self, item: Verified) -> Ingested:
+        slot = _Slot(item)
+        with self._cond:
+            self._pending.append(slot)
+            while not slot.done:
+                if self._busy:
+                    self._cond.wait()
+                    continue
+                self._busy = True
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                self._cond.release()
+                try:
+                    self._run(batch)
+                finally:
+                    self._cond.acquire()
+                    self._busy = False
+                    self._cond.notify_all()
+        out = slot.outcome
+        if isinstance(out, BaseException):
+            raise out
+        assert out is not None
+        return out
+
+    def _run(self, batch: list[_Slot]) -> None:
+        try:
+            with self.write_session() as session:
+                outcomes = store_batch(session, self.signer, [s.item for s in batch])
+        except Exception as exc:
+            if len(batch) > 1:
+                for slot in batch:  # each on its own: its own answer
+                    self._run([slot])
+                return
+            batch[0].outcome, batch[0].done = exc, True
+            return
+        except BaseException as exc:
+            for slot in batch:
+                slot.outcome, slot.done = exc, True
+            raise
+        self.batches += 1
+        self.committed += sum(isinstance(o, Ingested) and o.created for o in outcomes)
+        for slot, out in zip(batch, outcomes, strict=True):
+            slot.outcome, slot.done = out, True
