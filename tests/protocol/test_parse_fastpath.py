@@ -8,7 +8,7 @@ import os
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from protocol import canonical
 from protocol.canonical import canonical_json, loads_strict, model_bytes, parse_canonical
@@ -96,7 +96,60 @@ def _same(data: bytes, model: type = Submission) -> None:
 
 def test_fast_path_taken_for_a_canonical_submission() -> None:
     assert canonical._parse_fast(GOOD, Submission) is not None
+    assert canonical._sorted_model(Submission)
+    assert canonical._parse_sorted(GOOD, Submission) == _strict(GOOD, Submission)
     assert parse_canonical(GOOD, Submission).to_bytes() == GOOD
+
+
+class _Unsorted(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    b: int = Field(ge=0, le=10)
+    a: int = Field(ge=0, le=10)
+
+
+class _Unbounded(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n: int
+
+
+class _WithDict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    d: dict[str, int]
+
+
+class _WithFloat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    x: float
+
+
+class _Inner(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    z: int = Field(ge=0, le=9)
+    y: int = Field(ge=0, le=9)
+
+
+class _Outer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: tuple[_Inner, ...]
+
+
+@pytest.mark.parametrize(
+    ("model", "data"),
+    [
+        (_Unsorted, b'{"b":1,"a":2}'),  # the dump order, not canonical
+        (_Unbounded, b'{"n":9007199254740993}'),  # beyond 2**53: no RFC 8785 form
+        (_WithDict, b'{"d":{"b":1,"a":2}}'),  # dict keys keep the input's order
+        (_WithFloat, b'{"x":1.0}'),  # RFC 8785 writes 1
+        (_Outer, b'{"items":[{"z":1,"y":2}]}'),  # an unsorted model inside
+    ],
+)
+def test_sorted_path_refuses_models_whose_dump_is_not_canonical(model, data) -> None:  # type: ignore[no-untyped-def]
+    """Each of these dumps back to its own non-canonical bytes; the sorted path would accept
+    them if its eligibility check did not refuse the model."""
+    assert not canonical._sorted_model(model)
+    assert model.__pydantic_serializer__.to_json(model.model_validate_json(data)) == data
+    with pytest.raises(CanonicalFormError):
+        parse_canonical(data, model)
 
 
 @pytest.mark.parametrize(
@@ -156,3 +209,6 @@ def test_mutations_agree_with_the_strict_path(pos: int, op: str, byte: int) -> N
     else:
         data = GOOD[:pos] + b + GOOD[pos:]
     _same(data)
+    sorted_path = canonical._parse_sorted(data, Submission)
+    if sorted_path is not None:
+        assert sorted_path == _strict(data, Submission)
