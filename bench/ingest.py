@@ -4,18 +4,23 @@ rows, the log append (leaf + Merkle nodes), a signed checkpoint and a signed rec
 
 Two paths:
 
-* ``service``: ``aggregator.submissions.service.ingest`` called directly, from ``--workers``
-  threads (the work an HTTP worker does, minus HTTP);
+* ``service``: ``aggregator.submissions.service.ingest`` called directly by ``--workers``
+  processes, each with ``--threads`` concurrent streams through its group committer (the work
+  the server's processes and request threads do, minus HTTP);
 * ``http``: ``fedqi-aggregator serve --workers W`` (W = ``--workers``) in its own processes,
-  submissions POSTed over loopback by ``--workers`` client threads (``--http`` to enable).
+  submissions POSTed over loopback by ``--clients`` client threads (``--http`` to enable).
 
 Each path runs ``--runs`` times on a fresh database; the median rate is reported. Submissions are
-made and signed before the clock starts (one per practice per month, seq increasing).
+made and signed before the clock starts (one per practice per month, seq increasing); each
+practice's months go in order through one stream. The service path also reports the CPU time
+of the aggregator processes per submission, the rest of the machine's busy CPU time over the
+same span (the database server's, mostly; Linux only), and how many submissions shared each
+write transaction.
 
 Usage::
 
     .venv/bin/python bench/ingest.py [--backends sqlite,postgresql] [--practices 100]
-        [--months 3] [--runs 3] [--workers 2] [--http] [--admin-url postgresql://postgres@127.0.0.1:5432/test]
+        [--months 3] [--runs 3] [--workers 2] [--threads 8] [--clients 16] [--http] [--admin-url postgresql://postgres@127.0.0.1:5432/test]
 """
 
 from __future__ import annotations
@@ -257,10 +262,13 @@ def setup_network(
 
 
 def _ingest_worker(
-    db_url: str, key_dir: str, bodies: list[bytes]
-) -> tuple[float, float, int, float]:
-    """One worker process: load the runtime, warm up, then ingest its share; returns its
-    (start, end) wall-clock times, the count and the CPU seconds this process used."""
+    db_url: str, key_dir: str, streams: list[list[bytes]]
+) -> tuple[float, float, int, float, int, float | None, float | None]:
+    """One worker process (as one server process): load the runtime, warm up, then ingest its
+    streams from one thread each, through the runtime's group committer (as the server's
+    request threads do); returns its (start, end) wall-clock times, the count, the CPU seconds
+    this process used, the number of write transactions, and the machine's busy CPU seconds at
+    its start and end."""
     from aggregator.common import submission_batch_hook
 
     rt = Runtime.load(get_settings(db=db_url, key_dir=Path(key_dir)))
@@ -270,44 +278,80 @@ def _ingest_worker(
         rt.catalogues.get(s, "bench", 1)
     if os.environ.get("FEDQI_BENCH_NO_GC_TUNING") != "1":
         tune_gc()  # as a serve worker does
-    start, cpu = time.time(), time.process_time()
-    for body in bodies:
-        res = ingest(
-            rt.db.read,
-            rt.db.session,
-            rt.signer,
-            rt.catalogues,
-            body,
-            now=time.time(),
-            limits=limits,
-        )
-        assert res.created
-    end, cpu = time.time(), time.process_time() - cpu
+
+    def run(stream: list[bytes]) -> None:
+        for body in stream:
+            res = ingest(
+                rt.db.read,
+                rt.db.session,
+                rt.signer,
+                rt.catalogues,
+                body,
+                now=time.time(),
+                limits=limits,
+                committer=rt.committer,
+            )
+            assert res.created
+
+    busy0, start, cpu = machine_busy_seconds(), time.time(), time.process_time()
+    with ThreadPoolExecutor(max(1, len(streams))) as pool:
+        list(pool.map(run, streams))
+    end, cpu, busy1 = time.time(), time.process_time() - cpu, machine_busy_seconds()
     rt.db.dispose()
-    return start, end, len(bodies), cpu
+    return start, end, sum(len(x) for x in streams), cpu, rt.committer.batches, busy0, busy1
 
 
-def run_service(url: str, key_dir: Path, bodies: list[bytes], workers: int) -> tuple[float, float]:
-    """``workers`` processes (as ``workers`` server processes would), each a share of the
-    practices (a practice's months stay in order in one worker, as seq must increase)."""
+def streams_of(bodies: list[bytes], practices: int, n: int) -> list[list[bytes]]:
+    """``n`` streams, each a set of whole practices with their months in order (bodies are
+    month-major, so body ``i`` is practice ``i % practices``)."""
+    out: list[list[bytes]] = [[] for _ in range(n)]
+    for i, b in enumerate(bodies):
+        out[(i % practices) % n].append(b)
+    return [x for x in out if x]
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds every core of this machine has spent busy since boot (Linux /proc/stat:
+    everything but idle and iowait)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def run_service(
+    url: str, key_dir: Path, bodies: list[bytes], practices: int, workers: int, threads: int
+) -> tuple[float, float, int, float | None]:
+    """``workers`` processes (as ``workers`` server processes would), each running ``threads``
+    concurrent streams; returns the rate, the aggregator CPU ms per submission, the number of
+    write transactions, and the machine's busy CPU ms per submission over the same span (the
+    aggregator's, the database server's and any neighbour's)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    shares: dict[int, list[bytes]] = {}
-    for i, b in enumerate(bodies):
-        shares.setdefault(i % workers, []).append(b)
+    streams = streams_of(bodies, practices, workers * threads)
+    shares = [streams[w::workers] for w in range(workers)]
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [
-            pool.submit(_ingest_worker, url, str(key_dir), share) for share in shares.values()
-        ]
+        futures = [pool.submit(_ingest_worker, url, str(key_dir), share) for share in shares]
         spans = [f.result() for f in futures]
     start = min(sp[0] for sp in spans)
     end = max(sp[1] for sp in spans)
     count = sum(sp[2] for sp in spans)
-    return count / (end - start), sum(sp[3] for sp in spans) / count * 1000
+    first, last = min(spans, key=lambda sp: sp[0]), max(spans, key=lambda sp: sp[1])
+    busy = None if first[5] is None or last[6] is None else 1000 * (last[6] - first[5]) / count
+    return (
+        count / (end - start),
+        sum(sp[3] for sp in spans) / count * 1000,
+        sum(sp[4] for sp in spans),
+        busy,
+    )
 
 
-def run_http(url: str, key_dir: Path, bodies: list[bytes], workers: int) -> float:
+def run_http(
+    url: str, key_dir: Path, bodies: list[bytes], practices: int, workers: int, clients: int
+) -> float:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -342,9 +386,7 @@ def run_http(url: str, key_dir: Path, bodies: list[bytes], workers: int) -> floa
                     "server did not start: " + (proc.stderr.read().decode() if proc.stderr else "")
                 )
             time.sleep(0.1)
-        streams: dict[int, list[bytes]] = {}
-        for i, b in enumerate(bodies):
-            streams.setdefault(i % workers, []).append(b)
+        streams = streams_of(bodies, practices, clients)
 
         # TCP_NODELAY on the client: without it Nagle holds the body's last segment for the
         # server's delayed ACK (~40 ms a request on loopback), which measures the client's
@@ -356,7 +398,7 @@ def run_http(url: str, key_dir: Path, bodies: list[bytes], workers: int) -> floa
         # The first WARMUP submissions of each client are untimed: they reach the server
         # workers' cold first requests (imports, statement compilation, caches), which the
         # service path also leaves out of its clock.
-        ready = threading.Barrier(workers + 1)
+        ready = threading.Barrier(len(streams) + 1)
 
         def work(chunk: list[bytes]) -> None:
             transport = httpx.HTTPTransport(socket_options=nodelay)
@@ -373,13 +415,13 @@ def run_http(url: str, key_dir: Path, bodies: list[bytes], workers: int) -> floa
                 if len(chunk) <= HTTP_WARMUP:
                     ready.wait()
 
-        with ThreadPoolExecutor(workers) as pool:
-            futures = [pool.submit(work, chunk) for chunk in streams.values()]
+        with ThreadPoolExecutor(len(streams)) as pool:
+            futures = [pool.submit(work, chunk) for chunk in streams]
             ready.wait()
             start = time.perf_counter()
             for f in futures:
                 f.result()
-        timed = sum(max(0, len(chunk) - HTTP_WARMUP) for chunk in streams.values())
+        timed = sum(max(0, len(chunk) - HTTP_WARMUP) for chunk in streams)
         return timed / (time.perf_counter() - start)
     finally:
         proc.terminate()
@@ -392,7 +434,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--practices", type=int, default=100)
     ap.add_argument("--months", type=int, default=3)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="aggregator processes")
+    ap.add_argument(
+        "--threads", type=int, default=8, help="concurrent streams per process (service path)"
+    )
+    ap.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients")
     ap.add_argument("--http", action="store_true", help="also measure over HTTP")
     ap.add_argument(
         "--admin-url",
@@ -401,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     results: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
+    rest: dict[str, list[float]] = {}  # machine CPU beyond the aggregator's, per submission
+    txns: dict[str, list[float]] = {}
     load_before = os.getloadavg()[0]
     cat = bench_catalogue()
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -415,10 +463,17 @@ def main(argv: list[str] | None = None) -> int:
                         rt.db.dispose()
                         cpu_ms = None
                         if path == "service":
-                            rate, cpu_ms = run_service(url, key_dir, bodies, args.workers)
+                            rate, cpu_ms, n_txn, busy = run_service(
+                                url, key_dir, bodies, args.practices, args.workers, args.threads
+                            )
                             cpu.setdefault(backend, []).append(cpu_ms)
+                            txns.setdefault(backend, []).append(len(bodies) / n_txn)
+                            if busy is not None:
+                                rest.setdefault(backend, []).append(busy - cpu_ms)
                         else:
-                            rate = run_http(url, key_dir, bodies, args.workers)
+                            rate = run_http(
+                                url, key_dir, bodies, args.practices, args.workers, args.clients
+                            )
                     finally:
                         drop()
                     results.setdefault(f"{backend}/{path}", []).append(rate)
@@ -441,12 +496,23 @@ def main(argv: list[str] | None = None) -> int:
             f"{backend:22s} median {per:.1f} ms aggregator CPU per submission "
             f"(one core's bound: {1000 / per:.0f}/s, not counting the database server)"
         )
+    for backend, values in txns.items():
+        print(
+            f"{backend:22s} median {statistics.median(values):.1f} submissions per write transaction"
+        )
+    for backend, values in rest.items():
+        print(
+            f"{backend:22s} median {statistics.median(values):.1f} ms other CPU per submission "
+            "(the machine's busy time beyond the aggregator's: the database server, the OS, neighbours)"
+        )
     print(f"load average: {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     print(
         json.dumps(
             {
                 "rates": {k: statistics.median(v) for k, v in results.items()},
                 "cpu_ms": {k: statistics.median(v) for k, v in cpu.items()},
+                "other_cpu_ms": {k: statistics.median(v) for k, v in rest.items()},
+                "submissions_per_transaction": {k: statistics.median(v) for k, v in txns.items()},
             }
         )
     )
