@@ -51,7 +51,11 @@ class Runtime:
     committer: Committer = field(init=False)
 
     def __post_init__(self) -> None:
-        self.committer = Committer(self.db.session, self.signer)
+        url = self.db.engine.url
+        lock_path = None
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            lock_path = f"{url.database}-sequencer.lock"
+        self.committer = Committer(self.db.session, self.signer, lock_path=lock_path)
 
     @property
     def aud(self) -> str:

@@ -21,9 +21,15 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from typing import IO
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 from sqlalchemy import bindparam, or_, select, tuple_, update
 from sqlalchemy.orm import Session
@@ -394,10 +400,19 @@ class Committer:
     One per process (the server's runtime holds it); several processes share the database's
     sequencer lock, so their batches are serial too."""
 
-    def __init__(self, write_session: SessionFactory, signer: LogSigner, max_batch: int = 64):
+    def __init__(
+        self,
+        write_session: SessionFactory,
+        signer: LogSigner,
+        max_batch: int = 64,
+        lock_path: str | None = None,
+    ):
         self.write_session = write_session
         self.signer = signer
         self.max_batch = max_batch
+        # SQLite: processes queue for the database's write lock on this file (see _turn).
+        self.lock_path = lock_path
+        self._lock_file: IO[bytes] | None = None
         self._cond = threading.Condition()
         self._pending: list[_Slot] = []
         self._busy = False
@@ -428,9 +443,29 @@ class Committer:
         assert out is not None
         return out
 
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """On SQLite, wait for this process's turn at the write lock on a file lock first.
+
+        SQLite itself makes a writer that finds the database locked sleep and retry (1, 2, 5,
+        10, 15, 20, 25 ms...), so with several server processes a batch could sleep well past
+        the other process's commit while that process took the lock again. A blocking
+        ``flock`` wakes the next process as soon as the lock is released. Where there is no
+        ``fcntl`` (Windows) the busy-retry remains."""
+        if self.lock_path is None or fcntl is None:
+            yield
+            return
+        if self._lock_file is None:
+            self._lock_file = open(self.lock_path, "ab")  # noqa: SIM115 - held for the process
+        fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+
     def _run(self, batch: list[_Slot]) -> None:
         try:
-            with self.write_session() as session:
+            with self._turn(), self.write_session() as session:
                 outcomes = store_batch(session, self.signer, [s.item for s in batch])
         except Exception as exc:
             if len(batch) > 1:

@@ -184,3 +184,23 @@ def test_batches_respect_max_batch(network, max_batch: int) -> None:  # type: ig
     out = committer.commit(waiter)  # leads: takes the waiting ones first, max_batch at a time
     assert out.created
     assert committer.batches == -(-(len(agents) + 1) // max_batch)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_sqlite_processes_take_turns_on_a_file_lock(network) -> None:  # type: ignore[no-untyped-def]
+    """Two committers (as two server processes) with the same lock file: while one holds its
+    turn, the other's batch waits for it rather than polling SQLite's lock."""
+    rt = network.runtime()
+    assert rt.committer.lock_path is not None and rt.committer.lock_path.endswith("-sequencer.lock")
+    agent = _enrolled(network, "A81001")
+    other = Committer(rt.db.session, rt.signer, lock_path=rt.committer.lock_path)
+    item = _verified(rt, agent.submission(period=Period.month(2026, 1)))
+    done = threading.Event()
+    with rt.committer._turn():
+        t = threading.Thread(target=lambda: (other.commit(item), done.set()))
+        t.start()
+        assert not done.wait(0.5)  # blocked on the file lock
+        assert other.batches == 0
+    assert done.wait(30)
+    t.join(30)
+    assert other.batches == 1
