@@ -349,9 +349,30 @@ def run_service(
     )
 
 
+def tree_cpu_seconds(root: int) -> float | None:
+    """User + system CPU seconds of a process and its children (Linux /proc)."""
+    total, found = 0, False
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(pid) == root or int(fields[1]) == root:
+            total += int(fields[11]) + int(fields[12])
+            found = True
+    return total / tick if found else None
+
+
 def run_http(
     url: str, key_dir: Path, bodies: list[bytes], practices: int, workers: int, clients: int
-) -> float:
+) -> tuple[float, float | None, float]:
+    """The rate over HTTP, the server's CPU ms per submission (its processes) and the
+    benchmark client's own CPU ms per submission (it shares the machine)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -419,10 +440,14 @@ def run_http(
             futures = [pool.submit(work, chunk) for chunk in streams]
             ready.wait()
             start = time.perf_counter()
+            server0, client0 = tree_cpu_seconds(proc.pid), time.process_time()
             for f in futures:
                 f.result()
+            elapsed = time.perf_counter() - start
+            server1, client1 = tree_cpu_seconds(proc.pid), time.process_time()
         timed = sum(max(0, len(chunk) - HTTP_WARMUP) for chunk in streams)
-        return timed / (time.perf_counter() - start)
+        server_ms = None if None in (server0, server1) else 1000 * (server1 - server0) / timed  # type: ignore[operator]
+        return timed / elapsed, server_ms, 1000 * (client1 - client0) / timed
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -448,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
     rest: dict[str, list[float]] = {}  # machine CPU beyond the aggregator's, per submission
+    http_cpu: dict[str, list[float]] = {}  # the HTTP server's processes, per submission
+    client_cpu: dict[str, list[float]] = {}  # the benchmark's HTTP client, per submission
     txns: dict[str, list[float]] = {}
     load_before = os.getloadavg()[0]
     cat = bench_catalogue()
@@ -471,9 +498,12 @@ def main(argv: list[str] | None = None) -> int:
                             if busy is not None:
                                 rest.setdefault(backend, []).append(busy - cpu_ms)
                         else:
-                            rate = run_http(
+                            rate, server_ms, client_ms = run_http(
                                 url, key_dir, bodies, args.practices, args.workers, args.clients
                             )
+                            if server_ms is not None:
+                                http_cpu.setdefault(backend, []).append(server_ms)
+                            client_cpu.setdefault(backend, []).append(client_ms)
                     finally:
                         drop()
                     results.setdefault(f"{backend}/{path}", []).append(rate)
@@ -505,6 +535,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{backend:22s} median {statistics.median(values):.1f} ms other CPU per submission "
             "(the machine's busy time beyond the aggregator's: the database server, the OS, neighbours)"
         )
+    for backend, values in http_cpu.items():
+        print(
+            f"{backend:22s} median {statistics.median(values):.1f} ms server CPU per submission "
+            f"over HTTP; the benchmark's client used {statistics.median(client_cpu[backend]):.1f} ms"
+        )
     print(f"load average: {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
     print(
         json.dumps(
@@ -512,6 +547,8 @@ def main(argv: list[str] | None = None) -> int:
                 "rates": {k: statistics.median(v) for k, v in results.items()},
                 "cpu_ms": {k: statistics.median(v) for k, v in cpu.items()},
                 "other_cpu_ms": {k: statistics.median(v) for k, v in rest.items()},
+                "http_server_cpu_ms": {k: statistics.median(v) for k, v in http_cpu.items()},
+                "http_client_cpu_ms": {k: statistics.median(v) for k, v in client_cpu.items()},
                 "submissions_per_transaction": {k: statistics.median(v) for k, v in txns.items()},
             }
         )

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -30,6 +31,17 @@ log = logging.getLogger("fedqi.aggregator.benchmarks")
 INDICATOR = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
 ODS = re.compile(r"^[A-Z][0-9]{5}$")
 REFRESH_INTERVAL_SECONDS = 2.0
+# The background refresher gives way to ingestion: while this process has committed a
+# submission in the last QUIET seconds it waits (reads still refresh the groups they show), but
+# never more than MAX_DELAY seconds between refreshes. During a burst of submissions it took
+# about a quarter of a server process's CPU (docs/benchmarks.md).
+QUIET_SECONDS = 5.0
+MAX_DELAY_SECONDS = 60.0
+
+
+def should_refresh(now: float, last_commit: float, last_refresh: float) -> bool:
+    """Whether the background refresher runs now (monotonic seconds)."""
+    return now - last_commit >= QUIET_SECONDS or now - last_refresh >= MAX_DELAY_SECONDS
 
 
 @contextlib.asynccontextmanager
@@ -51,7 +63,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def _refresher(runtime: Runtime, stop: threading.Event) -> None:
+    last = time.monotonic()
     while not stop.wait(REFRESH_INTERVAL_SECONDS):
+        now = time.monotonic()
+        if not should_refresh(now, runtime.committer.last_commit, last):
+            continue
+        last = now
         try:
             service.refresh_stale(runtime.db, limit=50)
         except Exception:  # keep draining later; the read path refreshes what it needs anyway

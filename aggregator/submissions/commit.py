@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -416,6 +417,7 @@ class Committer:
         self._cond = threading.Condition()
         self._pending: list[_Slot] = []
         self._busy = False
+        self.last_commit = float("-inf")  # time.monotonic() of the last commit
         self.batches = 0  # committed transactions, for tests and benchmarks
         self.committed = 0  # submissions written
 
@@ -478,6 +480,7 @@ class Committer:
             for slot in batch:
                 slot.outcome, slot.done = exc, True
             raise
+        self.last_commit = time.monotonic()
         self.batches += 1
         self.committed += sum(isinstance(o, Ingested) and o.created for o in outcomes)
         for slot, out in zip(batch, outcomes, strict=True):
