@@ -94,7 +94,23 @@ def test_one_batch_answers_each_submission_as_if_alone(network) -> None:  # type
         assert first is not None and not first.effective
         assert first.superseded_by is not None
         keys = {k.practice_ods: k.last_seq for k in s.scalars(select(models.PracticeKey))}
+        stored = {
+            (c.indicator, c.age_band, c.sex): (
+                (c.denominator, c.denominator_status),
+                (c.numerator, c.numerator_status),
+                (c.exclusions, c.exclusions_status),
+            )
+            for c in s.scalars(
+                select(models.Cell).where(models.Cell.submission_id == a1_model.submission_id)
+            )
+        }
     assert keys == {"A81001": 1, "A81002": 3}
+    sent = {
+        c.key: tuple((x.value, x.status) for x in (c.denominator, c.numerator, c.exclusions))
+        for c in a1_model.cells
+    }
+    assert stored == sent  # every value and status, nulls for suppressed counts included
+    assert any(x[0] is None for cell in sent.values() for x in cell)
 
 
 def test_waiting_submissions_share_a_transaction_and_every_receipt_verifies(server) -> None:  # type: ignore[no-untyped-def]
