@@ -33,7 +33,15 @@ import re
 from collections.abc import Sequence
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from .canonical import canonical_json, parse_canonical
 from .errors import (
@@ -148,13 +156,20 @@ class Envelope(BaseModel):
     payloadType: Annotated[str, Field(min_length=1, max_length=200)]  # noqa: N815 (wire name)
     payload: str
     signatures: tuple[EnvelopeSignature, ...] = Field(min_length=1, max_length=MAX_SIGNATURES)
+    # (payload text, its decoding), kept from validation: a submission's payload is ~75 KB.
+    # Used only while ``payload`` is that very string (a model_copy with another payload
+    # decodes again).
+    _decoded: tuple[str, bytes] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _well_formed(self) -> Envelope:
-        try:
-            _b64decode(self.payload, what="payload")
-        except EnvelopeFormatError as exc:
-            raise ValueError(str(exc)) from None
+    def _well_formed(self, info: ValidationInfo) -> Envelope:
+        raw = (info.context or {}).get("payload_raw")
+        if raw is None or _b64encode(raw) != self.payload:
+            try:
+                raw = _b64decode(self.payload, what="payload")
+            except EnvelopeFormatError as exc:
+                raise ValueError(str(exc)) from None
+        self._decoded = (self.payload, raw)
         keyids = [s.keyid for s in self.signatures]
         if len(set(keyids)) != len(keyids):
             raise ValueError("duplicate keyid in signatures")
@@ -181,7 +196,7 @@ class Envelope(BaseModel):
             raise EnvelopeFormatError("envelope field 'payloadType' is not a string")
         if not isinstance(value["payload"], str):
             raise EnvelopeFormatError("envelope field 'payload' is not a string")
-        _b64decode(value["payload"], what="payload")
+        payload_raw = _b64decode(value["payload"], what="payload")
         signatures = value["signatures"]
         if not isinstance(signatures, list):
             raise EnvelopeFormatError("envelope field 'signatures' is not a list")
@@ -211,11 +226,13 @@ class Envelope(BaseModel):
         if canonical_json(value) != data:
             raise EnvelopeFormatError("envelope bytes are not in RFC 8785 canonical form")
         try:
-            return cls.model_validate(value)
+            return cls.model_validate(value, context={"payload_raw": payload_raw})
         except ValidationError as exc:  # the checks above should have caught everything
             raise EnvelopeFormatError(f"envelope: {exc.errors()[0]['msg']}") from None
 
     def payload_bytes(self) -> bytes:
+        if self._decoded is not None and self._decoded[0] is self.payload:
+            return self._decoded[1]
         return _b64decode(self.payload, what="payload")
 
     @property
