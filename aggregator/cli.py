@@ -458,7 +458,13 @@ def serve(
     host: Annotated[str | None, typer.Option("--host")] = None,
     port: Annotated[int | None, typer.Option("--port")] = None,
     workers: Annotated[
-        int, typer.Option("--workers", min=1, max=64, help="uvicorn worker processes")
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="uvicorn worker processes (one per core: a process verifies one submission at a time)",
+        ),
     ] = 1,
     db: DbOpt = None,
     key_dir: KeyDirOpt = None,
