@@ -112,14 +112,7 @@ def on_submission_stored(session: Session, submission: object) -> None:
     if hasattr(submission, "cells"):  # a protocol Submission carries its own cells
         p = submission.period  # type: ignore[attr-defined]
         groups |= {Group(c.indicator, p.start, p.end) for c in submission.cells}  # type: ignore[attr-defined]
-    rows = session.execute(
-        select(Cell.indicator, Submission.period_start, Submission.period_end)
-        .join(Submission, Submission.submission_id == Cell.submission_id)
-        .where(Cell.submission_id.in_(ids))
-        .distinct()
-    ).all()
-    groups |= {Group(*r) for r in rows}
-    mark_stale(session, groups)
+    mark_stale(session, groups | _stored_groups(session, ids))
 
 
 def on_submissions_stored(session: Session, submissions: Sequence[object]) -> None:
@@ -134,14 +127,19 @@ def on_submissions_stored(session: Session, submissions: Sequence[object]) -> No
         if sub.supersedes is not None:  # type: ignore[attr-defined]
             superseded.append(str(sub.supersedes))  # type: ignore[attr-defined]
     if superseded:
-        rows = session.execute(
-            select(Cell.indicator, Submission.period_start, Submission.period_end)
-            .join(Submission, Submission.submission_id == Cell.submission_id)
-            .where(Cell.submission_id.in_(superseded))
-            .distinct()
-        ).all()
-        groups |= {Group(*r) for r in rows}
+        groups |= _stored_groups(session, superseded)
     mark_stale(session, groups)
+
+
+def _stored_groups(session: Session, submission_ids: Sequence[str]) -> set[Group]:
+    """The (indicator, period) groups the stored cells of these submissions belong to."""
+    rows = session.execute(
+        select(Cell.indicator, Submission.period_start, Submission.period_end)
+        .join(Submission, Submission.submission_id == Cell.submission_id)
+        .where(Cell.submission_id.in_(submission_ids))
+        .distinct()
+    ).all()
+    return {Group(*r) for r in rows}
 
 
 # --- indicator versions ----------------------------------------------------------------------------

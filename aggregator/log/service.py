@@ -27,6 +27,7 @@ from protocol.envelope import sign_envelope
 from protocol.keys import SigningKey
 from protocol.submission import Receipt
 
+from ..db.bulk import insert_rows
 from ..db.models import Checkpoint as CheckpointRow
 from ..db.models import LogLeaf, LogState
 from ..errors import BadRequestError, NotFoundError
@@ -49,11 +50,11 @@ class LogSigner:
 class Appended:
     index: int
     leaf_hash: bytes
-    size: int  # the tree size right after this leaf
-    # The root at ``size`` and this leaf's inclusion proof, worked out while appending (the
-    # nodes they need are read in the same query as the append's).
-    root: bytes | None = None
-    proof: tuple[bytes, ...] | None = None
+    size: int  # the tree size after the append this leaf was part of
+    # The root at ``size`` and this leaf's inclusion proof in it, worked out while appending
+    # (the nodes they need are read in the same query as the append's).
+    root: bytes
+    proof: tuple[bytes, ...]
 
 
 def make_leaf_data(
@@ -93,33 +94,41 @@ def append_leaf(
     session: Session, leaf_data: bytes, *, kind: LeafType, practice: str, now: dt.datetime
 ) -> Appended:
     """Append one leaf (the caller holds the sequencer: see db.session.lock_sequencer)."""
+    return append_leaves(session, [(leaf_data, kind, practice, now)])[0]
+
+
+def append_leaves(
+    session: Session, leaves: Sequence[tuple[bytes, LeafType, str, dt.datetime]]
+) -> list[Appended]:
+    """Append leaves ``(leaf_data, kind, practice, created_at)`` in order (the caller holds
+    the sequencer): their rows, the Merkle nodes they complete and the new size, in the
+    caller's transaction. Each :class:`Appended` carries the root at the new size and the
+    leaf's inclusion proof in that tree (one query reads every stored node they need)."""
     index = log_size(session)
-    leaf = merkle.leaf_hash(leaf_data)
-    session.connection().execute(
-        LogLeaf.__table__.insert(),
+    hashes = [merkle.leaf_hash(data) for data, *_ in leaves]
+    insert_rows(
+        session,
+        LogLeaf.__table__,
+        ("idx", "leaf_data", "leaf_hash", "kind", "practice_ods", "created_at"),
         [
-            {
-                "idx": index,
-                "leaf_data": leaf_data,
-                "leaf_hash": leaf,
-                "kind": kind,
-                "practice_ods": practice,
-                "created_at": now,
-            }
+            (index + k, data, h, kind, practice, now)
+            for k, ((data, kind, practice, now), h) in enumerate(zip(leaves, hashes, strict=True))
         ],
     )
-    root, proof = tree.append_and_prove(session, index, leaf)
-    session.execute(update(LogState).where(LogState.id == 1).values(size=index + 1))
-    return Appended(index=index, leaf_hash=leaf, size=index + 1, root=root, proof=tuple(proof))
+    root, proofs = tree.append_many_and_prove(session, index, hashes)
+    size = index + len(leaves)
+    session.execute(update(LogState).where(LogState.id == 1).values(size=size))
+    return [
+        Appended(index=index + k, leaf_hash=h, size=size, root=root, proof=tuple(proofs[k]))
+        for k, h in enumerate(hashes)
+    ]
 
 
 def sign_and_store_checkpoint(
-    session: Session, signer: LogSigner, size: int, now: dt.datetime, root: bytes | None = None
+    session: Session, signer: LogSigner, size: int, now: dt.datetime, root: bytes
 ) -> str:
-    """Sign and store the checkpoint at ``size``; ``root``, when the caller has it (see
-    :class:`Appended`), saves reading it from the nodes."""
-    if root is None:
-        root = tree.root(session, size)
+    """Sign and store the checkpoint of the tree of ``size`` with ``root`` (the caller has it
+    from the append: :class:`Appended`)."""
     note = sign_checkpoint(
         Checkpoint(origin=signer.origin, size=size, root=root), signer.key_name, signer.key
     )
@@ -142,9 +151,6 @@ def issue_receipt(
 ) -> bytes:
     """Checkpoint the tree at this leaf and return the signed receipt envelope's bytes."""
     note = sign_and_store_checkpoint(session, signer, appended.size, now, appended.root)
-    proof = appended.proof
-    if proof is None:
-        proof = tuple(tree.inclusion_proof(session, appended.index, appended.size))
     return receipt_for(
         signer,
         message_type=message_type,
@@ -153,7 +159,7 @@ def issue_receipt(
         leaf_index=appended.index,
         leaf_hash=appended.leaf_hash,
         tree_size=appended.size,
-        proof=proof,
+        proof=appended.proof,
         checkpoint=note,
         now=now,
     )

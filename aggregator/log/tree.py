@@ -58,44 +58,6 @@ def fetch_nodes(session: Session, keys: Iterable[tuple[int, int]]) -> dict[tuple
     return out
 
 
-def append_nodes(session: Session, leaf_index: int, leaf: bytes) -> None:
-    """Store the leaf's node and every parent it completes (call under the sequencer)."""
-    nodes = _with_nodes(session, lambda get: merkle.nodes_after_append(leaf_index, leaf, get))
-    session.connection().execute(
-        LogNode.__table__.insert(), [{"level": lv, "idx": i, "hash": h} for lv, i, h in nodes]
-    )
-
-
-def append_and_prove(session: Session, leaf_index: int, leaf: bytes) -> tuple[bytes, list[bytes]]:
-    """Store the leaf's nodes (as :func:`append_nodes`) and return the root at size
-    ``leaf_index + 1`` and the leaf's inclusion proof in it (as :func:`root` and
-    :func:`inclusion_proof`), reading every stored node the three need in one query."""
-    size = leaf_index + 1
-
-    def ops(get: merkle.GetNode) -> tuple[bytes, list[bytes]]:
-        def range_hash(s: int, e: int) -> bytes:
-            return merkle.range_hash_from_nodes(s, e, get)
-
-        return range_hash(0, size), merkle.inclusion_proof(leaf_index, size, range_hash)
-
-    wanted: set[tuple[int, int]] = set()
-
-    def record(level: int, index: int) -> bytes:
-        wanted.add((level, index))
-        return _PLACEHOLDER
-
-    new_keys = {(lv, i) for lv, i, _ in merkle.nodes_after_append(leaf_index, leaf, record)}
-    ops(record)
-    nodes = fetch_nodes(session, wanted - new_keys)
-    get = _getter(nodes)
-    new_nodes = merkle.nodes_after_append(leaf_index, leaf, get)
-    session.connection().execute(
-        LogNode.__table__.insert(), [{"level": lv, "idx": i, "hash": h} for lv, i, h in new_nodes]
-    )
-    nodes.update(((lv, i), h) for lv, i, h in new_nodes)
-    return ops(get)
-
-
 def append_many_and_prove(
     session: Session, first_index: int, leaves: list[bytes]
 ) -> tuple[bytes, list[list[bytes]]]:

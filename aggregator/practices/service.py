@@ -163,7 +163,7 @@ def revoke_key(
     appended = append_leaf(session, leaf, kind="key_event", practice=key.practice_ods, now=now)
     from ..log.service import sign_and_store_checkpoint
 
-    sign_and_store_checkpoint(session, signer, appended.size, now)
+    sign_and_store_checkpoint(session, signer, appended.size, now, appended.root)
     return appended.index
 
 

@@ -32,22 +32,26 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-from sqlalchemy import bindparam, or_, select, tuple_, update
+from sqlalchemy import bindparam, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from protocol import merkle
 from protocol.submission import Submission
 
 from ..common import submission_batch_hook
 from ..db.bulk import copy_text, has_copy, insert_rows
 from ..db.models import Cell as CellRow
 from ..db.models import Envelope as EnvelopeRow
-from ..db.models import LogLeaf, LogState, PracticeKey
+from ..db.models import PracticeKey
 from ..db.models import Submission as SubmissionRow
 from ..db.session import lock_sequencer
 from ..errors import AggregatorError, ConflictError, UnprocessableError
-from ..log import tree
-from ..log.service import LogSigner, make_leaf_data, receipt_for, sign_and_store_checkpoint
+from ..log.service import (
+    LogSigner,
+    append_leaves,
+    make_leaf_data,
+    receipt_for,
+    sign_and_store_checkpoint,
+)
 from ..practices.service import check_key_active
 
 SessionFactory = Callable[[], AbstractContextManager[Session]]
@@ -160,6 +164,24 @@ def _load_state(session: Session, items: Sequence[Verified]) -> _State:
     return state
 
 
+def id_reused(submission_id: str, stored_sha: str) -> ConflictError:
+    """Check 8: this id was accepted with other envelope bytes."""
+    return ConflictError(
+        f"replay: submission_id {submission_id} was already accepted with other bytes "
+        f"(envelope sha256 {stored_sha})",
+        code="submission-id-reused",
+    )
+
+
+def check_seq(seq: int, last_seq: int, kid: str) -> None:
+    """Check 8: ``seq`` must be above the key's last accepted one."""
+    if seq <= last_seq:
+        raise ConflictError(
+            f"replay: seq {seq} is not above the last accepted seq {last_seq} for kid {kid}",
+            code="seq-not-increasing",
+        )
+
+
 def _check(state: _State, v: Verified, position: int) -> int | None:
     """Raise the error ``v`` meets on this state; or return the batch position of an identical
     submission accepted earlier (an idempotent retry); or ``None``: accept it."""
@@ -169,17 +191,8 @@ def _check(state: _State, v: Verified, position: int) -> int | None:
     if seen is not None:
         if seen.sha == v.sha:
             return -1 if seen.position is None else seen.position
-        raise ConflictError(
-            f"replay: submission_id {sub.submission_id} was already accepted with other bytes "
-            f"(envelope sha256 {seen.sha})",
-            code="submission-id-reused",
-        )
-    if sub.seq <= state.last_seq[key.kid]:
-        raise ConflictError(
-            f"replay: seq {sub.seq} is not above the last accepted seq {state.last_seq[key.kid]} "
-            f"for kid {key.kid}",
-            code="seq-not-increasing",
-        )
+        raise id_reused(sub.submission_id, seen.sha)
+    check_seq(sub.seq, state.last_seq[key.kid], key.kid)
     period = (sub.period.start, sub.period.end)
     if sub.supersedes is None:
         clash = state.effective.get((sub.practice, *period))
@@ -257,58 +270,55 @@ def store_batch(session: Session, signer: LogSigner, items: Sequence[Verified]) 
 
 
 def _write(session: Session, signer: LogSigner, items: Sequence[Verified]) -> list[bytes]:
-    size = int(session.scalar(select(LogState.size).where(LogState.id == 1)) or 0)
-    leaves, leaf_rows = [], []
-    for k, v in enumerate(items):
-        sub = v.sub
-        data = make_leaf_data(
-            type="submission",
-            ts_ms=int(v.when.timestamp() * 1000),
-            practice=sub.practice,
-            kid=sub.kid,
-            submission_id=sub.submission_id,
-            seq=sub.seq,
-            envelope_sha256=v.sha,
-            payload_sha256=v.payload_sha,
-            status="accepted",
-            supersedes=sub.supersedes,
-        )
-        leaf = merkle.leaf_hash(data)
-        leaves.append(leaf)
-        leaf_rows.append((size + k, data, leaf, "submission", sub.practice, v.when))
-    insert_rows(
+    appended = append_leaves(
         session,
-        LogLeaf.__table__,
-        ("idx", "leaf_data", "leaf_hash", "kind", "practice_ods", "created_at"),
-        leaf_rows,
+        [
+            (
+                make_leaf_data(
+                    type="submission",
+                    ts_ms=int(v.when.timestamp() * 1000),
+                    practice=v.sub.practice,
+                    kid=v.sub.kid,
+                    submission_id=v.sub.submission_id,
+                    seq=v.sub.seq,
+                    envelope_sha256=v.sha,
+                    payload_sha256=v.payload_sha,
+                    status="accepted",
+                    supersedes=v.sub.supersedes,
+                ),
+                "submission",
+                v.sub.practice,
+                v.when,
+            )
+            for v in items
+        ],
     )
-    root, proofs = tree.append_many_and_prove(session, size, leaves)
-    new_size = size + len(items)
-    session.execute(update(LogState).where(LogState.id == 1).values(size=new_size))
-    last = max(v.when for v in items)
-    note = sign_and_store_checkpoint(session, signer, new_size, last, root)
+    last = appended[-1]
+    note = sign_and_store_checkpoint(
+        session, signer, last.size, max(v.when for v in items), last.root
+    )
     receipts = [
         receipt_for(
             signer,
             message_type="submission",
             envelope_sha256=v.sha,
             submission_id=v.sub.submission_id,
-            leaf_index=size + k,
-            leaf_hash=leaves[k],
-            tree_size=new_size,
-            proof=proofs[k],
+            leaf_index=a.index,
+            leaf_hash=a.leaf_hash,
+            tree_size=a.size,
+            proof=a.proof,
             checkpoint=note,
             now=v.when,
         )
-        for k, v in enumerate(items)
+        for v, a in zip(items, appended, strict=True)
     ]
     insert_rows(
         session,
         EnvelopeRow.__table__,
         ("sha256", "kind", "practice_ods", "body", "received_at", "receipt", "leaf_index"),
         [
-            (v.sha, "submission", v.sub.practice, v.body, v.when, r, size + k)
-            for k, (v, r) in enumerate(zip(items, receipts, strict=True))
+            (v.sha, "submission", v.sub.practice, v.body, v.when, r, a.index)
+            for v, r, a in zip(items, receipts, appended, strict=True)
         ],
     )
     insert_rows(
@@ -331,12 +341,12 @@ def _write(session: Session, signer: LogSigner, items: Sequence[Verified]) -> li
                 v.sub.reason,
                 v.sha,
                 v.payload_sha,
-                size + k,
+                a.index,
                 v.when,
                 True,
                 None,
             )
-            for k, v in enumerate(items)
+            for v, a in zip(items, appended, strict=True)
         ],
     )
     # After the insert: a correction may supersede a submission of this same batch.
@@ -353,30 +363,11 @@ def _write(session: Session, signer: LogSigner, items: Sequence[Verified]) -> li
             .values(effective=False, superseded_by=bindparam("by")),
             superseded,
         )
+    rows = _cell_rows(items)
     if has_copy(session):
-        copy_text(session, CellRow.__table__, CELL_COLUMNS, _cell_lines(items))
+        copy_text(session, CellRow.__table__, CELL_COLUMNS, _copy_lines(rows))
     else:
-        insert_rows(
-            session,
-            CellRow.__table__,
-            CELL_COLUMNS,
-            [
-                (
-                    v.sub.submission_id,
-                    c.indicator,
-                    c.stratum.age_band,
-                    c.stratum.sex,
-                    c.denominator.value,
-                    c.denominator.status,
-                    c.numerator.value,
-                    c.numerator.status,
-                    c.exclusions.value,
-                    c.exclusions.status,
-                )
-                for v in items
-                for c in v.sub.cells
-            ],
-        )
+        insert_rows(session, CellRow.__table__, CELL_COLUMNS, rows)
     last_seq: dict[str, int] = {}
     for v in items:
         last_seq[v.sub.kid] = v.sub.seq
@@ -391,22 +382,31 @@ def _write(session: Session, signer: LogSigner, items: Sequence[Verified]) -> li
     return receipts
 
 
-def _n(value: int | None) -> str:
-    return r"\N" if value is None else str(value)
+def _cell_rows(items: Sequence[Verified]) -> list[tuple[str | int | None, ...]]:
+    """The batch's cells as rows in CELL_COLUMNS order."""
+    return [
+        (
+            v.sub.submission_id,
+            c.indicator,
+            c.stratum.age_band,
+            c.stratum.sex,
+            c.denominator.value,
+            c.denominator.status,
+            c.numerator.value,
+            c.numerator.status,
+            c.exclusions.value,
+            c.exclusions.status,
+        )
+        for v in items
+        for c in v.sub.cells
+    ]
 
 
-def _cell_lines(items: Sequence[Verified]) -> str:
-    """The batch's cells in COPY text format (CELL_COLUMNS order). No value needs escaping: the
+def _copy_lines(rows: Sequence[tuple[str | int | None, ...]]) -> str:
+    """Cell rows in COPY text format, ``\\N`` for null. No value needs escaping: the
     protocol's schema allows only a UUID, ``[A-Z][A-Z0-9_]`` indicator ids, age-band and sex
     labels, integers and status words (protocol.submission)."""
-    return "".join(
-        f"{sid}\t{c.indicator}\t{s.age_band}\t{s.sex}\t{_n(d.value)}\t{d.status}\t"
-        f"{_n(n.value)}\t{n.status}\t{_n(e.value)}\t{e.status}\n"
-        for v in items
-        for sid in (v.sub.submission_id,)
-        for c in v.sub.cells
-        for s, d, n, e in ((c.stratum, c.denominator, c.numerator, c.exclusions),)
-    )
+    return "".join("\t".join(r"\N" if x is None else str(x) for x in row) + "\n" for row in rows)
 
 
 @dataclass

@@ -65,13 +65,12 @@ from ..db.models import Submission as SubmissionRow
 from ..errors import (
     AggregatorError,
     BadRequestError,
-    ConflictError,
     ForbiddenError,
     UnprocessableError,
 )
 from ..log.service import LogSigner
 from ..practices.service import check_key_active
-from .commit import Committer, Ingested, Verified, store_batch
+from .commit import Committer, Ingested, Verified, check_seq, id_reused, store_batch
 
 SessionFactory = Callable[[], AbstractContextManager[Session]]
 
@@ -160,15 +159,10 @@ def _verify(
             # Check 8 without a query: a fresh submission has a seq above the key's last one.
             # A retry of a stored one never has, so the lookup runs (here) only when this or
             # the iat window fails: an identical retry, however old, gets its receipt.
-            if sub.seq <= key.last_seq:
-                raise ConflictError(
-                    f"replay: seq {sub.seq} is not above the last accepted seq {key.last_seq} "
-                    f"for kid {key.kid}",
-                    code="seq-not-increasing",
-                )
+            check_seq(sub.seq, key.last_seq, key.kid)
             check_iat(sub.iat, now, limits.iat_future, limits.iat_past)
         except AggregatorError:
-            stored = _check_replay(session, sub, sha, key)
+            stored = _stored_receipt(session, sub, sha)
             if stored is not None:
                 return Ingested(stored, created=False, submission_id=sub.submission_id)
             raise
@@ -197,24 +191,16 @@ def _verify_message(env: Envelope, key: PracticeKey, aud: str) -> tuple[Submissi
     return sub, payload
 
 
-def _check_replay(session: Session, sub: Submission, sha: str, key: PracticeKey) -> bytes | None:
+def _stored_receipt(session: Session, sub: Submission, sha: str) -> bytes | None:
+    """An identical retry's stored receipt; a reused id with other bytes is refused."""
     existing = session.get(SubmissionRow, sub.submission_id)
-    if existing is not None:
-        if existing.envelope_sha256 == sha:
-            env = session.get(EnvelopeRow, sha)
-            assert env is not None
-            return bytes(env.receipt)
-        raise ConflictError(
-            f"replay: submission_id {sub.submission_id} was already accepted with other bytes "
-            f"(envelope sha256 {existing.envelope_sha256})",
-            code="submission-id-reused",
-        )
-    if sub.seq <= key.last_seq:
-        raise ConflictError(
-            f"replay: seq {sub.seq} is not above the last accepted seq {key.last_seq} for kid {key.kid}",
-            code="seq-not-increasing",
-        )
-    return None
+    if existing is None:
+        return None
+    if existing.envelope_sha256 != sha:
+        raise id_reused(sub.submission_id, existing.envelope_sha256)
+    env = session.get(EnvelopeRow, sha)
+    assert env is not None
+    return bytes(env.receipt)
 
 
 def _check_catalogue(
