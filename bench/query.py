@@ -140,8 +140,8 @@ def build(
                 exc = rng.binomial(dens - nums, 0.05)
                 for k, ind in enumerate(inds):
                     d, n_, e = int(dens[k]), int(nums[k]), int(exc[k])
-                    cell_rows.append((sid, ind, "all", "all", d, "zero" if d == 0 else "exact", n_, "zero" if n_ == 0 else "exact",
-                                      e, "zero" if e == 0 else "exact"))  # fmt: skip
+                    cell_rows.append((sid, ind, d, "zero" if d == 0 else "exact", n_, "zero" if n_ == 0 else "exact",
+                                      e, "zero" if e == 0 else "exact", "[]"))  # fmt: skip
                 leaf += 1
             _copy(
                 raw,
@@ -152,8 +152,8 @@ def build(
             _copy(raw, "submissions", ["submission_id", "practice_ods", "kid", "seq", "iat", "period_start", "period_end",
                                        "catalogue_id", "catalogue_version", "catalogue_sha256", "envelope_sha256",
                                        "payload_sha256", "leaf_index", "received_at", "effective"], sub_rows)  # fmt: skip
-            _copy(raw, "cells", ["submission_id", "indicator", "age_band", "sex", "denominator", "denominator_status",
-                                 "numerator", "numerator_status", "exclusions", "exclusions_status"], cell_rows)  # fmt: skip
+            _copy(raw, "cells", ["submission_id", "indicator", "denominator", "denominator_status", "numerator",
+                                 "numerator_status", "exclusions", "exclusions_status", "strata"], cell_rows)  # fmt: skip
             env_rows, sub_rows, cell_rows = [], [], []
             raw.commit()
         _copy(raw, "bench_stale", ["indicator", "period_start", "period_end", "mark", "marked_at"],

@@ -26,8 +26,6 @@ from ..db.models import Cell, Practice, Submission
 from . import render, stats
 from .models import BenchPractice, BenchStale, BenchSummary
 
-TOTAL = ("all", "all")
-
 
 @dataclass(frozen=True, slots=True)
 class Group:
@@ -201,8 +199,6 @@ def _effective_cells(session: Session, g: Group) -> list[dict[str, object]]:
             Submission.period_start == g.period_start,
             Submission.period_end == g.period_end,
             Cell.indicator == g.indicator,
-            Cell.age_band == TOTAL[0],
-            Cell.sex == TOTAL[1],
         )
     ).all()
     latest: dict[str, dict[str, object]] = {}

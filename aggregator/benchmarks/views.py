@@ -26,6 +26,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ..db.cells import stored_cells
 from ..db.models import Catalogue as CatalogueRow
 from ..db.models import Cell, Practice, User
 from ..errors import BadRequestError, ForbiddenError, NotFoundError
@@ -842,11 +843,9 @@ def measure_report(
         raise NotFoundError(
             f"{ods} sent no {indicator} cell for period ending {end}", code="no-cell"
         )
-    cells = session.scalars(
-        select(Cell).where(Cell.submission_id == row.submission_id, Cell.indicator == indicator)
-    ).all()
+    stored = session.get(Cell, (row.submission_id, indicator))
     strata = sorted(
-        (c for c in cells if (c.age_band, c.sex) != service.TOTAL),
+        (c for c in (stored_cells(stored) if stored is not None else []) if not c.is_total),
         key=lambda c: (c.age_band, c.sex),
     )
     group: dict[str, Any] = {

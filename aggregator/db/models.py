@@ -20,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -157,22 +158,24 @@ class Submission(Base):
 
 
 class Cell(Base):
-    """One released cell of a submission. ``*_status`` is exact|rounded|suppressed|zero; a
-    suppressed count has a null value."""
+    """One indicator of a submission: its whole-practice total in columns (what benchmarks
+    read) and its stratified cells in ``strata`` (see :mod:`aggregator.db.cells`). One row per
+    indicator rather than per stratum: a 40-indicator submission writes 40 rows, not 360, which
+    is most of the database's work per submission (docs/benchmarks.md). ``*_status`` is
+    exact|rounded|suppressed|zero; a suppressed count has a null value."""
 
     __tablename__ = "cells"
     submission_id: Mapped[str] = mapped_column(
         ForeignKey("submissions.submission_id"), primary_key=True
     )
     indicator: Mapped[str] = mapped_column(String(32), primary_key=True)
-    age_band: Mapped[str] = mapped_column(String(8), primary_key=True)
-    sex: Mapped[str] = mapped_column(String(3), primary_key=True)
     denominator: Mapped[int | None] = mapped_column(Integer, nullable=True)
     denominator_status: Mapped[str] = mapped_column(String(10))
     numerator: Mapped[int | None] = mapped_column(Integer, nullable=True)
     numerator_status: Mapped[str] = mapped_column(String(10))
     exclusions: Mapped[int | None] = mapped_column(Integer, nullable=True)
     exclusions_status: Mapped[str] = mapped_column(String(10))
+    strata: Mapped[str] = mapped_column(Text)
 
 
 class LogLeaf(Base):

@@ -38,7 +38,9 @@ from sqlalchemy.orm import Session
 from protocol.submission import Submission
 
 from ..common import submission_batch_hook
-from ..db.bulk import copy_text, has_copy, insert_rows
+from ..db.bulk import insert_rows
+from ..db.cells import COLUMNS as CELL_COLUMNS
+from ..db.cells import cell_rows
 from ..db.models import Cell as CellRow
 from ..db.models import Envelope as EnvelopeRow
 from ..db.models import PracticeKey
@@ -56,18 +58,6 @@ from ..practices.service import check_key_active
 
 SessionFactory = Callable[[], AbstractContextManager[Session]]
 
-CELL_COLUMNS = (
-    "submission_id",
-    "indicator",
-    "age_band",
-    "sex",
-    "denominator",
-    "denominator_status",
-    "numerator",
-    "numerator_status",
-    "exclusions",
-    "exclusions_status",
-)
 SUBMISSION_COLUMNS = (
     "submission_id",
     "practice_ods",
@@ -363,11 +353,12 @@ def _write(session: Session, signer: LogSigner, items: Sequence[Verified]) -> li
             .values(effective=False, superseded_by=bindparam("by")),
             superseded,
         )
-    rows = _cell_rows(items)
-    if has_copy(session):
-        copy_text(session, CellRow.__table__, CELL_COLUMNS, _copy_lines(rows))
-    else:
-        insert_rows(session, CellRow.__table__, CELL_COLUMNS, rows)
+    insert_rows(
+        session,
+        CellRow.__table__,
+        CELL_COLUMNS,
+        [row for v in items for row in cell_rows(v.sub.submission_id, v.sub.cells)],
+    )
     last_seq: dict[str, int] = {}
     for v in items:
         last_seq[v.sub.kid] = v.sub.seq
@@ -380,33 +371,6 @@ def _write(session: Session, signer: LogSigner, items: Sequence[Verified]) -> li
     if hook is not None:
         hook(session, [v.sub for v in items])
     return receipts
-
-
-def _cell_rows(items: Sequence[Verified]) -> list[tuple[str | int | None, ...]]:
-    """The batch's cells as rows in CELL_COLUMNS order."""
-    return [
-        (
-            v.sub.submission_id,
-            c.indicator,
-            c.stratum.age_band,
-            c.stratum.sex,
-            c.denominator.value,
-            c.denominator.status,
-            c.numerator.value,
-            c.numerator.status,
-            c.exclusions.value,
-            c.exclusions.status,
-        )
-        for v in items
-        for c in v.sub.cells
-    ]
-
-
-def _copy_lines(rows: Sequence[tuple[str | int | None, ...]]) -> str:
-    """Cell rows in COPY text format, ``\\N`` for null. No value needs escaping: the
-    protocol's schema allows only a UUID, ``[A-Z][A-Z0-9_]`` indicator ids, age-band and sex
-    labels, integers and status words (protocol.submission)."""
-    return "".join("\t".join(r"\N" if x is None else str(x) for x in row) + "\n" for row in rows)
 
 
 @dataclass

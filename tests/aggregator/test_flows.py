@@ -13,6 +13,7 @@ from sqlalchemy import select
 from verify import log_key, verify_receipt
 
 from aggregator.db import models
+from aggregator.db.cells import protocol_cells
 from protocol.checkpoint import verify_checkpoint
 from protocol.envelope import Envelope, verify_envelope
 from protocol.keys import SigningKey
@@ -199,11 +200,13 @@ def test_corrections_keep_every_version_and_change_the_effective_values(server, 
         assert rows[first.submission_id].superseded_by == fix.submission_id
         assert rows[fix.submission_id].effective is True
         effective = {
-            (c.indicator, c.age_band, c.sex): c.numerator
-            for c in s.scalars(
-                select(models.Cell)
-                .join(models.Submission)
-                .where(models.Submission.effective.is_(True))
+            c.key: c.numerator.value
+            for c in protocol_cells(
+                s.scalars(
+                    select(models.Cell)
+                    .join(models.Submission)
+                    .where(models.Submission.effective.is_(True))
+                )
             )
         }
         stored_versions = {c.submission_id for c in s.scalars(select(models.Cell))}

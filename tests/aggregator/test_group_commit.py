@@ -13,6 +13,7 @@ from sqlalchemy import select
 from verify import verify_receipt
 
 from aggregator.db import models
+from aggregator.db.cells import protocol_cells
 from aggregator.errors import AggregatorError
 from aggregator.practices import service as practices
 from aggregator.submissions.commit import Committer, Ingested, _Slot, store_batch
@@ -95,13 +96,11 @@ def test_one_batch_answers_each_submission_as_if_alone(network) -> None:  # type
         assert first.superseded_by is not None
         keys = {k.practice_ods: k.last_seq for k in s.scalars(select(models.PracticeKey))}
         stored = {
-            (c.indicator, c.age_band, c.sex): (
-                (c.denominator, c.denominator_status),
-                (c.numerator, c.numerator_status),
-                (c.exclusions, c.exclusions_status),
-            )
-            for c in s.scalars(
-                select(models.Cell).where(models.Cell.submission_id == a1_model.submission_id)
+            c.key: tuple((x.value, x.status) for x in (c.denominator, c.numerator, c.exclusions))
+            for c in protocol_cells(
+                s.scalars(
+                    select(models.Cell).where(models.Cell.submission_id == a1_model.submission_id)
+                )
             )
         }
     assert keys == {"A81001": 1, "A81002": 3}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass
 
@@ -103,12 +104,12 @@ class Store:
                 num, den = spec[0], spec[1]
                 ns = spec[2] if len(spec) > 2 else ("zero" if num == 0 else "exact")
                 ds = spec[3] if len(spec) > 3 else ("zero" if den == 0 else "exact")
-                s.add(Cell(submission_id=sid, indicator=ind, age_band="all", sex="all", numerator=num, numerator_status=ns,
-                           denominator=den, denominator_status=ds, exclusions=0, exclusions_status="zero"))  # fmt: skip
-                for band, sex, n2, d2 in (strata or {}).get(ind, []):
-                    s.add(Cell(submission_id=sid, indicator=ind, age_band=band, sex=sex, numerator=n2,
-                               numerator_status="exact" if n2 else "zero", denominator=d2,
-                               denominator_status="exact" if d2 else "zero", exclusions=0, exclusions_status="zero"))  # fmt: skip
+                stratified = [
+                    [band, sex, d2, "exact" if d2 else "zero", n2, "exact" if n2 else "zero", 0, "zero"]
+                    for band, sex, n2, d2 in (strata or {}).get(ind, [])
+                ]  # fmt: skip
+                s.add(Cell(submission_id=sid, indicator=ind, numerator=num, numerator_status=ns, denominator=den,
+                           denominator_status=ds, exclusions=0, exclusions_status="zero", strata=json.dumps(stratified)))  # fmt: skip
             s.flush()
             on_submission_stored(s, row)
         return sid
