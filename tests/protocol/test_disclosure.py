@@ -4,6 +4,7 @@ policy tightening. The attacker properties are in test_disclosure_attack.py."""
 from __future__ import annotations
 
 import hashlib
+import random
 
 import pytest
 
@@ -410,3 +411,67 @@ def test_counts_that_would_round_to_zero_are_suppressed() -> None:
     assert one_stratum(2, policy)[0].status == "suppressed"
     assert one_stratum(3, policy)[0] == count("rounded", 5)
     assert describe_count(count("suppressed"), policy.stratified).startswith("suppressed (1-2 ")
+
+
+# check_cells checks each count inline, sending a failing one to _check_count for its message.
+# Against the plain loop (every count through _check_count), on random counts and policies,
+# many of them breaking the policy: the same verdict and the same first error.
+
+
+def _reference_counts(cells: list[Cell], policy: DisclosurePolicy) -> None:
+    from protocol.disclosure import COUNT_KINDS, _check_count, _rule_for
+
+    for cell in cells:
+        rule = _rule_for(policy, cell.stratum.is_total)
+        for kind in COUNT_KINDS:
+            _check_count(cell, kind, rule)
+
+
+def _random_count(rng: random.Random) -> Count:
+    status = rng.choice(["zero", "exact", "rounded", "suppressed"])
+    if status == "zero":
+        return Count(status="zero", value=0)
+    if status == "suppressed":
+        return Count(status="suppressed")
+    value = rng.choice([rng.randint(1, 12), rng.randint(1, 60), 5 * rng.randint(0, 12)])
+    if status == "exact":
+        return Count(status="exact", value=max(1, value))
+    return Count(status="rounded", value=value)
+
+
+def _random_cell(rng: random.Random, band: str) -> Cell:
+    while True:  # until numerator <= denominator
+        try:
+            return Cell(
+                indicator="HYP001",
+                stratum=Stratum(age_band=band, sex="all"),
+                denominator=_random_count(rng),
+                numerator=_random_count(rng),
+                exclusions=_random_count(rng),
+            )
+        except ValueError:
+            continue
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_inline_count_checks_agree_with_the_per_count_checks(seed: int) -> None:
+    rng = random.Random(seed)
+    policy = DisclosurePolicy(
+        name="random",
+        stratified=CountRule(suppress_at_or_below=rng.choice([0, 3, 7]), round_to=rng.choice([1, 5, 10])),
+        totals=CountRule(suppress_at_or_below=rng.choice([0, 7]), round_to=rng.choice([1, 5])),
+        secondary_suppression=False,
+    )  # fmt: skip
+    cells = [_random_cell(rng, band) for band in ("0-39", "40+", "all")]
+    try:
+        _reference_counts(cells, policy)
+    except DisclosureError as exc:
+        expected: str | None = str(exc)
+    else:
+        expected = None
+    try:
+        check_cells(cells, policy)
+    except DisclosureError as exc:
+        assert str(exc) == expected
+    else:
+        assert expected is None
