@@ -21,6 +21,7 @@ from .errors import ConfigError
 from .log.service import LogSigner
 from .settings import Settings
 from .submissions.commit import Committer
+from .submissions.service import KeyCache
 
 Clock = Callable[[], float]
 
@@ -48,6 +49,7 @@ class Runtime:
     pseudonym_secret: bytes
     clock: Clock = time.time
     catalogues: CatalogueCache = field(default_factory=CatalogueCache)
+    keys: KeyCache = field(default_factory=KeyCache)
     committer: Committer = field(init=False)
 
     def __post_init__(self) -> None:

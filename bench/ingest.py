@@ -290,6 +290,7 @@ def _ingest_worker(
                 now=time.time(),
                 limits=limits,
                 committer=rt.committer,
+                keys=rt.keys,
             )
             assert res.created
 

@@ -95,6 +95,10 @@ class CatalogueCache:
         self._known: dict[tuple[str, int], KnownCatalogue] = {}
         self._lock = threading.Lock()
 
+    def cached(self, cat_id: str, version: int) -> KnownCatalogue | None:
+        """The catalogue if this cache holds it already (no database read)."""
+        return self._known.get((cat_id, version))
+
     def get(self, session: Session, cat_id: str, version: int) -> KnownCatalogue | None:
         hit = self._known.get((cat_id, version))
         if hit is not None:

@@ -48,6 +48,7 @@ async def post_submission(request: Request, runtime: Runtime = Depends(get_runti
         now=runtime.clock(),
         limits=limits(runtime),
         committer=runtime.committer,
+        keys=runtime.keys,
     )
     return Response(
         result.receipt, status_code=201 if result.created else 200, media_type=RECEIPT_MEDIA

@@ -24,6 +24,12 @@ check, with nothing stored:
 13. correction rules: ``supersedes`` names the practice's effective submission for the same
     period; a second plain submission for a period is refused     422 / 409
 
+Phase 1 (checks 1-12) reads the database only for what it has not seen: the process keeps each
+active key it has verified with (:class:`KeyCache`) and each published catalogue. The write
+checks the key's status and seq against the database again, so a key revoked or rotated away
+since is still refused there, with the same 403 (after the signature check rather than before
+it), and dropped from the cache.
+
 Then ONE transaction under the log's sequencer (:mod:`.commit`): the state-dependent checks
 (4, 8, 13) again, exact envelope bytes, submission row, cells, log leaf and nodes, checkpoint,
 receipt, the key's last_seq, the superseded submission's effective flag, and the benchmarks
@@ -36,8 +42,8 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -82,6 +88,46 @@ class IngestLimits:
     iat_past: int
 
 
+@dataclass(frozen=True)
+class KnownKey:
+    """What verification needs of an active key."""
+
+    kid: str
+    practice_ods: str
+    verifying_key: VerifyingKey
+    last_seq: int  # the last seq this process knows accepted: at most the stored one
+
+
+#: Write-time refusals that mean a key is no longer usable (or never was).
+KEY_REFUSALS = frozenset({"unknown-key", "key-revoked", "key-retired"})
+
+
+class KeyCache:
+    """The active keys a process has verified submissions with, so phase 1 needs no database
+    read for them (see the module docstring: the write checks the key again)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, KnownKey] = {}
+        self._lock = threading.Lock()
+
+    def get(self, kid: str) -> KnownKey | None:
+        return self._keys.get(kid)
+
+    def put(self, key: KnownKey) -> None:
+        with self._lock:
+            self._keys[key.kid] = key
+
+    def accepted(self, kid: str, seq: int) -> None:
+        with self._lock:
+            key = self._keys.get(kid)
+            if key is not None and seq > key.last_seq:
+                self._keys[kid] = replace(key, last_seq=seq)
+
+    def drop(self, kid: str) -> None:
+        with self._lock:
+            self._keys.pop(kid, None)
+
+
 def ingest(
     read_session: SessionFactory,
     write_session: SessionFactory,
@@ -92,20 +138,32 @@ def ingest(
     now: float,
     limits: IngestLimits,
     committer: Committer | None = None,
+    keys: KeyCache | None = None,
 ) -> Ingested:
     """Verify ``body`` (a submission envelope) and store it; see the module docstring.
 
     With a ``committer`` (the server's), the write joins whatever batch is being formed (see
-    :mod:`.commit`); without one it is a transaction of its own."""
-    verified = verify(read_session, signer, catalogues, body, now=now, limits=limits)
+    :mod:`.commit`); without one it is a transaction of its own. With ``keys`` (the server's),
+    verification reads keys it has seen from there."""
+    verified = verify(read_session, signer, catalogues, body, now=now, limits=limits, keys=keys)
     if isinstance(verified, Ingested):
         return verified
-    if committer is not None:
-        return committer.commit(verified)
-    with write_session() as session:
-        out = store_batch(session, signer, [verified])[0]
-    if isinstance(out, AggregatorError):
-        raise out
+    kid = verified.sub.kid
+    try:
+        if committer is not None:
+            out = committer.commit(verified)
+        else:
+            with write_session() as session:
+                stored = store_batch(session, signer, [verified])[0]
+            if isinstance(stored, AggregatorError):
+                raise stored
+            out = stored
+    except AggregatorError as exc:
+        if keys is not None and exc.code in KEY_REFUSALS:
+            keys.drop(kid)
+        raise
+    if keys is not None and out.created:
+        keys.accepted(kid, verified.sub.seq)
     return out
 
 
@@ -125,11 +183,12 @@ def verify(
     *,
     now: float,
     limits: IngestLimits,
+    keys: KeyCache | None = None,
 ) -> Verified | Ingested:
-    """Checks 1-13 (phase 1), outside the sequencer, so verification runs in parallel. An
+    """Checks 1-12 (phase 1), outside the sequencer, so verification runs in parallel. An
     identical retry of a stored submission is answered here with its stored receipt."""
     with _VERIFYING:
-        return _verify(read_session, signer, catalogues, body, now=now, limits=limits)
+        return _verify(read_session, signer, catalogues, body, now=now, limits=limits, keys=keys)
 
 
 def _verify(
@@ -140,6 +199,7 @@ def _verify(
     *,
     now: float,
     limits: IngestLimits,
+    keys: KeyCache | None,
 ) -> Verified | Ingested:
     check_size(body, limits.cap)
     env = open_shape(body)
@@ -150,19 +210,37 @@ def _verify(
         )
     kid = env.keyids[0]
     sha = sha256_hex(body)
-    with read_session() as session:
-        table = PracticeKey.__table__
-        row = session.execute(select(table).where(table.c.kid == kid)).first()
-        key = check_key_active(row, kid)  # type: ignore[arg-type]
+    with ExitStack() as stack:
+        opened: list[Session] = []
+
+        def session() -> Session:  # opened on first use: a known key and catalogue need none
+            if not opened:
+                opened.append(stack.enter_context(read_session()))
+            return opened[0]
+
+        key = keys.get(kid) if keys is not None else None
+        if key is None:
+            table = PracticeKey.__table__
+            row = session().execute(select(table).where(table.c.kid == kid)).first()
+            active = check_key_active(row, kid)  # type: ignore[arg-type]
+            key = KnownKey(
+                kid,
+                active.practice_ods,
+                VerifyingKey.from_public_bytes(bytes(active.public_key)),
+                active.last_seq,
+            )
+            if keys is not None:
+                keys.put(key)
         sub, payload = _verify_message(env, key, signer.aud)
         try:
             # Check 8 without a query: a fresh submission has a seq above the key's last one.
             # A retry of a stored one never has, so the lookup runs (here) only when this or
-            # the iat window fails: an identical retry, however old, gets its receipt.
+            # the iat window fails: an identical retry, however old, gets its receipt. (A
+            # retry that passes both here is answered by the write's own check.)
             check_seq(sub.seq, key.last_seq, key.kid)
             check_iat(sub.iat, now, limits.iat_future, limits.iat_past)
         except AggregatorError:
-            stored = _stored_receipt(session, sub, sha)
+            stored = _stored_receipt(session(), sub, sha)
             if stored is not None:
                 return Ingested(stored, created=False, submission_id=sub.submission_id)
             raise
@@ -174,9 +252,8 @@ def _verify(
     return Verified(sub, body, sha, sha256_hex(payload), when)
 
 
-def _verify_message(env: Envelope, key: PracticeKey, aud: str) -> tuple[Submission, bytes]:
-    vk = VerifyingKey.from_public_bytes(bytes(key.public_key))
-    payload = check_signature(lambda: verify_envelope(env, [vk], kind="submission"))
+def _verify_message(env: Envelope, key: KnownKey, aud: str) -> tuple[Submission, bytes]:
+    payload = check_signature(lambda: verify_envelope(env, [key.verifying_key], kind="submission"))
     sub = parse_payload(payload, Submission)
     if sub.kid != key.kid:
         raise ForbiddenError(
@@ -204,10 +281,10 @@ def _stored_receipt(session: Session, sub: Submission, sha: str) -> bytes | None
 
 
 def _check_catalogue(
-    session: Session, catalogues: CatalogueCache, sub: Submission
+    session: Callable[[], Session], catalogues: CatalogueCache, sub: Submission
 ) -> KnownCatalogue:
     ref = sub.catalogue
-    known = catalogues.get(session, ref.id, ref.version)
+    known = catalogues.cached(ref.id, ref.version) or catalogues.get(session(), ref.id, ref.version)
     if known is None:
         raise UnprocessableError(
             f"catalogue: {ref.id} version {ref.version} is not published by this network",

@@ -1,0 +1,110 @@
+"""A server process keeps the active keys it has verified with (KeyCache), so verifying a
+submission needs no database read; the write checks the key against the database again, so a
+key revoked elsewhere (the CLI, another process) is still refused, with nothing stored."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from agg_helpers import SimAgent, default_catalogue
+from sqlalchemy import event
+
+from aggregator.errors import AggregatorError
+from aggregator.practices import service as practices
+from aggregator.submissions.commit import Verified
+from aggregator.submissions.service import IngestLimits, KeyCache, ingest, verify
+from protocol.submission import Period
+
+LIMITS = IngestLimits(cap=256 * 1024, iat_future=300, iat_past=7 * 86400)
+
+
+def _enrolled(network, ods: str) -> SimAgent:  # type: ignore[no-untyped-def]
+    network.add_practice(ods)
+    agent = SimAgent(ods=ods, catalogue=default_catalogue())
+    rt = network.runtime()
+    practices.enrol(
+        rt.db.session,
+        rt.signer,
+        agent.enrol(network.token(ods)),
+        now=time.time(),
+        cap=1 << 20,
+        iat_future=300,
+        iat_past=86400,
+    )
+    return agent
+
+
+def _ingest(rt, body: bytes, keys: KeyCache):  # type: ignore[no-untyped-def]
+    return ingest(
+        rt.db.read,
+        rt.db.session,
+        rt.signer,
+        rt.catalogues,
+        body,
+        now=time.time(),
+        limits=LIMITS,
+        committer=rt.committer,
+        keys=keys,
+    )
+
+
+def test_a_known_key_and_catalogue_are_verified_without_a_database_read(network) -> None:  # type: ignore[no-untyped-def]
+    agent = _enrolled(network, "A81001")
+    rt = network.runtime()
+    keys = KeyCache()
+    assert _ingest(rt, agent.submission(period=Period.month(2026, 1)), keys).created
+    assert keys.get(agent.key.kid) is not None and keys.get(agent.key.kid).last_seq == 1  # type: ignore[union-attr]
+
+    statements: list[str] = []
+    event.listen(rt.db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    body = agent.submission(period=Period.month(2026, 2))
+    out = verify(rt.db.read, rt.signer, rt.catalogues, body, now=time.time(), limits=LIMITS, keys=keys)  # fmt: skip
+    assert isinstance(out, Verified)
+    assert statements == []
+    # without the cache the same verification reads the key
+    verify(rt.db.read, rt.signer, rt.catalogues, body, now=time.time(), limits=LIMITS)
+    assert any("practice_keys" in s for s in statements)
+
+
+def test_a_key_revoked_by_the_cli_after_it_was_cached_is_refused_with_nothing_stored(
+    network,
+) -> None:  # type: ignore[no-untyped-def]
+    agent = _enrolled(network, "A81001")
+    rt = network.runtime()
+    keys = KeyCache()
+    assert _ingest(rt, agent.submission(period=Period.month(2026, 1)), keys).created
+    assert keys.get(agent.key.kid) is not None
+
+    assert (
+        network.cli("key", "revoke", agent.key.kid, "--key-dir", str(network.settings.key_dir)) == 0
+    )
+    before = network.counts()
+    with pytest.raises(AggregatorError) as caught:
+        _ingest(rt, agent.submission(period=Period.month(2026, 2)), keys)
+    assert (caught.value.status_code, caught.value.code) == (403, "key-revoked")
+    assert network.counts() == before
+    assert keys.get(agent.key.kid) is None  # dropped: the next one is refused before its signature
+
+
+def test_a_stale_cached_seq_still_gets_the_right_answers(network) -> None:  # type: ignore[no-untyped-def]
+    """Another process accepted seq 1 after this one cached the key at seq 0: an identical
+    retry still gets its stored receipt, and a lower seq is still refused, by the write."""
+    agent = _enrolled(network, "A81001")
+    rt = network.runtime()
+    stale = KeyCache()
+    warm = agent.submission(period=Period.month(2026, 1), seq=1)
+    first = verify(rt.db.read, rt.signer, rt.catalogues, warm, now=time.time(), limits=LIMITS, keys=stale)  # fmt: skip
+    assert isinstance(first, Verified) and stale.get(agent.key.kid).last_seq == 0  # type: ignore[union-attr]
+
+    elsewhere = network.runtime()
+    accepted = _ingest(elsewhere, warm, KeyCache())
+    assert accepted.created
+
+    again = _ingest(rt, warm, stale)
+    assert (again.created, again.receipt) == (False, accepted.receipt)
+    before = network.counts()
+    with pytest.raises(AggregatorError) as caught:
+        _ingest(rt, agent.submission(period=Period.month(2026, 2), seq=1), stale)
+    assert caught.value.code == "seq-not-increasing"
+    assert network.counts() == before
