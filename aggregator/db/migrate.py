@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -34,12 +35,22 @@ def head_revision() -> str:
 
 def upgrade(url: str, revision: str = "head") -> str:
     """Migrate the database to ``revision``; returns the revision it is at afterwards."""
+    return _migrate(url, command.upgrade, revision)
+
+
+def downgrade(url: str, revision: str) -> str:
+    """Migrate the database back to ``revision`` (each migration's downgrade moves stored data
+    back too); returns the revision it is at afterwards."""
+    return _migrate(url, command.downgrade, revision)
+
+
+def _migrate(url: str, step: Callable[[Config, str], None], revision: str) -> str:
     db = Database(url)
     try:
         with db.engine.begin() as conn:
             cfg = alembic_config(url)
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+            step(cfg, revision)
         return current_revision(db) or "base"
     except OperationalError as exc:
         raise DatabaseNotReadyError(f"cannot reach database {_redact(url)}: {exc.orig}") from None

@@ -173,3 +173,23 @@ class SimAgent:
 
     def submission(self, **kw) -> bytes:  # type: ignore[no-untyped-def]
         return self.sign(self.submission_model(**kw).to_bytes())
+
+
+def enrolled(network, ods: str) -> SimAgent:  # type: ignore[no-untyped-def]
+    """A practice added to ``network`` (the tests' Network) with an agent enrolled through the
+    service, as the enrol endpoint does."""
+    from aggregator.practices import service as practices
+
+    network.add_practice(ods)
+    agent = SimAgent(ods=ods, catalogue=default_catalogue())
+    rt = network.runtime()
+    practices.enrol(
+        rt.db.session,
+        rt.signer,
+        agent.enrol(network.token(ods)),
+        now=time.time(),
+        cap=1 << 20,
+        iat_future=300,
+        iat_past=86400,
+    )
+    return agent

@@ -15,8 +15,7 @@ from agg_helpers import default_catalogue, make_cells
 from sqlalchemy import create_engine, text
 
 from aggregator.db.cells import StoredCell, cell_rows, protocol_cells, stored_cells
-from aggregator.db.migrate import alembic_config, current_revision, upgrade
-from aggregator.db.session import Database
+from aggregator.db.migrate import downgrade, upgrade
 from protocol.submission import Cell, Count, Stratum
 
 
@@ -156,20 +155,6 @@ def _select(url: str, sql: str) -> list[tuple[object, ...]]:
         engine.dispose()
 
 
-def _downgrade(url: str, revision: str) -> None:
-    from alembic import command
-
-    db = Database(url)
-    try:
-        with db.engine.begin() as conn:
-            cfg = alembic_config(url)
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, revision)
-        assert current_revision(db) == revision
-    finally:
-        db.dispose()
-
-
 def _migration_round_trip(url: str) -> None:
     rows = _old_rows(4)
     random.Random(0).shuffle(rows)
@@ -189,7 +174,7 @@ def _migration_round_trip(url: str) -> None:
         got = protocol_cells(_rows_as_objects(by_submission[sid]))
         assert got == make_cells(default_catalogue(), seed=i)
 
-    _downgrade(url, "0002")
+    assert downgrade(url, "0002") == "0002"
     back = _select(url, f"SELECT {OLD_COLUMNS} FROM cells")
     assert sorted(back, key=repr) == sorted(rows, key=repr)
 

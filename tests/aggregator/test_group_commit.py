@@ -8,36 +8,19 @@ import time
 from contextlib import contextmanager
 
 import pytest
-from agg_helpers import SimAgent, default_catalogue
+from agg_helpers import enrolled
 from sqlalchemy import select
 from verify import verify_receipt
 
 from aggregator.db import models
 from aggregator.db.cells import protocol_cells
 from aggregator.errors import AggregatorError
-from aggregator.practices import service as practices
 from aggregator.submissions.commit import Committer, Ingested, _Slot, store_batch
 from aggregator.submissions.service import IngestLimits, ingest, verify
 from protocol.envelope import Envelope, open_payload
 from protocol.submission import Period, Receipt
 
 LIMITS = IngestLimits(cap=256 * 1024, iat_future=300, iat_past=7 * 86400)
-
-
-def _enrolled(network, ods: str) -> SimAgent:  # type: ignore[no-untyped-def]
-    network.add_practice(ods)
-    agent = SimAgent(ods=ods, catalogue=default_catalogue())
-    rt = network.runtime()
-    practices.enrol(
-        rt.db.session,
-        rt.signer,
-        agent.enrol(network.token(ods)),
-        now=time.time(),
-        cap=1 << 20,
-        iat_future=300,
-        iat_past=86400,
-    )
-    return agent
 
 
 def _verified(rt, body: bytes):  # type: ignore[no-untyped-def]
@@ -53,7 +36,7 @@ def _receipt(rt, raw: bytes) -> Receipt:  # type: ignore[no-untyped-def]
 
 
 def test_one_batch_answers_each_submission_as_if_alone(network) -> None:  # type: ignore[no-untyped-def]
-    a, b = _enrolled(network, "A81001"), _enrolled(network, "A81002")
+    a, b = enrolled(network, "A81001"), enrolled(network, "A81002")
     rt = network.runtime()
     a1_model = a.submission_model(period=Period.month(2026, 1))
     a1 = a.sign(a1_model.to_bytes())
@@ -114,7 +97,7 @@ def test_one_batch_answers_each_submission_as_if_alone(network) -> None:  # type
 
 def test_waiting_submissions_share_a_transaction_and_every_receipt_verifies(server) -> None:  # type: ignore[no-untyped-def]
     network = server.network
-    agents = [_enrolled(network, f"A8100{i}") for i in range(1, 9)]
+    agents = [enrolled(network, f"A8100{i}") for i in range(1, 9)]
     bodies = [ag.submission(period=Period.month(2026, 1)) for ag in agents]
     rt = network.runtime()
     gate = threading.Event()
@@ -162,7 +145,7 @@ def test_waiting_submissions_share_a_transaction_and_every_receipt_verifies(serv
 
 
 def test_a_failed_batch_is_retried_one_by_one(network) -> None:  # type: ignore[no-untyped-def]
-    agents = [_enrolled(network, f"A8100{i}") for i in range(1, 4)]
+    agents = [enrolled(network, f"A8100{i}") for i in range(1, 4)]
     rt = network.runtime()
     bodies = [ag.submission(period=Period.month(2026, 1)) for ag in agents]
     items = [_verified(rt, b) for b in bodies]
@@ -189,7 +172,7 @@ def test_a_failed_batch_is_retried_one_by_one(network) -> None:  # type: ignore[
 
 @pytest.mark.parametrize("max_batch", [1, 3])
 def test_batches_respect_max_batch(network, max_batch: int) -> None:  # type: ignore[no-untyped-def]
-    agents = [_enrolled(network, f"A8100{i}") for i in range(1, 7)]
+    agents = [enrolled(network, f"A8100{i}") for i in range(1, 7)]
     rt = network.runtime()
     committer = Committer(rt.db.session, rt.signer, max_batch=max_batch)
     committer._pending = [
@@ -207,7 +190,7 @@ def test_sqlite_processes_take_turns_on_a_file_lock(network) -> None:  # type: i
     turn, the other's batch waits for it rather than polling SQLite's lock."""
     rt = network.runtime()
     assert rt.committer.lock_path is not None and rt.committer.lock_path.endswith("-sequencer.lock")
-    agent = _enrolled(network, "A81001")
+    agent = enrolled(network, "A81001")
     other = Committer(rt.db.session, rt.signer, lock_path=rt.committer.lock_path)
     item = _verified(rt, agent.submission(period=Period.month(2026, 1)))
     done = threading.Event()

@@ -7,32 +7,15 @@ from __future__ import annotations
 import time
 
 import pytest
-from agg_helpers import SimAgent, default_catalogue
+from agg_helpers import enrolled
 from sqlalchemy import event
 
 from aggregator.errors import AggregatorError
-from aggregator.practices import service as practices
 from aggregator.submissions.commit import Verified
 from aggregator.submissions.service import IngestLimits, KeyCache, ingest, verify
 from protocol.submission import Period
 
 LIMITS = IngestLimits(cap=256 * 1024, iat_future=300, iat_past=7 * 86400)
-
-
-def _enrolled(network, ods: str) -> SimAgent:  # type: ignore[no-untyped-def]
-    network.add_practice(ods)
-    agent = SimAgent(ods=ods, catalogue=default_catalogue())
-    rt = network.runtime()
-    practices.enrol(
-        rt.db.session,
-        rt.signer,
-        agent.enrol(network.token(ods)),
-        now=time.time(),
-        cap=1 << 20,
-        iat_future=300,
-        iat_past=86400,
-    )
-    return agent
 
 
 def _ingest(rt, body: bytes, keys: KeyCache):  # type: ignore[no-untyped-def]
@@ -50,7 +33,7 @@ def _ingest(rt, body: bytes, keys: KeyCache):  # type: ignore[no-untyped-def]
 
 
 def test_a_known_key_and_catalogue_are_verified_without_a_database_read(network) -> None:  # type: ignore[no-untyped-def]
-    agent = _enrolled(network, "A81001")
+    agent = enrolled(network, "A81001")
     rt = network.runtime()
     keys = KeyCache()
     assert _ingest(rt, agent.submission(period=Period.month(2026, 1)), keys).created
@@ -70,7 +53,7 @@ def test_a_known_key_and_catalogue_are_verified_without_a_database_read(network)
 def test_a_key_revoked_by_the_cli_after_it_was_cached_is_refused_with_nothing_stored(
     network,
 ) -> None:  # type: ignore[no-untyped-def]
-    agent = _enrolled(network, "A81001")
+    agent = enrolled(network, "A81001")
     rt = network.runtime()
     keys = KeyCache()
     assert _ingest(rt, agent.submission(period=Period.month(2026, 1)), keys).created
@@ -90,7 +73,7 @@ def test_a_key_revoked_by_the_cli_after_it_was_cached_is_refused_with_nothing_st
 def test_a_stale_cached_seq_still_gets_the_right_answers(network) -> None:  # type: ignore[no-untyped-def]
     """Another process accepted seq 1 after this one cached the key at seq 0: an identical
     retry still gets its stored receipt, and a lower seq is still refused, by the write."""
-    agent = _enrolled(network, "A81001")
+    agent = enrolled(network, "A81001")
     rt = network.runtime()
     stale = KeyCache()
     warm = agent.submission(period=Period.month(2026, 1), seq=1)
