@@ -85,18 +85,31 @@ def identified_practice(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
 
 
 def _leaks(blob: bytes, secrets: list[str]) -> list[str]:
-    """Secrets found in ``blob``, also inside any base64 it carries (envelope payloads)."""
+    """Secrets found in ``blob``, also inside any base64 it carries (envelope payloads).
+
+    A secret counts where it stands as a word of its own (any case): a leaked name, number or
+    postcode sits in a JSON string, a CSV field or a line of text. A plain substring search
+    also "found" a short first name such as "Rhys" inside random base64 (signatures, nonces,
+    payloads: about 1 chance in 10^6 per position, so now and then in 100 KB of it)."""
     texts = [blob.decode("utf-8", errors="replace")]
     for token in re.findall(rb"[A-Za-z0-9+/]{40,}={0,2}", blob):
         with contextlib.suppress(ValueError):
             texts.append(base64.b64decode(token + b"=" * (-len(token) % 4)).decode("latin-1"))
     found = []
     for secret in secrets:
-        for text in texts:
-            if secret.lower() in text.lower():
-                found.append(secret)
-                break
+        word = re.compile(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", re.IGNORECASE)
+        if any(word.search(text) for text in texts):
+            found.append(secret)
     return found
+
+
+def test_the_leak_search_finds_identifiers_in_text_and_in_base64() -> None:
+    secrets = ["Rhys", "9434765919", "LS1 4AB"]
+    payload = base64.b64encode(b'{"note":"rhys pemberton","nhs":"9434765919"}' + bytes(30))
+    assert _leaks(b'{"name": "Rhys"}', secrets) == ["Rhys"]
+    assert _leaks(b"id,postcode\n1,ls1 4ab\n", secrets) == ["LS1 4AB"]
+    assert _leaks(b'{"payload":"' + payload + b'"}', secrets) == ["Rhys", "9434765919"]
+    assert _leaks(b'{"sig":"q0RhYsZ+9w=="}', secrets) == []  # base64 that merely spells it
 
 
 def test_no_identifier_leaves_in_preview_payload_outbox_or_aggregator(
