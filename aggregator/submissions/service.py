@@ -185,71 +185,59 @@ def verify(
     limits: IngestLimits,
     keys: KeyCache | None = None,
 ) -> Verified | Ingested:
-    """Checks 1-12 (phase 1), outside the sequencer, so verification runs in parallel. An
-    identical retry of a stored submission is answered here with its stored receipt."""
+    """Checks 1-12 (phase 1), outside the sequencer, so verification overlaps the writes (one
+    at a time per process, see ``_VERIFYING``; in parallel across processes). An identical
+    retry of a stored submission is answered here with its stored receipt."""
     with _VERIFYING:
-        return _verify(read_session, signer, catalogues, body, now=now, limits=limits, keys=keys)
-
-
-def _verify(
-    read_session: SessionFactory,
-    signer: LogSigner,
-    catalogues: CatalogueCache,
-    body: bytes,
-    *,
-    now: float,
-    limits: IngestLimits,
-    keys: KeyCache | None,
-) -> Verified | Ingested:
-    check_size(body, limits.cap)
-    env = open_shape(body)
-    check_kind(env, "submission")
-    if len(env.signatures) != 1:
-        raise BadRequestError(
-            "envelope: a submission carries exactly one signature", code="envelope-format"
-        )
-    kid = env.keyids[0]
-    sha = sha256_hex(body)
-    with ExitStack() as stack:
-        opened: list[Session] = []
-
-        def session() -> Session:  # opened on first use: a known key and catalogue need none
-            if not opened:
-                opened.append(stack.enter_context(read_session()))
-            return opened[0]
-
-        key = keys.get(kid) if keys is not None else None
-        if key is None:
-            table = PracticeKey.__table__
-            row = session().execute(select(table).where(table.c.kid == kid)).first()
-            active = check_key_active(row, kid)  # type: ignore[arg-type]
-            key = KnownKey(
-                kid,
-                active.practice_ods,
-                VerifyingKey.from_public_bytes(bytes(active.public_key)),
-                active.last_seq,
+        check_size(body, limits.cap)
+        env = open_shape(body)
+        check_kind(env, "submission")
+        if len(env.signatures) != 1:
+            raise BadRequestError(
+                "envelope: a submission carries exactly one signature", code="envelope-format"
             )
-            if keys is not None:
-                keys.put(key)
-        sub, payload = _verify_message(env, key, signer.aud)
-        try:
-            # Check 8 without a query: a fresh submission has a seq above the key's last one.
-            # A retry of a stored one never has, so the lookup runs (here) only when this or
-            # the iat window fails: an identical retry, however old, gets its receipt. (A
-            # retry that passes both here is answered by the write's own check.)
-            check_seq(sub.seq, key.last_seq, key.kid)
-            check_iat(sub.iat, now, limits.iat_future, limits.iat_past)
-        except AggregatorError:
-            stored = _stored_receipt(session(), sub, sha)
-            if stored is not None:
-                return Ingested(stored, created=False, submission_id=sub.submission_id)
-            raise
-        known = _check_catalogue(session, catalogues, sub)
-        _check_business_rules(sub, known)
-        _check_disclosure(sub, known)
-    # Check 13 (corrections) needs the stored state and runs under the sequencer only.
-    when = dt.datetime.fromtimestamp(now, tz=dt.UTC)
-    return Verified(sub, body, sha, sha256_hex(payload), when)
+        kid = env.keyids[0]
+        sha = sha256_hex(body)
+        with ExitStack() as stack:
+            opened: list[Session] = []
+
+            def session() -> Session:  # opened on first use: a known key and catalogue need none
+                if not opened:
+                    opened.append(stack.enter_context(read_session()))
+                return opened[0]
+
+            key = keys.get(kid) if keys is not None else None
+            if key is None:
+                table = PracticeKey.__table__
+                row = session().execute(select(table).where(table.c.kid == kid)).first()
+                active = check_key_active(row, kid)  # type: ignore[arg-type]
+                key = KnownKey(
+                    kid,
+                    active.practice_ods,
+                    VerifyingKey.from_public_bytes(bytes(active.public_key)),
+                    active.last_seq,
+                )
+                if keys is not None:
+                    keys.put(key)
+            sub, payload = _verify_message(env, key, signer.aud)
+            try:
+                # Check 8 without a query: a fresh submission has a seq above the key's last one.
+                # A retry of a stored one never has, so the lookup runs (here) only when this or
+                # the iat window fails: an identical retry, however old, gets its receipt. (A
+                # retry that passes both here is answered by the write's own check.)
+                check_seq(sub.seq, key.last_seq, key.kid)
+                check_iat(sub.iat, now, limits.iat_future, limits.iat_past)
+            except AggregatorError:
+                stored = _stored_receipt(session(), sub, sha)
+                if stored is not None:
+                    return Ingested(stored, created=False, submission_id=sub.submission_id)
+                raise
+            known = _check_catalogue(session, catalogues, sub)
+            _check_business_rules(sub, known)
+            _check_disclosure(sub, known)
+        # Check 13 (corrections) needs the stored state and runs under the sequencer only.
+        when = dt.datetime.fromtimestamp(now, tz=dt.UTC)
+        return Verified(sub, body, sha, sha256_hex(payload), when)
 
 
 def _verify_message(env: Envelope, key: KnownKey, aud: str) -> tuple[Submission, bytes]:
