@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union
 
 import rfc8785
 from pydantic import BaseModel, ValidationError
+from pydantic.dataclasses import is_pydantic_dataclass
 
 from .errors import CanonicalFormError, SchemaError
 
@@ -196,7 +197,7 @@ def _plain_annotation(tp: Any, metadata: Any = ()) -> bool:
     if origin is tuple:
         args = typing.get_args(tp)
         return len(args) == 2 and args[1] is Ellipsis and _plain_annotation(args[0])
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
+    if isinstance(tp, type) and (issubclass(tp, BaseModel) or is_pydantic_dataclass(tp)):
         return _sorted_model(tp)
     if tp is int:
         return _safe_bounds(metadata)
@@ -204,21 +205,23 @@ def _plain_annotation(tp: Any, metadata: Any = ()) -> bool:
 
 
 @cache
-def _sorted_model(model: type[BaseModel]) -> bool:
+def _sorted_model(model: type[Any]) -> bool:
     """Whether ``model``'s JSON dump is already its canonical form when the text is plain
     (see :func:`_parse_sorted`): fields declared in sorted order, no aliases, no custom
     serialisers, extra fields forbidden, every field of a plain type, and the same for every
-    model inside it."""
-    names = list(model.model_fields)
+    model (or pydantic dataclass) inside it."""
+    fields = model.__pydantic_fields__
+    names = list(fields)
     decorators = model.__pydantic_decorators__
+    config = model.model_config if issubclass(model, BaseModel) else model.__pydantic_config__
     if (
         names != sorted(names)
-        or model.model_config.get("extra") != "forbid"
+        or config.get("extra") != "forbid"
         or decorators.field_serializers
         or decorators.model_serializers
     ):
         return False
-    for name, info in model.model_fields.items():
+    for name, info in fields.items():
         if info.alias not in (None, name) or info.serialization_alias not in (None, name):
             return False
         if not _plain_annotation(info.annotation, info.metadata):

@@ -68,12 +68,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from .canonical import model_bytes, sha256_hex
 from .catalogue import CountRule, DisclosurePolicy
 from .errors import DisclosureError
-from .submission import MAX_COUNT, Cell, Count, Stratum
+from .submission import MAX_COUNT, Cell, Count, SexStratum, Stratum
 
 __all__ = [
     "COUNT_KINDS",
@@ -452,7 +452,7 @@ def apply_policy(raw: Sequence[RawCell], policy: DisclosurePolicy) -> tuple[Cell
             out.append(
                 Cell(
                     indicator=ind,
-                    stratum=Stratum(age_band=c.age_band, sex=c.sex),
+                    stratum=Stratum(age_band=c.age_band, sex=cast(SexStratum, c.sex)),
                     **counts,
                 )
             )

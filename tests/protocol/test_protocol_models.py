@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
+import re
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -15,7 +17,19 @@ from protocol.canonical import canonical_json
 from protocol.catalogue import Catalogue
 from protocol.errors import CanonicalFormError, SchemaError
 from protocol.keys import SigningKey
-from protocol.submission import Cell, Count, Enrol, Period, Receipt, Rotate, Submission
+from protocol.submission import (
+    Cell,
+    Count,
+    Enrol,
+    Period,
+    Receipt,
+    Rotate,
+    Stratum,
+    Submission,
+    _cells_fault,
+    cell_fault,
+    check_count,
+)
 
 GENERATOR = Path(__file__).resolve().parents[1] / "vectors" / "generate.py"
 
@@ -113,36 +127,87 @@ def test_catalogue_rejects_unknown_fields(path: tuple[Any, ...]) -> None:
 # --- counts and cells --------------------------------------------------------------------------
 
 
+def _with_exclusions(value: int | None, status: str) -> dict[str, Any]:
+    """The sample submission with its last cell's exclusions replaced (exclusions have no rule
+    against the other counts, so only the count's own rules apply)."""
+    sub = submission_value()
+    sub["cells"][-1]["exclusions"] = {"status": status, "value": value}
+    return sub
+
+
 @pytest.mark.parametrize(
     ("value", "status", "message"),
     [
-        (3, "suppressed", "suppressed count carries no value"),
-        (0, "suppressed", "suppressed count carries no value"),
-        (None, "exact", "exact count needs a value"),
-        (None, "rounded", "rounded count needs a value"),
-        (None, "zero", "zero count needs a value"),
+        (3, "suppressed", "a suppressed count carries no value"),
+        (0, "suppressed", "a suppressed count carries no value"),
+        (None, "exact", "an exact count needs a value"),
+        (None, "rounded", "a rounded count needs a value"),
+        (None, "zero", "a zero count needs a value"),
         (5, "zero", "a zero count has value 0"),
         (0, "exact", "an exact 0 is status 'zero'"),
+    ],
+)
+def test_count_status_and_value_rules(value: int | None, status: str, message: str) -> None:
+    sub = _with_exclusions(value, status)
+    last = sub["cells"][-1]
+    where = f"cells[{len(sub['cells']) - 1}] {last['indicator']} "
+    where += f"{last['stratum'].get('age_band', 'all')}/{last['stratum'].get('sex', 'all')}"
+    # The submission names the cell and the count; a count on its own is checked by check_count.
+    assert f"{where}: exclusions: {message}" in _errors(Submission, sub)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_count(Count(status=status, value=value))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "status", "message"),
+    [
         (-1, "exact", "greater than or equal to 0"),
         (10_000_001, "exact", "less than or equal to 10000000"),
         (5, "approximate", "Input should be"),
     ],
 )
-def test_count_status_and_value_rules(value: int | None, status: str, message: str) -> None:
-    assert message in _errors(Count, {"value": value, "status": status})
+def test_count_field_types(value: int | None, status: str, message: str) -> None:
+    assert message in _errors(Submission, _with_exclusions(value, status))
+    with pytest.raises(ValidationError, match=message):
+        Count(status=status, value=value)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
     ("value", "status"), [(None, "suppressed"), (0, "zero"), (4, "exact"), (10, "rounded")]
 )
 def test_count_valid_combinations(value: int | None, status: str) -> None:
-    assert Count.model_validate({"value": value, "status": status}).status == status
+    sub = Submission.model_validate(_with_exclusions(value, status))
+    assert sub.cells[-1].exclusions == Count(status=status, value=value)  # type: ignore[arg-type]
+    assert check_count(Count(status=status, value=value)).status == status  # type: ignore[arg-type]
 
 
 def test_exact_numerator_cannot_exceed_denominator() -> None:
-    cell = submission_value()["cells"][-1]
-    cell["numerator"] = {"status": "exact", "value": 200}
-    assert "numerator 200 > denominator 141" in _errors(Cell, cell)
+    sub = submission_value()
+    sub["cells"][-1]["numerator"] = {"status": "exact", "value": 200}
+    assert "numerator 200 > denominator 141" in _errors(Submission, sub)
+    # Rounded or suppressed counts are not compared: rounding can put a numerator above.
+    sub["cells"][-1]["numerator"] = {"status": "rounded", "value": 200}
+    Submission.model_validate(sub)
+
+
+def test_one_pass_over_cells_agrees_with_each_cells_rules() -> None:
+    """Every combination of statuses and small values: the submission's one-pass check (which
+    lets the common case through inline) finds a fault exactly when cell_fault does."""
+    options = [(s, v) for s in ("exact", "rounded", "suppressed", "zero") for v in (None, 0, 1, 7)]
+    stratum = Stratum()
+    for den, num, exc in itertools.product(options, repeat=3):
+        cell = Cell(
+            denominator=Count(*den),  # type: ignore[arg-type]
+            exclusions=Count(*exc),  # type: ignore[arg-type]
+            indicator="HYP_BP",
+            numerator=Count(*num),  # type: ignore[arg-type]
+            stratum=stratum,
+        )
+        fault = cell_fault(cell)
+        found = _cells_fault((cell,))
+        assert (found is None) == (fault is None), (cell, fault, found)
+        if fault is not None:
+            assert found == f"cells[0] HYP_BP all/all: {fault}"
 
 
 def test_cells_must_be_sorted_and_unique() -> None:

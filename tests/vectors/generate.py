@@ -157,7 +157,7 @@ def sample_catalogue() -> Catalogue:
 
 
 def _count(value: int | None, status: str) -> Count:
-    return Count.model_validate({"value": value, "status": status})
+    return Count(status=status, value=value)  # type: ignore[arg-type]
 
 
 def sample_submission(practice_kid: str, catalogue: Catalogue) -> Submission:
