@@ -36,6 +36,10 @@ def test_stored_rows_give_back_the_protocol_cells(seed: int) -> None:
     assert protocol_cells(_rows_as_objects(rows)) == cells
     # suppressed counts (null values) are among them, and survive the trip
     assert any(c.numerator.status == "suppressed" for c in cells)
+    # the strata text, written out by hand, is exactly the compact JSON encoding
+    for row in rows:
+        strata = json.loads(str(row[8]))
+        assert row[8] == json.dumps(strata, separators=(",", ":"), ensure_ascii=True)
 
 
 def test_whole_practice_cell_is_in_the_columns_and_strata_in_the_json() -> None:
@@ -50,6 +54,10 @@ def test_whole_practice_cell_is_in_the_columns_and_strata_in_the_json() -> None:
 
     cells = (cell("18-39", "F", 40, 20), cell("18-39", "M", 30, None), cell("all", "all", 70, 35))
     (row,) = cell_rows("s-2", cells)
+    assert row[8] == (
+        '[["18-39","F",40,"exact",20,"exact",0,"zero"],'
+        '["18-39","M",30,"exact",null,"suppressed",0,"zero"]]'
+    )
     assert row[:8] == ("s-2", "HYP001", 70, "exact", 35, "exact", 0, "zero")
     assert json.loads(str(row[8])) == [
         ["18-39", "F", 40, "exact", 20, "exact", 0, "zero"],
