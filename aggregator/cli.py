@@ -487,6 +487,7 @@ def serve(
     if workers == 1:
         from .runtime import tune_gc
 
+        application.state.runtime.warm()
         tune_gc()
         uvicorn.run(application, **common)
         return

@@ -59,6 +59,14 @@ class Runtime:
             lock_path = f"{url.database}-sequencer.lock"
         self.committer = Committer(self.db.session, self.signer, lock_path=lock_path)
 
+    def warm(self) -> None:
+        """Load what every submission's verification needs before the first one arrives: the
+        active practice keys and the published catalogues. Serve processes (and
+        bench/ingest.py's workers) call this at start; tests and the CLI do not."""
+        with self.db.read() as session:
+            self.keys.load_active(session)
+            self.catalogues.load_published(session)
+
     @property
     def aud(self) -> str:
         return self.signer.aud

@@ -274,8 +274,7 @@ def _ingest_worker(
     rt = Runtime.load(get_settings(db=db_url, key_dir=Path(key_dir)))
     limits = IngestLimits(cap=256 * 1024, iat_future=300, iat_past=7 * 86400)
     submission_batch_hook()
-    with rt.db.read() as s:
-        rt.catalogues.get(s, "bench", 1)
+    rt.warm()  # as a serve worker does: active keys and published catalogues
     if os.environ.get("FEDQI_BENCH_NO_GC_TUNING") != "1":
         tune_gc()  # as a serve worker does
 

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from protocol.catalogue import Catalogue
@@ -115,3 +115,13 @@ class CatalogueCache:
         with self._lock:
             self._known[(cat_id, version)] = known
         return known
+
+    def load_published(self, session: Session) -> int:
+        """Hold the latest published version of each catalogue (what agents submit against;
+        an older version is read when first asked for). Returns how many."""
+        latest = session.execute(
+            select(CatalogueRow.id, func.max(CatalogueRow.version)).group_by(CatalogueRow.id)
+        ).all()
+        for cat_id, version in latest:
+            self.get(session, cat_id, version)
+        return len(latest)

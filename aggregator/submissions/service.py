@@ -127,6 +127,26 @@ class KeyCache:
         with self._lock:
             self._keys.pop(kid, None)
 
+    def load_active(self, session: Session) -> int:
+        """Hold every key that is active now (one query; a server process does this at start,
+        so a month in which each practice submits once reads no key per submission). Returns
+        how many. A key revoked or rotated away later is refused at the write as any cached
+        key is; a key enrolled later is read when first seen."""
+        t = PracticeKey.__table__
+        rows = session.execute(
+            select(t.c.kid, t.c.practice_ods, t.c.public_key, t.c.last_seq).where(
+                t.c.status == "active"
+            )
+        ).all()
+        loaded = {
+            kid: KnownKey(kid, ods, VerifyingKey.from_public_bytes(bytes(public)), last_seq)
+            for kid, ods, public, last_seq in rows
+        }
+        with self._lock:
+            for kid, key in loaded.items():
+                self._keys.setdefault(kid, key)
+        return len(loaded)
+
 
 def ingest(
     read_session: SessionFactory,

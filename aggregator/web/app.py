@@ -93,5 +93,6 @@ def create_app_from_environment() -> FastAPI:
     from ..settings import get_settings
 
     app = create_app(get_settings())
+    app.state.runtime.warm()
     tune_gc()
     return app

@@ -91,3 +91,41 @@ def test_a_stale_cached_seq_still_gets_the_right_answers(network) -> None:  # ty
         _ingest(rt, agent.submission(period=Period.month(2026, 2), seq=1), stale)
     assert caught.value.code == "seq-not-increasing"
     assert network.counts() == before
+
+
+def test_warm_loads_the_active_keys_and_latest_catalogues_so_a_first_submission_reads_nothing(
+    network,
+) -> None:  # type: ignore[no-untyped-def]
+    """A serve process warms its caches at start (Runtime.warm): every active key with its
+    stored last seq, none revoked; then a practice's first submission is verified without a
+    database read, and a key revoked after the warm-up is still refused by the write."""
+    first, second, gone = (enrolled(network, ods) for ods in ("A81001", "A81002", "A81003"))
+    rt = network.runtime()
+    assert _ingest(rt, first.submission(period=Period.month(2026, 1)), KeyCache()).created
+    assert (
+        network.cli("key", "revoke", gone.key.kid, "--key-dir", str(network.settings.key_dir)) == 0
+    )
+
+    warm = network.runtime()
+    warm.warm()
+    held = {kid: warm.keys.get(kid) for kid in (first.key.kid, second.key.kid, gone.key.kid)}
+    assert held[gone.key.kid] is None
+    assert (held[first.key.kid].practice_ods, held[first.key.kid].last_seq) == ("A81001", 1)  # type: ignore[union-attr]
+    assert (held[second.key.kid].practice_ods, held[second.key.kid].last_seq) == ("A81002", 0)  # type: ignore[union-attr]
+
+    statements: list[str] = []
+    event.listen(warm.db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    body = second.submission(period=Period.month(2026, 1))
+    out = verify(warm.db.read, warm.signer, warm.catalogues, body, now=time.time(), limits=LIMITS, keys=warm.keys)  # fmt: skip
+    assert isinstance(out, Verified)
+    assert statements == []
+
+    assert (
+        network.cli("key", "revoke", second.key.kid, "--key-dir", str(network.settings.key_dir))
+        == 0
+    )
+    before = network.counts()
+    with pytest.raises(AggregatorError) as caught:
+        _ingest(warm, second.submission(period=Period.month(2026, 2)), warm.keys)
+    assert (caught.value.status_code, caught.value.code) == (403, "key-revoked")
+    assert network.counts() == before
