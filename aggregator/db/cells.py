@@ -42,7 +42,6 @@ COLUMNS = (
 )
 
 
-
 @dataclass(frozen=True)
 class StoredCell:
     """One stored cell (the total or a stratum) of one indicator."""
