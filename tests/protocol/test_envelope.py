@@ -62,3 +62,39 @@ def test_strict_base64_agrees_with_encoding_the_whole_text_again() -> None:
         assert got == expected, text
         verdicts[got is not None] += 1
     assert min(verdicts.values()) > 2000  # both verdicts well represented
+
+
+def test_envelope_canonical_check_agrees_with_encoding_the_whole_envelope() -> None:
+    """Envelope.from_bytes checks canonical form without encoding the payload text again
+    (_is_canonical); on envelopes edited byte by byte its verdict is the full encoding's."""
+    import json
+    import random
+
+    from protocol.canonical import canonical_json
+    from protocol.envelope import _b64decode, _is_canonical
+    from protocol.errors import EnvelopeFormatError
+
+    rng = random.Random(11)
+    keys = [SigningKey.from_private_bytes(bytes([i]) * 32) for i in (1, 2)]
+    edits = [b" ", b"\n", b'"', b"\\", b"A", b"=", b"/", b",", b"}", b"\\u0041", b"\xc3\xa9"]
+    verdicts = {True: 0, False: 0}
+    for _ in range(6000):
+        payload = bytes(rng.randrange(256) for _ in range(rng.randint(0, 40)))
+        signers = keys[: rng.randint(1, 2)]
+        data = bytearray(sign_envelope("submission", payload, signers).to_bytes())
+        for _ in range(rng.choice((0, 1, 1, 2))):
+            at = rng.randint(0, len(data))
+            if rng.random() < 0.5 and at < len(data):
+                del data[at]
+            data[at:at] = rng.choice(edits)
+        try:
+            value = json.loads(bytes(data))
+            _b64decode(value["payload"], what="payload")
+        except (ValueError, TypeError, KeyError, EnvelopeFormatError):
+            continue  # refused before the canonical check
+        if not isinstance(value, dict) or not isinstance(value.get("payloadType"), str):
+            continue
+        expected = canonical_json(value) == bytes(data)
+        assert _is_canonical(value, bytes(data)) == expected, bytes(data)
+        verdicts[expected] += 1
+    assert min(verdicts.values()) > 250, verdicts  # both verdicts well represented
