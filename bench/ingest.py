@@ -262,13 +262,14 @@ def setup_network(
 
 
 def _ingest_worker(
-    db_url: str, key_dir: str, streams: list[list[bytes]]
+    db_url: str, key_dir: str, streams: list[list[bytes]], ready: object = None
 ) -> tuple[float, float, int, float, int, float | None, float | None]:
-    """One worker process (as one server process): load the runtime, warm up, then ingest its
-    streams from one thread each, through the runtime's group committer (as the server's
-    request threads do); returns its (start, end) wall-clock times, the count, the CPU seconds
-    this process used, the number of write transactions, and the machine's busy CPU seconds at
-    its start and end."""
+    """One worker process (as one server process): load the runtime, warm up, wait at the
+    ``ready`` barrier until every worker has (a server's processes are all up before the load
+    arrives), then ingest its streams from one thread each, through the runtime's group
+    committer (as the server's request threads do); returns its (start, end) wall-clock times,
+    the count, the CPU seconds this process used, the number of write transactions, and the
+    machine's busy CPU seconds at its start and end."""
     from aggregator.common import submission_batch_hook
 
     rt = Runtime.load(get_settings(db=db_url, key_dir=Path(key_dir)))
@@ -293,6 +294,8 @@ def _ingest_worker(
             )
             assert res.created
 
+    if ready is not None:
+        ready.wait()  # type: ignore[attr-defined]
     busy0, start, cpu = machine_busy_seconds(), time.time(), time.process_time()
     with ThreadPoolExecutor(max(1, len(streams))) as pool:
         list(pool.map(run, streams))
@@ -333,8 +336,15 @@ def run_service(
 
     streams = streams_of(bodies, practices, workers * threads)
     shares = [streams[w::workers] for w in range(workers)]
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_ingest_worker, url, str(key_dir), share) for share in shares]
+    context = mp.get_context("spawn")
+    with (
+        context.Manager() as manager,
+        ProcessPoolExecutor(len(shares), mp_context=context) as pool,
+    ):
+        ready = manager.Barrier(len(shares))
+        futures = [
+            pool.submit(_ingest_worker, url, str(key_dir), share, ready) for share in shares
+        ]
         spans = [f.result() for f in futures]
     start = min(sp[0] for sp in spans)
     end = max(sp[1] for sp in spans)
