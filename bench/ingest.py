@@ -342,9 +342,7 @@ def run_service(
         ProcessPoolExecutor(len(shares), mp_context=context) as pool,
     ):
         ready = manager.Barrier(len(shares))
-        futures = [
-            pool.submit(_ingest_worker, url, str(key_dir), share, ready) for share in shares
-        ]
+        futures = [pool.submit(_ingest_worker, url, str(key_dir), share, ready) for share in shares]
         spans = [f.result() for f in futures]
     start = min(sp[0] for sp in spans)
     end = max(sp[1] for sp in spans)
