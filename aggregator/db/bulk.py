@@ -1,5 +1,7 @@
-"""Bulk inserts, the one place that differs by dialect: PostgreSQL gets binary COPY (several
-times faster than row inserts for a batch's hundreds of cell rows); others executemany.
+"""Bulk writes, the one place that differs by dialect. Inserts: PostgreSQL gets binary COPY
+(several times faster than row inserts for a batch's hundreds of cell rows); others
+executemany. Updates of one column by key: PostgreSQL gets one statement over arrays (unnest);
+others executemany.
 
 Binary, not text, COPY: an envelope's ~100 KB body in text COPY is written out as hex and
 escaped by the client, then parsed back by the server, which cost more CPU than the rest of
@@ -12,9 +14,11 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Table, bindparam, func
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 # driver connection -> {(table, columns): type oids}
@@ -42,6 +46,37 @@ def insert_rows(
                 copy.write_row(row)
         return
     conn.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
+
+
+def update_rows(
+    session: Session, table: Table, key: str, column: str, pairs: Sequence[tuple[Any, Any]]
+) -> None:
+    """Set ``column`` to each pair's value in the row whose ``key`` is the pair's key (keys unique)."""
+    if not pairs:
+        return
+    conn = session.connection()
+    conn.execute(
+        _update_statement(table, key, column, conn.dialect.name),
+        {"keys": [k for k, _ in pairs], "values": [v for _, v in pairs]}
+        if conn.dialect.name == "postgresql"
+        else [{"k": k, "v": v} for k, v in pairs],
+    )
+
+
+@lru_cache(maxsize=16)
+def _update_statement(table: Table, key: str, column: str, dialect: str) -> Any:
+    t = table
+    if dialect != "postgresql":
+        return t.update().where(t.c[key] == bindparam("k")).values({column: bindparam("v")})
+    given = (
+        func.unnest(
+            bindparam("keys", type_=ARRAY(t.c[key].type)),
+            bindparam("values", type_=ARRAY(t.c[column].type)),
+        )
+        .table_valued("k", "v")
+        .render_derived(name="given")
+    )
+    return t.update().where(t.c[key] == given.c.k).values({column: given.c.v})
 
 
 def _column_types(raw: Any, table: str, columns: tuple[str, ...]) -> list[int]:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from protocol import merkle
 
+from ..db.bulk import insert_rows
 from ..db.models import LogNode
 
 T = TypeVar("T")
@@ -96,9 +97,7 @@ def append_many_and_prove(
 
     run(record)
     new_nodes, root_hash, proofs = run(_getter(fetch_nodes(session, wanted)))
-    session.connection().execute(
-        LogNode.__table__.insert(), [{"level": lv, "idx": i, "hash": h} for lv, i, h in new_nodes]
-    )
+    insert_rows(session, LogNode.__table__, ("level", "idx", "hash"), new_nodes)
     return root_hash, proofs
 
 

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from protocol.submission import Submission
 
 from ..common import submission_batch_hook
-from ..db.bulk import insert_rows
+from ..db.bulk import insert_rows, update_rows
 from ..db.cells import COLUMNS as CELL_COLUMNS
 from ..db.cells import cell_rows
 from ..db.models import Cell as CellRow
@@ -362,11 +362,7 @@ def _write(session: Session, signer: LogSigner, items: Sequence[Verified]) -> li
     last_seq: dict[str, int] = {}
     for v in items:
         last_seq[v.sub.kid] = v.sub.seq
-    t = PracticeKey.__table__
-    session.connection().execute(
-        t.update().where(t.c.kid == bindparam("k")).values(last_seq=bindparam("s")),
-        [{"k": k, "s": s} for k, s in last_seq.items()],
-    )
+    update_rows(session, PracticeKey.__table__, "kid", "last_seq", list(last_seq.items()))
     hook = submission_batch_hook()
     if hook is not None:
         hook(session, [v.sub for v in items])
