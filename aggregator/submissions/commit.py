@@ -82,13 +82,22 @@ SUBMISSION_COLUMNS = (
 
 @dataclass(frozen=True)
 class Verified:
-    """A submission that passed every stateless check, with what the write needs."""
+    """A submission that passed every stateless check, with what the write needs: its
+    ``cells`` rows are built here, outside the sequencer (a batch's writes are serial across
+    processes, so what can be done before them is done before them)."""
 
     sub: Submission
     body: bytes
     sha: str  # of the envelope bytes
     payload_sha: str
     when: dt.datetime  # received at
+    cells: list[tuple[str | int | None, ...]]  # the cells rows (aggregator.db.cells)
+
+    @classmethod
+    def of(
+        cls, sub: Submission, body: bytes, sha: str, payload_sha: str, when: dt.datetime
+    ) -> Verified:
+        return cls(sub, body, sha, payload_sha, when, cell_rows(sub.submission_id, sub.cells))
 
 
 @dataclass(frozen=True)
@@ -357,7 +366,7 @@ def _write(session: Session, signer: LogSigner, items: Sequence[Verified]) -> li
         session,
         CellRow.__table__,
         CELL_COLUMNS,
-        [row for v in items for row in cell_rows(v.sub.submission_id, v.sub.cells)],
+        [row for v in items for row in v.cells],
     )
     last_seq: dict[str, int] = {}
     for v in items:

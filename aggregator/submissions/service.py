@@ -257,7 +257,7 @@ def verify(
             _check_disclosure(sub, known)
         # Check 13 (corrections) needs the stored state and runs under the sequencer only.
         when = dt.datetime.fromtimestamp(now, tz=dt.UTC)
-        return Verified(sub, body, sha, sha256_hex(payload), when)
+        return Verified.of(sub, body, sha, sha256_hex(payload), when)
 
 
 def _verify_message(env: Envelope, key: KnownKey, aud: str) -> tuple[Submission, bytes]:
