@@ -8,7 +8,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 # protocol/ may import only these third-party packages (and the standard library minus I/O).
-PROTOCOL_ALLOWED_THIRD_PARTY = {"pydantic", "cryptography", "rfc8785"}
+PROTOCOL_ALLOWED_THIRD_PARTY = {"pydantic", "cryptography", "rfc8785", "pybase64"}
 PROTOCOL_FORBIDDEN_STDLIB = {
     "socket",
     "http",
