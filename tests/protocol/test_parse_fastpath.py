@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from protocol import canonical
+from protocol import canonical, submission
 from protocol.canonical import canonical_json, loads_strict, model_bytes, parse_canonical
 from protocol.catalogue import DisclosurePolicy
 from protocol.disclosure import RawCell, apply_policy
@@ -212,3 +212,198 @@ def test_mutations_agree_with_the_strict_path(pos: int, op: str, byte: int) -> N
     sorted_path = canonical._parse_sorted(data, Submission)
     if sorted_path is not None:
         assert sorted_path == _strict(data, Submission)
+    scanned = submission._parse_submission(data)
+    if scanned is not None:
+        assert scanned == _strict(data, Submission)
+
+
+# --- the submission's cell scanner (protocol.submission._parse_submission) ----------------------
+
+
+def _scanned(data: bytes) -> object:
+    return submission._parse_submission(data)
+
+
+def _big_submission() -> bytes:
+    """Many strata per indicator, every disclosure status among them."""
+    raw = []
+    for k, ind in enumerate(("AF001", "DM020", "HYP001")):
+        parts = [
+            RawCell(ind, band, sex, d, min(d, n), e)
+            for (band, sex, d, n, e) in (
+                ("0-39", "F", 3 + k, 1, 0),
+                ("0-39", "M", 40, 12, 2),
+                ("40-59", "F", 0, 0, 0),
+                ("40-59", "M", 125, 119, 7),
+                ("60+", "F", 9_999_000, 5_000_000, 11),
+                ("60+", "M", 17, 17, 0),
+            )
+        ]
+        raw += parts
+        raw.append(
+            RawCell(
+                ind,
+                "all",
+                "all",
+                sum(p.denominator for p in parts),
+                sum(p.numerator for p in parts),
+                sum(p.exclusions for p in parts),
+            )
+        )
+    value = loads_strict(GOOD)
+    value["cells"] = [
+        c.__pydantic_serializer__.to_python(c, exclude_none=True)
+        for c in apply_policy(raw, DisclosurePolicy(name="default"))
+    ]
+    return canonical_json(value)
+
+
+BIG = _big_submission()
+
+
+def test_scanner_reads_a_canonical_submission_as_the_strict_path_does() -> None:
+    for data in (GOOD, BIG):
+        scanned = _scanned(data)
+        assert scanned is not None
+        assert scanned == _strict(data, Submission)
+        assert model_bytes(scanned) == data  # type: ignore[arg-type]
+        statuses = {
+            getattr(c, k).status for c in scanned.cells for k in ("numerator", "exclusions")
+        }  # type: ignore[attr-defined]
+    assert statuses == {"exact", "rounded", "suppressed", "zero"}  # BIG has every status
+
+
+def _first_cell(data: bytes) -> bytes:
+    start = data.index(b'"cells":[') + len(b'"cells":[')
+    return data[start : data.index(b"}},", start) + 2]
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new"),
+    [
+        ("value above the bound", b'"value":120}', b'"value":10000001}'),
+        ("nine digits", b'"value":120}', b'"value":100000000}'),
+        ("leading zero", b'"value":120}', b'"value":0120}'),
+        ("negative", b'"value":3}', b'"value":-3}'),
+        ("explicit null", b'"status":"suppressed"}', b'"status":"suppressed","value":null}'),
+        ("unknown status", b'"status":"exact"', b'"status":"approx"'),
+        ("keys out of order", b'{"status":"exact","value":3}', b'{"value":3,"status":"exact"}'),
+        ("whitespace", b'"exclusions":{', b'"exclusions": {'),
+        ("bad age band", b'"age_band":"all","sex":"F"', b'"age_band":"1000-2","sex":"F"'),
+        ("bad sex", b'"sex":"F"', b'"sex":"X"'),
+        ("lower-case indicator", b'"indicator":"DM020"', b'"indicator":"dm020"'),
+        ("exact zero", b'"status":"exact","value":3}', b'"status":"exact","value":0}'),
+        (
+            "suppressed with a value",
+            b'{"status":"suppressed"}',
+            b'{"status":"suppressed","value":4}',
+        ),
+        ("numerator above denominator", b'"value":80', b'"value":800'),
+        ("trailing comma", b'}}],"iat"', b'}},],"iat"'),
+        ("empty cells", None, b"[]"),
+        ("duplicate cell", None, b"dup"),
+        ("cells out of order", None, b"swap"),
+        ("escaped letter", b'"indicator":"DM020"', b'"indicator":"\\u0044M020"'),
+    ],
+)
+def test_scanner_refuses_what_the_strict_path_refuses(name, old, new) -> None:  # type: ignore[no-untyped-def]
+    if old is not None:
+        assert GOOD.count(old) >= 1, name
+        data = GOOD.replace(old, new, 1)
+    else:
+        start = GOOD.index(b'"cells":[') + len(b'"cells":')
+        end = GOOD.index(b'],"iat"') + 1
+        first = _first_cell(GOOD)
+        rest = GOOD[start + 1 + len(first) + 1 : end - 1]
+        array = {
+            b"[]": b"[]",
+            b"dup": b"[" + first + b"," + first + b"," + rest + b"]",
+            b"swap": b"[" + rest + b"," + first + b"]",
+        }[new]
+        data = GOOD[:start] + array + GOOD[end:]
+    with pytest.raises((CanonicalFormError, SchemaError)):
+        _strict(data, Submission)
+    assert _scanned(data) is None
+    _same(data)
+
+
+def test_scanner_accepts_the_largest_count() -> None:
+    data = GOOD.replace(b'"status":"exact","value":120}', b'"status":"exact","value":10000000}', 1)
+    data = data.replace(b'"status":"exact","value":80}', b'"status":"exact","value":10000000}', 1)
+    scanned = _scanned(data)
+    assert scanned is not None
+    assert scanned == _strict(data, Submission)
+
+
+def test_scanner_caches_stay_correct_when_cleared(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(submission, "_CACHE_LIMIT", 2)
+    for cache in ("_COUNTS", "_STRATA", "_INDICATORS"):
+        monkeypatch.setattr(submission, cache, {})
+    for data in (GOOD, BIG, GOOD, BIG):
+        assert _scanned(data) == _strict(data, Submission)
+    assert 1 <= len(submission._COUNTS) <= 2
+    assert 1 <= len(submission._STRATA) <= 2
+
+
+# Mostly valid parts, so that many generated submissions are accepted; now and then one that
+# is not (a draw of 0 in 8 takes from the second list).
+_COUNTS = (
+    [("exact", 5), ("exact", 120), ("exact", 10_000_000), ("rounded", 0), ("rounded", 10)]
+    + [("zero", 0), ("suppressed", None)],
+    [("exact", 0), ("zero", 3), ("suppressed", 4), ("approx", 5), ("exact", 10_000_001)]
+    + [("exact", -1), ("exact", True), ("exact", 2.5), ("exact", "7"), ("zero", None)],
+)
+_INDICATORS = (["DM020", "HYP001", "AF001"], ["dm020", "X", "A" * 33, "DM 20"])
+_BANDS = (["all", "0-39", "60+"], ["1000-1", "", "60-", "all "])
+_SEXES = (["all", "F", "M", "U"], ["X", "f", ""])
+
+
+@st.composite
+def _cell_lists(draw: st.DrawFn) -> list[dict[str, object]]:
+    def pick(pools: tuple[list, list]) -> object:  # type: ignore[type-arg]
+        return draw(st.sampled_from(pools[draw(st.integers(0, 7)) == 0]))
+
+    def count() -> dict[str, object]:
+        status, value = pick(_COUNTS)  # type: ignore[misc]
+        out: dict[str, object] = {"status": status}
+        if value is not None or draw(st.integers(0, 7)) == 0:  # now and then an explicit null
+            out["value"] = value
+        return out
+
+    cells = []
+    for _ in range(draw(st.integers(min_value=0, max_value=5))):
+        cells.append(
+            {
+                "denominator": count(),
+                "exclusions": count(),
+                "indicator": pick(_INDICATORS),
+                "numerator": count(),
+                "stratum": {"age_band": pick(_BANDS), "sex": pick(_SEXES)},
+            }
+        )
+    if draw(st.integers(0, 7)) != 0:
+        cells.sort(
+            key=lambda c: (c["indicator"], c["stratum"]["age_band"], c["stratum"]["sex"])  # type: ignore[index]
+        )
+    return cells
+
+
+@settings(max_examples=3000 if LONG else 300, derandomize=not LONG, deadline=None)
+@given(_cell_lists())
+def test_scanner_agrees_with_the_strict_path_on_generated_cells(cells) -> None:  # type: ignore[no-untyped-def]
+    value = loads_strict(GOOD)
+    value["cells"] = cells
+    try:
+        data = canonical_json(value)
+    except Exception:  # noqa: BLE001 - e.g. a float RFC 8785 writes differently: not a case
+        return
+    scanned = _scanned(data)
+    try:
+        strict = _strict(data, Submission)
+    except (CanonicalFormError, SchemaError):
+        event("refused")
+        assert scanned is None
+        return
+    event("accepted")
+    assert scanned == strict  # every valid canonical submission is scanned
+    _same(data)
