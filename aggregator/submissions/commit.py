@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 try:
     import fcntl
@@ -124,21 +124,27 @@ class _Known:
 
 @dataclass
 class _State:
-    keys: dict[str, PracticeKey]
+    keys: dict[str, Any]  # kid -> row (kid, status, last_seq)
     last_seq: dict[str, int]
     known: dict[str, _Known]
     effective: dict[tuple[str, dt.date, dt.date], str] = field(default_factory=dict)
 
 
 def _load_state(session: Session, items: Sequence[Verified]) -> _State:
+    # Core statements on the session's connection (no ORM objects): this runs under the
+    # sequencer, once per batch.
+    conn = session.connection()
+    k = PracticeKey.__table__.c
     kids = {v.sub.kid for v in items}
-    keys = {k.kid: k for k in session.scalars(select(PracticeKey).where(PracticeKey.kid.in_(kids)))}
+    keys = {
+        r.kid: r for r in conn.execute(select(k.kid, k.status, k.last_seq).where(k.kid.in_(kids)))
+    }
     ids = {v.sub.submission_id for v in items} | {
         v.sub.supersedes for v in items if v.sub.supersedes is not None
     }
     periods = {(v.sub.practice, v.sub.period.start, v.sub.period.end) for v in items}
-    s = SubmissionRow
-    rows = session.execute(
+    s = SubmissionRow.__table__.c
+    rows = conn.execute(
         select(
             s.submission_id,
             s.practice_ods,
@@ -155,7 +161,7 @@ def _load_state(session: Session, items: Sequence[Verified]) -> _State:
             )
         )
     ).all()
-    state = _State(keys, {k: v.last_seq for k, v in keys.items()}, {})
+    state = _State(keys, {kid: r.last_seq for kid, r in keys.items()}, {})
     for sid, ods, start, end, eff, by, sha in rows:
         state.known[sid] = _Known(ods, (start, end), bool(eff), by, sha)
         if eff:
@@ -185,7 +191,7 @@ def _check(state: _State, v: Verified, position: int) -> int | None:
     """Raise the error ``v`` meets on this state; or return the batch position of an identical
     submission accepted earlier (an idempotent retry); or ``None``: accept it."""
     sub = v.sub
-    key = check_key_active(state.keys.get(sub.kid), sub.kid)
+    key = check_key_active(state.keys.get(sub.kid), sub.kid)  # a row of PracticeKey's columns
     seen = state.known.get(sub.submission_id)
     if seen is not None:
         if seen.sha == v.sha:
