@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event, text, update
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +16,7 @@ from .models import LogState
 
 # A constant key for PostgreSQL's transaction-scoped advisory lock: the log's one sequencer.
 SEQUENCER_LOCK_KEY = 0x66656471  # "fedq"
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
 
 
 def normalise_url(url: str) -> str:
@@ -94,7 +95,9 @@ def lock_sequencer(session: Session) -> None:
     PostgreSQL: a transaction-scoped advisory lock. SQLite: a write to ``log_state`` takes the
     database write lock (the connection then holds it until commit or rollback).
     """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SEQUENCER_LOCK_KEY})
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        conn.execute(_ADVISORY_LOCK, {"k": SEQUENCER_LOCK_KEY})
     else:
-        session.execute(update(LogState).where(LogState.id == 1).values(size=LogState.size))
+        t = LogState.__table__
+        conn.execute(t.update().where(t.c.id == 1).values(size=t.c.size))

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from protocol import merkle
@@ -87,7 +87,10 @@ def make_leaf_data(
 
 
 def log_size(session: Session) -> int:
-    return int(session.scalar(select(LogState.size).where(LogState.id == 1)) or 0)
+    # Core on the session's connection (no ORM statement layer): a write batch reads it under
+    # the sequencer.
+    t = LogState.__table__.c
+    return int(session.connection().execute(select(t.size).where(t.id == 1)).scalar() or 0)
 
 
 def append_leaf(
@@ -117,7 +120,8 @@ def append_leaves(
     )
     root, proofs = tree.append_many_and_prove(session, index, hashes)
     size = index + len(leaves)
-    session.execute(update(LogState).where(LogState.id == 1).values(size=size))
+    t = LogState.__table__
+    session.connection().execute(t.update().where(t.c.id == 1).values(size=size))
     return [
         Appended(index=index + k, leaf_hash=h, size=size, root=root, proof=tuple(proofs[k]))
         for k, h in enumerate(hashes)
