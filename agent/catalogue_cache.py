@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from protocol.catalogue import Catalogue
 from protocol.envelope import Envelope, verify_envelope
-from protocol.errors import ProtocolError
+from protocol.errors import ProtocolError, SchemaError
 
 from .errors import AgentUserError, ConfigError
 from .keystore import TRUST_FILE, Trust, load_trust, write_private
@@ -67,7 +67,21 @@ def verify_catalogue(data: bytes, trust: Trust, *, where: str) -> Catalogue:
     try:
         env = Envelope.from_bytes(data)
         payload = verify_envelope(env, [trust.catalogue_key.verifying_key()], kind="catalogue")
+    except ProtocolError as exc:
+        raise AgentUserError(
+            f"{where}: the catalogue does not verify against the pinned catalogue key "
+            f"{trust.catalogue_key.name!r}: {exc}",
+            exit_code=7,
+        ) from None
+    try:
         return Catalogue.from_bytes(payload)
+    except SchemaError as exc:
+        # Signed, but not a catalogue this agent may compute from (e.g. a codelist whose codes
+        # do not match its codes_sha256): nothing is computed from it.
+        raise AgentUserError(
+            f"{where}: the signed catalogue is refused, nothing is computed from it: {exc}",
+            exit_code=7,
+        ) from None
     except ProtocolError as exc:
         raise AgentUserError(
             f"{where}: the catalogue does not verify against the pinned catalogue key "

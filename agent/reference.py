@@ -34,6 +34,7 @@ from protocol.catalogue import (
     OnRegister,
     RegisteredFor,
     Rule,
+    Score,
     SexIs,
     Window,
 )
@@ -144,12 +145,31 @@ class _Subject:
     medications: list[Row]
     end: dt.date
     catalogue: Catalogue
+    codes: dict[str, frozenset[tuple[str, str]]]
 
     def rows(self, table: str, codelist: str) -> list[Row]:
         """Rows of the table with a code in the codelist, dated on or before E."""
-        pairs = self.catalogue.codelist(codelist).pairs()
+        pairs = self.codes[codelist]
         source = self.events if table == "events" else self.medications
         return [r for r in source if r.date <= self.end and (r.system, r.code) in pairs]
+
+
+def _compare(left: float, op: str, right: float) -> bool:
+    if op == "<":
+        return left < right
+    if op == "<=":
+        return left <= right
+    if op == ">":
+        return left > right
+    if op == ">=":
+        return left >= right
+    if op == "==":
+        return left == right
+    raise ValueError(f"unknown comparison {op!r}")
+
+
+def codes_by_list(catalogue: Catalogue) -> dict[str, frozenset[tuple[str, str]]]:
+    return {cl.id: cl.pairs() for cl in catalogue.codelists}
 
 
 def holds(rule: Rule, s: _Subject) -> bool:
@@ -190,13 +210,7 @@ def holds(rule: Rule, s: _Subject) -> bool:
                 return False
             latest = max(r.date for r in valued)
             value = min(r.value for r in valued if r.date == latest and r.value is not None)
-            return {
-                "<": value < rule.value,
-                "<=": value <= rule.value,
-                ">": value > rule.value,
-                ">=": value >= rule.value,
-                "==": value == rule.value,
-            }[rule.op]
+            return _compare(value, rule.op, rule.value)
         case LatestCode():
             family = [
                 r for r in s.rows("events", rule.family) if in_window(r.date, end, rule.window)
@@ -204,13 +218,19 @@ def holds(rule: Rule, s: _Subject) -> bool:
             if not family:
                 return False
             latest = max(r.date for r in family)
-            target = s.catalogue.codelist(rule.codelist).pairs()
+            target = s.codes[rule.codelist]
             return any((r.system, r.code) in target for r in family if r.date == latest)
         case FirstCode():
             rows = s.rows("events", rule.codelist)
             if not rows:
                 return False
             return in_window(min(r.date for r in rows), end, rule.window)
+        case Score():
+            total = 0
+            for term in rule.terms:
+                if holds(term.rule, s):
+                    total += term.weight
+            return _compare(total, rule.op, rule.value)
     raise TypeError(f"unknown rule node {type(rule).__name__}")
 
 
@@ -246,6 +266,7 @@ def evaluate(
 ) -> list[RawCell]:
     """Counts per stratum (``Catalogue.strata_for``), patient by patient."""
     chosen = _indicators(catalogue, indicators)
+    codes = codes_by_list(catalogue)
     counts: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     for patient in practice.patients:
         if not in_base(patient, period_end):
@@ -256,6 +277,7 @@ def evaluate(
             practice.medications.get(patient.patient_id, []),
             period_end,
             catalogue,
+            codes,
         )
         band = age_band(catalogue, age_on(patient.birth_date, period_end))
         for ind in chosen:
@@ -283,6 +305,7 @@ def worklist(
 ) -> list[tuple[int, str | None]]:
     """Denominator but not numerator, by patient_id (the oracle for ``worklist_patients``)."""
     ind = catalogue.indicator(indicator_id)
+    codes = codes_by_list(catalogue)
     out = []
     for patient in sorted(practice.patients, key=lambda p: p.patient_id):
         if not in_base(patient, period_end):
@@ -293,6 +316,7 @@ def worklist(
             practice.medications.get(patient.patient_id, []),
             period_end,
             catalogue,
+            codes,
         )
         den, num, _ = classify(ind, s)
         if den and not num:

@@ -94,6 +94,8 @@ P_AF = _curve(((40, 0), (50, 0.005), (60, 0.016), (70, 0.047), (80, 0.10), (90, 
 P_STIA = _curve(((40, 0), (50, 0.007), (60, 0.018), (70, 0.042), (80, 0.078), (90, 0.10)), 1.2)
 P_COPD = _curve(((35, 0), (45, 0.004), (55, 0.014), (65, 0.031), (75, 0.048), (85, 0.05)), 1.4)
 P_ASTHMA = _curve(((2, 0), (6, 0.07), (15, 0.085), (30, 0.08), (60, 0.075), (90, 0.065)), 1.0)
+# Heart failure: about 1% of the list, rising steeply with age (NHS Digital QOF HF register).
+P_HF = _curve(((40, 0), (50, 0.004), (60, 0.011), (70, 0.028), (80, 0.065), (90, 0.10)))
 P_CKD = _curve(
     ((18, 0), (30, 0.002), (40, 0.005), (50, 0.012), (60, 0.03), (70, 0.075), (80, 0.17),
      (90, 0.26)),
@@ -107,45 +109,57 @@ CONSULTS = _curve(
 )
 
 # --- codes -------------------------------------------------------------------------------------
-# Clinical codes are those of the default catalogue's codelists (agent/library_build.py), with
-# the first code of each list the most used, as in real records.
+# Clinical codes are drawn at random from the full codelists of the default catalogue (the
+# national clusters vendored in protocol/catalogues/codelists/), so every member of a cluster
+# turns up in generated records and the engine is exercised on real coding. Blood pressure
+# readings use the O/E codes most practices record half the time, other clinic codes otherwise.
 
 SCT = "snomedct"
 DMD = "dmd"
-HYP_CODES = ("38341003", "59621000", "1201005", "843821000000102", "846371000000103")
-HYP_RES = "162659009"
-DM_CODES = ("44054006", "313436004", "73211009", "46635009", "313435000")  # type 2 most common
-DM_RES = "315051004"
-SBP_CODES = ("271649006",) * 9 + ("72313002",)
-DBP_CODES = ("271650006",) * 17 + ("1091811000000102", "1091811000000102", "163031004")
-HBA1C_CODES = ("999791000000106",) * 8 + ("1049321000000109", "1049301000000100")
-AF_CODES = ("49436004", "49436004", "282825002", "440028005", "440059007", "5370000")
-CHD_CODES = ("53741008", "53741008", "22298006")
-STIA_CODES = ("230690007", "422504002", "266257000", "266257000")
-CKD_CODES = (
-    "700378005", "700378005", "700379002", "433144002", "431857002", "433146000", "714152005",
-)
-ASTHMA_CODES = ("195967001", "195967001", "401193004")
-COPD_CODES = ("13645005", "13645005", "313296004", "313297008", "313299006")
-ASTHMA_REVIEW = ("394700004", "394700004", "270442000", "394720003")
-COPD_REVIEW = ("394703002", "394703002", "394703002", "760601000000107", "760621000000103")
-SMOKER_CODES = ("77176002", "65568007", "449868002")
-EXSMOKER_CODES = ("8517006", "281018007", "160617001")
-NEVER_SMOKED = "266919005"
-CERVICAL_CODES = ("171149006", "413087003")
-FLU = "822851000000102"
-CHA2DS2VASC = ("omop", "42536432")  # see docs/indicators.md: the UK SNOMED CT id is unconfirmed
+
+
+def _codes(codelist_id: str) -> tuple[str, ...]:
+    from agent.library import load_default_catalogue
+
+    return tuple(c.code for c in load_default_catalogue().codelist(codelist_id).codes)
+
+
+HYP_CODES = _codes("hyp")
+HYP_RES = _codes("hyp_res")
+DM_CODES = _codes("dm")
+DM_RES = _codes("dm_res")
+_OE_SYSTOLIC, _OE_DIASTOLIC = "163030003", "163031004"  # On examination - systolic/diastolic BP
+SBP_CODES = (_OE_SYSTOLIC,) * len(_codes("sbp")) + _codes("sbp")
+DBP_CODES = (_OE_DIASTOLIC,) * len(_codes("dbp")) + _codes("dbp")
+HBA1C_CODES = _codes("hba1c")
+AF_CODES = _codes("af")
+HF_CODES = _codes("hf")
+CHD_CODES = _codes("chd")
+STIA_CODES = _codes("stroke") + _codes("tia")
+CKD_CODES = _codes("ckd35")
+CKD_RESOLVING = _codes("ckd12") + _codes("ckd_res")
+ASTHMA_CODES = _codes("asthma")
+ASTHMA_RES = _codes("asthma_res")
+COPD_CODES = _codes("copd")
+COPD_RES = _codes("copd_res")
+ASTHMA_REVIEW = _codes("asthma_review")
+COPD_REVIEW = _codes("copd_review")
+SMOKER_CODES = _codes("smoker")
+EXSMOKER_CODES = _codes("ex_smoker")
+FLU_CODES = _codes("flu_vacc")
+FLU_DRUGS = _codes("flu_drug")
+STATINS = _codes("statin")
+DOACS = _codes("doac")
+WARFARIN = _codes("vka")
+INHALERS = _codes("asthma_drug")
+
+# Codes in no codelist of the catalogue, for realistic volume (a test checks they stay out):
+NEVER_SMOKED = "266919005"  # Never smoked tobacco (NSMOK_COD is not public)
+CERVICAL_CODES = ("171149006", "413087003")  # cervical screening (its clusters are not public)
 WEIGHT, HEIGHT, BMI = "27113001", "50373000", "60621009"
 EGFR = "1011481000000105"
 CHOLESTEROL = "1005671000000105"
 
-STATINS = (
-    "42382311000001100", "42382311000001100", "42849311000001102", "42850211000001100",
-    "42297211000001100", "42382111000001102", "42379911000001103", "42850411000001101",
-)
-DOACS = ("703908001", "703908001", "703907006", "19842211000001107", "19469811000001101")
-WARFARIN = ("319733000", "319734006", "319735007")
-SALBUTAMOL = "39113611000001102"
 # Antihypertensives (dm+d AMPs from the NHS ANTIHYP_COD drug refset as mirrored in
 # opensafely/zostavax-dementia): amlodipine 5mg, ramipril 2.5mg, bisoprolol 5mg,
 # indapamide 2.5mg, lisinopril 10mg. No default indicator uses them; they add realistic volume.
@@ -215,7 +229,6 @@ class _Rates:
     statin_secondary: float
     statin_diabetes: float
     anticoag: float
-    score_recorded: float  # CHA2DS2-VASc recorded in a year, AF
     asthma_review: float
     copd_review: float
     smoking_ltc: float  # smoking status recorded in a year, long-term conditions
@@ -239,7 +252,6 @@ def _rates(quality: float, rng: random.Random) -> _Rates:
         statin_secondary=r(0.74, 0.18),
         statin_diabetes=r(0.60, 0.22),
         anticoag=r(0.76, 0.18),
-        score_recorded=r(0.74, 0.2),
         asthma_review=r(0.40, 0.38, 0.05),
         copd_review=r(0.62, 0.28, 0.04),
         smoking_ltc=r(0.70, 0.25),
@@ -370,6 +382,8 @@ class _Generator:
         asthma = onset(P_ASTHMA(age_ref) * prev, 2, 12)
         comorbid = dm is not None or hyp is not None
         ckd = onset(P_CKD(age_ref) * prev * (1.25 if comorbid else 0.85), 18, 6)
+        cardiac = chd is not None or hyp is not None or af is not None
+        hf = onset(P_HF(age_ref) * prev * (1.6 if cardiac else 0.6), 40, 5)
         ltc = sum(x is not None for x in (hyp, dm, chd, stia, af, copd, asthma, ckd))
 
         def code(
@@ -390,15 +404,25 @@ class _Generator:
             (copd, COPD_CODES),
             (asthma, ASTHMA_CODES),
             (ckd, CKD_CODES),
+            (hf, HF_CODES),
         ):
             if diag is not None:
                 code(diag, pick(codes))
-        if hyp is not None and rnd() < 0.05 and hyp < b - 60:
-            code(hyp + 30 + int(rnd() * (b - hyp - 31)), HYP_RES)
-            hyp = None
-        if dm is not None and rnd() < 0.02 and dm < b - 60:
-            code(dm + 30 + int(rnd() * (b - dm - 31)), DM_RES)
-            dm = None
+                if rnd() < 0.2:  # a second code of the cluster later (a review, a refinement)
+                    code(diag + int(rnd() * (b - diag)), pick(codes))
+
+        def resolved(diag: int | None, p: float, codes: tuple[str, ...]) -> int | None:
+            """A later resolved code with probability p; None if the condition resolved."""
+            if diag is not None and rnd() < p and diag < b - 60:
+                code(diag + 30 + int(rnd() * (b - diag - 31)), pick(codes))
+                return None
+            return diag
+
+        hyp = resolved(hyp, 0.05, HYP_RES)
+        dm = resolved(dm, 0.02, DM_RES)
+        ckd = resolved(ckd, 0.04, CKD_RESOLVING)
+        asthma = resolved(asthma, 0.06, ASTHMA_RES)
+        copd = resolved(copd, 0.01, COPD_RES)
 
         patient_row = (
             pid,
@@ -448,25 +472,22 @@ class _Generator:
             for c in rng.sample(ANTIHYPERTENSIVES, n):
                 repeat(c, hyp + 30, 0.88)
         if asthma is not None:
-            repeat(SALBUTAMOL, asthma, 0.82)
+            repeat(pick(INHALERS), asthma, 0.82)
         elif copd is not None:
-            repeat(SALBUTAMOL, copd, 0.75)
+            repeat(pick(INHALERS), copd, 0.75)
 
-        # AF: CHA2DS2-VASc (CHF not modelled) and anticoagulation.
+        # AF: anticoagulation, more likely the higher the CHA2DS2-VASc score (from the same
+        # components the indicator reads; the score itself is not recorded).
         if af is not None:
             score = (
-                (hyp is not None)
+                (hf is not None)
+                + (hyp is not None)
                 + (dm is not None)
                 + 2 * (stia is not None)
                 + (chd is not None)
                 + female
                 + (2 if age_ref >= 75 else (1 if age_ref >= 65 else 0))
             )
-            d = max(af, a) + int(rnd() * 60)
-            while d < b:
-                if rnd() < R.score_recorded:
-                    code(d, CHA2DS2VASC[1], float(score), None, CHA2DS2VASC[0])
-                d += 330 + int(rnd() * 70)
             if score >= 2 or rnd() < 0.2:
                 drug = pick(WARFARIN) if rnd() < 0.15 else pick(DOACS)
                 repeat(drug, af + 20, R.anticoag)
@@ -573,7 +594,10 @@ class _Generator:
                 p_flu = R.flu_65 if age >= 65 else (0.45 if ltc else 0.02)
                 if rnd() < p_flu:
                     d = min(autumn + int(rng.expovariate(1 / 35)), seg_end - 1)
-                    code(d, FLU)
+                    if rnd() < 0.25:  # recorded as the vaccine product issued
+                        md((pid, iso[d - base], DMD, pick(FLU_DRUGS)))
+                    else:
+                        code(d, pick(FLU_CODES))
 
             seg_end = seg_start
             first_year = False

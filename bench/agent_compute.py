@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/agent_compute.py [--patients 30000] [--seed 1] [--runs 5]
         [--engines sqlite,duckdb,postgresql] [--data-dir DIR] [--reference-patients 3000]
-        [--json OUT.json]
+        [--code-match join,in] [--preview-runs 5] [--json OUT.json]
 
 For each engine: a synthetic practice (``agent.synth.generate_practice``, cached in
 ``--data-dir``), then, in a fresh subprocess per engine so peak memory is the engine's own:
@@ -11,8 +11,12 @@ the same number of runs of one full aggregate scan of the events table
 (``SELECT patient_id, count(*), max(date) FROM events GROUP BY patient_id``) in the same engine.
 Reports medians, the catalogue time as a multiple of the scan, and peak RSS
 (``ru_maxrss`` of the subprocess, which holds DuckDB's and SQLite's memory too; PostgreSQL's
-server memory is not in it). Then the reference evaluator against the engine on a smaller
-practice (``--reference-patients``), since the reference is too slow for the full one.
+server memory is not in it). ``--code-match join,in`` measures both ways of matching codes in
+the same child, alternating (a VALUES table of codes joined to the rows, or one ``code IN
+(...)`` list per code set). Then the whole ``fedqi-agent preview --period 2026-03 --local``
+process as a newcomer runs it, on the DuckDB practice (``--preview-runs`` times: wall and CPU of
+the child process), and the reference evaluator against the engine on a smaller practice
+(``--reference-patients``), since the reference is too slow for the full one.
 
 PostgreSQL: a fresh database is made on the server at FEDQI_BENCH_PG (default FEDQI_TEST_PG or
 postgresql://postgres@127.0.0.1:5432/test) and dropped afterwards; skipped if none answers.
@@ -68,7 +72,7 @@ def _maxrss_mb() -> float:
 # --- child: measure one engine in a fresh process ----------------------------------------------
 
 
-def child(url: str, runs: int) -> dict[str, Any]:
+def child(url: str, runs: int, modes: Sequence[str] = ("join",)) -> dict[str, Any]:
     import sqlalchemy as sa
 
     from agent import schema
@@ -82,16 +86,20 @@ def child(url: str, runs: int) -> dict[str, Any]:
         n_events = conn.execute(sa.select(sa.func.count()).select_from(schema.events)).scalar()
         n_patients = conn.execute(sa.select(sa.func.count()).select_from(schema.patients)).scalar()
     rss_before = _maxrss_mb()
-    times = []
-    cpu = []
-    cells = []
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    cpu: dict[str, list[float]] = {m: [] for m in modes}
+    results: dict[str, Any] = {}
     for i in range(runs + 1):
-        started, cpu_started = time.perf_counter(), _cpu_s()
-        cells = compute_cells(engine, catalogue, PERIOD_END)
-        if i:  # the first run warms caches
-            times.append(time.perf_counter() - started)
-            cpu.append(_cpu_s() - cpu_started)
+        for mode in modes:  # alternating, so drift on a shared machine hits both alike
+            started, cpu_started = time.perf_counter(), _cpu_s()
+            results[mode] = compute_cells(engine, catalogue, PERIOD_END, code_match=mode)
+            if i:  # the first run warms caches
+                times[mode].append(time.perf_counter() - started)
+                cpu[mode].append(_cpu_s() - cpu_started)
     rss_compute = _maxrss_mb()
+    cells = results[modes[0]]
+    if any(results[m] != cells for m in modes):
+        raise SystemExit("code-match modes disagree")
     ev = schema.events
     scan = sa.select(ev.c.patient_id, sa.func.count(), sa.func.max(ev.c.date)).group_by(
         ev.c.patient_id
@@ -112,9 +120,11 @@ def child(url: str, runs: int) -> dict[str, Any]:
         "events": n_events,
         "patients": n_patients,
         "indicators": len(catalogue.indicators),
+        "codes": sum(len(c.codes) for c in catalogue.codelists),
         "cells": len(cells),
-        "compute_s": times,
-        "compute_cpu_s": cpu,
+        "compute_s": times[modes[0]],
+        "compute_cpu_s": cpu[modes[0]],
+        "by_code_match": {m: {"compute_s": times[m], "compute_cpu_s": cpu[m]} for m in modes},
         "scan_s": scans,
         "scan_cpu_s": scan_cpu,
         "rss_before_compute_mb": rss_before,
@@ -122,9 +132,18 @@ def child(url: str, runs: int) -> dict[str, Any]:
     }
 
 
-def run_child(url: str, runs: int) -> dict[str, Any]:
+def run_child(url: str, runs: int, modes: Sequence[str] = ("join",)) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", url, "--runs", str(runs)],
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            url,
+            "--runs",
+            str(runs),
+            "--code-match",
+            ",".join(modes),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -184,6 +203,41 @@ def pg_drop(admin: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# --- the preview process ---------------------------------------------------------------------------
+
+
+def preview_process(practice: str, runs: int) -> dict[str, Any]:
+    """Wall and CPU of ``fedqi-agent preview --period 2026-03 --local`` as a child process, in a
+    fresh agent home pointing at the practice (not enrolled: the default catalogue)."""
+    agent = Path(sys.executable).with_name("fedqi-agent")
+    with tempfile.TemporaryDirectory(prefix="fedqi-bench-home-") as home:
+        subprocess.run(
+            [str(agent), "init", "--home", home, "--practice", "A81001", "--aud", "bench",
+             "--aggregator-url", "http://127.0.0.1:9", "--source-url", practice],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        walls, cpus = [], []
+        for i in range(runs + 1):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            started = time.perf_counter()
+            subprocess.run(
+                [str(agent), "preview", "--period", PERIOD_END.strftime("%Y-%m"), "--local",
+                 "--home", home],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            wall = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if i:  # the first run warms the file cache
+                walls.append(wall)
+                cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return {
+        "wall_s": walls,
+        "cpu_s": cpus,
+        "wall_median_s": statistics.median(walls),
+        "cpu_median_s": statistics.median(cpus),
+    }
+
+
 # --- reference ---------------------------------------------------------------------------------
 
 
@@ -234,11 +288,16 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--reference-patients", type=int, default=3000)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--code-match", default="join", help="join, in, or join,in")
+    parser.add_argument("--preview-runs", type=int, default=5)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    modes = [m.strip() for m in args.code_match.split(",") if m.strip()]
+    if not modes or set(modes) - {"join", "in"}:
+        parser.error("--code-match: join, in, or join,in")
 
     if args.child:
-        print(json.dumps(child(args.child, args.runs)))
+        print(json.dumps(child(args.child, args.runs, modes)))
         return 0
 
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -274,7 +333,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             else:
                 url = practice_file(data_dir, backend, args.patients, args.seed)
             try:
-                r = run_child(url, args.runs)
+                r = run_child(url, args.runs, modes)
             finally:
                 if pg is not None:
                     pg_drop(pg_admin_url(environ), pg[1])
@@ -283,6 +342,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             r["scans_per_catalogue"] = r["compute_median_s"] / r["scan_median_s"]
             r["compute_cpu_median_s"] = statistics.median(r["compute_cpu_s"])
             r["scan_cpu_median_s"] = statistics.median(r["scan_cpu_s"])
+            for mode, m in r["by_code_match"].items():
+                m["compute_median_s"] = statistics.median(m["compute_s"])
+                m["compute_cpu_median_s"] = statistics.median(m["compute_cpu_s"])
+                print(
+                    f"  code match {mode}: median {m['compute_median_s']:.3f} s wall, "
+                    f"{m['compute_cpu_median_s']:.3f} s CPU",
+                    file=sys.stderr,
+                )
             results["engines"][backend] = r
             print(
                 f"  {r['patients']} patients, {r['events']} events, {r['indicators']} indicators, "
@@ -302,6 +369,16 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 file=sys.stderr,
             )
         results["cells_identical_across_engines"] = len(set(digests.values())) == 1
+        if args.preview_runs > 0 and "duckdb" in engines:
+            print("fedqi-agent preview process (DuckDB practice):", file=sys.stderr)
+            pv = preview_process(
+                practice_file(data_dir, "duckdb", args.patients, args.seed), args.preview_runs
+            )
+            results["preview_process"] = pv
+            print(
+                f"  median {pv['wall_median_s']:.2f} s wall, {pv['cpu_median_s']:.2f} s CPU",
+                file=sys.stderr,
+            )
         if args.reference_patients > 0:
             backend = next((b for b in ("duckdb", "sqlite") if b in engines), None)
             if backend:

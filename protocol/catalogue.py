@@ -25,6 +25,8 @@ Semantics shared by every engine (the agent's SQL compiler and its reference eva
 * **On register**: the latest row of the register codelist on or before ``E`` exists and no row of
   the resolved codelist is dated on or after it (a same-day resolution resolves).
 * **First code**: the earliest row of the codelist on or before ``E`` falls in the window.
+* **Score**: the sum of the weights of the terms whose rule holds on ``E``, compared with the
+  threshold (each term is a rule of its own, evaluated as everywhere else).
 * **Counts**: ``denominator`` = base and population and not excluded; ``numerator`` = denominator
   and numerator rule; ``exclusions`` = base and population and not numerator and exclusion rule.
   Achievers are selected first, so an exclusion never removes a patient who meets the target
@@ -34,7 +36,7 @@ Semantics shared by every engine (the agent's SQL compiler and its reference eva
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -52,6 +54,8 @@ CodelistId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,63}$")]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 LongText = Annotated[str, Field(min_length=1, max_length=2000)]
 Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9.\-]{1,32}$")]
+Sha1Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 class _Frozen(BaseModel):
@@ -62,25 +66,73 @@ class _Frozen(BaseModel):
 
 
 class CodeEntry(_Frozen):
-    """One code of a codelist, with where it came from."""
+    """One code of a codelist (the term as published; some published lists carry none)."""
 
     system: CodeSystem
     code: Code
-    term: ShortText
-    source: ShortText
+    term: ShortText | None = None
+
+
+class CodelistSource(_Frozen):
+    """Where a codelist was published, so that anyone can fetch the same file and compare.
+
+    ``file_sha1`` is the publisher's content hash of the file (OpenCodelists records it as
+    ``sha`` in a project's ``codelists.json``: SHA-1 of the file's lines joined by ``\\n``).
+    ``derivation`` says which published codes were left out, and why, when the list is not the
+    published file unchanged.
+    """
+
+    cluster: ShortText
+    publisher_id: ShortText
+    version: Annotated[str, Field(min_length=1, max_length=64)]
+    file: ShortText
+    file_sha1: Sha1Hex
+    repository: ShortText
+    commit: Annotated[str, Field(pattern=r"^[0-9a-f]{7,40}$")]
+    rows: int = Field(ge=1, le=20000)
+    derivation: LongText | None = None
+
+
+def codes_sha256(pairs: Iterable[tuple[str, str]]) -> str:
+    """SHA-256 of a set of (system, code) pairs: ``system|code\\n`` per pair, sorted. Terms do
+    not count: two lists with the same codes select the same rows."""
+    text = "".join(f"{system}|{code}\n" for system, code in sorted(set(pairs)))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class Codelist(_Frozen):
+    """A published codelist carried whole in the catalogue, with its provenance and the hash of
+    its codes. The hash is checked whenever a catalogue is read: a catalogue whose codes do not
+    match a codelist's ``codes_sha256`` is refused, naming the codelist."""
+
     id: CodelistId
     title: ShortText
+    source: CodelistSource
+    codes_sha256: Sha256Hex
     codes: tuple[CodeEntry, ...] = Field(min_length=1, max_length=20000)
 
     @model_validator(mode="after")
-    def _unique_codes(self) -> Codelist:
+    def _unique_codes_and_hash(self) -> Codelist:
         keys = [(c.system, c.code) for c in self.codes]
         if len(set(keys)) != len(keys):
             raise ValueError(f"codelist {self.id}: duplicate codes")
+        actual = codes_sha256(keys)
+        if actual != self.codes_sha256:
+            raise ValueError(
+                f"codelist {self.id}: its {len(keys)} codes hash to {actual[:12]}..., not the "
+                f"codes_sha256 {self.codes_sha256[:12]}... it declares (codes changed after the "
+                "catalogue was built)"
+            )
         return self
+
+    @classmethod
+    def of(
+        cls, id: str, title: str, codes: Iterable[CodeEntry], source: CodelistSource
+    ) -> Codelist:
+        """A codelist with its ``codes_sha256`` computed from ``codes``."""
+        entries = tuple(codes)
+        digest = codes_sha256((c.system, c.code) for c in entries)
+        return cls(id=id, title=title, source=source, codes_sha256=digest, codes=entries)
 
     def sha256(self) -> str:
         """SHA-256 of the codelist's canonical bytes (recorded in every submission's provenance)."""
@@ -189,6 +241,24 @@ class FirstCode(_Frozen):
     window: Window
 
 
+class ScoreTerm(_Frozen):
+    """``weight`` points when ``rule`` holds."""
+
+    weight: int = Field(ge=1, le=100)
+    rule: Rule
+
+
+class Score(_Frozen):
+    """The sum of the weights of the terms whose rule holds, compared with ``value``: a clinical
+    score computed from coded components (e.g. CHA2DS2-VASc 2 or more from heart failure,
+    hypertension, age, diabetes, stroke, vascular disease and sex)."""
+
+    kind: Literal["score"] = "score"
+    terms: tuple[ScoreTerm, ...] = Field(min_length=1, max_length=50)
+    op: Comparison
+    value: int = Field(ge=0, le=5000)
+
+
 Rule = Annotated[
     Union[  # noqa: UP007 (explicit Union keeps the discriminated rule list readable)
         All,
@@ -202,6 +272,7 @@ Rule = Annotated[
         LatestValue,
         LatestCode,
         FirstCode,
+        Score,
     ],
     Field(discriminator="kind"),
 ]
@@ -209,6 +280,8 @@ Rule = Annotated[
 All.model_rebuild()
 Any_.model_rebuild()
 Not.model_rebuild()
+ScoreTerm.model_rebuild()
+Score.model_rebuild()
 
 
 def iter_rules(rule: Rule) -> Iterator[Rule]:
@@ -219,6 +292,9 @@ def iter_rules(rule: Rule) -> Iterator[Rule]:
             yield from iter_rules(child)
     elif isinstance(rule, Not):
         yield from iter_rules(rule.rule)
+    elif isinstance(rule, Score):
+        for term in rule.terms:
+            yield from iter_rules(term.rule)
 
 
 def codelists_of(rule: Rule) -> set[str]:

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from protocol.catalogue import Catalogue
 from protocol.disclosure import RawCell
 
-from .compiler import plan_for
+from .compiler import CodeMatch, plan_for
 
 __all__ = ["compile_sql", "compute_cells", "worklist_patients"]
 
@@ -30,10 +30,12 @@ def compute_cells(
     catalogue: Catalogue,
     period_end: dt.date,
     indicators: Sequence[str] | None = None,
+    *,
+    code_match: CodeMatch = "join",
 ) -> list[RawCell]:
     """Counts for every stratum of every indicator (``Catalogue.strata_for``: the total first,
     zeros included), indicators in catalogue order; one SQL statement for all of them."""
-    plan = plan_for(engine.dialect, catalogue, indicators, period_end)
+    plan = plan_for(engine.dialect, catalogue, indicators, period_end, code_match)
     with engine.connect() as conn:
         rows = conn.execute(plan.counts_query()).all()
     n = len(plan.indicators)

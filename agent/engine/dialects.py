@@ -8,16 +8,56 @@ lowest value on the latest valued date" per patient and code set is computed:
   second pass over the hits, which those engines materialise once);
 * DuckDB: one aggregate in the same per-set pass, ``arg_max(value, (date, -value))``: the row
   with the latest date and, among those, the lowest value.
+
+And how the table of codes to match (``system, code, k``: thousands of rows with the national
+clusters) reaches the engine: as one bound string the engine splits itself (DuckDB and
+PostgreSQL: ``unnest(string_split(...))`` / ``unnest(string_to_array(...))``; SQLite:
+``json_each``), since rendering a VALUES list of every code costs more than the query
+(docs/benchmarks.md); a VALUES list elsewhere.
 """
 
 from __future__ import annotations
 
+import json
+
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
+
+CodeRow = tuple[str, str, int]
+
+
+def _code_columns(
+    system: ColumnElement, code: ColumnElement, k: ColumnElement
+) -> list[ColumnElement]:
+    return [
+        sa.cast(system, sa.String).label("system"),
+        sa.cast(code, sa.String).label("code"),
+        sa.cast(k, sa.Integer).label("k"),
+    ]
+
+
+def _joined(rows: list[CodeRow]) -> str:
+    # Codes match [A-Za-z0-9.-] and systems are fixed words (protocol.catalogue), so neither
+    # "|" nor "," can occur inside a field.
+    return ",".join(f"{system}|{code}|{k}" for system, code, k in rows)
 
 
 class Flavour:
     name = "portable"
+
+    def code_table(self, name: str, rows: list[CodeRow]) -> sa.CTE:
+        """A table ``(system, code, k)`` of the codes to match."""
+        return (
+            sa.values(
+                sa.column("system", sa.String),
+                sa.column("code", sa.String),
+                sa.column("k", sa.Integer),
+                name=name,
+                literal_binds=True,
+            )
+            .data(rows)
+            .cte(name)
+        )
 
     def stage_value_columns(self, hits: sa.CTE) -> list[ColumnElement]:
         """Extra aggregates for the per-(patient, code set) pass."""
@@ -50,7 +90,40 @@ class Flavour:
         return source, best.c.v
 
 
-class DuckDBFlavour(Flavour):
+class _SplitFlavour(Flavour):
+    split = "string_split"
+
+    def code_table(self, name: str, rows: list[CodeRow]) -> sa.CTE:
+        text = sa.bindparam(f"{name}_text", _joined(rows), type_=sa.String)
+        items = (
+            sa.func.unnest(getattr(sa.func, self.split)(text, ","))
+            .table_valued("x")
+            .render_derived()
+        )
+        x = items.c.x
+        part = sa.func.split_part
+        cols = _code_columns(part(x, "|", 1), part(x, "|", 2), part(x, "|", 3))
+        return sa.select(*cols).select_from(items).cte(name)
+
+
+class PostgresFlavour(_SplitFlavour):
+    name = "postgresql"
+    split = "string_to_array"
+
+
+class SQLiteFlavour(Flavour):
+    name = "sqlite"
+
+    def code_table(self, name: str, rows: list[CodeRow]) -> sa.CTE:
+        text = sa.bindparam(f"{name}_json", json.dumps(rows), type_=sa.String)
+        items = sa.func.json_each(text).table_valued("value")
+        v = items.c.value
+        extract = sa.func.json_extract
+        cols = _code_columns(extract(v, "$[0]"), extract(v, "$[1]"), extract(v, "$[2]"))
+        return sa.select(*cols).select_from(items).cte(name)
+
+
+class DuckDBFlavour(_SplitFlavour):
     name = "duckdb"
 
     def stage_value_columns(self, hits: sa.CTE) -> list[ColumnElement]:
@@ -67,4 +140,8 @@ class DuckDBFlavour(Flavour):
 def flavour_for(dialect: sa.Dialect) -> Flavour:
     if dialect.name == "duckdb":
         return DuckDBFlavour()
+    if dialect.name == "postgresql":
+        return PostgresFlavour()
+    if dialect.name == "sqlite":
+        return SQLiteFlavour()
     return Flavour()

@@ -35,6 +35,7 @@ from protocol.catalogue import (
     OnRegister,
     RegisteredFor,
     Rule,
+    Score,
     SexIs,
 )
 
@@ -88,6 +89,12 @@ def _(rule: All | Any_) -> Iterator[Feature]:
 @features_of.register
 def _(rule: Not) -> Iterator[Feature]:
     yield from features_of(rule.rule)
+
+
+@features_of.register
+def _(rule: Score) -> Iterator[Feature]:
+    for term in rule.terms:
+        yield from features_of(term.rule)
 
 
 @features_of.register

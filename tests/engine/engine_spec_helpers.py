@@ -12,13 +12,13 @@ from agent.reference import Patient, Practice, Row
 from protocol.catalogue import (
     AgeBand,
     Catalogue,
-    CodeEntry,
     Codelist,
     DisclosurePolicy,
     Indicator,
     Rule,
 )
 from protocol.disclosure import RawCell
+from tests.catalogue_helpers import make_codelist
 
 E = dt.date(2024, 3, 31)
 D = dt.date
@@ -31,13 +31,7 @@ BANDS = (
 
 
 def codelist(cl_id: str, *codes: str, system: str = "snomedct") -> Codelist:
-    return Codelist(
-        id=cl_id,
-        title=cl_id,
-        codes=tuple(
-            CodeEntry(system=system, code=c, term=f"term {c}", source="test") for c in codes
-        ),
-    )
+    return make_codelist(cl_id, [(system, c) for c in codes])
 
 
 def indicator(

@@ -27,8 +27,6 @@ from protocol.catalogue import (
     All,
     Any_,
     Catalogue,
-    CodeEntry,
-    Codelist,
     DisclosurePolicy,
     FirstCode,
     HasCode,
@@ -41,6 +39,7 @@ from protocol.catalogue import (
     SexIs,
     Window,
 )
+from tests.catalogue_helpers import make_codelist
 
 LONG = os.environ.get("FEDQI_LONG") == "1"
 EXAMPLES = 1500 if LONG else 40
@@ -214,14 +213,7 @@ def catalogues(draw: st.DrawFn) -> Catalogue:
         title="generated",
         age_bands=BANDS,
         disclosure=DisclosurePolicy(name="generated"),
-        codelists=tuple(
-            Codelist(
-                id=cl,
-                title=cl,
-                codes=tuple(CodeEntry(system=s, code=c, term=c, source="test") for s, c in pairs),
-            )
-            for cl, pairs in CODELISTS.items()
-        ),
+        codelists=tuple(make_codelist(cl, pairs) for cl, pairs in CODELISTS.items()),
         indicators=tuple(indicators),
     )
 

@@ -14,6 +14,7 @@ from agent.cli import main
 from agent.sources.check import check_source
 from agent.sources.common import open_store
 from protocol.catalogue import Catalogue
+from tests.catalogue_helpers import make_codelist
 
 D = dt.date
 
@@ -27,19 +28,10 @@ def _catalogue() -> Catalogue:
             "age_bands": [{"label": "0+", "min": 0}],
             "disclosure": {"name": "default"},
             "codelists": [
-                {
-                    "id": "hyp",
-                    "title": "hypertension",
-                    "codes": [
-                        {"system": "snomedct", "code": "38341003", "term": "HT", "source": "t"},
-                        {"system": "snomedct", "code": "59621000", "term": "EHT", "source": "t"},
-                    ],
-                },
-                {
-                    "id": "statin",
-                    "title": "statins",
-                    "codes": [{"system": "dmd", "code": "111", "term": "s", "source": "t"}],
-                },
+                make_codelist(
+                    "hyp", [("snomedct", "38341003"), ("snomedct", "59621000")]
+                ).model_dump(mode="json"),
+                make_codelist("statin", [("dmd", "111")]).model_dump(mode="json"),
             ],
             "indicators": [
                 {
@@ -75,6 +67,8 @@ def _store(path: Path):
             ],
             "events": [
                 {"patient_id": 1, "date": D(2001, 2, 3), "system": "snomedct", "code": "38341003", "value": None, "unit": None},
+                {"patient_id": 1, "date": D(2005, 2, 3), "system": "snomedct", "code": "38341003", "value": None, "unit": None},
+                {"patient_id": 3, "date": D(2006, 2, 3), "system": "dmd", "code": "38341003", "value": None, "unit": None},
                 {"patient_id": 1, "date": D(2002, 2, 3), "system": "snomedct", "code": "999", "value": None, "unit": None},
                 {"patient_id": 2, "date": D(2003, 2, 3), "system": "snomedct", "code": "999", "value": None, "unit": None},
                 {"patient_id": 3, "date": D(2024, 5, 6), "system": "loinc", "code": "8480-6", "value": 120.0, "unit": "mm[Hg]"},
@@ -90,22 +84,29 @@ def test_check_source_known_answers(tmp_path: Path) -> None:
     result = check_source(_store(tmp_path / "s.sqlite"), _catalogue(), D(2025, 1, 1))
     assert result.patients == 3
     assert result.registered_now == 2
-    assert result.tables["events"].rows == 4
+    assert result.tables["events"].rows == 6
     assert result.tables["events"].first_date == D(2001, 2, 3)
     assert result.tables["events"].last_date == D(2024, 5, 6)
-    assert result.tables["events"].by_system == {"snomedct": 3, "loinc": 1}
+    assert result.tables["events"].by_system == {"snomedct": 4, "dmd": 1, "loinc": 1}
     assert result.tables["medications"].rows == 1
+    # Codes in the systems the lists use (snomedct, dmd) that match no list, most frequent
+    # first; the hypertension code recorded under the dm+d system matches nothing.
+    assert result.clinical_systems == ["dmd", "snomedct"]
     assert [(c.table, c.system, c.code, c.rows) for c in result.unused_codes] == [
         ("events", "snomedct", "999", 2),
-        ("events", "loinc", "8480-6", 1),
-        ("medications", "rxnorm", "314231", 1),
+        ("events", "dmd", "38341003", 1),
     ]
+    assert result.other_systems == {"loinc": 1, "rxnorm": 1}
     cov = {c.id: c for c in result.codelists}
-    assert (cov["hyp"].seen, cov["hyp"].codes, cov["hyp"].rows) == (1, 2, 1)
+    # Patient 1 has two rows of one hyp code: one patient, one code seen, two rows.
+    assert (cov["hyp"].patients, cov["hyp"].seen, cov["hyp"].codes, cov["hyp"].rows) == (1, 1, 2, 2)
     assert cov["hyp"].never_seen == ["snomedct:59621000"]
-    assert (cov["statin"].seen, cov["statin"].never_seen) == (0, ["dmd:111"])
+    assert (cov["statin"].patients, cov["statin"].seen) == (0, 0)
+    assert cov["statin"].never_seen == ["dmd:111"]
     text = "\n".join(result.lines())
-    assert "statin: 0/1, 0 rows  <- never seen" in text
+    assert "no patient has any of these codes" in text
+    assert "what to do: no patient has a code of statin." in text
+    assert "code systems no list uses (not counted): loinc 1 rows, rxnorm 1 rows" in text
 
 
 def test_cli_load_csv_then_check_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -108,7 +108,10 @@ def _registered_view(conn: sqlite3.Connection) -> None:
 
 
 def _register_share(
-    conn: sqlite3.Connection, codes: tuple[str, ...], resolved: str | None, min_age: int
+    conn: sqlite3.Connection,
+    codes: tuple[str, ...],
+    resolved: tuple[str, ...] | None,
+    min_age: int,
 ) -> float:
     marks = ",".join("?" for _ in codes)
     sql = (
@@ -120,10 +123,10 @@ def _register_share(
         # Resolved after the latest register code: off the register.
         sql += (
             " AND NOT EXISTS (SELECT 1 FROM events x WHERE x.patient_id = r.patient_id AND "
-            f"x.code = ? AND x.date >= (SELECT MAX(date) FROM events y WHERE "
-            f"y.patient_id = r.patient_id AND y.code IN ({marks})))"
+            f"x.code IN ({','.join('?' for _ in resolved)}) AND x.date >= (SELECT MAX(date) "
+            f"FROM events y WHERE y.patient_id = r.patient_id AND y.code IN ({marks})))"
         )
-        args += [resolved, *codes]
+        args += [*resolved, *codes]
     on = conn.execute(sql, args).fetchone()[0]
     den = conn.execute("SELECT COUNT(*) FROM reg WHERE age >= ?", [min_age]).fetchone()[0]
     return on / den
@@ -184,15 +187,16 @@ def test_population_structure_is_uk_like(practice: tuple[Path, synth.SynthSummar
         ("AF", synth.AF_CODES, None, 0, 0.010, 0.032),
         ("stroke/TIA", synth.STIA_CODES, None, 0, 0.008, 0.028),
         ("COPD", synth.COPD_CODES, None, 0, 0.008, 0.035),
-        ("asthma 6+ (ever coded)", synth.ASTHMA_CODES, None, 6, 0.05, 0.10),
-        ("CKD 3-5, 18+", synth.CKD_CODES, None, 18, 0.025, 0.065),
+        ("asthma 6+", synth.ASTHMA_CODES, synth.ASTHMA_RES, 6, 0.045, 0.10),
+        ("CKD 3-5, 18+", synth.CKD_CODES, synth.CKD_RESOLVING, 18, 0.025, 0.065),
+        ("heart failure", synth.HF_CODES, None, 0, 0.005, 0.02),
     ],
 )
 def test_condition_prevalences_are_realistic(
     practice: tuple[Path, synth.SynthSummary],
     name: str,
     codes: tuple[str, ...],
-    resolved: str | None,
+    resolved: tuple[str, ...] | None,
     min_age: int,
     low: float,
     high: float,
@@ -229,11 +233,17 @@ def test_event_volume_and_dates(practice: tuple[Path, synth.SynthSummary]) -> No
             + synth.COPD_CODES
             + synth.ASTHMA_CODES
             + synth.CKD_CODES
+            + synth.HF_CODES
+            + synth.HYP_RES
+            + synth.DM_RES
+            + synth.CKD_RESOLVING
+            + synth.ASTHMA_RES
+            + synth.COPD_RES
         )
         marks = ",".join("?" for _ in register_codes)
         early = conn.execute(
-            f"SELECT COUNT(*) FROM events WHERE date < ? AND code NOT IN ({marks}, ?, ?)",
-            [W0_ISO, *register_codes, synth.HYP_RES, synth.DM_RES],
+            f"SELECT COUNT(*) FROM events WHERE date < ? AND code NOT IN ({marks})",
+            [W0_ISO, *register_codes],
         ).fetchone()[0]
         assert early == 0
         # Nothing is recorded after a patient left; only diagnoses and resolutions (transferred
@@ -241,8 +251,8 @@ def test_event_volume_and_dates(practice: tuple[Path, synth.SynthSummary]) -> No
         outside = conn.execute(
             f"""SELECT COUNT(*) FROM events e JOIN patients p USING (patient_id)
                 WHERE (p.registration_end IS NOT NULL AND e.date >= p.registration_end)
-                   OR (e.date < p.registration_start AND e.code NOT IN ({marks}, ?, ?))""",
-            [*register_codes, synth.HYP_RES, synth.DM_RES],
+                   OR (e.date < p.registration_start AND e.code NOT IN ({marks}))""",
+            register_codes,
         ).fetchone()[0]
         assert outside == 0
         assert (
@@ -260,7 +270,7 @@ def test_event_volume_and_dates(practice: tuple[Path, synth.SynthSummary]) -> No
         assert 0.4 <= filler / summary.events <= 0.85
         # Plausible values with units.
         lo, hi = conn.execute(
-            "SELECT MIN(value), MAX(value) FROM events WHERE code = '271649006'"
+            "SELECT MIN(value), MAX(value) FROM events WHERE code = '163030003'"
         ).fetchone()
         assert lo >= 70 and hi <= 230
         units = {
@@ -277,10 +287,10 @@ def test_event_volume_and_dates(practice: tuple[Path, synth.SynthSummary]) -> No
         resolved = dict(
             conn.execute(
                 "SELECT code, COUNT(*) FROM events WHERE code IN (?, ?) GROUP BY code",
-                [synth.HYP_RES, synth.DM_RES],
+                [*synth.HYP_RES, *synth.DM_RES],
             )
         )
-        assert resolved.get(synth.HYP_RES, 0) >= 5
+        assert resolved.get(synth.HYP_RES[0], 0) >= 5
 
 
 def _bp_control_u80(path: Path) -> float:
@@ -300,7 +310,7 @@ def _bp_control_u80(path: Path) -> float:
                   AND e.code IN ({marks}))
                 AND NOT EXISTS (SELECT 1 FROM events x WHERE x.patient_id = r.patient_id
                   AND x.code = ?)""",
-            [*synth.HYP_CODES, synth.HYP_RES],
+            [*synth.HYP_CODES, *synth.HYP_RES],
         ).fetchone()
     return num / den
 
@@ -421,10 +431,10 @@ REALISTIC_RATES = {
     "AST_REVIEW": (0.30, 0.90),
     "COPD_REG": (0.006, 0.035),
     "COPD_REVIEW": (0.45, 0.98),
-    "SMOK_STATUS": (0.65, 0.99),
+    # Current or ex-smoker status only (NSMOK_COD is not public): recorded never-smokers, about
+    # half of people with long-term conditions, do not count.
+    "SMOK_STATUS": (0.20, 0.75),
     "BP_5Y": (0.65, 0.97),
-    "CS_25_49": (0.45, 0.90),
-    "CS_50_64": (0.50, 0.92),
     "FLU_65": (0.50, 0.90),
 }
 

@@ -36,6 +36,7 @@ from protocol.catalogue import (
     Catalogue,
     CodeEntry,
     Codelist,
+    CodelistSource,
     DisclosurePolicy,
     HasCode,
     Indicator,
@@ -101,26 +102,25 @@ def vector_uuid(label: str) -> str:
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
+def _vector_codelist(cl_id: str, code: str, title: str) -> Codelist:
+    source = CodelistSource(
+        cluster="TEST",
+        publisher_id="fedqi-vectors",
+        version="1",
+        file="golden vector",
+        file_sha1="0" * 40,
+        repository="fedqi tests/vectors",
+        commit="0000000",
+        rows=1,
+    )
+    entry = CodeEntry(system="snomedct", code=code, term=title)
+    return Codelist.of(cl_id, title, [entry], source)
+
+
 def sample_catalogue() -> Catalogue:
-    bp = Codelist(
-        id="systolic_bp",
-        title="Systolic blood pressure",
-        codes=(
-            CodeEntry(
-                system="snomedct", code="271649006", term="Systolic blood pressure", source="test"
-            ),
-        ),
-    )
-    hyp = Codelist(
-        id="hypertension",
-        title="Hypertension",
-        codes=(CodeEntry(system="snomedct", code="38341003", term="Hypertension", source="test"),),
-    )
-    smoking = Codelist(
-        id="smoking_status",
-        title="Smoking status recorded",
-        codes=(CodeEntry(system="snomedct", code="77176002", term="Smoker", source="test"),),
-    )
+    bp = _vector_codelist("systolic_bp", "271649006", "Systolic blood pressure")
+    hyp = _vector_codelist("hypertension", "38341003", "Hypertension")
+    smoking = _vector_codelist("smoking_status", "77176002", "Smoking status recorded")
     return Catalogue(
         id="vector-catalogue",
         version=1,
