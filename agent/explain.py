@@ -33,10 +33,9 @@ def explain_indicator(catalogue: Catalogue, indicator: Indicator) -> dict[str, A
                 "id": cl.id,
                 "title": cl.title,
                 "sha256": cl.sha256(),
-                "codes": [
-                    {"system": c.system, "code": c.code, "term": c.term, "source": c.source}
-                    for c in cl.codes
-                ],
+                "codes_sha256": cl.codes_sha256,
+                "source": cl.source.model_dump(mode="json", exclude_none=True),
+                "codes": [{"system": c.system, "code": c.code, "term": c.term} for c in cl.codes],
             }
             for cl in (catalogue.codelist(cid) for cid in sorted(indicator.codelist_ids()))
         ],

@@ -159,7 +159,7 @@ def render_indicators_markdown(catalogue: Catalogue | None = None) -> str:
         "## Where the codes come from",
         "",
         "Every code is a member of a published codelist: the NHS England primary care domain "
-        "refsets and drug refsets as published on OpenCodelists (and three OpenSAFELY lists where "
+        "refsets and drug refsets as published on OpenCodelists (and four lists published on OpenCodelists by OpenSAFELY studies where "
         "no NHS refset is public), vendored unchanged in `protocol/catalogues/codelists/` with "
         "`MANIFEST.csv` (cluster, OpenCodelists id and version, the public repository and commit "
         "the file was copied from, rows, and the OpenCodelists content hash). "

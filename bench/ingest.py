@@ -46,6 +46,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from agent.library import load_default_catalogue  # noqa: E402
 from aggregator.cli import main as cli  # noqa: E402
 from aggregator.practices import service as practices  # noqa: E402
 from aggregator.runtime import Runtime, tune_gc  # noqa: E402
@@ -82,18 +83,13 @@ def bench_catalogue() -> Catalogue:
                 for lo, hi in BANDS
             ],
             "disclosure": {"name": "default"},
+            # A real published list (HYP_COD), as the default catalogue carries it.
             "codelists": [
                 {
+                    **load_default_catalogue()
+                    .codelist("hyp")
+                    .model_dump(mode="json", exclude_none=True),
                     "id": "bench_codes",
-                    "title": "bench",
-                    "codes": [
-                        {
-                            "system": "snomedct",
-                            "code": "38341003",
-                            "term": "Hypertension",
-                            "source": "bench",
-                        }
-                    ],
                 }
             ],
             "indicators": [

@@ -29,6 +29,8 @@ from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors
 
 PeriodOption = Annotated[str, typer.Option("--period", help="the month, YYYY-MM")]
 
+EXPLAIN_CODES_SHOWN = 10
+
 
 def _indicator(catalogue, indicator_id: str):  # type: ignore[no-untyped-def]
     try:
@@ -130,10 +132,13 @@ def explain(
     period: Annotated[
         str | None, typer.Option("--period", help="period for the SQL bounds (YYYY-MM)")
     ] = None,
+    all_codes: Annotated[
+        bool, typer.Option("--all-codes", help="list every code of each codelist")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Explain INDICATOR: the rule in plain English, its codelists with their codes, and the
-    SQL the engine runs."""
+    """Explain INDICATOR: the rule in plain English, its codelists (where each was published,
+    and the first codes of each; --all-codes for every code) and the SQL the engine runs."""
     import datetime as dt
 
     import sqlalchemy as sa
@@ -171,11 +176,21 @@ def explain(
         out.print(f"exclusions: {info['exclusions']}")
     out.print(f"counts: {info['counts']}")
     for cl in info["codelists"]:
-        table = Table(title=f"codelist {cl['id']}: {cl['title']}")
-        for col in ("system", "code", "term", "source"):
+        src = cl["source"]
+        shown = cl["codes"] if all_codes else cl["codes"][:EXPLAIN_CODES_SHOWN]
+        more = len(cl["codes"]) - len(shown)
+        table = Table(
+            title=f"codelist {cl['id']}: {cl['title']}",
+            caption=(
+                f"{src['cluster']}: {src['publisher_id']} version {src['version']}, "
+                f"{len(cl['codes'])} codes (codes_sha256 {cl['codes_sha256'][:16]}...)"
+                + (f"; {more} more not shown (--all-codes lists them)" if more else "")
+            ),
+        )
+        for col in ("system", "code", "term"):
             table.add_column(col)
-        for c in cl["codes"]:
-            table.add_row(c["system"], c["code"], c["term"], c["source"])
+        for c in shown:
+            table.add_row(c["system"], c["code"], c["term"] or "")
         out.print(table)
     out.print(f"SQL for period {p.label}:")
     out.print(sql, markup=False)

@@ -59,10 +59,16 @@ def test_explain_shows_rule_codelists_codes_and_sql(agent_home: Path, cli) -> No
     info = json.loads(r.out)
     assert info["id"] == "HYP_BP_U80" and "hyp" in info["population"]
     assert {cl["id"] for cl in info["codelists"]} >= {"hyp", "sbp", "dbp"}
-    assert all(c["code"] and c["source"] for cl in info["codelists"] for c in cl["codes"])
+    hyp = next(cl for cl in info["codelists"] if cl["id"] == "hyp")
+    assert len(hyp["codes"]) == 117 and all(c["code"] for c in hyp["codes"])
+    assert hyp["source"]["cluster"] == "HYP_COD" and hyp["source"]["version"]
+    assert len(hyp["codes_sha256"]) == 64
     assert "SELECT" in info["sql"].upper() and "2026-03-31" in info["sql"]
     plain = cli("explain", "HYP_BP_U80", "--home", str(agent_home))
-    assert plain.code == 0 and "38341003" in plain.out and "SELECT" in plain.out.upper()
+    assert plain.code == 0 and "SELECT" in plain.out.upper()
+    assert "HYP_COD" in plain.out and "more not shown (--all-codes lists them)" in plain.out
+    every = cli("explain", "HYP_BP_U80", "--home", str(agent_home), "--all-codes")
+    assert every.code == 0 and "38341003" in every.out
 
 
 def test_worklist_prints_and_writes_a_private_local_file(

@@ -123,6 +123,40 @@ def test_demo_summary_agrees_with_the_aggregators_database(
     assert leaves == s["log"]["size"] == PRACTICES + submissions
 
 
+def test_demo_counts_every_indicator_on_real_coding(
+    demo: tuple[Path, dict[str, Any], str],
+) -> None:
+    """The demo's practices are coded with the national clusters: on the demo's last period,
+    every default indicator (AF anticoagulation with its computed CHA2DS2-VASc included) counts
+    patients in the practices' own exact totals, and the network holds a cell for every
+    indicator of every submission (small practices' totals may be suppressed on the way)."""
+    import datetime as dt
+
+    from agent.engine import compute_cells
+    from agent.library import load_default_catalogue
+    from agent.store import open_practice
+
+    home, _, _ = demo
+    catalogue = load_default_catalogue()
+    period_end = dt.date.fromisoformat(json.loads((home / "demo.json").read_text())["period_end"])
+    numerators = dict.fromkeys((i.id for i in catalogue.indicators), 0)
+    for path in sorted((home / "practices").glob("*.sqlite")):
+        engine = open_practice(path, read_only=True)
+        try:
+            for cell in compute_cells(engine, catalogue, period_end):
+                if (cell.age_band, cell.sex) == ("all", "all"):
+                    numerators[cell.indicator] += cell.numerator
+        finally:
+            engine.dispose()
+    assert all(n > 0 for n in numerators.values()), numerators
+    with contextlib.closing(sqlite3.connect(home / "aggregator" / "aggregator.db")) as db:
+        per_submission = db.execute(
+            "select count(distinct indicator), count(*) from cells group by submission_id"
+        ).fetchall()
+    n = len(catalogue.indicators)
+    assert per_submission and all(row == (n, n) for row in per_submission)
+
+
 def test_demo_stops_its_server_with_once(demo: tuple[Path, dict[str, Any], str]) -> None:
     _, s, _ = demo
     with pytest.raises(httpx.TransportError):

@@ -36,6 +36,8 @@ from protocol.catalogue import (
     Not,
     OnRegister,
     RegisteredFor,
+    Score,
+    ScoreTerm,
     SexIs,
     Window,
 )
@@ -186,6 +188,18 @@ rules = st.recursive(
         st.lists(children, min_size=1, max_size=3).map(lambda c: All(of=tuple(c))),
         st.lists(children, min_size=1, max_size=3).map(lambda c: Any_(of=tuple(c))),
         children.map(lambda c: Not(rule=c)),
+        # A weighted score of sub-rules against a threshold (how AF_ANTICOAG computes
+        # CHA2DS2-VASc); thresholds around the possible sums, ties included.
+        st.builds(
+            Score,
+            terms=st.lists(
+                st.builds(ScoreTerm, weight=st.integers(1, 3), rule=children),
+                min_size=1,
+                max_size=4,
+            ).map(tuple),
+            op=st.sampled_from(["<", "<=", ">", ">=", "=="]),
+            value=st.integers(0, 6),
+        ),
     ),
     max_leaves=6,
 )

@@ -18,7 +18,7 @@ from engine_spec_helpers import (
 
 from agent.engine import compute_cells
 from agent.errors import AgentUserError
-from protocol.catalogue import Age, All, Any_, HasCode, Not, SexIs, Window
+from protocol.catalogue import Age, All, Any_, HasCode, Not, Score, ScoreTerm, SexIs, Window
 
 CODES = [codelist("aa", "1"), codelist("bb", "2"), codelist("xx", "9")]
 Y = Window(months=12)
@@ -144,3 +144,38 @@ def test_unknown_indicator_is_a_user_error(tmp_path):
     engine = sa.create_engine(f"sqlite:///{tmp_path}/x.sqlite")
     with pytest.raises(AgentUserError, match="unknown indicator NOPE"):
         compute_cells(engine, cat, E, ["NOPE"])
+
+
+@pytest.mark.parametrize(
+    ("op", "value", "expected_numerator"),
+    # Patients score 0, 1, 2, 3 and 4 (weights 2 for aa, 1 for bb, 1 for female).
+    [(">=", 2, 3), (">", 2, 2), ("==", 2, 1), ("<", 1, 1), ("<=", 4, 5), (">=", 5, 0)],
+)
+def test_score_sums_weights_of_the_terms_that_hold(runner, op, value, expected_numerator):
+    score = Score(
+        terms=(
+            ScoreTerm(weight=2, rule=HasCode(codelist="aa")),
+            ScoreTerm(weight=1, rule=HasCode(codelist="bb", window=Y)),
+            ScoreTerm(weight=1, rule=SexIs(values=("F",))),
+        ),
+        op=op,
+        value=value,
+    )
+    cat = catalogue(indicator(Age(min=0), score), codelists=CODES)
+    p = practice(
+        [
+            patient(1, sex="M"),  # 0
+            patient(2, sex="F"),  # 1
+            patient(3, sex="M"),  # aa: 2
+            patient(4, sex="F"),  # aa + F: 3 (bb outside the window does not count)
+            patient(5, sex="F"),  # aa + bb + F: 4
+        ],
+        [
+            ev(3, D(2010, 1, 1), "1"),
+            ev(4, D(2010, 1, 1), "1"),
+            ev(4, D(2020, 1, 1), "2"),
+            ev(5, D(2010, 1, 1), "1"),
+            ev(5, D(2024, 1, 1), "2"),
+        ],
+    )
+    assert total(runner.compute(p, cat, E)) == (5, expected_numerator, 0)

@@ -17,7 +17,7 @@ from agent.sources.csv_extract import load_csv
 from agent.sources.export import export_csv, export_fhir, export_omop
 from agent.sources.fhir import load_fhir
 from agent.sources.omop import open_omop
-from protocol.catalogue import Catalogue
+from protocol.catalogue import Catalogue, codes_sha256
 from protocol.disclosure import RawCell
 
 N_PATIENTS = 600
@@ -138,10 +138,14 @@ def test_omop_concept_id_codelists(
     target.dispose()
     data = catalogue.model_dump(mode="json")
     for cl in data["codelists"]:
+        mapped: dict[str, dict[str, str]] = {}
         for code in cl["codes"]:
-            if code["system"] != "omop":
-                code["code"] = str(concepts.get((code["system"], code["code"]), 1))
-                code["system"] = "omop"
+            # A code the practice never used has no concept here: concept 1 stands for all of
+            # them (once per list), which no row carries.
+            concept = str(concepts.get((code["system"], code["code"]), 1))
+            mapped.setdefault(concept, {**code, "system": "omop", "code": concept})
+        cl["codes"] = list(mapped.values())
+        cl["codes_sha256"] = codes_sha256((c["system"], c["code"]) for c in cl["codes"])
     omop_catalogue = Catalogue.model_validate(data)
     engine = open_omop(url, codes="concept_id")
     try:
