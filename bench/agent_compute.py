@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/agent_compute.py [--patients 30000] [--seed 1] [--runs 5]
         [--engines sqlite,duckdb,postgresql] [--data-dir DIR] [--reference-patients 3000]
-        [--code-match join,in] [--preview-runs 5] [--json OUT.json]
+        [--code-match join,in] [--json OUT.json]
 
 For each engine: a synthetic practice (``agent.synth.generate_practice``, cached in
 ``--data-dir``), then, in a fresh subprocess per engine so peak memory is the engine's own:
@@ -13,10 +13,9 @@ Reports medians, the catalogue time as a multiple of the scan, and peak RSS
 (``ru_maxrss`` of the subprocess, which holds DuckDB's and SQLite's memory too; PostgreSQL's
 server memory is not in it). ``--code-match join,in`` measures both ways of matching codes in
 the same child, alternating (a VALUES table of codes joined to the rows, or one ``code IN
-(...)`` list per code set). Then the whole ``fedqi-agent preview --period 2026-03 --local``
-process as a newcomer runs it, on the DuckDB practice (``--preview-runs`` times: wall and CPU of
-the child process), and the reference evaluator against the engine on a smaller practice
-(``--reference-patients``), since the reference is too slow for the full one.
+(...)`` list per code set). Then the reference evaluator against the engine on a smaller
+practice (``--reference-patients``), since the reference is too slow for the full one. The whole
+``fedqi-agent preview`` process is measured by ``bench/preview_process.py``.
 
 PostgreSQL: a fresh database is made on the server at FEDQI_BENCH_PG (default FEDQI_TEST_PG or
 postgresql://postgres@127.0.0.1:5432/test) and dropped afterwards; skipped if none answers.
@@ -203,41 +202,6 @@ def pg_drop(admin: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-# --- the preview process ---------------------------------------------------------------------------
-
-
-def preview_process(practice: str, runs: int) -> dict[str, Any]:
-    """Wall and CPU of ``fedqi-agent preview --period 2026-03 --local`` as a child process, in a
-    fresh agent home pointing at the practice (not enrolled: the default catalogue)."""
-    agent = Path(sys.executable).with_name("fedqi-agent")
-    with tempfile.TemporaryDirectory(prefix="fedqi-bench-home-") as home:
-        subprocess.run(
-            [str(agent), "init", "--home", home, "--practice", "A81001", "--aud", "bench",
-             "--aggregator-url", "http://127.0.0.1:9", "--source-url", practice],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        walls, cpus = [], []
-        for i in range(runs + 1):
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            started = time.perf_counter()
-            subprocess.run(
-                [str(agent), "preview", "--period", PERIOD_END.strftime("%Y-%m"), "--local",
-                 "--home", home],
-                check=True, capture_output=True,
-            )  # fmt: skip
-            wall = time.perf_counter() - started
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            if i:  # the first run warms the file cache
-                walls.append(wall)
-                cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
-    return {
-        "wall_s": walls,
-        "cpu_s": cpus,
-        "wall_median_s": statistics.median(walls),
-        "cpu_median_s": statistics.median(cpus),
-    }
-
-
 # --- reference ---------------------------------------------------------------------------------
 
 
@@ -289,7 +253,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     parser.add_argument("--reference-patients", type=int, default=3000)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--code-match", default="join", help="join, in, or join,in")
-    parser.add_argument("--preview-runs", type=int, default=5)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.code_match.split(",") if m.strip()]
@@ -369,16 +332,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 file=sys.stderr,
             )
         results["cells_identical_across_engines"] = len(set(digests.values())) == 1
-        if args.preview_runs > 0 and "duckdb" in engines:
-            print("fedqi-agent preview process (DuckDB practice):", file=sys.stderr)
-            pv = preview_process(
-                practice_file(data_dir, "duckdb", args.patients, args.seed), args.preview_runs
-            )
-            results["preview_process"] = pv
-            print(
-                f"  median {pv['wall_median_s']:.2f} s wall, {pv['cpu_median_s']:.2f} s CPU",
-                file=sys.stderr,
-            )
         if args.reference_patients > 0:
             backend = next((b for b in ("duckdb", "sqlite") if b in engines), None)
             if backend:

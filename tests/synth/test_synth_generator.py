@@ -477,3 +477,27 @@ def test_other_period_end_and_history_length(tmp_path: Path) -> None:
             conn.execute("SELECT MAX(registration_start) FROM patients").fetchone()[0]
             <= "2024-02-29"
         )
+
+
+def test_clinical_codes_come_from_the_full_clusters_and_filler_from_none() -> None:
+    """Every register, value and drug code the generator draws is a member of a default
+    codelist, drawn from the whole list; the filler and volume codes are in no list."""
+    from agent.library import load_default_catalogue
+
+    catalogue = load_default_catalogue()
+    listed = {c.code for cl in catalogue.codelists for c in cl.codes}
+    assert set(synth.HYP_CODES) == {c.code for c in catalogue.codelist("hyp").codes}
+    assert set(synth.STATINS) == {c.code for c in catalogue.codelist("statin").codes}
+    assert len(set(synth.INHALERS)) == len(catalogue.codelist("asthma_drug").codes)
+    drawn = (
+        synth.DM_CODES + synth.SBP_CODES + synth.DBP_CODES + synth.HBA1C_CODES + synth.AF_CODES
+        + synth.HF_CODES + synth.CHD_CODES + synth.STIA_CODES + synth.CKD_CODES + synth.DOACS
+        + synth.WARFARIN + synth.FLU_CODES + synth.FLU_DRUGS + synth.SMOKER_CODES
+    )  # fmt: skip
+    assert set(drawn) <= listed
+    filler = (
+        set(synth.ENCOUNTERS) | set(synth.PROBLEMS) | set(synth.CERVICAL_CODES)
+        | set(synth.ANTIHYPERTENSIVES)
+        | {synth.NEVER_SMOKED, synth.WEIGHT, synth.HEIGHT, synth.BMI, synth.EGFR, synth.CHOLESTEROL}
+    )  # fmt: skip
+    assert not filler & listed
