@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from typing import Annotated
@@ -16,6 +17,7 @@ from agent.errors import AgentUserError
 from agent.explain import explain_indicator
 from agent.keystore import TRUST_FILE, Keystore, load_trust_matching
 from agent.outbox import OUTBOX_FILE, Outbox
+from agent.periods import require_ended
 from agent.release import (
     build_submission,
     count_short,
@@ -55,7 +57,7 @@ def preview(
     --json prints the Submission payload itself."""
     if local and as_json:
         raise AgentUserError("--local cannot be combined with --json (the JSON is the payload)")
-    p = parse_period(period)
+    p = require_ended(parse_period(period), dt.date.today())  # only what could be sent
     settings = get_settings(home)
     catalogue = load_catalogue(settings)
     policy = effective_policy(catalogue, settings)
@@ -134,8 +136,6 @@ def explain(
 ) -> None:
     """Explain INDICATOR: the rule in plain English, its codelists with their codes, and the
     SQL the engine runs."""
-    import datetime as dt
-
     import sqlalchemy as sa
 
     from agent.engine import compile_sql

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import json
 import stat
 from pathlib import Path
@@ -208,3 +209,29 @@ def test_stricter_disclosure_must_tighten(agent_home: Path, cli) -> None:  # typ
         if c.status == "rounded"
     ]
     assert values and all(v % 10 == 0 for v in values if v is not None)
+
+
+@pytest.mark.parametrize(
+    ("period", "today", "ended"),
+    [
+        ("2026-11", dt.date(2026, 11, 30), False),  # its last day is today
+        ("2026-11", dt.date(2026, 12, 1), True),
+        ("2026-12", dt.date(2026, 12, 4), False),
+        ("2027-01", dt.date(2026, 12, 4), False),
+        ("2025-12", dt.date(2026, 1, 1), True),
+    ],
+)
+def test_a_period_has_ended_once_its_last_day_is_before_today(
+    period: str, today: dt.date, ended: bool
+) -> None:
+    from agent.errors import AgentUserError
+    from agent.periods import last_complete_period, parse_period, require_ended
+
+    p = parse_period(period)
+    if ended:
+        assert require_ended(p, today) == p
+    else:
+        with pytest.raises(AgentUserError) as exc:
+            require_ended(p, today)
+        assert f"period {period} has not ended" in str(exc.value)
+        assert f"latest complete period is {last_complete_period(today).label}" in str(exc.value)
