@@ -286,6 +286,31 @@ def test_demo_rejects_bad_arguments_before_doing_anything(
     assert not home.exists()
 
 
+def test_one_practice_runs_with_the_default_groups(tmp_path: Path) -> None:
+    """--groups defaults to 5, or to --practices when there are fewer practices."""
+    home = tmp_path / "demo-home"
+    proc = subprocess.run(
+        [str(DEMO), "--practices", "1", "--periods", "1", "--once", "--json", "--home", str(home), "--port", "0"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert summary["ok"] is True, summary["failures"]
+    assert len(summary["network"]["groups"]) == 1
+    assert summary["submissions"]["accepted"] == 1
+
+
+def test_an_explicit_groups_above_practices_is_still_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(["--practices", "1", "--groups", "2", "--home", str(tmp_path / "h"), "--once"], {})
+        != 0
+    )
+    assert "--groups 2: choose 1 to --practices (1)" in capsys.readouterr().err
+    assert not (tmp_path / "h").exists()
+
+
 def test_plan_is_deterministic_and_varied() -> None:
     plan = plan_network(30, 5, seed=1)
     assert plan == plan_network(30, 5, seed=1)
