@@ -127,7 +127,9 @@ def preview(
 @app.command()
 @one_line_errors
 def explain(
-    indicator: Annotated[str, typer.Argument(help="the indicator id, e.g. HYP003")],
+    indicator: Annotated[
+        str, typer.Argument(help="an indicator id of the network's catalogue, e.g. DM_HBA1C")
+    ],
     home: HomeOption = None,
     period: Annotated[
         str | None, typer.Option("--period", help="period for the SQL bounds (YYYY-MM)")
