@@ -66,6 +66,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         old_env = dict(os.environ)
         os.environ.clear()
         os.environ.update(environ)
+    # Whatever the agent creates (the practice database synth or a load writes, the outbox,
+    # the home and its files, a DuckDB write-ahead log) is its owner's only: 0600 files in
+    # 0700 directories, as the key is. (POSIX; on Windows the agent home's ACL does this.)
+    old_umask = os.umask(0o077) if os.name == "posix" else None
     try:
         app(args=args, prog_name="fedqi-agent")  # standalone: usage errors exit 2 with a message
         return 0
@@ -76,6 +80,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
     finally:
+        if old_umask is not None:
+            os.umask(old_umask)
         if old_env is not None:
             os.environ.clear()
             os.environ.update(old_env)

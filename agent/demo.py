@@ -51,6 +51,7 @@ STATE_VERSION = 1
 AUD = "fedqi-demo"
 NETWORK_NAME = "fedqi demo network"
 DEFAULT_SEED = 1
+DEFAULT_GROUPS = 5  # or --practices, when there are fewer practices than that
 DEFAULT_PORT = 8400
 #: demo practices are small so the whole network builds in a couple of minutes on 2 cores;
 #: sizes are drawn log-uniformly between these (patient rows, about 3/4 of them registered).
@@ -1039,7 +1040,14 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 @app.command()
 def demo(
     practices: Annotated[int, typer.Option("--practices", help="number of practices")] = 30,
-    groups: Annotated[int, typer.Option("--groups", help="number of groups (PCNs)")] = 5,
+    groups: Annotated[
+        int | None,
+        typer.Option(
+            "--groups",
+            help=f"number of groups, PCNs (default {DEFAULT_GROUPS}, or --practices if fewer)",
+            show_default=False,
+        ),
+    ] = None,
     periods: Annotated[
         int, typer.Option("--periods", help="monthly periods each practice submits")
     ] = 12,
@@ -1059,6 +1067,8 @@ def demo(
 ) -> None:
     """A network of synthetic practices, each with its own agent, key and records, feeding a live
     aggregator and dashboard over HTTP. Re-running resumes; --fresh starts again."""
+    if groups is None:  # the default never exceeds the practices there are
+        groups = min(DEFAULT_GROUPS, practices) if practices >= 1 else DEFAULT_GROUPS
     opts = Options(practices, groups, periods, home, port, once, as_json, fresh, jobs, seed)
     # soft_wrap: tokens and URLs stay on one line, whatever the terminal width (or a pipe).
     err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -26,3 +26,16 @@ def last_complete_period(today: dt.date) -> Period:
     first = today.replace(day=1)
     prev = first - dt.timedelta(days=1)
     return Period.month(prev.year, prev.month)
+
+
+def require_ended(period: Period, today: dt.date) -> Period:
+    """A period is computed for sending only once it has ended: its last day is before
+    ``today`` (the agent's own local date). The aggregator refuses it too
+    (``period-not-ended``)."""
+    if period.end >= today:
+        latest = last_complete_period(today)
+        raise AgentUserError(
+            f"period {period.label} has not ended (its last day is {period.end.isoformat()}, "
+            f"today is {today.isoformat()}): the latest complete period is {latest.label}"
+        )
+    return period

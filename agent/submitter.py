@@ -23,6 +23,7 @@ from .compute import compute_raw_cells
 from .errors import AgentUserError
 from .keystore import Keystore, Trust, load_trust_matching
 from .outbox import Message, NewMessage, Outbox
+from .periods import require_ended
 from .release import (
     build_submission,
     effective_policy,
@@ -127,7 +128,7 @@ def submit_period(
     now: int,
     correction: CorrectionReason | None = None,
 ) -> Outcome:
-    period = parse_period(period_text)
+    period = require_ended(parse_period(period_text), dt.date.fromtimestamp(now))
     trust = load_trust_matching(settings.home, settings.practice, settings.aud)
     with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
         existing = [m for m in outbox.for_period(period.label) if m.state != "rejected"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import importlib
 import logging
@@ -101,6 +102,26 @@ def check_iat(iat: int, now: float, future: int, past: int) -> None:
         raise UnprocessableError(
             f"iat window: iat {iat} is {int(now) - iat} s old (at most {past} s allowed)",
             code="iat-window",
+        )
+
+
+#: The earliest time zone is UTC+14: a period has ended for some agent as soon as its last day
+#: is over there, 14 h before it is over in UTC.
+PERIOD_ZONE_SECONDS = 14 * 3600
+
+
+def check_period_ended(end: dt.date, label: str, now: float, future: int) -> None:
+    """A submission's period must have ended: its last day is before today, where today is the
+    UTC date of the server's clock plus 14 h (the earliest time zone) plus the ``iat`` clock
+    allowance ``future``. So an agent whose clock is within the iat allowance and whose local
+    date is past the period's last day is never refused, and nothing else is accepted."""
+    today = dt.datetime.fromtimestamp(now + future + PERIOD_ZONE_SECONDS, tz=dt.UTC).date()
+    if end >= today:
+        raise UnprocessableError(
+            f"period {label} has not ended (its last day is {end.isoformat()}; "
+            f"the aggregator's date, allowing {PERIOD_ZONE_SECONDS // 3600} h for time zones "
+            f"and {future} s of clock skew, is {today.isoformat()})",
+            code="period-not-ended",
         )
 
 

@@ -474,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("FEDQI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"),
     )
     args = ap.parse_args(argv)
+    if not 1 <= args.months <= 11:
+        # the months are 2026-01 onwards, and the aggregator refuses one that has not ended
+        ap.error(f"--months {args.months}: use 1 to 11 (2026-01 to 2026-11)")
     results: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
     rest: dict[str, list[float]] = {}  # machine CPU beyond the aggregator's, per submission

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from typing import Annotated
@@ -16,6 +17,7 @@ from agent.errors import AgentUserError
 from agent.explain import explain_indicator
 from agent.keystore import TRUST_FILE, Keystore, load_trust_matching
 from agent.outbox import OUTBOX_FILE, Outbox
+from agent.periods import require_ended
 from agent.release import (
     build_submission,
     count_short,
@@ -57,7 +59,7 @@ def preview(
     --json prints the Submission payload itself."""
     if local and as_json:
         raise AgentUserError("--local cannot be combined with --json (the JSON is the payload)")
-    p = parse_period(period)
+    p = require_ended(parse_period(period), dt.date.today())  # only what could be sent
     settings = get_settings(home)
     catalogue = load_catalogue(settings)
     policy = effective_policy(catalogue, settings)
@@ -127,7 +129,9 @@ def preview(
 @app.command()
 @one_line_errors
 def explain(
-    indicator: Annotated[str, typer.Argument(help="the indicator id, e.g. HYP003")],
+    indicator: Annotated[
+        str, typer.Argument(help="an indicator id of the network's catalogue, e.g. DM_HBA1C")
+    ],
     home: HomeOption = None,
     period: Annotated[
         str | None, typer.Option("--period", help="period for the SQL bounds (YYYY-MM)")
@@ -139,8 +143,6 @@ def explain(
 ) -> None:
     """Explain INDICATOR: the rule in plain English, its codelists (where each was published,
     and the first codes of each; --all-codes for every code) and the SQL the engine runs."""
-    import datetime as dt
-
     import sqlalchemy as sa
 
     from agent.engine import compile_sql

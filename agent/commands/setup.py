@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -97,10 +98,34 @@ def init(
     out.print(f"config      {config}")
     out.print(f"signing key {result['key_file']} (mode 0600)")
     out.print(f"kid         {key.kid}")
-    out.print(
-        "next: set practice, aud, aggregator_url and source in the config, then "
-        "`fedqi-agent enrol --token TOKEN`"
-    )
+    out.print(next_steps(settings, config))
+
+
+def next_steps(settings: AgentSettings, config: Path) -> str:
+    """What to do after ``init``: fill in what is missing, look at what would leave, enrol
+    (the order of docs/agent.md and README.md)."""
+    import datetime as dt
+
+    from agent.periods import last_complete_period
+
+    missing = [
+        name
+        for name, value in (
+            ("practice", settings.practice),
+            ("aud", settings.aud),
+            ("aggregator_url", settings.aggregator_url),
+            ("source", settings.source.url if settings.source else None),
+        )
+        if not value
+    ]
+    period = last_complete_period(dt.date.today()).label
+    steps = [
+        f"`fedqi-agent preview --period {period} --local` to see what would leave",
+        "`fedqi-agent enrol --token TOKEN` with the single-use token from the network admin",
+    ]
+    if missing:
+        steps.insert(0, f"set {', '.join(missing)} in {config}")
+    return "next: " + ", then ".join(steps)
 
 
 @app.command()

@@ -27,7 +27,9 @@ from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors
 @app.command()
 @one_line_errors
 def worklist(
-    indicator: Annotated[str, typer.Argument(help="the indicator id, e.g. HYP003")],
+    indicator: Annotated[
+        str, typer.Argument(help="an indicator id of the network's catalogue, e.g. DM_HBA1C")
+    ],
     home: HomeOption = None,
     period: Annotated[
         str | None, typer.Option("--period", help="YYYY-MM (default: the last complete month)")

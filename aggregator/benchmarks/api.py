@@ -81,7 +81,7 @@ router = APIRouter(prefix="/v1/benchmarks", tags=["benchmarks"], lifespan=_lifes
 def check_indicator(indicator: str) -> str:
     if not INDICATOR.fullmatch(indicator):
         raise BadRequestError(
-            f"indicator {indicator!r}: an indicator id is A-Z, 0-9 and _ (e.g. DM020)",
+            f"indicator {indicator!r}: an indicator id is A-Z, 0-9 and _ (e.g. DM_HBA1C)",
             code="bad-indicator",
         )
     return indicator

@@ -498,6 +498,62 @@ def funnel_view(session: Session, viewer: Viewer, indicator: str, period: str | 
     return _funnel_head(session, fd, max_n) | {"practices": practices}
 
 
+#: What the dashboard says where a catalogue indicator has no stored value for a period.
+NO_DATA = "no practice has sent {indicator} for {period}"
+
+
+def _known_indicator(session: Session, indicator: str) -> dict[str, Any]:
+    """The indicator's entry in the latest published catalogue, or a bare one for an indicator
+    stored under an earlier catalogue; 404 for any other."""
+    known = indicator_titles(session).get(indicator)
+    if known is not None:
+        return known
+    if indicator in service.indicators(session):
+        return {"title": indicator, "version": None}
+    raise NotFoundError(
+        f"indicator {indicator}: not in the network's catalogue", code="unknown-indicator"
+    )
+
+
+def empty_funnel_view(session: Session, viewer: Viewer, indicator: str, period: str | None = None,
+                      peer: str | None = None, group: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """``funnel_view``'s shape for a catalogue indicator that no practice sent for a period the
+    network has (the dashboard shows this rather than an error): no practices, no limits."""
+    known = _known_indicator(session, indicator)
+    start, end = resolve(session, period)
+    summary = stats.Summary(
+        practices=0, included=0, suppressed=0, empty=0, rounded=0, numerator=0, denominator=0,
+        pooled=None, pooled_ci95=None, median=None, q1=None, q3=None, deciles=None,
+        dispersion=stats.Dispersion(0, None, None, None, False, 0.0), method="exact", abc=None,
+        abc_practices=0,
+    )  # fmt: skip
+    version = known.get("version")
+    fd = FunnelData(indicator, start, end, resolve_group(viewer, peer, group), summary, [],
+                    version, str(version or ""))  # fmt: skip
+    head = _funnel_head(session, fd, 0)
+    return head | {"practices": [], "no_data": NO_DATA.format(indicator=indicator, period=head["period"]["label"])}  # fmt: skip
+
+
+def empty_trend_view(session: Session, viewer: Viewer, indicator: str, practice: str | None = None,
+                     peer: str | None = None, group: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """``trend_view``'s shape for a catalogue indicator no practice has sent yet."""
+    known = _known_indicator(session, indicator)
+    if practice is not None:
+        viewer.require(practice)
+    out: dict[str, Any] = {
+        "indicator": indicator,
+        "title": known.get("title", indicator),
+        "peer_group": resolve_group(viewer, peer, group, practice).as_dict(),
+        "network": [],
+        "network_changes": [],
+        "breaks": [],
+        "note": f"no practice has sent {indicator} yet",
+    }
+    if practice is not None:
+        out |= {"practice": viewer.label(practice), "practice_series": [], "practice_changes": []}
+    return out
+
+
 def _funnel_head(session: Session, fd: FunnelData, max_n: int) -> dict[str, Any]:
     return {
         "indicator": fd.indicator,

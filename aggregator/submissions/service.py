@@ -16,6 +16,8 @@ check, with nothing stored:
     (the stored-id lookup runs here only when the seq or the iat window fails, which every
     retry of a stored submission does; otherwise a reused id is found under the sequencer)
  9. iat window (+5 min / -7 days by default)    422 iat-window
+    the period has ended: its last day is before the UTC date of now + 14 h + the iat
+    allowance (the earliest time zone, and clock skew)       422 period-not-ended
 10. catalogue id + version + sha256 known       422 unknown-catalogue / catalogue-mismatch
 11. business rules: indicator and stratum known for that catalogue, numerator <= denominator
                                                 422 unknown-indicator / unknown-stratum /
@@ -59,6 +61,7 @@ from ..common import (
     check_audience,
     check_iat,
     check_kind,
+    check_period_ended,
     check_signature,
     check_size,
     open_shape,
@@ -247,6 +250,7 @@ def verify(
                 # retry that passes both here is answered by the write's own check.)
                 check_seq(sub.seq, key.last_seq, key.kid)
                 check_iat(sub.iat, now, limits.iat_future, limits.iat_past)
+                check_period_ended(sub.period.end, sub.period.label, now, limits.iat_future)
             except AggregatorError:
                 stored = _stored_receipt(session(), sub, sha)
                 if stored is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import json
 import stat
 from pathlib import Path
@@ -214,3 +215,69 @@ def test_stricter_disclosure_must_tighten(agent_home: Path, cli) -> None:  # typ
         if c.status == "rounded"
     ]
     assert values and all(v % 10 == 0 for v in values if v is not None)
+
+
+@pytest.mark.parametrize(
+    ("period", "today", "ended"),
+    [
+        ("2026-11", dt.date(2026, 11, 30), False),  # its last day is today
+        ("2026-11", dt.date(2026, 12, 1), True),
+        ("2026-12", dt.date(2026, 12, 4), False),
+        ("2027-01", dt.date(2026, 12, 4), False),
+        ("2025-12", dt.date(2026, 1, 1), True),
+    ],
+)
+def test_a_period_has_ended_once_its_last_day_is_before_today(
+    period: str, today: dt.date, ended: bool
+) -> None:
+    from agent.errors import AgentUserError
+    from agent.periods import last_complete_period, parse_period, require_ended
+
+    p = parse_period(period)
+    if ended:
+        assert require_ended(p, today) == p
+    else:
+        with pytest.raises(AgentUserError) as exc:
+            require_ended(p, today)
+        assert f"period {period} has not ended" in str(exc.value)
+        assert f"latest complete period is {last_complete_period(today).label}" in str(exc.value)
+
+
+def test_init_names_the_next_steps_in_order(tmp_path: Path, practice_db: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    from agent.periods import last_complete_period
+
+    latest = last_complete_period(dt.date.today()).label
+    full = cli("init", "--home", str(tmp_path / "full"), "--practice", PRACTICE, "--aud", AUD,
+               "--aggregator-url", "http://127.0.0.1:9", "--source-url", str(practice_db))  # fmt: skip
+    assert full.code == 0, full.err
+    hint = " ".join(full.out.split()).split("next: ", 1)[1]
+    assert "set " not in hint  # nothing is missing
+    assert hint.index(f"fedqi-agent preview --period {latest} --local") < hint.index(
+        "fedqi-agent enrol --token"
+    )
+    # the preview it names runs as it stands
+    assert cli("preview", "--home", str(tmp_path / "full"), "--period", latest).code == 0
+    bare = cli("init", "--home", str(tmp_path / "bare"))
+    hint = " ".join(bare.out.split()).split("next: ", 1)[1]
+    assert hint.startswith("set practice, aud, aggregator_url, source in ")
+    assert "fedqi-agent preview" in hint and "fedqi-agent enrol" in hint
+
+
+def test_every_indicator_a_help_text_names_is_in_the_default_catalogue() -> None:
+    import re
+
+    import typer.main
+
+    from agent.cli import _load_commands, app
+    from agent.library import load_default_catalogue
+
+    _load_commands()
+    known = {i.id for i in load_default_catalogue().indicators}
+    named = []
+    for name, command in typer.main.get_command(app).commands.items():  # type: ignore[attr-defined]
+        for param in command.params:
+            text = getattr(param, "help", None) or ""
+            if "indicator" in text:
+                named += [(name, m) for m in re.findall(r"e\.g\. ([A-Z][A-Z0-9_]+)", text)]
+    assert named, "no help text names an example indicator"
+    assert [(c, i) for c, i in named if i not in known] == []

@@ -4,7 +4,9 @@ was stored (row counts and log size unchanged). Runs on SQLite and PostgreSQL.""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
+import time
 
 import pytest
 import rfc8785
@@ -255,6 +257,32 @@ def test_iat_outside_the_window(enrolled, offset, words):
 
     server, agent = enrolled
     rejected(server, agent.submission(iat=int(time.time()) + offset), 422, "iat-window", words)
+
+
+def _set_server_clock(server, when: dt.datetime) -> int:
+    server.network.clock.offset = when.timestamp() - time.time()
+    return int(server.network.clock())
+
+
+@pytest.mark.parametrize("period", [Period.month(2026, 12), Period.month(2027, 1)])
+def test_a_period_that_has_not_ended(enrolled, period):
+    server, agent = enrolled
+    now = _set_server_clock(server, dt.datetime(2026, 12, 15, 12, tzinfo=dt.UTC))
+    rejected(server, agent.submission(period=period, iat=now), 422, "period-not-ended",
+             f"period {period.label} has not ended", "14 h", "300 s")  # fmt: skip
+
+
+def test_a_period_ends_when_its_last_day_is_over_in_the_earliest_time_zone(enrolled):
+    """November 2026 ends at 2026-12-01 00:00 UTC+14, i.e. 2026-11-30 10:00 UTC; with the
+    300 s iat allowance the aggregator accepts it from 09:55 UTC."""
+    server, agent = enrolled
+    november = Period.month(2026, 11)
+    now = _set_server_clock(server, dt.datetime(2026, 11, 30, 9, 54, 59, tzinfo=dt.UTC))
+    rejected(server, agent.submission(period=november, iat=now), 422, "period-not-ended",
+             "2026-11-30")  # fmt: skip
+    now = _set_server_clock(server, dt.datetime(2026, 11, 30, 9, 55, 0, tzinfo=dt.UTC))
+    r = server.post("/v1/submissions", agent.submission(period=november, iat=now))
+    assert r.status_code == 201, r.text
 
 
 def test_unknown_catalogue_version(enrolled):

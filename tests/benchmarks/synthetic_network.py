@@ -92,17 +92,30 @@ def practices(n: int = 12, seed: int = 3) -> list[PracticeSpec]:
     return out
 
 
+#: Planted shapes for an indicator's counts: ``tiny`` gives every practice a population of 1-7
+#: (so every count it sends is suppressed), ``empty`` a population of 0 (nobody counted).
+SHAPES = ("normal", "tiny", "empty")
+
+
 def _raw_cells(
-    cat: Catalogue, spec: PracticeSpec, indicator: str, rate: float, rng: random.Random
+    cat: Catalogue,
+    spec: PracticeSpec,
+    indicator: str,
+    rate: float,
+    rng: random.Random,
+    shape: str = "normal",
 ) -> list[RawCell]:
     ind = cat.indicator(indicator)
     strata = cat.strata_for(ind)[1:]
     size = spec.list_size // 12
     raw, tot = [], [0, 0, 0]
-    for band, sex in strata:
+    for i, (band, sex) in enumerate(strata):
         weight = {"0-39": 0.1, "40-59": 0.3, "60-79": 0.45, "80+": 0.15}.get(band, 0.25)
         weight *= {"F": 0.5, "M": 0.48, "U": 0.02}.get(sex, 0.33)
-        d = max(0, int(rng.gauss(size * weight, 3)))
+        if shape == "normal":
+            d = max(0, int(rng.gauss(size * weight, 3)))
+        else:
+            d = rng.randint(1, 7) if shape == "tiny" and i == 0 else 0
         n = sum(rng.random() < rate for _ in range(d))
         e = min(d - n, int(d * 0.04))
         raw.append(RawCell(indicator, band, sex, d, n, e))
@@ -203,6 +216,9 @@ class SyntheticNetwork:
         app = create_app(self.settings)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted connections inherit this: without it a response written in two parts waits
+        # for the client's delayed ACK, about 40 ms a request on loopback.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         config = uvicorn.Config(
@@ -244,15 +260,17 @@ class SyntheticNetwork:
         rt.db.dispose()
 
     def submission(self, spec: PracticeSpec, period: Period, *, seed: int, supersedes: str | None = None,
-                   indicators: tuple[str, ...] = INDICATORS, rate_shift: float = 0.0) -> tuple[str, bytes]:  # fmt: skip
+                   indicators: tuple[str, ...] = INDICATORS, rate_shift: float = 0.0,
+                   shapes: dict[str, str] | None = None) -> tuple[str, bytes]:  # fmt: skip
+        """``shapes`` plants a shape (``SHAPES``) per indicator; other indicators are normal.
+        An indicator with no base rate of its own is drawn around 0.7."""
         rng = random.Random(f"{seed}-{spec.ods}-{period.label}")
         cat = self.catalogue
         raw: list[RawCell] = []
         for ind in indicators:
-            rate = min(
-                0.99, max(0.02, BASE_RATES[ind] + spec.shift + rate_shift + rng.gauss(0, 0.03))
-            )
-            raw += _raw_cells(cat, spec, ind, rate, rng)
+            base = BASE_RATES.get(ind, 0.7)
+            rate = min(0.99, max(0.02, base + spec.shift + rate_shift + rng.gauss(0, 0.03)))
+            raw += _raw_cells(cat, spec, ind, rate, rng, (shapes or {}).get(ind, "normal"))
         cells = apply_policy(raw, cat.disclosure)
         prov = Provenance(
             agent_version="0.1.0", extract_time=int(time.time()), source="sqlite",
@@ -283,13 +301,16 @@ class SyntheticNetwork:
         return sid
 
     def populate(
-        self, client: httpx.Client, periods: tuple[Period, ...] = PERIODS, seed: int = 1
-    ) -> dict[str, dict[str, str]]:
-        """Every practice submits every period; returns submission ids by practice and period."""
+        self, client: httpx.Client, periods: tuple[Period, ...] = PERIODS, seed: int = 1, **kw
+    ) -> dict[str, dict[str, str]]:  # type: ignore[no-untyped-def]
+        """Every practice submits every period (``kw`` as for ``submission``); returns
+        submission ids by practice and period."""
         ids: dict[str, dict[str, str]] = {}
         for period in periods:
             for p in self.specs:
-                ids.setdefault(p.ods, {})[period.label] = self.submit(client, p, period, seed=seed)
+                ids.setdefault(p.ods, {})[period.label] = self.submit(
+                    client, p, period, seed=seed, **kw
+                )
         return ids
 
     def bump_indicator_version(self, indicator: str) -> Catalogue:

@@ -8,9 +8,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from synthetic_network import SyntheticNetwork, practices
+from synthetic_network import INDICATORS, SyntheticNetwork, practices
 
 pytestmark = pytest.mark.browser
+
+
+def _suppressed_indicator(n: SyntheticNetwork) -> str:
+    """A catalogue indicator, besides the five drawn, that every practice sends with a
+    population of 1-7: every value suppressed, nothing to pool or draw."""
+    return next(i.id for i in n.catalogue.indicators if i.id not in INDICATORS)
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +25,10 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyntheticNetwork]:
     n = SyntheticNetwork(tmp, f"sqlite:///{tmp / 'agg.db'}", practices(12))
     n.setup()
     n.start()
+    tiny = _suppressed_indicator(n)
     with httpx.Client(base_url=n.url, timeout=60) as client:
         n.enrol_all(client)
-        n.populate(client)
+        n.populate(client, indicators=(*INDICATORS, tiny), shapes={tiny: "tiny"})
     yield n
     n.stop()
 
@@ -107,7 +114,7 @@ def test_practice_view_shows_no_peer_name_or_code(
     pages = [page.content()]
     page.screenshot(path=str(artifacts / "practice-view.png"), full_page=True)
     # its own position on each funnel: itself ringed among pseudonymised peers
-    assert page.locator(".funnels figure").count() == 5
+    assert page.locator(".funnels figure").count() == len(INDICATORS) + 1
     for ind in ("DM_HBA1C", "FLU_65"):
         page.goto(f"{net.url}/dashboard/indicators/{ind}")
         pages.append(page.content())
@@ -156,3 +163,22 @@ def test_keyboard_reaches_the_funnel(browser, net: SyntheticNetwork) -> None:  #
         pytest.fail("Tab never reached a funnel point")
     assert page.locator("#tip").is_visible()
     context.close()
+
+
+def test_an_indicator_with_every_value_suppressed_says_so(browser, net: SyntheticNetwork) -> None:  # type: ignore[no-untyped-def]
+    tiny = _suppressed_indicator(net)
+    errors: list[str] = []
+    for who in ("lead:North PCN", f"practice:{net.specs[0].ods}"):
+        context, page, outside = _page(browser, net, who)
+        page.on("pageerror", lambda exc, who=who: errors.append(f"{who}: {exc}"))
+        r = page.goto(f"{net.url}/dashboard/indicators/{tiny}")
+        assert r is not None and r.status == 200
+        text = page.locator("main").inner_text()
+        assert "No network rate" in text
+        assert f"{len(net.specs)} suppressed by disclosure control" in text
+        assert page.locator("#funnel-figure svg g.pt").count() == 0
+        assert "No released rates to plot." in page.locator("#funnel-figure").inner_text()
+        # the table still lists every practice, each as suppressed
+        assert page.locator("table").first.locator("tbody tr").count() == len(net.specs)
+        assert errors == [] and outside == []
+        context.close()

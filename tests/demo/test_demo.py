@@ -217,6 +217,69 @@ def test_demo_rerun_resumes_serves_and_stops_on_ctrl_c(
         httpx.get(f"{base}/healthz", timeout=2)
 
 
+def test_every_dashboard_page_of_the_demo_answers_for_every_role(
+    demo: tuple[Path, dict[str, Any], str],
+) -> None:
+    """The demo's own network, served again by `fedqi-aggregator serve`: every page, every
+    indicator, every period, as each of the demo's users (tests/benchmarks/dashboard_walk.py)."""
+    home, s, _ = demo
+    sys.path.insert(0, str(REPO / "tests" / "benchmarks"))
+    from dashboard_walk import Walk, dashboard_get_routes
+
+    from protocol.catalogue import Catalogue
+
+    plan = plan_network(PRACTICES, GROUPS, seed=1)
+    first = plan.practices[0]
+    every = {p.ods for p in plan.practices}
+    readable = {
+        "admin": every,
+        "network_lead": {p.ods for p in plan.practices if p.group == first.group},
+        "practice": {first.ods},
+        "ig_officer": {first.ods},
+    }
+    catalogue = Catalogue.model_validate_json(
+        (REPO / "protocol" / "catalogues" / "default.json").read_text()
+    )
+    port = free_port()
+    server = subprocess.Popen(
+        [str(DEMO.parent / "fedqi-aggregator"), "serve", "--config", str(home / "aggregator" / "aggregator.toml"),
+         "--port", str(port)],
+        cwd=home.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stderr.read()[-3000:]  # type: ignore[union-attr]
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "the aggregator did not become ready"
+            time.sleep(0.3)
+        for user in s["users"]:
+            role = user["role"]
+            forbidden = set()
+            for ods in sorted(every - readable[role]):
+                forbidden |= {f"/dashboard/practices/{ods}", f"/dashboard/practices/{ods}/summary.csv"}  # fmt: skip
+            if role == "network_lead":
+                forbidden.add("/dashboard/ig")
+            walk = Walk(base, user["token"], indicators=[i.id for i in catalogue.indicators],
+                        readable=sorted(readable[role]), forbidden=forbidden).run()  # fmt: skip
+            assert walk.problems == [], role
+            assert len(walk.periods) == PERIODS, role
+            routes = {r.path for r in dashboard_get_routes()}
+            if role == "network_lead":  # no payload audit: no envelope or proof links
+                routes -= {"/dashboard/ig/envelopes/{sha256}", "/dashboard/ig/proof/{index}"}
+            assert walk.routes_walked == routes, role
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
 def test_demo_refuses_other_options_on_an_existing_home(
     demo: tuple[Path, dict[str, Any], str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -255,6 +318,31 @@ def test_demo_rejects_bad_arguments_before_doing_anything(
     assert main([*args, "--home", str(home), "--once"], {}) != 0
     assert named in capsys.readouterr().err
     assert not home.exists()
+
+
+def test_one_practice_runs_with_the_default_groups(tmp_path: Path) -> None:
+    """--groups defaults to 5, or to --practices when there are fewer practices."""
+    home = tmp_path / "demo-home"
+    proc = subprocess.run(
+        [str(DEMO), "--practices", "1", "--periods", "1", "--once", "--json", "--home", str(home), "--port", "0"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert summary["ok"] is True, summary["failures"]
+    assert len(summary["network"]["groups"]) == 1
+    assert summary["submissions"]["accepted"] == 1
+
+
+def test_an_explicit_groups_above_practices_is_still_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(["--practices", "1", "--groups", "2", "--home", str(tmp_path / "h"), "--once"], {})
+        != 0
+    )
+    assert "--groups 2: choose 1 to --practices (1)" in capsys.readouterr().err
+    assert not (tmp_path / "h").exists()
 
 
 def test_plan_is_deterministic_and_varied() -> None:

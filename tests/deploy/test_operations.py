@@ -126,3 +126,14 @@ def test_operations_guide_step_by_step(
     # the lost-key step kept the old home, and the new one holds the later receipts
     assert (tmp_path / "agent-home.revoked" / "outbox.sqlite").exists()
     assert (tmp_path / "agent-home" / "outbox.sqlite").exists()
+    # everything of the agent's, after every step of the guide, is its owner's only, as the key
+    home = tmp_path / "agent-home"
+    modes = {
+        str(path.relative_to(tmp_path)): oct(path.stat().st_mode & 0o777)
+        for path in [home, *home.rglob("*"), Path(env["PRACTICE_DB"])]
+    }
+    loose = {
+        p: m for p, m in modes.items() if m != ("0o700" if (tmp_path / p).is_dir() else "0o600")
+    }
+    assert loose == {}, loose
+    assert modes["agent-home/agent.toml"] == "0o600"

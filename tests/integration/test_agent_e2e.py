@@ -3,6 +3,7 @@ key rotation, idempotent resends."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 from collections.abc import Callable
@@ -187,3 +188,28 @@ def test_submit_and_audit_with_a_postgresql_aggregator(
         assert agent.json("submit", "--period", period)["state"] == "accepted"  # type: ignore[index]
     report = agent.json("audit", "verify")
     assert report["ok"] is True and report["receipts_checked"] == 3  # type: ignore[index]
+
+
+def test_a_period_that_has_not_ended_is_refused_before_anything_is_signed(
+    aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
+) -> None:
+    today = dt.date.today()
+    this_month = today.strftime("%Y-%m")
+    later = dt.date(today.year + 1, 1, 1).strftime("%Y-%m")  # e.g. 2027-01
+    last = (today.replace(day=1) - dt.timedelta(days=1)).strftime("%Y-%m")
+    agent = agent_factory(aggregator)
+    for period in (this_month, later):
+        for command in ("submit", "preview"):
+            code, out, err = agent(command, "--period", period)
+            assert code == 2 and out == "", (command, period, err)
+            line = err.strip()
+            assert len(line.splitlines()) == 1, err
+            assert f"period {period} has not ended" in line, line
+            assert f"the latest complete period is {last}" in line, line
+    with Outbox.open(agent.home) as outbox:
+        assert outbox.messages(kind="submission") == []
+    db = sqlite3.connect(aggregator.db_file)
+    assert db.execute("SELECT count(*) FROM submissions").fetchone() == (0,)
+    db.close()
+    # the latest complete period goes through
+    assert agent.json("submit", "--period", last)["state"] == "accepted"  # type: ignore[index]

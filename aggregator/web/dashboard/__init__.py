@@ -28,13 +28,21 @@ from ...benchmarks.api import ODS, check_indicator, csv_response
 from ...db.models import Envelope as EnvelopeRow
 from ...db.models import PracticeKey, User
 from ...db.models import Submission as SubmissionRow
-from ...errors import AggregatorError, AuthenticationError, BadRequestError, ForbiddenError
+from ...errors import (
+    AggregatorError,
+    AuthenticationError,
+    BadRequestError,
+    ForbiddenError,
+    NotFoundError,
+)
 from ...runtime import Runtime
 from ...users.service import authenticate
 from ..deps import get_runtime
 from . import charts
 
 COOKIE = "fedqi_session"
+#: The 404s that mean "nothing stored for this indicator (and period)", not "no such thing".
+NO_DATA_CODES = frozenset({"no-benchmarks", "unknown-period"})
 STATIC = {
     "dashboard.css": "text/css; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
@@ -220,22 +228,41 @@ def _indicator_ctx(
 ) -> dict[str, Any]:
     check_indicator(indicator)
     f = _filters(runtime, u, period, pg)
-    view = _read(
-        runtime,
-        u,
-        views.funnel_view,
-        indicator,
-        period,
-        f["peer"],
-        f["group"],
-        None,
-        True,
-        indicator=indicator,
-    )
+    try:
+        view = _read(
+            runtime,
+            u,
+            views.funnel_view,
+            indicator,
+            period,
+            f["peer"],
+            f["group"],
+            None,
+            True,
+            indicator=indicator,
+        )
+    except NotFoundError as exc:
+        # A catalogue indicator no practice sent for a period the network has is a page that
+        # says so (empty_funnel_view raises 404 itself for an unknown indicator or period).
+        if exc.code not in NO_DATA_CODES:
+            raise
+        view = _read(runtime, u, views.empty_funnel_view, indicator, period, f["peer"], f["group"])
     anchor = practice or (u.practice_ods if u.role in ("practice", "ig_officer") else None)
-    trend = _read(
-        runtime, u, views.trend_view, indicator, anchor, f["peer"], f["group"], indicator=indicator
-    )
+    try:
+        trend = _read(
+            runtime,
+            u,
+            views.trend_view,
+            indicator,
+            anchor,
+            f["peer"],
+            f["group"],
+            indicator=indicator,
+        )
+    except NotFoundError as exc:
+        if exc.code not in NO_DATA_CODES:
+            raise
+        trend = _read(runtime, u, views.empty_trend_view, indicator, anchor, f["peer"], f["group"])
     return {"view": view, "trend": trend, **f}
 
 
@@ -322,15 +349,13 @@ async def practice_page(request: Request, ods: str, period: str | None = None, p
         view = _read(runtime, u, views.practice_view, ods, period)
         funnels = []
         for item in view["indicators"]:
-            fv = _read(
-                runtime,
-                u,
-                views.funnel_view,
-                item["indicator"],
-                view["period"]["end"],
-                f["peer"],
-                f["group"],
-            )
+            args = (item["indicator"], view["period"]["end"], f["peer"], f["group"])
+            try:
+                fv = _read(runtime, u, views.funnel_view, *args)
+            except NotFoundError as exc:
+                if exc.code not in NO_DATA_CODES:  # an indicator sent in other periods only
+                    raise
+                fv = _read(runtime, u, views.empty_funnel_view, *args)
             for p in fv["practices"]:
                 p["self"] = p["id"] == ods  # mark the practice in view, whoever is looking
             funnels.append(Markup(charts.funnel_svg(fv, width=360, height=230, compact=True)))
