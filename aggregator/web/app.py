@@ -27,7 +27,7 @@ from ..submissions.endpoints import router as submissions_router
 from ..users.endpoints import router as users_router
 from . import problems
 from .deps import get_runtime
-from .middleware import BodyLimitMiddleware
+from .middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
 
 PLUGIN_ROUTERS = ("aggregator.benchmarks.api", "aggregator.web.dashboard")
 
@@ -62,6 +62,7 @@ def create_app(
     app.state.runtime = runtime
     problems.install(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

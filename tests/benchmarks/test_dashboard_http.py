@@ -120,3 +120,19 @@ def test_ig_view_catches_a_tampered_envelope(net: SyntheticNetwork) -> None:
         assert page.count("✓ verified") == 2 and page.count("✗ FAILED") == 1
         assert env_sha[:16] in page.split("✗ FAILED")[1]  # the failed row is the tampered one
         assert "stored bytes do not match their hash" in page
+
+
+def test_real_server_sends_the_hardening_headers_on_pages_api_and_errors(
+    net: SyntheticNetwork,
+) -> None:
+    with httpx.Client(base_url=net.url, timeout=30) as c:
+        for r in (
+            c.get("/dashboard/login"),  # a page
+            c.get("/healthz"),  # JSON
+            c.get("/v1/benchmarks/indicators/DM_HBA1C"),  # 401 problem+json
+            c.get("/dashboard/static/dashboard.css"),  # a static file
+        ):
+            assert "frame-ancestors 'none'" in r.headers["content-security-policy"], r.url
+            assert r.headers["x-frame-options"] == "DENY"
+            assert r.headers["x-content-type-options"] == "nosniff"
+            assert r.headers["referrer-policy"] == "no-referrer"

@@ -93,6 +93,17 @@ def test_proxy_body_cap_matches_the_aggregator() -> None:
     assert "limit_req_zone" in conf and "limit_req " in conf
 
 
+def test_proxy_sends_the_hardening_headers_once() -> None:
+    conf = (AGG / "nginx.conf").read_text()
+    for header, value in (
+        ("X-Frame-Options", "DENY"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+    ):
+        assert f'add_header {header} "{value}" always;' in conf
+        assert f"proxy_hide_header {header};" in conf  # the aggregator's copy, hidden
+
+
 def test_health_endpoints_used_by_deploy_exist() -> None:
     from aggregator.web.app import create_app  # noqa: F401  (import proves the module exists)
 
