@@ -25,7 +25,9 @@ from .keystore import Keystore, Trust, load_trust_matching
 from .outbox import Message, NewMessage, Outbox
 from .release import (
     build_submission,
+    earlier_releases,
     effective_policy,
+    guarded_cells,
     last_complete_period,
     next_period,
     parse_period,
@@ -75,7 +77,16 @@ def prepare(
     key = Keystore(settings.home).active()
     policy = effective_policy(catalogue, settings)
     raw, kind = compute_raw_cells(settings, catalogue, period.end)
-    state = "held" if settings.release == "hold" else "queued"
+    history = earlier_releases(
+        [
+            (m.id, payload_of(m))
+            for m in outbox.messages(kind="submission")
+            if m.state not in ("rejected", "refused")
+        ]
+    )
+    guarded = guarded_cells(catalogue, raw, policy, period, history)
+    state = "held" if settings.release == "hold" or guarded.held_reason else "queued"
+    note = f"disclosure guard: {guarded.held_reason}" if guarded.held_reason else ""
 
     def build(seq: int) -> NewMessage:
         sub = build_submission(
@@ -91,6 +102,7 @@ def prepare(
             source_kind=kind,
             supersedes=supersedes,
             reason=reason,
+            cells=guarded.cells,
         )
         signed = sign("submission", sub.to_bytes(), [key])
         return NewMessage(
@@ -103,7 +115,7 @@ def prepare(
             period=period.label,
         )
 
-    return outbox.add_signed(build, state)
+    return outbox.add_signed(build, state, note)
 
 
 def send(client: AggregatorClient, outbox: Outbox, trust: Trust, message: Message) -> Outcome:
@@ -153,8 +165,12 @@ def submit_period(
             settings, outbox, catalogue, period, now=now, supersedes=supersedes, reason=correction
         )
         if message.state == "held":
-            return Outcome(message.id, message.period, "held", detail="waiting for approval")
+            return Outcome(message.id, message.period, "held", detail=_held_detail(message))
         return send(client, outbox, trust, message)
+
+
+def _held_detail(message: Message) -> str:
+    return message.state_note or "waiting for approval"
 
 
 def due_periods(settings: AgentSettings, outbox: Outbox, today: dt.date) -> list[Period]:
@@ -204,7 +220,9 @@ def run_due(
                     progress(period.label, done, len(periods))
                 message = prepare(settings, outbox, catalogue, period, now=now)
                 if message.state == "held":
-                    outcomes.append(Outcome(message.id, message.period, "held"))
+                    outcomes.append(
+                        Outcome(message.id, message.period, "held", detail=message.state_note)
+                    )
                 else:
                     outcomes.append(_send_reporting(client, outbox, trust, message))
     return outcomes
