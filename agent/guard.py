@@ -37,6 +37,7 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import csr_array
+from scipy.sparse.csgraph import connected_components
 
 try:  # scipy's own HiGHS binding: one LP, warm-started from objective to objective
     from scipy.optimize._highspy import _core as highspy
@@ -53,6 +54,7 @@ from protocol.disclosure import (
     Withheld,
     apply_policy,
     feasible_range,
+    suppression_threshold,
 )
 from protocol.errors import DisclosureError
 from protocol.linkage import Identity, bands_of_labels, linked_identities, region_cells
@@ -153,6 +155,7 @@ class Model:
     rows: list[Row]
     targets: dict[Var, int]  # protected variable -> required width
     has_delta: bool = False
+    keys: list[object] = field(default_factory=list)  # what the relations were built from
 
 
 def _cells_by_ind(cells: Sequence[Cell]) -> dict[str, dict[tuple[str, str], Cell]]:
@@ -162,23 +165,46 @@ def _cells_by_ind(cells: Sequence[Cell]) -> dict[str, dict[tuple[str, str], Cell
     return out
 
 
+RowCache = dict[object, list[Row]]
+
+
 def _release_rows(
     r: int,
     cells: Sequence[Cell],
     policy: DisclosurePolicy,
-    identities: Iterable[Identity],
+    identities: Sequence[Identity],
     model: Model,
+    cache: RowCache | None = None,
+) -> None:
+    """A release's ranges and relations. The relations depend only on which cells there are,
+    so ``cache`` keeps them between rounds (the statuses change, the cells do not)."""
+    for cell in cells:
+        stratum = (cell.stratum.age_band, cell.stratum.sex)
+        rule = policy.totals if stratum == TOTAL else policy.stratified
+        for kind in COUNT_KINDS:
+            lo, hi = feasible_range(getattr(cell, kind), rule)
+            var = (r, cell.indicator, stratum, kind)
+            model.lo[var] = lo
+            model.hi[var] = MAX_COUNT if hi is None else hi
+    key = ("release", r, tuple(c.key for c in cells), id(identities))
+    model.keys.append(key)
+    if cache is not None and key in cache:
+        model.rows.extend(cache[key])
+        return
+    rows: list[Row] = []
+    _relation_rows(r, cells, identities, rows)
+    if cache is not None:
+        cache[key] = rows
+    model.rows.extend(rows)
+
+
+def _relation_rows(
+    r: int, cells: Sequence[Cell], identities: Iterable[Identity], out: list[Row]
 ) -> None:
     by_ind = _cells_by_ind(cells)
     for ind, group in by_ind.items():
-        for stratum, cell in group.items():
-            rule = policy.totals if stratum == TOTAL else policy.stratified
-            for kind in COUNT_KINDS:
-                lo, hi = feasible_range(getattr(cell, kind), rule)
-                var = (r, ind, stratum, kind)
-                model.lo[var] = lo
-                model.hi[var] = MAX_COUNT if hi is None else hi
-            model.rows.append(
+        for stratum in group:
+            out.append(
                 (
                     {(r, ind, stratum, "numerator"): 1, (r, ind, stratum, "denominator"): -1},
                     -np.inf,
@@ -191,7 +217,7 @@ def _release_rows(
                 coeffs = {(r, ind, TOTAL, kind): 1}
                 for s in strata:
                     coeffs[(r, ind, s, kind)] = -1
-                model.rows.append((coeffs, 0, 0))
+                out.append((coeffs, 0, 0))
     for ident in identities:
         coeffs: dict[Var, int] = {}
         ok = True
@@ -209,9 +235,9 @@ def _release_rows(
             continue
         coeffs = {v: c for v, c in coeffs.items() if c}
         if ident.relation == "contained":
-            model.rows.append((coeffs, -np.inf, 0))
+            out.append((coeffs, -np.inf, 0))
         else:
-            model.rows.append((coeffs, 0, 0))
+            out.append((coeffs, 0, 0))
 
 
 def _common_regions(
@@ -266,17 +292,33 @@ def _common_regions(
     return out
 
 
-def _link_rows(ra: int, ca: Sequence[Cell], rb: int, cb: Sequence[Cell], model: Model) -> None:
+def _link_rows(
+    ra: int,
+    ca: Sequence[Cell],
+    rb: int,
+    cb: Sequence[Cell],
+    model: Model,
+    cache: RowCache | None = None,
+) -> None:
     """|count in release ra - count in release rb| <= delta over every common region."""
-    a_by, b_by = _cells_by_ind(ca), _cells_by_ind(cb)
-    for ind in sorted(set(a_by) & set(b_by)):
-        for cells_a, cells_b in _common_regions(a_by[ind], b_by[ind]):
-            for kind in COUNT_KINDS:
-                coeffs: dict[Var, int] = {(ra, ind, s, kind): 1 for s in cells_a}
-                for s in cells_b:
-                    coeffs[(rb, ind, s, kind)] = -1
-                model.rows.append(({**coeffs, DELTA: -1}, -np.inf, 0))
-                model.rows.append(({**coeffs, DELTA: 1}, 0, np.inf))
+    key = ("link", ra, tuple(c.key for c in ca), rb, tuple(c.key for c in cb))
+    model.keys.append(key)
+    if cache is not None and key in cache:
+        model.rows.extend(cache[key])
+    else:
+        rows: list[Row] = []
+        a_by, b_by = _cells_by_ind(ca), _cells_by_ind(cb)
+        for ind in sorted(set(a_by) & set(b_by)):
+            for cells_a, cells_b in _common_regions(a_by[ind], b_by[ind]):
+                for kind in COUNT_KINDS:
+                    coeffs: dict[Var, int] = {(ra, ind, s, kind): 1 for s in cells_a}
+                    for s in cells_b:
+                        coeffs[(rb, ind, s, kind)] = -1
+                    rows.append(({**coeffs, DELTA: -1}, -np.inf, 0))
+                    rows.append(({**coeffs, DELTA: 1}, 0, np.inf))
+        if cache is not None:
+            cache[key] = rows
+        model.rows.extend(rows)
     model.has_delta = True
     model.lo[DELTA] = 0
     model.hi[DELTA] = MAX_COUNT
@@ -295,65 +337,84 @@ def identities_for(
         if i.id in present and (versions is None or versions.get(i.id) == i.version)
     }
     bands = bands_of_labels(c.stratum.age_band for c in cells)
-    return linked_identities(catalogue, bands=bands or None, indicators=same)
+    strata: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for c in cells:
+        strata[c.indicator].append((c.stratum.age_band, c.stratum.sex))
+    return linked_identities(catalogue, bands=bands or None, indicators=same, strata=strata)
 
 
 # --- solving ----------------------------------------------------------------------------------
 
 
-def _components(model: Model, wanted: set[Var]) -> list[tuple[list[Var], list[Row]]]:
-    """Connected parts of the model over its free variables (fixed ones become constants),
-    keeping only parts that hold a target."""
-    fixed = {v for v in model.lo if model.lo[v] == model.hi[v] and v != DELTA}
-    parent: dict[Var, Var] = {}
+class _Compiled:
+    """A model's relations as one sparse matrix (built once per set of relations)."""
 
-    def find(v: Var) -> Var:
-        parent.setdefault(v, v)
-        while parent[v] != v:
-            parent[v] = parent[parent[v]]
-            v = parent[v]
-        return v
+    def __init__(self, rows: Sequence[Row]) -> None:
+        names = sorted({v for coeffs, _, _ in rows for v in coeffs})
+        self.names = names
+        self.index = {v: j for j, v in enumerate(names)}
+        data, ri, ci = [], [], []
+        for i, (coeffs, _, _) in enumerate(rows):
+            for v, c in coeffs.items():
+                data.append(c)
+                ri.append(i)
+                ci.append(self.index[v])
+        self.a = csr_array((np.array(data, dtype=float), (ri, ci)), shape=(len(rows), len(names)))
+        self.lb = np.array([r[1] for r in rows], dtype=float)
+        self.ub = np.array([r[2] for r in rows], dtype=float)
+        self.delta = self.index.get(DELTA, -1)
 
-    reduced: list[Row] = []
-    for coeffs, lb, ub in model.rows:
-        const = sum(c * model.lo[v] for v, c in coeffs.items() if v in fixed)
-        free = {v: c for v, c in coeffs.items() if v not in fixed}
-        if not free:
-            if not lb - 1e-9 <= const <= ub + 1e-9:
-                raise DisclosureError("internal: a released count breaks a relation it must hold")
-            continue
-        reduced.append((free, lb - const, ub - const))
-        vs = [v for v in free if v != DELTA]
-        for v in vs:
-            find(v)
-        for v in vs[1:]:
-            parent[find(v)] = find(vs[0])
-    comps: dict[Var, tuple[list[Var], list[Row]]] = {}
-    for row in reduced:
-        vs = [v for v in row[0] if v != DELTA]
-        if not vs:
-            continue
-        comps.setdefault(find(vs[0]), ([], []))[1].append(row)
-    for v in list(parent):
-        if v in comps or find(v) in comps:
-            comps[find(v)][0].append(v)
-    out = []
+
+def _components(
+    model: Model, comp: _Compiled, wanted: set[Var]
+) -> list[tuple[list[int], np.ndarray, list[Var]]]:
+    """Connected parts of the model over its free variables (fixed ones become constants):
+    (columns, rows, targets) for each part that holds a wanted target."""
+    n = len(comp.names)
+    if not n:
+        return []
+    lo = np.array([model.lo[v] for v in comp.names], dtype=float)
+    hi = np.array([model.hi[v] for v in comp.names], dtype=float)
+    free = lo != hi
+    if comp.delta >= 0:
+        free[comp.delta] = False
+    fixed_values = np.where(free, 0.0, lo)
+    if comp.delta >= 0:
+        fixed_values[comp.delta] = 0.0
+    const = comp.a @ fixed_values
+    af = comp.a[:, np.flatnonzero(free)]
+    has_free = np.diff(af.tocsr().indptr) > 0
+    closed = ~has_free
+    if comp.delta >= 0:
+        closed &= comp.a[:, [comp.delta]].toarray().ravel() == 0
+    bad = closed & ((const < comp.lb - 1e-9) | (const > comp.ub + 1e-9))
+    if bad.any():
+        raise DisclosureError("internal: a released count breaks a relation it must hold")
+    free_cols = np.flatnonzero(free)
+    m = len(comp.lb)
+    # bipartite graph: rows 0..m-1, free columns m..m+len(free_cols)-1
+    coo = af.tocoo()
+    graph = csr_array(
+        (np.ones(len(coo.row)), (coo.row, coo.col + m)),
+        shape=(m + len(free_cols), m + len(free_cols)),
+    )
+    _, labels = connected_components(graph, directed=False)
+    col_label = {int(c): int(labels[m + k]) for k, c in enumerate(free_cols)}
+    out: list[tuple[list[int], np.ndarray, list[Var]]] = []
+    seen: dict[int, int] = {}
     for t in sorted(wanted):
-        if t in fixed:
+        j = comp.index.get(t)
+        if j is None or not free[j]:
             continue
-        root = find(t)
-        if root not in comps:  # a free target in no relation: only its own range
-            comps[root] = ([t], [])
-    seen = set()
-    for t in sorted(wanted):
-        if t in fixed:
+        lab = col_label[j]
+        if lab in seen:
+            out[seen[lab]][2].append(t)
             continue
-        root = find(t)
-        if root in seen:
-            continue
-        seen.add(root)
-        vs, rows = comps[root]
-        out.append((sorted(set(vs)), rows))
+        seen[lab] = len(out)
+        cols = [int(c) for c in free_cols if col_label[int(c)] == lab]
+        rows = np.flatnonzero(has_free & (labels[:m] == lab))
+        out.append((cols, rows, [t]))
+    model._const = const  # type: ignore[attr-defined]
     return out
 
 
@@ -362,6 +423,7 @@ class Solver:
 
     def __init__(self) -> None:
         self.cache: dict[object, dict[Var, tuple[int, int]]] = {}
+        self.compiled: dict[object, _Compiled] = {}
         self.solves = 0
         self.integer_solves = 0
 
@@ -371,67 +433,89 @@ class Solver:
         show it is protected; not necessarily the bounds)."""
         wanted = set(model.targets) if only is None else set(only) & set(model.targets)
         out: dict[Var, tuple[int, int]] = {}
+        skey = tuple(model.keys) if model.keys else None
+        comp = self.compiled.get(skey) if skey is not None else None
+        if comp is None:
+            comp = _Compiled(model.rows)
+            if skey is not None:
+                self.compiled[skey] = comp
         for t in wanted:
-            if model.lo[t] == model.hi[t]:
-                out[t] = (model.lo[t], model.hi[t])
-        for vs, rows in _components(model, wanted):
-            use_delta = model.has_delta and any(DELTA in r[0] for r in rows)
-            cols = vs + ([DELTA] if use_delta else [])
-            targets = tuple((v, model.targets[v]) for v in vs if v in wanted)
+            if model.lo[t] == model.hi[t] or t not in comp.index:
+                out[t] = (model.lo[t], model.hi[t])  # fixed, or in no relation: its own range
+        for cols, rows, targets in _components(model, comp, wanted):
+            const = model._const  # type: ignore[attr-defined]
+            sub = comp.a[rows][:, cols] if len(rows) else csr_array((0, len(cols)))
+            lb = comp.lb[rows] - const[rows]
+            ub = comp.ub[rows] - const[rows]
+            delta_col = None
+            if comp.delta >= 0 and len(rows):
+                dcol = comp.a[rows][:, [comp.delta]].toarray().ravel()
+                if dcol.any():
+                    delta_col = dcol
+            names = [comp.names[c] for c in cols]
+            lo = np.array([model.lo[v] for v in names], dtype=float)
+            hi = np.array([model.hi[v] for v in names], dtype=float)
+            need = np.array([model.targets[t] for t in targets])
             key = (
-                tuple((v, model.lo[v], model.hi[v]) for v in cols),
-                tuple((tuple(sorted(r[0].items())), r[1], r[2]) for r in rows),
-                targets,
+                skey,
+                tuple(cols),
+                lo.tobytes(),
+                hi.tobytes(),
+                rows.tobytes(),
+                lb.tobytes(),
+                ub.tobytes(),
+                tuple(targets),
+                need.tobytes(),
             )
             if key not in self.cache:
-                self.cache[key] = self._solve(cols, rows, model, dict(targets), use_delta)
+                self.cache[key] = self._solve(
+                    names, sub, lb, ub, lo, hi, delta_col, dict(zip(targets, need, strict=True))
+                )
             out.update(self.cache[key])
         return out
 
     def _solve(
         self,
-        cols: list[Var],
-        rows: list[Row],
-        model: Model,
+        names: list[Var],
+        sub: csr_array,
+        lb: np.ndarray,
+        ub: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        delta_col: np.ndarray | None,
         targets: dict[Var, int],
-        use_delta: bool,
     ) -> dict[Var, tuple[int, int]]:
-        index = {v: j for j, v in enumerate(cols)}
-        n = len(cols)
-        lo = np.array([model.lo[v] for v in cols], dtype=float)
-        hi = np.array([model.hi[v] for v in cols], dtype=float)
-        cons = ()
-        if rows:
-            data, ri, ci = [], [], []
-            for i, (coeffs, _, _) in enumerate(rows):
-                for v, c in coeffs.items():
-                    if v in index:
-                        data.append(c)
-                        ri.append(i)
-                        ci.append(index[v])
-            a = csr_array((data, (ri, ci)), shape=(len(rows), n))
-            cons = (LinearConstraint(a, [r[1] for r in rows], [r[2] for r in rows]),)
+        use_delta = delta_col is not None
+        if use_delta:
+            from scipy.sparse import hstack
+
+            a = hstack([sub, csr_array(delta_col.reshape(-1, 1))]).tocsr()
+            lo = np.append(lo, 0.0)
+            hi = np.append(hi, float(MAX_COUNT))
+        else:
+            a = sub.tocsr()
+        n = a.shape[1]
+        d = n - 1 if use_delta else -1
+        index = {v: j for j, v in enumerate(names)}
+        cons = (LinearConstraint(a, lb, ub),) if a.shape[0] else ()
         integrality = np.ones(n)
         if highspy is None:  # pragma: no cover
-            return self._solve_milp(cols, rows, model, targets, use_delta)
+            return self._solve_milp(a, lb, ub, lo, hi, d, index, targets)
         h = highspy._Highs()
         h.setOptionValue("output_flag", False)
         lp = highspy.HighsLp()
         lp.num_col_ = n
-        lp.num_row_ = len(rows)
+        lp.num_row_ = a.shape[0]
         lp.col_cost_ = np.zeros(n)
         lp.col_lower_ = lo
         lp.col_upper_ = hi
-        lp.row_lower_ = np.array([max(r[1], -highspy.kHighsInf) for r in rows], dtype=float)
-        lp.row_upper_ = np.array([min(r[2], highspy.kHighsInf) for r in rows], dtype=float)
-        if rows:
-            csc = a.tocsc()
-            lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-            lp.a_matrix_.start_ = csc.indptr
-            lp.a_matrix_.index_ = csc.indices
-            lp.a_matrix_.value_ = csc.data.astype(float)
-        else:
-            lp.a_matrix_.start_ = np.zeros(n + 1, dtype=np.int32)
+        lp.row_lower_ = np.maximum(lb, -highspy.kHighsInf)
+        lp.row_upper_ = np.minimum(ub, highspy.kHighsInf)
+        csc = a.tocsc()
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = csc.indptr
+        lp.a_matrix_.index_ = csc.indices
+        lp.a_matrix_.value_ = csc.data.astype(float)
         h.passModel(lp)
         costed: list[int] = []
         # Every integer world found on the way widens what is known reachable for every target.
@@ -466,15 +550,12 @@ class Solver:
                 np.maximum(seen_hi, x, out=seen_hi)
             return float(c @ x)
 
-        def fix_delta(value: int) -> None:
-            lo[d] = hi[d] = value
-            h.changeColBounds(d, float(value), float(value))
-
-        d = index.get(DELTA, -1)
         if use_delta:
             c = np.zeros(n)
             c[d] = 1
-            fix_delta(round(run(c)))
+            best = round(run(c))
+            lo[d] = hi[d] = best
+            h.changeColBounds(d, float(best), float(best))
         out: dict[Var, tuple[int, int]] = {}
         for t, need in targets.items():
             j = index[t]
@@ -490,23 +571,17 @@ class Solver:
 
     def _solve_milp(
         self,
-        cols: list[Var],
-        rows: list[Row],
-        model: Model,
+        a: csr_array,
+        lb: np.ndarray,
+        ub: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        d: int,
+        index: dict[Var, int],
         targets: dict[Var, int],
-        use_delta: bool,
     ) -> dict[Var, tuple[int, int]]:  # pragma: no cover (only without scipy's binding)
-        index = {v: j for j, v in enumerate(cols)}
-        n = len(cols)
-        lo = np.array([model.lo[v] for v in cols], dtype=float)
-        hi = np.array([model.hi[v] for v in cols], dtype=float)
-        cons = ()
-        if rows:
-            a = np.zeros((len(rows), n))
-            for i, (coeffs, _, _) in enumerate(rows):
-                for v, c in coeffs.items():
-                    a[i, index[v]] += c
-            cons = (LinearConstraint(a, [r[1] for r in rows], [r[2] for r in rows]),)
+        n = a.shape[1]
+        cons = (LinearConstraint(a, lb, ub),) if a.shape[0] else ()
 
         def run(c: np.ndarray) -> float:
             self.solves += 1
@@ -515,10 +590,10 @@ class Solver:
                 raise DisclosureError(f"the audit's integer program failed: {res.message}")
             return float(res.fun)
 
-        if use_delta:
+        if d >= 0:
             c = np.zeros(n)
-            c[index[DELTA]] = 1
-            lo[index[DELTA]] = hi[index[DELTA]] = round(run(c))
+            c[d] = 1
+            lo[d] = hi[d] = round(run(c))
         out = {}
         for t in targets:
             c = np.zeros(n)
@@ -550,14 +625,16 @@ def _new_model(
     guard: GuardPolicy,
     *,
     rounded: bool,
+    sensitive: set[Var],
+    cache: RowCache | None = None,
 ) -> Model:
     m = Model({}, {}, [], {})
-    _release_rows(0, cells, policy, ids, m)
+    _release_rows(0, cells, policy, ids, m, cache)
     for c in cells:
         for kind in COUNT_KINDS:
             status = getattr(c, kind).status
             v = (0, c.indicator, (c.stratum.age_band, c.stratum.sex), kind)
-            if status == "suppressed":
+            if status == "suppressed" and v in sensitive:
                 m.targets[v] = guard.suppressed_width
             elif status == "rounded" and rounded and guard.rounded_width > 1:
                 m.targets[v] = guard.rounded_width
@@ -572,15 +649,18 @@ def _pair_model(
     policy: DisclosurePolicy,
     guard: GuardPolicy,
     earlier_floor: dict[Var, int],
+    sensitive: set[Var],
+    cache: RowCache | None = None,
 ) -> Model:
-    m = _new_model(cells, policy, ids, guard, rounded=False)
-    _release_rows(1, earlier.cells, policy, earlier_ids, m)
+    m = _new_model(cells, policy, ids, guard, rounded=False, sensitive=sensitive, cache=cache)
+    _release_rows(1, earlier.cells, policy, earlier_ids, m, cache)
     for c in earlier.cells:
         for kind in COUNT_KINDS:
             if getattr(c, kind).status == "suppressed":
                 v = (1, c.indicator, (c.stratum.age_band, c.stratum.sex), kind)
-                m.targets[v] = min(guard.suppressed_width, earlier_floor.get(v, MAX_COUNT))
-    _link_rows(0, cells, 1, earlier.cells, m)
+                if v in earlier_floor:  # a count that may be small (see guard_cells)
+                    m.targets[v] = min(guard.suppressed_width, earlier_floor[v])
+    _link_rows(0, cells, 1, earlier.cells, m, cache)
     return m
 
 
@@ -639,6 +719,56 @@ def _candidates(
     return [(w[1], w[2], w[3]) for _, _, w in found if (w[1], w[2], w[3]) not in withheld]  # type: ignore[misc]
 
 
+class _Releaser:
+    """apply_policy with more withheld, recomputing only the denominator classes touched.
+
+    apply_policy decides each denominator class (indicators with identical denominators in
+    every stratum) on its own, so the cells of a class depend only on its raw cells and what is
+    withheld in it; a class is recomputed with apply_policy on its own indicators."""
+
+    def __init__(self, raw: Sequence[RawCell], policy: DisclosurePolicy) -> None:
+        self.policy = policy
+        by_ind: dict[str, list[RawCell]] = defaultdict(list)
+        for c in raw:
+            by_ind[c.indicator].append(c)
+        sig: dict[str, object] = {
+            ind: tuple(sorted((c.stratum, c.denominator) for c in cells))
+            for ind, cells in by_ind.items()
+        }
+        self.members: dict[str, tuple[str, ...]] = {}
+        for ind in by_ind:
+            self.members[ind] = tuple(sorted(i for i in by_ind if sig[i] == sig[ind]))
+        self.raw = by_ind
+        self.cells: dict[str, tuple[Cell, ...]] = {}
+        for ind in by_ind:
+            if ind not in self.cells:
+                self._class(self.members[ind], set())
+
+    def _class(
+        self, members: tuple[str, ...], withheld: set[Withheld]
+    ) -> dict[str, tuple[Cell, ...]]:
+        raw = [c for ind in members for c in self.raw[ind]]
+        mine = {w for w in withheld if w[0] in members}
+        out: dict[str, list[Cell]] = defaultdict(list)
+        for cell in apply_policy(raw, self.policy, withhold=mine):
+            out[cell.indicator].append(cell)
+        done = {ind: tuple(cells) for ind, cells in out.items()}
+        if not withheld:
+            self.cells.update(done)
+        return done
+
+    def release(self, withheld: set[Withheld], changed: Iterable[str] = ()) -> tuple[Cell, ...]:
+        cells = dict(self.cells)
+        for members in {self.members[ind] for ind in changed}:
+            cells.update(self._class(members, withheld))
+        return tuple(sorted((c for group in cells.values() for c in group), key=lambda c: c.key))
+
+    def commit(self, withheld: set[Withheld], changed: Iterable[str]) -> tuple[Cell, ...]:
+        for members in {self.members[ind] for ind in changed}:
+            self.cells.update(self._class(members, withheld))
+        return self.release(withheld)
+
+
 def guard_cells(
     *,
     catalogue: Catalogue,
@@ -661,10 +791,20 @@ def guard_cells(
     guard = guard or GuardPolicy()
     t0 = time.perf_counter()
     solver = Solver()
-    ids = linked_identities(catalogue, indicators={r.indicator for r in raw})
+    cache: RowCache = {}
+    ids = identities_for(catalogue, apply_policy(raw, policy))
     links = [e for e in history if linked(period, e.period)]
     earlier_ids = {id(e): identities_for(catalogue, e.cells, e.versions or None) for e in links}
-    # What each earlier release already gives away on its own: never asked to be undone.
+    # Protected: counts that are small (1..T, T the stratified threshold), which the primary
+    # rule or the small-population rule suppressed. A complementary suppression of a larger
+    # count protects them and needs no width of its own. In the new submission the guard knows
+    # which these are; in an earlier release it does not, so every suppressed count that the
+    # release alone leaves possibly small is protected, and what the release alone already
+    # gives away (its width there) is never asked to be undone.
+    small = suppression_threshold(policy.stratified)
+    sensitive = {
+        (0, r.indicator, r.stratum, k) for r in raw for k in COUNT_KINDS if 1 <= r.count(k) <= small
+    }
     floors: dict[int, dict[Var, int]] = {}
     for e in links:
         m = Model({}, {}, [], {})
@@ -672,69 +812,93 @@ def guard_cells(
         for c in e.cells:
             for kind in COUNT_KINDS:
                 if getattr(c, kind).status == "suppressed":
-                    m.targets[(1, c.indicator, (c.stratum.age_band, c.stratum.sex), kind)] = 1
+                    v = (1, c.indicator, (c.stratum.age_band, c.stratum.sex), kind)
+                    m.targets[v] = MAX_COUNT + 2  # exact bounds
         try:
             b = solver.bounds(m)
         except DisclosureError:
             b = {}
-        floors[id(e)] = {v: hi - lo + 1 for v, (lo, hi) in b.items()}
+        floors[id(e)] = {v: hi - lo + 1 for v, (lo, hi) in b.items() if lo <= small}
 
     withheld: set[Withheld] = set()
     held: str | None = None
     audits = 0
+    found: list[tuple[Exposure, str]]
 
     def models(cells: Sequence[Cell], only: str | None = None) -> list[tuple[str, Model]]:
         out = []
         if only in (None, "this submission"):
-            out.append(("this submission", _new_model(cells, policy, ids, guard, rounded=True)))
+            m = _new_model(
+                cells, policy, ids, guard, rounded=True, sensitive=sensitive, cache=cache
+            )
+            out.append(("this submission", m))
         for e in links:
             if only not in (None, f"with {e.label}"):
                 continue
             out.append(
                 (
                     f"with {e.label}",
-                    _pair_model(cells, ids, e, earlier_ids[id(e)], policy, guard, floors[id(e)]),
+                    _pair_model(
+                        cells,
+                        ids,
+                        e,
+                        earlier_ids[id(e)],
+                        policy,
+                        guard,
+                        floors[id(e)],
+                        sensitive,
+                        cache,
+                    ),
                 )
             )
         return out
 
-    cells = apply_policy(raw, policy)
+    releaser = _Releaser(raw, policy)
+    cells = releaser.release(set())
     _check_truth(models(cells)[0][1], raw)
-    while True:
-        exposure: Exposure | None = None
-        exposed_model: Model | None = None
+    while held is None:
+        # A full audit, then each exposure it found in turn (checked again alone first: an
+        # earlier withholding of the round may have covered it), then a full audit again.
+        found: list[tuple[Exposure, str]] = []
         for where, m in models(cells):
             audits += 1
-            found = audit(m, solver, where)
+            found = [(e, where) for e in audit(m, solver, where)]
             if found:
-                exposure, exposed_model = found[0], m
                 break
-        if exposure is None or exposed_model is None:
+        if not found:
             break
-        if len(withheld) >= guard.max_withheld:
-            held = (
-                f"the disclosure guard withheld {len(withheld)} counts and one is still "
-                f"exposed ({exposure.reason()}); check the submission before approving it"
-            )
-            break
-        cands = _candidates(exposed_model, exposure.var, cells, withheld)
-        if not cands:
-            held = (
-                f"{exposure.reason()}, and nothing left in this submission relates to it; "
-                "approve only if that is acceptable"
-            )
-            break
-        chosen = cands[0]
-        for cand in cands[:6]:
-            trial = apply_policy(raw, policy, withhold=withheld | {cand})
-            where = exposure.where
-            trial_model = models(trial, where)[0][1]
+        for first, where in found:
+            m = models(cells, where)[0][1]
             audits += 1
-            if not audit(trial_model, solver, where, [exposure.var]):
-                chosen = cand
+            still = audit(m, solver, where, [first.var]) if first.var in m.targets else []
+            if not still:
+                continue
+            exposure = still[0]
+            if len(withheld) >= guard.max_withheld:
+                held = (
+                    f"the disclosure guard withheld {len(withheld)} counts and one is still "
+                    f"exposed ({exposure.reason()}); check the submission before approving it"
+                )
                 break
-        withheld.add(chosen)
-        cells = apply_policy(raw, policy, withhold=withheld)
+            cands = _candidates(m, exposure.var, cells, withheld)
+            if not cands:
+                held = (
+                    f"{exposure.reason()}, and nothing left in this submission relates to it; "
+                    "approve only if that is acceptable"
+                )
+                break
+            chosen = cands[0]
+            for cand in cands[:6]:
+                trial = releaser.release(withheld | {cand}, [cand[0]])
+                trial_model = models(trial, where)[0][1]
+                audits += 1
+                if exposure.var not in trial_model.targets or not audit(
+                    trial_model, solver, where, [exposure.var]
+                ):
+                    chosen = cand
+                    break
+            withheld.add(chosen)
+            cells = releaser.commit(withheld, [chosen[0]])
     return GuardResult(
         cells=cells,
         withheld=tuple(sorted(withheld)),

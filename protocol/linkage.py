@@ -293,10 +293,13 @@ def linked_identities(
     *,
     bands: Sequence[BandInterval] | None = None,
     indicators: Iterable[str] | None = None,
+    strata: dict[str, list[tuple[str, str]]] | None = None,
 ) -> tuple[Identity, ...]:
     """Every identity of the module docstring for ``catalogue`` (or only between
-    ``indicators``), with its age bands or the given ``bands`` (a release made under another
-    catalogue version). Sorted; deterministic."""
+    ``indicators``), with its age bands or the given ``bands``, and each indicator's strata as
+    the catalogue defines them or as given in ``strata`` (a release made under another catalogue
+    version). Sorted; deterministic."""
+    given = strata
     if bands is None:
         bands = [
             (b.label, b.min, b.max if b.max is not None else _OPEN) for b in catalogue.age_bands
@@ -311,7 +314,7 @@ def linked_identities(
             bl = labels if "age_band" in ind.strata else ["all"]
             sx = ["F", "M", "U"] if "sex" in ind.strata else ["all"]
             cells += [(b, s) for b in bl for s in sx]
-        strata[ind.id] = cells
+        strata[ind.id] = cells if given is None or ind.id not in given else list(given[ind.id])
     sets = [(term, conj) for ind in inds for term, conj in _sets(ind)]
     out: set[Identity] = set()
     for region, rlo, rhi, rsex in _regions(bands):
