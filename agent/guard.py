@@ -77,20 +77,23 @@ DELTA: Var = (-1, "", ("", ""), "delta")
 
 @dataclass(frozen=True)
 class GuardPolicy:
-    """How far a reader may narrow a protected count.
+    """How far a reader may narrow a protected count (docs/disclosure.md, "The policy").
 
-    ``suppressed_width``: every suppressed count keeps at least this many feasible values.
-    ``rounded_width``: every rounded count of the new submission keeps at least this many within
-    the submission and its linked tables (1 switches that check off). ``max_withheld``: the most
-    counts the guard withholds beyond apply_policy's before it holds the submission instead.
+    ``suppressed_width``: within the submission and its linked tables, every protected (small)
+    suppressed count keeps at least this many feasible values. ``linked_width``: the same, with
+    a linked earlier release (the reader's drift assumption already the strongest consistent
+    one). ``rounded_width``: every rounded count of the new submission keeps at least this many
+    within the submission (1 switches that check off). ``max_withheld``: the most counts the
+    guard withholds beyond apply_policy's before it holds the submission instead.
     """
 
     suppressed_width: int = 3
+    linked_width: int = 2
     rounded_width: int = 2
     max_withheld: int = 60
 
     def __post_init__(self) -> None:
-        if self.suppressed_width < 1 or self.rounded_width < 1:
+        if min(self.suppressed_width, self.linked_width, self.rounded_width) < 1:
             raise ValueError("guard widths must be at least 1")
         if self.max_withheld < 0:
             raise ValueError("max_withheld must be at least 0")
@@ -98,12 +101,15 @@ class GuardPolicy:
 
 @dataclass(frozen=True)
 class Release:
-    """An earlier release as the reader sees it: its period, cells and indicator versions."""
+    """An earlier release as the reader sees it: its period, cells and indicator versions;
+    ``raw``, if the agent has them, the counts recomputed now for its period (used only to tell
+    which of its suppressed counts are small, and only if every one fits what was released)."""
 
     label: str
     period: Period
     cells: tuple[Cell, ...]
     versions: dict[str, int] = field(default_factory=dict)
+    raw: tuple[RawCell, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -534,12 +540,24 @@ class Solver:
                 h.changeColCost(int(j), float(c[j]))
                 costed.append(int(j))
             h.run()
+            if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+                # HiGHS' presolve has been seen to call a feasible problem infeasible
+                h.setOptionValue("presolve", "off")
+                h.run()
             if h.getModelStatus() == highspy.HighsModelStatus.kOptimal:
                 x = np.asarray(h.getSolution().col_value)
                 if np.allclose(x, np.round(x), atol=1e-7):
                     return seen(np.round(x), c)
             self.integer_solves += 1
             res = milp(c, constraints=cons, integrality=integrality, bounds=Bounds(lo, hi))
+            if res.x is None:
+                res = milp(
+                    c,
+                    constraints=cons,
+                    integrality=integrality,
+                    bounds=Bounds(lo, hi),
+                    options={"presolve": False},
+                )
             if res.status != 0 or res.x is None:
                 raise DisclosureError(f"the audit's integer program failed: {res.message}")
             return seen(np.round(res.x), c)
@@ -630,12 +648,13 @@ def _new_model(
 ) -> Model:
     m = Model({}, {}, [], {})
     _release_rows(0, cells, policy, ids, m, cache)
+    width = guard.suppressed_width if rounded else guard.linked_width
     for c in cells:
         for kind in COUNT_KINDS:
             status = getattr(c, kind).status
             v = (0, c.indicator, (c.stratum.age_band, c.stratum.sex), kind)
             if status == "suppressed" and v in sensitive:
-                m.targets[v] = guard.suppressed_width
+                m.targets[v] = width
             elif status == "rounded" and rounded and guard.rounded_width > 1:
                 m.targets[v] = guard.rounded_width
     return m
@@ -659,15 +678,52 @@ def _pair_model(
             if getattr(c, kind).status == "suppressed":
                 v = (1, c.indicator, (c.stratum.age_band, c.stratum.sex), kind)
                 if v in earlier_floor:  # a count that may be small (see guard_cells)
-                    m.targets[v] = min(guard.suppressed_width, earlier_floor[v])
+                    m.targets[v] = min(guard.linked_width, earlier_floor[v])
     _link_rows(0, cells, 1, earlier.cells, m, cache)
     return m
+
+
+def _cap(model: Model, at_least: int) -> Model:
+    """No upper bound (a suppressed count) becomes twice the largest bound there is or twice the
+    largest true count of the new submission (``at_least``), plus 10: every true world stays in
+    the model, a tighter bound only makes the reader stronger, and the solver stays well
+    scaled."""
+    finite = [h for v, h in model.hi.items() if h < MAX_COUNT and v != DELTA]
+    cap = 2 * max([*finite, at_least]) + 10
+    for v, h in model.hi.items():
+        if h >= MAX_COUNT:
+            model.hi[v] = cap
+    return model
+
+
+def _recomputed(e: Release, policy: DisclosurePolicy) -> dict[Var, int] | None:
+    """The earlier release's counts as recomputed now, if they fit every released count (else
+    the data changed since, and the guard does not lean on them)."""
+    if e.raw is None:
+        return None
+    known = {(1, r.indicator, r.stratum, k): r.count(k) for r in e.raw for k in COUNT_KINDS}
+    for c in e.cells:
+        stratum = (c.stratum.age_band, c.stratum.sex)
+        rule = policy.totals if stratum == TOTAL else policy.stratified
+        for kind in COUNT_KINDS:
+            v = (1, c.indicator, stratum, kind)
+            if v not in known:
+                return None
+            lo, hi = feasible_range(getattr(c, kind), rule)
+            if not lo <= known[v] <= (hi if hi is not None else MAX_COUNT):
+                return None
+    return known
 
 
 def _check_truth(model: Model, raw: Sequence[RawCell]) -> None:
     """The true counts must satisfy every relation of the new release (else an identity is
     wrong for this catalogue or the engine disagrees with the rules: never release then)."""
     truth = {(0, r.indicator, r.stratum, k): r.count(k) for r in raw for k in COUNT_KINDS}
+    for v, value in truth.items():
+        if not model.lo[v] <= value <= model.hi[v]:
+            raise DisclosureError(
+                f"internal: {v[1]} {v[2][0]}/{v[2][1]} {v[3]} is outside its released range"
+            )
     for coeffs, lb, ub in model.rows:
         if any(v[0] != 0 for v in coeffs):
             continue
@@ -805,17 +861,21 @@ def guard_cells(
     sensitive = {
         (0, r.indicator, r.stratum, k) for r in raw for k in COUNT_KINDS if 1 <= r.count(k) <= small
     }
+    top = max((r.count(k) for r in raw for k in COUNT_KINDS), default=0)
     floors: dict[int, dict[Var, int]] = {}
     for e in links:
         m = Model({}, {}, [], {})
         _release_rows(1, e.cells, policy, earlier_ids[id(e)], m)
+        known = _recomputed(e, policy)
         for c in e.cells:
             for kind in COUNT_KINDS:
-                if getattr(c, kind).status == "suppressed":
-                    v = (1, c.indicator, (c.stratum.age_band, c.stratum.sex), kind)
+                v = (1, c.indicator, (c.stratum.age_band, c.stratum.sex), kind)
+                if getattr(c, kind).status == "suppressed" and (
+                    known is None or 1 <= known.get(v, 0) <= small
+                ):
                     m.targets[v] = MAX_COUNT + 2  # exact bounds
         try:
-            b = solver.bounds(m)
+            b = solver.bounds(_cap(m, top))
         except DisclosureError:
             b = {}
         floors[id(e)] = {v: hi - lo + 1 for v, (lo, hi) in b.items() if lo <= small}
@@ -831,23 +891,26 @@ def guard_cells(
             m = _new_model(
                 cells, policy, ids, guard, rounded=True, sensitive=sensitive, cache=cache
             )
-            out.append(("this submission", m))
+            out.append(("this submission", _cap(m, top)))
         for e in links:
             if only not in (None, f"with {e.label}"):
                 continue
             out.append(
                 (
                     f"with {e.label}",
-                    _pair_model(
-                        cells,
-                        ids,
-                        e,
-                        earlier_ids[id(e)],
-                        policy,
-                        guard,
-                        floors[id(e)],
-                        sensitive,
-                        cache,
+                    _cap(
+                        _pair_model(
+                            cells,
+                            ids,
+                            e,
+                            earlier_ids[id(e)],
+                            policy,
+                            guard,
+                            floors[id(e)],
+                            sensitive,
+                            cache,
+                        ),
+                        top,
                     ),
                 )
             )

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from protocol.catalogue import Catalogue
+from protocol.disclosure import RawCell
 from protocol.envelope import Envelope
 from protocol.submission import CorrectionReason, Period, Submission
 
@@ -21,6 +22,7 @@ from .audit import accept_receipt
 from .catalogue_cache import load_catalogue
 from .compute import compute_raw_cells
 from .errors import AgentUserError
+from .guard import linked
 from .keystore import Keystore, Trust, load_trust_matching
 from .outbox import Message, NewMessage, Outbox
 from .release import (
@@ -84,6 +86,15 @@ def prepare(
             if m.state not in ("rejected", "refused")
         ]
     )
+    # An earlier month's counts recomputed from today's data tell the guard which of its
+    # suppressed counts were small (used only where they still fit what was released).
+    recomputed: dict[str, tuple[RawCell, ...]] = {}
+    for i, e in enumerate(history):
+        if linked(period, e.period) == "adjacent":
+            if e.period.label not in recomputed:
+                cells, _ = compute_raw_cells(settings, catalogue, e.period.end)
+                recomputed[e.period.label] = tuple(cells)
+            history[i] = replace(e, raw=recomputed[e.period.label])
     guarded = guarded_cells(catalogue, raw, policy, period, history)
     state = "held" if settings.release == "hold" or guarded.held_reason else "queued"
     note = f"disclosure guard: {guarded.held_reason}" if guarded.held_reason else ""

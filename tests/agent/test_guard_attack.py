@@ -11,8 +11,9 @@ for every count both report, where delta is the TRUE largest change (the attacke
 many patients changed, which is at least as much as the guard assumes). Every world the solver
 returns is checked in plain Python, so a width it reports is reached by real worlds.
 
-The policy (docs/disclosure.md): a suppressed count keeps at least ``suppressed_width`` feasible
-values; a rounded count of a submission keeps at least ``rounded_width`` within it.
+The policy (docs/disclosure.md): a small suppressed count (1..7) keeps at least
+``suppressed_width`` feasible values within a submission and ``linked_width`` with an earlier
+release; a rounded count of a submission keeps at least ``rounded_width`` within it.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from protocol.submission import Cell, Period
 POLICY = DisclosurePolicy(name="default")
 GUARD = GuardPolicy()
 SMALL = POLICY.stratified.suppress_at_or_below
-BIG = 100_000
+BIG = 1_000  # no upper bound (the practices here have fewer than 200 patients)
 MARCH, APRIL = Period.month(2026, 3), Period.month(2026, 4)
 SEXES = ("F", "M", "U")
 
@@ -208,7 +209,10 @@ class Attacker:
         """Written out by hand: REG's numerator = U80's + O80's populations; STAT's population
         = REG's numerator; in every stratum both report."""
         for s in strata:
-            pop = lambda ind: {(r, ind, s, "denominator"): 1, (r, ind, s, "exclusions"): 1}  # noqa: E731
+
+            def pop(ind: str, s: tuple[str, str] = s) -> dict[V, int]:
+                return {(r, ind, s, "denominator"): 1, (r, ind, s, "exclusions"): 1}
+
             reg = {(r, "REG", s, "numerator"): 1}
             if (r, "U80", s, "denominator") in self.index:
                 self.add({**reg, **{v: -c for v, c in {**pop("U80"), **pop("O80")}.items()}}, 0, 0)
@@ -228,12 +232,16 @@ class Attacker:
                 a[i, j] += c
         c = np.zeros(n)
         c[target] = sign
-        res = milp(
-            c,
-            constraints=LinearConstraint(a, [r[1] for r in self.rows], [r[2] for r in self.rows]),
-            integrality=np.ones(n),
-            bounds=Bounds(self.lo, self.hi),
-        )
+        cons = LinearConstraint(a, [r[1] for r in self.rows], [r[2] for r in self.rows])
+        res = milp(c, constraints=cons, integrality=np.ones(n), bounds=Bounds(self.lo, self.hi))
+        if res.x is None:  # HiGHS' presolve has been seen to call a feasible problem infeasible
+            res = milp(
+                c,
+                constraints=cons,
+                integrality=np.ones(n),
+                bounds=Bounds(self.lo, self.hi),
+                options={"presolve": False},
+            )
         if res.x is None:
             return None
         world = [round(x) for x in res.x]
@@ -255,7 +263,11 @@ class Attacker:
         return hi[j] - lo[j] + 1
 
     def narrowed(
-        self, truth: dict[V, int], releases: Sequence[int], rounded_in: Sequence[int] = ()
+        self,
+        truth: dict[V, int],
+        releases: Sequence[int],
+        rounded_in: Sequence[int] = (),
+        width: int = GUARD.suppressed_width,
     ) -> dict[V, int]:
         """Protected counts narrowed below the policy, with the width left to them. Protected:
         a suppressed count whose true value is small (1..7: the primary rule's or the small-
@@ -265,7 +277,7 @@ class Attacker:
             if v[0] not in releases:
                 continue
             if status == "suppressed" and 1 <= truth[v] <= SMALL:
-                need = GUARD.suppressed_width
+                need = width
             elif status == "rounded" and v[0] in rounded_in:
                 need = GUARD.rounded_width
             else:
@@ -453,7 +465,7 @@ def pair_attack(
     truth = truth_of(0, raw_a) | truth_of(1, raw_b)
     att.link(links, true_delta(links, truth))
     assert att.broken([truth[v] for v in att.names]) == []
-    return att.narrowed(truth, [0, 1])
+    return att.narrowed(truth, [0, 1], width=GUARD.linked_width)
 
 
 def route(
@@ -466,8 +478,16 @@ def route(
     if guard:
         cells_a = guarded(CAT, raw_a, MARCH)
         assert cells_a is not None, "a first release has no earlier one to be held for"
+        # the agent recomputes an adjacent month's counts (today's data: here, the same)
+        recomputed = tuple(raw_a) if period_b != MARCH else None
         history = [
-            Release("march", MARCH, tuple(cells_a), {i.id: i.version for i in CAT.indicators})
+            Release(
+                "march",
+                MARCH,
+                tuple(cells_a),
+                {i.id: i.version for i in CAT.indicators},
+                recomputed,
+            )
         ]
         cells_b = guarded(cat_b, raw_b, period_b, history)
         if cells_b is None:  # held: only March is out
