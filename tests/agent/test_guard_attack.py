@@ -612,3 +612,21 @@ def test_the_guard_holds_only_a_minority_of_linked_releases() -> None:
         route(seed, CAT, MARCH, 1)
     # a hold is for a real leak (e.g. a correction turns a suppressed count into a released zero)
     assert len(HELD) <= len(SEEDS) // 2, HELD
+
+
+def test_release_path_holds_what_it_cannot_audit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.release as release
+    from protocol.errors import DisclosureError
+
+    raw = raw_cells(CAT, issue_example())
+
+    def broken(**_: object) -> None:
+        raise DisclosureError("the local counts break a linked-table relation")
+
+    monkeypatch.setattr(release, "guard_cells", broken)
+    res = release.guarded_cells(CAT, raw, POLICY, MARCH, [])
+    assert res.held_reason is not None and "could not audit" in res.held_reason
+    assert res.cells == apply_policy(raw, POLICY)
+    off = POLICY.model_copy(update={"secondary_suppression": False})
+    res = release.guarded_cells(CAT, raw, off, MARCH, [])  # not guarded: nothing to guard with
+    assert res.held_reason is None and res.cells == apply_policy(raw, off)
