@@ -19,9 +19,9 @@ What the reader is assumed to know (the attacker model, also what the attack tes
 * across two releases of the same period (a correction) or of adjacent periods (overlapping
   windows), for every indicator in both, every region both report (an age band or a union of
   age bands both catalogues have, by sex where both report sex, and the total): the two counts
-  differ by at most ``delta``, for the smallest ``delta`` consistent with what was released
-  (the reader's best guess; every larger ``delta`` gives wider intervals). The new submission is
-  audited with each linked earlier release in turn.
+  differ by at most ``delta``, one ``delta`` for the pair, the smallest with which the two
+  releases are consistent (the reader's best guess; every larger ``delta`` gives wider
+  intervals). The new submission is audited with each linked earlier release in turn.
 
 Only counts and their positions appear in reasons and reports, never a patient.
 """
@@ -382,16 +382,17 @@ def _components(
     lo = np.array([model.lo[v] for v in comp.names], dtype=float)
     hi = np.array([model.hi[v] for v in comp.names], dtype=float)
     free = lo != hi
-    if comp.delta >= 0:
+    open_delta = comp.delta >= 0 and lo[comp.delta] != hi[comp.delta]
+    if open_delta:  # delta is its own (per part) until the pair's delta is fixed
         free[comp.delta] = False
     fixed_values = np.where(free, 0.0, lo)
-    if comp.delta >= 0:
+    if open_delta:
         fixed_values[comp.delta] = 0.0
     const = comp.a @ fixed_values
     af = comp.a[:, np.flatnonzero(free)]
     has_free = np.diff(af.tocsr().indptr) > 0
     closed = ~has_free
-    if comp.delta >= 0:
+    if open_delta:
         closed &= comp.a[:, [comp.delta]].toarray().ravel() == 0
     bad = closed & ((const < comp.lb - 1e-9) | (const > comp.ub + 1e-9))
     if bad.any():
@@ -445,6 +446,8 @@ class Solver:
             comp = _Compiled(model.rows)
             if skey is not None:
                 self.compiled[skey] = comp
+        if model.has_delta and model.lo[DELTA] != model.hi[DELTA]:
+            model.lo[DELTA] = model.hi[DELTA] = self.pair_delta(model, comp)
         for t in wanted:
             if model.lo[t] == model.hi[t] or t not in comp.index:
                 out[t] = (model.lo[t], model.hi[t])  # fixed, or in no relation: its own range
@@ -479,6 +482,32 @@ class Solver:
                 )
             out.update(self.cache[key])
         return out
+
+    def pair_delta(self, model: Model, comp: _Compiled) -> int:
+        """The smallest delta with which the whole pair is consistent (one integer program
+        over every count of both releases; cached by the releases' content)."""
+        names = comp.names
+        lo = np.array([model.lo[v] for v in names], dtype=float)
+        hi = np.array([model.hi[v] for v in names], dtype=float)
+        key = ("delta", tuple(model.keys), lo.tobytes(), hi.tobytes())
+        if key not in self.cache:
+            c = np.zeros(len(names))
+            c[comp.delta] = 1
+            cons = (LinearConstraint(comp.a, comp.lb, comp.ub),)
+            res = milp(c, constraints=cons, integrality=np.ones(len(names)), bounds=Bounds(lo, hi))
+            if res.x is None:
+                res = milp(
+                    c,
+                    constraints=cons,
+                    integrality=np.ones(len(names)),
+                    bounds=Bounds(lo, hi),
+                    options={"presolve": False},
+                )
+            if res.x is None:
+                raise DisclosureError(f"the audit's integer program failed: {res.message}")
+            self.integer_solves += 1
+            self.cache[key] = {DELTA: (round(res.fun), round(res.fun))}
+        return self.cache[key][DELTA][0]
 
     def _solve(
         self,
