@@ -88,7 +88,7 @@ class GuardPolicy:
     """
 
     suppressed_width: int = 3
-    linked_width: int = 2
+    linked_width: int = 3
     rounded_width: int = 2
     max_withheld: int = 60
 

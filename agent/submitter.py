@@ -22,7 +22,7 @@ from .audit import accept_receipt
 from .catalogue_cache import load_catalogue
 from .compute import compute_raw_cells
 from .errors import AgentUserError
-from .guard import linked
+from .guard import Release, linked
 from .keystore import Keystore, Trust, load_trust_matching
 from .outbox import Message, NewMessage, Outbox
 from .release import (
@@ -79,22 +79,7 @@ def prepare(
     key = Keystore(settings.home).active()
     policy = effective_policy(catalogue, settings)
     raw, kind = compute_raw_cells(settings, catalogue, period.end)
-    history = earlier_releases(
-        [
-            (m.id, payload_of(m))
-            for m in outbox.messages(kind="submission")
-            if m.state not in ("rejected", "refused")
-        ]
-    )
-    # An earlier month's counts recomputed from today's data tell the guard which of its
-    # suppressed counts were small (used only where they still fit what was released).
-    recomputed: dict[str, tuple[RawCell, ...]] = {}
-    for i, e in enumerate(history):
-        if linked(period, e.period) == "adjacent":
-            if e.period.label not in recomputed:
-                cells, _ = compute_raw_cells(settings, catalogue, e.period.end)
-                recomputed[e.period.label] = tuple(cells)
-            history[i] = replace(e, raw=recomputed[e.period.label])
+    history = guard_history(settings, outbox, catalogue, period)
     guarded = guarded_cells(catalogue, raw, policy, period, history)
     state = "held" if settings.release == "hold" or guarded.held_reason else "queued"
     note = f"disclosure guard: {guarded.held_reason}" if guarded.held_reason else ""
@@ -127,6 +112,30 @@ def prepare(
         )
 
     return outbox.add_signed(build, state, note)
+
+
+def guard_history(
+    settings: AgentSettings, outbox: Outbox, catalogue: Catalogue, period: Period
+) -> list[Release]:
+    """The practice's earlier submissions the disclosure guard audits a new one with (every one
+    not rejected or refused; the guard keeps those of the same or an adjacent period)."""
+    history = earlier_releases(
+        [
+            (m.id, payload_of(m))
+            for m in outbox.messages(kind="submission")
+            if m.state not in ("rejected", "refused")
+        ]
+    )
+    # An earlier month's counts recomputed from today's data tell the guard which of its
+    # suppressed counts were small (used only where they still fit what was released).
+    recomputed: dict[str, tuple[RawCell, ...]] = {}
+    for i, e in enumerate(history):
+        if linked(period, e.period) == "adjacent":
+            if e.period.label not in recomputed:
+                cells, _ = compute_raw_cells(settings, catalogue, e.period.end)
+                recomputed[e.period.label] = tuple(cells)
+            history[i] = replace(e, raw=recomputed[e.period.label])
+    return history
 
 
 def send(client: AggregatorClient, outbox: Outbox, trust: Trust, message: Message) -> Outcome:

@@ -59,8 +59,9 @@ statuses; a reader who also replays this algorithm over candidate inputs can, in
 use the choice of complement (e.g. "the smallest released stratum") to pin a value. Only
 relations inside one submission are considered; two indicators sharing a population but reported
 by different strata (e.g. age x sex and sex only), or one indicator's denominator equal to
-another's numerator, are linked tables this does not protect; differencing across periods or
-corrections is out of scope.
+another's numerator, are linked tables this does not protect, nor is differencing across periods
+or corrections: those are the agent's disclosure guard's (agent/guard.py, with the identities of
+protocol/linkage.py), which names further counts to suppress through ``withhold``.
 """
 
 from __future__ import annotations
