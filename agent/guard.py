@@ -88,7 +88,7 @@ class GuardPolicy:
     """
 
     suppressed_width: int = 3
-    linked_width: int = 3
+    linked_width: int = 2
     rounded_width: int = 2
     max_withheld: int = 60
 
@@ -865,13 +865,15 @@ def guard_cells(
 ) -> GuardResult:
     """apply_policy, then withhold more until no protected count is narrowed below the policy.
 
-    Each round audits the submission alone (with its linked tables) and then with each linked
-    earlier release. For the first exposed count it tries the nearest released non-zero counts of
-    the new submission (:func:`_candidates`'s order), up to six, and withholds the first that
-    restores the exposed count's width; if none does on its own, it withholds the nearest one and
-    audits again. Rounds stop when nothing is exposed; the submission is held (``held_reason``)
-    when a count of an earlier release is exposed and nothing in the new submission relates to
-    it, or when more than ``guard.max_withheld`` counts would be withheld.
+    A round audits the submission alone (with its linked tables), then with each linked earlier
+    release, and stops at the first audit that finds exposed counts. It works through those in
+    order: each is checked again on its own; for one still exposed it tries the nearest released
+    non-zero counts of the new submission (:func:`_candidates`'s order), up to six, and
+    withholds the first that restores the exposed count's width on its own, else the nearest.
+    Rounds repeat until an audit finds nothing. The submission is held (``held_reason``) when an
+    exposed count has nothing left in the new submission that relates to it, when more than
+    ``guard.max_withheld`` counts would be withheld, and (in agent.release) when the audit
+    cannot run.
     """
     guard = guard or GuardPolicy()
     t0 = time.perf_counter()
@@ -883,9 +885,10 @@ def guard_cells(
     # Protected: counts that are small (1..T, T the stratified threshold), which the primary
     # rule or the small-population rule suppressed. A complementary suppression of a larger
     # count protects them and needs no width of its own. In the new submission the guard knows
-    # which these are; in an earlier release it does not, so every suppressed count that the
-    # release alone leaves possibly small is protected, and what the release alone already
-    # gives away (its width there) is never asked to be undone.
+    # which these are; in an earlier release only through its recomputed counts (if they fit
+    # it), else every suppressed count that the release alone leaves possibly small is
+    # protected. What the release alone already gives away (its width there) is never asked to
+    # be undone.
     small = suppression_threshold(policy.stratified)
     sensitive = {
         (0, r.indicator, r.stratum, k) for r in raw for k in COUNT_KINDS if 1 <= r.count(k) <= small

@@ -114,6 +114,14 @@ class Identity:
 # --- conjunctive forms -------------------------------------------------------------------------
 
 
+_Key = tuple[frozenset[str], int, int, frozenset[str]]  # literals, age min, age max, sexes
+
+
+def _order(key: _Key) -> tuple[list[str], int, int, list[str]]:
+    """A total order on keys (frozensets compare by inclusion only)."""
+    return (sorted(key[0]), key[1], key[2], sorted(key[3]))
+
+
 @dataclass(frozen=True)
 class _Conj:
     lits: frozenset[str]
@@ -220,7 +228,9 @@ def bands_of_labels(labels: Iterable[str]) -> list[BandInterval]:
     )
 
 
-def _regions(bands: Sequence[BandInterval]) -> list[tuple[tuple[str, str], int, int, frozenset]]:
+def _regions(
+    bands: Sequence[BandInterval],
+) -> list[tuple[tuple[str, str], int, int, frozenset[str]]]:
     out: list[tuple[tuple[str, str], int, int, frozenset[str]]] = [
         (("all", "all"), 0, _OPEN, SEXES)
     ]
@@ -276,7 +286,7 @@ def _exact_covers(
 
     go(target, 0, [])
     # the same cover found in a different order is one identity
-    return sorted({tuple(sorted(c)) for c in found})  # type: ignore[arg-type]
+    return [list(c) for c in sorted({tuple(sorted(c)) for c in found})]
 
 
 def _cells_of(
@@ -299,14 +309,14 @@ def linked_identities(
     ``indicators``), with its age bands or the given ``bands``, and each indicator's strata as
     the catalogue defines them or as given in ``strata`` (a release made under another catalogue
     version). Sorted; deterministic."""
-    given = strata
+    given = strata or {}
     if bands is None:
         bands = [
             (b.label, b.min, b.max if b.max is not None else _OPEN) for b in catalogue.age_bands
         ]
     wanted = None if indicators is None else set(indicators)
     inds = [i for i in catalogue.indicators if wanted is None or i.id in wanted]
-    strata: dict[str, list[tuple[str, str]]] = {}
+    reports: dict[str, list[tuple[str, str]]] = {}
     labels = [b[0] for b in bands]
     for ind in inds:
         cells: list[tuple[str, str]] = [("all", "all")]
@@ -314,14 +324,14 @@ def linked_identities(
             bl = labels if "age_band" in ind.strata else ["all"]
             sx = ["F", "M", "U"] if "sex" in ind.strata else ["all"]
             cells += [(b, s) for b in bl for s in sx]
-        strata[ind.id] = cells if given is None or ind.id not in given else list(given[ind.id])
+        reports[ind.id] = list(given[ind.id]) if ind.id in given else cells
     sets = [(term, conj) for ind in inds for term, conj in _sets(ind)]
     out: set[Identity] = set()
     for region, rlo, rhi, rsex in _regions(bands):
         reported = [
             (term, c.meet(_Conj(frozenset(), rlo, rhi, rsex)))
             for term, c in sets
-            if region_cells(region, strata[term.indicator]) is not None
+            if region_cells(region, reports[term.indicator]) is not None
         ]
         live = [(t, c) for t, c in reported if not c.empty]
         by_lits: dict[frozenset[str], list[tuple[Term, _Conj]]] = {}
@@ -339,8 +349,9 @@ def linked_identities(
         # 2. partition, among representatives with the same literals
         for lits in by_lits:
             group = sorted(
-                (key, t) for key, t in rep_sets.items() if key[0] == lits
-            )  # deterministic order
+                ((key, t) for key, t in rep_sets.items() if key[0] == lits),
+                key=lambda kt: _order(kt[0]),
+            )
             if len(group) < 3:
                 continue
             cuts = sorted({k[1] for k, _ in group} | {k[2] + 1 for k, _ in group})
@@ -353,9 +364,9 @@ def linked_identities(
                     rhs = tuple(sorted(cellmap[j][1] for j in cover))
                     out.add(Identity(region, "partition", tterm, rhs))
         # 3. contained (Hasse edges only), containers with at least one literal
-        keys = sorted(rep_sets)
+        keys = sorted(rep_sets, key=_order)
 
-        def inside(b: tuple, a: tuple) -> bool:
+        def inside(b: _Key, a: _Key) -> bool:
             return a != b and a[0] <= b[0] and a[1] <= b[1] and b[2] <= a[2] and b[3] <= a[3]
 
         for b in keys:
