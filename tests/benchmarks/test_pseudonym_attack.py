@@ -166,17 +166,17 @@ class Collector:
         """SVG marks' tooltips and the indicator page's table."""
         for alias, tip in re.findall(r"<title>(P-[A-Z2-7]{8}): ([^<]*)</title>", text):
             tip = html.unescape(tip)
-            if m := re.search(r" of (\d+)", tip):
+            if ind is not None and (m := re.search(r" of (\d+)", tip)):
                 d = int(m.group(1))
-                self.denominator(alias, ind or "", d - 2, d + 2, source + " tooltip")
+                self.denominator(alias, ind, d - 2, d + 2, source + " tooltip")
             if m := re.search(r"list size (.+?), drawn", tip):
                 self.reading.add(alias, source + " tooltip", *band_interval(m.group(1)))
         rows = re.findall(r'<th scope="row">(P-[A-Z2-7]{8})</th>(.*?)</tr>', text, flags=re.DOTALL)
         for alias, rest in rows:
             cells = [html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", rest, re.DOTALL)]
-            if m := re.match(r"\s*(\d+)", cells[1]):
+            if ind is not None and (m := re.match(r"\s*(\d+)", cells[1])):
                 d = int(m.group(1))
-                self.denominator(alias, ind or "", d - 2, d + 2, source + " table")
+                self.denominator(alias, ind, d - 2, d + 2, source + " table")
             if m := re.match(r"list size (.+)", cells[1]):
                 self.reading.add(alias, source + " table", *band_interval(m.group(1).strip()))
 
