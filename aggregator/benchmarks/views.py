@@ -393,17 +393,18 @@ def _two_figures(v: float) -> int:
     return int(round(v / step) * step)
 
 
-_BAND_INDEXES: dict[str, Any] = {"practices": None, "value": ({}, {})}
+_BAND_INDEXES: list[Any] = [None]
 
 
 def _band_indexes(practices: dict[str, PracticeInfo]) -> tuple[dict[str, int], dict[str, int]]:
-    """Every practice's list size and size-band index, once per practice list."""
-    hit = _BAND_INDEXES
-    if hit["practices"] is not practices:
+    """Every practice's list size and size-band index, once per practice list (the cache is
+    one tuple, replaced whole, so a concurrent reader never sees half of it)."""
+    hit = _BAND_INDEXES[0]
+    if hit is None or hit[0] is not practices:
         sizes = {ods: p.list_size for ods, p in practices.items()}
-        value = (sizes, {ods: _size_band_index(n) for ods, n in sizes.items()})
-        hit.update(practices=practices, value=value)
-    return hit["value"]  # type: ignore[no-any-return]
+        hit = (practices, (sizes, {ods: _size_band_index(n) for ods, n in sizes.items()}))
+        _BAND_INDEXES[0] = hit
+    return hit[1]  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)

@@ -394,3 +394,43 @@ def test_practice_view_holds_no_exact_peer_figure(net: SyntheticNetwork) -> None
     assert len(peers) == PRACTICES - 1
     assert all(set(p) == {"practice", "identified"} for p in peers)
     assert [p["practice"] for p in peers] == sorted(p["practice"] for p in peers)
+
+
+def test_size_bands_merge_until_each_holds_enough_peers() -> None:
+    """A lone large practice shares its band (and its x) with smaller ones; a view with fewer
+    peers than the minimum shows one band; bands never come from a count."""
+    from types import SimpleNamespace
+
+    from aggregator.benchmarks.views import PracticeInfo, Viewer, peer_places
+
+    def places(sizes: list[int], dens: list[int] | None = None) -> list[tuple[str, int | None]]:
+        practices = {
+            f"D{84001 + i:05d}": PracticeInfo(f"D{84001 + i:05d}", "x", "PCN", s, 5)
+            for i, s in enumerate(sizes)
+        }
+        me = "D84001"  # the viewer: practice 0
+        user = SimpleNamespace(id=1, role="practice", group=None, practice_ods=me)
+        viewer = Viewer(user, b"k" * 32, practices)  # type: ignore[arg-type]
+        dens = dens or [s // 10 for s in sizes]
+        flats = [
+            (ods, d // 2, "exact", d, "exact", "ok", 0.5, None, None, None, None, False, None,
+             "within", None, None, None, None)
+            for ods, d in zip(practices, dens, strict=True)
+        ]  # fmt: skip
+        got = peer_places(viewer, flats)
+        assert me not in got
+        return [(got[o].size_band, got[o].x) for o in list(practices)[1:]]
+
+    # 4 small, 3 mid, 1 large (the viewer is one of the small ones): the large one is merged
+    shown = places([3000, 3100, 3200, 3300, 6000, 7000, 8000, 16000])
+    assert [b for b, _ in shown] == ["under 5,000"] * 3 + ["5,000 and over"] * 4
+    assert len({x for _, x in shown[3:]}) == 1  # one x for the merged band
+    # peers of a band share one x whatever their own denominators
+    again = places([3000, 3100, 3200, 3300, 6000, 7000, 8000, 16000], [300, 90, 320, 500, 600, 700, 900, 1500])  # fmt: skip
+    assert [b for b, _ in again] == [b for b, _ in shown]
+    assert len({x for _, x in again[:3]}) == 1 and len({x for _, x in again[3:]}) == 1
+    # two peers: one band for both
+    assert {b for b, _ in places([3000, 4000, 20000])} == {"any list size"}
+    # enough peers everywhere: the size peer groups' own bands
+    bands = {b for b, _ in places([3000] + [4000, 6000, 11000, 16000] * 3)}
+    assert bands == {"under 5,000", "5,000-9,999", "10,000-14,999", "15,000 and over"}
