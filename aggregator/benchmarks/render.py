@@ -1,13 +1,17 @@
-"""How one practice's benchmark is shown: to a viewer who may identify it, and to a peer.
+"""How one practice's benchmark is shown: to a viewer who may identify it, to a peer, and to a
+practice (or its IG officer) looking at a peer.
 
-Used by the views (per request) and by the refresh, which stores both forms as JSON text so a
-national funnel (thousands of practices) is assembled by string joins instead of rebuilt
-field by field on every read. Both paths go through these two functions, so they agree.
+Used by the views (per request) and by the refresh, which stores the first two forms as JSON
+text so a national funnel (thousands of practices) is assembled by string joins instead of
+rebuilt field by field on every read. Both paths go through these functions, so they agree.
+The third form, :func:`coarse_peer_fields`, holds no count at all (docs/disclosure.md,
+"Pseudonyms"); it is cheap and cached by value, so it is built at read time.
 """
 
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
 from protocol.catalogue import CountRule
@@ -18,6 +22,10 @@ from .stats import BAND_TEXT
 # Peers never see exact small numbers: their counts are re-published under the network's
 # stratified rule (1-7 withheld, the rest rounded to 5).
 PEER_RULE = CountRule(suppress_at_or_below=7, round_to=5)
+
+# A practice's view of a peer shows its rate to whole percentage points: with more digits a rate
+# is a fraction whose smallest denominator is often the peer's exact count.
+COARSE_RATE_DIGITS = 2
 
 # A practice's stored benchmark, flat: (ods, num, num_status, den, den_status, status, rate,
 # lo95, hi95, lo998, hi998, approximate, z, band, limits | None, note, submission_id, version).
@@ -93,3 +101,50 @@ def peer_fields(f: Flat) -> dict[str, Any]:
 def as_json(fields: dict[str, Any]) -> str:
     """The fields as the body of a JSON object, without its braces (for splicing)."""
     return json.dumps(fields, separators=(",", ":"))[1:-1]
+
+
+def coarse_peer_fields(f: Flat) -> dict[str, Any]:
+    """What a practice (or its IG officer) sees of a peer, besides its pseudonym and its size
+    band: the rate to whole percentage points and the funnel band; no numerator, no
+    denominator, no interval, no z and no limits (each of those gives back the denominator). A
+    peer whose counts the peer rule withholds is withheld here too."""
+    return dict(_coarse(f[1], f[2], f[3], f[4], f[5], f[6], f[11], f[13], f[15]))
+
+
+def coarse_peer_json(f: Flat) -> tuple[str, bool]:
+    """:func:`coarse_peer_fields` as a JSON object body without braces (for splicing), and
+    whether it shows a rate (whether the peer is drawn)."""
+    return _coarse_json(f[1], f[2], f[3], f[4], f[5], f[6], f[11], f[13], f[15])
+
+
+@lru_cache(maxsize=65_536)
+def _coarse_json(*args: Any) -> tuple[str, bool]:
+    fields = dict(_coarse(*args))
+    return as_json(fields), fields["rate"] is not None
+
+
+@lru_cache(maxsize=65_536)
+def _coarse(num: int | None, ns: str, den: int | None, ds: str, status: str, rate: float | None,
+            approx: bool, band: str | None, note: str | None) -> tuple[tuple[str, Any], ...]:  # fmt: skip
+    withheld = "suppressed" in (publish(num, ns)[1], publish(den, ds)[1])
+    out: dict[str, Any] = {
+        "numerator": None,
+        "numerator_status": "withheld",
+        "denominator": None,
+        "denominator_status": "banded",
+        "status": "suppressed" if status == "suppressed" or withheld else "rounded",
+        "rate": None,
+        "ci95": None,
+        "ci998": None,
+        "approximate": True,
+        "z": None,
+        "band": None,
+        "band_text": None,
+        "note": "small numbers: not shown to peers"
+        if withheld and status != "suppressed"
+        else note,
+    }
+    if rate is not None and not withheld:
+        out.update(rate=round(float(rate), COARSE_RATE_DIGITS), approximate=bool(approx), band=band,
+                   band_text=BAND_TEXT.get(band) if band else None)  # fmt: skip
+    return tuple(out.items())

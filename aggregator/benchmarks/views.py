@@ -7,11 +7,19 @@ Every other practice appears under :func:`pseudonym_for` (stable per viewer, not
 no name, ODS code or submission id, and its counts re-published under the network's stratified
 rule (1-7 withheld, the rest rounded to 5) so exact small numbers never reach a peer; a peer whose
 counts that rule withholds is shown as withheld, not drawn.
+
+A practice's own view (practice and IG users: :attr:`Viewer.coarse`) shows less of a peer, so its
+pseudonym cannot be matched to a published list size (docs/disclosure.md, "Pseudonyms"): no
+counts, the rate to whole percentage points, and only a list-size band (bands merged until each
+holds at least ``MIN_PEERS_PER_BAND`` peers of the view), drawn at one position shared by the
+band; pseudonyms differ between peer-group dimensions, so a peer's pseudonym in the PCN funnel
+is not its pseudonym in the network funnel.
 """
 
 from __future__ import annotations
 
 import base64
+import bisect
 import datetime as dt
 import hmac
 import json
@@ -36,6 +44,8 @@ from .models import BenchPractice, BenchSummary
 from .render import Flat
 
 CURVE_POINTS = 60
+# A practice's view of its peers shows list-size bands holding at least this many peers each.
+MIN_PEERS_PER_BAND = 3
 
 
 # --- the viewer ---------------------------------------------------------------------------------
@@ -53,10 +63,12 @@ class PracticeInfo:
 
 
 @lru_cache(maxsize=500_000)
-def _pseudonym(secret: bytes, viewer_id: int, ods: str) -> str:
-    # The same value as aggregator.users.service.pseudonym_for (a test holds them equal), with
-    # the one-shot C HMAC and a cache: a funnel pseudonymises thousands of peers per request.
-    mac = hmac.digest(secret, f"{viewer_id}\x00{ods}".encode(), "sha256")
+def _pseudonym(secret: bytes, viewer_id: int, ods: str, scope: str = "") -> str:
+    # Without a scope the same value as aggregator.users.service.pseudonym_for (a test holds
+    # them equal), with the one-shot C HMAC and a cache: a funnel pseudonymises thousands of
+    # peers per request. A scope (a practice's peer-group views) gives other pseudonyms.
+    msg = f"{viewer_id}\x00{ods}" + (f"\x00{scope}" if scope else "")
+    mac = hmac.digest(secret, msg.encode(), "sha256")
     return "P-" + base64.b32encode(mac[:5]).decode("ascii")
 
 
@@ -136,8 +148,16 @@ class Viewer:
             )
         return p
 
-    def pseudonym(self, ods: str) -> str:
-        return _pseudonym(self.secret, self.user.id, ods)
+    @property
+    def coarse(self) -> bool:
+        """Whether peers are shown coarsened: in a practice's own view (practice and IG users)."""
+        return self.own is not None
+
+    def pseudonym(self, ods: str, dimension: str = "network") -> str:
+        """A peer's pseudonym; in a practice's view, one per peer-group dimension, so a peer
+        seen in the PCN (or IMD, or size) funnel cannot be looked up in the network funnel."""
+        scope = dimension if self.coarse and dimension != "network" else ""
+        return _pseudonym(self.secret, self.user.id, ods, scope)
 
     def label(self, ods: str) -> dict[str, Any]:
         if self.identifies(ods):
@@ -346,8 +366,108 @@ def _flat_from_result(res: stats.PracticeResult, row: Any) -> Flat:
             res.band, lims, res.note, row.submission_id, row.indicator_version)  # fmt: skip
 
 
-def _item(viewer: Viewer, f: Flat, detail: bool = False) -> dict[str, Any]:
-    """A practice's entry as ``viewer`` may see it."""
+# --- where a practice's view places its peers -------------------------------------------------------
+
+
+_BAND_LOWS = [lo for lo, _, _ in stats.SIZE_BANDS]
+
+
+def _size_band_index(list_size: int) -> int:
+    """The index of the size peer group's band a list size falls in (stats.SIZE_BANDS)."""
+    return max(0, bisect.bisect_right(_BAND_LOWS, list_size) - 1)
+
+
+def _band_label(first: int, last: int) -> str:
+    lo, hi = stats.SIZE_BANDS[first][0], stats.SIZE_BANDS[last][1]
+    if first == 0 and hi is None:
+        return "any list size"
+    if first == 0:
+        return f"under {hi + 1:,}"  # type: ignore[operator]
+    return f"{lo:,} and over" if hi is None else f"{lo:,}-{hi:,}"
+
+
+def _two_figures(v: float) -> int:
+    if v < 1:
+        return 1
+    step = 10 ** max(0, math.floor(math.log10(v)) - 1)
+    return int(round(v / step) * step)
+
+
+_BAND_INDEXES: list[Any] = [None]
+
+
+def _band_indexes(practices: dict[str, PracticeInfo]) -> tuple[dict[str, int], dict[str, int]]:
+    """Every practice's list size and size-band index, once per practice list (the cache is
+    one tuple, replaced whole, so a concurrent reader never sees half of it)."""
+    hit = _BAND_INDEXES[0]
+    if hit is None or hit[0] is not practices:
+        sizes = {ods: p.list_size for ods, p in practices.items()}
+        hit = (practices, (sizes, {ods: _size_band_index(n) for ods, n in sizes.items()}))
+        _BAND_INDEXES[0] = hit
+    return hit[1]  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a practice's view shows a peer: its list-size band and the x it is drawn at."""
+
+    size_band: str
+    x: int | None
+
+
+def peer_places(viewer: Viewer, flats: list[Flat]) -> dict[str, Place]:
+    """The list-size band and plotting position of every peer in ``flats``, as a practice's
+    view shows them. Bands are the size peer groups', merged with a neighbour until each holds
+    at least ``MIN_PEERS_PER_BAND`` of the view's peers (or one band holds them all). A band's
+    peers share one x: the denominator a practice of the band's median published list size
+    would have at the view's overall ratio of denominator to list size. Nothing in a place
+    depends on one peer's counts, so no place tells two peers of a band apart."""
+    sizes, index = _band_indexes(viewer.practices)
+    identified = viewer.identified
+    band_of = {f[0]: index[f[0]] for f in flats if f[0] not in identified and f[0] in index}
+    counts = [0] * len(stats.SIZE_BANDS)
+    for i in band_of.values():
+        counts[i] += 1
+    groups = [[i, i, c] for i, c in enumerate(counts) if c]
+    while len(groups) > 1:
+        j = min(range(len(groups)), key=lambda k: (groups[k][2], k))
+        if groups[j][2] >= MIN_PEERS_PER_BAND:
+            break
+        if j == 0:
+            k = 1
+        elif j == len(groups) - 1:
+            k = j - 1
+        else:
+            k = j - 1 if groups[j - 1][2] <= groups[j + 1][2] else j + 1
+        a, b = min(j, k), max(j, k)
+        groups[a : b + 1] = [[groups[a][0], groups[b][1], groups[a][2] + groups[b][2]]]
+    den = listed = 0
+    for f in flats:
+        if f[6] is not None and f[3] and f[0] in sizes:
+            den += f[3]
+            listed += sizes[f[0]]
+    ratio = den / listed if listed else None
+    group_of = {i: g for g, (first, last, _) in enumerate(groups) for i in range(first, last + 1)}
+    members: list[list[str]] = [[] for _ in groups]
+    for ods, i in band_of.items():
+        members[group_of[i]].append(ods)
+    out: dict[str, Place] = {}
+    for (first, last, _), group in zip(groups, members, strict=True):
+        x = None
+        if ratio is not None:
+            x = _two_figures(ratio * float(np.median([sizes[o] for o in group])))
+        out.update(dict.fromkeys(group, Place(_band_label(first, last), x)))
+    return out
+
+
+def _item(
+    viewer: Viewer,
+    f: Flat,
+    detail: bool = False,
+    place: Place | None = None,
+    dimension: str = "network",
+) -> dict[str, Any]:
+    """A practice's entry as ``viewer`` may see it (``place``: a peer's, in a practice's view)."""
     ods = f[0]
     if viewer.identifies(ods):
         out: dict[str, Any] = {
@@ -366,8 +486,12 @@ def _item(viewer: Viewer, f: Flat, detail: bool = False) -> dict[str, Any]:
                 else None
             )
         return out
-    alias = viewer.pseudonym(ods)
-    out = {"id": alias, "name": alias, "identified": False, "self": False} | render.peer_fields(f)
+    alias = viewer.pseudonym(ods, dimension)
+    out = {"id": alias, "name": alias, "identified": False, "self": False}
+    if viewer.coarse:
+        place = place or Place("any list size", None)
+        return out | render.coarse_peer_fields(f) | {"size_band": place.size_band, "x": place.x}
+    out |= render.peer_fields(f)
     if detail and out["rate"] is not None:
         lims = f[14]
         out["limits"] = (
@@ -491,10 +615,21 @@ def funnel_view(session: Session, viewer: Viewer, indicator: str, period: str | 
     """One indicator's funnel for one period and peer group. ``detail`` adds each practice's
     limits, submission id and indicator version (the CSV export uses it)."""
     fd = funnel_data(session, viewer, indicator, period, peer, group, method=method)
-    practices = [_item(viewer, f, detail) for f in fd.flats]
+    places = peer_places(viewer, fd.flats) if viewer.coarse else {}
+    dim = fd.group.dimension
+    practices = [_item(viewer, f, detail, places.get(f[0]), dim) for f in fd.flats]
     # Peers last and in pseudonym order, so row order says nothing about who they are.
     practices.sort(key=lambda p: (not p["identified"], p["id"]))
-    max_n = max((f[3] for f in fd.flats if f[6] is not None and f[3]), default=0)
+    if viewer.coarse:
+        # the limits curve reaches the furthest point drawn, not the largest peer's count
+        shown = (
+            p["denominator"] if p["identified"] else p["x"]
+            for p in practices
+            if p["rate"] is not None
+        )
+        max_n = max((n for n in shown if n), default=0)
+    else:
+        max_n = max((f[3] for f in fd.flats if f[6] is not None and f[3]), default=0)
     return _funnel_head(session, fd, max_n) | {"practices": practices}
 
 
@@ -582,6 +717,8 @@ def funnel_json(session: Session, viewer: Viewer, indicator: str, period: str | 
             funnel_view(session, viewer, indicator, period, peer, group, method),
             separators=(",", ":"),
         )
+    if viewer.coarse:
+        return _coarse_funnel_json(session, viewer, start, end, pg, summ)
     t = BenchPractice.__table__
     rows = session.execute(
         select(t.c.practice_ods, t.c.item_json, t.c.peer_json, t.c.denominator, t.c.rate).where(
@@ -620,6 +757,61 @@ def funnel_json(session: Session, viewer: Viewer, indicator: str, period: str | 
         summ.indicator_version,
         summ.versions,
     )
+    head = json.dumps(_funnel_head(session, fd, max_n) | {"practices": []}, separators=(",", ":"))
+    assert head.endswith('"practices":[]}')
+    return head[:-3] + "[" + ",".join(x for _, x in ident + peers) + "]}"
+
+
+def _coarse_funnel_json(
+    session: Session,
+    viewer: Viewer,
+    start: dt.date,
+    end: dt.date,
+    pg: PeerGroup,
+    summ: BenchSummary,
+) -> str:
+    """``funnel_json`` for a practice's view of the whole network: the same entries as
+    ``funnel_view`` builds, from a narrow read and cached JSON bodies."""
+    t = BenchPractice.__table__
+    rows = session.execute(
+        select(t.c.practice_ods, t.c.item_json, t.c.numerator, t.c.numerator_status, t.c.denominator,
+               t.c.denominator_status, t.c.status, t.c.rate, t.c.approximate, t.c.band, t.c.note)
+        .where(t.c.indicator == summ.indicator, t.c.period_start == start, t.c.period_end == end)
+    ).all()  # fmt: skip
+    flats: list[Flat] = [
+        (r[0], r[2], r[3], r[4], r[5], r[6], r[7], None, None, None, None, r[8], None, r[9], None,
+         r[10], None, None)
+        for r in rows
+    ]  # fmt: skip
+    places = peer_places(viewer, flats)
+    tails: dict[Place, str] = {}
+    ident: list[tuple[str, str]] = []
+    peers: list[tuple[str, str]] = []
+    max_n = 0
+    identified = viewer.identified
+    for r, f in zip(rows, flats, strict=True):
+        ods = f[0]
+        if ods in identified:
+            if f[6] is not None and f[3] and f[3] > max_n:
+                max_n = f[3]
+            name = json.dumps(viewer.practices[ods].name)
+            own = "true" if ods == viewer.own else "false"
+            ident.append((ods, f'{{"id":{json.dumps(ods)},"name":{name},"identified":true,"self":{own},{r[1]}}}'))  # fmt: skip
+            continue
+        place = places.get(ods) or Place("any list size", None)
+        body, shown = render.coarse_peer_json(f)
+        if shown and place.x and place.x > max_n:
+            max_n = place.x
+        tail = tails.get(place)
+        if tail is None:
+            x = "null" if place.x is None else str(place.x)
+            tail = tails[place] = f'"size_band":{json.dumps(place.size_band)},"x":{x}}}'
+        alias = viewer.pseudonym(ods)
+        peers.append((alias, f'{{"id":"{alias}","name":"{alias}","identified":false,"self":false,{body},{tail}'))  # fmt: skip
+    ident.sort()
+    peers.sort()
+    fd = FunnelData(summ.indicator, start, end, pg, _summary_from_row(summ), [],
+                    summ.indicator_version, summ.versions)  # fmt: skip
     head = json.dumps(_funnel_head(session, fd, max_n) | {"practices": []}, separators=(",", ":"))
     assert head.endswith('"practices":[]}')
     return head[:-3] + "[" + ",".join(x for _, x in ident + peers) + "]}"
@@ -988,7 +1180,7 @@ def funnel_csv_rows(view: dict[str, Any]) -> Iterable[dict[str, Any]]:
             "practice": p["id"], "name": p["name"], "identified": p["identified"],
             "numerator": p.get("numerator"), "numerator_status": p.get("numerator_status"),
             "denominator": p.get("denominator"), "denominator_status": p.get("denominator_status"),
-            "status": p.get("status"), "rate": p.get("rate"),
+            "size_band": p.get("size_band"), "status": p.get("status"), "rate": p.get("rate"),
             "ci95_low": (p.get("ci95") or [None, None])[0], "ci95_high": (p.get("ci95") or [None, None])[1],
             "ci998_low": (p.get("ci998") or [None, None])[0], "ci998_high": (p.get("ci998") or [None, None])[1],
             "approximate": p.get("approximate"), "z": p.get("z"), "band": p.get("band"),

@@ -60,12 +60,13 @@ def list_practices(
     user: User = Depends(current_user), runtime: Runtime = Depends(get_runtime)
 ) -> list[dict[str, object]]:
     """Practices as the caller may see them: admin all; a network lead their group identified; a
-    practice user its own practice identified and its group's peers pseudonymised; an IG officer
-    their own practice."""
+    practice user its own practice identified, then every other practice of the network by its
+    pseudonym only (no group, in pseudonym order: docs/disclosure.md, "Pseudonyms"); an IG
+    officer their own practice."""
     with runtime.db.read() as session:
         rows = list(session.scalars(select(Practice).order_by(Practice.ods)))
-    own_group = next((p.group for p in rows if p.ods == user.practice_ods), None)
     out: list[dict[str, object]] = []
+    peers: list[dict[str, object]] = []
     for p in rows:
         if can_read_practice(user, p):
             out.append(
@@ -78,12 +79,13 @@ def list_practices(
                     "identified": True,
                 }
             )
-        elif user.role == "practice" and p.group == own_group:
-            out.append(
+        elif user.role == "practice":
+            # Listing only the PCN's peers would tell which pseudonyms share its PCN; listing
+            # them in ODS order would tell which is which.
+            peers.append(
                 {
                     "practice": pseudonym_for(runtime.pseudonym_secret, user, p.ods),
-                    "group": p.group,
                     "identified": False,
                 }
             )
-    return out
+    return out + sorted(peers, key=lambda p: str(p["practice"]))

@@ -257,10 +257,16 @@ def test_role_views_and_pseudonyms(server, agent_factory):
     practice_user = net.user("practice", practice="A81001")
     other_user = net.user("practice", practice="B82002")
     seen = server.get("/v1/practices", practice_user).json()
-    assert [p["identified"] for p in seen] == [True, False]  # own, then the group peer only
+    # own, then every other practice of the network (not only its PCN's: that would say which
+    # pseudonyms share its PCN), by pseudonym only, in pseudonym order (not ODS order)
+    assert [p["identified"] for p in seen] == [True, False, False]
     assert seen[0]["practice"] == "A81001"
-    pseudonym = seen[1]["practice"]
+    peers = seen[1:]
+    assert all(set(p) == {"practice", "identified"} for p in peers)  # no group, name or size
+    assert [p["practice"] for p in peers] == sorted(p["practice"] for p in peers)
+    pseudonym = peers[0]["practice"]
     assert pseudonym.startswith("P-") and "B82002" not in json.dumps(seen)
+    assert "C83003" not in json.dumps(seen) and "PCN" not in json.dumps(peers)
     assert server.get("/v1/practices", practice_user).json()[1]["practice"] == pseudonym  # stable
     other_view = server.get("/v1/practices", other_user).json()
     assert pseudonym not in json.dumps(other_view)  # another viewer, another pseudonym

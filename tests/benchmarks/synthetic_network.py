@@ -68,6 +68,7 @@ class PracticeSpec:
     list_size: int
     imd_decile: int
     shift: float = 0.0  # added to every base rate (a planted outlier)
+    registered: int | None = None  # patients the agent counts (default: the published list size)
     key: SigningKey = field(default_factory=SigningKey.generate)
     seq: int = 0
 
@@ -121,6 +122,23 @@ def _raw_cells(
         raw.append(RawCell(indicator, band, sex, d, n, e))
         tot = [tot[0] + d, tot[1] + n, tot[2] + e]
     return [RawCell(indicator, "all", "all", *tot), *raw]
+
+
+def _whole_list_cells(
+    cat: Catalogue, spec: PracticeSpec, indicator: str, rate: float, rng: random.Random
+) -> list[RawCell]:
+    """An indicator whose population is every registered patient: its denominator is the
+    practice's registered count, spread over the strata."""
+    strata = cat.strata_for(cat.indicator(indicator))[1:]
+    total = spec.registered if spec.registered is not None else spec.list_size
+    raw, left, tot = [], total, [0, 0]
+    for i, (band, sex) in enumerate(strata):
+        d = left if i == len(strata) - 1 else min(left, total // len(strata))
+        left -= d
+        n = sum(rng.random() < rate for _ in range(d))
+        raw.append(RawCell(indicator, band, sex, d, n, 0))
+        tot = [tot[0] + d, tot[1] + n]
+    return [RawCell(indicator, "all", "all", tot[0], tot[1], 0), *raw]
 
 
 @dataclass
@@ -261,9 +279,12 @@ class SyntheticNetwork:
 
     def submission(self, spec: PracticeSpec, period: Period, *, seed: int, supersedes: str | None = None,
                    indicators: tuple[str, ...] = INDICATORS, rate_shift: float = 0.0,
-                   shapes: dict[str, str] | None = None) -> tuple[str, bytes]:  # fmt: skip
+                   shapes: dict[str, str] | None = None,
+                   whole_list: dict[str, float] | None = None) -> tuple[str, bytes]:  # fmt: skip
         """``shapes`` plants a shape (``SHAPES``) per indicator; other indicators are normal.
-        An indicator with no base rate of its own is drawn around 0.7."""
+        An indicator with no base rate of its own is drawn around 0.7. ``whole_list``:
+        indicators whose population is the whole list, with their base rate (sent besides
+        ``indicators``)."""
         rng = random.Random(f"{seed}-{spec.ods}-{period.label}")
         cat = self.catalogue
         raw: list[RawCell] = []
@@ -271,6 +292,9 @@ class SyntheticNetwork:
             base = BASE_RATES.get(ind, 0.7)
             rate = min(0.99, max(0.02, base + spec.shift + rate_shift + rng.gauss(0, 0.03)))
             raw += _raw_cells(cat, spec, ind, rate, rng, (shapes or {}).get(ind, "normal"))
+        for ind, base in (whole_list or {}).items():
+            raw += _whole_list_cells(cat, spec, ind, max(0.0, base + rng.gauss(0, 0.01)), rng)
+        indicators = (*indicators, *(whole_list or {}))
         cells = apply_policy(raw, cat.disclosure)
         prov = Provenance(
             agent_version="0.1.0", extract_time=int(time.time()), source="sqlite",

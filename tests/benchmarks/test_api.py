@@ -140,8 +140,17 @@ def test_practice_view_shows_no_peer_name_or_code(
     peers = [p for p in body["practices"] if not p["identified"]]
     assert len({p["id"] for p in peers}) == len(n.specs) - 1
     assert all(p["id"].startswith("P-") for p in peers)
-    # peers' counts are re-published rounded, never exact small numbers
-    assert all(p["denominator"] is None or p["denominator"] % 5 == 0 for p in peers)
+    # a practice sees no peer's counts: a size band and a rate to whole percentage points
+    # (tests/benchmarks/test_pseudonym_attack.py has the attack this stops)
+    assert all(p["numerator"] is None and p["denominator"] is None for p in peers)
+    assert all(p["denominator_status"] == "banded" and p["size_band"] for p in peers)
+    assert all(p["rate"] is None or round(p["rate"], 2) == p["rate"] for p in peers)
+    # a network lead still sees practices outside its PCN re-published rounded, never exact
+    # small numbers
+    lead = get(c, n, f"lead:{me.pcn}", "/v1/benchmarks/indicators/DM_HBA1C").json()
+    outside = [p for p in lead["practices"] if not p["identified"]]
+    assert outside and all(p["denominator"] % 5 == 0 for p in outside)
+    assert all(p["denominator_status"] == "rounded" for p in outside)
     # pseudonyms are stable for this viewer and differ for another one
     again = get(c, n, who, "/v1/benchmarks/indicators/DM_HBA1C").json()
     assert [p["id"] for p in again["practices"]] == [p["id"] for p in body["practices"]]

@@ -74,12 +74,18 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return out
 
 
+def _x(p: dict[str, Any]) -> float:
+    """Where a practice is drawn: its denominator, or for a peer in a practice's view (which
+    shows no peer's denominator) the position its list-size band is drawn at."""
+    return p.get("denominator") or p.get("x") or 0
+
+
 def funnel_svg(
     view: dict[str, Any], *, width: int = 760, height: int = 440, compact: bool = False
 ) -> str:
     """The funnel plot of a funnel view (``aggregator.benchmarks.views.funnel_view``)."""
     s = view["summary"]
-    pts = [p for p in view["practices"] if p.get("rate") is not None and p.get("denominator")]
+    pts = [p for p in view["practices"] if p.get("rate") is not None and _x(p)]
     curve = view.get("limits_curve") or []
     ml, mr, mt, mb = (48, 12, 12, 36) if compact else (64, 150, 24, 52)
     pw, ph = width - ml - mr, height - mt - mb
@@ -94,7 +100,7 @@ def funnel_svg(
             head
             + f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">No released rates to plot.</text></svg>'
         )
-    max_n = max([p["denominator"] for p in pts] + [c["denominator"] for c in curve] + [1])
+    max_n = max([_x(p) for p in pts] + [c["denominator"] for c in curve] + [1])
     ys = [p["rate"] for p in pts] + [s["pooled"]] + ([s["abc"]] if s.get("abc") is not None else [])
     ys += [c["low_998"] for c in curve if c["denominator"] >= max_n * 0.05] + [
         c["high_998"] for c in curve if c["denominator"] >= max_n * 0.05
@@ -150,10 +156,15 @@ def funnel_svg(
     # points: peers first, identified practices above them, the viewer's own last (on top)
     for p in sorted(pts, key=lambda p: (p.get("self", False), p["identified"])):
         style = BAND_STYLE.get(p.get("band"), BAND_STYLE[None])
-        x, y = X(p["denominator"]), Y(p["rate"])
+        x, y = X(_x(p)), Y(p["rate"])
         who = p["name"] if p["name"] == p["id"] else f"{p['name']} ({p['id']})"
         approx = " (from rounded counts)" if p.get("approximate") else ""
-        text = f"{who}: {pct(p['rate'])} of {p['denominator']}{approx}; {p.get('band_text') or 'no band'}"
+        of = (
+            f"of {p['denominator']}"
+            if p.get("denominator")
+            else f"list size {p.get('size_band')}, drawn at the band's typical size"
+        )
+        text = f"{who}: {pct(p['rate'])} {of}{approx}; {p.get('band_text') or 'no band'}"
         ring = (
             f'<circle cx="{x:.1f}" cy="{y:.1f}" r="10" fill="none" stroke="{SELF_COLOUR}" stroke-width="2"/>'
             if p.get("self")
