@@ -33,6 +33,7 @@ from protocol.catalogue import (
     AgeBand,
     All,
     Catalogue,
+    CodeEntry,
     Codelist,
     DisclosurePolicy,
     HasCode,
@@ -52,7 +53,6 @@ from protocol.disclosure import (
 )
 from protocol.linkage import linked_identities
 from protocol.submission import Cell, Period
-from tests.catalogue_helpers import make_codelist
 
 POLICY = DisclosurePolicy(name="default")
 GUARD = GuardPolicy()
@@ -65,7 +65,9 @@ SEXES = ("F", "M", "U")
 
 
 def _codelist(cid: str) -> Codelist:
-    return make_codelist(cid, [("snomedct", "1")])
+    return Codelist(
+        id=cid, title=cid, codes=(CodeEntry(system="snomedct", code="1", term=cid, source="t"),)
+    )
 
 
 def catalogue(bands: Sequence[tuple[str, int, int | None]], *, strata: bool = True) -> Catalogue:
