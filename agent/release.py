@@ -42,7 +42,6 @@ from protocol.submission import (
 )
 
 from .errors import AgentUserError, ConfigError
-from .guard import GuardResult, Release, guard_cells
 from .periods import last_complete_period, next_period, parse_period
 from .settings import AgentSettings
 
@@ -105,14 +104,9 @@ def build_submission(
     submission_id: str | None = None,
     supersedes: str | None = None,
     reason: CorrectionReason | None = None,
-    cells: Sequence[Cell] | None = None,
 ) -> Submission:
-    """The Submission payload: released cells only (checked again against the policy).
-
-    ``cells``: the cells to release, when the disclosure guard (:func:`guarded_cells`) has
-    already made them from ``raw_cells``; otherwise ``apply_policy`` makes them here."""
-    if cells is None:
-        cells = apply_policy(raw_cells, policy)
+    """The Submission payload: released cells only (checked again against the policy)."""
+    cells = apply_policy(raw_cells, policy)
     check_cells(cells, policy)
     if not cells:
         raise AgentUserError(f"period {period.label}: the engine produced no cells to send")
@@ -133,42 +127,6 @@ def build_submission(
         provenance=provenance_for(catalogue, policy, source_kind=source_kind, extract_time=now),
         cells=tuple(cells),
     )
-
-
-def earlier_releases(submissions: Sequence[tuple[int, Submission]]) -> list[Release]:
-    """The practice's earlier submissions (message id, payload) as the guard's releases."""
-    return [
-        Release(
-            label=f"message #{mid} ({sub.period.label})",
-            period=sub.period,
-            cells=sub.cells,
-            versions={p.id: p.version for p in sub.provenance.indicators},
-        )
-        for mid, sub in submissions
-    ]
-
-
-def guarded_cells(
-    catalogue: Catalogue,
-    raw_cells: Sequence[RawCell],
-    policy: DisclosurePolicy,
-    period: Period,
-    history: Sequence[Release],
-) -> GuardResult:
-    """The cells to release after the disclosure guard (agent/guard.py): apply_policy's, with
-    more withheld where linked tables or earlier releases would narrow a protected count below
-    the guard's policy. A policy without secondary suppression is not guarded."""
-    if not policy.secondary_suppression:
-        cells = apply_policy(raw_cells, policy)
-        return GuardResult(cells, (), None, (), 0.0, 0)
-    try:
-        return guard_cells(
-            catalogue=catalogue, raw=raw_cells, policy=policy, period=period, history=history
-        )
-    except DisclosureError as exc:
-        # Never release what could not be audited: the payload is apply_policy's, held.
-        cells = apply_policy(raw_cells, policy)
-        return GuardResult(cells, (), f"the disclosure guard could not audit it: {exc}", (), 0.0, 0)
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from protocol.catalogue import Catalogue
-from protocol.disclosure import RawCell
 from protocol.envelope import Envelope
 from protocol.submission import CorrectionReason, Period, Submission
 
@@ -22,15 +21,12 @@ from .audit import accept_receipt
 from .catalogue_cache import load_catalogue
 from .compute import compute_raw_cells
 from .errors import AgentUserError
-from .guard import Release, linked
 from .keystore import Keystore, Trust, load_trust_matching
 from .outbox import Message, NewMessage, Outbox
 from .periods import require_ended
 from .release import (
     build_submission,
-    earlier_releases,
     effective_policy,
-    guarded_cells,
     last_complete_period,
     next_period,
     parse_period,
@@ -80,10 +76,7 @@ def prepare(
     key = Keystore(settings.home).active()
     policy = effective_policy(catalogue, settings)
     raw, kind = compute_raw_cells(settings, catalogue, period.end)
-    history = guard_history(settings, outbox, catalogue, period)
-    guarded = guarded_cells(catalogue, raw, policy, period, history)
-    state = "held" if settings.release == "hold" or guarded.held_reason else "queued"
-    note = f"disclosure guard: {guarded.held_reason}" if guarded.held_reason else ""
+    state = "held" if settings.release == "hold" else "queued"
 
     def build(seq: int) -> NewMessage:
         sub = build_submission(
@@ -99,7 +92,6 @@ def prepare(
             source_kind=kind,
             supersedes=supersedes,
             reason=reason,
-            cells=guarded.cells,
         )
         signed = sign("submission", sub.to_bytes(), [key])
         return NewMessage(
@@ -112,31 +104,7 @@ def prepare(
             period=period.label,
         )
 
-    return outbox.add_signed(build, state, note)
-
-
-def guard_history(
-    settings: AgentSettings, outbox: Outbox, catalogue: Catalogue, period: Period
-) -> list[Release]:
-    """The practice's earlier submissions the disclosure guard audits a new one with (every one
-    not rejected or refused; the guard keeps those of the same or an adjacent period)."""
-    history = earlier_releases(
-        [
-            (m.id, payload_of(m))
-            for m in outbox.messages(kind="submission")
-            if m.state not in ("rejected", "refused")
-        ]
-    )
-    # An earlier month's counts recomputed from today's data tell the guard which of its
-    # suppressed counts were small (used only where they still fit what was released).
-    recomputed: dict[str, tuple[RawCell, ...]] = {}
-    for i, e in enumerate(history):
-        if linked(period, e.period) == "adjacent":
-            if e.period.label not in recomputed:
-                cells, _ = compute_raw_cells(settings, catalogue, e.period.end)
-                recomputed[e.period.label] = tuple(cells)
-            history[i] = replace(e, raw=recomputed[e.period.label])
-    return history
+    return outbox.add_signed(build, state)
 
 
 def send(client: AggregatorClient, outbox: Outbox, trust: Trust, message: Message) -> Outcome:
@@ -186,12 +154,8 @@ def submit_period(
             settings, outbox, catalogue, period, now=now, supersedes=supersedes, reason=correction
         )
         if message.state == "held":
-            return Outcome(message.id, message.period, "held", detail=_held_detail(message))
+            return Outcome(message.id, message.period, "held", detail="waiting for approval")
         return send(client, outbox, trust, message)
-
-
-def _held_detail(message: Message) -> str:
-    return message.state_note or "waiting for approval"
 
 
 def due_periods(settings: AgentSettings, outbox: Outbox, today: dt.date) -> list[Period]:
@@ -241,9 +205,7 @@ def run_due(
                     progress(period.label, done, len(periods))
                 message = prepare(settings, outbox, catalogue, period, now=now)
                 if message.state == "held":
-                    outcomes.append(
-                        Outcome(message.id, message.period, "held", detail=message.state_note)
-                    )
+                    outcomes.append(Outcome(message.id, message.period, "held"))
                 else:
                     outcomes.append(_send_reporting(client, outbox, trust, message))
     return outcomes

@@ -15,7 +15,6 @@ from agent.cli import app
 from agent.compute import compute_raw_cells, open_source
 from agent.errors import AgentUserError
 from agent.explain import explain_indicator
-from agent.guard import Release
 from agent.keystore import TRUST_FILE, Keystore, load_trust_matching
 from agent.outbox import OUTBOX_FILE, Outbox
 from agent.periods import require_ended
@@ -23,12 +22,10 @@ from agent.release import (
     build_submission,
     count_short,
     effective_policy,
-    guarded_cells,
     last_complete_period,
     parse_period,
 )
 from agent.settings import get_settings
-from agent.submitter import guard_history
 
 from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors
 
@@ -74,13 +71,10 @@ def preview(
         practice, aud = str(settings.practice), str(settings.aud)
     kid = Keystore(settings.home).active().kid
     seq = 1
-    raw, kind = compute_raw_cells(settings, catalogue, p.end)
-    history: list[Release] = []
     if (settings.home / OUTBOX_FILE).exists():
         with Outbox.open(settings.home) as outbox:
             seq = max((m.seq or 0 for m in outbox.messages()), default=0) + 1
-            history = guard_history(settings, outbox, catalogue, p)
-    guarded = guarded_cells(catalogue, raw, policy, p, history)
+    raw, kind = compute_raw_cells(settings, catalogue, p.end)
     sub = build_submission(
         catalogue=catalogue,
         raw_cells=raw,
@@ -93,7 +87,6 @@ def preview(
         policy=policy,
         source_kind=kind,
         submission_id=str(uuid.uuid4()),
-        cells=guarded.cells,
     )
     if as_json:
         typer.echo(sub.to_bytes().decode("utf-8"))
@@ -129,13 +122,6 @@ def preview(
         f"{len(sub.cells)} cells. ~N: rounded to the nearest {policy.stratified.round_to}; *: "
         "suppressed (no number is sent). Nothing is sent by preview."
     )
-    if guarded.withheld:
-        out.print(
-            f"The disclosure guard withheld {len(guarded.withheld)} more count(s) than the "
-            "per-table rules, for linked tables and earlier releases."
-        )
-    if guarded.held_reason:
-        out.print(f"It would be held for approval: {guarded.held_reason}", markup=False)
     if local:
         out.print("local columns: exact counts for this screen only, NEVER SENT.")
 

@@ -37,8 +37,6 @@ def _print_outcome(outcome: Outcome) -> None:
             f"{where}: held for approval as #{outcome.message_id}: see `fedqi-agent "
             f"pending`, then `approve {outcome.message_id}` or `reject {outcome.message_id}`"
         )
-        if outcome.detail and outcome.detail != "waiting for approval":
-            out.print(f"  why: {outcome.detail}", markup=False)
     else:
         out.print(f"{where}: {outcome.state} (#{outcome.message_id}) {outcome.detail}")
 
@@ -117,7 +115,6 @@ def pending(home: HomeOption = None, as_json: JsonOption = False) -> None:
                     "period": m.period,
                     "seq": m.seq,
                     "sha256": m.sha256,
-                    "why_held": m.state_note,
                     "plain_words": describe_submission(payload_of(m)),
                     "payload": payload_of(m).model_dump(mode="json", exclude_none=True),
                 }
@@ -130,8 +127,6 @@ def pending(home: HomeOption = None, as_json: JsonOption = False) -> None:
         out.print("no submissions are waiting for approval")
     for m in held:
         out.print(f"[bold]#{m.id}[/bold] period {m.period} (sha256 {m.sha256}) would send:")
-        if m.state_note:
-            out.print(f"  held: {m.state_note}", markup=False)
         for line in describe_submission(payload_of(m)):
             out.print(f"  {line}", markup=False)
         out.print(f"approve: fedqi-agent approve {m.id}    reject: fedqi-agent reject {m.id}")
