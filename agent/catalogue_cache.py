@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from protocol.catalogue import Catalogue
 from protocol.envelope import Envelope, verify_envelope
-from protocol.errors import ProtocolError, SchemaError
+from protocol.errors import ProtocolError
 
 from .errors import AgentUserError, ConfigError
 from .keystore import TRUST_FILE, Trust, load_trust, write_private
@@ -75,17 +75,11 @@ def verify_catalogue(data: bytes, trust: Trust, *, where: str) -> Catalogue:
         ) from None
     try:
         return Catalogue.from_bytes(payload)
-    except SchemaError as exc:
-        # Signed, but not a catalogue this agent may compute from (e.g. a codelist whose codes
-        # do not match its codes_sha256): nothing is computed from it.
+    except ProtocolError as exc:
+        # Signed, but not a catalogue this agent may compute from (not canonical, or e.g. a
+        # codelist whose codes do not match its codes_sha256): nothing is computed from it.
         raise AgentUserError(
             f"{where}: the signed catalogue is refused, nothing is computed from it: {exc}",
-            exit_code=7,
-        ) from None
-    except ProtocolError as exc:
-        raise AgentUserError(
-            f"{where}: the catalogue does not verify against the pinned catalogue key "
-            f"{trust.catalogue_key.name!r}: {exc}",
             exit_code=7,
         ) from None
 
