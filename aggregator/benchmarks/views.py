@@ -39,7 +39,7 @@ from ..db.models import Catalogue as CatalogueRow
 from ..db.models import Cell, Practice, User
 from ..errors import BadRequestError, ForbiddenError, NotFoundError
 from ..users.service import can_read_practice
-from . import render, service, stats
+from . import areas, gain, render, service, stats
 from .models import BenchPractice, BenchSummary
 from .render import Flat
 
@@ -823,8 +823,10 @@ def _coarse_funnel_json(
 def practice_view(
     session: Session, viewer: Viewer, ods: str, period: str | None = None, history: bool = True
 ) -> dict[str, Any]:
-    """Every indicator for one practice at a period (default: latest), furthest below the ABC
-    first, with its trend across every stored period."""
+    """Every indicator for one practice at a period (default: latest), with its trend across
+    every stored period. Each carries its clinical area, whether it is a register, and the
+    patients who could gain (gain.py); the indicators come most patients who could gain
+    first, then the registers (areas.py), which are never set against the benchmark."""
     p = viewer.require(ods)
     start, end = resolve(session, period)
     titles = indicator_titles(session)
@@ -837,18 +839,28 @@ def practice_view(
     for ind, hist in sorted(by_ind.items()):
         cur = next((r for r in hist if r.period_end == end), None)
         s = summ.get((ind, end))
+        register = areas.is_register(ind)
         item: dict[str, Any] = {
             "indicator": ind,
             "title": titles.get(ind, {}).get("title", ind),
+            "area": areas.area_of(ind),
+            "register": register,
             "pooled": _r(s.pooled) if s else None,
-            "abc": _r(s.abc) if s else None,
+            "abc": _r(s.abc) if s and not register else None,
             "median": _r(s.median) if s else None,
             "method": s.method if s else None,
         }
         if cur is not None:
             item.update(_item(viewer, _flat_from_row(cur), detail=True))
             item["gap_to_abc"] = (
-                _r(s.abc - cur.rate) if s and s.abc is not None and cur.rate is not None else None
+                _r(s.abc - cur.rate)
+                if s and s.abc is not None and cur.rate is not None and not register
+                else None
+            )
+            item["could_gain"] = (
+                None
+                if register or s is None
+                else gain.patients_could_gain(cur.numerator, cur.denominator, s.abc)
             )
         else:
             item.update(
@@ -856,6 +868,7 @@ def practice_view(
                 rate=None,
                 note="no submission for this period",
                 gap_to_abc=None,
+                could_gain=None,
                 band=None,
             )
         if history:
@@ -873,14 +886,21 @@ def practice_view(
             ]  # fmt: skip
             item["changes"] = [_change(c) for c in stats.changes(pts)]
         items.append(item)
-    items.sort(
-        key=lambda i: (
-            -(i["gap_to_abc"] if i.get("gap_to_abc") is not None else -math.inf),
-            i["indicator"],
-        )
-    )
+    items.sort(key=_gain_order)
     return {"practice": viewer.label(ods) | {"pcn": p.group, "list_size": p.list_size, "imd_decile": p.imd_decile},
             "period": _period(start, end), "indicators": items}  # fmt: skip
+
+
+def _gain_order(item: dict[str, Any]) -> tuple[Any, ...]:
+    """Registers last; before them, most patients who could gain first, then the widest gap
+    below the benchmark (an unknown figure after every known one), then the id."""
+    gain_, gap = item.get("could_gain"), item.get("gap_to_abc")
+    return (
+        item["register"],
+        -(gain_ if gain_ is not None else -1),
+        -(gap if gap is not None else -math.inf),
+        item["indicator"],
+    )
 
 
 def _change(c: stats.Change) -> dict[str, Any]:
@@ -988,7 +1008,8 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
 def overview_view(session: Session, viewer: Viewer, period: str | None = None, peer: str | None = None,
                   group: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Each identified practice's funnel band on every indicator at one period (a network
-    lead's grid; a practice user gets its own row)."""
+    lead's grid; a practice user gets its own row), with the indicators also grouped by
+    clinical area (``areas``: areas.py)."""
     start, end = resolve(session, period)
     pg = resolve_group(viewer, peer, group)
     titles = indicator_titles(session)
@@ -1008,6 +1029,8 @@ def overview_view(session: Session, viewer: Viewer, period: str | None = None, p
             {
                 "indicator": ind,
                 "title": titles.get(ind, {}).get("title", ind),
+                "area": areas.area_of(ind),
+                "register": areas.is_register(ind),
                 "pooled": _r(fd.summary.pooled),
                 "abc": _r(fd.summary.abc),
                 "method": fd.summary.method,
@@ -1025,6 +1048,7 @@ def overview_view(session: Session, viewer: Viewer, period: str | None = None, p
         "period": _period(start, end),
         "peer_group": pg.as_dict(),
         "indicators": cols,
+        "areas": areas.group_by_area(cols),
         "practices": rows,
     }
 
@@ -1199,6 +1223,7 @@ def practice_csv_rows(view: dict[str, Any]) -> Iterable[dict[str, Any]]:
             "status": i.get("status"), "rate": i.get("rate"),
             "ci95_low": (i.get("ci95") or [None, None])[0], "ci95_high": (i.get("ci95") or [None, None])[1],
             "band": i.get("band"), "pooled": i.get("pooled"), "abc": i.get("abc"), "gap_to_abc": i.get("gap_to_abc"),
+            "could_gain": i.get("could_gain"), "register": i.get("register"), "area": i.get("area"),
             "note": i.get("note"),
         }  # fmt: skip
 

@@ -2,7 +2,8 @@
 
 Sign-in is by API token: a form sets an HttpOnly, SameSite=Strict cookie holding it. Pages:
 network lead overview (practices x indicators by funnel band), a funnel plot and trend per
-indicator, a practice drill-down (furthest below the achievable benchmark first), and for an IG
+indicator, a practice drill-down (most patients who could gain first, registers apart), a
+printable practice pack for the improvement meeting, and for an IG
 officer the payloads their practice sent, each re-verified, with its raw envelope and proof.
 Tables carry everything the charts show, so the dashboard works without JavaScript; the one
 script only adds a tooltip and PNG export.
@@ -23,7 +24,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from sqlalchemy import select
 
-from ...benchmarks import service, views
+from ...benchmarks import gain, pack, service, views
 from ...benchmarks.api import ODS, check_indicator, csv_response
 from ...db.models import Envelope as EnvelopeRow
 from ...db.models import PracticeKey, User
@@ -366,9 +367,46 @@ async def practice_page(request: Request, ods: str, period: str | None = None, p
                     [t["rate"] for t in item.get("trend", [])], label=f"{item['indicator']} trend"
                 )
             )
-        return {"view": view, **f}
+        return {"view": view, "formula": gain.FORMULA, **f}
 
     return await run_in_threadpool(_page, request, runtime, user, build, "practice.html")
+
+
+@router.get("/practices/{ods}/pack")
+async def practice_pack_page(request: Request, ods: str, period: str | None = None,
+                             user: User | None = Depends(viewer_user), runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
+    """The practice pack: one printable page for the improvement meeting (pack.py)."""
+
+    def build(u: User) -> dict[str, Any]:
+        if not ODS.fullmatch(ods):
+            raise BadRequestError(f"practice {ods!r} is not an ODS code")
+        f = _filters(runtime, u, period, None)
+        p = _read(runtime, u, pack.practice_pack, ods, period)
+        for item in p["measures"] + p["registers"]:
+            item["spine_svg"] = Markup(
+                charts.spine_svg(item["spine"], label=_spine_label(item, p["practice"]["name"]))
+            )
+            item["spark"] = Markup(
+                charts.sparkline_svg(
+                    [t["rate"] for t in item["trend"]], label=f"{item['indicator']} trend"
+                )
+            )
+        return {"pack": p, **f}
+
+    return await run_in_threadpool(_page, request, runtime, user, build, "pack.html")
+
+
+def _spine_label(item: dict[str, Any], name: str) -> str:
+    s = item["spine"]
+    parts = [f"{item['title']}: {name} {charts.pct(s['rate'])}"]
+    parts.append(f"network {charts.pct(s['pooled'])}")
+    if s["q1"] is not None:
+        parts.append(f"middle half of practices {charts.pct(s['q1'])} to {charts.pct(s['q3'])}")
+    if s["p10"] is not None:
+        parts.append(f"10th to 90th percentile {charts.pct(s['p10'])} to {charts.pct(s['p90'])}")
+    if s["abc"] is not None:
+        parts.append(f"benchmark {charts.pct(s['abc'])}")
+    return "; ".join(parts)
 
 
 @router.get("/practices/{ods}/summary.csv")

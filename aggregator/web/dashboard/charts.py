@@ -329,3 +329,53 @@ def sparkline_svg(
 def standalone(svg: str) -> str:
     """An SVG file for download."""
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + svg
+
+
+def spine_svg(s: dict[str, Any], *, width: int = 300, height: int = 24, label: str = "") -> str:
+    """One row of a Fingertips-style spine chart: the network's 10th-90th percentile range of
+    practice rates (light bar) and quartiles (dark bar), its pooled rate (the black centre line),
+    the achievable benchmark (green dashed), and the practice as its funnel band's marker. As in
+    Fingertips, each row is centred on the network's rate and scaled to fit its own figures, so
+    rows are compared by position, not by axis; the figures themselves are in the table."""
+    head = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="spine" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" aria-label={quoteattr(label or "spine")}>'
+        f"<title>{escape(label)}</title>"
+    )
+    centre = s.get("pooled") if s.get("pooled") is not None else s.get("median")
+    if centre is None:
+        return (
+            head + f'<text x="4" y="{height / 2 + 4:.1f}" class="none">no network rate</text></svg>'
+        )
+    keys = ("p10", "p90", "q1", "q3", "abc", "rate", "median")
+    reach = max([abs(s[k] - centre) for k in keys if s.get(k) is not None] + [0.005])
+    half = reach * 1.12
+    pad = 8
+
+    def X(v: float) -> float:
+        return pad + (width - 2 * pad) * (0.5 + (v - centre) / (2 * half))
+
+    mid = height / 2
+    out = [head, f'<line x1="{pad}" x2="{width - pad}" y1="{mid}" y2="{mid}" stroke="#ddd"/>']
+    if s.get("p10") is not None and s.get("p90") is not None:
+        out.append(
+            f'<rect class="range" x="{X(s["p10"]):.1f}" y="{mid - 6}" width="{max(1.0, X(s["p90"]) - X(s["p10"])):.1f}" height="12" fill="#c6dbef"/>'
+        )
+    if s.get("q1") is not None and s.get("q3") is not None:
+        out.append(
+            f'<rect class="iqr" x="{X(s["q1"]):.1f}" y="{mid - 6}" width="{max(1.0, X(s["q3"]) - X(s["q1"])):.1f}" height="12" fill="#6baed6"/>'
+        )
+    out.append(
+        f'<line class="centre" x1="{X(centre):.1f}" x2="{X(centre):.1f}" y1="2" y2="{height - 2}" stroke="#000" stroke-width="2"/>'
+    )
+    if s.get("abc") is not None:
+        out.append(
+            f'<line class="abc" x1="{X(s["abc"]):.1f}" x2="{X(s["abc"]):.1f}" y1="1" y2="{height - 1}" stroke="{ABC_COLOUR}" stroke-width="2" stroke-dasharray="3 2"/>'
+        )
+    if s.get("rate") is not None:
+        style = BAND_STYLE.get(s.get("band")) or BAND_STYLE["within"]
+        shape = style["shape"] if style["shape"] != "none" else "circle"
+        colour = style["colour"] if s.get("band") else SELF_COLOUR
+        out.append(f'<g class="practice">{_marker(shape, X(s["rate"]), mid, colour, r=6.0)}</g>')
+    out.append("</svg>")
+    return "".join(out)

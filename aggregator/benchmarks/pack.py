@@ -1,0 +1,212 @@
+"""The practice pack: one printable page for a practice's improvement meeting.
+
+For one practice and one period: every indicator with the practice's rate, the network's
+summary (pooled rate, median, quartiles, 10th and 90th percentiles of practice rates: the
+figures every viewer's funnel already shows, never one peer's value), the achievable benchmark
+and the patients who could gain (gain.py), the change since the period three before it (last
+quarter, for monthly periods) tested as the trend view tests it, the trend up to the period, and
+a short narrative written from those numbers. Registers (areas.py) are reported apart, against
+the network's prevalence only.
+
+Access is :func:`views.practice_view`'s: the practice's own users, its network lead and admins.
+No peer is named, pseudonymised or counted here: the network appears only as summary figures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from . import areas, gain, service, stats, views
+
+#: "Last quarter": the period this many periods before the pack's (where the network has it).
+QUARTER_BACK = 3
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def _patients(n: int) -> str:
+    return f"{n:,} patient" + ("" if n == 1 else "s")
+
+
+def practice_pack(
+    session: Session, viewer: views.Viewer, ods: str, period: str | None = None
+) -> dict[str, Any]:
+    view = views.practice_view(session, viewer, ods, period)
+    end = dt.date.fromisoformat(view["period"]["end"])
+    ends = [e for _, e in service.periods(session)]
+    i = ends.index(end) if end in ends else -1
+    then = ends[i - QUARTER_BACK] if i >= QUARTER_BACK else None
+    summ = {(s.indicator, s.period_end): s for s in service.summaries(session)}
+    hist = {}
+    for r in service.practice_history(session, ods):
+        hist.setdefault(r.indicator, {})[r.period_end] = r
+    items = []
+    for item in view["indicators"]:
+        ind = item["indicator"]
+        s = summ.get((ind, end))
+        deciles = (
+            [views._r(v) for v in json.loads(s.deciles)] if s is not None and s.deciles else None
+        )
+        spine = {
+            "pooled": item.get("pooled"),
+            "median": views._r(s.median) if s else None,
+            "q1": views._r(s.q1) if s else None,
+            "q3": views._r(s.q3) if s else None,
+            "p10": deciles[0] if deciles else None,
+            "p90": deciles[-1] if deciles else None,
+            "abc": item.get("abc"),
+            "rate": item.get("rate"),
+            "band": item.get("band"),
+        }
+        change = None
+        rows = hist.get(ind, {})
+        if then is not None and then in rows and end in rows:
+            a, b = rows[then], rows[end]
+            c = stats.changes(
+                [
+                    stats.TrendPoint(
+                        then.isoformat(), a.indicator_version or 0, service.counts_of(a)
+                    ),
+                    stats.TrendPoint(
+                        end.isoformat(), b.indicator_version or 0, service.counts_of(b)
+                    ),
+                ]
+            )[0]
+            change = views._change(c)
+        trend = [t for t in item.get("trend", []) if t["period"]["end"] <= end.isoformat()]
+        items.append(item | {"spine": spine, "change": change, "trend": trend})
+    measures = [i for i in items if not i["register"]]
+    registers = [i for i in items if i["register"]]
+    return {
+        "practice": view["practice"],
+        "period": view["period"],
+        "then": views._period(then.replace(day=1), then) if then else None,
+        "measures": measures,
+        "registers": registers,
+        "areas": areas.group_by_area(measures),
+        "narrative": narrative(
+            view["practice"]["name"],
+            view["period"]["label"],
+            then.isoformat()[:7] if then else None,
+            measures,
+            registers,
+        ),
+        "formula": gain.FORMULA,
+    }
+
+
+def narrative(
+    name: str,
+    label: str,
+    then: str | None,
+    measures: list[dict[str, Any]],
+    registers: list[dict[str, Any]],
+) -> list[str]:
+    """A few plain sentences, each written from the pack's numbers."""
+    out: list[str] = []
+    shown = [m for m in measures if m.get("rate") is not None]
+    if not shown:
+        out.append(
+            f"{name} has no indicator value to report for {label}: every figure is suppressed by "
+            "disclosure control, has nobody in its denominator, or was not sent."
+        )
+    else:
+        low = [m for m in shown if (m.get("band") or "").startswith("low")]
+        high = [m for m in shown if (m.get("band") or "").startswith("high")]
+        within = len(shown) - len(low) - len(high)
+        out.append(
+            f"In {label}, {name} reports {len(shown)} of {len(measures)} indicators. Against the "
+            f"network's funnel limits it is below on {len(low)}, above on {len(high)} and within "
+            f"on {within}."
+            + (
+                " Below: "
+                + "; ".join(
+                    f"{m['title']} ({_pct(m['rate'])} against the network's "
+                    f"{_pct(m.get('pooled'))})"
+                    for m in low[:3]
+                )
+                + ("; and others." if len(low) > 3 else ".")
+                if low
+                else ""
+            )
+        )
+        at_abc = [m for m in shown if m.get("could_gain") == 0]
+        gains = [m for m in measures if m.get("could_gain")]
+        total = sum(m["could_gain"] for m in gains)
+        if gains:
+            top = max(gains, key=lambda m: m["could_gain"])
+            out.append(
+                f"Reaching the achievable benchmark on every indicator would mean "
+                f"{total:,} more {'patient' if total == 1 else 'patients'} meeting the standard; "
+                f"the most on {top['title']} ({_patients(top['could_gain'])}: benchmark "
+                f"{_pct(top.get('abc'))}, practice {_pct(top.get('rate'))}). It is at or above "
+                f"the benchmark on {len(at_abc) or 'none'} of them."
+            )
+        elif at_abc:
+            out.append(
+                f"It is at or above the achievable benchmark on all {len(at_abc)} indicators with a benchmark."
+            )
+    if then is None:
+        out.append(f"There is no period three before {label} to compare with yet.")
+    else:
+        changed = [m for m in measures if m.get("change")]
+        up = [
+            m
+            for m in changed
+            if m["change"]["beyond_chance"] and (m["change"]["difference"] or 0) > 0
+        ]
+        down = [
+            m
+            for m in changed
+            if m["change"]["beyond_chance"] and (m["change"]["difference"] or 0) < 0
+        ]
+        brk = [m for m in changed if m["change"]["version_break"]]
+        text = (
+            f"Since {then}: {len(up)} indicator(s) rose and {len(down)} fell beyond chance"
+            f" (two-proportion test, 5%); {len(changed) - len(up) - len(down) - len(brk)} did not change beyond chance"
+        )
+        if brk:
+            text += f"; {len(brk)} changed definition, so are not compared"
+        missing = len(measures) - len(changed)
+        if missing:
+            text += f"; {missing} had no value in one of the two periods"
+        text += "."
+        if up:
+            text += (
+                " Rose: "
+                + "; ".join(
+                    f"{m['title']} ({_pct(m['change']['rate_from'])} to {_pct(m['change']['rate_to'])})"
+                    for m in up[:3]
+                )
+                + "."
+            )
+        if down:
+            text += (
+                " Fell: "
+                + "; ".join(
+                    f"{m['title']} ({_pct(m['change']['rate_from'])} to {_pct(m['change']['rate_to'])})"
+                    for m in down[:3]
+                )
+                + "."
+            )
+        out.append(text)
+    regs = [r for r in registers if r.get("rate") is not None and r.get("pooled") is not None]
+    if regs:
+        lows = [r for r in regs if (r.get("band") or "").startswith("low")]
+        out.append(
+            f"Registers: {len(regs)} reported; {len(lows)} below the network's prevalence beyond "
+            "chance"
+            + (
+                f" ({', '.join(r['title'] for r in lows[:3])}): worth a search for patients "
+                "not yet diagnosed or coded."
+                if lows
+                else "."
+            )
+        )
+    return out
