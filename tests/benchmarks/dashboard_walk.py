@@ -4,7 +4,8 @@ Used by tests/benchmarks/test_dashboard_walk.py (a synthetic network with plante
 and tests/demo/test_demo.py (the demo's own network). A walk:
 
 * fetches every GET route of the dashboard router, with every value its path parameters can take
-  for this user (each catalogue indicator, each practice the user may read, each static file,
+  for this user (each catalogue indicator, each practice the user may read, with its view, CSV
+  and practice pack, each static file,
   each envelope and proof listed on the user's payload audit page), each with no period and
   with each period the filter form offers;
 * fetches every link (``href``, ``src``) any page it fetched offers, until there are no new ones,
@@ -161,7 +162,7 @@ class Walk:
                 base = f"/dashboard/indicators/{ind}"
                 seeds += [q(base + tail, period) for tail in ("", "/funnel.svg", "/trend.svg", "/funnel.csv", "/trend.csv")]  # fmt: skip
             for ods in self.readable:
-                seeds += [q(f"/dashboard/practices/{ods}", period), q(f"/dashboard/practices/{ods}/summary.csv", period)]  # fmt: skip
+                seeds += [q(f"/dashboard/practices/{ods}{tail}", period) for tail in ("", "/summary.csv", "/pack")]  # fmt: skip
         seeds += ["/dashboard/ig", *sorted(self.forbidden)]
         queue = [(url, True) for url in seeds]
         pg_walked: set[str | None] = set()

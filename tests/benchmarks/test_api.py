@@ -13,6 +13,7 @@ import pytest
 from synthetic_network import INDICATORS, PERIODS, SyntheticNetwork, practices
 
 from aggregator.benchmarks import stats
+from aggregator.benchmarks.gain import patients_could_gain
 
 
 @pytest.fixture(
@@ -228,14 +229,16 @@ def test_csv_matches_json(net: tuple[SyntheticNetwork, httpx.Client]) -> None:
     assert len(trow) == 2 * len(PERIODS)
 
 
-def test_practice_summary_orders_by_gap_below_abc(
+def test_practice_summary_orders_by_patients_who_could_gain(
     net: tuple[SyntheticNetwork, httpx.Client],
 ) -> None:
     n, c = net
     me = n.specs[0]
     body = get(c, n, f"practice:{me.ods}", f"/v1/benchmarks/practices/{me.ods}").json()
-    gaps = [i["gap_to_abc"] for i in body["indicators"]]
-    assert gaps == sorted(gaps, reverse=True) and len(gaps) == len(INDICATORS)
+    gains = [i["could_gain"] for i in body["indicators"]]
+    assert gains == sorted(gains, reverse=True) and len(gains) == len(INDICATORS)
+    for i in body["indicators"]:
+        assert i["could_gain"] == patients_could_gain(i["numerator"], i["denominator"], i["abc"])
     assert all(len(i["trend"]) == len(PERIODS) for i in body["indicators"])
     assert all(len(i["changes"]) == len(PERIODS) - 1 for i in body["indicators"])
 

@@ -66,7 +66,7 @@ def _walk(n: SyntheticNetwork, who: str) -> Walk:
         readable = {whom}
     forbidden = set()
     for ods in sorted(set(specs) - readable):
-        forbidden |= {f"/dashboard/practices/{ods}", f"/dashboard/practices/{ods}/summary.csv"}
+        forbidden |= {f"/dashboard/practices/{ods}{tail}" for tail in ("", "/summary.csv", "/pack")}
     if role == "lead":
         forbidden.add("/dashboard/ig")
     return Walk(

@@ -260,7 +260,7 @@ def test_every_dashboard_page_of_the_demo_answers_for_every_role(
             role = user["role"]
             forbidden = set()
             for ods in sorted(every - readable[role]):
-                forbidden |= {f"/dashboard/practices/{ods}", f"/dashboard/practices/{ods}/summary.csv"}  # fmt: skip
+                forbidden |= {f"/dashboard/practices/{ods}{tail}" for tail in ("", "/summary.csv", "/pack")}  # fmt: skip
             if role == "network_lead":
                 forbidden.add("/dashboard/ig")
             walk = Walk(base, user["token"], indicators=[i.id for i in catalogue.indicators],
