@@ -1,4 +1,5 @@
-"""``worklist``: the practice's own patients in an indicator's denominator but not its numerator.
+"""``worklist``: the practice's own patients in an indicator's denominator but not its numerator,
+with their last values and due dates (agent/worklist.py).
 
 Local only: printed, or written to a file the user names. This module imports nothing that
 signs, stores or sends (tests check it), so a worklist has no path to the outbox.
@@ -19,7 +20,7 @@ from agent.compute import open_source
 from agent.errors import AgentUserError
 from agent.periods import last_complete_period, parse_period
 from agent.settings import get_settings
-from agent.worklist import Worklist, write_worklist
+from agent.worklist import build_worklist, write_worklist
 
 from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors
 
@@ -40,7 +41,9 @@ def worklist(
     as_json: JsonOption = False,
 ) -> None:
     """List the practice's own patients in INDICATOR's denominator but not its numerator, for
-    recall. Printed or written to a local file only; never sent, never in the outbox."""
+    recall, each with the last value and date of what the indicator measures (the BP, the
+    HbA1c, the last issue) and the date the patient falls due. Printed, or written as CSV to a
+    local file (--out); never sent, never in the outbox."""
     from agent.engine import worklist_patients
 
     settings = get_settings(home)
@@ -57,9 +60,9 @@ def worklist(
     engine = open_source(settings)
     try:
         rows = worklist_patients(engine, catalogue, ind.id, p.end)
+        wl = build_worklist(engine, catalogue, ind.id, p.end, rows)
     finally:
         engine.dispose()
-    wl = Worklist(ind.id, ind.title, p.end, tuple(rows))
     if out is not None:
         write_worklist(wl, out, forbidden_dir=settings.home)
         console().print(f"{len(rows)} patients written to {out} (local file; never sent)")
@@ -68,9 +71,13 @@ def worklist(
         emit_json(wl.to_json())
         return
     table = Table(title=f"{ind.id} worklist on {p.end}: {ind.title} (local only, never sent)")
-    table.add_column("patient_id")
-    table.add_column("local_ref")
-    for patient_id, local_ref in rows:
-        table.add_row(str(patient_id), local_ref or "")
+    for column in wl.header():
+        table.add_column(column)
+    for row in wl.rows():
+        table.add_row(*row)
     console().print(table)
-    console().print(f"{len(rows)} patients in the denominator but not the numerator.")
+    console().print(
+        f"{len(rows)} patients in the denominator but not the numerator. For each: the last "
+        f"record of {', '.join(t.label for t in wl.targets) or 'the numerator'} up to {p.end}, "
+        "and when the patient falls due (now: no record)."
+    )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ast
+import csv
 import datetime as dt
 import json
+import re
 import stat
 from pathlib import Path
 
@@ -94,8 +96,16 @@ def test_worklist_prints_and_writes_a_private_local_file(
     )
     assert r.code == 0, r.err
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
-    assert out.read_text().splitlines()[0] == "patient_id,local_ref"
-    assert len(out.read_text().splitlines()) == len(patients) + 1
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["patient_id", "local_ref", "last_sbp", "last_sbp_date", "last_dbp",
+                             "last_dbp_date", "due"]  # fmt: skip
+    assert len(rows) == len(patients)
+    # the CSV says what the JSON says, patient by patient
+    assert [dict(r) for r in rows] == [{k: str(v) for k, v in p.items()} for p in patients]
+    # every patient has a due date or is due now; a reading comes with its date
+    assert all(r["due"] == "now" or re.fullmatch(r"\d{4}-\d{2}-\d{2}", r["due"]) for r in rows)
+    assert all(bool(r["last_sbp"]) == bool(r["last_sbp_date"]) for r in rows)
+    assert any(r["last_sbp"] for r in rows) and any(r["due"] != "now" for r in rows)
     again = cli("worklist", "HYP_BP_U80", "--home", str(agent_home), "--out", str(out))
     assert again.code != 0 and "refusing to overwrite" in again.err
     inside = cli(
@@ -103,6 +113,12 @@ def test_worklist_prints_and_writes_a_private_local_file(
     )
     assert inside.code != 0 and "agent home" in inside.err
     assert not (agent_home / "outbox.sqlite").exists()
+    # nothing of the worklist was kept in the agent home (where the outbox and logs live)
+    refs = {p["local_ref"].encode() for p in patients}
+    for f in agent_home.rglob("*"):
+        if f.is_file():
+            body = f.read_bytes()
+            assert not any(ref in body for ref in refs), f
 
 
 def test_worklist_code_cannot_reach_the_outbox() -> None:
