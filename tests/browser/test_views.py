@@ -102,7 +102,9 @@ def _num(text: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def test_practice_view_orders_by_patients_who_could_gain(browser, net: SyntheticNetwork) -> None:  # type: ignore[no-untyped-def]
+def test_practice_view_orders_by_patients_who_could_gain(
+    browser, net: SyntheticNetwork, artifacts: Path
+) -> None:  # type: ignore[no-untyped-def]
     me = net.specs[0]  # the planted low outlier
     context, page, errors = _signed_in(browser, net, f"practice:{me.ods}")
     assert page.url.endswith(f"/dashboard/practices/{me.ods}")
@@ -132,6 +134,9 @@ def test_practice_view_orders_by_patients_who_could_gain(browser, net: Synthetic
     assert not any(areas.is_register(ind) for ind, _ in shown)
     assert "Benchmark" not in page.locator("#registers thead").inner_text()
     assert "max(0, ⌈benchmark × denominator⌉ − numerator)" in page.locator("main").inner_text()
+    # the top of the page, as docs/screenshots/practice-view.png shows it
+    page.screenshot(path=str(artifacts / "practice-view.png"), full_page=True,
+                    clip={"x": 0, "y": 0, "width": LAPTOP["width"], "height": 1500})  # fmt: skip
     # the pack is linked from the practice view
     page.click("#pack-link")
     page.wait_for_load_state()
