@@ -39,11 +39,13 @@ def practice_pack(
 ) -> dict[str, Any]:
     view = views.practice_view(session, viewer, ods, period)
     end = dt.date.fromisoformat(view["period"]["end"])
-    ends = [e for _, e in service.periods(session)]
+    spans = service.periods(session)
+    ends = [e for _, e in spans]
     i = ends.index(end) if end in ends else -1
     then = ends[i - QUARTER_BACK] if i >= QUARTER_BACK else None
+    then_period = views._period(*spans[i - QUARTER_BACK]) if then is not None else None
     summ = {(s.indicator, s.period_end): s for s in service.summaries(session)}
-    hist = {}
+    hist: dict[str, dict[dt.date, Any]] = {}
     for r in service.practice_history(session, ods):
         hist.setdefault(r.indicator, {})[r.period_end] = r
     items = []
@@ -86,14 +88,14 @@ def practice_pack(
     return {
         "practice": view["practice"],
         "period": view["period"],
-        "then": views._period(then.replace(day=1), then) if then else None,
+        "then": then_period,
         "measures": measures,
         "registers": registers,
         "areas": areas.group_by_area(measures),
         "narrative": narrative(
             view["practice"]["name"],
             view["period"]["label"],
-            then.isoformat()[:7] if then else None,
+            then_period["label"] if then_period else None,
             measures,
             registers,
         ),

@@ -1243,5 +1243,6 @@ def overview_csv_rows(view: dict[str, Any]) -> Iterable[dict[str, Any]]:
     for p in view["practices"]:
         for ind in view["indicators"]:
             c = p["cells"].get(ind["indicator"], {})
-            yield {"practice": p["id"], "name": p["name"], "indicator": ind["indicator"], "period_end": view["period"]["end"],
+            yield {"practice": p["id"], "name": p["name"], "area": ind["area"], "indicator": ind["indicator"],
+                   "title": ind["title"], "period_end": view["period"]["end"],
                    "rate": c.get("rate"), "band": c.get("band"), "status": c.get("status")}  # fmt: skip
