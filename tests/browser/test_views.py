@@ -74,6 +74,7 @@ def test_overview_groups_by_area_and_fits_a_laptop(
     assert r is not None and r.status == 200
     page.screenshot(path=str(artifacts / "overview-laptop.png"), full_page=True)
     width = page.evaluate("document.documentElement.scrollWidth")
+    (artifacts / "overview-scroll-width.txt").write_text(f"{width}\n")
     assert width <= LAPTOP["width"], f"the overview is {width} px wide at a 1366 px window"
     # one section per clinical area, in areas.py's order, with readable titles
     titles = page.locator("section.area h2").all_inner_texts()
