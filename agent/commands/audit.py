@@ -22,6 +22,15 @@ from agent.transport import AggregatorClient, RefusedError
 from protocol.envelope import Envelope
 from protocol.submission import Enrol, Rotate
 
+from ._cells import (
+    HINT,
+    AllOption,
+    IndicatorFilter,
+    StratumFilter,
+    cell_lines,
+    select_cells,
+    summary_table,
+)
 from ._common import HomeOption, JsonOption, console, emit_json, err_console, one_line_errors
 
 audit_app = typer.Typer(
@@ -147,10 +156,14 @@ def audit_show(
             "added: their sha256 is the message's sha256, the one its receipt names)",
         ),
     ] = False,
+    indicator: IndicatorFilter = None,
+    stratum: StratumFilter = None,
+    show_all: AllOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Show message ID: the exact envelope bytes sent, its payload in plain words, its state
-    history and its receipt."""
+    """Show message ID: its state history, what it carries in plain words and its receipt. A
+    submission opens with a summary per indicator; --indicator / --stratum show those cells;
+    --all every cell and the exact envelope bytes sent."""
     settings = get_settings(home)
     with Outbox.open(settings.home) as outbox:
         m = outbox.get(message_id)
@@ -184,14 +197,39 @@ def audit_show(
     out.print(f"sha256 {m.sha256}")
     for s, t, n in history:
         out.print(f"  {_when(t)} {s} {n}", markup=False)
-    for line in words:
-        out.print(line, markup=False)
-    out.print("envelope bytes exactly as stored and sent:")
-    out.print(m.envelope.decode("utf-8"), markup=False, soft_wrap=True)
+    detail = show_all or indicator or stratum
+    if m.kind != "submission":
+        if indicator or stratum:
+            raise AgentUserError(f"#{m.id} is a {m.kind} message: it has no cells to filter")
+        detail = True
+    if detail:
+        sub = payload_of(m) if m.kind == "submission" else None
+        if sub is not None and not show_all:
+            facts = words[: len(words) - len(sub.cells)]
+            words = facts + cell_lines(select_cells(sub.cells, indicator, stratum))
+        for line in words:
+            out.print(line, markup=False)
+    else:
+        sub = payload_of(m)
+        for line in words[: len(words) - len(sub.cells)]:
+            out.print(line, markup=False)
+        out.print(summary_table(sub, "Sent: whole-practice counts per indicator"))
+    if show_all or m.kind != "submission":
+        out.print("envelope bytes exactly as stored and sent:")
+        out.print(m.envelope.decode("utf-8"), markup=False, soft_wrap=True)
     if receipt:
         out.print(
             f"receipt: leaf {receipt['leaf_index']} of a log of {receipt['tree_size']}, "
             "signature and inclusion proof verified against the pinned log key"
+        )
+    if m.kind == "submission" and not detail:
+        out.print(HINT + " --raw prints the envelope bytes alone.")
+    if m.kind == "submission":
+        out.print(
+            "Why a count is suppressed is known only from the exact local counts: "
+            f"`fedqi-agent preview --period {m.period} --indicator ID` shows it for today's "
+            "records.",
+            markup=False,
         )
 
 

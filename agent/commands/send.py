@@ -19,6 +19,15 @@ from agent.submitter import Outcome, payload_of, run_due, submit_period
 from agent.submitter import approve as approve_message
 from agent.submitter import reject as reject_message
 
+from ._cells import (
+    HINT,
+    AllOption,
+    IndicatorFilter,
+    StratumFilter,
+    cell_lines,
+    select_cells,
+    summary_table,
+)
 from ._common import HomeOption, JsonOption, console, emit_json, err_console, one_line_errors
 
 CORRECTIONS = ("data_correction", "late_data", "codelist_fix", "software_fix")
@@ -122,8 +131,15 @@ def run(home: HomeOption = None, as_json: JsonOption = False) -> None:
 
 @app.command()
 @one_line_errors
-def pending(home: HomeOption = None, as_json: JsonOption = False) -> None:
-    """List the submissions held for approval, with what each would send in plain words."""
+def pending(
+    home: HomeOption = None,
+    indicator: IndicatorFilter = None,
+    stratum: StratumFilter = None,
+    show_all: AllOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """List the submissions held for approval, each with a summary per indicator of what it
+    would send; --indicator / --stratum show those cells in plain words, --all every cell."""
     settings = get_settings(home)
     with Outbox.open(settings.home) as outbox:
         held = outbox.messages(state="held")
@@ -146,10 +162,23 @@ def pending(home: HomeOption = None, as_json: JsonOption = False) -> None:
     if not held:
         out.print("no submissions are waiting for approval")
     for m in held:
+        sub = payload_of(m)
+        words = describe_submission(sub)
+        facts = words[: len(words) - len(sub.cells)]
         out.print(f"[bold]#{m.id}[/bold] period {m.period} (sha256 {m.sha256}) would send:")
-        for line in describe_submission(payload_of(m)):
+        if show_all:
+            shown = words
+        elif indicator or stratum:
+            shown = facts + cell_lines(select_cells(sub.cells, indicator, stratum))
+        else:
+            shown = facts
+        for line in shown:
             out.print(f"  {line}", markup=False)
+        if not (show_all or indicator or stratum):
+            out.print(summary_table(sub, f"#{m.id}: whole-practice counts per indicator"))
         out.print(f"approve: fedqi-agent approve {m.id}    reject: fedqi-agent reject {m.id}")
+    if held and not (show_all or indicator or stratum):
+        out.print(HINT)
 
 
 @app.command("approve")

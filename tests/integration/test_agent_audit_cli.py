@@ -140,3 +140,30 @@ def test_audit_list_marks_a_correction_with_the_submission_it_replaces(
     assert listing[first.id]["corrects_message"] is None
     rows = [line for line in agent.ok("audit", "list").splitlines() if "late_data" in line]
     assert len(rows) == 1 and f"#{first.id} (late_data)" in rows[0]
+
+
+def test_pending_and_audit_show_open_with_a_summary_and_take_filters(
+    aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
+) -> None:
+    agent = agent_factory(aggregator, release="hold")
+    agent.ok("submit", "--period", "2026-01")
+    with Outbox.open(agent.home) as outbox:
+        (m,) = outbox.messages(kind="submission")
+    envelope = m.envelope.decode()
+
+    for command in (("pending",), ("audit", "show", str(m.id))):
+        summary = agent.ok(*command)
+        full = agent.ok(*command, "--all")
+        assert len(summary.splitlines()) <= 50 < len(full.splitlines()), command
+        assert "--all shows every cell" in summary and "DM_REG" in summary
+        assert "aged 60-79, female" not in summary and "aged 60-79, female" in full
+        one = agent.ok(*command, "--indicator", "DM_REG", "--stratum", "60-79/F")
+        cells = [line for line in one.splitlines() if ": denominator " in line]
+        assert len(cells) == 1 and "DM_REG aged 60-79, female" in cells[0], one
+        code, out, err = agent(*command, "--indicator", "NOPE_1")
+        assert code == 2 and "--indicator 'NOPE_1': no such indicator" in err, err
+        code, out, err = agent(*command, "--stratum", "nope")
+        assert code == 2 and "--stratum 'nope'" in err, err
+
+    show = agent.ok("audit", "show", str(m.id))
+    assert envelope not in show and envelope in agent.ok("audit", "show", str(m.id), "--all")
