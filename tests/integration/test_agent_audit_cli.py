@@ -167,3 +167,18 @@ def test_pending_and_audit_show_open_with_a_summary_and_take_filters(
 
     show = agent.ok("audit", "show", str(m.id))
     assert envelope not in show and envelope in agent.ok("audit", "show", str(m.id), "--all")
+
+
+def test_audit_verify_with_no_receipt_yet_exits_2_not_8(
+    aggregator: AggregatorServer, agent_factory: Callable[..., Agent], tmp_path: Path
+) -> None:
+    import shutil
+
+    agent = agent_factory(aggregator)
+    # The same enrolment without its outbox: an agent home that has sent nothing it can check.
+    bare = tmp_path / "bare"
+    shutil.copytree(agent.home, bare)
+    (bare / "outbox.sqlite").unlink()
+    code, out, err = Agent(bare, {**agent.env, "FEDQI_AGENT_HOME": str(bare)})("audit", "verify")
+    err = _not_a_tamper_verdict(code, out, err, 2)
+    assert "nothing to verify yet" in err
