@@ -108,7 +108,26 @@ def _checkpoint(note: str, trust: Trust, what: str) -> Checkpoint:
 def fetch_checkpoint(client: Any, trust: Trust) -> tuple[str, Checkpoint]:
     data = client.get_bytes("/v1/log/checkpoint")
     note = _note_text(data)
-    return note, _checkpoint(note, trust, "the aggregator's current checkpoint")
+    # Another network's log (aggregator_url pointing at the wrong aggregator) is a configuration
+    # mistake, not evidence against this network's log: say so before checking the signature.
+    origin = note.split("\n", 1)[0]
+    if trust.log_origin and origin != trust.log_origin:
+        where = getattr(client, "base_url", "the aggregator")
+        raise ConfigError(
+            f"{where} serves the log {origin[:80]!r}, but this agent is enrolled in the log "
+            f"{trust.log_origin!r}: aggregator_url points to another aggregator"
+        )
+    try:
+        return note, _checkpoint(note, trust, "the aggregator's current checkpoint")
+    except LogIntegrityError as exc:
+        # Anyone can serve an unsigned note: it is no evidence about this network's log, only
+        # that this server is not the aggregator the agent enrolled with.
+        where = getattr(client, "base_url", "the aggregator")
+        raise ConfigError(
+            f"{where} does not sign its checkpoint with the pinned log key ({exc}): "
+            "aggregator_url points to another aggregator; `fedqi-agent trust show` lists the "
+            "pinned keys"
+        ) from None
 
 
 def _note_text(data: bytes) -> str:
@@ -118,7 +137,9 @@ def _note_text(data: bytes) -> str:
             value = json.loads(text)
             return str(value["checkpoint"])
         except (ValueError, KeyError, TypeError):
-            raise LogIntegrityError("/v1/log/checkpoint: unexpected answer") from None
+            raise TransportError(
+                "/v1/log/checkpoint: the answer is not a fedqi checkpoint (check aggregator_url)"
+            ) from None
     return text
 
 
@@ -239,12 +260,12 @@ def verify_all(
                 f"{current.size}: the aggregator dropped history"
             )
             continue
+        # A TransportError (unreachable, refused, not an aggregator) ends the audit: it is no
+        # evidence about the log, so it is never reported as a failed check.
         try:
             check_consistency(client, old, current)
         except LogIntegrityError as exc:
             report.failures.append(str(exc))
-        except TransportError as exc:
-            report.failures.append(f"consistency proof {old.size}->{current.size}: {exc}")
 
     for message in outbox.messages():
         if message.receipt is None:
@@ -256,8 +277,6 @@ def verify_all(
             if token is not None:
                 _verify_stored(client, token, message)
         except LogIntegrityError as exc:
-            report.failures.append(f"{label}: {exc}")
-        except TransportError as exc:
             report.failures.append(f"{label}: {exc}")
         else:
             extra = ", leaf data and stored envelope bytes" if token is not None else ""

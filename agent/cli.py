@@ -46,6 +46,7 @@ COMMAND_MODULES: list[str] = [
     "agent.commands.worklist",
     "agent.commands.send",
     "agent.commands.audit",
+    "agent.commands.trust",
     "agent.commands.synth",
 ]
 

@@ -707,14 +707,12 @@ def _outbox_counts(home: DemoHome, ods: str) -> dict[str, int]:
 
 def _log_size(server_url: str, log_key: Mapping[str, Any]) -> tuple[int, bool, str]:
     """The log's size from its latest checkpoint, verified with the log key init printed."""
-    import base64
-
     from protocol.checkpoint import verify_checkpoint
     from protocol.errors import ProtocolError
-    from protocol.keys import VerifyingKey
+    from protocol.keys import VerifyingKey, b64url_decode
 
     note = httpx.get(f"{server_url}/v1/log/checkpoint", timeout=10).text
-    key = VerifyingKey.from_public_bytes(base64.b64decode(log_key["public_key"]))
+    key = VerifyingKey.from_public_bytes(b64url_decode(log_key["public_key"], what="log key"))
     try:
         cp = verify_checkpoint(note, log_key["name"], key)
     except ProtocolError as exc:

@@ -20,7 +20,7 @@ from protocol.submission import CorrectionReason, Period, Submission
 from .audit import accept_receipt
 from .catalogue_cache import load_catalogue
 from .compute import compute_raw_cells
-from .errors import AgentUserError
+from .errors import AgentUserError, TransportError
 from .keystore import Keystore, Trust, load_trust_matching
 from .outbox import Message, NewMessage, Outbox
 from .periods import require_ended
@@ -33,7 +33,7 @@ from .release import (
     sign,
 )
 from .settings import AgentSettings
-from .transport import AggregatorClient, RefusedError
+from .transport import AggregatorClient, RefusedError, RetryNotice
 
 #: iat may be at most 7 days old at the aggregator; leave a day's margin for a held message.
 MAX_HELD_AGE = 6 * 24 * 3600
@@ -112,11 +112,20 @@ def send(client: AggregatorClient, outbox: Outbox, trust: Trust, message: Messag
     path = {"submission": "/v1/submissions", "enrol": "/v1/enrol", "rotate": "/v1/keys/rotate"}[
         message.kind
     ]
+    what = f"{message.kind} #{message.id}" + (
+        f" (period {message.period})" if message.period else ""
+    )
     try:
-        answer = client.post_envelope(path, message.envelope)
+        answer = client.post_envelope(path, message.envelope, about=what)
     except RefusedError as exc:
         outbox.set_state(message.id, "refused", str(exc))
         raise
+    except TransportError as exc:
+        # Not sent: the stored bytes wait in the outbox, queued, for the next try.
+        raise type(exc)(
+            f"{exc}. {what} is stored in the outbox and stays queued: `fedqi-agent run` (the "
+            "scheduled job) resends it unchanged when the aggregator answers"
+        ) from None
     receipt = accept_receipt(outbox, client, trust, message, answer)
     return Outcome(message.id, message.period, "accepted", receipt.leaf_index)
 
@@ -127,10 +136,14 @@ def submit_period(
     *,
     now: int,
     correction: CorrectionReason | None = None,
+    on_retry: RetryNotice | None = None,
 ) -> Outcome:
     period = require_ended(parse_period(period_text), dt.date.fromtimestamp(now))
     trust = load_trust_matching(settings.home, settings.practice, settings.aud)
-    with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
+    with (
+        AggregatorClient.from_settings(settings, on_retry=on_retry) as client,
+        Outbox.open(settings.home) as outbox,
+    ):
         existing = [m for m in outbox.for_period(period.label) if m.state != "rejected"]
         waiting = [m for m in existing if m.state in ("queued", "held")]
         if waiting:
@@ -186,12 +199,16 @@ def run_due(
     now: int,
     today: dt.date,
     progress: Callable[[str, int, int], None] | None = None,
+    on_retry: RetryNotice | None = None,
 ) -> list[Outcome]:
     """Resend whatever is queued, then submit every period that is due. ``progress(label, done,
     total)`` is called as periods complete."""
     trust = load_trust_matching(settings.home, settings.practice, settings.aud)
     outcomes: list[Outcome] = []
-    with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
+    with (
+        AggregatorClient.from_settings(settings, on_retry=on_retry) as client,
+        Outbox.open(settings.home) as outbox,
+    ):
         # Submissions only: a queued enrol or rotate is finished by its own command, which also
         # updates the key store when it is accepted.
         queued = outbox.messages(kind="submission", state="queued")
@@ -220,9 +237,14 @@ def _send_reporting(
         return Outcome(message.id, message.period, "refused", detail=str(exc))
 
 
-def approve(settings: AgentSettings, message_id: int, *, now: int) -> Outcome:
+def approve(
+    settings: AgentSettings, message_id: int, *, now: int, on_retry: RetryNotice | None = None
+) -> Outcome:
     trust = load_trust_matching(settings.home, settings.practice, settings.aud)
-    with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
+    with (
+        AggregatorClient.from_settings(settings, on_retry=on_retry) as client,
+        Outbox.open(settings.home) as outbox,
+    ):
         message = outbox.get(message_id)
         if message.state != "held":
             raise AgentUserError(f"message #{message_id} is {message.state}, not held")

@@ -23,6 +23,16 @@ from .settings import AgentSettings, TransportSettings, check_aggregator_url
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_BACKOFF = 60.0
+#: Every error a fedqi aggregator answers is RFC 9457 problem+json with a type of this prefix.
+FEDQI_PROBLEM = "urn:fedqi:problem:"
+
+#: Told before each wait: (what is being sent or fetched, what failed, tries failed so far,
+#: tries in all, seconds to wait before the next).
+RetryNotice = Callable[[str, str, int, int, float], None]
+
+
+class NotAnAggregatorError(TransportError):
+    """The URL answers HTTP, but not as a fedqi aggregator does: the configuration is wrong."""
 
 
 class RefusedError(TransportError):
@@ -45,6 +55,7 @@ class AggregatorClient:
         ca_bundle: str | None = None,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        on_retry: RetryNotice | None = None,
     ) -> None:
         try:
             check_aggregator_url(base_url)
@@ -53,6 +64,10 @@ class AggregatorClient:
         self.base_url = base_url.rstrip("/")
         self.options = options or TransportSettings()
         self._sleep = sleep
+        self._on_retry = on_retry
+        #: Set once every try of a request failed: later requests of this client fail at once
+        #: rather than waiting through the backoff again (the outbox keeps what was not sent).
+        self.unreachable: str | None = None
         verify: ssl.SSLContext | bool = True
         if ca_bundle:
             try:
@@ -71,7 +86,11 @@ class AggregatorClient:
 
     @classmethod
     def from_settings(
-        cls, settings: AgentSettings, *, transport: httpx.BaseTransport | None = None
+        cls,
+        settings: AgentSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        on_retry: RetryNotice | None = None,
     ) -> AggregatorClient:
         settings.require("aggregator_url")
         assert settings.aggregator_url is not None
@@ -80,6 +99,7 @@ class AggregatorClient:
             settings.transport,
             ca_bundle=str(settings.ca_bundle) if settings.ca_bundle else None,
             transport=transport,
+            on_retry=on_retry,
         )
 
     def close(self) -> None:
@@ -91,17 +111,34 @@ class AggregatorClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(self, method: str, path: str, *, about: str = "", **kwargs: Any) -> httpx.Response:
+        if self.unreachable is not None:
+            raise TransportError(f"{self.unreachable} (so {method} {path} was not tried)")
         tries = self.options.retries + 1
         last = ""
         for attempt in range(tries):
             if attempt:
-                self._sleep(min(self.options.backoff * 2 ** (attempt - 1), MAX_BACKOFF))
+                wait = min(self.options.backoff * 2 ** (attempt - 1), MAX_BACKOFF)
+                if self._on_retry is not None:
+                    self._on_retry(about or f"{method} {path}", last, attempt, tries, wait)
+                self._sleep(wait)
             try:
                 response = self._client.request(method, path, **kwargs)
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 continue
+            if response.status_code >= 400 and not _is_fedqi_problem(response):
+                if response.status_code in (502, 503, 504):
+                    # A proxy in front of a stopped aggregator answers these: worth a retry.
+                    last = f"HTTP {response.status_code} {response.reason_phrase}"
+                    continue
+                raise NotAnAggregatorError(
+                    f"{self.base_url} is not a fedqi aggregator: {method} {path} was answered "
+                    f"HTTP {response.status_code} {response.reason_phrase} "
+                    f"({_content_type(response)}), where a fedqi aggregator answers errors as "
+                    f"application/problem+json of type {FEDQI_PROBLEM}...; check aggregator_url "
+                    "in agent.toml"
+                )
             if response.status_code in RETRY_STATUSES:
                 last = f"HTTP {response.status_code} {_detail(response)}"
                 continue
@@ -119,15 +156,17 @@ class AggregatorClient:
                     "(redirects are not followed)"
                 )
             return response
-        raise TransportError(
+        self.unreachable = (
             f"aggregator unreachable at {self.base_url} ({method} {path}, {tries} tries): {last}"
         )
+        raise TransportError(self.unreachable)
 
-    def post_envelope(self, path: str, envelope: bytes) -> bytes:
-        """POST stored envelope bytes; every retry sends these same bytes."""
+    def post_envelope(self, path: str, envelope: bytes, *, about: str = "") -> bytes:
+        """POST stored envelope bytes; every retry sends these same bytes. ``about`` names the
+        message for retry notices."""
         body = bytes(envelope)
         response = self._request(
-            "POST", path, content=body, headers={"content-type": "application/json"}
+            "POST", path, about=about, content=body, headers={"content-type": "application/json"}
         )
         return response.content
 
@@ -148,6 +187,14 @@ class AggregatorClient:
 
 def _auth(token: str | None) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"} if token else {}
+
+
+def _is_fedqi_problem(response: httpx.Response) -> bool:
+    return str(_problem(response).get("type", "")).startswith(FEDQI_PROBLEM)
+
+
+def _content_type(response: httpx.Response) -> str:
+    return response.headers.get("content-type", "no content type").split(";")[0].strip()
 
 
 def _problem(response: httpx.Response) -> dict[str, Any]:

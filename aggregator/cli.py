@@ -7,7 +7,6 @@ Every command takes ``--db URL`` (a SQLite file is the default; PostgreSQL in pr
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import os
@@ -132,6 +131,8 @@ def init(
 
     from sqlalchemy import select
 
+    from protocol.keys import b64url_encode
+
     from . import keyfiles
     from .catalogues.service import load_catalogue_file, publish
     from .db.models import Network
@@ -163,7 +164,9 @@ def init(
             )
         )
         row = publish(session, cat, cat_key, now)
-    log_pub = base64.b64encode(log_key.public.public_bytes()).decode()
+    # base64url without padding: the form of the JWK ``x`` that agents pin in trust.json and that
+    # `fedqi-agent trust show` prints, so the three can be compared character for character.
+    log_pub = b64url_encode(log_key.public.public_bytes())
     data = {
         "name": name,
         "aud": aud,
@@ -171,7 +174,7 @@ def init(
         "key_dir": str(settings.key_dir),
         "log_key": {"name": origin, "public_key": log_pub, "kid": log_key.kid},
         "catalogue_key": {
-            "public_key": base64.b64encode(cat_key.public.public_bytes()).decode(),
+            "public_key": b64url_encode(cat_key.public.public_bytes()),
             "kid": cat_key.kid,
         },
         "catalogue": {"id": row.id, "version": row.version, "sha256": row.sha256},
@@ -182,8 +185,9 @@ def init(
         [
             f"network {name!r} (aud {aud}) initialised; keys in {settings.key_dir} (mode 0600)",
             f"log key name: {origin}",
-            f"log public key (pin this in agents): {log_pub}",
+            f"log public key (base64url; pin this in agents): {log_pub}",
             f"log kid: {log_key.kid}",
+            f"catalogue public key (base64url): {b64url_encode(cat_key.public.public_bytes())}",
             f"catalogue key kid: {cat_key.kid}",
             f"published catalogue {row.id} v{row.version} sha256 {row.sha256}",
         ],

@@ -26,7 +26,18 @@ from agent.release import (
     parse_period,
 )
 from agent.settings import get_settings
+from agent.suppression import suppression_reasons
 
+from ._cells import (
+    HINT,
+    AllOption,
+    IndicatorFilter,
+    StratumFilter,
+    reason_text,
+    select_cells,
+    status_line,
+    summary_table,
+)
 from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors
 
 PeriodOption = Annotated[str, typer.Option("--period", help="the month, YYYY-MM")]
@@ -53,15 +64,25 @@ def preview(
     local: Annotated[
         bool, typer.Option("--local", help="also show the exact local counts (never sent)")
     ] = False,
+    indicator: IndicatorFilter = None,
+    stratum: StratumFilter = None,
+    show_all: AllOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Show the cells exactly as they would be sent for PERIOD, after disclosure control.
-    --json prints the Submission payload itself."""
+    """Show what would be sent for PERIOD, after disclosure control: a summary per indicator
+    first; --indicator / --stratum show those cells in full, with why each suppressed count is
+    suppressed; --all every cell. --json prints the Submission payload itself."""
     if local and as_json:
         raise AgentUserError("--local cannot be combined with --json (the JSON is the payload)")
+    if as_json and (indicator or stratum):
+        raise AgentUserError(
+            "--indicator/--stratum cannot be combined with --json (the JSON is the whole payload)"
+        )
     p = require_ended(parse_period(period), dt.date.today())  # only what could be sent
     settings = get_settings(home)
     catalogue = load_catalogue(settings)
+    for ind in indicator or []:
+        _indicator(catalogue, ind)  # an unknown id fails now, before anything is computed
     policy = effective_policy(catalogue, settings)
     if (settings.home / TRUST_FILE).exists():
         trust = load_trust_matching(settings.home, settings.practice, settings.aud)
@@ -96,6 +117,18 @@ def preview(
         f"[bold]Preview[/bold]: practice {practice}, period {p.label} ({p.start} to {p.end}), "
         f"catalogue {catalogue.id} v{catalogue.version}, policy {policy.name}"
     )
+    legend = (
+        f"~N: rounded to the nearest {policy.stratified.round_to}; *: suppressed (no number is "
+        "sent). Nothing is sent by preview."
+    )
+    if not (show_all or local or indicator or stratum):
+        out.print(summary_table(sub, "What would be sent: whole-practice counts per indicator"))
+        out.print(status_line(sub) + ".")
+        out.print(legend)
+        out.print(HINT)
+        return
+    cells = select_cells(sub.cells, indicator, stratum)
+    reasons = suppression_reasons(raw, sub.cells, policy)
     table = Table(title="What would be sent" + (" (and local counts, never sent)" if local else ""))
     table.add_column("indicator", no_wrap=True)
     for col in ("age band", "sex", "denom", "num", "excl"):
@@ -103,8 +136,9 @@ def preview(
     if local:
         for col in ("local denom", "local num", "local excl"):
             table.add_column(col, style="dim")
+    table.add_column("suppressed because")
     exact = {(c.indicator, c.age_band, c.sex): c for c in raw}
-    for cell in sub.cells:
+    for cell in cells:
         row = [
             cell.indicator,
             cell.stratum.age_band,
@@ -116,12 +150,10 @@ def preview(
         if local:
             rc = exact[cell.key]
             row += [str(rc.denominator), str(rc.numerator), str(rc.exclusions)]
+        row.append(reason_text(cell, reasons))
         table.add_row(*row)
     out.print(table)
-    out.print(
-        f"{len(sub.cells)} cells. ~N: rounded to the nearest {policy.stratified.round_to}; *: "
-        "suppressed (no number is sent). Nothing is sent by preview."
-    )
+    out.print(f"{len(cells)} of {len(sub.cells)} cells. {legend}")
     if local:
         out.print("local columns: exact counts for this screen only, NEVER SENT.")
 

@@ -19,9 +19,29 @@ from agent.submitter import Outcome, payload_of, run_due, submit_period
 from agent.submitter import approve as approve_message
 from agent.submitter import reject as reject_message
 
-from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors
+from ._cells import (
+    HINT,
+    AllOption,
+    IndicatorFilter,
+    StratumFilter,
+    cell_lines,
+    select_cells,
+    summary_table,
+)
+from ._common import HomeOption, JsonOption, console, emit_json, err_console, one_line_errors
 
 CORRECTIONS = ("data_correction", "late_data", "codelist_fix", "software_fix")
+
+
+def tell_retry(what: str, failure: str, failed: int, tries: int, wait: float) -> None:
+    """Say at once that the aggregator is not answering, rather than waiting in silence."""
+    err_console().print(
+        f"{what}: the aggregator did not answer ({failure}); try {failed} of {tries} failed, "
+        f"next in {wait:g} s. Anything signed is already stored in the outbox and stays queued "
+        "if every try fails.",
+        markup=False,
+        highlight=False,
+    )
 
 
 def _print_outcome(outcome: Outcome) -> None:
@@ -65,6 +85,7 @@ def submit(
         period,
         now=int(time.time()),
         correction=correction,  # type: ignore[arg-type]
+        on_retry=tell_retry,
     )
     if as_json:
         emit_json(outcome.to_json())
@@ -79,7 +100,9 @@ def run(home: HomeOption = None, as_json: JsonOption = False) -> None:
     cron, a systemd timer or Windows Task Scheduler). Exits non-zero if anything failed."""
     settings = get_settings(home)
     if as_json or not sys.stdout.isatty():
-        outcomes = run_due(settings, now=int(time.time()), today=dt.date.today())
+        outcomes = run_due(
+            settings, now=int(time.time()), today=dt.date.today(), on_retry=tell_retry
+        )
     else:
         with Progress(console=console(), transient=True) as bar:
             task = bar.add_task("submitting", total=None)
@@ -87,7 +110,13 @@ def run(home: HomeOption = None, as_json: JsonOption = False) -> None:
             def step(label: str, done: int, total: int) -> None:
                 bar.update(task, description=f"period {label}", completed=done, total=total)
 
-            outcomes = run_due(settings, now=int(time.time()), today=dt.date.today(), progress=step)
+            outcomes = run_due(
+                settings,
+                now=int(time.time()),
+                today=dt.date.today(),
+                progress=step,
+                on_retry=tell_retry,
+            )
     if as_json:
         emit_json([o.to_json() for o in outcomes])
     else:
@@ -102,8 +131,15 @@ def run(home: HomeOption = None, as_json: JsonOption = False) -> None:
 
 @app.command()
 @one_line_errors
-def pending(home: HomeOption = None, as_json: JsonOption = False) -> None:
-    """List the submissions held for approval, with what each would send in plain words."""
+def pending(
+    home: HomeOption = None,
+    indicator: IndicatorFilter = None,
+    stratum: StratumFilter = None,
+    show_all: AllOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """List the submissions held for approval, each with a summary per indicator of what it
+    would send; --indicator / --stratum show those cells in plain words, --all every cell."""
     settings = get_settings(home)
     with Outbox.open(settings.home) as outbox:
         held = outbox.messages(state="held")
@@ -126,10 +162,23 @@ def pending(home: HomeOption = None, as_json: JsonOption = False) -> None:
     if not held:
         out.print("no submissions are waiting for approval")
     for m in held:
+        sub = payload_of(m)
+        words = describe_submission(sub)
+        facts = words[: len(words) - len(sub.cells)]
         out.print(f"[bold]#{m.id}[/bold] period {m.period} (sha256 {m.sha256}) would send:")
-        for line in describe_submission(payload_of(m)):
+        if show_all:
+            shown = words
+        elif indicator or stratum:
+            shown = facts + cell_lines(select_cells(sub.cells, indicator, stratum))
+        else:
+            shown = facts
+        for line in shown:
             out.print(f"  {line}", markup=False)
+        if not (show_all or indicator or stratum):
+            out.print(summary_table(sub, f"#{m.id}: whole-practice counts per indicator"))
         out.print(f"approve: fedqi-agent approve {m.id}    reject: fedqi-agent reject {m.id}")
+    if held and not (show_all or indicator or stratum):
+        out.print(HINT)
 
 
 @app.command("approve")
@@ -140,7 +189,9 @@ def approve_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Approve held message ID and send its exact stored bytes."""
-    outcome = approve_message(get_settings(home), message_id, now=int(time.time()))
+    outcome = approve_message(
+        get_settings(home), message_id, now=int(time.time()), on_retry=tell_retry
+    )
     if as_json:
         emit_json(outcome.to_json())
     else:

@@ -146,8 +146,10 @@ def check_source_command(
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Report what the source holds: patients, date ranges, rows per table, the most frequent
-    codes no codelist uses, and the codelist codes never seen. Counts only; nothing is sent."""
+    """Report, in plain words, what the source holds (patients, date ranges, rows, patients per
+    list), what is missing (lists no patient has a code of, codes on no list) and what to do.
+    On OMOP it counts persons whose observation period ends with no death (gone from the list).
+    Counts only; nothing is sent."""
     from agent.catalogue_cache import load_catalogue, read_catalogue_file
     from agent.sources.check import check_source
 
@@ -158,7 +160,8 @@ def check_source_command(
         catalogue = load_catalogue(settings)
     engine = open_checked_source(settings, db, omop, omop_codes)
     try:
-        result = check_source(engine, catalogue, dt.date.today())
+        kind = "omop" if omop or (not db and settings.source.kind == "omop") else None
+        result = check_source(engine, catalogue, dt.date.today(), source_kind=kind)
     finally:
         engine.dispose()
     if as_json:

@@ -57,6 +57,12 @@ class CodelistCoverage(_Frozen):
 class SourceCheck(_Frozen):
     patients: int
     registered_now: int
+    #: The end of the last complete month (the latest period that can be submitted).
+    period_end: dt.date
+    #: Patients whose registration (on OMOP: observation period) ends before ``period_end``
+    #: with no death recorded: they count as gone from the practice's list.
+    left_without_death: int
+    source_kind: str | None = None
     tables: dict[str, TableSummary]
     clinical_systems: list[str]  # the code systems the catalogue's lists use
     # The most frequent codes in those systems that no codelist names, most frequent first.
@@ -67,40 +73,93 @@ class SourceCheck(_Frozen):
     codelists: list[CodelistCoverage]
 
     def lines(self) -> list[str]:
-        out = [f"patients: {self.patients} ({self.registered_now} registered and alive today)"]
+        """The report in words a practice manager can act on: what was found, what is
+        missing, what to do."""
+        found = [
+            "WHAT WAS FOUND",
+            f"  {self.patients} patients in the records, {self.registered_now} of them registered "
+            "and alive today.",
+        ]
+        names = {"events": "Clinical records", "medications": "Prescriptions"}
         for name, t in self.tables.items():
-            span = f"{t.first_date} to {t.last_date}" if t.rows else "no rows"
+            span = f"dated {t.first_date} to {t.last_date}" if t.rows else "none"
             systems = ", ".join(f"{s} {n}" for s, n in sorted(t.by_system.items()))
-            out.append(f"{name}: {t.rows} rows, {span}" + (f" ({systems})" if systems else ""))
-        out.append(
-            "clusters: patients with at least one code of the list, codes of the list seen, rows"
+            found.append(
+                f"  {names.get(name, name)}: {t.rows} rows, {span}"
+                + (f" (by code system: {systems})" if systems else "")
+                + "."
+            )
+        found.append(
+            "  Conditions and treatments the indicators look for (patients with at least one "
+            "code of the list; codes of the list seen; rows):"
         )
         width = max((len(cl.id) for cl in self.codelists), default=0)
         for cl in self.codelists:
-            flag = "  <- no patient has any of these codes" if cl.seen == 0 else ""
-            out.append(
-                f"  {cl.id:<{width}}  {cl.patients:>7} patients  {cl.seen:>4}/{cl.codes} codes"
-                f"  {cl.rows} rows  ({cl.cluster}){flag}"
+            if cl.seen:
+                found.append(
+                    f"    {cl.id:<{width}}  {cl.patients:>7} patients  {cl.seen:>4}/{cl.codes} "
+                    f"codes  {cl.rows} rows  ({cl.cluster})"
+                )
+        omop = self.source_kind == "omop"
+        if self.left_without_death:
+            ended = "observation periods" if omop else "registrations"
+            found.append(
+                f"  {self.left_without_death} patients' {ended} end before "
+                f"{self.period_end} with no death recorded: they count as gone from the "
+                "practice's list."
             )
-        systems = " and ".join(self.clinical_systems) or "no system"
-        out.append(
-            f"{systems} codes that match no list: {self.unused_distinct} distinct; they count "
-            "towards no indicator. The most frequent:"
-        )
-        for c in self.unused_codes:
-            out.append(f"  {c.table} {c.system}:{c.code}  {c.rows} rows")
+
+        missing = ["WHAT IS MISSING"]
+        never = [cl for cl in self.codelists if cl.seen == 0]
+        for cl in never:
+            missing.append(f"  No patient has any code of {cl.id} ({cl.cluster}).")
+        systems = " or ".join(self.clinical_systems) or "no system"
+        if self.unused_distinct:
+            missing.append(
+                f"  {self.unused_distinct} different {systems} codes are recorded but are on no "
+                "list, so they count towards no indicator. The most frequent:"
+            )
+            for c in self.unused_codes:
+                missing.append(
+                    f"    {names.get(c.table, c.table)} {c.system}:{c.code}  {c.rows} rows"
+                )
         if self.other_systems:
             rows = ", ".join(f"{s} {n} rows" for s, n in sorted(self.other_systems.items()))
-            out.append(f"code systems no list uses (not counted): {rows}")
-        never = [cl.id for cl in self.codelists if cl.seen == 0]
+            missing.append(f"  Rows in code systems no list uses (not counted): {rows}.")
+        if len(missing) == 1:
+            missing.append("  Nothing: every list has patients and every code is on a list.")
+
+        todo = ["WHAT TO DO"]
         if never:
-            out.append(
-                f"what to do: no patient has a code of {', '.join(never)}. If the practice "
-                "records these conditions or medicines, check that the extract includes them "
-                "and that they are coded in SNOMED CT or dm+d; a code listed above as matching "
-                "no list is not counted by any indicator."
+            todo.append(
+                f"  - {', '.join(cl.id for cl in never)}: if the practice records these "
+                "conditions or medicines, check that the extract includes them and that they "
+                f"are coded in {systems}."
             )
-        return out
+        if self.unused_distinct:
+            todo.append(
+                "  - Codes on no list: if one of them means a condition an indicator looks for, "
+                "ask the network to add it to the list (or record the listed code)."
+            )
+        if self.other_systems:
+            todo.append(
+                "  - Rows in other code systems are not counted: if they hold diagnoses or "
+                "prescriptions, the extract needs them in the systems above."
+            )
+        if omop and self.left_without_death:
+            todo.append(
+                f"  - OMOP: {self.left_without_death} of {self.patients} persons' observation "
+                f"periods end before {self.period_end} with no death. The agent reads an "
+                "observation period as registration with the practice, so they are not in any "
+                "denominator after it ends. That is right for OMOP built from GP records; in a "
+                "research extract (Synthea's, for one) an observation period ends at the last "
+                "record, so these people would silently drop out: check before submitting."
+            )
+        if len(todo) == 1:
+            todo.append(
+                "  Nothing: the source looks ready. `fedqi-agent preview` shows what would be sent."
+            )
+        return found + missing + todo
 
 
 def _as_date(value: object) -> dt.date | None:
@@ -140,8 +199,14 @@ def _patients_per_list(conn: sa.Connection, catalogue: Catalogue) -> dict[int, i
     return {int(k): int(n) for k, n in conn.execute(query)}
 
 
-def check_source(engine: Engine, catalogue: Catalogue, today: dt.date) -> SourceCheck:
-    """Summarise the canonical tables at ``engine`` against ``catalogue``'s codelists."""
+def check_source(
+    engine: Engine, catalogue: Catalogue, today: dt.date, *, source_kind: str | None = None
+) -> SourceCheck:
+    """Summarise the canonical tables at ``engine`` against ``catalogue``'s codelists.
+    ``source_kind`` ("omop") words the report for that source."""
+    from agent.periods import last_complete_period
+
+    period_end = last_complete_period(today).end
     used: set[tuple[str, str]] = set()
     for cl in catalogue.codelists:
         used |= cl.pairs()
@@ -160,6 +225,17 @@ def check_source(engine: Engine, catalogue: Catalogue, today: dt.date) -> Source
                 p.registration_start <= today,
                 sa.or_(p.registration_end.is_(None), p.registration_end > today),
                 sa.or_(p.death_date.is_(None), p.death_date > today),
+            )
+        ).scalar_one()
+        # registration_end is the first day no longer registered (OMOP: the day after the
+        # observation period's end): on or before period_end, the patient is off the list then.
+        left = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(patients)
+            .where(
+                p.registration_end.is_not(None),
+                p.registration_end <= period_end,
+                p.death_date.is_(None),
             )
         ).scalar_one()
         for name, table in (("events", events), ("medications", medications)):
@@ -205,6 +281,9 @@ def check_source(engine: Engine, catalogue: Catalogue, today: dt.date) -> Source
     return SourceCheck(
         patients=n_patients,
         registered_now=registered,
+        period_end=period_end,
+        left_without_death=left,
+        source_kind=source_kind,
         tables=tables,
         clinical_systems=clinical,
         unused_codes=unused[:TOP_UNUSED],

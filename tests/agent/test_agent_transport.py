@@ -18,7 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from agent.errors import TransportError
 from agent.settings import TransportSettings
-from agent.transport import AggregatorClient, RefusedError
+from agent.transport import AggregatorClient, NotAnAggregatorError, RefusedError
 
 BODY = b'{"payload":"e30=","payloadType":"x","signatures":[]}'
 
@@ -57,7 +57,12 @@ def test_refusal_is_not_retried_and_names_the_problem() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(1)
         return httpx.Response(
-            409, json={"title": "Conflict", "detail": "submission_id reused with other bytes"}
+            409,
+            json={
+                "type": "urn:fedqi:problem:conflict",
+                "title": "Conflict",
+                "detail": "submission_id reused with other bytes",
+            },
         )
 
     client, _ = _client(handler)
@@ -170,3 +175,45 @@ def test_redirects_are_not_followed() -> None:
     client, _ = _client(handler)
     with pytest.raises(TransportError, match="307"):
         client.post_envelope("/v1/submissions", BODY)
+
+
+def test_after_every_try_failed_the_next_request_fails_at_once_and_retries_are_told() -> None:
+    calls: list[str] = []
+    told: list[tuple[str, int, int, float]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        raise httpx.ConnectError("connection refused", request=request)
+
+    client = AggregatorClient(
+        "https://agg.example.nhs.uk",
+        TransportSettings(retries=2, backoff=0.5),
+        transport=httpx.MockTransport(handler),
+        sleep=lambda s: None,
+        on_retry=lambda what, why, failed, tries, wait: told.append((what, failed, tries, wait)),
+    )
+    with pytest.raises(TransportError, match="3 tries"):
+        client.get_bytes("/v1/catalogue")
+    assert told == [("GET /v1/catalogue", 1, 3, 0.5), ("GET /v1/catalogue", 2, 3, 1.0)]
+    with pytest.raises(TransportError, match=r"POST /v1/submissions was not tried"):
+        client.post_envelope("/v1/submissions", BODY, about="submission #4")
+    assert calls == ["/v1/catalogue"] * 3  # no second round of waits
+
+
+def test_a_plain_http_server_is_named_as_not_an_aggregator() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with AggregatorClient(url, TransportSettings(retries=3)) as client:
+            with pytest.raises(NotAnAggregatorError) as exc:
+                client.post_envelope("/v1/submissions", BODY)
+            with pytest.raises(NotAnAggregatorError, match=r"HTTP 404 .*text/html"):
+                client.get_bytes("/v1/log/checkpoint")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert exc.value.exit_code == 5 and not isinstance(exc.value, RefusedError)
+    assert f"{url} is not a fedqi aggregator: POST /v1/submissions was answered HTTP 501" in str(
+        exc.value
+    )

@@ -72,7 +72,7 @@ class AggregatorServer:
 
     def setup(self, practices: tuple[str, ...] = ("A12345",)) -> None:
         self.cli("db", "upgrade", "--db", self.db)
-        self.cli(
+        init = self.cli(
             "init",
             "--name",
             "Test network",
@@ -82,7 +82,10 @@ class AggregatorServer:
             self.db,
             "--key-dir",
             str(self.key_dir),
+            "--json",
         )
+        #: What `fedqi-aggregator init` printed (the keys to publish to practices).
+        self.init_info = json.loads(init)
         for i, ods in enumerate(practices):
             self.cli(
                 "practice",

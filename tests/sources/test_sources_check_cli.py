@@ -103,10 +103,48 @@ def test_check_source_known_answers(tmp_path: Path) -> None:
     assert cov["hyp"].never_seen == ["snomedct:59621000"]
     assert (cov["statin"].patients, cov["statin"].seen) == (0, 0)
     assert cov["statin"].never_seen == ["dmd:111"]
+    # Patient 2's registration ended in 2010, no death: gone from the list.
+    assert result.period_end == D(2024, 12, 31) and result.left_without_death == 1
     text = "\n".join(result.lines())
-    assert "no patient has any of these codes" in text
-    assert "what to do: no patient has a code of statin." in text
-    assert "code systems no list uses (not counted): loinc 1 rows, rxnorm 1 rows" in text
+    found, missing, todo = (
+        text.index("WHAT WAS FOUND"),
+        text.index("WHAT IS MISSING"),
+        text.index("WHAT TO DO"),
+    )
+    assert found < missing < todo
+    assert "3 patients in the records, 2 of them registered and alive today." in text[:missing]
+    assert "1 patients' registrations end before 2024-12-31 with no death recorded" in text
+    assert "No patient has any code of statin" in text[missing:todo]
+    assert "2 different dmd or snomedct codes are recorded but are on no list" in text[missing:todo]
+    assert "Rows in code systems no list uses (not counted): loinc 1 rows, rxnorm 1 rows" in text
+    assert "- statin: if the practice records these" in text[todo:]
+    assert "OMOP" not in text  # a store's registration is registration
+
+
+def test_check_source_on_omop_counts_observation_periods_ending_without_death(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlalchemy as sa
+
+    from agent.sources.export import export_omop
+
+    store = _store(tmp_path / "s.sqlite")
+    omop = tmp_path / "omop.sqlite"
+    target = sa.create_engine(f"sqlite:///{omop}")
+    export_omop(store, target)  # patient 2's observation period ends 2009-12-31, no death
+    store.dispose()
+    target.dispose()
+    catalogue = tmp_path / "cat.json"
+    catalogue.write_text(_catalogue().model_dump_json())
+    env = {"FEDQI_AGENT_HOME": str(tmp_path / "home")}
+    args = ["check-source", "--omop", f"sqlite:///{omop}", "--catalogue", str(catalogue)]
+    assert main([*args, "--json"], env) == 0
+    assert json.loads(capsys.readouterr().out)["left_without_death"] == 1
+    assert main(args, env) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "1 patients' observation periods end before" in text
+    assert "OMOP: 1 of 3 persons' observation periods end before" in text
+    assert "right for OMOP built from GP records" in text and "Synthea" in text
 
 
 def test_cli_load_csv_then_check_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,75 @@
+"""Long outputs open with a one-screen summary and take filters; a suppressed count says which
+rule suppressed it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.library import load_default_catalogue
+from agent.suppression import SECONDARY, SMALL_COUNT, suppression_reasons
+from protocol.disclosure import RawCell, apply_policy
+
+SCREEN = 50  # lines: the summary must fit one screen
+
+
+def _preview(cli, home: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return cli("preview", "--home", str(home), "--period", "2026-03", *extra)
+
+
+def test_preview_opens_with_a_one_screen_summary(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    summary = _preview(cli, agent_home)
+    full = _preview(cli, agent_home, "--all")
+    assert summary.code == 0 and full.code == 0, summary.err + full.err
+    assert len(summary.out.splitlines()) <= SCREEN < len(full.out.splitlines())
+    assert "--all shows every cell" in summary.out and "suppressed counts" in summary.out
+    # One row per indicator in the summary, every cell with --all.
+    assert summary.out.count("HYP_BP_U80") == 1
+    assert full.out.count("HYP_BP_U80 ") == 13
+
+
+def test_preview_filters_by_indicator_and_stratum(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    r = _preview(cli, agent_home, "--indicator", "HYP_BP_U80", "--indicator", "DM_REG")
+    assert r.code == 0, r.err
+    rows = [line for line in r.out.splitlines() if line.startswith("│")]
+    assert rows and all(("HYP_BP_U80" in x) or ("DM_REG" in x) for x in rows)
+    assert "26 of 325 cells" in r.out
+    r = _preview(cli, agent_home, "--indicator", "DM_REG", "--stratum", "total")
+    rows = [line for line in r.out.splitlines() if line.startswith("│")]
+    assert len(rows) == 1 and "│ all " in rows[0]
+    r = _preview(cli, agent_home, "--stratum", "60-79/F")
+    rows = [line for line in r.out.splitlines() if line.startswith("│")]
+    assert len(rows) == 25 and all("60-79" in x and " F " in x for x in rows)
+
+
+def test_preview_bad_filter_values_are_one_line_errors(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    r = _preview(cli, agent_home, "--indicator", "NOPE_1")
+    assert r.code == 2 and "unknown indicator 'NOPE_1'" in r.err and "DM_REG" in r.err
+    assert len(r.err.strip().splitlines()) == 1 and r.out == ""
+    r = _preview(cli, agent_home, "--stratum", "90-99")
+    assert r.code == 2 and "--stratum '90-99': no such stratum" in r.err and "60-79" in r.err
+    r = _preview(cli, agent_home, "--indicator", "DM_REG", "--json")
+    assert r.code == 2 and "--json" in r.err
+
+
+def test_preview_says_why_each_count_is_suppressed(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    r = _preview(cli, agent_home, "--all")
+    assert "small count" in r.out and "secondary suppression, to protect another cell" in r.out
+    for line in r.out.splitlines():
+        if line.startswith("│") and "*" in line:
+            assert "small count" in line or "secondary" in line, line
+
+
+def test_suppression_reasons_name_the_rule() -> None:
+    policy = load_default_catalogue().disclosure
+    # 3 is suppressed on its own (1..7); its complement 57 would give it away, so it is
+    # suppressed too, to protect the 3.
+    raw = [
+        RawCell("DM_REG", "all", "all", 60, 0, 0),
+        RawCell("DM_REG", "40-59", "all", 3, 0, 0),
+        RawCell("DM_REG", "60-79", "all", 57, 0, 0),
+    ]
+    reasons = suppression_reasons(raw, apply_policy(raw, policy), policy)
+    assert reasons == {
+        ("DM_REG", "40-59", "all", "denominator"): SMALL_COUNT,
+        ("DM_REG", "60-79", "all", "denominator"): SECONDARY,
+    }

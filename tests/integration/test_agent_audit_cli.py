@@ -1,0 +1,184 @@
+"""The audit commands say exactly what happened: `audit verify`'s exit codes (8 only for evidence
+against the log), `audit show --raw` byte for byte, `trust show` in init's encoding, corrections in
+`audit list`. Real aggregators and a plain HTTP server on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from e2e_helpers import Agent, AggregatorServer
+
+from agent.outbox import Outbox
+from protocol.envelope import Envelope
+from protocol.submission import Receipt
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def plain_http_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _not_a_tamper_verdict(code: int, out: str, err: str, expected: int) -> str:
+    assert code == expected, (code, out, err)
+    assert "AUDIT FAILED" not in out + err and "forked" not in out + err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_audit_verify_exit_codes_name_what_happened(
+    aggregator_factory: Callable[..., AggregatorServer],
+    agent_factory: Callable[..., Agent],
+    plain_http_server: str,
+    tmp_path: Path,
+) -> None:
+    aggregator = aggregator_factory()
+    agent = agent_factory(aggregator)
+    agent.ok("submit", "--period", "2026-01")
+    code, out, err = agent("audit", "verify")
+    assert code == 0 and "consistent with the log" in out, err
+
+    # 3: a refused credential (an IG token the aggregator does not know).
+    token_file = tmp_path / "ig.token"
+    token_file.write_text("not-a-real-token\n")
+    token_file.chmod(0o600)
+    code, out, err = agent("audit", "verify", env={"FEDQI_AGENT_AUDIT_TOKEN_FILE": str(token_file)})
+    err = _not_a_tamper_verdict(code, out, err, 3)
+    assert "refused the audit token" in err and str(token_file) in err and "HTTP 401" in err
+
+    # 3: another fedqi aggregator (same network name, its own log key): not this log's checkpoint.
+    other = aggregator_factory("other")
+    agent_factory(other, name="other-agent")  # its log is not empty: it has a checkpoint
+    code, out, err = agent("audit", "verify", env={"FEDQI_AGENT_AGGREGATOR_URL": other.url})
+    err = _not_a_tamper_verdict(code, out, err, 3)
+    assert f"{other.url} does not sign its checkpoint with the pinned log key" in err
+
+    # 5: something that answers HTTP but is not an aggregator.
+    code, out, err = agent("audit", "verify", env={"FEDQI_AGENT_AGGREGATOR_URL": plain_http_server})
+    err = _not_a_tamper_verdict(code, out, err, 5)
+    assert f"{plain_http_server} is not a fedqi aggregator" in err and "nothing was verified" in err
+
+    # 5: the aggregator is down.
+    aggregator.kill()
+    code, out, err = agent("audit", "verify")
+    err = _not_a_tamper_verdict(code, out, err, 5)
+    assert "unreachable" in err and "nothing was verified" in err
+
+
+def test_audit_verify_help_lists_every_exit_code() -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import _load_commands, app
+
+    _load_commands()
+    text = " ".join(CliRunner().invoke(app, ["audit", "verify", "--help"]).output.split())
+    for code in ("0 every receipt", "2 nothing to verify", "3 configuration", "5 the audit could"):
+        assert code in text, text
+    assert "8 AUDIT FAILED: evidence" in text
+
+
+def test_audit_show_raw_is_exactly_the_signed_bytes(
+    aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
+) -> None:
+    agent = agent_factory(aggregator)
+    agent.ok("submit", "--period", "2026-01")
+    with Outbox.open(agent.home) as outbox:
+        (m,) = outbox.messages(kind="submission")
+    assert m.receipt is not None
+    receipt = Receipt.from_bytes(Envelope.from_bytes(m.receipt).payload_bytes())
+    # Through a real process, so stdout is bytes as a pipe sees them.
+    proc = agent.subprocess("audit", "show", str(m.id), "--raw")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out == m.envelope and not out.endswith(b"\n")
+    assert hashlib.sha256(out).hexdigest() == m.sha256 == receipt.envelope_sha256
+
+
+def test_trust_show_prints_keys_as_init_printed_and_trust_json_stores(
+    aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
+) -> None:
+    agent = agent_factory(aggregator)
+    printed = aggregator.init_info
+    stored = json.loads((agent.home / "trust.json").read_text())
+    shown = agent.json("trust", "show")
+    log, catalogue = shown["keys"]  # type: ignore[index]
+    assert log["public_key"] == printed["log_key"]["public_key"] == stored["log_key"]["jwk"]["x"]
+    assert log["kid"] == printed["log_key"]["kid"]
+    assert catalogue["public_key"] == printed["catalogue_key"]["public_key"]
+    assert catalogue["public_key"] == stored["catalogue_key"]["jwk"]["x"]
+    assert catalogue["kid"] == printed["catalogue_key"]["kid"]
+    text = agent.ok("trust", "show")
+    assert printed["log_key"]["public_key"] in text and printed["log_key"]["kid"] in text
+
+
+def test_audit_list_marks_a_correction_with_the_submission_it_replaces(
+    aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
+) -> None:
+    agent = agent_factory(aggregator)
+    agent.ok("submit", "--period", "2026-01")
+    agent.ok("submit", "--period", "2026-01", "--correction", "late_data")
+    with Outbox.open(agent.home) as outbox:
+        first, second = outbox.messages(kind="submission")
+    listing = {m["id"]: m for m in agent.json("audit", "list")}  # type: ignore[union-attr]
+    assert listing[second.id]["corrects_message"] == first.id
+    assert listing[second.id]["supersedes"] == first.submission_id
+    assert listing[second.id]["correction_reason"] == "late_data"
+    assert listing[first.id]["corrects_message"] is None
+    rows = [line for line in agent.ok("audit", "list").splitlines() if "late_data" in line]
+    assert len(rows) == 1 and f"#{first.id} (late_data)" in rows[0]
+
+
+def test_pending_and_audit_show_open_with_a_summary_and_take_filters(
+    aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
+) -> None:
+    agent = agent_factory(aggregator, release="hold")
+    agent.ok("submit", "--period", "2026-01")
+    with Outbox.open(agent.home) as outbox:
+        (m,) = outbox.messages(kind="submission")
+    envelope = m.envelope.decode()
+
+    for command in (("pending",), ("audit", "show", str(m.id))):
+        summary = agent.ok(*command)
+        full = agent.ok(*command, "--all")
+        assert len(summary.splitlines()) <= 50 < len(full.splitlines()), command
+        assert "--all shows every cell" in summary and "DM_REG" in summary
+        assert "aged 60-79, female" not in summary and "aged 60-79, female" in full
+        one = agent.ok(*command, "--indicator", "DM_REG", "--stratum", "60-79/F")
+        cells = [line for line in one.splitlines() if ": denominator " in line]
+        assert len(cells) == 1 and "DM_REG aged 60-79, female" in cells[0], one
+        code, out, err = agent(*command, "--indicator", "NOPE_1")
+        assert code == 2 and "--indicator 'NOPE_1': no such indicator" in err, err
+        code, out, err = agent(*command, "--stratum", "nope")
+        assert code == 2 and "--stratum 'nope'" in err, err
+
+    show = agent.ok("audit", "show", str(m.id))
+    assert envelope not in show and envelope in agent.ok("audit", "show", str(m.id), "--all")
+
+
+def test_audit_verify_with_no_receipt_yet_exits_2_not_8(
+    aggregator: AggregatorServer, agent_factory: Callable[..., Agent], tmp_path: Path
+) -> None:
+    import shutil
+
+    agent = agent_factory(aggregator)
+    # The same enrolment without its outbox: an agent home that has sent nothing it can check.
+    bare = tmp_path / "bare"
+    shutil.copytree(agent.home, bare)
+    (bare / "outbox.sqlite").unlink()
+    code, out, err = Agent(bare, {**agent.env, "FEDQI_AGENT_HOME": str(bare)})("audit", "verify")
+    err = _not_a_tamper_verdict(code, out, err, 2)
+    assert "nothing to verify yet" in err
