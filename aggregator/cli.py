@@ -332,7 +332,10 @@ def user_add(
     practice: Annotated[
         str | None, typer.Option("--practice", help="ODS code (practice, ig_officer)")
     ] = None,
-    group: Annotated[str | None, typer.Option("--group", help="PCN (network_lead)")] = None,
+    group: Annotated[
+        str | None,
+        typer.Option("--group", help="PCN (network_lead): the group of a registered practice"),
+    ] = None,
     db: DbOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -355,6 +358,58 @@ def user_add(
             "token": token,
         },
         [f"user {uid} {name!r} ({role}); API token, not shown again:", token],
+    )
+
+
+@user_app.command("list")
+def user_list(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """List users: id, name, role, practice or group, created, and whether revoked (tokens are
+    stored hashed and never shown)."""
+    from .users.service import list_users
+
+    settings = _settings(db, config=config)
+    with _database(settings) as database, database.read() as session:
+        rows = [
+            {
+                "id": u.id,
+                "name": u.name,
+                "role": u.role,
+                "practice": u.practice_ods,
+                "group": u.group,
+                "created_at": u.created_at.isoformat(),
+                "revoked": bool(u.disabled),
+            }
+            for u in list_users(session)
+        ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("id", "name", "role", "practice / group", "created", "status")
+    for r in rows:
+        table.add_row(str(r["id"]), r["name"], r["role"], r["practice"] or r["group"] or "",
+                      r["created_at"], "revoked" if r["revoked"] else "active")  # fmt: skip
+    out.print(table)
+
+
+@user_app.command("revoke")
+def user_revoke(
+    user_id: Annotated[int, typer.Argument(help="the user's id (see `user list`)", min=1)],
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke a user: their API token and dashboard sign-in stop working at once; the user stays
+    listed (as revoked) so the access audit still names them."""
+    from .users.service import revoke_user
+
+    settings = _settings(db, config=config)
+    with _database(settings) as database, database.session() as session:
+        user = revoke_user(session, user_id)
+        name, role = user.name, user.role
+    _report(
+        as_json,
+        {"id": user_id, "name": name, "role": role, "revoked": True},
+        [f"user {user_id} {name!r} ({role}) revoked"],
     )
 
 

@@ -55,6 +55,12 @@ def add_user(
             raise BadRequestError("a network_lead user needs --group PCN")
         if practice is not None:
             raise BadRequestError("a network_lead user takes --group, not --practice")
+        groups = known_groups(session)
+        if group not in groups:
+            known = ", ".join(groups) if groups else "none yet: add a practice first"
+            raise BadRequestError(
+                f"--group {group!r} is not the group of any registered practice (known: {known})"
+            )
     elif practice is not None or group is not None:
         raise BadRequestError("an admin user takes neither --practice nor --group")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -69,6 +75,29 @@ def add_user(
     session.add(user)
     session.flush()
     return user, token
+
+
+def known_groups(session: Session) -> list[str]:
+    """The peer groups (PCNs) of the registered practices, sorted."""
+    return sorted(set(session.scalars(select(Practice.group).distinct())))
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.id)))
+
+
+def revoke_user(session: Session, user_id: int) -> User:
+    """Disable a user: their API token (and any dashboard session holding it) stops working at
+    once. The row stays, so the access audit still names who read what. Revoking a revoked
+    user is an error, not a silent success."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise BadRequestError(f"user {user_id}: no such user (see `fedqi-aggregator user list`)")
+    if user.disabled:
+        raise BadRequestError(f"user {user_id} ({user.name!r}) is already revoked")
+    user.disabled = True
+    session.flush()
+    return user
 
 
 def authenticate(session: Session, token: str) -> User:
