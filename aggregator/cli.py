@@ -193,25 +193,39 @@ def init(
 @catalogue_app.command("publish")
 def catalogue_publish(
     file: Annotated[Path, typer.Argument(help="catalogue JSON")],
+    ig_pack_dir: Annotated[
+        Path | None,
+        typer.Option("--ig-pack", help="regenerate the IG pack in this directory (see ig-pack)"),
+    ] = None,
     db: DbOpt = None,
     key_dir: KeyDirOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Sign and publish a new catalogue version."""
+    """Sign and publish a new catalogue version (and, with --ig-pack, regenerate the IG pack,
+    which then says what changed since the previous version)."""
     from . import keyfiles
     from .catalogues.service import load_catalogue_file, publish
 
     settings = _settings(db, key_dir, config)
     cat = load_catalogue_file(file)
     key = keyfiles.load_catalogue_key(settings.key_dir)
+    if ig_pack_dir is not None and ig_pack_dir.exists() and not ig_pack_dir.is_dir():
+        raise ConfigError(f"--ig-pack {ig_pack_dir}: exists and is not a directory")
     with _database(settings) as database, database.session() as session:
         row = publish(session, cat, key, _now())
-    _report(
-        as_json,
-        {"id": row.id, "version": row.version, "sha256": row.sha256},
-        [f"published catalogue {row.id} v{row.version} sha256 {row.sha256}"],
-    )
+        row_id, version, sha = row.id, row.version, row.sha256
+    data: dict[str, Any] = {"id": row_id, "version": version, "sha256": sha}
+    lines = [f"published catalogue {row_id} v{version} sha256 {sha}"]
+    if ig_pack_dir is not None:
+        from .igpack import build_pack, write_pack
+
+        with _database(settings) as database, database.read() as session:
+            pack = build_pack(session, settings, catalogue_id=row_id, now=_now())
+        write_pack(pack, ig_pack_dir)
+        data["ig_pack"] = {"out": str(ig_pack_dir), "changes": len(pack.changes)}
+        lines.append(f"IG pack regenerated in {ig_pack_dir} ({len(pack.changes)} changes)")
+    _report(as_json, data, lines)
 
 
 @practice_app.command("add")
@@ -485,6 +499,40 @@ def key_list(
     for r in rows:
         table.add_row(r["kid"], r["practice"], r["status"], str(r["last_seq"]), r["created_at"])
     out.print(table)
+
+
+@app.command("ig-pack")
+def ig_pack(
+    out_dir: Annotated[Path, typer.Option("--out", help="directory to write the pack into")],
+    catalogue_id: Annotated[
+        str | None,
+        typer.Option("--catalogue-id", help="catalogue to describe (default: the latest)"),
+    ] = None,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the information-governance pack (data items, data-flow diagram, DPIA annex, record of
+    processing; HTML and Markdown) from the latest signed catalogue and the network's settings,
+    naming the catalogue hash and what changed since the previous catalogue version."""
+    from .igpack import build_pack, write_pack
+
+    settings = _settings(db, config=config)
+    with _database(settings) as database, database.read() as session:
+        pack = build_pack(session, settings, catalogue_id=catalogue_id, now=_now())
+    files = write_pack(pack, out_dir)
+    cat = pack.catalogue
+    _report(
+        as_json,
+        pack.manifest() | {"out": str(out_dir), "files": [f.name for f in files]},
+        [
+            f"IG pack for catalogue {cat['id']} v{cat['version']} (sha256 {cat['sha256']}) "
+            f"written to {out_dir}: {len(files)} files",
+            f"changes since the previous version: {len(pack.changes)}"
+            if pack.previous
+            else "first version of this catalogue: nothing to compare with",
+        ],
+    )
 
 
 @log_app.command("verify")
