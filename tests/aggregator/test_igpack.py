@@ -15,8 +15,8 @@ import pytest
 from agg_helpers import default_catalogue
 
 from aggregator.igpack import DOCUMENTS
-from protocol.catalogue import Codelist
 from aggregator.igpack.build import FIELD_MEANINGS, data_items, submission_fields
+from protocol.catalogue import Codelist
 
 NAMES = [n for n, _ in DOCUMENTS]
 

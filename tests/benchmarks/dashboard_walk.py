@@ -163,6 +163,9 @@ class Walk:
             for ods in self.readable:
                 seeds += [q(f"/dashboard/practices/{ods}", period), q(f"/dashboard/practices/{ods}/summary.csv", period)]  # fmt: skip
         seeds += ["/dashboard/ig", *sorted(self.forbidden)]
+        # information governance: the IG pack (its pages link each other, the diagram, the
+        # stylesheet and each page's Markdown) and the access audit, for every role
+        seeds += ["/dashboard/ig-pack", "/dashboard/access-audit", "/dashboard/access-audit.csv"]
         queue = [(url, True) for url in seeds]
         pg_walked: set[str | None] = set()
         while queue:
