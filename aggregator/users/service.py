@@ -115,12 +115,25 @@ def pseudonym_for(secret: bytes, viewer: User, practice_ods: str) -> str:
 
 
 def can_read_practice(user: User, practice: Practice) -> bool:
-    """Identified access to a practice's data."""
+    """Identified access to a practice's data. The practice's own users always; anyone else
+    only when the practice's chosen visibility is ``named`` (see :func:`shows_individually`)."""
+    if user.role in ("practice", "ig_officer"):
+        return user.practice_ods == practice.ods
+    if getattr(practice, "visibility", "named") != "named":
+        return False
     if user.role == "admin":
         return True
     if user.role == "network_lead":
         return user.group == practice.group
     return user.practice_ods == practice.ods
+
+
+def shows_individually(user: User, practice: Practice) -> bool:
+    """Whether ``practice`` appears to ``user`` as a practice of its own (identified or under a
+    pseudonym): not when the practice chose ``totals_only``, except to its own users."""
+    return getattr(practice, "visibility", "named") != "totals_only" or (
+        user.role in ("practice", "ig_officer") and user.practice_ods == practice.ods
+    )
 
 
 def can_read_envelope(user: User, practice_ods: str) -> bool:
