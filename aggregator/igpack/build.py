@@ -94,7 +94,7 @@ FIELD_MEANINGS: dict[str, tuple[str, str]] = {
     "period": ("The reporting period the counts cover.", ""),
     "period.end": ("Last day of the period.", "2026-10-31"),
     "period.start": ("First day of the period.", "2026-10-01"),
-    "practice": ("The practice's ODS code (an organisation, not a person).", "A81001"),
+    "practice": ("The practice's ODS code (an organisation, not a person).", "Z99999"),
     "provenance": ("How the counts were made: software, policy, source type and definitions.", ""),
     "provenance.agent_version": ("Version of the agent software.", "1.4.0"),
     "provenance.disclosure_policy": (
@@ -129,6 +129,10 @@ FIELD_MEANINGS: dict[str, tuple[str, str]] = {
     ),
     "supersedes": ("The submission this one corrects; absent otherwise.", "(absent)"),
     "v": ("Protocol version.", "1"),
+    "visibility": (
+        "How the practice lets the network show its values: named (to its network lead and the admin), pseudonymised (to everyone), totals_only (only inside network totals). Absent means named.",
+        "pseudonymised",
+    ),
 }
 COUNT_FIELDS = ("denominator", "numerator", "exclusions")
 
