@@ -206,6 +206,10 @@ class DemoHome:
         return self.aggregator_dir / "keys"
 
     @property
+    def ig_pack(self) -> Path:
+        return self.root / "ig-pack"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 
@@ -665,6 +669,9 @@ def _setup_aggregator(tools: Tools, home: DemoHome, state: dict[str, Any]) -> No
         )
         state["log_key"] = made["log_key"]
         home.save_state(state)
+    # The IG pack, from the catalogue just published (regenerated on every run: cheap, and a
+    # catalogue change shows in it); the dashboard also serves it live at /dashboard/ig-pack.
+    tools.aggregator("ig-pack", "--out", str(home.ig_pack), what="aggregator ig-pack")
 
 
 def _add_users(tools: Tools, home: DemoHome, state: dict[str, Any], plan: NetworkPlan) -> None:
@@ -983,6 +990,7 @@ def _build_and_check(
             "all_passed": bool(audits) and not audit_failed and len(audits) == n,
         },
         "dashboard": {"reachable": reachable, "practices_shown": shown},
+        "ig_pack": str(home.ig_pack),
         "users": [
             {"role": role, "name": users[role]["name"], "token": users[role]["token"]}
             for role in ROLES
@@ -1021,6 +1029,7 @@ def print_summary(summary: Mapping[str, Any], out: Console) -> None:
     for failure in s["failures"]:
         out.print(f"[red]FAIL[/red] {failure}", highlight=False)
     out.print(f"\nDashboard: [bold]{s['url']}[/bold]", highlight=False)
+    out.print(f"IG pack: {s['ig_pack']}/index.html (and /dashboard/ig-pack)", highlight=False)
     out.print("Sign in with one of these demo tokens (kept in demo.json in the demo home):")
     for u in s["users"]:
         out.print(f"  {ROLE_LABELS[u['role']]:<14} {u['name']:<36} {u['token']}", highlight=False)

@@ -39,6 +39,7 @@ from protocol.submission import (
     Period,
     Provenance,
     Submission,
+    Visibility,
 )
 
 from .errors import AgentUserError, ConfigError
@@ -104,8 +105,10 @@ def build_submission(
     submission_id: str | None = None,
     supersedes: str | None = None,
     reason: CorrectionReason | None = None,
+    visibility: Visibility = "named",
 ) -> Submission:
-    """The Submission payload: released cells only (checked again against the policy)."""
+    """The Submission payload: released cells only (checked again against the policy).
+    ``named`` (the default) is sent as no field at all, the bytes of before the field existed."""
     cells = apply_policy(raw_cells, policy)
     check_cells(cells, policy)
     if not cells:
@@ -124,6 +127,7 @@ def build_submission(
         ),
         supersedes=supersedes,
         reason=reason,
+        visibility=None if visibility == "named" else visibility,
         provenance=provenance_for(catalogue, policy, source_kind=source_kind, extract_time=now),
         cells=tuple(cells),
     )

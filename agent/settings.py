@@ -124,6 +124,12 @@ class AgentSettings(BaseSettings):
         "mode); with it `audit verify` also checks every leaf's full data and the envelope bytes "
         "the aggregator stores",
     )
+    visibility: Literal["named", "pseudonymised", "totals_only"] = Field(
+        default="named",
+        description="how the network may show this practice's values: named (to the network "
+        "lead and admin), pseudonymised (to everyone), totals_only (only inside network totals); "
+        "sent in every submission, in effect from the next one",
+    )
     release: Literal["auto", "hold"] = Field(
         default="auto",
         description="auto: send when every check passes; hold: wait in the approval queue",

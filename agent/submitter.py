@@ -92,6 +92,7 @@ def prepare(
             source_kind=kind,
             supersedes=supersedes,
             reason=reason,
+            visibility=settings.visibility,
         )
         signed = sign("submission", sub.to_bytes(), [key])
         return NewMessage(

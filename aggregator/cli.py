@@ -197,25 +197,39 @@ def init(
 @catalogue_app.command("publish")
 def catalogue_publish(
     file: Annotated[Path, typer.Argument(help="catalogue JSON")],
+    ig_pack_dir: Annotated[
+        Path | None,
+        typer.Option("--ig-pack", help="regenerate the IG pack in this directory (see ig-pack)"),
+    ] = None,
     db: DbOpt = None,
     key_dir: KeyDirOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Sign and publish a new catalogue version."""
+    """Sign and publish a new catalogue version (and, with --ig-pack, regenerate the IG pack,
+    which then says what changed since the previous version)."""
     from . import keyfiles
     from .catalogues.service import load_catalogue_file, publish
 
     settings = _settings(db, key_dir, config)
     cat = load_catalogue_file(file)
     key = keyfiles.load_catalogue_key(settings.key_dir)
+    if ig_pack_dir is not None and ig_pack_dir.exists() and not ig_pack_dir.is_dir():
+        raise ConfigError(f"--ig-pack {ig_pack_dir}: exists and is not a directory")
     with _database(settings) as database, database.session() as session:
         row = publish(session, cat, key, _now())
-    _report(
-        as_json,
-        {"id": row.id, "version": row.version, "sha256": row.sha256},
-        [f"published catalogue {row.id} v{row.version} sha256 {row.sha256}"],
-    )
+        row_id, version, sha = row.id, row.version, row.sha256
+    data: dict[str, Any] = {"id": row_id, "version": version, "sha256": sha}
+    lines = [f"published catalogue {row_id} v{version} sha256 {sha}"]
+    if ig_pack_dir is not None:
+        from .igpack import build_pack, write_pack
+
+        with _database(settings) as database, database.read() as session:
+            pack = build_pack(session, settings, catalogue_id=row_id, now=_now())
+        write_pack(pack, ig_pack_dir)
+        data["ig_pack"] = {"out": str(ig_pack_dir), "changes": len(pack.changes)}
+        lines.append(f"IG pack regenerated in {ig_pack_dir} ({len(pack.changes)} changes)")
+    _report(as_json, data, lines)
 
 
 @practice_app.command("add")
@@ -336,7 +350,10 @@ def user_add(
     practice: Annotated[
         str | None, typer.Option("--practice", help="ODS code (practice, ig_officer)")
     ] = None,
-    group: Annotated[str | None, typer.Option("--group", help="PCN (network_lead)")] = None,
+    group: Annotated[
+        str | None,
+        typer.Option("--group", help="PCN (network_lead): the group of a registered practice"),
+    ] = None,
     db: DbOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -359,6 +376,58 @@ def user_add(
             "token": token,
         },
         [f"user {uid} {name!r} ({role}); API token, not shown again:", token],
+    )
+
+
+@user_app.command("list")
+def user_list(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """List users: id, name, role, practice or group, created, and whether revoked (tokens are
+    stored hashed and never shown)."""
+    from .users.service import list_users
+
+    settings = _settings(db, config=config)
+    with _database(settings) as database, database.read() as session:
+        rows = [
+            {
+                "id": u.id,
+                "name": u.name,
+                "role": u.role,
+                "practice": u.practice_ods,
+                "group": u.group,
+                "created_at": u.created_at.isoformat(),
+                "revoked": bool(u.disabled),
+            }
+            for u in list_users(session)
+        ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table("id", "name", "role", "practice / group", "created", "status")
+    for r in rows:
+        table.add_row(str(r["id"]), r["name"], r["role"], r["practice"] or r["group"] or "",
+                      r["created_at"], "revoked" if r["revoked"] else "active")  # fmt: skip
+    out.print(table)
+
+
+@user_app.command("revoke")
+def user_revoke(
+    user_id: Annotated[int, typer.Argument(help="the user's id (see `user list`)", min=1)],
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke a user: their API token and dashboard sign-in stop working at once; the user stays
+    listed (as revoked) so the access audit still names them."""
+    from .users.service import revoke_user
+
+    settings = _settings(db, config=config)
+    with _database(settings) as database, database.session() as session:
+        user = revoke_user(session, user_id)
+        name, role = user.name, user.role
+    _report(
+        as_json,
+        {"id": user_id, "name": name, "role": role, "revoked": True},
+        [f"user {user_id} {name!r} ({role}) revoked"],
     )
 
 
@@ -434,6 +503,40 @@ def key_list(
     for r in rows:
         table.add_row(r["kid"], r["practice"], r["status"], str(r["last_seq"]), r["created_at"])
     out.print(table)
+
+
+@app.command("ig-pack")
+def ig_pack(
+    out_dir: Annotated[Path, typer.Option("--out", help="directory to write the pack into")],
+    catalogue_id: Annotated[
+        str | None,
+        typer.Option("--catalogue-id", help="catalogue to describe (default: the latest)"),
+    ] = None,
+    db: DbOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the information-governance pack (data items, data-flow diagram, DPIA annex, record of
+    processing; HTML and Markdown) from the latest signed catalogue and the network's settings,
+    naming the catalogue hash and what changed since the previous catalogue version."""
+    from .igpack import build_pack, write_pack
+
+    settings = _settings(db, config=config)
+    with _database(settings) as database, database.read() as session:
+        pack = build_pack(session, settings, catalogue_id=catalogue_id, now=_now())
+    files = write_pack(pack, out_dir)
+    cat = pack.catalogue
+    _report(
+        as_json,
+        pack.manifest() | {"out": str(out_dir), "files": [f.name for f in files]},
+        [
+            f"IG pack for catalogue {cat['id']} v{cat['version']} (sha256 {cat['sha256']}) "
+            f"written to {out_dir}: {len(files)} files",
+            f"changes since the previous version: {len(pack.changes)}"
+            if pack.previous
+            else "first version of this catalogue: nothing to compare with",
+        ],
+    )
 
 
 @log_app.command("verify")

@@ -51,6 +51,17 @@ class Settings(BaseSettings):
         None, description="HMAC secret for peer pseudonyms; default: key_dir/pseudonym.secret"
     )
     log_level: str = Field("info", description="uvicorn log level")
+    # What the network fills in for its IG pack (`ig-pack`); "to be completed" until set.
+    ig_controller: str = Field("", max_length=500, description="IG pack: the data controller(s)")
+    ig_lawful_basis: str = Field(
+        "", max_length=2000, description="IG pack: the lawful basis (UK GDPR Art. 6 and 9)"
+    )
+    ig_dpo_contact: str = Field(
+        "", max_length=500, description="IG pack: the data protection officer's contact"
+    )
+    ig_retention: str = Field(
+        "", max_length=2000, description="IG pack: how long stored counts and envelopes are kept"
+    )
 
     # Set per instance (from get_settings), never from the environment itself.
     config_file: Path | None = Field(None, exclude=True, description="TOML settings file")

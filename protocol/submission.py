@@ -37,6 +37,12 @@ AgeBandLabel = Annotated[str, Field(pattern=r"^(all|[0-9]{1,3}(-[0-9]{1,3}|\+))$
 SexStratum = Literal["all", "F", "M", "U"]
 DisclosureStatus = Literal["exact", "rounded", "suppressed", "zero"]
 CorrectionReason = Literal["data_correction", "late_data", "codelist_fix", "software_fix"]
+#: How the network may show a practice's values, chosen by the practice: ``named`` (to the
+#: network lead and admin, as before; the default, and what an absent field means),
+#: ``pseudonymised`` (to everyone, the lead and admin included), ``totals_only`` (only inside
+#: network totals: no per-practice value shown to anyone but the practice itself).
+Visibility = Literal["named", "pseudonymised", "totals_only"]
+VISIBILITIES: tuple[str, ...] = get_args(Visibility)
 
 
 class _Frozen(BaseModel):
@@ -229,6 +235,8 @@ class Submission(_Frozen):
     submission_id: Uuid
     supersedes: Uuid | None = None
     v: Literal[1] = 1
+    # Absent (None) means "named": submissions from before this field keep their bytes.
+    visibility: Visibility | None = None
 
     @model_validator(mode="after")
     def _rules(self) -> Submission:

@@ -38,7 +38,7 @@ from ..db.cells import stored_cells
 from ..db.models import Catalogue as CatalogueRow
 from ..db.models import Cell, Practice, User
 from ..errors import BadRequestError, ForbiddenError, NotFoundError
-from ..users.service import can_read_practice
+from ..users.service import can_read_practice, shows_individually
 from . import areas, gain, render, service, stats
 from .models import BenchPractice, BenchSummary
 from .render import Flat
@@ -60,6 +60,7 @@ class PracticeInfo:
     group: str
     list_size: int
     imd_decile: int
+    visibility: str = "named"
 
 
 @lru_cache(maxsize=500_000)
@@ -90,6 +91,12 @@ def _practices(session: Session) -> dict[str, PracticeInfo]:
                     + Practice.list_size
                     + Practice.imd_decile
                 ),
+                # a practice's visibility changes with a submission that sets a new
+                # visibility_since (a fresh UUID)
+                func.sum(func.length(Practice.visibility)),
+                func.count(Practice.visibility_since),
+                func.min(Practice.visibility_since),
+                func.max(Practice.visibility_since),
             )
         ).one()
     )
@@ -97,7 +104,14 @@ def _practices(session: Session) -> dict[str, PracticeInfo]:
         if _PRACTICES["key"] == key:
             return _PRACTICES["value"]  # type: ignore[no-any-return]
     rows = session.execute(
-        select(Practice.ods, Practice.name, Practice.group, Practice.list_size, Practice.imd_decile)
+        select(
+            Practice.ods,
+            Practice.name,
+            Practice.group,
+            Practice.list_size,
+            Practice.imd_decile,
+            Practice.visibility,
+        )  # fmt: skip
     ).all()
     value = {r[0]: PracticeInfo(*r) for r in rows}
     with _PRACTICES_LOCK:
@@ -138,6 +152,12 @@ class Viewer:
                 _IDENTIFIED.clear()
             hit = _IDENTIFIED[key] = (self.practices, found)
         return hit[1]
+
+    def shows(self, ods: str) -> bool:
+        """Whether practice ``ods`` is shown on its own (identified or pseudonymised) to this
+        viewer: not when it chose totals_only, except in its own view."""
+        p = self.practices.get(ods)
+        return p is None or shows_individually(self.user, p)  # type: ignore[arg-type]
 
     def require(self, ods: str) -> PracticeInfo:
         p = self.practices.get(ods)
@@ -615,9 +635,11 @@ def funnel_view(session: Session, viewer: Viewer, indicator: str, period: str | 
     """One indicator's funnel for one period and peer group. ``detail`` adds each practice's
     limits, submission id and indicator version (the CSV export uses it)."""
     fd = funnel_data(session, viewer, indicator, period, peer, group, method=method)
-    places = peer_places(viewer, fd.flats) if viewer.coarse else {}
+    # a practice that chose totals_only is in the totals (fd's summary), never a point of its own
+    flats = [f for f in fd.flats if viewer.shows(f[0])]
+    places = peer_places(viewer, flats) if viewer.coarse else {}
     dim = fd.group.dimension
-    practices = [_item(viewer, f, detail, places.get(f[0]), dim) for f in fd.flats]
+    practices = [_item(viewer, f, detail, places.get(f[0]), dim) for f in flats]
     # Peers last and in pseudonym order, so row order says nothing about who they are.
     practices.sort(key=lambda p: (not p["identified"], p["id"]))
     if viewer.coarse:
@@ -629,7 +651,7 @@ def funnel_view(session: Session, viewer: Viewer, indicator: str, period: str | 
         )
         max_n = max((n for n in shown if n), default=0)
     else:
-        max_n = max((f[3] for f in fd.flats if f[6] is not None and f[3]), default=0)
+        max_n = max((f[3] for f in flats if f[6] is not None and f[3]), default=0)
     return _funnel_head(session, fd, max_n) | {"practices": practices}
 
 
@@ -730,6 +752,8 @@ def funnel_json(session: Session, viewer: Viewer, indicator: str, period: str | 
     peers: list[tuple[str, str]] = []
     max_n = 0
     for ods, item_json, peer_json, den, rate in rows:
+        if not viewer.shows(ods):
+            continue  # totals_only
         if rate is not None and den and den > max_n:
             max_n = den
         if viewer.identifies(ods):
@@ -778,6 +802,7 @@ def _coarse_funnel_json(
                t.c.denominator_status, t.c.status, t.c.rate, t.c.approximate, t.c.band, t.c.note)
         .where(t.c.indicator == summ.indicator, t.c.period_start == start, t.c.period_end == end)
     ).all()  # fmt: skip
+    rows = [r for r in rows if viewer.shows(r[0])]  # not a practice that chose totals_only
     flats: list[Flat] = [
         (r[0], r[2], r[3], r[4], r[5], r[6], r[7], None, None, None, None, r[8], None, r[9], None,
          r[10], None, None)

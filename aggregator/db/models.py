@@ -62,6 +62,10 @@ class Practice(Base):
     list_size: Mapped[int] = mapped_column(Integer)
     imd_decile: Mapped[int] = mapped_column(SmallInteger)
     created_at: Mapped[dt.datetime] = mapped_column(TZ)
+    #: named | pseudonymised | totals_only: from the practice's latest accepted submission
+    visibility: Mapped[str] = mapped_column(String(20), default="named", server_default="named")
+    #: the submission that set it (None: never changed from named)
+    visibility_since: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
 
 class PracticeKey(Base):

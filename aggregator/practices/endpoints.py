@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from ..db.models import Practice, User
 from ..runtime import Runtime
-from ..users.service import can_read_practice, pseudonym_for
+from ..users.service import can_read_practice, pseudonym_for, shows_individually
 from ..web.deps import current_user, get_runtime
 from . import service
 
@@ -68,6 +68,8 @@ def list_practices(
     out: list[dict[str, object]] = []
     peers: list[dict[str, object]] = []
     for p in rows:
+        if not shows_individually(user, p):
+            continue  # totals_only: in network totals, never listed on its own
         if can_read_practice(user, p):
             out.append(
                 {
@@ -79,7 +81,11 @@ def list_practices(
                     "identified": True,
                 }
             )
-        elif user.role == "practice":
+        elif user.role == "practice" or (
+            # a practice that chose to be pseudonymised, to the admin and its group's lead
+            p.visibility == "pseudonymised"
+            and (user.role == "admin" or (user.role == "network_lead" and user.group == p.group))
+        ):
             # Listing only the PCN's peers would tell which pseudonyms share its PCN; listing
             # them in ODS order would tell which is which.
             peers.append(

@@ -20,6 +20,7 @@ retried in a transaction of its own, so one submission's fault is never another'
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,7 +33,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-from sqlalchemy import bindparam, or_, select, tuple_
+from sqlalchemy import bindparam, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from protocol.submission import Submission
@@ -43,7 +44,7 @@ from ..db.cells import COLUMNS as CELL_COLUMNS
 from ..db.cells import cell_rows
 from ..db.models import Cell as CellRow
 from ..db.models import Envelope as EnvelopeRow
-from ..db.models import PracticeKey
+from ..db.models import Practice, PracticeKey
 from ..db.models import Submission as SubmissionRow
 from ..db.session import lock_sequencer
 from ..errors import AggregatorError, ConflictError, UnprocessableError
@@ -55,6 +56,8 @@ from ..log.service import (
     sign_and_store_checkpoint,
 )
 from ..practices.service import check_key_active
+
+_log = logging.getLogger("fedqi.aggregator.visibility")
 
 SessionFactory = Callable[[], AbstractContextManager[Session]]
 
@@ -258,6 +261,8 @@ def store_batch(session: Session, signer: LogSigner, items: Sequence[Verified]) 
             accepted.append(i)
         outcomes.append(same)
     receipts = _write(session, signer, [items[i] for i in accepted]) if accepted else []
+    if accepted:
+        _record_visibility(session, [items[i].sub for i in accepted])
     by_position = dict(zip(accepted, receipts, strict=True))
     done: list[Outcome] = []
     for i, (v, out) in enumerate(zip(items, outcomes, strict=True)):
@@ -272,6 +277,31 @@ def store_batch(session: Session, signer: LogSigner, items: Sequence[Verified]) 
         else:  # the same bytes twice in one batch
             done.append(Ingested(by_position[out], False, v.sub.submission_id))
     return done
+
+
+def _record_visibility(session: Session, subs: Sequence[Any]) -> None:
+    """Each practice's visibility as its latest accepted submission states it (absent: named),
+    from that submission on; a change is logged (the signed submission that made it is in the
+    transparency log)."""
+    latest: dict[str, Any] = {}
+    for sub in subs:  # in acceptance order: the last one of a practice wins
+        latest[sub.practice] = sub
+    rows = session.execute(
+        select(Practice.ods, Practice.visibility).where(Practice.ods.in_(list(latest)))
+    ).all()
+    for ods, current in rows:
+        sub = latest[ods]
+        wanted = sub.visibility or "named"
+        if wanted != current:
+            session.execute(
+                update(Practice)
+                .where(Practice.ods == ods)
+                .values(visibility=wanted, visibility_since=sub.submission_id)
+            )
+            _log.info(
+                "practice %s visibility %s -> %s from submission %s",
+                ods, current, wanted, sub.submission_id,
+            )  # fmt: skip
 
 
 def _write(session: Session, signer: LogSigner, items: Sequence[Verified]) -> list[bytes]:

@@ -55,6 +55,12 @@ def add_user(
             raise BadRequestError("a network_lead user needs --group PCN")
         if practice is not None:
             raise BadRequestError("a network_lead user takes --group, not --practice")
+        groups = known_groups(session)
+        if group not in groups:
+            known = ", ".join(groups) if groups else "none yet: add a practice first"
+            raise BadRequestError(
+                f"--group {group!r} is not the group of any registered practice (known: {known})"
+            )
     elif practice is not None or group is not None:
         raise BadRequestError("an admin user takes neither --practice nor --group")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -69,6 +75,29 @@ def add_user(
     session.add(user)
     session.flush()
     return user, token
+
+
+def known_groups(session: Session) -> list[str]:
+    """The peer groups (PCNs) of the registered practices, sorted."""
+    return sorted(set(session.scalars(select(Practice.group).distinct())))
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.id)))
+
+
+def revoke_user(session: Session, user_id: int) -> User:
+    """Disable a user: their API token (and any dashboard session holding it) stops working at
+    once. The row stays, so the access audit still names who read what. Revoking a revoked
+    user is an error, not a silent success."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise BadRequestError(f"user {user_id}: no such user (see `fedqi-aggregator user list`)")
+    if user.disabled:
+        raise BadRequestError(f"user {user_id} ({user.name!r}) is already revoked")
+    user.disabled = True
+    session.flush()
+    return user
 
 
 def authenticate(session: Session, token: str) -> User:
@@ -86,12 +115,25 @@ def pseudonym_for(secret: bytes, viewer: User, practice_ods: str) -> str:
 
 
 def can_read_practice(user: User, practice: Practice) -> bool:
-    """Identified access to a practice's data."""
+    """Identified access to a practice's data. The practice's own users always; anyone else
+    only when the practice's chosen visibility is ``named`` (see :func:`shows_individually`)."""
+    if user.role in ("practice", "ig_officer"):
+        return user.practice_ods == practice.ods
+    if getattr(practice, "visibility", "named") != "named":
+        return False
     if user.role == "admin":
         return True
     if user.role == "network_lead":
         return user.group == practice.group
     return user.practice_ods == practice.ods
+
+
+def shows_individually(user: User, practice: Practice) -> bool:
+    """Whether ``practice`` appears to ``user`` as a practice of its own (identified or under a
+    pseudonym): not when the practice chose ``totals_only``, except to its own users."""
+    return getattr(practice, "visibility", "named") != "totals_only" or (
+        user.role in ("practice", "ig_officer") and user.practice_ods == practice.ods
+    )
 
 
 def can_read_envelope(user: User, practice_ods: str) -> bool:

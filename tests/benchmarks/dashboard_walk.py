@@ -164,6 +164,9 @@ class Walk:
             for ods in self.readable:
                 seeds += [q(f"/dashboard/practices/{ods}{tail}", period) for tail in ("", "/summary.csv", "/pack")]  # fmt: skip
         seeds += ["/dashboard/ig", *sorted(self.forbidden)]
+        # information governance: the IG pack (its pages link each other, the diagram, the
+        # stylesheet and each page's Markdown) and the access audit, for every role
+        seeds += ["/dashboard/ig-pack", "/dashboard/access-audit", "/dashboard/access-audit.csv"]
         queue = [(url, True) for url in seeds]
         pg_walked: set[str | None] = set()
         while queue:

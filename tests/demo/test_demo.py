@@ -332,6 +332,19 @@ def test_one_practice_runs_with_the_default_groups(tmp_path: Path) -> None:
     assert summary["ok"] is True, summary["failures"]
     assert len(summary["network"]["groups"]) == 1
     assert summary["submissions"]["accepted"] == 1
+    # the demo writes the IG pack, naming the catalogue it was made from
+    from protocol.catalogue import Catalogue
+
+    shipped = Catalogue.model_validate_json(
+        (
+            Path(__file__).resolve().parents[2] / "protocol" / "catalogues" / "default.json"
+        ).read_text()
+    )
+    pack = Path(summary["ig_pack"])
+    assert pack == home.resolve() / "ig-pack"
+    for doc in ("index", "data-items", "data-flow", "dpia", "processing"):
+        for ext in ("html", "md"):
+            assert shipped.sha256() in (pack / f"{doc}.{ext}").read_text(), f"{doc}.{ext}"
 
 
 def test_an_explicit_groups_above_practices_is_still_refused(

@@ -557,3 +557,7 @@ def ig_proof(
     return JSONResponse(
         proof, headers={"Content-Disposition": f'attachment; filename="inclusion-{index}.json"'}
     )
+
+
+# The information-governance pages (IG pack, access audit) register on this router.
+from . import governance as _governance  # noqa: E402,F401
