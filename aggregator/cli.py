@@ -434,23 +434,48 @@ def key_list(
 
 @log_app.command("verify")
 def log_verify(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Re-verify the whole log from the database (after a restore from backup, or any time):
-    leaf hashes, stored envelopes, every signed checkpoint, every stored tree node."""
-    from .log.verify import verify_log
+    """Re-verify the whole log and the cells derived from it, from the database (after a
+    restore from backup, on a schedule, or any time): leaf hashes, stored envelopes and their
+    signatures, every stored cell re-derived from its signed payload, every signed checkpoint,
+    every stored tree node. Names each difference (check, leaf, practice, period, indicator)
+    and exits 1 if there is any; benchmarks built on differing cells are recomputed on their
+    next read, which shows those values as unverified."""
+    import datetime as _dt
+
+    from .benchmarks.service import Group, mark_stale
+    from .log.verify import groups_with_differences, verify_log
 
     settings = _settings(db, config=config)
-    with _database(settings) as database, database.read() as session:
-        report = verify_log(session)
-    _report(
-        as_json,
-        {"ok": True, **report.__dict__},
-        [
-            f"log verified: {report.size} leaves, root {report.root_hex}",
-            f"  {report.envelopes_checked} envelopes re-hashed, {report.checkpoints_checked} "
-            f"signed checkpoints checked (latest size {report.latest_checkpoint_size}), "
-            f"{report.nodes_checked} tree nodes checked",
-        ],
-    )
+    with _database(settings) as database:
+        with database.read() as session:
+            report = verify_log(session)
+        groups = groups_with_differences(report.findings)
+        if groups:
+            with database.session() as session:
+                mark_stale(
+                    session,
+                    [
+                        Group(ind, _dt.date.fromisoformat(a), _dt.date.fromisoformat(b))
+                        for (a, b), inds in groups.items()
+                        for ind in sorted(inds)
+                    ],
+                )
+    lines = [
+        f"log {'verified' if report.ok else 'FAILED'}: {report.size} leaves, root {report.root_hex}",
+        f"  {report.envelopes_checked} envelopes re-hashed, {report.submissions_checked} "
+        f"signatures and submissions checked, {report.cells_checked} cells rows re-derived, "
+        f"{report.checkpoints_checked} signed checkpoints checked (latest size "
+        f"{report.latest_checkpoint_size}), {report.nodes_checked} tree nodes checked",
+        *(f"  {f}" for f in report.findings),
+    ]
+    if groups:
+        lines.append(
+            f"  {sum(len(v) for v in groups.values())} benchmark group(s) marked for "
+            "recomputation: their differing values now show as unverified"
+        )
+    _report(as_json, report.as_dict(), lines)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command()
