@@ -442,7 +442,10 @@ def log_verify(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fa
     next read, which shows those values as unverified."""
     import datetime as _dt
 
-    from .benchmarks.service import Group, mark_stale
+    from sqlalchemy import select
+
+    from .benchmarks.models import BenchPractice
+    from .benchmarks.service import UNVERIFIED, Group, mark_stale
     from .log.verify import groups_with_differences, verify_log
 
     settings = _settings(db, config=config)
@@ -450,16 +453,25 @@ def log_verify(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fa
         with database.read() as session:
             report = verify_log(session)
         groups = groups_with_differences(report.findings)
-        if groups:
-            with database.session() as session:
-                mark_stale(
-                    session,
-                    [
-                        Group(ind, _dt.date.fromisoformat(a), _dt.date.fromisoformat(b))
-                        for (a, b), inds in groups.items()
-                        for ind in sorted(inds)
-                    ],
+        with database.session() as session:
+            # the groups with differing cells, and those shown unverified (rechecked: repaired
+            # cells are shown again)
+            shown = session.execute(
+                select(
+                    BenchPractice.indicator, BenchPractice.period_start, BenchPractice.period_end
                 )
+                .where(BenchPractice.status == UNVERIFIED)
+                .distinct()
+            ).all()
+            mark_stale(
+                session,
+                [
+                    Group(ind, _dt.date.fromisoformat(a), _dt.date.fromisoformat(b))
+                    for (a, b), inds in groups.items()
+                    for ind in sorted(inds)
+                ]
+                + [Group(*r) for r in shown],
+            )
     lines = [
         f"log {'verified' if report.ok else 'FAILED'}: {report.size} leaves, root {report.root_hex}",
         f"  {report.envelopes_checked} envelopes re-hashed, {report.submissions_checked} "

@@ -266,3 +266,18 @@ def test_each_tamper_is_caught_by_its_check(busy_log, capsys, what) -> None:  # 
     code, out = _verify(busy_log, capsys)
     assert code == 1
     assert expected in {(f["check"], f["where"]) for f in _findings(out)}, out
+
+
+def test_repaired_cells_are_shown_again_after_log_verify(busy_log, capsys) -> None:  # type: ignore[no-untyped-def]
+    sid, indicator, numerator = _a_cell(busy_log)
+    lead = busy_log.network.user("network_lead", group="PCN1")
+    path = f"/v1/benchmarks/indicators/{indicator}?period=2026-04"
+    where = (models.Cell.submission_id == sid, models.Cell.indicator == indicator)
+    _edit(busy_log, update(models.Cell).where(*where).values(numerator=numerator + 3))
+    assert _verify(busy_log, capsys)[0] == 1
+    row = next(p for p in busy_log.get(path, lead).json()["practices"] if p["id"] == "A81001")
+    assert row["status"] == "unverified"
+    _edit(busy_log, update(models.Cell).where(*where).values(numerator=numerator))
+    assert _verify(busy_log, capsys)[0] == 0
+    row = next(p for p in busy_log.get(path, lead).json()["practices"] if p["id"] == "A81001")
+    assert row["status"] != "unverified" and row["numerator"] == numerator
