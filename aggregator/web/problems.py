@@ -9,6 +9,40 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import AggregatorError
 
+#: Seconds a client is asked to wait before retrying while the database is unreachable.
+RETRY_AFTER_SECONDS = 5
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached (server down, restarting, connection
+    lost or refused, pool exhausted while reconnecting), as opposed to a bug or bad data."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came free
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            try:
+                import psycopg
+            except ImportError:  # pragma: no cover - psycopg is a dependency
+                return False
+            return isinstance(exc.orig, (psycopg.OperationalError, psycopg.InterfaceError))
+    return False
+
+
+def database_unavailable() -> JSONResponse:
+    return problem_response(
+        503,
+        "database-unavailable",
+        "Service unavailable",
+        "the database is unreachable; nothing was stored: retry after "
+        f"{RETRY_AFTER_SECONDS} seconds",
+        {"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 PROBLEM_TYPE = "urn:fedqi:problem:"
 MEDIA_TYPE = "application/problem+json"
 
@@ -25,6 +59,14 @@ def problem_response(
 
 
 def install(app: FastAPI) -> None:
+    from sqlalchemy import exc as sa_exc
+
+    @app.exception_handler(sa_exc.SQLAlchemyError)
+    async def _database_error(_request: Request, exc: sa_exc.SQLAlchemyError) -> JSONResponse:
+        if is_database_unavailable(exc):
+            return database_unavailable()
+        raise exc
+
     @app.exception_handler(AggregatorError)
     async def _aggregator_error(_request: Request, exc: AggregatorError) -> JSONResponse:
         headers = (
