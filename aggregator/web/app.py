@@ -94,6 +94,7 @@ def create_app(
         *_plugin_routers(),
     ):
         app.include_router(router)
+    problems.document(app)
     return app
 
 
