@@ -333,6 +333,14 @@ def user_add(
         str | None, typer.Option("--practice", help="ODS code (practice, ig_officer)")
     ] = None,
     group: Annotated[str | None, typer.Option("--group", help="PCN (network_lead)")] = None,
+    expires: Annotated[
+        str | None,
+        typer.Option(
+            "--expires",
+            help="the token is refused from then on: a date (2027-03-31, UTC midnight), an "
+            "ISO 8601 instant, or a number of days (90d); default: no expiry",
+        ),
+    ] = None,
     db: DbOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -340,9 +348,13 @@ def user_add(
     """Add a user and print their API token once (stored hashed)."""
     from .users.service import add_user
 
+    now = _now()
+    expires_at = _expiry(expires, now) if expires is not None else None
     settings = _settings(db, config=config)
     with _database(settings) as database, database.session() as session:
-        user, token = add_user(session, name, role, practice=practice, group=group, now=_now())
+        user, token = add_user(
+            session, name, role, practice=practice, group=group, now=now, expires_at=expires_at
+        )
         uid = user.id
     _report(
         as_json,
@@ -353,9 +365,30 @@ def user_add(
             "practice": practice,
             "group": group,
             "token": token,
+            "expires_at": expires_at.isoformat() if expires_at else None,
         },
-        [f"user {uid} {name!r} ({role}); API token, not shown again:", token],
+        [
+            f"user {uid} {name!r} ({role}); API token"
+            + (f" (expires {expires_at.isoformat()})" if expires_at else " (no expiry)")
+            + ", not shown again:",
+            token,
+        ],
     )
+
+
+def _expiry(text: str, now: dt.datetime) -> dt.datetime:
+    """``--expires``: ``90d``, a date or an ISO 8601 instant (UTC when no offset is given)."""
+    t = text.strip()
+    try:
+        if t.endswith("d") and t[:-1].isdigit():
+            return now + dt.timedelta(days=int(t[:-1]))
+        when = dt.datetime.fromisoformat(t)
+    except ValueError:
+        raise BadRequestError(
+            f"--expires {text!r}: give a number of days (90d), a date (2027-03-31) or an "
+            "ISO 8601 instant"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
 
 # A kid is base64url and may start with "-": take such a token as the kid, not as an option.

@@ -66,7 +66,7 @@ def viewer_user(request: Request, runtime: Runtime = Depends(get_runtime)) -> Us
         return None
     try:
         with runtime.db.read() as session:
-            user = authenticate(session, token)
+            user = authenticate(session, token, runtime.now())
             session.expunge(user)
         return user
     except AuthenticationError:
@@ -149,7 +149,7 @@ async def login(request: Request, runtime: Runtime = Depends(get_runtime)) -> Re
     target = _safe_next((form.get("next") or ["/dashboard"])[0])
     try:
         with runtime.db.read() as session:
-            authenticate(session, token)
+            authenticate(session, token, runtime.now())
     except AuthenticationError:
         return render("login.html", 401, user=None, next=target, error="That token is not valid.")
     resp = RedirectResponse(target, status_code=303)
