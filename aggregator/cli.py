@@ -69,6 +69,11 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _aware(when: dt.datetime) -> dt.datetime:
+    """A stored instant as UTC (SQLite hands back naive UTC)."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
 def _report(as_json: bool, data: dict[str, Any], lines: list[str]) -> None:
     if as_json:
         typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
@@ -354,6 +359,14 @@ def user_add(
         str | None,
         typer.Option("--group", help="PCN (network_lead): the group of a registered practice"),
     ] = None,
+    expires: Annotated[
+        str | None,
+        typer.Option(
+            "--expires",
+            help="the token is refused from then on: a date (2027-03-31, UTC midnight), an "
+            "ISO 8601 instant, or a number of days (90d); default: no expiry",
+        ),
+    ] = None,
     db: DbOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -361,9 +374,13 @@ def user_add(
     """Add a user and print their API token once (stored hashed)."""
     from .users.service import add_user
 
+    now = _now()
+    expires_at = _expiry(expires, now) if expires is not None else None
     settings = _settings(db, config=config)
     with _database(settings) as database, database.session() as session:
-        user, token = add_user(session, name, role, practice=practice, group=group, now=_now())
+        user, token = add_user(
+            session, name, role, practice=practice, group=group, now=now, expires_at=expires_at
+        )
         uid = user.id
     _report(
         as_json,
@@ -374,8 +391,14 @@ def user_add(
             "practice": practice,
             "group": group,
             "token": token,
+            "expires_at": expires_at.isoformat() if expires_at else None,
         },
-        [f"user {uid} {name!r} ({role}); API token, not shown again:", token],
+        [
+            f"user {uid} {name!r} ({role}); API token"
+            + (f" (expires {expires_at.isoformat()})" if expires_at else " (no expiry)")
+            + ", not shown again:",
+            token,
+        ],
     )
 
 
@@ -387,6 +410,7 @@ def user_list(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fal
 
     settings = _settings(db, config=config)
     with _database(settings) as database, database.read() as session:
+        users = list_users(session)
         rows = [
             {
                 "id": u.id,
@@ -396,16 +420,20 @@ def user_list(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fal
                 "group": u.group,
                 "created_at": u.created_at.isoformat(),
                 "revoked": bool(u.disabled),
+                "expires_at": u.expires_at.isoformat() if u.expires_at else None,
             }
-            for u in list_users(session)
+            for u in users
         ]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table("id", "name", "role", "practice / group", "created", "status")
-    for r in rows:
+    now = _now()
+    table = Table("id", "name", "role", "practice / group", "created", "expires", "status")
+    for u, r in zip(users, rows, strict=True):
+        expired = u.expires_at is not None and _aware(u.expires_at) <= now
+        status = "revoked" if r["revoked"] else "expired" if expired else "active"
         table.add_row(str(r["id"]), r["name"], r["role"], r["practice"] or r["group"] or "",
-                      r["created_at"], "revoked" if r["revoked"] else "active")  # fmt: skip
+                      r["created_at"], r["expires_at"] or "never", status)  # fmt: skip
     out.print(table)
 
 
@@ -429,6 +457,21 @@ def user_revoke(
         {"id": user_id, "name": name, "role": role, "revoked": True},
         [f"user {user_id} {name!r} ({role}) revoked"],
     )
+
+
+def _expiry(text: str, now: dt.datetime) -> dt.datetime:
+    """``--expires``: ``90d``, a date or an ISO 8601 instant (UTC when no offset is given)."""
+    t = text.strip()
+    try:
+        if t.endswith("d") and t[:-1].isdigit():
+            return now + dt.timedelta(days=int(t[:-1]))
+        when = dt.datetime.fromisoformat(t)
+    except ValueError:
+        raise BadRequestError(
+            f"--expires {text!r}: give a number of days (90d), a date (2027-03-31) or an "
+            "ISO 8601 instant"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
 
 # A kid is base64url and may start with "-": take such a token as the kid, not as an option.
@@ -541,23 +584,60 @@ def ig_pack(
 
 @log_app.command("verify")
 def log_verify(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Re-verify the whole log from the database (after a restore from backup, or any time):
-    leaf hashes, stored envelopes, every signed checkpoint, every stored tree node."""
-    from .log.verify import verify_log
+    """Re-verify the whole log and the cells derived from it, from the database (after a
+    restore from backup, on a schedule, or any time): leaf hashes, stored envelopes and their
+    signatures, every stored cell re-derived from its signed payload, every signed checkpoint,
+    every stored tree node. Names each difference (check, leaf, practice, period, indicator)
+    and exits 1 if there is any; benchmarks built on differing cells are recomputed on their
+    next read, which shows those values as unverified."""
+    import datetime as _dt
+
+    from sqlalchemy import select
+
+    from .benchmarks.models import BenchPractice
+    from .benchmarks.service import UNVERIFIED, Group, mark_stale
+    from .log.verify import groups_with_differences, verify_log
 
     settings = _settings(db, config=config)
-    with _database(settings) as database, database.read() as session:
-        report = verify_log(session)
-    _report(
-        as_json,
-        {"ok": True, **report.__dict__},
-        [
-            f"log verified: {report.size} leaves, root {report.root_hex}",
-            f"  {report.envelopes_checked} envelopes re-hashed, {report.checkpoints_checked} "
-            f"signed checkpoints checked (latest size {report.latest_checkpoint_size}), "
-            f"{report.nodes_checked} tree nodes checked",
-        ],
-    )
+    with _database(settings) as database:
+        with database.read() as session:
+            report = verify_log(session)
+        groups = groups_with_differences(report.findings)
+        with database.session() as session:
+            # the groups with differing cells, and those shown unverified (rechecked: repaired
+            # cells are shown again)
+            shown = session.execute(
+                select(
+                    BenchPractice.indicator, BenchPractice.period_start, BenchPractice.period_end
+                )
+                .where(BenchPractice.status == UNVERIFIED)
+                .distinct()
+            ).all()
+            mark_stale(
+                session,
+                [
+                    Group(ind, _dt.date.fromisoformat(a), _dt.date.fromisoformat(b))
+                    for (a, b), inds in groups.items()
+                    for ind in sorted(inds)
+                ]
+                + [Group(*r) for r in shown],
+            )
+    lines = [
+        f"log {'verified' if report.ok else 'FAILED'}: {report.size} leaves, root {report.root_hex}",
+        f"  {report.envelopes_checked} envelopes re-hashed, {report.submissions_checked} "
+        f"signatures and submissions checked, {report.cells_checked} cells rows re-derived, "
+        f"{report.checkpoints_checked} signed checkpoints checked (latest size "
+        f"{report.latest_checkpoint_size}), {report.nodes_checked} tree nodes checked",
+        *(f"  {f}" for f in report.findings),
+    ]
+    if groups:
+        lines.append(
+            f"  {sum(len(v) for v in groups.values())} benchmark group(s) marked for "
+            "recomputation: their differing values now show as unverified"
+        )
+    _report(as_json, report.as_dict(), lines)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command()

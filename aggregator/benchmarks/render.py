@@ -89,7 +89,7 @@ def peer_fields(f: Flat) -> dict[str, Any]:
         "numerator_status": ns,
         "denominator": den,
         "denominator_status": ds,
-        "status": "suppressed" if f[5] == "suppressed" else "rounded",
+        "status": f[5] if f[5] in ("suppressed", "unverified") else "rounded",
     }
     if f[6] is not None and "suppressed" in (ns, ds):
         out.update(status="suppressed", rate=None, ci95=None, ci998=None, approximate=True, z=None, band=None,
@@ -132,7 +132,9 @@ def _coarse(num: int | None, ns: str, den: int | None, ds: str, status: str, rat
         "numerator_status": "withheld",
         "denominator": None,
         "denominator_status": "banded",
-        "status": "suppressed" if status == "suppressed" or withheld else "rounded",
+        "status": status
+        if status == "unverified"
+        else ("suppressed" if status == "suppressed" or withheld else "rounded"),
         "rate": None,
         "ci95": None,
         "ci998": None,
@@ -141,7 +143,7 @@ def _coarse(num: int | None, ns: str, den: int | None, ds: str, status: str, rat
         "band": None,
         "band_text": None,
         "note": "small numbers: not shown to peers"
-        if withheld and status != "suppressed"
+        if withheld and status not in ("suppressed", "unverified")
         else note,
     }
     if rate is not None and not withheld:

@@ -33,8 +33,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from ..db.models import TZ, Cell, Practice, Submission
+from ..db.models import TZ, Cell, Envelope, Practice, Submission
 from ..db.models import Catalogue as CatalogueRow
+from ..log import checks
 from . import render, stats
 from .models import BenchPractice, BenchStale, BenchSummary
 
@@ -241,6 +242,7 @@ def _effective_cells(session: Session, g: Group) -> list[dict[str, object]]:
             Submission.catalogue_version,
             Submission.received_at,
             Submission.seq,
+            Submission.envelope_sha256,
             Cell.numerator,
             Cell.numerator_status,
             Cell.denominator,
@@ -265,9 +267,51 @@ def _effective_cells(session: Session, g: Group) -> list[dict[str, object]]:
     return sorted(latest.values(), key=lambda m: str(m["practice_ods"]))
 
 
+#: How a practice's value whose stored cells differ from its signed payload is shown.
+UNVERIFIED = "unverified"
+UNVERIFIED_NOTE = "unverified: not the signed counts"  # note is String(40)
+_COUNTS = ("numerator", "numerator_status", "denominator", "denominator_status", "exclusions",
+           "exclusions_status")  # fmt: skip
+
+
+def _unverified(session: Session, g: Group, cells: list[dict[str, object]]) -> set[str]:
+    """The submissions among ``cells`` whose whole-practice counts for ``g.indicator`` are not
+    the ones their signed envelope carries (or whose envelope is missing or does not hash to
+    the submission's SHA-256): checked against the payload on every refresh, the parsed
+    payload cached by envelope hash (aggregator.log.checks.signed_totals)."""
+    need = [
+        str(c["envelope_sha256"])
+        for c in cells
+        if checks.signed_totals(str(c["envelope_sha256"]), None) is None
+    ]
+    bodies: dict[str, bytes] = {}
+    if need:
+        t = Envelope.__table__.c
+        for sha, body in session.execute(select(t.sha256, t.body).where(t.sha256.in_(need))):
+            bodies[sha] = bytes(body)
+    bad: set[str] = set()
+    for c in cells:
+        sha = str(c["envelope_sha256"])
+        totals = checks.signed_totals(sha, bodies.get(sha))
+        signed = None if totals is None else totals.get(g.indicator)
+        if signed is None or signed != tuple(c[k] for k in _COUNTS):
+            bad.add(str(c["submission_id"]))
+    return bad
+
+
 def refresh_group(session: Session, g: Group) -> stats.Funnel:
-    """Recompute one (indicator, period) and rewrite its stored rows."""
+    """Recompute one (indicator, period) and rewrite its stored rows. A practice whose stored
+    cells no longer match its signed submission enters no statistic and is stored as
+    ``unverified`` (no counts, no rate)."""
     cells = _effective_cells(session, g)
+    bad = _unverified(session, g, cells)
+    if bad:
+        cells = [
+            {**c, **dict.fromkeys(("numerator", "denominator", "exclusions")),
+             **dict.fromkeys(("numerator_status", "denominator_status", "exclusions_status"), UNVERIFIED)}
+            if c["submission_id"] in bad else c
+            for c in cells
+        ]  # fmt: skip
     versions = indicator_versions(
         session, {(str(c["catalogue_id"]), int(c["catalogue_version"])) for c in cells}
     )  # type: ignore[call-overload]
@@ -276,8 +320,8 @@ def refresh_group(session: Session, g: Group) -> stats.Funnel:
             str(c["practice_ods"]),
             c["numerator"],  # type: ignore[arg-type]
             c["denominator"],  # type: ignore[arg-type]
-            c["numerator_status"],  # type: ignore[arg-type]
-            c["denominator_status"],  # type: ignore[arg-type]
+            "suppressed" if c["submission_id"] in bad else c["numerator_status"],  # type: ignore[arg-type]
+            "suppressed" if c["submission_id"] in bad else c["denominator_status"],  # type: ignore[arg-type]
         )
         for c in cells
     ]
@@ -328,6 +372,8 @@ def refresh_group(session: Session, g: Group) -> stats.Funnel:
             }
         )
         row = rows[-1]
+        if c["submission_id"] in bad:
+            row.update(status=UNVERIFIED, note=UNVERIFIED_NOTE, band=None)
         flat = (r.practice, row["numerator"], row["numerator_status"], row["denominator"], row["denominator_status"],
                 row["status"], row["rate"], row["lo95"], row["hi95"], row["lo998"], row["hi998"], row["approximate"],
                 row["z"], row["band"], None, row["note"], None, None)  # fmt: skip

@@ -107,6 +107,8 @@ class User(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[dt.datetime] = mapped_column(TZ)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The API token is refused from this instant (null: it does not expire).
+    expires_at: Mapped[dt.datetime | None] = mapped_column(TZ, nullable=True)
 
 
 class Catalogue(Base):

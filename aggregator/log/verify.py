@@ -1,37 +1,43 @@
-"""Re-verify the whole transparency log from what the database holds.
+"""Re-verify the whole transparency log, and the cells derived from it, from what the database
+holds.
 
-Run after a restore from backup (``fedqi-aggregator log verify``), or at any time: it trusts
-nothing derived. Every leaf hash is recomputed from its leaf data, every stored envelope is
-hashed again and matched to its leaf, the tree is rebuilt from the leaves alone, every stored
-checkpoint's signature is checked with the network's log public key and its root compared with
-the rebuilt tree at that size, and every stored interior node is compared with the rebuilt one
-(those are what inclusion and consistency proofs are served from).
+Run after a restore from backup (``fedqi-aggregator log verify``), on a schedule
+(docs/operations.md, "The evidence check"), or at any time: it trusts nothing derived. Every
+leaf hash is recomputed from its leaf data, every stored envelope is hashed again and matched to
+its leaf, each submission's signature is checked with its practice key and its leaf compared with
+the stored submission row, every stored ``cells`` row is re-derived from the signed payload,
+the tree is rebuilt from the leaves alone, every stored checkpoint's signature is checked with
+the network's log public key and its root compared with the rebuilt tree at that size, and every
+stored interior node is compared with the rebuilt one (those are what inclusion and consistency
+proofs are served from).
 
-A failure raises :class:`LogIntegrityError` naming the leaf, envelope, checkpoint or node.
+Every failure is a :class:`~aggregator.log.checks.Finding` naming its check, and the leaf,
+envelope, checkpoint, node or (practice, period, indicator) cell; the report lists them all.
+The checks are the functions of :mod:`aggregator.log.checks`, the same the IG page runs.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from protocol import merkle
-from protocol.checkpoint import verify_checkpoint
-from protocol.errors import ProtocolError
 from protocol.keys import VerifyingKey
 
+from ..db.models import Cell, Envelope, LogLeaf, LogNode, LogState, Network, PracticeKey
 from ..db.models import Checkpoint as CheckpointRow
-from ..db.models import Envelope, LogLeaf, LogNode, LogState, Network
+from ..db.models import Submission as SubmissionRow
 from ..errors import AggregatorError
+from . import checks
+from .checks import Finding
 
 
 class LogIntegrityError(AggregatorError):
-    """The stored log does not verify."""
+    """The stored log cannot be checked at all (no network)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, 500)
@@ -42,9 +48,30 @@ class LogReport:
     size: int
     root_hex: str
     envelopes_checked: int
+    submissions_checked: int
+    cells_checked: int
     checkpoints_checked: int
     nodes_checked: int
     latest_checkpoint_size: int
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "size": self.size,
+            "root_hex": self.root_hex,
+            "envelopes_checked": self.envelopes_checked,
+            "submissions_checked": self.submissions_checked,
+            "cells_checked": self.cells_checked,
+            "checkpoints_checked": self.checkpoints_checked,
+            "nodes_checked": self.nodes_checked,
+            "latest_checkpoint_size": self.latest_checkpoint_size,
+            "findings": [f.as_dict() for f in self.findings],
+        }
 
 
 def verify_log(session: Session) -> LogReport:
@@ -52,82 +79,134 @@ def verify_log(session: Session) -> LogReport:
     if network is None:
         raise LogIntegrityError("the database holds no network (run `fedqi-aggregator init`)")
     log_key = VerifyingKey.from_public_bytes(bytes(network.log_public_key))
+    keys = {
+        kid: bytes(pk)
+        for kid, pk in session.execute(select(PracticeKey.kid, PracticeKey.public_key))
+    }
 
+    found: list[Finding] = []
     state = session.execute(select(LogState.size)).scalar_one_or_none() or 0
     tree = merkle.MemoryTree()
-    envelopes_checked = 0
+    envelopes = submissions = cells_checked = 0
     for row in session.execute(select(LogLeaf).order_by(LogLeaf.idx)).scalars():
         if row.idx != tree.size:
-            raise LogIntegrityError(f"leaf {tree.size} is missing (next stored leaf is {row.idx})")
+            found.append(
+                Finding(
+                    "leaf-order",
+                    f"leaf {tree.size}",
+                    f"leaf {tree.size} is missing (next stored leaf is {row.idx})",
+                )
+            )
+            break
         data = bytes(row.leaf_data)
-        if merkle.leaf_hash(data) != bytes(row.leaf_hash):
-            raise LogIntegrityError(f"leaf {row.idx}: stored hash does not match its leaf data")
-        envelopes_checked += _check_envelope(session, row.idx, data)
+        if (f := checks.leaf_hash(row.idx, data, bytes(row.leaf_hash))) is not None:
+            found.append(f)
+        e, s, c = _check_leaf(session, keys, row.idx, data, found)
+        envelopes, submissions, cells_checked = envelopes + e, submissions + s, cells_checked + c
         tree.append(merkle.leaf_hash(data))
     if tree.size != state:
-        raise LogIntegrityError(f"log_state says size {state} but {tree.size} leaves are stored")
+        found.append(
+            Finding(
+                "leaf-order",
+                "log_state",
+                f"log_state says size {state} but {tree.size} leaves are stored",
+            )
+        )
 
-    checkpoints = 0
-    latest = 0
+    checkpoints = latest = 0
     for cp in session.execute(select(CheckpointRow).order_by(CheckpointRow.size)).scalars():
-        try:
-            parsed = verify_checkpoint(
-                cp.note, network.log_key_name, log_key, origin=network.origin
-            )
-        except ProtocolError as exc:
-            raise LogIntegrityError(f"checkpoint of size {cp.size}: {exc}") from None
-        if parsed.size != cp.size or parsed.root != bytes(cp.root):
-            raise LogIntegrityError(f"checkpoint of size {cp.size}: note and stored row disagree")
         if cp.size > tree.size:
-            raise LogIntegrityError(
-                f"checkpoint of size {cp.size} is larger than the stored log ({tree.size} leaves)"
+            found.append(
+                Finding(
+                    "checkpoint-root",
+                    f"checkpoint of size {cp.size}",
+                    f"larger than the stored log ({tree.size} leaves)",
+                )
             )
-        if cp.size and tree.root(cp.size) != parsed.root:
-            raise LogIntegrityError(
-                f"checkpoint of size {cp.size}: its signed root does not match the leaves stored"
-            )
+            continue
+        rebuilt = tree.root(cp.size) if cp.size else None
+        f = checks.checkpoint(
+            cp.size, cp.note, bytes(cp.root), network.log_key_name, log_key, network.origin, rebuilt
+        )
+        if f is not None:
+            found.append(f)
         checkpoints += 1
         latest = cp.size
 
     nodes = 0
     for level, idx, h in session.execute(select(LogNode.level, LogNode.idx, LogNode.hash)):
         start, end = idx << level, (idx + 1) << level
+        where = f"log node ({level}, {idx})"
         if end > tree.size:
-            raise LogIntegrityError(f"log node ({level}, {idx}) covers leaves beyond the log")
-        if tree.range_hash(start, end) != bytes(h):
-            raise LogIntegrityError(f"log node ({level}, {idx}) does not match the leaves")
+            found.append(Finding("tree-node", where, "covers leaves beyond the log"))
+        elif tree.range_hash(start, end) != bytes(h):
+            found.append(Finding("tree-node", where, "does not match the leaves"))
         nodes += 1
 
     root = tree.root() if tree.size else hashlib.sha256(b"").digest()
     return LogReport(
         size=tree.size,
         root_hex=root.hex(),
-        envelopes_checked=envelopes_checked,
+        envelopes_checked=envelopes,
+        submissions_checked=submissions,
+        cells_checked=cells_checked,
         checkpoints_checked=checkpoints,
         nodes_checked=nodes,
         latest_checkpoint_size=latest,
+        findings=found,
     )
 
 
-def _check_envelope(session: Session, idx: int, leaf_data: bytes) -> int:
-    try:
-        leaf = json.loads(leaf_data)
-    except ValueError:
-        raise LogIntegrityError(f"leaf {idx}: leaf data is not JSON") from None
+def _check_leaf(
+    session: Session, keys: dict[str, bytes], idx: int, data: bytes, found: list[Finding]
+) -> tuple[int, int, int]:
+    """The checks of one leaf's envelope, submission and cells; (envelopes, submissions,
+    cells rows) checked."""
+    leaf = checks.leaf_json(idx, data)
+    if isinstance(leaf, Finding):
+        found.append(leaf)
+        return 0, 0, 0
     sha = leaf.get("envelope_sha256")
     if not sha:
-        return 0
+        return 0, 0, 0
     env = session.get(Envelope, sha)
-    if env is None:
-        raise LogIntegrityError(f"leaf {idx}: envelope {sha} is not stored")
-    body = bytes(env.body)
-    if hashlib.sha256(body).hexdigest() != sha:
-        raise LogIntegrityError(f"leaf {idx}: stored envelope bytes do not hash to {sha}")
-    if env.leaf_index != idx:
-        raise LogIntegrityError(f"leaf {idx}: envelope {sha} claims leaf {env.leaf_index}")
-    payload_sha = leaf.get("payload_sha256")
-    if payload_sha:
-        payload = base64.b64decode(json.loads(body)["payload"])
-        if hashlib.sha256(payload).hexdigest() != payload_sha:
-            raise LogIntegrityError(f"leaf {idx}: envelope payload does not hash to the leaf's")
-    return 1
+    body = bytes(env.body) if env is not None else None
+    if (f := checks.envelope_hash(idx, body, sha)) is not None:
+        found.append(f)
+        return 0, 0, 0
+    assert env is not None and body is not None
+    before = len(found)
+    if (f := checks.envelope_leaf(idx, sha, env.leaf_index)) is not None:
+        found.append(f)
+    if (
+        leaf.get("payload_sha256")
+        and (f := checks.payload_hash(idx, body, leaf["payload_sha256"])) is not None
+    ):
+        found.append(f)
+    if leaf.get("type") != "submission":
+        return 1, 0, 0
+    kid = str(leaf.get("kid"))
+    if (f := checks.signature(idx, body, kid, keys.get(kid))) is not None:
+        found.append(f)
+    sub = session.get(SubmissionRow, leaf.get("submission_id"))
+    if (f := checks.leaf_submission(idx, leaf, sub)) is not None:
+        found.append(f)
+    if sub is None or len(found) > before:
+        return 1, 0, 0
+    signed = checks.signed_submission(idx, body)
+    if isinstance(signed, Finding):
+        found.append(signed)
+        return 1, 1, 0
+    rows = list(session.scalars(select(Cell).where(Cell.submission_id == sub.submission_id)))
+    found.extend(checks.cells(sub, signed, rows))
+    return 1, 1, len(rows)
+
+
+def groups_with_differences(findings: list[Finding]) -> dict[tuple[str, str], set[str]]:
+    """(period start, end) -> indicators whose cells differ, from ``cells`` findings."""
+    out: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for f in findings:
+        if f.check == "cells" and f.period and f.indicator:
+            start, end = f.period.split("..")
+            out[(start, end)].add(f.indicator)
+    return out

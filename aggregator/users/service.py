@@ -37,8 +37,12 @@ def add_user(
     practice: str | None,
     group: str | None,
     now: dt.datetime,
+    expires_at: dt.datetime | None = None,
 ) -> tuple[User, str]:
-    """Create a user; returns the row and its API token (shown once, stored hashed)."""
+    """Create a user; returns the row and its API token (shown once, stored hashed), which
+    is refused from ``expires_at`` on when given."""
+    if expires_at is not None and expires_at <= now:
+        raise BadRequestError(f"--expires {expires_at.isoformat()} is not in the future")
     if role not in ROLES:
         raise BadRequestError(f"--role {role!r} is not one of {', '.join(ROLES)}")
     if not name.strip() or len(name) > 200:
@@ -71,6 +75,7 @@ def add_user(
         group=group,
         token_sha256=_token_sha256(token),
         created_at=now,
+        expires_at=expires_at,
     )
     session.add(user)
     session.flush()
@@ -100,10 +105,19 @@ def revoke_user(session: Session, user_id: int) -> User:
     return user
 
 
-def authenticate(session: Session, token: str) -> User:
+def authenticate(session: Session, token: str, now: dt.datetime | None = None) -> User:
     user = session.scalars(select(User).where(User.token_sha256 == _token_sha256(token))).first()
     if user is None or user.disabled:
         raise AuthenticationError("authorization: the API token is not valid", code="bad-token")
+    if user.expires_at is not None:
+        expires = user.expires_at
+        if expires.tzinfo is None:  # SQLite hands back naive UTC
+            expires = expires.replace(tzinfo=dt.UTC)
+        if expires <= (now or dt.datetime.now(dt.UTC)):
+            raise AuthenticationError(
+                "authorization: the API token expired; ask an administrator for a new one",
+                code="bad-token",
+            )
     return user
 
 

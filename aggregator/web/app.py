@@ -73,7 +73,17 @@ def create_app(
         try:
             check_migrated(rt.db)
         except AggregatorError as exc:
-            return problems.problem_response(503, exc.code, "Not ready", exc.message)
+            return problems.problem_response(
+                503,
+                exc.code,
+                "Not ready",
+                exc.message,
+                {"Retry-After": str(problems.RETRY_AFTER_SECONDS)},
+            )
+        except Exception as exc:
+            if problems.is_database_unavailable(exc):
+                return problems.database_unavailable()
+            raise
         return JSONResponse({"status": "ready"})
 
     for router in (
@@ -84,6 +94,7 @@ def create_app(
         *_plugin_routers(),
     ):
         app.include_router(router)
+    problems.document(app)
     return app
 
 

@@ -36,7 +36,7 @@ def current_user(
             "authorization: send an API token as 'Authorization: Bearer <token>'", code="bad-token"
         )
     with runtime.db.read() as session:
-        user = authenticate(session, credentials.credentials)
+        user = authenticate(session, credentials.credentials, runtime.now())
         session.expunge(user)
     return user
 

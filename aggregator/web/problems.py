@@ -2,12 +2,48 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import AggregatorError
+
+#: Seconds a client is asked to wait before retrying while the database is unreachable.
+RETRY_AFTER_SECONDS = 5
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached (server down, restarting, connection
+    lost or refused, pool exhausted while reconnecting), as opposed to a bug or bad data."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.TimeoutError):  # no pooled connection came free
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            try:
+                import psycopg
+            except ImportError:  # pragma: no cover - psycopg is a dependency
+                return False
+            return isinstance(exc.orig, (psycopg.OperationalError, psycopg.InterfaceError))
+    return False
+
+
+def database_unavailable() -> JSONResponse:
+    return problem_response(
+        503,
+        "database-unavailable",
+        "Service unavailable",
+        "the database is unreachable; nothing was stored: retry after "
+        f"{RETRY_AFTER_SECONDS} seconds",
+        {"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
 
 PROBLEM_TYPE = "urn:fedqi:problem:"
 MEDIA_TYPE = "application/problem+json"
@@ -25,6 +61,14 @@ def problem_response(
 
 
 def install(app: FastAPI) -> None:
+    from sqlalchemy import exc as sa_exc
+
+    @app.exception_handler(sa_exc.SQLAlchemyError)
+    async def _database_error(_request: Request, exc: sa_exc.SQLAlchemyError) -> JSONResponse:
+        if is_database_unavailable(exc):
+            return database_unavailable()
+        raise exc
+
     @app.exception_handler(AggregatorError)
     async def _aggregator_error(_request: Request, exc: AggregatorError) -> JSONResponse:
         headers = (
@@ -45,4 +89,70 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        return problem_response(exc.status_code, code, str(exc.detail), str(exc.detail))
+        # keep the exception's headers: a 405 names the methods the path has in Allow
+        return problem_response(
+            exc.status_code, code, str(exc.detail), str(exc.detail), dict(exc.headers or {})
+        )
+
+
+#: The problem+json schema every error response has (RFC 9457).
+PROBLEM_SCHEMA: dict[str, object] = {
+    "title": "Problem",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "pattern": "^urn:fedqi:problem:[a-z0-9-]+$"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+    },
+}
+
+_WHY = {
+    400: "Bad request: a malformed body, query or path parameter (named in detail)",
+    401: "No or unknown API token (WWW-Authenticate: Bearer)",
+    403: "The token's role or practice may not do this",
+    404: "No such resource",
+    405: "Method not allowed on this path (Allow lists those that are)",
+    409: "Conflicts with what is stored (sequence, correction, key state)",
+    413: "Body larger than the aggregator accepts",
+    422: "Well-formed but refused by a protocol or business rule (named in detail)",
+    503: "The database is unreachable (Retry-After says when to retry); nothing was stored",
+}
+_READ = (400, 401, 403, 404, 405, 503)
+_WRITE = (*_READ, 409, 413, 422)
+
+
+def document(app: FastAPI) -> None:
+    """Declare every problem response, with its schema, on every operation of the OpenAPI
+    schema (added to the generated schema, so plug-in routers are covered too)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = generate()
+        spec.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        ref = {"$ref": "#/components/schemas/Problem"}
+        for ops in spec.get("paths", {}).values():
+            for method, op in ops.items():
+                if not isinstance(op, dict) or "responses" not in op:
+                    continue
+                write = method.upper() in ("POST", "PUT", "PATCH", "DELETE")
+                # FastAPI's own 422 (a bad parameter) is answered as a 400 problem here
+                if "HTTPValidationError" in str(op["responses"].get("422", "")):
+                    del op["responses"]["422"]
+                for code in _WRITE if write else _READ:
+                    entry: dict[str, Any] = {
+                        "description": _WHY[code],
+                        "content": {MEDIA_TYPE: {"schema": ref}},
+                    }
+                    if code == 405:
+                        entry["headers"] = {"Allow": {"schema": {"type": "string"}}}
+                    if code == 503:
+                        entry["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+                    op["responses"].setdefault(str(code), entry)
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -109,3 +109,175 @@ def test_log_verify_names_a_dropped_leaf(busy_log, capsys) -> None:  # type: ign
     _edit(busy_log, delete(models.LogLeaf).where(models.LogLeaf.idx == 8))
     code, out = _verify(busy_log, capsys)
     assert code == 1 and ("log_state" in out or "missing" in out)
+
+
+# --- evidence to the screen: each tamper is caught by the named check --------------------------------
+
+
+def _findings(out: str) -> list[dict[str, str]]:
+    return json.loads(out)["findings"]
+
+
+def _a_cell(server, ods: str = "A81001", month: int = 4):  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    with server.network.database.read() as s:
+        row = s.execute(
+            select(models.Cell.submission_id, models.Cell.indicator, models.Cell.numerator)
+            .join(models.Submission)
+            .where(
+                models.Submission.practice_ods == ods,
+                models.Submission.period_start == dt.date(2026, month, 1),
+                models.Cell.numerator.is_not(None),
+            )
+            .order_by(models.Cell.indicator)
+        ).first()
+    assert row is not None
+    return row
+
+
+def test_a_changed_cell_is_named_by_practice_period_and_indicator_and_shown_unverified(
+    busy_log, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    sid, indicator, numerator = _a_cell(busy_log)
+    lead = busy_log.network.user("network_lead", group="PCN1")
+    path = f"/v1/benchmarks/indicators/{indicator}?period=2026-04"
+
+    def mine() -> dict:  # type: ignore[type-arg]
+        r = busy_log.get(path, lead)
+        assert r.status_code == 200, r.text
+        return next(p for p in r.json()["practices"] if p["id"] == "A81001")
+
+    before = mine()
+    assert before["numerator"] == numerator and before["status"] != "unverified"
+    _edit(
+        busy_log,
+        update(models.Cell)
+        .where(models.Cell.submission_id == sid, models.Cell.indicator == indicator)
+        .values(numerator=numerator + 16),
+    )
+    code, out = _verify(busy_log, capsys)
+    assert code == 1, out
+    cells = [f for f in _findings(out) if f["check"] == "cells"]
+    assert len(cells) == 1, out
+    f = cells[0]
+    assert (f["practice"], f["period"], f["indicator"]) == (
+        "A81001",
+        "2026-04-01..2026-04-30",
+        indicator,
+    )
+    assert f"stored {numerator + 16}" in f["detail"] and f"signed {numerator}" in f["detail"]
+    # log verify marked the group for recomputation: the API no longer shows the forged value
+    after = mine()
+    assert after["status"] == "unverified", after
+    assert after["numerator"] is None and after["rate"] is None
+    assert "unverified" in after["note"]
+
+
+def test_a_changed_cell_is_unverified_on_recompute_even_before_log_verify(busy_log) -> None:  # type: ignore[no-untyped-def]
+    """The refresh checks the cells it reads against the signed payload itself."""
+    from aggregator.benchmarks import service
+
+    sid, indicator, numerator = _a_cell(busy_log, "A81002", 5)
+    _edit(
+        busy_log,
+        update(models.Cell)
+        .where(models.Cell.submission_id == sid, models.Cell.indicator == indicator)
+        .values(numerator=numerator + 1),
+    )
+    with busy_log.network.database.session() as s:
+        service.rebuild_all(s)
+    lead = busy_log.network.user("network_lead", group="PCN2")
+    r = busy_log.get(f"/v1/benchmarks/indicators/{indicator}?period=2026-05", lead)
+    assert r.status_code == 200, r.text
+    row = next(p for p in r.json()["practices"] if p["id"] == "A81002")
+    assert row["status"] == "unverified" and row["numerator"] is None
+
+
+def test_leaf_json_edited_with_its_hash_left_alone_fails_log_verify_and_the_ig_page(
+    busy_log, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    with busy_log.network.database.read() as s:
+        sub = s.scalars(
+            select(models.Submission).where(models.Submission.practice_ods == "A81001")
+        ).first()
+        idx = sub.leaf_index
+        data = bytes(s.scalar(select(models.LogLeaf.leaf_data).where(models.LogLeaf.idx == idx)))
+    forged = data.replace(b'"status":"accepted"', b'"status":"acceptex"', 1)
+    assert forged != data
+    _edit(
+        busy_log, update(models.LogLeaf).where(models.LogLeaf.idx == idx).values(leaf_data=forged)
+    )
+    code, out = _verify(busy_log, capsys)
+    assert code == 1
+    assert {(f["check"], f["where"]) for f in _findings(out)} >= {("leaf-hash", f"leaf {idx}")}
+
+    token = busy_log.network.user("ig_officer", practice="A81001")
+    busy_log.client.cookies.set("fedqi_session", token)
+    r = busy_log.client.get("/dashboard/ig")
+    assert r.status_code == 200, r.text
+    html = r.text
+    row = html[html.index(sub.submission_id) :]
+    row = row[: row.index("</tr>")]
+    assert "✗ FAILED" in row and "✗ leaf-hash" in row and "✗ inclusion" in row
+
+
+@pytest.mark.parametrize("what", ["envelope", "leaf", "node", "cell"])
+def test_each_tamper_is_caught_by_its_check(busy_log, capsys, what) -> None:  # type: ignore[no-untyped-def]
+    with busy_log.network.database.read() as s:
+        env = s.scalars(select(models.Envelope).where(models.Envelope.leaf_index == 4)).one()
+        sha, body = env.sha256, bytes(env.body)
+    if what == "envelope":
+        _edit(
+            busy_log,
+            update(models.Envelope).where(models.Envelope.sha256 == sha).values(body=body + b" "),
+        )
+        expected = ("envelope-hash", "leaf 4")
+    elif what == "leaf":
+        with busy_log.network.database.read() as s:
+            data = bytes(s.scalar(select(models.LogLeaf.leaf_data).where(models.LogLeaf.idx == 5)))
+        _edit(
+            busy_log,
+            update(models.LogLeaf)
+            .where(models.LogLeaf.idx == 5)
+            .values(leaf_data=data.replace(b'"seq":', b'"seq": ', 1)),
+        )
+        expected = ("leaf-hash", "leaf 5")
+    elif what == "node":
+        _edit(
+            busy_log,
+            update(models.LogNode)
+            .where(models.LogNode.level == 2, models.LogNode.idx == 0)
+            .values(hash=b"\x01" * 32),
+        )
+        expected = ("tree-node", "log node (2, 0)")
+    else:
+        sid, indicator, _ = _a_cell(busy_log, "A81002", 6)
+        _edit(
+            busy_log,
+            update(models.Cell)
+            .where(models.Cell.submission_id == sid, models.Cell.indicator == indicator)
+            .values(denominator_status="suppressed", denominator=None),
+        )
+        expected = (
+            "cells",
+            f"practice A81002, period 2026-06-01..2026-06-30, indicator {indicator}",
+        )
+    code, out = _verify(busy_log, capsys)
+    assert code == 1
+    assert expected in {(f["check"], f["where"]) for f in _findings(out)}, out
+
+
+def test_repaired_cells_are_shown_again_after_log_verify(busy_log, capsys) -> None:  # type: ignore[no-untyped-def]
+    sid, indicator, numerator = _a_cell(busy_log)
+    lead = busy_log.network.user("network_lead", group="PCN1")
+    path = f"/v1/benchmarks/indicators/{indicator}?period=2026-04"
+    where = (models.Cell.submission_id == sid, models.Cell.indicator == indicator)
+    _edit(busy_log, update(models.Cell).where(*where).values(numerator=numerator + 3))
+    assert _verify(busy_log, capsys)[0] == 1
+    row = next(p for p in busy_log.get(path, lead).json()["practices"] if p["id"] == "A81001")
+    assert row["status"] == "unverified"
+    _edit(busy_log, update(models.Cell).where(*where).values(numerator=numerator))
+    assert _verify(busy_log, capsys)[0] == 0
+    row = next(p for p in busy_log.get(path, lead).json()["practices"] if p["id"] == "A81001")
+    assert row["status"] != "unverified" and row["numerator"] == numerator

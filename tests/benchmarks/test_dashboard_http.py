@@ -119,7 +119,7 @@ def test_ig_view_catches_a_tampered_envelope(net: SyntheticNetwork) -> None:
         page = c.get("/dashboard/ig").text
         assert page.count("✓ verified") == 2 and page.count("✗ FAILED") == 1
         assert env_sha[:16] in page.split("✗ FAILED")[1]  # the failed row is the tampered one
-        assert "stored bytes do not match their hash" in page
+        assert "✗ envelope-hash" in page and "stored envelope bytes do not hash to" in page
 
 
 def test_real_server_sends_the_hardening_headers_on_pages_api_and_errors(

@@ -12,7 +12,6 @@ script only adds a tooltip and PNG export.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import urllib.parse
 from importlib import resources
 from typing import Any
@@ -68,7 +67,7 @@ def viewer_user(request: Request, runtime: Runtime = Depends(get_runtime)) -> Us
         return None
     try:
         with runtime.db.read() as session:
-            user = authenticate(session, token)
+            user = authenticate(session, token, runtime.now())
             session.expunge(user)
         return user
     except AuthenticationError:
@@ -151,7 +150,7 @@ async def login(request: Request, runtime: Runtime = Depends(get_runtime)) -> Re
     target = _safe_next((form.get("next") or ["/dashboard"])[0])
     try:
         with runtime.db.read() as session:
-            authenticate(session, token)
+            authenticate(session, token, runtime.now())
     except AuthenticationError:
         return render("login.html", 401, user=None, next=target, error="That token is not valid.")
     resp = RedirectResponse(target, status_code=303)
@@ -425,59 +424,64 @@ async def practice_csv(ods: str, period: str | None = None, user: User | None = 
 
 def _verify(runtime: Runtime, session: Any, sub: SubmissionRow, env: EnvelopeRow | None, key: PracticeKey | None,
             checkpoint: Any) -> list[tuple[str, bool, str]]:  # fmt: skip
-    """Re-run the checks an auditor would: envelope hash, signature, log inclusion, checkpoint."""
-    from protocol.checkpoint import verify_checkpoint
-    from protocol.envelope import Envelope, verify_envelope
-    from protocol.keys import VerifyingKey
-    from protocol.merkle import verify_inclusion
-
+    """Re-run, for one submission, the named checks ``fedqi-aggregator log verify`` runs
+    (aggregator.log.checks): leaf hash from its JSON, envelope hash, payload hash, signature,
+    leaf against the stored submission, the stored cells re-derived from the signed payload,
+    inclusion of the leaf (hashed from its JSON) in the latest checkpoint, its signature."""
+    from ...db.models import Cell as CellRow
+    from ...db.models import LogLeaf
+    from ...log import checks
     from ...log import service as log
 
-    checks: list[tuple[str, bool, str]] = []
-    if env is None:
-        return [("envelope stored", False, "no envelope bytes for this submission")]
-    body = bytes(env.body)
-    ok = hashlib.sha256(body).hexdigest() == sub.envelope_sha256
-    checks.append(
-        (
-            "envelope hash",
-            ok,
-            "SHA-256 of the stored bytes matches" if ok else "stored bytes do not match their hash",
+    out: list[tuple[str, bool, str]] = []
+
+    def record(name: str, finding: checks.Finding | None, ok_text: str) -> bool:
+        out.append((name, finding is None, ok_text if finding is None else finding.detail))
+        return finding is None
+
+    idx = sub.leaf_index
+    leaf_row = session.get(LogLeaf, idx)
+    if leaf_row is None:
+        return [("leaf-hash", False, f"leaf {idx} is not stored")]
+    data = bytes(leaf_row.leaf_data)
+    record("leaf-hash", checks.leaf_hash(idx, data, bytes(leaf_row.leaf_hash)),
+           "the leaf's hash is recomputed from its JSON")  # fmt: skip
+    leaf = checks.leaf_json(idx, data)
+    if isinstance(leaf, checks.Finding):
+        record("leaf-json", leaf, "")
+        return out
+    body = bytes(env.body) if env is not None else None
+    if not record("envelope-hash", checks.envelope_hash(idx, body, sub.envelope_sha256),
+                  "SHA-256 of the stored bytes matches"):  # fmt: skip
+        return out
+    assert body is not None
+    record("payload-hash", checks.payload_hash(idx, body, str(leaf.get("payload_sha256"))),
+           "the payload hashes to the leaf's payload_sha256")  # fmt: skip
+    record("signature", checks.signature(idx, body, sub.kid, bytes(key.public_key) if key else None),
+           f"Ed25519 signature by {sub.kid[:12]}… verifies")  # fmt: skip
+    record("leaf-submission", checks.leaf_submission(idx, leaf, sub),
+           "the leaf names this submission, practice, key and seq")  # fmt: skip
+    signed = checks.signed_submission(idx, body)
+    if isinstance(signed, checks.Finding):
+        record("cells", signed, "")
+    else:
+        rows = list(
+            session.scalars(select(CellRow).where(CellRow.submission_id == sub.submission_id))
         )
-    )
-    try:
-        if key is None:
-            raise ValueError(f"key {sub.kid} not found")
-        verify_envelope(
-            Envelope.from_bytes(body),
-            [VerifyingKey.from_public_bytes(bytes(key.public_key))],
-            kind="submission",
-        )
-        checks.append(("signature", True, f"Ed25519 signature by {sub.kid[:12]}… verifies"))
-    except Exception as exc:
-        checks.append(("signature", False, str(exc)))
+        diffs = checks.cells(sub, signed, rows)
+        out.append(("cells", not diffs, "every stored cell is the signed payload's" if not diffs
+                    else "; ".join(f"{d.indicator}: {d.detail}" for d in diffs[:5])))  # fmt: skip
     if checkpoint is None:
-        checks.append(("log inclusion", False, "no checkpoint yet"))
-        return checks
-    try:
-        proof = log.inclusion(session, sub.leaf_index, checkpoint.size)
-        verify_inclusion(sub.leaf_index, checkpoint.size, bytes.fromhex(str(proof["leaf_hash"])),
-                         [bytes.fromhex(h) for h in proof["proof"]], bytes(checkpoint.root))  # type: ignore[attr-defined]  # fmt: skip
-        checks.append(
-            (
-                "log inclusion",
-                True,
-                f"leaf {sub.leaf_index} is in the tree of size {checkpoint.size}",
-            )
-        )
-    except Exception as exc:
-        checks.append(("log inclusion", False, str(exc)))
-    try:
-        verify_checkpoint(checkpoint.note, runtime.signer.key_name, runtime.signer.key.public)
-        checks.append(("checkpoint signature", True, "signed by the log key"))
-    except Exception as exc:
-        checks.append(("checkpoint signature", False, str(exc)))
-    return checks
+        out.append(("inclusion", False, "no checkpoint yet"))
+        return out
+    proof = log.inclusion(session, idx, checkpoint.size)
+    record("inclusion", checks.inclusion(idx, checkpoint.size, data, [bytes.fromhex(h) for h in proof["proof"]],  # type: ignore[attr-defined]
+                                         bytes(checkpoint.root)),
+           f"leaf {idx} is in the tree of size {checkpoint.size}")  # fmt: skip
+    record("checkpoint-signature", checks.checkpoint(checkpoint.size, checkpoint.note, bytes(checkpoint.root),
+                                                     runtime.signer.key_name, runtime.signer.key.public),
+           "signed by the log key")  # fmt: skip
+    return out
 
 
 def _ig_ctx(runtime: Runtime, u: User) -> dict[str, Any]:
