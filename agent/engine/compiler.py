@@ -363,7 +363,7 @@ def build_plan(
 
     if codesets:
         hits = _hits_cte(catalogue, codesets, number, period_end, flavour, code_match)
-        feat_cte, columns = _feature_columns(hits, features, number, flavour, periods)
+        feat_cte, columns = _feature_columns(hits, features, number, flavour, periods, many or ())
         ctx.columns.update(columns)
         on = feat_cte.c.patient_id == p.c.patient_id
         if periods is not None:
@@ -400,8 +400,10 @@ def _feature_columns(
     number: dict[CodeSet, int],
     flavour: Flavour,
     periods: sa.CTE | None = None,
+    ends: tuple[dt.date, ...] = (),
 ) -> tuple[sa.CTE, dict[tuple[str, Feature], ColumnElement]]:
-    """The ``feat`` CTE (one row per patient with a hit) and its column for each feature.
+    """The ``feat`` CTE (one row per patient with a hit, per period end with ``periods``) and
+    its column for each feature.
 
     Two narrow aggregations rather than one wide one: first per (patient, code set) the last
     and first dates and the latest valued date (and, where the dialect can, the lowest value
@@ -422,19 +424,11 @@ def _feature_columns(
             .group_by(hits.c.patient_id, hits.c.k)
             .cte("per_set")
         )
-    else:
-        # Each hit counts for every period end on or after its date.
-        per_set = (
-            sa.select(hits.c.patient_id, periods.c.pidx, hits.c.k, *cols)
-            .select_from(hits.join(periods, hits.c.date <= periods.c.period_end))
-            .group_by(hits.c.patient_id, periods.c.pidx, hits.c.k)
-            .cte("per_set")
+        source, value = (
+            flavour.lowest_value_on_latest_date(hits, per_set) if has_value else (per_set, None)
         )
-    source, value = (
-        flavour.lowest_value_on_latest_date(hits, per_set, periods is not None)
-        if has_value
-        else (per_set, None)
-    )
+    else:
+        per_set, source, value = _per_period_sets(hits, cols, periods, ends, flavour, has_value)
     names: dict[tuple[str, Feature], str] = {}
     pivot: list[ColumnElement] = []
 
@@ -455,6 +449,61 @@ def _feature_columns(
     keys = [per_set.c.patient_id] + ([per_set.c.pidx] if periods is not None else [])
     feat_cte = sa.select(*keys, *pivot).select_from(source).group_by(*keys).cte("feat")
     return feat_cte, {key: feat_cte.c[name] for key, name in names.items()}
+
+
+def _per_period_sets(
+    hits: sa.CTE,
+    cols: list[ColumnElement],
+    periods: sa.CTE,
+    ends: tuple[dt.date, ...],
+    flavour: Flavour,
+    has_value: bool,
+) -> tuple[sa.CTE, sa.FromClause, ColumnElement | None]:
+    """``per_set`` with a row per (patient, period end, code set), from one pass over the hits.
+
+    Each hit falls in one bucket: the first period end on or after its date. The hits are
+    aggregated per (patient, code set, bucket) as for one period; a period end's features are
+    then the aggregates over the buckets up to it (last: the max of the buckets' last dates,
+    and so on), a join of those few rows, not of every hit, with the period ends. The buckets
+    are disjoint date ranges, so the latest valued date up to a period end lies in exactly
+    one bucket, the highest valued one, whose lowest value on that date is the value.
+    """
+    whens = [(hits.c.date <= _date(end), i) for i, end in enumerate(ends[:-1])]
+    last = sa.literal(len(ends) - 1, sa.Integer)
+    bucket = sa.case(*whens, else_=last) if whens else last
+    per_bucket = (
+        sa.select(hits.c.patient_id, hits.c.k, bucket.label("pidx"), *cols)
+        .group_by(hits.c.patient_id, hits.c.k, bucket)
+        .cte("per_bucket")
+    )
+    b = per_bucket.c
+    agg: list[ColumnElement] = [sa.func.max(b.last).label("last")]
+    if "first" in b:
+        agg.append(sa.func.min(b.first).label("first"))
+    if has_value:
+        agg.append(sa.func.max(b.vdate).label("vdate"))
+        agg.append(sa.func.max(sa.case((b.vdate.is_not(None), b.pidx))).label("vbucket"))
+    per_set = (
+        sa.select(b.patient_id, periods.c.pidx, b.k, *agg)
+        .select_from(per_bucket.join(periods, b.pidx <= periods.c.pidx))
+        .group_by(b.patient_id, periods.c.pidx, b.k)
+        .cte("per_set")
+    )
+    if not has_value:
+        return per_set, per_set, None
+    buckets, value = flavour.lowest_value_on_latest_date(hits, per_bucket, True)
+    valued = sa.select(b.patient_id, b.k, b.pidx, value.label("v")).select_from(buckets)
+    valued_cte = valued.cte("valued")
+    v = valued_cte.c
+    source = per_set.outerjoin(
+        valued_cte,
+        sa.and_(
+            v.patient_id == per_set.c.patient_id,
+            v.k == per_set.c.k,
+            v.pidx == per_set.c.vbucket,
+        ),
+    )
+    return per_set, source, v.v
 
 
 def _hits_cte(
