@@ -473,7 +473,8 @@ def _per_period_sets(
     bucket = sa.case(*whens, else_=last) if whens else last
     per_bucket = (
         sa.select(hits.c.patient_id, hits.c.k, bucket.label("pidx"), *cols)
-        .group_by(hits.c.patient_id, hits.c.k, bucket)
+        # (one period end: one bucket, nothing to group by; DuckDB refuses a parameter there)
+        .group_by(hits.c.patient_id, hits.c.k, *([bucket] if whens else []))
         .cte("per_bucket")
     )
     b = per_bucket.c
