@@ -104,3 +104,26 @@ def compute_raw_cells(
     finally:
         engine.dispose()
     return list(cells), kind
+
+
+def compute_raw_cells_for_periods(
+    settings: AgentSettings,
+    catalogue: Catalogue,
+    period_ends: Sequence[dt.date],
+) -> tuple[dict[dt.date, list[RawCell]], str]:
+    """The engine's raw cells for several period ends from one query (a backfill in one pass),
+    and the source kind for the provenance."""
+    from .engine import compute_periods
+
+    engine = open_source(settings)
+    try:
+        cells = compute_periods(engine, catalogue, period_ends)
+        kind = source_kind(settings, engine)
+    except AgentUserError:
+        raise
+    except SQLAlchemyError as exc:
+        first = str(exc).splitlines()[0]
+        raise SourceError(f"the practice database cannot be read: {first}") from None
+    finally:
+        engine.dispose()
+    return cells, kind

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol.catalogue import Catalogue
+from protocol.disclosure import RawCell
 from protocol.envelope import Envelope
 from protocol.submission import CorrectionReason, Period, Submission
 
 from .audit import accept_receipt
 from .catalogue_cache import load_catalogue
-from .compute import compute_raw_cells
+from .compute import compute_raw_cells, compute_raw_cells_for_periods
 from .errors import AgentUserError, TransportError
 from .keystore import Keystore, Trust, load_trust_matching
 from .outbox import Message, NewMessage, Outbox
@@ -70,12 +71,14 @@ def prepare(
     now: int,
     supersedes: str | None = None,
     reason: CorrectionReason | None = None,
+    computed: tuple[list[RawCell], str] | None = None,
 ) -> Message:
-    """Compute, apply disclosure control, sign and store one submission (not yet sent)."""
+    """Compute (unless ``computed`` gives the raw cells and source kind already), apply
+    disclosure control, sign and store one submission (not yet sent)."""
     trust = load_trust_matching(settings.home, settings.practice, settings.aud)
     key = Keystore(settings.home).active()
     policy = effective_policy(catalogue, settings)
-    raw, kind = compute_raw_cells(settings, catalogue, period.end)
+    raw, kind = computed or compute_raw_cells(settings, catalogue, period.end)
     state = "held" if settings.release == "hold" else "queued"
 
     def build(seq: int) -> NewMessage:
@@ -218,10 +221,15 @@ def run_due(
         periods = due_periods(settings, outbox, today)
         if periods:
             catalogue = load_catalogue(settings, client=client)
+            # Every due month from one engine pass (docs/engine.md), then one by one: disclosure
+            # control, signature, outbox, send.
+            raw, kind = compute_raw_cells_for_periods(settings, catalogue, [p.end for p in periods])
             for done, period in enumerate(periods):
                 if progress is not None:
                     progress(period.label, done, len(periods))
-                message = prepare(settings, outbox, catalogue, period, now=now)
+                message = prepare(
+                    settings, outbox, catalogue, period, now=now, computed=(raw[period.end], kind)
+                )
                 if message.state == "held":
                     outcomes.append(Outcome(message.id, message.period, "held"))
                 else:

@@ -18,7 +18,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # Cheapest first, so a partial run still tells something.
-ORDER = ["agent_compute", "preview_process", "synth_generate", "load_csv", "ingest", "query"]
+ORDER = [
+    "agent_compute",
+    "backfill",
+    "preview_process",
+    "synth_generate",
+    "load_csv",
+    "ingest",
+    "query",
+    "demo",
+]
 
 
 def main(argv: list[str]) -> int:

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -71,11 +72,37 @@ def _date(value: dt.date) -> ColumnElement[dt.date]:
 
 @dataclass
 class Context:
-    """What rule compilation needs: the period end and the feature columns."""
+    """What rule compilation needs: the period end and the feature columns.
+
+    Every date bound a rule needs comes from :meth:`bound`: a literal for one period end; for
+    several (``ends``), a column of the ``periods`` table, one row per period end holding each
+    bound computed in Python, so one query evaluates every period end."""
 
     period_end: dt.date
     patients: sa.TableClause | sa.Table
     columns: dict[tuple[str, Feature], ColumnElement] = field(default_factory=dict)
+    ends: tuple[dt.date, ...] | None = None
+    periods: sa.CTE | None = None
+    wanted: dict[str, Callable[[dt.date], dt.date]] = field(default_factory=dict)
+
+    def bound(self, name: str, of_end: Callable[[dt.date], dt.date]) -> ColumnElement[dt.date]:
+        """The date ``of_end(E)`` for the period end ``E`` being evaluated."""
+        if self.ends is None:
+            return _date(of_end(self.period_end))
+        self.wanted[name] = of_end
+        if self.periods is None:  # the first pass only collects the bounds needed
+            return _date(of_end(self.ends[0]))
+        return self.periods.c[name]
+
+    def months_back(self, months: int) -> ColumnElement[dt.date]:
+        return self.bound(f"m_{months}", lambda end: months_before(end, months))
+
+    def born_by(self, years: int) -> ColumnElement[dt.date]:
+        """Born on or before this date: aged at least ``years`` at the period end."""
+        return self.bound(f"age_{years}", lambda end: born_on_or_before_for_age(end, years))
+
+    def end(self) -> ColumnElement[dt.date]:
+        return self.bound("period_end", lambda end: end)
 
     def last(self, codeset: CodeSet) -> ColumnElement:
         return self.columns[("last", LastDate(codeset))]
@@ -92,9 +119,7 @@ class Context:
         ``<= E`` bound is already applied to every coded row)."""
         if window is None:
             return column.is_not(None)
-        return sa.and_(
-            column.is_not(None), column > _date(months_before(self.period_end, window.months))
-        )
+        return sa.and_(column.is_not(None), column > self.months_back(window.months))
 
 
 # --- rules -------------------------------------------------------------------------------------
@@ -126,9 +151,9 @@ def _(rule: Age, ctx: Context) -> Bool:
     birth = ctx.patients.c.birth_date
     conds: list[Bool] = []
     if rule.min is not None:
-        conds.append(birth <= _date(born_on_or_before_for_age(ctx.period_end, rule.min)))
+        conds.append(birth <= ctx.born_by(rule.min))
     if rule.max is not None:
-        conds.append(birth > _date(born_on_or_before_for_age(ctx.period_end, rule.max + 1)))
+        conds.append(birth > ctx.born_by(rule.max + 1))
     return sa.and_(*conds)
 
 
@@ -139,8 +164,7 @@ def _(rule: SexIs, ctx: Context) -> Bool:
 
 @rule_sql.register
 def _(rule: RegisteredFor, ctx: Context) -> Bool:
-    start = months_before(ctx.period_end, rule.months)
-    return ctx.patients.c.registration_start <= _date(start)
+    return ctx.patients.c.registration_start <= ctx.months_back(rule.months)
 
 
 @rule_sql.register
@@ -221,11 +245,15 @@ class Plan:
     catalogue: Catalogue
     indicators: list[Indicator]
     period_end: dt.date
-    # One row per base-population patient: patient_id, local_ref, age_band, sex, and 0/1
-    # columns pop_i, num_i, exc_i for the i-th indicator's rules.
+    # One row per base-population patient (per period end, with ``pidx``, when there are
+    # several): patient_id, local_ref, age_band, sex, and 0/1 columns pop_i, num_i, exc_i for
+    # the i-th indicator's rules.
     flags: sa.CTE
+    ends: tuple[dt.date, ...] | None = None
 
     def counts_query(self) -> sa.Select:
+        """Rows (age_band, sex, denominator_0, numerator_0, exclusions_0, ...); with several
+        period ends, (pidx, age_band, sex, ...), ``pidx`` indexing ``ends``."""
         f = self.flags.c
         sums: list[ColumnElement] = []
         for i in range(len(self.indicators)):
@@ -235,11 +263,8 @@ class Plan:
                 _count(sa.and_(pop, num)).label(f"numerator_{i}"),
                 _count(sa.and_(pop, sa.not_(num), exc)).label(f"exclusions_{i}"),
             ]
-        return (
-            sa.select(f.age_band, f.sex, *sums)
-            .group_by(f.age_band, f.sex)
-            .order_by(f.age_band, f.sex)
-        )
+        keys = [f.age_band, f.sex] if self.ends is None else [f.pidx, f.age_band, f.sex]
+        return sa.select(*keys, *sums).group_by(*keys).order_by(*keys)
 
     def worklist_query(self) -> sa.Select:
         f = self.flags.c
@@ -262,27 +287,12 @@ def _flag(cond: Bool) -> ColumnElement[int]:
 CodeMatch = Literal["join", "in"]
 
 
-def build_plan(
-    catalogue: Catalogue,
-    indicators: list[Indicator],
-    period_end: dt.date,
-    flavour: Flavour,
-    code_match: CodeMatch = "join",
-) -> Plan:
-    features = features_for(indicators)
-    codesets = sorted({f.codeset for f in features})
-    number = {cs: k for k, cs in enumerate(codesets, start=1)}
-    p = schema.patients
-    ctx = Context(period_end=period_end, patients=p)
-    joins: list[tuple[sa.CTE, ColumnElement[bool]]] = []
-
-    if codesets:
-        hits = _hits_cte(catalogue, codesets, number, period_end, flavour, code_match)
-        feat_cte, columns = _feature_columns(hits, features, number, flavour)
-        ctx.columns.update(columns)
-        joins.append((feat_cte, feat_cte.c.patient_id == p.c.patient_id))
-
-    end = _date(period_end)
+def _patient_columns(
+    catalogue: Catalogue, indicators: list[Indicator], ctx: Context
+) -> tuple[Bool, ColumnElement, list[ColumnElement]]:
+    """(base population condition, age band, the flag columns) for the context's period end."""
+    p = ctx.patients
+    end = ctx.end()
     base = sa.and_(
         p.c.birth_date <= end,
         p.c.registration_start <= end,
@@ -293,9 +303,7 @@ def build_plan(
     # Bands are contiguous from 0 (the catalogue checks it): the first band whose upper age
     # bound the patient is under, else the open last band.
     whens = [
-        (p.c.birth_date > _date(born_on_or_before_for_age(period_end, b.max + 1)), b.label)
-        for b in bands[:-1]
-        if b.max is not None
+        (p.c.birth_date > ctx.born_by(b.max + 1), b.label) for b in bands[:-1] if b.max is not None
     ]
     last_band = sa.literal(bands[-1].label, sa.String)
     age_band = sa.case(*whens, else_=last_band) if whens else last_band
@@ -308,11 +316,71 @@ def build_plan(
                 f"exc_{i}"
             ),
         ]
+    return base, age_band, flag_cols
+
+
+def _periods_cte(
+    ends: tuple[dt.date, ...], wanted: dict[str, Callable[[dt.date], dt.date]]
+) -> sa.CTE:
+    """One row per period end: ``pidx`` and every date bound the rules need at that end."""
+    names = sorted(wanted)
+    rows = [
+        sa.select(
+            sa.literal(i, sa.Integer).label("pidx"),
+            *(sa.literal(wanted[n](end), sa.Date).label(n) for n in names),
+        )
+        for i, end in enumerate(ends)
+    ]
+    query = rows[0] if len(rows) == 1 else sa.union_all(*rows)
+    return query.cte("periods")
+
+
+def build_plan(
+    catalogue: Catalogue,
+    indicators: list[Indicator],
+    period_end: dt.date,
+    flavour: Flavour,
+    code_match: CodeMatch = "join",
+    ends: Sequence[dt.date] | None = None,
+) -> Plan:
+    """The plan for ``period_end``; or, given ``ends``, for every one of those period ends in
+    one query (the coded rows are read once, up to the latest end)."""
+    features = features_for(indicators)
+    codesets = sorted({f.codeset for f in features})
+    number = {cs: k for k, cs in enumerate(codesets, start=1)}
+    p = schema.patients
+    many = None if ends is None else tuple(sorted(set(ends)))
+    periods: sa.CTE | None = None
+    if many is not None:
+        period_end = many[-1]
+        # First pass: which date bounds do the rules need? (feature columns are placeholders)
+        probe = Context(period_end=period_end, patients=p, ends=many)
+        probe.columns = defaultdict(lambda: sa.literal_column("0", sa.Date))  # type: ignore[assignment]
+        _patient_columns(catalogue, indicators, probe)
+        periods = _periods_cte(many, probe.wanted)
+    ctx = Context(period_end=period_end, patients=p, ends=many, periods=periods)
+    joins: list[tuple[sa.CTE, ColumnElement[bool]]] = []
+
+    if codesets:
+        hits = _hits_cte(catalogue, codesets, number, period_end, flavour, code_match)
+        feat_cte, columns = _feature_columns(hits, features, number, flavour, periods, many or ())
+        ctx.columns.update(columns)
+        on = feat_cte.c.patient_id == p.c.patient_id
+        if periods is not None:
+            on = sa.and_(on, feat_cte.c.pidx == periods.c.pidx)
+        joins.append((feat_cte, on))
+
+    base, age_band, flag_cols = _patient_columns(catalogue, indicators, ctx)
     source: sa.FromClause = p
+    keys: list[ColumnElement] = []
+    if periods is not None:
+        source = source.join(periods, sa.true())
+        keys.append(periods.c.pidx)
     for cte, on in joins:
         source = source.outerjoin(cte, on)
     flags = (
         sa.select(
+            *keys,
             p.c.patient_id,
             p.c.local_ref,
             age_band.label("age_band"),
@@ -323,13 +391,19 @@ def build_plan(
         .where(base)
         .cte("flags")
     )
-    return Plan(catalogue, indicators, period_end, flags)
+    return Plan(catalogue, indicators, period_end, flags, many)
 
 
 def _feature_columns(
-    hits: sa.CTE, features: list[Feature], number: dict[CodeSet, int], flavour: Flavour
+    hits: sa.CTE,
+    features: list[Feature],
+    number: dict[CodeSet, int],
+    flavour: Flavour,
+    periods: sa.CTE | None = None,
+    ends: tuple[dt.date, ...] = (),
 ) -> tuple[sa.CTE, dict[tuple[str, Feature], ColumnElement]]:
-    """The ``feat`` CTE (one row per patient with a hit) and its column for each feature.
+    """The ``feat`` CTE (one row per patient with a hit, per period end with ``periods``) and
+    its column for each feature.
 
     Two narrow aggregations rather than one wide one: first per (patient, code set) the last
     and first dates and the latest valued date (and, where the dialect can, the lowest value
@@ -344,14 +418,17 @@ def _feature_columns(
     if has_value:
         cols.append(sa.func.max(sa.case((hits.c.value.is_not(None), hits.c.date))).label("vdate"))
         cols += flavour.stage_value_columns(hits)
-    per_set = (
-        sa.select(hits.c.patient_id, hits.c.k, *cols)
-        .group_by(hits.c.patient_id, hits.c.k)
-        .cte("per_set")
-    )
-    source, value = (
-        flavour.lowest_value_on_latest_date(hits, per_set) if has_value else (per_set, None)
-    )
+    if periods is None:
+        per_set = (
+            sa.select(hits.c.patient_id, hits.c.k, *cols)
+            .group_by(hits.c.patient_id, hits.c.k)
+            .cte("per_set")
+        )
+        source, value = (
+            flavour.lowest_value_on_latest_date(hits, per_set) if has_value else (per_set, None)
+        )
+    else:
+        per_set, source, value = _per_period_sets(hits, cols, periods, ends, flavour, has_value)
     names: dict[tuple[str, Feature], str] = {}
     pivot: list[ColumnElement] = []
 
@@ -369,13 +446,65 @@ def _feature_columns(
             assert value is not None
             add("vdate", feat, per_set.c.vdate)
             add("value", feat, value)
-    feat_cte = (
-        sa.select(per_set.c.patient_id, *pivot)
-        .select_from(source)
-        .group_by(per_set.c.patient_id)
-        .cte("feat")
-    )
+    keys = [per_set.c.patient_id] + ([per_set.c.pidx] if periods is not None else [])
+    feat_cte = sa.select(*keys, *pivot).select_from(source).group_by(*keys).cte("feat")
     return feat_cte, {key: feat_cte.c[name] for key, name in names.items()}
+
+
+def _per_period_sets(
+    hits: sa.CTE,
+    cols: list[ColumnElement],
+    periods: sa.CTE,
+    ends: tuple[dt.date, ...],
+    flavour: Flavour,
+    has_value: bool,
+) -> tuple[sa.CTE, sa.FromClause, ColumnElement | None]:
+    """``per_set`` with a row per (patient, period end, code set), from one pass over the hits.
+
+    Each hit falls in one bucket: the first period end on or after its date. The hits are
+    aggregated per (patient, code set, bucket) as for one period; a period end's features are
+    then the aggregates over the buckets up to it (last: the max of the buckets' last dates,
+    and so on), a join of those few rows, not of every hit, with the period ends. The buckets
+    are disjoint date ranges, so the latest valued date up to a period end lies in exactly
+    one bucket, the highest valued one, whose lowest value on that date is the value.
+    """
+    whens = [(hits.c.date <= _date(end), i) for i, end in enumerate(ends[:-1])]
+    last = sa.literal(len(ends) - 1, sa.Integer)
+    bucket = sa.case(*whens, else_=last) if whens else last
+    per_bucket = (
+        sa.select(hits.c.patient_id, hits.c.k, bucket.label("pidx"), *cols)
+        # (one period end: one bucket, nothing to group by; DuckDB refuses a parameter there)
+        .group_by(hits.c.patient_id, hits.c.k, *([bucket] if whens else []))
+        .cte("per_bucket")
+    )
+    b = per_bucket.c
+    agg: list[ColumnElement] = [sa.func.max(b.last).label("last")]
+    if "first" in b:
+        agg.append(sa.func.min(b.first).label("first"))
+    if has_value:
+        agg.append(sa.func.max(b.vdate).label("vdate"))
+        agg.append(sa.func.max(sa.case((b.vdate.is_not(None), b.pidx))).label("vbucket"))
+    per_set = (
+        sa.select(b.patient_id, periods.c.pidx, b.k, *agg)
+        .select_from(per_bucket.join(periods, b.pidx <= periods.c.pidx))
+        .group_by(b.patient_id, periods.c.pidx, b.k)
+        .cte("per_set")
+    )
+    if not has_value:
+        return per_set, per_set, None
+    buckets, value = flavour.lowest_value_on_latest_date(hits, per_bucket, True)
+    valued = sa.select(b.patient_id, b.k, b.pidx, value.label("v")).select_from(buckets)
+    valued_cte = valued.cte("valued")
+    v = valued_cte.c
+    source = per_set.outerjoin(
+        valued_cte,
+        sa.and_(
+            v.patient_id == per_set.c.patient_id,
+            v.k == per_set.c.k,
+            v.pidx == per_set.c.vbucket,
+        ),
+    )
+    return per_set, source, v.v
 
 
 def _hits_cte(
@@ -454,6 +583,7 @@ def plan_for(
     indicator_ids: Sequence[str] | None,
     period_end: dt.date,
     code_match: CodeMatch = "join",
+    ends: Sequence[dt.date] | None = None,
 ) -> Plan:
     indicators = select_indicators(catalogue, indicator_ids)
-    return build_plan(catalogue, indicators, period_end, flavour_for(dialect), code_match)
+    return build_plan(catalogue, indicators, period_end, flavour_for(dialect), code_match, ends)

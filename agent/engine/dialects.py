@@ -64,12 +64,14 @@ class Flavour:
         return []
 
     def lowest_value_on_latest_date(
-        self, hits: sa.CTE, per_set: sa.CTE
+        self, hits: sa.CTE, per_set: sa.CTE, per_period: bool = False
     ) -> tuple[sa.FromClause, ColumnElement]:
         """The FROM clause to pivot ``per_set`` from, and the column holding the lowest value on
-        ``per_set.vdate`` (null where the set has no valued hit)."""
+        ``per_set.vdate`` (null where the set has no valued hit). ``per_period``: ``per_set``
+        has a row per period end too (its ``pidx``)."""
+        keys = [per_set.c.patient_id, per_set.c.k] + ([per_set.c.pidx] if per_period else [])
         best = (
-            sa.select(per_set.c.patient_id, per_set.c.k, sa.func.min(hits.c.value).label("v"))
+            sa.select(*keys, sa.func.min(hits.c.value).label("v"))
             .select_from(
                 hits.join(
                     per_set,
@@ -81,12 +83,13 @@ class Flavour:
                 )
             )
             .where(hits.c.value.is_not(None))
-            .group_by(per_set.c.patient_id, per_set.c.k)
+            .group_by(*keys)
             .cte("lowest")
         )
-        source = per_set.outerjoin(
-            best, sa.and_(best.c.patient_id == per_set.c.patient_id, best.c.k == per_set.c.k)
-        )
+        on = [best.c.patient_id == per_set.c.patient_id, best.c.k == per_set.c.k]
+        if per_period:
+            on.append(best.c.pidx == per_set.c.pidx)
+        source = per_set.outerjoin(best, sa.and_(*on))
         return source, best.c.v
 
 
@@ -132,7 +135,7 @@ class DuckDBFlavour(_SplitFlavour):
         return [sa.func.arg_max(hits.c.value, key, type_=sa.Float).label("v")]
 
     def lowest_value_on_latest_date(
-        self, hits: sa.CTE, per_set: sa.CTE
+        self, hits: sa.CTE, per_set: sa.CTE, per_period: bool = False
     ) -> tuple[sa.FromClause, ColumnElement]:
         return per_set, per_set.c.v
 

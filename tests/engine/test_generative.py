@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from sqlalchemy.pool import StaticPool
 
 from agent import reference
-from agent.engine import compute_cells, worklist_patients
+from agent.engine import compute_cells, compute_periods, worklist_patients
 from agent.engine.dates import months_before
 from agent.reference import Patient, Practice, Row
 from protocol.catalogue import (
@@ -281,3 +281,30 @@ def test_sql_engine_matches_reference(db: sa.Engine, data: st.DataObject) -> Non
     assert worklist_patients(db, catalogue, first, end) == reference.worklist(
         practice, catalogue, first, end
     )
+
+
+@settings(
+    max_examples=EXAMPLES,
+    derandomize=not LONG,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_one_pass_over_many_period_ends_matches_each_period_and_the_reference(
+    db: sa.Engine, data: st.DataObject
+) -> None:
+    """A backfill in one query (``compute_periods``) gives, for every period end, the cells
+    of ``compute_cells`` on that end alone and of the reference evaluator."""
+    last = data.draw(st.sampled_from(PERIOD_ENDS), label="last period end")
+    count = data.draw(st.integers(1, 14), label="months")
+    # month ends going back from the last: different days of month, a February, a year turn
+    ends = sorted({months_before(last, m) for m in range(count)})
+    catalogue = data.draw(catalogues(), label="catalogue")
+    practice = data.draw(practices(last), label="practice")
+    reload(db, practice)
+    together = compute_periods(db, catalogue, ends)
+    assert sorted(together) == ends
+    for end in ends:
+        expected = reference.evaluate(practice, catalogue, end)
+        assert together[end] == expected, end
+        assert compute_cells(db, catalogue, end) == expected, end
