@@ -12,8 +12,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
-from protocol.submission import Period
 from schemathesis import GenerationMode
+
+from protocol.submission import Period
 
 EXAMPLES = int(os.environ.get("FEDQI_SCHEMATHESIS_EXAMPLES", "8"))
 ROLES = ["admin", "network_lead", "practice", "ig_officer", None]
@@ -68,7 +69,7 @@ def _config(token: str | None) -> schemathesis.config.SchemathesisConfig:
                     "checks": {"positive_data_acceptance": {"expected-statuses": accept}},
                 }
                 for path in DYNAMIC_400
-            ]
+            ],
         }
     )
 
