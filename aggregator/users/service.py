@@ -92,8 +92,9 @@ def list_users(session: Session) -> list[User]:
 
 
 def revoke_user(session: Session, user_id: int) -> User:
-    """Disable a user: their API token and their dashboard sessions stop working at once. The row stays, so the access audit still names who read what. Revoking a revoked
-    user is an error, not a silent success."""
+    """Disable a user: their API token and their dashboard sessions stop working at once. The
+    row stays, so the access audit still names who read what. Revoking a revoked user is an
+    error, not a silent success."""
     user = session.get(User, user_id)
     if user is None:
         raise BadRequestError(f"user {user_id}: no such user (see `fedqi-aggregator user list`)")
