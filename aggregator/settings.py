@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     enrol_token_hours: int = Field(
         72, ge=1, le=24 * 90, description="default enrolment token lifetime"
     )
+    session_hours: int = Field(
+        12,
+        ge=1,
+        le=24 * 30,
+        description="dashboard sign-in lifetime (never beyond the API token's own expiry)",
+    )
     pseudonym_secret: SecretStr | None = Field(
         None, description="HMAC secret for peer pseudonyms; default: key_dir/pseudonym.secret"
     )

@@ -111,6 +111,18 @@ class User(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(TZ, nullable=True)
 
 
+class DashboardSession(Base):
+    """A dashboard sign-in: the cookie holds a random id, only its SHA-256 is stored. Refused
+    from ``expires_at`` on (never later than the user's own token expiry), when the user is
+    revoked, and gone at sign-out."""
+
+    __tablename__ = "sessions"
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(TZ)
+    expires_at: Mapped[dt.datetime] = mapped_column(TZ, index=True)
+
+
 class Catalogue(Base):
     """A published catalogue: its signed envelope, exactly as served."""
 
@@ -239,6 +251,7 @@ __all__ = [
     "Catalogue",
     "Cell",
     "Checkpoint",
+    "DashboardSession",
     "EnrolToken",
     "Envelope",
     "LogLeaf",

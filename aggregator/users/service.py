@@ -14,10 +14,10 @@ import hmac
 import secrets
 from typing import Literal, get_args
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from ..db.models import Practice, User
+from ..db.models import DashboardSession, Practice, User
 from ..errors import AuthenticationError, BadRequestError
 
 Role = Literal["admin", "network_lead", "practice", "ig_officer"]
@@ -92,33 +92,76 @@ def list_users(session: Session) -> list[User]:
 
 
 def revoke_user(session: Session, user_id: int) -> User:
-    """Disable a user: their API token (and any dashboard session holding it) stops working at
-    once. The row stays, so the access audit still names who read what. Revoking a revoked
-    user is an error, not a silent success."""
+    """Disable a user: their API token and their dashboard sessions stop working at once. The
+    row stays, so the access audit still names who read what. Revoking a revoked user is an
+    error, not a silent success."""
     user = session.get(User, user_id)
     if user is None:
         raise BadRequestError(f"user {user_id}: no such user (see `fedqi-aggregator user list`)")
     if user.disabled:
         raise BadRequestError(f"user {user_id} ({user.name!r}) is already revoked")
     user.disabled = True
+    # Their dashboard sign-ins end now (session_user refuses a disabled user's anyway).
+    session.execute(delete(DashboardSession).where(DashboardSession.user_id == user.id))
     session.flush()
+    return user
+
+
+def _aware(when: dt.datetime) -> dt.datetime:
+    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when  # SQLite: naive UTC
+
+
+def _check_user(user: User | None, now: dt.datetime) -> User:
+    if user is None or user.disabled:
+        raise AuthenticationError("authorization: the API token is not valid", code="bad-token")
+    if user.expires_at is not None and _aware(user.expires_at) <= now:
+        raise AuthenticationError(
+            "authorization: the API token expired; ask an administrator for a new one",
+            code="bad-token",
+        )
     return user
 
 
 def authenticate(session: Session, token: str, now: dt.datetime | None = None) -> User:
     user = session.scalars(select(User).where(User.token_sha256 == _token_sha256(token))).first()
-    if user is None or user.disabled:
-        raise AuthenticationError("authorization: the API token is not valid", code="bad-token")
+    return _check_user(user, now or dt.datetime.now(dt.UTC))
+
+
+# --- dashboard sessions -----------------------------------------------------------------------
+
+
+def start_session(session: Session, user: User, now: dt.datetime, hours: int) -> str:
+    """A dashboard sign-in for ``user``: returns the random id for the cookie (stored as SHA-256
+    only), valid for ``hours`` but never beyond the user's token expiry. Sessions already
+    expired are swept away here."""
+    session.execute(delete(DashboardSession).where(DashboardSession.expires_at <= now))
+    expires = now + dt.timedelta(hours=hours)
     if user.expires_at is not None:
-        expires = user.expires_at
-        if expires.tzinfo is None:  # SQLite hands back naive UTC
-            expires = expires.replace(tzinfo=dt.UTC)
-        if expires <= (now or dt.datetime.now(dt.UTC)):
-            raise AuthenticationError(
-                "authorization: the API token expired; ask an administrator for a new one",
-                code="bad-token",
-            )
-    return user
+        expires = min(expires, _aware(user.expires_at))
+    sid = secrets.token_urlsafe(32)
+    session.add(
+        DashboardSession(
+            id_sha256=_token_sha256(sid), user_id=user.id, created_at=now, expires_at=expires
+        )
+    )
+    session.flush()
+    return sid
+
+
+def session_user(session: Session, sid: str, now: dt.datetime) -> User:
+    """The user signed in by dashboard session ``sid``; refused when the session is unknown,
+    ended or expired, or the user is revoked or their token expired."""
+    row = session.get(DashboardSession, _token_sha256(sid))
+    if row is None or _aware(row.expires_at) <= now:
+        raise AuthenticationError("the dashboard session ended; sign in again", code="bad-session")
+    return _check_user(session.get(User, row.user_id), now)
+
+
+def end_session(session: Session, sid: str) -> None:
+    """Sign out: the session's row goes, so its cookie stops working everywhere."""
+    session.execute(
+        delete(DashboardSession).where(DashboardSession.id_sha256 == _token_sha256(sid))
+    )
 
 
 def pseudonym_for(secret: bytes, viewer: User, practice_ods: str) -> str:

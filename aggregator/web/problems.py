@@ -132,6 +132,9 @@ def document(app: FastAPI) -> None:
         if app.openapi_schema is not None:
             return app.openapi_schema
         spec = generate()
+        from .contract import describe  # the routers' modules import this one
+
+        describe(spec)
         spec.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
         ref = {"$ref": "#/components/schemas/Problem"}
         for ops in spec.get("paths", {}).values():

@@ -213,7 +213,8 @@ def test_leaf_json_edited_with_its_hash_left_alone_fails_log_verify_and_the_ig_p
     assert {(f["check"], f["where"]) for f in _findings(out)} >= {("leaf-hash", f"leaf {idx}")}
 
     token = busy_log.network.user("ig_officer", practice="A81001")
-    busy_log.client.cookies.set("fedqi_session", token)
+    signin = busy_log.client.post("/dashboard/login", data={"token": token})
+    assert signin.status_code == 303, signin.text
     r = busy_log.client.get("/dashboard/ig")
     assert r.status_code == 200, r.text
     html = r.text

@@ -1,6 +1,8 @@
 """The dashboard: server-rendered HTML (jinja2), every asset served from this package.
 
-Sign-in is by API token: a form sets an HttpOnly, SameSite=Strict cookie holding it. Pages:
+Sign-in is by API token: the form checks it and starts a server-side session (``sessions``
+table); the HttpOnly, SameSite=Strict cookie holds only the session's random id, never the
+token. Sign-out deletes the session. Pages:
 network lead overview (practices x indicators by funnel band), a funnel plot and trend per
 indicator, a practice drill-down (most patients who could gain first, registers apart), a
 printable practice pack for the improvement meeting, and for an IG
@@ -36,7 +38,7 @@ from ...errors import (
     NotFoundError,
 )
 from ...runtime import Runtime
-from ...users.service import authenticate
+from ...users.service import authenticate, end_session, session_user, start_session
 from ..deps import get_runtime
 from . import charts
 
@@ -62,12 +64,12 @@ class LoginRequired(Exception):
 
 
 def viewer_user(request: Request, runtime: Runtime = Depends(get_runtime)) -> User | None:
-    token = request.cookies.get(COOKIE)
-    if not token:
+    sid = request.cookies.get(COOKIE)
+    if not sid:
         return None
     try:
         with runtime.db.read() as session:
-            user = authenticate(session, token, runtime.now())
+            user = session_user(session, sid, runtime.now())
             session.expunge(user)
         return user
     except AuthenticationError:
@@ -148,15 +150,21 @@ async def login(request: Request, runtime: Runtime = Depends(get_runtime)) -> Re
     form = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))
     token = (form.get("token") or [""])[0].strip()
     target = _safe_next((form.get("next") or ["/dashboard"])[0])
+
+    def sign_in() -> str:
+        now = runtime.now()
+        with runtime.db.session() as session:
+            user = authenticate(session, token, now)
+            return start_session(session, user, now, runtime.settings.session_hours)
+
     try:
-        with runtime.db.read() as session:
-            authenticate(session, token, runtime.now())
+        sid = await run_in_threadpool(sign_in)
     except AuthenticationError:
         return render("login.html", 401, user=None, next=target, error="That token is not valid.")
     resp = RedirectResponse(target, status_code=303)
     resp.set_cookie(
         COOKIE,
-        token,
+        sid,
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -166,7 +174,11 @@ async def login(request: Request, runtime: Runtime = Depends(get_runtime)) -> Re
 
 
 @router.post("/logout")
-def logout() -> Response:
+def logout(request: Request, runtime: Runtime = Depends(get_runtime)) -> Response:
+    sid = request.cookies.get(COOKIE)
+    if sid:
+        with runtime.db.session() as session:
+            end_session(session, sid)
     resp = RedirectResponse("/dashboard/login", status_code=303)
     resp.delete_cookie(COOKIE, path="/dashboard")
     return resp
