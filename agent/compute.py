@@ -8,7 +8,8 @@ database and gets back :class:`protocol.disclosure.RawCell` aggregates, which go
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -83,6 +84,22 @@ def _display(target: str) -> str:
         return "(unparseable URL)"
 
 
+@contextmanager
+def _reading(settings: AgentSettings) -> Iterator[Engine]:
+    """The practice database, opened for the engine: a read error becomes one SourceError line,
+    and the connection is closed whatever happens."""
+    engine = open_source(settings)
+    try:
+        yield engine
+    except AgentUserError:
+        raise
+    except SQLAlchemyError as exc:
+        first = str(exc).splitlines()[0]
+        raise SourceError(f"the practice database cannot be read: {first}") from None
+    finally:
+        engine.dispose()
+
+
 def compute_raw_cells(
     settings: AgentSettings,
     catalogue: Catalogue,
@@ -92,17 +109,9 @@ def compute_raw_cells(
     """The engine's raw cells for the period, and the source kind for the provenance."""
     from .engine import compute_cells
 
-    engine = open_source(settings)
-    try:
+    with _reading(settings) as engine:
         cells = compute_cells(engine, catalogue, period_end, indicators)
         kind = source_kind(settings, engine)
-    except AgentUserError:
-        raise
-    except SQLAlchemyError as exc:
-        first = str(exc).splitlines()[0]
-        raise SourceError(f"the practice database cannot be read: {first}") from None
-    finally:
-        engine.dispose()
     return list(cells), kind
 
 
@@ -115,15 +124,7 @@ def compute_raw_cells_for_periods(
     and the source kind for the provenance."""
     from .engine import compute_periods
 
-    engine = open_source(settings)
-    try:
+    with _reading(settings) as engine:
         cells = compute_periods(engine, catalogue, period_ends)
         kind = source_kind(settings, engine)
-    except AgentUserError:
-        raise
-    except SQLAlchemyError as exc:
-        first = str(exc).splitlines()[0]
-        raise SourceError(f"the practice database cannot be read: {first}") from None
-    finally:
-        engine.dispose()
     return cells, kind
