@@ -4,6 +4,7 @@ behaviour under the policy is tested in Chromium: tests/browser)."""
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from aggregator.web.middleware import CONTENT_SECURITY_POLICY, SecurityHeadersMiddleware
 
@@ -21,7 +22,11 @@ def _run(path: str, route_headers: list[tuple[bytes, bytes]]) -> dict[bytes, byt
     async def send(message):  # type: ignore[no-untyped-def]
         sent.append(message)
 
-    asyncio.run(SecurityHeadersMiddleware(app)({"type": "http", "path": path}, receive, send))
+    middleware = SecurityHeadersMiddleware(app)
+    # In a thread of its own: Playwright's sync API (tests/browser) leaves an event loop running
+    # in the main thread, where asyncio.run refuses to start.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, middleware({"type": "http", "path": path}, receive, send)).result()
     return dict(sent[0]["headers"])
 
 
