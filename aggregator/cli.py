@@ -432,8 +432,9 @@ def user_list(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fal
     for u, r in zip(users, rows, strict=True):
         expired = u.expires_at is not None and _aware(u.expires_at) <= now
         status = "revoked" if r["revoked"] else "expired" if expired else "active"
-        table.add_row(str(r["id"]), r["name"], r["role"], r["practice"] or r["group"] or "",
-                      r["created_at"], r["expires_at"] or "never", status)  # fmt: skip
+        table.add_row(str(r["id"]), str(r["name"]), str(r["role"]),
+                      str(r["practice"] or r["group"] or ""), str(r["created_at"]),
+                      str(r["expires_at"] or "never"), status)  # fmt: skip
     out.print(table)
 
 

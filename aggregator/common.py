@@ -143,4 +143,5 @@ def submission_batch_hook() -> Callable[..., None] | None:
             _hook = None
         else:
             _hook = getattr(module, "on_submissions_stored", None)
-    return _hook
+    found: Callable[..., None] | None = _hook
+    return found

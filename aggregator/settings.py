@@ -112,7 +112,7 @@ def get_settings(
     values = {k: v for k, v in overrides.items() if v is not None}
     _TOML_FILE["path"] = path
     try:
-        return Settings(config_file=path, _secrets_dir=secrets_dir, **values)  # type: ignore[call-arg]
+        return Settings(config_file=path, _secrets_dir=secrets_dir, **values)
     except ValidationError as exc:
         where = f" in {path}" if path else ""
         problems = "; ".join(

@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from ..db.models import TZ, Cell, Envelope, Practice, Submission
+from ..db.models import TZ, Cell, Envelope, Practice, Submission, table_of
 from ..db.models import Catalogue as CatalogueRow
 from ..log import checks
 from . import render, stats
@@ -61,14 +61,15 @@ def _write_practice_rows(session: Session, rows: list[dict[str, object]]) -> Non
     if session.get_bind().dialect.name == "postgresql":
         cols = list(rows[0])
         raw = session.connection().connection.driver_connection
+        assert raw is not None  # a live psycopg connection
         with (
             raw.cursor() as cur,
             cur.copy(f"COPY bench_practice ({', '.join(cols)}) FROM STDIN") as cp,
-        ):  # type: ignore[union-attr]
+        ):
             for r in rows:
                 cp.write_row([r[c] for c in cols])
         return
-    session.execute(insert(BenchPractice.__table__), rows)
+    session.execute(insert(table_of(BenchPractice)), rows)
 
 
 def _now() -> dt.datetime:
@@ -132,7 +133,7 @@ def _stale_upsert(dialect: str) -> Any:
             .table_valued("indicator", "period_start", "period_end")
             .render_derived(name="g")
         )
-        stmt = pg_insert(BenchStale.__table__).from_select(
+        stmt: Any = pg_insert(table_of(BenchStale)).from_select(
             columns,
             select(
                 groups.c.indicator,
@@ -165,7 +166,7 @@ def on_submission_stored(session: Session, submission: object) -> None:
     groups: set[Group] = set()
     if hasattr(submission, "cells"):  # a protocol Submission carries its own cells
         p = submission.period  # type: ignore[attr-defined]
-        groups |= {Group(c.indicator, p.start, p.end) for c in submission.cells}  # type: ignore[attr-defined]
+        groups |= {Group(c.indicator, p.start, p.end) for c in submission.cells}
     mark_stale(session, groups | _stored_groups(session, ids))
 
 
@@ -232,7 +233,7 @@ def indicator_versions(
 # --- refresh ----------------------------------------------------------------------------------------
 
 
-def _effective_cells(session: Session, g: Group) -> list[dict[str, object]]:
+def _effective_cells(session: Session, g: Group) -> list[dict[str, Any]]:
     """The whole-practice cell of each practice's latest effective submission for the group."""
     rows = session.execute(
         select(
@@ -314,14 +315,14 @@ def refresh_group(session: Session, g: Group) -> stats.Funnel:
         ]  # fmt: skip
     versions = indicator_versions(
         session, {(str(c["catalogue_id"]), int(c["catalogue_version"])) for c in cells}
-    )  # type: ignore[call-overload]
+    )
     counts = [
         stats.Counts(
             str(c["practice_ods"]),
-            c["numerator"],  # type: ignore[arg-type]
-            c["denominator"],  # type: ignore[arg-type]
-            "suppressed" if c["submission_id"] in bad else c["numerator_status"],  # type: ignore[arg-type]
-            "suppressed" if c["submission_id"] in bad else c["denominator_status"],  # type: ignore[arg-type]
+            c["numerator"],
+            c["denominator"],
+            "suppressed" if c["submission_id"] in bad else c["numerator_status"],
+            "suppressed" if c["submission_id"] in bad else c["denominator_status"],
         )
         for c in cells
     ]
@@ -339,7 +340,7 @@ def refresh_group(session: Session, g: Group) -> stats.Funnel:
     for c, r in zip(cells, f.practices, strict=True):
         ver = versions.get((str(c["catalogue_id"]), int(c["catalogue_version"])), {}).get(
             g.indicator
-        )  # type: ignore[call-overload]
+        )
         if ver is not None:
             seen_versions.add(ver)
         lim = r.limits
@@ -526,10 +527,10 @@ def periods(session: Session, indicator: str | None = None) -> list[tuple[dt.dat
     stale = select(BenchStale.period_start, BenchStale.period_end).distinct()
     if indicator:
         stale = stale.where(BenchStale.indicator == indicator)
-    found = {tuple(r) for r in session.execute(q).all()} | {
-        tuple(r) for r in session.execute(stale).all()
+    found: set[tuple[dt.date, dt.date]] = {(r[0], r[1]) for r in session.execute(q).all()} | {
+        (r[0], r[1]) for r in session.execute(stale).all()
     }
-    return sorted(found, key=lambda p: p[1])  # type: ignore[return-value]
+    return sorted(found, key=lambda p: p[1])
 
 
 def indicators(session: Session) -> list[str]:
@@ -557,7 +558,7 @@ def resolve_period(
 
 
 def summary_row(session: Session, indicator: str, start: dt.date, end: dt.date) -> Any:
-    t = BenchSummary.__table__
+    t = table_of(BenchSummary)
     return session.execute(
         select(t).where(
             t.c.indicator == indicator, t.c.period_start == start, t.c.period_end == end
@@ -567,7 +568,7 @@ def summary_row(session: Session, indicator: str, start: dt.date, end: dt.date) 
 
 def practice_rows(session: Session, indicator: str, start: dt.date, end: dt.date) -> list[Any]:
     """The stored practice rows of one group (plain rows, attribute access, no ORM overhead)."""
-    t = BenchPractice.__table__
+    t = table_of(BenchPractice)
     return list(
         session.execute(
             select(t)
@@ -578,7 +579,7 @@ def practice_rows(session: Session, indicator: str, start: dt.date, end: dt.date
 
 
 def practice_history(session: Session, ods: str, indicator: str | None = None) -> list[Any]:
-    t = BenchPractice.__table__
+    t = table_of(BenchPractice)
     q = select(t).where(t.c.practice_ods == ods)
     if indicator:
         q = q.where(t.c.indicator == indicator)
@@ -588,7 +589,7 @@ def practice_history(session: Session, ods: str, indicator: str | None = None) -
 def summaries(
     session: Session, indicator: str | None = None, period_end: dt.date | None = None
 ) -> list[Any]:
-    t = BenchSummary.__table__
+    t = table_of(BenchSummary)
     q = select(t)
     if indicator:
         q = q.where(t.c.indicator == indicator)
@@ -605,7 +606,7 @@ def practice_attributes(session: Session) -> dict[str, stats.PracticeAttributes]
 
 
 def practice_names(session: Session) -> dict[str, str]:
-    return dict(session.execute(select(Practice.ods, Practice.name)).all())  # type: ignore[arg-type]
+    return dict(session.execute(select(Practice.ods, Practice.name)).all())
 
 
 def counts_of(row: Any) -> stats.Counts:
@@ -613,8 +614,8 @@ def counts_of(row: Any) -> stats.Counts:
         row.practice_ods,
         row.numerator,
         row.denominator,
-        row.numerator_status,  # type: ignore[arg-type]
-        row.denominator_status,  # type: ignore[arg-type]
+        row.numerator_status,
+        row.denominator_status,
     )
 
 

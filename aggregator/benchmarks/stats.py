@@ -142,7 +142,8 @@ def exact_limits(p0: float, n: np.ndarray, prob: float) -> np.ndarray:
     f_prev = np.where(r >= 1, sps.binom.cdf(r - 1, n, p0), 0.0)
     gap = f_r - f_prev
     alpha = np.divide(f_r - prob, gap, out=np.zeros_like(gap), where=gap > 0)
-    return np.clip((r - alpha) / n, 0.0, 1.0)
+    clipped: np.ndarray = np.clip((r - alpha) / n, 0.0, 1.0)
+    return clipped
 
 
 def normal_limits(p0: float, n: np.ndarray, z: float) -> np.ndarray:
@@ -165,7 +166,8 @@ def wilson_limits(
     b = np.sqrt(np.maximum(inner, 0.0))
     c = 1 / z2 + 1 / n
     value = (a - b / 8) / c / n if side == "low" else (a + b / 8) / c / n
-    return np.clip(value, 0.0, 1.0)
+    clipped: np.ndarray = np.clip(value, 0.0, 1.0)
+    return clipped
 
 
 # --- overdispersion -----------------------------------------------------------------------------
@@ -175,7 +177,10 @@ def arcsine_z(x: np.ndarray, n: np.ndarray, p0: float) -> np.ndarray:
     """z-scores on the variance-stabilising arcsine scale: ``(asin(sqrt(p)) - asin(sqrt(p0)))
     / (1 / (2 sqrt(n)))``."""
     p = np.clip(np.asarray(x, float) / np.asarray(n, float), 0.0, 1.0)
-    return (np.arcsin(np.sqrt(p)) - math.asin(math.sqrt(p0))) * 2 * np.sqrt(np.asarray(n, float))
+    z: np.ndarray = (
+        (np.arcsin(np.sqrt(p)) - math.asin(math.sqrt(p0))) * 2 * np.sqrt(np.asarray(n, float))
+    )
+    return z
 
 
 def winsorise(z: np.ndarray, share: float = WINSORISE) -> np.ndarray:
@@ -183,7 +188,8 @@ def winsorise(z: np.ndarray, share: float = WINSORISE) -> np.ndarray:
     if z.size == 0:
         return z
     lo, hi = np.quantile(z, [share, 1 - share])
-    return np.clip(z, lo, hi)
+    clipped: np.ndarray = np.clip(z, lo, hi)
+    return clipped
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +231,8 @@ def dispersion(
 
 
 def _back(theta: np.ndarray) -> np.ndarray:
-    return np.sin(np.clip(theta, 0.0, math.pi / 2)) ** 2
+    p: np.ndarray = np.sin(np.clip(theta, 0.0, math.pi / 2)) ** 2
+    return p
 
 
 def multiplicative_limits(p0: float, n: np.ndarray, z: float, phi: float) -> np.ndarray:
@@ -520,6 +527,7 @@ def changes(points: Sequence[TrendPoint], alpha: float = 0.05) -> list[Change]:
             if "suppressed" in (a.counts.status, b.counts.status)
             else ("rounded" if "rounded" in (a.counts.status, b.counts.status) else "exact")
         )
+        note: str | None
         if ra is None or rb is None:
             note = "suppressed" if status == "suppressed" else "no eligible patients"
             out.append(

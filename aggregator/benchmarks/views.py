@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from ..db.cells import stored_cells
 from ..db.models import Catalogue as CatalogueRow
-from ..db.models import Cell, Practice, User
+from ..db.models import Cell, Practice, User, table_of
 from ..errors import BadRequestError, ForbiddenError, NotFoundError
 from ..users.service import can_read_practice, shows_individually
 from . import areas, gain, render, service, stats
@@ -241,22 +241,22 @@ def resolve_group(
         if base is None and dim == "pcn" and viewer.user.role == "network_lead":
             group = viewer.user.group
         elif base is not None and base in attrs:
-            group = attrs[base].group(dim)  # type: ignore[arg-type]
+            group = attrs[base].group(dim)
         if group is None:
             raise BadRequestError(f"peer={dim}: name the group with group=...", code="bad-peer")
-    codes = {a.group(dim) for a in attrs.values()} - {None}  # type: ignore[arg-type]
-    code = next((c for c in sorted(codes) if _match_group(dim, group, c)), None)  # type: ignore[arg-type]
+    codes = {c for a in attrs.values() if (c := a.group(dim)) is not None}
+    code = next((c for c in sorted(codes) if _match_group(dim, group, c)), None)
     if code is None:
         raise NotFoundError(
             f"peer={dim} group={group!r}: no such peer group", code="unknown-peer-group"
         )
-    if own is not None and attrs.get(own) is not None and attrs[own].group(dim) != code:  # type: ignore[arg-type]
+    if own is not None and attrs.get(own) is not None and attrs[own].group(dim) != code:
         raise ForbiddenError(
             f"peer={dim} group={group!r}: a {viewer.user.role} user sees only its own peer groups",
             code="peer-forbidden",
         )
-    members = frozenset(ods for ods, a in attrs.items() if a.group(dim) == code)  # type: ignore[arg-type]
-    return PeerGroup(dim, code, members)  # type: ignore[arg-type]
+    members = frozenset(ods for ods, a in attrs.items() if a.group(dim) == code)
+    return PeerGroup(dim, code, members)
 
 
 def peer_group_options(viewer: Viewer) -> list[dict[str, str]]:
@@ -264,11 +264,16 @@ def peer_group_options(viewer: Viewer) -> list[dict[str, str]]:
     attrs = viewer.attributes()
     own = viewer.own
     out = [{"peer": "network", "group": "network", "label": "Whole network"}]
-    for dim, title in (("pcn", "PCN"), ("imd", "Deprivation"), ("size", "List size")):
-        codes = sorted({a.group(dim) for a in attrs.values()} - {None})  # type: ignore[arg-type]
+    dims: tuple[tuple[stats.PeerDimension, str], ...] = (
+        ("pcn", "PCN"),
+        ("imd", "Deprivation"),
+        ("size", "List size"),
+    )
+    for dim, title in dims:
+        codes = sorted({c for a in attrs.values() if (c := a.group(dim)) is not None})
         if own is not None and own in attrs:
-            codes = [c for c in codes if c == attrs[own].group(dim)]  # type: ignore[arg-type]
-        out += [{"peer": dim, "group": c, "label": f"{title}: {c}"} for c in codes]  # type: ignore[misc]
+            codes = [c for c in codes if c == attrs[own].group(dim)]
+        out += [{"peer": dim, "group": c, "label": f"{title}: {c}"} for c in codes]
     return out
 
 
@@ -741,7 +746,7 @@ def funnel_json(session: Session, viewer: Viewer, indicator: str, period: str | 
         )
     if viewer.coarse:
         return _coarse_funnel_json(session, viewer, start, end, pg, summ)
-    t = BenchPractice.__table__
+    t = table_of(BenchPractice)
     rows = session.execute(
         select(t.c.practice_ods, t.c.item_json, t.c.peer_json, t.c.denominator, t.c.rate).where(
             t.c.indicator == indicator, t.c.period_start == start, t.c.period_end == end
@@ -796,7 +801,7 @@ def _coarse_funnel_json(
 ) -> str:
     """``funnel_json`` for a practice's view of the whole network: the same entries as
     ``funnel_view`` builds, from a narrow read and cached JSON bodies."""
-    t = BenchPractice.__table__
+    t = table_of(BenchPractice)
     rows = session.execute(
         select(t.c.practice_ods, t.c.item_json, t.c.numerator, t.c.numerator_status, t.c.denominator,
                t.c.denominator_status, t.c.status, t.c.rate, t.c.approximate, t.c.band, t.c.note)

@@ -35,6 +35,7 @@ def insert_rows(
     conn = session.connection()
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
         raw = conn.connection.driver_connection
+        assert raw is not None  # a live psycopg connection
         oids = _column_types(raw, table.name, tuple(columns))
         cols = ", ".join(f'"{c}"' for c in columns)
         with (

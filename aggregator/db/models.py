@@ -20,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Table,
     Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -35,6 +36,14 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+def table_of(model: type[Base]) -> Table:
+    """``model``'s :class:`Table` (SQLAlchemy types ``__table__`` as the wider FromClause)."""
+    t = model.__table__
+    if not isinstance(t, Table):  # pragma: no cover (every model here is a plain table)
+        raise TypeError(f"{model.__name__} is not mapped to a plain table")
+    return t
 
 
 TZ = DateTime(timezone=True)
@@ -262,4 +271,5 @@ __all__ = [
     "PracticeKey",
     "Submission",
     "User",
+    "table_of",
 ]

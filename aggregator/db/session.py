@@ -12,7 +12,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ConfigError
-from .models import LogState
+from .models import LogState, table_of
 
 # A constant key for PostgreSQL's transaction-scoped advisory lock: the log's one sequencer.
 SEQUENCER_LOCK_KEY = 0x66656471  # "fedq"
@@ -99,5 +99,5 @@ def lock_sequencer(session: Session) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(_ADVISORY_LOCK, {"k": SEQUENCER_LOCK_KEY})
     else:
-        t = LogState.__table__
+        t = table_of(LogState)
         conn.execute(t.update().where(t.c.id == 1).values(size=t.c.size))

@@ -308,7 +308,7 @@ def signed_totals(sha: str, body: bytes | None) -> dict[str, Total] | None:
     sub = signed_submission(-1, body)
     if isinstance(sub, Finding):
         return None
-    totals = {
+    totals: dict[str, Total] = {
         c.indicator: (
             c.numerator.value,
             c.numerator.status,

@@ -29,7 +29,7 @@ from protocol.submission import Receipt
 
 from ..db.bulk import insert_rows
 from ..db.models import Checkpoint as CheckpointRow
-from ..db.models import LogLeaf, LogState
+from ..db.models import LogLeaf, LogState, table_of
 from ..errors import BadRequestError, NotFoundError
 from . import tree
 
@@ -111,7 +111,7 @@ def append_leaves(
     hashes = [merkle.leaf_hash(data) for data, *_ in leaves]
     insert_rows(
         session,
-        LogLeaf.__table__,
+        table_of(LogLeaf),
         ("idx", "leaf_data", "leaf_hash", "kind", "practice_ods", "created_at"),
         [
             (index + k, data, h, kind, practice, now)
@@ -120,7 +120,7 @@ def append_leaves(
     )
     root, proofs = tree.append_many_and_prove(session, index, hashes)
     size = index + len(leaves)
-    t = LogState.__table__
+    t = table_of(LogState)
     session.connection().execute(t.update().where(t.c.id == 1).values(size=size))
     return [
         Appended(index=index + k, leaf_hash=h, size=size, root=root, proof=tuple(proofs[k]))
@@ -137,7 +137,7 @@ def sign_and_store_checkpoint(
         Checkpoint(origin=signer.origin, size=size, root=root), signer.key_name, signer.key
     )
     session.connection().execute(
-        CheckpointRow.__table__.insert(),
+        table_of(CheckpointRow).insert(),
         [{"size": size, "root": root, "note": note, "created_at": now}],
     )
     return note

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from protocol import merkle
 
 from ..db.bulk import insert_rows
-from ..db.models import LogNode
+from ..db.models import LogNode, table_of
 
 T = TypeVar("T")
 _PLACEHOLDER = b"\x00" * merkle.HASH_BYTES
@@ -97,7 +97,7 @@ def append_many_and_prove(
 
     run(record)
     new_nodes, root_hash, proofs = run(_getter(fetch_nodes(session, wanted)))
-    insert_rows(session, LogNode.__table__, ("level", "idx", "hash"), new_nodes)
+    insert_rows(session, table_of(LogNode), ("level", "idx", "hash"), new_nodes)
     return root_hash, proofs
 
 

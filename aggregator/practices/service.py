@@ -12,9 +12,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any, Literal, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from protocol.envelope import verify_envelope
@@ -33,7 +36,7 @@ from ..common import (
     parse_payload,
     sha256_hex,
 )
-from ..db.models import EnrolToken, Envelope, Practice, PracticeKey
+from ..db.models import EnrolToken, Envelope, Practice, PracticeKey, table_of
 from ..db.session import lock_sequencer
 from ..errors import (
     AuthenticationError,
@@ -194,7 +197,7 @@ def _key_from_jwk(jwk: Jwk) -> VerifyingKey:
 
 
 def enrol(
-    session_factory,
+    session_factory: Callable[[], AbstractContextManager[Session]],
     signer: LogSigner,
     body: bytes,
     *,
@@ -262,7 +265,7 @@ def enrol(
             .where(EnrolToken.token_sha256 == token.token_sha256, EnrolToken.used_at.is_(None))
             .values(used_at=when, used_by_kid=new_key.kid)
         )
-        if burnt.rowcount != 1:
+        if cast(CursorResult[Any], burnt).rowcount != 1:
             raise AuthenticationError(
                 "enrolment token: already used (tokens are single use)", code="enrol-token-used"
             )
@@ -296,7 +299,7 @@ def _log_message(
     session: Session,
     signer: LogSigner,
     leaf: bytes,
-    kind,
+    kind: Literal["submission", "enrol", "rotate"],
     body: bytes,
     sha: str,
     practice: str,
@@ -320,7 +323,7 @@ def _log_message(
         now=when,
     )
     session.connection().execute(
-        Envelope.__table__.insert(),
+        table_of(Envelope).insert(),
         [
             {
                 "sha256": sha,
@@ -340,7 +343,7 @@ def _log_message(
 
 
 def rotate(
-    session_factory,
+    session_factory: Callable[[], AbstractContextManager[Session]],
     signer: LogSigner,
     body: bytes,
     *,
@@ -424,7 +427,3 @@ def rotate(
 def _aware(value: dt.datetime) -> dt.datetime:
     # SQLite returns naive datetimes for timezone-aware columns; they are stored as UTC.
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
-
-
-def count_rows(session: Session, model) -> int:  # used by tests and the CLI's reports
-    return int(session.scalar(select(func.count()).select_from(model)) or 0)

@@ -44,7 +44,7 @@ from ..db.cells import COLUMNS as CELL_COLUMNS
 from ..db.cells import cell_rows
 from ..db.models import Cell as CellRow
 from ..db.models import Envelope as EnvelopeRow
-from ..db.models import Practice, PracticeKey
+from ..db.models import Practice, PracticeKey, table_of
 from ..db.models import Submission as SubmissionRow
 from ..db.session import lock_sequencer
 from ..errors import AggregatorError, ConflictError, UnprocessableError
@@ -266,7 +266,7 @@ def store_batch(session: Session, signer: LogSigner, items: Sequence[Verified]) 
     by_position = dict(zip(accepted, receipts, strict=True))
     done: list[Outcome] = []
     for i, (v, out) in enumerate(zip(items, outcomes, strict=True)):
-        if isinstance(out, AggregatorError):
+        if isinstance(out, (AggregatorError, Ingested)):
             done.append(out)
         elif out is None:
             done.append(Ingested(by_position[i], True, v.sub.submission_id))
@@ -349,7 +349,7 @@ def _write(session: Session, signer: LogSigner, items: Sequence[Verified]) -> li
     ]
     insert_rows(
         session,
-        EnvelopeRow.__table__,
+        table_of(EnvelopeRow),
         ("sha256", "kind", "practice_ods", "body", "received_at", "receipt", "leaf_index"),
         [
             (v.sha, "submission", v.sub.practice, v.body, v.when, r, a.index)
@@ -358,7 +358,7 @@ def _write(session: Session, signer: LogSigner, items: Sequence[Verified]) -> li
     )
     insert_rows(
         session,
-        SubmissionRow.__table__,
+        table_of(SubmissionRow),
         SUBMISSION_COLUMNS,
         [
             (
@@ -391,7 +391,7 @@ def _write(session: Session, signer: LogSigner, items: Sequence[Verified]) -> li
         if v.sub.supersedes is not None
     ]
     if superseded:
-        t = SubmissionRow.__table__
+        t = table_of(SubmissionRow)
         session.connection().execute(
             t.update()
             .where(t.c.submission_id == bindparam("target"))
@@ -400,14 +400,14 @@ def _write(session: Session, signer: LogSigner, items: Sequence[Verified]) -> li
         )
     insert_rows(
         session,
-        CellRow.__table__,
+        table_of(CellRow),
         CELL_COLUMNS,
         [row for v in items for row in v.cells],
     )
     last_seq: dict[str, int] = {}
     for v in items:
         last_seq[v.sub.kid] = v.sub.seq
-    update_rows(session, PracticeKey.__table__, "kid", "last_seq", list(last_seq.items()))
+    update_rows(session, table_of(PracticeKey), "kid", "last_seq", list(last_seq.items()))
     hook = submission_batch_hook()
     if hook is not None:
         hook(session, [v.sub for v in items])

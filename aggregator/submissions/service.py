@@ -69,7 +69,7 @@ from ..common import (
     sha256_hex,
 )
 from ..db.models import Envelope as EnvelopeRow
-from ..db.models import PracticeKey
+from ..db.models import PracticeKey, table_of
 from ..db.models import Submission as SubmissionRow
 from ..errors import (
     AggregatorError,
@@ -135,7 +135,7 @@ class KeyCache:
         so a month in which each practice submits once reads no key per submission). Returns
         how many. A key revoked or rotated away later is refused at the write as any cached
         key is; a key enrolled later is read when first seen."""
-        t = PracticeKey.__table__
+        t = table_of(PracticeKey)
         rows = session.execute(
             select(t.c.kid, t.c.practice_ods, t.c.public_key, t.c.last_seq).where(
                 t.c.status == "active"
@@ -231,7 +231,7 @@ def verify(
 
             key = keys.get(kid) if keys is not None else None
             if key is None:
-                table = PracticeKey.__table__
+                table = table_of(PracticeKey)
                 row = session().execute(select(table).where(table.c.kid == kid)).first()
                 active = check_key_active(row, kid)  # type: ignore[arg-type]
                 key = KnownKey(

@@ -18,7 +18,8 @@ _bearer = HTTPBearer(auto_error=False, description="an API token from `fedqi-agg
 
 
 def get_runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
 def db_session(runtime: Runtime = Depends(get_runtime)) -> Iterator[Session]:

@@ -110,10 +110,10 @@ def funnel_svg(
         ylo, yhi = max(0.0, ylo - 0.05), min(1.0, yhi + 0.05)
 
     def X(n: float) -> float:
-        return ml + pw * n / (max_n * 1.05)
+        return float(ml + pw * n / (max_n * 1.05))
 
     def Y(r: float) -> float:
-        return mt + ph * (1 - (min(max(r, ylo), yhi) - ylo) / (yhi - ylo))
+        return float(mt + ph * (1 - (min(max(r, ylo), yhi) - ylo) / (yhi - ylo)))
 
     out = [
         head,
@@ -225,7 +225,7 @@ def trend_svg(series: Sequence[dict[str, Any]], *, practice: Sequence[dict[str, 
         return ml + (pw * i / max(1, len(labels) - 1) if len(labels) > 1 else pw / 2)
 
     def Y(r: float) -> float:
-        return mt + ph * (1 - (r - ylo) / max(1e-9, yhi - ylo))
+        return float(mt + ph * (1 - (r - ylo) / max(1e-9, yhi - ylo)))
 
     out = [
         head,
@@ -353,7 +353,7 @@ def spine_svg(s: dict[str, Any], *, width: int = 300, height: int = 24, label: s
     pad = 8
 
     def X(v: float) -> float:
-        return pad + (width - 2 * pad) * (0.5 + (v - centre) / (2 * half))
+        return float(pad + (width - 2 * pad) * (0.5 + (v - centre) / (2 * half)))
 
     mid = height / 2
     out = [head, f'<line x1="{pad}" x2="{width - pad}" y1="{mid}" y2="{mid}" stroke="#ddd"/>']
