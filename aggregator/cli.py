@@ -13,17 +13,20 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from .errors import AggregatorError, BadRequestError, ConfigError
+from .errors import AggregatorError, BadRequestError, ConfigError, ExitCode, exit_code_help
 
 app = typer.Typer(
     name="fedqi-aggregator",
+    epilog=escape(exit_code_help()),  # [aggregator] is not rich markup
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -59,10 +62,17 @@ def _root() -> None:
     peer benchmarks."""
 
 
+# The environment the command line was handed (main's ``environ``; the process's by default):
+# settings are read from it, and nothing swaps os.environ to pass it on.
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar(
+    "fedqi_aggregator_environ", default=None
+)
+
+
 def _settings(db: str | None, key_dir: Path | None = None, config: Path | None = None, **more: Any):  # type: ignore[no-untyped-def]
     from .settings import get_settings
 
-    return get_settings(config, db=db, key_dir=key_dir, **more)
+    return get_settings(config, environ=_ENVIRON.get(), db=db, key_dir=key_dir, **more)
 
 
 def _now() -> dt.datetime:
@@ -638,7 +648,7 @@ def log_verify(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fa
         )
     _report(as_json, report.as_dict(), lines)
     if not report.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.LOG_FAILED)
 
 
 @app.command()
@@ -697,24 +707,18 @@ def serve(
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    saved = None
-    if environ is not None:
-        saved = dict(os.environ)
-        os.environ.clear()
-        os.environ.update(environ)
+    token = _ENVIRON.set(None if environ is None else dict(environ))
     try:
         app(args=args, prog_name="fedqi-aggregator")
-        return 0
+        return ExitCode.OK
     except SystemExit as exc:
         code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
+        return code if isinstance(code, int) else (ExitCode.OK if code is None else ExitCode.FAILED)
     except AggregatorError as exc:
         typer.echo(f"error: {exc.message}", err=True)
-        return 2 if isinstance(exc, BadRequestError) else 1
+        return ExitCode.BAD_INPUT if isinstance(exc, BadRequestError) else ExitCode.FAILED
     finally:
-        if saved is not None:
-            os.environ.clear()
-            os.environ.update(saved)
+        _ENVIRON.reset(token)
 
 
 if __name__ == "__main__":

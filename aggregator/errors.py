@@ -19,6 +19,32 @@ maps them to RFC 9457 problem+json with type ``urn:fedqi:problem:<code>``)::
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """``fedqi-aggregator``'s exit codes: the one table (``--help``, docs/aggregator.md)."""
+
+    OK = 0
+    FAILED = 1
+    BAD_INPUT = 2
+    MISSING_EXTRA = 3
+    LOG_FAILED = 8
+
+
+EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "done",
+    ExitCode.FAILED: "failed: configuration, keys, database, or a rule the request broke",
+    ExitCode.BAD_INPUT: "bad argument or input (unknown option, malformed value or file)",
+    ExitCode.MISSING_EXTRA: "the aggregator's packages are not installed (pip install 'fedqi[aggregator]')",
+    ExitCode.LOG_FAILED: "log verify found evidence that does not verify (each finding is listed)",
+}
+
+
+def exit_code_help() -> str:
+    """The exit-code table as ``--help`` shows it (one line per code)."""
+    return "Exit codes:\n\n" + "\n\n".join(f"{int(c)} {EXIT_CODE_MEANINGS[c]}" for c in ExitCode)
+
 
 class AggregatorError(Exception):
     status_code: int = 500

@@ -4,11 +4,17 @@ Sources, highest priority first: values passed to :func:`get_settings` (the CLI'
 environment variables ``FEDQI_AGGREGATOR_<FIELD>``, secret files in ``secrets_dir`` (one file per
 field, named like the environment variable), then a TOML file (``--config`` or
 ``FEDQI_AGGREGATOR_CONFIG``). Unknown keys are errors, so a typo fails loudly.
+
+The environment is the one :func:`get_settings` is handed (``environ``; the process's own by
+default): the command line passes its caller's down, and nothing changes ``os.environ`` to pass
+settings within a process. One :class:`Settings` object is then passed down to everything.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -81,36 +87,67 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources = [init_settings, env_settings, file_secret_settings]
-        toml = _TOML_FILE.get("path")
+        toml, environ = _CALL.get()
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            _EnvironSource(settings_cls, environ),
+            file_secret_settings,
+        ]
         if toml is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
         return tuple(sources)
 
 
-# pydantic-settings builds sources from class-level config; the TOML path is per call.
-_TOML_FILE: dict[str, Path | None] = {"path": None}
+PREFIX = "FEDQI_AGGREGATOR_"
+# pydantic-settings builds sources from class-level config; the TOML path and the environment
+# are per call (a context variable: per thread and per task, never shared between callers).
+_CALL: ContextVar[tuple[Path | None, Mapping[str, str]]] = ContextVar(
+    "fedqi_aggregator_settings_call", default=(None, {})
+)
+
+
+class _EnvironSource(PydanticBaseSettingsSource):
+    """``FEDQI_AGGREGATOR_<FIELD>`` variables of the environment handed to get_settings (names
+    case-insensitive, as pydantic-settings' own environment source)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        fields = {name for name in settings_cls.model_fields if name != "config_file"}
+        self._values = {
+            key[len(PREFIX) :].lower(): value
+            for key, value in environ.items()
+            if key.upper().startswith(PREFIX) and key[len(PREFIX) :].lower() in fields
+        }
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
 
 
 def get_settings(
     config_file: Path | str | None = None,
     *,
     secrets_dir: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
     **overrides: Any,
 ) -> Settings:
     """Build the settings (never at import time). ``overrides`` win over every other source;
-    ``None`` values in them are ignored so CLI options left unset fall through."""
-    if config_file is None and os.environ.get("FEDQI_AGGREGATOR_CONFIG"):
-        config_file = os.environ["FEDQI_AGGREGATOR_CONFIG"]
+    ``None`` values in them are ignored so CLI options left unset fall through. ``environ``: the
+    environment to read (default: the process's)."""
+    env = os.environ if environ is None else environ
+    if config_file is None and env.get("FEDQI_AGGREGATOR_CONFIG"):
+        config_file = env["FEDQI_AGGREGATOR_CONFIG"]
     path = Path(config_file) if config_file is not None else None
     if path is not None and not path.is_file():
         raise ConfigError(f"settings file {path} does not exist")
-    if secrets_dir is None and os.environ.get("FEDQI_AGGREGATOR_SECRETS_DIR"):
-        secrets_dir = os.environ["FEDQI_AGGREGATOR_SECRETS_DIR"]
+    if secrets_dir is None and env.get("FEDQI_AGGREGATOR_SECRETS_DIR"):
+        secrets_dir = env["FEDQI_AGGREGATOR_SECRETS_DIR"]
     if secrets_dir is not None and not Path(secrets_dir).is_dir():
         raise ConfigError(f"secrets directory {secrets_dir} does not exist")
     values = {k: v for k, v in overrides.items() if v is not None}
-    _TOML_FILE["path"] = path
+    token = _CALL.set((path, dict(env)))
     try:
         return Settings(config_file=path, _secrets_dir=secrets_dir, **values)
     except ValidationError as exc:
@@ -124,4 +161,4 @@ def get_settings(
             f"cannot read aggregator settings{' from ' + str(path) if path else ''}: {exc}"
         ) from None
     finally:
-        _TOML_FILE["path"] = None
+        _CALL.reset(token)

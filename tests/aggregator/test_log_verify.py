@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 
 from aggregator.cli import main as cli
 from aggregator.db import models
+from aggregator.errors import ExitCode
 from protocol.submission import Period
 
 
@@ -60,7 +61,7 @@ def test_log_verify_names_a_rewritten_leaf(busy_log, capsys) -> None:  # type: i
     forged = data.replace(b'"practice":"A8100', b'"practice":"B8100', 1)
     _edit(busy_log, update(models.LogLeaf).where(models.LogLeaf.idx == 3).values(leaf_data=forged))
     code, out = _verify(busy_log, capsys)
-    assert code == 1 and "leaf 3" in out and "hash" in out
+    assert code == ExitCode.LOG_FAILED and "leaf 3" in out and "hash" in out
 
 
 def test_log_verify_names_a_rewritten_envelope(busy_log, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -72,7 +73,7 @@ def test_log_verify_names_a_rewritten_envelope(busy_log, capsys) -> None:  # typ
         update(models.Envelope).where(models.Envelope.sha256 == sha).values(body=body[:-2] + b" }"),
     )
     code, out = _verify(busy_log, capsys)
-    assert code == 1 and "leaf 4" in out and "envelope" in out
+    assert code == ExitCode.LOG_FAILED and "leaf 4" in out and "envelope" in out
 
 
 def test_log_verify_names_a_consistently_rewritten_history(busy_log, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -89,7 +90,7 @@ def test_log_verify_names_a_consistently_rewritten_history(busy_log, capsys) -> 
         .values(leaf_data=forged, leaf_hash=merkle.leaf_hash(forged)),
     )
     code, out = _verify(busy_log, capsys)
-    assert code == 1 and "checkpoint" in out and "root" in out
+    assert code == ExitCode.LOG_FAILED and "checkpoint" in out and "root" in out
 
 
 def test_log_verify_names_a_corrupt_tree_node(busy_log, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -100,7 +101,7 @@ def test_log_verify_names_a_corrupt_tree_node(busy_log, capsys) -> None:  # type
         .values(hash=b"\x00" * 32),
     )
     code, out = _verify(busy_log, capsys)
-    assert code == 1 and "log node (1, 0)" in out
+    assert code == ExitCode.LOG_FAILED and "log node (1, 0)" in out
 
 
 def test_log_verify_names_a_dropped_leaf(busy_log, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -108,7 +109,7 @@ def test_log_verify_names_a_dropped_leaf(busy_log, capsys) -> None:  # type: ign
 
     _edit(busy_log, delete(models.LogLeaf).where(models.LogLeaf.idx == 8))
     code, out = _verify(busy_log, capsys)
-    assert code == 1 and ("log_state" in out or "missing" in out)
+    assert code == ExitCode.LOG_FAILED and ("log_state" in out or "missing" in out)
 
 
 # --- evidence to the screen: each tamper is caught by the named check --------------------------------
@@ -157,7 +158,7 @@ def test_a_changed_cell_is_named_by_practice_period_and_indicator_and_shown_unve
         .values(numerator=numerator + 16),
     )
     code, out = _verify(busy_log, capsys)
-    assert code == 1, out
+    assert code == ExitCode.LOG_FAILED, out
     cells = [f for f in _findings(out) if f["check"] == "cells"]
     assert len(cells) == 1, out
     f = cells[0]
@@ -209,7 +210,7 @@ def test_leaf_json_edited_with_its_hash_left_alone_fails_log_verify_and_the_ig_p
         busy_log, update(models.LogLeaf).where(models.LogLeaf.idx == idx).values(leaf_data=forged)
     )
     code, out = _verify(busy_log, capsys)
-    assert code == 1
+    assert code == ExitCode.LOG_FAILED
     assert {(f["check"], f["where"]) for f in _findings(out)} >= {("leaf-hash", f"leaf {idx}")}
 
     token = busy_log.network.user("ig_officer", practice="A81001")
@@ -265,7 +266,7 @@ def test_each_tamper_is_caught_by_its_check(busy_log, capsys, what) -> None:  # 
             f"practice A81002, period 2026-06-01..2026-06-30, indicator {indicator}",
         )
     code, out = _verify(busy_log, capsys)
-    assert code == 1
+    assert code == ExitCode.LOG_FAILED
     assert expected in {(f["check"], f["where"]) for f in _findings(out)}, out
 
 
@@ -275,7 +276,7 @@ def test_repaired_cells_are_shown_again_after_log_verify(busy_log, capsys) -> No
     path = f"/v1/benchmarks/indicators/{indicator}?period=2026-04"
     where = (models.Cell.submission_id == sid, models.Cell.indicator == indicator)
     _edit(busy_log, update(models.Cell).where(*where).values(numerator=numerator + 3))
-    assert _verify(busy_log, capsys)[0] == 1
+    assert _verify(busy_log, capsys)[0] == ExitCode.LOG_FAILED
     row = next(p for p in busy_log.get(path, lead).json()["practices"] if p["id"] == "A81001")
     assert row["status"] == "unverified"
     _edit(busy_log, update(models.Cell).where(*where).values(numerator=numerator))
