@@ -1312,5 +1312,53 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             os.environ.update(saved)
 
 
+MISSING_EXTRA_EXIT = 3
+
+
+def missing_for_extra(extra: str, dist: str = "fedqi") -> list[str]:
+    """The distributions ``dist[extra]`` requires (read from the installed metadata, so
+    pyproject.toml stays the one list) that are not installed; nested extras such as the demo's
+    ``fedqi[aggregator]`` are followed. Empty when ``dist`` is not installed (a source tree).
+    (The aggregator's entry point has its own copy: the demo never imports the aggregator.)"""
+    import re
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires(dist) or []
+    except metadata.PackageNotFoundError:
+        return []
+    marker = re.compile(r"""extra\s*==\s*["']""" + re.escape(extra) + r"""["']""")
+    missing: list[str] = []
+    for req in requires:
+        spec, _, env = req.partition(";")
+        found = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[([^\]]*)\])?", spec.strip())
+        if not marker.search(env) or found is None:
+            continue
+        name, nested = found.group(1), found.group(2)
+        if name.lower() == dist.lower():
+            for inner in (nested or "").split(","):
+                missing += [m for m in missing_for_extra(inner.strip(), dist) if m not in missing]
+            continue
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            missing.append(name)
+    return missing
+
+
+def entry(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """The ``fedqi-demo`` console script: the demo runs an aggregator, so it needs the ``demo``
+    extra (``pip install 'fedqi[demo]'``); without it, one line saying so instead of a traceback."""
+    missing = missing_for_extra("demo")
+    if missing:
+        typer.echo(
+            f"error: fedqi-demo needs the 'demo' extra, which is not installed (missing: "
+            f"{', '.join(missing)}); install it with: pip install 'fedqi[demo]'",
+            err=True,
+        )
+        return MISSING_EXTRA_EXIT
+    return main(argv, environ)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(entry())

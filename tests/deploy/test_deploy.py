@@ -133,6 +133,8 @@ def test_entrypoint_runs_commands_that_exist() -> None:
 
 
 def test_dockerfile_copies_paths_that_exist() -> None:
+    # the image is the aggregator's: it installs the aggregator extra (the base is the agent's)
+    assert "pip install '.[aggregator]'" in (AGG / "Dockerfile").read_text()
     for line in (AGG / "Dockerfile").read_text().splitlines():
         if line.startswith("COPY "):
             for src in line.split()[1:-1]:
