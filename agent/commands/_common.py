@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from agent.errors import AgentUserError, SourceError
-from agent.settings import AgentSettings, get_settings
+from agent.home.settings import AgentSettings, get_settings
 from protocol.errors import ProtocolError
 
 F = TypeVar("F", bound=Callable[..., Any])

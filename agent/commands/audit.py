@@ -10,15 +10,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agent.audit import LogIntegrityError, read_token, verify_all, verify_receipt
 from agent.cli import app
 from agent.errors import AgentUserError, ConfigError, TransportError
-from agent.keystore import load_trust
-from agent.outbox import Message, Outbox
-from agent.release import describe_submission
-from agent.settings import get_settings
-from agent.submitter import payload_of
-from agent.transport import AggregatorClient, RefusedError
+from agent.home.keystore import load_trust
+from agent.home.settings import get_settings
+from agent.outbound.audit import LogIntegrityError, read_token, verify_all, verify_receipt
+from agent.outbound.outbox import Message, Outbox
+from agent.outbound.release import describe_submission
+from agent.outbound.submitter import payload_of
+from agent.outbound.transport import AggregatorClient, RefusedError
 from protocol.envelope import Envelope
 from protocol.submission import Enrol, Rotate
 

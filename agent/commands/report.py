@@ -10,23 +10,23 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from agent.catalogue_cache import load_catalogue
 from agent.cli import app
-from agent.compute import compute_raw_cells, open_source
+from agent.engine.compute import compute_raw_cells, open_source
+from agent.engine.explain import explain_indicator
 from agent.errors import AgentUserError
-from agent.explain import explain_indicator
-from agent.keystore import TRUST_FILE, Keystore, load_trust_matching
-from agent.outbox import OUTBOX_FILE, Outbox
-from agent.periods import require_ended
-from agent.release import (
+from agent.home.catalogue_cache import load_catalogue
+from agent.home.keystore import TRUST_FILE, Keystore, load_trust_matching
+from agent.home.settings import get_settings
+from agent.outbound.outbox import OUTBOX_FILE, Outbox
+from agent.outbound.release import (
     build_submission,
     count_short,
     effective_policy,
     last_complete_period,
     parse_period,
 )
-from agent.settings import get_settings
-from agent.suppression import suppression_reasons
+from agent.outbound.suppression import suppression_reasons
+from agent.periods import require_ended
 
 from ._cells import (
     HINT,

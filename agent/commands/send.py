@@ -12,12 +12,12 @@ from rich.progress import Progress
 
 from agent.cli import app
 from agent.errors import AgentUserError
-from agent.outbox import Outbox
-from agent.release import describe_submission
-from agent.settings import get_settings
-from agent.submitter import Outcome, payload_of, run_due, submit_period
-from agent.submitter import approve as approve_message
-from agent.submitter import reject as reject_message
+from agent.home.settings import get_settings
+from agent.outbound.outbox import Outbox
+from agent.outbound.release import describe_submission
+from agent.outbound.submitter import Outcome, payload_of, run_due, submit_period
+from agent.outbound.submitter import approve as approve_message
+from agent.outbound.submitter import reject as reject_message
 
 from ._cells import (
     HINT,

@@ -11,8 +11,8 @@ import typer
 
 from agent.cli import app
 from agent.errors import ConfigError
-from agent.keystore import Keystore, ensure_private_dir, write_private
-from agent.settings import CONFIG_FILE, AgentSettings, get_settings, resolve_home
+from agent.home.keystore import Keystore, ensure_private_dir, write_private
+from agent.home.settings import CONFIG_FILE, AgentSettings, get_settings, resolve_home
 
 from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors
 
@@ -137,7 +137,7 @@ def enrol(
 ) -> None:
     """Enrol this agent's key with the aggregator (an enrol message signed by the key itself)
     and pin the aggregator's log key and catalogue key."""
-    from agent.enrolment import enrol_agent
+    from agent.outbound.enrolment import enrol_agent
 
     settings = get_settings(home)
     result = enrol_agent(settings, token, now=int(time.time()))
@@ -158,7 +158,7 @@ def enrol(
 def rotate_key(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """Replace the signing key: a rotate message signed by the old and the new key. The old key
     is kept (it no longer signs)."""
-    from agent.enrolment import rotate
+    from agent.outbound.enrolment import rotate
 
     settings = get_settings(home)
     result = rotate(settings, now=int(time.time()))

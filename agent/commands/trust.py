@@ -8,8 +8,8 @@ from typing import Any
 import typer
 
 from agent.cli import app
-from agent.keystore import PinnedKey, load_trust
-from agent.settings import get_settings
+from agent.home.keystore import PinnedKey, load_trust
+from agent.home.settings import get_settings
 
 from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors
 

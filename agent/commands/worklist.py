@@ -1,5 +1,5 @@
 """``worklist``: the practice's own patients in an indicator's denominator but not its numerator,
-with their last values and due dates (agent/worklist.py).
+with their last values and due dates (agent/engine/worklist.py).
 
 Local only: printed, or written to a file the user names. This module imports nothing that
 signs, stores or sends (tests check it), so a worklist has no path to the outbox.
@@ -14,13 +14,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from agent.catalogue_cache import load_catalogue
 from agent.cli import app
-from agent.compute import open_source
+from agent.engine.compute import open_source
+from agent.engine.worklist import build_worklist, write_worklist
 from agent.errors import AgentUserError
+from agent.home.catalogue_cache import load_catalogue
+from agent.home.settings import get_settings
 from agent.periods import last_complete_period, parse_period
-from agent.settings import get_settings
-from agent.worklist import build_worklist, write_worklist
 
 from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors
 

@@ -30,8 +30,8 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from agent import schema
 from agent.errors import AgentUserError
+from agent.sources import schema
 from protocol.catalogue import (
     Age,
     All,

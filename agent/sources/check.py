@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine
 
-from agent.schema import events, medications, patients
+from agent.sources.schema import events, medications, patients
 from protocol.catalogue import Catalogue
 
 TOP_UNUSED = 20

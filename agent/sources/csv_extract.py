@@ -284,7 +284,7 @@ def _clinical_parser(
             codes.add(code)
         date = _date(record, "date", date_format, required=True)
         if not with_value:
-            return (pid, date, system, code)  # agent.schema.medications column order
+            return (pid, date, system, code)  # agent.sources.schema.medications column order
         value_text = record.get("value", "")
         value: float | None = None
         if value_text:
@@ -300,6 +300,6 @@ def _clinical_parser(
         new_value, new_unit = normalise_value(system, code, value, unit)
         if new_unit != unit:
             converted["HbA1c % converted to mmol/mol"] += 1
-        return (pid, date, system, code, new_value, new_unit)  # agent.schema.events order
+        return (pid, date, system, code, new_value, new_unit)  # agent.sources.schema.events order
 
     return parse

@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from agent.schema import events, medications, patients
+from agent.sources.schema import events, medications, patients
 
 from .common import SYSTEM_URIS
 from .fhir import REGISTRATION_EXTENSION

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import ConfigError
-from agent.settings import get_settings, known_env_names, setting_keys
+from agent.home.settings import get_settings, known_env_names, setting_keys
 
 
 def _write(home: Path, text: str) -> Path:
@@ -121,6 +121,6 @@ def test_env_names_cover_every_setting() -> None:
 
 
 def test_settings_are_not_built_at_import() -> None:
-    import agent.settings as module
+    import agent.home.settings as module
 
     assert not any(isinstance(v, module.AgentSettings) for v in vars(module).values())

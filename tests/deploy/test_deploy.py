@@ -238,7 +238,7 @@ def test_windows_task_runs_a_real_agent_command() -> None:
 
 
 def test_sample_agent_config_is_valid_and_complete(tmp_path: Path) -> None:
-    from agent.settings import AgentSettings
+    from agent.home.settings import AgentSettings
 
     text = (AGENT / "agent.toml").read_text()
     data = tomllib.loads(text)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from dateutil.relativedelta import relativedelta
 
-from agent import schema
+from agent.sources import schema
 from protocol.catalogue import (
     Age,
     All,

@@ -29,10 +29,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from agent.errors import ConfigError
 from protocol.catalogue import DisclosurePolicy
 from protocol.submission import Audience, OdsCode
-
-from .errors import ConfigError
 
 CONFIG_FILE = "agent.toml"
 ENV_PREFIX = "FEDQI_AGENT_"

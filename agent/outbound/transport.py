@@ -16,10 +16,9 @@ from typing import Any
 
 import httpx
 
+from agent.errors import TransportError
+from agent.home.settings import AgentSettings, TransportSettings, check_aggregator_url
 from protocol import __version__
-
-from .errors import TransportError
-from .settings import AgentSettings, TransportSettings, check_aggregator_url
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_BACKOFF = 60.0

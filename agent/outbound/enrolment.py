@@ -13,15 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol import __version__
-from protocol.envelope import Envelope
-from protocol.errors import ProtocolError
-from protocol.keys import SigningKey
-from protocol.submission import Enrol, Jwk, Rotate
-
-from .catalogue_cache import CACHE_FILE, verify_catalogue
-from .errors import AgentUserError, ConfigError
-from .keystore import (
+from agent.errors import AgentUserError, ConfigError
+from agent.home.catalogue_cache import CACHE_FILE, verify_catalogue
+from agent.home.keystore import (
     TRUST_FILE,
     Keystore,
     PinnedKey,
@@ -30,11 +24,16 @@ from .keystore import (
     save_trust,
     write_private,
 )
-from .outbox import Message, NewMessage, Outbox
-from .release import new_nonce, sign
-from .settings import AgentSettings
-from .submitter import send
-from .transport import AggregatorClient
+from agent.home.settings import AgentSettings
+from agent.outbound.outbox import Message, NewMessage, Outbox
+from agent.outbound.release import new_nonce, sign
+from agent.outbound.submitter import send
+from agent.outbound.transport import AggregatorClient
+from protocol import __version__
+from protocol.envelope import Envelope
+from protocol.errors import ProtocolError
+from protocol.keys import SigningKey
+from protocol.submission import Enrol, Jwk, Rotate
 
 
 def fetch_log_key(client: AggregatorClient, aud: str) -> tuple[str, PinnedKey]:

@@ -52,7 +52,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from .errors import AgentUserError
+from agent.errors import AgentUserError
 
 STATE_VERSION = 1
 AUD = "fedqi-demo"
@@ -796,7 +796,7 @@ def _add_users(tools: Tools, home: DemoHome, state: dict[str, Any], plan: Networ
 
 
 def _outbox_counts(home: DemoHome, ods: str) -> dict[str, int]:
-    from .outbox import Outbox
+    from agent.outbound.outbox import Outbox
 
     counts = {"accepted": 0, "refused": 0, "queued": 0, "held": 0, "rejected": 0}
     agent_home = home.agent(ods)

@@ -1,4 +1,4 @@
-"""Synthetic GP practices in the canonical schema (agent/schema.py), for tests, demos and benchmarks.
+"""Synthetic GP practices in the canonical schema (agent/sources/schema.py), for tests, demos and benchmarks.
 
 ``generate_practice(target, patients=N, seed=S)`` writes one practice: a UK-like registered
 population (age-sex pyramid, joiners, leavers, deaths), long-term conditions at realistic
@@ -37,8 +37,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from agent import schema, store
 from agent.errors import AgentError, AgentUserError
+from agent.sources import schema, store
 
 DEFAULT_PERIOD_END = dt.date(2026, 3, 31)
 BATCH_ROWS = 200_000
