@@ -22,6 +22,7 @@ Re-running resumes: every step looks at what exists and does only what is missin
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
 import json
 import math
@@ -1210,6 +1211,18 @@ def print_summary(summary: Mapping[str, Any], out: Console) -> None:
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
+# The environment main(argv, environ) was handed, for the length of the run: the demo's tools
+# get it passed down, never through a swapped os.environ.
+_ENVIRON: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "fedqi_demo_environ", default=None
+)
+
+
+def _invocation_environ() -> Mapping[str, str]:
+    environ = _ENVIRON.get()
+    return os.environ if environ is None else environ
+
+
 @app.command()
 def demo(
     practices: Annotated[int, typer.Option("--practices", help="number of practices")] = 30,
@@ -1255,7 +1268,7 @@ def demo(
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     out = Console(highlight=False, soft_wrap=True)
     try:
-        summary, server = run_demo(opts, err, os.environ)
+        summary, server = run_demo(opts, err, _invocation_environ())
     except KeyboardInterrupt:
         err.print("\ninterrupted: run fedqi-demo again to resume where it stopped")
         raise typer.Exit(130) from None
@@ -1292,11 +1305,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run the demo; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    saved = None
-    if environ is not None:
-        saved = dict(os.environ)
-        os.environ.clear()
-        os.environ.update(environ)
+    token = _ENVIRON.set(dict(os.environ if environ is None else environ))
     try:
         app(args=args, prog_name="fedqi-demo")
         return 0
@@ -1307,9 +1316,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
     finally:
-        if saved is not None:
-            os.environ.clear()
-            os.environ.update(saved)
+        _ENVIRON.reset(token)
 
 
 MISSING_EXTRA_EXIT = 3

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -30,8 +34,38 @@ HomeOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
 
 
-def settings_for(home: Path | None) -> AgentSettings:
-    return get_settings(home)
+@dataclass(frozen=True)
+class Invocation:
+    """What one run of ``fedqi-agent`` was handed: its environment
+    (``agent.cli.main(argv, environ)``). Passed down to the commands in a context variable for
+    the length of the run, so settings never come from a swapped ``os.environ`` (the demo runs
+    many agents' commands in one process)."""
+
+    environ: Mapping[str, str]
+
+
+_INVOCATION: ContextVar[Invocation | None] = ContextVar("fedqi_agent_invocation", default=None)
+
+
+@contextmanager
+def invoked(invocation: Invocation) -> Iterator[None]:
+    """Run the commands inside with ``invocation`` as theirs."""
+    token = _INVOCATION.set(invocation)
+    try:
+        yield
+    finally:
+        _INVOCATION.reset(token)
+
+
+def invocation_environ() -> Mapping[str, str]:
+    """The environment of the running command (os.environ when called outside the CLI)."""
+    invocation = _INVOCATION.get()
+    return os.environ if invocation is None else invocation.environ
+
+
+def settings_for(home: Path | None, **overrides: Any) -> AgentSettings:
+    """The settings for ``--home`` (or the invocation's FEDQI_AGENT_HOME, else the default)."""
+    return get_settings(home, invocation_environ(), **overrides)
 
 
 def console() -> Console:

@@ -12,9 +12,17 @@ import typer
 from agent.cli import app
 from agent.errors import ConfigError
 from agent.home.keystore import Keystore, ensure_private_dir, write_private
-from agent.home.settings import CONFIG_FILE, AgentSettings, get_settings, resolve_home
+from agent.home.settings import CONFIG_FILE, AgentSettings, resolve_home
 
-from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors
+from ._common import (
+    HomeOption,
+    JsonOption,
+    console,
+    emit_json,
+    invocation_environ,
+    one_line_errors,
+    settings_for,
+)
 
 
 def _toml_value(value: object) -> str:
@@ -55,7 +63,7 @@ def init(
 ) -> None:
     """Create the agent home: a config file and an Ed25519 signing key (mode 0600, directory
     0700). Refuses to overwrite an existing key."""
-    root = resolve_home(home)
+    root = resolve_home(home, invocation_environ())
     keys = Keystore(root)
     if keys.has_active():
         raise ConfigError(
@@ -79,9 +87,9 @@ def init(
         checked: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
         if any(v is not None for v in source.values()):
             checked["source"] = {k: v for k, v in source.items() if v is not None}
-        get_settings(root, **checked)
+        settings_for(root, **checked)
         write_private(config, text.encode(), exclusive=True)
-    settings: AgentSettings = get_settings(root)
+    settings: AgentSettings = settings_for(root)
     key = keys.create()
     result = {
         "home": str(root),
@@ -139,7 +147,7 @@ def enrol(
     and pin the aggregator's log key and catalogue key."""
     from agent.outbound.enrolment import enrol_agent
 
-    settings = get_settings(home)
+    settings = settings_for(home)
     result = enrol_agent(settings, token, now=int(time.time()))
     if as_json:
         emit_json(result)
@@ -160,7 +168,7 @@ def rotate_key(home: HomeOption = None, as_json: JsonOption = False) -> None:
     is kept (it no longer signs)."""
     from agent.outbound.enrolment import rotate
 
-    settings = get_settings(home)
+    settings = settings_for(home)
     result = rotate(settings, now=int(time.time()))
     if as_json:
         emit_json(result)

@@ -19,10 +19,9 @@ from agent.engine.compute import open_source
 from agent.engine.worklist import build_worklist, write_worklist
 from agent.errors import AgentUserError
 from agent.home.catalogue_cache import load_catalogue
-from agent.home.settings import get_settings
 from agent.periods import last_complete_period, parse_period
 
-from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors
+from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors, settings_for
 
 
 @app.command()
@@ -46,7 +45,7 @@ def worklist(
     local file (--out); never sent, never in the outbox."""
     from agent.engine import worklist_patients
 
-    settings = get_settings(home)
+    settings = settings_for(home)
     catalogue = load_catalogue(settings)
     try:
         ind = catalogue.indicator(indicator)
