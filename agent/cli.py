@@ -12,12 +12,15 @@ from collections.abc import Mapping, Sequence
 
 import typer
 
+from agent.errors import exit_code_help
+
 app = typer.Typer(
     name="fedqi-agent",
     help=(
         "fedqi agent: computes the network's quality indicators inside the practice and sends "
         "only signed, disclosure-controlled summary counts."
     ),
+    epilog=exit_code_help(),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -95,10 +96,33 @@ ROLE_LABELS = {
 }
 
 
+class DemoExit(IntEnum):
+    """``fedqi-demo``'s exit codes: the one table (``fedqi-demo --help``, docs/demo.md)."""
+
+    OK = 0
+    FAILED = 1
+    MISSING_EXTRA = 3
+    INTERRUPTED = 130
+
+
+DEMO_EXIT_MEANINGS: dict[DemoExit, str] = {
+    DemoExit.OK: "the network ran and every check passed",
+    DemoExit.FAILED: "a step failed or a check did not pass (the message names the practice, "
+    "the command and its log file)",
+    DemoExit.MISSING_EXTRA: "the demo extra is not installed (the line printed names the pip install to run)",
+    DemoExit.INTERRUPTED: "interrupted (Ctrl-C); run fedqi-demo again to resume",
+}
+
+
+def demo_exit_help() -> str:
+    lines = [f"{int(code)} {DEMO_EXIT_MEANINGS[code]}" for code in DemoExit]
+    return "Exit codes:\n\n" + "\n\n".join(lines)
+
+
 class DemoError(AgentUserError):
     """A demo step failed; the message names the practice, the command and its log file."""
 
-    exit_code = 1
+    exit_code = DemoExit.FAILED
 
 
 # --- the plan ----------------------------------------------------------------------------------
@@ -1223,7 +1247,7 @@ def _invocation_environ() -> Mapping[str, str]:
     return os.environ if environ is None else environ
 
 
-@app.command()
+@app.command(epilog=demo_exit_help())
 def demo(
     practices: Annotated[int, typer.Option("--practices", help="number of practices")] = 30,
     groups: Annotated[
@@ -1271,7 +1295,7 @@ def demo(
         summary, server = run_demo(opts, err, _invocation_environ())
     except KeyboardInterrupt:
         err.print("\ninterrupted: run fedqi-demo again to resume where it stopped")
-        raise typer.Exit(130) from None
+        raise typer.Exit(DemoExit.INTERRUPTED) from None
     if as_json:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
@@ -1280,7 +1304,7 @@ def demo(
         if once or not summary["ok"]:
             if not summary["ok"]:
                 err.print(f"see the logs in {DemoHome(home).logs}")
-            raise typer.Exit(0 if summary["ok"] else 1)
+            raise typer.Exit(DemoExit.OK if summary["ok"] else DemoExit.FAILED)
         err.print(f"Serving until Ctrl-C (server log: {DemoHome(home).log('aggregator')})")
         # A service manager stops with SIGTERM: treat it as Ctrl-C.
         previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -1317,9 +1341,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return exc.exit_code
     finally:
         _ENVIRON.reset(token)
-
-
-MISSING_EXTRA_EXIT = 3
 
 
 def missing_for_extra(extra: str, dist: str = "fedqi") -> list[str]:
@@ -1363,7 +1384,7 @@ def entry(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None =
             f"{', '.join(missing)}); install it with: pip install 'fedqi[demo]'",
             err=True,
         )
-        return MISSING_EXTRA_EXIT
+        return DemoExit.MISSING_EXTRA
     return main(argv, environ)
 
 

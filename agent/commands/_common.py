@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from agent.errors import AgentUserError, SourceError
+from agent.errors import AgentUserError, SourceError, UnverifiedAnswerError
 from agent.home.settings import AgentSettings, get_settings
 from protocol.errors import ProtocolError
 
@@ -96,7 +96,7 @@ def one_line_errors(fn: F) -> F:
         except (AgentUserError, typer.Exit, typer.Abort, SystemExit):
             raise
         except ProtocolError as exc:
-            raise AgentUserError(f"{type(exc).__name__}: {exc}", exit_code=7) from None
+            raise UnverifiedAnswerError(f"{type(exc).__name__}: {exc}") from None
         except SQLAlchemyError as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise SourceError(f"the practice database cannot be read: {first}") from None

@@ -11,7 +11,7 @@ import typer
 from rich.progress import Progress
 
 from agent.cli import app
-from agent.errors import AgentUserError
+from agent.errors import AgentUserError, ExitCode
 from agent.outbound.outbox import Outbox
 from agent.outbound.release import describe_submission
 from agent.outbound.submitter import Outcome, payload_of, run_due, submit_period
@@ -133,7 +133,7 @@ def run(home: HomeOption = None, as_json: JsonOption = False) -> None:
             _print_outcome(outcome)
     refused = [o for o in outcomes if o.state == "refused"]
     if refused:
-        raise typer.Exit(6)
+        raise typer.Exit(ExitCode.REFUSED)
 
 
 @app.command()

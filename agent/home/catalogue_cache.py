@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.errors import AgentUserError, ConfigError
+from agent.errors import ConfigError, UnverifiedAnswerError
 from agent.home.keystore import TRUST_FILE, Trust, load_trust, write_private
 from agent.home.settings import AgentSettings
 from protocol.catalogue import Catalogue
@@ -67,19 +67,17 @@ def verify_catalogue(data: bytes, trust: Trust, *, where: str) -> Catalogue:
         env = Envelope.from_bytes(data)
         payload = verify_envelope(env, [trust.catalogue_key.verifying_key()], kind="catalogue")
     except ProtocolError as exc:
-        raise AgentUserError(
+        raise UnverifiedAnswerError(
             f"{where}: the catalogue does not verify against the pinned catalogue key "
-            f"{trust.catalogue_key.name!r}: {exc}",
-            exit_code=7,
+            f"{trust.catalogue_key.name!r}: {exc}"
         ) from None
     try:
         return Catalogue.from_bytes(payload)
     except ProtocolError as exc:
         # Signed, but not a catalogue this agent may compute from (not canonical, or e.g. a
         # codelist whose codes do not match its codes_sha256): nothing is computed from it.
-        raise AgentUserError(
-            f"{where}: the signed catalogue is refused, nothing is computed from it: {exc}",
-            exit_code=7,
+        raise UnverifiedAnswerError(
+            f"{where}: the signed catalogue is refused, nothing is computed from it: {exc}"
         ) from None
 
 

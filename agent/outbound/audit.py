@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.errors import AgentUserError, ConfigError, TransportError
+from agent.errors import AgentUserError, ConfigError, ExitCode, TransportError
 from agent.home.keystore import Trust
 from agent.outbound.outbox import Message, Outbox, SeenCheckpoint
 from protocol.canonical import sha256_hex
@@ -38,7 +38,7 @@ from protocol.submission import Receipt
 class LogIntegrityError(AgentUserError):
     """The aggregator's log or receipts do not verify: history dropped, rewritten or forged."""
 
-    exit_code = 8
+    exit_code = ExitCode.AUDIT_FAILED
 
 
 @dataclass(frozen=True)

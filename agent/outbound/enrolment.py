@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.errors import AgentUserError, ConfigError
+from agent.errors import AgentUserError, ConfigError, UnverifiedAnswerError
 from agent.home.catalogue_cache import CACHE_FILE, verify_catalogue
 from agent.home.keystore import (
     TRUST_FILE,
@@ -44,7 +44,7 @@ def fetch_log_key(client: AggregatorClient, aud: str) -> tuple[str, PinnedKey]:
         origin = str(data["origin"])
         key = PinnedKey(name=str(data["key_name"]), jwk=Jwk.model_validate(data["jwk"]))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise AgentUserError(f"/v1/log/key: unexpected answer ({exc})", exit_code=7) from None
+        raise UnverifiedAnswerError(f"/v1/log/key: unexpected answer ({exc})") from None
     if served_aud != aud:
         raise ConfigError(
             f"the aggregator at {client.base_url} serves network {served_aud!r}, but setting "
@@ -60,7 +60,7 @@ def fetch_catalogue_key(client: AggregatorClient) -> PinnedKey:
             name=str(data.get("name", "catalogue")), jwk=Jwk.model_validate(data["jwk"])
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise AgentUserError(f"/v1/catalogue/key: unexpected answer ({exc})", exit_code=7) from None
+        raise UnverifiedAnswerError(f"/v1/catalogue/key: unexpected answer ({exc})") from None
 
 
 def enrol_agent(settings: AgentSettings, token: str, *, now: int) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from agent.errors import TransportError
+from agent.errors import ExitCode, TransportError
 from agent.home.settings import AgentSettings, TransportSettings, check_aggregator_url
 from protocol import __version__
 
@@ -37,7 +37,7 @@ class NotAnAggregatorError(TransportError):
 class RefusedError(TransportError):
     """The aggregator answered 4xx: the message itself is wrong; resending cannot help."""
 
-    exit_code = 6
+    exit_code = ExitCode.REFUSED
 
     def __init__(self, message: str, status: int, problem: Mapping[str, Any] | None = None):
         super().__init__(message)
