@@ -994,7 +994,7 @@ def _serve_and_build(
     return summary, server
 
 
-def _build_and_check(
+def _build_and_check(  # noqa: C901 (the demo's steps in the order they run)
     o: Options,
     home: DemoHome,
     tools: Tools,

@@ -292,7 +292,8 @@ def get_settings(
         "AgentSettings", (AgentSettings,), {"model_config": config, "invocation_environ": env}
     )
     try:
-        return cls(home=home_path, **overrides)
+        settings: AgentSettings = cls(home=home_path, **overrides)
+        return settings
     except ValidationError as exc:
         raise ConfigError(_describe(exc, config_file, file_data or {}, env)) from None
 

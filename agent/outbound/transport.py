@@ -193,7 +193,7 @@ def _is_fedqi_problem(response: httpx.Response) -> bool:
 
 
 def _content_type(response: httpx.Response) -> str:
-    return response.headers.get("content-type", "no content type").split(";")[0].strip()
+    return str(response.headers.get("content-type", "no content type")).split(";")[0].strip()
 
 
 def _problem(response: httpx.Response) -> dict[str, Any]:
