@@ -25,7 +25,7 @@ test: $(STAMP)
 check: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy protocol aggregator
+	$(BIN)/mypy protocol agent demo aggregator
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py $(BENCH)

@@ -12,12 +12,15 @@ from collections.abc import Mapping, Sequence
 
 import typer
 
+from agent.errors import exit_code_help
+
 app = typer.Typer(
     name="fedqi-agent",
     help=(
         "fedqi agent: computes the network's quality indicators inside the practice and sends "
         "only signed, disclosure-controlled summary counts."
     ),
+    epilog=exit_code_help(),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -58,21 +61,19 @@ def _load_commands() -> None:
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run the CLI; returns the exit code (testable without a subprocess)."""
+    from agent.commands._common import Invocation, invoked
     from agent.errors import AgentUserError
 
     _load_commands()
     args = list(sys.argv[1:] if argv is None else argv)
-    old_env = None
-    if environ is not None:
-        old_env = dict(os.environ)
-        os.environ.clear()
-        os.environ.update(environ)
+    invocation = Invocation(environ=dict(os.environ if environ is None else environ))
     # Whatever the agent creates (the practice database synth or a load writes, the outbox,
     # the home and its files, a DuckDB write-ahead log) is its owner's only: 0600 files in
     # 0700 directories, as the key is. (POSIX; on Windows the agent home's ACL does this.)
     old_umask = os.umask(0o077) if os.name == "posix" else None
     try:
-        app(args=args, prog_name="fedqi-agent")  # standalone: usage errors exit 2 with a message
+        with invoked(invocation):  # the commands read their settings from it
+            app(args=args, prog_name="fedqi-agent")  # standalone: usage errors exit 2, a message
         return 0
     except SystemExit as exc:
         code = exc.code
@@ -83,9 +84,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     finally:
         if old_umask is not None:
             os.umask(old_umask)
-        if old_env is not None:
-            os.environ.clear()
-            os.environ.update(old_env)
 
 
 if __name__ == "__main__":

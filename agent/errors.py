@@ -1,14 +1,60 @@
-"""Errors raised by the agent.
+"""Errors raised by the agent, and the exit codes of ``fedqi-agent``.
 
-AgentError
- +-- AgentUserError   something the user can fix (config, input, arguments); carries an
-                      exit code and is printed as one line without a traceback
-      +-- ConfigError
-      +-- SourceError  a source (database, CSV, FHIR, OMOP) cannot be read; names where
-      +-- TransportError  the aggregator could not be reached or refused a message
+The tree (a name in brackets lives where it is raised)::
+
+    AgentError                     a bug or an unexpected state: a traceback, not a message
+     +-- AgentUserError            something the user can fix; printed as one line, no
+         |                         traceback; exit 2 (BAD_INPUT) unless a subclass says more
+         +-- ConfigError           a bad or unknown setting, no key, not enrolled (exit 3)
+         +-- SourceError           the practice database or a source cannot be read; names
+         |                         where (exit 4)
+         +-- TransportError        the aggregator cannot be reached, or is not a fedqi
+         |   |                     aggregator (exit 5)
+         |   +-- [NotAnAggregatorError]   agent.outbound.transport (exit 5)
+         |   +-- [RefusedError]           the aggregator refused a message, 4xx (exit 6)
+         +-- UnverifiedAnswerError  something the aggregator sent does not verify: a key
+         |                          answer, the catalogue, a protocol object (exit 7)
+         +-- [LogIntegrityError]    agent.outbound.audit: signed evidence that the log was
+                                    tampered with or split (exit 8)
+
+Every exit code comes from :class:`ExitCode`, the one table; ``fedqi-agent --help`` prints it
+(:func:`exit_code_help`) and docs/configuration.md shows it (a test keeps the three equal).
 """
 
 from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """``fedqi-agent``'s exit codes: the one table (docs/configuration.md, ``--help``)."""
+
+    OK = 0
+    BAD_INPUT = 2
+    CONFIG = 3
+    SOURCE = 4
+    UNREACHABLE = 5
+    REFUSED = 6
+    UNVERIFIED = 7
+    AUDIT_FAILED = 8
+
+
+EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "done",
+    ExitCode.BAD_INPUT: "bad argument or input (bad period, unknown indicator, unknown message id, ...)",
+    ExitCode.CONFIG: "configuration (bad or unknown setting, missing key, not enrolled)",
+    ExitCode.SOURCE: "the practice database cannot be read",
+    ExitCode.UNREACHABLE: "the aggregator cannot be reached, or is not a fedqi aggregator",
+    ExitCode.REFUSED: "the aggregator refused a message (4xx)",
+    ExitCode.UNVERIFIED: "something the aggregator sent does not verify (catalogue, key answer)",
+    ExitCode.AUDIT_FAILED: "audit failure: signed evidence that the log was tampered with or split",
+}
+
+
+def exit_code_help() -> str:
+    """The exit-code table as ``--help`` shows it (one line per code)."""
+    lines = [f"{int(code)} {EXIT_CODE_MEANINGS[code]}" for code in ExitCode]
+    return "Exit codes:\n\n" + "\n\n".join(lines)
 
 
 class AgentError(Exception):
@@ -16,21 +62,25 @@ class AgentError(Exception):
 
 
 class AgentUserError(AgentError):
-    exit_code = 2
+    exit_code: int = ExitCode.BAD_INPUT
 
-    def __init__(self, message: str, exit_code: int | None = None) -> None:
+    def __init__(self, message: str, exit_code: ExitCode | None = None) -> None:
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = exit_code
 
 
 class ConfigError(AgentUserError):
-    exit_code = 3
+    exit_code = ExitCode.CONFIG
 
 
 class SourceError(AgentUserError):
-    exit_code = 4
+    exit_code = ExitCode.SOURCE
 
 
 class TransportError(AgentUserError):
-    exit_code = 5
+    exit_code = ExitCode.UNREACHABLE
+
+
+class UnverifiedAnswerError(AgentUserError):
+    exit_code = ExitCode.UNVERIFIED

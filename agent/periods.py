@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+from agent.errors import AgentUserError
+from agent.home.settings import PERIOD_RE
 from protocol.submission import Period
-
-from .errors import AgentUserError
-from .settings import PERIOD_RE
 
 
 def parse_period(text: str) -> Period:

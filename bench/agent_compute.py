@@ -4,7 +4,7 @@
         [--engines sqlite,duckdb,postgresql] [--data-dir DIR] [--reference-patients 3000]
         [--code-match join,in] [--json OUT.json]
 
-For each engine: a synthetic practice (``agent.synth.generate_practice``, cached in
+For each engine: a synthetic practice (``agent.sources.synth.generate_practice``, cached in
 ``--data-dir``), then, in a fresh subprocess per engine so peak memory is the engine's own:
 ``compute_cells`` for every indicator and stratum (one warm-up, then ``--runs`` timed runs), and
 the same number of runs of one full aggregate scan of the events table
@@ -74,10 +74,10 @@ def _maxrss_mb() -> float:
 def child(url: str, runs: int, modes: Sequence[str] = ("join",)) -> dict[str, Any]:
     import sqlalchemy as sa
 
-    from agent import schema
     from agent.engine import compute_cells
     from agent.library import load_default_catalogue
-    from agent.store import open_practice
+    from agent.sources import schema
+    from agent.sources.store import open_practice
 
     catalogue = load_default_catalogue()
     engine = open_practice(url, read_only=url.endswith((".duckdb", ".sqlite")))
@@ -155,7 +155,7 @@ def run_child(url: str, runs: int, modes: Sequence[str] = ("join",)) -> dict[str
 
 
 def practice_file(data_dir: Path, backend: str, patients: int, seed: int) -> str:
-    from agent.synth import generate_practice
+    from agent.sources.synth import generate_practice
 
     ext = {"sqlite": "sqlite", "duckdb": "duckdb"}[backend]
     path = data_dir / f"practice-{patients}-s{seed}.{ext}"
@@ -183,7 +183,7 @@ def pg_practice(admin: str, patients: int, seed: int) -> tuple[str, str] | None:
     except Exception as exc:  # no server: skip PostgreSQL
         print(f"  PostgreSQL skipped: {exc}", file=sys.stderr)
         return None
-    from agent.synth import generate_practice
+    from agent.sources.synth import generate_practice
 
     url = admin.rsplit("/", 1)[0] + "/" + name
     print(f"  generating PostgreSQL database {name} ...", file=sys.stderr, flush=True)
@@ -206,10 +206,9 @@ def pg_drop(admin: str, name: str) -> None:
 
 
 def reference_speedup(data_dir: Path, backend: str, patients: int, seed: int, runs: int) -> dict:
-    from agent import reference
-    from agent.engine import compute_cells
+    from agent.engine import compute_cells, reference
     from agent.library import load_default_catalogue
-    from agent.store import open_practice
+    from agent.sources.store import open_practice
 
     catalogue = load_default_catalogue()
     engine = open_practice(practice_file(data_dir, backend, patients, seed), read_only=True)

@@ -4,7 +4,7 @@ N periods computed one by one (issue 17, goal 1: N periods cost at most 2x one).
     .venv/bin/python bench/backfill.py [--patients 2000] [--months 12] [--runs 5] [--seed 1]
         [--engines sqlite,duckdb] [--json OUT.json]
 
-A synthetic practice (``agent.synth.generate_practice``) per engine, then, alternating in each
+A synthetic practice (``agent.sources.synth.generate_practice``) per engine, then, alternating in each
 run so load changes hit all three alike: ``compute_cells`` for the last month alone,
 ``compute_cells`` for each of the N months, and ``compute_periods`` for the N months in one
 query. It checks that the one-pass cells equal the per-month cells, and reports the median CPU
@@ -51,8 +51,8 @@ def run(engine_name: str, patients: int, months: int, runs: int, seed: int) -> d
     from agent.engine import compute_cells, compute_periods
     from agent.engine.dates import months_before
     from agent.library import load_default_catalogue
-    from agent.store import open_practice
-    from agent.synth import generate_practice
+    from agent.sources.store import open_practice
+    from agent.sources.synth import generate_practice
 
     catalogue = load_default_catalogue()
     last = PERIOD_END

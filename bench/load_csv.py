@@ -3,7 +3,7 @@
     .venv/bin/python bench/load_csv.py [--patients 30000] [--seed 1] [--runs 3]
         [--stores sqlite,duckdb] [--data-dir DIR] [--json OUT.json]
 
-A synthetic practice (``agent.synth.generate_practice``, cached in ``--data-dir``) is exported
+A synthetic practice (``agent.sources.synth.generate_practice``, cached in ``--data-dir``) is exported
 as a CSV extract (``agent.sources.export.export_csv``, ISO dates), then loaded with
 ``agent.sources.csv_extract.load_csv`` into a fresh store, ``--runs`` times per store kind, each
 run in a fresh subprocess so its peak RSS is the load's own. Reports the median wall time, rows
@@ -58,7 +58,7 @@ def child(extract: Path, store: Path) -> dict[str, Any]:
 def _extract(data_dir: Path, patients: int, seed: int) -> Path:
     from agent.sources.common import open_store
     from agent.sources.export import export_csv
-    from agent.synth import generate_practice
+    from agent.sources.synth import generate_practice
 
     practice = data_dir / f"practice-{patients}-{seed}.sqlite"
     if not practice.exists():

@@ -11,7 +11,7 @@ earlier commit, whose packages go first on the child's PYTHONPATH) and a practic
 machine hits them alike, after one untimed warm-up run each. Reported per case: wall time and
 CPU time (user + system of the child process and its threads, from ``RUSAGE_CHILDREN``),
 medians, and each case's median as a ratio of the first case's. Without ``--case``: this tree
-on a synthetic practice of ``--patients`` patients (``agent.synth``, seed 1, period end
+on a synthetic practice of ``--patients`` patients (``agent.sources.synth``, seed 1, period end
 2026-03-31) made in a temporary directory.
 """
 
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import datetime as dt
 
         sys.path.insert(0, str(REPO))
-        from agent.synth import generate_practice
+        from agent.sources.synth import generate_practice
 
         made = tempfile.TemporaryDirectory(prefix="fedqi-bench-practice-")
         practice = Path(made.name) / "practice.duckdb"

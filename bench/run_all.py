@@ -22,6 +22,7 @@ ORDER = [
     "agent_compute",
     "backfill",
     "preview_process",
+    "install_size",
     "synth_generate",
     "load_csv",
     "ingest",

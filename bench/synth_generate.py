@@ -33,7 +33,7 @@ SUFFIX = {"sqlite": ".db", "duckdb": ".duckdb"}
 
 
 def child(target: str, patients: int, seed: int) -> dict[str, Any]:
-    from agent.synth import generate_practice
+    from agent.sources.synth import generate_practice
 
     before = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     summary = generate_practice(target, patients=patients, seed=seed)

@@ -10,7 +10,7 @@ Inline code spans in the prose that start with one of the programs are commands 
 * ``fedqi-agent`` / ``fedqi-aggregator`` / ``fedqi-demo``: the (sub)command is run with
   ``--help``, which must succeed, and every ``--option`` the docs use must be one it lists.
 * ``.venv/bin/python bench/X.py`` and ``python -m MODULE``: the same against the script's
-  ``--help``; ``python -m agent.library_build --check`` and ``--help`` forms are run for real.
+  ``--help``; ``python -m protocol.catalogues.build --check`` and ``--help`` forms are run for real.
 * ``make TARGET``: the target must exist in the Makefile.
 * shell steps of the operations guide (``umask``, ``cp``, variables ...): that guide is run
   block by block against a real server by tests/deploy/test_operations.py; here they only have
@@ -126,7 +126,7 @@ def check(doc: str, cmd: str) -> None:
     elif first.startswith(("python", ".venv/bin/python")):
         if words[1] == "-m":
             module = words[2]
-            if module == "agent.library_build":
+            if module == "protocol.catalogues.build":
                 proc = subprocess.run(
                     [sys.executable, "-m", module, *words[3:]], capture_output=True, text=True,
                     cwd=REPO, timeout=300,

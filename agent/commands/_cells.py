@@ -11,8 +11,8 @@ import typer
 from rich.table import Table
 
 from agent.errors import AgentUserError
-from agent.release import count_short, count_words, stratum_words
-from agent.suppression import REASON_WORDS, Reasons
+from agent.outbound.release import count_short, count_words, stratum_words
+from agent.outbound.suppression import REASON_WORDS, Reasons
 from protocol.submission import Cell, Submission
 
 IndicatorFilter = Annotated[

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
-from agent.errors import AgentUserError, SourceError
-from agent.settings import AgentSettings, get_settings
+from agent.errors import AgentUserError, SourceError, UnverifiedAnswerError
+from agent.home.settings import AgentSettings, get_settings
 from protocol.errors import ProtocolError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,8 +34,38 @@ HomeOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
 
 
-def settings_for(home: Path | None) -> AgentSettings:
-    return get_settings(home)
+@dataclass(frozen=True)
+class Invocation:
+    """What one run of ``fedqi-agent`` was handed: its environment
+    (``agent.cli.main(argv, environ)``). Passed down to the commands in a context variable for
+    the length of the run, so settings never come from a swapped ``os.environ`` (the demo runs
+    many agents' commands in one process)."""
+
+    environ: Mapping[str, str]
+
+
+_INVOCATION: ContextVar[Invocation | None] = ContextVar("fedqi_agent_invocation", default=None)
+
+
+@contextmanager
+def invoked(invocation: Invocation) -> Iterator[None]:
+    """Run the commands inside with ``invocation`` as theirs."""
+    token = _INVOCATION.set(invocation)
+    try:
+        yield
+    finally:
+        _INVOCATION.reset(token)
+
+
+def invocation_environ() -> Mapping[str, str]:
+    """The environment of the running command (os.environ when called outside the CLI)."""
+    invocation = _INVOCATION.get()
+    return os.environ if invocation is None else invocation.environ
+
+
+def settings_for(home: Path | None, **overrides: Any) -> AgentSettings:
+    """The settings for ``--home`` (or the invocation's FEDQI_AGENT_HOME, else the default)."""
+    return get_settings(home, invocation_environ(), **overrides)
 
 
 def console() -> Console:
@@ -62,7 +96,7 @@ def one_line_errors(fn: F) -> F:
         except (AgentUserError, typer.Exit, typer.Abort, SystemExit):
             raise
         except ProtocolError as exc:
-            raise AgentUserError(f"{type(exc).__name__}: {exc}", exit_code=7) from None
+            raise UnverifiedAnswerError(f"{type(exc).__name__}: {exc}") from None
         except SQLAlchemyError as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise SourceError(f"the practice database cannot be read: {first}") from None

@@ -10,15 +10,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from agent.audit import LogIntegrityError, read_token, verify_all, verify_receipt
 from agent.cli import app
 from agent.errors import AgentUserError, ConfigError, TransportError
-from agent.keystore import load_trust
-from agent.outbox import Message, Outbox
-from agent.release import describe_submission
-from agent.settings import get_settings
-from agent.submitter import payload_of
-from agent.transport import AggregatorClient, RefusedError
+from agent.home.keystore import load_trust
+from agent.outbound.audit import LogIntegrityError, read_token, verify_all, verify_receipt
+from agent.outbound.outbox import Message, Outbox
+from agent.outbound.release import describe_submission
+from agent.outbound.submitter import payload_of
+from agent.outbound.transport import AggregatorClient, RefusedError
 from protocol.envelope import Envelope
 from protocol.submission import Enrol, Rotate
 
@@ -31,7 +30,15 @@ from ._cells import (
     select_cells,
     summary_table,
 )
-from ._common import HomeOption, JsonOption, console, emit_json, err_console, one_line_errors
+from ._common import (
+    HomeOption,
+    JsonOption,
+    console,
+    emit_json,
+    err_console,
+    one_line_errors,
+    settings_for,
+)
 
 audit_app = typer.Typer(
     name="audit",
@@ -101,7 +108,7 @@ def _summary(m: Message, corrects: tuple[str, int | None, str] | None = None) ->
 def audit_list(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """Every message in the outbox, with its state; a correction names the message it
     replaces."""
-    settings = get_settings(home)
+    settings = settings_for(home)
     with Outbox.open(settings.home) as outbox:
         messages = outbox.messages()
     corrections = _corrections(messages)
@@ -164,7 +171,7 @@ def audit_show(
     """Show message ID: its state history, what it carries in plain words and its receipt. A
     submission opens with a summary per indicator; --indicator / --stratum show those cells;
     --all every cell and the exact envelope bytes sent."""
-    settings = get_settings(home)
+    settings = settings_for(home)
     with Outbox.open(settings.home) as outbox:
         m = outbox.get(message_id)
         history = outbox.history(message_id)
@@ -246,7 +253,7 @@ def audit_verify(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """Verify every stored receipt against the aggregator's current checkpoint, and every
     checkpoint seen against it (consistency proofs). Exits 8 loudly if history was dropped,
     rewritten or forked, and only then."""
-    settings = get_settings(home)
+    settings = settings_for(home)
     trust = load_trust(settings.home)
     token = read_token(settings.audit_token_file) if settings.audit_token_file else None
     with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:

@@ -10,23 +10,22 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from agent.catalogue_cache import load_catalogue
 from agent.cli import app
-from agent.compute import compute_raw_cells, open_source
+from agent.engine.compute import compute_raw_cells, open_source
+from agent.engine.explain import explain_indicator
 from agent.errors import AgentUserError
-from agent.explain import explain_indicator
-from agent.keystore import TRUST_FILE, Keystore, load_trust_matching
-from agent.outbox import OUTBOX_FILE, Outbox
-from agent.periods import require_ended
-from agent.release import (
+from agent.home.catalogue_cache import load_catalogue
+from agent.home.keystore import TRUST_FILE, Keystore, load_trust_matching
+from agent.outbound.outbox import OUTBOX_FILE, Outbox
+from agent.outbound.release import (
     build_submission,
     count_short,
     effective_policy,
     last_complete_period,
     parse_period,
 )
-from agent.settings import get_settings
-from agent.suppression import suppression_reasons
+from agent.outbound.suppression import suppression_reasons
+from agent.periods import require_ended
 
 from ._cells import (
     HINT,
@@ -38,7 +37,7 @@ from ._cells import (
     status_line,
     summary_table,
 )
-from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors
+from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors, settings_for
 
 PeriodOption = Annotated[str, typer.Option("--period", help="the month, YYYY-MM")]
 
@@ -79,7 +78,7 @@ def preview(
             "--indicator/--stratum cannot be combined with --json (the JSON is the whole payload)"
         )
     p = require_ended(parse_period(period), dt.date.today())  # only what could be sent
-    settings = get_settings(home)
+    settings = settings_for(home)
     catalogue = load_catalogue(settings)
     for ind in indicator or []:
         _indicator(catalogue, ind)  # an unknown id fails now, before anything is computed
@@ -179,7 +178,7 @@ def explain(
 
     from agent.engine import compile_sql
 
-    settings = get_settings(home)
+    settings = settings_for(home)
     catalogue = load_catalogue(settings)
     ind = _indicator(catalogue, indicator)
     p = parse_period(period) if period else last_complete_period(dt.date.today())

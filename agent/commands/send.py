@@ -11,13 +11,12 @@ import typer
 from rich.progress import Progress
 
 from agent.cli import app
-from agent.errors import AgentUserError
-from agent.outbox import Outbox
-from agent.release import describe_submission
-from agent.settings import get_settings
-from agent.submitter import Outcome, payload_of, run_due, submit_period
-from agent.submitter import approve as approve_message
-from agent.submitter import reject as reject_message
+from agent.errors import AgentUserError, ExitCode
+from agent.outbound.outbox import Outbox
+from agent.outbound.release import describe_submission
+from agent.outbound.submitter import Outcome, payload_of, run_due, submit_period
+from agent.outbound.submitter import approve as approve_message
+from agent.outbound.submitter import reject as reject_message
 
 from ._cells import (
     HINT,
@@ -28,7 +27,15 @@ from ._cells import (
     select_cells,
     summary_table,
 )
-from ._common import HomeOption, JsonOption, console, emit_json, err_console, one_line_errors
+from ._common import (
+    HomeOption,
+    JsonOption,
+    console,
+    emit_json,
+    err_console,
+    one_line_errors,
+    settings_for,
+)
 
 CORRECTIONS = ("data_correction", "late_data", "codelist_fix", "software_fix")
 
@@ -79,7 +86,7 @@ def submit(
     policy auto) or hold for approval (hold)."""
     if correction is not None and correction not in CORRECTIONS:
         raise AgentUserError(f"--correction {correction!r}: use one of {', '.join(CORRECTIONS)}")
-    settings = get_settings(home)
+    settings = settings_for(home)
     outcome = submit_period(
         settings,
         period,
@@ -98,7 +105,7 @@ def submit(
 def run(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """Resend anything queued, then submit every period due since the last one submitted (for
     cron, a systemd timer or Windows Task Scheduler). Exits non-zero if anything failed."""
-    settings = get_settings(home)
+    settings = settings_for(home)
     if as_json or not sys.stdout.isatty():
         outcomes = run_due(
             settings, now=int(time.time()), today=dt.date.today(), on_retry=tell_retry
@@ -126,7 +133,7 @@ def run(home: HomeOption = None, as_json: JsonOption = False) -> None:
             _print_outcome(outcome)
     refused = [o for o in outcomes if o.state == "refused"]
     if refused:
-        raise typer.Exit(6)
+        raise typer.Exit(ExitCode.REFUSED)
 
 
 @app.command()
@@ -140,7 +147,7 @@ def pending(
 ) -> None:
     """List the submissions held for approval, each with a summary per indicator of what it
     would send; --indicator / --stratum show those cells in plain words, --all every cell."""
-    settings = get_settings(home)
+    settings = settings_for(home)
     with Outbox.open(settings.home) as outbox:
         held = outbox.messages(state="held")
     if as_json:
@@ -190,7 +197,7 @@ def approve_cmd(
 ) -> None:
     """Approve held message ID and send its exact stored bytes."""
     outcome = approve_message(
-        get_settings(home), message_id, now=int(time.time()), on_retry=tell_retry
+        settings_for(home), message_id, now=int(time.time()), on_retry=tell_retry
     )
     if as_json:
         emit_json(outcome.to_json())
@@ -206,7 +213,7 @@ def reject_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Reject held message ID: it is marked rejected (kept, never sent)."""
-    outcome = reject_message(get_settings(home), message_id)
+    outcome = reject_message(settings_for(home), message_id)
     if as_json:
         emit_json(outcome.to_json())
     else:

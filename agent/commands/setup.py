@@ -11,10 +11,18 @@ import typer
 
 from agent.cli import app
 from agent.errors import ConfigError
-from agent.keystore import Keystore, ensure_private_dir, write_private
-from agent.settings import CONFIG_FILE, AgentSettings, get_settings, resolve_home
+from agent.home.keystore import Keystore, ensure_private_dir, write_private
+from agent.home.settings import CONFIG_FILE, AgentSettings, resolve_home
 
-from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors
+from ._common import (
+    HomeOption,
+    JsonOption,
+    console,
+    emit_json,
+    invocation_environ,
+    one_line_errors,
+    settings_for,
+)
 
 
 def _toml_value(value: object) -> str:
@@ -55,7 +63,7 @@ def init(
 ) -> None:
     """Create the agent home: a config file and an Ed25519 signing key (mode 0600, directory
     0700). Refuses to overwrite an existing key."""
-    root = resolve_home(home)
+    root = resolve_home(home, invocation_environ())
     keys = Keystore(root)
     if keys.has_active():
         raise ConfigError(
@@ -79,9 +87,9 @@ def init(
         checked: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
         if any(v is not None for v in source.values()):
             checked["source"] = {k: v for k, v in source.items() if v is not None}
-        get_settings(root, **checked)
+        settings_for(root, **checked)
         write_private(config, text.encode(), exclusive=True)
-    settings: AgentSettings = get_settings(root)
+    settings: AgentSettings = settings_for(root)
     key = keys.create()
     result = {
         "home": str(root),
@@ -137,9 +145,9 @@ def enrol(
 ) -> None:
     """Enrol this agent's key with the aggregator (an enrol message signed by the key itself)
     and pin the aggregator's log key and catalogue key."""
-    from agent.enrolment import enrol_agent
+    from agent.outbound.enrolment import enrol_agent
 
-    settings = get_settings(home)
+    settings = settings_for(home)
     result = enrol_agent(settings, token, now=int(time.time()))
     if as_json:
         emit_json(result)
@@ -158,9 +166,9 @@ def enrol(
 def rotate_key(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """Replace the signing key: a rotate message signed by the old and the new key. The old key
     is kept (it no longer signs)."""
-    from agent.enrolment import rotate
+    from agent.outbound.enrolment import rotate
 
-    settings = get_settings(home)
+    settings = settings_for(home)
     result = rotate(settings, now=int(time.time()))
     if as_json:
         emit_json(result)

@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 
 from agent.cli import app
 from agent.errors import SourceError
-from agent.settings import AgentSettings
+from agent.home.settings import AgentSettings
 from agent.sources.common import LoadReport, open_store
 
 from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors, settings_for
@@ -42,7 +42,7 @@ def _store_target(into: str | None, home: Path | None) -> str:
             "no store to load into: pass --into PATH (e.g. practice.sqlite) or set source.url "
             "in the agent config"
         )
-    from agent.compute import source_target
+    from agent.engine.compute import source_target
 
     return source_target(settings)
 
@@ -111,7 +111,7 @@ def open_checked_source(
     settings: AgentSettings, db: str | None, omop: str | None, omop_codes: str
 ) -> Engine:
     """The canonical tables to check: an OMOP database through its views, or a store."""
-    from agent.store import open_practice
+    from agent.sources.store import open_practice
 
     if omop:
         from agent.sources.omop import open_omop
@@ -119,7 +119,7 @@ def open_checked_source(
         return open_omop(omop, codes=omop_codes)
     if db:
         return open_practice(db, read_only=True)
-    from agent.compute import open_source
+    from agent.engine.compute import open_source
 
     return open_source(settings)
 
@@ -150,7 +150,7 @@ def check_source_command(
     list), what is missing (lists no patient has a code of, codes on no list) and what to do.
     On OMOP it counts persons whose observation period ends with no death (gone from the list).
     Counts only; nothing is sent."""
-    from agent.catalogue_cache import load_catalogue, read_catalogue_file
+    from agent.home.catalogue_cache import load_catalogue, read_catalogue_file
     from agent.sources.check import check_source
 
     settings = settings_for(home)

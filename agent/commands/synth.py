@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from agent.cli import app
 from agent.errors import AgentUserError
-from agent.synth import DEFAULT_PERIOD_END, generate_practice
+from agent.sources.synth import DEFAULT_PERIOD_END, generate_practice
 
 from ._common import JsonOption, console, emit_json, err_console, one_line_errors
 

@@ -8,10 +8,9 @@ from typing import Any
 import typer
 
 from agent.cli import app
-from agent.keystore import PinnedKey, load_trust
-from agent.settings import get_settings
+from agent.home.keystore import PinnedKey, load_trust
 
-from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors
+from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors, settings_for
 
 trust_app = typer.Typer(
     name="trust",
@@ -34,7 +33,7 @@ def trust_show(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """The pinned log and catalogue keys with their fingerprints (kid: RFC 7638 thumbprint) and
     public keys, both base64url as trust.json stores them and `fedqi-aggregator init` printed
     them: compare them with what the network published."""
-    settings = get_settings(home)
+    settings = settings_for(home)
     trust = load_trust(settings.home)
     keys = [_key("log", trust.log_key)]
     if trust.catalogue_key is not None:

@@ -1,5 +1,5 @@
 """``worklist``: the practice's own patients in an indicator's denominator but not its numerator,
-with their last values and due dates (agent/worklist.py).
+with their last values and due dates (agent/engine/worklist.py).
 
 Local only: printed, or written to a file the user names. This module imports nothing that
 signs, stores or sends (tests check it), so a worklist has no path to the outbox.
@@ -14,15 +14,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from agent.catalogue_cache import load_catalogue
 from agent.cli import app
-from agent.compute import open_source
+from agent.engine.compute import open_source
+from agent.engine.worklist import build_worklist, write_worklist
 from agent.errors import AgentUserError
+from agent.home.catalogue_cache import load_catalogue
 from agent.periods import last_complete_period, parse_period
-from agent.settings import get_settings
-from agent.worklist import build_worklist, write_worklist
 
-from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors
+from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors, settings_for
 
 
 @app.command()
@@ -46,7 +45,7 @@ def worklist(
     local file (--out); never sent, never in the outbox."""
     from agent.engine import worklist_patients
 
-    settings = get_settings(home)
+    settings = settings_for(home)
     catalogue = load_catalogue(settings)
     try:
         ind = catalogue.indicator(indicator)

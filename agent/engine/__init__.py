@@ -5,6 +5,11 @@
     compile_sql(engine_or_dialect, catalogue, indicator_id, period_end) -> str
     worklist_patients(engine, catalogue, indicator_id, period_end) -> list[(patient_id, local_ref)]
 
+Beside the compiler: ``reference.py`` (the plain-Python oracle the SQL is tested against),
+``compute.py`` (opening the practice database and running the engine, for the CLI),
+``worklist.py`` (recall lists for the practice's own screen) and ``explain.py`` (an indicator in
+plain English).
+
 Only this package (and the reference evaluator that tests it) reads patient rows. What it
 returns is counts (``RawCell``), which must pass through ``protocol.disclosure`` before anything
 leaves; worklists are for the practice's own screen and files only. See docs/engine.md.

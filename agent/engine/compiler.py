@@ -25,13 +25,13 @@ import functools
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from agent import schema
 from agent.errors import AgentUserError
+from agent.sources import schema
 from protocol.catalogue import (
     Age,
     All,
@@ -80,7 +80,7 @@ class Context:
 
     period_end: dt.date
     patients: sa.TableClause | sa.Table
-    columns: dict[tuple[str, Feature], ColumnElement] = field(default_factory=dict)
+    columns: dict[tuple[str, Feature], ColumnElement[Any]] = field(default_factory=dict)
     ends: tuple[dt.date, ...] | None = None
     periods: sa.CTE | None = None
     wanted: dict[str, Callable[[dt.date], dt.date]] = field(default_factory=dict)
@@ -104,17 +104,17 @@ class Context:
     def end(self) -> ColumnElement[dt.date]:
         return self.bound("period_end", lambda end: end)
 
-    def last(self, codeset: CodeSet) -> ColumnElement:
+    def last(self, codeset: CodeSet) -> ColumnElement[Any]:
         return self.columns[("last", LastDate(codeset))]
 
-    def first(self, codeset: CodeSet) -> ColumnElement:
+    def first(self, codeset: CodeSet) -> ColumnElement[Any]:
         return self.columns[("first", FirstDate(codeset))]
 
-    def value(self, codeset: CodeSet) -> tuple[ColumnElement, ColumnElement]:
+    def value(self, codeset: CodeSet) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
         feature = LatestValueOf(codeset)
         return self.columns[("vdate", feature)], self.columns[("value", feature)]
 
-    def after_window_start(self, column: ColumnElement, window: Window | None) -> Bool:
+    def after_window_start(self, column: ColumnElement[Any], window: Window | None) -> Bool:
         """``column`` is not null and falls in the window (``E - N months < date``; the
         ``<= E`` bound is already applied to every coded row)."""
         if window is None:
@@ -188,7 +188,7 @@ def _(rule: LatestValue, ctx: Context) -> Bool:
     return sa.and_(ctx.after_window_start(when, rule.window), _compare(value, rule.op, threshold))
 
 
-def _compare(left: ColumnElement, op: str, right: ColumnElement) -> Bool:
+def _compare(left: ColumnElement[Any], op: str, right: ColumnElement[Any]) -> Bool:
     return {
         "<": left < right,
         "<=": left <= right,
@@ -251,11 +251,11 @@ class Plan:
     flags: sa.CTE
     ends: tuple[dt.date, ...] | None = None
 
-    def counts_query(self) -> sa.Select:
+    def counts_query(self) -> sa.Select[Any]:
         """Rows (age_band, sex, denominator_0, numerator_0, exclusions_0, ...); with several
         period ends, (pidx, age_band, sex, ...), ``pidx`` indexing ``ends``."""
         f = self.flags.c
-        sums: list[ColumnElement] = []
+        sums: list[ColumnElement[Any]] = []
         for i in range(len(self.indicators)):
             pop, num, exc = f[f"pop_{i}"] == 1, f[f"num_{i}"] == 1, f[f"exc_{i}"] == 1
             sums += [
@@ -266,7 +266,7 @@ class Plan:
         keys = [f.age_band, f.sex] if self.ends is None else [f.pidx, f.age_band, f.sex]
         return sa.select(*keys, *sums).group_by(*keys).order_by(*keys)
 
-    def worklist_query(self) -> sa.Select:
+    def worklist_query(self) -> sa.Select[Any]:
         f = self.flags.c
         # Denominator but not numerator: in the population, not achieving, not excluded.
         return (
@@ -289,7 +289,7 @@ CodeMatch = Literal["join", "in"]
 
 def _patient_columns(
     catalogue: Catalogue, indicators: list[Indicator], ctx: Context
-) -> tuple[Bool, ColumnElement, list[ColumnElement]]:
+) -> tuple[Bool, ColumnElement[Any], list[ColumnElement[Any]]]:
     """(base population condition, age band, the flag columns) for the context's period end."""
     p = ctx.patients
     end = ctx.end()
@@ -307,7 +307,7 @@ def _patient_columns(
     ]
     last_band = sa.literal(bands[-1].label, sa.String)
     age_band = sa.case(*whens, else_=last_band) if whens else last_band
-    flag_cols: list[ColumnElement] = []
+    flag_cols: list[ColumnElement[Any]] = []
     for i, ind in enumerate(indicators):
         flag_cols += [
             _flag(rule_sql(ind.population, ctx)).label(f"pop_{i}"),
@@ -355,7 +355,7 @@ def build_plan(
         period_end = many[-1]
         # First pass: which date bounds do the rules need? (feature columns are placeholders)
         probe = Context(period_end=period_end, patients=p, ends=many)
-        probe.columns = defaultdict(lambda: sa.literal_column("0", sa.Date))  # type: ignore[assignment]
+        probe.columns = defaultdict(lambda: sa.literal_column("0", sa.Date))
         _patient_columns(catalogue, indicators, probe)
         periods = _periods_cte(many, probe.wanted)
     ctx = Context(period_end=period_end, patients=p, ends=many, periods=periods)
@@ -372,7 +372,7 @@ def build_plan(
 
     base, age_band, flag_cols = _patient_columns(catalogue, indicators, ctx)
     source: sa.FromClause = p
-    keys: list[ColumnElement] = []
+    keys: list[ColumnElement[Any]] = []
     if periods is not None:
         source = source.join(periods, sa.true())
         keys.append(periods.c.pidx)
@@ -401,7 +401,7 @@ def _feature_columns(
     flavour: Flavour,
     periods: sa.CTE | None = None,
     ends: tuple[dt.date, ...] = (),
-) -> tuple[sa.CTE, dict[tuple[str, Feature], ColumnElement]]:
+) -> tuple[sa.CTE, dict[tuple[str, Feature], ColumnElement[Any]]]:
     """The ``feat`` CTE (one row per patient with a hit, per period end with ``periods``) and
     its column for each feature.
 
@@ -412,7 +412,7 @@ def _feature_columns(
     """
     has_first = any(isinstance(f, FirstDate) for f in features)
     has_value = any(isinstance(f, LatestValueOf) for f in features)
-    cols: list[ColumnElement] = [sa.func.max(hits.c.date).label("last")]
+    cols: list[ColumnElement[Any]] = [sa.func.max(hits.c.date).label("last")]
     if has_first:
         cols.append(sa.func.min(hits.c.date).label("first"))
     if has_value:
@@ -430,9 +430,9 @@ def _feature_columns(
     else:
         per_set, source, value = _per_period_sets(hits, cols, periods, ends, flavour, has_value)
     names: dict[tuple[str, Feature], str] = {}
-    pivot: list[ColumnElement] = []
+    pivot: list[ColumnElement[Any]] = []
 
-    def add(kind: str, feat: Feature, column: ColumnElement) -> None:
+    def add(kind: str, feat: Feature, column: ColumnElement[Any]) -> None:
         k = number[feat.codeset]
         names[(kind, feat)] = f"{kind}_{k}"
         pivot.append(sa.func.max(sa.case((per_set.c.k == k, column))).label(f"{kind}_{k}"))
@@ -453,12 +453,12 @@ def _feature_columns(
 
 def _per_period_sets(
     hits: sa.CTE,
-    cols: list[ColumnElement],
+    cols: list[ColumnElement[Any]],
     periods: sa.CTE,
     ends: tuple[dt.date, ...],
     flavour: Flavour,
     has_value: bool,
-) -> tuple[sa.CTE, sa.FromClause, ColumnElement | None]:
+) -> tuple[sa.CTE, sa.FromClause, ColumnElement[Any] | None]:
     """``per_set`` with a row per (patient, period end, code set), from one pass over the hits.
 
     Each hit falls in one bucket: the first period end on or after its date. The hits are
@@ -478,7 +478,7 @@ def _per_period_sets(
         .cte("per_bucket")
     )
     b = per_bucket.c
-    agg: list[ColumnElement] = [sa.func.max(b.last).label("last")]
+    agg: list[ColumnElement[Any]] = [sa.func.max(b.last).label("last")]
     if "first" in b:
         agg.append(sa.func.min(b.first).label("first"))
     if has_value:
@@ -521,7 +521,7 @@ def _hits_cte(
     once with a table of every (system, code, k) (``Flavour.code_table``); ``"in"`` selects each code set with its
     own ``code IN (...)`` list and unions them (the table is then read once per code set).
     """
-    parts: list[sa.Select] = []
+    parts: list[sa.Select[Any]] = []
     for table_name in ("events", "medications"):
         rows = sorted(
             (system, code, number[cs])
@@ -559,7 +559,7 @@ def _hits_cte(
 
 def _in_list_selects(
     table_name: str, rows: list[tuple[str, str, int]], period_end: dt.date
-) -> list[sa.Select]:
+) -> list[sa.Select[Any]]:
     t = schema.TABLES[table_name]
     value = t.c.value if table_name == "events" else sa.cast(sa.null(), sa.Float)
     by_set: dict[tuple[int, str], list[str]] = {}

@@ -19,6 +19,7 @@ PostgreSQL: ``unnest(string_split(...))`` / ``unnest(string_to_array(...))``; SQ
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
@@ -27,8 +28,8 @@ CodeRow = tuple[str, str, int]
 
 
 def _code_columns(
-    system: ColumnElement, code: ColumnElement, k: ColumnElement
-) -> list[ColumnElement]:
+    system: ColumnElement[Any], code: ColumnElement[Any], k: ColumnElement[Any]
+) -> list[ColumnElement[Any]]:
     return [
         sa.cast(system, sa.String).label("system"),
         sa.cast(code, sa.String).label("code"),
@@ -59,13 +60,13 @@ class Flavour:
             .cte(name)
         )
 
-    def stage_value_columns(self, hits: sa.CTE) -> list[ColumnElement]:
+    def stage_value_columns(self, hits: sa.CTE) -> list[ColumnElement[Any]]:
         """Extra aggregates for the per-(patient, code set) pass."""
         return []
 
     def lowest_value_on_latest_date(
         self, hits: sa.CTE, per_set: sa.CTE, per_period: bool = False
-    ) -> tuple[sa.FromClause, ColumnElement]:
+    ) -> tuple[sa.FromClause, ColumnElement[Any]]:
         """The FROM clause to pivot ``per_set`` from, and the column holding the lowest value on
         ``per_set.vdate`` (null where the set has no valued hit). ``per_period``: ``per_set``
         has a row per period end too (its ``pidx``)."""
@@ -129,14 +130,14 @@ class SQLiteFlavour(Flavour):
 class DuckDBFlavour(_SplitFlavour):
     name = "duckdb"
 
-    def stage_value_columns(self, hits: sa.CTE) -> list[ColumnElement]:
+    def stage_value_columns(self, hits: sa.CTE) -> list[ColumnElement[Any]]:
         # Rows without a value get a NULL key, which arg_max skips.
         key = sa.case((hits.c.value.is_not(None), sa.tuple_(hits.c.date, -hits.c.value)))
         return [sa.func.arg_max(hits.c.value, key, type_=sa.Float).label("v")]
 
     def lowest_value_on_latest_date(
         self, hits: sa.CTE, per_set: sa.CTE, per_period: bool = False
-    ) -> tuple[sa.FromClause, ColumnElement]:
+    ) -> tuple[sa.FromClause, ColumnElement[Any]]:
         return per_set, per_set.c.v
 
 

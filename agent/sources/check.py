@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine
 
-from agent.schema import events, medications, patients
+from agent.sources.schema import events, medications, patients
 from protocol.catalogue import Catalogue
 
 TOP_UNUSED = 20
@@ -164,7 +164,7 @@ class SourceCheck(_Frozen):
 
 def _as_date(value: object) -> dt.date | None:
     if value is None or isinstance(value, dt.date):
-        return value  # type: ignore[return-value]
+        return value
     return dt.date.fromisoformat(str(value)[:10])
 
 

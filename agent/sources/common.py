@@ -18,7 +18,7 @@ from typing import Any, get_args
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Connection, Engine, delete, event
 
-from agent.schema import TABLES, events, medications, metadata, patients
+from agent.sources.schema import TABLES, events, medications, metadata, patients
 from protocol.catalogue import CodeSystem
 
 SYSTEMS: frozenset[str] = frozenset(get_args(CodeSystem))
@@ -53,7 +53,7 @@ SYSTEM_URIS: dict[str, str] = {
 }
 
 CODE_RE = re.compile(r"^[A-Za-z0-9.\-]{1,32}$")  # as protocol.catalogue.Code
-MAX_UNIT = 16  # agent.schema events.unit
+MAX_UNIT = 16  # agent.sources.schema events.unit
 
 # HbA1c codes whose values may arrive as NGSP/DCCT percentages. Values with unit "%" are
 # converted to IFCC mmol/mol (what QOF thresholds use) with the NGSP master equation
@@ -165,8 +165,8 @@ class LoadReport(BaseModel):
 
 def open_store(target: str | Path) -> Engine:
     """An engine on the practice store a load writes into (a path or URL, as
-    :func:`agent.store.open_practice` reads it), with transactional DDL on SQLite."""
-    from agent.store import open_practice
+    :func:`agent.sources.store.open_practice` reads it), with transactional DDL on SQLite."""
+    from agent.sources.store import open_practice
 
     engine = open_practice(target)
     if engine.dialect.name == "sqlite":
@@ -197,7 +197,7 @@ def _sqlite_transactional_ddl(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         # A load writes once and reads little: a bounded page cache, no memory map, and
         # index sorts spilled to temporary files keep its memory flat whatever the extract
-        # (agent.store tunes SQLite for the engine's repeated reads instead).
+        # (agent.sources.store tunes SQLite for the engine's repeated reads instead).
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA mmap_size = 0")
         cursor.execute("PRAGMA temp_store = FILE")
@@ -232,7 +232,7 @@ def replacing(engine: Engine) -> Iterator[Connection]:
 
 
 class BatchWriter:
-    """Inserts rows in batches (by the store's fastest path, :func:`agent.store.bulk_insert`)
+    """Inserts rows in batches (by the store's fastest path, :func:`agent.sources.store.bulk_insert`)
     so memory stays flat however big the extract."""
 
     def __init__(
@@ -251,14 +251,14 @@ class BatchWriter:
         self.add_tuple(table, tuple(row.get(c) for c in self._columns[table]))
 
     def add_tuple(self, table: str, row: tuple[Any, ...]) -> None:
-        """A row in the table's column order (:data:`agent.schema.TABLES`)."""
+        """A row in the table's column order (:data:`agent.sources.schema.TABLES`)."""
         rows = self.pending[table]
         rows.append(row)
         if len(rows) >= self.batch_size:
             self.flush(table)
 
     def flush(self, table: str | None = None) -> None:
-        from agent.store import bulk_insert
+        from agent.sources.store import bulk_insert
 
         for name in [table] if table else list(self.pending):
             rows = self.pending[name]

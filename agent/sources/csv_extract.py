@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
@@ -116,8 +116,8 @@ def load_csv(directory: Path, engine: Engine, *, date_format: str = "iso") -> Lo
             writer.add("patients", values)
         for name in ("events", "medications"):
             parse = _clinical_parser(name, date_format, seen, converted)
-            for _line, values in _rows(paths[name], name, parse):
-                writer.add_tuple(name, values)
+            for _line, clinical in _rows(paths[name], name, parse):
+                writer.add_tuple(name, clinical)
         writer.flush()
         counts = writer.counts
     return LoadReport(
@@ -130,9 +130,12 @@ def load_csv(directory: Path, engine: Engine, *, date_format: str = "iso") -> Lo
 
 
 Parser = Callable[[dict[str, str]], dict[str, Any]]
+Row = TypeVar("Row")
 
 
-def _rows(path: Path, name: str, parse: Parser) -> Iterator[tuple[int, dict[str, Any]]]:
+def _rows(
+    path: Path, name: str, parse: Callable[[dict[str, str]], Row]
+) -> Iterator[tuple[int, Row]]:
     spec = SPECS[name]
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
@@ -254,7 +257,7 @@ def _patient_parser(date_format: str) -> Parser:
 
 def _clinical_parser(
     name: str, date_format: str, patient_ids: dict[int, int], converted: Counter[str]
-) -> Parser:
+) -> Callable[[dict[str, str]], tuple[Any, ...]]:
     spec = SPECS[name]
     assert spec.default_system is not None
     default_system = spec.default_system
@@ -284,7 +287,7 @@ def _clinical_parser(
             codes.add(code)
         date = _date(record, "date", date_format, required=True)
         if not with_value:
-            return (pid, date, system, code)  # agent.schema.medications column order
+            return (pid, date, system, code)  # agent.sources.schema.medications column order
         value_text = record.get("value", "")
         value: float | None = None
         if value_text:
@@ -300,6 +303,6 @@ def _clinical_parser(
         new_value, new_unit = normalise_value(system, code, value, unit)
         if new_unit != unit:
             converted["HbA1c % converted to mmol/mol"] += 1
-        return (pid, date, system, code, new_value, new_unit)  # agent.schema.events order
+        return (pid, date, system, code, new_value, new_unit)  # agent.sources.schema.events order
 
     return parse

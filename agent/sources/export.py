@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from agent.schema import events, medications, patients
+from agent.sources.schema import events, medications, patients
 
 from .common import SYSTEM_URIS
 from .fhir import REGISTRATION_EXTENSION
@@ -259,7 +259,7 @@ def omop_metadata(schema: str | None = None) -> sa.MetaData:
         type_col = {"condition_occurrence": "condition_type_concept_id",
                     "drug_exposure": "drug_type_concept_id"}.get(
             table, f"{table}_type_concept_id")  # fmt: skip
-        cols = [
+        cols: list[sa.Column[Any]] = [
             C(f"{table}_id", B, primary_key=True, autoincrement=False),
             C("person_id", B, nullable=False),
             C(concept, Int, nullable=False),

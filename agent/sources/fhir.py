@@ -536,7 +536,7 @@ def _status_code(concept: Any) -> str | None:
     if isinstance(concept, dict):
         for coding in concept.get("coding") or []:
             if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                return coding["code"]
+                return str(coding["code"])
     return None
 
 

@@ -11,7 +11,7 @@ derived here from the indicator id, and nowhere else:
   prevalence: the share of the list on the register). Higher is not better for a register, so
   it is never set against an achievable benchmark and never counted in patients who could gain.
 
-The default catalogue follows both conventions (agent/library_build.py); a network that adds
+The default catalogue follows both conventions (protocol/catalogues/build.py); a network that adds
 an area adds one line to :data:`AREAS`.
 """
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.synth import generate_practice
+from agent.sources.synth import generate_practice
 
 PRACTICE = "A12345"
 AUD = "test-net"

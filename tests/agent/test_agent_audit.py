@@ -10,17 +10,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.audit import (
+from agent.home.keystore import PinnedKey, Trust
+from agent.home.settings import TransportSettings
+from agent.outbound.audit import (
     LogIntegrityError,
     accept_receipt,
     check_consistency,
     verify_all,
     verify_receipt,
 )
-from agent.keystore import PinnedKey, Trust
-from agent.outbox import NewMessage, Outbox
-from agent.settings import TransportSettings
-from agent.transport import AggregatorClient
+from agent.outbound.outbox import NewMessage, Outbox
+from agent.outbound.transport import AggregatorClient
 from protocol.checkpoint import Checkpoint, sign_checkpoint
 from protocol.envelope import sign_envelope
 from protocol.keys import SigningKey

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.catalogue_cache import read_catalogue_file, verify_catalogue
 from agent.errors import AgentUserError, ConfigError
-from agent.keystore import PinnedKey, Trust
+from agent.home.catalogue_cache import read_catalogue_file, verify_catalogue
+from agent.home.keystore import PinnedKey, Trust
 from agent.library import load_default_catalogue
 from protocol.canonical import canonical_json
 from protocol.envelope import sign_envelope

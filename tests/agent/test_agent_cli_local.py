@@ -125,16 +125,16 @@ def test_worklist_code_cannot_reach_the_outbox() -> None:
     """The worklist modules import nothing that signs, stores or sends."""
     repo = Path(__file__).resolve().parents[2]
     forbidden = {
-        "agent.outbox",
-        "agent.transport",
-        "agent.release",
-        "agent.submitter",
-        "agent.enrolment",
-        "agent.audit",
+        "agent.outbound.outbox",
+        "agent.outbound.transport",
+        "agent.outbound.release",
+        "agent.outbound.submitter",
+        "agent.outbound.enrolment",
+        "agent.outbound.audit",
         "protocol.envelope",
         "protocol.keys",
     }
-    for rel in ("agent/worklist.py", "agent/commands/worklist.py"):
+    for rel in ("agent/engine/worklist.py", "agent/commands/worklist.py"):
         tree = ast.parse((repo / rel).read_text())
         imported = set()
         for node in ast.walk(tree):

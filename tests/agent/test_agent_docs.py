@@ -9,7 +9,7 @@ import pytest
 import typer.main
 
 from agent.cli import _load_commands, app
-from agent.settings import known_env_names, setting_keys
+from agent.home.settings import known_env_names, setting_keys
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

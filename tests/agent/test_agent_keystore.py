@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import ConfigError
-from agent.keystore import Keystore
+from agent.home.keystore import Keystore
 
 
 def _mode(path: Path) -> int:

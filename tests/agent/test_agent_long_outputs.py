@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.library import load_default_catalogue
-from agent.suppression import SECONDARY, SMALL_COUNT, suppression_reasons
+from agent.outbound.suppression import SECONDARY, SMALL_COUNT, suppression_reasons
 from protocol.disclosure import RawCell, apply_policy
 
 SCREEN = 50  # lines: the summary must fit one screen

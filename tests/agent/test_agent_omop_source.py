@@ -8,7 +8,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from agent.sources.export import export_omop
-from agent.store import open_practice
+from agent.sources.store import open_practice
 from protocol.submission import Submission
 
 

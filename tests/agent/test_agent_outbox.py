@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.outbox import NewMessage, Outbox
+from agent.outbound.outbox import NewMessage, Outbox
 
 
 def _msg(seq: int, period: str = "2026-01") -> NewMessage:

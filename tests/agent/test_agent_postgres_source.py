@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.synth import generate_practice
+from agent.sources.synth import generate_practice
 from protocol.submission import Submission
 
 

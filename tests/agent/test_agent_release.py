@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from agent.errors import AgentUserError, ConfigError
+from agent.home.settings import get_settings
 from agent.library import load_default_catalogue
-from agent.outbox import NewMessage, Outbox
+from agent.outbound.outbox import NewMessage, Outbox
+from agent.outbound.release import build_submission, describe_submission, effective_policy
+from agent.outbound.submitter import due_periods
 from agent.periods import last_complete_period, next_period, parse_period
-from agent.release import build_submission, describe_submission, effective_policy
-from agent.settings import get_settings
-from agent.submitter import due_periods
 from protocol.disclosure import RawCell, check_cells
 from protocol.keys import SigningKey
 from protocol.submission import Submission

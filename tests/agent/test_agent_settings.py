@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import ConfigError
-from agent.settings import get_settings, known_env_names, setting_keys
+from agent.home.settings import get_settings, known_env_names, setting_keys
 
 
 def _write(home: Path, text: str) -> Path:
@@ -121,6 +121,54 @@ def test_env_names_cover_every_setting() -> None:
 
 
 def test_settings_are_not_built_at_import() -> None:
-    import agent.settings as module
+    import agent.home.settings as module
 
     assert not any(isinstance(v, module.AgentSettings) for v in vars(module).values())
+
+
+# --- one way to read settings: the environment handed in, never a swapped os.environ ----------
+
+
+def test_each_call_reads_the_environment_it_is_handed_concurrently(tmp_path: Path) -> None:
+    """Settings built at the same time in several threads, each from its own environment, get
+    their own values (a process-wide os.environ swap could not give this)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    practices = [f"A8{i:04d}" for i in range(40)]
+
+    def build(ods: str) -> str:
+        s = get_settings(tmp_path / ods, {"FEDQI_AGENT_PRACTICE": ods})
+        return str(s.practice)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(build, practices)) == practices
+
+
+def test_cli_uses_the_environment_it_is_handed_and_leaves_os_environ_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from agent.cli import main
+
+    monkeypatch.setenv("FEDQI_AGENT_HOME", str(tmp_path / "from-os-environ"))
+    before = dict(os.environ)
+    handed = tmp_path / "handed"
+    code = main(["init", "--practice", "A81001", "--aud", "net"], {"FEDQI_AGENT_HOME": str(handed)})
+    assert code == 0
+    assert (handed / "agent.toml").exists() and not (tmp_path / "from-os-environ").exists()
+    assert dict(os.environ) == before
+
+
+def test_no_module_swaps_os_environ() -> None:
+    import re
+
+    repo = Path(__file__).resolve().parents[2]
+    swap = re.compile(r"os\.environ\.(clear|update|pop|setdefault)\(|os\.environ\[[^\]]+\]\s*=")
+    offenders = [
+        str(p.relative_to(repo))
+        for package in ("agent", "demo")
+        for p in (repo / package).rglob("*.py")
+        if swap.search(p.read_text())
+    ]
+    assert offenders == []

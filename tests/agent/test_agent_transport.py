@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from agent.errors import TransportError
-from agent.settings import TransportSettings
-from agent.transport import AggregatorClient, NotAnAggregatorError, RefusedError
+from agent.home.settings import TransportSettings
+from agent.outbound.transport import AggregatorClient, NotAnAggregatorError, RefusedError
 
 BODY = b'{"payload":"e30=","payloadType":"x","signatures":[]}'
 

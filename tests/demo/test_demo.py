@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.demo import MAX_PATIENTS, MIN_PATIENTS, free_port, main, plan_network
+from demo.cli import MAX_PATIENTS, MIN_PATIENTS, free_port, main, plan_network
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = Path(sys.executable).parent / "fedqi-demo"
@@ -134,7 +134,7 @@ def test_demo_counts_every_indicator_on_real_coding(
 
     from agent.engine import compute_cells
     from agent.library import load_default_catalogue
-    from agent.store import open_practice
+    from agent.sources.store import open_practice
 
     home, _, _ = demo
     catalogue = load_default_catalogue()
@@ -373,7 +373,7 @@ def test_plan_is_deterministic_and_varied() -> None:
 
 
 def test_demo_drives_the_aggregator_only_through_its_cli_and_http() -> None:
-    tree = ast.parse((REPO / "agent" / "demo.py").read_text())
+    tree = ast.parse((REPO / "demo" / "cli.py").read_text())
     imported = {
         (n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
     } | {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
@@ -385,7 +385,7 @@ def test_demo_drives_the_aggregator_only_through_its_cli_and_http() -> None:
 def test_every_demo_option_is_documented() -> None:
     import typer.main
 
-    from agent.demo import app
+    from demo.cli import app
 
     text = (REPO / "docs" / "demo.md").read_text()
     options = [

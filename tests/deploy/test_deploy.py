@@ -133,6 +133,8 @@ def test_entrypoint_runs_commands_that_exist() -> None:
 
 
 def test_dockerfile_copies_paths_that_exist() -> None:
+    # the image is the aggregator's: it installs the aggregator extra (the base is the agent's)
+    assert "pip install '.[aggregator]'" in (AGG / "Dockerfile").read_text()
     for line in (AGG / "Dockerfile").read_text().splitlines():
         if line.startswith("COPY "):
             for src in line.split()[1:-1]:
@@ -236,7 +238,7 @@ def test_windows_task_runs_a_real_agent_command() -> None:
 
 
 def test_sample_agent_config_is_valid_and_complete(tmp_path: Path) -> None:
-    from agent.settings import AgentSettings
+    from agent.home.settings import AgentSettings
 
     text = (AGENT / "agent.toml").read_text()
     data = tomllib.loads(text)

@@ -16,9 +16,8 @@ import pytest
 import sqlalchemy as sa
 from engine_spec_helpers import load
 
-from agent import reference
-from agent.engine import compute_cells, worklist_patients
-from agent.reference import Practice
+from agent.engine import compute_cells, reference, worklist_patients
+from agent.engine.reference import Practice
 from protocol.catalogue import Catalogue
 
 ENGINES = ["reference", "sqlite", "duckdb", "postgresql"]

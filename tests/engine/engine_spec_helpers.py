@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from agent import store
-from agent.reference import Patient, Practice, Row
+from agent.engine.reference import Patient, Practice, Row
+from agent.sources import store
 from protocol.catalogue import (
     AgeBand,
     Catalogue,

@@ -6,11 +6,10 @@ import pytest
 import sqlalchemy as sa
 from engine_spec_helpers import load
 
-from agent import reference
-from agent.engine import compute_cells, worklist_patients
+from agent.engine import compute_cells, reference, worklist_patients
 from agent.library import load_default_catalogue
-from agent.store import open_practice
-from agent.synth import DEFAULT_PERIOD_END, generate_practice
+from agent.sources.store import open_practice
+from agent.sources.synth import DEFAULT_PERIOD_END, generate_practice
 
 
 @pytest.fixture(scope="module")

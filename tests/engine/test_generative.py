@@ -17,10 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.pool import StaticPool
 
-from agent import reference
-from agent.engine import compute_cells, compute_periods, worklist_patients
+from agent.engine import compute_cells, compute_periods, reference, worklist_patients
 from agent.engine.dates import months_before
-from agent.reference import Patient, Practice, Row
+from agent.engine.reference import Patient, Practice, Row
 from protocol.catalogue import (
     Age,
     AgeBand,
@@ -254,7 +253,7 @@ def db(request: pytest.FixtureRequest) -> Iterator[sa.Engine]:
 
 
 def reload(engine: sa.Engine, practice: Practice) -> None:
-    from agent import schema
+    from agent.sources import schema
 
     schema.metadata.create_all(engine)
     with engine.begin() as conn:

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from agent.engine.reference import Patient, Practice, Row
 from agent.library import load_default_catalogue
-from agent.reference import Patient, Practice, Row
 from protocol.catalogue import Catalogue
 
 E = dt.date(2026, 3, 31)

@@ -1,4 +1,4 @@
-"""agent.store: opening practice databases by path or URL, creating tables, bulk loading."""
+"""agent.sources.store: opening practice databases by path or URL, creating tables, bulk loading."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 
-from agent import schema
 from agent.errors import SourceError
-from agent.store import bulk_insert, create_tables, open_practice, practice_url
+from agent.sources import schema
+from agent.sources.store import bulk_insert, create_tables, open_practice, practice_url
 
 PATIENTS = [
     (1, 'ref, with "quotes"', dt.date(1950, 2, 28), "F", dt.date(2000, 1, 1), None, None),

@@ -21,7 +21,7 @@ from engine_spec_helpers import (
 )
 
 from agent.engine import worklist_patients
-from agent.worklist import Last, Target, build_worklist, due_date, targets_of
+from agent.engine.worklist import Last, Target, build_worklist, due_date, targets_of
 from protocol.catalogue import All, Any_, HasCode, LatestValue, Not, OnRegister, Window
 
 BP = All(

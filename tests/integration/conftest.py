@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from e2e_helpers import AUD, Agent, AggregatorServer
 
-from agent.synth import generate_practice
+from agent.sources.synth import generate_practice
 
 
 @pytest.fixture

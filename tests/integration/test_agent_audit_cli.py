@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from e2e_helpers import Agent, AggregatorServer
 
-from agent.outbox import Outbox
+from agent.outbound.outbox import Outbox
 from protocol.envelope import Envelope
 from protocol.submission import Receipt
 

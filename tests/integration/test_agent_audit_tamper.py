@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from e2e_helpers import Agent, AggregatorServer
 
-from agent.outbox import Outbox
+from agent.outbound.outbox import Outbox
 from protocol.canonical import canonical_json
 from protocol.envelope import Envelope
 from protocol.merkle import leaf_hash

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from e2e_helpers import Agent, AggregatorServer
 
-from agent.outbox import Outbox
+from agent.outbound.outbox import Outbox
 
 
 def _accepted(agent: Agent) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 from e2e_helpers import Agent, AggregatorServer
 
-from agent.outbox import Outbox
+from agent.outbound.outbox import Outbox
 from protocol.canonical import sha256_hex
 from protocol.envelope import Envelope
 from protocol.submission import Receipt, Submission

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from e2e_helpers import Agent, AggregatorServer
 
-from agent.synth import generate_practice
+from agent.sources.synth import generate_practice
 
 NAMES = ["Margaret Featherstonehaugh", "Oluwaseun Adeyemi", "Siobhan Kowalczyk", "Rhys Pemberton"]
 POSTCODES = ["SW1A 1AA", "M1 1AE", "LS1 4DY", "CF10 3NQ", "EH99 1SP"]

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from e2e_helpers import Agent, AggregatorServer
 
-from agent.outbox import Outbox
+from agent.outbound.outbox import Outbox
 from protocol.envelope import Envelope
 from protocol.submission import Submission
 

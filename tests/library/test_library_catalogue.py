@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import library, library_build
-from agent.library_build import CODELIST_DIR, CatalogueBuildError
+from agent import library
 from protocol.catalogue import (
     Catalogue,
     CountRule,
@@ -25,6 +24,8 @@ from protocol.catalogue import (
     codes_sha256,
     iter_rules,
 )
+from protocol.catalogues import build as library_build
+from protocol.catalogues.build import CODELIST_DIR, CatalogueBuildError
 from tests.conftest import SHARED_DATA
 
 REQUIRED_QOF = {
@@ -202,7 +203,7 @@ def test_bp_targets_match_qof(catalogue: Catalogue) -> None:
 def test_committed_json_is_what_the_build_gives() -> None:
     committed = library.default_catalogue_text()
     assert committed == library_build.catalogue_json(), (
-        "protocol/catalogues/default.json is stale: run python -m agent.library_build"
+        "protocol/catalogues/default.json is stale: run python -m protocol.catalogues.build"
     )
     rebuilt = library_build.build_catalogue(previous=json.loads(committed))
     assert Catalogue.model_validate(json.loads(committed)) == rebuilt

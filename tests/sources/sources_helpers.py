@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from agent import schema
+from agent.sources import schema
 from agent.sources.common import open_store
 from protocol.catalogue import Catalogue, HasCode, LatestValue, iter_rules
 

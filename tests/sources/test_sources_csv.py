@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 from sources_helpers import dump, write_csv
 
-from agent import schema
 from agent.errors import SourceError
+from agent.sources import schema
 from agent.sources.common import ngsp_to_ifcc, open_store
 from agent.sources.csv_extract import load_csv
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from agent import schema
 from agent.errors import SourceError
+from agent.sources import schema
 from agent.sources.export import omop_metadata
 from agent.sources.omop import open_omop
 

@@ -155,8 +155,8 @@ def test_omop_concept_id_codelists(
 
 
 def test_round_trips_of_a_generated_practice(tmp_path: Path, catalogue: Catalogue) -> None:
-    """The project's synthetic practice generator (agent.synth) through all three sources."""
-    synth = pytest.importorskip("agent.synth")
+    """The project's synthetic practice generator (agent.sources.synth) through all three sources."""
+    synth = pytest.importorskip("agent.sources.synth")
     path = tmp_path / "practice.sqlite"
     synth.generate_practice(path, patients=200, seed=11, parallel=False)
     canonical = open_store(path)
@@ -190,8 +190,8 @@ def test_agent_config_source_omop_reads_in_place(
 ) -> None:
     """``source.kind = "omop"`` in agent.toml: the agent's own compute path reads the OMOP
     database through its views and records "omop" as the provenance source."""
-    from agent.compute import compute_raw_cells
-    from agent.settings import get_settings
+    from agent.engine.compute import compute_raw_cells
+    from agent.home.settings import get_settings
 
     url = f"sqlite:///{tmp_path / 'omop.sqlite'}"
     target = sa.create_engine(url)
@@ -211,8 +211,8 @@ def test_load_csv_into_the_configured_store(
 ) -> None:
     """Without --into, load-csv fills source.url; the agent then computes from it."""
     from agent.cli import main
-    from agent.compute import compute_raw_cells
-    from agent.settings import get_settings
+    from agent.engine.compute import compute_raw_cells
+    from agent.home.settings import get_settings
 
     export_csv(canonical, tmp_path / "extract")
     home = tmp_path / "home"

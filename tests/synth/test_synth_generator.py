@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from agent import synth
 from agent.errors import AgentUserError
+from agent.sources import synth
 
 E = synth.DEFAULT_PERIOD_END
 E_ISO = E.isoformat()
@@ -440,9 +440,9 @@ REALISTIC_RATES = {
 
 
 def test_default_catalogue_gives_realistic_rates_on_a_synthetic_practice(tmp_path: Path) -> None:
-    from agent import store
     from agent.engine import compute_cells
     from agent.library import load_default_catalogue
+    from agent.sources import store
 
     path = tmp_path / "q.db"
     synth.generate_practice(path, patients=3000, seed=31, quality=0.5)

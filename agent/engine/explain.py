@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.library import describe_indicator, describe_rule
 from protocol.catalogue import Catalogue, Indicator
-
-from .library import describe_indicator, describe_rule
 
 
 def explain_indicator(catalogue: Catalogue, indicator: Indicator) -> dict[str, Any]:

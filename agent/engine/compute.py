@@ -2,7 +2,7 @@
 
 The only place the path out of the practice touches patient rows: it hands the engine a
 database and gets back :class:`protocol.disclosure.RawCell` aggregates, which go straight to
-:mod:`agent.release` for disclosure control. Nothing here logs or returns a patient row.
+:mod:`agent.outbound.release` for disclosure control. Nothing here logs or returns a patient row.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from agent.errors import AgentUserError, SourceError
+from agent.home.settings import AgentSettings
+from agent.sources import schema
+from agent.sources.store import open_practice
 from protocol.catalogue import Catalogue
 from protocol.disclosure import RawCell
-
-from . import schema
-from .errors import AgentUserError, SourceError
-from .settings import AgentSettings
-from .store import open_practice
 
 DIALECT_KINDS = {"sqlite": "sqlite", "duckdb": "duckdb", "postgresql": "postgresql"}
 
@@ -49,8 +48,8 @@ def open_source(settings: AgentSettings) -> Engine:
     target = source_target(settings)
     if settings.source.kind == "omop":
         # An OMOP CDM database is read in place, through temporary views (docs/sources.md).
-        from .sources.omop import open_omop
-        from .store import practice_url
+        from agent.sources.omop import open_omop
+        from agent.sources.store import practice_url
 
         url = practice_url(target).render_as_string(hide_password=False)
         return open_omop(url, codes=settings.source.omop_codes)
@@ -107,7 +106,7 @@ def compute_raw_cells(
     indicators: Sequence[str] | None = None,
 ) -> tuple[list[RawCell], str]:
     """The engine's raw cells for the period, and the source kind for the provenance."""
-    from .engine import compute_cells
+    from agent.engine import compute_cells
 
     with _reading(settings) as engine:
         cells = compute_cells(engine, catalogue, period_end, indicators)
@@ -122,7 +121,7 @@ def compute_raw_cells_for_periods(
 ) -> tuple[dict[dt.date, list[RawCell]], str]:
     """The engine's raw cells for several period ends from one query (a backfill in one pass),
     and the source kind for the provenance."""
-    from .engine import compute_periods
+    from agent.engine import compute_periods
 
     with _reading(settings) as engine:
         cells = compute_periods(engine, catalogue, period_ends)

@@ -16,10 +16,9 @@ from typing import Any
 
 import httpx
 
+from agent.errors import ExitCode, TransportError
+from agent.home.settings import AgentSettings, TransportSettings, check_aggregator_url
 from protocol import __version__
-
-from .errors import TransportError
-from .settings import AgentSettings, TransportSettings, check_aggregator_url
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_BACKOFF = 60.0
@@ -38,7 +37,7 @@ class NotAnAggregatorError(TransportError):
 class RefusedError(TransportError):
     """The aggregator answered 4xx: the message itself is wrong; resending cannot help."""
 
-    exit_code = 6
+    exit_code = ExitCode.REFUSED
 
     def __init__(self, message: str, status: int, problem: Mapping[str, Any] | None = None):
         super().__init__(message)
@@ -194,7 +193,7 @@ def _is_fedqi_problem(response: httpx.Response) -> bool:
 
 
 def _content_type(response: httpx.Response) -> str:
-    return response.headers.get("content-type", "no content type").split(";")[0].strip()
+    return str(response.headers.get("content-type", "no content type")).split(";")[0].strip()
 
 
 def _problem(response: httpx.Response) -> dict[str, Any]:

@@ -8,7 +8,7 @@ Layout (directories 0700, secret files 0600, written atomically: temp file, fsyn
     <home>/keys/pending        the kid of a rotation in progress (signed by old and new)
     <home>/trust.json          what enrolment pinned: the log key and the catalogue key
     <home>/catalogue.dsse.json the last catalogue envelope fetched (verified again on every load)
-    <home>/outbox.sqlite       the durable, append-only outbox (agent.outbox)
+    <home>/outbox.sqlite       the durable, append-only outbox (agent.outbound.outbox)
 
 Keys are never overwritten or deleted: a rotated-out key stays in ``keys/`` (it no longer signs).
 """
@@ -23,10 +23,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from agent.errors import ConfigError
 from protocol.keys import SigningKey, VerifyingKey
 from protocol.submission import Audience, Jwk, OdsCode
-
-from .errors import ConfigError
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600

@@ -1,7 +1,7 @@
 """Opening a practice database, creating the canonical tables, loading rows fast.
 
     open_practice(target) -> sqlalchemy.Engine   # a URL or a path (SQLite, DuckDB, PostgreSQL)
-    create_tables(engine)                        # the tables of agent/schema.py, with indexes
+    create_tables(engine)                        # the tables of agent/sources/schema.py, with indexes
     bulk_insert(engine_or_conn, table, rows)     # rows are tuples in the table's column order
 
 Paths: ``*.duckdb`` / ``*.ddb`` open with DuckDB (duckdb-engine), ``*.sqlite`` / ``*.sqlite3``
@@ -21,8 +21,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from agent import schema
 from agent.errors import SourceError
+from agent.sources import schema
 
 SQLITE_SUFFIXES = {".sqlite", ".sqlite3", ".db"}
 DUCKDB_SUFFIXES = {".duckdb", ".ddb"}

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import AgentUserError
+from agent.errors import AgentUserError
 
 OUTBOX_FILE = "outbox.sqlite"
 STATES = ("held", "queued", "rejected", "accepted", "refused")

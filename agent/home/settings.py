@@ -18,21 +18,21 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 
+from agent.errors import ConfigError
 from protocol.catalogue import DisclosurePolicy
 from protocol.submission import Audience, OdsCode
-
-from .errors import ConfigError
 
 CONFIG_FILE = "agent.toml"
 ENV_PREFIX = "FEDQI_AGENT_"
@@ -96,6 +96,9 @@ class TransportSettings(_Section):
 
 class AgentSettings(BaseSettings):
     """Every setting of the agent. See docs/configuration.md (a test keeps it complete)."""
+
+    # The environment get_settings was handed (None: os.environ), set on a per-call subclass.
+    invocation_environ: ClassVar[Mapping[str, str] | None] = None
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -171,6 +174,9 @@ class AgentSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        environ = getattr(settings_cls, "invocation_environ", None)
+        if environ is not None:  # the environment get_settings was handed, not os.environ
+            env_settings = _EnvironSource(settings_cls, environ)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if settings_cls.model_config.get("toml_file"):
             sources.append(TomlConfigSettingsSource(settings_cls))
@@ -213,6 +219,20 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+class _EnvironSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping instead of os.environ: the
+    environment one invocation was handed (``agent.cli.main(argv, environ)``)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = dict(environ)  # set before the base class reads it
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        if self.case_sensitive:
+            return dict(self._environ)
+        return {k.lower(): v for k, v in self._environ.items()}
 
 
 def resolve_home(home: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path:
@@ -264,28 +284,18 @@ def get_settings(
             f"unknown setting {unknown[0]} in the environment (known: see docs/configuration.md)"
         )
 
-    cls: type[AgentSettings] = AgentSettings
+    # One class per call: it carries this call's environment (and config file) to the sources.
+    config = SettingsConfigDict(**AgentSettings.model_config)
     if file_data is not None:
-        cls = type(
-            "AgentSettings",
-            (AgentSettings,),
-            {
-                "model_config": SettingsConfigDict(
-                    **{**AgentSettings.model_config, "toml_file": config_file}
-                )
-            },
-        )
-    saved = dict(os.environ)
+        config["toml_file"] = config_file
+    cls = type(
+        "AgentSettings", (AgentSettings,), {"model_config": config, "invocation_environ": env}
+    )
     try:
-        # pydantic-settings reads os.environ; give it exactly the environment we were handed.
-        os.environ.clear()
-        os.environ.update(env)
-        return cls(home=home_path, **overrides)
+        settings: AgentSettings = cls(home=home_path, **overrides)
+        return settings
     except ValidationError as exc:
         raise ConfigError(_describe(exc, config_file, file_data or {}, env)) from None
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def _read_toml(path: Path) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""Synthetic GP practices in the canonical schema (agent/schema.py), for tests, demos and benchmarks.
+"""Synthetic GP practices in the canonical schema (agent/sources/schema.py), for tests, demos and benchmarks.
 
 ``generate_practice(target, patients=N, seed=S)`` writes one practice: a UK-like registered
 population (age-sex pyramid, joiners, leavers, deaths), long-term conditions at realistic
@@ -37,8 +37,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from agent import schema, store
 from agent.errors import AgentError, AgentUserError
+from agent.sources import schema, store
 
 DEFAULT_PERIOD_END = dt.date(2026, 3, 31)
 BATCH_ROWS = 200_000
@@ -295,7 +295,7 @@ class _Generator:
                 return i
         return len(self.band_cdf) - 1
 
-    def patient(
+    def patient(  # noqa: C901 (one patient's records, generated in order; tests pin the output)
         self, pid: int, events: list[tuple[Any, ...]], meds: list[tuple[Any, ...]]
     ) -> tuple[Any, ...]:
         rng = random.Random(self.seed * 4_294_967_296 + pid)
@@ -903,6 +903,7 @@ def _generate_in_parts(
     if kind == "sqlite":
         wheres = [str(writer.path.with_name(f"{writer.path.name}.part{i}")) for i in range(workers)]
     else:
+        assert isinstance(writer, _DuckdbWriter)
         wheres = [str(writer.staging)] * workers
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
@@ -995,7 +996,7 @@ def _batches(args: tuple[Any, ...], patients: int, parallel: bool) -> Iterator[B
         queue.close()
 
 
-def generate_practice(
+def generate_practice(  # noqa: C901 (the target kinds and runners, chosen in one place)
     target: str | os.PathLike[str],
     *,
     patients: int,

@@ -13,13 +13,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agent.errors import ConfigError, UnverifiedAnswerError
+from agent.home.keystore import TRUST_FILE, Trust, load_trust, write_private
+from agent.home.settings import AgentSettings
 from protocol.catalogue import Catalogue
 from protocol.envelope import Envelope, verify_envelope
 from protocol.errors import ProtocolError
-
-from .errors import AgentUserError, ConfigError
-from .keystore import TRUST_FILE, Trust, load_trust, write_private
-from .settings import AgentSettings
 
 CACHE_FILE = "catalogue.dsse.json"
 
@@ -36,13 +35,13 @@ def load_catalogue(settings: AgentSettings, *, client: Any = None) -> Catalogue:
     if settings.catalogue.path is not None:
         return read_catalogue_file(settings.catalogue.path)
     if not (settings.home / TRUST_FILE).exists():
-        from .library import load_default_catalogue
+        from agent.library import load_default_catalogue
 
         return load_default_catalogue()
     trust = load_trust(settings.home)
     cache = settings.home / CACHE_FILE
     if client is not None:
-        from .errors import TransportError
+        from agent.errors import TransportError
 
         try:
             data = client.get_bytes("/v1/catalogue")
@@ -68,19 +67,17 @@ def verify_catalogue(data: bytes, trust: Trust, *, where: str) -> Catalogue:
         env = Envelope.from_bytes(data)
         payload = verify_envelope(env, [trust.catalogue_key.verifying_key()], kind="catalogue")
     except ProtocolError as exc:
-        raise AgentUserError(
+        raise UnverifiedAnswerError(
             f"{where}: the catalogue does not verify against the pinned catalogue key "
-            f"{trust.catalogue_key.name!r}: {exc}",
-            exit_code=7,
+            f"{trust.catalogue_key.name!r}: {exc}"
         ) from None
     try:
         return Catalogue.from_bytes(payload)
     except ProtocolError as exc:
         # Signed, but not a catalogue this agent may compute from (not canonical, or e.g. a
         # codelist whose codes do not match its codes_sha256): nothing is computed from it.
-        raise AgentUserError(
-            f"{where}: the signed catalogue is refused, nothing is computed from it: {exc}",
-            exit_code=7,
+        raise UnverifiedAnswerError(
+            f"{where}: the signed catalogue is refused, nothing is computed from it: {exc}"
         ) from None
 
 

@@ -25,11 +25,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from agent.engine.dates import months_before
+from agent.errors import AgentUserError
+from agent.sources.schema import events, medications
 from protocol.catalogue import All, Any_, Catalogue, HasCode, LatestCode, LatestValue, Rule
-
-from .engine.dates import months_before
-from .errors import AgentUserError
-from .schema import events, medications
 
 FIELDS = ("patient_id", "local_ref")
 #: Patient ids per query (an IN list every database accepts).

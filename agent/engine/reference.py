@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from dateutil.relativedelta import relativedelta
 
-from agent import schema
+from agent.sources import schema
 from protocol.catalogue import (
     Age,
     All,
@@ -120,7 +120,10 @@ def age_on(birth: dt.date, day: dt.date) -> int:
 
 
 def window_start(end: dt.date, window: Window) -> dt.date:
-    return end - relativedelta(months=window.months)  # keeps the day, clipped to month end
+    start: dt.date = end - relativedelta(
+        months=window.months
+    )  # keeps the day, clipped to month end
+    return start
 
 
 def in_window(date: dt.date, end: dt.date, window: Window | None) -> bool:
@@ -172,7 +175,7 @@ def codes_by_list(catalogue: Catalogue) -> dict[str, frozenset[tuple[str, str]]]
     return {cl.id: cl.pairs() for cl in catalogue.codelists}
 
 
-def holds(rule: Rule, s: _Subject) -> bool:
+def holds(rule: Rule, s: _Subject) -> bool:  # noqa: C901 (one case per rule kind: the oracle reads as the spec)
     end = s.end
     match rule:
         case All():
@@ -187,7 +190,7 @@ def holds(rule: Rule, s: _Subject) -> bool:
         case SexIs():
             return s.patient.sex in rule.values
         case RegisteredFor():
-            return s.patient.registration_start <= end - relativedelta(months=rule.months)
+            return bool(s.patient.registration_start <= end - relativedelta(months=rule.months))
         case HasCode():
             return any(
                 in_window(r.date, end, rule.window) for r in s.rows(rule.table, rule.codelist)

@@ -22,6 +22,7 @@ Re-running resumes: every step looks at what exists and does only what is missin
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
 import json
 import math
@@ -37,6 +38,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from enum import IntEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,7 +54,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from .errors import AgentUserError
+from agent.errors import AgentUserError
 
 STATE_VERSION = 1
 AUD = "fedqi-demo"
@@ -94,10 +96,33 @@ ROLE_LABELS = {
 }
 
 
+class DemoExit(IntEnum):
+    """``fedqi-demo``'s exit codes: the one table (``fedqi-demo --help``, docs/demo.md)."""
+
+    OK = 0
+    FAILED = 1
+    MISSING_EXTRA = 3
+    INTERRUPTED = 130
+
+
+DEMO_EXIT_MEANINGS: dict[DemoExit, str] = {
+    DemoExit.OK: "the network ran and every check passed",
+    DemoExit.FAILED: "a step failed or a check did not pass (the message names the practice, "
+    "the command and its log file)",
+    DemoExit.MISSING_EXTRA: "the demo extra is not installed (the line printed names the pip install to run)",
+    DemoExit.INTERRUPTED: "interrupted (Ctrl-C); run fedqi-demo again to resume",
+}
+
+
+def demo_exit_help() -> str:
+    lines = [f"{int(code)} {DEMO_EXIT_MEANINGS[code]}" for code in DemoExit]
+    return "Exit codes:\n\n" + "\n\n".join(lines)
+
+
 class DemoError(AgentUserError):
     """A demo step failed; the message names the practice, the command and its log file."""
 
-    exit_code = 1
+    exit_code = DemoExit.FAILED
 
 
 # --- the plan ----------------------------------------------------------------------------------
@@ -796,7 +821,7 @@ def _add_users(tools: Tools, home: DemoHome, state: dict[str, Any], plan: Networ
 
 
 def _outbox_counts(home: DemoHome, ods: str) -> dict[str, int]:
-    from .outbox import Outbox
+    from agent.outbound.outbox import Outbox
 
     counts = {"accepted": 0, "refused": 0, "queued": 0, "held": 0, "rejected": 0}
     agent_home = home.agent(ods)
@@ -969,7 +994,7 @@ def _serve_and_build(
     return summary, server
 
 
-def _build_and_check(
+def _build_and_check(  # noqa: C901 (the demo's steps in the order they run)
     o: Options,
     home: DemoHome,
     tools: Tools,
@@ -1210,7 +1235,19 @@ def print_summary(summary: Mapping[str, Any], out: Console) -> None:
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
-@app.command()
+# The environment main(argv, environ) was handed, for the length of the run: the demo's tools
+# get it passed down, never through a swapped os.environ.
+_ENVIRON: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "fedqi_demo_environ", default=None
+)
+
+
+def _invocation_environ() -> Mapping[str, str]:
+    environ = _ENVIRON.get()
+    return os.environ if environ is None else environ
+
+
+@app.command(epilog=demo_exit_help())
 def demo(
     practices: Annotated[int, typer.Option("--practices", help="number of practices")] = 30,
     groups: Annotated[
@@ -1255,10 +1292,10 @@ def demo(
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     out = Console(highlight=False, soft_wrap=True)
     try:
-        summary, server = run_demo(opts, err, os.environ)
+        summary, server = run_demo(opts, err, _invocation_environ())
     except KeyboardInterrupt:
         err.print("\ninterrupted: run fedqi-demo again to resume where it stopped")
-        raise typer.Exit(130) from None
+        raise typer.Exit(DemoExit.INTERRUPTED) from None
     if as_json:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
@@ -1267,7 +1304,7 @@ def demo(
         if once or not summary["ok"]:
             if not summary["ok"]:
                 err.print(f"see the logs in {DemoHome(home).logs}")
-            raise typer.Exit(0 if summary["ok"] else 1)
+            raise typer.Exit(DemoExit.OK if summary["ok"] else DemoExit.FAILED)
         err.print(f"Serving until Ctrl-C (server log: {DemoHome(home).log('aggregator')})")
         # A service manager stops with SIGTERM: treat it as Ctrl-C.
         previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -1292,11 +1329,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run the demo; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    saved = None
-    if environ is not None:
-        saved = dict(os.environ)
-        os.environ.clear()
-        os.environ.update(environ)
+    token = _ENVIRON.set(dict(os.environ if environ is None else environ))
     try:
         app(args=args, prog_name="fedqi-demo")
         return 0
@@ -1307,10 +1340,53 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
     finally:
-        if saved is not None:
-            os.environ.clear()
-            os.environ.update(saved)
+        _ENVIRON.reset(token)
+
+
+def missing_for_extra(extra: str, dist: str = "fedqi") -> list[str]:
+    """The distributions ``dist[extra]`` requires (read from the installed metadata, so
+    pyproject.toml stays the one list) that are not installed; nested extras such as the demo's
+    ``fedqi[aggregator]`` are followed. Empty when ``dist`` is not installed (a source tree).
+    (The aggregator's entry point has its own copy: the demo never imports the aggregator.)"""
+    import re
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires(dist) or []
+    except metadata.PackageNotFoundError:
+        return []
+    marker = re.compile(r"""extra\s*==\s*["']""" + re.escape(extra) + r"""["']""")
+    missing: list[str] = []
+    for req in requires:
+        spec, _, env = req.partition(";")
+        found = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[([^\]]*)\])?", spec.strip())
+        if not marker.search(env) or found is None:
+            continue
+        name, nested = found.group(1), found.group(2)
+        if name.lower() == dist.lower():
+            for inner in (nested or "").split(","):
+                missing += [m for m in missing_for_extra(inner.strip(), dist) if m not in missing]
+            continue
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            missing.append(name)
+    return missing
+
+
+def entry(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """The ``fedqi-demo`` console script: the demo runs an aggregator, so it needs the ``demo``
+    extra (``pip install 'fedqi[demo]'``); without it, one line saying so instead of a traceback."""
+    missing = missing_for_extra("demo")
+    if missing:
+        typer.echo(
+            f"error: fedqi-demo needs the 'demo' extra, which is not installed (missing: "
+            f"{', '.join(missing)}); install it with: pip install 'fedqi[demo]'",
+            err=True,
+        )
+        return DemoExit.MISSING_EXTRA
+    return main(argv, environ)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(entry())

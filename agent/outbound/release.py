@@ -15,6 +15,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from agent.errors import AgentUserError, ConfigError
+from agent.home.settings import AgentSettings
+from agent.periods import last_complete_period, next_period, parse_period
 from protocol import __version__
 from protocol.canonical import sha256_hex
 from protocol.catalogue import Catalogue, CountRule, DisclosurePolicy
@@ -41,10 +44,6 @@ from protocol.submission import (
     Submission,
     Visibility,
 )
-
-from .errors import AgentUserError, ConfigError
-from .periods import last_complete_period, next_period, parse_period
-from .settings import AgentSettings
 
 __all__ = ["last_complete_period", "next_period", "parse_period"]
 

@@ -1,8 +1,8 @@
 """Build the default indicator catalogue (``protocol/catalogues/default.json``) from indicator
 definitions and published codelist files.
 
-    python -m agent.library_build            # rebuild; versions go up where content changed
-    python -m agent.library_build --check    # exit 1 if the committed catalogue is stale
+    python -m protocol.catalogues.build            # rebuild; versions go up where content changed
+    python -m protocol.catalogues.build --check    # exit 1 if the committed catalogue is stale
 
 Codes are never typed here. Every codelist is read from a file in
 ``protocol/catalogues/codelists/``: OpenCodelists CSV downloads of the NHS England primary care
@@ -17,6 +17,9 @@ Versions are derived, not typed: an indicator's version goes up when its definit
 of any codelist it uses change, and the catalogue's version goes up when anything in it changes,
 compared with the catalogue committed before (so a code change shows as a series break in the
 benchmarks, which split trends by indicator version).
+
+A build tool kept beside the data it builds, not protocol code: it reads and writes files, so no
+protocol module imports it (tests/test_layout.py checks both).
 """
 
 from __future__ import annotations
@@ -57,9 +60,9 @@ from protocol.catalogue import (
     codes_sha256,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-CATALOGUE_PATH = ROOT / "protocol" / "catalogues" / "default.json"
-CODELIST_DIR = ROOT / "protocol" / "catalogues" / "codelists"
+HERE = Path(__file__).resolve().parent
+CATALOGUE_PATH = HERE / "default.json"
+CODELIST_DIR = HERE / "codelists"
 MANIFEST_NAME = "MANIFEST.csv"
 
 
@@ -242,7 +245,7 @@ def read_codelist_file(path: Path, system: str) -> list[CodeEntry]:
         term = row[1].strip() if len(row) > 1 and row[1].strip() else None
         if term is not None and len(term) > 200:
             raise CatalogueBuildError(f"{path}:{line}: term longer than 200 characters")
-        entries.append(CodeEntry(system=system, code=code, term=term))  # type: ignore[arg-type]
+        entries.append(CodeEntry(system=system, code=code, term=term))
     if not entries:
         raise CatalogueBuildError(f"{path}: no codes")
     return entries
@@ -838,7 +841,7 @@ def catalogue_json(catalogue: Catalogue | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args not in ([], ["--check"]):
-        print("usage: python -m agent.library_build [--check]", file=sys.stderr)
+        print("usage: python -m protocol.catalogues.build [--check]", file=sys.stderr)
         return 2
     try:
         text = catalogue_json()
@@ -848,7 +851,10 @@ def main(argv: list[str] | None = None) -> int:
     current = CATALOGUE_PATH.read_text(encoding="utf-8") if CATALOGUE_PATH.exists() else ""
     if args == ["--check"]:
         if text != current:
-            print(f"{CATALOGUE_PATH} is stale: run python -m agent.library_build", file=sys.stderr)
+            print(
+                f"{CATALOGUE_PATH} is stale: run python -m protocol.catalogues.build",
+                file=sys.stderr,
+            )
             return 1
         print(f"{CATALOGUE_PATH} is current")
         return 0

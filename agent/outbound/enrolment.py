@@ -13,15 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol import __version__
-from protocol.envelope import Envelope
-from protocol.errors import ProtocolError
-from protocol.keys import SigningKey
-from protocol.submission import Enrol, Jwk, Rotate
-
-from .catalogue_cache import CACHE_FILE, verify_catalogue
-from .errors import AgentUserError, ConfigError
-from .keystore import (
+from agent.errors import AgentUserError, ConfigError, UnverifiedAnswerError
+from agent.home.catalogue_cache import CACHE_FILE, verify_catalogue
+from agent.home.keystore import (
     TRUST_FILE,
     Keystore,
     PinnedKey,
@@ -30,11 +24,16 @@ from .keystore import (
     save_trust,
     write_private,
 )
-from .outbox import Message, NewMessage, Outbox
-from .release import new_nonce, sign
-from .settings import AgentSettings
-from .submitter import send
-from .transport import AggregatorClient
+from agent.home.settings import AgentSettings
+from agent.outbound.outbox import Message, NewMessage, Outbox
+from agent.outbound.release import new_nonce, sign
+from agent.outbound.submitter import send
+from agent.outbound.transport import AggregatorClient
+from protocol import __version__
+from protocol.envelope import Envelope
+from protocol.errors import ProtocolError
+from protocol.keys import SigningKey
+from protocol.submission import Enrol, Jwk, Rotate
 
 
 def fetch_log_key(client: AggregatorClient, aud: str) -> tuple[str, PinnedKey]:
@@ -45,7 +44,7 @@ def fetch_log_key(client: AggregatorClient, aud: str) -> tuple[str, PinnedKey]:
         origin = str(data["origin"])
         key = PinnedKey(name=str(data["key_name"]), jwk=Jwk.model_validate(data["jwk"]))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise AgentUserError(f"/v1/log/key: unexpected answer ({exc})", exit_code=7) from None
+        raise UnverifiedAnswerError(f"/v1/log/key: unexpected answer ({exc})") from None
     if served_aud != aud:
         raise ConfigError(
             f"the aggregator at {client.base_url} serves network {served_aud!r}, but setting "
@@ -61,7 +60,7 @@ def fetch_catalogue_key(client: AggregatorClient) -> PinnedKey:
             name=str(data.get("name", "catalogue")), jwk=Jwk.model_validate(data["jwk"])
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise AgentUserError(f"/v1/catalogue/key: unexpected answer ({exc})", exit_code=7) from None
+        raise UnverifiedAnswerError(f"/v1/catalogue/key: unexpected answer ({exc})") from None
 
 
 def enrol_agent(settings: AgentSettings, token: str, *, now: int) -> dict[str, Any]:

@@ -13,19 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.catalogue import Catalogue
-from protocol.disclosure import RawCell
-from protocol.envelope import Envelope
-from protocol.submission import CorrectionReason, Period, Submission
-
-from .audit import accept_receipt
-from .catalogue_cache import load_catalogue
-from .compute import compute_raw_cells, compute_raw_cells_for_periods
-from .errors import AgentUserError, TransportError
-from .keystore import Keystore, Trust, load_trust_matching
-from .outbox import Message, NewMessage, Outbox
-from .periods import require_ended
-from .release import (
+from agent.engine.compute import compute_raw_cells, compute_raw_cells_for_periods
+from agent.errors import AgentUserError, TransportError
+from agent.home.catalogue_cache import load_catalogue
+from agent.home.keystore import Keystore, Trust, load_trust_matching
+from agent.home.settings import AgentSettings
+from agent.outbound.audit import accept_receipt
+from agent.outbound.outbox import Message, NewMessage, Outbox
+from agent.outbound.release import (
     build_submission,
     effective_policy,
     last_complete_period,
@@ -33,8 +28,12 @@ from .release import (
     parse_period,
     sign,
 )
-from .settings import AgentSettings
-from .transport import AggregatorClient, RefusedError, RetryNotice
+from agent.outbound.transport import AggregatorClient, RefusedError, RetryNotice
+from agent.periods import require_ended
+from protocol.catalogue import Catalogue
+from protocol.disclosure import RawCell
+from protocol.envelope import Envelope
+from protocol.submission import CorrectionReason, Period, Submission
 
 #: iat may be at most 7 days old at the aggregator; leave a day's margin for a held message.
 MAX_HELD_AGE = 6 * 24 * 3600

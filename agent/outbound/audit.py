@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.errors import AgentUserError, ConfigError, ExitCode, TransportError
+from agent.home.keystore import Trust
+from agent.outbound.outbox import Message, Outbox, SeenCheckpoint
 from protocol.canonical import sha256_hex
 from protocol.checkpoint import Checkpoint, verify_checkpoint
 from protocol.envelope import Envelope, open_envelope, verify_envelope
@@ -31,15 +34,11 @@ from protocol.errors import ProtocolError
 from protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
 from protocol.submission import Receipt
 
-from .errors import AgentUserError, ConfigError, TransportError
-from .keystore import Trust
-from .outbox import Message, Outbox, SeenCheckpoint
-
 
 class LogIntegrityError(AgentUserError):
     """The aggregator's log or receipts do not verify: history dropped, rewritten or forged."""
 
-    exit_code = 8
+    exit_code = ExitCode.AUDIT_FAILED
 
 
 @dataclass(frozen=True)
