@@ -8,7 +8,7 @@ shape and a text label in the point's ``<title>``. Points are focusable (``tabin
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
@@ -202,6 +202,35 @@ def funnel_svg(
     return "".join(out)
 
 
+def _trend_axes(labels: Sequence[str], breaks: Sequence[str], yrange: tuple[float, float],
+                box: tuple[int, int, int, int], X: Callable[[int], float],
+                Y: Callable[[float], float]) -> list[str]:  # fmt: skip
+    """The trend chart's gridlines, y ticks, period labels and version-change rules."""
+    ylo, yhi = yrange
+    ml, mt, pw, ph = box
+    out: list[str] = []
+    for t in _nice_ticks(ylo, yhi):
+        out.append(
+            f'<line x1="{ml}" x2="{ml + pw}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" stroke="#eee"/>'
+        )
+        out.append(f'<text x="{ml - 6}" y="{Y(t) + 4:.1f}" text-anchor="end">{100 * t:g}%</text>')
+    step = max(1, len(labels) // 12)
+    for i, lab in enumerate(labels):
+        if i % step == 0:
+            out.append(
+                f'<text x="{X(i):.1f}" y="{mt + ph + 16}" text-anchor="middle">{escape(lab)}</text>'
+            )
+    for b in breaks:
+        if b in labels:
+            i = labels.index(b)
+            xb = (X(i) + X(i - 1)) / 2 if i > 0 else X(i)
+            out.append(
+                f'<line class="break" x1="{xb:.1f}" x2="{xb:.1f}" y1="{mt}" y2="{mt + ph}" stroke="#000" stroke-dasharray="4 3"/>'
+            )
+            out.append(f'<text x="{xb + 4:.1f}" y="{mt + 12}">version change</text>')
+    return out
+
+
 def trend_svg(series: Sequence[dict[str, Any]], *, practice: Sequence[dict[str, Any]] | None = None, breaks: Sequence[str] = (),
               title: str = "Trend", practice_label: str = "Practice", width: int = 760, height: int = 300) -> str:  # fmt: skip
     """Lines over periods: the network (or peer group) rate, the ABC, and optionally one practice;
@@ -231,25 +260,7 @@ def trend_svg(series: Sequence[dict[str, Any]], *, practice: Sequence[dict[str, 
         head,
         f'<rect x="{ml}" y="{mt}" width="{pw}" height="{ph}" fill="#fff" stroke="#bbb" pointer-events="none"/>',
     ]
-    for t in _nice_ticks(ylo, yhi):
-        out.append(
-            f'<line x1="{ml}" x2="{ml + pw}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" stroke="#eee"/>'
-        )
-        out.append(f'<text x="{ml - 6}" y="{Y(t) + 4:.1f}" text-anchor="end">{100 * t:g}%</text>')
-    step = max(1, len(labels) // 12)
-    for i, lab in enumerate(labels):
-        if i % step == 0:
-            out.append(
-                f'<text x="{X(i):.1f}" y="{mt + ph + 16}" text-anchor="middle">{escape(lab)}</text>'
-            )
-    for b in breaks:
-        if b in labels:
-            i = labels.index(b)
-            xb = (X(i) + X(i - 1)) / 2 if i > 0 else X(i)
-            out.append(
-                f'<line class="break" x1="{xb:.1f}" x2="{xb:.1f}" y1="{mt}" y2="{mt + ph}" stroke="#000" stroke-dasharray="4 3"/>'
-            )
-            out.append(f'<text x="{xb + 4:.1f}" y="{mt + 12}">version change</text>')
+    out += _trend_axes(labels, breaks, (ylo, yhi), (ml, mt, pw, ph), X, Y)
 
     def line(
         points: list[tuple[int, float]], colour: str, cls: str, dash: str = "", name: str = ""
