@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib
 import logging
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -122,3 +123,25 @@ def check_period_ended(end: dt.date, label: str, now: float, future: int) -> Non
             f"and {future} s of clock skew, is {today.isoformat()})",
             code="period-not-ended",
         )
+
+
+_HOOK_UNSET: Any = object()
+_hook: Any = _HOOK_UNSET
+
+
+def submission_batch_hook() -> Callable[..., None] | None:
+    """``aggregator.benchmarks.hooks.on_submissions_stored(session, submissions)``, called in
+    the ingest transaction with the protocol submissions a batch stored, if that module exists
+    (imported once, lazily)."""
+    global _hook
+    if _hook is _HOOK_UNSET:
+        try:
+            module = importlib.import_module("aggregator.benchmarks.hooks")
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("aggregator.benchmarks", "aggregator.benchmarks.hooks"):
+                raise
+            _hook = None
+        else:
+            _hook = getattr(module, "on_submissions_stored", None)
+    found: Callable[..., None] | None = _hook
+    return found

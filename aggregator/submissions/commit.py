@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from protocol.submission import Submission
 
-from ..benchmarks.service import on_submissions_stored
+from ..common import submission_batch_hook
 from ..db.bulk import insert_rows, update_rows
 from ..db.cells import COLUMNS as CELL_COLUMNS
 from ..db.cells import cell_rows
@@ -408,9 +408,9 @@ def _write(session: Session, signer: LogSigner, items: Sequence[Verified]) -> li
     for v in items:
         last_seq[v.sub.kid] = v.sub.seq
     update_rows(session, table_of(PracticeKey), "kid", "last_seq", list(last_seq.items()))
-    # The benchmarks learn which groups went stale in the same transaction (an explicit call:
-    # submissions -> benchmarks, never the other way).
-    on_submissions_stored(session, [v.sub for v in items])
+    hook = submission_batch_hook()
+    if hook is not None:
+        hook(session, [v.sub for v in items])
     return receipts
 
 

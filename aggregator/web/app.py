@@ -1,25 +1,50 @@
-"""The FastAPI app factory: the API's routers (:mod:`.api`, one per domain room) and the
-dashboard (:mod:`.dashboard`), included explicitly. ``web`` is the outer layer: it imports the
-domain rooms, never the other way (docs/architecture.md; tests/test_layout.py checks it).
+"""The FastAPI app factory.
+
+Plug-in points for the benchmarks and dashboard (documented in docs/architecture.md): if the
+module ``aggregator.benchmarks.api`` exists, its ``router`` is included; likewise
+``aggregator.web.dashboard``'s ``router``. They reuse :mod:`aggregator.web.deps`
+(``current_user``, ``require_roles``, ``get_runtime``) and
+:func:`aggregator.users.service.pseudonym_for`.
 """
 
 from __future__ import annotations
 
+import importlib
 import time
 
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse
 
 from protocol import __version__
 
 from ..db.migrate import check_migrated
 from ..errors import AggregatorError
+from ..log.endpoints import router as log_router
+from ..practices.endpoints import router as practices_router
 from ..runtime import Clock, Runtime
 from ..settings import Settings
-from . import dashboard, problems
-from .api import benchmarks, log, practices, submissions, users
+from ..submissions.endpoints import router as submissions_router
+from ..users.endpoints import router as users_router
+from . import problems
 from .deps import get_runtime
 from .middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+
+PLUGIN_ROUTERS = ("aggregator.benchmarks.api", "aggregator.web.dashboard")
+
+
+def _plugin_routers() -> list[APIRouter]:
+    found = []
+    for name in PLUGIN_ROUTERS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue
+            raise
+        router = getattr(module, "router", None)
+        if router is not None:
+            found.append(router)
+    return found
 
 
 def create_app(
@@ -62,12 +87,11 @@ def create_app(
         return JSONResponse({"status": "ready"})
 
     for router in (
-        submissions.router,
-        practices.router,
-        log.router,
-        users.router,
-        benchmarks.router,
-        dashboard.router,
+        submissions_router,
+        practices_router,
+        log_router,
+        users_router,
+        *_plugin_routers(),
     ):
         app.include_router(router)
     problems.document(app)

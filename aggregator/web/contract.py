@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..benchmarks.api import INDICATOR, ODS
 from ..benchmarks.stats import PEER_DIMENSIONS
 from ..benchmarks.views import METHODS
-from .api.benchmarks import INDICATOR, ODS
-from .api.submissions import SHA256
+from ..submissions.endpoints import SHA256
 
 #: By parameter name (every endpoint uses each name in the same sense).
 PARAMETERS: dict[str, dict[str, Any]] = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aggregator.web.api.benchmarks import MAX_DELAY_SECONDS, QUIET_SECONDS, should_refresh
+from aggregator.benchmarks.api import MAX_DELAY_SECONDS, QUIET_SECONDS, should_refresh
 
 
 def test_waits_while_submissions_arrive() -> None:

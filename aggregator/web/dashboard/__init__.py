@@ -26,6 +26,7 @@ from markupsafe import Markup
 from sqlalchemy import select
 
 from ...benchmarks import gain, pack, service, views
+from ...benchmarks.api import ODS, check_indicator, csv_response
 from ...db.models import Envelope as EnvelopeRow
 from ...db.models import PracticeKey, User
 from ...db.models import Submission as SubmissionRow
@@ -38,7 +39,6 @@ from ...errors import (
 )
 from ...runtime import Runtime
 from ...users.service import authenticate, end_session, session_user, start_session
-from ..api.benchmarks import ODS, check_indicator, csv_response
 from ..deps import get_runtime
 from . import charts
 
@@ -542,7 +542,7 @@ def ig_envelope(
     sha256: str, user: User | None = Depends(viewer_user), runtime: Runtime = Depends(get_runtime)
 ) -> Response:
     """The raw envelope, through the same access-checked, audited path as the API."""
-    from ..api.submissions import get_envelope
+    from ...submissions.endpoints import get_envelope
 
     if user is None:
         raise AuthenticationError("sign in first")

@@ -16,12 +16,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import select
 
+from ...benchmarks.api import csv_response
 from ...db.models import AccessAudit, User
 from ...errors import AuthenticationError, BadRequestError, NotFoundError
 from ...igpack import DOCUMENTS, build_pack
 from ...igpack.build import STYLESHEET, flow_svg, render, stylesheet
 from ...runtime import Runtime
-from ..api.benchmarks import csv_response
 from ..deps import get_runtime
 from . import _page, router, viewer_user
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from ...db.models import User
-from ..deps import current_user
+from ..db.models import User
+from ..web.deps import current_user
 
 router = APIRouter(tags=["users"])
 

@@ -6,11 +6,11 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
-from ...db.models import Practice, User
-from ...practices import service
-from ...runtime import Runtime
-from ...users.service import can_read_practice, pseudonym_for, shows_individually
-from ..deps import current_user, get_runtime
+from ..db.models import Practice, User
+from ..runtime import Runtime
+from ..users.service import can_read_practice, pseudonym_for, shows_individually
+from ..web.deps import current_user, get_runtime
+from . import service
 
 router = APIRouter(tags=["practices"])
 

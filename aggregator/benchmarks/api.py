@@ -1,5 +1,5 @@
 """``/v1/benchmarks/...``: JSON (default) or CSV (``format=csv``) for every view, and a FHIR R4
-MeasureReport per practice and indicator. Included by the app factory (:mod:`aggregator.web.app`).
+MeasureReport per practice and indicator. Included by the app factory (``PLUGIN_ROUTERS``).
 
 A background thread drains the stale queue every few seconds so reads rarely find work; a read
 that does recomputes only the stale groups it may show (see :mod:`.service`).
@@ -21,11 +21,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
-from ...benchmarks import service, views
-from ...db.models import User
-from ...errors import BadRequestError
-from ...runtime import Runtime
-from ..deps import current_user, get_runtime, require_roles
+from ..db.models import User
+from ..errors import BadRequestError
+from ..runtime import Runtime
+from ..web.deps import current_user, get_runtime, require_roles
+from . import service, views
 
 log = logging.getLogger("fedqi.aggregator.benchmarks")
 INDICATOR = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")

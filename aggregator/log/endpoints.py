@@ -10,13 +10,13 @@ import json
 from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import select
 
-from ...catalogues import service as catalogues
-from ...db.models import AccessAudit, Practice, User
-from ...errors import NotFoundError
-from ...log import service
-from ...runtime import Runtime
-from ...users.service import can_read_practice
-from ..deps import current_user, get_runtime, require_roles
+from ..catalogues import service as catalogues
+from ..db.models import AccessAudit, Practice, User
+from ..errors import NotFoundError
+from ..runtime import Runtime
+from ..users.service import can_read_practice
+from ..web.deps import current_user, get_runtime, require_roles
+from . import service
 
 router = APIRouter(tags=["log"])
 MAX_INDEX = 2**53

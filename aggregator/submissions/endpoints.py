@@ -7,13 +7,13 @@ import re
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from ...db.models import AccessAudit, User
-from ...db.models import Envelope as EnvelopeRow
-from ...errors import BadRequestError, ForbiddenError, NotFoundError
-from ...runtime import Runtime
-from ...submissions.service import IngestLimits, ingest
-from ...users.service import can_read_envelope
-from ..deps import current_user, get_runtime
+from ..db.models import AccessAudit, User
+from ..db.models import Envelope as EnvelopeRow
+from ..errors import BadRequestError, ForbiddenError, NotFoundError
+from ..runtime import Runtime
+from ..users.service import can_read_envelope
+from ..web.deps import current_user, get_runtime
+from .service import IngestLimits, ingest
 
 router = APIRouter(tags=["submissions"])
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
