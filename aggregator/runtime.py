@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from fastapi import Request
 from sqlalchemy import select
 
 from protocol.keys import VerifyingKey
@@ -107,3 +108,9 @@ class Runtime:
             pseudonym_secret=secret,
             clock=clock,
         )
+
+
+def get_runtime(request: Request) -> Runtime:
+    """The FastAPI dependency every router reads the running aggregator through."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime

@@ -266,11 +266,8 @@ def _ingest_worker(
     committer (as the server's request threads do); returns its (start, end) wall-clock times,
     the count, the CPU seconds this process used, the number of write transactions, and the
     machine's busy CPU seconds at its start and end."""
-    from aggregator.common import submission_batch_hook
-
     rt = Runtime.load(get_settings(db=db_url, key_dir=Path(key_dir)))
     limits = IngestLimits(cap=256 * 1024, iat_future=300, iat_past=7 * 86400)
-    submission_batch_hook()
     rt.warm()  # as a serve worker does: active keys and published catalogues
     if os.environ.get("FEDQI_BENCH_NO_GC_TUNING") != "1":
         tune_gc()  # as a serve worker does

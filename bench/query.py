@@ -335,7 +335,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         # of that period stale; a refresh recomputes just those groups.
         from sqlalchemy import select
 
-        from aggregator.benchmarks.hooks import on_submission_stored
+        from aggregator.benchmarks.service import on_submission_stored
         from aggregator.db.models import Submission
 
         start, end = months[-1]

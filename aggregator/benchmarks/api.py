@@ -1,5 +1,5 @@
 """``/v1/benchmarks/...``: JSON (default) or CSV (``format=csv``) for every view, and a FHIR R4
-MeasureReport per practice and indicator. Included by the app factory (``PLUGIN_ROUTERS``).
+MeasureReport per practice and indicator. Included by the app factory (:mod:`aggregator.web.app`).
 
 A background thread drains the stale queue every few seconds so reads rarely find work; a read
 that does recomputes only the stale groups it may show (see :mod:`.service`).
@@ -23,8 +23,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from ..db.models import User
 from ..errors import BadRequestError
-from ..runtime import Runtime
-from ..web.deps import current_user, get_runtime, require_roles
+from ..runtime import Runtime, get_runtime
+from ..users.auth import current_user, require_roles
 from . import service, views
 
 log = logging.getLogger("fedqi.aggregator.benchmarks")

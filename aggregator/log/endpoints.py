@@ -13,9 +13,9 @@ from sqlalchemy import select
 from ..catalogues import service as catalogues
 from ..db.models import AccessAudit, Practice, User
 from ..errors import NotFoundError
-from ..runtime import Runtime
+from ..runtime import Runtime, get_runtime
+from ..users.auth import current_user, require_roles
 from ..users.service import can_read_practice
-from ..web.deps import current_user, get_runtime, require_roles
 from . import service
 
 router = APIRouter(tags=["log"])

@@ -13,7 +13,8 @@ proofs are served from).
 
 Every failure is a :class:`~aggregator.log.checks.Finding` naming its check, and the leaf,
 envelope, checkpoint, node or (practice, period, indicator) cell; the report lists them all.
-The checks are the functions of :mod:`aggregator.log.checks`, the same the IG page runs.
+The checks are the functions of :mod:`aggregator.log.checks`; :func:`verify_submission` runs
+them for one submission, as the IG officer's dashboard page does.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -32,7 +34,7 @@ from ..db.models import Cell, Envelope, LogLeaf, LogNode, LogState, Network, Pra
 from ..db.models import Checkpoint as CheckpointRow
 from ..db.models import Submission as SubmissionRow
 from ..errors import AggregatorError
-from . import checks
+from . import checks, tree
 from .checks import Finding
 
 
@@ -209,4 +211,105 @@ def groups_with_differences(findings: list[Finding]) -> dict[tuple[str, str], se
         if f.check == "cells" and f.period and f.indicator:
             start, end = f.period.split("..")
             out[(start, end)].add(f.indicator)
+    return out
+
+
+class CheckResult(NamedTuple):
+    """One named check of one submission: passed or not, and what it found."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def verify_submission(
+    session: Session,
+    sub: SubmissionRow,
+    checkpoint: CheckpointRow | None,
+    log_key_name: str,
+    log_key: VerifyingKey,
+) -> list[CheckResult]:
+    """The named checks ``log verify`` runs, for one submission: leaf hash from its JSON,
+    envelope hash, payload hash, signature, leaf against the stored submission, the stored cells
+    re-derived from the signed payload, inclusion of the leaf (hashed from its JSON) in
+    ``checkpoint`` (the latest) and the checkpoint's signature. A check whose input an earlier
+    one found wanting is not run."""
+    out: list[CheckResult] = []
+
+    def record(name: str, finding: Finding | None, ok_text: str) -> bool:
+        out.append(
+            CheckResult(name, finding is None, ok_text if finding is None else finding.detail)
+        )
+        return finding is None
+
+    idx = sub.leaf_index
+    leaf_row = session.get(LogLeaf, idx)
+    if leaf_row is None:
+        return [CheckResult("leaf-hash", False, f"leaf {idx} is not stored")]
+    data = bytes(leaf_row.leaf_data)
+    record(
+        "leaf-hash",
+        checks.leaf_hash(idx, data, bytes(leaf_row.leaf_hash)),
+        "the leaf's hash is recomputed from its JSON",
+    )
+    leaf = checks.leaf_json(idx, data)
+    if isinstance(leaf, Finding):
+        record("leaf-json", leaf, "")
+        return out
+    env = session.get(Envelope, sub.envelope_sha256)
+    body = bytes(env.body) if env is not None else None
+    if not record(
+        "envelope-hash",
+        checks.envelope_hash(idx, body, sub.envelope_sha256),
+        "SHA-256 of the stored bytes matches",
+    ):
+        return out
+    assert body is not None
+    key = session.get(PracticeKey, sub.kid)
+    record(
+        "payload-hash",
+        checks.payload_hash(idx, body, str(leaf.get("payload_sha256"))),
+        "the payload hashes to the leaf's payload_sha256",
+    )
+    record(
+        "signature",
+        checks.signature(idx, body, sub.kid, bytes(key.public_key) if key else None),
+        f"Ed25519 signature by {sub.kid[:12]}… verifies",
+    )
+    record(
+        "leaf-submission",
+        checks.leaf_submission(idx, leaf, sub),
+        "the leaf names this submission, practice, key and seq",
+    )
+    signed = checks.signed_submission(idx, body)
+    if isinstance(signed, Finding):
+        record("cells", signed, "")
+    else:
+        rows = list(session.scalars(select(Cell).where(Cell.submission_id == sub.submission_id)))
+        diffs = checks.cells(sub, signed, rows)
+        detail = "; ".join(f"{d.indicator}: {d.detail}" for d in diffs[:5])
+        out.append(
+            CheckResult("cells", not diffs, detail or "every stored cell is the signed payload's")
+        )
+    if checkpoint is None or idx >= checkpoint.size:
+        out.append(CheckResult("inclusion", False, f"no checkpoint covers leaf {idx} yet"))
+        return out
+    record(
+        "inclusion",
+        checks.inclusion(
+            idx,
+            checkpoint.size,
+            data,
+            tree.inclusion_proof(session, idx, checkpoint.size),
+            bytes(checkpoint.root),
+        ),
+        f"leaf {idx} is in the tree of size {checkpoint.size}",
+    )
+    record(
+        "checkpoint-signature",
+        checks.checkpoint(
+            checkpoint.size, checkpoint.note, bytes(checkpoint.root), log_key_name, log_key
+        ),
+        "signed by the log key",
+    )
     return out

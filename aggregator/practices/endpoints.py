@@ -7,9 +7,9 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from ..db.models import Practice, User
-from ..runtime import Runtime
+from ..runtime import Runtime, get_runtime
+from ..users.auth import current_user
 from ..users.service import can_read_practice, pseudonym_for, shows_individually
-from ..web.deps import current_user, get_runtime
 from . import service
 
 router = APIRouter(tags=["practices"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import secrets
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -20,22 +21,12 @@ from typing import Any, Literal, cast
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
+from protocol.canonical import sha256_hex
 from protocol.envelope import verify_envelope
 from protocol.errors import SchemaError
 from protocol.keys import VerifyingKey
 from protocol.submission import Enrol, Jwk, Rotate
 
-from ..common import (
-    ODS,
-    check_audience,
-    check_iat,
-    check_kind,
-    check_signature,
-    check_size,
-    open_shape,
-    parse_payload,
-    sha256_hex,
-)
 from ..db.models import EnrolToken, Envelope, Practice, PracticeKey, table_of
 from ..db.session import lock_sequencer
 from ..errors import (
@@ -47,7 +38,19 @@ from ..errors import (
     UnprocessableError,
 )
 from ..log.service import LogSigner, append_leaf, issue_receipt, make_leaf_data
+from ..submissions.checks import (
+    check_audience,
+    check_issued_at,
+    check_key_active,
+    check_kind,
+    check_payload,
+    check_shape,
+    check_signature,
+    check_signer_count,
+    check_size,
+)
 
+ODS = re.compile(r"^[A-Z][0-9]{5}$")
 # --- administration ----------------------------------------------------------------------------
 
 
@@ -117,22 +120,6 @@ def active_key(session: Session, ods: str) -> PracticeKey | None:
     return session.scalars(
         select(PracticeKey).where(PracticeKey.practice_ods == ods, PracticeKey.status == "active")
     ).first()
-
-
-def check_key_active(key: PracticeKey | None, kid: str) -> PracticeKey:
-    """Check 4, an active key for the keyid."""
-    if key is None:
-        raise AuthenticationError(
-            f"key: kid {kid} is not enrolled with this aggregator", code="unknown-key"
-        )
-    if key.status == "revoked":
-        raise ForbiddenError(f"key: kid {kid} was revoked", code="key-revoked")
-    if key.status != "active":
-        raise ForbiddenError(
-            f"key: kid {kid} is {key.status} (rotated away); sign with the current key",
-            code="key-retired",
-        )
-    return key
 
 
 def revoke_key(
@@ -208,17 +195,13 @@ def enrol(
 ) -> Accepted:
     """Verify an enrol message and bind its key to the practice (see the module docstring)."""
     check_size(body, cap)
-    env = open_shape(body)
+    env = check_shape(body)
     check_kind(env, "enrol")
-    if len(env.signatures) != 1:
-        raise BadRequestError(
-            "envelope: an enrol message carries exactly one signature (the new key's)",
-            code="envelope-format",
-        )
+    check_signer_count(env, 1, "an enrol message carries exactly one signature (the new key's)")
     sha = sha256_hex(body)
     # Proof of possession: the key that signs is the key in the payload.
     payload = env.payload_bytes()
-    msg = parse_payload(payload, Enrol)
+    msg = check_payload(payload, Enrol)
     new_key = _key_from_jwk(msg.jwk)
     if env.keyids[0] != new_key.kid:
         raise AuthenticationError(
@@ -233,7 +216,7 @@ def enrol(
         stored = _stored_receipt(session, sha)
         if stored is not None:
             return Accepted(stored, created=False)
-        check_iat(msg.iat, now, iat_future, iat_past)
+        check_issued_at(msg.iat, now, iat_future, iat_past)
         token = session.get(EnrolToken, token_sha256(msg.token))
         if token is None:
             raise AuthenticationError("enrolment token: unknown token", code="enrol-token-unknown")
@@ -354,16 +337,12 @@ def rotate(
 ) -> Accepted:
     """Verify a rotate message signed by the old (active) key and the new key."""
     check_size(body, cap)
-    env = open_shape(body)
+    env = check_shape(body)
     check_kind(env, "rotate")
-    if len(env.signatures) != 2:
-        raise BadRequestError(
-            "envelope: a rotate message carries two signatures (old and new key)",
-            code="envelope-format",
-        )
+    check_signer_count(env, 2, "a rotate message carries two signatures (old and new key)")
     sha = sha256_hex(body)
     payload = env.payload_bytes()
-    msg = parse_payload(payload, Rotate)
+    msg = check_payload(payload, Rotate)
     new_key = _key_from_jwk(msg.new_jwk)
     if set(env.keyids) != {msg.old_kid, new_key.kid}:
         raise AuthenticationError(
@@ -390,7 +369,7 @@ def rotate(
                 f"replay: seq {msg.seq} is not above the last accepted seq {old.last_seq} for kid {old.kid}",
                 code="seq-not-increasing",
             )
-        check_iat(msg.iat, now, iat_future, iat_past)
+        check_issued_at(msg.iat, now, iat_future, iat_past)
         if session.get(PracticeKey, new_key.kid) is not None:
             raise ConflictError(f"key: kid {new_key.kid} is already enrolled", code="key-exists")
         old.status = "retired"

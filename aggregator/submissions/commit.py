@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from protocol.submission import Submission
 
-from ..common import submission_batch_hook
+from ..benchmarks.service import on_submissions_stored
 from ..db.bulk import insert_rows, update_rows
 from ..db.cells import COLUMNS as CELL_COLUMNS
 from ..db.cells import cell_rows
@@ -55,7 +55,7 @@ from ..log.service import (
     receipt_for,
     sign_and_store_checkpoint,
 )
-from ..practices.service import check_key_active
+from .checks import check_key_active
 
 _log = logging.getLogger("fedqi.aggregator.visibility")
 
@@ -408,9 +408,8 @@ def _write(session: Session, signer: LogSigner, items: Sequence[Verified]) -> li
     for v in items:
         last_seq[v.sub.kid] = v.sub.seq
     update_rows(session, table_of(PracticeKey), "kid", "last_seq", list(last_seq.items()))
-    hook = submission_batch_hook()
-    if hook is not None:
-        hook(session, [v.sub for v in items])
+    # The benchmarks of every group these cells touch are stale from this transaction on.
+    on_submissions_stored(session, [v.sub for v in items])
     return receipts
 
 

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import re
-
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from ..db.models import AccessAudit, User
-from ..db.models import Envelope as EnvelopeRow
-from ..errors import BadRequestError, ForbiddenError, NotFoundError
-from ..runtime import Runtime
-from ..users.service import can_read_envelope
-from ..web.deps import current_user, get_runtime
-from .service import IngestLimits, ingest
+from ..db.models import User
+from ..runtime import Runtime, get_runtime
+from ..users.auth import current_user
+from .service import IngestLimits, ingest, read_envelope
 
 router = APIRouter(tags=["submissions"])
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
 RECEIPT_MEDIA = "application/json"
 
 
@@ -61,28 +55,5 @@ def get_envelope(
 ) -> Response:
     """The exact bytes of an accepted envelope: admin, or the practice's own practice or IG
     user. Every attempt is recorded in the access audit."""
-    if not SHA256.fullmatch(sha256):
-        raise BadRequestError("sha256 must be 64 lowercase hex characters")
-    with runtime.db.session() as session:
-        row = session.get(EnvelopeRow, sha256)
-        practice = row.practice_ods if row is not None else None
-        granted = row is not None and can_read_envelope(user, row.practice_ods)
-        session.add(
-            AccessAudit(
-                at=runtime.now(),
-                user_id=user.id,
-                user_role=user.role,
-                envelope_sha256=sha256,
-                practice_ods=practice,
-                granted=granted,
-            )
-        )
-        body = bytes(row.body) if granted and row is not None else None
-    if row is None:
-        raise NotFoundError(f"no envelope with sha256 {sha256}", code="unknown-envelope")
-    if body is None:
-        raise ForbiddenError(
-            f"role: a {user.role} user may read only their own practice's envelopes",
-            code="envelope-forbidden",
-        )
+    body = read_envelope(runtime.db.session, user, sha256, runtime.now())
     return Response(body, media_type="application/json")

@@ -1,7 +1,8 @@
 """Verified ingestion: ``POST /v1/submissions``.
 
-Checks run in this order, each failure an :class:`~aggregator.errors.AggregatorError` naming the
-check, with nothing stored:
+Checks run in this order (the named checks of :mod:`.checks`, the key and replay checks of
+:mod:`aggregator.practices.service` and :mod:`.commit`), each failure an
+:class:`~aggregator.errors.AggregatorError` naming the check, with nothing stored:
 
  1. size (cap on the body)                      413 body-too-large
  2. envelope shape                              400 envelope-format
@@ -35,13 +36,14 @@ it), and dropped from the cache.
 Then ONE transaction under the log's sequencer (:mod:`.commit`): the state-dependent checks
 (4, 8, 13) again, exact envelope bytes, submission row, cells, log leaf and nodes, checkpoint,
 receipt, the key's last_seq, the superseded submission's effective flag, and the benchmarks
-hook. Submissions that reach the sequencer together share that transaction (group commit); each
+marked stale (:func:`aggregator.benchmarks.service.on_submissions_stored`). Submissions that reach the sequencer together share that transaction (group commit); each
 is written whole or not at all, and no receipt leaves before the commit.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
@@ -50,35 +52,19 @@ from dataclasses import dataclass, replace
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from protocol.disclosure import check_cells
+from protocol.canonical import sha256_hex
 from protocol.envelope import Envelope, verify_envelope
-from protocol.errors import DisclosureError
 from protocol.keys import VerifyingKey
 from protocol.submission import Submission
 
-from ..catalogues.service import CatalogueCache, KnownCatalogue
-from ..common import (
-    check_audience,
-    check_iat,
-    check_kind,
-    check_period_ended,
-    check_signature,
-    check_size,
-    open_shape,
-    parse_payload,
-    sha256_hex,
-)
+from ..catalogues.service import CatalogueCache
+from ..db.models import AccessAudit, PracticeKey, User, table_of
 from ..db.models import Envelope as EnvelopeRow
-from ..db.models import PracticeKey, table_of
 from ..db.models import Submission as SubmissionRow
-from ..errors import (
-    AggregatorError,
-    BadRequestError,
-    ForbiddenError,
-    UnprocessableError,
-)
+from ..errors import AggregatorError, BadRequestError, ForbiddenError, NotFoundError
 from ..log.service import LogSigner
-from ..practices.service import check_key_active
+from ..users.service import can_read_envelope
+from . import checks
 from .commit import Committer, Ingested, Verified, check_seq, id_reused, store_batch
 
 SessionFactory = Callable[[], AbstractContextManager[Session]]
@@ -212,13 +198,10 @@ def verify(
     at a time per process, see ``_VERIFYING``; in parallel across processes). An identical
     retry of a stored submission is answered here with its stored receipt."""
     with _VERIFYING:
-        check_size(body, limits.cap)
-        env = open_shape(body)
-        check_kind(env, "submission")
-        if len(env.signatures) != 1:
-            raise BadRequestError(
-                "envelope: a submission carries exactly one signature", code="envelope-format"
-            )
+        checks.check_size(body, limits.cap)
+        env = checks.check_shape(body)
+        checks.check_kind(env, "submission")
+        checks.check_signer_count(env, 1, "a submission carries exactly one signature")
         kid = env.keyids[0]
         sha = sha256_hex(body)
         with ExitStack() as stack:
@@ -233,7 +216,7 @@ def verify(
             if key is None:
                 table = table_of(PracticeKey)
                 row = session().execute(select(table).where(table.c.kid == kid)).first()
-                active = check_key_active(row, kid)  # type: ignore[arg-type]
+                active = checks.check_key_active(row, kid)  # type: ignore[arg-type]
                 key = KnownKey(
                     kid,
                     active.practice_ods,
@@ -249,34 +232,34 @@ def verify(
                 # the iat window fails: an identical retry, however old, gets its receipt. (A
                 # retry that passes both here is answered by the write's own check.)
                 check_seq(sub.seq, key.last_seq, key.kid)
-                check_iat(sub.iat, now, limits.iat_future, limits.iat_past)
-                check_period_ended(sub.period.end, sub.period.label, now, limits.iat_future)
+                checks.check_issued_at(sub.iat, now, limits.iat_future, limits.iat_past)
+                checks.check_period_ended(sub.period.end, sub.period.label, now, limits.iat_future)
             except AggregatorError:
                 stored = _stored_receipt(session(), sub, sha)
                 if stored is not None:
                     return Ingested(stored, created=False, submission_id=sub.submission_id)
                 raise
-            known = _check_catalogue(session, catalogues, sub)
-            _check_business_rules(sub, known)
-            _check_disclosure(sub, known)
+            ref = sub.catalogue
+            known = checks.check_catalogue(
+                sub,
+                catalogues.cached(ref.id, ref.version)
+                or catalogues.get(session(), ref.id, ref.version),
+            )
+            checks.check_business_rules(sub, known)
+            checks.check_disclosure(sub, known)
         # Check 13 (corrections) needs the stored state and runs under the sequencer only.
         when = dt.datetime.fromtimestamp(now, tz=dt.UTC)
         return Verified.of(sub, body, sha, sha256_hex(payload), when)
 
 
 def _verify_message(env: Envelope, key: KnownKey, aud: str) -> tuple[Submission, bytes]:
-    payload = check_signature(lambda: verify_envelope(env, [key.verifying_key], kind="submission"))
-    sub = parse_payload(payload, Submission)
-    if sub.kid != key.kid:
-        raise ForbiddenError(
-            f"binding: payload kid {sub.kid} is not the signing key {key.kid}", code="key-binding"
-        )
-    if sub.practice != key.practice_ods:
-        raise ForbiddenError(
-            f"binding: kid {key.kid} is bound to practice {key.practice_ods}, not {sub.practice}",
-            code="practice-binding",
-        )
-    check_audience(sub.aud, aud)
+    """Checks 5-7: signature, canonical payload (parsed once), kid / practice / aud binding."""
+    payload = checks.check_signature(
+        lambda: verify_envelope(env, [key.verifying_key], kind="submission")
+    )
+    sub = checks.check_payload(payload, Submission)
+    checks.check_binding(sub, key.kid, key.practice_ods)
+    checks.check_audience(sub.aud, aud)
     return sub, payload
 
 
@@ -292,50 +275,37 @@ def _stored_receipt(session: Session, sub: Submission, sha: str) -> bytes | None
     return bytes(env.receipt)
 
 
-def _check_catalogue(
-    session: Callable[[], Session], catalogues: CatalogueCache, sub: Submission
-) -> KnownCatalogue:
-    ref = sub.catalogue
-    known = catalogues.cached(ref.id, ref.version) or catalogues.get(session(), ref.id, ref.version)
-    if known is None:
-        raise UnprocessableError(
-            f"catalogue: {ref.id} version {ref.version} is not published by this network",
-            code="unknown-catalogue",
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def read_envelope(
+    write_session: SessionFactory, user: User, sha256: str, now: dt.datetime
+) -> bytes:
+    """The exact bytes of an accepted envelope, for an admin or the practice's own practice or
+    IG user (``GET /v1/envelopes/{sha256}`` and the dashboard's IG page). Every attempt is
+    recorded in the access audit, granted or not."""
+    if not SHA256.fullmatch(sha256):
+        raise BadRequestError("sha256 must be 64 lowercase hex characters")
+    with write_session() as session:
+        row = session.get(EnvelopeRow, sha256)
+        practice = row.practice_ods if row is not None else None
+        granted = row is not None and can_read_envelope(user, row.practice_ods)
+        session.add(
+            AccessAudit(
+                at=now,
+                user_id=user.id,
+                user_role=user.role,
+                envelope_sha256=sha256,
+                practice_ods=practice,
+                granted=granted,
+            )
         )
-    if known.sha256 != ref.sha256:
-        raise UnprocessableError(
-            f"catalogue: sha256 {ref.sha256} does not match published {ref.id} v{ref.version} ({known.sha256})",
-            code="catalogue-mismatch",
+        body = bytes(row.body) if granted and row is not None else None
+    if row is None:
+        raise NotFoundError(f"no envelope with sha256 {sha256}", code="unknown-envelope")
+    if body is None:
+        raise ForbiddenError(
+            f"role: a {user.role} user may read only their own practice's envelopes",
+            code="envelope-forbidden",
         )
-    return known
-
-
-def _check_business_rules(sub: Submission, known: KnownCatalogue) -> None:
-    for cell in sub.cells:
-        strata = known.strata.get(cell.indicator)
-        if strata is None:
-            raise UnprocessableError(
-                f"business rules: indicator {cell.indicator} is not in catalogue {known.catalogue.id} "
-                f"v{known.catalogue.version}",
-                code="unknown-indicator",
-            )
-        if (cell.stratum.age_band, cell.stratum.sex) not in strata:
-            raise UnprocessableError(
-                f"business rules: indicator {cell.indicator} has no stratum "
-                f"age_band={cell.stratum.age_band} sex={cell.stratum.sex}",
-                code="unknown-stratum",
-            )
-        n, d = cell.numerator.value, cell.denominator.value
-        if n is not None and d is not None and n > d:
-            raise UnprocessableError(
-                f"business rules: {cell.indicator} {cell.stratum.age_band}/{cell.stratum.sex}: "
-                f"numerator {n} > denominator {d}",
-                code="numerator-exceeds-denominator",
-            )
-
-
-def _check_disclosure(sub: Submission, known: KnownCatalogue) -> None:
-    try:
-        check_cells(sub.cells, known.catalogue.disclosure)
-    except DisclosureError as exc:
-        raise UnprocessableError(f"disclosure policy: {exc}", code="disclosure") from None
+    return body

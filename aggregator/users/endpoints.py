@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from ..db.models import User
-from ..web.deps import current_user
+from .auth import current_user
 
 router = APIRouter(tags=["users"])
 

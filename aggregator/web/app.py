@@ -1,50 +1,30 @@
-"""The FastAPI app factory.
-
-Plug-in points for the benchmarks and dashboard (documented in docs/architecture.md): if the
-module ``aggregator.benchmarks.api`` exists, its ``router`` is included; likewise
-``aggregator.web.dashboard``'s ``router``. They reuse :mod:`aggregator.web.deps`
-(``current_user``, ``require_roles``, ``get_runtime``) and
-:func:`aggregator.users.service.pseudonym_for`.
+"""The FastAPI app factory: the outer layer. It includes each domain's router (submissions,
+practices, log, users, benchmarks) and the dashboard's; the domain packages never import
+``aggregator.web`` (tests/test_layers.py). Routers read the running aggregator through
+:func:`aggregator.runtime.get_runtime` and the caller through :mod:`aggregator.users.auth`.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
 
 from protocol import __version__
 
+from ..benchmarks.api import router as benchmarks_router
 from ..db.migrate import check_migrated
 from ..errors import AggregatorError
 from ..log.endpoints import router as log_router
 from ..practices.endpoints import router as practices_router
-from ..runtime import Clock, Runtime
+from ..runtime import Clock, Runtime, get_runtime
 from ..settings import Settings
 from ..submissions.endpoints import router as submissions_router
 from ..users.endpoints import router as users_router
 from . import problems
-from .deps import get_runtime
+from .dashboard import router as dashboard_router
 from .middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
-
-PLUGIN_ROUTERS = ("aggregator.benchmarks.api", "aggregator.web.dashboard")
-
-
-def _plugin_routers() -> list[APIRouter]:
-    found = []
-    for name in PLUGIN_ROUTERS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and name.startswith(exc.name):
-                continue
-            raise
-        router = getattr(module, "router", None)
-        if router is not None:
-            found.append(router)
-    return found
 
 
 def create_app(
@@ -91,7 +71,8 @@ def create_app(
         practices_router,
         log_router,
         users_router,
-        *_plugin_routers(),
+        benchmarks_router,
+        dashboard_router,
     ):
         app.include_router(router)
     problems.document(app)

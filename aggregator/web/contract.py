@@ -10,7 +10,7 @@ from typing import Any
 from ..benchmarks.api import INDICATOR, ODS
 from ..benchmarks.stats import PEER_DIMENSIONS
 from ..benchmarks.views import METHODS
-from ..submissions.endpoints import SHA256
+from ..submissions.service import SHA256
 
 #: By parameter name (every endpoint uses each name in the same sense).
 PARAMETERS: dict[str, dict[str, Any]] = {

@@ -71,7 +71,7 @@ class Store:
     ) -> str:
         """cells: indicator -> (numerator, denominator[, num_status, den_status]). Marks the
         groups stale through the hook, as ingest does, in the same transaction."""
-        from aggregator.benchmarks.hooks import on_submission_stored
+        from aggregator.benchmarks.service import on_submission_stored
 
         self.seq += 1
         sid = str(uuid.uuid4())

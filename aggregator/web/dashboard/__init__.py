@@ -27,9 +27,8 @@ from sqlalchemy import select
 
 from ...benchmarks import gain, pack, service, views
 from ...benchmarks.api import ODS, check_indicator, csv_response
-from ...db.models import Envelope as EnvelopeRow
-from ...db.models import PracticeKey, User
 from ...db.models import Submission as SubmissionRow
+from ...db.models import User
 from ...errors import (
     AggregatorError,
     AuthenticationError,
@@ -37,9 +36,11 @@ from ...errors import (
     ForbiddenError,
     NotFoundError,
 )
-from ...runtime import Runtime
+from ...log import service as log
+from ...log.verify import verify_submission
+from ...runtime import Runtime, get_runtime
+from ...submissions.service import read_envelope
 from ...users.service import authenticate, end_session, session_user, start_session
-from ..deps import get_runtime
 from . import charts
 
 COOKIE = "fedqi_session"
@@ -57,10 +58,6 @@ _env = Environment(
 )
 _env.filters["pct"] = charts.pct
 _env.globals["BANDS"] = charts.BAND_STYLE
-
-
-class LoginRequired(Exception):
-    pass
 
 
 def viewer_user(request: Request, runtime: Runtime = Depends(get_runtime)) -> User | None:
@@ -434,71 +431,7 @@ async def practice_csv(ods: str, period: str | None = None, user: User | None = 
 # --- IG officer: what our practice sent ---------------------------------------------------------------
 
 
-def _verify(runtime: Runtime, session: Any, sub: SubmissionRow, env: EnvelopeRow | None, key: PracticeKey | None,
-            checkpoint: Any) -> list[tuple[str, bool, str]]:  # fmt: skip
-    """Re-run, for one submission, the named checks ``fedqi-aggregator log verify`` runs
-    (aggregator.log.checks): leaf hash from its JSON, envelope hash, payload hash, signature,
-    leaf against the stored submission, the stored cells re-derived from the signed payload,
-    inclusion of the leaf (hashed from its JSON) in the latest checkpoint, its signature."""
-    from ...db.models import Cell as CellRow
-    from ...db.models import LogLeaf
-    from ...log import checks
-    from ...log import service as log
-
-    out: list[tuple[str, bool, str]] = []
-
-    def record(name: str, finding: checks.Finding | None, ok_text: str) -> bool:
-        out.append((name, finding is None, ok_text if finding is None else finding.detail))
-        return finding is None
-
-    idx = sub.leaf_index
-    leaf_row = session.get(LogLeaf, idx)
-    if leaf_row is None:
-        return [("leaf-hash", False, f"leaf {idx} is not stored")]
-    data = bytes(leaf_row.leaf_data)
-    record("leaf-hash", checks.leaf_hash(idx, data, bytes(leaf_row.leaf_hash)),
-           "the leaf's hash is recomputed from its JSON")  # fmt: skip
-    leaf = checks.leaf_json(idx, data)
-    if isinstance(leaf, checks.Finding):
-        record("leaf-json", leaf, "")
-        return out
-    body = bytes(env.body) if env is not None else None
-    if not record("envelope-hash", checks.envelope_hash(idx, body, sub.envelope_sha256),
-                  "SHA-256 of the stored bytes matches"):  # fmt: skip
-        return out
-    assert body is not None
-    record("payload-hash", checks.payload_hash(idx, body, str(leaf.get("payload_sha256"))),
-           "the payload hashes to the leaf's payload_sha256")  # fmt: skip
-    record("signature", checks.signature(idx, body, sub.kid, bytes(key.public_key) if key else None),
-           f"Ed25519 signature by {sub.kid[:12]}… verifies")  # fmt: skip
-    record("leaf-submission", checks.leaf_submission(idx, leaf, sub),
-           "the leaf names this submission, practice, key and seq")  # fmt: skip
-    signed = checks.signed_submission(idx, body)
-    if isinstance(signed, checks.Finding):
-        record("cells", signed, "")
-    else:
-        rows = list(
-            session.scalars(select(CellRow).where(CellRow.submission_id == sub.submission_id))
-        )
-        diffs = checks.cells(sub, signed, rows)
-        out.append(("cells", not diffs, "every stored cell is the signed payload's" if not diffs
-                    else "; ".join(f"{d.indicator}: {d.detail}" for d in diffs[:5])))  # fmt: skip
-    if checkpoint is None:
-        out.append(("inclusion", False, "no checkpoint yet"))
-        return out
-    proof = log.inclusion(session, idx, checkpoint.size)
-    record("inclusion", checks.inclusion(idx, checkpoint.size, data, [bytes.fromhex(h) for h in proof["proof"]],  # type: ignore[attr-defined]
-                                         bytes(checkpoint.root)),
-           f"leaf {idx} is in the tree of size {checkpoint.size}")  # fmt: skip
-    record("checkpoint-signature", checks.checkpoint(checkpoint.size, checkpoint.note, bytes(checkpoint.root),
-                                                     runtime.signer.key_name, runtime.signer.key.public),
-           "signed by the log key")  # fmt: skip
-    return out
-
-
 def _ig_ctx(runtime: Runtime, u: User) -> dict[str, Any]:
-    from ...log import service as log
-
     if u.role not in ("ig_officer", "admin", "practice"):
         raise ForbiddenError(
             f"role: the payload audit is for IG officers and the practice; you are {u.role}"
@@ -511,11 +444,10 @@ def _ig_ctx(runtime: Runtime, u: User) -> dict[str, Any]:
         subs = list(session.scalars(q))
         checkpoint = log.latest_checkpoint(session)
         rows = []
+        signer = runtime.signer
         for sub in subs:
-            env = session.get(EnvelopeRow, sub.envelope_sha256)
-            key = session.get(PracticeKey, sub.kid)
-            checks = _verify(runtime, session, sub, env, key, checkpoint)
-            rows.append({"sub": sub, "checks": checks, "verified": all(ok for _, ok, _ in checks),
+            checks = verify_submission(session, sub, checkpoint, signer.key_name, signer.key.public)
+            rows.append({"sub": sub, "checks": checks, "verified": all(c.ok for c in checks),
                          "period": views._period(sub.period_start, sub.period_end)})  # fmt: skip
         size = checkpoint.size if checkpoint is not None else None
     return {
@@ -542,21 +474,20 @@ def ig_envelope(
     sha256: str, user: User | None = Depends(viewer_user), runtime: Runtime = Depends(get_runtime)
 ) -> Response:
     """The raw envelope, through the same access-checked, audited path as the API."""
-    from ...submissions.endpoints import get_envelope
-
     if user is None:
         raise AuthenticationError("sign in first")
-    resp = get_envelope(sha256, user=user, runtime=runtime)
-    resp.headers["Content-Disposition"] = f'attachment; filename="envelope-{sha256[:16]}.json"'
-    return resp
+    body = read_envelope(runtime.db.session, user, sha256, runtime.now())
+    return Response(
+        body,
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="envelope-{sha256[:16]}.json"'},
+    )
 
 
 @router.get("/ig/proof/{index}")
 def ig_proof(
     index: int, user: User | None = Depends(viewer_user), runtime: Runtime = Depends(get_runtime)
 ) -> Response:
-    from ...log import service as log
-
     if user is None:
         raise AuthenticationError("sign in first")
     with runtime.db.read() as session:

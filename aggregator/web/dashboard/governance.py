@@ -21,8 +21,7 @@ from ...db.models import AccessAudit, User
 from ...errors import AuthenticationError, BadRequestError, NotFoundError
 from ...igpack import DOCUMENTS, build_pack
 from ...igpack.build import STYLESHEET, flow_svg, render, stylesheet
-from ...runtime import Runtime
-from ..deps import get_runtime
+from ...runtime import Runtime, get_runtime
 from . import _page, router, viewer_user
 
 PACK_BASE = "/dashboard/ig-pack/"

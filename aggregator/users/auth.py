@@ -1,31 +1,21 @@
-"""FastAPI dependencies shared by every router (the benchmarks and dashboard routers too):
-``get_runtime``, ``current_user``, ``require_roles``, ``db_session``."""
+"""Who is asking: the FastAPI dependencies that turn a request's API token into a
+:class:`~aggregator.db.models.User` (``current_user``) and refuse other roles
+(``require_roles``). Every router uses these; the dashboard signs in with the same tokens
+(:func:`aggregator.users.service.authenticate`) and keeps a server-side session."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
 
 from ..db.models import User
 from ..errors import AuthenticationError, ForbiddenError
-from ..runtime import Runtime
-from ..users.service import authenticate
+from ..runtime import Runtime, get_runtime
+from .service import authenticate
 
 _bearer = HTTPBearer(auto_error=False, description="an API token from `fedqi-aggregator user add`")
-
-
-def get_runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-def db_session(runtime: Runtime = Depends(get_runtime)) -> Iterator[Session]:
-    """A read session (rolled back at the end of the request)."""
-    with runtime.db.read() as session:
-        yield session
 
 
 def current_user(
