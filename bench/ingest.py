@@ -380,7 +380,7 @@ def run_http(
     sock.close()
     proc = subprocess.Popen(
         [
-            str(REPO / ".venv/bin/fedqi-aggregator"),
+            str(Path(sys.executable).with_name("fedqi-aggregator")),  # this interpreter's
             "serve",
             "--db",
             url,

@@ -274,7 +274,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
 
         port = free_port()
         server = subprocess.Popen(
-            [str(REPO / ".venv/bin/fedqi-aggregator"), "serve", "--db", url, "--key-dir", str(tmp / "keys"), "--port", str(port)],
+            [str(Path(sys.executable).with_name("fedqi-aggregator")), "serve", "--db", url, "--key-dir", str(tmp / "keys"), "--port", str(port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)

@@ -27,7 +27,7 @@ import gzip
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -548,23 +548,3 @@ def _patient_key(reference: str) -> str | None:
     if len(parts) >= 2 and parts[-2] == "Patient":
         return f"Patient/{parts[-1]}"
     return None
-
-
-def iter_resources(path: Path) -> Iterator[dict[str, Any]]:
-    """Every resource at ``path`` (ndjson lines and Bundle entries), for tests and tools."""
-    for file in _files(path):
-        if _is_ndjson(file):
-            with _open(file) as fh:
-                for line in fh:
-                    if line.strip():
-                        yield json.loads(line)
-        else:
-            with _open(file) as fh:
-                data = json.load(fh)
-            stack = [data]
-            while stack:
-                item = stack.pop()
-                if item.get("resourceType") == "Bundle":
-                    stack.extend(e["resource"] for e in item.get("entry") or [] if "resource" in e)
-                else:
-                    yield item

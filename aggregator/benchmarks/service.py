@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from ..db.models import TZ, Cell, Envelope, Practice, Submission, table_of
+from ..db.models import TZ, Cell, Envelope, Submission, table_of
 from ..db.models import Catalogue as CatalogueRow
 from ..log import checks
 from . import render, stats
@@ -596,17 +596,6 @@ def summaries(
     if period_end:
         q = q.where(t.c.period_end == period_end)
     return list(session.execute(q.order_by(t.c.indicator, t.c.period_end)).all())
-
-
-def practice_attributes(session: Session) -> dict[str, stats.PracticeAttributes]:
-    rows = session.execute(
-        select(Practice.ods, Practice.group, Practice.imd_decile, Practice.list_size)
-    ).all()
-    return {ods: stats.PracticeAttributes(ods, pcn, imd, size) for ods, pcn, imd, size in rows}
-
-
-def practice_names(session: Session) -> dict[str, str]:
-    return dict(session.execute(select(Practice.ods, Practice.name)).all())
 
 
 def counts_of(row: Any) -> stats.Counts:

@@ -651,14 +651,3 @@ def group_funnels(
 
 
 # --- helpers for callers ------------------------------------------------------------------------
-
-
-def rate_status(numerator_status: str, denominator_status: str) -> RateStatus:
-    return Counts("", 0, 0, numerator_status, denominator_status).status  # type: ignore[arg-type]
-
-
-def sort_key_below_abc(abc: float | None, rate: float | None) -> float:
-    """Gap below the ABC (larger = further below); unknowns last."""
-    if abc is None or rate is None:
-        return -math.inf
-    return abc - rate
