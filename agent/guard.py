@@ -299,8 +299,10 @@ def _common_regions(
 
 
 def _is_zero(cells: dict[tuple[str, str], Cell], where: list[tuple[str, str]], kind: str) -> bool:
-    return all(getattr(cells[s], kind).status == "exact" and getattr(cells[s], kind).value == 0
-               for s in where)
+    return all(
+        getattr(cells[s], kind).status == "exact" and getattr(cells[s], kind).value == 0
+        for s in where
+    )
 
 
 def _link_rows(new: Sequence[Cell], old: Sequence[Cell], *, zeros: bool) -> list[Row]:
@@ -348,7 +350,12 @@ class _Solver:
         self.solves = 0
 
     def milp(
-        self, c: np.ndarray, a: csr_array, lb: np.ndarray, ub: np.ndarray, lo: np.ndarray,
+        self,
+        c: np.ndarray,
+        a: csr_array,
+        lb: np.ndarray,
+        ub: np.ndarray,
+        lo: np.ndarray,
         hi: np.ndarray,
     ) -> np.ndarray | None:
         """An integer world minimising ``c.x``, or None when there is none."""
@@ -358,7 +365,10 @@ class _Solver:
         res = milp(c, constraints=cons, integrality=np.ones(n), bounds=Bounds(lo, hi))
         if res.x is None and res.status == 2:  # HiGHS' presolve has called feasible ones infeasible
             res = milp(
-                c, constraints=cons, integrality=np.ones(n), bounds=Bounds(lo, hi),
+                c,
+                constraints=cons,
+                integrality=np.ones(n),
+                bounds=Bounds(lo, hi),
                 options={"presolve": False},
             )
         if res.x is None:
@@ -399,7 +409,8 @@ def audit(model: Model, solver: _Solver, where: str, cap: int) -> list[Exposure]
         # bound from the rows whose counts are all fixed first; if that is feasible it is it.
         fixed = lo == hi
         exact_rows = [
-            i for i, (coeffs, _, _) in enumerate(model.rows)
+            i
+            for i, (coeffs, _, _) in enumerate(model.rows)
             if DELTA in coeffs and all(fixed[index[v]] for v in coeffs if v != DELTA)
         ]
         guess = 0
@@ -625,8 +636,11 @@ def guard_cells(
                         withheld.add((c.indicator, s, k))
     cells = releaser.release(withheld, {w[0] for w in withheld})
     for e in links:
-        cap = max(cap, 2 * max((getattr(c, k).value or 0 for c in e.cells for k in COUNT_KINDS),
-                               default=0) + 10)
+        cap = max(
+            cap,
+            2 * max((getattr(c, k).value or 0 for c in e.cells for k in COUNT_KINDS), default=0)
+            + 10,
+        )
     ids = identities_for(catalogue, cells)
     earlier = []
     for e in links:
@@ -636,8 +650,10 @@ def guard_cells(
             known = {(1, r.indicator, r.stratum, k): r.count(k) for r in e.raw for k in COUNT_KINDS}
             m = Model()
             m.add_release(1, e.cells, policy)
-            if any(v not in known or not m.lo[v] <= known[v] <= (m.hi[v] if m.hi[v] >= 0 else cap)
-                   for v in m.lo):
+            if any(
+                v not in known or not m.lo[v] <= known[v] <= (m.hi[v] if m.hi[v] >= 0 else cap)
+                for v in m.lo
+            ):
                 known = None  # the data changed since: do not lean on the recomputed counts
         earlier.append((e, eids, known))
     excused: set[tuple[str, Var]] = set()  # earlier counts already pinned by that release alone

@@ -151,9 +151,7 @@ class Outbox:
 
     # --- writing ---------------------------------------------------------------------------
 
-    def add_signed(
-        self, build: Callable[[int], NewMessage], state: str, note: str = ""
-    ) -> Message:
+    def add_signed(self, build: Callable[[int], NewMessage], state: str, note: str = "") -> Message:
         """Allocate the next seq, let ``build(seq)`` sign the message, and store it with its
         first state, all in one committed transaction (so two agents never share a seq)."""
         if state not in STATES:

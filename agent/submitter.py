@@ -122,9 +122,7 @@ def prepare(
     return outbox.add_signed(build, state, note)
 
 
-def guard_history(
-    outbox: Outbox, period: Period, known: dict[str, list[RawCell]]
-) -> list[Release]:
+def guard_history(outbox: Outbox, period: Period, known: dict[str, list[RawCell]]) -> list[Release]:
     """The earlier submissions the disclosure guard audits a new one with: the latest one not
     rejected or refused of the same period and of each adjacent period (oldest first)."""
     latest: dict[str, Message] = {}
@@ -200,7 +198,10 @@ def submit_period(
         )
         if message.state == "held":
             return Outcome(
-                message.id, message.period, "held", detail=message.state_note or "waiting for approval"
+                message.id,
+                message.period,
+                "held",
+                detail=message.state_note or "waiting for approval",
             )
         return send(client, outbox, trust, message)
 

@@ -501,9 +501,7 @@ def route(
     else:
         cells_a, cells_b = list(apply_policy(raw_a, POLICY)), list(apply_policy(raw_b, POLICY))
     links = links_for(cells_a, cells_b) if links_for else None
-    return pair_attack(
-        CAT, cells_a, raw_a, cat_b, cells_b, raw_b, links, zeros=period_b == MARCH
-    )
+    return pair_attack(CAT, cells_a, raw_a, cat_b, cells_b, raw_b, links, zeros=period_b == MARCH)
 
 
 SEEDS = range(8)

@@ -10,7 +10,6 @@ from protocol.catalogue import (
     All,
     Any_,
     Catalogue,
-    CodeEntry,
     Codelist,
     DisclosurePolicy,
     HasCode,
@@ -22,14 +21,13 @@ from protocol.catalogue import (
 from protocol.disclosure import RawCell, apply_policy, check_cells
 from protocol.errors import DisclosureError
 from protocol.linkage import linked_identities, parse_band, region_cells
+from tests.catalogue_helpers import make_codelist
 
 POLICY = DisclosurePolicy(name="default")
 
 
 def _cl(cid: str) -> Codelist:
-    return Codelist(
-        id=cid, title=cid, codes=(CodeEntry(system="snomedct", code="1", term=cid, source="t"),)
-    )
+    return make_codelist(cid, [("snomedct", "1")])
 
 
 def _cat(*inds: Indicator) -> Catalogue:
