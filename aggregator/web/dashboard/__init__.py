@@ -57,6 +57,7 @@ _env = Environment(
     autoescape=select_autoescape(["html"]),
 )
 _env.filters["pct"] = charts.pct
+_env.filters["pts"] = charts.pts
 _env.globals["BANDS"] = charts.BAND_STYLE
 
 

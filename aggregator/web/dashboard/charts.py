@@ -41,6 +41,13 @@ def pct(x: float | None, nd: int = 1) -> str:
     return "–" if x is None else f"{100 * x:.{nd}f}%"
 
 
+def pts(difference: float | None) -> str:
+    """A change in percentage points, signed; a change that rounds to nothing reads +0.0, not -0.0."""
+    if difference is None:
+        return "–"
+    return f"{round(100 * difference, 1) + 0.0:+.1f} pts"
+
+
 def _marker(shape: str, x: float, y: float, colour: str, r: float = 5.0) -> str:
     if shape == "circle":
         return f'<circle class="mk" cx="{x:.1f}" cy="{y:.1f}" r="{r * 0.9:.1f}" fill="{colour}" fill-opacity="0.75" stroke="#222" stroke-width="0.6"/>'
