@@ -62,7 +62,6 @@ def _load_commands() -> None:
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run the CLI; returns the exit code (testable without a subprocess)."""
     from agent.commands._common import Invocation, invoked
-    from agent.errors import AgentUserError
 
     _load_commands()
     args = list(sys.argv[1:] if argv is None else argv)
@@ -73,7 +72,20 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     old_umask = os.umask(0o077) if os.name == "posix" else None
     try:
         with invoked(invocation):  # the commands read their settings from it
-            app(args=args, prog_name="fedqi-agent")  # standalone: usage errors exit 2, a message
+            return run_app(app, args, "fedqi-agent")
+    finally:
+        if old_umask is not None:
+            os.umask(old_umask)
+
+
+def run_app(typer_app: typer.Typer, args: list[str], prog_name: str) -> int:
+    """Run a Typer app standalone and return its exit code: usage errors are Click's (exit 2,
+    a message), an :class:`~agent.errors.AgentUserError` is one line on stderr and its own
+    code. ``fedqi-agent`` and ``fedqi-demo`` both run this way."""
+    from agent.errors import AgentUserError
+
+    try:
+        typer_app(args=args, prog_name=prog_name)
         return 0
     except SystemExit as exc:
         code = exc.code
@@ -81,9 +93,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except AgentUserError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
-    finally:
-        if old_umask is not None:
-            os.umask(old_umask)
 
 
 if __name__ == "__main__":

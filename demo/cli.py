@@ -54,6 +54,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from agent.cli import run_app
 from agent.errors import AgentUserError
 
 STATE_VERSION = 1
@@ -1331,14 +1332,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = list(sys.argv[1:] if argv is None else argv)
     token = _ENVIRON.set(dict(os.environ if environ is None else environ))
     try:
-        app(args=args, prog_name="fedqi-demo")
-        return 0
-    except SystemExit as exc:
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    except AgentUserError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        return exc.exit_code
+        return run_app(app, args, "fedqi-demo")
     finally:
         _ENVIRON.reset(token)
 
