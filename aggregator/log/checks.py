@@ -2,8 +2,8 @@
 
 One set of functions, used by ``fedqi-aggregator log verify`` (every leaf, every envelope, every
 checkpoint and tree node; :mod:`aggregator.log.verify`), by the IG officer's payload page (one
-submission at a time) and, for the whole-practice cells benchmarks read, by the benchmark refresh
-(:func:`signed_totals`). Each check returns the :class:`Finding` it makes, or ``None``: nothing is
+submission at a time) and, for the cells benchmarks read, by the benchmark refresh
+(:func:`signed_cells`: stored, hashed, signed by the practice key, and the same rows). Each check returns the :class:`Finding` it makes, or ``None``: nothing is
 trusted that can be re-derived, so a leaf's hash is recomputed from its JSON, an envelope's from
 its bytes, and a submission's cells from its signed payload.
 
@@ -29,7 +29,7 @@ from protocol.keys import VerifyingKey
 from protocol.submission import Cell as ProtocolCell
 from protocol.submission import Submission as ProtocolSubmission
 
-from ..db.cells import protocol_cells
+from ..db.cells import cell_rows, protocol_cells
 
 #: Every check, by name, with what it establishes when it passes.
 LABELS: dict[str, str] = {
@@ -263,62 +263,85 @@ def inclusion(
     return None
 
 
-# --- the whole-practice totals the benchmarks read --------------------------------------------------
+# --- the signed cells the benchmarks read ---------------------------------------------------------
 
-Total = tuple[int | None, str, int | None, str, int | None, str]
+#: One indicator's stored ``cells`` row without its keys: denominator, status, numerator, status,
+#: exclusions, status, and the strata (compact JSON, as :func:`aggregator.db.cells.cell_rows`
+#: writes it).
+SignedRow = tuple[int | None, str, int | None, str, int | None, str, str]
 
 
-class _Totals:
-    """Whole-practice totals per indicator of signed payloads, by envelope SHA-256 (bytes that
-    hash to their key never change, so an entry never goes stale). Bounded, least recently used
-    out first."""
+@dataclass(frozen=True)
+class SignedCells:
+    """What a signed submission says, as the benchmarks compare it with the stored rows: who
+    sent it, for which period, and each indicator's row."""
+
+    submission_id: str
+    practice: str
+    kid: str
+    period_start: str
+    period_end: str
+    rows: dict[str, SignedRow]
+
+
+class _SignedCache:
+    """Signed cells by (envelope SHA-256, public key): bytes that hash to their key and a
+    signature that verified never change, so an entry never goes stale. Bounded, least recently
+    used out first."""
 
     def __init__(self, size: int = 8192) -> None:
         self._size = size
         self._lock = Lock()
-        self._data: OrderedDict[str, dict[str, Total]] = OrderedDict()
+        self._data: OrderedDict[tuple[str, bytes], SignedCells] = OrderedDict()
 
-    def get(self, sha: str) -> dict[str, Total] | None:
+    def get(self, key: tuple[str, bytes]) -> SignedCells | None:
         with self._lock:
-            got = self._data.get(sha)
+            got = self._data.get(key)
             if got is not None:
-                self._data.move_to_end(sha)
+                self._data.move_to_end(key)
             return got
 
-    def put(self, sha: str, totals: dict[str, Total]) -> None:
+    def put(self, key: tuple[str, bytes], value: SignedCells) -> None:
         with self._lock:
-            self._data[sha] = totals
+            self._data[key] = value
             while len(self._data) > self._size:
                 self._data.popitem(last=False)
 
 
-_TOTALS = _Totals()
+_SIGNED = _SignedCache()
 
 
-def signed_totals(sha: str, body: bytes | None) -> dict[str, Total] | None:
-    """The whole-practice (numerator, status, denominator, status, exclusions, status) per
-    indicator of the signed payload in ``body``, or ``None`` when ``body`` is missing, does not
-    hash to ``sha`` or does not parse (each is an ``envelope-hash``/``cells`` finding for
-    ``log verify``)."""
-    got = _TOTALS.get(sha)
+def signed_cells(
+    sha: str, body: bytes | None, kid: str, public_key: bytes | None
+) -> SignedCells | None:
+    """The cells of the signed submission in ``body``, or ``None`` unless ``body`` is stored,
+    hashes to ``sha``, verifies with ``public_key`` (the practice key it names) and parses: the
+    ``envelope-stored``, ``envelope-hash``, ``signature`` and ``cells`` checks of ``log verify``,
+    run by every benchmark refresh, so that neither edited cells nor a replaced envelope is
+    shown as fact."""
+    if public_key is None:
+        return None
+    got = _SIGNED.get((sha, public_key))
     if got is not None:
         return got
-    if body is None or hashlib.sha256(body).hexdigest() != sha:
+    if body is None or envelope_hash(-1, body, sha) is not None:
+        return None
+    if signature(-1, body, kid, public_key) is not None:
         return None
     sub = signed_submission(-1, body)
     if isinstance(sub, Finding):
         return None
-    totals: dict[str, Total] = {
-        c.indicator: (
-            c.numerator.value,
-            c.numerator.status,
-            c.denominator.value,
-            c.denominator.status,
-            c.exclusions.value,
-            c.exclusions.status,
-        )
-        for c in sub.cells
-        if (c.stratum.age_band, c.stratum.sex) == ("all", "all")
-    }
-    _TOTALS.put(sha, totals)
-    return totals
+    try:
+        rows = cell_rows(sub.submission_id, sub.cells)
+    except ValueError:
+        return None
+    value = SignedCells(
+        submission_id=sub.submission_id,
+        practice=sub.practice,
+        kid=sub.kid,
+        period_start=sub.period.start.isoformat(),
+        period_end=sub.period.end.isoformat(),
+        rows={str(r[1]): r[2:] for r in rows},  # type: ignore[misc]
+    )
+    _SIGNED.put((sha, public_key), value)
+    return value

@@ -52,7 +52,7 @@ class Store:
                 PracticeKey(
                     kid=ods.ljust(43, "k"),
                     practice_ods=ods,
-                    public_key=b"\0" * 32,
+                    public_key=_signing_key().public.public_bytes(),
                     status="active",
                     last_seq=0,
                     created_at=NOW,
@@ -123,6 +123,17 @@ class Store:
 _KEY = None
 
 
+def _signing_key():  # type: ignore[no-untyped-def]
+    """The one key every test practice signs with (the refresh verifies each envelope with the
+    key stored for the practice)."""
+    from protocol.keys import SigningKey
+
+    global _KEY
+    if _KEY is None:
+        _KEY = SigningKey.generate()
+    return _KEY
+
+
 def _envelope(sid, ods, seq, period, catalogue, supersedes, rows) -> bytes:  # type: ignore[no-untyped-def]
     """A signed submission envelope carrying ``rows`` (indicator, num, status, den, status,
     strata) as its cells."""
@@ -130,7 +141,6 @@ def _envelope(sid, ods, seq, period, catalogue, supersedes, rows) -> bytes:  # t
     import secrets
 
     from protocol.envelope import sign_envelope
-    from protocol.keys import SigningKey
     from protocol.submission import (
         CatalogueRef,
         Count,
@@ -140,10 +150,6 @@ def _envelope(sid, ods, seq, period, catalogue, supersedes, rows) -> bytes:  # t
     )
     from protocol.submission import Cell as PCell
     from protocol.submission import Submission as PSubmission
-
-    global _KEY
-    if _KEY is None:
-        _KEY = SigningKey.generate()
 
     def count(v, st):  # type: ignore[no-untyped-def]
         return Count(status=st, value=v)
@@ -166,7 +172,7 @@ def _envelope(sid, ods, seq, period, catalogue, supersedes, rows) -> bytes:  # t
                               indicators=(), source="csv"),
         cells=tuple(sorted(cells, key=lambda c: c.key)),
     )  # fmt: skip
-    return sign_envelope("submission", sub.to_bytes(), [_KEY]).to_bytes()
+    return sign_envelope("submission", sub.to_bytes(), [_signing_key()]).to_bytes()
 
 
 def month(y: int, m: int) -> tuple[dt.date, dt.date]:
