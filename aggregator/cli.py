@@ -599,15 +599,15 @@ def log_verify(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fa
     restore from backup, on a schedule, or any time): leaf hashes, stored envelopes and their
     signatures, every stored cell re-derived from its signed payload, every signed checkpoint,
     every stored tree node. Names each difference (check, leaf, practice, period, indicator)
-    and exits 1 if there is any; benchmarks built on differing cells are recomputed on their
-    next read, which shows those values as unverified."""
+    and exits 8 if there is any; benchmarks built on differing cells, or on an envelope that
+    fails a check, are recomputed on their next read, which shows those values as unverified."""
     import datetime as _dt
 
     from sqlalchemy import select
 
     from .benchmarks.models import BenchPractice
     from .benchmarks.service import UNVERIFIED, Group, mark_stale
-    from .log.verify import groups_with_differences, verify_log
+    from .log.verify import EVERY_INDICATOR, groups_with_differences, verify_log
 
     settings = _settings(db, config=config)
     with _database(settings) as database:
@@ -624,15 +624,21 @@ def log_verify(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fa
                 .where(BenchPractice.status == UNVERIFIED)
                 .distinct()
             ).all()
-            mark_stale(
-                session,
-                [
-                    Group(ind, _dt.date.fromisoformat(a), _dt.date.fromisoformat(b))
-                    for (a, b), inds in groups.items()
-                    for ind in sorted(inds)
-                ]
-                + [Group(*r) for r in shown],
-            )
+            suspect: list[Group] = []
+            for (a, b), inds in groups.items():
+                start, end = _dt.date.fromisoformat(a), _dt.date.fromisoformat(b)
+                if EVERY_INDICATOR in inds:  # an envelope that does not verify: all of it
+                    inds = inds - {EVERY_INDICATOR} | set(
+                        session.scalars(
+                            select(BenchPractice.indicator)
+                            .where(
+                                BenchPractice.period_start == start, BenchPractice.period_end == end
+                            )
+                            .distinct()
+                        )
+                    )
+                suspect += [Group(ind, start, end) for ind in sorted(inds)]
+            mark_stale(session, suspect + [Group(*r) for r in shown])
     lines = [
         f"log {'verified' if report.ok else 'FAILED'}: {report.size} leaves, root {report.root_hex}",
         f"  {report.envelopes_checked} envelopes re-hashed, {report.submissions_checked} "
@@ -641,9 +647,9 @@ def log_verify(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fa
         f"{report.latest_checkpoint_size}), {report.nodes_checked} tree nodes checked",
         *(f"  {f}" for f in report.findings),
     ]
-    if groups:
+    if suspect:
         lines.append(
-            f"  {sum(len(v) for v in groups.values())} benchmark group(s) marked for "
+            f"  {len(suspect)} benchmark group(s) marked for "
             "recomputation: their differing values now show as unverified"
         )
     _report(as_json, report.as_dict(), lines)

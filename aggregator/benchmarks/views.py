@@ -1145,7 +1145,12 @@ def measure_report(
         raise NotFoundError(
             f"{ods} sent no {indicator} cell for period ending {end}", code="no-cell"
         )
-    stored = session.get(Cell, (row.submission_id, indicator))
+    # An unverified row (its stored cells are not the signed ones) shows no stratum either.
+    stored = (
+        None
+        if row.status == service.UNVERIFIED
+        else session.get(Cell, (row.submission_id, indicator))
+    )
     strata = sorted(
         (c for c in (stored_cells(stored) if stored is not None else []) if not c.is_total),
         key=lambda c: (c.age_band, c.sex),

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from sqlalchemy import select
@@ -103,7 +103,9 @@ def verify_log(session: Session) -> LogReport:
         data = bytes(row.leaf_data)
         if (f := checks.leaf_hash(row.idx, data, bytes(row.leaf_hash))) is not None:
             found.append(f)
+        before = len(found)
         e, s, c = _check_leaf(session, keys, row.idx, data, found)
+        _name_the_submission(session, data, found, before)
         envelopes, submissions, cells_checked = envelopes + e, submissions + s, cells_checked + c
         tree.append(merkle.leaf_hash(data))
     if tree.size != state:
@@ -204,13 +206,41 @@ def _check_leaf(
     return 1, 1, len(rows)
 
 
+def _name_the_submission(session: Session, data: bytes, found: list[Finding], since: int) -> None:
+    """Give the findings of one leaf from ``since`` on the practice and period of the stored
+    submission the leaf names, so that the benchmarks built on it are rechecked (an envelope
+    that no longer verifies makes every indicator of that period suspect, not only one)."""
+    if len(found) == since:
+        return
+    leaf = checks.leaf_json(-1, data)
+    sub = (
+        session.get(SubmissionRow, leaf.get("submission_id"))
+        if isinstance(leaf, dict) and leaf.get("type") == "submission"
+        else None
+    )
+    if sub is None:
+        return
+    period = f"{sub.period_start}..{sub.period_end}"
+    for i in range(since, len(found)):
+        if found[i].period is None:
+            found[i] = replace(found[i], practice=sub.practice_ods, period=period)
+
+
+#: In :func:`groups_with_differences`, every indicator of the period.
+EVERY_INDICATOR = "*"
+
+
 def groups_with_differences(findings: list[Finding]) -> dict[tuple[str, str], set[str]]:
-    """(period start, end) -> indicators whose cells differ, from ``cells`` findings."""
+    """(period start, end) -> indicators whose stored cells may not be the signed ones: those a
+    ``cells`` finding names, and :data:`EVERY_INDICATOR` for a period whose submission's
+    envelope, signature or leaf failed a check."""
     out: dict[tuple[str, str], set[str]] = defaultdict(set)
     for f in findings:
-        if f.check == "cells" and f.period and f.indicator:
+        if f.period:
             start, end = f.period.split("..")
-            out[(start, end)].add(f.indicator)
+            out[(start, end)].add(
+                f.indicator if f.check == "cells" and f.indicator else EVERY_INDICATOR
+            )
     return out
 
 

@@ -283,3 +283,113 @@ def test_repaired_cells_are_shown_again_after_log_verify(busy_log, capsys) -> No
     assert _verify(busy_log, capsys)[0] == 0
     row = next(p for p in busy_log.get(path, lead).json()["practices"] if p["id"] == "A81001")
     assert row["status"] != "unverified" and row["numerator"] == numerator
+
+
+# --- what the refresh itself checks: every stratum, and the signature ----------------------------------
+
+
+def _signin(server, token: str):  # type: ignore[no-untyped-def]
+    r = server.client.post("/dashboard/login", data={"token": token})
+    assert r.status_code == 303, r.text
+    return server.client
+
+
+def test_a_forged_stratum_is_named_and_shown_nowhere(busy_log, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A stratum edited in ``cells.strata`` (the whole-practice counts left alone) is named by
+    log verify and, after it, neither the API, the FHIR MeasureReport nor the dashboard shows
+    the practice's counts as fact."""
+    sid, indicator, _ = _a_cell(busy_log)
+    where = (models.Cell.submission_id == sid, models.Cell.indicator == indicator)
+    with busy_log.network.database.read() as s:
+        strata = json.loads(s.scalar(select(models.Cell.strata).where(*where)))
+    band, sex = strata[0][0], strata[0][1]
+    strata[0][2:6] = [12, "exact", 9, "exact"]  # denominator 12, numerator 9: not what was signed
+    _edit(busy_log, update(models.Cell).where(*where).values(strata=json.dumps(strata)))
+
+    code, out = _verify(busy_log, capsys)
+    assert code == ExitCode.LOG_FAILED, out
+    named = [f for f in _findings(out) if f["check"] == "cells"]
+    assert {(f["practice"], f["indicator"]) for f in named} == {("A81001", indicator)}, out
+    assert named and all(f"stratum {band}/{sex}" in f["detail"] for f in named), out
+
+    lead = busy_log.network.user("network_lead", group="PCN1")
+    r = busy_log.get(f"/v1/benchmarks/indicators/{indicator}?period=2026-04", lead)
+    row = next(p for p in r.json()["practices"] if p["id"] == "A81001")
+    assert row["status"] == "unverified" and row["numerator"] is None, row
+    r = busy_log.get(
+        f"/v1/benchmarks/practices/A81001/measure-report/{indicator}?period=2026-04", lead
+    )
+    assert r.status_code == 200, r.text
+    group = r.json()["group"][0]
+    assert "stratifier" not in group, group  # no stratum of an unverified row is served
+    assert all(p.get("count") is None for p in group["population"]), group
+    page = _signin(busy_log, lead).get(f"/dashboard/indicators/{indicator}?period=2026-04")
+    assert page.status_code == 200, page.text
+    assert "unverified" in page.text
+
+
+def test_a_replaced_envelope_with_matching_cells_is_unverified(busy_log, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Someone with the database rewrites a submission's envelope (a new payload, so the old
+    signature no longer verifies), points the submission at it and makes the cells agree: the
+    hashes all match, and still the refresh shows the practice as unverified, and log verify
+    names the submission."""
+    import base64
+    import hashlib
+
+    from aggregator.benchmarks import service
+    from protocol.envelope import Envelope as ProtocolEnvelope
+    from protocol.submission import Cell as ProtocolCell
+    from protocol.submission import Count
+    from protocol.submission import Submission as ProtocolSubmission
+
+    sid, indicator, numerator = _a_cell(busy_log, "A81001", 5)
+    with busy_log.network.database.read() as s:
+        sub = s.get(models.Submission, sid)
+        env = s.get(models.Envelope, sub.envelope_sha256)
+        old_body, received, receipt = bytes(env.body), env.received_at, bytes(env.receipt)
+    old = ProtocolEnvelope.from_bytes(old_body)
+    signed = ProtocolSubmission.from_bytes(old.payload_bytes())
+    forged_value = numerator + 5
+    cells = tuple(
+        ProtocolCell(
+            indicator=c.indicator, stratum=c.stratum, denominator=c.denominator,
+            numerator=Count(status="exact", value=forged_value), exclusions=c.exclusions,
+        )
+        if c.indicator == indicator and (c.stratum.age_band, c.stratum.sex) == ("all", "all")
+        else c
+        for c in signed.cells
+    )  # fmt: skip
+    payload = signed.model_copy(update={"cells": cells}).to_bytes()
+    body = old.model_copy(update={"payload": base64.b64encode(payload).decode()}).to_bytes()
+    sha = hashlib.sha256(body).hexdigest()
+    with busy_log.network.database.session() as s:
+        s.add(
+            models.Envelope(
+                sha256=sha, kind="submission", practice_ods="A81001", body=body,
+                received_at=received, receipt=receipt, leaf_index=10_000,
+            )
+        )  # fmt: skip
+        s.flush()
+        s.execute(
+            update(models.Submission)
+            .where(models.Submission.submission_id == sid)
+            .values(envelope_sha256=sha)
+        )
+        s.execute(
+            update(models.Cell)
+            .where(models.Cell.submission_id == sid, models.Cell.indicator == indicator)
+            .values(numerator=forged_value)
+        )
+        service.rebuild_all(s)
+
+    lead = busy_log.network.user("network_lead", group="PCN1")
+    r = busy_log.get(f"/v1/benchmarks/indicators/{indicator}?period=2026-05", lead)
+    row = next(p for p in r.json()["practices"] if p["id"] == "A81001")
+    assert row["status"] == "unverified" and row["numerator"] is None, row
+
+    code, out = _verify(busy_log, capsys)
+    assert code == ExitCode.LOG_FAILED, out
+    assert any(
+        f["check"] == "leaf-submission" and f["period"] == "2026-05-01..2026-05-31"
+        for f in _findings(out)
+    ), out
