@@ -686,6 +686,8 @@ def serve(
         "port": settings.port,
         "log_level": settings.log_level,
         "proxy_headers": True,
+        # Whose X-Forwarded-Proto to believe: the session cookie is Secure only over https.
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
         "server_header": False,
     }
     if workers == 1:

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="address `serve` listens on")
     port: int = Field(8400, ge=1, le=65535, description="port `serve` listens on")
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1,::1",
+        min_length=1,
+        description="addresses of the reverse proxies whose X-Forwarded-For/-Proto `serve` "
+        "trusts (comma-separated, or * where only the proxy can reach the aggregator)",
+    )
     max_body_bytes: int = Field(
         MAX_BODY_BYTES, ge=1024, le=16 * 1024 * 1024, description="request body cap"
     )

@@ -53,3 +53,66 @@ def test_serve_answers_and_stops_on_sigterm(network, workers):
         proc.send_signal(signal.SIGTERM)
         # uvicorn shuts down cleanly, then re-raises the signal it caught (so -SIGTERM is fine)
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+
+
+def _serve(network, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
+    import os
+
+    proc = subprocess.Popen(
+        [str(BIN), "serve", "--db", network.db, "--key-dir", str(network.settings.key_dir),
+         "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **env},
+    )  # fmt: skip
+    deadline = time.time() + 60
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+            return proc
+        except httpx.TransportError:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.time() < deadline, "serve did not answer"
+            time.sleep(0.2)
+
+
+def _cookie_over_https_from(port: int, source: str, token: str) -> str:
+    """Sign in from ``source`` as a proxy that terminated TLS would: the Set-Cookie header."""
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(transport=transport, timeout=10) as c:
+        r = c.post(
+            f"http://127.0.0.1:{port}/dashboard/login",
+            data={"token": token},
+            headers={"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"},
+        )
+    assert r.status_code == 303, r.text
+    return r.headers["set-cookie"]
+
+
+@pytest.mark.parametrize(
+    ("allow", "source", "secure"),
+    [
+        (None, "127.0.0.1", True),  # the default trusts a proxy on the same host
+        (None, "127.0.0.2", False),  # ... and no other: its X-Forwarded-Proto is not believed
+        ("*", "127.0.0.2", True),  # deploy/'s compose file: only the proxy reaches the port
+        ("127.0.0.2", "127.0.0.2", True),
+    ],
+)
+def test_the_session_cookie_is_secure_behind_a_trusted_proxy(network, allow, source, secure):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {} if allow is None else {"FEDQI_AGGREGATOR_FORWARDED_ALLOW_IPS": allow}
+    proc = _serve(network, port, env)
+    try:
+        cookie = _cookie_over_https_from(port, source, network.user("admin"))
+        assert cookie.startswith("fedqi_session=")
+        assert ("; secure" in cookie.lower()) is secure, cookie
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+
+
+def test_the_compose_file_trusts_its_proxy() -> None:
+    compose = (
+        Path(__file__).resolve().parents[2] / "deploy" / "aggregator" / "compose.yaml"
+    ).read_text()
+    assert 'FEDQI_AGGREGATOR_FORWARDED_ALLOW_IPS: "*"' in compose

@@ -87,3 +87,18 @@ def test_revoke_error_paths(network, capsys):
     # not an id: typer's usage error, non-zero, naming the argument
     assert network.cli("user", "revoke", "ann") == 2
     assert network.cli("user", "revoke", "0") == 2
+
+
+def test_list_shows_each_token_expiry(network, capsys):
+    network.add_practice("A81001", group="PCN1")
+    assert network.cli("user", "add", "eve", "--role", "practice", "--practice", "A81001",
+                       "--expires", "2031-01-31") == 0  # fmt: skip
+    assert network.cli("user", "add", "tom", "--role", "practice", "--practice", "A81001") == 0
+    capsys.readouterr()
+    assert network.cli("user", "list", "--json") == 0
+    rows = {r["name"]: r for r in _json(capsys)}
+    assert rows["eve"]["expires_at"].startswith("2031-01-31")
+    assert rows["tom"]["expires_at"] is None
+    assert network.cli("user", "list") == 0
+    table = capsys.readouterr().out
+    assert "2031-01-31" in table and "never" in table
