@@ -78,6 +78,12 @@ class Counts:
         return self.status != "suppressed" and (self.denominator or 0) > 0
 
     @property
+    def capped_numerator(self) -> int:
+        """The numerator for sums and tests: rounding each count separately can put it above
+        its denominator, so it is capped there (docs/benchmarks-statistics.md)."""
+        return min(self.numerator or 0, self.denominator or 0)
+
+    @property
     def rate(self) -> float | None:
         if not self.usable:
             return None
@@ -397,7 +403,7 @@ def funnel(
     ``method="auto"`` judges bands against exact binomial limits, or against additive
     random-effects limits when the dispersion test is significant at ``alpha``."""
     usable = [c for c in cells if c.usable]
-    x = np.array([min(c.numerator or 0, c.denominator or 0) for c in usable], dtype=np.int64)
+    x = np.array([c.capped_numerator for c in usable], dtype=np.int64)
     n = np.array([c.denominator or 0 for c in usable], dtype=np.int64)
     num, den = int(x.sum()), int(n.sum())
     p0 = num / den if den else None
@@ -536,8 +542,8 @@ def changes(points: Sequence[TrendPoint], alpha: float = 0.05) -> list[Change]:
             continue
         diff = rb - ra
         test = None if brk else two_proportion_test(
-            a.counts.numerator or 0, a.counts.denominator or 0,
-            b.counts.numerator or 0, b.counts.denominator or 0,
+            a.counts.capped_numerator, a.counts.denominator or 0,
+            b.counts.capped_numerator, b.counts.denominator or 0,
         )  # fmt: skip
         note = "indicator version changed" if brk else None
         z, p = test if test else (None, None)
@@ -565,7 +571,7 @@ def pool(points: Iterable[Counts], practice: str = "network") -> Counts:
     status: CountStatus = "rounded" if any(c.status == "rounded" for c in rows) else "exact"
     return Counts(
         practice,
-        sum(c.numerator or 0 for c in rows),
+        sum(c.capped_numerator for c in rows),
         sum(c.denominator or 0 for c in rows),
         status,
         status,

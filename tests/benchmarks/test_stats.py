@@ -452,3 +452,18 @@ def test_wilson_arrays_equal_scalar() -> None:
         for i in range(4):
             ref = S.wilson_interval(int(x[i]), int(n[i]), level)
             assert (lo[i], hi[i]) == pytest.approx(ref, abs=1e-12)
+
+
+def test_rounded_numerators_are_capped_in_the_pooled_trend_and_the_change_test() -> None:
+    """docs/benchmarks-statistics.md: a numerator rounded above its denominator counts as the
+    denominator in every sum, the peer group's pooled trend and the change test included."""
+    over = Counts("A", 12, 10, "rounded", "rounded")
+    pooled = S.pool([over, Counts("B", 5, 20)])
+    assert (pooled.numerator, pooled.denominator) == (15, 30)  # not 17 of 30
+    [change] = S.changes(
+        [TrendPoint("2026-01", 1, over), TrendPoint("2026-02", 1, Counts("A", 5, 20))]
+    )
+    z_capped, _ = S.two_proportion_test(10, 10, 5, 20)
+    assert change.z == pytest.approx(z_capped)
+    z_uncapped, _ = S.two_proportion_test(12, 10, 5, 20)
+    assert change.z != pytest.approx(z_uncapped)
