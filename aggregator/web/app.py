@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from fastapi import Depends, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 
 from protocol import __version__
 
@@ -43,6 +43,11 @@ def create_app(
     problems.install(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> RedirectResponse:
+        # Browsers ask for it on pages without an icon link (the IG pack's): the dashboard's.
+        return RedirectResponse("/dashboard/static/favicon.svg", status_code=301)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -49,6 +49,7 @@ NO_DATA_CODES = frozenset({"no-benchmarks", "unknown-period"})
 STATIC = {
     "dashboard.css": "text/css; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
 }
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=False)
