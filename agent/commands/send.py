@@ -5,13 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import time
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.progress import Progress
 
 from agent.cli import app
-from agent.errors import AgentUserError, ExitCode
+from agent.errors import AgentUserError, ExitCode, TransportError
+from agent.home.settings import AgentSettings
+from agent.outbound import background
 from agent.outbound.outbox import Outbox
 from agent.outbound.release import describe_submission
 from agent.outbound.submitter import Outcome, payload_of, run_due, submit_period
@@ -33,6 +35,7 @@ from ._common import (
     console,
     emit_json,
     err_console,
+    invocation_environ,
     one_line_errors,
     settings_for,
 )
@@ -87,25 +90,59 @@ def submit(
     if correction is not None and correction not in CORRECTIONS:
         raise AgentUserError(f"--correction {correction!r}: use one of {', '.join(CORRECTIONS)}")
     settings = settings_for(home)
-    outcome = submit_period(
-        settings,
-        period,
-        now=int(time.time()),
-        correction=correction,  # type: ignore[arg-type]
-        on_retry=tell_retry,
-    )
+    try:
+        outcome = submit_period(
+            settings,
+            period,
+            now=int(time.time()),
+            correction=correction,  # type: ignore[arg-type]
+            on_retry=tell_retry,
+        )
+    except TransportError as exc:
+        _resend_in_background(settings, exc)
     if as_json:
         emit_json(outcome.to_json())
     else:
         _print_outcome(outcome)
 
 
+def _resend_in_background(settings: AgentSettings, exc: TransportError) -> NoReturn:
+    """The aggregator could not be reached: if a message waits queued, resend it from a
+    background process (agent.outbound.background) and say so in the error."""
+    with Outbox.open(settings.home) as outbox:
+        queued = bool(outbox.messages(state="queued"))
+    note = background.start(settings, invocation_environ()) if queued else None
+    if note is None:
+        raise exc
+    raise type(exc)(f"{exc}; {note}") from None
+
+
 @app.command()
 @one_line_errors
-def run(home: HomeOption = None, as_json: JsonOption = False) -> None:
+def run(
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+    queued_only: Annotated[
+        bool,
+        typer.Option("--queued-only", help="only resend what is queued; submit no new period"),
+    ] = False,
+    keep_trying: Annotated[
+        int | None,
+        typer.Option(
+            "--keep-trying",
+            metavar="SECONDS",
+            min=1,
+            help="while the aggregator cannot be reached, try again (with backoff) for up to "
+            "SECONDS until nothing is queued (what the background resend runs)",
+        ),
+    ] = None,
+) -> None:
     """Resend anything queued, then submit every period due since the last one submitted (for
     cron, a systemd timer or Windows Task Scheduler). Exits non-zero if anything failed."""
     settings = settings_for(home)
+    if keep_trying is not None:
+        _keep_trying(settings, keep_trying, queued_only)
+        return
     if as_json or not sys.stdout.isatty():
         outcomes = run_due(
             settings, now=int(time.time()), today=dt.date.today(), on_retry=tell_retry
@@ -134,6 +171,35 @@ def run(home: HomeOption = None, as_json: JsonOption = False) -> None:
     refused = [o for o in outcomes if o.state == "refused"]
     if refused:
         raise typer.Exit(ExitCode.REFUSED)
+
+
+def _keep_trying(settings: AgentSettings, seconds: int, queued_only: bool) -> None:
+    with background.resend_lock(settings.home) as free:
+        if not free:
+            console().print("another resend is already running for this agent home")
+            return
+
+        def attempt() -> None:
+            for outcome in run_due(
+                settings, now=int(time.time()), today=dt.date.today(), queued_only=queued_only
+            ):
+                _print_outcome(outcome)
+
+        def still_queued() -> bool:
+            with Outbox.open(settings.home) as outbox:
+                return bool(outbox.messages(state="queued"))
+
+        emptied = background.keep_trying(
+            attempt,
+            still_queued,
+            seconds,
+            settings.transport.backoff,
+            is_unreachable=lambda exc: isinstance(exc, TransportError),
+        )
+    if not emptied:
+        raise TransportError(
+            f"gave up after {seconds} s: messages stay queued for the next `fedqi-agent run`"
+        )
 
 
 @app.command()
@@ -196,9 +262,11 @@ def approve_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Approve held message ID and send its exact stored bytes."""
-    outcome = approve_message(
-        settings_for(home), message_id, now=int(time.time()), on_retry=tell_retry
-    )
+    settings = settings_for(home)
+    try:
+        outcome = approve_message(settings, message_id, now=int(time.time()), on_retry=tell_retry)
+    except TransportError as exc:
+        _resend_in_background(settings, exc)
     if as_json:
         emit_json(outcome.to_json())
     else:

@@ -44,7 +44,9 @@ def load_catalogue(settings: AgentSettings, *, client: Any = None) -> Catalogue:
         from agent.errors import TransportError
 
         try:
-            data = client.get_bytes("/v1/catalogue")
+            # With a cache to fall back on, one try: an aggregator that is down is told at once
+            # and the submission is signed, stored and queued without waiting through retries.
+            data = client.get_bytes("/v1/catalogue", tries=1 if cache.exists() else None)
         except TransportError:
             if not cache.exists():
                 raise

@@ -92,6 +92,17 @@ class TransportSettings(_Section):
         le=60,
         description="first wait between tries, doubled each retry (seconds)",
     )
+    background_resend: bool = Field(
+        default=True,
+        description="when submit or approve cannot reach the aggregator, keep resending the "
+        "queued message from a background process",
+    )
+    background_seconds: int = Field(
+        default=3600,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="how long the background resend keeps trying (seconds)",
+    )
 
 
 class AgentSettings(BaseSettings):

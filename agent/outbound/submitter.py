@@ -203,9 +203,10 @@ def run_due(
     today: dt.date,
     progress: Callable[[str, int, int], None] | None = None,
     on_retry: RetryNotice | None = None,
+    queued_only: bool = False,
 ) -> list[Outcome]:
-    """Resend whatever is queued, then submit every period that is due. ``progress(label, done,
-    total)`` is called as periods complete."""
+    """Resend whatever is queued, then (unless ``queued_only``) submit every period that is
+    due. ``progress(label, done, total)`` is called as periods complete."""
     trust = load_trust_matching(settings.home, settings.practice, settings.aud)
     outcomes: list[Outcome] = []
     with (
@@ -217,7 +218,7 @@ def run_due(
         queued = outbox.messages(kind="submission", state="queued")
         for message in sorted(queued, key=lambda m: (m.seq or 0, m.id)):
             outcomes.append(_send_reporting(client, outbox, trust, message))
-        periods = due_periods(settings, outbox, today)
+        periods = [] if queued_only else due_periods(settings, outbox, today)
         if periods:
             catalogue = load_catalogue(settings, client=client)
             # Every due month from one engine pass (docs/engine.md), then one by one: disclosure

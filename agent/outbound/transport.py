@@ -110,10 +110,12 @@ class AggregatorClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, *, about: str = "", **kwargs: Any) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, *, about: str = "", tries: int | None = None, **kwargs: Any
+    ) -> httpx.Response:
         if self.unreachable is not None:
             raise TransportError(f"{self.unreachable} (so {method} {path} was not tried)")
-        tries = self.options.retries + 1
+        tries = self.options.retries + 1 if tries is None else tries
         last = ""
         for attempt in range(tries):
             if attempt:
@@ -170,9 +172,18 @@ class AggregatorClient:
         return response.content
 
     def get_bytes(
-        self, path: str, params: Mapping[str, Any] | None = None, *, token: str | None = None
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        token: str | None = None,
+        tries: int | None = None,
     ) -> bytes:
-        return self._request("GET", path, params=dict(params or {}), headers=_auth(token)).content
+        """GET ``path``; ``tries`` overrides the configured retries (1: a single try, for a
+        request with a fallback, such as the catalogue with a verified cache)."""
+        return self._request(
+            "GET", path, params=dict(params or {}), headers=_auth(token), tries=tries
+        ).content
 
     def get_json(
         self, path: str, params: Mapping[str, Any] | None = None, *, token: str | None = None

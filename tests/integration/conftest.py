@@ -57,6 +57,8 @@ def agent_factory(tmp_path: Path, practice_db: Path) -> Callable[..., Agent]:
             "FEDQI_AGENT_HOME": str(home),
             "FEDQI_AGENT_TRANSPORT__BACKOFF": "0.05",
             "FEDQI_AGENT_TRANSPORT__RETRIES": "2",
+            # no background resends racing the tests' own (a test turns it on where it looks)
+            "FEDQI_AGENT_TRANSPORT__BACKGROUND_RESEND": "false",
             **{f"FEDQI_AGENT_{k.upper()}": v for k, v in settings.items()},
         }
         agent = Agent(home, env)
