@@ -14,6 +14,7 @@ from sqlalchemy import select
 from protocol.keys import VerifyingKey
 
 from . import keyfiles
+from .benchmarks.stats import PeerBands
 from .catalogues.service import CatalogueCache
 from .db.migrate import check_migrated
 from .db.models import Network
@@ -52,8 +53,11 @@ class Runtime:
     catalogues: CatalogueCache = field(default_factory=CatalogueCache)
     keys: KeyCache = field(default_factory=KeyCache)
     committer: Committer = field(init=False)
+    #: The peer groups' list-size bands, from the settings (every view is handed these).
+    peer_bands: PeerBands = field(init=False)
 
     def __post_init__(self) -> None:
+        self.peer_bands = PeerBands(self.settings.size_band_edges, self.settings.min_peers_per_band)
         url = self.db.engine.url
         lock_path = None
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):

@@ -12,13 +12,14 @@ settings within a process. One :class:`Settings` object is then passed down to e
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -30,6 +31,9 @@ from .errors import ConfigError
 
 DEFAULT_DB = "sqlite:///fedqi-aggregator.db"
 MAX_BODY_BYTES = 256 * 1024
+#: The size peer groups' bands: under 5,000, 5,000-9,999, 10,000-14,999, 15,000 and over.
+SIZE_BAND_EDGES = (5000, 10000, 15000)
+MIN_PEERS_PER_BAND = 3
 
 
 class Settings(BaseSettings):
@@ -69,6 +73,16 @@ class Settings(BaseSettings):
         None, description="HMAC secret for peer pseudonyms; default: key_dir/pseudonym.secret"
     )
     log_level: str = Field("info", description="uvicorn log level")
+    # The peer groups' list-size bands (docs/aggregator.md, "Peer-group bands").
+    size_band_edges: tuple[int, ...] = Field(
+        SIZE_BAND_EDGES,
+        description="list sizes where one size peer-group band ends and the next begins, ascending",
+    )
+    min_peers_per_band: int = Field(
+        MIN_PEERS_PER_BAND,
+        ge=1,
+        description="peers each list-size band of a practice's view must hold (bands merge until they do)",
+    )
     # What the network fills in for its IG pack (`ig-pack`); "to be completed" until set.
     ig_controller: str = Field("", max_length=500, description="IG pack: the data controller(s)")
     ig_lawful_basis: str = Field(
@@ -83,6 +97,37 @@ class Settings(BaseSettings):
 
     # Set per instance (from get_settings), never from the environment itself.
     config_file: Path | None = Field(None, exclude=True, description="TOML settings file")
+
+    @field_validator("size_band_edges", mode="before")
+    @classmethod
+    def _edges_from_text(cls, value: Any) -> Any:
+        """An environment variable or secret file gives text: ``5000,10000,15000`` (or a JSON
+        list); TOML gives a list."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ValueError(f"not a list of list sizes: {value!r}") from None
+        parts = [p.strip() for p in text.split(",")] if text else []
+        if not all(p.isdigit() for p in parts):
+            raise ValueError(f"not a comma-separated list of list sizes: {value!r}")
+        return [int(p) for p in parts]
+
+    @field_validator("size_band_edges")
+    @classmethod
+    def _edges_ascending(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(e < 1 for e in value):
+            raise ValueError(f"a band edge is a list size of at least 1, got {list(value)}")
+        for a, b in zip(value, value[1:], strict=False):
+            if b <= a:
+                raise ValueError(
+                    f"band edges must be ascending with no repeats (bands may not overlap): "
+                    f"{b} follows {a} in {list(value)}"
+                )
+        return value
 
     @classmethod
     def settings_customise_sources(

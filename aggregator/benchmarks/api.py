@@ -15,8 +15,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Response
 from fastapi.concurrency import run_in_threadpool
@@ -25,7 +25,15 @@ from ..db.models import User
 from ..errors import BadRequestError
 from ..runtime import Runtime, get_runtime
 from ..users.auth import current_user, require_roles
-from . import service, views
+from . import service
+from .csv_rows import funnel_csv_rows, overview_csv_rows, practice_csv_rows, trend_csv_rows
+from .fhir import measure_report as build_measure_report
+from .funnel import funnel_json, funnel_view
+from .listing import catalogue_listing
+from .overview import overview_view
+from .practice import practice_view
+from .trend import trend_view
+from .viewer import Viewer
 
 log = logging.getLogger("fedqi.aggregator.benchmarks")
 INDICATOR = re.compile(r"^[A-Z][A-Z0-9_]{1,31}$")
@@ -121,20 +129,20 @@ def run_view(runtime: Runtime, user: User, build: Callable[..., Any], *args: Any
              indicator: str | None = None, **kwargs: Any) -> Any:  # fmt: skip
     service.refresh_for_read(runtime.db, indicator)
     with runtime.db.read() as session:
-        viewer = views.Viewer.load(session, user, runtime.pseudonym_secret)
+        viewer = Viewer.load(session, user, runtime.pseudonym_secret, runtime.peer_bands)
         return build(session, viewer, *args, **kwargs)
 
 
-def json_response(view: dict[str, Any], media_type: str = "application/json") -> Response:
+def json_response(view: Mapping[str, object], media_type: str = "application/json") -> Response:
     # Straight to json.dumps: a national funnel has thousands of rows, already plain types.
     return Response(json.dumps(view, separators=(",", ":")), media_type=media_type)
 
 
+View = TypeVar("View", bound=Mapping[str, object])
+
+
 def _answer(
-    view: dict[str, Any],
-    fmt: str,
-    rows: Callable[[dict[str, Any]], Iterable[dict[str, Any]]],
-    filename: str,
+    view: View, fmt: str, rows: Callable[[View], Iterable[dict[str, Any]]], filename: str
 ) -> Response:
     return csv_response(rows(view), filename) if fmt == "csv" else json_response(view)
 
@@ -143,12 +151,9 @@ def _answer(
 async def listing(
     user: User = Depends(current_user), runtime: Runtime = Depends(get_runtime)
 ) -> dict[str, Any]:
-    """Indicators and periods with benchmarks, and the peer-group dimensions."""
-
-    def build(session: Any, viewer: views.Viewer) -> dict[str, Any]:
-        return views.catalogue_listing(session) | {"peer_groups": views.peer_group_options(viewer)}
-
-    return await run_in_threadpool(run_view, runtime, user, build)
+    """Indicators and periods with benchmarks, the peer-group dimensions and the peer groups
+    the user may pick."""
+    return await run_in_threadpool(run_view, runtime, user, catalogue_listing)
 
 
 @router.get("/overview")
@@ -158,10 +163,8 @@ async def overview(
 ) -> Any:  # fmt: skip
     """Practices x indicators at one period, each cell the practice's funnel band."""
     check_format(format)
-    view = await run_in_threadpool(
-        run_view, runtime, user, views.overview_view, period, peer, group
-    )
-    return _answer(view, format, views.overview_csv_rows, f"overview-{view['period']['end']}.csv")
+    view = await run_in_threadpool(run_view, runtime, user, overview_view, period, peer, group)
+    return _answer(view, format, overview_csv_rows, f"overview-{view['period']['end']}.csv")
 
 
 @router.get("/indicators/{indicator}")
@@ -188,7 +191,7 @@ async def indicator_funnel(
             run_view,
             runtime,
             user,
-            views.funnel_json,
+            funnel_json,
             indicator,
             period,
             peer,
@@ -198,10 +201,8 @@ async def indicator_funnel(
         )
         return Response(body, media_type="application/json")
     args = (indicator, period, peer, group, method, True)
-    view = await run_in_threadpool(
-        run_view, runtime, user, views.funnel_view, *args, indicator=indicator
-    )
-    return _answer(view, format, views.funnel_csv_rows, f"{indicator}-{view['period']['end']}.csv")
+    view = await run_in_threadpool(run_view, runtime, user, funnel_view, *args, indicator=indicator)
+    return _answer(view, format, funnel_csv_rows, f"{indicator}-{view['period']['end']}.csv")
 
 
 @router.get("/practices/{ods}")
@@ -212,10 +213,8 @@ async def practice_summary(
     """One practice on every indicator, furthest below the achievable benchmark first."""
     check_format(format)
     check_ods(ods)
-    view = await run_in_threadpool(
-        run_view, runtime, user, views.practice_view, ods, period, history
-    )
-    return _answer(view, format, views.practice_csv_rows, f"{ods}-{view['period']['end']}.csv")
+    view = await run_in_threadpool(run_view, runtime, user, practice_view, ods, period, history)
+    return _answer(view, format, practice_csv_rows, f"{ods}-{view['period']['end']}.csv")
 
 
 @router.get("/trends/{indicator}")
@@ -232,14 +231,14 @@ async def trend(
         run_view,
         runtime,
         user,
-        views.trend_view,
+        trend_view,
         indicator,
         practice,
         peer,
         group,
         indicator=indicator,
     )
-    return _answer(view, format, views.trend_csv_rows, f"{indicator}-trend.csv")
+    return _answer(view, format, trend_csv_rows, f"{indicator}-trend.csv")
 
 
 @router.get("/practices/{ods}/measure-report/{indicator}")
@@ -251,7 +250,7 @@ async def measure_report(
     check_ods(ods)
     check_indicator(indicator)
     report = await run_in_threadpool(
-        run_view, runtime, user, views.measure_report, ods, indicator, period, indicator=indicator
+        run_view, runtime, user, build_measure_report, ods, indicator, period, indicator=indicator
     )
     return Response(json.dumps(report), media_type="application/fhir+json")
 

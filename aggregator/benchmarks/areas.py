@@ -17,7 +17,7 @@ an area adds one line to :data:`AREAS`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 #: id prefix -> the area's readable title, in the order the dashboard shows areas.
@@ -52,11 +52,13 @@ def _order(area: str) -> int:
     return titles.index(area) if area in titles else len(titles)
 
 
-def group_by_area(items: Iterable[dict[str, Any]], key: str = "indicator") -> list[dict[str, Any]]:
+def group_by_area(
+    items: Iterable[Mapping[str, Any]], key: str = "indicator"
+) -> list[dict[str, Any]]:
     """``items`` (dicts naming an indicator under ``key``) grouped by clinical area, areas in
     :data:`AREAS` order and, within an area, the register first and then the order given:
     ``[{"area": title, "items": [...]}, ...]``."""
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[str, list[Mapping[str, Any]]] = {}
     for item in items:
         groups.setdefault(area_of(item[key]), []).append(item)
     return [

@@ -8,7 +8,7 @@ quarter, for monthly periods) tested as the trend view tests it, the trend up to
 a short narrative written from those numbers. Registers (areas.py) are reported apart, against
 the network's prevalence only.
 
-Access is :func:`views.practice_view`'s: the practice's own users, its network lead and admins.
+Access is :func:`.practice.practice_view`'s: the practice's own users, its network lead and admins.
 No peer is named, pseudonymised or counted here: the network appears only as summary figures.
 """
 
@@ -20,7 +20,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from . import areas, gain, service, stats, views
+from . import areas, gain, service, stats
+from .figures import change_dict, rounded
+from .listing import period_of
+from .practice import practice_view
+from .viewer import Viewer
 
 #: "Last quarter": the period this many periods before the pack's (where the network has it).
 QUARTER_BACK = 3
@@ -35,15 +39,15 @@ def _patients(n: int) -> str:
 
 
 def practice_pack(
-    session: Session, viewer: views.Viewer, ods: str, period: str | None = None
+    session: Session, viewer: Viewer, ods: str, period: str | None = None
 ) -> dict[str, Any]:
-    view = views.practice_view(session, viewer, ods, period)
+    view = practice_view(session, viewer, ods, period)
     end = dt.date.fromisoformat(view["period"]["end"])
     spans = service.periods(session)
     ends = [e for _, e in spans]
     i = ends.index(end) if end in ends else -1
     then = ends[i - QUARTER_BACK] if i >= QUARTER_BACK else None
-    then_period = views._period(*spans[i - QUARTER_BACK]) if then is not None else None
+    then_period = period_of(*spans[i - QUARTER_BACK]) if then is not None else None
     summ = {(s.indicator, s.period_end): s for s in service.summaries(session)}
     hist: dict[str, dict[dt.date, Any]] = {}
     for r in service.practice_history(session, ods):
@@ -53,13 +57,13 @@ def practice_pack(
         ind = item["indicator"]
         s = summ.get((ind, end))
         deciles = (
-            [views._r(v) for v in json.loads(s.deciles)] if s is not None and s.deciles else None
+            [rounded(v) for v in json.loads(s.deciles)] if s is not None and s.deciles else None
         )
         spine = {
             "pooled": item.get("pooled"),
-            "median": views._r(s.median) if s else None,
-            "q1": views._r(s.q1) if s else None,
-            "q3": views._r(s.q3) if s else None,
+            "median": rounded(s.median) if s else None,
+            "q1": rounded(s.q1) if s else None,
+            "q3": rounded(s.q3) if s else None,
             "p10": deciles[0] if deciles else None,
             "p90": deciles[-1] if deciles else None,
             "abc": item.get("abc"),
@@ -80,7 +84,7 @@ def practice_pack(
                     ),
                 ]
             )[0]
-            change = views._change(c)
+            change = change_dict(c)
         trend = [t for t in item.get("trend", []) if t["period"]["end"] <= end.isoformat()]
         items.append(item | {"spine": spine, "change": change, "trend": trend})
     measures = [i for i in items if not i["register"]]

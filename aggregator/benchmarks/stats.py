@@ -19,6 +19,7 @@ quantiles or the ABC, and nothing is imputed for them. Each rate carries a discl
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -582,22 +583,71 @@ def pool(points: Iterable[Counts], practice: str = "network") -> Counts:
 
 PeerDimension = Literal["network", "pcn", "imd", "size"]
 PEER_DIMENSIONS: tuple[PeerDimension, ...] = ("network", "pcn", "imd", "size")
-SIZE_BANDS: tuple[tuple[int, int | None, str], ...] = (
-    (0, 4999, "under 5,000"),
-    (5000, 9999, "5,000-9,999"),
-    (10000, 14999, "10,000-14,999"),
-    (15000, None, "15,000 and over"),
-)
 
 
-def size_band(list_size: int | None) -> str | None:
-    """The list-size band a practice's registered list falls in."""
-    if list_size is None:
-        return None
-    for lo, hi, label in SIZE_BANDS:
-        if list_size >= lo and (hi is None or list_size <= hi):
-            return label
-    return None
+def check_size_band_edges(edges: Iterable[int]) -> tuple[int, ...]:
+    """``edges`` as a tuple if they make bands: whole list sizes of at least 1, each above the
+    one before (a repeated or falling edge would make bands overlap or leave one empty)."""
+    out = tuple(edges)
+    for e in out:
+        if isinstance(e, bool) or not isinstance(e, int) or e < 1:
+            raise ValueError(f"a band edge is a list size of at least 1, got {e!r}")
+    for a, b in zip(out, out[1:], strict=False):
+        if b <= a:
+            raise ValueError(
+                f"band edges must be ascending with no repeats (bands may not overlap): "
+                f"{b:,} follows {a:,} in {list(out)}"
+            )
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PeerBands:
+    """The list-size bands of the size peer groups and of a practice's view of its peers (the
+    aggregator settings ``size_band_edges`` and ``min_peers_per_band``).
+
+    ``edges`` are the list sizes where one band ends and the next begins: (5000, 10000, 15000)
+    gives "under 5,000", "5,000-9,999", "10,000-14,999" and "15,000 and over". ``min_peers`` is
+    how many peers each band a practice's view shows must hold (bands are merged until they do).
+    """
+
+    edges: tuple[int, ...]
+    min_peers: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "edges", check_size_band_edges(self.edges))
+        if isinstance(self.min_peers, bool) or not isinstance(self.min_peers, int):
+            raise ValueError(f"min_peers must be a whole number, got {self.min_peers!r}")
+        if self.min_peers < 1:
+            raise ValueError(f"min_peers must be at least 1, got {self.min_peers}")
+
+    @property
+    def count(self) -> int:
+        """How many bands there are."""
+        return len(self.edges) + 1
+
+    def index(self, list_size: int) -> int:
+        """The index of the band ``list_size`` falls in (0: the smallest lists)."""
+        return bisect.bisect_right(self.edges, list_size)
+
+    def label(self, first: int, last: int | None = None) -> str:
+        """The label of band ``first``, or of bands ``first`` to ``last`` merged."""
+        last = first if last is None else last
+        top = last == len(self.edges)
+        if first == 0 and top:
+            return "any list size"
+        if first == 0:
+            return f"under {self.edges[last]:,}"
+        lo = self.edges[first - 1]
+        return f"{lo:,} and over" if top else f"{lo:,}-{self.edges[last] - 1:,}"
+
+    def labels(self) -> list[str]:
+        """Every band's label, smallest lists first."""
+        return [self.label(i) for i in range(self.count)]
+
+    def size_band(self, list_size: int | None) -> str | None:
+        """The label of the band a practice's registered list falls in."""
+        return None if list_size is None else self.label(self.index(list_size))
 
 
 def imd_band(decile: int | None) -> str | None:
@@ -618,24 +668,25 @@ class PracticeAttributes:
     imd_decile: int | None = None
     list_size: int | None = None
 
-    def group(self, dimension: PeerDimension) -> str | None:
+    def group(self, dimension: PeerDimension, bands: PeerBands) -> str | None:
+        """The practice's peer group along ``dimension`` (``bands``: the size groups')."""
         if dimension == "network":
             return "network"
         if dimension == "pcn":
             return self.pcn
         if dimension == "imd":
             return imd_band(self.imd_decile)
-        return size_band(self.list_size)
+        return bands.size_band(self.list_size)
 
 
 def peer_groups(
-    attributes: Iterable[PracticeAttributes], dimension: PeerDimension
+    attributes: Iterable[PracticeAttributes], dimension: PeerDimension, bands: PeerBands
 ) -> dict[str, list[str]]:
     """Practices by peer group along one dimension; practices without the attribute are left
     out of that dimension's groups."""
     groups: dict[str, list[str]] = {}
     for a in attributes:
-        key = a.group(dimension)
+        key = a.group(dimension, bands)
         if key is not None:
             groups.setdefault(key, []).append(a.practice)
     return groups
@@ -645,10 +696,11 @@ def group_funnels(
     cells: Sequence[Counts],
     attributes: Mapping[str, PracticeAttributes],
     dimension: PeerDimension,
+    bands: PeerBands,
     **kwargs: object,
 ) -> dict[str, Funnel]:
-    """A funnel per peer group along ``dimension``."""
-    members = peer_groups(attributes.values(), dimension)
+    """A funnel per peer group along ``dimension`` (``bands``: the size groups')."""
+    members = peer_groups(attributes.values(), dimension, bands)
     out = {}
     for key, practices in members.items():
         keep = set(practices)

@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..benchmarks.api import INDICATOR, ODS
+from ..benchmarks.funnel import METHODS
 from ..benchmarks.stats import PEER_DIMENSIONS
-from ..benchmarks.views import METHODS
 from ..submissions.service import SHA256
 
 #: By parameter name (every endpoint uses each name in the same sense).

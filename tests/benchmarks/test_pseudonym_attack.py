@@ -36,14 +36,15 @@ import re
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 from synthetic_network import INDICATORS, PERIODS, PracticeSpec, SyntheticNetwork
 
 from aggregator.benchmarks import stats
-from aggregator.benchmarks.views import MIN_PEERS_PER_BAND, _pseudonym
+from aggregator.benchmarks.viewer import pseudonym_of
+from aggregator.settings import MIN_PEERS_PER_BAND, SIZE_BAND_EDGES
 from aggregator.users.service import authenticate
 from protocol.catalogue import Age
 
@@ -51,6 +52,8 @@ PRACTICES = 18
 DRIFT = 0.01  # registered count vs published list size, either way
 WHOLE_LIST_RATE = 0.14
 ME = 7  # the attacking practice: mid-sized
+#: The network's bands: the aggregator's defaults, which the test network runs with.
+BANDS = stats.PeerBands(SIZE_BAND_EDGES, MIN_PEERS_PER_BAND)
 
 
 def whole_list_indicator(n: SyntheticNetwork) -> str:
@@ -296,7 +299,7 @@ def user_id(net: SyntheticNetwork, who: str) -> int:
 
 def truth_for(net: SyntheticNetwork, who: str, peers: list[PracticeSpec], scope: str = "") -> dict[str, str]:  # fmt: skip
     uid = user_id(net, who)
-    return {_pseudonym(net.__dict__["_secret"], uid, p.ods, scope): p.ods for p in peers}
+    return {pseudonym_of(net.__dict__["_secret"], uid, p.ods, scope): p.ods for p in peers}
 
 
 # --- the attack, before and after -------------------------------------------------------------------
@@ -329,7 +332,7 @@ def test_attack_fails_on_the_practice_view(net: SyntheticNetwork) -> None:
     assert col.reading.exact_figures == 0  # nothing bounds a peer's size to within 5%
     assert got.unique == 0 and got.min_candidates >= MIN_PEERS_PER_BAND
     # no better than guessing within the list-size bands: at most one right per band shown
-    assert 1 <= got.bands <= len(stats.SIZE_BANDS)
+    assert 1 <= got.bands <= BANDS.count
     assert got.expected_by_guessing <= got.bands + 1e-9
     assert got.correct <= got.bands < got.peers / 3
 
@@ -341,14 +344,13 @@ def test_attack_fails_in_each_peer_group_view(net: SyntheticNetwork, dimension: 
     me = net.specs[ME]
     who = f"practice:{me.ods}"
     col = read_everything(net, who, dimension)
-    mine = stats.PracticeAttributes(me.ods, me.pcn, me.imd_decile, me.list_size).group(dimension)  # type: ignore[arg-type]
-    members = [
-        p
-        for p in net.specs
-        if p is not me
-        and stats.PracticeAttributes(p.ods, p.pcn, p.imd_decile, p.list_size).group(dimension)  # type: ignore[arg-type]
-        == mine
-    ]
+    dim = cast(stats.PeerDimension, dimension)
+
+    def group(p: PracticeSpec) -> str | None:
+        return stats.PracticeAttributes(p.ods, p.pcn, p.imd_decile, p.list_size).group(dim, BANDS)
+
+    mine = group(me)
+    members = [p for p in net.specs if p is not me and group(p) == mine]
     assert len(members) >= 2
     truth = truth_for(net, who, members, scope=dimension)
     assert set(truth) == set(col.reading.intervals)
@@ -401,16 +403,19 @@ def test_size_bands_merge_until_each_holds_enough_peers() -> None:
     peers than the minimum shows one band; bands never come from a count."""
     from types import SimpleNamespace
 
-    from aggregator.benchmarks.views import PracticeInfo, Viewer, peer_places
+    from aggregator.benchmarks.peers import peer_places
+    from aggregator.benchmarks.viewer import PracticeInfo, Viewer
 
-    def places(sizes: list[int], dens: list[int] | None = None) -> list[tuple[str, int | None]]:
+    def places(
+        sizes: list[int], dens: list[int] | None = None, bands: stats.PeerBands = BANDS
+    ) -> list[tuple[str, int | None]]:
         practices = {
             f"D{84001 + i:05d}": PracticeInfo(f"D{84001 + i:05d}", "x", "PCN", s, 5)
             for i, s in enumerate(sizes)
         }
         me = "D84001"  # the viewer: practice 0
         user = SimpleNamespace(id=1, role="practice", group=None, practice_ods=me)
-        viewer = Viewer(user, b"k" * 32, practices)  # type: ignore[arg-type]
+        viewer = Viewer(user, b"k" * 32, bands, practices)  # type: ignore[arg-type]
         dens = dens or [s // 10 for s in sizes]
         flats = [
             (ods, d // 2, "exact", d, "exact", "ok", 0.5, None, None, None, None, False, None,
@@ -432,5 +437,13 @@ def test_size_bands_merge_until_each_holds_enough_peers() -> None:
     # two peers: one band for both
     assert {b for b, _ in places([3000, 4000, 20000])} == {"any list size"}
     # enough peers everywhere: the size peer groups' own bands
-    bands = {b for b, _ in places([3000] + [4000, 6000, 11000, 16000] * 3)}
-    assert bands == {"under 5,000", "5,000-9,999", "10,000-14,999", "15,000 and over"}
+    shown_bands = {b for b, _ in places([3000] + [4000, 6000, 11000, 16000] * 3)}
+    assert shown_bands == {"under 5,000", "5,000-9,999", "10,000-14,999", "15,000 and over"}
+    # the network's settings, not literals: other edges give other bands, and a higher
+    # minimum merges bands the default keeps apart
+    sizes = [3000, 3100, 3200, 3300, 6000, 7000, 8000, 16000]
+    other = places(sizes, bands=stats.PeerBands((3150, 7500), 1))
+    expected = ["under 3,150"] + ["3,150-7,499"] * 4 + ["7,500 and over"] * 2
+    assert [b for b, _ in other] == expected
+    merged = places(sizes, bands=stats.PeerBands(BANDS.edges, 4))
+    assert [b for b, _ in merged] == ["any list size"] * 7

@@ -137,11 +137,11 @@ def test_resolve_period(store: Store) -> None:
 def test_fast_pseudonyms_equal_the_users_service() -> None:
     from types import SimpleNamespace
 
-    from aggregator.benchmarks.views import _pseudonym
+    from aggregator.benchmarks.viewer import pseudonym_of
     from aggregator.users.service import pseudonym_for
 
     for uid in (1, 7, 123456):
         for ods in ("A00001", "Y12345", "B81009"):
             secret = f"secret-{uid}".encode()
             viewer = SimpleNamespace(id=uid)
-            assert _pseudonym(secret, uid, ods) == pseudonym_for(secret, viewer, ods)  # type: ignore[arg-type]
+            assert pseudonym_of(secret, uid, ods) == pseudonym_for(secret, viewer, ods)  # type: ignore[arg-type]

@@ -416,6 +416,10 @@ def test_pool_leaves_out_suppressed() -> None:
 # --- peer groups ------------------------------------------------------------------------------
 
 
+#: The network's default bands (aggregator settings size_band_edges, min_peers_per_band).
+BANDS = S.PeerBands((5000, 10000, 15000), 3)
+
+
 def test_peer_groups_and_bands() -> None:
     attrs = [
         S.PracticeAttributes("A", "PCN1", 2, 3000),
@@ -423,13 +427,13 @@ def test_peer_groups_and_bands() -> None:
         S.PracticeAttributes("C", "PCN2", 1, 4999),
         S.PracticeAttributes("D", None, None, 20000),
     ]
-    assert S.peer_groups(attrs, "pcn") == {"PCN1": ["A", "B"], "PCN2": ["C"]}
-    assert S.peer_groups(attrs, "network") == {"network": ["A", "B", "C", "D"]}
-    assert S.peer_groups(attrs, "imd") == {
+    assert S.peer_groups(attrs, "pcn", BANDS) == {"PCN1": ["A", "B"], "PCN2": ["C"]}
+    assert S.peer_groups(attrs, "network", BANDS) == {"network": ["A", "B", "C", "D"]}
+    assert S.peer_groups(attrs, "imd", BANDS) == {
         "IMD quintile 1 (most deprived)": ["A", "C"],
         "IMD quintile 5 (least deprived)": ["B"],
     }
-    assert S.peer_groups(attrs, "size") == {
+    assert S.peer_groups(attrs, "size", BANDS) == {
         "under 5,000": ["A", "C"],
         "10,000-14,999": ["B"],
         "15,000 and over": ["D"],
@@ -438,9 +442,36 @@ def test_peer_groups_and_bands() -> None:
         S.imd_band(11)
 
 
+def test_other_band_edges_change_the_size_groups() -> None:
+    attrs = [
+        S.PracticeAttributes(p, list_size=n) for p, n in (("A", 3000), ("B", 7999), ("C", 8000))
+    ]
+    assert S.peer_groups(attrs, "size", S.PeerBands((8000,), 2)) == {
+        "under 8,000": ["A", "B"],
+        "8,000 and over": ["C"],
+    }
+    assert S.PeerBands((), 1).labels() == ["any list size"]
+    assert BANDS.labels() == ["under 5,000", "5,000-9,999", "10,000-14,999", "15,000 and over"]
+    assert BANDS.label(1, 3) == "5,000 and over" and BANDS.label(0, 1) == "under 10,000"
+
+
+@pytest.mark.parametrize(
+    ("edges", "min_peers", "message"),
+    [
+        ((5000, 5000), 3, "no repeats"),
+        ((10000, 5000), 3, "ascending"),
+        ((0, 5000), 3, "at least 1"),
+        ((5000,), 0, "min_peers must be at least 1"),
+    ],
+)
+def test_bad_bands_are_refused(edges: tuple[int, ...], min_peers: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        S.PeerBands(edges, min_peers)
+
+
 def test_group_funnels_pool_within_group() -> None:
     attrs = {p: S.PracticeAttributes(p, "X" if p in "AB" else "Y") for p in "ABCDGH"}
-    groups = S.group_funnels(_network(), attrs, "pcn")
+    groups = S.group_funnels(_network(), attrs, "pcn", BANDS)
     assert groups["X"].summary.pooled == pytest.approx(210 / 300)
     assert groups["Y"].summary.denominator == 100 + 100 + 150 + 500
 

@@ -25,8 +25,20 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from sqlalchemy import select
 
-from ...benchmarks import gain, pack, service, views
+from ...benchmarks import gain, pack, service
 from ...benchmarks.api import ODS, check_indicator, csv_response
+from ...benchmarks.csv_rows import (
+    funnel_csv_rows,
+    overview_csv_rows,
+    practice_csv_rows,
+    trend_csv_rows,
+)
+from ...benchmarks.funnel import empty_funnel_view, funnel_view
+from ...benchmarks.listing import catalogue_listing, period_of
+from ...benchmarks.overview import overview_view
+from ...benchmarks.practice import practice_view
+from ...benchmarks.trend import empty_trend_view, trend_view
+from ...benchmarks.viewer import Viewer
 from ...db.models import Submission as SubmissionRow
 from ...db.models import User
 from ...errors import (
@@ -101,15 +113,12 @@ def _read(
 ) -> Any:
     service.refresh_for_read(runtime.db, indicator)
     with runtime.db.read() as session:
-        viewer = views.Viewer.load(session, user, runtime.pseudonym_secret)
+        viewer = Viewer.load(session, user, runtime.pseudonym_secret, runtime.peer_bands)
         return fn(session, viewer, *args, **kw)
 
 
 def _filters(runtime: Runtime, user: User, period: str | None, pg: str | None) -> dict[str, Any]:
-    def build(session: Any, viewer: views.Viewer) -> dict[str, Any]:
-        return views.catalogue_listing(session) | {"peer_groups": views.peer_group_options(viewer)}
-
-    listing = _read(runtime, user, build)
+    listing = _read(runtime, user, catalogue_listing)
     peer, group = _split_pg(pg)
     return {
         "listing": listing,
@@ -210,7 +219,7 @@ async def overview(request: Request, period: str | None = None, pg: str | None =
                    user: User | None = Depends(viewer_user), runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
     def build(u: User) -> dict[str, Any]:
         f = _filters(runtime, u, period, pg)
-        view = _read(runtime, u, views.overview_view, period, f["peer"], f["group"])
+        view = _read(runtime, u, overview_view, period, f["peer"], f["group"])
         return {"view": view, **f}
 
     return await run_in_threadpool(_page, request, runtime, user, build, "overview.html")
@@ -222,8 +231,8 @@ async def overview_csv(period: str | None = None, pg: str | None = None, user: U
     if user is None:
         raise AuthenticationError("sign in first")
     peer, group = _split_pg(pg)
-    view = await run_in_threadpool(_read, runtime, user, views.overview_view, period, peer, group)
-    return csv_response(views.overview_csv_rows(view), f"overview-{view['period']['end']}.csv")
+    view = await run_in_threadpool(_read, runtime, user, overview_view, period, peer, group)
+    return csv_response(overview_csv_rows(view), f"overview-{view['period']['end']}.csv")
 
 
 # --- one indicator --------------------------------------------------------------------------------
@@ -243,7 +252,7 @@ def _indicator_ctx(
         view = _read(
             runtime,
             u,
-            views.funnel_view,
+            funnel_view,
             indicator,
             period,
             f["peer"],
@@ -257,13 +266,13 @@ def _indicator_ctx(
         # says so (empty_funnel_view raises 404 itself for an unknown indicator or period).
         if exc.code not in NO_DATA_CODES:
             raise
-        view = _read(runtime, u, views.empty_funnel_view, indicator, period, f["peer"], f["group"])
+        view = _read(runtime, u, empty_funnel_view, indicator, period, f["peer"], f["group"])
     anchor = practice or (u.practice_ods if u.role in ("practice", "ig_officer") else None)
     try:
         trend = _read(
             runtime,
             u,
-            views.trend_view,
+            trend_view,
             indicator,
             anchor,
             f["peer"],
@@ -273,7 +282,7 @@ def _indicator_ctx(
     except NotFoundError as exc:
         if exc.code not in NO_DATA_CODES:
             raise
-        trend = _read(runtime, u, views.empty_trend_view, indicator, anchor, f["peer"], f["group"])
+        trend = _read(runtime, u, empty_trend_view, indicator, anchor, f["peer"], f["group"])
     return {"view": view, "trend": trend, **f}
 
 
@@ -334,7 +343,7 @@ async def funnel_csv(indicator: str, period: str | None = None, pg: str | None =
         raise AuthenticationError("sign in first")
     ctx = await run_in_threadpool(_indicator_ctx, runtime, user, indicator, period, pg, None)
     return csv_response(
-        views.funnel_csv_rows(ctx["view"]), f"{indicator}-{ctx['view']['period']['end']}.csv"
+        funnel_csv_rows(ctx["view"]), f"{indicator}-{ctx['view']['period']['end']}.csv"
     )
 
 
@@ -344,7 +353,7 @@ async def trend_csv(indicator: str, period: str | None = None, pg: str | None = 
     if user is None:
         raise AuthenticationError("sign in first")
     ctx = await run_in_threadpool(_indicator_ctx, runtime, user, indicator, period, pg, None)
-    return csv_response(views.trend_csv_rows(ctx["trend"]), f"{indicator}-trend.csv")
+    return csv_response(trend_csv_rows(ctx["trend"]), f"{indicator}-trend.csv")
 
 
 # --- one practice ----------------------------------------------------------------------------------
@@ -357,16 +366,16 @@ async def practice_page(request: Request, ods: str, period: str | None = None, p
         if not ODS.fullmatch(ods):
             raise BadRequestError(f"practice {ods!r} is not an ODS code")
         f = _filters(runtime, u, period, pg)
-        view = _read(runtime, u, views.practice_view, ods, period)
+        view = _read(runtime, u, practice_view, ods, period)
         funnels = []
         for item in view["indicators"]:
             args = (item["indicator"], view["period"]["end"], f["peer"], f["group"])
             try:
-                fv = _read(runtime, u, views.funnel_view, *args)
+                fv = _read(runtime, u, funnel_view, *args)
             except NotFoundError as exc:
                 if exc.code not in NO_DATA_CODES:  # an indicator sent in other periods only
                     raise
-                fv = _read(runtime, u, views.empty_funnel_view, *args)
+                fv = _read(runtime, u, empty_funnel_view, *args)
             for p in fv["practices"]:
                 p["self"] = p["id"] == ods  # mark the practice in view, whoever is looking
             funnels.append(Markup(charts.funnel_svg(fv, width=360, height=230, compact=True)))
@@ -426,8 +435,8 @@ async def practice_csv(ods: str, period: str | None = None, user: User | None = 
         raise AuthenticationError("sign in first")
     if not ODS.fullmatch(ods):
         raise BadRequestError(f"practice {ods!r} is not an ODS code")
-    view = await run_in_threadpool(_read, runtime, user, views.practice_view, ods, period, False)
-    return csv_response(views.practice_csv_rows(view), f"{ods}-{view['period']['end']}.csv")
+    view = await run_in_threadpool(_read, runtime, user, practice_view, ods, period, False)
+    return csv_response(practice_csv_rows(view), f"{ods}-{view['period']['end']}.csv")
 
 
 # --- IG officer: what our practice sent ---------------------------------------------------------------
@@ -450,7 +459,7 @@ def _ig_ctx(runtime: Runtime, u: User) -> dict[str, Any]:
         for sub in subs:
             checks = verify_submission(session, sub, checkpoint, signer.key_name, signer.key.public)
             rows.append({"sub": sub, "checks": checks, "verified": all(c.ok for c in checks),
-                         "period": views._period(sub.period_start, sub.period_end)})  # fmt: skip
+                         "period": period_of(sub.period_start, sub.period_end)})  # fmt: skip
         size = checkpoint.size if checkpoint is not None else None
     return {
         "rows": rows,

@@ -90,7 +90,7 @@ def _x(p: dict[str, Any]) -> float:
 def funnel_svg(
     view: dict[str, Any], *, width: int = 760, height: int = 440, compact: bool = False
 ) -> str:
-    """The funnel plot of a funnel view (``aggregator.benchmarks.views.funnel_view``)."""
+    """The funnel plot of a funnel view (``aggregator.benchmarks.funnel.funnel_view``)."""
     s = view["summary"]
     pts = [p for p in view["practices"] if p.get("rate") is not None and _x(p)]
     curve = view.get("limits_curve") or []

@@ -1,0 +1,84 @@
+"""One practice's benchmark as a viewer may see it: exact for a practice the viewer may
+identify; for a peer, under a pseudonym with its counts re-published under the network's
+stratified rule (1-7 withheld, the rest rounded to 5) so exact small numbers never reach a peer;
+in a practice's own view, a peer shows no counts at all, its rate to whole percentage points and
+only a list-size band (:mod:`.peers`). The fields are render.py's, which the refresh also stores
+as JSON for the fast path (:func:`.funnel.funnel_json`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import render, stats
+from .figures import rounded
+from .peers import NOWHERE, Place
+from .render import Flat
+from .viewer import Viewer
+
+#: A practice's entry in a view. Its keys depend on who is looking (identified, peer, or a
+#: practice's coarse view of a peer; ``detail`` adds limits and provenance): render.py's fields.
+Entry = dict[str, Any]
+
+LIMIT_KEYS = ("low_95", "high_95", "low_998", "high_998")
+
+
+def flat_from_row(r: Any) -> Flat:
+    """A stored ``BenchPractice`` row (or a row of its columns) as a :data:`Flat`."""
+    lims = (
+        (r.limit_low_95, r.limit_high_95, r.limit_low_998, r.limit_high_998)
+        if r.limit_low_95 is not None
+        else None
+    )
+    return (r.practice_ods, r.numerator, r.numerator_status, r.denominator, r.denominator_status, r.status, r.rate,
+            r.lo95, r.hi95, r.lo998, r.hi998, r.approximate, r.z, r.band, lims, r.note, r.submission_id,
+            r.indicator_version)  # fmt: skip
+
+
+def flat_from_result(res: stats.PracticeResult, row: Any) -> Flat:
+    """A freshly computed result (a peer group's funnel) as a :data:`Flat`, with the statuses
+    and provenance of its stored ``row``."""
+    lim = res.limits
+    lims = (
+        (rounded(lim.low_95), rounded(lim.high_95), rounded(lim.low_998), rounded(lim.high_998))
+        if lim
+        else None
+    )
+    ci95, ci998 = res.ci95 or (None, None), res.ci998 or (None, None)
+    return (res.practice, res.numerator, row.numerator_status, res.denominator, row.denominator_status, res.status,
+            rounded(res.rate), rounded(ci95[0]), rounded(ci95[1]), rounded(ci998[0]), rounded(ci998[1]),
+            res.approximate, rounded(res.z), res.band, lims, res.note, row.submission_id,
+            row.indicator_version)  # fmt: skip
+
+
+def entry(
+    viewer: Viewer,
+    f: Flat,
+    detail: bool = False,
+    place: Place | None = None,
+    dimension: str = "network",
+) -> Entry:
+    """A practice's entry as ``viewer`` may see it (``place``: a peer's, in a practice's view)."""
+    ods = f[0]
+    if viewer.identifies(ods):
+        out: Entry = {
+            "id": ods,
+            "name": viewer.practices[ods].name,
+            "identified": True,
+            "self": ods == viewer.own,
+        }
+        out |= render.identified_fields(f)
+        if detail:
+            out["submission_id"], out["indicator_version"] = f[16], f[17]
+            lims = f[14]
+            out["limits"] = dict(zip(LIMIT_KEYS, lims, strict=True)) if lims else None
+        return out
+    alias = viewer.pseudonym(ods, dimension)
+    out = {"id": alias, "name": alias, "identified": False, "self": False}
+    if viewer.coarse:
+        place = place or NOWHERE
+        return out | render.coarse_peer_fields(f) | {"size_band": place.size_band, "x": place.x}
+    out |= render.peer_fields(f)
+    if detail and out["rate"] is not None:
+        lims = f[14]
+        out["limits"] = dict(zip(LIMIT_KEYS, lims, strict=True)) if lims else None
+    return out

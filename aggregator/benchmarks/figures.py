@@ -1,0 +1,158 @@
+"""The statistics' results as the views publish them: rounded, with ``None`` for what is not a
+number, as plain dicts (summaries, limits and period-to-period changes)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TypedDict
+
+from . import stats
+from .models import BenchSummary
+
+
+def rounded(x: float | None, nd: int = 6) -> float | None:
+    """``x`` to ``nd`` decimal places; ``None`` for no value or NaN."""
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), nd)
+
+
+class Limits(TypedDict):
+    low_95: float | None
+    high_95: float | None
+    low_998: float | None
+    high_998: float | None
+
+
+def limits_dict(lim: stats.Limits | None) -> Limits | None:
+    if lim is None:
+        return None
+    return {
+        "low_95": rounded(lim.low_95),
+        "high_95": rounded(lim.high_95),
+        "low_998": rounded(lim.low_998),
+        "high_998": rounded(lim.high_998),
+    }
+
+
+# "from" is a keyword: the functional form.
+Change = TypedDict(
+    "Change",
+    {
+        "from": str,
+        "to": str,
+        "rate_from": float | None,
+        "rate_to": float | None,
+        "difference": float | None,
+        "z": float | None,
+        "p_value": float | None,
+        "beyond_chance": bool,
+        "version_break": bool,
+        "status": str,
+        "note": str | None,
+    },
+)
+
+
+def change_dict(c: stats.Change) -> Change:
+    return {
+        "from": c.period_from,
+        "to": c.period_to,
+        "rate_from": rounded(c.rate_from),
+        "rate_to": rounded(c.rate_to),
+        "difference": rounded(c.difference),
+        "z": rounded(c.z, 4),
+        "p_value": rounded(c.p_value, 8),
+        "beyond_chance": c.beyond_chance,
+        "version_break": c.version_break,
+        "status": c.status,
+        "note": c.note,
+    }
+
+
+class Dispersion(TypedDict):
+    phi: float | None
+    statistic: float | None
+    p_value: float | None
+    overdispersed: bool
+    tau2: float | None
+
+
+class Summary(TypedDict):
+    """A funnel's summary: counts of practices, pooled rate, spread, dispersion, method, ABC."""
+
+    practices: int
+    included: int
+    suppressed: int
+    empty: int
+    rounded: int
+    numerator: int
+    denominator: int
+    pooled: float | None
+    pooled_ci95: list[float | None] | None
+    median: float | None
+    iqr: list[float | None] | None
+    deciles: list[float | None] | None
+    dispersion: Dispersion
+    method: str
+    abc: float | None
+    abc_practices: int
+    indicator_version: int | None
+    versions: list[int]
+    note: str | None
+
+
+def summary_dict(s: stats.Summary, version: int | None = None, versions: str = "") -> Summary:
+    d = s.dispersion
+    return {
+        "practices": s.practices,
+        "included": s.included,
+        "suppressed": s.suppressed,
+        "empty": s.empty,
+        "rounded": s.rounded,
+        "numerator": s.numerator,
+        "denominator": s.denominator,
+        "pooled": rounded(s.pooled),
+        "pooled_ci95": (
+            [rounded(s.pooled_ci95[0]), rounded(s.pooled_ci95[1])] if s.pooled_ci95 else None
+        ),
+        "median": rounded(s.median),
+        "iqr": [rounded(s.q1), rounded(s.q3)] if s.q1 is not None else None,
+        "deciles": [rounded(v) for v in s.deciles] if s.deciles else None,
+        "dispersion": {
+            "phi": rounded(d.phi),
+            "statistic": rounded(d.statistic),
+            "p_value": rounded(d.p_value, 8),
+            "overdispersed": d.overdispersed,
+            "tau2": rounded(d.tau2, 8),
+        },
+        "method": s.method,
+        "abc": rounded(s.abc),
+        "abc_practices": s.abc_practices,
+        "indicator_version": version,
+        "versions": [int(v) for v in versions.split(",") if v],
+        "note": (
+            f"{s.rounded} practice(s) sent rounded counts: their rates and intervals are approximate"
+            if s.rounded
+            else None
+        ),
+    }
+
+
+def summary_from_row(row: BenchSummary) -> stats.Summary:
+    """The stored summary of a refresh as the statistics' own type."""
+    disp = stats.Dispersion(
+        row.included,
+        row.phi,
+        row.dispersion_statistic,
+        row.dispersion_p,
+        row.overdispersed,
+        row.tau2,
+    )
+    return stats.Summary(
+        practices=row.practices, included=row.included, suppressed=row.suppressed, empty=row.empty,
+        rounded=row.rounded, numerator=row.numerator, denominator=row.denominator, pooled=row.pooled,
+        pooled_ci95=(row.pooled_lo95, row.pooled_hi95) if row.pooled_lo95 is not None else None,  # type: ignore[arg-type]
+        median=row.median, q1=row.q1, q3=row.q3,
+        deciles=tuple(json.loads(row.deciles)) if row.deciles else None,
+        dispersion=disp, method=row.method, abc=row.abc, abc_practices=row.abc_practices,  # type: ignore[arg-type]
+    )  # fmt: skip

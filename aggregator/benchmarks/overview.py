@@ -1,0 +1,102 @@
+"""Practices x indicators at one period: each identified practice's funnel band on every
+indicator (a network lead's grid; a practice user gets its own row), the indicators also grouped
+by clinical area (areas.py)."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from sqlalchemy.orm import Session
+
+from . import areas, service
+from .entries import entry
+from .figures import rounded
+from .funnel import funnel_data
+from .listing import Period, indicator_titles, period_of, resolve
+from .peers import PeerGroupRef, resolve_group
+from .viewer import PracticeLabel, Viewer
+
+#: The fields of a practice's entry an overview cell keeps.
+CELL_KEYS = ("rate", "band", "band_text", "status", "note", "approximate")
+
+
+class OverviewColumn(TypedDict):
+    indicator: str
+    title: str
+    area: str
+    register: bool
+    pooled: float | None
+    abc: float | None
+    method: str
+
+
+class OverviewRow(PracticeLabel):
+    #: indicator id -> the practice's CELL_KEYS fields on it
+    cells: dict[str, dict[str, Any]]
+
+
+class OverviewView(TypedDict):
+    period: Period
+    peer_group: PeerGroupRef
+    indicators: list[OverviewColumn]
+    areas: list[dict[str, Any]]  # areas.group_by_area of the indicators
+    practices: list[OverviewRow]
+
+
+def overview_view(session: Session, viewer: Viewer, period: str | None = None, peer: str | None = None,
+                  group: str | None = None) -> OverviewView:  # fmt: skip
+    """Each identified practice's funnel band on every indicator at one period (a network
+    lead's grid; a practice user gets its own row), with the indicators also grouped by
+    clinical area (``areas``: areas.py)."""
+    start, end = resolve(session, period)
+    pg = resolve_group(viewer, peer, group)
+    titles = indicator_titles(session)
+    inds = [s.indicator for s in service.summaries(session, period_end=end)]
+    cols: list[OverviewColumn] = []
+    grid: dict[str, dict[str, dict[str, Any]]] = {}
+    for ind in inds:
+        fd = funnel_data(
+            session,
+            viewer,
+            ind,
+            end.isoformat(),
+            pg.dimension,
+            pg.name if pg.members is not None else None,
+        )
+        known = titles.get(ind)
+        cols.append(
+            {
+                "indicator": ind,
+                "title": known["title"] if known is not None else ind,
+                "area": areas.area_of(ind),
+                "register": areas.is_register(ind),
+                "pooled": rounded(fd.summary.pooled),
+                "abc": rounded(fd.summary.abc),
+                "method": fd.summary.method,
+            }
+        )
+        for f in fd.flats:
+            if not viewer.identifies(f[0]):
+                continue
+            it = entry(viewer, f)
+            grid.setdefault(f[0], {})[ind] = {k: it[k] for k in CELL_KEYS}
+    rows: list[OverviewRow] = []
+    for ods in sorted(grid):
+        label = viewer.label(ods)
+        rows.append(
+            {
+                "id": label["id"],
+                "name": label["name"],
+                "identified": label["identified"],
+                "self": label["self"],
+                "pcn": label["pcn"],
+                "cells": grid[ods],
+            }
+        )
+    return {
+        "period": period_of(start, end),
+        "peer_group": pg.as_dict(),
+        "indicators": cols,
+        "areas": areas.group_by_area(cols),
+        "practices": rows,
+    }

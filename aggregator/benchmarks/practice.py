@@ -1,0 +1,125 @@
+"""One practice across every indicator at a period: where it stands against the network, the
+patients who could gain (gain.py), and its trend (the practice page, CSV and pack)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, TypedDict
+
+from sqlalchemy.orm import Session
+
+from . import areas, gain, service, stats
+from .entries import Entry, entry, flat_from_row
+from .figures import change_dict, rounded
+from .listing import Period, indicator_titles, period_of, resolve
+from .models import BenchPractice
+from .viewer import PracticeLabel, Viewer
+
+
+class PracticeHeader(PracticeLabel):
+    """The practice a practice view is of, with its published attributes."""
+
+    list_size: int
+    imd_decile: int
+
+
+class PracticeView(TypedDict):
+    practice: PracticeHeader
+    period: Period
+    #: one entry per indicator (:data:`.entries.Entry`, plus the indicator, its title, area,
+    #: register flag, the network's pooled rate, ABC, median and method, the gap to the ABC,
+    #: the patients who could gain and, with history, its trend and changes)
+    indicators: list[Entry]
+
+
+def practice_view(
+    session: Session, viewer: Viewer, ods: str, period: str | None = None, history: bool = True
+) -> PracticeView:
+    """Every indicator for one practice at a period (default: latest), with its trend across
+    every stored period. Each carries its clinical area, whether it is a register, and the
+    patients who could gain (gain.py); the indicators come most patients who could gain
+    first, then the registers (areas.py), which are never set against the benchmark."""
+    p = viewer.require(ods)
+    start, end = resolve(session, period)
+    titles = indicator_titles(session)
+    rows = service.practice_history(session, ods)
+    summ = {(s.indicator, s.period_end): s for s in service.summaries(session)}
+    by_ind: dict[str, list[BenchPractice]] = {}
+    for r in rows:
+        by_ind.setdefault(r.indicator, []).append(r)
+    items = []
+    for ind, hist in sorted(by_ind.items()):
+        cur = next((r for r in hist if r.period_end == end), None)
+        s = summ.get((ind, end))
+        register = areas.is_register(ind)
+        known = titles.get(ind)
+        item: Entry = {
+            "indicator": ind,
+            "title": known["title"] if known is not None else ind,
+            "area": areas.area_of(ind),
+            "register": register,
+            "pooled": rounded(s.pooled) if s else None,
+            "abc": rounded(s.abc) if s and not register else None,
+            "median": rounded(s.median) if s else None,
+            "method": s.method if s else None,
+        }
+        if cur is not None:
+            item.update(entry(viewer, flat_from_row(cur), detail=True))
+            item["gap_to_abc"] = (
+                rounded(s.abc - cur.rate)
+                if s and s.abc is not None and cur.rate is not None and not register
+                else None
+            )
+            item["could_gain"] = (
+                None
+                if register or s is None
+                else gain.patients_could_gain(cur.numerator, cur.denominator, s.abc)
+            )
+        else:
+            item.update(
+                status="absent",
+                rate=None,
+                note="no submission for this period",
+                gap_to_abc=None,
+                could_gain=None,
+                band=None,
+            )
+        if history:
+            pts = [
+                stats.TrendPoint(
+                    r.period_end.isoformat(), r.indicator_version or 0, service.counts_of(r)
+                )
+                for r in hist
+            ]
+            item["trend"] = [
+                {"period": period_of(r.period_start, r.period_end), "rate": rounded(r.rate), "status": r.status,
+                 "band": r.band, "indicator_version": r.indicator_version,
+                 "network": rounded(summ[(ind, r.period_end)].pooled) if (ind, r.period_end) in summ else None}
+                for r in hist
+            ]  # fmt: skip
+            item["changes"] = [change_dict(c) for c in stats.changes(pts)]
+        items.append(item)
+    items.sort(key=_gain_order)
+    label = viewer.label(ods)
+    header: PracticeHeader = {
+        "id": label["id"],
+        "name": label["name"],
+        "identified": label["identified"],
+        "self": label["self"],
+        "pcn": p.group,
+        "list_size": p.list_size,
+        "imd_decile": p.imd_decile,
+    }
+    return {"practice": header, "period": period_of(start, end), "indicators": items}
+
+
+def _gain_order(item: Entry) -> tuple[Any, ...]:
+    """Registers last; before them, most patients who could gain first, then the widest gap
+    below the benchmark (an unknown figure after every known one), then the id."""
+    gain_, gap = item.get("could_gain"), item.get("gap_to_abc")
+    return (
+        item["register"],
+        -(gain_ if gain_ is not None else -1),
+        -(gap if gap is not None else -math.inf),
+        item["indicator"],
+    )

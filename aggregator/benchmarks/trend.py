@@ -1,0 +1,156 @@
+"""One indicator over time: the network's (or a peer group's) pooled rate per period and one
+practice's, with period-to-period changes tested and indicator version breaks marked."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import NotRequired, TypedDict
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..errors import NotFoundError
+from . import service, stats
+from .figures import Change, change_dict, rounded
+from .listing import Period, known_indicator, period_of, title_of
+from .models import BenchPractice
+from .peers import PeerGroupRef, resolve_group
+from .viewer import PracticeLabel, Viewer
+
+
+class NetworkPoint(TypedDict):
+    period: Period
+    numerator: int | None
+    denominator: int | None
+    rate: float | None
+    status: str
+    abc: float | None
+    indicator_version: int | None
+
+
+class PracticePoint(TypedDict):
+    period: Period
+    numerator: int | None
+    denominator: int | None
+    rate: float | None
+    status: str
+    band: str | None
+    ci95: list[float | None] | None
+    indicator_version: int | None
+
+
+class TrendView(TypedDict):
+    indicator: str
+    title: str
+    peer_group: PeerGroupRef
+    network: list[NetworkPoint]
+    network_changes: list[Change]
+    breaks: list[Period]
+    note: str
+    # with a practice:
+    practice: NotRequired[PracticeLabel]
+    practice_series: NotRequired[list[PracticePoint]]
+    practice_changes: NotRequired[list[Change]]
+
+
+def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str | None = None, peer: str | None = None,
+               group: str | None = None) -> TrendView:  # fmt: skip
+    """The network's (or a peer group's) pooled rate per period, and one practice's, with
+    period-to-period changes tested and version breaks marked."""
+    if practice is not None:
+        viewer.require(practice)
+    pg = resolve_group(viewer, peer, group, practice)
+    summ = service.summaries(session, indicator)
+    if not summ:
+        raise NotFoundError(f"{indicator}: no benchmarks yet", code="no-benchmarks")
+    versions = {s.period_end: s.indicator_version or 0 for s in summ}
+    if pg.members is None:
+        net = [
+            (
+                s.period_start,
+                s.period_end,
+                stats.Counts(
+                    "network",
+                    s.numerator,
+                    s.denominator,
+                    "rounded" if s.rounded else "exact",
+                    "rounded" if s.rounded else "exact",
+                ),
+            )
+            for s in summ
+        ]
+    else:
+        rows = session.scalars(
+            select(BenchPractice).where(
+                BenchPractice.indicator == indicator, BenchPractice.practice_ods.in_(pg.members)
+            )
+        ).all()
+        per: dict[tuple[dt.date, dt.date], list[stats.Counts]] = {}
+        for r in rows:
+            per.setdefault((r.period_start, r.period_end), []).append(service.counts_of(r))
+        net = [
+            (s, e, stats.pool(c, pg.name))
+            for (s, e), c in sorted(per.items(), key=lambda kv: kv[0][1])
+        ]
+    abc = {s.period_end: s.abc for s in summ}
+    network_series: list[NetworkPoint] = [
+        {"period": period_of(s, e), "numerator": c.numerator, "denominator": c.denominator, "rate": rounded(c.rate),
+         "status": c.status, "abc": rounded(abc.get(e)), "indicator_version": versions.get(e)}
+        for s, e, c in net
+    ]  # fmt: skip
+    net_changes = stats.changes(
+        [stats.TrendPoint(e.isoformat(), versions.get(e, 0), c) for _, e, c in net]
+    )
+    out: TrendView = {
+        "indicator": indicator,
+        "title": title_of(session, indicator),
+        "peer_group": pg.as_dict(),
+        "network": network_series,
+        "network_changes": [change_dict(c) for c in net_changes],
+        "breaks": [
+            period_of(s.period_start, s.period_end)
+            for a, s in zip(summ, summ[1:], strict=False)
+            if (a.indicator_version or 0) != (s.indicator_version or 0)
+        ],
+        "note": "changes are pooled two-proportion z-tests at 5%; a change of indicator version breaks the series",
+    }
+    if practice is not None:
+        hist = service.practice_history(session, practice, indicator)
+        pts = [
+            stats.TrendPoint(
+                r.period_end.isoformat(), r.indicator_version or 0, service.counts_of(r)
+            )
+            for r in hist
+        ]
+        out["practice"] = viewer.label(practice)
+        out["practice_series"] = [
+            {"period": period_of(r.period_start, r.period_end), "numerator": r.numerator, "denominator": r.denominator,
+             "rate": rounded(r.rate), "status": r.status, "band": r.band,
+             "ci95": [rounded(r.lo95), rounded(r.hi95)] if r.lo95 is not None else None,
+             "indicator_version": r.indicator_version}
+            for r in hist
+        ]  # fmt: skip
+        out["practice_changes"] = [change_dict(c) for c in stats.changes(pts)]
+    return out
+
+
+def empty_trend_view(session: Session, viewer: Viewer, indicator: str, practice: str | None = None,
+                     peer: str | None = None, group: str | None = None) -> TrendView:  # fmt: skip
+    """``trend_view``'s shape for a catalogue indicator no practice has sent yet."""
+    known = known_indicator(session, indicator)
+    if practice is not None:
+        viewer.require(practice)
+    out: TrendView = {
+        "indicator": indicator,
+        "title": known["title"],
+        "peer_group": resolve_group(viewer, peer, group, practice).as_dict(),
+        "network": [],
+        "network_changes": [],
+        "breaks": [],
+        "note": f"no practice has sent {indicator} yet",
+    }
+    if practice is not None:
+        out["practice"] = viewer.label(practice)
+        out["practice_series"] = []
+        out["practice_changes"] = []
+    return out
