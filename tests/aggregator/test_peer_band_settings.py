@@ -5,9 +5,9 @@ an error naming the setting."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import Network
 from sqlalchemy import select
 
 from aggregator.benchmarks.peers import peer_group_options, resolve_group
@@ -61,7 +61,7 @@ def test_a_bad_band_in_the_environment_is_refused() -> None:
         get_settings(environ={"FEDQI_AGGREGATOR_SIZE_BAND_EDGES": "9000,3000"})
 
 
-def _size_groups(network: Network, **bands: object) -> dict[str, frozenset[str]]:
+def _size_groups(network: Any, **bands: object) -> dict[str, frozenset[str]]:
     """The size peer groups an admin is offered under settings ``bands``, with their members."""
     settings = get_settings(db=network.db, key_dir=network.settings.key_dir, environ={}, **bands)
     runtime = Runtime.load(settings, db=network.database)
@@ -72,7 +72,7 @@ def _size_groups(network: Network, **bands: object) -> dict[str, frozenset[str]]
         return {g: resolve_group(viewer, "size", g).members or frozenset() for g in labels}
 
 
-def test_other_bands_in_the_settings_change_the_size_groups(network: Network) -> None:
+def test_other_bands_in_the_settings_change_the_size_groups(network: Any) -> None:
     for ods, size in SIZES.items():
         assert network.cli("practice", "add", ods, "--name", f"Practice {ods}", "--group", "PCN1",
                            "--list-size", str(size), "--imd-decile", "5") == 0  # fmt: skip
