@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,22 @@ MAX_BODY_BYTES = 256 * 1024
 #: The size peer groups' bands: under 5,000, 5,000-9,999, 10,000-14,999, 15,000 and over.
 SIZE_BAND_EDGES = (5000, 10000, 15000)
 MIN_PEERS_PER_BAND = 3
+
+
+def check_size_band_edges(edges: Iterable[int]) -> tuple[int, ...]:
+    """``edges`` as a tuple if they make bands: whole list sizes of at least 1, each above the
+    one before (a repeated or falling edge would make bands overlap or leave one empty)."""
+    out = tuple(edges)
+    for e in out:
+        if isinstance(e, bool) or not isinstance(e, int) or e < 1:
+            raise ValueError(f"a band edge is a list size of at least 1, got {e!r}")
+    for a, b in zip(out, out[1:], strict=False):
+        if b <= a:
+            raise ValueError(
+                f"band edges must be ascending with no repeats (bands may not overlap): "
+                f"{b} follows {a} in {list(out)}"
+            )
+    return out
 
 
 class Settings(BaseSettings):
@@ -119,15 +135,7 @@ class Settings(BaseSettings):
     @field_validator("size_band_edges")
     @classmethod
     def _edges_ascending(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if any(e < 1 for e in value):
-            raise ValueError(f"a band edge is a list size of at least 1, got {list(value)}")
-        for a, b in zip(value, value[1:], strict=False):
-            if b <= a:
-                raise ValueError(
-                    f"band edges must be ascending with no repeats (bands may not overlap): "
-                    f"{b} follows {a} in {list(value)}"
-                )
-        return value
+        return check_size_band_edges(value)
 
     @classmethod
     def settings_customise_sources(

@@ -29,6 +29,8 @@ from typing import Literal
 import numpy as np
 from scipy import stats as sps
 
+from ..settings import check_size_band_edges
+
 RateStatus = Literal["exact", "rounded", "suppressed"]
 CountStatus = Literal["exact", "rounded", "suppressed", "zero"]
 Band = Literal["high_998", "high_95", "within", "low_95", "low_998"]
@@ -583,22 +585,6 @@ def pool(points: Iterable[Counts], practice: str = "network") -> Counts:
 
 PeerDimension = Literal["network", "pcn", "imd", "size"]
 PEER_DIMENSIONS: tuple[PeerDimension, ...] = ("network", "pcn", "imd", "size")
-
-
-def check_size_band_edges(edges: Iterable[int]) -> tuple[int, ...]:
-    """``edges`` as a tuple if they make bands: whole list sizes of at least 1, each above the
-    one before (a repeated or falling edge would make bands overlap or leave one empty)."""
-    out = tuple(edges)
-    for e in out:
-        if isinstance(e, bool) or not isinstance(e, int) or e < 1:
-            raise ValueError(f"a band edge is a list size of at least 1, got {e!r}")
-    for a, b in zip(out, out[1:], strict=False):
-        if b <= a:
-            raise ValueError(
-                f"band edges must be ascending with no repeats (bands may not overlap): "
-                f"{b:,} follows {a:,} in {list(out)}"
-            )
-    return out
 
 
 @dataclass(frozen=True, slots=True)
