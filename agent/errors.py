@@ -23,7 +23,9 @@ Every exit code comes from :class:`ExitCode`, the one table; ``fedqi-agent --hel
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -51,9 +53,11 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
 }
 
 
-def exit_code_help() -> str:
-    """The exit-code table as ``--help`` shows it (one line per code)."""
-    lines = [f"{int(code)} {EXIT_CODE_MEANINGS[code]}" for code in ExitCode]
+def exit_code_help(meanings: Mapping[Any, str] | None = None) -> str:
+    """An exit-code table as ``--help`` shows it (one line per code): ``fedqi-agent``'s, or
+    the one given (``fedqi-demo``'s)."""
+    table: Mapping[Any, str] = EXIT_CODE_MEANINGS if meanings is None else meanings
+    lines = [f"{int(code)} {meaning}" for code, meaning in table.items()]
     return "Exit codes:\n\n" + "\n\n".join(lines)
 
 

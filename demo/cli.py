@@ -55,7 +55,7 @@ from rich.progress import (
 )
 
 from agent.cli import run_app
-from agent.errors import AgentUserError
+from agent.errors import AgentUserError, exit_code_help
 
 STATE_VERSION = 1
 AUD = "fedqi-demo"
@@ -116,8 +116,7 @@ DEMO_EXIT_MEANINGS: dict[DemoExit, str] = {
 
 
 def demo_exit_help() -> str:
-    lines = [f"{int(code)} {DEMO_EXIT_MEANINGS[code]}" for code in DemoExit]
-    return "Exit codes:\n\n" + "\n\n".join(lines)
+    return exit_code_help(DEMO_EXIT_MEANINGS)
 
 
 class DemoError(AgentUserError):
