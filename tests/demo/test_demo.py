@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
+import re
 import shutil
 import signal
 import sqlite3
@@ -332,6 +333,14 @@ def test_one_practice_runs_with_the_default_groups(tmp_path: Path) -> None:
     assert summary["ok"] is True, summary["failures"]
     assert len(summary["network"]["groups"]) == 1
     assert summary["submissions"]["accepted"] == 1
+    # progress names each phase with its count done of all and the time left
+    for phase in (
+        "practice records",
+        "agents enrolled",
+        "monthly submissions sent",
+        "agents audited",
+    ):
+        assert re.search(phase + r".*\b1/1\b.*left", proc.stderr), proc.stderr[-2000:]
     # the demo writes the IG pack, naming the catalogue it was made from
     from protocol.catalogue import Catalogue
 
