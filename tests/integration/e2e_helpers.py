@@ -122,7 +122,8 @@ class AggregatorServer:
         log = self.log.open("ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
         log.close()
-        deadline = time.monotonic() + 120  # a loaded 2-core machine can take long to import and bind
+        # a loaded 2-core machine can take long to import and bind
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"aggregator exited: {self.log.read_text()[-2000:]}")
