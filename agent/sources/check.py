@@ -102,11 +102,13 @@ class SourceCheck(_Frozen):
                 )
         omop = self.source_kind == "omop"
         if self.left_without_death:
-            ended = "observation periods" if omop else "registrations"
+            n = self.left_without_death
+            ended = "observation period" if omop else "registration"
+            what = f"1 patient's {ended} ends" if n == 1 else f"{n} patients' {ended}s end"
+            they = "they count" if n > 1 else "the patient counts"
             found.append(
-                f"  {self.left_without_death} patients' {ended} end before "
-                f"{self.period_end} with no death recorded: they count as gone from the "
-                "practice's list."
+                f"  {what} before {self.period_end} with no death recorded: {they} as gone "
+                "from the practice's list."
             )
 
         missing = ["WHAT IS MISSING"]

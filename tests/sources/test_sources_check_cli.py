@@ -113,7 +113,7 @@ def test_check_source_known_answers(tmp_path: Path) -> None:
     )
     assert found < missing < todo
     assert "3 patients in the records, 2 of them registered and alive today." in text[:missing]
-    assert "1 patients' registrations end before 2024-12-31 with no death recorded" in text
+    assert "1 patient's registration ends before 2024-12-31 with no death recorded" in text
     assert "No patient has any code of statin" in text[missing:todo]
     assert "2 different dmd or snomedct codes are recorded but are on no list" in text[missing:todo]
     assert "Rows in code systems no list uses (not counted): loinc 1 rows, rxnorm 1 rows" in text
@@ -142,7 +142,7 @@ def test_check_source_on_omop_counts_observation_periods_ending_without_death(
     assert json.loads(capsys.readouterr().out)["left_without_death"] == 1
     assert main(args, env) == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "1 patients' observation periods end before" in text
+    assert "1 patient's observation period ends before" in text
     assert "OMOP: 1 of 3 persons' observation periods end before" in text
     assert "right for OMOP built from GP records" in text and "Synthea" in text
 
