@@ -13,7 +13,7 @@ from ..errors import NotFoundError
 from . import service, stats
 from .figures import Change, change_dict, rounded
 from .listing import Period, known_indicator, period_of, title_of
-from .models import BenchPractice
+from .models import BenchPractice, BenchSummary
 from .peers import PeerGroupRef, resolve_group
 from .viewer import PracticeLabel, Viewer
 
@@ -65,20 +65,7 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
         raise NotFoundError(f"{indicator}: no benchmarks yet", code="no-benchmarks")
     versions = {s.period_end: s.indicator_version or 0 for s in summ}
     if pg.members is None:
-        net = [
-            (
-                s.period_start,
-                s.period_end,
-                stats.Counts(
-                    "network",
-                    s.numerator,
-                    s.denominator,
-                    "rounded" if s.rounded else "exact",
-                    "rounded" if s.rounded else "exact",
-                ),
-            )
-            for s in summ
-        ]
+        net = [(s.period_start, s.period_end, _network_counts(s)) for s in summ]
     else:
         rows = session.scalars(
             select(BenchPractice).where(
@@ -132,6 +119,16 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
         ]  # fmt: skip
         out["practice_changes"] = [change_dict(c) for c in stats.changes(pts)]
     return out
+
+
+def _network_counts(s: BenchSummary) -> stats.Counts:
+    """The network's pooled counts of one period. Nothing pooled because every practice's
+    value is suppressed or unverified is "suppressed", not a rate of 0 of 0 ("no eligible
+    patients", which is what a period where nobody is counted says)."""
+    if s.included == 0 and s.suppressed > 0:
+        return stats.Counts("network", None, None, "suppressed", "suppressed")
+    status: stats.CountStatus = "rounded" if s.rounded else "exact"
+    return stats.Counts("network", s.numerator, s.denominator, status, status)
 
 
 def empty_trend_view(session: Session, viewer: Viewer, indicator: str, practice: str | None = None,

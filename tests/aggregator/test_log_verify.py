@@ -393,3 +393,36 @@ def test_a_replaced_envelope_with_matching_cells_is_unverified(busy_log, capsys)
         f["check"] == "leaf-submission" and f["period"] == "2026-05-01..2026-05-31"
         for f in _findings(out)
     ), out
+
+
+def test_a_period_where_every_value_is_unverified_has_no_network_rate(busy_log, capsys) -> None:  # type: ignore[no-untyped-def]
+    """The network trend does not show 0 of 0 ("no eligible patients") for a period whose
+    practices are all unverified: nothing was pooled, and it says so."""
+    import datetime as dt
+
+    sid, indicator, numerator = _a_cell(busy_log, "A81001", 4)
+    with busy_log.network.database.read() as s:
+        other = s.scalar(
+            select(models.Cell.submission_id)
+            .join(models.Submission)
+            .where(
+                models.Submission.practice_ods == "A81002",
+                models.Submission.period_start == dt.date(2026, 4, 1),
+                models.Cell.indicator == indicator,
+            )
+        )
+    for submission in (sid, other):
+        _edit(
+            busy_log,
+            update(models.Cell)
+            .where(models.Cell.submission_id == submission, models.Cell.indicator == indicator)
+            .values(numerator=(numerator or 0) + 2, numerator_status="exact"),
+        )
+    assert _verify(busy_log, capsys)[0] == ExitCode.LOG_FAILED
+    admin = busy_log.network.user("admin")
+    r = busy_log.get(f"/v1/benchmarks/trends/{indicator}", admin)
+    assert r.status_code == 200, r.text
+    april = next(p for p in r.json()["network"] if p["period"]["start"] == "2026-04-01")
+    assert april["status"] == "suppressed" and april["rate"] is None, april
+    may = next(p for p in r.json()["network"] if p["period"]["start"] == "2026-05-01")
+    assert may["status"] != "suppressed" and may["rate"] is not None, may
