@@ -3,12 +3,15 @@
 TLS is always verified (the system trust store, or the configured CA bundle); there is no switch
 to turn it off. Timeouts are explicit. A failed POST is retried with exponential backoff, and a
 retry only ever resends the identical stored bytes: the caller hands over the envelope bytes
-from the outbox and this module never rebuilds a body. The aggregator treats a resent
+from the outbox and this module never rebuilds a body. A 429 or 503 with ``Retry-After`` (the
+aggregator sends one while its database is away) waits at least that long before the next try,
+still capped at a minute. The aggregator treats a resent
 ``submission_id`` with the same bytes idempotently, so a retry after a lost answer is safe.
 """
 
 from __future__ import annotations
 
+import email.utils
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -117,9 +120,11 @@ class AggregatorClient:
             raise TransportError(f"{self.unreachable} (so {method} {path} was not tried)")
         tries = self.options.retries + 1 if tries is None else tries
         last = ""
+        asked = 0.0  # the wait the server asked for (Retry-After), if longer than ours
         for attempt in range(tries):
             if attempt:
-                wait = min(self.options.backoff * 2 ** (attempt - 1), MAX_BACKOFF)
+                wait = min(max(self.options.backoff * 2 ** (attempt - 1), asked), MAX_BACKOFF)
+                asked = 0.0
                 if self._on_retry is not None:
                     self._on_retry(about or f"{method} {path}", last, attempt, tries, wait)
                 self._sleep(wait)
@@ -132,6 +137,7 @@ class AggregatorClient:
                 if response.status_code in (502, 503, 504):
                     # A proxy in front of a stopped aggregator answers these: worth a retry.
                     last = f"HTTP {response.status_code} {response.reason_phrase}"
+                    asked = retry_after(response.headers.get("retry-after"))
                     continue
                 raise NotAnAggregatorError(
                     f"{self.base_url} is not a fedqi aggregator: {method} {path} was answered "
@@ -142,6 +148,7 @@ class AggregatorClient:
                 )
             if response.status_code in RETRY_STATUSES:
                 last = f"HTTP {response.status_code} {_detail(response)}"
+                asked = retry_after(response.headers.get("retry-after"))
                 continue
             if response.status_code >= 400:
                 problem = _problem(response)
@@ -197,6 +204,23 @@ class AggregatorClient:
 
 def _auth(token: str | None) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"} if token else {}
+
+
+def retry_after(value: str | None, now: float | None = None) -> float:
+    """Seconds a ``Retry-After`` header asks to wait (delay-seconds or an HTTP-date, RFC 9110
+    10.2.3); 0 when absent or unreadable. The caller caps it."""
+    if not value:
+        return 0.0
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    if when.tzinfo is None:
+        return 0.0
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _is_fedqi_problem(response: httpx.Response) -> bool:

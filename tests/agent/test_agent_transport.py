@@ -217,3 +217,34 @@ def test_a_plain_http_server_is_named_as_not_an_aggregator() -> None:
     assert f"{url} is not a fedqi aggregator: POST /v1/submissions was answered HTTP 501" in str(
         exc.value
     )
+
+
+def test_a_retry_waits_as_long_as_retry_after_asks_within_the_cap() -> None:
+    """A 503 with Retry-After (what the aggregator answers while its database is away) is
+    waited out: the next try comes no sooner than asked, and never later than the cap."""
+    answers = iter(
+        [
+            httpx.Response(503, headers={"Retry-After": "5"}, json={"title": "db away"}),
+            httpx.Response(503, headers={"Retry-After": "600"}, json={"title": "db away"}),
+            httpx.Response(
+                429,
+                headers={"Retry-After": "soon", "content-type": "application/problem+json"},
+                content=b'{"type":"urn:fedqi:problem:rate-limited","title":"busy","status":429}',
+            ),
+            httpx.Response(200, content=b"receipt"),
+        ]
+    )
+    client, waits = _client(lambda request: next(answers))
+    assert client.post_envelope("/v1/submissions", BODY) == b"receipt"
+    # backoff 0.5, 1, 2: raised to 5 as asked, to the 60 s cap, and left alone when unreadable
+    assert waits == [5.0, 60.0, 2.0]
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    from agent.outbound.transport import retry_after
+
+    assert retry_after(None) == 0.0 and retry_after("") == 0.0 and retry_after("soon") == 0.0
+    assert retry_after("7") == 7.0
+    now = dt.datetime(2026, 12, 4, 12, 0, 0, tzinfo=dt.UTC).timestamp()
+    assert retry_after("Fri, 04 Dec 2026 12:00:30 GMT", now=now) == 30.0
+    assert retry_after("Fri, 04 Dec 2026 11:59:00 GMT", now=now) == 0.0
