@@ -133,6 +133,7 @@ class AggregatorServer:
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
+        self.kill()  # not left running after the test gives up on it
         raise RuntimeError(f"aggregator did not start: {self.log.read_text()[-2000:]}")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
