@@ -182,6 +182,9 @@ def test_demo_rerun_resumes_serves_and_stops_on_ctrl_c(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: Ctrl-C is not ignored (a test run started in the background by a
+        # shell inherits SIGINT ignored, and so would the demo, which then could not be stopped).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
