@@ -102,6 +102,7 @@ class DemoExit(IntEnum):
 
     OK = 0
     FAILED = 1
+    USAGE = 2
     MISSING_EXTRA = 3
     INTERRUPTED = 130
 
@@ -110,6 +111,8 @@ DEMO_EXIT_MEANINGS: dict[DemoExit, str] = {
     DemoExit.OK: "the network ran and every check passed",
     DemoExit.FAILED: "a step failed or a check did not pass (the message names the practice, "
     "the command and its log file)",
+    DemoExit.USAGE: "an option is unknown or out of range (the message names it and the range); "
+    "nothing was started",
     DemoExit.MISSING_EXTRA: "the demo extra is not installed (the line printed names the pip install to run)",
     DemoExit.INTERRUPTED: "interrupted (Ctrl-C); run fedqi-demo again to resume",
 }
@@ -123,6 +126,12 @@ class DemoError(AgentUserError):
     """A demo step failed; the message names the practice, the command and its log file."""
 
     exit_code = DemoExit.FAILED
+
+
+class DemoUsageError(DemoError):
+    """An option out of range: exits 2, as an unknown option does."""
+
+    exit_code = DemoExit.USAGE
 
 
 # --- the plan ----------------------------------------------------------------------------------
@@ -720,17 +729,17 @@ class Options:
 
 def _check_options(o: Options) -> None:
     if not 1 <= o.practices <= 500:
-        raise DemoError(f"--practices {o.practices}: choose 1 to 500")
+        raise DemoUsageError(f"--practices {o.practices}: choose 1 to 500")
     if not 1 <= o.groups <= o.practices:
-        raise DemoError(f"--groups {o.groups}: choose 1 to --practices ({o.practices})")
+        raise DemoUsageError(f"--groups {o.groups}: choose 1 to --practices ({o.practices})")
     if not 1 <= o.periods <= 60:
-        raise DemoError(f"--periods {o.periods}: choose 1 to 60 months")
+        raise DemoUsageError(f"--periods {o.periods}: choose 1 to 60 months")
     if not 0 <= o.port <= 65535:
-        raise DemoError(f"--port {o.port}: choose 1 to 65535 (0: any free port)")
+        raise DemoUsageError(f"--port {o.port}: choose 1 to 65535 (0: any free port)")
     if not 1 <= o.jobs <= 16:
-        raise DemoError(f"--jobs {o.jobs}: choose 1 to 16")
+        raise DemoUsageError(f"--jobs {o.jobs}: choose 1 to 16")
     if o.runner not in RUNNERS:
-        raise DemoError(f"--runner {o.runner!r}: choose {' or '.join(RUNNERS)}")
+        raise DemoUsageError(f"--runner {o.runner!r}: choose {' or '.join(RUNNERS)}")
 
 
 def _prepare_home(

@@ -364,10 +364,29 @@ def test_an_explicit_groups_above_practices_is_still_refused(
 ) -> None:
     assert (
         main(["--practices", "1", "--groups", "2", "--home", str(tmp_path / "h"), "--once"], {})
-        != 0
+        == 2
     )
     assert "--groups 2: choose 1 to --practices (1)" in capsys.readouterr().err
     assert not (tmp_path / "h").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--practices", "0", "--practices 0: choose 1 to 500"),
+        ("--periods", "99", "--periods 99: choose 1 to 60 months"),
+        ("--jobs", "17", "--jobs 17: choose 1 to 16"),
+        ("--port", "70000", "--port 70000: choose 1 to 65535"),
+        ("--runner", "threads", "--runner 'threads': choose"),
+    ],
+)
+def test_an_option_out_of_range_exits_2_as_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, says: str
+) -> None:
+    home = tmp_path / "h"
+    assert main([option, value, "--home", str(home), "--once"], {}) == 2
+    assert says in capsys.readouterr().err
+    assert not home.exists()
 
 
 def test_plan_is_deterministic_and_varied() -> None:
