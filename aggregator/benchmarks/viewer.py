@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from ..db.models import Practice, User
 from ..errors import ForbiddenError
-from ..users.service import can_read_practice, shows_individually
+from ..users.service import ROLE_NOUNS, can_read_practice, shows_individually
 from . import stats
 
 
@@ -156,7 +156,8 @@ class Viewer:
         if p is None or not can_read_practice(self.user, p):  # type: ignore[arg-type]
             # The same answer whether or not the practice exists: no probing for ODS codes.
             raise ForbiddenError(
-                f"practice {ods}: not visible to a {self.user.role} user", code="practice-forbidden"
+                f"practice {ods}: not visible to {ROLE_NOUNS.get(self.user.role, self.user.role)}",
+                code="practice-forbidden",
             )
         return p
 

@@ -22,6 +22,13 @@ from ..errors import AuthenticationError, BadRequestError
 
 Role = Literal["admin", "network_lead", "practice", "ig_officer"]
 ROLES: tuple[str, ...] = get_args(Role)
+# How a message names a user of each role ("not visible to an IG officer").
+ROLE_NOUNS: dict[str, str] = {
+    "admin": "an admin",
+    "network_lead": "a network lead",
+    "practice": "a practice user",
+    "ig_officer": "an IG officer",
+}
 TOKEN_PREFIX = "fqa_"
 
 

@@ -66,7 +66,10 @@ def test_lead_and_admin_see_only_the_named_practice_identified(three, who: str):
     text = _funnel(server, token, format="csv")
     assert NAMED in text and PSEUDO not in text and TOTALS not in text
     for ods in (PSEUDO, TOTALS):
-        assert server.get(f"/v1/benchmarks/practices/{ods}", token).status_code == 403
+        refused = server.get(f"/v1/benchmarks/practices/{ods}", token)
+        assert refused.status_code == 403
+        noun = {"admin": "an admin", "lead": "a network lead"}[who]
+        assert refused.json()["detail"] == f"practice {ods}: not visible to {noun}"
         fhir = server.get(
             f"/v1/benchmarks/practices/{ods}/measure-report/HYP_REG?period=2026-09", token
         )
