@@ -28,6 +28,7 @@ ORDER = [
     "ingest",
     "query",
     "demo",
+    "capacity",
 ]
 
 

@@ -1,0 +1,270 @@
+"""Benchmark: what a national network stores, measured on PostgreSQL at national scale.
+
+A fresh PostgreSQL database gets ``--practices`` enrolled practices (6,500 by default: every GP
+practice in England) and, month after month, one real signed submission from each (40
+indicators x 9 strata, the ingestion benchmark's catalogue, through the service path with every
+ingest check, the log append, the checkpoint and the receipt). After each month it records:
+
+* the size of every table with its indexes and TOAST (``pg_total_relation_size``), its live rows,
+  and the database's size; the growth per month and per submission;
+* the time to ingest the month;
+* a full benchmark refresh of the month's groups (``refresh_stale``: every signature and stored
+  cell checked against the signed envelope, the statistics recomputed) in wall and CPU seconds;
+* a funnel read (one indicator, the latest month, the admin's view) after the refresh,
+  median of ``--reads``; whether it grows with the months stored decides whether partitioning by
+  period is needed for reads.
+
+Each practice's counts are drawn once and released under the network policy once; every month
+signs them again as a new submission (new id, seq and period). Sizes depend on how counts are
+spelled, not on their values, so this saves most of the set-up's CPU without changing what is
+stored.
+
+Usage::
+
+    .venv/bin/python bench/capacity.py [--practices 6500] [--months 2] [--workers 2]
+        [--threads 16] [--reads 5] [--json OUT.json] [--admin-url postgresql://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+import ingest as bench_ingest  # noqa: E402
+
+from aggregator.benchmarks import service as bench_service  # noqa: E402
+from aggregator.benchmarks.funnel import funnel_view  # noqa: E402
+from aggregator.benchmarks.viewer import Viewer  # noqa: E402
+from aggregator.runtime import Runtime  # noqa: E402
+from aggregator.users.service import add_user  # noqa: E402
+from protocol.catalogue import Catalogue  # noqa: E402
+from protocol.disclosure import RawCell, apply_policy, policy_sha256  # noqa: E402
+from protocol.envelope import sign_envelope  # noqa: E402
+from protocol.keys import SigningKey  # noqa: E402
+from protocol.submission import (  # noqa: E402
+    CatalogueRef,
+    Cell,
+    IndicatorProvenance,
+    Period,
+    Provenance,
+    Submission,
+)
+
+MB = 1024 * 1024
+
+
+def released_cells(cat: Catalogue, rng: random.Random) -> tuple[Cell, ...]:
+    """One practice's cells: random counts per stratum, the total their sum, the network policy."""
+    raw = []
+    for ind in cat.indicators:
+        parts = []
+        for band, _ in cat.strata_for(ind)[1:]:
+            d = rng.randint(0, 400)
+            n = rng.randint(0, d)
+            parts.append(RawCell(ind.id, band, "all", d, n, rng.randint(0, d - n)))
+        raw += parts
+        totals = (
+            sum(getattr(p, f) for p in parts) for f in ("denominator", "numerator", "exclusions")
+        )
+        raw.append(RawCell(ind.id, "all", "all", *totals))
+    return apply_policy(raw, cat.disclosure)
+
+
+def month_bodies(
+    cat: Catalogue, agents: dict[str, SigningKey], cells: dict[str, tuple[Cell, ...]], month: int
+) -> list[bytes]:
+    policy = policy_sha256(cat.disclosure)
+    prov = tuple(IndicatorProvenance(id=i.id, version=1, codelists=()) for i in cat.indicators)
+    ref = CatalogueRef(id=cat.id, version=cat.version, sha256=cat.sha256())
+    now = int(time.time())
+    out = []
+    for ods, key in agents.items():
+        sub = Submission(
+            aud=bench_ingest.AUD,
+            practice=ods,
+            kid=key.kid,
+            submission_id=str(uuid.uuid4()),
+            seq=month,
+            iat=now,
+            nonce=bench_ingest.nonce(),
+            period=Period.month(2026, month),
+            catalogue=ref,
+            provenance=Provenance(
+                agent_version="0.1.0",
+                extract_time=now,
+                source="sqlite",
+                disclosure_policy=policy,
+                indicators=prov,
+            ),
+            cells=cells[ods],
+        )
+        out.append(sign_envelope("submission", sub.to_bytes(), [key]).to_bytes())
+    return out
+
+
+def table_sizes(url: str) -> tuple[dict[str, dict[str, int]], int]:
+    import psycopg
+
+    plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+        rows = conn.execute(
+            "SELECT relname, pg_total_relation_size(relid), n_live_tup "
+            "FROM pg_stat_user_tables ORDER BY 2 DESC"
+        ).fetchall()
+        (database,) = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    return {name: {"bytes": size, "rows": live} for name, size, live in rows}, database
+
+
+def timed_refresh(rt: Runtime) -> tuple[int, float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    groups = bench_service.refresh_stale(rt.db)
+    return groups, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def timed_reads(rt: Runtime, admin: Any, indicator: str, period: str, n: int) -> float:
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        with rt.db.read() as session:
+            viewer = Viewer.load(session, admin, rt.pseudonym_secret, rt.peer_bands)
+            view = funnel_view(session, viewer, indicator, period)
+        times.append(time.perf_counter() - start)
+        assert view["summary"]["practices"] > 0
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--practices", type=int, default=6500)
+    ap.add_argument("--months", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="ingesting processes")
+    ap.add_argument("--threads", type=int, default=16, help="concurrent streams per process")
+    ap.add_argument("--reads", type=int, default=5, help="funnel reads per month (median)")
+    ap.add_argument("--json", type=Path, help="write the results here too")
+    ap.add_argument(
+        "--admin-url",
+        default=os.environ.get("FEDQI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"),
+    )
+    args = ap.parse_args(argv)
+    if not 1 <= args.months <= 11:
+        ap.error(f"--months {args.months}: use 1 to 11 (2026-01 to 2026-11)")
+    if args.practices < 1:
+        ap.error(f"--practices {args.practices}: use 1 or more")
+    try:
+        import psycopg
+
+        with psycopg.connect(args.admin_url, autocommit=True, connect_timeout=5):
+            pass
+    except Exception as exc:  # noqa: BLE001 - any failure to connect is the same advice
+        print(
+            f"error: no PostgreSQL server answers at --admin-url {args.admin_url}: {exc}",
+            file=sys.stderr,
+        )
+        return 2
+    cat = bench_ingest.bench_catalogue()
+    load_before = os.getloadavg()
+    months: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmpdir:
+        url, drop = bench_ingest.fresh_database("postgresql", Path(tmpdir), args.admin_url, 0)
+        try:
+            t0 = time.perf_counter()
+            rt, agents, key_dir = bench_ingest.setup_network(url, Path(tmpdir), 0, args.practices)
+            rng = random.Random(1)
+            cells = {ods: released_cells(cat, rng) for ods in agents}
+            with rt.db.session() as s:
+                admin, _ = add_user(
+                    s, "capacity admin", "admin", practice=None, group=None, now=rt.now()
+                )
+                s.flush()
+                s.expunge(admin)
+            print(
+                f"set-up: {args.practices} practices enrolled in {time.perf_counter() - t0:.0f} s",
+                flush=True,
+            )
+            before, _ = table_sizes(url)
+            for month in range(1, args.months + 1):
+                bodies = month_bodies(cat, agents, cells, month)
+                rate, cpu_ms, _, _ = bench_ingest.run_service(
+                    url, key_dir, bodies, args.practices, args.workers, args.threads
+                )
+                groups, refresh_wall, refresh_cpu = timed_refresh(rt)
+                read = timed_reads(rt, admin, "IND_00", f"2026-{month:02d}", args.reads)
+                sizes, database = table_sizes(url)
+                months.append(
+                    {
+                        "month": month,
+                        "submissions": len(bodies),
+                        "body_bytes": statistics.median(len(b) for b in bodies),
+                        "ingest_per_s": round(rate, 1),
+                        "ingest_cpu_ms": round(cpu_ms, 2),
+                        "refresh_groups": groups,
+                        "refresh_wall_s": round(refresh_wall, 2),
+                        "refresh_cpu_s": round(refresh_cpu, 2),
+                        "funnel_read_s": round(read, 4),
+                        "database_bytes": database,
+                        "tables": sizes,
+                    }
+                )
+                print(
+                    f"month {month}: {len(bodies)} submissions at {rate:.0f}/s; refresh of "
+                    f"{groups} groups {refresh_wall:.1f} s wall / {refresh_cpu:.1f} CPU-s; funnel "
+                    f"read {1000 * read:.0f} ms; database {database / MB:.0f} MB",
+                    flush=True,
+                )
+            rt.db.dispose()
+        finally:
+            drop()
+    report(months, before, args, load_before)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"args": {k: str(v) for k, v in vars(args).items()}, "months": months}, indent=1
+            )
+        )
+    return 0
+
+
+def report(
+    months: list[dict[str, Any]],
+    before: dict[str, dict[str, int]],
+    args: Any,
+    load: tuple[float, ...],
+) -> None:
+    last = months[-1]
+    n = sum(m["submissions"] for m in months)
+    print()
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; load "
+        f"{load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    )
+    print(f"{'table':28s} {'rows':>10s} {'MB':>9s} {'bytes/submission':>17s}")
+    for name, t in last["tables"].items():
+        grown = t["bytes"] - before.get(name, {"bytes": 0})["bytes"]
+        print(f"{name:28s} {t['rows']:10d} {t['bytes'] / MB:9.1f} {grown / n:17.0f}")
+    per_month = (last["database_bytes"] - months[0]["database_bytes"]) / max(1, len(months) - 1)
+    if len(months) == 1:
+        per_month = last["database_bytes"]
+    print(
+        f"database: {last['database_bytes'] / MB:.0f} MB after {len(months)} month(s) of "
+        f"{args.practices} practices; growth per month {per_month / MB:.0f} MB, "
+        f"x12 = {12 * per_month / MB / 1024:.2f} GB a year"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""bench/capacity.py (the national capacity plan in docs/operations.md) runs end to end at a
+tiny scale on a real PostgreSQL server: the rows it reports are exactly what was sent, the
+database grows month by month, every month's groups are refreshed and a funnel is read."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "bench/capacity.py"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True, text=True, timeout=600, cwd=REPO, env=os.environ.copy(),
+    )  # fmt: skip
+
+
+@pytest.mark.postgres
+def test_capacity_counts_what_was_stored(pg_database_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # (the fixture only skips where no server answers; the script makes and drops its own)
+    out = tmp_path / "capacity.json"
+    proc = _run("--practices", "4", "--months", "2", "--reads", "1", "--workers", "1",
+                "--threads", "2", "--json", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    months = json.loads(out.read_text())["months"]
+    assert [m["month"] for m in months] == [1, 2]
+    for i, m in enumerate(months, start=1):
+        tables = m["tables"]
+        assert m["submissions"] == 4
+        assert tables["submissions"]["rows"] == 4 * i
+        assert tables["cells"]["rows"] == 4 * i * 40  # one row per indicator
+        assert tables["log_leaves"]["rows"] == 4 + 4 * i  # the enrolments, then the submissions
+        assert m["refresh_groups"] == 40  # the month's 40 indicators, nothing older
+        assert m["funnel_read_s"] > 0
+    assert months[1]["database_bytes"] > months[0]["database_bytes"]
+    assert "growth per month" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--months", "0"], "--months 0: use 1 to 11"),
+        (["--practices", "0"], "--practices 0: use 1 or more"),
+        (["--admin-url", "postgresql://postgres@127.0.0.1:1/test"], "no PostgreSQL server answers"),
+    ],
+)
+def test_bad_arguments_say_what_is_wrong(args: list[str], says: str) -> None:
+    proc = _run(*args)
+    assert proc.returncode == 2
+    assert says in proc.stderr
