@@ -12,7 +12,10 @@ ingest check, the log append, the checkpoint and the receipt). After each month 
   cell checked against the signed envelope, the statistics recomputed) in wall and CPU seconds;
 * a funnel read (one indicator, the latest month, the admin's view) after the refresh,
   median of ``--reads``; whether it grows with the months stored decides whether partitioning by
-  period is needed for reads.
+  period is needed for reads;
+* after the last month, ``--corrections`` times: one practice sends a correction, and the time
+  from its receipt to a funnel read that shows it (the read recomputes the one group it shows,
+  as the API's and the dashboard's reads do).
 
 Each practice's counts are drawn once and released under the network policy once; every month
 signs them again as a new submission (new id, seq and period). Sizes depend on how counts are
@@ -22,7 +25,7 @@ stored.
 Usage::
 
     .venv/bin/python bench/capacity.py [--practices 6500] [--months 2] [--workers 2]
-        [--threads 16] [--reads 5] [--json OUT.json] [--admin-url postgresql://...]
+        [--threads 16] [--reads 5] [--corrections 5] [--json OUT.json] [--admin-url postgresql://...]
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from aggregator.benchmarks import service as bench_service  # noqa: E402
 from aggregator.benchmarks.funnel import funnel_view  # noqa: E402
 from aggregator.benchmarks.viewer import Viewer  # noqa: E402
 from aggregator.runtime import Runtime  # noqa: E402
+from aggregator.submissions.service import IngestLimits, ingest  # noqa: E402
 from aggregator.users.service import add_user  # noqa: E402
 from protocol.catalogue import Catalogue  # noqa: E402
 from protocol.disclosure import RawCell, apply_policy, policy_sha256  # noqa: E402
@@ -85,20 +89,33 @@ def released_cells(cat: Catalogue, rng: random.Random) -> tuple[Cell, ...]:
 
 
 def month_bodies(
-    cat: Catalogue, agents: dict[str, SigningKey], cells: dict[str, tuple[Cell, ...]], month: int
+    cat: Catalogue,
+    agents: dict[str, SigningKey],
+    cells: dict[str, tuple[Cell, ...]],
+    month: int,
+    *,
+    seq: int | None = None,
+    supersedes: dict[str, str] | None = None,
+    ids: dict[str, str] | None = None,
 ) -> list[bytes]:
+    """One signed submission per practice for ``month``; with ``supersedes`` (practice ->
+    submission id) a correction of it. ``ids`` collects each practice's new submission id."""
     policy = policy_sha256(cat.disclosure)
     prov = tuple(IndicatorProvenance(id=i.id, version=1, codelists=()) for i in cat.indicators)
     ref = CatalogueRef(id=cat.id, version=cat.version, sha256=cat.sha256())
     now = int(time.time())
     out = []
     for ods, key in agents.items():
+        sid = str(uuid.uuid4())
+        if ids is not None:
+            ids[ods] = sid
+        replaced = supersedes.get(ods) if supersedes else None
         sub = Submission(
             aud=bench_ingest.AUD,
             practice=ods,
             kid=key.kid,
-            submission_id=str(uuid.uuid4()),
-            seq=month,
+            submission_id=sid,
+            seq=seq if seq is not None else month,
             iat=now,
             nonce=bench_ingest.nonce(),
             period=Period.month(2026, month),
@@ -111,6 +128,8 @@ def month_bodies(
                 indicators=prov,
             ),
             cells=cells[ods],
+            supersedes=replaced,
+            reason="data_correction" if replaced else None,
         )
         out.append(sign_envelope("submission", sub.to_bytes(), [key]).to_bytes())
     return out
@@ -148,6 +167,45 @@ def timed_reads(rt: Runtime, admin: Any, indicator: str, period: str, n: int) ->
     return statistics.median(times)
 
 
+def fresh_after_receipt(
+    rt: Runtime,
+    admin: Any,
+    cat: Catalogue,
+    agents: dict[str, SigningKey],
+    cells: dict[str, tuple[Cell, ...]],
+    month: int,
+    current: dict[str, str],
+    n: int,
+) -> tuple[list[float], list[int]]:
+    """``n`` times: one practice sends a correction of ``month``; time from its receipt to a
+    funnel read (with the refresh that read triggers) that shows the correction."""
+    limits = IngestLimits(cap=256 * 1024, iat_future=300, iat_past=7 * 86400)
+    period = f"2026-{month:02d}"
+    end = Period.month(2026, month).end
+    latencies, refreshed = [], []
+    for k, ods in enumerate(list(agents)[:n]):
+        ids: dict[str, str] = {}
+        (body,) = month_bodies(
+            cat, {ods: agents[ods]}, cells, month, seq=100 + k, supersedes=current, ids=ids
+        )
+        res = ingest(
+            rt.db.read, rt.db.session, rt.signer, rt.catalogues, body,
+            now=time.time(), limits=limits, committer=rt.committer, keys=rt.keys,
+        )  # fmt: skip
+        assert res.created
+        start = time.perf_counter()
+        groups = bench_service.refresh_for_read(rt.db, "IND_00", end)
+        with rt.db.read() as session:
+            viewer = Viewer.load(session, admin, rt.pseudonym_secret, rt.peer_bands)
+            view = funnel_view(session, viewer, "IND_00", period, detail=True)
+        latencies.append(time.perf_counter() - start)
+        refreshed.append(groups)
+        shown = {p["id"]: p.get("submission_id") for p in view["practices"]}
+        assert shown[ods] == ids[ods], "the read does not show the correction"
+        current[ods] = ids[ods]
+    return latencies, refreshed
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--practices", type=int, default=6500)
@@ -155,6 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="ingesting processes")
     ap.add_argument("--threads", type=int, default=16, help="concurrent streams per process")
     ap.add_argument("--reads", type=int, default=5, help="funnel reads per month (median)")
+    ap.add_argument(
+        "--corrections",
+        type=int,
+        default=5,
+        help="after the last month: corrections, each timed from receipt to a fresh read",
+    )
     ap.add_argument("--json", type=Path, help="write the results here too")
     ap.add_argument(
         "--admin-url",
@@ -197,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             before, _ = table_sizes(url)
+            current: dict[str, str] = {}
             for month in range(1, args.months + 1):
-                bodies = month_bodies(cat, agents, cells, month)
+                bodies = month_bodies(cat, agents, cells, month, ids=current)
                 rate, cpu_ms, _, _ = bench_ingest.run_service(
                     url, key_dir, bodies, args.practices, args.workers, args.threads
                 )
@@ -226,6 +291,16 @@ def main(argv: list[str] | None = None) -> int:
                     f"read {1000 * read:.0f} ms; database {database / MB:.0f} MB",
                     flush=True,
                 )
+            fresh, fresh_groups = fresh_after_receipt(
+                rt, admin, cat, agents, cells, args.months, current, args.corrections
+            )
+            if fresh:
+                print(
+                    f"receipt to a fresh read: median {1000 * statistics.median(fresh):.0f} ms "
+                    f"(max {1000 * max(fresh):.0f} ms) over {len(fresh)} corrections; groups "
+                    f"recomputed by each read: {sorted(set(fresh_groups))}",
+                    flush=True,
+                )
             rt.db.dispose()
         finally:
             drop()
@@ -233,7 +308,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"args": {k: str(v) for k, v in vars(args).items()}, "months": months}, indent=1
+                {
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "months": months,
+                    "fresh_read_s": [round(x, 4) for x in fresh],
+                    "fresh_read_groups": fresh_groups,
+                },
+                indent=1,
             )
         )
     return 0

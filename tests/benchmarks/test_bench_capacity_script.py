@@ -28,9 +28,10 @@ def test_capacity_counts_what_was_stored(pg_database_factory, tmp_path: Path) ->
     # (the fixture only skips where no server answers; the script makes and drops its own)
     out = tmp_path / "capacity.json"
     proc = _run("--practices", "4", "--months", "2", "--reads", "1", "--workers", "1",
-                "--threads", "2", "--json", str(out))  # fmt: skip
+                "--threads", "2", "--corrections", "2", "--json", str(out))  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    months = json.loads(out.read_text())["months"]
+    result = json.loads(out.read_text())
+    months = result["months"]
     assert [m["month"] for m in months] == [1, 2]
     for i, m in enumerate(months, start=1):
         tables = m["tables"]
@@ -42,6 +43,8 @@ def test_capacity_counts_what_was_stored(pg_database_factory, tmp_path: Path) ->
         assert m["funnel_read_s"] > 0
     assert months[1]["database_bytes"] > months[0]["database_bytes"]
     assert "growth per month" in proc.stdout
+    # each correction was shown by the next read, which recomputed only the group it shows
+    assert len(result["fresh_read_s"]) == 2 and result["fresh_read_groups"] == [1, 1]
 
 
 @pytest.mark.parametrize(
