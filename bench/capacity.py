@@ -56,7 +56,7 @@ from aggregator.runtime import Runtime  # noqa: E402
 from aggregator.submissions.service import IngestLimits, ingest  # noqa: E402
 from aggregator.users.service import add_user  # noqa: E402
 from protocol.catalogue import Catalogue  # noqa: E402
-from protocol.disclosure import RawCell, apply_policy, policy_sha256  # noqa: E402
+from protocol.disclosure import apply_policy, policy_sha256  # noqa: E402
 from protocol.envelope import sign_envelope  # noqa: E402
 from protocol.keys import SigningKey  # noqa: E402
 from protocol.submission import (  # noqa: E402
@@ -72,20 +72,8 @@ MB = 1024 * 1024
 
 
 def released_cells(cat: Catalogue, rng: random.Random) -> tuple[Cell, ...]:
-    """One practice's cells: random counts per stratum, the total their sum, the network policy."""
-    raw = []
-    for ind in cat.indicators:
-        parts = []
-        for band, _ in cat.strata_for(ind)[1:]:
-            d = rng.randint(0, 400)
-            n = rng.randint(0, d)
-            parts.append(RawCell(ind.id, band, "all", d, n, rng.randint(0, d - n)))
-        raw += parts
-        totals = (
-            sum(getattr(p, f) for p in parts) for f in ("denominator", "numerator", "exclusions")
-        )
-        raw.append(RawCell(ind.id, "all", "all", *totals))
-    return apply_policy(raw, cat.disclosure)
+    """One practice's cells as the ingestion benchmark draws them, under the network policy."""
+    return apply_policy(bench_ingest.raw_cells(cat, rng), cat.disclosure)
 
 
 def month_bodies(

@@ -114,6 +114,23 @@ def nonce() -> str:
     return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
 
 
+def raw_cells(cat: Catalogue, rng: random.Random) -> list[RawCell]:
+    """One practice's exact counts: random per stratum, each total the sum of its strata."""
+    raw: list[RawCell] = []
+    for ind in cat.indicators:
+        parts = []
+        for band, _ in cat.strata_for(ind)[1:]:
+            d = rng.randint(0, 400)
+            n = rng.randint(0, d)
+            parts.append(RawCell(ind.id, band, "all", d, n, rng.randint(0, d - n)))
+        raw += parts
+        totals = (
+            sum(getattr(p, f) for p in parts) for f in ("denominator", "numerator", "exclusions")
+        )
+        raw.append(RawCell(ind.id, "all", "all", *totals))
+    return raw
+
+
 def make_submissions(
     cat: Catalogue, agents: dict[str, SigningKey], months: int, seed: int
 ) -> list[bytes]:
@@ -124,25 +141,7 @@ def make_submissions(
     now = int(time.time())
     for month in range(1, months + 1):
         for ods, key in agents.items():
-            raw = []
-            for ind in cat.indicators:
-                parts = []
-                for band, _ in cat.strata_for(ind)[1:]:
-                    d = rng.randint(0, 400)
-                    n = rng.randint(0, d)
-                    parts.append(RawCell(ind.id, band, "all", d, n, rng.randint(0, d - n)))
-                raw += parts
-                raw.append(
-                    RawCell(
-                        ind.id,
-                        "all",
-                        "all",
-                        *(
-                            sum(getattr(p, f) for p in parts)
-                            for f in ("denominator", "numerator", "exclusions")
-                        ),
-                    )
-                )
+            raw = raw_cells(cat, rng)
             cells = apply_policy(raw, cat.disclosure)
             sub = Submission(
                 aud=AUD,
