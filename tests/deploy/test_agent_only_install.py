@@ -21,7 +21,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 # Installed only by the aggregator extra: none of them may be importable in the agent's venv.
-AGGREGATOR_ONLY_MODULES = ("fastapi", "uvicorn", "alembic", "jinja2", "scipy", "numpy", "starlette")
+AGGREGATOR_ONLY_MODULES = (
+    "fastapi", "uvicorn", "httptools", "uvloop", "alembic", "jinja2", "scipy", "numpy", "starlette",
+)  # fmt: skip
 # What the agent's own work needs (a practice database in DuckDB, SQLAlchemy, signatures).
 AGENT_MODULES = ("sqlalchemy", "duckdb", "duckdb_engine", "cryptography", "httpx", "typer")
 
