@@ -13,11 +13,18 @@ and the reader; this docstring says how it is made fast.
   catalogue's hash), and a release's relation rows once per set of cells.
 * Released exact counts are constants. The model is split into connected parts over its free
   counts, and every part with no protected count is skipped unsolved.
+* Bound propagation first (each row's implied bounds on its counts, vectorised, repeated until
+  nothing changes): sound, and a count pinned through a chain of rows shows as ``lo == hi``
+  with no integer program. When propagation pins any protected count, the audit reports those
+  at once without solving; the guard withholds and audits again.
 * A count is shown to be *not* pinned by exhibiting worlds: the true counts are one world; two
   integer programs over all remaining parts at once (maximise, then minimise, a signed sum of
-  the protected counts) give two more; every protected count that takes enough distinct values
-  across these worlds is proven at once. Only the few left are bounded one by one (two integer
-  programs each, on their own part).
+  the protected counts) give two more; then, while it proves any, the counts still unproven are
+  pushed down and up together (two more integer programs a round). Every protected count that
+  takes enough distinct values across these worlds is proven. Only the few left are bounded one
+  by one (on their own part; the second bound is skipped once the first proves it).
+* For each exposure the nearest released count is withheld, unless a count chosen for another
+  exposure this round is as near (fewer rounds than skipping on any nearby choice).
 * History: only the latest earlier release of the same period (a correction) and of each
   adjacent period. In a correction, every count the earlier version suppressed stays suppressed
   (sticky suppression), which removes most differencing without a solver.
@@ -519,7 +526,8 @@ def _split(p: _Problem, wanted: set[int]) -> tuple[_Parts, dict[int, list[int]]]
 
 
 def audit(model: Model, solver: _Solver, where: str, cap: int) -> list[Exposure]:
-    """Every target of ``model`` narrowed below its required width (see the module docstring).
+    """Every target of ``model`` narrowed below its required width (see the module docstring);
+    when bound propagation alone pins some, only those (the guard withholds and audits again).
     ``cap`` stands in for "no upper bound" (a suppressed count): larger than any true count, so
     every true world stays in the model and a tighter bound only makes the reader stronger."""
     if not model.targets:
@@ -527,6 +535,7 @@ def audit(model: Model, solver: _Solver, where: str, cap: int) -> list[Exposure]
     p = _Problem.of(model, cap)
     if p.d >= 0:
         p.fix_delta(model.rows, solver, cap)
+    _tighten(p)
     out: list[Exposure] = []
     wanted: set[int] = set()
     for var, need in model.targets.items():
@@ -535,21 +544,50 @@ def audit(model: Model, solver: _Solver, where: str, cap: int) -> list[Exposure]
             wanted.add(j)
         elif need > 1:  # released exactly
             out.append(Exposure(where, var, int(p.lo[j]), int(p.hi[j]), need))
-    if not wanted:
+    if not wanted or out:  # exposures found without a solver: these first, the rest next round
         return out
     parts, _ = _split(p, wanted)
-    seen = _seen_in_worlds(p, parts, sorted(wanted), solver)
+    needs = {j: model.targets[p.names[j]] for j in wanted}
+    seen = _seen_in_worlds(p, parts, sorted(wanted), needs, solver)
     for j in sorted(wanted):
         need = model.targets[p.names[j]]
         if len(seen[j]) < need:
-            lo, hi = _bounds(parts, j, seen, solver)
+            lo, hi = _bounds(parts, j, need, seen, solver)
             if hi - lo + 1 < need:
                 out.append(Exposure(where, p.names[j], lo, hi, need))
     return out
 
 
+def _tighten(p: _Problem, passes: int = 20) -> None:
+    """Tighten the counts' bounds by what each row implies given the others' bounds (bound
+    propagation, as a solver's presolve does): sound, every integer world stays inside, and a
+    count pinned by a chain of rows shows up as ``lo == hi`` with no integer program."""
+    coo = p.a.tocoo()
+    r, j, c = coo.row, coo.col, coo.data
+    if not len(c):
+        return
+    lb, ub, pos = p.lb[r], p.ub[r], c > 0
+    m = p.a.shape[0]
+    with np.errstate(invalid="ignore"):
+        for _ in range(passes):
+            low = np.where(pos, c * p.lo[j], c * p.hi[j])  # each term's least and most
+            high = np.where(pos, c * p.hi[j], c * p.lo[j])
+            act_lo = np.bincount(r, weights=low, minlength=m)[r]
+            act_hi = np.bincount(r, weights=high, minlength=m)[r]
+            r_lo = lb - (act_hi - high)  # c * x_j between these, whatever the others are
+            r_hi = ub - (act_lo - low)
+            new_lo = np.ceil(np.where(pos, r_lo / c, r_hi / c) - 1e-9)
+            new_hi = np.floor(np.where(pos, r_hi / c, r_lo / c) + 1e-9)
+            lo, hi = p.lo.copy(), p.hi.copy()
+            np.fmax.at(lo, j, new_lo)
+            np.fmin.at(hi, j, new_hi)
+            if np.array_equal(lo, p.lo) and np.array_equal(hi, p.hi):
+                return
+            p.lo[:], p.hi[:] = lo, hi
+
+
 def _seen_in_worlds(
-    p: _Problem, parts: _Parts, targets: list[int], solver: _Solver
+    p: _Problem, parts: _Parts, targets: list[int], need: dict[int, int], solver: _Solver
 ) -> dict[int, set[int]]:
     """The values each target takes in the true world (when known) and in two integer worlds
     for every part at once that push the protected counts apart, signed alternately."""
@@ -565,12 +603,44 @@ def _seen_in_worlds(
         if w is None:
             raise DisclosureError("internal: the released counts have no world")
         worlds.append(w)
-    return {j: {int(w[pos[j]]) for w in worlds} for j in targets}
+    seen = {j: {int(w[pos[j]]) for w in worlds} for j in targets}
+    _push_unproven(parts, seen, need, solver)
+    return seen
 
 
-def _bounds(parts: _Parts, j: int, seen: dict[int, set[int]], solver: _Solver) -> tuple[int, int]:
+def _push_unproven(
+    parts: _Parts, seen: dict[int, set[int]], need: dict[int, int], solver: _Solver
+) -> None:
+    """More worlds for the targets not yet proven: push all of them up at once, then down, and
+    again with those still left, while a round proves some (each world is a whole solution of
+    the released counts, so every count it moves is proven). What is left is bounded one by one."""
+    pos = parts.pos
+    while True:
+        left = [j for j in seen if len(seen[j]) < need[j]]
+        if not left:
+            return
+        progress = False
+        for direction in (-1.0, 1.0):
+            cost = np.zeros(len(parts.cols))
+            for j in left:
+                cost[pos[j]] = direction
+            w = solver.milp(cost, parts.sub, parts.lb, parts.ub, parts.lo, parts.hi)
+            if w is None:
+                raise DisclosureError("internal: the released counts have no world")
+            for j in left:
+                before = len(seen[j])
+                seen[j].add(int(w[pos[j]]))
+                progress = progress or len(seen[j]) > before
+        if not progress:
+            return
+
+
+def _bounds(
+    parts: _Parts, j: int, need: int, seen: dict[int, set[int]], solver: _Solver
+) -> tuple[int, int]:
     """The tightest bounds of column ``j`` on its own part (two integer programs); the worlds
-    found add to ``seen`` for the other targets of the part."""
+    found add to ``seen`` for the other targets of the part. When the first world already gives
+    ``j`` its ``need`` values, the values seen stand for the bounds (it is not pinned)."""
     pc, pr = parts.part(parts.label[j])
     psub = parts.sub[pr][:, pc] if len(pr) else csr_array((0, len(pc)))
     at = int(np.flatnonzero(pc == parts.pos[j])[0])
@@ -585,6 +655,8 @@ def _bounds(parts: _Parts, j: int, seen: dict[int, set[int]], solver: _Solver) -
         for k, jj in enumerate(parts.cols[pc]):
             if int(jj) in seen:
                 seen[int(jj)].add(int(w[k]))
+        if len(seen[j]) >= need:  # proven by the worlds: the other bound is not needed
+            return min(seen[j]), max(seen[j])
     return found[0], found[1]
 
 
@@ -640,9 +712,10 @@ def _group(cells: Iterable[Cell]) -> dict[str, tuple[Cell, ...]]:
 
 def _candidates(
     model: Model, start: Var, cells: Sequence[Cell], skip: set[Withheld]
-) -> list[Withheld]:
-    """Released non-zero counts of the new submission near ``start`` in the model's relations:
-    by distance (relations crossed), then the smaller released value, then the key."""
+) -> list[tuple[int, Withheld]]:
+    """Released non-zero counts of the new submission near ``start`` in the model's relations,
+    with their distance (relations crossed): by distance, then the smaller released value, then
+    the key."""
     released = {
         (0, c.indicator, (c.stratum.age_band, c.stratum.sex), k): getattr(c, k)
         for c in cells
@@ -674,7 +747,7 @@ def _candidates(
                         found.append((dist[w], released[w].value or 0, w))
         frontier = nxt
     found.sort()
-    return [cast(Withheld, (w[1], w[2], w[3])) for _, _, w in found]
+    return [(d, cast(Withheld, (w[1], w[2], w[3]))) for d, _, w in found]
 
 
 # --- the guard --------------------------------------------------------------------------------
@@ -821,9 +894,10 @@ class _Guard:
         """For each exposure the nearest count to withhold, or why the submission is held."""
         chosen: set[Withheld] = set()
         for x, m in found:
-            cands = _candidates(m, x.var, self.cells, self.withheld)
-            if any(c in chosen for c in cands):
-                continue  # a count withheld for another exposure this round is near it too
+            near = _candidates(m, x.var, self.cells, self.withheld)
+            cands = [c for _, c in near]
+            if any(c in chosen for d, c in near if d == near[0][0]):
+                continue  # a count withheld for another exposure this round is as near it
             if not cands:
                 return chosen, (
                     f"{x.reason()}, and nothing left in this submission relates to it; approve "
