@@ -21,7 +21,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 # Installed only by the aggregator extra: none of them may be importable in the agent's venv.
-AGGREGATOR_ONLY_MODULES = ("fastapi", "uvicorn", "httptools", "uvloop", "alembic", "jinja2", "starlette")
+AGGREGATOR_ONLY_MODULES = (
+    "fastapi",
+    "uvicorn",
+    "httptools",
+    "uvloop",
+    "alembic",
+    "jinja2",
+    "starlette",
+)
 # What the agent's own work needs (a practice database in DuckDB, SQLAlchemy, signatures, and
 # SciPy's integer programs with NumPy for the disclosure guard).
 AGENT_MODULES = (
