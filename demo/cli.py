@@ -1326,7 +1326,7 @@ def demo(
         if code != 0:
             raise DemoError(f"the aggregator stopped by itself (exit {code}); see its log")
         # Ctrl-C reaches the server too (same process group); either way this is a clean stop.
-        err.print("\nstopped; `fedqi-demo` again serves this network again (it resumes)")
+        err.print("\nstopped; run `fedqi-demo` again to serve this network again (it resumes)")
     finally:
         server.stop()
 

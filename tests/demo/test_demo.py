@@ -212,6 +212,8 @@ def test_demo_rerun_resumes_serves_and_stops_on_ctrl_c(
     reader.join(10)
     again = json.loads(proc.stdout.read())  # type: ignore[union-attr]
     assert any("Resuming" in ln for ln in lines)
+    # the way back is said plainly
+    assert any("stopped; run `fedqi-demo` again to serve this network again" in ln for ln in lines)
     assert again["ok"] is True, again["failures"]
     assert again["mode"] == "resumed"
     assert again["submissions"] == first["submissions"]
