@@ -59,14 +59,15 @@ statuses; a reader who also replays this algorithm over candidate inputs can, in
 use the choice of complement (e.g. "the smallest released stratum") to pin a value. Only
 relations inside one submission are considered; two indicators sharing a population but reported
 by different strata (e.g. age x sex and sex only), or one indicator's denominator equal to
-another's numerator, are linked tables this does not protect; differencing across periods or
-corrections is out of scope.
+another's numerator, are linked tables this does not protect, nor is differencing across periods
+or corrections: those are the agent's disclosure guard's (agent/outbound/guard.py, with the identities of
+protocol/linkage.py), which names further counts to suppress through ``withhold``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -79,6 +80,7 @@ __all__ = [
     "COUNT_KINDS",
     "TOTAL",
     "RawCell",
+    "Withheld",
     "apply_policy",
     "check_cells",
     "check_tightens",
@@ -240,13 +242,23 @@ class _Class:
         nums: list[list[int]],
         den_rules: list[CountRule],
         keys: list[tuple[str, str]],
+        withheld_den: Collection[int] = (),
+        withheld_nums: Sequence[Collection[int]] = (),
     ) -> None:
         self.den = den
         self.nums = nums
         self.keys = keys
-        self.sup_den = [_primary_suppressed(v, r) for v, r in zip(den, den_rules, strict=True)]
+        self.sup_den = [
+            _primary_suppressed(v, r) or (p in withheld_den and v > 0)
+            for p, (v, r) in enumerate(zip(den, den_rules, strict=True))
+        ]
         self.sup_nums = [
-            [_primary_suppressed(v, r) for v, r in zip(num, den_rules, strict=True)] for num in nums
+            [
+                _primary_suppressed(v, r)
+                or (m < len(withheld_nums) and p in withheld_nums[m] and v > 0)
+                for p, (v, r) in enumerate(zip(num, den_rules, strict=True))
+            ]
+            for m, num in enumerate(nums)
         ]
 
     # -- witnesses --
@@ -402,13 +414,34 @@ def _indicator_groups(raw: Sequence[RawCell]) -> dict[str, list[RawCell]]:
     return out
 
 
-def apply_policy(raw: Sequence[RawCell], policy: DisclosurePolicy) -> tuple[Cell, ...]:
+Withheld = tuple[str, tuple[str, str], CountKind]  # (indicator, (age_band, sex), count kind)
+
+
+def apply_policy(
+    raw: Sequence[RawCell], policy: DisclosurePolicy, *, withhold: Collection[Withheld] = ()
+) -> tuple[Cell, ...]:
     """Releasable cells for ``raw`` under ``policy``, sorted by (indicator, age_band, sex).
 
     Each indicator needs its whole-practice total and strata that add up to it (else
     :class:`DisclosureError`). See the module docstring for the rules.
+
+    ``withhold`` names counts to suppress as well as those the primary rule suppresses (the
+    agent's disclosure guard uses it for linked tables); the witness search then protects them
+    like any other suppressed count. A withheld zero stays a zero (a true zero is never
+    suppressed); a withheld denominator is withheld in every indicator of its denominator class.
+    Naming a count that ``raw`` does not have raises :class:`DisclosureError`.
     """
     groups = _indicator_groups(raw)
+    wanted: dict[tuple[str, CountKind], set[int]] = {}
+    for item in withhold:
+        try:
+            ind, stratum, kind = item
+            pos = [c.stratum for c in groups[ind]].index(tuple(stratum))  # type: ignore[arg-type]
+        except (KeyError, ValueError, TypeError):
+            raise DisclosureError(f"withhold: no such count in the raw cells: {item!r}") from None
+        if kind not in COUNT_KINDS:
+            raise DisclosureError(f"withhold: bad count kind {kind!r}")
+        wanted.setdefault((ind, kind), set()).add(pos)
     released: dict[str, dict[CountKind, list[bool]]] = {ind: {} for ind in groups}
 
     # Denominator classes: identical strata and identical denominators.
@@ -426,6 +459,8 @@ def apply_policy(raw: Sequence[RawCell], policy: DisclosurePolicy) -> tuple[Cell
             [[c.numerator for c in groups[ind]] for ind in members],
             rules,
             keys,
+            set().union(*(wanted.get((ind, "denominator"), set()) for ind in members)),
+            [wanted.get((ind, "numerator"), set()) for ind in members],
         )
         if policy.secondary_suppression:
             cls.suppress_small_totals(suppression_threshold(policy.stratified))
@@ -437,7 +472,9 @@ def apply_policy(raw: Sequence[RawCell], policy: DisclosurePolicy) -> tuple[Cell
     for ind, cells in groups.items():
         keys = [c.stratum for c in cells]
         rules = [_rule_for(policy, k == TOTAL) for k in keys]
-        exc = _Class([c.exclusions for c in cells], [], rules, keys)
+        exc = _Class(
+            [c.exclusions for c in cells], [], rules, keys, wanted.get((ind, "exclusions"), set())
+        )
         if policy.secondary_suppression:
             exc.settle()
         released[ind]["exclusions"] = exc.sup_den

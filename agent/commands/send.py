@@ -67,6 +67,8 @@ def _print_outcome(outcome: Outcome) -> None:
             f"{where}: held for approval as #{outcome.message_id}: see `fedqi-agent "
             f"pending`, then `approve {outcome.message_id}` or `reject {outcome.message_id}`"
         )
+        if outcome.detail and outcome.detail != "waiting for approval":
+            out.print(f"  why: {outcome.detail}", markup=False)
     else:
         out.print(f"{where}: {outcome.state} (#{outcome.message_id}) {outcome.detail}")
 
@@ -224,6 +226,7 @@ def pending(
                     "period": m.period,
                     "seq": m.seq,
                     "sha256": m.sha256,
+                    "why_held": m.state_note,
                     "plain_words": describe_submission(payload_of(m)),
                     "payload": payload_of(m).model_dump(mode="json", exclude_none=True),
                 }
@@ -239,6 +242,8 @@ def pending(
         words = describe_submission(sub)
         facts = words[: len(words) - len(sub.cells)]
         out.print(f"[bold]#{m.id}[/bold] period {m.period} (sha256 {m.sha256}) would send:")
+        if m.state_note:
+            out.print(f"  held: {m.state_note}", markup=False)
         if show_all:
             shown = words
         elif indicator or stratum:

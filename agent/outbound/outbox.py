@@ -151,7 +151,7 @@ class Outbox:
 
     # --- writing ---------------------------------------------------------------------------
 
-    def add_signed(self, build: Callable[[int], NewMessage], state: str) -> Message:
+    def add_signed(self, build: Callable[[int], NewMessage], state: str, note: str = "") -> Message:
         """Allocate the next seq, let ``build(seq)`` sign the message, and store it with its
         first state, all in one committed transaction (so two agents never share a seq)."""
         if state not in STATES:
@@ -176,8 +176,8 @@ class Outbox:
             )
             message_id = int(cur.lastrowid or 0)
             db.execute(
-                "INSERT INTO states (message_id, state, at) VALUES (?, ?, ?)",
-                (message_id, state, now),
+                "INSERT INTO states (message_id, state, at, note) VALUES (?, ?, ?, ?)",
+                (message_id, state, now, note[:500]),
             )
         return self.get(message_id)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from agent.errors import AgentUserError, ConfigError
 from agent.home.settings import AgentSettings
+from agent.outbound.guard import GuardResult, Release, guard_cells
 from agent.periods import last_complete_period, next_period, parse_period
 from protocol import __version__
 from protocol.canonical import sha256_hex
@@ -113,10 +114,14 @@ def build_submission(
     supersedes: str | None = None,
     reason: CorrectionReason | None = None,
     visibility: Visibility = "named",
+    cells: Sequence[Cell] | None = None,
 ) -> Submission:
     """The Submission payload: released cells only (checked again against the policy).
-    ``named`` (the default) is sent as no field at all, the bytes of before the field existed."""
-    cells = apply_policy(raw_cells, policy)
+    ``named`` (the default) is sent as no field at all, the bytes of before the field existed.
+    ``cells``: the cells to release when the disclosure guard (:func:`guarded_cells`) has made
+    them from ``raw_cells`` already; otherwise ``apply_policy`` makes them here."""
+    if cells is None:
+        cells = apply_policy(raw_cells, policy)
     check_cells(cells, policy)
     if not cells:
         raise AgentUserError(f"period {period.label}: the engine produced no cells to send")
@@ -138,6 +143,41 @@ def build_submission(
         provenance=provenance_for(catalogue, policy, source_kind=source_kind, extract_time=now),
         cells=tuple(cells),
     )
+
+
+def earlier_release(message_id: int, sub: Submission, raw: Sequence[RawCell] | None) -> Release:
+    """An earlier submission (its outbox id and payload) as the guard's release; ``raw``: that
+    period's counts if the agent has them at hand (computed in the same run)."""
+    return Release(
+        label=f"message #{message_id} ({sub.period.label})",
+        period=sub.period,
+        cells=sub.cells,
+        versions={p.id: p.version for p in sub.provenance.indicators},
+        raw=tuple(raw) if raw is not None else None,
+    )
+
+
+def guarded_cells(
+    catalogue: Catalogue,
+    raw_cells: Sequence[RawCell],
+    policy: DisclosurePolicy,
+    period: Period,
+    history: Sequence[Release],
+) -> GuardResult:
+    """The cells to release after the disclosure guard (agent/outbound/guard.py): apply_policy's, with
+    more withheld where linked tables or earlier releases would narrow a protected count below
+    the guard's policy. A policy without secondary suppression is not guarded. When the guard
+    cannot run, apply_policy's cells are returned with a reason to hold them: what could not be
+    audited is never released without the practice's approval."""
+    if not policy.secondary_suppression:
+        return GuardResult(apply_policy(raw_cells, policy), (), None, (), 0.0)
+    try:
+        return guard_cells(
+            catalogue=catalogue, raw=raw_cells, policy=policy, period=period, history=history
+        )
+    except DisclosureError as exc:
+        cells = apply_policy(raw_cells, policy)
+        return GuardResult(cells, (), f"the disclosure guard could not audit it: {exc}", (), 0.0)
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,13 @@ from agent.home.catalogue_cache import load_catalogue
 from agent.home.keystore import Keystore, Trust, load_trust_matching
 from agent.home.settings import AgentSettings
 from agent.outbound.audit import accept_receipt
+from agent.outbound.guard import Release, linked
 from agent.outbound.outbox import Message, NewMessage, Outbox
 from agent.outbound.release import (
     build_submission,
+    earlier_release,
     effective_policy,
+    guarded_cells,
     last_complete_period,
     next_period,
     parse_period,
@@ -71,14 +74,21 @@ def prepare(
     supersedes: str | None = None,
     reason: CorrectionReason | None = None,
     computed: tuple[list[RawCell], str] | None = None,
+    known: dict[str, list[RawCell]] | None = None,
 ) -> Message:
     """Compute (unless ``computed`` gives the raw cells and source kind already), apply
-    disclosure control, sign and store one submission (not yet sent)."""
+    disclosure control and the disclosure guard, sign and store one submission (not yet sent).
+    ``known``: other periods' raw cells computed in the same run, by period label (the guard
+    uses an adjacent month's to tell which of its suppressed counts were small). Held, with
+    the reason as the state's note, when the guard cannot make it safe."""
     trust = load_trust_matching(settings.home, settings.practice, settings.aud)
     key = Keystore(settings.home).active()
     policy = effective_policy(catalogue, settings)
     raw, kind = computed or compute_raw_cells(settings, catalogue, period.end)
-    state = "held" if settings.release == "hold" else "queued"
+    history = guard_history(outbox, period, known or {})
+    guarded = guarded_cells(catalogue, raw, policy, period, history)
+    state = "held" if settings.release == "hold" or guarded.held_reason else "queued"
+    note = f"disclosure guard: {guarded.held_reason}" if guarded.held_reason else ""
 
     def build(seq: int) -> NewMessage:
         sub = build_submission(
@@ -95,6 +105,7 @@ def prepare(
             supersedes=supersedes,
             reason=reason,
             visibility=settings.visibility,
+            cells=guarded.cells,
         )
         signed = sign("submission", sub.to_bytes(), [key])
         return NewMessage(
@@ -107,7 +118,22 @@ def prepare(
             period=period.label,
         )
 
-    return outbox.add_signed(build, state)
+    return outbox.add_signed(build, state, note)
+
+
+def guard_history(outbox: Outbox, period: Period, known: dict[str, list[RawCell]]) -> list[Release]:
+    """The earlier submissions the disclosure guard audits a new one with: the latest one not
+    rejected or refused of the same period and of each adjacent period (oldest first)."""
+    latest: dict[str, Message] = {}
+    for m in outbox.messages(kind="submission"):
+        if m.period is None or m.state in ("rejected", "refused"):
+            continue
+        if linked(period, parse_period(m.period)) is not None:
+            latest[m.period] = m  # messages come in id order: the last one is the latest
+    return [
+        earlier_release(m.id, payload_of(m), known.get(label) if label != period.label else None)
+        for label, m in sorted(latest.items(), key=lambda lm: lm[1].id)
+    ]
 
 
 def send(client: AggregatorClient, outbox: Outbox, trust: Trust, message: Message) -> Outcome:
@@ -170,7 +196,12 @@ def submit_period(
             settings, outbox, catalogue, period, now=now, supersedes=supersedes, reason=correction
         )
         if message.state == "held":
-            return Outcome(message.id, message.period, "held", detail="waiting for approval")
+            return Outcome(
+                message.id,
+                message.period,
+                "held",
+                detail=message.state_note or "waiting for approval",
+            )
         return send(client, outbox, trust, message)
 
 
@@ -228,10 +259,18 @@ def run_due(
                 if progress is not None:
                     progress(period.label, done, len(periods))
                 message = prepare(
-                    settings, outbox, catalogue, period, now=now, computed=(raw[period.end], kind)
+                    settings,
+                    outbox,
+                    catalogue,
+                    period,
+                    now=now,
+                    computed=(raw[period.end], kind),
+                    known={p.label: raw[p.end] for p in periods},
                 )
                 if message.state == "held":
-                    outcomes.append(Outcome(message.id, message.period, "held"))
+                    outcomes.append(
+                        Outcome(message.id, message.period, "held", detail=message.state_note)
+                    )
                 else:
                     outcomes.append(_send_reporting(client, outbox, trust, message))
     return outcomes

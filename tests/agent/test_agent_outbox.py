@@ -87,3 +87,10 @@ def test_outbox_file_is_private(tmp_path: Path) -> None:
     path = tmp_path / "o.sqlite"
     Outbox(path).close()
     assert path.stat().st_mode & 0o077 == 0
+
+
+def test_a_message_keeps_why_it_was_held(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite") as box:
+        m = box.add_signed(_msg, "held", "disclosure guard: X could be narrowed")
+        assert m.state == "held" and m.state_note == "disclosure guard: X could be narrowed"
+        assert box.history(m.id)[0][2] == "disclosure guard: X could be narrowed"

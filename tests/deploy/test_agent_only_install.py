@@ -22,10 +22,26 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Installed only by the aggregator extra: none of them may be importable in the agent's venv.
 AGGREGATOR_ONLY_MODULES = (
-    "fastapi", "uvicorn", "httptools", "uvloop", "alembic", "jinja2", "scipy", "numpy", "starlette",
-)  # fmt: skip
-# What the agent's own work needs (a practice database in DuckDB, SQLAlchemy, signatures).
-AGENT_MODULES = ("sqlalchemy", "duckdb", "duckdb_engine", "cryptography", "httpx", "typer")
+    "fastapi",
+    "uvicorn",
+    "httptools",
+    "uvloop",
+    "alembic",
+    "jinja2",
+    "starlette",
+)
+# What the agent's own work needs (a practice database in DuckDB, SQLAlchemy, signatures, and
+# SciPy's integer programs with NumPy for the disclosure guard).
+AGENT_MODULES = (
+    "sqlalchemy",
+    "duckdb",
+    "duckdb_engine",
+    "cryptography",
+    "httpx",
+    "typer",
+    "scipy",
+    "numpy",
+)
 
 
 def _copy_source(dest: Path) -> Path:
@@ -101,6 +117,13 @@ def test_agent_only_install_lacks_the_aggregator_stack(
         cwd=tmp_path,
     )
     assert r.returncode == 0 and str(venv) in r.stdout, r.stdout + r.stderr
+    # the disclosure guard runs before every submission: its solver must import here
+    r = _run(
+        [str(venv / "bin" / "python"), "-c", "import agent.outbound.guard"],
+        env=env,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
 
 
 def test_agent_runs_on_a_practice_database(

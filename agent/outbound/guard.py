@@ -1,0 +1,955 @@
+"""The disclosure guard: audit a submission against linked tables and earlier releases.
+
+``protocol.disclosure.apply_policy`` protects each indicator's table on its own. A reader who
+knows the catalogue also knows the identities between tables (``protocol.linkage``), and a reader
+of the network's log has the practice's earlier releases. Before a submission is signed the guard
+solves that reader's problem for every protected count and, where one is pinned closer than
+:class:`GuardPolicy` allows, withholds more counts of the new submission (``apply_policy``'s
+``withhold``) and audits again; where withholding cannot help it says why and the submission is
+held for the practice to decide. docs/disclosure.md ("The disclosure guard") states the policy
+and the reader; this docstring says how it is made fast.
+
+* The catalogue's identities are derived once per catalogue and set of strata (cached by the
+  catalogue's hash), and a release's relation rows once per set of cells.
+* Released exact counts are constants. The model is split into connected parts over its free
+  counts, and every part with no protected count is skipped unsolved.
+* Bound propagation first (each row's implied bounds on its counts, vectorised, repeated until
+  nothing changes): sound, and a count pinned through a chain of rows shows as ``lo == hi``
+  with no integer program. When propagation pins any protected count, the audit reports those
+  at once without solving; the guard withholds and audits again.
+* A count is shown to be *not* pinned by exhibiting worlds: the true counts are one world; two
+  integer programs over all remaining parts at once (maximise, then minimise, a signed sum of
+  the protected counts) give two more; then, while it proves any, the counts still unproven are
+  pushed down and up together (two more integer programs a round). Every protected count that
+  takes enough distinct values across these worlds is proven. Only the few left are bounded one
+  by one (on their own part; the second bound is skipped once the first proves it).
+* For each exposure the nearest released count is withheld, unless a count chosen for another
+  exposure this round is as near (fewer rounds than skipping on any nearby choice).
+* History: only the latest earlier release of the same period (a correction) and of each
+  adjacent period. In a correction, every count the earlier version suppressed stays suppressed
+  (sticky suppression), which removes most differencing without a solver.
+
+Only counts and their positions appear in reasons, never a patient.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, cast
+
+import numpy as np
+import numpy.typing as npt
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import csr_array
+from scipy.sparse.csgraph import connected_components
+
+from protocol.catalogue import Catalogue, DisclosurePolicy
+from protocol.disclosure import (
+    COUNT_KINDS,
+    TOTAL,
+    RawCell,
+    Withheld,
+    apply_policy,
+    feasible_range,
+    suppression_threshold,
+)
+from protocol.errors import DisclosureError
+from protocol.linkage import Identity, bands_of_labels, linked_identities, region_cells
+from protocol.submission import Cell, Period
+
+__all__ = ["GuardPolicy", "GuardResult", "Release", "guard_cells", "linked"]
+
+Var = tuple[int, str, tuple[str, str], str]  # (release: 0 new, 1 earlier; indicator; stratum; kind)
+Row = tuple[dict[Var, int], float, float]  # coefficients, lower bound, upper bound
+DELTA: Var = (-1, "", ("", ""), "delta")
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int_]
+
+
+@dataclass(frozen=True)
+class GuardPolicy:
+    """How far a reader may narrow a protected count (docs/disclosure.md, "The policy").
+
+    ``suppressed_width``: a small suppressed count of the new submission keeps at least this
+    many feasible values within the submission and its linked tables. ``linked_width``: a small
+    suppressed count of either release keeps at least this many with a linked earlier release.
+    ``rounded_width``: a rounded count of the new submission keeps at least this many within
+    the submission (1 switches the check off). ``max_withheld``: the most counts the guard
+    withholds beyond apply_policy's before it holds the submission instead.
+    """
+
+    suppressed_width: int = 2
+    linked_width: int = 2
+    rounded_width: int = 2
+    max_withheld: int = 60
+
+    def __post_init__(self) -> None:
+        if min(self.suppressed_width, self.linked_width, self.rounded_width) < 1:
+            raise ValueError("guard widths must be at least 1")
+        if max(self.suppressed_width, self.linked_width, self.rounded_width) > 3:
+            raise ValueError("guard widths above 3 are not supported (three worlds prove 3)")
+        if self.max_withheld < 0:
+            raise ValueError("max_withheld must be at least 0")
+
+
+@dataclass(frozen=True)
+class Release:
+    """An earlier release as the reader sees it: its period, cells and indicator versions;
+    ``raw``, when the agent has them, that period's true counts (used only to tell which of its
+    suppressed counts are small, and only if every one fits what was released)."""
+
+    label: str
+    period: Period
+    cells: tuple[Cell, ...]
+    versions: dict[str, int] = field(default_factory=dict)
+    raw: tuple[RawCell, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Exposure:
+    where: str
+    var: Var
+    lo: int
+    hi: int
+    required: int
+
+    def reason(self) -> str:
+        r, ind, (band, sex), kind = self.var
+        which = "this submission's" if r == 0 else "the earlier release's"
+        return (
+            f"{self.where}: {which} {ind} {band}/{sex} {kind} could be narrowed to "
+            f"{self.hi - self.lo + 1} value(s) (the policy asks for at least {self.required})"
+        )
+
+
+@dataclass(frozen=True)
+class GuardResult:
+    cells: tuple[Cell, ...]
+    withheld: tuple[Withheld, ...]  # counts withheld beyond apply_policy's own
+    held_reason: str | None
+    linked_releases: tuple[str, ...]
+    seconds: float
+    solves: int = 0
+
+
+def linked(new: Period, earlier: Period) -> Literal["same", "adjacent"] | None:
+    """How an earlier release's period links to the new one's, if at all."""
+    if (new.start, new.end) == (earlier.start, earlier.end):
+        return "same"
+    if new.start.toordinal() - earlier.end.toordinal() == 1:
+        return "adjacent"
+    if earlier.start.toordinal() - new.end.toordinal() == 1:
+        return "adjacent"
+    if new.start <= earlier.end and earlier.start <= new.end:
+        return "adjacent"  # overlapping periods of other lengths
+    return None
+
+
+def latest_linked(period: Period, history: Sequence[Release]) -> list[Release]:
+    """The releases the guard audits with: the latest of the same period and the latest of each
+    adjacent or overlapping period (``history`` oldest first)."""
+    last: dict[tuple[object, object], Release] = {}
+    for e in history:
+        if linked(period, e.period):
+            last[(e.period.start, e.period.end)] = e
+    return sorted(last.values(), key=lambda e: (linked(period, e.period) != "same", e.label))
+
+
+# --- the reader's relations (cached) -----------------------------------------------------------
+
+_CAT_SHA: dict[int, tuple[Catalogue, str]] = {}
+_IDS: dict[object, tuple[Identity, ...]] = {}
+_ROWS: dict[object, list[Row]] = {}
+
+
+def _catalogue_sha(catalogue: Catalogue) -> str:
+    hit = _CAT_SHA.get(id(catalogue))
+    if hit is None or hit[0] is not catalogue:
+        if len(_CAT_SHA) > 16:
+            _CAT_SHA.clear()
+        hit = (catalogue, catalogue.sha256())
+        _CAT_SHA[id(catalogue)] = hit
+    return hit[1]
+
+
+def identities_for(
+    catalogue: Catalogue, cells: Sequence[Cell], versions: dict[str, int] | None = None
+) -> tuple[object, tuple[Identity, ...]]:
+    """(cache key, identities) of a release: the catalogue's, for the release's own age bands
+    and strata, between indicators whose version in the release is the catalogue's (a changed
+    indicator may have changed its rules). Derived once per catalogue and set of strata."""
+    present = {c.indicator for c in cells}
+    same = sorted(
+        i.id
+        for i in catalogue.indicators
+        if i.id in present and (versions is None or versions.get(i.id) == i.version)
+    )
+    strata: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for c in cells:
+        strata[c.indicator].append((c.stratum.age_band, c.stratum.sex))
+    key = (
+        _catalogue_sha(catalogue),
+        tuple(same),
+        tuple(sorted((k, tuple(v)) for k, v in strata.items())),
+    )
+    if key not in _IDS:
+        if len(_IDS) > 64:
+            _IDS.clear()
+        bands = bands_of_labels(c.stratum.age_band for c in cells)
+        _IDS[key] = linked_identities(
+            catalogue, bands=bands or None, indicators=same, strata=dict(strata)
+        )
+    return key, _IDS[key]
+
+
+def _by_ind(cells: Sequence[Cell]) -> dict[str, dict[tuple[str, str], Cell]]:
+    out: dict[str, dict[tuple[str, str], Cell]] = defaultdict(dict)
+    for c in cells:
+        out[c.indicator][(c.stratum.age_band, c.stratum.sex)] = c
+    return out
+
+
+def _relation_rows(
+    r: int, cells: Sequence[Cell], ids: tuple[object, tuple[Identity, ...]]
+) -> list[Row]:
+    """Partitions, ``numerator <= denominator`` and the identities, for release ``r``. They
+    depend only on which cells there are, not on their values: cached."""
+    key = ("rel", r, ids[0], tuple(c.key for c in cells))
+    if key in _ROWS:
+        return _ROWS[key]
+    out: list[Row] = []
+    by_ind = _by_ind(cells)
+    for ind, group in by_ind.items():
+        for s in group:
+            pair: dict[Var, int] = {(r, ind, s, "numerator"): 1, (r, ind, s, "denominator"): -1}
+            out.append((pair, -np.inf, 0.0))
+        strata = [s for s in group if s != TOTAL]
+        if strata and TOTAL in group:
+            for kind in COUNT_KINDS:
+                coeffs: dict[Var, int] = {(r, ind, TOTAL, kind): 1}
+                for s in strata:
+                    coeffs[(r, ind, s, kind)] = -1
+                out.append((coeffs, 0.0, 0.0))
+    for ident in ids[1]:
+        coeffs = {}
+        ok = True
+        for sign, terms in ((1, (ident.lhs,)), (-1, ident.rhs)):
+            for term in terms:
+                where = region_cells(ident.region, list(by_ind.get(term.indicator, {})))
+                if not where:
+                    ok = False
+                    break
+                for s in where:
+                    for kind in term.kinds:
+                        v = (r, term.indicator, s, kind)
+                        coeffs[v] = coeffs.get(v, 0) + sign
+        coeffs = {v: c for v, c in coeffs.items() if c}
+        if ok and coeffs:
+            out.append((coeffs, -np.inf if ident.relation == "contained" else 0.0, 0.0))
+    if len(_ROWS) > 256:
+        _ROWS.clear()
+    _ROWS[key] = out
+    return out
+
+
+def _common_regions(
+    a: dict[tuple[str, str], Cell], b: dict[tuple[str, str], Cell]
+) -> list[tuple[list[tuple[str, str]], list[tuple[str, str]]]]:
+    """Pairs of cell lists of one indicator in two releases that cover the same patients: the
+    total, and every (union of age bands) x sex both can form (two catalogue versions may split
+    or merge a band; one release may report totals only)."""
+    out = [([TOTAL], [TOTAL])]
+    sa = [s for s in a if s != TOTAL]
+    sb = [s for s in b if s != TOTAL]
+    if not sa or not sb:
+        return out
+    sex_a = {x for _, x in sa} - {"all"}
+    sex_b = {x for _, x in sb} - {"all"}
+    sexes = sorted(sex_a) if sex_a and sex_a == sex_b else ["all"]
+    bands_a = bands_of_labels(x for x, _ in sa)
+    bands_b = bands_of_labels(x for x, _ in sb)
+    groups: list[tuple[list[str], list[str]]] = []
+    if bands_a and bands_b:
+        ia = ib = 0
+        cur_a: list[str] = []
+        cur_b: list[str] = []
+        while ia < len(bands_a) and ib < len(bands_b):  # merge bands until both end together
+            end_a, end_b = bands_a[ia][2], bands_b[ib][2]
+            if end_a <= end_b:
+                cur_a.append(bands_a[ia][0])
+                ia += 1
+            if end_b <= end_a:
+                cur_b.append(bands_b[ib][0])
+                ib += 1
+            if end_a == end_b:
+                groups.append((cur_a, cur_b))
+                cur_a, cur_b = [], []
+    else:
+        groups = [(["all"], ["all"])]
+    if sexes == ["all"] and groups == [(["all"], ["all"])]:
+        return out
+
+    def cells_for(
+        side: dict[tuple[str, str], Cell], bands: list[str], sex: str
+    ) -> list[tuple[str, str]]:
+        return [
+            s
+            for s in side
+            if s != TOTAL and (bands == ["all"] or s[0] in bands) and sex in ("all", s[1])
+        ]
+
+    for ga, gb in groups:
+        for sex in sexes:
+            ca, cb = cells_for(a, ga, sex), cells_for(b, gb, sex)
+            if ca and cb:
+                out.append((ca, cb))
+    return out
+
+
+def _is_zero(cells: dict[tuple[str, str], Cell], where: list[tuple[str, str]], kind: str) -> bool:
+    return all(
+        getattr(cells[s], kind).status == "exact" and getattr(cells[s], kind).value == 0
+        for s in where
+    )
+
+
+def _link_rows(new: Sequence[Cell], old: Sequence[Cell], *, zeros: bool) -> list[Row]:
+    """``|count now - count then| <= delta`` over every region both releases report. With
+    ``zeros`` False (adjacent periods), a region released as an exact zero in either release is
+    not linked: docs/disclosure.md, "The reader"."""
+    rows: list[Row] = []
+    a_by, b_by = _by_ind(new), _by_ind(old)
+    for ind in sorted(set(a_by) & set(b_by)):
+        for ca, cb in _common_regions(a_by[ind], b_by[ind]):
+            for kind in COUNT_KINDS:
+                if not zeros and (_is_zero(a_by[ind], ca, kind) or _is_zero(b_by[ind], cb, kind)):
+                    continue
+                coeffs: dict[Var, int] = {(0, ind, s, kind): 1 for s in ca}
+                for s in cb:
+                    coeffs[(1, ind, s, kind)] = -1
+                rows.append(({**coeffs, DELTA: -1}, -np.inf, 0.0))
+                rows.append(({**coeffs, DELTA: 1}, 0.0, np.inf))
+    return rows
+
+
+# --- the model and its audit ------------------------------------------------------------------
+
+
+@dataclass
+class Model:
+    lo: dict[Var, int] = field(default_factory=dict)
+    hi: dict[Var, int] = field(default_factory=dict)
+    rows: list[Row] = field(default_factory=list)
+    targets: dict[Var, int] = field(default_factory=dict)  # protected count -> required width
+    truth: dict[Var, int] = field(default_factory=dict)
+
+    def add_release(self, r: int, cells: Sequence[Cell], policy: DisclosurePolicy) -> None:
+        for cell in cells:
+            stratum = (cell.stratum.age_band, cell.stratum.sex)
+            rule = policy.totals if stratum == TOTAL else policy.stratified
+            for kind in COUNT_KINDS:
+                lo, hi = feasible_range(getattr(cell, kind), rule)
+                self.lo[(r, cell.indicator, stratum, kind)] = lo
+                self.hi[(r, cell.indicator, stratum, kind)] = -1 if hi is None else hi
+
+
+class _Solver:
+    def __init__(self) -> None:
+        self.solves = 0
+
+    def milp(
+        self,
+        c: FloatArray,
+        a: csr_array,
+        lb: FloatArray,
+        ub: FloatArray,
+        lo: FloatArray,
+        hi: FloatArray,
+    ) -> FloatArray | None:
+        """An integer world minimising ``c.x``, or None when there is none."""
+        self.solves += 1
+        cons = (LinearConstraint(a, lb, ub),) if a.shape[0] else ()
+        n = len(c)
+        res = milp(c, constraints=cons, integrality=np.ones(n), bounds=Bounds(lo, hi))
+        if res.x is None and res.status == 2:  # HiGHS' presolve has called feasible ones infeasible
+            res = milp(
+                c,
+                constraints=cons,
+                integrality=np.ones(n),
+                bounds=Bounds(lo, hi),
+                options={"presolve": False},
+            )
+        if res.x is None:
+            if res.status == 2:
+                return None
+            raise DisclosureError(f"the audit's integer program failed: {res.message}")
+        world: FloatArray = np.round(np.asarray(res.x, dtype=float))
+        return world
+
+
+@dataclass
+class _Problem:
+    """A model as matrices: ``lb <= a @ x <= ub``, ``lo <= x <= hi``, x integer; ``truth`` the
+    true world where known (NaN where not); ``d`` the column of the reader's delta (or -1)."""
+
+    names: list[Var]
+    index: dict[Var, int]
+    a: csr_array
+    lb: FloatArray
+    ub: FloatArray
+    lo: FloatArray
+    hi: FloatArray
+    truth: FloatArray
+    d: int
+
+    @classmethod
+    def of(cls, model: Model, cap: int) -> _Problem:
+        names = sorted({v for coeffs, _, _ in model.rows for v in coeffs} | set(model.targets))
+        index = {v: j for j, v in enumerate(names)}
+        lo = np.array([model.lo.get(v, 0) for v in names], dtype=float)
+        hi = np.array([model.hi.get(v, cap) for v in names], dtype=float)
+        hi[hi < 0] = cap
+        d = index.get(DELTA, -1)
+        if d >= 0:
+            lo[d], hi[d] = 0, cap
+        data: list[int] = []
+        ri: list[int] = []
+        ci: list[int] = []
+        for i, (coeffs, _, _) in enumerate(model.rows):
+            for v, c in coeffs.items():
+                data.append(c)
+                ri.append(i)
+                ci.append(index[v])
+        a = csr_array((np.array(data, dtype=float), (ri, ci)), shape=(len(model.rows), len(names)))
+        return cls(
+            names=names,
+            index=index,
+            a=a,
+            lb=np.array([r[1] for r in model.rows], dtype=float),
+            ub=np.array([r[2] for r in model.rows], dtype=float),
+            lo=lo,
+            hi=hi,
+            truth=np.array([model.truth.get(v, np.nan) for v in names], dtype=float),
+            d=d,
+        )
+
+    def fix_delta(self, rows: list[Row], solver: _Solver, cap: int) -> None:
+        """The reader's delta: the smallest with which both releases are consistent. A lower
+        bound from the rows whose counts are all fixed first; if that is feasible it is it."""
+        d, lo, hi = self.d, self.lo, self.hi
+        fixed = lo == hi
+        guess = 0.0
+        for coeffs, _, _ in rows:
+            if DELTA in coeffs and all(fixed[self.index[v]] for v in coeffs if v != DELTA):
+                total = sum(c * lo[self.index[v]] for v, c in coeffs.items() if v != DELTA)
+                guess = max(guess, abs(float(total)))
+        lo[d] = hi[d] = guess
+        world = self.truth.copy()
+        world[d] = guess
+        if not _fits(self.a, self.lb, self.ub, lo, hi, world):
+            cost = np.zeros(len(self.names))
+            cost[d] = 1
+            lo[d], hi[d] = 0, cap
+            found = solver.milp(cost, self.a, self.lb, self.ub, lo, hi)
+            if found is None:
+                raise DisclosureError("internal: the two releases have no common world")
+            lo[d] = hi[d] = found[d]
+        self.truth[d] = lo[d]
+
+
+@dataclass
+class _Parts:
+    """The free counts of the parts that hold a protected count, with their rows, the fixed
+    counts folded into the rows' bounds; ``label`` maps a free column to its part."""
+
+    cols: IntArray  # columns of the problem, in order
+    rows: IntArray
+    sub: csr_array
+    lb: FloatArray
+    ub: FloatArray
+    lo: FloatArray
+    hi: FloatArray
+    label: dict[int, int]  # problem column -> part
+    row_label: IntArray  # part of each problem row
+    pos: dict[int, int] = field(default_factory=dict)  # problem column -> position in cols
+    _parts: dict[int, tuple[IntArray, IntArray]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.pos = {int(c): k for k, c in enumerate(self.cols)}
+
+    def part(self, lab: int) -> tuple[IntArray, IntArray]:
+        """(positions in ``cols``, positions in ``rows``) of one part."""
+        if lab not in self._parts:
+            pc = [k for k, c in enumerate(self.cols) if self.label[int(c)] == lab]
+            pr = [k for k, r in enumerate(self.rows) if self.row_label[r] == lab]
+            self._parts[lab] = (np.array(pc, dtype=int), np.array(pr, dtype=int))
+        return self._parts[lab]
+
+
+def _split(p: _Problem, wanted: set[int]) -> tuple[_Parts, dict[int, list[int]]]:
+    """Split ``p`` into connected parts over its free counts; keep the parts holding a column
+    of ``wanted``. Returns the parts and, per part, its wanted columns."""
+    free = p.lo != p.hi
+    const = p.a @ np.where(free, 0.0, p.lo)
+    free_cols = np.flatnonzero(free)
+    af = p.a[:, free_cols].tocsr()
+    live_rows = np.flatnonzero(np.diff(af.indptr) > 0)
+    m = p.a.shape[0]
+    coo = af.tocoo()
+    graph = csr_array(
+        (np.ones(len(coo.row)), (coo.row, coo.col + m)),
+        shape=(m + len(free_cols), m + len(free_cols)),
+    )
+    _, labels = connected_components(graph, directed=False)
+    col_label = {int(c): int(labels[m + k]) for k, c in enumerate(free_cols)}
+    want: dict[int, list[int]] = defaultdict(list)
+    for j in sorted(wanted):
+        want[col_label[j]].append(j)
+    cols = np.array([c for c in free_cols if col_label[int(c)] in want], dtype=int)
+    rows = np.array([r for r in live_rows if labels[r] in want], dtype=int)
+    sub = af[rows][:, np.searchsorted(free_cols, cols)] if len(rows) else csr_array((0, len(cols)))
+    parts = _Parts(
+        cols=cols,
+        rows=rows,
+        sub=sub,
+        lb=p.lb[rows] - const[rows],
+        ub=p.ub[rows] - const[rows],
+        lo=p.lo[cols],
+        hi=p.hi[cols],
+        label=col_label,
+        row_label=np.asarray(labels[:m], dtype=int),
+    )
+    return parts, want
+
+
+def audit(model: Model, solver: _Solver, where: str, cap: int) -> list[Exposure]:
+    """Every target of ``model`` narrowed below its required width (see the module docstring);
+    when bound propagation alone pins some, only those (the guard withholds and audits again).
+    ``cap`` stands in for "no upper bound" (a suppressed count): larger than any true count, so
+    every true world stays in the model and a tighter bound only makes the reader stronger."""
+    if not model.targets:
+        return []
+    p = _Problem.of(model, cap)
+    if p.d >= 0:
+        p.fix_delta(model.rows, solver, cap)
+    _tighten(p)
+    out: list[Exposure] = []
+    wanted: set[int] = set()
+    for var, need in model.targets.items():
+        j = p.index[var]
+        if p.lo[j] != p.hi[j]:
+            wanted.add(j)
+        elif need > 1:  # released exactly
+            out.append(Exposure(where, var, int(p.lo[j]), int(p.hi[j]), need))
+    if not wanted or out:  # exposures found without a solver: these first, the rest next round
+        return out
+    parts, _ = _split(p, wanted)
+    needs = {j: model.targets[p.names[j]] for j in wanted}
+    seen = _seen_in_worlds(p, parts, sorted(wanted), needs, solver)
+    for j in sorted(wanted):
+        need = model.targets[p.names[j]]
+        if len(seen[j]) < need:
+            lo, hi = _bounds(parts, j, need, seen, solver)
+            if hi - lo + 1 < need:
+                out.append(Exposure(where, p.names[j], lo, hi, need))
+    return out
+
+
+def _tighten(p: _Problem, passes: int = 20) -> None:
+    """Tighten the counts' bounds by what each row implies given the others' bounds (bound
+    propagation, as a solver's presolve does): sound, every integer world stays inside, and a
+    count pinned by a chain of rows shows up as ``lo == hi`` with no integer program."""
+    coo = p.a.tocoo()
+    r, j, c = coo.row, coo.col, coo.data
+    if not len(c):
+        return
+    lb, ub, pos = p.lb[r], p.ub[r], c > 0
+    m = p.a.shape[0]
+    with np.errstate(invalid="ignore"):
+        for _ in range(passes):
+            low = np.where(pos, c * p.lo[j], c * p.hi[j])  # each term's least and most
+            high = np.where(pos, c * p.hi[j], c * p.lo[j])
+            act_lo = np.bincount(r, weights=low, minlength=m)[r]
+            act_hi = np.bincount(r, weights=high, minlength=m)[r]
+            r_lo = lb - (act_hi - high)  # c * x_j between these, whatever the others are
+            r_hi = ub - (act_lo - low)
+            new_lo = np.ceil(np.where(pos, r_lo / c, r_hi / c) - 1e-9)
+            new_hi = np.floor(np.where(pos, r_hi / c, r_lo / c) + 1e-9)
+            lo, hi = p.lo.copy(), p.hi.copy()
+            np.fmax.at(lo, j, new_lo)
+            np.fmin.at(hi, j, new_hi)
+            if np.array_equal(lo, p.lo) and np.array_equal(hi, p.hi):
+                return
+            p.lo[:], p.hi[:] = lo, hi
+
+
+def _seen_in_worlds(
+    p: _Problem, parts: _Parts, targets: list[int], need: dict[int, int], solver: _Solver
+) -> dict[int, set[int]]:
+    """The values each target takes in the true world (when known) and in two integer worlds
+    for every part at once that push the protected counts apart, signed alternately."""
+    pos = parts.pos
+    worlds: list[FloatArray] = []
+    if not np.isnan(p.truth[parts.cols]).any():
+        worlds.append(p.truth[parts.cols])
+    sign = np.zeros(len(parts.cols))
+    for k, j in enumerate(targets):
+        sign[pos[j]] = 1 if k % 2 else -1
+    for cost in (sign, -sign):
+        w = solver.milp(cost, parts.sub, parts.lb, parts.ub, parts.lo, parts.hi)
+        if w is None:
+            raise DisclosureError("internal: the released counts have no world")
+        worlds.append(w)
+    seen = {j: {int(w[pos[j]]) for w in worlds} for j in targets}
+    _push_unproven(parts, seen, need, solver)
+    return seen
+
+
+def _push_unproven(
+    parts: _Parts, seen: dict[int, set[int]], need: dict[int, int], solver: _Solver
+) -> None:
+    """More worlds for the targets not yet proven: push all of them up at once, then down, and
+    again with those still left, while a round proves some (each world is a whole solution of
+    the released counts, so every count it moves is proven). What is left is bounded one by one."""
+    pos = parts.pos
+    while True:
+        left = [j for j in seen if len(seen[j]) < need[j]]
+        if not left:
+            return
+        progress = False
+        for direction in (-1.0, 1.0):
+            cost = np.zeros(len(parts.cols))
+            for j in left:
+                cost[pos[j]] = direction
+            w = solver.milp(cost, parts.sub, parts.lb, parts.ub, parts.lo, parts.hi)
+            if w is None:
+                raise DisclosureError("internal: the released counts have no world")
+            for j in left:
+                before = len(seen[j])
+                seen[j].add(int(w[pos[j]]))
+                progress = progress or len(seen[j]) > before
+        if not progress:
+            return
+
+
+def _bounds(
+    parts: _Parts, j: int, need: int, seen: dict[int, set[int]], solver: _Solver
+) -> tuple[int, int]:
+    """The tightest bounds of column ``j`` on its own part (two integer programs); the worlds
+    found add to ``seen`` for the other targets of the part. When the first world already gives
+    ``j`` its ``need`` values, the values seen stand for the bounds (it is not pinned)."""
+    pc, pr = parts.part(parts.label[j])
+    psub = parts.sub[pr][:, pc] if len(pr) else csr_array((0, len(pc)))
+    at = int(np.flatnonzero(pc == parts.pos[j])[0])
+    found: list[int] = []
+    for direction in (1.0, -1.0):
+        cost = np.zeros(len(pc))
+        cost[at] = direction
+        w = solver.milp(cost, psub, parts.lb[pr], parts.ub[pr], parts.lo[pc], parts.hi[pc])
+        if w is None:
+            raise DisclosureError("internal: the released counts have no world")
+        found.append(int(w[at]))
+        for k, jj in enumerate(parts.cols[pc]):
+            if int(jj) in seen:
+                seen[int(jj)].add(int(w[k]))
+        if len(seen[j]) >= need:  # proven by the worlds: the other bound is not needed
+            return min(seen[j]), max(seen[j])
+    return found[0], found[1]
+
+
+def _fits(
+    a: csr_array, lb: FloatArray, ub: FloatArray, lo: FloatArray, hi: FloatArray, x: FloatArray
+) -> bool:
+    if np.isnan(x).any():
+        return False
+    ax = a @ x
+    return bool(
+        np.all(x >= lo) and np.all(x <= hi) and np.all(ax >= lb - 1e-9) and np.all(ax <= ub + 1e-9)
+    )
+
+
+# --- withholding ------------------------------------------------------------------------------
+
+
+class _Releaser:
+    """apply_policy with more withheld, recomputing only the denominator classes touched
+    (apply_policy decides each class, indicators with identical denominators, on its own)."""
+
+    def __init__(self, raw: Sequence[RawCell], policy: DisclosurePolicy) -> None:
+        self.policy = policy
+        by_ind: dict[str, list[RawCell]] = defaultdict(list)
+        for c in raw:
+            by_ind[c.indicator].append(c)
+        sig = {
+            ind: tuple(sorted((c.stratum, c.denominator) for c in cells))
+            for ind, cells in by_ind.items()
+        }
+        self.members = {
+            ind: tuple(sorted(i for i in by_ind if sig[i] == sig[ind])) for ind in by_ind
+        }
+        self.raw = by_ind
+        self.cells: dict[str, tuple[Cell, ...]] = {}
+        for cell_group in _group(apply_policy(raw, policy)).items():
+            self.cells[cell_group[0]] = cell_group[1]
+
+    def release(self, withheld: set[Withheld], changed: Iterable[str]) -> tuple[Cell, ...]:
+        for members in {self.members[ind] for ind in changed}:
+            raw = [c for ind in members for c in self.raw[ind]]
+            mine = {w for w in withheld if w[0] in members}
+            self.cells.update(_group(apply_policy(raw, self.policy, withhold=mine)))
+        return tuple(sorted((c for g in self.cells.values() for c in g), key=lambda c: c.key))
+
+
+def _group(cells: Iterable[Cell]) -> dict[str, tuple[Cell, ...]]:
+    out: dict[str, list[Cell]] = defaultdict(list)
+    for c in cells:
+        out[c.indicator].append(c)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _candidates(
+    model: Model, start: Var, cells: Sequence[Cell], skip: set[Withheld]
+) -> list[tuple[int, Withheld]]:
+    """Released non-zero counts of the new submission near ``start`` in the model's relations,
+    with their distance (relations crossed): by distance, then the smaller released value, then
+    the key."""
+    released = {
+        (0, c.indicator, (c.stratum.age_band, c.stratum.sex), k): getattr(c, k)
+        for c in cells
+        for k in COUNT_KINDS
+        if getattr(c, k).status in ("rounded", "exact") and getattr(c, k).value
+    }
+    by_var: dict[Var, list[int]] = defaultdict(list)
+    for i, (coeffs, _, _) in enumerate(model.rows):
+        for v in coeffs:
+            if v != DELTA:
+                by_var[v].append(i)
+    dist = {start: 0}
+    frontier = [start]
+    found: list[tuple[int, int, Var]] = []
+    seen_rows: set[int] = set()
+    while frontier and len(found) < 8:
+        nxt: list[Var] = []
+        for v in frontier:
+            for i in by_var[v]:
+                if i in seen_rows:
+                    continue
+                seen_rows.add(i)
+                for w in model.rows[i][0]:
+                    if w == DELTA or w in dist:
+                        continue
+                    dist[w] = dist[v] + 1
+                    nxt.append(w)
+                    if w in released and (w[1], w[2], w[3]) not in skip:
+                        found.append((dist[w], released[w].value or 0, w))
+        frontier = nxt
+    found.sort()
+    return [(d, cast(Withheld, (w[1], w[2], w[3]))) for d, _, w in found]
+
+
+# --- the guard --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Earlier:
+    """A linked earlier release with its identities and, when they fit it, its true counts."""
+
+    release: Release
+    ids: tuple[object, tuple[Identity, ...]]
+    known: dict[Var, int] | None
+    where: str
+
+
+def _sticky(period: Period, links: Sequence[Release], raw: Sequence[RawCell]) -> set[Withheld]:
+    """In a correction, every count the earlier version suppressed stays suppressed."""
+    raw_keys = {(r.indicator, r.stratum) for r in raw}
+    out: set[Withheld] = set()
+    for e in links:
+        if linked(period, e.period) != "same":
+            continue
+        for c in e.cells:
+            s = (c.stratum.age_band, c.stratum.sex)
+            for k in COUNT_KINDS:
+                if getattr(c, k).status == "suppressed" and (c.indicator, s) in raw_keys:
+                    out.add((c.indicator, s, k))
+    return out
+
+
+def _cap(truth: dict[Var, int], links: Sequence[Release]) -> int:
+    """Stands in for "no upper bound": twice the largest count known or released, and 10."""
+    released = (getattr(c, k).value or 0 for e in links for c in e.cells for k in COUNT_KINDS)
+    return 2 * max([*truth.values(), *released], default=0) + 10
+
+
+def _earlier(catalogue: Catalogue, e: Release, policy: DisclosurePolicy, cap: int) -> _Earlier:
+    """``e`` as the guard uses it: its identities, and its true counts if they fit it."""
+    known: dict[Var, int] | None = None
+    if e.raw is not None:
+        known = {(1, r.indicator, r.stratum, k): r.count(k) for r in e.raw for k in COUNT_KINDS}
+        m = Model()
+        m.add_release(1, e.cells, policy)
+        for v in m.lo:
+            if v not in known or not m.lo[v] <= known[v] <= (m.hi[v] if m.hi[v] >= 0 else cap):
+                known = None  # the data changed since: do not lean on the recomputed counts
+                break
+    ids = identities_for(catalogue, e.cells, e.versions or None)
+    return _Earlier(e, ids, known, f"with {e.label}")
+
+
+class _Guard:
+    """One run of :func:`guard_cells` (its docstring says what it does)."""
+
+    def __init__(
+        self,
+        catalogue: Catalogue,
+        raw: Sequence[RawCell],
+        policy: DisclosurePolicy,
+        period: Period,
+        history: Sequence[Release],
+        guard: GuardPolicy,
+    ) -> None:
+        self.policy, self.period, self.guard = policy, period, guard
+        self.solver = _Solver()
+        self.small = suppression_threshold(policy.stratified)
+        self.truth: dict[Var, int] = {
+            (0, r.indicator, r.stratum, k): r.count(k) for r in raw for k in COUNT_KINDS
+        }
+        self.links = latest_linked(period, history)
+        self.cap = _cap(self.truth, self.links)
+        self.releaser = _Releaser(raw, policy)
+        self.withheld = _sticky(period, self.links, raw)
+        self.cells = self.releaser.release(self.withheld, {w[0] for w in self.withheld})
+        self.ids = identities_for(catalogue, self.cells)
+        self.earlier = [_earlier(catalogue, e, policy, self.cap) for e in self.links]
+        self.excused: set[tuple[str, Var]] = set()  # earlier counts pinned by that release alone
+
+    def _targets_new(self, m: Model, width: int, rounded: int) -> None:
+        for c in self.cells:
+            s = (c.stratum.age_band, c.stratum.sex)
+            for k in COUNT_KINDS:
+                v = (0, c.indicator, s, k)
+                status = getattr(c, k).status
+                if status == "suppressed" and 1 <= self.truth[v] <= self.small:
+                    m.targets[v] = width
+                elif status == "rounded" and rounded > 1:
+                    m.targets[v] = rounded
+
+    def _alone(self) -> Model:
+        m = Model(truth=self.truth)
+        m.add_release(0, self.cells, self.policy)
+        m.rows = list(_relation_rows(0, self.cells, self.ids))
+        self._targets_new(m, self.guard.suppressed_width, self.guard.rounded_width)
+        return m
+
+    def _with(self, e: _Earlier) -> Model:
+        cells, old = self.cells, e.release.cells
+        m = Model(truth={**self.truth, **(e.known or {})})
+        m.add_release(0, cells, self.policy)
+        m.add_release(1, old, self.policy)
+        m.rows = [
+            *_relation_rows(0, cells, self.ids),
+            *_relation_rows(1, old, e.ids),
+            *_link_rows(cells, old, zeros=linked(self.period, e.release.period) == "same"),
+        ]
+        self._targets_new(m, self.guard.linked_width, 1)
+        for c in old:
+            for k in COUNT_KINDS:
+                v = (1, c.indicator, (c.stratum.age_band, c.stratum.sex), k)
+                if getattr(c, k).status != "suppressed" or (e.where, v) in self.excused:
+                    continue
+                if e.known is None or 1 <= e.known.get(v, 0) <= self.small:
+                    m.targets[v] = self.guard.linked_width
+        return m
+
+    def _pinned_by_itself(self, e: _Earlier, x: Exposure) -> bool:
+        """Whether the earlier release alone already pins ``x`` (that cannot be undone now)."""
+        alone = Model()
+        alone.add_release(1, e.release.cells, self.policy)
+        alone.rows = list(_relation_rows(1, e.release.cells, e.ids))
+        alone.targets[x.var] = x.required
+        return bool(audit(alone, self.solver, e.where, self.cap))
+
+    def exposures(self) -> list[tuple[Exposure, Model]]:
+        """The first audit with exposures: the submission alone, then with each earlier one."""
+        m = self._alone()
+        exposed = audit(m, self.solver, "this submission", self.cap)
+        if exposed:
+            return [(x, m) for x in exposed]
+        for e in self.earlier:
+            m = self._with(e)
+            exposed = []
+            for x in audit(m, self.solver, e.where, self.cap):
+                if x.var[0] == 1 and self._pinned_by_itself(e, x):
+                    self.excused.add((e.where, x.var))
+                else:
+                    exposed.append(x)
+            if exposed:
+                return [(x, m) for x in exposed]
+        return []
+
+    def choose(self, found: list[tuple[Exposure, Model]]) -> tuple[set[Withheld], str | None]:
+        """For each exposure the nearest count to withhold, or why the submission is held."""
+        chosen: set[Withheld] = set()
+        for x, m in found:
+            near = _candidates(m, x.var, self.cells, self.withheld)
+            cands = [c for _, c in near]
+            if any(c in chosen for d, c in near if d == near[0][0]):
+                continue  # a count withheld for another exposure this round is as near it
+            if not cands:
+                return chosen, (
+                    f"{x.reason()}, and nothing left in this submission relates to it; approve "
+                    "only if that is acceptable"
+                )
+            chosen.add(cands[0])
+        if len(self.withheld) + len(chosen) > self.guard.max_withheld:
+            return chosen, (
+                f"the disclosure guard would withhold more than {self.guard.max_withheld} "
+                f"counts and one is still exposed ({found[0][0].reason()}); check it before "
+                "approving"
+            )
+        return chosen, None
+
+    def run(self) -> str | None:
+        """Withhold until nothing is exposed; the reason to hold, if it comes to that."""
+        while found := self.exposures():
+            chosen, held = self.choose(found)
+            if held is not None:
+                return held
+            self.withheld |= chosen
+            self.cells = self.releaser.release(self.withheld, {w[0] for w in chosen})
+        return None
+
+
+def guard_cells(
+    *,
+    catalogue: Catalogue,
+    raw: Sequence[RawCell],
+    policy: DisclosurePolicy,
+    period: Period,
+    history: Sequence[Release] = (),
+    guard: GuardPolicy | None = None,
+) -> GuardResult:
+    """apply_policy, then withhold more until no protected count is narrowed below the policy,
+    or say why not (``held_reason``). ``history``: the practice's earlier releases, oldest first.
+
+    Each round audits the submission alone (with its linked tables), then with each linked
+    earlier release; for every exposed count it withholds the nearest released non-zero count
+    of the new submission in the relations (:func:`_candidates`), all at once, and audits again.
+    It holds when an exposed count has nothing left near it to withhold, when more than
+    ``guard.max_withheld`` counts would be withheld, and (in agent.outbound.release) when it
+    cannot run.
+    """
+    t0 = time.perf_counter()
+    g = _Guard(catalogue, raw, policy, period, history, guard or GuardPolicy())
+    held = g.run()
+    return GuardResult(
+        cells=g.cells,
+        withheld=tuple(sorted(g.withheld)),
+        held_reason=held,
+        linked_releases=tuple(e.label for e in g.links),
+        seconds=time.perf_counter() - t0,
+        solves=g.solver.solves,
+    )
