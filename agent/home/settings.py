@@ -148,6 +148,13 @@ class AgentSettings(BaseSettings):
         default="auto",
         description="auto: send when every check passes; hold: wait in the approval queue",
     )
+    guard: Literal["on", "off"] = Field(
+        default="on",
+        description="on: before a submission is signed, the disclosure guard audits it with the "
+        "catalogue's linked tables and this practice's earlier releases, withholds more counts "
+        "where a small count could be narrowed, or holds it for approval with the reason "
+        "(docs/disclosure.md); off: the per-table disclosure policy only",
+    )
     first_period: str | None = Field(
         default=None,
         description="YYYY-MM: the first period `run` submits when nothing has been sent yet "

@@ -40,8 +40,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
+import highspy
 import numpy as np
 import numpy.typing as npt
+from highspy._core import _Highs  # highspy.Highs without its callbacks, which print a banner
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import csr_array
 from scipy.sparse.csgraph import connected_components
@@ -346,19 +348,187 @@ class Model:
     targets: dict[Var, int] = field(default_factory=dict)  # protected count -> required width
     truth: dict[Var, int] = field(default_factory=dict)
 
+    def rows_of(self) -> dict[Var, list[int]]:
+        """For each count, the rows it appears in."""
+        return _shape(self.rows).rows_of
+
     def add_release(self, r: int, cells: Sequence[Cell], policy: DisclosurePolicy) -> None:
-        for cell in cells:
-            stratum = (cell.stratum.age_band, cell.stratum.sex)
-            rule = policy.totals if stratum == TOTAL else policy.stratified
-            for kind in COUNT_KINDS:
-                lo, hi = feasible_range(getattr(cell, kind), rule)
-                self.lo[(r, cell.indicator, stratum, kind)] = lo
-                self.hi[(r, cell.indicator, stratum, kind)] = -1 if hi is None else hi
+        lo, hi = _release_bounds(r, cells, policy)
+        self.lo.update(lo)
+        self.hi.update(hi)
+
+
+def _release_bounds(
+    r: int, cells: Sequence[Cell], policy: DisclosurePolicy
+) -> tuple[dict[Var, int], dict[Var, int]]:
+    """Each count's feasible range as the reader sees it (``hi`` -1: no upper bound)."""
+    lo: dict[Var, int] = {}
+    hi: dict[Var, int] = {}
+    seen: dict[tuple[bool, str, int | None], tuple[int, int]] = {}
+    for cell in cells:
+        stratum = (cell.stratum.age_band, cell.stratum.sex)
+        total = stratum == TOTAL
+        for kind in COUNT_KINDS:
+            count = getattr(cell, kind)
+            key = (total, count.status, count.value)
+            got = seen.get(key)
+            if got is None:
+                a, b = feasible_range(count, policy.totals if total else policy.stratified)
+                got = seen[key] = (a, -1 if b is None else b)
+            v = (r, cell.indicator, stratum, kind)
+            lo[v], hi[v] = got
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What a list of rows gives whatever the counts' bounds: the columns, the matrix, the rows
+    of each count, and for the reader's delta its rows. Built once per list of rows (the guard
+    keeps its lists between rounds: withholding changes bounds, never rows)."""
+
+    rows: list[Row]
+    names: list[Var]
+    index: dict[Var, int]
+    a: csr_array
+    lb: FloatArray
+    ub: FloatArray
+    rows_of: dict[Var, list[int]]
+    delta_rows: IntArray
+    no_delta: csr_array  # the delta rows without the delta column
+
+
+_SHAPES: dict[int, _Shape] = {}
+
+
+def _shape(rows: list[Row]) -> _Shape:
+    hit = _SHAPES.get(id(rows))
+    if hit is not None and hit.rows is rows:
+        return hit
+    index: dict[Var, int] = {}
+    ci: list[int] = []
+    data: list[int] = []
+    counts: list[int] = []
+    rows_of: dict[Var, list[int]] = defaultdict(list)
+    setdefault = index.setdefault
+    for i, (coeffs, _, _) in enumerate(rows):
+        counts.append(len(coeffs))
+        for v, c in coeffs.items():
+            ci.append(setdefault(v, len(index)))
+            data.append(c)
+            if v != DELTA:
+                rows_of[v].append(i)
+    indptr = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    a = csr_array(
+        (np.array(data, dtype=float), np.array(ci, dtype=np.int64), indptr),
+        shape=(len(rows), len(index)),
+    )
+    a.sum_duplicates()
+    d = index.get(DELTA, -1)
+    if d >= 0:
+        delta_rows = np.flatnonzero(a[:, [d]].toarray().ravel() != 0)
+        keep = np.ones(len(index))
+        keep[d] = 0
+        no_delta = csr_array(a[delta_rows] @ csr_array(np.diag(keep)))
+    else:
+        delta_rows = np.zeros(0, dtype=int)
+        no_delta = csr_array((0, len(index)))
+    shape = _Shape(
+        rows=rows,
+        names=list(index),
+        index=index,
+        a=a,
+        lb=np.array([r[1] for r in rows], dtype=float),
+        ub=np.array([r[2] for r in rows], dtype=float),
+        rows_of=dict(rows_of),
+        delta_rows=delta_rows,
+        no_delta=no_delta,
+    )
+    if len(_SHAPES) > 64:
+        _SHAPES.clear()
+    _SHAPES[id(rows)] = shape
+    return shape
 
 
 class _Solver:
+    """Integer worlds from HiGHS: the linear relaxation first (highspy, the model kept between
+    calls that differ only in their objective, so a re-solve starts from the last basis), the
+    integer program (``scipy.optimize.milp``) only when the relaxation's optimum is not an
+    integer world. The reader's relations are partitions, differences and sums of counts; their
+    relaxations' optimal vertices have been integral in every release measured
+    (docs/disclosure.md), and an integral optimum of the relaxation is an optimum of the integer
+    program, so bounds stay exact."""
+
     def __init__(self) -> None:
         self.solves = 0
+        self.integer_programs = 0
+        self._key: tuple[object, ...] | None = None
+        self._highs: _Highs | None = None
+        self._n = 0
+
+    def _model(
+        self,
+        a: csr_array,
+        lb: FloatArray,
+        ub: FloatArray,
+        lo: FloatArray,
+        hi: FloatArray,
+        presolve: bool,
+    ) -> _Highs:
+        key = (
+            a.shape,
+            a.nnz,
+            presolve,
+            a.data.tobytes(),
+            a.indices.tobytes(),
+            a.indptr.tobytes(),
+            lb.tobytes(),
+            ub.tobytes(),
+            lo.tobytes(),
+            hi.tobytes(),
+        )
+        if self._highs is not None and key == self._key:
+            return self._highs
+        h = _Highs()
+        h.setOptionValue("output_flag", False)
+        if not presolve:
+            h.setOptionValue("presolve", "off")
+        m, n = a.shape
+        lp = highspy.HighsLp()
+        lp.num_col_, lp.num_row_ = n, m
+        lp.col_cost_ = np.zeros(n)
+        lp.col_lower_, lp.col_upper_ = lo, hi
+        inf = highspy.kHighsInf
+        lp.row_lower_ = np.where(np.isfinite(lb), lb, -inf)
+        lp.row_upper_ = np.where(np.isfinite(ub), ub, inf)
+        csc = a.tocsc()
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = csc.indptr
+        lp.a_matrix_.index_ = csc.indices
+        lp.a_matrix_.value_ = csc.data
+        h.passModel(lp)
+        self._highs, self._key, self._n = h, key, n
+        return h
+
+    def _relaxed(
+        self,
+        c: FloatArray,
+        a: csr_array,
+        lb: FloatArray,
+        ub: FloatArray,
+        lo: FloatArray,
+        hi: FloatArray,
+        presolve: bool = True,
+    ) -> tuple[str, FloatArray | None]:
+        h = self._model(a, lb, ub, lo, hi, presolve)
+        h.changeColsCost(self._n, np.arange(self._n, dtype=np.int32), np.asarray(c, dtype=float))
+        h.run()
+        status = h.getModelStatus()
+        if status == highspy.HighsModelStatus.kOptimal:
+            return "optimal", np.asarray(h.getSolution().col_value, dtype=float)
+        if status == highspy.HighsModelStatus.kInfeasible:
+            return "infeasible", None
+        return "other", None
 
     def milp(
         self,
@@ -371,6 +541,29 @@ class _Solver:
     ) -> FloatArray | None:
         """An integer world minimising ``c.x``, or None when there is none."""
         self.solves += 1
+        if len(c) == 0:
+            return np.zeros(0)
+        status, x = self._relaxed(c, a, lb, ub, lo, hi)
+        if status == "infeasible":  # confirm without presolve, as for the integer program below
+            status, x = self._relaxed(c, a, lb, ub, lo, hi, presolve=False)
+            if status == "infeasible":
+                return None  # no real world either
+        if x is not None:
+            world: FloatArray = np.round(x)
+            if np.allclose(x, world, atol=1e-7) and _fits(a, lb, ub, lo, hi, world):
+                return world
+        return self._integer(c, a, lb, ub, lo, hi)
+
+    def _integer(
+        self,
+        c: FloatArray,
+        a: csr_array,
+        lb: FloatArray,
+        ub: FloatArray,
+        lo: FloatArray,
+        hi: FloatArray,
+    ) -> FloatArray | None:
+        self.integer_programs += 1
         cons = (LinearConstraint(a, lb, ub),) if a.shape[0] else ()
         n = len(c)
         res = milp(c, constraints=cons, integrality=np.ones(n), bounds=Bounds(lo, hi))
@@ -404,48 +597,48 @@ class _Problem:
     hi: FloatArray
     truth: FloatArray
     d: int
+    shape: _Shape
 
     @classmethod
     def of(cls, model: Model, cap: int) -> _Problem:
-        names = sorted({v for coeffs, _, _ in model.rows for v in coeffs} | set(model.targets))
-        index = {v: j for j, v in enumerate(names)}
-        lo = np.array([model.lo.get(v, 0) for v in names], dtype=float)
-        hi = np.array([model.hi.get(v, cap) for v in names], dtype=float)
+        shape = _shape(model.rows)
+        index, names, a = shape.index, shape.names, shape.a
+        extra = [v for v in model.targets if v not in index]  # a count in no relation
+        if extra:
+            index = {**index, **{v: len(index) + k for k, v in enumerate(extra)}}
+            names = [*names, *extra]
+            a = csr_array((a.data, a.indices, a.indptr), shape=(a.shape[0], len(names)))
+        n = len(names)
+        mlo, mhi, truth = model.lo, model.hi, model.truth
+        lo = np.fromiter((mlo.get(v, 0) for v in names), dtype=float, count=n)
+        hi = np.fromiter((mhi.get(v, cap) for v in names), dtype=float, count=n)
         hi[hi < 0] = cap
         d = index.get(DELTA, -1)
         if d >= 0:
             lo[d], hi[d] = 0, cap
-        data: list[int] = []
-        ri: list[int] = []
-        ci: list[int] = []
-        for i, (coeffs, _, _) in enumerate(model.rows):
-            for v, c in coeffs.items():
-                data.append(c)
-                ri.append(i)
-                ci.append(index[v])
-        a = csr_array((np.array(data, dtype=float), (ri, ci)), shape=(len(model.rows), len(names)))
         return cls(
             names=names,
             index=index,
             a=a,
-            lb=np.array([r[1] for r in model.rows], dtype=float),
-            ub=np.array([r[2] for r in model.rows], dtype=float),
+            lb=shape.lb,
+            ub=shape.ub,
             lo=lo,
             hi=hi,
-            truth=np.array([model.truth.get(v, np.nan) for v in names], dtype=float),
+            truth=np.fromiter((truth.get(v, np.nan) for v in names), dtype=float, count=n),
             d=d,
+            shape=shape,
         )
 
-    def fix_delta(self, rows: list[Row], solver: _Solver, cap: int) -> None:
+    def fix_delta(self, solver: _Solver, cap: int) -> None:
         """The reader's delta: the smallest with which both releases are consistent. A lower
         bound from the rows whose counts are all fixed first; if that is feasible it is it."""
         d, lo, hi = self.d, self.lo, self.hi
-        fixed = lo == hi
-        guess = 0.0
-        for coeffs, _, _ in rows:
-            if DELTA in coeffs and all(fixed[self.index[v]] for v in coeffs if v != DELTA):
-                total = sum(c * lo[self.index[v]] for v, c in coeffs.items() if v != DELTA)
-                guess = max(guess, abs(float(total)))
+        nd = self.shape.no_delta
+        n0 = nd.shape[1]
+        free = (lo[:n0] != hi[:n0]).astype(float)
+        all_fixed = (abs(nd) @ free) == 0
+        totals = nd @ lo[:n0]
+        guess = float(np.max(np.abs(totals[all_fixed]), initial=0.0))
         lo[d] = hi[d] = guess
         world = self.truth.copy()
         world[d] = guess
@@ -534,7 +727,7 @@ def audit(model: Model, solver: _Solver, where: str, cap: int) -> list[Exposure]
         return []
     p = _Problem.of(model, cap)
     if p.d >= 0:
-        p.fix_delta(model.rows, solver, cap)
+        p.fix_delta(solver, cap)
     _tighten(p)
     out: list[Exposure] = []
     wanted: set[int] = set()
@@ -710,23 +903,23 @@ def _group(cells: Iterable[Cell]) -> dict[str, tuple[Cell, ...]]:
     return {k: tuple(v) for k, v in out.items()}
 
 
-def _candidates(
-    model: Model, start: Var, cells: Sequence[Cell], skip: set[Withheld]
-) -> list[tuple[int, Withheld]]:
-    """Released non-zero counts of the new submission near ``start`` in the model's relations,
-    with their distance (relations crossed): by distance, then the smaller released value, then
-    the key."""
-    released = {
-        (0, c.indicator, (c.stratum.age_band, c.stratum.sex), k): getattr(c, k)
+def _released_nonzero(cells: Sequence[Cell]) -> dict[Var, int]:
+    """The new submission's released non-zero counts, with their released values."""
+    return {
+        (0, c.indicator, (c.stratum.age_band, c.stratum.sex), k): getattr(c, k).value or 0
         for c in cells
         for k in COUNT_KINDS
         if getattr(c, k).status in ("rounded", "exact") and getattr(c, k).value
     }
-    by_var: dict[Var, list[int]] = defaultdict(list)
-    for i, (coeffs, _, _) in enumerate(model.rows):
-        for v in coeffs:
-            if v != DELTA:
-                by_var[v].append(i)
+
+
+def _candidates(
+    model: Model, start: Var, released: dict[Var, int], skip: set[Withheld]
+) -> list[tuple[int, Withheld]]:
+    """Released non-zero counts of the new submission near ``start`` in the model's relations,
+    with their distance (relations crossed): by distance, then the smaller released value, then
+    the key."""
+    by_var = model.rows_of()
     dist = {start: 0}
     frontier = [start]
     found: list[tuple[int, int, Var]] = []
@@ -734,7 +927,7 @@ def _candidates(
     while frontier and len(found) < 8:
         nxt: list[Var] = []
         for v in frontier:
-            for i in by_var[v]:
+            for i in by_var.get(v, ()):
                 if i in seen_rows:
                     continue
                 seen_rows.add(i)
@@ -744,7 +937,7 @@ def _candidates(
                     dist[w] = dist[v] + 1
                     nxt.append(w)
                     if w in released and (w[1], w[2], w[3]) not in skip:
-                        found.append((dist[w], released[w].value or 0, w))
+                        found.append((dist[w], released[w], w))
         frontier = nxt
     found.sort()
     return [(d, cast(Withheld, (w[1], w[2], w[3]))) for d, _, w in found]
@@ -825,6 +1018,8 @@ class _Guard:
         self.ids = identities_for(catalogue, self.cells)
         self.earlier = [_earlier(catalogue, e, policy, self.cap) for e in self.links]
         self.excused: set[tuple[str, Var]] = set()  # earlier counts pinned by that release alone
+        self._old_bounds: dict[str, tuple[dict[Var, int], dict[Var, int]]] = {}
+        self._rows: dict[tuple[str, frozenset[tuple[str, str, str, str]]], list[Row]] = {}
 
     def _targets_new(self, m: Model, width: int, rounded: int) -> None:
         for c in self.cells:
@@ -840,7 +1035,7 @@ class _Guard:
     def _alone(self) -> Model:
         m = Model(truth=self.truth)
         m.add_release(0, self.cells, self.policy)
-        m.rows = list(_relation_rows(0, self.cells, self.ids))
+        m.rows = _relation_rows(0, self.cells, self.ids)  # shared, never changed
         self._targets_new(m, self.guard.suppressed_width, self.guard.rounded_width)
         return m
 
@@ -848,12 +1043,26 @@ class _Guard:
         cells, old = self.cells, e.release.cells
         m = Model(truth={**self.truth, **(e.known or {})})
         m.add_release(0, cells, self.policy)
-        m.add_release(1, old, self.policy)
-        m.rows = [
-            *_relation_rows(0, cells, self.ids),
-            *_relation_rows(1, old, e.ids),
-            *_link_rows(cells, old, zeros=linked(self.period, e.release.period) == "same"),
-        ]
+        if e.where not in self._old_bounds:
+            self._old_bounds[e.where] = _release_bounds(1, old, self.policy)
+        m.lo.update(self._old_bounds[e.where][0])
+        m.hi.update(self._old_bounds[e.where][1])
+        # The rows depend on which counts are exact zeros, which withholding never changes (it
+        # withholds non-zero counts only): one list per earlier release and set of zeros.
+        zeros = frozenset(
+            (c.indicator, c.stratum.age_band, c.stratum.sex, k)
+            for c in cells
+            for k in COUNT_KINDS
+            if getattr(c, k).status == "exact" and getattr(c, k).value == 0
+        )
+        key = (e.where, zeros)
+        if key not in self._rows:
+            self._rows[key] = [
+                *_relation_rows(0, cells, self.ids),
+                *_relation_rows(1, old, e.ids),
+                *_link_rows(cells, old, zeros=linked(self.period, e.release.period) == "same"),
+            ]
+        m.rows = self._rows[key]
         self._targets_new(m, self.guard.linked_width, 1)
         for c in old:
             for k in COUNT_KINDS:
@@ -868,7 +1077,7 @@ class _Guard:
         """Whether the earlier release alone already pins ``x`` (that cannot be undone now)."""
         alone = Model()
         alone.add_release(1, e.release.cells, self.policy)
-        alone.rows = list(_relation_rows(1, e.release.cells, e.ids))
+        alone.rows = _relation_rows(1, e.release.cells, e.ids)
         alone.targets[x.var] = x.required
         return bool(audit(alone, self.solver, e.where, self.cap))
 
@@ -893,8 +1102,9 @@ class _Guard:
     def choose(self, found: list[tuple[Exposure, Model]]) -> tuple[set[Withheld], str | None]:
         """For each exposure the nearest count to withhold, or why the submission is held."""
         chosen: set[Withheld] = set()
+        released = _released_nonzero(self.cells)
         for x, m in found:
-            near = _candidates(m, x.var, self.cells, self.withheld)
+            near = _candidates(m, x.var, released, self.withheld)
             cands = [c for _, c in near]
             if any(c in chosen for d, c in near if d == near[0][0]):
                 continue  # a count withheld for another exposure this round is as near it

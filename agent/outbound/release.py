@@ -163,13 +163,16 @@ def guarded_cells(
     policy: DisclosurePolicy,
     period: Period,
     history: Sequence[Release],
+    *,
+    enabled: bool = True,
 ) -> GuardResult:
     """The cells to release after the disclosure guard (agent/outbound/guard.py): apply_policy's, with
     more withheld where linked tables or earlier releases would narrow a protected count below
-    the guard's policy. A policy without secondary suppression is not guarded. When the guard
+    the guard's policy. A policy without secondary suppression, or ``enabled`` False (the
+    practice's ``guard = "off"``), is not guarded. When the guard
     cannot run, apply_policy's cells are returned with a reason to hold them: what could not be
     audited is never released without the practice's approval."""
-    if not policy.secondary_suppression:
+    if not enabled or not policy.secondary_suppression:
         return GuardResult(apply_policy(raw_cells, policy), (), None, (), 0.0)
     try:
         return guard_cells(

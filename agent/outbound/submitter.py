@@ -85,8 +85,9 @@ def prepare(
     key = Keystore(settings.home).active()
     policy = effective_policy(catalogue, settings)
     raw, kind = computed or compute_raw_cells(settings, catalogue, period.end)
-    history = guard_history(outbox, period, known or {})
-    guarded = guarded_cells(catalogue, raw, policy, period, history)
+    enabled = settings.guard == "on"
+    history = guard_history(outbox, period, known or {}) if enabled else []
+    guarded = guarded_cells(catalogue, raw, policy, period, history, enabled=enabled)
     state = "held" if settings.release == "hold" or guarded.held_reason else "queued"
     note = f"disclosure guard: {guarded.held_reason}" if guarded.held_reason else ""
 

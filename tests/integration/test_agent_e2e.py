@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import sqlite3
 from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
 from e2e_helpers import Agent, AggregatorServer
@@ -168,11 +169,23 @@ def test_run_submits_every_due_period_then_nothing(
     aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
 ) -> None:
     agent = agent_factory(aggregator, first_period="2026-06")
-    outcomes = agent.json("run")
-    periods = [o["period"] for o in outcomes]  # type: ignore[union-attr,index]
+    outcomes = cast(list[dict[str, Any]], agent.json("run"))
+    periods = [o["period"] for o in outcomes]
     assert periods[0] == "2026-06" and len(periods) >= 4
-    assert all(o["state"] == "accepted" for o in outcomes)  # type: ignore[union-attr,index]
+    assert periods == sorted(set(periods))
+    # Every due month is sent, except one the disclosure guard holds for the practice to
+    # approve, with its reason (this practice has one such month; docs/disclosure.md).
+    held = [o for o in outcomes if o["state"] == "held"]
+    assert all(o["state"] == "accepted" for o in outcomes if o not in held)
+    assert all(o["detail"].startswith("disclosure guard: ") for o in held)
+    pending = cast(list[dict[str, Any]], agent.json("pending"))
+    assert [p["id"] for p in pending] == [o["message"] for o in held]
+    assert all(p["why_held"] == o["detail"] for p, o in zip(pending, held, strict=True))
+    for o in held:
+        approved = cast(dict[str, Any], agent.json("approve", str(o["message"])))
+        assert approved["state"] == "accepted"
     assert agent.json("run") == []
+    assert agent.json("pending") == []
     assert agent.json("audit", "verify")["ok"] is True  # type: ignore[index]
 
 
