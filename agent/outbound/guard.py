@@ -426,10 +426,14 @@ def _shape(rows: list[Row]) -> _Shape:
     a.sum_duplicates()
     d = index.get(DELTA, -1)
     if d >= 0:
-        delta_rows = np.flatnonzero(a[:, [d]].toarray().ravel() != 0)
-        keep = np.ones(len(index))
-        keep[d] = 0
-        no_delta = csr_array(a[delta_rows] @ csr_array(np.diag(keep)))
+        at_d = a.indices == d
+        row_of = np.repeat(np.arange(a.shape[0]), np.diff(a.indptr))
+        delta_rows = np.unique(row_of[at_d])
+        sub = a[delta_rows].tocoo()
+        keep = sub.col != d
+        no_delta = csr_array(
+            (sub.data[keep], (sub.row[keep], sub.col[keep])), shape=(len(delta_rows), len(index))
+        )
     else:
         delta_rows = np.zeros(0, dtype=int)
         no_delta = csr_array((0, len(index)))
@@ -782,12 +786,18 @@ def _tighten(p: _Problem, passes: int = 20) -> None:
 def _seen_in_worlds(
     p: _Problem, parts: _Parts, targets: list[int], need: dict[int, int], solver: _Solver
 ) -> dict[int, set[int]]:
-    """The values each target takes in the true world (when known) and in two integer worlds
-    for every part at once that push the protected counts apart, signed alternately."""
+    """The values each target takes in the true world and in worlds that push the protected
+    counts away from it (:func:`_push_away`); when the true world is not known (an earlier
+    release whose counts have changed since) or is not one of the reader's (whose delta, the
+    smallest the releases allow, may be smaller than the true change), in two worlds that push them apart, signed
+    alternately, and then together (:func:`_push_unproven`)."""
     pos = parts.pos
+    truth = p.truth[parts.cols]
+    if _fits(parts.sub, parts.lb, parts.ub, parts.lo, parts.hi, truth):  # a world of the reader's
+        seen = {j: {int(truth[pos[j]])} for j in targets}
+        _push_away(parts, seen, need, truth, solver)
+        return seen
     worlds: list[FloatArray] = []
-    if not np.isnan(p.truth[parts.cols]).any():
-        worlds.append(p.truth[parts.cols])
     sign = np.zeros(len(parts.cols))
     for k, j in enumerate(targets):
         sign[pos[j]] = 1 if k % 2 else -1
@@ -799,6 +809,47 @@ def _seen_in_worlds(
     seen = {j: {int(w[pos[j]]) for w in worlds} for j in targets}
     _push_unproven(parts, seen, need, solver)
     return seen
+
+
+def _push_away(
+    parts: _Parts,
+    seen: dict[int, set[int]],
+    need: dict[int, int],
+    truth: FloatArray,
+    solver: _Solver,
+) -> None:
+    """Worlds in which the unproven targets move away from their true values, all at once: down
+    where a target can go lower, up where it is at its least; then the other way for those
+    still unproven; again while a world proves any (both ways). One world usually proves most
+    targets, since every count it moves is proven (it is a whole solution of the released
+    counts). What is left is bounded one by one."""
+    pos = parts.pos
+    flip = False
+    stalled = 0
+    while stalled < 2:
+        left = [j for j in seen if len(seen[j]) < need[j]]
+        if not left:
+            return
+        cost = np.zeros(len(parts.cols))
+        # each target may move by at most one here, so a world gains as much by moving one
+        # more target as by moving one further: it moves as many as it can
+        lo, hi = parts.lo.copy(), parts.hi.copy()
+        for j in left:
+            k = pos[j]
+            down = truth[k] > parts.lo[k]
+            cost[k] = 1.0 if down != flip else -1.0
+            lo[k] = max(lo[k], truth[k] - 1)
+            hi[k] = min(hi[k], truth[k] + 1)
+        w = solver.milp(cost, parts.sub, parts.lb, parts.ub, lo, hi)
+        if w is None:
+            raise DisclosureError("internal: the released counts have no world")
+        progress = False
+        for j in left:
+            before = len(seen[j])
+            seen[j].add(int(w[pos[j]]))
+            progress = progress or len(seen[j]) > before
+        stalled = 0 if progress else stalled + 1
+        flip = not flip
 
 
 def _push_unproven(

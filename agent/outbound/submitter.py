@@ -38,6 +38,8 @@ from protocol.disclosure import RawCell
 from protocol.envelope import Envelope
 from protocol.submission import CorrectionReason, Period, Submission
 
+#: How a hold by the disclosure guard starts its note (the outbox state's note).
+GUARD_NOTE = "disclosure guard: "
 #: iat may be at most 7 days old at the aggregator; leave a day's margin for a held message.
 MAX_HELD_AGE = 6 * 24 * 3600
 
@@ -89,7 +91,7 @@ def prepare(
     history = guard_history(outbox, period, known or {}) if enabled else []
     guarded = guarded_cells(catalogue, raw, policy, period, history, enabled=enabled)
     state = "held" if settings.release == "hold" or guarded.held_reason else "queued"
-    note = f"disclosure guard: {guarded.held_reason}" if guarded.held_reason else ""
+    note = f"{GUARD_NOTE}{guarded.held_reason}" if guarded.held_reason else ""
 
     def build(seq: int) -> NewMessage:
         sub = build_submission(
@@ -251,6 +253,19 @@ def run_due(
         for message in sorted(queued, key=lambda m: (m.seq or 0, m.id)):
             outcomes.append(_send_reporting(client, outbox, trust, message))
         periods = [] if queued_only else due_periods(settings, outbox, today)
+        waiting = [
+            m
+            for m in outbox.messages(kind="submission", state="held")
+            if m.state_note.startswith(GUARD_NOTE)
+        ]
+        if waiting and periods:  # later months wait for it (below)
+            m = waiting[0]
+            outcomes.append(
+                Outcome(
+                    m.id, m.period, "held", detail=f"{m.state_note}; later months wait for it"
+                )
+            )
+            periods = []
         if periods:
             catalogue = load_catalogue(settings, client=client)
             # Every due month from one engine pass (docs/engine.md), then one by one: disclosure
@@ -268,6 +283,15 @@ def run_due(
                     computed=(raw[period.end], kind),
                     known={p.label: raw[p.end] for p in periods},
                 )
+                if message.state == "held" and message.state_note.startswith(GUARD_NOTE):
+                    # The months after a month the guard holds wait for it: each is audited
+                    # with the one before it as released, and sent in order.
+                    later = len(periods) - done - 1
+                    wait = "; later months wait for it" if later else ""
+                    outcomes.append(
+                        Outcome(message.id, message.period, "held", detail=message.state_note + wait)
+                    )
+                    break
                 if message.state == "held":
                     outcomes.append(
                         Outcome(message.id, message.period, "held", detail=message.state_note)

@@ -169,21 +169,37 @@ def test_run_submits_every_due_period_then_nothing(
     aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
 ) -> None:
     agent = agent_factory(aggregator, first_period="2026-06")
-    outcomes = cast(list[dict[str, Any]], agent.json("run"))
-    periods = [o["period"] for o in outcomes]
-    assert periods[0] == "2026-06" and len(periods) >= 4
-    assert periods == sorted(set(periods))
-    # Every due month is sent, except one the disclosure guard holds for the practice to
-    # approve, with its reason (this practice has one such month; docs/disclosure.md).
-    held = [o for o in outcomes if o["state"] == "held"]
-    assert all(o["state"] == "accepted" for o in outcomes if o not in held)
-    assert all(o["detail"].startswith("disclosure guard: ") for o in held)
-    pending = cast(list[dict[str, Any]], agent.json("pending"))
-    assert [p["id"] for p in pending] == [o["message"] for o in held]
-    assert all(p["why_held"] == o["detail"] for p, o in zip(pending, held, strict=True))
-    for o in held:
-        approved = cast(dict[str, Any], agent.json("approve", str(o["message"])))
+    # Every due month is sent in order. A month the disclosure guard holds waits for the
+    # practice's approval, with the guard's reason, and the months after it wait for it (this
+    # practice has such a month; docs/disclosure.md); approved, the next run goes on.
+    sent: list[str] = []
+    held_seen = 0
+    for _ in range(12):
+        outcomes = cast(list[dict[str, Any]], agent.json("run"))
+        if not outcomes:
+            break
+        *before, last = outcomes
+        assert all(o["state"] == "accepted" for o in before)
+        sent += [o["period"] for o in before]
+        if last["state"] != "held":
+            assert last["state"] == "accepted"
+            sent.append(last["period"])
+            continue
+        held_seen += 1
+        assert last["detail"].startswith("disclosure guard: ")
+        assert last["detail"].endswith("; later months wait for it")
+        pending = cast(list[dict[str, Any]], agent.json("pending"))
+        assert [p["id"] for p in pending] == [last["message"]]
+        assert last["detail"].startswith(pending[0]["why_held"])
+        # while it waits, run sends nothing more and says so
+        again = cast(list[dict[str, Any]], agent.json("run"))
+        assert [(o["message"], o["state"]) for o in again] == [(last["message"], "held")]
+        approved = cast(dict[str, Any], agent.json("approve", str(last["message"])))
         assert approved["state"] == "accepted"
+        sent.append(last["period"])
+    assert held_seen >= 1
+    assert sent[0] == "2026-06" and len(sent) >= 4
+    assert sent == sorted(set(sent))
     assert agent.json("run") == []
     assert agent.json("pending") == []
     assert agent.json("audit", "verify")["ok"] is True  # type: ignore[index]
