@@ -79,7 +79,9 @@ class GuardPolicy:
     many feasible values within the submission and its linked tables. ``linked_width``: a small
     suppressed count of either release keeps at least this many with a linked earlier release.
     ``rounded_width``: a rounded count of the new submission keeps at least this many within
-    the submission (1 switches the check off). ``max_withheld``: the most counts the guard
+    the submission (1 switches the check off). ``stall_rounds``: how many withholding rounds
+    in a row may leave exactly the same counts exposed before the guard holds the submission
+    (withholding has stopped helping). ``max_withheld``: the most counts the guard
     withholds beyond apply_policy's before it holds the submission instead.
     """
 
@@ -87,6 +89,7 @@ class GuardPolicy:
     linked_width: int = 2
     rounded_width: int = 2
     max_withheld: int = 60
+    stall_rounds: int = 4
 
     def __post_init__(self) -> None:
         if min(self.suppressed_width, self.linked_width, self.rounded_width) < 1:
@@ -95,6 +98,8 @@ class GuardPolicy:
             raise ValueError("guard widths above 3 are not supported (three worlds prove 3)")
         if self.max_withheld < 0:
             raise ValueError("max_withheld must be at least 0")
+        if self.stall_rounds < 1:
+            raise ValueError("stall_rounds must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -1175,7 +1180,20 @@ class _Guard:
 
     def run(self) -> str | None:
         """Withhold until nothing is exposed; the reason to hold, if it comes to that."""
+        last: frozenset[Var] = frozenset()
+        same = 0
         while found := self.exposures():
+            exposed = frozenset(x.var for x, _ in found)
+            # only with an earlier release can withholding stop helping (the submission alone
+            # is always protected once enough of it is withheld)
+            linked_only = all(x.where != "this submission" for x, _ in found)
+            same = same + 1 if exposed == last and linked_only else 0
+            last = exposed
+            if same >= self.guard.stall_rounds:
+                return (
+                    f"{found[0][0].reason()}, still, after {same} more rounds of withholding "
+                    "the counts nearest it; approve only if that is acceptable"
+                )
             chosen, held = self.choose(found)
             if held is not None:
                 return held

@@ -636,3 +636,76 @@ def test_release_path_holds_what_it_cannot_audit(monkeypatch: pytest.MonkeyPatch
     off = POLICY.model_copy(update={"secondary_suppression": False})
     res = release.guarded_cells(CAT, raw, off, MARCH, [])  # not guarded: nothing to guard with
     assert res.held_reason is None and res.cells == apply_policy(raw, off)
+
+
+def test_the_guard_setting_off_releases_the_per_table_policy() -> None:
+    import agent.outbound.release as release
+
+    raw = raw_cells(CAT, issue_example())
+    on = release.guarded_cells(CAT, raw, POLICY, MARCH, [])
+    off = release.guarded_cells(CAT, raw, POLICY, MARCH, [], enabled=False)
+    assert off.cells == apply_policy(raw, POLICY) and off.held_reason is None
+    assert on.withheld and on.cells != off.cells  # the issue's example needs the guard
+
+
+@pytest.fixture(scope="module")
+def quiet_practice_months(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[RawCell]]:
+    """Two months of the integration tests' synthetic practice (300 patients, seed 11), whose
+    June and July releases the guard cannot make safe together by withholding."""
+    import sqlalchemy as sa
+
+    from agent.engine import compute_periods
+    from agent.library import load_default_catalogue
+    from agent.sources.synth import generate_practice
+
+    path = tmp_path_factory.mktemp("quiet") / "practice.db"
+    generate_practice(path, patients=300, seed=11)
+    engine = sa.create_engine(f"sqlite:///{path}")
+    try:
+        raw = compute_periods(
+            engine, load_default_catalogue(), [dt.date(2026, 6, 30), dt.date(2026, 7, 31)]
+        )
+    finally:
+        engine.dispose()
+    return {"2026-06": list(raw[dt.date(2026, 6, 30)]), "2026-07": list(raw[dt.date(2026, 7, 31)])}
+
+
+def test_the_guard_holds_once_withholding_stops_helping(
+    quiet_practice_months: dict[str, list[RawCell]],
+) -> None:
+    from agent.library import load_default_catalogue
+
+    cat = load_default_catalogue()
+    june, july = Period.month(2026, 6), Period.month(2026, 7)
+    first = guard_cells(
+        catalogue=cat, raw=quiet_practice_months["2026-06"], policy=cat.disclosure, period=june
+    )
+    assert first.held_reason is None
+    history = [
+        Release(
+            "june",
+            june,
+            first.cells,
+            {i.id: i.version for i in cat.indicators},
+            tuple(quiet_practice_months["2026-06"]),
+        )
+    ]
+
+    def guard(policy: GuardPolicy) -> str | None:
+        res = guard_cells(
+            catalogue=cat,
+            raw=quiet_practice_months["2026-07"],
+            policy=cat.disclosure,
+            period=july,
+            history=history,
+            guard=policy,
+        )
+        check_cells(res.cells, cat.disclosure)
+        return res.held_reason
+
+    # the same counts stay exposed with June round after round: held after 4 such rounds
+    held = guard(GuardPolicy())
+    assert held is not None and "with june" in held and "still, after 4 more rounds" in held
+    # without that rule the guard withholds on, to its limit, and holds anyway
+    held = guard(GuardPolicy(stall_rounds=1000))
+    assert held is not None and "would withhold more than 60 counts" in held

@@ -31,7 +31,7 @@ AGGREGATOR_ONLY_MODULES = (
     "starlette",
 )
 # What the agent's own work needs (a practice database in DuckDB, SQLAlchemy, signatures, and
-# SciPy's integer programs with NumPy for the disclosure guard).
+# highspy's linear and SciPy's integer programs with NumPy for the disclosure guard).
 AGENT_MODULES = (
     "sqlalchemy",
     "duckdb",
@@ -41,6 +41,7 @@ AGENT_MODULES = (
     "typer",
     "scipy",
     "numpy",
+    "highspy",
 )
 
 
