@@ -261,9 +261,7 @@ def run_due(
         if waiting and periods:  # later months wait for it (below)
             m = waiting[0]
             outcomes.append(
-                Outcome(
-                    m.id, m.period, "held", detail=f"{m.state_note}; later months wait for it"
-                )
+                Outcome(m.id, m.period, "held", detail=f"{m.state_note}; later months wait for it")
             )
             periods = []
         if periods:
@@ -289,7 +287,9 @@ def run_due(
                     later = len(periods) - done - 1
                     wait = "; later months wait for it" if later else ""
                     outcomes.append(
-                        Outcome(message.id, message.period, "held", detail=message.state_note + wait)
+                        Outcome(
+                            message.id, message.period, "held", detail=message.state_note + wait
+                        )
                     )
                     break
                 if message.state == "held":
