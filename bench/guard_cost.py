@@ -14,9 +14,10 @@ that month known, as in one ``run``), under the catalogue's disclosure policy.
 
 Per release it records the guard's time (``GuardResult.seconds``, wall, and the process's CPU
 time around the call; in process: the identities are derived once per catalogue and set of
-strata and cached, so the first release pays for them), its integer programs, the counts it
-withholds beyond ``apply_policy``'s (a cell is one indicator x stratum, three counts:
-denominator, numerator, exclusions) and whether it held the release. Prints a line per practice
+strata and cached, so the first release pays for them), its solves (linear programs, and how
+many of them needed an integer program), the counts it withholds beyond ``apply_policy``'s (a
+cell is one indicator x stratum, three counts: denominator, numerator, exclusions) and whether
+it held the release. Prints a line per practice
 and the totals; ``--json`` writes them. Counts only; no patient.
 """
 
@@ -123,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "ms": round(1000 * res.seconds, 1),
                     "cpu_ms": round(1000 * cpu, 1),
                     "solves": res.solves,
+                    "integer_programs": res.integer_programs,
                     "cells": len(res.cells),
                     "counts": len(KINDS) * len(res.cells),
                     "suppressed_by_policy": len(suppressed(before)),
@@ -170,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "guard_s_total": round(sum(ms) / 1000, 1),
         "solves_median": statistics.median(r["solves"] for r in releases),
         "solves_max": max(r["solves"] for r in releases),
+        "solves_total": sum(r["solves"] for r in releases),
+        "integer_programs_total": sum(r.get("integer_programs", 0) for r in releases),
         "counts_total": counts,
         "cells_total": cells,
         "suppressed_by_policy": sum(r["suppressed_by_policy"] for r in releases),

@@ -140,6 +140,7 @@ class GuardResult:
     linked_releases: tuple[str, ...]
     seconds: float
     solves: int = 0
+    integer_programs: int = 0  # of the solves, those whose relaxation was not an integer world
 
 
 def linked(new: Period, earlier: Period) -> Literal["same", "adjacent"] | None:
@@ -589,6 +590,10 @@ class _Solver:
                 return None
             raise DisclosureError(f"the audit's integer program failed: {res.message}")
         world: FloatArray = np.round(np.asarray(res.x, dtype=float))
+        if not _fits(a, lb, ub, lo, hi, world):
+            raise DisclosureError(
+                "the audit's integer program returned a world that breaks a relation"
+            )
         return world
 
 
@@ -1231,4 +1236,5 @@ def guard_cells(
         linked_releases=tuple(e.label for e in g.links),
         seconds=time.perf_counter() - t0,
         solves=g.solver.solves,
+        integer_programs=g.solver.integer_programs,
     )
