@@ -70,7 +70,10 @@ def test_demo_summary_counts_match_the_network(demo: tuple[Path, dict[str, Any],
         "accepted": PRACTICES * PERIODS,
         "rejected": 0,
         "pending": 0,
+        # months the disclosure guard held in this run, each approved by the demo and accepted
+        "guard_holds_approved": sub["guard_holds_approved"],
     }
+    assert 0 <= sub["guard_holds_approved"] <= PRACTICES * PERIODS
     # every enrolment and every accepted submission is a leaf of the log
     assert s["log"]["size"] >= PRACTICES + sub["accepted"]
     assert s["log"]["checkpoint_verified"] is True
