@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 from highspy._core import _Highs  # highspy.Highs without its callbacks, which print a banner
 from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import csr_array
+from scipy.sparse import csr_array, vstack
 from scipy.sparse.csgraph import connected_components
 
 from protocol.catalogue import Catalogue, DisclosurePolicy
@@ -353,10 +353,11 @@ class Model:
     rows: list[Row] = field(default_factory=list)
     targets: dict[Var, int] = field(default_factory=dict)  # protected count -> required width
     truth: dict[Var, int] = field(default_factory=dict)
+    blocks: tuple[list[Row], ...] = ()  # when set, ``rows`` is these lists one after another
 
     def rows_of(self) -> dict[Var, list[int]]:
         """For each count, the rows it appears in."""
-        return _shape(self.rows).rows_of
+        return _shape(self.rows, self.blocks).rows_of()
 
     def add_release(self, r: int, cells: Sequence[Cell], policy: DisclosurePolicy) -> None:
         lo, hi = _release_bounds(r, cells, policy)
@@ -386,11 +387,13 @@ def _release_bounds(
     return lo, hi
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Shape:
-    """What a list of rows gives whatever the counts' bounds: the columns, the matrix, the rows
-    of each count, and for the reader's delta its rows. Built once per list of rows (the guard
-    keeps its lists between rounds: withholding changes bounds, never rows)."""
+    """What a list of rows gives whatever the counts' bounds: the columns, the matrix, and for
+    the reader's delta its rows without the delta column; the rows of each count on demand.
+    Built once per list of rows (the guard keeps its lists between rounds: withholding changes
+    bounds, never rows), and a list made of blocks (a release's relations, cached across months,
+    and the links between two releases) from the blocks' own shapes."""
 
     rows: list[Row]
     names: list[Var]
@@ -398,31 +401,55 @@ class _Shape:
     a: csr_array
     lb: FloatArray
     ub: FloatArray
-    rows_of: dict[Var, list[int]]
-    delta_rows: IntArray
-    no_delta: csr_array  # the delta rows without the delta column
+    no_delta: csr_array  # the rows holding the reader's delta, without the delta column
+    blocks: tuple[_Shape, ...] = ()
+    _rows_of: dict[Var, list[int]] | None = None
+
+    def rows_of(self) -> dict[Var, list[int]]:
+        """For each count (not the delta), the rows it appears in."""
+        if self._rows_of is None:
+            out: dict[Var, list[int]] = defaultdict(list)
+            if self.blocks:
+                offset = 0
+                for block in self.blocks:
+                    for v, rows in block.rows_of().items():
+                        out[v].extend(i + offset for i in rows)
+                    offset += len(block.rows)
+            else:
+                for i, (coeffs, _, _) in enumerate(self.rows):
+                    for v in coeffs:
+                        if v != DELTA:
+                            out[v].append(i)
+            self._rows_of = dict(out)
+        return self._rows_of
 
 
 _SHAPES: dict[int, _Shape] = {}
 
 
-def _shape(rows: list[Row]) -> _Shape:
+def _shape(rows: list[Row], blocks: tuple[list[Row], ...] = ()) -> _Shape:
+    """The shape of ``rows``; ``blocks``, when given, are lists whose concatenation is ``rows``."""
     hit = _SHAPES.get(id(rows))
     if hit is not None and hit.rows is rows:
         return hit
+    shape = _joined(rows, tuple(_shape(b) for b in blocks)) if blocks else _built(rows)
+    if len(_SHAPES) > 64:
+        _SHAPES.clear()
+    _SHAPES[id(rows)] = shape
+    return shape
+
+
+def _built(rows: list[Row]) -> _Shape:
     index: dict[Var, int] = {}
     ci: list[int] = []
     data: list[int] = []
     counts: list[int] = []
-    rows_of: dict[Var, list[int]] = defaultdict(list)
     setdefault = index.setdefault
-    for i, (coeffs, _, _) in enumerate(rows):
+    for coeffs, _, _ in rows:
         counts.append(len(coeffs))
         for v, c in coeffs.items():
             ci.append(setdefault(v, len(index)))
             data.append(c)
-            if v != DELTA:
-                rows_of[v].append(i)
     indptr = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     a = csr_array(
@@ -441,23 +468,56 @@ def _shape(rows: list[Row]) -> _Shape:
             (sub.data[keep], (sub.row[keep], sub.col[keep])), shape=(len(delta_rows), len(index))
         )
     else:
-        delta_rows = np.zeros(0, dtype=int)
         no_delta = csr_array((0, len(index)))
-    shape = _Shape(
+    return _Shape(
         rows=rows,
         names=list(index),
         index=index,
         a=a,
         lb=np.array([r[1] for r in rows], dtype=float),
         ub=np.array([r[2] for r in rows], dtype=float),
-        rows_of=dict(rows_of),
-        delta_rows=delta_rows,
         no_delta=no_delta,
     )
-    if len(_SHAPES) > 64:
-        _SHAPES.clear()
-    _SHAPES[id(rows)] = shape
-    return shape
+
+
+def _joined(rows: list[Row], blocks: tuple[_Shape, ...]) -> _Shape:
+    """The shape of the blocks' rows one after another: their columns merged (a count that two
+    blocks share is one column), their matrices stacked."""
+    index: dict[Var, int] = {}
+    setdefault = index.setdefault
+    maps: list[npt.NDArray[np.int64]] = []
+    for b in blocks:
+        maps.append(np.fromiter((setdefault(v, len(index)) for v in b.names), dtype=np.int64))
+    n = len(index)
+    indptr = [np.zeros(1, dtype=np.int64)]
+    indices, data = [], []
+    nd_parts = []
+    offset = 0
+    for b, colmap in zip(blocks, maps, strict=True):
+        indptr.append(b.a.indptr[1:].astype(np.int64) + offset)
+        offset += b.a.nnz
+        indices.append(colmap[b.a.indices])
+        data.append(b.a.data)
+        if b.no_delta.shape[0]:
+            ndc = b.no_delta.tocoo()
+            nd_parts.append(
+                csr_array((ndc.data, (ndc.row, colmap[ndc.col])), shape=(ndc.shape[0], n))
+            )
+    a = csr_array(
+        (np.concatenate(data), np.concatenate(indices), np.concatenate(indptr)),
+        shape=(sum(b.a.shape[0] for b in blocks), n),
+    )
+    no_delta = csr_array(vstack(nd_parts)) if nd_parts else csr_array((0, n))
+    return _Shape(
+        rows=rows,
+        names=list(index),
+        index=index,
+        a=a,
+        lb=np.concatenate([b.lb for b in blocks]),
+        ub=np.concatenate([b.ub for b in blocks]),
+        no_delta=no_delta,
+        blocks=blocks,
+    )
 
 
 class _Solver:
@@ -615,7 +675,7 @@ class _Problem:
 
     @classmethod
     def of(cls, model: Model, cap: int) -> _Problem:
-        shape = _shape(model.rows)
+        shape = _shape(model.rows, model.blocks)
         index, names, a = shape.index, shape.names, shape.a
         extra = [v for v in model.targets if v not in index]  # a count in no relation
         if extra:
@@ -1080,7 +1140,10 @@ class _Guard:
         self.earlier = [_earlier(catalogue, e, policy, self.cap) for e in self.links]
         self.excused: set[tuple[str, Var]] = set()  # earlier counts pinned by that release alone
         self._old_bounds: dict[str, tuple[dict[Var, int], dict[Var, int]]] = {}
-        self._rows: dict[tuple[str, frozenset[tuple[str, str, str, str]]], list[Row]] = {}
+        self._rows: dict[
+            tuple[str, frozenset[tuple[str, str, str, str]]],
+            tuple[list[Row], tuple[list[Row], ...]],
+        ] = {}
 
     def _targets_new(self, m: Model, width: int, rounded: int) -> None:
         for c in self.cells:
@@ -1118,12 +1181,13 @@ class _Guard:
         )
         key = (e.where, zeros)
         if key not in self._rows:
-            self._rows[key] = [
-                *_relation_rows(0, cells, self.ids),
-                *_relation_rows(1, old, e.ids),
-                *_link_rows(cells, old, zeros=linked(self.period, e.release.period) == "same"),
-            ]
-        m.rows = self._rows[key]
+            blocks = (
+                _relation_rows(0, cells, self.ids),
+                _relation_rows(1, old, e.ids),
+                _link_rows(cells, old, zeros=linked(self.period, e.release.period) == "same"),
+            )
+            self._rows[key] = ([row for block in blocks for row in block], blocks)
+        m.rows, m.blocks = self._rows[key]
         self._targets_new(m, self.guard.linked_width, 1)
         for c in old:
             for k in COUNT_KINDS:
