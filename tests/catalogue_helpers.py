@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from protocol.catalogue import CodeEntry, Codelist, CodelistSource
+from protocol.catalogue import CodeEntry, Codelist, CodelistSource, Indicator, Rule
 
 
 def test_source(rows: int) -> CodelistSource:
@@ -26,6 +26,26 @@ def make_codelist(
     """A test codelist of (system, code) pairs, with its codes_sha256 computed."""
     entries = [CodeEntry(system=s, code=c, term=f"term {c}") for s, c in pairs]  # type: ignore[arg-type]
     return Codelist.of(cl_id, title or cl_id, entries, test_source(len(entries)))
+
+
+def make_indicator(
+    iid: str,
+    population: Rule,
+    numerator: Rule,
+    exclusions: Rule | None = None,
+    strata: tuple[str, ...] = ("age_band", "sex"),
+) -> Indicator:
+    """A version-1 test indicator titled by its id."""
+    return Indicator(
+        id=iid,
+        version=1,
+        title=iid,
+        rationale="test",
+        population=population,
+        numerator=numerator,
+        exclusions=exclusions,
+        strata=strata,  # type: ignore[arg-type]
+    )
 
 
 test_source.__test__ = False  # type: ignore[attr-defined]  # not a test function

@@ -52,7 +52,7 @@ from protocol.disclosure import (
 )
 from protocol.linkage import linked_identities
 from protocol.submission import Cell, Period
-from tests.catalogue_helpers import make_codelist
+from tests.catalogue_helpers import make_codelist, make_indicator
 
 POLICY = DisclosurePolicy(name="default")
 GUARD = GuardPolicy()
@@ -74,16 +74,7 @@ def catalogue(bands: Sequence[tuple[str, int, int | None]], *, strata: bool = Tr
     dims = ("age_band", "sex") if strata else ()
 
     def ind(iid: str, pop, num, exc=None) -> Indicator:  # noqa: ANN001
-        return Indicator(
-            id=iid,
-            version=1,
-            title=iid,
-            rationale="test",
-            population=pop,
-            numerator=num,
-            exclusions=exc,
-            strata=dims if iid != "REG" else ("age_band", "sex"),
-        )
+        return make_indicator(iid, pop, num, exc, dims if iid != "REG" else ("age_band", "sex"))
 
     return Catalogue(
         id="mini",

@@ -22,6 +22,7 @@ from protocol.disclosure import RawCell, apply_policy, check_cells
 from protocol.errors import DisclosureError
 from protocol.linkage import linked_identities, parse_band, region_cells
 from tests.catalogue_helpers import make_codelist
+from tests.catalogue_helpers import make_indicator as _ind
 
 POLICY = DisclosurePolicy(name="default")
 
@@ -39,19 +40,6 @@ def _cat(*inds: Indicator) -> Catalogue:
         disclosure=POLICY,
         codelists=(_cl("reg"), _cl("xx"), _cl("yy")),
         indicators=inds,
-    )
-
-
-def _ind(iid: str, pop, num, exc=None, strata=("age_band", "sex")) -> Indicator:  # noqa: ANN001
-    return Indicator(
-        id=iid,
-        version=1,
-        title=iid,
-        rationale="t",
-        population=pop,
-        numerator=num,
-        exclusions=exc,
-        strata=strata,
     )
 
 
