@@ -41,21 +41,29 @@ def version() -> None:
     typer.echo(f"fedqi-agent {__version__} (protocol v{PROTOCOL_MAJOR})")
 
 
-# Each module registers its commands on ``app`` when imported.
-COMMAND_MODULES: list[str] = [
-    "agent.commands.sources",
-    "agent.commands.setup",
-    "agent.commands.report",
-    "agent.commands.worklist",
-    "agent.commands.send",
-    "agent.commands.audit",
-    "agent.commands.trust",
-    "agent.commands.synth",
-]
+# Each module registers its commands on ``app`` when imported. A command line that names one
+# command imports only the module that holds it: every module imports what its commands need
+# (the sending commands httpx, ``synth`` the generator), and a ``preview`` should not pay for
+# them. ``tests/agent/test_agent_cli_local.py`` checks this table against what each module
+# registers.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "agent.commands.sources": ("load-csv", "load-fhir", "check-source"),
+    "agent.commands.setup": ("init", "enrol", "rotate-key"),
+    "agent.commands.report": ("preview", "explain"),
+    "agent.commands.worklist": ("worklist",),
+    "agent.commands.send": ("submit", "run", "pending", "approve", "reject"),
+    "agent.commands.audit": ("audit",),
+    "agent.commands.trust": ("trust",),
+    "agent.commands.synth": ("synth",),
+}
+MODULE_OF: dict[str, str] = {cmd: mod for mod, cmds in COMMAND_MODULES.items() for cmd in cmds}
 
 
-def _load_commands() -> None:
-    for name in COMMAND_MODULES:
+def _load_commands(args: Sequence[str] = ()) -> None:
+    """Import the module of the command ``args`` names, or, for anything else (``--help``, no
+    command, a mistyped one, which Click answers with the full list), every module."""
+    wanted = MODULE_OF.get(args[0]) if args else None
+    for name in [wanted] if wanted else COMMAND_MODULES:
         importlib.import_module(name)
 
 
@@ -63,8 +71,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     """Run the CLI; returns the exit code (testable without a subprocess)."""
     from agent.commands._common import Invocation, invoked
 
-    _load_commands()
     args = list(sys.argv[1:] if argv is None else argv)
+    _load_commands(args)
     invocation = Invocation(environ=dict(os.environ if environ is None else environ))
     # Whatever the agent creates (the practice database synth or a load writes, the outbox,
     # the home and its files, a DuckDB write-ahead log) is its owner's only: 0600 files in

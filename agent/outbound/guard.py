@@ -38,13 +38,12 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import cast
 
 import highspy
 import numpy as np
 import numpy.typing as npt
 from highspy._core import _Highs  # highspy.Highs without its callbacks, which print a banner
-from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import csr_array, vstack
 from scipy.sparse.csgraph import connected_components
 
@@ -62,108 +61,22 @@ from protocol.errors import DisclosureError
 from protocol.linkage import Identity, bands_of_labels, linked_identities, region_cells
 from protocol.submission import Cell, Period
 
+from .guard_types import (
+    Exposure,
+    GuardPolicy,
+    GuardResult,
+    Release,
+    Var,
+    latest_linked,
+    linked,
+)
+
 __all__ = ["GuardPolicy", "GuardResult", "Release", "guard_cells", "linked"]
 
-Var = tuple[int, str, tuple[str, str], str]  # (release: 0 new, 1 earlier; indicator; stratum; kind)
 Row = tuple[dict[Var, int], float, float]  # coefficients, lower bound, upper bound
 DELTA: Var = (-1, "", ("", ""), "delta")
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int_]
-
-
-@dataclass(frozen=True)
-class GuardPolicy:
-    """How far a reader may narrow a protected count (docs/disclosure.md, "The policy").
-
-    ``suppressed_width``: a small suppressed count of the new submission keeps at least this
-    many feasible values within the submission and its linked tables. ``linked_width``: a small
-    suppressed count of either release keeps at least this many with a linked earlier release.
-    ``rounded_width``: a rounded count of the new submission keeps at least this many within
-    the submission (1 switches the check off). ``stall_rounds``: how many withholding rounds
-    in a row may leave exactly the same counts exposed before the guard holds the submission
-    (withholding has stopped helping). ``max_withheld``: the most counts the guard
-    withholds beyond apply_policy's before it holds the submission instead.
-    """
-
-    suppressed_width: int = 2
-    linked_width: int = 2
-    rounded_width: int = 2
-    max_withheld: int = 60
-    stall_rounds: int = 4
-
-    def __post_init__(self) -> None:
-        if min(self.suppressed_width, self.linked_width, self.rounded_width) < 1:
-            raise ValueError("guard widths must be at least 1")
-        if max(self.suppressed_width, self.linked_width, self.rounded_width) > 3:
-            raise ValueError("guard widths above 3 are not supported (three worlds prove 3)")
-        if self.max_withheld < 0:
-            raise ValueError("max_withheld must be at least 0")
-        if self.stall_rounds < 1:
-            raise ValueError("stall_rounds must be at least 1")
-
-
-@dataclass(frozen=True)
-class Release:
-    """An earlier release as the reader sees it: its period, cells and indicator versions;
-    ``raw``, when the agent has them, that period's true counts (used only to tell which of its
-    suppressed counts are small, and only if every one fits what was released)."""
-
-    label: str
-    period: Period
-    cells: tuple[Cell, ...]
-    versions: dict[str, int] = field(default_factory=dict)
-    raw: tuple[RawCell, ...] | None = None
-
-
-@dataclass(frozen=True)
-class Exposure:
-    where: str
-    var: Var
-    lo: int
-    hi: int
-    required: int
-
-    def reason(self) -> str:
-        r, ind, (band, sex), kind = self.var
-        which = "this submission's" if r == 0 else "the earlier release's"
-        return (
-            f"{self.where}: {which} {ind} {band}/{sex} {kind} could be narrowed to "
-            f"{self.hi - self.lo + 1} value(s) (the policy asks for at least {self.required})"
-        )
-
-
-@dataclass(frozen=True)
-class GuardResult:
-    cells: tuple[Cell, ...]
-    withheld: tuple[Withheld, ...]  # counts withheld beyond apply_policy's own
-    held_reason: str | None
-    linked_releases: tuple[str, ...]
-    seconds: float
-    solves: int = 0
-    integer_programs: int = 0  # of the solves, those whose relaxation was not an integer world
-
-
-def linked(new: Period, earlier: Period) -> Literal["same", "adjacent"] | None:
-    """How an earlier release's period links to the new one's, if at all."""
-    if (new.start, new.end) == (earlier.start, earlier.end):
-        return "same"
-    if new.start.toordinal() - earlier.end.toordinal() == 1:
-        return "adjacent"
-    if earlier.start.toordinal() - new.end.toordinal() == 1:
-        return "adjacent"
-    if new.start <= earlier.end and earlier.start <= new.end:
-        return "adjacent"  # overlapping periods of other lengths
-    return None
-
-
-def latest_linked(period: Period, history: Sequence[Release]) -> list[Release]:
-    """The releases the guard audits with: the latest of the same period and the latest of each
-    adjacent or overlapping period (``history`` oldest first)."""
-    last: dict[tuple[object, object], Release] = {}
-    for e in history:
-        if linked(period, e.period):
-            last[(e.period.start, e.period.end)] = e
-    return sorted(last.values(), key=lambda e: (linked(period, e.period) != "same", e.label))
 
 
 # --- the reader's relations (cached) -----------------------------------------------------------
@@ -633,6 +546,10 @@ class _Solver:
         lo: FloatArray,
         hi: FloatArray,
     ) -> FloatArray | None:
+        # scipy.optimize costs about 0.2 s to import and few releases need it (6 of 6,147
+        # programs on the demo's year), so it is loaded on the first one that does.
+        from scipy.optimize import Bounds, LinearConstraint, milp
+
         self.integer_programs += 1
         cons = (LinearConstraint(a, lb, ub),) if a.shape[0] else ()
         n = len(c)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from agent.errors import AgentUserError, ConfigError
 from agent.home.settings import AgentSettings
-from agent.outbound.guard import GuardResult, Release, guard_cells
+from agent.outbound.guard_types import GuardResult, Release
 from agent.periods import last_complete_period, next_period, parse_period
 from protocol import __version__
 from protocol.canonical import sha256_hex
@@ -174,6 +174,8 @@ def guarded_cells(
     audited is never released without the practice's approval."""
     if not enabled or not policy.secondary_suppression:
         return GuardResult(apply_policy(raw_cells, policy), (), None, (), 0.0)
+    from agent.outbound.guard import guard_cells  # numpy, SciPy, HiGHS: only where it guards
+
     try:
         return guard_cells(
             catalogue=catalogue, raw=raw_cells, policy=policy, period=period, history=history

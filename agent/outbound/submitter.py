@@ -19,7 +19,7 @@ from agent.home.catalogue_cache import load_catalogue
 from agent.home.keystore import Keystore, Trust, load_trust_matching
 from agent.home.settings import AgentSettings
 from agent.outbound.audit import accept_receipt
-from agent.outbound.guard import Release, linked
+from agent.outbound.guard_types import Release, linked
 from agent.outbound.outbox import Message, NewMessage, Outbox
 from agent.outbound.release import (
     build_submission,

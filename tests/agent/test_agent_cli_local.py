@@ -297,3 +297,65 @@ def test_every_indicator_a_help_text_names_is_in_the_default_catalogue() -> None
                 named += [(name, m) for m in re.findall(r"e\.g\. ([A-Z][A-Z0-9_]+)", text)]
     assert named, "no help text names an example indicator"
     assert [(c, i) for c, i in named if i not in known] == []
+
+
+def test_the_command_table_names_each_module_s_commands() -> None:
+    """``agent.cli.COMMAND_MODULES`` (which module a command line imports) against what each
+    module registers on the app when it is imported."""
+    import importlib
+
+    from agent.cli import COMMAND_MODULES, app
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name)
+    registered: dict[str, list[str]] = {}
+    for c in app.registered_commands:
+        assert c.callback is not None
+        name = c.name or c.callback.__name__.replace("_", "-")
+        registered.setdefault(c.callback.__module__, []).append(name)
+    for g in app.registered_groups:
+        assert g.name is not None and g.typer_instance is not None
+        modules = {c.callback.__module__ for c in g.typer_instance.registered_commands if c.callback}
+        assert len(modules) == 1, (g.name, modules)
+        registered.setdefault(modules.pop(), []).append(g.name)
+    registered.pop("agent.cli")  # ``version``, defined beside the table
+    assert {m: sorted(c) for m, c in registered.items()} == {
+        m: sorted(c) for m, c in COMMAND_MODULES.items()
+    }
+
+
+def test_preview_loads_neither_the_guard_s_solvers_nor_the_sending_path(
+    agent_home: Path, tmp_path: Path
+) -> None:
+    """Start-up is most of a preview's cost (docs/benchmarks.md): a ``preview`` process imports
+    only its own command, and not numpy, SciPy or HiGHS (the disclosure guard runs on sending),
+    httpx (transport) or the synthetic practice generator."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from agent.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print('MODULES', ' '.join(sorted(sys.modules)), file=sys.stderr)\n"
+        "raise SystemExit(code)\n"
+    )
+    home = str(agent_home)
+    r = subprocess.run(
+        [sys.executable, "-c", script, "preview", "--home", home, "--period", "2026-03", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert Submission.from_bytes(r.stdout.strip().encode()).period.label == "2026-03"
+    loaded = set(r.stderr.split("MODULES ", 1)[1].split())
+    assert "agent.commands.report" in loaded
+    heavy = {"numpy", "scipy", "highspy", "httpx", "agent.outbound.guard", "agent.sources.synth"}
+    assert loaded & heavy == set()
+    assert {m for m in loaded if m.startswith("agent.commands.")} <= {
+        "agent.commands",
+        "agent.commands._cells",
+        "agent.commands._common",
+        "agent.commands.report",
+    }
