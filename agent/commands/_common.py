@@ -7,7 +7,7 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from agent.errors import AgentUserError, SourceError, UnverifiedAnswerError
 from agent.home.settings import AgentSettings, get_settings
@@ -73,6 +74,38 @@ def console() -> Console:
     # gets a wide fixed width so tables are not squeezed into 80 columns in files and logs.
     tty = sys.stdout.isatty()
     return Console(file=sys.stdout, soft_wrap=True, highlight=False, width=None if tty else 160)
+
+
+def columns(
+    title: str,
+    header: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    *,
+    dim: Collection[str] = (),
+) -> Text:
+    """A long table (a preview's cells, a worklist's patients) as aligned plain columns: a title,
+    a bold header, a rule, one line per row; the columns named in ``dim`` dimmed. rich's
+    ``Table`` measures and wraps every cell, which cost 0.2 s of CPU for a 340-cell preview
+    (docs/benchmarks.md, "Where a preview's CPU goes"); this costs about 15 ms. Cells are
+    plain text (no rich markup), and a line wider than the screen wraps in the terminal."""
+    body = [list(r) for r in rows]
+    if any(len(r) != len(header) for r in body):
+        raise ValueError("every row needs one cell per column")
+    widths = [max([len(h), *(len(r[i]) for r in body)]) for i, h in enumerate(header)]
+    styles = ["dim" if h in dim else "" for h in header]
+    out = Text(title + "\n", style="italic")
+    out.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
+    out.stylize("bold", len(title) + 1)
+    out.append("\n" + "  ".join("\u2500" * w for w in widths) + "\n")
+    for row in body:
+        last = max((i for i, cell in enumerate(row) if cell), default=-1)  # no trailing blanks
+        for i, (cell, width, style) in enumerate(
+            zip(row[: last + 1], widths, styles, strict=False)
+        ):
+            out.append(cell if i == last else cell.ljust(width) + "  ", style=style or None)
+        out.append("\n")
+    out.rstrip()
+    return out
 
 
 def err_console() -> Console:

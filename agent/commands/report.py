@@ -37,7 +37,15 @@ from ._cells import (
     status_line,
     summary_table,
 )
-from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors, settings_for
+from ._common import (
+    HomeOption,
+    JsonOption,
+    columns,
+    console,
+    emit_json,
+    one_line_errors,
+    settings_for,
+)
 
 PeriodOption = Annotated[str, typer.Option("--period", help="the month, YYYY-MM")]
 
@@ -128,15 +136,11 @@ def preview(
         return
     cells = select_cells(sub.cells, indicator, stratum)
     reasons = suppression_reasons(raw, sub.cells, policy)
-    table = Table(title="What would be sent" + (" (and local counts, never sent)" if local else ""))
-    table.add_column("indicator", no_wrap=True)
-    for col in ("age band", "sex", "denom", "num", "excl"):
-        table.add_column(col)
-    if local:
-        for col in ("local denom", "local num", "local excl"):
-            table.add_column(col, style="dim")
-    table.add_column("suppressed because")
+    header = ["indicator", "age band", "sex", "denom", "num", "excl"]
+    local_cols = ["local denom", "local num", "local excl"]
+    header += [*local_cols, "suppressed because"] if local else ["suppressed because"]
     exact = {(c.indicator, c.age_band, c.sex): c for c in raw}
+    rows = []
     for cell in cells:
         row = [
             cell.indicator,
@@ -150,8 +154,9 @@ def preview(
             rc = exact[cell.key]
             row += [str(rc.denominator), str(rc.numerator), str(rc.exclusions)]
         row.append(reason_text(cell, reasons))
-        table.add_row(*row)
-    out.print(table)
+        rows.append(row)
+    title = "What would be sent" + (" (and local counts, never sent)" if local else "")
+    out.print(columns(title, header, rows, dim=local_cols))
     out.print(f"{len(cells)} of {len(sub.cells)} cells. {legend}")
     if local:
         out.print("local columns: exact counts for this screen only, NEVER SENT.")

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from agent.cli import app
 from agent.engine.compute import open_source
@@ -21,7 +20,15 @@ from agent.errors import AgentUserError
 from agent.home.catalogue_cache import load_catalogue
 from agent.periods import last_complete_period, parse_period
 
-from ._common import HomeOption, JsonOption, console, emit_json, one_line_errors, settings_for
+from ._common import (
+    HomeOption,
+    JsonOption,
+    columns,
+    console,
+    emit_json,
+    one_line_errors,
+    settings_for,
+)
 
 
 @app.command()
@@ -69,12 +76,8 @@ def worklist(
     if as_json:
         emit_json(wl.to_json())
         return
-    table = Table(title=f"{ind.id} worklist on {p.end}: {ind.title} (local only, never sent)")
-    for column in wl.header():
-        table.add_column(column)
-    for row in wl.rows():
-        table.add_row(*row)
-    console().print(table)
+    title = f"{ind.id} worklist on {p.end}: {ind.title} (local only, never sent)"
+    console().print(columns(title, wl.header(), wl.rows()))
     console().print(
         f"{len(rows)} patients in the denominator but not the numerator. For each: the last "
         f"record of {', '.join(t.label for t in wl.targets) or 'the numerator'} up to {p.end}, "

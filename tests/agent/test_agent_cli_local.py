@@ -315,7 +315,9 @@ def test_the_command_table_names_each_module_s_commands() -> None:
         registered.setdefault(c.callback.__module__, []).append(name)
     for g in app.registered_groups:
         assert g.name is not None and g.typer_instance is not None
-        modules = {c.callback.__module__ for c in g.typer_instance.registered_commands if c.callback}
+        modules = {
+            c.callback.__module__ for c in g.typer_instance.registered_commands if c.callback
+        }
         assert len(modules) == 1, (g.name, modules)
         registered.setdefault(modules.pop(), []).append(g.name)
     registered.pop("agent.cli")  # ``version``, defined beside the table

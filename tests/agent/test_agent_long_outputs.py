@@ -16,6 +16,20 @@ def _preview(cli, home: Path, *extra: str):  # type: ignore[no-untyped-def]
     return cli("preview", "--home", str(home), "--period", "2026-03", *extra)
 
 
+def _rows(out: str) -> list[list[str]]:
+    """The cell table's rows, split into columns: the lines after the header's rule, up to the
+    "N of M cells" line."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("\u2500"))
+    end = next(i for i, line in enumerate(lines) if " of " in line and " cells." in line)
+    assert start < end
+    return [line.split("  ") for line in lines[start + 1 : end]]
+
+
+def _cols(row: list[str]) -> list[str]:
+    return [c.strip() for c in row if c.strip()]
+
+
 def test_preview_opens_with_a_one_screen_summary(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
     summary = _preview(cli, agent_home)
     full = _preview(cli, agent_home, "--all")
@@ -30,15 +44,15 @@ def test_preview_opens_with_a_one_screen_summary(agent_home: Path, cli) -> None:
 def test_preview_filters_by_indicator_and_stratum(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
     r = _preview(cli, agent_home, "--indicator", "HYP_BP_U80", "--indicator", "DM_REG")
     assert r.code == 0, r.err
-    rows = [line for line in r.out.splitlines() if line.startswith("│")]
-    assert rows and all(("HYP_BP_U80" in x) or ("DM_REG" in x) for x in rows)
+    rows = [_cols(row) for row in _rows(r.out)]
+    assert len(rows) == 26 and {row[0] for row in rows} == {"HYP_BP_U80", "DM_REG"}
     assert "26 of 325 cells" in r.out
     r = _preview(cli, agent_home, "--indicator", "DM_REG", "--stratum", "total")
-    rows = [line for line in r.out.splitlines() if line.startswith("│")]
-    assert len(rows) == 1 and "│ all " in rows[0]
+    rows = [_cols(row) for row in _rows(r.out)]
+    assert len(rows) == 1 and rows[0][:3] == ["DM_REG", "all", "all"]
     r = _preview(cli, agent_home, "--stratum", "60-79/F")
-    rows = [line for line in r.out.splitlines() if line.startswith("│")]
-    assert len(rows) == 25 and all("60-79" in x and " F " in x for x in rows)
+    rows = [_cols(row) for row in _rows(r.out)]
+    assert len(rows) == 25 and all(row[1:3] == ["60-79", "F"] for row in rows)
 
 
 def test_preview_bad_filter_values_are_one_line_errors(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
@@ -54,9 +68,11 @@ def test_preview_bad_filter_values_are_one_line_errors(agent_home: Path, cli) ->
 def test_preview_says_why_each_count_is_suppressed(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
     r = _preview(cli, agent_home, "--all")
     assert "small count" in r.out and "secondary suppression, to protect another cell" in r.out
-    for line in r.out.splitlines():
-        if line.startswith("│") and "*" in line:
-            assert "small count" in line or "secondary" in line, line
+    rows = [_cols(row) for row in _rows(r.out)]
+    assert len(rows) == 325
+    for row in rows:
+        if "*" in row[3:6]:  # denom, num, excl
+            assert "small count" in row[-1] or "secondary" in row[-1], row
 
 
 def test_suppression_reasons_name_the_rule() -> None:

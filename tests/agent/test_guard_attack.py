@@ -612,6 +612,7 @@ def test_the_guard_holds_only_a_minority_of_linked_releases() -> None:
 
 
 def test_release_path_holds_what_it_cannot_audit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.outbound.guard as guard
     import agent.outbound.release as release
     from protocol.errors import DisclosureError
 
@@ -620,7 +621,7 @@ def test_release_path_holds_what_it_cannot_audit(monkeypatch: pytest.MonkeyPatch
     def broken(**_: object) -> None:
         raise DisclosureError("the local counts break a linked-table relation")
 
-    monkeypatch.setattr(release, "guard_cells", broken)
+    monkeypatch.setattr(guard, "guard_cells", broken)  # release imports it where it guards
     res = release.guarded_cells(CAT, raw, POLICY, MARCH, [])
     assert res.held_reason is not None and "could not audit" in res.held_reason
     assert res.cells == apply_policy(raw, POLICY)
