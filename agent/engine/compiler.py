@@ -418,6 +418,8 @@ def _feature_columns(
     if has_value:
         cols.append(sa.func.max(sa.case((hits.c.value.is_not(None), hits.c.date))).label("vdate"))
         cols += flavour.stage_value_columns(hits)
+    if periods is not None and flavour.carries_forward:
+        return _carried_feature_columns(hits, features, number, periods, ends, cols)
     if periods is None:
         per_set = (
             sa.select(hits.c.patient_id, hits.c.k, *cols)
@@ -451,6 +453,101 @@ def _feature_columns(
     return feat_cte, {key: feat_cte.c[name] for key, name in names.items()}
 
 
+def _buckets(hits: sa.CTE, ends: tuple[dt.date, ...]) -> ColumnElement[int]:
+    """Each hit's bucket: the index of the first period end on or after its date."""
+    whens = [(hits.c.date <= _date(end), i) for i, end in enumerate(ends[:-1])]
+    last = sa.literal(len(ends) - 1, sa.Integer)
+    return sa.case(*whens, else_=last) if whens else last
+
+
+def _carried_feature_columns(
+    hits: sa.CTE,
+    features: list[Feature],
+    number: dict[CodeSet, int],
+    periods: sa.CTE,
+    ends: tuple[dt.date, ...],
+    cols: list[ColumnElement[Any]],
+) -> tuple[sa.CTE, dict[tuple[str, Feature], ColumnElement[Any]]]:
+    """The ``feat`` CTE for several period ends, carried forward from bucket to bucket (engines
+    with ordered window aggregates and ``arg_max``: DuckDB).
+
+    Each hit falls in one bucket (the first period end on or after its date). The hits are
+    aggregated per (patient, code set, bucket) as for one period and pivoted to one row per
+    (patient, bucket) that has a hit: far fewer rows than one per (patient, period end, code
+    set), which is what the portable path pivots. A period end's features are then running
+    aggregates over the patient's buckets up to it (the latest date: a running max; the first:
+    a running min; the value: the one on the latest valued date, ``arg_max`` over the running
+    frame), and each (patient, bucket) row serves the period ends from its bucket up to the
+    patient's next bucket. The buckets are disjoint date ranges, so a running aggregate over
+    them is the aggregate over every hit up to that period end."""
+    bucket = _buckets(hits, ends)
+    per_bucket = (
+        sa.select(hits.c.patient_id, hits.c.k, bucket.label("pidx"), *cols)
+        .group_by(hits.c.patient_id, hits.c.k, *([bucket] if len(ends) > 1 else []))
+        .cte("per_bucket")
+    )
+    b = per_bucket.c
+    # (feature kind, per_bucket column, running aggregate) per column of the pivot
+    wanted: dict[str, tuple[str, Feature, str]] = {}
+    named: dict[tuple[str, Feature], str] = {}
+    for feat in features:
+        k = number[feat.codeset]
+        if isinstance(feat, LastDate):
+            wanted[f"last_{k}"] = ("last", feat, "last")
+            named[("last", feat)] = f"last_{k}"
+        elif isinstance(feat, FirstDate):
+            wanted[f"first_{k}"] = ("first", feat, "first")
+            named[("first", feat)] = f"first_{k}"
+        else:
+            wanted[f"vdate_{k}"] = ("vdate", feat, "vdate")
+            wanted[f"value_{k}"] = ("value", feat, "v")
+            named[("vdate", feat)] = f"vdate_{k}"
+            named[("value", feat)] = f"value_{k}"
+    wide = (
+        sa.select(
+            b.patient_id,
+            b.pidx,
+            *(
+                sa.func.max(sa.case((b.k == number[feat.codeset], b[col]))).label(name)
+                for name, (_, feat, col) in wanted.items()
+            ),
+        )
+        .group_by(b.patient_id, b.pidx)
+        .cte("per_bucket_wide")
+    )
+    w = wide.c
+    frame: dict[str, Any] = {
+        "partition_by": w.patient_id,
+        "order_by": w.pidx,
+        "rows": (None, 0),
+    }
+    running: list[ColumnElement[Any]] = []
+    for name, (kind, feat, _) in wanted.items():
+        if kind == "first":
+            agg: ColumnElement[Any] = sa.func.min(w[name])
+        elif kind == "value":
+            vdate = w[f"vdate_{number[feat.codeset]}"]
+            agg = sa.func.arg_max(w[name], vdate, type_=sa.Float)  # skips NULL dates
+        else:
+            agg = sa.func.max(w[name])
+        running.append(agg.over(**frame).label(name))
+    upto = sa.func.lead(w.pidx, 1, len(ends)).over(partition_by=w.patient_id, order_by=w.pidx)
+    carried = sa.select(
+        w.patient_id, w.pidx.label("first_pidx"), upto.label("next_pidx"), *running
+    ).cte("carried")
+    c = carried.c
+    feat_cte = (
+        sa.select(c.patient_id, periods.c.pidx, *(c[name] for name in wanted))
+        .select_from(
+            carried.join(
+                periods, sa.and_(periods.c.pidx >= c.first_pidx, periods.c.pidx < c.next_pidx)
+            )
+        )
+        .cte("feat")
+    )
+    return feat_cte, {key: feat_cte.c[name] for key, name in named.items()}
+
+
 def _per_period_sets(
     hits: sa.CTE,
     cols: list[ColumnElement[Any]],
@@ -468,9 +565,8 @@ def _per_period_sets(
     are disjoint date ranges, so the latest valued date up to a period end lies in exactly
     one bucket, the highest valued one, whose lowest value on that date is the value.
     """
-    whens = [(hits.c.date <= _date(end), i) for i, end in enumerate(ends[:-1])]
-    last = sa.literal(len(ends) - 1, sa.Integer)
-    bucket = sa.case(*whens, else_=last) if whens else last
+    bucket = _buckets(hits, ends)
+    whens = len(ends) > 1
     per_bucket = (
         sa.select(hits.c.patient_id, hits.c.k, bucket.label("pidx"), *cols)
         # (one period end: one bucket, nothing to group by; DuckDB refuses a parameter there)
