@@ -98,9 +98,14 @@ def peer_fields(f: Flat) -> dict[str, Any]:
     return out | _rate_fields(f)
 
 
+# One encoder for every row: ``json.dumps`` with arguments builds a new encoder per call, which
+# cost as much as the encoding (a refresh renders two per practice, 13,000 per national group).
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def as_json(fields: dict[str, Any]) -> str:
     """The fields as the body of a JSON object, without its braces (for splicing)."""
-    return json.dumps(fields, separators=(",", ":"))[1:-1]
+    return _ENCODE(fields)[1:-1]
 
 
 def coarse_peer_fields(f: Flat) -> dict[str, Any]:

@@ -294,12 +294,13 @@ def _unverified(session: Session, g: Group, cells: list[dict[str, object]]) -> s
             )
         ):
             keys[kid] = bytes(pk)
-    need = [
-        str(c["envelope_sha256"])
+    # What the cache already holds (verified on an earlier refresh), then the rest from their
+    # stored envelopes.
+    found = [
+        checks.signed_cells(str(c["envelope_sha256"]), None, str(c["kid"]), keys.get(str(c["kid"])))
         for c in cells
-        if checks.signed_cells(str(c["envelope_sha256"]), None, str(c["kid"]), keys.get(str(c["kid"])))
-        is None
     ]  # fmt: skip
+    need = [str(c["envelope_sha256"]) for c, s in zip(cells, found, strict=True) if s is None]
     bodies: dict[str, bytes] = {}
     t = Envelope.__table__.c
     for i in range(0, len(need), 500):
@@ -309,9 +310,10 @@ def _unverified(session: Session, g: Group, cells: list[dict[str, object]]) -> s
             bodies[sha] = bytes(body)
     start, end = g.period_start.isoformat(), g.period_end.isoformat()
     bad: set[str] = set()
-    for c in cells:
+    for c, signed in zip(cells, found, strict=True):
         sha, kid = str(c["envelope_sha256"]), str(c["kid"])
-        signed = checks.signed_cells(sha, bodies.get(sha), kid, keys.get(kid))
+        if signed is None:
+            signed = checks.signed_cells(sha, bodies.get(sha), kid, keys.get(kid))
         if (
             signed is None
             or (signed.submission_id, signed.practice, signed.kid) != (c["submission_id"], c["practice_ods"], kid)
