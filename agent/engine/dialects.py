@@ -45,9 +45,9 @@ def _joined(rows: list[CodeRow]) -> str:
 
 class Flavour:
     name = "portable"
-    # Several period ends: carry each patient's features forward over ordered buckets with
-    # window aggregates (compiler._carried_feature_columns), rather than joining every bucket
-    # to every later period end and aggregating (compiler._per_period_sets).
+    # Several period ends: carry each patient's features forward from bucket to bucket
+    # (compiler._carried_feature_columns), rather than joining every bucket to every later
+    # period end and aggregating (compiler._per_period_sets).
     carries_forward = False
 
     def code_table(self, name: str, rows: list[CodeRow]) -> sa.CTE:
@@ -133,7 +133,7 @@ class SQLiteFlavour(Flavour):
 
 class DuckDBFlavour(_SplitFlavour):
     name = "duckdb"
-    carries_forward = True  # arg_max over a running window frame
+    carries_forward = True  # needs arg_max
 
     def stage_value_columns(self, hits: sa.CTE) -> list[ColumnElement[Any]]:
         # Rows without a value get a NULL key, which arg_max skips.
