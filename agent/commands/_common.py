@@ -93,9 +93,10 @@ def columns(
         raise ValueError("every row needs one cell per column")
     widths = [max([len(h), *(len(r[i]) for r in body)]) for i, h in enumerate(header)]
     styles = ["dim" if h in dim else "" for h in header]
-    out = Text(title + "\n", style="italic")
-    out.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
-    out.stylize("bold", len(title) + 1)
+    out = Text()
+    out.append(title + "\n", style="italic")
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()
+    out.append(line, style="bold")
     out.append("\n" + "  ".join("\u2500" * w for w in widths) + "\n")
     for row in body:
         last = max((i for i, cell in enumerate(row) if cell), default=-1)  # no trailing blanks

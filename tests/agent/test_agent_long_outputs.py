@@ -89,3 +89,16 @@ def test_suppression_reasons_name_the_rule() -> None:
         ("DM_REG", "40-59", "all", "denominator"): SMALL_COUNT,
         ("DM_REG", "60-79", "all", "denominator"): SECONDARY,
     }
+
+
+def test_columns_align_every_row_and_trim_trailing_blanks() -> None:
+    import pytest
+
+    from agent.commands._common import columns
+
+    text = columns("Title", ["a", "bb", "ccc"], [["1", "2", "3"], ["444", "", ""]], dim=["bb"])
+    assert text.plain.splitlines() == ["Title", "a    bb  ccc", "───  ──  ───", "1    2   3", "444"]
+    dimmed = [text.plain[s.start : s.end] for s in text.spans if s.style == "dim"]
+    assert dimmed == ["2   "]  # the dim column only, never the header
+    with pytest.raises(ValueError, match="one cell per column"):
+        columns("Title", ["a", "b"], [["1"]])
