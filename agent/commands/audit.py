@@ -15,8 +15,7 @@ from agent.errors import AgentUserError, ConfigError, TransportError
 from agent.home.keystore import load_trust
 from agent.outbound.audit import LogIntegrityError, read_token, verify_all, verify_receipt
 from agent.outbound.outbox import Message, Outbox
-from agent.outbound.release import describe_submission
-from agent.outbound.submitter import payload_of
+from agent.outbound.release import describe_submission, payload_of
 from agent.outbound.transport import AggregatorClient, RefusedError
 from protocol.envelope import Envelope
 from protocol.submission import Enrol, Rotate

@@ -8,6 +8,7 @@ import uuid
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from agent.cli import app
@@ -21,6 +22,8 @@ from agent.outbound.release import (
     build_submission,
     count_short,
     effective_policy,
+    guard_history,
+    guarded_cells,
     last_complete_period,
     parse_period,
 )
@@ -76,7 +79,8 @@ def preview(
     show_all: AllOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Show what would be sent for PERIOD, after disclosure control: a summary per indicator
+    """Show what would be sent for PERIOD, after disclosure control and the disclosure guard
+    (with this practice's earlier releases, as sending runs it): a summary per indicator
     first; --indicator / --stratum show those cells in full, with why each suppressed count is
     suppressed; --all every cell. --json prints the Submission payload itself."""
     if local and as_json:
@@ -98,11 +102,16 @@ def preview(
         settings.require("practice", "aud")
         practice, aud = str(settings.practice), str(settings.aud)
     kid = Keystore(settings.home).active().kid
-    seq = 1
+    raw, kind = compute_raw_cells(settings, catalogue, p.end)
+    # The disclosure guard as sending would run it: with the latest earlier releases of this
+    # and the adjacent periods in the outbox (docs/disclosure.md, "The disclosure guard").
+    guard_on = settings.guard == "on"
+    seq, history = 1, []
     if (settings.home / OUTBOX_FILE).exists():
         with Outbox.open(settings.home) as outbox:
             seq = max((m.seq or 0 for m in outbox.messages()), default=0) + 1
-    raw, kind = compute_raw_cells(settings, catalogue, p.end)
+            history = guard_history(outbox, p, {}) if guard_on else []
+    guarded = guarded_cells(catalogue, raw, policy, p, history, enabled=guard_on)
     sub = build_submission(
         catalogue=catalogue,
         raw_cells=raw,
@@ -115,15 +124,28 @@ def preview(
         policy=policy,
         source_kind=kind,
         submission_id=str(uuid.uuid4()),
+        cells=guarded.cells,
     )
     if as_json:
         typer.echo(sub.to_bytes().decode("utf-8"))
+        if guarded.held_reason:
+            typer.echo(f"note: sending would hold this month: {guarded.held_reason}", err=True)
         return
     out = console()
     out.print(
         f"[bold]Preview[/bold]: practice {practice}, period {p.label} ({p.start} to {p.end}), "
         f"catalogue {catalogue.id} v{catalogue.version}, policy {policy.name}"
     )
+    if guarded.withheld:
+        out.print(
+            f"The disclosure guard withholds {len(guarded.withheld)} more count(s), which linked "
+            "tables or this practice's earlier releases would narrow (--all shows which)."
+        )
+    if guarded.held_reason:
+        out.print(
+            "[bold]Sending would hold this month for your approval[/bold] (`fedqi-agent "
+            f"pending`): {escape(guarded.held_reason)}"
+        )
     legend = (
         f"~N: rounded to the nearest {policy.stratified.round_to}; *: suppressed (no number is "
         "sent). Nothing is sent by preview."
@@ -135,7 +157,7 @@ def preview(
         out.print(HINT)
         return
     cells = select_cells(sub.cells, indicator, stratum)
-    reasons = suppression_reasons(raw, sub.cells, policy)
+    reasons = suppression_reasons(raw, sub.cells, policy, guarded.withheld)
     header = ["indicator", "age band", "sex", "denom", "num", "excl"]
     local_cols = ["local denom", "local num", "local excl"]
     header += [*local_cols, "suppressed because"] if local else ["suppressed because"]

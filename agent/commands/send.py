@@ -15,8 +15,8 @@ from agent.errors import AgentUserError, ExitCode, TransportError
 from agent.home.settings import AgentSettings
 from agent.outbound import background
 from agent.outbound.outbox import Outbox
-from agent.outbound.release import describe_submission
-from agent.outbound.submitter import Outcome, payload_of, run_due, submit_period
+from agent.outbound.release import describe_submission, payload_of
+from agent.outbound.submitter import Outcome, run_due, submit_period
 from agent.outbound.submitter import approve as approve_message
 from agent.outbound.submitter import reject as reject_message
 

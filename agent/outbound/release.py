@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from agent.errors import AgentUserError, ConfigError
 from agent.home.settings import AgentSettings
-from agent.outbound.guard_types import GuardResult, Release
+from agent.outbound.guard_types import GuardResult, Release, linked
+from agent.outbound.outbox import Message, Outbox
 from agent.periods import last_complete_period, next_period, parse_period
 from protocol import __version__
 from protocol.canonical import sha256_hex
@@ -30,7 +31,7 @@ from protocol.disclosure import (
     describe_count,
     policy_sha256,
 )
-from protocol.envelope import sign_envelope
+from protocol.envelope import Envelope, sign_envelope
 from protocol.errors import DisclosureError
 from protocol.keys import SigningKey
 from protocol.submission import (
@@ -155,6 +156,26 @@ def earlier_release(message_id: int, sub: Submission, raw: Sequence[RawCell] | N
         versions={p.id: p.version for p in sub.provenance.indicators},
         raw=tuple(raw) if raw is not None else None,
     )
+
+
+def payload_of(message: Message) -> Submission:
+    """The Submission a stored message signs."""
+    return Submission.from_bytes(Envelope.from_bytes(message.envelope).payload_bytes())
+
+
+def guard_history(outbox: Outbox, period: Period, known: dict[str, list[RawCell]]) -> list[Release]:
+    """The earlier submissions the disclosure guard audits a new one with: the latest one not
+    rejected or refused of the same period and of each adjacent period (oldest first)."""
+    latest: dict[str, Message] = {}
+    for m in outbox.messages(kind="submission"):
+        if m.period is None or m.state in ("rejected", "refused"):
+            continue
+        if linked(period, parse_period(m.period)) is not None:
+            latest[m.period] = m  # messages come in id order: the last one is the latest
+    return [
+        earlier_release(m.id, payload_of(m), known.get(label) if label != period.label else None)
+        for label, m in sorted(latest.items(), key=lambda lm: lm[1].id)
+    ]
 
 
 def guarded_cells(

@@ -19,24 +19,23 @@ from agent.home.catalogue_cache import load_catalogue
 from agent.home.keystore import Keystore, Trust, load_trust_matching
 from agent.home.settings import AgentSettings
 from agent.outbound.audit import accept_receipt
-from agent.outbound.guard_types import Release, linked
 from agent.outbound.outbox import Message, NewMessage, Outbox
 from agent.outbound.release import (
     build_submission,
-    earlier_release,
     effective_policy,
+    guard_history,
     guarded_cells,
     last_complete_period,
     next_period,
     parse_period,
+    payload_of,
     sign,
 )
 from agent.outbound.transport import AggregatorClient, RefusedError, RetryNotice
 from agent.periods import require_ended
 from protocol.catalogue import Catalogue
 from protocol.disclosure import RawCell
-from protocol.envelope import Envelope
-from protocol.submission import CorrectionReason, Period, Submission
+from protocol.submission import CorrectionReason, Period
 
 #: How a hold by the disclosure guard starts its note (the outbox state's note).
 GUARD_NOTE = "disclosure guard: "
@@ -60,10 +59,6 @@ class Outcome:
             "leaf_index": self.leaf_index,
             "detail": self.detail,
         }
-
-
-def payload_of(message: Message) -> Submission:
-    return Submission.from_bytes(Envelope.from_bytes(message.envelope).payload_bytes())
 
 
 def prepare(
@@ -122,21 +117,6 @@ def prepare(
         )
 
     return outbox.add_signed(build, state, note)
-
-
-def guard_history(outbox: Outbox, period: Period, known: dict[str, list[RawCell]]) -> list[Release]:
-    """The earlier submissions the disclosure guard audits a new one with: the latest one not
-    rejected or refused of the same period and of each adjacent period (oldest first)."""
-    latest: dict[str, Message] = {}
-    for m in outbox.messages(kind="submission"):
-        if m.period is None or m.state in ("rejected", "refused"):
-            continue
-        if linked(period, parse_period(m.period)) is not None:
-            latest[m.period] = m  # messages come in id order: the last one is the latest
-    return [
-        earlier_release(m.id, payload_of(m), known.get(label) if label != period.label else None)
-        for label, m in sorted(latest.items(), key=lambda lm: lm[1].id)
-    ]
 
 
 def send(client: AggregatorClient, outbox: Outbox, trust: Trust, message: Message) -> Outcome:

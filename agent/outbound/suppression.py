@@ -10,18 +10,20 @@ The reason is a string so that later rules can add theirs (each with its words i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from protocol.catalogue import DisclosurePolicy
-from protocol.disclosure import COUNT_KINDS, RawCell, suppression_threshold
+from protocol.disclosure import COUNT_KINDS, RawCell, Withheld, suppression_threshold
 from protocol.submission import Cell
 
 SMALL_COUNT = "small_count"
 SECONDARY = "secondary"
+GUARDED = "guarded"
 
 REASON_WORDS: dict[str, str] = {
     SMALL_COUNT: "small count",
     SECONDARY: "secondary suppression, to protect another cell",
+    GUARDED: "withheld by the disclosure guard (linked tables or earlier releases)",
 }
 
 #: (indicator, age band, sex, count kind) -> reason.
@@ -29,9 +31,13 @@ Reasons = dict[tuple[str, str, str, str], str]
 
 
 def suppression_reasons(
-    raw: Sequence[RawCell], cells: Sequence[Cell], policy: DisclosurePolicy
+    raw: Sequence[RawCell],
+    cells: Sequence[Cell],
+    policy: DisclosurePolicy,
+    guarded: Collection[Withheld] = (),
 ) -> Reasons:
-    """The reason for every suppressed count of ``cells`` (released from ``raw``)."""
+    """The reason for every suppressed count of ``cells`` (released from ``raw``); ``guarded``:
+    the counts the disclosure guard withheld beyond the policy's own."""
     exact = {r.key: r for r in raw}
     stratified = suppression_threshold(policy.stratified)
     reasons: Reasons = {}
@@ -44,5 +50,8 @@ def suppression_reasons(
             if getattr(cell, kind).status != "suppressed":
                 continue
             value = exact[cell.key].count(kind)
-            reasons[(*cell.key, kind)] = SMALL_COUNT if 1 <= value <= limit else SECONDARY
+            if (cell.indicator, (cell.stratum.age_band, cell.stratum.sex), kind) in guarded:
+                reasons[(*cell.key, kind)] = GUARDED
+            else:
+                reasons[(*cell.key, kind)] = SMALL_COUNT if 1 <= value <= limit else SECONDARY
     return reasons

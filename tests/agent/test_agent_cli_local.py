@@ -326,12 +326,14 @@ def test_the_command_table_names_each_module_s_commands() -> None:
     }
 
 
-def test_preview_loads_neither_the_guard_s_solvers_nor_the_sending_path(
+def test_preview_loads_neither_the_sending_path_nor_an_unused_guard(
     agent_home: Path, tmp_path: Path
 ) -> None:
     """Start-up is most of a preview's cost (docs/benchmarks.md): a ``preview`` process imports
-    only its own command, and not numpy, SciPy or HiGHS (the disclosure guard runs on sending),
-    httpx (transport) or the synthetic practice generator."""
+    only its own command, never httpx (transport) or the synthetic practice generator; and
+    numpy, SciPy and HiGHS only when the practice's disclosure guard is on (they are its
+    solvers)."""
+    import os
     import subprocess
     import sys
 
@@ -343,21 +345,29 @@ def test_preview_loads_neither_the_guard_s_solvers_nor_the_sending_path(
         "raise SystemExit(code)\n"
     )
     home = str(agent_home)
-    r = subprocess.run(
-        [sys.executable, "-c", script, "preview", "--home", home, "--period", "2026-03", "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert r.returncode == 0, r.stderr
-    assert Submission.from_bytes(r.stdout.strip().encode()).period.label == "2026-03"
-    loaded = set(r.stderr.split("MODULES ", 1)[1].split())
-    assert "agent.commands.report" in loaded
-    heavy = {"numpy", "scipy", "highspy", "httpx", "agent.outbound.guard", "agent.sources.synth"}
-    assert loaded & heavy == set()
-    assert {m for m in loaded if m.startswith("agent.commands.")} <= {
-        "agent.commands",
-        "agent.commands._cells",
-        "agent.commands._common",
-        "agent.commands.report",
-    }
+
+    def loaded(guard: str) -> set[str]:
+        r = subprocess.run(
+            [sys.executable, "-c", script, "preview", "--home", home, "--period", "2026-03",
+             "--json"],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "FEDQI_AGENT_GUARD": guard},
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert Submission.from_bytes(r.stdout.strip().encode()).period.label == "2026-03"
+        return set(r.stderr.split("MODULES ", 1)[1].split())
+
+    solvers = {"numpy", "scipy", "highspy", "agent.outbound.guard"}
+    for guard in ("on", "off"):
+        modules = loaded(guard)
+        assert "agent.commands.report" in modules
+        assert modules & {"httpx", "agent.sources.synth"} == set()
+        assert {m for m in modules if m.startswith("agent.commands.")} <= {
+            "agent.commands",
+            "agent.commands._cells",
+            "agent.commands._common",
+            "agent.commands.report",
+        }
+        assert (modules & solvers == solvers) if guard == "on" else not modules & solvers

@@ -72,7 +72,7 @@ def test_preview_says_why_each_count_is_suppressed(agent_home: Path, cli) -> Non
     assert len(rows) == 325
     for row in rows:
         if "*" in row[3:6]:  # denom, num, excl
-            assert "small count" in row[-1] or "secondary" in row[-1], row
+            assert any(w in row[-1] for w in ("small count", "secondary", "disclosure guard")), row
 
 
 def test_suppression_reasons_name_the_rule() -> None:
@@ -102,3 +102,38 @@ def test_columns_align_every_row_and_trim_trailing_blanks() -> None:
     assert dimmed == ["2   "]  # the dim column only, never the header
     with pytest.raises(ValueError, match="one cell per column"):
         columns("Title", ["a", "b"], [["1"]])
+
+
+def test_preview_shows_what_the_disclosure_guard_would_send(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """preview runs the guard as sending does, so its payload is the one that would be signed;
+    with the practice's ``guard = "off"`` it is the per-table policy's."""
+    import datetime as dt
+
+    from agent.engine.compute import compute_raw_cells
+    from agent.home.settings import get_settings
+    from agent.outbound.release import guarded_cells
+    from protocol.submission import Period, Submission
+
+    settings = get_settings(agent_home, {})
+    catalogue = load_default_catalogue()
+    raw, _ = compute_raw_cells(settings, catalogue, dt.date(2026, 3, 31))
+    march = Period(start=dt.date(2026, 3, 1), end=dt.date(2026, 3, 31))
+    guarded = guarded_cells(catalogue, raw, catalogue.disclosure, march, [])
+    per_table = apply_policy(raw, catalogue.disclosure)
+    assert guarded.withheld and guarded.cells != per_table  # this practice needs the guard
+
+    on = _preview(cli, agent_home, "--json")
+    assert on.code == 0, on.err
+    assert Submission.from_bytes(on.out.strip().encode()).cells == guarded.cells
+    off = cli(
+        "preview", "--home", str(agent_home), "--period", "2026-03", "--json",
+        env={"FEDQI_AGENT_GUARD": "off"},
+    )  # fmt: skip
+    assert off.code == 0, off.err
+    assert Submission.from_bytes(off.out.strip().encode()).cells == per_table
+
+    shown = _preview(cli, agent_home, "--all")
+    assert f"withholds {len(guarded.withheld)} more count(s)" in shown.out
+    rows = [_cols(row) for row in _rows(shown.out)]
+    by_guard = [row for row in rows if "withheld by the disclosure guard" in row[-1]]
+    assert by_guard and {row[0] for row in by_guard} == {ind for ind, _, _ in guarded.withheld}
