@@ -106,11 +106,13 @@ def preview(
     # The disclosure guard as sending would run it: with the latest earlier releases of this
     # and the adjacent periods in the outbox (docs/disclosure.md, "The disclosure guard").
     guard_on = settings.guard == "on"
-    seq, history = 1, []
+    seq, history, sent = 1, [], None
     if (settings.home / OUTBOX_FILE).exists():
         with Outbox.open(settings.home) as outbox:
             seq = max((m.seq or 0 for m in outbox.messages()), default=0) + 1
             history = guard_history(outbox, p, {}) if guard_on else []
+            accepted = [m for m in outbox.for_period(p.label) if m.state == "accepted"]
+            sent = accepted[-1].id if accepted else None
     guarded = guarded_cells(catalogue, raw, policy, p, history, enabled=guard_on)
     sub = build_submission(
         catalogue=catalogue,
@@ -136,6 +138,12 @@ def preview(
         f"[bold]Preview[/bold]: practice {practice}, period {p.label} ({p.start} to {p.end}), "
         f"catalogue {catalogue.id} v{catalogue.version}, policy {policy.name}"
     )
+    if sent is not None:
+        out.print(
+            f"Period {p.label} was sent already (message #{sent}; `fedqi-agent audit show {sent}` "
+            f"shows what): this is what a correction (`fedqi-agent submit --period {p.label} "
+            "--correction REASON`) would send, its suppressed counts kept suppressed."
+        )
     if guarded.withheld:
         out.print(
             f"The disclosure guard withholds {len(guarded.withheld)} more count(s), which linked "

@@ -71,12 +71,20 @@ def test_init_enrol_submit_receipt_and_audit_verify(
     # Submitting the same period again is refused locally; a correction supersedes it.
     code, _, err = agent("submit", "--period", "2026-03")
     assert code != 0 and "already submitted" in err
+    # preview of a sent month says so, and shows the cells the correction then sends (the
+    # disclosure guard run on the same earlier releases as submit runs it).
+    code, out, _ = agent("preview", "--period", "2026-03")
+    assert code == 0 and f"was sent already (message #{message.id}" in out
+    code, out, _ = agent("preview", "--period", "2026-03", "--json")
+    assert code == 0
+    previewed = Submission.from_bytes(out.strip().encode())
     fixed = agent.json("submit", "--period", "2026-03", "--correction", "late_data")
     assert fixed["state"] == "accepted"  # type: ignore[index]
     with Outbox.open(agent.home) as outbox:
         first, second = outbox.messages(kind="submission")
     payload = Submission.from_bytes(Envelope.from_bytes(second.envelope).payload_bytes())
     assert payload.supersedes == first.submission_id and payload.reason == "late_data"
+    assert payload.cells == previewed.cells
 
 
 def test_hold_policy_pending_approve_reject(
