@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
+from contextlib import ExitStack
 from typing import Annotated
 
 import typer
@@ -22,10 +23,9 @@ from agent.outbound.release import (
     build_submission,
     count_short,
     effective_policy,
-    guard_history,
-    guarded_cells,
     last_complete_period,
     parse_period,
+    practice_guard,
 )
 from agent.outbound.suppression import suppression_reasons
 from agent.periods import require_ended
@@ -103,17 +103,16 @@ def preview(
         practice, aud = str(settings.practice), str(settings.aud)
     kid = Keystore(settings.home).active().kid
     raw, kind = compute_raw_cells(settings, catalogue, p.end)
-    # The disclosure guard as sending would run it: with the latest earlier releases of this
-    # and the adjacent periods in the outbox (docs/disclosure.md, "The disclosure guard").
-    guard_on = settings.guard == "on"
-    seq, history, sent = 1, [], None
-    if (settings.home / OUTBOX_FILE).exists():
-        with Outbox.open(settings.home) as outbox:
+    seq, sent = 1, None
+    with ExitStack() as stack:
+        outbox = None
+        if (settings.home / OUTBOX_FILE).exists():
+            outbox = stack.enter_context(Outbox.open(settings.home))
             seq = max((m.seq or 0 for m in outbox.messages()), default=0) + 1
-            history = guard_history(outbox, p, {}) if guard_on else []
             accepted = [m for m in outbox.for_period(p.label) if m.state == "accepted"]
             sent = accepted[-1].id if accepted else None
-    guarded = guarded_cells(catalogue, raw, policy, p, history, enabled=guard_on)
+        # The disclosure guard as sending runs it (docs/disclosure.md, "The disclosure guard").
+        guarded = practice_guard(settings, outbox, catalogue, raw, policy, p)
     sub = build_submission(
         catalogue=catalogue,
         raw_cells=raw,

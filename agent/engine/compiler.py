@@ -487,7 +487,8 @@ def _carried_feature_columns(
         .cte("per_bucket")
     )
     b = per_bucket.c
-    # (feature kind, per_bucket column, running aggregate) per column of the pivot
+    # Each column of the pivot by name: (feature kind, feature, per_bucket column); and the
+    # column each (kind, feature) reads (features of one code set and kind share a column).
     wanted: dict[str, tuple[str, Feature, str]] = {}
     named: dict[tuple[str, Feature], str] = {}
     for feat in features:
@@ -575,11 +576,10 @@ def _per_period_sets(
     one bucket, the highest valued one, whose lowest value on that date is the value.
     """
     bucket = _buckets(hits, ends)
-    whens = len(ends) > 1
     per_bucket = (
         sa.select(hits.c.patient_id, hits.c.k, bucket.label("pidx"), *cols)
         # (one period end: one bucket, nothing to group by; DuckDB refuses a parameter there)
-        .group_by(hits.c.patient_id, hits.c.k, *([bucket] if whens else []))
+        .group_by(hits.c.patient_id, hits.c.k, *([bucket] if len(ends) > 1 else []))
         .cte("per_bucket")
     )
     b = per_bucket.c

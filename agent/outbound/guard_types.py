@@ -1,8 +1,10 @@
 """The disclosure guard's policy, its inputs and its results, without its solver.
 
-Commands that never guard (``preview``, ``explain``, ``check-source``) import these and not
+Modules that name these (the release path, the submitter) import them from here and not
 :mod:`agent.outbound.guard`, which loads numpy, SciPy and HiGHS (about a third of a second of
-start-up; docs/benchmarks.md, "Where a preview's CPU goes").
+start-up; docs/benchmarks.md, "A preview loads only what it uses"): that is imported only where
+a submission is guarded, so commands that never guard (``explain``, ``check-source``, a
+``preview`` with the practice's guard off) do not pay for it.
 """
 
 from __future__ import annotations

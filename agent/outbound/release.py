@@ -178,6 +178,23 @@ def guard_history(outbox: Outbox, period: Period, known: dict[str, list[RawCell]
     ]
 
 
+def practice_guard(
+    settings: AgentSettings,
+    outbox: Outbox | None,
+    catalogue: Catalogue,
+    raw_cells: Sequence[RawCell],
+    policy: DisclosurePolicy,
+    period: Period,
+    known: dict[str, list[RawCell]] | None = None,
+) -> GuardResult:
+    """:func:`guarded_cells` as the practice's ``guard`` setting asks, audited with the latest
+    earlier releases in ``outbox`` (none without one): what ``submit`` and ``run`` sign and
+    ``preview`` shows. ``known``: other periods' raw cells computed in the same run."""
+    enabled = settings.guard == "on"
+    history = guard_history(outbox, period, known or {}) if enabled and outbox else []
+    return guarded_cells(catalogue, raw_cells, policy, period, history, enabled=enabled)
+
+
 def guarded_cells(
     catalogue: Catalogue,
     raw_cells: Sequence[RawCell],

@@ -23,12 +23,11 @@ from agent.outbound.outbox import Message, NewMessage, Outbox
 from agent.outbound.release import (
     build_submission,
     effective_policy,
-    guard_history,
-    guarded_cells,
     last_complete_period,
     next_period,
     parse_period,
     payload_of,
+    practice_guard,
     sign,
 )
 from agent.outbound.transport import AggregatorClient, RefusedError, RetryNotice
@@ -82,9 +81,7 @@ def prepare(
     key = Keystore(settings.home).active()
     policy = effective_policy(catalogue, settings)
     raw, kind = computed or compute_raw_cells(settings, catalogue, period.end)
-    enabled = settings.guard == "on"
-    history = guard_history(outbox, period, known or {}) if enabled else []
-    guarded = guarded_cells(catalogue, raw, policy, period, history, enabled=enabled)
+    guarded = practice_guard(settings, outbox, catalogue, raw, policy, period, known)
     state = "held" if settings.release == "hold" or guarded.held_reason else "queued"
     note = f"{GUARD_NOTE}{guarded.held_reason}" if guarded.held_reason else ""
 
