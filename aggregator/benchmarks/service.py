@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -522,11 +522,17 @@ def refresh_for_read(
         return refresh(session, stale_groups(session, indicator, period_end))
 
 
-def refresh_stale(db: object, limit: int | None = None) -> int:
+def refresh_stale(
+    db: object, limit: int | None = None, *, go_on: Callable[[], bool] | None = None
+) -> int:
     """Drain the stale queue, one group per transaction. ``db`` is an
-    ``aggregator.db.session.Database``. Returns the number of groups recomputed."""
+    ``aggregator.db.session.Database``. ``go_on``, when given, is asked after each group; when
+    it answers False the drain stops there (the background refresher gives way to ingestion
+    this way, between groups). Returns the number of groups recomputed."""
     done = 0
     while limit is None or done < limit:
+        if done and go_on is not None and not go_on():
+            break
         with _REFRESH_LOCK, db.session() as session:  # type: ignore[attr-defined]
             _lock(session)
             pending = stale_groups(session)[:1]

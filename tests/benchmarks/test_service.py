@@ -64,6 +64,24 @@ def test_refresh_stores_what_the_pure_statistics_give(store: Store) -> None:
         assert hyp["A00004"].approximate and hyp["A00004"].status == "rounded"
 
 
+def test_a_drain_stops_between_groups_when_asked(store: Store) -> None:
+    _network(store)
+    asked: list[int] = []
+
+    def go_on() -> bool:
+        asked.append(1)
+        return False
+
+    # one group is always done; the answer after it stops the drain with one still stale
+    assert service.refresh_stale(store.db, go_on=go_on) == 1
+    assert asked == [1]
+    with store.db.read() as s:
+        assert service.stale_count(s) == 1
+    assert service.refresh_stale(store.db, go_on=lambda: True) == 1
+    with store.db.read() as s:
+        assert service.stale_count(s) == 0
+
+
 def test_refresh_touches_only_stale_groups(store: Store) -> None:
     _network(store)
     service.refresh_stale(store.db)
