@@ -707,9 +707,19 @@ def serve(
     )
     if settings.config_file is not None:
         os.environ["FEDQI_AGGREGATOR_CONFIG"] = str(settings.config_file.resolve())
-    uvicorn.run(
-        "aggregator.web.app:create_app_from_environment", factory=True, workers=workers, **common
-    )
+    factory = "aggregator.web.app:create_app_from_environment"
+    from .web.serving import reuseport_socket, serve_workers, spreads_connections
+
+    if spreads_connections():  # each worker its own listening socket (see aggregator.web.serving)
+        try:
+            reserve = reuseport_socket(settings.host, settings.port)
+        except OSError as exc:
+            raise ConfigError(
+                f"serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+            ) from exc
+        serve_workers({"app": factory, "factory": True, **common}, reserve, workers)
+        return
+    uvicorn.run(factory, factory=True, workers=workers, **common)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

@@ -1,0 +1,146 @@
+"""``serve --workers N`` on Linux: N uvicorn processes, each listening on a socket of its own,
+all bound to the same address with ``SO_REUSEPORT``, so that the kernel spreads incoming
+connections over them (by a hash of each connection's addresses and ports).
+
+Why not uvicorn's own ``--workers``: there, the workers share the parent's one listening socket
+and each accepts whatever is waiting when it wakes. Agents and the proxy in ``deploy/`` keep
+their connections open, and a burst of them all went to whichever worker woke first: in the
+ingest benchmark, two runs in three put all 16 client connections on one of the two workers,
+which then did all the verifying on one core while the other idled (docs/benchmarks.md,
+"Connections spread over the workers").
+
+The parent binds the address too (with ``SO_REUSEPORT``, never listening), so a port already in
+use fails at once with a clear error, and then only supervises: SIGINT or SIGTERM stops every
+worker (SIGTERM, then SIGKILL after a grace period); a worker that dies on its own is started
+again. Linux only: where ``SO_REUSEPORT`` does not spread connections, ``serve`` uses
+uvicorn's supervisor (see :func:`spreads_connections`).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+log = logging.getLogger("uvicorn.error")  # configured by uvicorn.Config, as uvicorn's own lines are
+GRACE_SECONDS = 20.0  # a stopped worker's time to finish its requests before SIGKILL
+POLL_SECONDS = 0.5
+RESTART_PAUSE_SECONDS = 1.0  # between restarts of a worker that keeps dying
+
+
+def spreads_connections() -> bool:
+    """Whether this platform's ``SO_REUSEPORT`` balances connections over listening sockets."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``(host, port)`` with ``SO_REUSEPORT`` (not yet listening)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _worker(uvicorn_kwargs: dict[str, Any], host: str, port: int) -> None:
+    """One worker process: its own listening socket, then uvicorn until it is told to stop."""
+    import uvicorn
+
+    config = uvicorn.Config(**uvicorn_kwargs)  # sets up uvicorn's logging in this process
+    sock = reuseport_socket(host, port)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+class Supervisor:
+    """Starts ``workers`` processes running ``target(*args)``, keeps them running until
+    ``stopping`` is set, then stops them."""
+
+    def __init__(
+        self,
+        workers: int,
+        target: Callable[..., None],
+        args: tuple[Any, ...],
+        stopping: threading.Event,
+    ) -> None:
+        self._context = multiprocessing.get_context("spawn")
+        self._target = target
+        self._args = args
+        self.stopping = stopping
+        self._processes: list[BaseProcess] = [self._start() for _ in range(workers)]
+
+    def _start(self) -> BaseProcess:
+        process = self._context.Process(target=self._target, args=self._args, daemon=False)
+        process.start()
+        log.info("Started worker process [%s]", process.pid)
+        return process
+
+    def watch(self) -> None:
+        """Until ``stopping`` is set: start again any worker that has died."""
+        while not self.stopping.wait(POLL_SECONDS):
+            for i, process in enumerate(self._processes):
+                if process.is_alive() or self.stopping.is_set():
+                    continue
+                log.warning(
+                    "Worker process [%s] exited with %s; starting another",
+                    process.pid,
+                    process.exitcode,
+                )
+                if not self.stopping.wait(RESTART_PAUSE_SECONDS):
+                    self._processes[i] = self._start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for process in self._processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: uvicorn finishes the requests in flight
+        deadline = time.monotonic() + GRACE_SECONDS
+        for process in self._processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                log.warning("Worker process [%s] did not stop in time; killing it", process.pid)
+                process.kill()
+                process.join()
+
+
+def serve_workers(uvicorn_kwargs: dict[str, Any], reserve: socket.socket, workers: int) -> None:
+    """Run ``workers`` uvicorn processes on the address ``reserve`` is bound to (by
+    :func:`reuseport_socket`; closed on return), each with its own ``SO_REUSEPORT`` socket,
+    until SIGINT or SIGTERM. ``uvicorn_kwargs`` must be picklable (the app as an import
+    string): each process builds its own app from them."""
+    import uvicorn
+
+    host, port = reserve.getsockname()[:2]  # the port itself where 0 asked for any
+    stopping = threading.Event()
+    previous = {
+        s: signal.signal(s, lambda _signum, _frame: stopping.set())
+        for s in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        uvicorn.Config(**uvicorn_kwargs)  # checks the settings and sets up logging here too
+        log.info(
+            "Serving on http://%s:%d with %d worker processes, one listening socket each",
+            host,
+            port,
+            workers,
+        )
+        supervisor = Supervisor(workers, _worker, (uvicorn_kwargs, host, port), stopping)
+        try:
+            supervisor.watch()
+        finally:
+            supervisor.stop()
+    finally:
+        reserve.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)

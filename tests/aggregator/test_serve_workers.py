@@ -1,0 +1,183 @@
+"""`fedqi-aggregator serve --workers N` on Linux: each worker process listens on a socket of its
+own (SO_REUSEPORT), so a burst of kept-open connections is spread over the workers instead of
+landing on whichever woke first; a worker that dies is started again; a port already taken is a
+clear error. Real processes on loopback; which process holds which connection is read from
+/proc."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aggregator.web.serving import spreads_connections
+
+pytestmark = pytest.mark.skipif(
+    not spreads_connections(), reason="SO_REUSEPORT spreads connections on Linux only"
+)
+BIN = Path(sys.executable).parent / "fedqi-aggregator"
+CONNECTIONS = 16  # as the ingest benchmark's clients; all on one worker: about 1 in 30,000
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serve(network, port: int, workers: int) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
+    return subprocess.Popen(
+        [str(BIN), "serve", "--db", network.db, "--key-dir", str(network.settings.key_dir),
+         "--port", str(port), "--workers", str(workers)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _tcp(port: int) -> dict[int, str]:
+    """Socket inode -> state ('0A' listening, '01' established) of local port ``port``."""
+    out = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if int(f[1].rpartition(":")[2], 16) == port:
+                out[int(f[9])] = f[3]
+    return out
+
+
+def _sockets(pid: int) -> set[int]:
+    inodes = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def _workers(serve: subprocess.Popen[bytes], port: int) -> dict[int, int]:
+    """Each worker process (a child listening on ``port``) -> connections it holds open."""
+    tcp = _tcp(port)
+    out = {}
+    for child in _children(serve.pid):
+        mine = [tcp[i] for i in _sockets(child) if i in tcp]
+        if "0A" in mine:
+            out[child] = mine.count("01")
+    return out
+
+
+def _wait_ready(serve: subprocess.Popen[bytes], port: int, workers: int) -> None:
+    deadline = time.time() + 120
+    while True:
+        if len(_workers(serve, port)) == workers:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+        assert serve.poll() is None, serve.stderr.read().decode() if serve.stderr else ""
+        assert time.time() < deadline, "serve did not answer"
+        time.sleep(0.2)
+
+
+def _stop(serve: subprocess.Popen[bytes]) -> None:
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(timeout=60) == 0
+
+
+def test_a_burst_of_kept_open_connections_reaches_every_worker(network) -> None:  # type: ignore[no-untyped-def]
+    port = _port()
+    serve = _serve(network, port, workers=2)
+    clients = [
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) for _ in range(CONNECTIONS)
+    ]
+    try:
+        _wait_ready(serve, port, workers=2)
+        start = threading.Barrier(CONNECTIONS)
+
+        def connect(client: httpx.Client) -> None:
+            start.wait()
+            assert client.get("/healthz").status_code == 200  # the connection stays open
+
+        threads = [threading.Thread(target=connect, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        held = _workers(serve, port)
+        assert len(held) == 2
+        assert sum(held.values()) == CONNECTIONS
+        assert all(n > 0 for n in held.values()), held
+    finally:
+        for c in clients:
+            c.close()
+        _stop(serve)
+    assert not any(_workers(serve, port)), "a worker outlived serve"
+
+
+def test_a_worker_that_dies_is_started_again(network) -> None:  # type: ignore[no-untyped-def]
+    port = _port()
+    serve = _serve(network, port, workers=2)
+    try:
+        _wait_ready(serve, port, workers=2)
+        first = set(_workers(serve, port))
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.time() + 60
+        while True:
+            now = set(_workers(serve, port))
+            if len(now) == 2 and victim not in now:
+                break
+            assert time.time() < deadline, f"no new worker: {now}"
+            time.sleep(0.2)
+        assert now - first and first - now == {victim}
+        _wait_ready(serve, port, workers=2)
+    finally:
+        _stop(serve)
+
+
+def test_a_port_already_taken_is_a_clear_error(network) -> None:  # type: ignore[no-untyped-def]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        serve = _serve(network, port, workers=2)
+        try:
+            code = serve.wait(timeout=60)
+        finally:
+            if serve.poll() is None:
+                serve.kill()
+        err = serve.stderr.read().decode() if serve.stderr else ""
+    assert code != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in err, err
+    assert "Traceback" not in err
