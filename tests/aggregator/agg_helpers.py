@@ -6,10 +6,14 @@ from __future__ import annotations
 import base64
 import random
 import secrets
+import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
+
+import httpx
 
 from protocol.catalogue import Catalogue
 from protocol.disclosure import RawCell, apply_policy, policy_sha256
@@ -193,3 +197,24 @@ def enrolled(network, ods: str) -> SimAgent:  # type: ignore[no-untyped-def]
         iat_past=86400,
     )
     return agent
+
+
+def wait_ready(
+    proc: subprocess.Popen[bytes],
+    url: str,
+    timeout: float = 120.0,
+    also: Callable[[], bool] = lambda: True,
+) -> None:
+    """Wait until ``url`` answers ``/readyz`` with 200 (and ``also()`` holds) while ``proc``, a
+    ``serve`` process, runs: its stderr is the failure message if it exits first."""
+    deadline = time.time() + timeout
+    while True:
+        if also():
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.time() < deadline, f"serve at {url} did not answer"
+        time.sleep(0.2)

@@ -14,12 +14,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from agg_helpers import enrolled
+from agg_helpers import enrolled, wait_ready
 from verify import log_key, verify_receipt
 
 from aggregator.cli import main as cli
@@ -46,16 +45,8 @@ def _serve(network, workers: int) -> tuple[subprocess.Popen[bytes], str]:  # typ
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        assert time.time() < deadline, "serve did not answer"
-        time.sleep(0.2)
+    wait_ready(proc, url)
+    return proc, url
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from agg_helpers import wait_ready
 
 from aggregator.web.serving import spreads_connections
 
@@ -97,17 +98,9 @@ def _workers(serve: subprocess.Popen[bytes], port: int) -> dict[int, int]:
 
 
 def _wait_ready(serve: subprocess.Popen[bytes], port: int, workers: int) -> None:
-    deadline = time.time() + 120
-    while True:
-        if len(_workers(serve, port)) == workers:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-        assert serve.poll() is None, serve.stderr.read().decode() if serve.stderr else ""
-        assert time.time() < deadline, "serve did not answer"
-        time.sleep(0.2)
+    wait_ready(
+        serve, f"http://127.0.0.1:{port}", also=lambda: len(_workers(serve, port)) == workers
+    )
 
 
 def _stop(serve: subprocess.Popen[bytes]) -> None:
