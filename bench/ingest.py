@@ -52,6 +52,7 @@ from aggregator.practices import service as practices  # noqa: E402
 from aggregator.runtime import Runtime, tune_gc  # noqa: E402
 from aggregator.settings import get_settings  # noqa: E402
 from aggregator.submissions.service import IngestLimits, ingest  # noqa: E402
+from aggregator.web.serving import connections_by_worker, spreads_connections  # noqa: E402
 from protocol.catalogue import Catalogue  # noqa: E402
 from protocol.disclosure import RawCell, apply_policy, policy_sha256  # noqa: E402
 from protocol.envelope import sign_envelope  # noqa: E402
@@ -370,9 +371,11 @@ def tree_cpu_seconds(root: int) -> float | None:
 
 def run_http(
     url: str, key_dir: Path, bodies: list[bytes], practices: int, workers: int, clients: int
-) -> tuple[float, float | None, float]:
-    """The rate over HTTP, the server's CPU ms per submission (its processes) and the
-    benchmark client's own CPU ms per submission (it shares the machine)."""
+) -> tuple[float, float | None, float, list[int]]:
+    """The rate over HTTP, the server's CPU ms per submission (its processes), the
+    benchmark client's own CPU ms per submission (it shares the machine), and how many of the
+    clients' connections each worker process held when the clock started (Linux; empty
+    elsewhere, or with one worker)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -406,6 +409,16 @@ def run_http(
                 raise RuntimeError(
                     "server did not start: " + (proc.stderr.read().decode() if proc.stderr else "")
                 )
+            time.sleep(0.1)
+        # /readyz answers once one worker is up; the clients connect only when every worker
+        # listens, or the first ones up take every connection (Linux; see aggregator.web.serving)
+        while (
+            workers > 1
+            and spreads_connections()
+            and len(connections_by_worker(proc.pid, port)) < workers
+        ):
+            if time.time() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"not all {workers} server workers listened within 30 s")
             time.sleep(0.1)
         streams = streams_of(bodies, practices, clients)
 
@@ -441,13 +454,14 @@ def run_http(
             ready.wait()
             start = time.perf_counter()
             server0, client0 = tree_cpu_seconds(proc.pid), time.process_time()
+            spread = sorted(connections_by_worker(proc.pid, port).values(), reverse=True)
             for f in futures:
                 f.result()
             elapsed = time.perf_counter() - start
             server1, client1 = tree_cpu_seconds(proc.pid), time.process_time()
         timed = sum(max(0, len(chunk) - HTTP_WARMUP) for chunk in streams)
         server_ms = None if None in (server0, server1) else 1000 * (server1 - server0) / timed  # type: ignore[operator]
-        return timed / elapsed, server_ms, 1000 * (client1 - client0) / timed
+        return timed / elapsed, server_ms, 1000 * (client1 - client0) / timed, spread
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -478,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     rest: dict[str, list[float]] = {}  # machine CPU beyond the aggregator's, per submission
     http_cpu: dict[str, list[float]] = {}  # the HTTP server's processes, per submission
     client_cpu: dict[str, list[float]] = {}  # the benchmark's HTTP client, per submission
+    spreads: dict[str, list[list[int]]] = {}  # connections per server worker, each HTTP run
     txns: dict[str, list[float]] = {}
     load_before = os.getloadavg()[0]
     cat = bench_catalogue()
@@ -501,18 +516,25 @@ def main(argv: list[str] | None = None) -> int:
                             if busy is not None:
                                 rest.setdefault(backend, []).append(busy - cpu_ms)
                         else:
-                            rate, server_ms, client_ms = run_http(
+                            rate, server_ms, client_ms, spread = run_http(
                                 url, key_dir, bodies, args.practices, args.workers, args.clients
                             )
+                            spreads.setdefault(backend, []).append(spread)
                             if server_ms is not None:
                                 http_cpu.setdefault(backend, []).append(server_ms)
                             client_cpu.setdefault(backend, []).append(client_ms)
                     finally:
                         drop()
                     results.setdefault(f"{backend}/{path}", []).append(rate)
+                    held = spreads.get(backend, [[]])[-1] if path == "http" else []
                     print(
                         f"{backend:10s} {path:7s} run {run + 1}: {len(bodies)} submissions "
-                        f"({len(bodies[0])} bytes each), {rate:7.1f}/s",
+                        f"({len(bodies[0])} bytes each), {rate:7.1f}/s"
+                        + (
+                            f" (connections per worker: {', '.join(map(str, held))})"
+                            if held
+                            else ""
+                        ),
                         flush=True,
                     )
     print()
@@ -552,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
                 "other_cpu_ms": {k: statistics.median(v) for k, v in rest.items()},
                 "http_server_cpu_ms": {k: statistics.median(v) for k, v in http_cpu.items()},
                 "http_client_cpu_ms": {k: statistics.median(v) for k, v in client_cpu.items()},
+                "http_connections_per_worker": spreads,
                 "submissions_per_transaction": {k: statistics.median(v) for k, v in txns.items()},
             }
         )

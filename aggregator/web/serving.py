@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import sys
@@ -27,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("uvicorn.error")  # configured by uvicorn.Config, as uvicorn's own lines are
@@ -144,3 +146,67 @@ def serve_workers(uvicorn_kwargs: dict[str, Any], reserve: socket.socket, worker
         reserve.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def connections_by_worker(parent_pid: int, port: int) -> dict[int, int]:
+    """Linux, read from ``/proc``: each child of ``parent_pid`` that listens on ``port`` (a
+    worker of ``serve --workers N``) -> how many connections to ``port`` it holds open. Which
+    worker the kernel gave each connection, for the tests and the ingest benchmark. Empty
+    where there is no ``/proc``."""
+    if not Path("/proc/net/tcp").exists():
+        return {}
+    states = _tcp_states(port)
+    out = {}
+    for child in _children(parent_pid):
+        mine = [states[i] for i in _socket_inodes(child) if i in states]
+        if _LISTEN in mine:
+            out[child] = mine.count(_ESTABLISHED)
+    return out
+
+
+_LISTEN, _ESTABLISHED = "0A", "01"  # the st column of /proc/net/tcp
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rpartition(")")[2].split()[1]) == pid:  # ppid, after the command name
+            found.append(int(entry))
+    return found
+
+
+def _tcp_states(port: int) -> dict[int, str]:
+    """Socket inode -> state of every TCP socket whose local port is ``port``."""
+    out = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if int(f[1].rpartition(":")[2], 16) == port:
+                out[int(f[9])] = f[3]
+    return out
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes: set[int] = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes

@@ -2,7 +2,7 @@
 own (SO_REUSEPORT), so a burst of kept-open connections is spread over the workers instead of
 landing on whichever woke first; a worker that dies is started again; a port already taken is a
 clear error. Real processes on loopback; which process holds which connection is read from
-/proc."""
+/proc (``connections_by_worker``, which the ingest benchmark reports too)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import httpx
 import pytest
 from agg_helpers import wait_ready
 
-from aggregator.web.serving import spreads_connections
+from aggregator.web.serving import connections_by_worker, spreads_connections
 
 pytestmark = pytest.mark.skipif(
     not spreads_connections(), reason="SO_REUSEPORT spreads connections on Linux only"
@@ -42,59 +42,8 @@ def _serve(network, port: int, workers: int) -> subprocess.Popen[bytes]:  # type
     )  # fmt: skip
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def _tcp(port: int) -> dict[int, str]:
-    """Socket inode -> state ('0A' listening, '01' established) of local port ``port``."""
-    out = {}
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            f = line.split()
-            if int(f[1].rpartition(":")[2], 16) == port:
-                out[int(f[9])] = f[3]
-    return out
-
-
-def _sockets(pid: int) -> set[int]:
-    inodes = set()
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return inodes
-    for fd in fds:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[8:-1]))
-    return inodes
-
-
 def _workers(serve: subprocess.Popen[bytes], port: int) -> dict[int, int]:
-    """Each worker process (a child listening on ``port``) -> connections it holds open."""
-    tcp = _tcp(port)
-    out = {}
-    for child in _children(serve.pid):
-        mine = [tcp[i] for i in _sockets(child) if i in tcp]
-        if "0A" in mine:
-            out[child] = mine.count("01")
-    return out
+    return connections_by_worker(serve.pid, port)
 
 
 def _wait_ready(serve: subprocess.Popen[bytes], port: int, workers: int) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from aggregator.web.serving import spreads_connections
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -31,6 +33,9 @@ def _check(result: dict, backend: str) -> None:  # type: ignore[type-arg]
     assert result["rates"][f"{backend}/http"] > 0
     assert result["cpu_ms"][backend] > 0
     assert 1 <= result["submissions_per_transaction"][backend] <= 12
+    if spreads_connections():  # both workers listen; the 3 clients' connections are among them
+        [spread] = result["http_connections_per_worker"][backend]
+        assert len(spread) == 2 and sum(spread) == 3
 
 
 def test_ingest_benchmark_runs_on_sqlite() -> None:
