@@ -15,7 +15,8 @@ made and signed before the clock starts (one per practice per month, seq increas
 practice's months go in order through one stream. The service path also reports the CPU time
 of the aggregator processes per submission, the rest of the machine's busy CPU time over the
 same span (the database server's, mostly; Linux only), and how many submissions shared each
-write transaction.
+write transaction. The HTTP path starts its clients once every server worker listens, and
+reports how many of their connections each worker held (Linux).
 
 Usage::
 
