@@ -508,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
                         bodies = make_submissions(cat, agents, args.months, seed=run)
                         rt.db.dispose()
                         cpu_ms = None
+                        spread: list[int] = []  # connections per server worker (HTTP)
                         if path == "service":
                             rate, cpu_ms, n_txn, busy = run_service(
                                 url, key_dir, bodies, args.practices, args.workers, args.threads
@@ -527,13 +528,12 @@ def main(argv: list[str] | None = None) -> int:
                     finally:
                         drop()
                     results.setdefault(f"{backend}/{path}", []).append(rate)
-                    held = spreads.get(backend, [[]])[-1] if path == "http" else []
                     print(
                         f"{backend:10s} {path:7s} run {run + 1}: {len(bodies)} submissions "
                         f"({len(bodies[0])} bytes each), {rate:7.1f}/s"
                         + (
-                            f" (connections per worker: {', '.join(map(str, held))})"
-                            if held
+                            f" (connections per worker: {', '.join(map(str, spread))})"
+                            if spread
                             else ""
                         ),
                         flush=True,

@@ -6,11 +6,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from agg_helpers import wait_ready
 
 BIN = Path(sys.executable).parent / "fedqi-aggregator"
 
@@ -37,15 +37,8 @@ def test_serve_answers_and_stops_on_sigterm(network, workers):
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-                assert time.time() < deadline, "serve did not answer"
-                time.sleep(0.2)
+        wait_ready(proc, f"http://127.0.0.1:{port}", timeout=60)
+        r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
         assert r.json() == {"status": "ready"}
         key = httpx.get(f"http://127.0.0.1:{port}/v1/log/key", timeout=5).json()
         assert key["aud"] == "fedqi-test"
@@ -63,15 +56,8 @@ def _serve(network, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]: 
          "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **env},
     )  # fmt: skip
-    deadline = time.time() + 60
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
-            return proc
-        except httpx.TransportError:
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            assert time.time() < deadline, "serve did not answer"
-            time.sleep(0.2)
+    wait_ready(proc, f"http://127.0.0.1:{port}", timeout=60)
+    return proc
 
 
 def _cookie_over_https_from(port: int, source: str, token: str) -> str:
