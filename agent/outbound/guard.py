@@ -44,8 +44,6 @@ import highspy
 import numpy as np
 import numpy.typing as npt
 from highspy._core import _Highs  # highspy.Highs without its callbacks, which print a banner
-from scipy.sparse import csr_array, vstack
-from scipy.sparse.csgraph import connected_components
 
 from protocol.catalogue import Catalogue, DisclosurePolicy
 from protocol.disclosure import (
@@ -70,6 +68,7 @@ from .guard_types import (
     latest_linked,
     linked,
 )
+from .sparse import Csr, bipartite_components, vstack
 
 __all__ = ["GuardPolicy", "GuardResult", "Release", "guard_cells", "linked"]
 
@@ -81,19 +80,8 @@ IntArray = npt.NDArray[np.int_]
 
 # --- the reader's relations (cached) -----------------------------------------------------------
 
-_CAT_SHA: dict[int, tuple[Catalogue, str]] = {}
 _IDS: dict[object, tuple[Identity, ...]] = {}
 _ROWS: dict[object, list[Row]] = {}
-
-
-def _catalogue_sha(catalogue: Catalogue) -> str:
-    hit = _CAT_SHA.get(id(catalogue))
-    if hit is None or hit[0] is not catalogue:
-        if len(_CAT_SHA) > 16:
-            _CAT_SHA.clear()
-        hit = (catalogue, catalogue.sha256())
-        _CAT_SHA[id(catalogue)] = hit
-    return hit[1]
 
 
 def identities_for(
@@ -112,7 +100,7 @@ def identities_for(
     for c in cells:
         strata[c.indicator].append((c.stratum.age_band, c.stratum.sex))
     key = (
-        _catalogue_sha(catalogue),
+        catalogue.sha256(),  # kept per catalogue object (protocol.catalogue)
         tuple(same),
         tuple(sorted((k, tuple(v)) for k, v in strata.items())),
     )
@@ -311,10 +299,10 @@ class _Shape:
     rows: list[Row]
     names: list[Var]
     index: dict[Var, int]
-    a: csr_array
+    a: Csr
     lb: FloatArray
     ub: FloatArray
-    no_delta: csr_array  # the rows holding the reader's delta, without the delta column
+    no_delta: Csr  # the rows holding the reader's delta, without the delta column
     blocks: tuple[_Shape, ...] = ()
     _rows_of: dict[Var, list[int]] | None = None
 
@@ -363,25 +351,22 @@ def _built(rows: list[Row]) -> _Shape:
         for v, c in coeffs.items():
             ci.append(setdefault(v, len(index)))
             data.append(c)
-    indptr = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    a = csr_array(
-        (np.array(data, dtype=float), np.array(ci, dtype=np.int64), indptr),
-        shape=(len(rows), len(index)),
+    a = Csr.from_coo(
+        np.array(data, dtype=float),
+        np.repeat(np.arange(len(rows), dtype=np.int64), counts),
+        np.array(ci, dtype=np.int64),
+        (len(rows), len(index)),
     )
-    a.sum_duplicates()
     d = index.get(DELTA, -1)
     if d >= 0:
-        at_d = a.indices == d
-        row_of = np.repeat(np.arange(a.shape[0]), np.diff(a.indptr))
-        delta_rows = np.unique(row_of[at_d])
-        sub = a[delta_rows].tocoo()
-        keep = sub.col != d
-        no_delta = csr_array(
-            (sub.data[keep], (sub.row[keep], sub.col[keep])), shape=(len(delta_rows), len(index))
+        delta_rows = np.unique(a.row_of_entries()[a.indices == d])
+        sub_row, sub_col, sub_data = a.take_rows(delta_rows).coo()
+        keep = sub_col != d
+        no_delta = Csr.from_coo(
+            sub_data[keep], sub_row[keep], sub_col[keep], (len(delta_rows), len(index))
         )
     else:
-        no_delta = csr_array((0, len(index)))
+        no_delta = Csr.empty((0, len(index)))
     return _Shape(
         rows=rows,
         names=list(index),
@@ -412,15 +397,15 @@ def _joined(rows: list[Row], blocks: tuple[_Shape, ...]) -> _Shape:
         indices.append(colmap[b.a.indices])
         data.append(b.a.data)
         if b.no_delta.shape[0]:
-            ndc = b.no_delta.tocoo()
-            nd_parts.append(
-                csr_array((ndc.data, (ndc.row, colmap[ndc.col])), shape=(ndc.shape[0], n))
-            )
-    a = csr_array(
-        (np.concatenate(data), np.concatenate(indices), np.concatenate(indptr)),
-        shape=(sum(b.a.shape[0] for b in blocks), n),
+            nd_row, nd_col, nd_data = b.no_delta.coo()
+            nd_parts.append(Csr.from_coo(nd_data, nd_row, colmap[nd_col], (b.no_delta.shape[0], n)))
+    a = Csr(
+        np.concatenate(data),
+        np.concatenate(indices),
+        np.concatenate(indptr),
+        (sum(b.a.shape[0] for b in blocks), n),
     )
-    no_delta = csr_array(vstack(nd_parts)) if nd_parts else csr_array((0, n))
+    no_delta = vstack(nd_parts) if nd_parts else Csr.empty((0, n))
     return _Shape(
         rows=rows,
         names=list(index),
@@ -451,7 +436,7 @@ class _Solver:
 
     def _model(
         self,
-        a: csr_array,
+        a: Csr,
         lb: FloatArray,
         ub: FloatArray,
         lo: FloatArray,
@@ -484,11 +469,11 @@ class _Solver:
         inf = highspy.kHighsInf
         lp.row_lower_ = np.where(np.isfinite(lb), lb, -inf)
         lp.row_upper_ = np.where(np.isfinite(ub), ub, inf)
-        csc = a.tocsc()
+        start, index, value = a.columnwise()
         lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-        lp.a_matrix_.start_ = csc.indptr
-        lp.a_matrix_.index_ = csc.indices
-        lp.a_matrix_.value_ = csc.data
+        lp.a_matrix_.start_ = start.astype(np.int32)
+        lp.a_matrix_.index_ = index.astype(np.int32)
+        lp.a_matrix_.value_ = value
         h.passModel(lp)
         self._highs, self._key, self._n = h, key, n
         return h
@@ -496,7 +481,7 @@ class _Solver:
     def _relaxed(
         self,
         c: FloatArray,
-        a: csr_array,
+        a: Csr,
         lb: FloatArray,
         ub: FloatArray,
         lo: FloatArray,
@@ -516,7 +501,7 @@ class _Solver:
     def milp(
         self,
         c: FloatArray,
-        a: csr_array,
+        a: Csr,
         lb: FloatArray,
         ub: FloatArray,
         lo: FloatArray,
@@ -540,7 +525,7 @@ class _Solver:
     def _integer(
         self,
         c: FloatArray,
-        a: csr_array,
+        a: Csr,
         lb: FloatArray,
         ub: FloatArray,
         lo: FloatArray,
@@ -551,7 +536,7 @@ class _Solver:
         from scipy.optimize import Bounds, LinearConstraint, milp
 
         self.integer_programs += 1
-        cons = (LinearConstraint(a, lb, ub),) if a.shape[0] else ()
+        cons = (LinearConstraint(a.to_scipy(), lb, ub),) if a.shape[0] else ()
         n = len(c)
         res = milp(c, constraints=cons, integrality=np.ones(n), bounds=Bounds(lo, hi))
         if res.x is None and res.status == 2:  # HiGHS' presolve has called feasible ones infeasible
@@ -581,7 +566,7 @@ class _Problem:
 
     names: list[Var]
     index: dict[Var, int]
-    a: csr_array
+    a: Csr
     lb: FloatArray
     ub: FloatArray
     lo: FloatArray
@@ -598,7 +583,7 @@ class _Problem:
         if extra:
             index = {**index, **{v: len(index) + k for k, v in enumerate(extra)}}
             names = [*names, *extra]
-            a = csr_array((a.data, a.indices, a.indptr), shape=(a.shape[0], len(names)))
+            a = a.widened(len(names))
         n = len(names)
         mlo, mhi, truth = model.lo, model.hi, model.truth
         lo = np.fromiter((mlo.get(v, 0) for v in names), dtype=float, count=n)
@@ -651,7 +636,7 @@ class _Parts:
 
     cols: IntArray  # columns of the problem, in order
     rows: IntArray
-    sub: csr_array
+    sub: Csr
     lb: FloatArray
     ub: FloatArray
     lo: FloatArray
@@ -679,22 +664,21 @@ def _split(p: _Problem, wanted: set[int]) -> tuple[_Parts, dict[int, list[int]]]
     free = p.lo != p.hi
     const = p.a @ np.where(free, 0.0, p.lo)
     free_cols = np.flatnonzero(free)
-    af = p.a[:, free_cols].tocsr()
+    af = p.a.take_columns(free_cols)
     live_rows = np.flatnonzero(np.diff(af.indptr) > 0)
     m = p.a.shape[0]
-    coo = af.tocoo()
-    graph = csr_array(
-        (np.ones(len(coo.row)), (coo.row, coo.col + m)),
-        shape=(m + len(free_cols), m + len(free_cols)),
-    )
-    _, labels = connected_components(graph, directed=False)
+    labels = bipartite_components(af)
     col_label = {int(c): int(labels[m + k]) for k, c in enumerate(free_cols)}
     want: dict[int, list[int]] = defaultdict(list)
     for j in sorted(wanted):
         want[col_label[j]].append(j)
     cols = np.array([c for c in free_cols if col_label[int(c)] in want], dtype=int)
     rows = np.array([r for r in live_rows if labels[r] in want], dtype=int)
-    sub = af[rows][:, np.searchsorted(free_cols, cols)] if len(rows) else csr_array((0, len(cols)))
+    sub = (
+        af.take_rows(rows).take_columns(np.searchsorted(free_cols, cols))
+        if len(rows)
+        else Csr.empty((0, len(cols)))
+    )
     parts = _Parts(
         cols=cols,
         rows=rows,
@@ -746,8 +730,7 @@ def _tighten(p: _Problem, passes: int = 20) -> None:
     """Tighten the counts' bounds by what each row implies given the others' bounds (bound
     propagation, as a solver's presolve does): sound, every integer world stays inside, and a
     count pinned by a chain of rows shows up as ``lo == hi`` with no integer program."""
-    coo = p.a.tocoo()
-    r, j, c = coo.row, coo.col, coo.data
+    r, j, c = p.a.coo()
     if not len(c):
         return
     lb, ub, pos = p.lb[r], p.ub[r], c > 0
@@ -873,7 +856,7 @@ def _bounds(
     found add to ``seen`` for the other targets of the part. When the first world already gives
     ``j`` its ``need`` values, the values seen stand for the bounds (it is not pinned)."""
     pc, pr = parts.part(parts.label[j])
-    psub = parts.sub[pr][:, pc] if len(pr) else csr_array((0, len(pc)))
+    psub = parts.sub.take_rows(pr).take_columns(pc) if len(pr) else Csr.empty((0, len(pc)))
     at = int(np.flatnonzero(pc == parts.pos[j])[0])
     found: list[int] = []
     for direction in (1.0, -1.0):
@@ -892,7 +875,7 @@ def _bounds(
 
 
 def _fits(
-    a: csr_array, lb: FloatArray, ub: FloatArray, lo: FloatArray, hi: FloatArray, x: FloatArray
+    a: Csr, lb: FloatArray, ub: FloatArray, lo: FloatArray, hi: FloatArray, x: FloatArray
 ) -> bool:
     if np.isnan(x).any():
         return False

@@ -330,9 +330,11 @@ def test_preview_loads_neither_the_sending_path_nor_an_unused_guard(
     agent_home: Path, tmp_path: Path
 ) -> None:
     """Start-up is most of a preview's cost (docs/benchmarks.md): a ``preview`` process imports
-    only its own command, never httpx (transport) or the synthetic practice generator; and
-    numpy, SciPy and HiGHS only when the practice's disclosure guard is on (they are its
-    solvers)."""
+    only its own command, never httpx (transport) or the synthetic practice generator; numpy
+    and HiGHS only when the practice's disclosure guard is on (they are its solvers); SciPy not
+    even then (the guard's sparse matrices are its own, agent/outbound/sparse.py, and SciPy's
+    integer program loads only for a release whose linear relaxation does not settle it, which
+    this practice's does)."""
     import os
     import subprocess
     import sys
@@ -359,7 +361,7 @@ def test_preview_loads_neither_the_sending_path_nor_an_unused_guard(
         assert Submission.from_bytes(r.stdout.strip().encode()).period.label == "2026-03"
         return set(r.stderr.split("MODULES ", 1)[1].split())
 
-    solvers = {"numpy", "scipy", "highspy", "agent.outbound.guard"}
+    solvers = {"numpy", "highspy", "agent.outbound.guard", "agent.outbound.sparse"}
     for guard in ("on", "off"):
         modules = loaded(guard)
         assert "agent.commands.report" in modules
@@ -371,3 +373,4 @@ def test_preview_loads_neither_the_sending_path_nor_an_unused_guard(
             "agent.commands.report",
         }
         assert (modules & solvers == solvers) if guard == "on" else not modules & solvers
+        assert not {m for m in modules if m == "scipy" or m.startswith("scipy.")}
