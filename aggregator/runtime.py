@@ -63,6 +63,9 @@ class Runtime:
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             lock_path = f"{url.database}-sequencer.lock"
         self.committer = Committer(self.db.session, self.signer, lock_path=lock_path)
+        # The benchmark refresh checks each stored row's verdict with it (aggregator.log.verdict):
+        # carried by every session of this database, held in memory only.
+        self.db.sessionmaker.configure(info={"verdict_key": self.signer.verdict_key})
 
     def warm(self) -> None:
         """Load what every submission's verification needs before the first one arrives: the

@@ -8,8 +8,9 @@ ingest check, the log append, the checkpoint and the receipt). After each month 
 * the size of every table with its indexes and TOAST (``pg_total_relation_size``), its live rows,
   and the database's size; the growth per month and per submission;
 * the time to ingest the month;
-* a full benchmark refresh of the month's groups (``refresh_stale``: every signature and stored
-  cell checked against the signed envelope, the statistics recomputed) in wall and CPU seconds;
+* a full benchmark refresh of the month's groups (``refresh_stale``: every stored cell's verdict
+  checked, and where one does not hold the cell against its signed envelope, the statistics
+  recomputed) in wall and CPU seconds;
 * a funnel read (one indicator, the latest month, the admin's view) after the refresh,
   median of ``--reads``; whether it grows with the months stored decides whether partitioning by
   period is needed for reads;

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from ..db.models import TZ, Cell, Envelope, PracticeKey, Submission, table_of
 from ..db.models import Catalogue as CatalogueRow
-from ..log import checks
+from ..log import checks, verdict
 from . import render, stats
 from .models import BenchPractice, BenchStale, BenchSummary
 
@@ -252,6 +252,7 @@ def _effective_cells(session: Session, g: Group) -> list[dict[str, Any]]:
             Cell.denominator_status,
             Cell.exclusions,
             Cell.exclusions_status,
+            Cell.verdict,
         )
         .join(Submission, Submission.submission_id == Cell.submission_id)
         .where(
@@ -278,13 +279,38 @@ _COUNTS = ("denominator", "denominator_status", "numerator", "numerator_status",
            "exclusions_status")  # fmt: skip
 
 
+def _sealed(g: Group, c: dict[str, object], key: bytes) -> bool:
+    """Whether the row's verdict holds: it is the row the ingest stored after every check."""
+    binding = (
+        str(c["submission_id"]),
+        str(c["practice_ods"]),
+        str(c["kid"]),
+        str(c["envelope_sha256"]),
+        g.period_start.isoformat(),
+        g.period_end.isoformat(),
+    )
+    return verdict.holds(
+        key,
+        c["verdict"],  # type: ignore[arg-type]
+        binding,
+        (g.indicator, *(c[k] for k in _COUNTS), c["strata"]),
+    )
+
+
 def _unverified(session: Session, g: Group, cells: list[dict[str, object]]) -> set[str]:
     """The submissions among ``cells`` whose stored row for ``g.indicator`` (the whole-practice
     counts and every stratum) is not what their signed envelope carries, or whose envelope is
     missing, does not hash to the submission's SHA-256, does not verify with the practice key
     the submission names, or is another submission's: checked on every refresh with the named
     checks of ``log verify`` (:func:`aggregator.log.checks.signed_cells`, cached by envelope
-    hash and key)."""
+    hash and key). A row whose verdict holds under the session's verdict key
+    (:mod:`aggregator.log.verdict`; ``session.info["verdict_key"]``, set by the runtime) passed
+    those checks when it was stored, so its envelope is not read again."""
+    key = session.info.get("verdict_key")
+    if key is not None:
+        cells = [c for c in cells if not _sealed(g, c, key)]
+        if not cells:
+            return set()
     keys: dict[str, bytes] = {}
     kids = sorted({str(c["kid"]) for c in cells})
     for i in range(0, len(kids), 500):

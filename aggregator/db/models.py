@@ -203,6 +203,8 @@ class Cell(Base):
     exclusions: Mapped[int | None] = mapped_column(Integer, nullable=True)
     exclusions_status: Mapped[str] = mapped_column(String(10))
     strata: Mapped[str] = mapped_column(Text)
+    # The ingest's seal on this row (aggregator.log.verdict); null on rows written before it.
+    verdict: Mapped[bytes | None] = mapped_column(LargeBinary(16), nullable=True)
 
 
 class LogLeaf(Base):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 from sqlalchemy import select
@@ -31,7 +32,7 @@ from ..db.bulk import insert_rows
 from ..db.models import Checkpoint as CheckpointRow
 from ..db.models import LogLeaf, LogState, table_of
 from ..errors import BadRequestError, NotFoundError
-from . import tree
+from . import tree, verdict
 
 LeafType = Literal["submission", "key_event"]
 
@@ -44,6 +45,11 @@ class LogSigner:
     key_name: str
     key: SigningKey
     aud: str
+
+    @cached_property
+    def verdict_key(self) -> bytes:
+        """The key the ingest seals each stored cells row with (:mod:`.verdict`)."""
+        return verdict.derive_key(self.key)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from ..db.models import Practice, PracticeKey, table_of
 from ..db.models import Submission as SubmissionRow
 from ..db.session import lock_sequencer
 from ..errors import AggregatorError, ConflictError, UnprocessableError
+from ..log import verdict
 from ..log.service import (
     LogSigner,
     append_leaves,
@@ -94,13 +95,31 @@ class Verified:
     sha: str  # of the envelope bytes
     payload_sha: str
     when: dt.datetime  # received at
-    cells: list[tuple[str | int | None, ...]]  # the cells rows (aggregator.db.cells)
+    cells: list[tuple[str | int | bytes | None, ...]]  # the cells rows and their verdicts
 
     @classmethod
     def of(
-        cls, sub: Submission, body: bytes, sha: str, payload_sha: str, when: dt.datetime
+        cls,
+        sub: Submission,
+        body: bytes,
+        sha: str,
+        payload_sha: str,
+        when: dt.datetime,
+        verdict_key: bytes,
     ) -> Verified:
-        return cls(sub, body, sha, payload_sha, when, cell_rows(sub.submission_id, sub.cells))
+        """``verdict_key`` seals each row (:mod:`aggregator.log.verdict`): it has passed every
+        check, so the benchmark refresh need not read its envelope again."""
+        binding = (
+            sub.submission_id,
+            sub.practice,
+            sub.kid,
+            sha,
+            sub.period.start.isoformat(),
+            sub.period.end.isoformat(),
+        )
+        sealer = verdict.Sealer(verdict_key, binding)
+        rows = [(*r, sealer.seal(r[1:])) for r in cell_rows(sub.submission_id, sub.cells)]
+        return cls(sub, body, sha, payload_sha, when, rows)
 
 
 @dataclass(frozen=True)
@@ -401,7 +420,7 @@ def _write(session: Session, signer: LogSigner, items: Sequence[Verified]) -> li
     insert_rows(
         session,
         table_of(CellRow),
-        CELL_COLUMNS,
+        (*CELL_COLUMNS, "verdict"),
         [row for v in items for row in v.cells],
     )
     last_seq: dict[str, int] = {}

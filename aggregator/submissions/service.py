@@ -249,7 +249,7 @@ def verify(
             checks.check_disclosure(sub, known)
         # Check 13 (corrections) needs the stored state and runs under the sequencer only.
         when = dt.datetime.fromtimestamp(now, tz=dt.UTC)
-        return Verified.of(sub, body, sha, sha256_hex(payload), when)
+        return Verified.of(sub, body, sha, sha256_hex(payload), when, signer.verdict_key)
 
 
 def _verify_message(env: Envelope, key: KnownKey, aud: str) -> tuple[Submission, bytes]:

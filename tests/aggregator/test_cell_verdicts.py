@@ -1,0 +1,217 @@
+"""Cell verdicts (aggregator/log/verdict.py): the ingest seals each stored ``cells`` row under a
+key derived from the log key, and the benchmark refresh trusts a row whose seal holds instead of
+re-reading its envelope; any other row is checked against its envelope as before.
+
+Real server, real submissions and signatures, the refresh run in a session of a runtime loaded
+from the network's settings (so with the verdict key) or of a database handle of its own,
+opened without a runtime (so without it)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import select, update
+
+from aggregator.benchmarks import service
+from aggregator.benchmarks.models import BenchPractice
+from aggregator.db import models
+from aggregator.db.session import Database
+from aggregator.log import checks, verdict
+from aggregator.runtime import Runtime
+from protocol.keys import SigningKey
+from protocol.submission import Period
+
+
+@pytest.fixture
+def sealed(server, agent_factory):  # type: ignore[no-untyped-def]
+    for ods, group in (("A81001", "PCN1"), ("A81002", "PCN1")):
+        agent = agent_factory(ods, group=group)
+        for month in (4, 5):
+            r = server.post("/v1/submissions", agent.submission(period=Period.month(2026, month)))
+            assert r.status_code == 201, r.text
+    rt = Runtime.load(server.network.settings)
+    yield server, rt
+    rt.db.dispose()
+
+
+def _rows(db):  # type: ignore[no-untyped-def]
+    with db.read() as s:
+        return s.execute(
+            select(
+                models.Cell.submission_id,
+                models.Cell.indicator,
+                models.Cell.denominator,
+                models.Cell.denominator_status,
+                models.Cell.numerator,
+                models.Cell.numerator_status,
+                models.Cell.exclusions,
+                models.Cell.exclusions_status,
+                models.Cell.strata,
+                models.Cell.verdict,
+                models.Submission.practice_ods,
+                models.Submission.kid,
+                models.Submission.envelope_sha256,
+                models.Submission.period_start,
+                models.Submission.period_end,
+            ).join(models.Submission)
+        ).all()
+
+
+def _binding(r):  # type: ignore[no-untyped-def]
+    return (
+        r.submission_id, r.practice_ods, r.kid, r.envelope_sha256,
+        r.period_start.isoformat(), r.period_end.isoformat(),
+    )  # fmt: skip
+
+
+def _values(r):  # type: ignore[no-untyped-def]
+    return (
+        r.indicator, r.denominator, r.denominator_status, r.numerator, r.numerator_status,
+        r.exclusions, r.exclusions_status, r.strata,
+    )  # fmt: skip
+
+
+def _count_envelope_checks(monkeypatch):  # type: ignore[no-untyped-def]
+    calls: list[str] = []
+    real = checks.signed_cells
+
+    def counting(sha, body, kid, public_key):  # type: ignore[no-untyped-def]
+        calls.append(sha)
+        return real(sha, body, kid, public_key)
+
+    monkeypatch.setattr(checks, "signed_cells", counting)
+    checks._SIGNED._data.clear()  # the process's cache of earlier tests' envelopes
+    return calls
+
+
+def _bench(db):  # type: ignore[no-untyped-def]
+    with db.read() as s:
+        return {
+            (r.practice_ods, r.indicator, r.period_start): (r.status, r.numerator, r.rate)
+            for r in s.scalars(select(BenchPractice))
+        }
+
+
+def test_every_stored_row_carries_a_verdict_that_holds_only_under_the_log_key(sealed) -> None:  # type: ignore[no-untyped-def]
+    server, rt = sealed
+    rows = _rows(rt.db)
+    assert len({r.submission_id for r in rows}) == 4  # two practices, two months
+    assert len(rows) == 4 * len({r.indicator for r in rows}) >= 8
+    key = rt.signer.verdict_key
+    assert all(len(r.verdict) == verdict.SIZE for r in rows)
+    assert all(verdict.holds(key, r.verdict, _binding(r), _values(r)) for r in rows)
+    other = verdict.derive_key(SigningKey.generate())
+    assert not any(verdict.holds(other, r.verdict, _binding(r), _values(r)) for r in rows)
+    # bound to the row's values and to its submission, not just its numbers
+    r = rows[0]
+    changed = (*_values(r)[:3], (r.numerator or 0) + 1, *_values(r)[4:])
+    assert not verdict.holds(key, r.verdict, _binding(r), changed)
+    moved = (*_binding(r)[:1], "B99999", *_binding(r)[2:])
+    assert not verdict.holds(key, r.verdict, moved, _values(r))
+
+
+def test_the_refresh_reads_no_envelope_for_sealed_rows_and_computes_the_same(
+    sealed, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    server, rt = sealed
+    calls = _count_envelope_checks(monkeypatch)
+    plain = Database(server.network.settings.db)  # no runtime: no verdict key
+    try:
+        with plain.session() as s:  # so every envelope is checked
+            assert "verdict_key" not in s.info
+            service.rebuild_all(s)
+    finally:
+        plain.dispose()
+    by_envelope = _bench(rt.db)
+    assert len(set(calls)) == 4
+    calls.clear()
+    checks._SIGNED._data.clear()
+    with rt.db.session() as s:
+        assert s.info["verdict_key"] == rt.signer.verdict_key
+        service.rebuild_all(s)
+    assert calls == []
+    assert _bench(rt.db) == by_envelope
+    assert by_envelope and all(
+        status != service.UNVERIFIED for status, _, _ in by_envelope.values()
+    )
+
+
+def test_an_edited_row_fails_its_verdict_and_is_shown_unverified(sealed, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    server, rt = sealed
+    r = next(r for r in _rows(rt.db) if r.numerator is not None and r.practice_ods == "A81001")
+    with server.network.database.session() as s:
+        s.execute(
+            update(models.Cell)
+            .where(
+                models.Cell.submission_id == r.submission_id, models.Cell.indicator == r.indicator
+            )
+            .values(numerator=r.numerator + 3)
+        )
+    calls = _count_envelope_checks(monkeypatch)
+    with rt.db.session() as s:
+        service.rebuild_all(s)
+    assert set(calls) == {r.envelope_sha256}  # only the edited row's envelope is read
+    status, numerator, rate = _bench(rt.db)[("A81001", r.indicator, r.period_start)]
+    assert (status, numerator, rate) == (service.UNVERIFIED, None, None)
+
+
+def test_a_verdict_copied_with_another_practices_values_does_not_hold(sealed) -> None:  # type: ignore[no-untyped-def]
+    """Someone with the database copies one of practice B's rows, verdict and all, onto one of
+    practice A's: the values are signed ones and the verdict is genuine, but it seals B's
+    submission's row."""
+    server, rt = sealed
+    rows = _rows(rt.db)
+    a = next(r for r in rows if r.practice_ods == "A81001" and r.period_start == dt.date(2026, 4, 1)
+             and r.numerator is not None)  # fmt: skip
+    b = next(
+        r
+        for r in rows
+        if r.practice_ods == "A81002"
+        and (r.numerator, r.denominator) != (a.numerator, a.denominator)
+    )
+    with server.network.database.session() as s:
+        s.execute(
+            update(models.Cell)
+            .where(models.Cell.submission_id == a.submission_id, models.Cell.indicator == a.indicator)
+            .values(
+                denominator=b.denominator, denominator_status=b.denominator_status,
+                numerator=b.numerator, numerator_status=b.numerator_status,
+                exclusions=b.exclusions, exclusions_status=b.exclusions_status,
+                strata=b.strata, verdict=b.verdict,
+            )
+        )  # fmt: skip
+    with rt.db.session() as s:
+        service.rebuild_all(s)
+    status, numerator, _ = _bench(rt.db)[("A81001", a.indicator, a.period_start)]
+    assert (status, numerator) == (service.UNVERIFIED, None)
+
+
+def test_rows_without_a_verdict_or_under_another_log_key_are_checked_against_their_envelopes(
+    sealed, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Rows stored before verdicts (null), or sealed under an earlier log key: nothing is
+    trusted, the envelopes are read, and the signed values are shown."""
+    server, rt = sealed
+    with rt.db.session() as s:
+        service.rebuild_all(s)
+    expected = _bench(rt.db)
+    some = next(r for r in _rows(rt.db) if r.practice_ods == "A81002")
+    with server.network.database.session() as s:
+        s.execute(
+            update(models.Cell)
+            .where(models.Cell.submission_id == some.submission_id)
+            .values(verdict=None)
+        )
+    calls = _count_envelope_checks(monkeypatch)
+    with rt.db.session() as s:
+        service.rebuild_all(s)
+    assert set(calls) == {some.envelope_sha256}
+    assert _bench(rt.db) == expected
+    calls.clear()
+    checks._SIGNED._data.clear()
+    with rt.db.session() as s:
+        s.info["verdict_key"] = verdict.derive_key(SigningKey.generate())
+        service.rebuild_all(s)
+    assert len(set(calls)) == 4
+    assert _bench(rt.db) == expected
