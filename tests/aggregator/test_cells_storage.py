@@ -196,3 +196,36 @@ def test_migration_0003_moves_cells_both_ways_on_postgresql(
     pg_database_factory: Callable[[], str],
 ) -> None:
     _migration_round_trip(pg_database_factory())
+
+
+def _verdict_round_trip(url: str) -> None:
+    """Migration 0007 adds ``cells.verdict`` as null (the refresh checks such rows against their
+    envelopes) without touching a stored value, and its downgrade drops it the same way."""
+    rows = _old_rows(3)
+    _seed_at_0002(url, rows)
+    assert upgrade(url, "0006") == "0006"
+    columns = (
+        "submission_id, indicator, denominator, denominator_status, numerator, numerator_status, "
+        "exclusions, exclusions_status, strata"
+    )
+    before = sorted(_select(url, f"SELECT {columns} FROM cells"), key=repr)
+    assert before
+    assert upgrade(url, "0007") == "0007"
+    after = _select(url, f"SELECT {columns}, verdict FROM cells")
+    assert sorted((r[:-1] for r in after), key=repr) == before
+    assert {r[-1] for r in after} == {None}
+    assert downgrade(url, "0006") == "0006"
+    assert sorted(_select(url, f"SELECT {columns} FROM cells"), key=repr) == before
+    with pytest.raises(Exception, match="verdict"):
+        _select(url, "SELECT verdict FROM cells")
+
+
+def test_migration_0007_adds_an_empty_verdict_column_on_sqlite(tmp_path: Path) -> None:
+    _verdict_round_trip(f"sqlite:///{tmp_path / 'agg.db'}")
+
+
+@pytest.mark.postgres
+def test_migration_0007_adds_an_empty_verdict_column_on_postgresql(
+    pg_database_factory: Callable[[], str],
+) -> None:
+    _verdict_round_trip(pg_database_factory())
