@@ -74,13 +74,12 @@ class Csr:
             raise ValueError("Csr: a row index is outside the matrix")
         if len(c) and (int(c.min()) < 0 or int(c.max()) >= n):
             raise ValueError("Csr: a column index is outside the matrix")
-        key = r * max(n, 1) + c
-        uniq, inverse = np.unique(key, return_inverse=True)
+        width = max(n, 1)  # entries as row * width + column: sorting them orders rows, then columns
+        uniq, inverse = np.unique(r * width + c, return_inverse=True)
         summed = np.bincount(inverse.reshape(-1), weights=d, minlength=len(uniq))
-        rows = uniq // max(n, 1)
         indptr = np.zeros(m + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=m), out=indptr[1:])
-        return cls(summed, uniq % max(n, 1), indptr, (m, n))
+        np.cumsum(np.bincount(uniq // width, minlength=m), out=indptr[1:])
+        return cls(summed, uniq % width, indptr, (m, n))
 
     @property
     def nnz(self) -> int:

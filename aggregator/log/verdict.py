@@ -75,11 +75,6 @@ class Sealer:
         return hmac.compare_digest(bytes(verdict), self.seal(row))
 
 
-def seal(key: bytes, binding: Binding, row: Sequence[object]) -> bytes:
-    """The verdict of one row (see :class:`Sealer`)."""
-    return Sealer(key, binding).seal(row)
-
-
 def holds(key: bytes, verdict: bytes | None, binding: Binding, row: Sequence[object]) -> bool:
     """Whether ``verdict`` is the seal of this row under ``key``."""
     return Sealer(key, binding).holds(verdict, row)
