@@ -433,7 +433,15 @@ def run_http(
         # The first WARMUP submissions of each client are untimed: they reach the server
         # workers' cold first requests (imports, statement compilation, caches), which the
         # service path also leaves out of its clock.
-        ready = threading.Barrier(len(streams) + 1)
+        # Which worker holds each client's connection is read in the barrier's action: every
+        # client has sent its warm-up on an open connection and none has started the timed
+        # part, so a client that finishes early cannot close its connection before it is seen.
+        spread: list[int] = []
+
+        def count_connections() -> None:
+            spread[:] = sorted(connections_by_worker(proc.pid, port).values(), reverse=True)
+
+        ready = threading.Barrier(len(streams) + 1, action=count_connections)
 
         def work(chunk: list[bytes]) -> None:
             transport = httpx.HTTPTransport(socket_options=nodelay)
@@ -455,7 +463,6 @@ def run_http(
             ready.wait()
             start = time.perf_counter()
             server0, client0 = tree_cpu_seconds(proc.pid), time.process_time()
-            spread = sorted(connections_by_worker(proc.pid, port).values(), reverse=True)
             for f in futures:
                 f.result()
             elapsed = time.perf_counter() - start
