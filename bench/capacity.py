@@ -26,7 +26,8 @@ stored.
 Usage::
 
     .venv/bin/python bench/capacity.py [--practices 6500] [--months 2] [--workers 2]
-        [--threads 16] [--reads 5] [--corrections 5] [--json OUT.json] [--admin-url postgresql://...]
+        [--threads 16] [--reads 5] [--corrections 5] [--upgrade] [--json OUT.json]
+        [--admin-url postgresql://...]
 """
 
 from __future__ import annotations
@@ -144,6 +145,35 @@ def timed_refresh(rt: Runtime) -> tuple[int, float, float]:
     return groups, time.perf_counter() - wall, time.process_time() - cpu
 
 
+def timed_upgrade(rt: Runtime) -> list[tuple[int, float, float]]:
+    """As on a network upgraded from before cell verdicts: every stored verdict is cleared, then
+    every stored group is marked stale and refreshed, twice, each timed and each starting with
+    an empty cache of checked envelopes, as a new process does (and as a national refresh
+    does: the cache holds 8,192 envelopes, about one month of the network's submissions). The
+    first refresh checks every row against its envelope; what the second reads depends on
+    what the first left behind."""
+    from sqlalchemy import select, update
+
+    from aggregator.db.models import Cell, Submission
+    from aggregator.log import checks
+
+    with rt.db.session() as s:
+        s.execute(update(Cell).values(verdict=None))
+    out = []
+    for _ in range(2):
+        checks._SIGNED._data.clear()
+        with rt.db.session() as s:
+            groups = s.execute(
+                select(Cell.indicator, Submission.period_start, Submission.period_end)
+                .join(Submission, Submission.submission_id == Cell.submission_id)
+                .where(Submission.effective.is_(True))
+                .distinct()
+            ).all()
+            bench_service.mark_stale(s, [bench_service.Group(*g) for g in groups])
+        out.append(timed_refresh(rt))
+    return out
+
+
 def timed_reads(rt: Runtime, admin: Any, indicator: str, period: str, n: int) -> float:
     times = []
     for _ in range(n):
@@ -207,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=5,
         help="after the last month: corrections, each timed from receipt to a fresh read",
+    )
+    ap.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="after the months: clear every cell verdict (a network upgraded from before "
+        "verdicts) and time two full refreshes",
     )
     ap.add_argument("--json", type=Path, help="write the results here too")
     ap.add_argument(
@@ -285,6 +321,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"read {1000 * read:.0f} ms; database {database / MB:.0f} MB",
                     flush=True,
                 )
+            upgrade = timed_upgrade(rt) if args.upgrade else []
+            for i, (groups, wall, cpu) in enumerate(upgrade, 1):
+                print(
+                    f"upgraded network, verdicts cleared: refresh {i} of {groups} groups "
+                    f"{wall:.1f} s wall / {cpu:.1f} CPU-s",
+                    flush=True,
+                )
             fresh, fresh_groups = fresh_after_receipt(
                 rt, admin, cat, agents, cells, args.months, current, args.corrections
             )
@@ -305,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "args": {k: str(v) for k, v in vars(args).items()},
                     "months": months,
+                    "upgrade_refreshes": [
+                        {"groups": g, "wall_s": round(w, 2), "cpu_s": round(c, 2)}
+                        for g, w, c in upgrade
+                    ],
                     "fresh_read_s": [round(x, 4) for x in fresh],
                     "fresh_read_groups": fresh_groups,
                 },

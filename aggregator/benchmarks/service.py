@@ -30,6 +30,7 @@ from sqlalchemy import (
     select,
     text,
     tuple_,
+    update,
 )
 from sqlalchemy.orm import Session
 
@@ -279,9 +280,8 @@ _COUNTS = ("denominator", "denominator_status", "numerator", "numerator_status",
            "exclusions_status")  # fmt: skip
 
 
-def _sealed(g: Group, c: dict[str, object], key: bytes) -> bool:
-    """Whether the row's verdict holds: it is the row the ingest stored after every check."""
-    binding = (
+def _binding(g: Group, c: dict[str, object]) -> verdict.Binding:
+    return (
         str(c["submission_id"]),
         str(c["practice_ods"]),
         str(c["kid"]),
@@ -289,11 +289,37 @@ def _sealed(g: Group, c: dict[str, object], key: bytes) -> bool:
         g.period_start.isoformat(),
         g.period_end.isoformat(),
     )
-    return verdict.holds(
-        key,
-        c["verdict"],  # type: ignore[arg-type]
-        binding,
-        (g.indicator, *(c[k] for k in _COUNTS), c["strata"]),
+
+
+def _sealed_values(g: Group, c: dict[str, object]) -> tuple[object, ...]:
+    return (g.indicator, *(c[k] for k in _COUNTS), c["strata"])
+
+
+def _sealed(g: Group, c: dict[str, object], key: bytes) -> bool:
+    """Whether the row's verdict holds: it is the row the ingest stored after every check."""
+    return verdict.holds(key, c["verdict"], _binding(g, c), _sealed_values(g, c))  # type: ignore[arg-type]
+
+
+def _reseal(session: Session, g: Group, proven: list[dict[str, object]], key: bytes) -> None:
+    """Seal rows the refresh has just proven against their envelopes but whose verdict did not
+    hold (stored before verdicts, or sealed under another log key), so that the next refresh
+    trusts them instead of reading their envelopes again."""
+    if not proven:
+        return
+    cells = table_of(Cell)
+    t = cells.c
+    session.execute(
+        update(cells)
+        .where(t.submission_id == bindparam("s"), t.indicator == bindparam("i"))
+        .values(verdict=bindparam("v")),
+        [
+            {
+                "s": c["submission_id"],
+                "i": g.indicator,
+                "v": verdict.Sealer(key, _binding(g, c)).seal(_sealed_values(g, c)),
+            }
+            for c in proven
+        ],
     )
 
 
@@ -305,7 +331,10 @@ def _unverified(session: Session, g: Group, cells: list[dict[str, object]]) -> s
     checks of ``log verify`` (:func:`aggregator.log.checks.signed_cells`, cached by envelope
     hash and key). A row whose verdict holds under the session's verdict key
     (:mod:`aggregator.log.verdict`; ``session.info["verdict_key"]``, set by the runtime) passed
-    those checks when it was stored, so its envelope is not read again."""
+    those checks when it was stored, so its envelope is not read again. A row whose verdict
+    did not hold but which passes the checks here is sealed now (:func:`_reseal`): rows stored
+    before verdicts, or under another log key, are read from their envelopes once, not on
+    every refresh."""
     key = session.info.get("verdict_key")
     if key is not None:
         cells = [c for c in cells if not _sealed(g, c, key)]
@@ -347,6 +376,8 @@ def _unverified(session: Session, g: Group, cells: list[dict[str, object]]) -> s
             or not _same_row(signed.rows.get(g.indicator), c)
         ):  # fmt: skip
             bad.add(str(c["submission_id"]))
+    if key is not None:
+        _reseal(session, g, [c for c in cells if str(c["submission_id"]) not in bad], key)
     return bad
 
 

@@ -154,6 +154,19 @@ def test_an_edited_row_fails_its_verdict_and_is_shown_unverified(sealed, monkeyp
     assert set(calls) == {r.envelope_sha256}  # only the edited row's envelope is read
     status, numerator, rate = _bench(rt.db)[("A81001", r.indicator, r.period_start)]
     assert (status, numerator, rate) == (service.UNVERIFIED, None, None)
+    # it failed its envelope check, so it is not sealed: the next refresh checks it again
+    [edited] = [
+        x for x in _rows(rt.db) if (x.submission_id, x.indicator) == (r.submission_id, r.indicator)
+    ]
+    assert edited.verdict == r.verdict and not verdict.holds(
+        rt.signer.verdict_key, edited.verdict, _binding(edited), _values(edited)
+    )
+    calls.clear()
+    checks._SIGNED._data.clear()
+    with rt.db.session() as s:
+        service.rebuild_all(s)
+    assert set(calls) == {r.envelope_sha256}
+    assert _bench(rt.db)[("A81001", r.indicator, r.period_start)][0] == service.UNVERIFIED
 
 
 def test_a_verdict_copied_with_another_practices_values_does_not_hold(sealed) -> None:  # type: ignore[no-untyped-def]
@@ -214,4 +227,39 @@ def test_rows_without_a_verdict_or_under_another_log_key_are_checked_against_the
         s.info["verdict_key"] = verdict.derive_key(SigningKey.generate())
         service.rebuild_all(s)
     assert len(set(calls)) == 4
+    assert _bench(rt.db) == expected
+
+
+def test_rows_proven_against_their_envelopes_are_sealed_so_the_next_refresh_trusts_them(
+    sealed, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A network that upgrades has rows stored before verdicts: the first refresh with the
+    verdict key reads their envelopes and seals the rows that match; later refreshes read none.
+    A refresh without the key (a process with no log key) writes no verdict."""
+    server, rt = sealed
+    with rt.db.session() as s:
+        service.rebuild_all(s)
+    expected = _bench(rt.db)
+    with server.network.database.session() as s:
+        s.execute(update(models.Cell).values(verdict=None))
+    plain = Database(server.network.settings.db)
+    try:
+        with plain.session() as s:
+            service.rebuild_all(s)
+    finally:
+        plain.dispose()
+    assert all(r.verdict is None for r in _rows(rt.db))
+    calls = _count_envelope_checks(monkeypatch)
+    with rt.db.session() as s:
+        service.rebuild_all(s)
+    assert len(set(calls)) == 4
+    assert _bench(rt.db) == expected
+    rows = _rows(rt.db)
+    key = rt.signer.verdict_key
+    assert rows and all(verdict.holds(key, r.verdict, _binding(r), _values(r)) for r in rows)
+    calls.clear()
+    checks._SIGNED._data.clear()
+    with rt.db.session() as s:
+        service.rebuild_all(s)
+    assert calls == []
     assert _bench(rt.db) == expected

@@ -28,7 +28,7 @@ def test_capacity_counts_what_was_stored(pg_database_factory, tmp_path: Path) ->
     # (the fixture only skips where no server answers; the script makes and drops its own)
     out = tmp_path / "capacity.json"
     proc = _run("--practices", "4", "--months", "2", "--reads", "1", "--workers", "1",
-                "--threads", "2", "--corrections", "2", "--json", str(out))  # fmt: skip
+                "--threads", "2", "--corrections", "2", "--upgrade", "--json", str(out))  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     months = result["months"]
@@ -43,6 +43,9 @@ def test_capacity_counts_what_was_stored(pg_database_factory, tmp_path: Path) ->
         assert m["funnel_read_s"] > 0
     assert months[1]["database_bytes"] > months[0]["database_bytes"]
     assert "growth per month" in proc.stdout
+    # --upgrade: verdicts cleared, then two full refreshes of every stored group
+    assert [r["groups"] for r in result["upgrade_refreshes"]] == [80, 80]
+    assert "upgraded network, verdicts cleared: refresh 2 of 80 groups" in proc.stdout
     # each correction was shown by the next read, which recomputed only the group it shows
     assert len(result["fresh_read_s"]) == 2 and result["fresh_read_groups"] == [1, 1]
 
