@@ -8,7 +8,8 @@ earlier commit, whose packages go first on the child's PYTHONPATH) and a practic
 (PRACTICE). For each case a fresh agent home is made with that tree's ``fedqi-agent init``
 (not enrolled, so the tree's default catalogue is used); then ``fedqi-agent preview --period P
 --local`` runs ``--runs`` times per case, the cases alternating so that drift on a shared
-machine hits them alike, after one untimed warm-up run each. Reported per case: wall time and
+machine hits them alike, after one untimed warm-up run each (which also writes the tree's
+bytecode, as a first run on a practice's machine does). Reported per case: wall time and
 CPU time (user + system of the child process and its threads, from ``RUSAGE_CHILDREN``),
 medians, and each case's median as a ratio of the first case's. Without ``--case``: this tree
 on a synthetic practice of ``--patients`` patients (``agent.sources.synth``, seed 1, period end
@@ -33,7 +34,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _agent(tree: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    # Python writes the tree's bytecode (__pycache__) on the first run, as it does on a
+    # practice's machine; a PYTHONDONTWRITEBYTECODE in this environment would make every run
+    # compile the project's modules from source, a cost no installed agent pays.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = str(tree)
     return subprocess.run(
         [sys.executable, "-c", "from agent.cli import main; raise SystemExit(main())", *args],
         env=env,

@@ -30,10 +30,10 @@ from sqlalchemy import (
     select,
     text,
     tuple_,
-    update,
 )
 from sqlalchemy.orm import Session
 
+from ..db.bulk import update_rows
 from ..db.models import TZ, Cell, Envelope, PracticeKey, Submission, table_of
 from ..db.models import Catalogue as CatalogueRow
 from ..log import checks, verdict
@@ -306,20 +306,16 @@ def _reseal(session: Session, g: Group, proven: list[dict[str, object]], key: by
     trusts them instead of reading their envelopes again."""
     if not proven:
         return
-    cells = table_of(Cell)
-    t = cells.c
-    session.execute(
-        update(cells)
-        .where(t.submission_id == bindparam("s"), t.indicator == bindparam("i"))
-        .values(verdict=bindparam("v")),
+    update_rows(
+        session,
+        table_of(Cell),
+        "submission_id",
+        "verdict",
         [
-            {
-                "s": c["submission_id"],
-                "i": g.indicator,
-                "v": verdict.Sealer(key, _binding(g, c)).seal(_sealed_values(g, c)),
-            }
+            (c["submission_id"], verdict.Sealer(key, _binding(g, c)).seal(_sealed_values(g, c)))
             for c in proven
         ],
+        where={"indicator": g.indicator},
     )
 
 

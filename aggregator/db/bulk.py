@@ -13,7 +13,7 @@ connection and table.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -50,25 +50,37 @@ def insert_rows(
 
 
 def update_rows(
-    session: Session, table: Table, key: str, column: str, pairs: Sequence[tuple[Any, Any]]
+    session: Session,
+    table: Table,
+    key: str,
+    column: str,
+    pairs: Sequence[tuple[Any, Any]],
+    *,
+    where: Mapping[str, Any] | None = None,
 ) -> None:
-    """Set ``column`` to each pair's value in the row whose ``key`` is the pair's key (keys unique)."""
+    """Set ``column`` to each pair's value in the row whose ``key`` is the pair's key (keys
+    unique among the rows that also have each ``where`` column equal to its value)."""
     if not pairs:
         return
     conn = session.connection()
+    fixed = tuple(sorted(where or {}))
+    same = {f"w_{c}": (where or {})[c] for c in fixed}
     conn.execute(
-        _update_statement(table, key, column, conn.dialect.name),
-        {"keys": [k for k, _ in pairs], "values": [v for _, v in pairs]}
+        _update_statement(table, key, column, conn.dialect.name, fixed),
+        {"keys": [k for k, _ in pairs], "values": [v for _, v in pairs], **same}
         if conn.dialect.name == "postgresql"
-        else [{"k": k, "v": v} for k, v in pairs],
+        else [{"k": k, "v": v, **same} for k, v in pairs],
     )
 
 
 @lru_cache(maxsize=16)
-def _update_statement(table: Table, key: str, column: str, dialect: str) -> Any:
+def _update_statement(
+    table: Table, key: str, column: str, dialect: str, fixed: tuple[str, ...] = ()
+) -> Any:
     t = table
+    also = [t.c[c] == bindparam(f"w_{c}") for c in fixed]
     if dialect != "postgresql":
-        return t.update().where(t.c[key] == bindparam("k")).values({column: bindparam("v")})
+        return t.update().where(t.c[key] == bindparam("k"), *also).values({column: bindparam("v")})
     given = (
         func.unnest(
             bindparam("keys", type_=ARRAY(t.c[key].type)),
@@ -77,7 +89,7 @@ def _update_statement(table: Table, key: str, column: str, dialect: str) -> Any:
         .table_valued("k", "v")
         .render_derived(name="given")
     )
-    return t.update().where(t.c[key] == given.c.k).values({column: given.c.v})
+    return t.update().where(t.c[key] == given.c.k, *also).values({column: given.c.v})
 
 
 def _column_types(raw: Any, table: str, columns: tuple[str, ...]) -> list[int]:

@@ -13,7 +13,9 @@ verdict for values that were not signed. The refresh recomputes the MAC over the
 (:func:`holds`); where it holds, the row is the one that passed the checks, and the envelope is
 not read. Where a row has no verdict (written before verdicts) or its verdict does not hold (an
 edit, or a new log key), the refresh runs the envelope checks as before
-(:func:`aggregator.log.checks.signed_cells`). ``log verify`` still checks every envelope.
+(:func:`aggregator.log.checks.signed_cells`) and seals the row if it passes them, so a row
+stored before verdicts has its envelope read once, not on every refresh; a row that fails them
+is not sealed. ``log verify`` still checks every envelope.
 """
 
 from __future__ import annotations
