@@ -595,9 +595,8 @@ def refresh_stale(
     return done
 
 
-def rebuild_all(session: Session) -> int:
-    """Mark every (indicator, period) with effective cells stale and recompute them all
-    (after a migration or a change of method; never on the read path)."""
+def mark_all_stale(session: Session) -> int:
+    """Mark every (indicator, period) with effective cells stale; returns how many."""
     rows = session.execute(
         select(Cell.indicator, Submission.period_start, Submission.period_end)
         .join(Submission, Submission.submission_id == Cell.submission_id)
@@ -605,6 +604,14 @@ def rebuild_all(session: Session) -> int:
         .distinct()
     ).all()
     mark_stale(session, [Group(*r) for r in rows])
+    return len(rows)
+
+
+def rebuild_all(session: Session) -> int:
+    """Mark every (indicator, period) with effective cells stale and recompute them all in this
+    session's transaction (tests; ``db rebuild-benchmarks`` drains them one group per
+    transaction instead)."""
+    mark_all_stale(session)
     return ensure_fresh(session)
 
 
@@ -709,6 +716,7 @@ __all__ = [
     "mark_stale",
     "on_submission_stored",
     "on_submissions_stored",
+    "mark_all_stale",
     "rebuild_all",
     "refresh_group",
     "refresh_stale",

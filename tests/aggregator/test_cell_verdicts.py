@@ -9,12 +9,14 @@ opened without a runtime (so without it)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from sqlalchemy import select, update
 
 from aggregator.benchmarks import service
 from aggregator.benchmarks.models import BenchPractice
+from aggregator.cli import main as cli
 from aggregator.db import models
 from aggregator.db.session import Database
 from aggregator.log import checks, verdict
@@ -263,3 +265,38 @@ def test_rows_proven_against_their_envelopes_are_sealed_so_the_next_refresh_trus
         service.rebuild_all(s)
     assert calls == []
     assert _bench(rt.db) == expected
+
+
+def test_db_rebuild_benchmarks_recomputes_every_group_and_seals_old_rows(
+    sealed, capsys, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """The operator's command after an upgrade: every group recomputed, one per transaction,
+    and every row stored without a verdict proven against its envelope and sealed. Without the
+    log key it refuses, naming what is missing, and changes nothing."""
+    server, rt = sealed
+    with rt.db.session() as s:
+        service.rebuild_all(s)
+    expected = _bench(rt.db)
+    groups = {(ind, start) for _, ind, start in expected}
+    with server.network.database.session() as s:
+        s.execute(update(models.Cell).values(verdict=None))
+    capsys.readouterr()
+    empty = tmp_path / "no-keys"
+    empty.mkdir()
+    assert (
+        cli(["db", "rebuild-benchmarks", "--db", server.network.db, "--key-dir", str(empty)]) != 0
+    )
+    err = capsys.readouterr().err
+    assert "error:" in err and str(empty) in err and "Traceback" not in err
+    assert all(r.verdict is None for r in _rows(rt.db))
+    key_dir = str(server.network.settings.key_dir)
+    assert (
+        cli(["db", "rebuild-benchmarks", "--db", server.network.db, "--key-dir", key_dir, "--json"])
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["marked"] == report["recomputed"] == len(groups) >= 2
+    assert _bench(rt.db) == expected
+    rows = _rows(rt.db)
+    key = rt.signer.verdict_key
+    assert rows and all(verdict.holds(key, r.verdict, _binding(r), _values(r)) for r in rows)
