@@ -152,9 +152,9 @@ def timed_upgrade(rt: Runtime) -> list[tuple[int, float, float]]:
     does: the cache holds 8,192 envelopes, about one month of the network's submissions). The
     first refresh checks every row against its envelope; what the second reads depends on
     what the first left behind."""
-    from sqlalchemy import select, update
+    from sqlalchemy import update
 
-    from aggregator.db.models import Cell, Submission
+    from aggregator.db.models import Cell
     from aggregator.log import checks
 
     with rt.db.session() as s:
@@ -163,13 +163,7 @@ def timed_upgrade(rt: Runtime) -> list[tuple[int, float, float]]:
     for _ in range(2):
         checks._SIGNED._data.clear()
         with rt.db.session() as s:
-            groups = s.execute(
-                select(Cell.indicator, Submission.period_start, Submission.period_end)
-                .join(Submission, Submission.submission_id == Cell.submission_id)
-                .where(Submission.effective.is_(True))
-                .distinct()
-            ).all()
-            bench_service.mark_stale(s, [bench_service.Group(*g) for g in groups])
+            bench_service.mark_all_stale(s)
         out.append(timed_refresh(rt))
     return out
 

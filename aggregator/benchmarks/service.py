@@ -713,10 +713,10 @@ def stale_count(session: Session) -> int:
 __all__ = [
     "Group",
     "ensure_fresh",
+    "mark_all_stale",
     "mark_stale",
     "on_submission_stored",
     "on_submissions_stored",
-    "mark_all_stale",
     "rebuild_all",
     "refresh_group",
     "refresh_stale",
