@@ -236,7 +236,7 @@ def indicator_versions(
 
 def _effective_cells(session: Session, g: Group) -> list[dict[str, Any]]:
     """The whole-practice cell of each practice's latest effective submission for the group."""
-    rows = session.execute(
+    result = session.execute(
         select(
             Submission.practice_ods,
             Submission.submission_id,
@@ -262,13 +262,15 @@ def _effective_cells(session: Session, g: Group) -> list[dict[str, Any]]:
             Submission.period_end == g.period_end,
             Cell.indicator == g.indicator,
         )
-    ).all()
+    )
+    keys = list(result.keys())
     latest: dict[str, dict[str, object]] = {}
-    for r in rows:
-        m = r._mapping
+    for r in result:
+        # A dict by zip costs a quarter of dict(row._mapping): a national group has 6,500 rows.
+        m = dict(zip(keys, r, strict=True))
         cur = latest.get(m["practice_ods"])
         if cur is None or (m["received_at"], m["seq"]) > (cur["received_at"], cur["seq"]):
-            latest[m["practice_ods"]] = dict(m)
+            latest[m["practice_ods"]] = m
     return sorted(latest.values(), key=lambda m: str(m["practice_ods"]))
 
 

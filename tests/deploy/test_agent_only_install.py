@@ -28,6 +28,7 @@ AGGREGATOR_ONLY_MODULES = (
     "uvloop",
     "alembic",
     "jinja2",
+    "orjson",
     "starlette",
 )
 # What the agent's own work needs (a practice database in DuckDB, SQLAlchemy, signatures, and
