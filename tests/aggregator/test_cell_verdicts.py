@@ -300,3 +300,29 @@ def test_db_rebuild_benchmarks_recomputes_every_group_and_seals_old_rows(
     rows = _rows(rt.db)
     key = rt.signer.verdict_key
     assert rows and all(verdict.holds(key, r.verdict, _binding(r), _values(r)) for r in rows)
+
+
+# Seals made by the first release of verdicts (aggregator/log/verdict.py, migration 0007): the
+# stored verdicts of a network must keep holding whatever the code that computes them becomes.
+_KEY = bytes(range(32))
+_BINDING = ("3f2a9c1e-1234-4bcd-9abc-0123456789ab", "A81001", "fedqi:abc|def", "ab" * 32,
+            "2026-03-01", "2026-03-31")  # fmt: skip
+_VECTORS = [
+    (("BP_CONTROL", 456, "exact", 123, "exact", 7, "exact", '[["0-17","F",0,0,0]]'),
+     "c1604b29590358d4ece741605253ea40"),
+    (("AF_ANTICOAG", None, "suppressed", None, "suppressed", 0, "zero", ""),
+     "90a3efcc98a605ca78068392ab6555d3"),
+    (("X", 0, "", 1, "~", 2, "0:", None), "6f63c2c032ac021fde12bbc0dad66b30"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("row", "seal"), _VECTORS)
+def test_seals_are_those_of_the_first_release(row: tuple[object, ...], seal: str) -> None:
+    from aggregator.log import verdict
+
+    assert verdict.Sealer(_KEY, _BINDING).seal(row).hex() == seal
+    assert verdict.holds(_KEY, bytes.fromhex(seal), _BINDING, row)
+    other = (*_BINDING[:5], "2026-04-30")
+    assert not verdict.holds(_KEY, bytes.fromhex(seal), other, row)
+    assert not verdict.holds(_KEY, bytes.fromhex(seal)[:-1], _BINDING, row)
+    assert not verdict.holds(_KEY, None, _BINDING, row)
