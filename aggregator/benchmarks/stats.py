@@ -350,12 +350,12 @@ def limits_for(summary: Summary, n: np.ndarray, method: LimitMethod) -> list[Lim
         else:  # pragma: no cover - Literal guards this
             raise ValueError(f"unknown limit method {method!r}")
         cols[f"low_{tag}"], cols[f"high_{tag}"] = lo, hi
-    return [
-        Limits(float(a), float(b), float(c), float(d))
-        for a, b, c, d in zip(
-            cols["low_95"], cols["high_95"], cols["low_998"], cols["high_998"], strict=True
-        )
-    ]
+    # Python floats by tolist (one call per array, not one conversion per practice).
+    columns = (
+        np.asarray(cols[k], dtype=float).tolist()
+        for k in ("low_95", "high_95", "low_998", "high_998")
+    )
+    return [Limits(a, b, c, d) for a, b, c, d in zip(*columns, strict=True)]
 
 
 def band_of(rate: float, lim: Limits) -> Band:
@@ -405,7 +405,13 @@ def funnel(
 
     ``method="auto"`` judges bands against exact binomial limits, or against additive
     random-effects limits when the dispersion test is significant at ``alpha``."""
-    usable = [c for c in cells if c.usable]
+    # Each practice's status once (a national group has 6,500; the property is read five times).
+    statuses = [c.status for c in cells]
+    usable = [
+        c
+        for c, st in zip(cells, statuses, strict=True)
+        if st != "suppressed" and (c.denominator or 0) > 0
+    ]  # Counts.usable
     x = np.array([c.capped_numerator for c in usable], dtype=np.int64)
     n = np.array([c.denominator or 0 for c in usable], dtype=np.int64)
     num, den = int(x.sum()), int(n.sum())
@@ -426,9 +432,15 @@ def funnel(
     summary = Summary(
         practices=len(cells),
         included=len(usable),
-        suppressed=sum(1 for c in cells if c.status == "suppressed"),
-        empty=sum(1 for c in cells if c.status != "suppressed" and (c.denominator or 0) == 0),
-        rounded=sum(1 for c in usable if c.status == "rounded"),
+        suppressed=statuses.count("suppressed"),
+        empty=sum(
+            1
+            for c, st in zip(cells, statuses, strict=True)
+            if st != "suppressed" and (c.denominator or 0) == 0
+        ),
+        rounded=sum(
+            1 for c, st in zip(cells, statuses, strict=True) if st == "rounded" and c.usable
+        ),
         numerator=num,
         denominator=den,
         pooled=p0,
@@ -453,30 +465,33 @@ def funnel(
     lo95, hi95 = wilson_arrays(x, n, 0.95) if len(usable) else (np.array([]), np.array([]))
     lo998, hi998 = wilson_arrays(x, n, 0.998) if len(usable) else (np.array([]), np.array([]))
 
+    # Python floats once per array: indexing a NumPy array per practice costs several times more.
+    rate_l, z_l = rates.tolist(), z.tolist()
+    lo95_l, hi95_l, lo998_l, hi998_l = lo95.tolist(), hi95.tolist(), lo998.tolist(), hi998.tolist()
     results = []
-    for c in cells:
+    for c, st in zip(cells, statuses, strict=True):
         i = by_id.get(c.practice)
         if i is None:
-            note = "suppressed" if c.status == "suppressed" else "no eligible patients"
+            note = "suppressed" if st == "suppressed" else "no eligible patients"
             results.append(
                 PracticeResult(
-                    c.practice, c.numerator, c.denominator, c.status, None, None, None,
-                    c.status == "rounded", None, None, None, note,
+                    c.practice, c.numerator, c.denominator, st, None, None, None,
+                    st == "rounded", None, None, None, note,
                 )
             )  # fmt: skip
             continue
-        rate = float(rates[i])
+        rate = rate_l[i]
         results.append(
             PracticeResult(
                 practice=c.practice,
                 numerator=c.numerator,
                 denominator=c.denominator,
-                status=c.status,
+                status=st,
                 rate=rate,
-                ci95=(float(lo95[i]), float(hi95[i])),
-                ci998=(float(lo998[i]), float(hi998[i])),
-                approximate=c.status == "rounded",
-                z=float(z[i]),
+                ci95=(lo95_l[i], hi95_l[i]),
+                ci998=(lo998_l[i], hi998_l[i]),
+                approximate=st == "rounded",
+                z=z_l[i],
                 band=band_of(rate, lims[i]),
                 limits=lims[i],
             )
