@@ -79,17 +79,21 @@ def _cells(
     sums: dict[tuple[int, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     for row in rows:
         band, sex = str(row[0]), str(row[1])
+        # A sex outside F/M/U (the schema forbids it) would count in the total and its age
+        # band only; the reference evaluator does the same.
+        keys = {("all", "all"), (band, "all")}
+        if sex in ("F", "M", "U"):
+            keys |= {(band, sex), ("all", sex)}
+        values = [int(v or 0) for v in row[2 : 2 + 3 * n]]  # type: ignore[call-overload]
         for i in range(n):
-            counts = [int(row[2 + 3 * i + j] or 0) for j in range(3)]  # type: ignore[call-overload]
-            # A sex outside F/M/U (the schema forbids it) would count in the total and its
-            # age band only; the reference evaluator does the same.
-            keys = {("all", "all"), (band, "all")}
-            if sex in ("F", "M", "U"):
-                keys |= {(band, sex), ("all", sex)}
+            d, nu, ex = values[3 * i : 3 * i + 3]
+            if not (d or nu or ex):
+                continue  # adds nothing (a backfill's rows are mostly zeros)
             for key in keys:
                 acc = sums[(i, *key)]
-                for j in range(3):
-                    acc[j] += counts[j]
+                acc[0] += d
+                acc[1] += nu
+                acc[2] += ex
     cells: list[RawCell] = []
     for i, ind in enumerate(indicators):
         for band, sex in catalogue.strata_for(ind):
