@@ -58,6 +58,11 @@ def z_for(level: float) -> float:
 # --- one practice's rate --------------------------------------------------------------------
 
 
+def _usable(status: RateStatus, denominator: int | None) -> bool:
+    """:attr:`Counts.usable` for a practice whose status is already known."""
+    return status != "suppressed" and (denominator or 0) > 0
+
+
 @dataclass(frozen=True, slots=True)
 class Counts:
     """A practice's released counts for one indicator and period (whole-practice total)."""
@@ -78,7 +83,7 @@ class Counts:
     @property
     def usable(self) -> bool:
         """Counts that can enter pooled rates: released (not suppressed) with a denominator."""
-        return self.status != "suppressed" and (self.denominator or 0) > 0
+        return _usable(self.status, self.denominator)
 
     @property
     def capped_numerator(self) -> int:
@@ -407,11 +412,8 @@ def funnel(
     random-effects limits when the dispersion test is significant at ``alpha``."""
     # Each practice's status once (a national group has 6,500; the property is read five times).
     statuses = [c.status for c in cells]
-    usable = [
-        c
-        for c, st in zip(cells, statuses, strict=True)
-        if st != "suppressed" and (c.denominator or 0) > 0
-    ]  # Counts.usable
+    usable_at = [_usable(st, c.denominator) for c, st in zip(cells, statuses, strict=True)]
+    usable = [c for c, u in zip(cells, usable_at, strict=True) if u]
     x = np.array([c.capped_numerator for c in usable], dtype=np.int64)
     n = np.array([c.denominator or 0 for c in usable], dtype=np.int64)
     num, den = int(x.sum()), int(n.sum())
@@ -438,9 +440,7 @@ def funnel(
             for c, st in zip(cells, statuses, strict=True)
             if st != "suppressed" and (c.denominator or 0) == 0
         ),
-        rounded=sum(
-            1 for c, st in zip(cells, statuses, strict=True) if st == "rounded" and c.usable
-        ),
+        rounded=sum(1 for st, u in zip(statuses, usable_at, strict=True) if u and st == "rounded"),
         numerator=num,
         denominator=den,
         pooled=p0,
