@@ -1,7 +1,7 @@
 """Benchmark: the whole ``fedqi-agent preview`` process, as a newcomer runs it.
 
     .venv/bin/python bench/preview_process.py [--case LABEL:TREE:PRACTICE ...] [--runs 5]
-        [--period 2026-03] [--patients 30000] [--json OUT.json]
+        [--period 2026-03] [--patients 30000] [--cold] [--json OUT.json]
 
 Each case is a checkout of the project (TREE: this repository, or a ``git worktree`` of an
 earlier commit, whose packages go first on the child's PYTHONPATH) and a practice database
@@ -14,6 +14,11 @@ CPU time (user + system of the child process and its threads, from ``RUSAGE_CHIL
 medians, and each case's median as a ratio of the first case's. Without ``--case``: this tree
 on a synthetic practice of ``--patients`` patients (``agent.sources.synth``, seed 1, period end
 2026-03-31) made in a temporary directory.
+
+A DuckDB practice's compiled statement is stored in the agent home by the first command that
+computes (agent/engine/stored.py), so the timed runs find it, as a practice's later commands do.
+``--cold`` removes it before every timed run: each run then compiles and stores it, as the
+first command after an install, an upgrade or a catalogue change does.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -68,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, default=30_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--period", default="2026-03")
+    parser.add_argument(
+        "--cold", action="store_true", help="remove the stored statement before every run"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     cases = []
@@ -112,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             homes[label] = home
         for i in range(args.runs + 1):
             for label, tree, _ in cases:
+                if args.cold:
+                    shutil.rmtree(homes[label] / "statements", ignore_errors=True)
                 wall, cpu = _timed(
                     tree,
                     ["preview", "--period", args.period, "--local", "--home", str(homes[label])],
@@ -140,7 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"CPU ({s['cpu_ratio_to_first']:.2f}x {first}'s CPU)",
             file=sys.stderr,
         )
-    out = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "cases": summary}
+    out = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "cold": args.cold,
+        "cases": summary,
+    }
     text = json.dumps(out, indent=2)
     if args.json:
         args.json.write_text(text + "\n")

@@ -123,22 +123,25 @@ def one_line_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from sqlalchemy.exc import SQLAlchemyError
-
         try:
             return fn(*args, **kwargs)
         except (AgentUserError, typer.Exit, typer.Abort, SystemExit):
             raise
         except ProtocolError as exc:
             raise UnverifiedAnswerError(f"{type(exc).__name__}: {exc}") from None
-        except SQLAlchemyError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise SourceError(f"the practice database cannot be read: {first}") from None
-        except sqlite3.Error as exc:
-            raise AgentUserError(f"local database error: {exc}") from None
-        except OSError as exc:
-            where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
-            raise AgentUserError(f"cannot access{where}: {exc.strerror or exc}") from None
+        except Exception as exc:
+            # SQLAlchemy's errors, without importing SQLAlchemy for the commands that never
+            # load it (a preview with a stored statement): if it is not loaded, none was raised.
+            sa_exc = sys.modules.get("sqlalchemy.exc")
+            if sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError):
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise SourceError(f"the practice database cannot be read: {first}") from None
+            if isinstance(exc, sqlite3.Error):
+                raise AgentUserError(f"local database error: {exc}") from None
+            if isinstance(exc, OSError):
+                where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+                raise AgentUserError(f"cannot access{where}: {exc.strerror or exc}") from None
+            raise
 
     # Typer shows a docstring's line breaks as they are: make it one paragraph for --help.
     wrapper.__doc__ = " ".join((fn.__doc__ or "").split()) or None

@@ -20,13 +20,16 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING
 
 from protocol.catalogue import Catalogue, Indicator
 from protocol.disclosure import RawCell
 
-from .compiler import CodeMatch, plan_for
+if TYPE_CHECKING:  # SQLAlchemy loads where a statement is compiled, not with this package: a
+    # preview with a stored statement (agent/engine/stored.py) runs without it.
+    import sqlalchemy as sa
+
+    from .compiler import CodeMatch
 
 __all__ = ["compile_sql", "compute_cells", "compute_periods", "worklist_patients"]
 
@@ -41,6 +44,8 @@ def compute_cells(
 ) -> list[RawCell]:
     """Counts for every stratum of every indicator (``Catalogue.strata_for``: the total first,
     zeros included), indicators in catalogue order; one SQL statement for all of them."""
+    from .compiler import plan_for
+
     plan = plan_for(engine.dialect, catalogue, indicators, period_end, code_match)
     with engine.connect() as conn:
         rows = conn.execute(plan.counts_query()).all()
@@ -58,6 +63,8 @@ def compute_periods(
     """``compute_cells`` for every period end, from ONE query: the coded rows are read once (up
     to the latest end) and every date bound is a column of a small table of period ends, so a
     12-month backfill is one pass, not twelve. Same cells as ``compute_cells`` for each end."""
+    from .compiler import plan_for
+
     if not period_ends:
         return {}
     ends = sorted(set(period_ends))
@@ -109,6 +116,10 @@ def compile_sql(
     period_end: dt.date,
 ) -> str:
     """The SQL ``compute_cells`` runs for one indicator, with every bound rendered inline."""
+    import sqlalchemy as sa
+
+    from .compiler import plan_for
+
     dialect = (
         engine_or_dialect.dialect if isinstance(engine_or_dialect, sa.Engine) else engine_or_dialect
     )
@@ -125,6 +136,8 @@ def worklist_patients(
 ) -> list[tuple[int, str | None]]:
     """(patient_id, local_ref) of the patients in the indicator's denominator but not its
     numerator, by patient_id. For the practice's own recall work: never sent anywhere."""
+    from .compiler import plan_for
+
     plan = plan_for(engine.dialect, catalogue, [indicator_id], period_end)
     with engine.connect() as conn:
         return [(int(r[0]), r[1]) for r in conn.execute(plan.worklist_query())]

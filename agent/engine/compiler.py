@@ -51,7 +51,7 @@ from protocol.catalogue import (
     Window,
 )
 
-from .dates import born_on_or_before_for_age, months_before
+from .dates import END_PARAM_PREFIX, bound_value
 from .dialects import Flavour, flavour_for
 from .features import (
     CodeSet,
@@ -70,6 +70,14 @@ def _date(value: dt.date) -> ColumnElement[dt.date]:
     return sa.literal(value, sa.Date)
 
 
+def end_param(name: str, period_end: dt.date) -> ColumnElement[dt.date]:
+    """The date bound ``name`` for ``period_end`` as a bound parameter named after it (one
+    parameter however often the statement uses it)."""
+    return sa.bindparam(
+        END_PARAM_PREFIX + name, bound_value(name, period_end), type_=sa.Date, unique=False
+    )
+
+
 @dataclass
 class Context:
     """What rule compilation needs: the period end and the feature columns.
@@ -85,24 +93,27 @@ class Context:
     periods: sa.CTE | None = None
     wanted: dict[str, Callable[[dt.date], dt.date]] = field(default_factory=dict)
 
-    def bound(self, name: str, of_end: Callable[[dt.date], dt.date]) -> ColumnElement[dt.date]:
-        """The date ``of_end(E)`` for the period end ``E`` being evaluated."""
+    def bound(self, name: str) -> ColumnElement[dt.date]:
+        """The date bound ``name`` (``dates.bound_value``) for the period end ``E`` being
+        evaluated: for one period end a bound parameter named ``end__<name>``, so the compiled
+        statement can be run again for another period end with only these values recomputed
+        (agent/engine/stored.py); for several, a column of the ``periods`` table."""
         if self.ends is None:
-            return _date(of_end(self.period_end))
-        self.wanted[name] = of_end
+            return end_param(name, self.period_end)
+        self.wanted[name] = functools.partial(bound_value, name)
         if self.periods is None:  # the first pass only collects the bounds needed
-            return _date(of_end(self.ends[0]))
+            return _date(bound_value(name, self.ends[0]))
         return self.periods.c[name]
 
     def months_back(self, months: int) -> ColumnElement[dt.date]:
-        return self.bound(f"m_{months}", lambda end: months_before(end, months))
+        return self.bound(f"m_{months}")
 
     def born_by(self, years: int) -> ColumnElement[dt.date]:
         """Born on or before this date: aged at least ``years`` at the period end."""
-        return self.bound(f"age_{years}", lambda end: born_on_or_before_for_age(end, years))
+        return self.bound(f"age_{years}")
 
     def end(self) -> ColumnElement[dt.date]:
-        return self.bound("period_end", lambda end: end)
+        return self.bound("period_end")
 
     def last(self, codeset: CodeSet) -> ColumnElement[Any]:
         return self.columns[("last", LastDate(codeset))]
@@ -647,7 +658,7 @@ def _hits_cte(
             # Hash on the code alone and check the system after: one string key is cheaper
             # to probe (measured on DuckDB), and the result is the same.
             .select_from(t.join(codes, t.c.code == codes.c.code))
-            .where(t.c.system == codes.c.system, t.c.date <= _date(period_end))
+            .where(t.c.system == codes.c.system, t.c.date <= end_param("period_end", period_end))
         )
     if not parts:
         # Every code set is empty (e.g. a LatestCode whose family and target share no code):
@@ -676,7 +687,7 @@ def _in_list_selects(
         ).where(
             t.c.system == system,
             t.c.code.in_(codes),
-            t.c.date <= _date(period_end),
+            t.c.date <= end_param("period_end", period_end),
         )
         for (k, system), codes in sorted(by_set.items())
     ]

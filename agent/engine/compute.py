@@ -11,17 +11,15 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from typing import TYPE_CHECKING
 
 from agent.errors import AgentUserError, SourceError
 from agent.home.settings import AgentSettings
-from agent.sources import schema
-from agent.sources.store import open_practice
 from protocol.catalogue import Catalogue
 from protocol.disclosure import RawCell
+
+if TYPE_CHECKING:  # SQLAlchemy loads only where an engine is opened (see compute_raw_cells)
+    from sqlalchemy.engine import Engine
 
 DIALECT_KINDS = {"sqlite": "sqlite", "duckdb": "duckdb", "postgresql": "postgresql"}
 
@@ -45,6 +43,11 @@ def source_kind(settings: AgentSettings, engine: Engine) -> str:
 
 def open_source(settings: AgentSettings) -> Engine:
     """A read-only engine on the practice database; one line naming it if it cannot be read."""
+    import sqlalchemy as sa
+
+    from agent.sources import schema
+    from agent.sources.store import open_practice
+
     target = source_target(settings)
     if settings.source.kind == "omop":
         # An OMOP CDM database is read in place, through temporary views (docs/sources.md).
@@ -77,6 +80,8 @@ def open_source(settings: AgentSettings) -> Engine:
 def _display(target: str) -> str:
     if "://" not in target:
         return target
+    import sqlalchemy as sa
+
     try:
         return sa.make_url(target).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
@@ -87,6 +92,8 @@ def _display(target: str) -> str:
 def _reading(settings: AgentSettings) -> Iterator[Engine]:
     """The practice database, opened for the engine: a read error becomes one SourceError line,
     and the connection is closed whatever happens."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     engine = open_source(settings)
     try:
         yield engine
@@ -105,13 +112,53 @@ def compute_raw_cells(
     period_end: dt.date,
     indicators: Sequence[str] | None = None,
 ) -> tuple[list[RawCell], str]:
-    """The engine's raw cells for the period, and the source kind for the provenance."""
+    """The engine's raw cells for the period, and the source kind for the provenance.
+
+    A DuckDB practice file runs the catalogue's stored statement (agent/engine/stored.py),
+    compiling and storing it first if the agent home has none for this catalogue and code;
+    any other source is compiled and run through SQLAlchemy."""
+    path = _duckdb_file(settings)
+    if path is not None:
+        from agent.engine import stored
+
+        key = stored.statement_key(catalogue, indicators)
+        statement = stored.load(settings.home, key)
+        if statement is None:
+            with _reading(settings) as engine:
+                try:
+                    statement = stored.compile_statement(engine, catalogue, indicators, key)
+                except ValueError:  # not storable (tests show the catalogues are): compile
+                    from agent.engine import compute_cells
+
+                    cells = compute_cells(engine, catalogue, period_end, indicators)
+                    return list(cells), source_kind(settings, engine)
+            stored.save(settings.home, statement)
+        cells = stored.run(path, statement, catalogue, period_end)
+        return cells, settings.source.kind or "duckdb"
     from agent.engine import compute_cells
 
     with _reading(settings) as engine:
         cells = compute_cells(engine, catalogue, period_end, indicators)
         kind = source_kind(settings, engine)
     return list(cells), kind
+
+
+def _duckdb_file(settings: AgentSettings) -> Path | None:
+    """The practice database's path when it is an existing DuckDB file given as a path or a
+    plain ``duckdb:///`` URL (the embedded default), else None."""
+    if settings.source.kind == "omop" or settings.source.url is None:
+        return None
+    from agent.sources.kinds import DUCKDB_PREFIX, sniff
+
+    target = source_target(settings)
+    if "://" in target:
+        if not target.startswith(DUCKDB_PREFIX) or "?" in target or "%" in target:
+            return None
+        target = target[len(DUCKDB_PREFIX) :]
+        if not target:
+            return None
+    path = Path(target)
+    return path if path.is_file() and sniff(path) == "duckdb" else None
 
 
 def compute_raw_cells_for_periods(

@@ -23,3 +23,23 @@ def born_on_or_before_for_age(end: dt.date, years: int) -> dt.date:
     maps to 28 February in a common year, and a 29 February birthday is reached on 1 March).
     """
     return months_before(end, 12 * years)
+
+
+# The compiler's bound parameters for date bounds are named END_PARAM_PREFIX + bound name.
+END_PARAM_PREFIX = "end__"
+
+
+def bound_value(name: str, end: dt.date) -> dt.date:
+    """The date bound called ``name`` for the period end ``end``: ``period_end`` itself,
+    ``m_N`` (N months before it, :func:`months_before`) or ``age_N`` (the latest birth date of
+    someone aged N, :func:`born_on_or_before_for_age`). The compiler names every bound this way,
+    so a compiled statement can be run for another period end (agent/engine/stored.py)."""
+    if name == "period_end":
+        return end
+    kind, _, number = name.partition("_")
+    if number.isdigit():
+        if kind == "m":
+            return months_before(end, int(number))
+        if kind == "age":
+            return born_on_or_before_for_age(end, int(number))
+    raise ValueError(f"unknown date bound {name!r}")

@@ -23,22 +23,7 @@ import sqlalchemy as sa
 
 from agent.errors import SourceError
 from agent.sources import schema
-
-SQLITE_SUFFIXES = {".sqlite", ".sqlite3", ".db"}
-DUCKDB_SUFFIXES = {".duckdb", ".ddb"}
-
-
-def _sniff(path: Path) -> str | None:
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(16)
-    except OSError:
-        return None
-    if head.startswith(b"SQLite format 3\x00"):
-        return "sqlite"
-    if head[8:12] == b"DUCK":
-        return "duckdb"
-    return None
+from agent.sources.kinds import DUCKDB_SUFFIXES, SQLITE_SUFFIXES, sniff
 
 
 def practice_url(target: str | os.PathLike[str]) -> sa.URL:
@@ -58,7 +43,7 @@ def practice_url(target: str | os.PathLike[str]) -> sa.URL:
             )
         return url
     path = Path(text)
-    kind = _sniff(path) if path.is_file() else None
+    kind = sniff(path) if path.is_file() else None
     if kind is None:
         suffix = path.suffix.lower()
         if suffix in DUCKDB_SUFFIXES:

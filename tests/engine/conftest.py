@@ -1,4 +1,6 @@
-"""One fixture, every engine: the reference evaluator, SQLite, DuckDB and PostgreSQL.
+"""One fixture, every engine: the reference evaluator, SQLite, DuckDB and PostgreSQL; and
+DuckDB through a stored statement (agent/engine/stored.py: compiled once for no particular
+period end, then run on a plain ``duckdb`` connection with the period's date bounds).
 
 ``compute(practice, catalogue, period_end, indicators=None)`` loads the inline practice into a
 fresh database of the engine under test (PostgreSQL: a fresh schema in the session's test
@@ -11,16 +13,17 @@ import datetime as dt
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from engine_spec_helpers import load
 
-from agent.engine import compute_cells, reference, worklist_patients
+from agent.engine import compute_cells, reference, stored, worklist_patients
 from agent.engine.reference import Practice
 from protocol.catalogue import Catalogue
 
-ENGINES = ["reference", "sqlite", "duckdb", "postgresql"]
+ENGINES = ["reference", "sqlite", "duckdb", "duckdb-stored", "postgresql"]
 
 
 @dataclass
@@ -29,6 +32,7 @@ class Runner:
 
     name: str
     make_engine: Callable[[], sa.Engine] | None
+    stored: bool = False
 
     def _engine(self, practice: Practice) -> sa.Engine:
         assert self.make_engine is not None
@@ -45,7 +49,12 @@ class Runner:
     ):
         if self.make_engine is None:
             return reference.evaluate(practice, catalogue, period_end, indicators)
-        return compute_cells(self._engine(practice), catalogue, period_end, indicators)
+        engine = self._engine(practice)
+        if self.stored:
+            statement = stored.compile_statement(engine, catalogue, indicators, key="test")
+            engine.dispose()  # the statement runs on a connection of its own
+            return stored.run(Path(str(engine.url.database)), statement, catalogue, period_end)
+        return compute_cells(engine, catalogue, period_end, indicators)
 
     def worklist(self, practice: Practice, catalogue: Catalogue, ind: str, period_end: dt.date):
         if self.make_engine is None:
@@ -99,6 +108,8 @@ def runner(engine_name: str, request: pytest.FixtureRequest, tmp_path) -> Iterat
         yield Runner(engine_name, embedded(f"sqlite:///{tmp_path}/p{{n}}.sqlite"))
     elif engine_name == "duckdb":
         yield Runner(engine_name, embedded(f"duckdb:///{tmp_path}/p{{n}}.duckdb"))
+    elif engine_name == "duckdb-stored":
+        yield Runner(engine_name, embedded(f"duckdb:///{tmp_path}/p{{n}}.duckdb"), stored=True)
     else:
         yield Runner(engine_name, request.getfixturevalue("pg_schema_engine"))
     for engine in engines:
