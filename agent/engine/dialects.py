@@ -136,9 +136,12 @@ class DuckDBFlavour(_SplitFlavour):
     carries_forward = True  # needs arg_max
 
     def stage_value_columns(self, hits: sa.CTE) -> list[ColumnElement[Any]]:
-        # Rows without a value get a NULL key, which arg_max skips.
-        key = sa.case((hits.c.value.is_not(None), sa.tuple_(hits.c.date, -hits.c.value)))
-        return [sa.func.arg_max(hits.c.value, key, type_=sa.Float).label("v")]
+        # Only valued rows count. A FILTER clause costs less than a key that is NULL where
+        # there is no value (which arg_max skips): 5% of the whole catalogue's query on the
+        # 30,000-patient practice (docs/benchmarks.md).
+        key = sa.tuple_(hits.c.date, -hits.c.value)
+        arg = sa.func.arg_max(hits.c.value, key, type_=sa.Float)
+        return [arg.filter(hits.c.value.is_not(None)).label("v")]
 
     def lowest_value_on_latest_date(
         self, hits: sa.CTE, per_set: sa.CTE, per_period: bool = False
