@@ -1,5 +1,5 @@
 """``python -m agent``: the same as ``fedqi-agent``."""
 
-from agent.cli import main
+from agent.entry import main
 
 raise SystemExit(main())

@@ -39,6 +39,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+# What the ``fedqi-agent`` console script runs (agent.entry); a tree from before it existed runs
+# agent.cli's main, as its console script did.
+_ENTRY = (
+    "import importlib.util\n"
+    "if importlib.util.find_spec('agent.entry'):\n"
+    "    from agent.entry import main\n"
+    "else:\n"
+    "    from agent.cli import main\n"
+    "raise SystemExit(main())\n"
+)
+
+
 def _agent(tree: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     # Python writes the tree's bytecode (__pycache__) on the first run, as it does on a
     # practice's machine; a PYTHONDONTWRITEBYTECODE in this environment would make every run
@@ -46,7 +58,7 @@ def _agent(tree: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPATH"] = str(tree)
     return subprocess.run(
-        [sys.executable, "-c", "from agent.cli import main; raise SystemExit(main())", *args],
+        [sys.executable, "-c", _ENTRY, *args],
         env=env,
         capture_output=True,
         check=False,

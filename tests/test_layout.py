@@ -85,7 +85,7 @@ AGENT_LAYERS = [
     {"agent.sources"},
     {"agent.engine"},
     {"agent.outbound"},
-    {"agent.commands", "agent.cli", "agent.__main__"},
+    {"agent.commands", "agent.cli", "agent.entry", "agent.__main__"},
 ]
 
 

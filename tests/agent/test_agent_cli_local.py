@@ -374,3 +374,29 @@ def test_preview_loads_neither_the_sending_path_nor_an_unused_guard(
         }
         assert (modules & solvers == solvers) if guard == "on" else not modules & solvers
         assert not {m for m in modules if m == "scipy" or m.startswith("scipy.")}
+
+
+def test_the_console_script_loads_with_the_collector_paused_then_turns_it_on() -> None:
+    """``fedqi-agent`` (agent.entry) freezes what start-up made and leaves the cyclic collector
+    on for the command itself; an error still exits with its code."""
+    import subprocess
+    import sys
+
+    script = (
+        "import gc, sys\n"
+        "from agent.entry import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print('GC', gc.isenabled(), gc.get_freeze_count() > 1000, code)\n"
+    )
+    ok = subprocess.run(
+        [sys.executable, "-c", script, "version"], capture_output=True, text=True, check=True
+    )
+    assert ok.stdout.startswith("fedqi-agent ")
+    assert ok.stdout.splitlines()[-1] == "GC True True 0"
+    bad = subprocess.run(
+        [sys.executable, "-m", "agent", "preview", "--period", "2026-13"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2 and "2026-13" in bad.stderr, bad.stderr
