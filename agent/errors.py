@@ -81,6 +81,29 @@ class ConfigError(AgentUserError):
 class SourceError(AgentUserError):
     exit_code = ExitCode.SOURCE
 
+    # The practice database's three failures, worded once for every path that opens it
+    # (SQLAlchemy's in agent.engine.compute, the stored statement's in agent.engine.stored).
+    @classmethod
+    def cannot_open(cls, where: str, exc: BaseException) -> SourceError:
+        return cls(f"source.url: cannot read the practice database {where} ({first_line(exc)})")
+
+    @classmethod
+    def missing_tables(cls, where: str, missing: list[str]) -> SourceError:
+        return cls(
+            f"source.url: the practice database {where} has no table {', '.join(missing)} "
+            "(not a fedqi practice database; see docs/data-model.md)"
+        )
+
+    @classmethod
+    def cannot_read(cls, exc: BaseException) -> SourceError:
+        return cls(f"the practice database cannot be read: {first_line(exc)}")
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line (drivers' messages run to many), or its type if it has none."""
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
+
 
 class TransportError(AgentUserError):
     exit_code = ExitCode.UNREACHABLE

@@ -134,8 +134,7 @@ def one_line_errors(fn: F) -> F:
             # load it (a preview with a stored statement): if it is not loaded, none was raised.
             sa_exc = sys.modules.get("sqlalchemy.exc")
             if sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError):
-                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise SourceError(f"the practice database cannot be read: {first}") from None
+                raise SourceError.cannot_read(exc) from None
             if isinstance(exc, sqlite3.Error):
                 raise AgentUserError(f"local database error: {exc}") from None
             if isinstance(exc, OSError):

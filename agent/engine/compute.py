@@ -64,16 +64,10 @@ def open_source(settings: AgentSettings) -> Engine:
             missing = [t for t in schema.TABLES if not inspector.has_table(t)]
     except Exception as exc:  # drivers raise their own errors for a file that is not a database
         engine.dispose()
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SourceError(
-            f"source.url: cannot read the practice database {where} ({first})"
-        ) from None
+        raise SourceError.cannot_open(where, exc) from None
     if missing:
         engine.dispose()
-        raise SourceError(
-            f"source.url: the practice database {where} has no table {', '.join(missing)} "
-            "(not a fedqi practice database; see docs/data-model.md)"
-        )
+        raise SourceError.missing_tables(where, missing)
     return engine
 
 
@@ -100,8 +94,7 @@ def _reading(settings: AgentSettings) -> Iterator[Engine]:
     except AgentUserError:
         raise
     except SQLAlchemyError as exc:
-        first = str(exc).splitlines()[0]
-        raise SourceError(f"the practice database cannot be read: {first}") from None
+        raise SourceError.cannot_read(exc) from None
     finally:
         engine.dispose()
 

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 STATEMENTS_DIR = "statements"
 FORMAT = 1
 KEEP = 8  # statements kept per agent home (a catalogue update or an upgrade makes a new one)
+# The period end a statement is compiled for: any will do, its date bounds are parameters.
+_ANY_END = dt.date(2000, 1, 31)
 # What a stored constant may be: the codes string, numbers and labels of the catalogue.
 _CONSTANT_TYPES = (str, int, float, bool)
 
@@ -192,8 +194,7 @@ def compile_statement(
 
     from .compiler import plan_for
 
-    # Any period end will do: the statement's date bounds are parameters, not this date.
-    plan = plan_for(engine.dialect, catalogue, indicators, dt.date(2000, 1, 31), code_match)
+    plan = plan_for(engine.dialect, catalogue, indicators, _ANY_END, code_match)
     # render_postcompile: an IN list's values become positional parameters of their own.
     compiled = plan.counts_query().compile(
         dialect=engine.dialect, compile_kwargs={"render_postcompile": True}
@@ -204,7 +205,7 @@ def compile_statement(
     constants: dict[str, Any] = {}
     for name, value in compiled.params.items():
         if name.startswith(END_PARAM_PREFIX):
-            bound_value(name[len(END_PARAM_PREFIX) :], dt.date(2000, 1, 31))  # a known bound
+            bound_value(name[len(END_PARAM_PREFIX) :], _ANY_END)  # a known bound
             continue
         if name in processors:
             value = processors[name](value)
@@ -226,7 +227,7 @@ def run(
 ) -> list[RawCell]:
     """Run ``statement`` for ``period_end`` on the DuckDB file ``path`` (read-only): the same
     cells as ``compute_cells``. A file that cannot be read, or lacks a canonical table, is one
-    SourceError line, as ``compute.open_source`` words it."""
+    SourceError line, worded as for every other way of opening it."""
     import duckdb
 
     from . import _cells
@@ -235,10 +236,7 @@ def run(
     try:
         con = duckdb.connect(where, read_only=True)
     except duckdb.Error as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SourceError(
-            f"source.url: cannot read the practice database {where} ({first})"
-        ) from None
+        raise SourceError.cannot_open(where, exc) from None
     try:
         present = {
             str(r[0])
@@ -249,15 +247,11 @@ def run(
         }
         missing = [t for t in statement.tables if t not in present]
         if missing:
-            raise SourceError(
-                f"source.url: the practice database {where} has no table {', '.join(missing)} "
-                "(not a fedqi practice database; see docs/data-model.md)"
-            )
+            raise SourceError.missing_tables(where, missing)
         try:
             rows = con.execute(statement.sql, statement.params(period_end)).fetchall()
         except duckdb.Error as exc:
-            first = str(exc).splitlines()[0]
-            raise SourceError(f"the practice database cannot be read: {first}") from None
+            raise SourceError.cannot_read(exc) from None
     finally:
         con.close()
     indicators = [catalogue.indicator(i) for i in statement.indicators]

@@ -38,7 +38,7 @@ import sqlalchemy as sa
 from sqlalchemy import Engine, event
 from sqlalchemy.sql.elements import ColumnElement
 
-from agent.errors import SourceError
+from agent.errors import SourceError, first_line
 
 from .common import HBA1C_CODES, SYSTEMS
 
@@ -303,8 +303,9 @@ def open_omop(
                 present |= set(inspector.get_view_names(schema=schema))
     except sa.exc.SQLAlchemyError as exc:
         engine.dispose()
-        first = str(exc).splitlines()[0]
-        raise SourceError(f"omop source {url!r}: cannot read the database ({first})") from None
+        raise SourceError(
+            f"omop source {url!r}: cannot read the database ({first_line(exc)})"
+        ) from None
     needed = list(REQUIRED_TABLES) + (["concept"] if codes in ("standard", "source") else [])
     missing = [t for t in needed if t not in present]
     if missing:

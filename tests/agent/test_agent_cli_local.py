@@ -335,31 +335,17 @@ def test_preview_loads_neither_the_sending_path_nor_an_unused_guard(
     even then (the guard's sparse matrices are its own, agent/outbound/sparse.py, and SciPy's
     integer program loads only for a release whose linear relaxation does not settle it, which
     this practice's does)."""
-    import os
-    import subprocess
-    import sys
+    from tests.agent_process import agent_modules
 
-    script = (
-        "import sys\n"
-        "from agent.cli import main\n"
-        "code = main(sys.argv[1:])\n"
-        "print('MODULES', ' '.join(sorted(sys.modules)), file=sys.stderr)\n"
-        "raise SystemExit(code)\n"
-    )
     home = str(agent_home)
 
     def loaded(guard: str) -> set[str]:
-        r = subprocess.run(
-            [sys.executable, "-c", script, "preview", "--home", home, "--period", "2026-03",
-             "--json"],
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**os.environ, "FEDQI_AGENT_GUARD": guard},
+        out, modules = agent_modules(
+            "preview", "--home", home, "--period", "2026-03", "--json",
+            env={"FEDQI_AGENT_GUARD": guard},
         )  # fmt: skip
-        assert r.returncode == 0, r.stderr
-        assert Submission.from_bytes(r.stdout.strip().encode()).period.label == "2026-03"
-        return set(r.stderr.split("MODULES ", 1)[1].split())
+        assert Submission.from_bytes(out.strip().encode()).period.label == "2026-03"
+        return modules
 
     solvers = {"numpy", "highspy", "agent.outbound.guard", "agent.outbound.sparse"}
     for guard in ("on", "off"):

@@ -9,8 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -24,6 +22,7 @@ from agent.library import load_default_catalogue
 from agent.sources.store import open_practice
 from agent.sources.synth import generate_practice
 from protocol.catalogue import Catalogue
+from tests.agent_process import agent_modules
 
 REPO = Path(__file__).resolve().parents[2]
 # Month ends of every shape: 31, 30, 28 and a leap day (date bounds clip to the month's end).
@@ -203,22 +202,9 @@ def test_a_preview_that_finds_its_statement_loads_no_sqlalchemy(
     """The point of storing it (docs/benchmarks.md): the first preview compiles and stores the
     statement with SQLAlchemy and duckdb_engine; the next loads neither, and prints the same."""
     home = tmp_path / "home"
-    script = (
-        "import sys\n"
-        "from agent.cli import main\n"
-        "code = main(sys.argv[1:])\n"
-        "print('MODULES', ' '.join(sorted(sys.modules)), file=sys.stderr)\n"
-        "raise SystemExit(code)\n"
-    )
 
     def agent(*args: str) -> tuple[str, set[str]]:
-        r = subprocess.run(
-            [sys.executable, "-c", script, *args],
-            capture_output=True, text=True, check=False, cwd=REPO,
-            env={**os.environ, "FEDQI_AGENT_GUARD": "off"},
-        )  # fmt: skip
-        assert r.returncode == 0, r.stderr
-        return r.stdout, set(r.stderr.split("MODULES ", 1)[1].split())
+        return agent_modules(*args, env={"FEDQI_AGENT_GUARD": "off"})
 
     agent("init", "--home", str(home), "--practice", "A12345", "--aud", "test-net",
           "--aggregator-url", "http://127.0.0.1:9", "--source-url", str(practice))  # fmt: skip
