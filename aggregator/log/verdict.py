@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Sequence
+from functools import lru_cache
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -55,6 +56,14 @@ def _fields(fields: Sequence[object]) -> bytes:
     return "|".join(parts).encode()
 
 
+@lru_cache(maxsize=8_192)
+def _prefix(binding: Binding) -> bytes:
+    # A refresh checks one row per submission in each of a period's groups, one group after
+    # another: kept for a national month of submissions, each binding is encoded once, not
+    # once per indicator.
+    return _fields(binding) + b"||"
+
+
 class Sealer:
     """Seals rows of one submission: ``binding`` is (submission id, practice, key id, envelope
     SHA-256, period start, period end) as ISO dates, encoded once for all its rows."""
@@ -63,7 +72,7 @@ class Sealer:
 
     def __init__(self, key: bytes, binding: Binding) -> None:
         self._key = key
-        self._prefix = _fields(binding) + b"||"
+        self._prefix = _prefix(binding)
 
     def seal(self, row: Sequence[object]) -> bytes:
         """The verdict of one ``cells`` row: its indicator, counts, statuses and strata
