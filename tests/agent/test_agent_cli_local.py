@@ -6,6 +6,7 @@ import ast
 import csv
 import datetime as dt
 import json
+import os
 import re
 import stat
 from pathlib import Path
@@ -390,3 +391,38 @@ def test_the_console_script_loads_with_the_collector_paused_then_turns_it_on() -
         check=False,
     )
     assert bad.returncode == 2 and "2026-13" in bad.stderr, bad.stderr
+
+
+@pytest.mark.skipif(
+    not os.path.isdir("/proc/self/task") or (os.cpu_count() or 1) < 2,
+    reason="counts the process's threads in /proc, on a machine with more than one core",
+)
+def test_the_console_script_holds_openblas_to_one_thread_unless_told_otherwise() -> None:
+    """NumPy's OpenBLAS starts a thread per core when it loads (about 0.07 s of CPU in every
+    command, docs/benchmarks.md); ``fedqi-agent`` holds it to one unless the environment sets
+    OPENBLAS_NUM_THREADS, which it leaves as it is."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys\n"
+        "from agent.entry import main\n"
+        "code = main(['version'])\n"
+        "assert 'numpy' not in sys.modules\n"
+        "before = len(os.listdir('/proc/self/task'))\n"
+        "import numpy\n"
+        "print('BLAS', os.environ['OPENBLAS_NUM_THREADS'], len(os.listdir('/proc/self/task')) - before, code)\n"
+    )  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    held = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
+    )
+    assert held.stdout.splitlines()[-1] == "BLAS 1 0 0", held.stdout
+    told = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**env, "OPENBLAS_NUM_THREADS": "2"},
+    )
+    assert told.stdout.splitlines()[-1] == "BLAS 2 1 0", told.stdout
