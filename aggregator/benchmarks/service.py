@@ -19,10 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
-    Boolean,
     Date,
-    Float,
-    Integer,
     String,
     and_,
     bindparam,
@@ -36,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from ..db.bulk import update_rows
+from ..db.bulk import insert_rows, update_rows
 from ..db.models import TZ, Cell, Envelope, PracticeKey, Submission, table_of
 from ..db.models import Catalogue as CatalogueRow
 from ..log import checks, verdict
@@ -65,40 +62,6 @@ PRACTICE_COLUMNS = (
     "approximate", "z", "band", "limit_low_95", "limit_high_95", "limit_low_998",
     "limit_high_998", "note", "item_json", "peer_json",
 )  # fmt: skip
-
-
-@lru_cache(maxsize=1)
-def _copy_types() -> tuple[str, ...]:
-    """PostgreSQL's type for each of :data:`PRACTICE_COLUMNS`, from the model: given to COPY,
-    psycopg dumps each column with one dumper instead of looking one up for every value
-    (about a third of the rows' writing time, measured)."""
-    table = table_of(BenchPractice)
-    names = {Boolean: "bool", Date: "date", Float: "float8", Integer: "int4"}
-    return tuple(
-        next((n for t, n in names.items() if isinstance(table.c[c].type, t)), "text")
-        for c in PRACTICE_COLUMNS
-    )
-
-
-def _write_practice_rows(session: Session, rows: list[tuple[object, ...]]) -> None:
-    """Insert a group's practice rows (tuples in :data:`PRACTICE_COLUMNS` order): COPY on
-    PostgreSQL (thousands of rows per group at national scale), an executemany elsewhere."""
-    if not rows:
-        return
-    if session.get_bind().dialect.name == "postgresql":
-        raw = session.connection().connection.driver_connection
-        assert raw is not None  # a live psycopg connection
-        with (
-            raw.cursor() as cur,
-            cur.copy(f"COPY bench_practice ({', '.join(PRACTICE_COLUMNS)}) FROM STDIN") as cp,
-        ):
-            cp.set_types(_copy_types())
-            for r in rows:
-                cp.write_row(r)
-        return
-    session.execute(
-        insert(table_of(BenchPractice)), [dict(zip(PRACTICE_COLUMNS, r, strict=True)) for r in rows]
-    )
 
 
 def _now() -> dt.datetime:
@@ -489,7 +452,7 @@ def refresh_group(session: Session, g: Group) -> stats.Funnel:
              render.as_json(render.identified_fields(flat)),
              render.as_json(render.peer_fields(flat)))
         )  # fmt: skip
-    _write_practice_rows(session, rows)
+    insert_rows(session, table_of(BenchPractice), PRACTICE_COLUMNS, rows)
     session.execute(
         delete(BenchSummary).where(
             BenchSummary.indicator == g.indicator,
