@@ -3,7 +3,9 @@
 Sources, highest priority first: values passed to :func:`get_settings` (the CLI's options),
 environment variables ``FEDQI_AGGREGATOR_<FIELD>``, secret files in ``secrets_dir`` (one file per
 field, named like the environment variable), then a TOML file (``--config`` or
-``FEDQI_AGGREGATOR_CONFIG``). Unknown keys are errors, so a typo fails loudly.
+``FEDQI_AGGREGATOR_CONFIG``). Unknown keys in the TOML file and ``FEDQI_AGGREGATOR_*`` variables
+that name no setting are errors, so a typo fails loudly; secret files that name no setting are
+not read (a secrets directory may hold other services' secrets).
 
 The environment is the one :func:`get_settings` is handed (``environ``; the process's own by
 default): the command line passes its caller's down, and nothing changes ``os.environ`` to pass
@@ -185,6 +187,31 @@ class _EnvironSource(PydanticBaseSettingsSource):
         return dict(self._values)
 
 
+#: Variables with the prefix that name no setting but where the settings come from.
+_META_VARIABLES = frozenset({"CONFIG", "SECRETS_DIR"})
+
+
+def _refuse_unknown_variables(env: Mapping[str, str]) -> None:
+    """A ``FEDQI_AGGREGATOR_*`` variable that names no setting is an error, as an unknown key in
+    the TOML file is: a misspelt ``FEDQI_AGGREGATOR_PROT`` would otherwise be ignored and the
+    default used. (Secret files are different: a secrets directory such as ``/run/secrets`` may
+    hold other services' secrets, so files that name no setting there are not read.)"""
+    fields = {name for name in Settings.model_fields if name != "config_file"}
+    unknown = sorted(
+        key
+        for key in env
+        if key.upper().startswith(PREFIX)
+        and key[len(PREFIX) :].upper() not in _META_VARIABLES
+        and key[len(PREFIX) :].lower() not in fields
+    )
+    if unknown:
+        known = ", ".join(PREFIX + name.upper() for name in sorted(fields))
+        raise ConfigError(
+            f"unknown setting {unknown[0]} in the environment (known: {known}, and "
+            f"{PREFIX}CONFIG, {PREFIX}SECRETS_DIR)"
+        )
+
+
 def get_settings(
     config_file: Path | str | None = None,
     *,
@@ -205,6 +232,7 @@ def get_settings(
         secrets_dir = env["FEDQI_AGGREGATOR_SECRETS_DIR"]
     if secrets_dir is not None and not Path(secrets_dir).is_dir():
         raise ConfigError(f"secrets directory {secrets_dir} does not exist")
+    _refuse_unknown_variables(env)
     values = {k: v for k, v in overrides.items() if v is not None}
     token = _CALL.set((path, dict(env)))
     try:

@@ -34,6 +34,16 @@ def test_a_bad_value_in_the_environment_is_named() -> None:
         get_settings(environ={"FEDQI_AGGREGATOR_PORT": "not-a-port"})
 
 
+def test_an_unknown_variable_in_the_environment_is_an_error() -> None:
+    """As an unknown key in the TOML file is: a misspelt name must not fall back to a default."""
+    with pytest.raises(
+        ConfigError, match="unknown setting FEDQI_AGGREGATOR_PROT in the environment"
+    ):
+        get_settings(environ={"FEDQI_AGGREGATOR_PROT": "9000"})
+    # the variables that say where settings come from are not settings, and are accepted
+    assert get_settings(environ={"FEDQI_AGGREGATOR_SECRETS_DIR": ""}).port == 8400
+
+
 def test_threads_read_their_own_environment_at_once(tmp_path: Path) -> None:
     ports: dict[int, int] = {}
     barrier = threading.Barrier(8)
