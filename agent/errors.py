@@ -18,7 +18,8 @@ The tree (a name in brackets lives where it is raised)::
                                     tampered with or split (exit 8)
 
 Every exit code comes from :class:`ExitCode`, the one table; ``fedqi-agent --help`` prints it
-(:func:`exit_code_help`) and docs/configuration.md shows it (a test keeps the three equal).
+(:func:`exit_code_help`) and docs/configuration.md shows it (a test checks that the three
+list the same codes).
 """
 
 from __future__ import annotations

@@ -445,8 +445,8 @@ def user_add(
 
 @user_app.command("list")
 def user_list(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """List users: id, name, role, practice or group, created, and whether revoked (tokens are
-    stored hashed and never shown)."""
+    """List users: id, name, role, practice or group, created, expiry, and whether each is
+    active, expired or revoked (tokens are stored hashed and never shown)."""
     from .users.service import list_users
 
     settings = _settings(db, config=config)
@@ -690,8 +690,13 @@ def log_verify(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fa
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option("--host")] = None,
-    port: Annotated[int | None, typer.Option("--port")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="address to listen on (setting host; default 127.0.0.1)"),
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="port to listen on (setting port; default 8400)")
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(

@@ -2,7 +2,7 @@
 before anything imports them.
 
 ``pip install fedqi`` is the practice's install (the agent and the protocol); the aggregator's
-server and statistics stack comes with ``pip install 'fedqi[aggregator]'``. Without it this entry
+server stack (FastAPI, uvicorn, Alembic, Jinja2, orjson) comes with ``pip install 'fedqi[aggregator]'``. Without it this entry
 point prints one line saying so and exits 3, instead of an ImportError's traceback. The list of
 what each extra needs is read from the installed package's metadata (pyproject.toml is the one
 place it is written).

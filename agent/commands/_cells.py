@@ -27,8 +27,8 @@ StratumFilter = Annotated[
     list[str] | None,
     typer.Option(
         "--stratum",
-        help="only cells of this stratum (repeatable): total, an age band (65-74), a sex (F, M, "
-        "U) or BAND/SEX (65-74/F)",
+        help="only cells of this stratum (repeatable): total, an age band of the catalogue "
+        "(60-79), a sex (F, M, U) or BAND/SEX (60-79/F)",
         show_default=False,
     ),
 ]

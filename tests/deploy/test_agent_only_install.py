@@ -1,5 +1,5 @@
 """A practice's install: ``pip install fedqi`` without extras runs the agent, and brings none of
-the aggregator's server and statistics stack.
+the aggregator's server stack.
 
 A fresh venv (no system site-packages) gets the package built from this source tree, with its
 dependencies chosen by pip's resolver from the machine's index (the pip cache makes a second run
