@@ -16,6 +16,22 @@ def rounded(x: float | None, nd: int = 6) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), nd)
 
 
+#: Decimal places of a practice-rate statistic in a practice's own view (render.py's
+#: COARSE_RATE_DIGITS: whole percentage points, as it shows a peer's rate).
+COARSE_DIGITS = 2
+
+
+def among_practices(x: float | None, coarse: bool) -> float | None:
+    """A statistic of the practices' rates (the median, quartiles, deciles and the achievable
+    benchmark) as a viewer sees it. Each is one practice's rate, or two practices' rates
+    interpolated (the achievable benchmark of one practice is that practice's rate), and at six
+    decimals a rate's smallest fraction is often the practice's exact numerator and
+    denominator. So a practice's own view (``coarse``), which shows peers' rates to whole
+    percentage points, shows these to whole points too; the network's own view keeps six
+    decimals."""
+    return rounded(x, COARSE_DIGITS if coarse else 6)
+
+
 class Limits(TypedDict):
     low_95: float | None
     high_95: float | None
@@ -101,7 +117,11 @@ class Summary(TypedDict):
     note: str | None
 
 
-def summary_dict(s: stats.Summary, version: int | None = None, versions: str = "") -> Summary:
+def summary_dict(
+    s: stats.Summary, version: int | None = None, versions: str = "", *, coarse: bool = False
+) -> Summary:
+    """The summary as the views publish it; ``coarse``: as a practice's own view shows it
+    (:func:`among_practices`)."""
     d = s.dispersion
     return {
         "practices": s.practices,
@@ -115,9 +135,11 @@ def summary_dict(s: stats.Summary, version: int | None = None, versions: str = "
         "pooled_ci95": (
             [rounded(s.pooled_ci95[0]), rounded(s.pooled_ci95[1])] if s.pooled_ci95 else None
         ),
-        "median": rounded(s.median),
-        "iqr": [rounded(s.q1), rounded(s.q3)] if s.q1 is not None else None,
-        "deciles": [rounded(v) for v in s.deciles] if s.deciles else None,
+        "median": among_practices(s.median, coarse),
+        "iqr": [among_practices(s.q1, coarse), among_practices(s.q3, coarse)]
+        if s.q1 is not None
+        else None,
+        "deciles": [among_practices(v, coarse) for v in s.deciles] if s.deciles else None,
         "dispersion": {
             "phi": rounded(d.phi),
             "statistic": rounded(d.statistic),
@@ -126,7 +148,7 @@ def summary_dict(s: stats.Summary, version: int | None = None, versions: str = "
             "tau2": rounded(d.tau2, 8),
         },
         "method": s.method,
-        "abc": rounded(s.abc),
+        "abc": among_practices(s.abc, coarse),
         "abc_practices": s.abc_practices,
         "indicator_version": version,
         "versions": [int(v) for v in versions.split(",") if v],

@@ -111,13 +111,15 @@ def limit_curve(summary: stats.Summary, max_n: int) -> list[CurvePoint]:
     return out
 
 
-def _funnel(session: Session, fd: FunnelData, max_n: int, practices: list[Entry]) -> FunnelView:
+def _funnel(
+    session: Session, fd: FunnelData, max_n: int, practices: list[Entry], coarse: bool
+) -> FunnelView:
     return {
         "indicator": fd.indicator,
         "title": title_of(session, fd.indicator),
         "period": period_of(fd.start, fd.end),
         "peer_group": fd.group.as_dict(),
-        "summary": summary_dict(fd.summary, fd.version, fd.versions),
+        "summary": summary_dict(fd.summary, fd.version, fd.versions, coarse=coarse),
         "limits_curve": limit_curve(fd.summary, max_n),
         "practices": practices,
     }
@@ -145,7 +147,7 @@ def funnel_view(session: Session, viewer: Viewer, indicator: str, period: str | 
         max_n = max((n for n in shown if n), default=0)
     else:
         max_n = max((f[3] for f in flats if f[6] is not None and f[3]), default=0)
-    return _funnel(session, fd, max_n, practices)
+    return _funnel(session, fd, max_n, practices, viewer.coarse)
 
 
 def empty_funnel_view(session: Session, viewer: Viewer, indicator: str, period: str | None = None,
@@ -163,14 +165,14 @@ def empty_funnel_view(session: Session, viewer: Viewer, indicator: str, period: 
     version = known["version"]
     fd = FunnelData(indicator, start, end, resolve_group(viewer, peer, group), summary, [],
                     version, str(version or ""))  # fmt: skip
-    view = _funnel(session, fd, 0, [])
+    view = _funnel(session, fd, 0, [], viewer.coarse)
     view["no_data"] = NO_DATA.format(indicator=indicator, period=view["period"]["label"])
     return view
 
 
-def _spliced(session: Session, fd: FunnelData, max_n: int, bodies: list[str]) -> str:
+def _spliced(session: Session, fd: FunnelData, max_n: int, bodies: list[str], coarse: bool) -> str:
     """The funnel's JSON with the practices' entries (JSON texts, in order) spliced in."""
-    head = json.dumps(_funnel(session, fd, max_n, []), separators=(",", ":"))
+    head = json.dumps(_funnel(session, fd, max_n, [], coarse), separators=(",", ":"))
     assert head.endswith('"practices":[]}')
     return head[:-3] + "[" + ",".join(bodies) + "]}"
 
@@ -222,7 +224,7 @@ def funnel_json(session: Session, viewer: Viewer, indicator: str, period: str | 
     peers.sort()
     fd = FunnelData(indicator, start, end, pg, summary_from_row(summ), [],
                     summ.indicator_version, summ.versions)  # fmt: skip
-    return _spliced(session, fd, max_n, [x for _, x in ident + peers])
+    return _spliced(session, fd, max_n, [x for _, x in ident + peers], viewer.coarse)
 
 
 def _coarse_funnel_json(
@@ -276,4 +278,4 @@ def _coarse_funnel_json(
     peers.sort()
     fd = FunnelData(summ.indicator, start, end, pg, summary_from_row(summ), [],
                     summ.indicator_version, summ.versions)  # fmt: skip
-    return _spliced(session, fd, max_n, [x for _, x in ident + peers])
+    return _spliced(session, fd, max_n, [x for _, x in ident + peers], viewer.coarse)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from . import areas, service
 from .entries import entry
-from .figures import rounded
+from .figures import among_practices, rounded
 from .funnel import funnel_data
 from .listing import Period, indicator_titles, period_of, resolve
 from .peers import PeerGroupRef, resolve_group
@@ -71,7 +71,7 @@ def overview_view(session: Session, viewer: Viewer, period: str | None = None, p
                 "area": areas.area_of(ind),
                 "register": areas.is_register(ind),
                 "pooled": rounded(fd.summary.pooled),
-                "abc": rounded(fd.summary.abc),
+                "abc": among_practices(fd.summary.abc, viewer.coarse),
                 "method": fd.summary.method,
             }
         )

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from . import areas, gain, service, stats
-from .figures import change_dict, rounded
+from .figures import among_practices, change_dict
 from .listing import period_of
 from .practice import practice_view
 from .viewer import Viewer
@@ -56,14 +56,17 @@ def practice_pack(
     for item in view["indicators"]:
         ind = item["indicator"]
         s = summ.get((ind, end))
+        coarse = viewer.coarse
         deciles = (
-            [rounded(v) for v in json.loads(s.deciles)] if s is not None and s.deciles else None
+            [among_practices(v, coarse) for v in json.loads(s.deciles)]
+            if s is not None and s.deciles
+            else None
         )
         spine = {
             "pooled": item.get("pooled"),
-            "median": rounded(s.median) if s else None,
-            "q1": rounded(s.q1) if s else None,
-            "q3": rounded(s.q3) if s else None,
+            "median": among_practices(s.median, coarse) if s else None,
+            "q1": among_practices(s.q1, coarse) if s else None,
+            "q3": among_practices(s.q3, coarse) if s else None,
             "p10": deciles[0] if deciles else None,
             "p90": deciles[-1] if deciles else None,
             "abc": item.get("abc"),

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from . import areas, gain, service, stats
 from .entries import Entry, entry, flat_from_row
-from .figures import change_dict, rounded
+from .figures import among_practices, change_dict, rounded
 from .listing import Period, indicator_titles, period_of, resolve
 from .models import BenchPractice
 from .viewer import PracticeLabel, Viewer
@@ -52,6 +52,8 @@ def practice_view(
         cur = next((r for r in hist if r.period_end == end), None)
         s = summ.get((ind, end))
         register = areas.is_register(ind)
+        # the benchmark as this viewer is shown it: gap and gain agree with what is on screen
+        abc = among_practices(s.abc, viewer.coarse) if s and not register else None
         known = titles.get(ind)
         item: Entry = {
             "indicator": ind,
@@ -59,21 +61,19 @@ def practice_view(
             "area": areas.area_of(ind),
             "register": register,
             "pooled": rounded(s.pooled) if s else None,
-            "abc": rounded(s.abc) if s and not register else None,
-            "median": rounded(s.median) if s else None,
+            "abc": abc,
+            "median": among_practices(s.median, viewer.coarse) if s else None,
             "method": s.method if s else None,
         }
         if cur is not None:
             item.update(entry(viewer, flat_from_row(cur), detail=True))
             item["gap_to_abc"] = (
-                rounded(s.abc - cur.rate)
-                if s and s.abc is not None and cur.rate is not None and not register
-                else None
+                rounded(abc - cur.rate) if abc is not None and cur.rate is not None else None
             )
             item["could_gain"] = (
                 None
                 if register or s is None
-                else gain.patients_could_gain(cur.numerator, cur.denominator, s.abc)
+                else gain.patients_could_gain(cur.numerator, cur.denominator, abc)
             )
         else:
             item.update(

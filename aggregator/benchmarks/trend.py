@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import NotFoundError
 from . import service, stats
-from .figures import Change, change_dict, rounded
+from .figures import Change, among_practices, change_dict, rounded
 from .listing import Period, known_indicator, period_of, title_of
 from .models import BenchPractice, BenchSummary
 from .peers import PeerGroupRef, resolve_group
@@ -82,7 +82,7 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
     abc = {s.period_end: s.abc for s in summ}
     network_series: list[NetworkPoint] = [
         {"period": period_of(s, e), "numerator": c.numerator, "denominator": c.denominator, "rate": rounded(c.rate),
-         "status": c.status, "abc": rounded(abc.get(e)), "indicator_version": versions.get(e)}
+         "status": c.status, "abc": among_practices(abc.get(e), viewer.coarse), "indicator_version": versions.get(e)}
         for s, e, c in net
     ]  # fmt: skip
     net_changes = stats.changes(

@@ -447,3 +447,40 @@ def test_size_bands_merge_until_each_holds_enough_peers() -> None:
     assert [b for b, _ in other] == expected
     merged = places(sizes, bands=stats.PeerBands(BANDS.edges, 4))
     assert [b for b, _ in merged] == ["any list size"] * 7
+
+
+def _decimals(x: float | None) -> int:
+    return 0 if x is None else len(repr(float(x)).split(".")[1].rstrip("0"))
+
+
+def _practice_stats(summary: dict) -> list[float | None]:
+    return [summary["median"], *(summary["iqr"] or []), *(summary["deciles"] or []), summary["abc"]]
+
+
+def test_statistics_of_peers_rates_are_whole_points_in_a_practice_view(
+    net: SyntheticNetwork,
+) -> None:
+    """The median, quartiles, deciles and achievable benchmark are each one practice's rate (or
+    two interpolated); at six decimals such a rate is often its practice's exact count as a
+    fraction. A practice's view shows them to whole percentage points, as it shows peers' rates;
+    the network's own view keeps six decimals."""
+    me = net.specs[ME]
+    practice = net.tokens[f"practice:{me.ods}"]
+    with httpx.Client(base_url=net.url, timeout=60) as c:
+        exact_stats: list[float | None] = []
+        for ind in INDICATORS:
+            admin = api(c, net.tokens["admin"], f"/v1/benchmarks/indicators/{ind}").json()
+            exact_stats += _practice_stats(admin["summary"])
+            for params in ({}, {"detail": "true"}, {"peer": "pcn"}):
+                body = api(c, practice, f"/v1/benchmarks/indicators/{ind}", **params).json()
+                shown = _practice_stats(body["summary"])
+                assert shown and all(_decimals(v) <= 2 for v in shown), (ind, params, shown)
+            trend = api(c, practice, f"/v1/benchmarks/trends/{ind}").json()
+            assert all(_decimals(p["abc"]) <= 2 for p in trend["network"]), trend["network"]
+        view = api(c, practice, f"/v1/benchmarks/practices/{me.ods}").json()
+        for item in view["indicators"]:
+            assert _decimals(item["abc"]) <= 2 and _decimals(item["median"]) <= 2, item
+        overview = api(c, practice, "/v1/benchmarks/overview").json()
+        assert all(_decimals(col["abc"]) <= 2 for col in overview["indicators"])
+    # what the rule withholds: the network's own view shows them finer
+    assert any(_decimals(v) > 2 for v in exact_stats)
