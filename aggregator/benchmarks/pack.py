@@ -164,7 +164,15 @@ def narrative(
     if then is None:
         out.append(f"There is no period three before {label} to compare with yet.")
     else:
-        changed = [m for m in measures if m.get("change")]
+        # Only indicators with a rate in both periods are compared: one withheld by disclosure
+        # control (or with nobody eligible) in either period did not "not change".
+        changed = [
+            m
+            for m in measures
+            if m.get("change")
+            and m["change"]["rate_from"] is not None
+            and m["change"]["rate_to"] is not None
+        ]
         up = [
             m
             for m in changed
@@ -184,7 +192,10 @@ def narrative(
             text += f"; {len(brk)} changed definition, so are not compared"
         missing = len(measures) - len(changed)
         if missing:
-            text += f"; {missing} had no value in one of the two periods"
+            text += (
+                f"; {missing} had no rate in one of the two periods (withheld by disclosure "
+                "control, nobody eligible, or not sent), so are not compared"
+            )
         text += "."
         if up:
             text += (

@@ -46,7 +46,8 @@ def practice_view(
     summ = {(s.indicator, s.period_end): s for s in service.summaries(session)}
     by_ind: dict[str, list[BenchPractice]] = {}
     for r in rows:
-        by_ind.setdefault(r.indicator, []).append(r)
+        if r.period_end <= end:  # a past period's view shows nothing later than it
+            by_ind.setdefault(r.indicator, []).append(r)
     items = []
     for ind, hist in sorted(by_ind.items()):
         cur = next((r for r in hist if r.period_end == end), None)

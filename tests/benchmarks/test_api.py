@@ -241,6 +241,13 @@ def test_practice_summary_orders_by_patients_who_could_gain(
         assert i["could_gain"] == patients_could_gain(i["numerator"], i["denominator"], i["abc"])
     assert all(len(i["trend"]) == len(PERIODS) for i in body["indicators"])
     assert all(len(i["changes"]) == len(PERIODS) - 1 for i in body["indicators"])
+    # a past period's view shows its trend up to that period, nothing later
+    first = PERIODS[0]
+    past = get(c, n, f"practice:{me.ods}", f"/v1/benchmarks/practices/{me.ods}",
+               period=first.label).json()  # fmt: skip
+    assert past["period"]["label"] == first.label
+    for i in past["indicators"]:
+        assert [t["period"]["label"] for t in i["trend"]] == [first.label] and i["changes"] == []
 
 
 def test_trend_reports_changes(net: tuple[SyntheticNetwork, httpx.Client]) -> None:

@@ -92,6 +92,8 @@ def test_narrative_is_written_from_the_numbers() -> None:
         _m("B", 0.6, "low_95", 25, _c(-0.05, True)),
         _m("C", 0.95, "high_95", 0, _c(0.01, False)),
         _m("D", 0.7, "within", 5, None),
+        # withheld by disclosure control in the earlier period: not compared, not "no change"
+        _m("E", 0.6, "within", 3, {**_c(0.0, False), "rate_from": None, "difference": None}),
     ]
     regs = [
         {
@@ -103,15 +105,15 @@ def test_narrative_is_written_from_the_numbers() -> None:
         }
     ]
     text = " ".join(pack.narrative("Elm", "2026-09", "2026-06", measures, regs))
-    assert "reports 4 of 4 indicators" in text
-    assert "below on 2, above on 1 and within on 1" in text
-    assert "would mean 70 more patients meeting the standard" in text
+    assert "reports 5 of 5 indicators" in text
+    assert "below on 2, above on 1 and within on 2" in text
+    assert "would mean 73 more patients meeting the standard" in text
     assert "the most on A title (40 patients" in text
     assert "at or above the benchmark on 1 of them" in text
     assert "Since 2026-06: 1 indicator(s) rose and 1 fell beyond chance" in text
     assert (
         "1 did not change beyond chance" in text
-        and "1 had no value in one of the two periods" in text
+        and "2 had no rate in one of the two periods" in text
     )
     assert "R register" in text
 
