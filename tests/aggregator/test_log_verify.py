@@ -426,3 +426,33 @@ def test_a_period_where_every_value_is_unverified_has_no_network_rate(busy_log, 
     assert april["status"] == "suppressed" and april["rate"] is None, april
     may = next(p for p in r.json()["network"] if p["period"]["start"] == "2026-05-01")
     assert may["status"] != "suppressed" and may["rate"] is not None, may
+
+
+def test_the_payload_audit_pages_through_every_submission(busy_log, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Every accepted submission can be reached: the page says how many there are and which it
+    shows, and links to older and newer pages (a page of 2 here; 200 in use)."""
+    from aggregator.web import dashboard
+
+    monkeypatch.setattr(dashboard, "IG_PAGE", 2)
+    token = busy_log.network.user("admin")
+    assert busy_log.client.post("/dashboard/login", data={"token": token}).status_code == 303
+    with busy_log.network.database.read() as s:
+        ids = [
+            sub.submission_id
+            for sub in s.scalars(
+                select(models.Submission).order_by(models.Submission.leaf_index.desc())
+            )
+        ]
+    assert len(ids) == 6
+    seen = []
+    for page, text in ((1, "Submissions 1–2 of 6"), (2, "Submissions 3–4 of 6"), (3, "5–6 of 6")):
+        html = busy_log.client.get("/dashboard/ig", params={"page": str(page)}).text
+        assert text in html and f"page {page} of 3" in html, html[:2000]
+        assert ("older</a>" in html) == (page < 3) and ("newer</a>" in html) == (page > 1)
+        seen += [i for i in ids if i in html]
+    assert seen == ids  # each once, newest first
+    past = busy_log.client.get("/dashboard/ig", params={"page": "9"})
+    assert past.status_code == 200 and "5–6 of 6" in past.text  # past the end: the last page
+    bad = busy_log.client.get("/dashboard/ig", params={"page": "x"})
+    assert bad.status_code == 400 and "a page number from 1" in bad.text
+    assert "<html" in bad.text.lower()  # the dashboard's own error page, not JSON

@@ -23,7 +23,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ...benchmarks import gain, pack, service
 from ...benchmarks.api import ODS, check_indicator, csv_response
@@ -442,16 +442,30 @@ async def practice_csv(ods: str, period: str | None = None, user: User | None = 
 # --- IG officer: what our practice sent ---------------------------------------------------------------
 
 
-def _ig_ctx(runtime: Runtime, u: User) -> dict[str, Any]:
+#: Submissions per page of the payload audit (each is re-verified when the page is shown).
+IG_PAGE = 200
+
+
+def _ig_ctx(runtime: Runtime, u: User, page: str | None = None) -> dict[str, Any]:
     if u.role not in ("ig_officer", "admin", "practice"):
         raise ForbiddenError(
             f"role: the payload audit is for IG officers and the practice; you are {u.role}"
         )
+    if page is not None and not (page.isdigit() and int(page) >= 1):
+        raise BadRequestError(f"page {page!r}: a page number from 1")
     ods = u.practice_ods
     with runtime.db.read() as session:
-        q = select(SubmissionRow).order_by(SubmissionRow.leaf_index.desc()).limit(200)
+        base = select(SubmissionRow)
         if ods is not None:
-            q = q.where(SubmissionRow.practice_ods == ods)
+            base = base.where(SubmissionRow.practice_ods == ods)
+        total = int(session.scalar(select(func.count()).select_from(base.subquery())) or 0)
+        pages = max(1, -(-total // IG_PAGE))
+        number = min(int(page or 1), pages)  # past the last page: the last page
+        q = (
+            base.order_by(SubmissionRow.leaf_index.desc())
+            .limit(IG_PAGE)
+            .offset((number - 1) * IG_PAGE)
+        )
         subs = list(session.scalars(q))
         checkpoint = log.latest_checkpoint(session)
         rows = []
@@ -461,9 +475,15 @@ def _ig_ctx(runtime: Runtime, u: User) -> dict[str, Any]:
             rows.append({"sub": sub, "checks": checks, "verified": all(c.ok for c in checks),
                          "period": period_of(sub.period_start, sub.period_end)})  # fmt: skip
         size = checkpoint.size if checkpoint is not None else None
+    first = (number - 1) * IG_PAGE + 1
     return {
         "rows": rows,
         "practice": ods,
+        "total": total,
+        "page": number,
+        "pages": pages,
+        "first": first if rows else 0,
+        "last": first + len(rows) - 1 if rows else 0,
         "tree_size": size,
         "checked_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
@@ -472,11 +492,12 @@ def _ig_ctx(runtime: Runtime, u: User) -> dict[str, Any]:
 @router.get("/ig")
 async def ig_page(
     request: Request,
+    page: str | None = None,
     user: User | None = Depends(viewer_user),
     runtime: Runtime = Depends(get_runtime),
 ) -> Response:
     return await run_in_threadpool(
-        _page, request, runtime, user, lambda u: _ig_ctx(runtime, u), "ig.html"
+        _page, request, runtime, user, lambda u: _ig_ctx(runtime, u, page), "ig.html"
     )
 
 
