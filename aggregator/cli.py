@@ -728,10 +728,23 @@ def serve(
     }
     if workers == 1:
         from .runtime import tune_gc
+        from .web.serving import listening_socket
 
+        # Bound here, before the app starts: a port in use is this command's one-line error
+        # (exit 1), not uvicorn's log lines and its exit 3 (which this table gives a missing extra).
+        try:
+            sock = listening_socket(settings.host, settings.port)
+        except OSError as exc:
+            raise ConfigError(
+                f"serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+            ) from exc
         application.state.runtime.warm()
         tune_gc()
-        uvicorn.run(application, **common)
+        server = uvicorn.Server(uvicorn.Config(application, **common))
+        with sock:
+            server.run(sockets=[sock])
+        if not server.started:
+            raise ConfigError("serve: the server did not start (its messages are above)")
         return
     # Several processes: each builds the app from the same settings, passed down as environment.
     application.state.runtime.db.dispose()

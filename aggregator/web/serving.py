@@ -42,6 +42,20 @@ def spreads_connections() -> bool:
     return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``(host, port)`` with ``SO_REUSEADDR``, as uvicorn binds one
+    (not yet listening): bound before the app starts, so a port in use is one clear error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def reuseport_socket(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``(host, port)`` with ``SO_REUSEPORT`` (not yet listening)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

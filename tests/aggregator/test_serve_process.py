@@ -102,3 +102,19 @@ def test_the_compose_file_trusts_its_proxy() -> None:
         Path(__file__).resolve().parents[2] / "deploy" / "aggregator" / "compose.yaml"
     ).read_text()
     assert 'FEDQI_AGGREGATOR_FORWARDED_ALLOW_IPS: "*"' in compose
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_on_a_port_in_use_is_one_clear_error(network, workers):  # type: ignore[no-untyped-def]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run(
+            [str(BIN), "serve", "--db", network.db, "--key-dir", str(network.settings.key_dir),
+             "--port", str(port), "--workers", workers],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert f"error: serve: cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
+    assert "Traceback" not in r.stderr and "startup complete" not in r.stderr
