@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import AggregatorError
@@ -87,7 +87,13 @@ def install(app: FastAPI) -> None:
         return problem_response(400, "bad-request", "Bad request", "; ".join(parts))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404 and request.url.path.startswith("/dashboard/"):
+            # A mistyped dashboard address is a page, like every other dashboard error.
+            from .dashboard import render
+
+            return render("error.html", 404, user=None, status=404,
+                          message=f"There is no page at {request.url.path}.")  # fmt: skip
         code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         # keep the exception's headers: a 405 names the methods the path has in Allow
         return problem_response(

@@ -53,6 +53,20 @@ def test_anonymous_is_sent_to_sign_in_and_bad_tokens_are_refused(net: SyntheticN
         assert r.headers["location"] == "/dashboard"
 
 
+def test_a_mistyped_dashboard_address_is_a_page_and_an_api_one_a_problem(
+    net: SyntheticNetwork,
+) -> None:
+    with signed_in(net, "admin") as c:
+        r = c.get("/dashboard/nope")
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+        assert (
+            "There is no page at /dashboard/nope." in r.text and "Back to the dashboard" in r.text
+        )
+        api = c.get("/v1/nope")
+        assert api.status_code == 404
+        assert api.headers["content-type"].startswith("application/problem+json")
+
+
 def test_each_role_lands_on_its_page(net: SyntheticNetwork) -> None:
     me = net.specs[1].ods
     expect = {"admin": "/dashboard/overview", "lead:North PCN": "/dashboard/overview",
