@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..db.models import Catalogue as CatalogueRow
-from ..errors import NotFoundError
+from ..errors import BadRequestError, NotFoundError
 from . import service, stats
 from .peers import PeerGroupOption, peer_group_options
 from .viewer import Viewer
@@ -116,6 +116,8 @@ def resolve(
     """The stored period ``period`` names (default: the latest), or a 404 that says why."""
     try:
         found = service.resolve_period(session, period, indicator)
+    except service.PeriodSyntaxError as exc:
+        raise BadRequestError(str(exc)) from None
     except ValueError as exc:
         raise NotFoundError(str(exc), code="unknown-period") from None
     if found is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -637,9 +638,27 @@ def resolve_period(
     for start, end in known:
         if text in (end.isoformat(), end.isoformat()[:7], f"{start.isoformat()}/{end.isoformat()}"):
             return start, end
-    raise ValueError(
-        f"period {text!r}: no benchmarks for it (known: {', '.join(e.isoformat() for _, e in known[-6:])})"
-    )
+    if not _PERIOD_TEXT.fullmatch(text):
+        raise PeriodSyntaxError(
+            f"period {text!r} is not a month (YYYY-MM), a period end (YYYY-MM-DD) or "
+            f"START/END (known: {_listed(known)})"
+        )
+    raise ValueError(f"period {text!r}: no benchmarks for it (known: {_listed(known)})")
+
+
+class PeriodSyntaxError(ValueError):
+    """A period's text that names no period of any kind (not one merely without benchmarks)."""
+
+
+_PERIOD_TEXT = re.compile(r"\d{4}-\d{2}(-\d{2}(/\d{4}-\d{2}-\d{2})?)?")
+
+
+def _listed(known: Sequence[tuple[dt.date, dt.date]]) -> str:
+    """The known periods' ends: every one up to 24, else the first and last three and how many."""
+    ends = [e.isoformat() for _, e in known]
+    if len(ends) <= 24:
+        return ", ".join(ends)
+    return f"{', '.join(ends[:3])}, ... {', '.join(ends[-3:])} ({len(ends)} periods)"
 
 
 def summary_row(session: Session, indicator: str, start: dt.date, end: dt.date) -> Any:

@@ -163,3 +163,22 @@ def test_fast_pseudonyms_equal_the_users_service() -> None:
             secret = f"secret-{uid}".encode()
             viewer = SimpleNamespace(id=uid)
             assert pseudonym_of(secret, uid, ods) == pseudonym_for(secret, viewer, ods)  # type: ignore[arg-type]
+
+
+def test_an_unknown_period_names_the_known_ones() -> None:
+    import datetime as dt
+
+    from aggregator.benchmarks.service import _listed
+
+    def months(n: int) -> list[tuple[dt.date, dt.date]]:
+        ends = [dt.date(2024 + (m + 1) // 12, (m + 1) % 12 + 1, 1) - dt.timedelta(days=1)
+                for m in range(n)]  # fmt: skip
+        return [(e.replace(day=1), e) for e in ends]
+
+    twelve = _listed(months(12))
+    assert twelve.count(", ") == 11 and twelve.startswith("2024-01-31")  # all of them
+    thirty = _listed(months(30))
+    assert (
+        thirty
+        == "2024-01-31, 2024-02-29, 2024-03-31, ... 2026-04-30, 2026-05-31, 2026-06-30 (30 periods)"
+    )
