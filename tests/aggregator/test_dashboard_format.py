@@ -28,3 +28,25 @@ def test_rates_as_percentages() -> None:
     assert pct(None) == "–"
     assert pct(0.8) == "80.0%"
     assert pct(0.12345, 2) == "12.35%"
+
+
+def test_trend_period_labels_do_not_overlap() -> None:
+    """A year of months on the trend chart: its period labels are at least 60 px apart, the
+    first month is labelled, and six months are each labelled."""
+    import re
+
+    from aggregator.web.dashboard.charts import trend_svg
+
+    def labels(n: int) -> list[tuple[float, str]]:
+        series = [{"period": {"label": f"2026-{m:02d}"}, "rate": 0.5, "abc": 0.6}
+                  for m in range(1, n + 1)]  # fmt: skip
+        found = re.findall(
+            r'<text x="([\d.]+)" y="\d+" text-anchor="middle">([^<]*)<', trend_svg(series)
+        )
+        return [(float(x), text) for x, text in found]
+
+    year = labels(12)
+    xs = [x for x, _ in year]
+    assert year[0][1] == "2026-01" and len(year) >= 5
+    assert all(b - a >= 60 for a, b in zip(xs, xs[1:], strict=False))
+    assert [t for _, t in labels(6)] == [f"2026-{m:02d}" for m in range(1, 7)]

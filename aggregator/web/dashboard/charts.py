@@ -169,7 +169,7 @@ def funnel_svg(
         of = (
             f"of {p['denominator']}"
             if p.get("denominator")
-            else f"list size {p.get('size_band')}, drawn at the band's typical size"
+            else f"(list size {p.get('size_band')}, drawn at the band's typical size)"
         )
         text = f"{who}: {pct(p['rate'])} {of}{approx}; {p.get('band_text') or 'no band'}"
         ring = (
@@ -221,7 +221,10 @@ def _trend_axes(labels: Sequence[str], breaks: Sequence[str], yrange: tuple[floa
             f'<line x1="{ml}" x2="{ml + pw}" y1="{Y(t):.1f}" y2="{Y(t):.1f}" stroke="#eee"/>'
         )
         out.append(f'<text x="{ml - 6}" y="{Y(t) + 4:.1f}" text-anchor="end">{100 * t:g}%</text>')
-    step = max(1, len(labels) // 12)
+    # A label ("2026-01") takes about 50 px at this font: label every step-th period so that
+    # labels are at least 60 px apart (at 12 months on this chart, every other one).
+    gap = pw / max(1, len(labels) - 1)
+    step = max(1, math.ceil(60 / gap)) if len(labels) > 1 else 1
     for i, lab in enumerate(labels):
         if i % step == 0:
             out.append(
