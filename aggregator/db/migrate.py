@@ -64,7 +64,23 @@ def current_revision(db: Database) -> str | None:
 
 
 def check_migrated(db: Database) -> None:
-    """Raise :class:`DatabaseNotReadyError` unless the database answers and is at head."""
+    """Raise :class:`DatabaseNotReadyError` unless the database answers and is at head. A SQLite
+    file that does not exist is named as such and left uncreated: only ``db upgrade`` makes one."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(db.url)
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and parsed.database not in (None, "", ":memory:")
+        and not str(parsed.database).startswith("file:")
+        and not Path(str(parsed.database)).exists()
+    ):
+        raise DatabaseNotReadyError(
+            f"database {_redact(db.url)}: there is no file {parsed.database}; "
+            "`fedqi-aggregator db upgrade --db URL` creates and migrates it"
+        )
     try:
         current = current_revision(db)
     except SQLAlchemyError as exc:

@@ -68,10 +68,24 @@ def test_settings_reject_unknown_keys_and_bad_values(tmp_path: Path):
 
 
 def test_serve_refuses_an_unmigrated_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    (tmp_path / "empty.db").touch()
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     assert cli(["serve", "--db", url, "--key-dir", str(tmp_path / "k")]) == 1
     err = capsys.readouterr().err
     assert "not migrated" in err and "db upgrade" in err and err.count("\n") == 1
+
+
+def test_a_command_on_a_missing_sqlite_file_names_it_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    absent = tmp_path / "absent.db"
+    for args in (["practice", "list"], ["serve", "--key-dir", str(tmp_path / "k")]):
+        assert cli([*args, "--db", str(absent)]) == 1
+        err = capsys.readouterr().err
+        assert f"there is no file {absent}" in err and "db upgrade" in err, err
+        assert not absent.exists()
+    assert cli(["db", "upgrade", "--db", str(absent)]) == 0  # the one command that makes it
+    assert absent.exists()
 
 
 def test_serve_refuses_an_uninitialised_database(

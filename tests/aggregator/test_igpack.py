@@ -134,6 +134,7 @@ def test_ig_pack_on_an_unmigrated_database(tmp_path: Path, capsys):
     from aggregator.cli import main as cli
 
     capsys.readouterr()
+    (tmp_path / "x.db").touch()
     assert cli(["ig-pack", "--out", str(tmp_path / "p"), "--db", f"sqlite:///{tmp_path}/x.db"]) == 1
     assert "not migrated" in capsys.readouterr().err
 
