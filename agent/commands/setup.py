@@ -69,7 +69,6 @@ def init(
         raise ConfigError(
             f"{root} already has a signing key ({keys.dir / 'active'}); refusing to overwrite it"
         )
-    ensure_private_dir(root)
     config = root / CONFIG_FILE
     values: dict[str, object] = {
         "practice": practice,
@@ -87,8 +86,11 @@ def init(
         checked: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
         if any(v is not None for v in source.values()):
             checked["source"] = {k: v for k, v in source.items() if v is not None}
-        settings_for(root, **checked)
+        settings_for(root, **checked)  # nothing is made before the values pass
+        ensure_private_dir(root)
         write_private(config, text.encode(), exclusive=True)
+    else:
+        ensure_private_dir(root)
     settings: AgentSettings = settings_for(root)
     key = keys.create()
     result = {

@@ -211,6 +211,11 @@ class AgentSettings(BaseSettings):
             for part in name.split("."):
                 value = getattr(value, part)
             if value is None:
+                if not self.home.is_dir():  # the likelier mistake: a wrong --home
+                    raise ConfigError(
+                        f"there is no agent home at {self.home}: pass the --home that "
+                        f"`fedqi-agent init` made, or run `fedqi-agent init --home {self.home}`"
+                    )
                 env = ENV_PREFIX + name.upper().replace(".", "__")
                 raise ConfigError(
                     f"setting {name!r} is not set: put it in {self.config_file} or set {env}"
@@ -313,7 +318,7 @@ def get_settings(
         settings: AgentSettings = cls(home=home_path, **overrides)
         return settings
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, config_file, file_data or {}, env)) from None
+        raise ConfigError(_describe(exc, config_file, file_data or {}, env, overrides)) from None
 
 
 def _read_toml(path: Path) -> dict[str, Any] | None:
@@ -331,12 +336,22 @@ def _read_toml(path: Path) -> dict[str, Any] | None:
 
 
 def _describe(
-    exc: ValidationError, config_file: Path, file_data: dict[str, Any], env: Mapping[str, str]
+    exc: ValidationError,
+    config_file: Path,
+    file_data: dict[str, Any],
+    env: Mapping[str, str],
+    given: Mapping[str, Any] | None = None,
 ) -> str:
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"]]
     key = ".".join(loc) or "(root)"
     env_name = ENV_PREFIX + "__".join(p.upper() for p in loc)
+    node_given: Any = given or {}
+    for part in loc:
+        node_given = node_given.get(part) if isinstance(node_given, dict) else None
+    if node_given is not None:  # a command's option (init's --practice, --source-url, ...)
+        option = "--" + "-".join(loc).replace("_", "-")
+        return f"bad value for {option} ({key!r}): {err['msg']}"
     node: Any = file_data
     in_file = True
     for part in loc:

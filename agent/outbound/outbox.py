@@ -123,6 +123,11 @@ class Outbox:
                         f"{table} BEGIN SELECT RAISE(ABORT, 'the outbox is append-only'); END"
                     )
         except sqlite3.Error as exc:
+            if not path.parent.is_dir():
+                raise AgentUserError(
+                    f"there is no agent home at {path.parent}: pass the --home that "
+                    "`fedqi-agent init` made"
+                ) from None
             raise AgentUserError(f"{path}: cannot open the outbox: {exc}") from None
         path.chmod(0o600)
 

@@ -36,8 +36,17 @@ def test_init_refuses_an_existing_key(agent_home: Path, cli) -> None:  # type: i
 def test_init_rejects_a_bad_value_and_writes_nothing(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
     home = tmp_path / "h"
     r = cli("init", "--home", str(home), "--practice", "nope")
-    assert r.code == 3 and "practice" in r.err and "Traceback" not in r.err
-    assert not (home / "keys").exists() and not (home / "agent.toml").exists()
+    assert r.code == 3 and "Traceback" not in r.err
+    assert "bad value for --practice" in r.err  # the option it came from, not a config file
+    assert not home.exists()  # not even an empty home
+
+
+def test_a_command_on_a_home_that_does_not_exist_says_so(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    absent = tmp_path / "absent"
+    for args in (("preview", "--period", "2026-03"), ("audit", "list")):
+        r = cli(*args, "--home", str(absent))
+        assert r.code != 0 and f"there is no agent home at {absent}" in r.err, r.err
+        assert not absent.exists()
 
 
 def test_preview_json_is_a_valid_submission_payload(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
