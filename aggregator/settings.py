@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -212,6 +212,32 @@ def _refuse_unknown_variables(env: Mapping[str, str]) -> None:
         )
 
 
+#: Settings the command line sets with an option of the same name.
+_OPTIONS = frozenset({"db", "key_dir", "host", "port"})
+
+
+def _source_of(
+    loc: Sequence[Any],
+    given: Mapping[str, Any],
+    env: Mapping[str, str],
+    secrets_dir: Path | str | None,
+    toml: Path | None,
+) -> str:
+    """Where a bad value came from, by the sources' order: an option, the environment, a secret
+    file, the TOML file."""
+    if not loc:
+        return f" (in {toml})" if toml else ""
+    field = str(loc[0])
+    variable = PREFIX + field.upper()
+    if field in given:  # the command line's options; other values given in code are not named
+        return f" (--{field.replace('_', '-')})" if field in _OPTIONS else ""
+    if any(k.upper() == variable for k in env):
+        return f" (environment variable {variable})"
+    if secrets_dir is not None and (Path(secrets_dir) / variable).exists():
+        return f" (secret file {Path(secrets_dir) / variable})"
+    return f" (in {toml})" if toml else ""
+
+
 def get_settings(
     config_file: Path | str | None = None,
     *,
@@ -238,11 +264,12 @@ def get_settings(
     try:
         return Settings(config_file=path, _secrets_dir=secrets_dir, **values)
     except ValidationError as exc:
-        where = f" in {path}" if path else ""
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+            f"{_source_of(e['loc'], values, env, secrets_dir, path)}"
+            for e in exc.errors()
         )
-        raise ConfigError(f"invalid aggregator settings{where}: {problems}") from None
+        raise ConfigError(f"invalid aggregator settings: {problems}") from None
     except Exception as exc:  # a TOML syntax error surfaces from the source
         raise ConfigError(
             f"cannot read aggregator settings{' from ' + str(path) if path else ''}: {exc}"

@@ -34,6 +34,19 @@ def test_a_bad_value_in_the_environment_is_named() -> None:
         get_settings(environ={"FEDQI_AGGREGATOR_PORT": "not-a-port"})
 
 
+def test_a_bad_value_names_where_it_came_from(tmp_path: Path) -> None:
+    toml = tmp_path / "aggregator.toml"
+    toml.write_text('port = "x"\n')
+    with pytest.raises(ConfigError, match=r"port: .* \(in .*aggregator.toml\)"):
+        get_settings(toml, environ={})
+    with pytest.raises(
+        ConfigError, match=r"port: .* \(environment variable FEDQI_AGGREGATOR_PORT\)"
+    ):
+        get_settings(environ={"FEDQI_AGGREGATOR_PORT": "x"})
+    with pytest.raises(ConfigError, match=r"port: .* \(--port\)"):
+        get_settings(toml, environ={}, port=99999)
+
+
 def test_an_unknown_variable_in_the_environment_is_an_error() -> None:
     """As an unknown key in the TOML file is: a misspelt name must not fall back to a default."""
     with pytest.raises(
