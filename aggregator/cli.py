@@ -564,12 +564,17 @@ def key_list(
     """List agent keys."""
     from sqlalchemy import select
 
-    from .db.models import PracticeKey
+    from .db.models import Practice, PracticeKey
 
     settings = _settings(db, config=config)
     with _database(settings) as database, database.read() as session:
         q = select(PracticeKey).order_by(PracticeKey.practice_ods, PracticeKey.created_at)
         if practice:
+            if session.get(Practice, practice) is None:  # an empty list would read as "no keys"
+                raise BadRequestError(
+                    f"--practice {practice}: no such practice is registered "
+                    "(fedqi-aggregator practice list)"
+                )
             q = q.where(PracticeKey.practice_ods == practice)
         rows = [
             {

@@ -136,6 +136,7 @@ def test_cli_bad_input_is_one_line_and_non_zero(network, capsys: pytest.CaptureF
         (["user", "add", "eve", "--role", "practice"], "--practice"),
         (["enrol-token", "B99999"], "not registered"),
         (["key", "revoke", "x" * 43, "--key-dir", str(network.settings.key_dir)], "no key"),
+        (["key", "list", "--practice", "Z99999"], "no such practice is registered"),
         (
             [
                 "init",
