@@ -16,7 +16,7 @@ import typer
 from sqlalchemy import Engine
 
 from agent.cli import app
-from agent.errors import SourceError
+from agent.errors import AgentUserError, SourceError
 from agent.home.settings import AgentSettings
 from agent.sources.common import LoadReport, open_store
 
@@ -85,7 +85,7 @@ def load_csv_command(
     from agent.sources.csv_extract import load_csv
 
     if date_format not in ("iso", "uk"):
-        raise SourceError(f"--date-format {date_format!r}: use iso or uk")
+        raise AgentUserError(f"--date-format {date_format!r}: use iso or uk")
     target = _store_target(into, home)
     _run_load(target, lambda engine: load_csv(directory, engine, date_format=date_format), as_json)
 

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import AgentUserError
+from agent.errors import AgentUserError, ConfigError
 
 OUTBOX_FILE = "outbox.sqlite"
 STATES = ("held", "queued", "rejected", "accepted", "refused")
@@ -124,11 +124,11 @@ class Outbox:
                     )
         except sqlite3.Error as exc:
             if not path.parent.is_dir():
-                raise AgentUserError(
+                raise ConfigError(
                     f"there is no agent home at {path.parent}: pass the --home that "
                     "`fedqi-agent init` made"
                 ) from None
-            raise AgentUserError(f"{path}: cannot open the outbox: {exc}") from None
+            raise ConfigError(f"{path}: cannot open the outbox: {exc}") from None
         path.chmod(0o600)
 
     @classmethod

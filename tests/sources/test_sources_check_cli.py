@@ -212,3 +212,14 @@ def test_cli_load_fhir_truncated_keeps_store(
     assert code == 4
     assert "Patient.000.ndjson line 2: not valid JSON" in err
     assert dump(open_store(store)) == before
+
+
+def test_cli_load_csv_with_an_unknown_date_format_is_a_bad_argument(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "practice.sqlite"
+    code = main(["load-csv", str(tmp_path), "--into", str(store), "--date-format", "us"],
+                {"FEDQI_AGENT_HOME": str(tmp_path)})  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "--date-format 'us': use iso or uk" in err  # exit 2: a bad argument
+    assert not store.exists()
