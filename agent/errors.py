@@ -62,6 +62,21 @@ def exit_code_help(meanings: Mapping[Any, str] | None = None) -> str:
     return "Exit codes:\n\n" + "\n\n".join(lines)
 
 
+def first_problem(exc: Exception) -> str:
+    """A validation error in one line: where and what of its first problem, and how many more
+    (pydantic's own text runs to several lines, each with a link to its docs)."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        lines = str(exc).splitlines()
+        return lines[-1].strip() if lines else type(exc).__name__
+    found = errors()
+    if not found:
+        return type(exc).__name__
+    loc = ".".join(str(p) for p in found[0]["loc"]) or "(whole file)"
+    more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""
+    return f"{loc}: {found[0]['msg']}{more}"
+
+
 class AgentError(Exception):
     pass
 

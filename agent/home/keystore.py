@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agent.errors import ConfigError
+from agent.errors import ConfigError, first_problem
 from protocol.keys import SigningKey, VerifyingKey
 from protocol.submission import Audience, Jwk, OdsCode
 
@@ -192,7 +192,7 @@ def load_trust(home: Path) -> Trust:
     try:
         return Trust.model_validate_json(path.read_bytes())
     except (OSError, ValidationError) as exc:
-        raise ConfigError(f"{path}: unreadable trust anchors: {exc}") from None
+        raise ConfigError(f"{path}: unreadable trust anchors: {first_problem(exc)}") from None
 
 
 def load_trust_matching(home: Path, practice: str | None, aud: str | None) -> Trust:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.errors import AgentUserError, ConfigError, UnverifiedAnswerError
+from agent.errors import AgentUserError, ConfigError, UnverifiedAnswerError, first_problem
 from agent.home.catalogue_cache import CACHE_FILE, verify_catalogue
 from agent.home.keystore import (
     TRUST_FILE,
@@ -85,7 +85,12 @@ def enrol_agent(settings: AgentSettings, token: str, *, now: int) -> dict[str, A
             nonce=new_nonce(),
         )
     except ValueError as exc:
-        raise AgentUserError(f"--token: not a valid enrolment token ({_first(exc)})") from None
+        if "token" in first_problem(exc).split(":", 1)[0]:
+            raise AgentUserError(
+                "--token: not an enrolment token (22 to 64 letters, digits, '-' or '_', "
+                "as `fedqi-aggregator enrol-token` printed it)"
+            ) from None
+        raise AgentUserError(f"cannot build the enrol message: {first_problem(exc)}") from None
     with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
         origin, log_key = fetch_log_key(client, settings.aud)
         catalogue_key = fetch_catalogue_key(client)
@@ -198,11 +203,6 @@ def _queued_enrol(outbox: Outbox, token: str, kid: str) -> Message | None:
         except ProtocolError:
             continue
     return None
-
-
-def _first(exc: Exception) -> str:
-    text = str(exc).splitlines()
-    return text[-1].strip() if text else type(exc).__name__
 
 
 __all__ = ["ConfigError", "enrol_agent", "rotate"]

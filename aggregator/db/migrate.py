@@ -84,7 +84,9 @@ def check_migrated(db: Database) -> None:
     try:
         current = current_revision(db)
     except SQLAlchemyError as exc:
-        raise DatabaseNotReadyError(f"cannot reach database {_redact(db.url)}: {exc}") from None
+        # the driver's own words (SQLAlchemy's text adds the statement and a link to its docs)
+        reason = str(getattr(exc, "orig", None) or exc).strip()
+        raise DatabaseNotReadyError(f"cannot reach database {_redact(db.url)}: {reason}") from None
     head = head_revision()
     if current != head:
         raise DatabaseNotReadyError(

@@ -435,3 +435,10 @@ def test_the_console_script_holds_openblas_to_one_thread_unless_told_otherwise()
         env={**env, "OPENBLAS_NUM_THREADS": "2"},
     )
     assert told.stdout.splitlines()[-1] == "BLAS 2 1 0", told.stdout
+
+
+def test_enrol_with_a_malformed_token_says_what_a_token_is(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    r = cli("enrol", "--home", str(agent_home), "--token", "not a token")
+    assert r.code == 2 and "--token: not an enrolment token (22 to 64 letters" in r.err
+    assert "not a token" not in r.err  # a token is a secret: never echoed
+    assert "pydantic" not in r.err and r.err.count("\n") == 1

@@ -55,3 +55,14 @@ def test_rotation_keeps_the_old_key_and_reuses_a_pending_one(tmp_path: Path) -> 
     assert store.active().kid == new.kid
     assert set(store.kids()) == {old.kid, new.kid}
     assert store.pending() is None
+
+
+def test_unreadable_trust_anchors_are_one_line(tmp_path: Path) -> None:
+    from agent.home.keystore import load_trust
+
+    (tmp_path / "trust.json").write_text('{"x": 1}')
+    with pytest.raises(ConfigError) as caught:
+        load_trust(tmp_path)
+    message = str(caught.value)
+    assert message.endswith("unreadable trust anchors: aud: Field required (+5 more)"), message
+    assert "\n" not in message and "pydantic.dev" not in message
