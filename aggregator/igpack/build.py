@@ -282,7 +282,16 @@ def _disclosure(cat: Catalogue) -> dict[str, str]:
     }
 
 
-def data_items(cat: Catalogue) -> list[DataItem]:
+def data_items(cat: Catalogue, aud: str | None = None) -> list[DataItem]:
+    """Every submission field with its meaning, an example and the rule it is released under;
+    the examples of the network's and the catalogue's own fields are this network's values."""
+    own = {
+        "catalogue.id": cat.id,
+        "catalogue.version": str(cat.version),
+        "catalogue.sha256": cat.sha256()[:8] + "…",
+    }
+    if aud:
+        own["aud"] = aud
     rules = _disclosure(cat)
     count_rule = f"{rules['stratified']}; {rules['totals']}. {rules['secondary']}"
     items = []
@@ -292,6 +301,7 @@ def data_items(cat: Catalogue) -> list[DataItem]:
             missing.append(path)
             continue
         meaning, example = FIELD_MEANINGS[path]
+        example = own.get(path, example)
         parts = path.split(".")
         if path.startswith("cells[].") and len(parts) == 2 and parts[1] in COUNT_FIELDS:
             rule = count_rule
@@ -442,7 +452,7 @@ def build_pack(
         },  # fmt: skip
         previous=previous,
         changes=changes,
-        items=data_items(cat),
+        items=data_items(cat, network.aud if network else None),
         indicators=indicators,
         codelists=codelists,
         disclosure=_disclosure(cat),

@@ -54,6 +54,15 @@ def test_ig_pack_writes_every_document_naming_the_catalogue(network, tmp_path: P
     for path, _ in submission_fields():
         assert f"| `{path}` |" in items, path
     assert "1 to 7 suppressed" in items and "rounded to the nearest 5" in items
+    # the examples of the network's and the catalogue's own fields are this network's values
+    aud_row = next(line for line in items.splitlines() if line.startswith("| `aud` |"))
+    assert "fedqi-test" in aud_row, aud_row
+    version_row = next(ln for ln in items.splitlines() if ln.startswith("| `catalogue.version` |"))
+    assert f"| {ref['version']} |" in version_row or f"`{ref['version']}`" in version_row, (
+        version_row
+    )
+    first = f"Version {ref['version']} is the first version of catalogue {ref['id']} this network"
+    assert first in (out / "dpia.md").read_text() and first in (out / "dpia.html").read_text()
     # every indicator of the catalogue is listed
     for ind in default_catalogue().indicators:
         assert f"`{ind.id}`" in items
