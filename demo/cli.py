@@ -496,6 +496,10 @@ def _json(proc: subprocess.CompletedProcess[str], what: str) -> Any:
 # --- the aggregator server ---------------------------------------------------------------------
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def port_is_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
@@ -925,6 +929,11 @@ def run_demo(o: Options, err: Console, environ: Mapping[str, str]) -> tuple[dict
     """Build (or resume) the network and check it; returns the summary and the running server."""
     started = time.monotonic()
     _check_options(o)
+    if o.port and not port_is_free(o.port):  # before anything is made (checked again at start)
+        raise DemoError(
+            f"port {o.port} on 127.0.0.1 is in use (another demo or aggregator?): stop it or pass "
+            "another --port"
+        )
     home = DemoHome(o.home)
     say = err.print
     mode, state = _prepare_home(o, home, say)
@@ -947,7 +956,8 @@ def run_demo(o: Options, err: Console, environ: Mapping[str, str]) -> tuple[dict
         home.save_state(state)
         say(
             f"{'Creating' if mode == 'new' else 'Creating fresh'} a demo network in {home.root}: "
-            f"{o.practices} practices in {o.groups} PCNs, {o.periods} months "
+            f"{_count(o.practices, 'practice')} in {_count(o.groups, 'PCN')}, "
+            f"{_count(o.periods, 'month')} "
             f"({first} to {last})"
         )
     else:

@@ -329,6 +329,23 @@ def test_demo_rejects_bad_arguments_before_doing_anything(
     assert not home.exists()
 
 
+def test_demo_on_a_port_in_use_says_so_before_making_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    home = tmp_path / "h"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["--practices", "1", "--periods", "1", "--home", str(home), "--once",
+                     "--port", str(port)], {})  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0 and f"port {port} on 127.0.0.1 is in use" in err, err
+    assert "Creating" not in err and not home.exists()
+
+
 def test_one_practice_runs_with_the_default_groups(tmp_path: Path) -> None:
     """--groups defaults to 5, or to --practices when there are fewer practices."""
     home = tmp_path / "demo-home"
@@ -341,6 +358,7 @@ def test_one_practice_runs_with_the_default_groups(tmp_path: Path) -> None:
     assert summary["ok"] is True, summary["failures"]
     assert len(summary["network"]["groups"]) == 1
     assert summary["submissions"]["accepted"] == 1
+    assert "1 practice in 1 PCN, 1 month (" in proc.stderr  # counted in words that agree
     # progress names each phase with its count done of all and the time left
     for phase in (
         "practice records",
