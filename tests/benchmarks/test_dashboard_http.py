@@ -67,6 +67,16 @@ def test_a_mistyped_dashboard_address_is_a_page_and_an_api_one_a_problem(
         assert api.headers["content-type"].startswith("application/problem+json")
 
 
+def test_a_peer_groups_rate_is_named_for_the_group(net: SyntheticNetwork) -> None:
+    with signed_in(net, "admin") as c:
+        page = c.get("/dashboard/indicators/DM_HBA1C", params={"pg": "pcn|South PCN"}).text
+        assert "South PCN rate " in page and "Network rate" not in page
+        svg = c.get("/dashboard/indicators/DM_HBA1C/trend.svg", params={"pg": "pcn|South PCN"}).text
+        assert ">South PCN</text>" in svg and ">Network</text>" not in svg  # the legend
+        whole = c.get("/dashboard/indicators/DM_HBA1C").text
+        assert "Network rate " in whole
+
+
 def test_each_role_lands_on_its_page(net: SyntheticNetwork) -> None:
     me = net.specs[1].ods
     expect = {"admin": "/dashboard/overview", "lead:North PCN": "/dashboard/overview",

@@ -298,7 +298,8 @@ async def indicator_page(request: Request, indicator: str, period: str | None = 
         ctx["funnel_svg"] = Markup(charts.funnel_svg(ctx["view"]))
         ctx["trend_svg"] = Markup(
             charts.trend_svg(t["network"], practice=t.get("practice_series"), breaks=[b["label"] for b in t["breaks"]],
-                             title=f"{ctx['view']['title']}: trend", practice_label=(t.get("practice") or {}).get("name", "Practice"))
+                             title=f"{ctx['view']['title']}: trend", practice_label=(t.get("practice") or {}).get("name", "Practice"),
+                             group_label=charts.group_label(t.get("peer_group")))
         )  # fmt: skip
         ctx["query"] = urllib.parse.urlencode(
             {k: v for k, v in (("period", period), ("pg", pg)) if v}
@@ -331,6 +332,7 @@ async def trend_download(indicator: str, period: str | None = None, pg: str | No
         practice=t.get("practice_series"),
         breaks=[b["label"] for b in t["breaks"]],
         title=f"{indicator}: trend",
+        group_label=charts.group_label(t.get("peer_group")),
     )
     return Response(charts.standalone(svg), media_type="image/svg+xml",
                     headers={"Content-Disposition": f'attachment; filename="{indicator}-trend.svg"'})  # fmt: skip

@@ -241,10 +241,18 @@ def _trend_axes(labels: Sequence[str], breaks: Sequence[str], yrange: tuple[floa
     return out
 
 
+def group_label(peer_group: dict[str, Any] | None) -> str:
+    """What a chart calls the pooled line: "Network", or the peer group chosen."""
+    if not peer_group or peer_group.get("dimension") == "network" or not peer_group.get("name"):
+        return "Network"
+    return str(peer_group["name"])
+
+
 def trend_svg(series: Sequence[dict[str, Any]], *, practice: Sequence[dict[str, Any]] | None = None, breaks: Sequence[str] = (),
-              title: str = "Trend", practice_label: str = "Practice", width: int = 760, height: int = 300) -> str:  # fmt: skip
-    """Lines over periods: the network (or peer group) rate, the ABC, and optionally one practice;
-    a vertical rule where the indicator's version changed."""
+              title: str = "Trend", practice_label: str = "Practice", group_label: str = "Network",
+              width: int = 760, height: int = 300) -> str:  # fmt: skip
+    """Lines over periods: the network (or peer group, ``group_label``) rate, the ABC, and
+    optionally one practice; a vertical rule where the indicator's version changed."""
     labels = [s["period"]["label"] for s in series]
     ml, mr, mt, mb = 56, 150, 20, 40
     pw, ph = width - ml - mr, height - mt - mb
@@ -296,7 +304,7 @@ def trend_svg(series: Sequence[dict[str, Any]], *, practice: Sequence[dict[str, 
         [(i, s["rate"]) for i, s in enumerate(series) if s.get("rate") is not None],
         NETWORK_COLOUR,
         "network",
-        name="Network",
+        name=group_label,
     )
     line(
         [(i, s["abc"]) for i, s in enumerate(series) if s.get("abc") is not None],
@@ -311,7 +319,7 @@ def trend_svg(series: Sequence[dict[str, Any]], *, practice: Sequence[dict[str, 
              PRACTICE_COLOUR, "practice", ' stroke-dasharray="6 2"', practice_label)  # fmt: skip
     lx, ly = ml + pw + 14, mt + 8
     legend = [
-        (NETWORK_COLOUR, "Network", ""),
+        (NETWORK_COLOUR, group_label, ""),
         (ABC_COLOUR, "Benchmark (ABC)", ' stroke-dasharray="2 3"'),
     ]
     if practice:
