@@ -77,6 +77,31 @@ def test_a_peer_groups_rate_is_named_for_the_group(net: SyntheticNetwork) -> Non
         assert "Network rate " in whole
 
 
+def test_a_practice_page_says_why_its_own_figures_are_withheld(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An indicator the practice's own disclosure control withheld reads 'withheld by disclosure
+    control', with where the exact counts can be seen (the practice's own machine)."""
+    from synthetic_network import PERIODS
+
+    n = SyntheticNetwork(tmp_path, f"sqlite:///{tmp_path / 'agg.db'}", practices(2))
+    n.setup()
+    n.start()
+    try:
+        with httpx.Client(base_url=n.url, timeout=60) as c:
+            n.enrol_all(c)
+            me, other = n.specs
+            n.submit(c, me, PERIODS[0], seed=1, shapes={"DM_HBA1C": "tiny"})
+            n.submit(c, other, PERIODS[0], seed=1)
+        with signed_in(n, f"practice:{me.ods}") as c:
+            page = c.get(f"/dashboard/practices/{me.ods}").text
+            row = page[page.index('data-indicator="DM_HBA1C"') :]
+            assert "withheld by disclosure control" in row[: row.index("</tr>")]
+            assert 'id="withheld-note"' in page and "--local</code> shows them" in page
+        with signed_in(n, f"practice:{other.ods}") as c:
+            assert 'id="withheld-note"' not in c.get(f"/dashboard/practices/{other.ods}").text
+    finally:
+        n.stop()
+
+
 def test_each_role_lands_on_its_page(net: SyntheticNetwork) -> None:
     me = net.specs[1].ods
     expect = {"admin": "/dashboard/overview", "lead:North PCN": "/dashboard/overview",
