@@ -3,10 +3,11 @@ for recall work inside the practice.
 
 Each patient comes with what a clinician needs to act: for every element of the indicator's
 numerator (:func:`targets_of`), the patient's last record of it on or before the period end,
-with its date and, for a reading (BP, HbA1c), its value; and the date the patient falls due
+with its date and, for a reading (BP, HbA1c), its value; the date the patient falls due
 (:func:`due_date`): when the last record leaves (or left) the indicator's window, or "now" when
-there is none. A reading inside the window but outside the target (a BP of 150/95) is on the
-list although not yet due: its value says why.
+there is none; and why the patient is on the list (``why``: no record, last record too old, or
+out of target). A reading inside the window but outside the target (a BP of 150/95) is on the
+list although not yet due: ``why`` says "out of target", and its value shows by how much.
 
 A worklist is patient-level, so it has exactly two destinations: the screen, or a local file the
 user names (written 0600, CSV). This module imports nothing that signs, stores or sends (a test
@@ -187,12 +188,13 @@ class Worklist:
                 cols.append(f"last_{t.codelist}")
             cols.append(f"last_{t.codelist}_date")
         if self.detail is not None:
-            cols.append("due")
+            cols += ["due", "why"]
         return cols
 
     def rows(self) -> list[list[str]]:
         """Each patient as the CSV and the screen show it (a date as ISO 8601; ``due`` is
-        "now" where there is no record, and blank where nothing falls due)."""
+        "now" where there is no record, and blank where nothing falls due; ``why`` is
+        :func:`_why`'s reason)."""
         out = []
         for patient_id, local_ref in self.patients:
             row = [str(patient_id), local_ref or ""]
@@ -202,7 +204,7 @@ class Worklist:
                     if t.op is not None:
                         row.append("" if last.value is None else f"{last.value:g}")
                     row.append(last.date.isoformat() if last.date else "")
-                row.append(_due_text(due))
+                row += [_due_text(due), _why(due, self.period_end)]
             out.append(row)
         return out
 
@@ -231,6 +233,21 @@ def _due_text(due: dt.date | None) -> str:
     if due is None:
         return "now"
     return "" if due == dt.date.max else due.isoformat()
+
+
+#: Why a patient is on the list, in the ``why`` column.
+NO_RECORD = "no record"
+LAPSED = "last record too old"
+OUT_OF_TARGET = "out of target"
+
+
+def _why(due: dt.date | None, period_end: dt.date) -> str:
+    """Why a patient in the denominator is not in the numerator: no record to count, the last
+    record left the window (its due date has passed), or a record that still counts and does
+    not meet the target (a BP of 150/95 in the window: act now, although ``due`` is later)."""
+    if due is None:
+        return NO_RECORD
+    return LAPSED if due <= period_end else OUT_OF_TARGET
 
 
 def build_worklist(

@@ -108,7 +108,7 @@ def test_worklist_prints_and_writes_a_private_local_file(
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0]) == ["patient_id", "local_ref", "last_sbp", "last_sbp_date", "last_dbp",
-                             "last_dbp_date", "due"]  # fmt: skip
+                             "last_dbp_date", "due", "why"]  # fmt: skip
     assert len(rows) == len(patients)
     # the CSV says what the JSON says, patient by patient
     assert [dict(r) for r in rows] == [{k: str(v) for k, v in p.items()} for p in patients]
@@ -116,6 +116,8 @@ def test_worklist_prints_and_writes_a_private_local_file(
     assert all(r["due"] == "now" or re.fullmatch(r"\d{4}-\d{2}-\d{2}", r["due"]) for r in rows)
     assert all(bool(r["last_sbp"]) == bool(r["last_sbp_date"]) for r in rows)
     assert any(r["last_sbp"] for r in rows) and any(r["due"] != "now" for r in rows)
+    assert {r["why"] for r in rows} <= {"no record", "last record too old", "out of target"}
+    assert all((r["why"] == "no record") == (r["due"] == "now") for r in rows)
     again = cli("worklist", "HYP_BP_U80", "--home", str(agent_home), "--out", str(out))
     assert again.code != 0 and "refusing to overwrite" in again.err
     inside = cli(

@@ -68,18 +68,20 @@ def test_last_readings_and_due_dates(tmp_path) -> None:  # type: ignore[no-untyp
     wl = build_worklist(engine, cat, "HYP_BP", E, patients)
     got = list(csv.DictReader(io.StringIO(wl.to_csv())))
     assert list(got[0]) == ["patient_id", "local_ref", "last_sbp", "last_sbp_date",
-                            "last_dbp", "last_dbp_date", "due"]  # fmt: skip
+                            "last_dbp", "last_dbp_date", "due", "why"]  # fmt: skip
     two, three, four = got
     assert (two["last_sbp"], two["last_sbp_date"], two["last_dbp"]) == ("150", "2023-11-30", "85")
     # in the window but above target: on the list now, falls due when the reading lapses
-    assert two["due"] == "2024-11-30"
+    assert (two["due"], two["why"]) == ("2024-11-30", "out of target")
     # lapsed: the earliest of the two lapses (All: both must hold)
     assert (three["last_sbp_date"], three["last_dbp_date"], three["due"]) == (
         "2022-08-31",
         "2022-02-01",
         "2023-02-01",
     )
+    assert three["why"] == "last record too old"
     assert (four["last_sbp"], four["last_sbp_date"], four["due"]) == ("", "", "now")
+    assert four["why"] == "no record"
     assert two["local_ref"] == "ref2"
 
 
