@@ -774,6 +774,7 @@ def _prepare_home(
         stopped = stop_stale_server(home, state)
         if stopped:
             say(f"stopped this demo's aggregator left running by an earlier run (pid {stopped})")
+        _require_port(o)  # before the old demo is removed
         if looks_like_demo:
             shutil.rmtree(home.root)
             say(f"--fresh: removed {home.root}; starting a new network")
@@ -783,6 +784,7 @@ def _prepare_home(
             raise DemoError(
                 f"{home.root} holds a demo that never finished its first step; re-run with --fresh"
             )
+        _require_port(o)  # before anything is made
         return "new", None
     wanted = {"practices": o.practices, "groups": o.groups, "periods": o.periods, "seed": o.seed}
     made = {k: state.get(k) for k in wanted}
@@ -795,7 +797,19 @@ def _prepare_home(
     stopped = stop_stale_server(home, state)
     if stopped:
         say(f"stopped this demo's aggregator left running by an earlier run (pid {stopped})")
+    _require_port(o)
     return "resumed", state
+
+
+def _require_port(o: Options) -> None:
+    """A --port in use is said before the demo makes or removes anything (and again when the
+    server starts, in case it was taken meanwhile); after this demo's own stale server, which
+    may have held it, is stopped."""
+    if o.port and not port_is_free(o.port):
+        raise DemoError(
+            f"port {o.port} on 127.0.0.1 is in use (another demo or aggregator?): stop it or pass "
+            "another --port"
+        )
 
 
 def _setup_aggregator(tools: Tools, home: DemoHome, state: dict[str, Any]) -> None:
@@ -929,11 +943,6 @@ def run_demo(o: Options, err: Console, environ: Mapping[str, str]) -> tuple[dict
     """Build (or resume) the network and check it; returns the summary and the running server."""
     started = time.monotonic()
     _check_options(o)
-    if o.port and not port_is_free(o.port):  # before anything is made (checked again at start)
-        raise DemoError(
-            f"port {o.port} on 127.0.0.1 is in use (another demo or aggregator?): stop it or pass "
-            "another --port"
-        )
     home = DemoHome(o.home)
     say = err.print
     mode, state = _prepare_home(o, home, say)
