@@ -50,3 +50,16 @@ def test_trend_period_labels_do_not_overlap() -> None:
     assert year[0][1] == "2026-01" and len(year) >= 5
     assert all(b - a >= 60 for a, b in zip(xs, xs[1:], strict=False))
     assert [t for _, t in labels(6)] == [f"2026-{m:02d}" for m in range(1, 7)]
+
+
+def test_peers_drawn_at_one_band_position_are_spread_to_be_pointed_at() -> None:
+    from aggregator.web.dashboard.charts import SPREAD_MAX, _spread
+
+    peers = [{"id": f"P-{c}", "x": 500, "denominator": None, "rate": 0.5} for c in "EDCBA"]
+    own = {"id": "A81001", "x": None, "denominator": 480, "rate": 0.6}
+    out = _spread([*peers, own])
+    assert "A81001" not in out  # a practice drawn at its own denominator stays there
+    xs = [out[f"P-{c}"] for c in "ABCDE"]  # in pseudonym order, evenly, around the position
+    assert xs == sorted(xs) and len(set(xs)) == 5 and abs(sum(xs)) < 1e-9
+    many = _spread([{"id": f"P-{i:02d}", "x": 500} for i in range(40)])
+    assert max(abs(v) for v in many.values()) <= SPREAD_MAX + 1e-9

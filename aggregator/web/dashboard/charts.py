@@ -87,6 +87,29 @@ def _x(p: dict[str, Any]) -> float:
     return p.get("denominator") or p.get("x") or 0
 
 
+#: Horizontal pixels between peers drawn at one list-size band's position, and the most a
+#: peer is moved either way.
+SPREAD_STEP, SPREAD_MAX = 7.0, 35.0
+
+
+def _spread(pts: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Pixel offsets for peers drawn at a band's typical size (a practice's view, where no
+    peer's denominator is shown): side by side in pseudonym order around that position, so each
+    mark can be pointed at rather than hidden under the others. The order is the pseudonyms',
+    which says nothing about size."""
+    at: dict[float, list[str]] = {}
+    for p in pts:
+        if not p.get("denominator") and p.get("x"):
+            at.setdefault(float(p["x"]), []).append(str(p["id"]))
+    out: dict[str, float] = {}
+    for ids in at.values():
+        ids.sort()
+        step = min(SPREAD_STEP, 2 * SPREAD_MAX / max(1, len(ids) - 1))
+        for i, pid in enumerate(ids):
+            out[pid] = (i - (len(ids) - 1) / 2) * step
+    return out
+
+
 def funnel_svg(
     view: dict[str, Any], *, width: int = 760, height: int = 440, compact: bool = False
 ) -> str:
@@ -160,10 +183,11 @@ def funnel_svg(
         out.append(
             f'<line class="abc" x1="{ml}" x2="{ml + pw}" y1="{Y(s["abc"]):.1f}" y2="{Y(s["abc"]):.1f}" stroke="{ABC_COLOUR}" stroke-width="1.5" stroke-dasharray="2 3"/>'
         )
+    spread = _spread(pts)
     # points: peers first, identified practices above them, the viewer's own last (on top)
     for p in sorted(pts, key=lambda p: (p.get("self", False), p["identified"])):
         style = BAND_STYLE.get(p.get("band"), BAND_STYLE[None])
-        x, y = X(_x(p)), Y(p["rate"])
+        x, y = X(_x(p)) + spread.get(p["id"], 0.0), Y(p["rate"])
         who = p["name"] if p["name"] == p["id"] else f"{p['name']} ({p['id']})"
         approx = " (from rounded counts)" if p.get("approximate") else ""
         of = (
@@ -189,7 +213,12 @@ def funnel_svg(
     if not compact:
         lx, ly = ml + pw + 14, mt + 6
         items = [
-            ("line", NETWORK_COLOUR, f"Network {pct(s['pooled'])}", ""),
+            (
+                "line",
+                NETWORK_COLOUR,
+                f"{group_label(view.get('peer_group'))} {pct(s['pooled'])}",
+                "",
+            ),
             ("line", ABC_COLOUR, f"Benchmark (ABC) {pct(s.get('abc'))}", ' stroke-dasharray="2 3"'),
             ("line", "#555", "99.8% limits", ""),
             ("line", "#555", "95% limits", ' stroke-dasharray="5 4"'),
