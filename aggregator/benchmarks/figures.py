@@ -32,6 +32,24 @@ def among_practices(x: float | None, coarse: bool) -> float | None:
     return rounded(x, COARSE_DIGITS if coarse else 6)
 
 
+#: What a practice's view shows in place of figures pooled from too few other practices.
+SMALL_POOL = (
+    "pooled from fewer than {n} other practices: not shown in a practice's view, where it "
+    "would give those practices' counts"
+)
+
+
+def few_peers(included: int, own_included: bool, coarse: bool, minimum: int) -> bool:
+    """Whether, in a practice's own view (``coarse``), a pool rests on 1 to ``minimum`` - 1
+    practices besides the viewer's own: its pooled counts (less the viewer's own, which it
+    knows) would be one other practice's exact counts, or the sum of two. The network's own
+    views, and a pool of the viewer's practice alone, are not affected."""
+    if not coarse:
+        return False
+    peers = included - (1 if own_included else 0)
+    return 0 < peers < minimum
+
+
 class Limits(TypedDict):
     low_95: float | None
     high_95: float | None
@@ -101,8 +119,8 @@ class Summary(TypedDict):
     suppressed: int
     empty: int
     rounded: int
-    numerator: int
-    denominator: int
+    numerator: int | None
+    denominator: int | None
     pooled: float | None
     pooled_ci95: list[float | None] | None
     median: float | None
@@ -115,6 +133,7 @@ class Summary(TypedDict):
     indicator_version: int | None
     versions: list[int]
     note: str | None
+    withheld: str | None  # why the pooled figures are not shown (:func:`withhold_pool`)
 
 
 def summary_dict(
@@ -157,6 +176,30 @@ def summary_dict(
             if s.rounded
             else None
         ),
+        "withheld": None,
+    }
+
+
+def withhold_pool(d: Summary, minimum: int) -> Summary:
+    """``d`` with every figure pooled from the practices (counts, rate, interval, quantiles,
+    benchmark, dispersion) withheld (:func:`few_peers`); the practice counts stay."""
+    return d | {
+        "numerator": None,
+        "denominator": None,
+        "pooled": None,
+        "pooled_ci95": None,
+        "median": None,
+        "iqr": None,
+        "deciles": None,
+        "abc": None,
+        "dispersion": {
+            "phi": None,
+            "statistic": None,
+            "p_value": None,
+            "overdispersed": False,
+            "tau2": None,
+        },
+        "withheld": SMALL_POOL.format(n=minimum),
     }
 
 

@@ -17,7 +17,15 @@ from ..db.models import table_of
 from ..errors import BadRequestError, NotFoundError
 from . import render, service, stats
 from .entries import Entry, entry, flat_from_result, flat_from_row
-from .figures import Limits, Summary, limits_dict, summary_dict, summary_from_row
+from .figures import (
+    Limits,
+    Summary,
+    few_peers,
+    limits_dict,
+    summary_dict,
+    summary_from_row,
+    withhold_pool,
+)
 from .listing import Period, known_indicator, period_of, resolve, title_of
 from .models import BenchPractice, BenchSummary
 from .peers import NOWHERE, PeerGroup, PeerGroupRef, Place, peer_places, resolve_group
@@ -112,15 +120,30 @@ def limit_curve(summary: stats.Summary, max_n: int) -> list[CurvePoint]:
 
 
 def _funnel(
-    session: Session, fd: FunnelData, max_n: int, practices: list[Entry], coarse: bool
+    session: Session,
+    fd: FunnelData,
+    max_n: int,
+    practices: list[Entry],
+    viewer: Viewer,
+    own_included: bool | None = None,
 ) -> FunnelView:
+    """The view around ``practices``. ``own_included``: whether the viewer's own practice is
+    in the pool (default: read from ``fd.flats``)."""
+    summary = summary_dict(fd.summary, fd.version, fd.versions, coarse=viewer.coarse)
+    curve = limit_curve(fd.summary, max_n)
+    if own_included is None:
+        own_included = any(f[0] == viewer.own and f[6] is not None for f in fd.flats)
+    minimum = viewer.bands.min_peers
+    if few_peers(fd.summary.included, own_included, viewer.coarse, minimum):
+        # the limits are drawn around the pooled rate, so they go with it
+        summary, curve = withhold_pool(summary, minimum), []
     return {
         "indicator": fd.indicator,
         "title": title_of(session, fd.indicator),
         "period": period_of(fd.start, fd.end),
         "peer_group": fd.group.as_dict(),
-        "summary": summary_dict(fd.summary, fd.version, fd.versions, coarse=coarse),
-        "limits_curve": limit_curve(fd.summary, max_n),
+        "summary": summary,
+        "limits_curve": curve,
         "practices": practices,
     }
 
@@ -147,7 +170,7 @@ def funnel_view(session: Session, viewer: Viewer, indicator: str, period: str | 
         max_n = max((n for n in shown if n), default=0)
     else:
         max_n = max((f[3] for f in flats if f[6] is not None and f[3]), default=0)
-    return _funnel(session, fd, max_n, practices, viewer.coarse)
+    return _funnel(session, fd, max_n, practices, viewer)
 
 
 def empty_funnel_view(session: Session, viewer: Viewer, indicator: str, period: str | None = None,
@@ -165,14 +188,15 @@ def empty_funnel_view(session: Session, viewer: Viewer, indicator: str, period: 
     version = known["version"]
     fd = FunnelData(indicator, start, end, resolve_group(viewer, peer, group), summary, [],
                     version, str(version or ""))  # fmt: skip
-    view = _funnel(session, fd, 0, [], viewer.coarse)
+    view = _funnel(session, fd, 0, [], viewer)
     view["no_data"] = NO_DATA.format(indicator=indicator, period=view["period"]["label"])
     return view
 
 
-def _spliced(session: Session, fd: FunnelData, max_n: int, bodies: list[str], coarse: bool) -> str:
+def _spliced(session: Session, fd: FunnelData, max_n: int, bodies: list[str], viewer: Viewer,
+             own_included: bool) -> str:  # fmt: skip
     """The funnel's JSON with the practices' entries (JSON texts, in order) spliced in."""
-    head = json.dumps(_funnel(session, fd, max_n, [], coarse), separators=(",", ":"))
+    head = json.dumps(_funnel(session, fd, max_n, [], viewer, own_included), separators=(",", ":"))
     assert head.endswith('"practices":[]}')
     return head[:-3] + "[" + ",".join(bodies) + "]}"
 
@@ -224,7 +248,8 @@ def funnel_json(session: Session, viewer: Viewer, indicator: str, period: str | 
     peers.sort()
     fd = FunnelData(indicator, start, end, pg, summary_from_row(summ), [],
                     summ.indicator_version, summ.versions)  # fmt: skip
-    return _spliced(session, fd, max_n, [x for _, x in ident + peers], viewer.coarse)
+    own_in = any(ods == viewer.own and rate is not None for ods, _, _, _, rate in rows)
+    return _spliced(session, fd, max_n, [x for _, x in ident + peers], viewer, own_in)
 
 
 def _coarse_funnel_json(
@@ -278,4 +303,5 @@ def _coarse_funnel_json(
     peers.sort()
     fd = FunnelData(summ.indicator, start, end, pg, summary_from_row(summ), [],
                     summ.indicator_version, summ.versions)  # fmt: skip
-    return _spliced(session, fd, max_n, [x for _, x in ident + peers], viewer.coarse)
+    own_in = any(f[0] == viewer.own and f[6] is not None for f in flats)
+    return _spliced(session, fd, max_n, [x for _, x in ident + peers], viewer, own_in)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from . import areas, service
 from .entries import entry
-from .figures import among_practices, rounded
+from .figures import among_practices, few_peers, rounded
 from .funnel import funnel_data
 from .listing import Period, indicator_titles, period_of, resolve
 from .peers import PeerGroupRef, resolve_group
@@ -64,14 +64,17 @@ def overview_view(session: Session, viewer: Viewer, period: str | None = None, p
             pg.name if pg.members is not None else None,
         )
         known = titles.get(ind)
+        own_in = any(f[0] == viewer.own and f[6] is not None for f in fd.flats)
+        few = few_peers(fd.summary.included, own_in, viewer.coarse, viewer.bands.min_peers)
         cols.append(
             {
                 "indicator": ind,
                 "title": known["title"] if known is not None else ind,
                 "area": areas.area_of(ind),
                 "register": areas.is_register(ind),
-                "pooled": rounded(fd.summary.pooled),
-                "abc": among_practices(fd.summary.abc, viewer.coarse),
+                # pooled from too few other practices: not shown in a practice's view
+                "pooled": None if few else rounded(fd.summary.pooled),
+                "abc": None if few else among_practices(fd.summary.abc, viewer.coarse),
                 "method": fd.summary.method,
             }
         )

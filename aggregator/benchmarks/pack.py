@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from . import areas, gain, service, stats
-from .figures import among_practices, change_dict
+from .figures import among_practices, change_dict, few_peers
 from .listing import period_of
 from .practice import practice_view
 from .viewer import Viewer
@@ -57,6 +57,10 @@ def practice_pack(
         ind = item["indicator"]
         s = summ.get((ind, end))
         coarse = viewer.coarse
+        if s is not None and few_peers(
+            s.included, item.get("rate") is not None, coarse, viewer.bands.min_peers
+        ):
+            s = None  # pooled from too few other practices (figures.few_peers)
         deciles = (
             [among_practices(v, coarse) for v in json.loads(s.deciles)]
             if s is not None and s.deciles

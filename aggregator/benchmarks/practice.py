@@ -3,6 +3,7 @@ patients who could gain (gain.py), and its trend (the practice page, CSV and pac
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Any, TypedDict
 
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from . import areas, gain, service, stats
 from .entries import Entry, entry, flat_from_row
-from .figures import among_practices, change_dict, rounded
+from .figures import among_practices, change_dict, few_peers, rounded
 from .listing import Period, indicator_titles, period_of, resolve
 from .models import BenchPractice
 from .viewer import PracticeLabel, Viewer
@@ -53,6 +54,11 @@ def practice_view(
         cur = next((r for r in hist if r.period_end == end), None)
         s = summ.get((ind, end))
         register = areas.is_register(ind)
+        minimum = viewer.bands.min_peers
+        if s is not None and few_peers(
+            s.included, cur_rate_known(hist, end), viewer.coarse, minimum
+        ):
+            s = None  # pooled from too few other practices: not shown here (figures.few_peers)
         # the benchmark as this viewer is shown it: gap and gain agree with what is on screen
         abc = among_practices(s.abc, viewer.coarse) if s and not register else None
         known = titles.get(ind)
@@ -95,7 +101,7 @@ def practice_view(
             item["trend"] = [
                 {"period": period_of(r.period_start, r.period_end), "rate": rounded(r.rate), "status": r.status,
                  "band": r.band, "indicator_version": r.indicator_version,
-                 "network": rounded(summ[(ind, r.period_end)].pooled) if (ind, r.period_end) in summ else None}
+                 "network": _network_rate(summ.get((ind, r.period_end)), r.rate is not None, viewer)}
                 for r in hist
             ]  # fmt: skip
             item["changes"] = [change_dict(c) for c in stats.changes(pts)]
@@ -124,3 +130,15 @@ def _gain_order(item: Entry) -> tuple[Any, ...]:
         -(gap if gap is not None else -math.inf),
         item["indicator"],
     )
+
+
+def cur_rate_known(hist: list[BenchPractice], end: dt.date) -> bool:
+    """Whether the practice's own rate at ``end`` is in the pool."""
+    return any(r.period_end == end and r.rate is not None for r in hist)
+
+
+def _network_rate(s: Any, own_included: bool, viewer: Viewer) -> float | None:
+    """The network's pooled rate of one period as ``viewer`` is shown it."""
+    if s is None or few_peers(s.included, own_included, viewer.coarse, viewer.bands.min_peers):
+        return None
+    return rounded(s.pooled)

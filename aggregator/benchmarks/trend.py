@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import NotFoundError
 from . import service, stats
-from .figures import Change, among_practices, change_dict, rounded
+from .figures import Change, among_practices, change_dict, few_peers, rounded
 from .listing import Period, known_indicator, period_of, title_of
 from .models import BenchPractice, BenchSummary
 from .peers import PeerGroupRef, resolve_group
@@ -80,6 +80,10 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
             for (s, e), c in sorted(per.items(), key=lambda kv: kv[0][1])
         ]
     abc = {s.period_end: s.abc for s in summ}
+    if viewer.coarse:
+        net, withheld = _withhold_small_pools(session, viewer, indicator, pg.members, summ, net)
+        for e in withheld:
+            abc[e] = None
     network_series: list[NetworkPoint] = [
         {"period": period_of(s, e), "numerator": c.numerator, "denominator": c.denominator, "rate": rounded(c.rate),
          "status": c.status, "abc": among_practices(abc.get(e), viewer.coarse), "indicator_version": versions.get(e)}
@@ -119,6 +123,44 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
         ]  # fmt: skip
         out["practice_changes"] = [change_dict(c) for c in stats.changes(pts)]
     return out
+
+
+def _withhold_small_pools(
+    session: Session,
+    viewer: Viewer,
+    indicator: str,
+    members: frozenset[str] | None,
+    summ: list[BenchSummary],
+    net: list[tuple[dt.date, dt.date, stats.Counts]],
+) -> tuple[list[tuple[dt.date, dt.date, stats.Counts]], set[dt.date]]:
+    """In a practice's view, each period whose pool rests on too few other practices
+    (figures.few_peers) as withheld: no counts, no rate, no change tested."""
+    own = viewer.own
+    own_in = {
+        r.period_end: r.rate is not None
+        for r in (service.practice_history(session, own, indicator) if own else [])
+    }
+    included = {s.period_end: s.included for s in summ}
+    if members is not None:
+        rows = session.scalars(
+            select(BenchPractice).where(
+                BenchPractice.indicator == indicator, BenchPractice.practice_ods.in_(members)
+            )
+        ).all()
+        included = {}
+        for r in rows:
+            if r.rate is not None:
+                included[r.period_end] = included.get(r.period_end, 0) + 1
+    minimum = viewer.bands.min_peers
+    out: list[tuple[dt.date, dt.date, stats.Counts]] = []
+    withheld: set[dt.date] = set()
+    for s, e, c in net:
+        mine = own_in.get(e, False) and (members is None or own in members)
+        if few_peers(included.get(e, 0), mine, True, minimum):
+            withheld.add(e)
+            c = stats.Counts(c.practice, None, None, "suppressed", "suppressed")
+        out.append((s, e, c))
+    return out, withheld
 
 
 def _network_counts(s: BenchSummary) -> stats.Counts:

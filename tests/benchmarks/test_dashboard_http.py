@@ -185,3 +185,49 @@ def test_real_server_sends_the_hardening_headers_on_pages_api_and_errors(
             assert r.headers["x-frame-options"] == "DENY"
             assert r.headers["x-content-type-options"] == "nosniff"
             assert r.headers["referrer-policy"] == "no-referrer"
+
+
+def test_a_pool_of_fewer_than_three_other_practices_is_withheld_from_a_practice(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Four practices, two to a PCN: in a practice's view its PCN's pool rests on one other
+    practice, whose exact counts it would give (pooled less the practice's own). The pooled
+    counts, rate, interval, quantiles, benchmark, dispersion and limits are withheld there, in
+    the funnel, the trend and the dashboard; the whole network (three others) is shown, and the
+    network lead's and admin's views are unchanged."""
+    from synthetic_network import PERIODS
+
+    n = SyntheticNetwork(tmp_path, f"sqlite:///{tmp_path / 'agg.db'}", practices(4))
+    n.setup()
+    n.start()
+    try:
+        with httpx.Client(base_url=n.url, timeout=60) as c:
+            n.enrol_all(c)
+            n.populate(c, PERIODS[:2])
+            me = n.specs[0]
+
+            def get(who: str, path: str, **params: str) -> dict:  # type: ignore[type-arg]
+                r = c.get(path, params=params,
+                          headers={"authorization": f"Bearer {n.tokens[who]}"})  # fmt: skip
+                assert r.status_code == 200, r.text
+                return r.json()  # type: ignore[no-any-return]
+
+            mine = f"practice:{me.ods}"
+            pcn = get(mine, "/v1/benchmarks/indicators/DM_HBA1C", peer="pcn")
+            s = pcn["summary"]
+            assert s["included"] == 2 and s["withheld"], s
+            assert s["numerator"] is None and s["denominator"] is None and s["pooled"] is None
+            assert s["pooled_ci95"] is None and s["abc"] is None and s["deciles"] is None
+            assert s["dispersion"]["phi"] is None and pcn["limits_curve"] == []
+            assert len(pcn["practices"]) == 2  # the marks are still there
+            whole = get(mine, "/v1/benchmarks/indicators/DM_HBA1C")["summary"]
+            assert whole["withheld"] is None and whole["pooled"] is not None
+            trend = get(mine, "/v1/benchmarks/trends/DM_HBA1C", peer="pcn")
+            assert [p["numerator"] for p in trend["network"]] == [None, None]
+            assert all(p["rate"] is None for p in trend["network"])
+            admin = get("admin", "/v1/benchmarks/indicators/DM_HBA1C", peer="pcn",
+                        group=me.pcn)["summary"]  # fmt: skip
+            assert admin["withheld"] is None and admin["numerator"] is not None
+        with signed_in(n, mine) as c:
+            page = c.get("/dashboard/indicators/DM_HBA1C", params={"pg": f"pcn|{me.pcn}"}).text
+            assert "pooled from fewer than 3 other practices" in page
+    finally:
+        n.stop()
