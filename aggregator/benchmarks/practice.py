@@ -106,7 +106,7 @@ def practice_view(
             ]  # fmt: skip
             item["changes"] = [change_dict(c) for c in stats.changes(pts)]
         items.append(item)
-    items.sort(key=_gain_order)
+    items.sort(key=gain_order)
     label = viewer.label(ods)
     header: PracticeHeader = {
         "id": label["id"],
@@ -120,7 +120,7 @@ def practice_view(
     return {"practice": header, "period": period_of(start, end), "indicators": items}
 
 
-def _gain_order(item: Entry) -> tuple[Any, ...]:
+def gain_order(item: Entry) -> tuple[Any, ...]:
     """Registers last; before them, most patients who could gain first, then the widest gap
     below the benchmark (an unknown figure after every known one), then the id."""
     gain_, gap = item.get("could_gain"), item.get("gap_to_abc")

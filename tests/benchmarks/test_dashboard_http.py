@@ -102,6 +102,26 @@ def test_a_practice_page_says_why_its_own_figures_are_withheld(tmp_path) -> None
         n.stop()
 
 
+def test_the_practice_page_compares_with_the_peer_group_chosen(net: SyntheticNetwork) -> None:
+    """With "Compare with" a PCN, the practice page's rate column, benchmark and band are the
+    PCN's funnel's, as its small funnels are, not the network's."""
+    me = net.specs[0]
+    with signed_in(net, "admin") as c:
+        bearer = {"authorization": f"Bearer {net.tokens['admin']}"}
+        group = c.get("/v1/benchmarks/indicators/DM_HBA1C", params={"peer": "pcn", "group": me.pcn},
+                      headers=bearer).json()  # fmt: skip
+        whole = c.get("/v1/benchmarks/indicators/DM_HBA1C", headers=bearer).json()
+        assert group["summary"]["pooled"] != whole["summary"]["pooled"]
+        page = c.get(f"/dashboard/practices/{me.ods}", params={"pg": f"pcn|{me.pcn}"}).text
+        assert f'<th scope="col">{me.pcn}</th>' in page
+        row = page[page.index('data-indicator="DM_HBA1C"') :]
+        row = row[: row.index("</tr>")]
+        pct = f"{100 * group['summary']['pooled']:.1f}%"
+        assert f"<td>{pct}</td>" in row, (pct, row)
+        plain = c.get(f"/dashboard/practices/{me.ods}").text
+        assert '<th scope="col">Network</th>' in plain
+
+
 def test_each_role_lands_on_its_page(net: SyntheticNetwork) -> None:
     me = net.specs[1].ods
     expect = {"admin": "/dashboard/overview", "lead:North PCN": "/dashboard/overview",

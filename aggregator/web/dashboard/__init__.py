@@ -36,7 +36,7 @@ from ...benchmarks.csv_rows import (
 from ...benchmarks.funnel import empty_funnel_view, funnel_view
 from ...benchmarks.listing import catalogue_listing, period_of
 from ...benchmarks.overview import overview_view
-from ...benchmarks.practice import practice_view
+from ...benchmarks.practice import gain_order, practice_view
 from ...benchmarks.trend import empty_trend_view, trend_view
 from ...benchmarks.viewer import Viewer
 from ...db.models import Submission as SubmissionRow
@@ -380,6 +380,8 @@ async def practice_page(request: Request, ods: str, period: str | None = None, p
                 fv = _read(runtime, u, empty_funnel_view, *args)
             for p in fv["practices"]:
                 p["self"] = p["id"] == ods  # mark the practice in view, whoever is looking
+            if fv["peer_group"]["dimension"] != "network":
+                _compare_with_group(item, fv, ods)
             funnels.append(Markup(charts.funnel_svg(fv, width=360, height=230, compact=True)))
         for item, svg in zip(view["indicators"], funnels, strict=True):
             item["funnel_svg"] = svg
@@ -388,9 +390,33 @@ async def practice_page(request: Request, ods: str, period: str | None = None, p
                     [t["rate"] for t in item.get("trend", [])], label=f"{item['indicator']} trend"
                 )
             )
-        return {"view": view, "formula": gain.FORMULA, **f}
+        group = None
+        if funnels and f["peer"] not in (None, "network") and f["group"]:
+            group = f["group"]
+            view["indicators"].sort(key=gain_order)  # by the gains against the group
+        return {"view": view, "formula": gain.FORMULA, "group_name": group, **f}
 
     return await run_in_threadpool(_page, request, runtime, user, build, "practice.html")
+
+
+def _compare_with_group(item: dict[str, Any], fv: dict[str, Any], ods: str) -> None:
+    """A practice page row against the chosen peer group rather than the network: the group's
+    pooled rate and benchmark, the practice's band in the group's funnel, and the patients who
+    could gain and the gap worked out from the group's benchmark."""
+    s = fv["summary"]
+    item["pooled"] = s["pooled"]
+    if not item.get("register"):
+        item["abc"] = s["abc"]
+        rate = item.get("rate")
+        item["gap_to_abc"] = (
+            round(s["abc"] - rate, 6) if s["abc"] is not None and rate is not None else None
+        )
+        item["could_gain"] = gain.patients_could_gain(
+            item.get("numerator"), item.get("denominator"), s["abc"]
+        )
+    own = next((p for p in fv["practices"] if p["id"] == ods), None)
+    if own is not None:
+        item.update(band=own.get("band"), band_text=own.get("band_text"))
 
 
 @router.get("/practices/{ods}/pack")
