@@ -451,6 +451,8 @@ def test_the_payload_audit_pages_through_every_submission(busy_log, monkeypatch)
         assert ("older</a>" in html) == (page < 3) and ("newer</a>" in html) == (page > 1)
         seen += [i for i in ids if i in html]
     assert seen == ids  # each once, newest first
+    assert '<th scope="col">Practice</th>' in html and "<td>A81002</td>" in html  # who sent it
+    assert busy_log.client.get("/dashboard/ig/proof/99999").status_code == 404  # no such leaf
     past = busy_log.client.get("/dashboard/ig", params={"page": "9"})
     assert past.status_code == 200 and "5–6 of 6" in past.text  # past the end: the last page
     bad = busy_log.client.get("/dashboard/ig", params={"page": "x"})

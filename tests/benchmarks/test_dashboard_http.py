@@ -95,7 +95,7 @@ def test_a_practice_page_says_why_its_own_figures_are_withheld(tmp_path) -> None
             page = c.get(f"/dashboard/practices/{me.ods}").text
             row = page[page.index('data-indicator="DM_HBA1C"') :]
             assert "withheld by disclosure control" in row[: row.index("</tr>")]
-            assert 'id="withheld-note"' in page and "--local</code> shows them" in page
+            assert 'id="withheld-note"' in page and "--local</code> shows every exact count" in page
         with signed_in(n, f"practice:{other.ods}") as c:
             assert 'id="withheld-note"' not in c.get(f"/dashboard/practices/{other.ods}").text
     finally:

@@ -554,7 +554,9 @@ def ig_proof(
         sub = session.scalars(
             select(SubmissionRow).where(SubmissionRow.leaf_index == index)
         ).first()
-        if sub is None or (user.role != "admin" and sub.practice_ods != user.practice_ods):
+        if sub is None:
+            raise NotFoundError(f"leaf {index}: no submission is at that leaf of the log")
+        if user.role != "admin" and sub.practice_ods != user.practice_ods:
             raise ForbiddenError(f"leaf {index}: not one of your practice's submissions")
         cp = log.latest_checkpoint(session)
         if cp is None:
