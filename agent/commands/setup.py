@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -108,10 +109,10 @@ def init(
     out.print(f"config      {config}")
     out.print(f"signing key {result['key_file']} (mode 0600)")
     out.print(f"kid         {key.kid}")
-    out.print(next_steps(settings, config))
+    out.print(next_steps(settings, config, explicit_home=home is not None))
 
 
-def next_steps(settings: AgentSettings, config: Path) -> str:
+def next_steps(settings: AgentSettings, config: Path, *, explicit_home: bool = False) -> str:
     """What to do after ``init``: fill in what is missing, look at what would leave, enrol
     (the order of docs/agent.md and README.md)."""
     import datetime as dt
@@ -129,9 +130,11 @@ def next_steps(settings: AgentSettings, config: Path) -> str:
         if not value
     ]
     period = last_complete_period(dt.date.today()).label
+    # the home given to init goes into the commands to copy (else they would use the default)
+    at = f" --home {shlex.quote(str(settings.home))}" if explicit_home else ""
     steps = [
-        f"`fedqi-agent preview --period {period} --local` to see what would leave",
-        "`fedqi-agent enrol --token TOKEN` with the single-use token from the network admin",
+        f"`fedqi-agent preview{at} --period {period} --local` to see what would leave",
+        f"`fedqi-agent enrol{at} --token TOKEN` with the single-use token from the network admin",
     ]
     if missing:
         steps.insert(0, f"set {', '.join(missing)} in {config}")

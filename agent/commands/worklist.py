@@ -63,6 +63,11 @@ def worklist(
             f"has {known}"
         ) from None
     p = parse_period(period) if period else last_complete_period(dt.date.today())
+    if p.start > dt.date.today():
+        raise AgentUserError(
+            f"period {p.label} has not started: a worklist is of records up to a period's end "
+            f"(default: the last complete month, {last_complete_period(dt.date.today()).label})"
+        )
     engine = open_source(settings)
     try:
         rows = worklist_patients(engine, catalogue, ind.id, p.end)

@@ -280,11 +280,13 @@ def test_init_names_the_next_steps_in_order(tmp_path: Path, practice_db: Path, c
     assert full.code == 0, full.err
     hint = " ".join(full.out.split()).split("next: ", 1)[1]
     assert "set " not in hint  # nothing is missing
-    assert hint.index(f"fedqi-agent preview --period {latest} --local") < hint.index(
-        "fedqi-agent enrol --token"
+    home = tmp_path / "full"
+    # the commands to copy carry the --home init was given
+    assert hint.index(f"fedqi-agent preview --home {home} --period {latest} --local") < hint.index(
+        f"fedqi-agent enrol --home {home} --token"
     )
     # the preview it names runs as it stands
-    assert cli("preview", "--home", str(tmp_path / "full"), "--period", latest).code == 0
+    assert cli("preview", "--home", str(home), "--period", latest).code == 0
     bare = cli("init", "--home", str(tmp_path / "bare"))
     hint = " ".join(bare.out.split()).split("next: ", 1)[1]
     assert hint.startswith("set practice, aud, aggregator_url, source in ")
@@ -444,3 +446,8 @@ def test_enrol_with_a_malformed_token_says_what_a_token_is(agent_home: Path, cli
     assert r.code == 2 and "--token: not an enrolment token (22 to 64 letters" in r.err
     assert "not a token" not in r.err  # a token is a secret: never echoed
     assert "pydantic" not in r.err and r.err.count("\n") == 1
+
+
+def test_a_worklist_of_a_period_that_has_not_started_is_refused(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    r = cli("worklist", "HYP_BP_U80", "--home", str(agent_home), "--period", "2099-01")
+    assert r.code == 2 and "period 2099-01 has not started" in r.err
