@@ -63,3 +63,16 @@ def test_peers_drawn_at_one_band_position_are_spread_to_be_pointed_at() -> None:
     assert xs == sorted(xs) and len(set(xs)) == 5 and abs(sum(xs)) < 1e-9
     many = _spread([{"id": f"P-{i:02d}", "x": 500} for i in range(40)])
     assert max(abs(v) for v in many.values()) <= SPREAD_MAX + 1e-9
+
+
+def test_a_sparkline_never_bridges_a_month_without_a_rate() -> None:
+    import re
+
+    from aggregator.web.dashboard.charts import sparkline_svg
+
+    svg = sparkline_svg([0.5, 0.52, None, None, 0.6, 0.61, None, 0.7])
+    assert len(re.findall(r"<polyline", svg)) == 2 and len(re.findall(r"<circle", svg)) == 1
+    # a change of one point does not fill the height: scaled to at least 10 points
+    flat = sparkline_svg([0.50, 0.51])
+    ys = [float(y) for y in re.findall(r",([\d.]+)", flat)]
+    assert abs(ys[0] - ys[1]) < 26 * 0.2

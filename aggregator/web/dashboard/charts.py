@@ -363,25 +363,47 @@ def trend_svg(series: Sequence[dict[str, Any]], *, practice: Sequence[dict[str, 
     return "".join(out)
 
 
+#: A sparkline's vertical scale spans at least this much of a rate (10 percentage points), so
+#: that a change of a point or two does not fill its height.
+SPARK_MIN_SPAN = 0.10
+
+
 def sparkline_svg(
     points: Sequence[float | None], *, width: int = 110, height: int = 26, label: str = "trend"
 ) -> str:
+    """A small line of rates over periods, without axes: broken where a period has no rate (a
+    withheld or missing month is never bridged), a lone point drawn as a dot, and scaled to at
+    least :data:`SPARK_MIN_SPAN` around its values."""
     vals = [p for p in points if p is not None]
     head = f'<svg xmlns="http://www.w3.org/2000/svg" class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" aria-label={quoteattr(label)}><title>{escape(label)}</title>'
-    if len(vals) < 2:
+    if not vals or len(points) < 2:
         return head + "</svg>"
     lo, hi = min(vals), max(vals)
-    span = max(hi - lo, 0.02)
+    span = max(hi - lo, SPARK_MIN_SPAN)
+    lo -= (span - (hi - lo)) / 2
     n = len(points)
-    coords = [
-        f"{2 + (width - 4) * i / (n - 1):.1f},{height - 3 - (height - 6) * (v - lo) / span:.1f}"
-        for i, v in enumerate(points)
-        if v is not None
-    ]
-    return (
-        head
-        + f'<polyline points="{" ".join(coords)}" fill="none" stroke="{NETWORK_COLOUR}" stroke-width="1.5"/></svg>'
-    )
+
+    def xy(i: int, v: float) -> tuple[float, float]:
+        return 2 + (width - 4) * i / (n - 1), height - 3 - (height - 6) * (v - lo) / span
+
+    runs: list[list[tuple[float, float]]] = [[]]
+    for i, v in enumerate(points):
+        if v is None:
+            if runs[-1]:
+                runs.append([])
+            continue
+        runs[-1].append(xy(i, v))
+    out = [head]
+    for run in runs:
+        if len(run) == 1:
+            (x, y) = run[0]
+            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="1.5" fill="{NETWORK_COLOUR}"/>')
+        elif run:
+            coords = " ".join(f"{x:.1f},{y:.1f}" for x, y in run)
+            out.append(
+                f'<polyline points="{coords}" fill="none" stroke="{NETWORK_COLOUR}" stroke-width="1.5"/>'
+            )
+    return "".join(out) + "</svg>"
 
 
 def standalone(svg: str) -> str:
