@@ -458,3 +458,23 @@ def test_the_payload_audit_pages_through_every_submission(busy_log, monkeypatch)
     bad = busy_log.client.get("/dashboard/ig", params={"page": "x"})
     assert bad.status_code == 400 and "a page number from 1" in bad.text
     assert "<html" in bad.text.lower()  # the dashboard's own error page, not JSON
+
+
+def test_envelope_and_proof_links_answer_as_dashboard_pages(busy_log) -> None:  # type: ignore[no-untyped-def]
+    """Signed out, a payload-audit link sends the visitor to sign in; refused or unknown, it
+    is the dashboard's error page, not a JSON problem."""
+    import httpx
+
+    with busy_log.network.database.read() as s:
+        other = s.scalars(
+            select(models.Submission).where(models.Submission.practice_ods == "A81002")
+        ).first()
+        sha, leaf = other.envelope_sha256, other.leaf_index
+    with httpx.Client(base_url=busy_log.url, timeout=30) as anon:
+        r = anon.get(f"/dashboard/ig/envelopes/{sha}")
+        assert r.status_code == 303 and r.headers["location"].startswith("/dashboard/login?next=")
+    token = busy_log.network.user("ig_officer", practice="A81001")
+    assert busy_log.client.post("/dashboard/login", data={"token": token}).status_code == 303
+    for path in (f"/dashboard/ig/envelopes/{sha}", f"/dashboard/ig/proof/{leaf}"):
+        r = busy_log.client.get(path)  # another practice's
+        assert r.status_code == 403 and r.headers["content-type"].startswith("text/html"), path

@@ -529,13 +529,34 @@ async def ig_page(
     )
 
 
+def _download(request: Request, user: User | None, make: Any) -> Response:
+    """A dashboard download: a signed-out visitor is sent to sign in, and a refusal or an
+    unknown item is the dashboard's error page, as for its other pages."""
+    if user is None:
+        return RedirectResponse(
+            f"/dashboard/login?next={urllib.parse.quote(str(request.url.path))}", status_code=303
+        )
+    try:
+        return make()  # type: ignore[no-any-return]
+    except AggregatorError as exc:
+        return render(
+            "error.html", exc.status_code, user=user, message=exc.message, status=exc.status_code
+        )
+
+
 @router.get("/ig/envelopes/{sha256}")
 def ig_envelope(
-    sha256: str, user: User | None = Depends(viewer_user), runtime: Runtime = Depends(get_runtime)
+    request: Request,
+    sha256: str,
+    user: User | None = Depends(viewer_user),
+    runtime: Runtime = Depends(get_runtime),
 ) -> Response:
     """The raw envelope, through the same access-checked, audited path as the API."""
-    if user is None:
-        raise AuthenticationError("sign in first")
+    return _download(request, user, lambda: _envelope(runtime, user, sha256))
+
+
+def _envelope(runtime: Runtime, user: User | None, sha256: str) -> Response:
+    assert user is not None
     body = read_envelope(runtime.db.session, user, sha256, runtime.now())
     return Response(
         body,
@@ -546,10 +567,16 @@ def ig_envelope(
 
 @router.get("/ig/proof/{index}")
 def ig_proof(
-    index: int, user: User | None = Depends(viewer_user), runtime: Runtime = Depends(get_runtime)
+    request: Request,
+    index: int,
+    user: User | None = Depends(viewer_user),
+    runtime: Runtime = Depends(get_runtime),
 ) -> Response:
-    if user is None:
-        raise AuthenticationError("sign in first")
+    return _download(request, user, lambda: _proof(runtime, user, index))
+
+
+def _proof(runtime: Runtime, user: User | None, index: int) -> Response:
+    assert user is not None
     with runtime.db.read() as session:
         sub = session.scalars(
             select(SubmissionRow).where(SubmissionRow.leaf_index == index)
