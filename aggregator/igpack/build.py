@@ -143,7 +143,7 @@ ROLE_ACCESS: tuple[tuple[str, str, str], ...] = (
     ("network_lead", "Network lead",
      "The practices of their own group (PCN) identified, others pseudonymised; network totals; no raw envelopes."),
     ("ig_officer", "IG officer",
-     "Their practice's raw signed envelopes, log proofs and re-verification; the access audit of their practice's envelopes; this pack."),
+     "What the practice user sees (its own values identified, peers as benchmarks under pseudonyms, the practice page and pack); and their practice's raw signed envelopes, log proofs and re-verification; the access audit of their practice's envelopes; this pack."),
     ("admin", "Network administrator",
      "Everything, including every raw envelope (every read of one is recorded in the access audit); manages practices, keys and users."),
 )  # fmt: skip

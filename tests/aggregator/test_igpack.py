@@ -69,6 +69,9 @@ def test_ig_pack_writes_every_document_naming_the_catalogue(network, tmp_path: P
     # the governance fields the network has not filled in
     dpia = (out / "dpia.md").read_text()
     assert dpia.count("to be completed") >= 4
+    for doc in ("dpia.md", "dpia.html"):  # the disclosure guard and its holds are described
+        text = (out / doc).read_text()
+        assert "disclosure guard" in text and "fedqi-agent pending" in text, doc
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["catalogue"]["sha256"] == ref["sha256"]
 
