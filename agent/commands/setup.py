@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from agent.cli import app
-from agent.errors import ConfigError
+from agent.errors import AgentUserError, ConfigError
 from agent.home.keystore import Keystore, ensure_private_dir, write_private
 from agent.home.settings import CONFIG_FILE, AgentSettings, resolve_home
 
@@ -87,7 +87,12 @@ def init(
         checked: dict[str, Any] = {k: v for k, v in values.items() if v is not None}
         if any(v is not None for v in source.values()):
             checked["source"] = {k: v for k, v in source.items() if v is not None}
-        settings_for(root, **checked)  # nothing is made before the values pass
+        try:
+            settings_for(root, **checked)  # nothing is made before the values pass
+        except ConfigError as exc:
+            if str(exc).startswith("bad value for --"):  # an option's value: a bad argument
+                raise AgentUserError(str(exc)) from None
+            raise
         ensure_private_dir(root)
         write_private(config, text.encode(), exclusive=True)
     else:

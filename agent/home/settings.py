@@ -345,13 +345,14 @@ def _describe(
     err = exc.errors()[0]
     loc = [str(p) for p in err["loc"]]
     key = ".".join(loc) or "(root)"
+    msg = _PLAIN.get(key, err["msg"]) if err["type"] == "string_pattern_mismatch" else err["msg"]
     env_name = ENV_PREFIX + "__".join(p.upper() for p in loc)
     node_given: Any = given or {}
     for part in loc:
         node_given = node_given.get(part) if isinstance(node_given, dict) else None
     if node_given is not None:  # a command's option (init's --practice, --source-url, ...)
         option = "--" + "-".join(loc).replace("_", "-")
-        return f"bad value for {option} ({key!r}): {err['msg']}"
+        return f"bad value for {option}: {msg}"
     node: Any = file_data
     in_file = True
     for part in loc:
@@ -371,4 +372,8 @@ def _describe(
         return f"unknown setting {key!r} {where} (known settings: {known})"
     more = exc.error_count() - 1
     suffix = f" (+{more} more)" if more else ""
-    return f"bad setting {key!r} {where}: {err['msg']}{suffix}"
+    return f"bad setting {key!r} {where}: {msg}{suffix}"
+
+
+#: What a setting that does not match its pattern must look like, in words.
+_PLAIN = {"practice": "a practice's ODS code is a capital letter and five digits, e.g. A81001"}

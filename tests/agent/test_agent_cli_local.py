@@ -36,8 +36,9 @@ def test_init_refuses_an_existing_key(agent_home: Path, cli) -> None:  # type: i
 def test_init_rejects_a_bad_value_and_writes_nothing(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
     home = tmp_path / "h"
     r = cli("init", "--home", str(home), "--practice", "nope")
-    assert r.code == 3 and "Traceback" not in r.err
-    assert "bad value for --practice" in r.err  # the option it came from, not a config file
+    assert r.code == 2 and "Traceback" not in r.err  # a bad argument
+    # the option it came from (not a config file), and what an ODS code looks like
+    assert "bad value for --practice: a practice's ODS code is a capital letter and five" in r.err
     assert not home.exists()  # not even an empty home
 
 
