@@ -62,6 +62,12 @@ def worklist(
             f"unknown indicator {indicator!r}: catalogue {catalogue.id} v{catalogue.version} "
             f"has {known}"
         ) from None
+    if ind.id.endswith("_REG"):  # the catalogue's registers (docs/benchmarks-statistics.md)
+        raise AgentUserError(
+            f"{ind.id} is a register (the share of the list with the condition), not a target a "
+            "recall can meet: it has no worklist (its denominator less its numerator is everyone "
+            "not on the register)"
+        )
     p = parse_period(period) if period else last_complete_period(dt.date.today())
     if p.start > dt.date.today():
         raise AgentUserError(
