@@ -231,6 +231,8 @@ def test_access_audit_page_filters_and_csv(server, agent_factory):
         assert "No reads match." in future.text
         bad = client.get("/dashboard/access-audit?start=yesterday")
         assert bad.status_code == 400 and "from &#39;yesterday&#39; is not a date" in bad.text
+        maybe = client.get("/dashboard/access-audit?granted=maybe")
+        assert maybe.status_code == 400 and "yes, no, or empty for both" in maybe.text
         rows = list(
             csv.DictReader(io.StringIO(client.get("/dashboard/access-audit.csv?granted=yes").text))
         )

@@ -114,6 +114,8 @@ def _audit_rows(runtime: Runtime, user: User, f: dict[str, str | None], limit: i
         q = q.where(User.name == f["who"])
     if f.get("practice") and user.role == "admin":
         q = q.where(AccessAudit.practice_ods == f["practice"])
+    if f.get("granted") not in (None, "", "yes", "no"):  # a filter ignored would mislead
+        raise BadRequestError(f"granted {f['granted']!r}: yes, no, or empty for both")
     if f.get("granted") in ("yes", "no"):
         q = q.where(AccessAudit.granted.is_(f["granted"] == "yes"))
     if start is not None:
