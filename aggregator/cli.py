@@ -733,16 +733,10 @@ def serve(
     }
     if workers == 1:
         from .runtime import tune_gc
-        from .web.serving import listening_socket
 
         # Bound here, before the app starts: a port in use is this command's one-line error
         # (exit 1), not uvicorn's log lines and its exit 3 (which this table gives a missing extra).
-        try:
-            sock = listening_socket(settings.host, settings.port)
-        except OSError as exc:
-            raise ConfigError(
-                f"serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
-            ) from exc
+        sock = _bind(settings)
         application.state.runtime.warm()
         tune_gc()
         server = uvicorn.Server(uvicorn.Config(application, **common))
@@ -762,18 +756,26 @@ def serve(
     if settings.config_file is not None:
         os.environ["FEDQI_AGGREGATOR_CONFIG"] = str(settings.config_file.resolve())
     factory = "aggregator.web.app:create_app_from_environment"
-    from .web.serving import reuseport_socket, serve_workers, spreads_connections
+    from .web.serving import serve_workers, spreads_connections
 
     if spreads_connections():  # each worker its own listening socket (see aggregator.web.serving)
-        try:
-            reserve = reuseport_socket(settings.host, settings.port)
-        except OSError as exc:
-            raise ConfigError(
-                f"serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
-            ) from exc
+        reserve = _bind(settings, reuse_port=True)
         serve_workers({"app": factory, "factory": True, **common}, reserve, workers)
         return
     uvicorn.run(factory, factory=True, workers=workers, **common)
+
+
+def _bind(settings: Any, *, reuse_port: bool = False) -> Any:
+    """``serve``'s socket on the settings' host and port; one line (ConfigError) if it cannot be
+    bound (a port in use)."""
+    from .web.serving import bound_socket
+
+    try:
+        return bound_socket(settings.host, settings.port, reuse_port=reuse_port)
+    except OSError as exc:
+        raise ConfigError(
+            f"serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+        ) from exc
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

@@ -42,27 +42,15 @@ def spreads_connections() -> bool:
     return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``(host, port)`` with ``SO_REUSEADDR``, as uvicorn binds one
-    (not yet listening): bound before the app starts, so a port in use is one clear error."""
+def bound_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket bound to ``(host, port)`` with ``SO_REUSEADDR``, as uvicorn binds one, and
+    with ``reuse_port`` also ``SO_REUSEPORT`` (each worker's own socket); not yet listening."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def reuseport_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``(host, port)`` with ``SO_REUSEPORT`` (not yet listening)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
     except BaseException:
         sock.close()
@@ -75,7 +63,7 @@ def _worker(uvicorn_kwargs: dict[str, Any], host: str, port: int) -> None:
     import uvicorn
 
     config = uvicorn.Config(**uvicorn_kwargs)  # sets up uvicorn's logging in this process
-    sock = reuseport_socket(host, port)
+    sock = bound_socket(host, port, reuse_port=True)
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -132,7 +120,7 @@ class Supervisor:
 
 def serve_workers(uvicorn_kwargs: dict[str, Any], reserve: socket.socket, workers: int) -> None:
     """Run ``workers`` uvicorn processes on the address ``reserve`` is bound to (by
-    :func:`reuseport_socket`; closed on return), each with its own ``SO_REUSEPORT`` socket,
+    :func:`bound_socket`; closed on return), each with its own ``SO_REUSEPORT`` socket,
     until SIGINT or SIGTERM. ``uvicorn_kwargs`` must be picklable (the app as an import
     string): each process builds its own app from them."""
     import uvicorn
