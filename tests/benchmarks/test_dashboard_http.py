@@ -7,11 +7,12 @@ import contextlib
 import csv
 import io
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import update
-from synthetic_network import SyntheticNetwork, practices
+from synthetic_network import PracticeSpec, SyntheticNetwork, practices
 
 from aggregator.db.models import Envelope
 from aggregator.db.session import Database
@@ -28,6 +29,18 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyntheticNetwork]:
         n.populate(c)
     yield n
     n.stop()
+
+
+@contextlib.contextmanager
+def running(tmp: Path, specs: list[PracticeSpec]) -> Iterator[SyntheticNetwork]:
+    """A network of its own for one test (SQLite in ``tmp``), served until the test ends."""
+    n = SyntheticNetwork(tmp, f"sqlite:///{tmp / 'agg.db'}", specs)
+    n.setup()
+    n.start()
+    try:
+        yield n
+    finally:
+        n.stop()
 
 
 @contextlib.contextmanager
@@ -82,10 +95,7 @@ def test_a_practice_page_says_why_its_own_figures_are_withheld(tmp_path) -> None
     control', with where the exact counts can be seen (the practice's own machine)."""
     from synthetic_network import PERIODS
 
-    n = SyntheticNetwork(tmp_path, f"sqlite:///{tmp_path / 'agg.db'}", practices(2))
-    n.setup()
-    n.start()
-    try:
+    with running(tmp_path, practices(2)) as n:
         with httpx.Client(base_url=n.url, timeout=60) as c:
             n.enrol_all(c)
             me, other = n.specs
@@ -98,8 +108,6 @@ def test_a_practice_page_says_why_its_own_figures_are_withheld(tmp_path) -> None
             assert 'id="withheld-note"' in page and "--local</code> shows every exact count" in page
         with signed_in(n, f"practice:{other.ods}") as c:
             assert 'id="withheld-note"' not in c.get(f"/dashboard/practices/{other.ods}").text
-    finally:
-        n.stop()
 
 
 def test_the_practice_page_compares_with_the_peer_group_chosen(net: SyntheticNetwork) -> None:
@@ -215,10 +223,7 @@ def test_a_pool_of_fewer_than_three_other_practices_is_withheld_from_a_practice(
     network lead's and admin's views are unchanged."""
     from synthetic_network import PERIODS
 
-    n = SyntheticNetwork(tmp_path, f"sqlite:///{tmp_path / 'agg.db'}", practices(4))
-    n.setup()
-    n.start()
-    try:
+    with running(tmp_path, practices(4)) as n:
         with httpx.Client(base_url=n.url, timeout=60) as c:
             n.enrol_all(c)
             n.populate(c, PERIODS[:2])
@@ -249,5 +254,3 @@ def test_a_pool_of_fewer_than_three_other_practices_is_withheld_from_a_practice(
         with signed_in(n, mine) as c:
             page = c.get("/dashboard/indicators/DM_HBA1C", params={"pg": f"pcn|{me.pcn}"}).text
             assert "pooled from fewer than 3 other practices" in page
-    finally:
-        n.stop()
