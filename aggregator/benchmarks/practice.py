@@ -3,7 +3,6 @@ patients who could gain (gain.py), and its trend (the practice page, CSV and pac
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from typing import Any, TypedDict
 
@@ -54,10 +53,8 @@ def practice_view(
         cur = next((r for r in hist if r.period_end == end), None)
         s = summ.get((ind, end))
         register = areas.is_register(ind)
-        minimum = viewer.bands.min_peers
-        if s is not None and few_peers(
-            s.included, cur_rate_known(hist, end), viewer.coarse, minimum
-        ):
+        own_in = cur is not None and cur.rate is not None
+        if s is not None and few_peers(s.included, own_in, viewer.coarse, viewer.bands.min_peers):
             s = None  # pooled from too few other practices: not shown here (figures.few_peers)
         # the benchmark as this viewer is shown it: gap and gain agree with what is on screen
         abc = among_practices(s.abc, viewer.coarse) if s and not register else None
@@ -130,11 +127,6 @@ def gain_order(item: Entry) -> tuple[Any, ...]:
         -(gap if gap is not None else -math.inf),
         item["indicator"],
     )
-
-
-def cur_rate_known(hist: list[BenchPractice], end: dt.date) -> bool:
-    """Whether the practice's own rate at ``end`` is in the pool."""
-    return any(r.period_end == end and r.rate is not None for r in hist)
 
 
 def _network_rate(s: Any, own_included: bool, viewer: Viewer) -> float | None:

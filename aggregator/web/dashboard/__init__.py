@@ -33,6 +33,7 @@ from ...benchmarks.csv_rows import (
     practice_csv_rows,
     trend_csv_rows,
 )
+from ...benchmarks.figures import rounded
 from ...benchmarks.funnel import empty_funnel_view, funnel_view
 from ...benchmarks.listing import catalogue_listing, period_of
 from ...benchmarks.overview import overview_view
@@ -409,7 +410,7 @@ def _compare_with_group(item: dict[str, Any], fv: dict[str, Any], ods: str) -> N
         item["abc"] = s["abc"]
         rate = item.get("rate")
         item["gap_to_abc"] = (
-            round(s["abc"] - rate, 6) if s["abc"] is not None and rate is not None else None
+            rounded(s["abc"] - rate) if s["abc"] is not None and rate is not None else None
         )
         item["could_gain"] = gain.patients_could_gain(
             item.get("numerator"), item.get("denominator"), s["abc"]
