@@ -64,8 +64,13 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
     if not summ:
         raise NotFoundError(f"{indicator}: no benchmarks yet", code="no-benchmarks")
     versions = {s.period_end: s.indicator_version or 0 for s in summ}
+    own = viewer.own if viewer.coarse else None
+    # The viewer's own history, read once: for the small-pool rule and, when the practice in
+    # view is the viewer's own, for its series.
+    own_hist = service.practice_history(session, own, indicator) if own else []
     if pg.members is None:
         net = [(s.period_start, s.period_end, _network_counts(s)) for s in summ]
+        included = {s.period_end: s.included for s in summ}
     else:
         rows = session.scalars(
             select(BenchPractice).where(
@@ -79,9 +84,12 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
             (s, e, stats.pool(c, pg.name))
             for (s, e), c in sorted(per.items(), key=lambda kv: kv[0][1])
         ]
+        included = {e: sum(c.usable for c in cs) for (_, e), cs in per.items()}
     abc = {s.period_end: s.abc for s in summ}
     if viewer.coarse:
-        net, withheld = _withhold_small_pools(session, viewer, indicator, pg.members, summ, net)
+        in_pool = own is not None and (pg.members is None or own in pg.members)
+        own_in = {r.period_end: in_pool and r.rate is not None for r in own_hist}
+        net, withheld = _withhold_small_pools(viewer.bands.min_peers, net, included, own_in)
         for e in withheld:
             abc[e] = None
     network_series: list[NetworkPoint] = [
@@ -106,7 +114,9 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
         "note": "changes are pooled two-proportion z-tests at 5%; a change of indicator version breaks the series",
     }
     if practice is not None:
-        hist = service.practice_history(session, practice, indicator)
+        hist = (
+            own_hist if practice == own else service.practice_history(session, practice, indicator)
+        )
         pts = [
             stats.TrendPoint(
                 r.period_end.isoformat(), r.indicator_version or 0, service.counts_of(r)
@@ -126,37 +136,19 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
 
 
 def _withhold_small_pools(
-    session: Session,
-    viewer: Viewer,
-    indicator: str,
-    members: frozenset[str] | None,
-    summ: list[BenchSummary],
+    minimum: int,
     net: list[tuple[dt.date, dt.date, stats.Counts]],
+    included: dict[dt.date, int],
+    own_in: dict[dt.date, bool],
 ) -> tuple[list[tuple[dt.date, dt.date, stats.Counts]], set[dt.date]]:
     """In a practice's view, each period whose pool rests on too few other practices
-    (figures.few_peers) as withheld: no counts, no rate, no change tested."""
-    own = viewer.own
-    own_in = {
-        r.period_end: r.rate is not None
-        for r in (service.practice_history(session, own, indicator) if own else [])
-    }
-    included = {s.period_end: s.included for s in summ}
-    if members is not None:
-        rows = session.scalars(
-            select(BenchPractice).where(
-                BenchPractice.indicator == indicator, BenchPractice.practice_ods.in_(members)
-            )
-        ).all()
-        included = {}
-        for r in rows:
-            if r.rate is not None:
-                included[r.period_end] = included.get(r.period_end, 0) + 1
-    minimum = viewer.bands.min_peers
+    (figures.few_peers; ``included``: the practices in the pool per period end, ``own_in``:
+    whether the viewer's own rate is one of them) as withheld: no counts, no rate, no change
+    tested."""
     out: list[tuple[dt.date, dt.date, stats.Counts]] = []
     withheld: set[dt.date] = set()
     for s, e, c in net:
-        mine = own_in.get(e, False) and (members is None or own in members)
-        if few_peers(included.get(e, 0), mine, True, minimum):
+        if few_peers(included.get(e, 0), own_in.get(e, False), True, minimum):
             withheld.add(e)
             c = stats.Counts(c.practice, None, None, "suppressed", "suppressed")
         out.append((s, e, c))

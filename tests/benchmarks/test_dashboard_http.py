@@ -248,6 +248,14 @@ def test_a_pool_of_fewer_than_three_other_practices_is_withheld_from_a_practice(
             trend = get(mine, "/v1/benchmarks/trends/DM_HBA1C", peer="pcn")
             assert [p["numerator"] for p in trend["network"]] == [None, None]
             assert all(p["rate"] is None for p in trend["network"])
+            # The whole network rests on three others: shown, beside the practice's own series.
+            both = get(mine, "/v1/benchmarks/trends/DM_HBA1C", practice=me.ods)
+            assert all(p["numerator"] is not None for p in both["network"]), both["network"]
+            assert [p["numerator"] for p in both["practice_series"]] == [
+                p["numerator"] for p in get(mine, "/v1/benchmarks/trends/DM_HBA1C", peer="pcn",
+                                            practice=me.ods)["practice_series"]
+            ]  # fmt: skip
+            assert len(both["practice_series"]) == 2
             admin = get("admin", "/v1/benchmarks/indicators/DM_HBA1C", peer="pcn",
                         group=me.pcn)["summary"]  # fmt: skip
             assert admin["withheld"] is None and admin["numerator"] is not None
