@@ -90,9 +90,18 @@ def install(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404 and request.url.path.startswith("/dashboard/"):
             # A mistyped dashboard address is a page, like every other dashboard error.
-            from .dashboard import render
+            from sqlalchemy.exc import SQLAlchemyError
+            from starlette.concurrency import run_in_threadpool
 
-            return render("error.html", 404, user=None, status=404,
+            from ..runtime import get_runtime
+            from .dashboard import render, viewer_user
+
+            # Signed in, the page keeps the menu (a database outage here leaves it without one).
+            try:
+                user = await run_in_threadpool(viewer_user, request, get_runtime(request))
+            except SQLAlchemyError:
+                user = None
+            return render("error.html", 404, user=user, status=404,
                           message=f"There is no page at {request.url.path}.")  # fmt: skip
         code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         # keep the exception's headers: a 405 names the methods the path has in Allow

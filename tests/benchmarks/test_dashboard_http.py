@@ -75,6 +75,11 @@ def test_a_mistyped_dashboard_address_is_a_page_and_an_api_one_a_problem(
         assert (
             "There is no page at /dashboard/nope." in r.text and "Back to the dashboard" in r.text
         )
+        assert 'aria-label="Main"' in r.text and "Sign out" in r.text  # signed in: the menu
+        with httpx.Client(base_url=net.url) as anon:
+            page = anon.get("/dashboard/nope")
+            assert page.status_code == 404 and "There is no page at" in page.text
+            assert 'aria-label="Main"' not in page.text
         api = c.get("/v1/nope")
         assert api.status_code == 404
         assert api.headers["content-type"].startswith("application/problem+json")
