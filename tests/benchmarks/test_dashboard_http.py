@@ -267,3 +267,41 @@ def test_a_pool_of_fewer_than_three_other_practices_is_withheld_from_a_practice(
         with signed_in(n, mine) as c:
             page = c.get("/dashboard/indicators/DM_HBA1C", params={"pg": f"pcn|{me.pcn}"}).text
             assert "pooled from fewer than 3 other practices" in page
+
+
+def test_downloads_answer_as_the_dashboard_does(net: SyntheticNetwork) -> None:
+    """The CSV and SVG downloads send a signed-out visitor to sign in and show a refusal or an
+    unknown item as the dashboard's error page (they answered JSON); the trend's downloads
+    carry the practice in view, as the page does."""
+    downloads = ["/dashboard/overview.csv", "/dashboard/indicators/DM_HBA1C/funnel.svg",
+                 "/dashboard/indicators/DM_HBA1C/trend.svg", "/dashboard/indicators/DM_HBA1C/funnel.csv",
+                 "/dashboard/indicators/DM_HBA1C/trend.csv", f"/dashboard/practices/{net.specs[0].ods}/summary.csv"]  # fmt: skip
+    with httpx.Client(base_url=net.url) as anon:
+        for path in downloads:
+            r = anon.get(path)
+            assert r.status_code == 303 and r.headers["location"].startswith("/dashboard/login"), (
+                path
+            )
+    other = net.specs[1].ods
+    with signed_in(net, f"practice:{net.specs[0].ods}") as c:
+        for path, code in ((f"/dashboard/practices/{other}/summary.csv", 403),
+                           ("/dashboard/indicators/NOPE/funnel.svg", 404),
+                           ("/dashboard/indicators/DM_HBA1C/trend.csv?practice=x", 400),
+                           ("/dashboard/indicators/DM_HBA1C/funnel.csv?period=2031-01", 404)):  # fmt: skip
+            r = c.get(path)
+            assert r.status_code == code and r.headers["content-type"].startswith("text/html"), (
+                path,
+                r.status_code,
+            )
+            assert 'aria-label="Main"' in r.text, path
+    me = net.specs[2]
+    with signed_in(net, "admin") as c:
+        page = c.get("/dashboard/indicators/DM_HBA1C", params={"practice": me.ods}).text
+        assert f"trend.svg?practice={me.ods}" in page and f"trend.csv?practice={me.ods}" in page
+        svg = c.get("/dashboard/indicators/DM_HBA1C/trend.svg", params={"practice": me.ods}).text
+        assert f">{me.name[:12]}" in svg  # the practice's line in the legend (names are cut short)
+        rows = list(csv.DictReader(io.StringIO(
+            c.get("/dashboard/indicators/DM_HBA1C/trend.csv", params={"practice": me.ods}).text)))  # fmt: skip
+        assert any(me.ods in str(row.values()) or me.name in str(row.values()) for row in rows), (
+            rows[:2]
+        )

@@ -230,3 +230,50 @@ def test_dashboard_works_under_its_content_security_policy(browser, net: Synthet
     assert page.evaluate("() => window.x") is None
     assert violations, "Chromium reported no violation for an inline script"
     context.close()
+
+
+DARK_ROWS = """async ([url, rows]) => {
+  const img = new Image();
+  await new Promise((ok, no) => { img.onload = ok; img.onerror = no; img.src = url; });
+  const c = document.createElement("canvas");
+  c.width = img.width; c.height = img.height;
+  const ctx = c.getContext("2d");
+  ctx.drawImage(img, 0, 0);
+  const band = ctx.getImageData(0, 0, img.width, rows).data;
+  let dark = 0;
+  for (let i = 0; i < band.length; i += 4) if (band[i] < 100 && band[i + 1] < 100 && band[i + 2] < 100) dark++;
+  return {width: img.width, height: img.height, dark: dark};
+}"""
+
+
+def test_an_exported_chart_says_what_it_shows(
+    browser, net: SyntheticNetwork, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The PNG and SVG exports carry a caption line above the chart: the indicator, the period
+    and the peers compared with, so a chart pasted on a slide still says what it is."""
+    import base64
+
+    context, page, _ = _page(browser, net, "admin")
+    page.goto(f"{net.url}/dashboard/indicators/DM_HBA1C?pg=pcn%7CNorth%20PCN")
+    button = page.locator('button.png[data-target="#funnel-figure svg"]')
+    caption = button.get_attribute("data-caption")
+    assert caption and "(DM_HBA1C)" in caption and caption.endswith("compared with North PCN")
+    box = page.evaluate(
+        "() => { const v = document.querySelector('#funnel-figure svg').viewBox.baseVal;"
+        " return [v.width, v.height]; }"
+    )
+    with page.expect_download() as info:
+        button.click()
+    png = Path(info.value.path()).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    drawn = page.evaluate(DARK_ROWS, [url, 48])
+    assert (drawn["width"], drawn["height"]) == (2 * box[0], 2 * (box[1] + 24))
+    assert drawn["dark"] > 200, drawn  # the caption's letters, above the chart
+    svg = httpx.get(
+        f"{net.url}/dashboard/indicators/DM_HBA1C/funnel.svg",
+        params={"pg": "pcn|North PCN"},
+        cookies={c["name"]: c["value"] for c in context.cookies()},
+    ).text
+    assert f">{caption}</text>" in svg.replace("&amp;", "&")
+    context.close()

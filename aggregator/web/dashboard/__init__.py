@@ -227,13 +227,14 @@ async def overview(request: Request, period: str | None = None, pg: str | None =
 
 
 @router.get("/overview.csv")
-async def overview_csv(period: str | None = None, pg: str | None = None, user: User | None = Depends(viewer_user),
-                       runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
-    if user is None:
-        raise AuthenticationError("sign in first")
-    peer, group = _split_pg(pg)
-    view = await run_in_threadpool(_read, runtime, user, overview_view, period, peer, group)
-    return csv_response(overview_csv_rows(view), f"overview-{view['period']['end']}.csv")
+async def overview_csv(request: Request, period: str | None = None, pg: str | None = None,
+                       user: User | None = Depends(viewer_user), runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
+    def make(u: User) -> Response:
+        peer, group = _split_pg(pg)
+        view = _read(runtime, u, overview_view, period, peer, group)
+        return csv_response(overview_csv_rows(view), f"overview-{view['period']['end']}.csv")
+
+    return await run_in_threadpool(_download, request, user, make)
 
 
 # --- one indicator --------------------------------------------------------------------------------
@@ -287,23 +288,43 @@ def _indicator_ctx(
     return {"view": view, "trend": trend, **f}
 
 
+def _trend_chart(ctx: dict[str, Any]) -> str:
+    """The indicator page's trend chart (the page and its SVG download draw the same)."""
+    t = ctx["trend"]
+    return charts.trend_svg(t["network"], practice=t.get("practice_series"), breaks=[b["label"] for b in t["breaks"]],
+                            title=f"{ctx['view']['title']}: trend", practice_label=(t.get("practice") or {}).get("name", "Practice"),
+                            group_label=charts.group_label(t.get("peer_group")))  # fmt: skip
+
+
+def _captions(ctx: dict[str, Any]) -> dict[str, str]:
+    """The line above each exported chart (the SVG downloads and the PNG buttons)."""
+    v = ctx["view"]
+    return {
+        "funnel": charts.caption(v, "funnel plot", v.get("peer_group")),
+        "trend": charts.caption(v, "trend", ctx["trend"].get("peer_group")),
+    }
+
+
+def _checked_practice(practice: str | None) -> str | None:
+    if practice is not None and not ODS.fullmatch(practice):
+        raise BadRequestError(f"practice {practice!r} is not an ODS code")
+    return practice
+
+
 @router.get("/indicators/{indicator}")
 async def indicator_page(request: Request, indicator: str, period: str | None = None, pg: str | None = None,
                          practice: str | None = None, user: User | None = Depends(viewer_user),
                          runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
     def build(u: User) -> dict[str, Any]:
-        if practice is not None and not ODS.fullmatch(practice):
-            raise BadRequestError(f"practice {practice!r} is not an ODS code")
-        ctx = _indicator_ctx(runtime, u, indicator, period, pg, practice)
-        t = ctx["trend"]
+        ctx = _indicator_ctx(runtime, u, indicator, period, pg, _checked_practice(practice))
         ctx["funnel_svg"] = Markup(charts.funnel_svg(ctx["view"]))
-        ctx["trend_svg"] = Markup(
-            charts.trend_svg(t["network"], practice=t.get("practice_series"), breaks=[b["label"] for b in t["breaks"]],
-                             title=f"{ctx['view']['title']}: trend", practice_label=(t.get("practice") or {}).get("name", "Practice"),
-                             group_label=charts.group_label(t.get("peer_group")))
-        )  # fmt: skip
+        ctx["trend_svg"] = Markup(_trend_chart(ctx))
+        ctx["captions"] = _captions(ctx)
         ctx["query"] = urllib.parse.urlencode(
             {k: v for k, v in (("period", period), ("pg", pg)) if v}
+        )
+        ctx["trend_query"] = urllib.parse.urlencode(
+            {k: v for k, v in (("period", period), ("pg", pg), ("practice", practice)) if v}
         )
         return ctx
 
@@ -311,52 +332,50 @@ async def indicator_page(request: Request, indicator: str, period: str | None = 
 
 
 @router.get("/indicators/{indicator}/funnel.svg")
-async def funnel_download(indicator: str, period: str | None = None, pg: str | None = None,
+async def funnel_download(request: Request, indicator: str, period: str | None = None, pg: str | None = None,
                           user: User | None = Depends(viewer_user), runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
-    if user is None:
-        raise AuthenticationError("sign in first")
-    ctx = await run_in_threadpool(_indicator_ctx, runtime, user, indicator, period, pg, None)
-    v = ctx["view"]
-    return Response(charts.standalone(charts.funnel_svg(v)), media_type="image/svg+xml",
-                    headers={"Content-Disposition": f'attachment; filename="{indicator}-{v["period"]["end"]}-funnel.svg"'})  # fmt: skip
+    def make(u: User) -> Response:
+        ctx = _indicator_ctx(runtime, u, indicator, period, pg, None)
+        v = ctx["view"]
+        return Response(charts.standalone(charts.funnel_svg(v), _captions(ctx)["funnel"]), media_type="image/svg+xml",
+                        headers={"Content-Disposition": f'attachment; filename="{indicator}-{v["period"]["end"]}-funnel.svg"'})  # fmt: skip
+
+    return await run_in_threadpool(_download, request, user, make)
 
 
 @router.get("/indicators/{indicator}/trend.svg")
-async def trend_download(indicator: str, period: str | None = None, pg: str | None = None,
-                         user: User | None = Depends(viewer_user), runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
-    if user is None:
-        raise AuthenticationError("sign in first")
-    ctx = await run_in_threadpool(_indicator_ctx, runtime, user, indicator, period, pg, None)
-    t = ctx["trend"]
-    svg = charts.trend_svg(
-        t["network"],
-        practice=t.get("practice_series"),
-        breaks=[b["label"] for b in t["breaks"]],
-        title=f"{indicator}: trend",
-        group_label=charts.group_label(t.get("peer_group")),
-    )
-    return Response(charts.standalone(svg), media_type="image/svg+xml",
-                    headers={"Content-Disposition": f'attachment; filename="{indicator}-trend.svg"'})  # fmt: skip
+async def trend_download(request: Request, indicator: str, period: str | None = None, pg: str | None = None,
+                         practice: str | None = None, user: User | None = Depends(viewer_user),
+                         runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
+    def make(u: User) -> Response:
+        ctx = _indicator_ctx(runtime, u, indicator, period, pg, _checked_practice(practice))
+        return Response(charts.standalone(_trend_chart(ctx), _captions(ctx)["trend"]), media_type="image/svg+xml",
+                        headers={"Content-Disposition": f'attachment; filename="{indicator}-trend.svg"'})  # fmt: skip
+
+    return await run_in_threadpool(_download, request, user, make)
 
 
 @router.get("/indicators/{indicator}/funnel.csv")
-async def funnel_csv(indicator: str, period: str | None = None, pg: str | None = None,
+async def funnel_csv(request: Request, indicator: str, period: str | None = None, pg: str | None = None,
                      user: User | None = Depends(viewer_user), runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
-    if user is None:
-        raise AuthenticationError("sign in first")
-    ctx = await run_in_threadpool(_indicator_ctx, runtime, user, indicator, period, pg, None)
-    return csv_response(
-        funnel_csv_rows(ctx["view"]), f"{indicator}-{ctx['view']['period']['end']}.csv"
-    )
+    def make(u: User) -> Response:
+        ctx = _indicator_ctx(runtime, u, indicator, period, pg, None)
+        return csv_response(
+            funnel_csv_rows(ctx["view"]), f"{indicator}-{ctx['view']['period']['end']}.csv"
+        )
+
+    return await run_in_threadpool(_download, request, user, make)
 
 
 @router.get("/indicators/{indicator}/trend.csv")
-async def trend_csv(indicator: str, period: str | None = None, pg: str | None = None,
-                    user: User | None = Depends(viewer_user), runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
-    if user is None:
-        raise AuthenticationError("sign in first")
-    ctx = await run_in_threadpool(_indicator_ctx, runtime, user, indicator, period, pg, None)
-    return csv_response(trend_csv_rows(ctx["trend"]), f"{indicator}-trend.csv")
+async def trend_csv(request: Request, indicator: str, period: str | None = None, pg: str | None = None,
+                    practice: str | None = None, user: User | None = Depends(viewer_user),
+                    runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
+    def make(u: User) -> Response:
+        ctx = _indicator_ctx(runtime, u, indicator, period, pg, _checked_practice(practice))
+        return csv_response(trend_csv_rows(ctx["trend"]), f"{indicator}-trend.csv")
+
+    return await run_in_threadpool(_download, request, user, make)
 
 
 # --- one practice ----------------------------------------------------------------------------------
@@ -458,14 +477,13 @@ def _spine_label(item: dict[str, Any], name: str) -> str:
 
 
 @router.get("/practices/{ods}/summary.csv")
-async def practice_csv(ods: str, period: str | None = None, user: User | None = Depends(viewer_user),
+async def practice_csv(request: Request, ods: str, period: str | None = None, user: User | None = Depends(viewer_user),
                        runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
-    if user is None:
-        raise AuthenticationError("sign in first")
-    if not ODS.fullmatch(ods):
-        raise BadRequestError(f"practice {ods!r} is not an ODS code")
-    view = await run_in_threadpool(_read, runtime, user, practice_view, ods, period, False)
-    return csv_response(practice_csv_rows(view), f"{ods}-{view['period']['end']}.csv")
+    def make(u: User) -> Response:
+        view = _read(runtime, u, practice_view, _checked_practice(ods), period, False)
+        return csv_response(practice_csv_rows(view), f"{ods}-{view['period']['end']}.csv")
+
+    return await run_in_threadpool(_download, request, user, make)
 
 
 # --- IG officer: what our practice sent ---------------------------------------------------------------
@@ -538,7 +556,7 @@ def _download(request: Request, user: User | None, make: Any) -> Response:
             f"/dashboard/login?next={urllib.parse.quote(str(request.url.path))}", status_code=303
         )
     try:
-        return make()  # type: ignore[no-any-return]
+        return make(user)  # type: ignore[no-any-return]
     except AggregatorError as exc:
         return render(
             "error.html", exc.status_code, user=user, message=exc.message, status=exc.status_code
@@ -553,7 +571,7 @@ def ig_envelope(
     runtime: Runtime = Depends(get_runtime),
 ) -> Response:
     """The raw envelope, through the same access-checked, audited path as the API."""
-    return _download(request, user, lambda: _envelope(runtime, user, sha256))
+    return _download(request, user, lambda u: _envelope(runtime, u, sha256))
 
 
 def _envelope(runtime: Runtime, user: User | None, sha256: str) -> Response:
@@ -573,7 +591,7 @@ def ig_proof(
     user: User | None = Depends(viewer_user),
     runtime: Runtime = Depends(get_runtime),
 ) -> Response:
-    return _download(request, user, lambda: _proof(runtime, user, index))
+    return _download(request, user, lambda u: _proof(runtime, u, index))
 
 
 def _proof(runtime: Runtime, user: User | None, index: int) -> Response:

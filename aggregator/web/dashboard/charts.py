@@ -8,6 +8,7 @@ shape and a text label in the point's ``<title>``. Points are focusable (``tabin
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
@@ -406,9 +407,37 @@ def sparkline_svg(
     return "".join(out) + "</svg>"
 
 
-def standalone(svg: str) -> str:
-    """An SVG file for download."""
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + svg
+#: The height of an exported chart's caption line, above the chart.
+CAPTION_HEIGHT = 24
+
+
+def caption(view: dict[str, Any], kind: str, peer_group: dict[str, Any] | None) -> str:
+    """What an exported chart (SVG or PNG) says above itself, so that it still says what it
+    shows on a slide: the indicator, the period (a funnel's) and the peers it is compared
+    with. ``kind`` is "funnel plot" or "trend"."""
+    when = f", {view['period']['label']}" if kind != "trend" and view.get("period") else ""
+    group = group_label(peer_group)
+    peers = "the network" if group == "Network" else group
+    return f"{view['title']} ({view['indicator']}){when}: {kind}, compared with {peers}"
+
+
+def standalone(svg: str, caption: str | None = None) -> str:
+    """An SVG file for download: the chart, under a line of ``caption`` when given."""
+    head = '<?xml version="1.0" encoding="UTF-8"?>\n'
+    if caption is None:
+        return head + svg
+    m = re.match(r'<svg [^>]*?viewBox="0 0 (\d+) (\d+)"', svg)
+    if m is None:
+        raise ValueError("a chart without a viewBox cannot be captioned")
+    w, h = int(m.group(1)), int(m.group(2)) + CAPTION_HEIGHT
+    inner = svg.replace("<svg ", f'<svg y="{CAPTION_HEIGHT}" ', 1)
+    return (
+        f'{head}<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" '
+        f'height="{h}" font-family="system-ui, sans-serif">'
+        f'<rect width="{w}" height="{h}" fill="#fff"/>'
+        f'<text x="8" y="{CAPTION_HEIGHT - 8}" font-size="13" font-weight="bold">'
+        f"{escape(caption)}</text>{inner}</svg>"
+    )
 
 
 def spine_svg(s: dict[str, Any], *, width: int = 300, height: int = 24, label: str = "") -> str:

@@ -28,12 +28,18 @@
       var data = new XMLSerializer().serializeToString(svg);
       var img = new Image();
       var w = svg.viewBox.baseVal.width || svg.clientWidth, h = svg.viewBox.baseVal.height || svg.clientHeight;
+      // The caption line above the chart (as the SVG downloads have): what, when, compared with whom.
+      var caption = btn.getAttribute("data-caption") || "", top = caption ? 24 : 0;
       img.onload = function () {
         var c = document.createElement("canvas");
-        c.width = w * 2; c.height = h * 2;
+        c.width = w * 2; c.height = (h + top) * 2;
         var ctx = c.getContext("2d");
         ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, c.width, c.height);
-        ctx.drawImage(img, 0, 0, c.width, c.height);
+        if (caption) {
+          ctx.fillStyle = "#000"; ctx.font = "bold 26px system-ui, sans-serif";
+          ctx.fillText(caption, 16, 32, c.width - 32);
+        }
+        ctx.drawImage(img, 0, top * 2, w * 2, h * 2);
         var a = document.createElement("a");
         a.download = btn.getAttribute("data-name") || "chart.png";
         a.href = c.toDataURL("image/png");
