@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -252,18 +253,76 @@ class CheckResult(NamedTuple):
     detail: str
 
 
+def verify_submissions(
+    session: Session,
+    subs: Sequence[SubmissionRow],
+    checkpoint: CheckpointRow | None,
+    log_key_name: str,
+    log_key: VerifyingKey,
+) -> list[list[CheckResult]]:
+    """:func:`verify_submission` for each of ``subs`` (a page of the payload audit), with what
+    they read fetched together: their leaves, envelopes and keys in one query each (into the
+    session, where each check's ``session.get`` finds them), their stored cells in one, and the
+    checkpoint's signature verified once. The same checks, the same results."""
+    if not subs:
+        return []
+    ids = [s.submission_id for s in subs]
+    held = [
+        *session.scalars(select(LogLeaf).where(LogLeaf.idx.in_([s.leaf_index for s in subs]))),
+        *session.scalars(
+            select(Envelope).where(Envelope.sha256.in_({s.envelope_sha256 for s in subs}))
+        ),
+        *session.scalars(select(PracticeKey).where(PracticeKey.kid.in_({s.kid for s in subs}))),
+    ]
+    cells: dict[str, list[Cell]] = {i: [] for i in ids}
+    for c in session.scalars(select(Cell).where(Cell.submission_id.in_(ids))):
+        cells[c.submission_id].append(c)
+    signed = (
+        checks.checkpoint(
+            checkpoint.size, checkpoint.note, bytes(checkpoint.root), log_key_name, log_key
+        )
+        if checkpoint is not None
+        else None
+    )
+    proofs = (
+        tree.inclusion_proofs(
+            session, [s.leaf_index for s in subs if s.leaf_index < checkpoint.size], checkpoint.size
+        )
+        if checkpoint is not None
+        else {}
+    )
+    out = [
+        verify_submission(session, s, checkpoint, log_key_name, log_key,
+                          cells=cells[s.submission_id], checkpoint_finding=signed,
+                          proof=proofs.get(s.leaf_index))
+        for s in subs
+    ]  # fmt: skip
+    del held  # kept referenced until every check has read them from the session
+    return out
+
+
+_UNSET: Any = object()
+
+
 def verify_submission(
     session: Session,
     sub: SubmissionRow,
     checkpoint: CheckpointRow | None,
     log_key_name: str,
     log_key: VerifyingKey,
+    *,
+    cells: Sequence[Cell] | None = None,
+    checkpoint_finding: Finding | None = _UNSET,
+    proof: Sequence[bytes] | None = None,
 ) -> list[CheckResult]:
     """The named checks ``log verify`` runs, for one submission: leaf hash from its JSON,
     envelope hash, payload hash, signature, leaf against the stored submission, the stored cells
     re-derived from the signed payload, inclusion of the leaf (hashed from its JSON) in
     ``checkpoint`` (the latest) and the checkpoint's signature. A check whose input an earlier
-    one found wanting is not run."""
+    one found wanting is not run. ``cells`` (the submission's stored cells) and
+    ``checkpoint_finding`` (the checkpoint's own check) and ``proof`` (the leaf's inclusion proof
+    in ``checkpoint``), when given, are used instead of reading and checking them again
+    (:func:`verify_submissions`)."""
     out: list[CheckResult] = []
 
     def record(name: str, finding: Finding | None, ok_text: str) -> bool:
@@ -315,7 +374,11 @@ def verify_submission(
     if isinstance(signed, Finding):
         record("cells", signed, "")
     else:
-        rows = list(session.scalars(select(Cell).where(Cell.submission_id == sub.submission_id)))
+        rows = (
+            list(cells)
+            if cells is not None
+            else list(session.scalars(select(Cell).where(Cell.submission_id == sub.submission_id)))
+        )
         diffs = checks.cells(sub, signed, rows)
         detail = "; ".join(f"{d.indicator}: {d.detail}" for d in diffs[:5])
         out.append(
@@ -330,7 +393,9 @@ def verify_submission(
             idx,
             checkpoint.size,
             data,
-            tree.inclusion_proof(session, idx, checkpoint.size),
+            list(proof)
+            if proof is not None
+            else tree.inclusion_proof(session, idx, checkpoint.size),
             bytes(checkpoint.root),
         ),
         f"leaf {idx} is in the tree of size {checkpoint.size}",
@@ -339,7 +404,9 @@ def verify_submission(
         "checkpoint-signature",
         checks.checkpoint(
             checkpoint.size, checkpoint.note, bytes(checkpoint.root), log_key_name, log_key
-        ),
+        )
+        if checkpoint_finding is _UNSET
+        else checkpoint_finding,
         "signed by the log key",
     )
     return out

@@ -268,6 +268,22 @@ def test_each_tamper_is_caught_by_its_check(busy_log, capsys, what) -> None:  # 
     code, out = _verify(busy_log, capsys)
     assert code == ExitCode.LOG_FAILED
     assert expected in {(f["check"], f["where"]) for f in _findings(out)}, out
+    # The payload audit's batched checks (one query each for a page's rows) find what the
+    # checks run one submission at a time find, failures included.
+    from aggregator.log import verify
+    from aggregator.runtime import Runtime
+
+    signer = Runtime.load(busy_log.network.settings).signer
+    with busy_log.network.database.read() as s:
+        subs = list(s.scalars(select(models.Submission).order_by(models.Submission.leaf_index)))
+        cp = s.scalars(select(models.Checkpoint).order_by(models.Checkpoint.size.desc())).first()
+        one_by_one = [verify.verify_submission(s, sub, cp, signer.key_name, signer.key.public)
+                      for sub in subs]  # fmt: skip
+    with busy_log.network.database.read() as s:
+        subs = list(s.scalars(select(models.Submission).order_by(models.Submission.leaf_index)))
+        batched = verify.verify_submissions(s, subs, cp, signer.key_name, signer.key.public)
+    assert batched == one_by_one
+    assert any(not c.ok for checks in batched for c in checks), what
 
 
 def test_repaired_cells_are_shown_again_after_log_verify(busy_log, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -50,7 +50,7 @@ from ...errors import (
     NotFoundError,
 )
 from ...log import service as log
-from ...log.verify import verify_submission
+from ...log.verify import verify_submissions
 from ...runtime import Runtime, get_runtime
 from ...submissions.service import read_envelope
 from ...users.service import authenticate, end_session, session_user, start_session
@@ -517,8 +517,8 @@ def _ig_ctx(runtime: Runtime, u: User, page: str | None = None) -> dict[str, Any
         checkpoint = log.latest_checkpoint(session)
         rows = []
         signer = runtime.signer
-        for sub in subs:
-            checks = verify_submission(session, sub, checkpoint, signer.key_name, signer.key.public)
+        found = verify_submissions(session, subs, checkpoint, signer.key_name, signer.key.public)
+        for sub, checks in zip(subs, found, strict=True):
             rows.append({"sub": sub, "checks": checks, "verified": all(c.ok for c in checks),
                          "period": period_of(sub.period_start, sub.period_end)})  # fmt: skip
         size = checkpoint.size if checkpoint is not None else None
