@@ -759,6 +759,9 @@ def serve(
     from .web.serving import serve_workers, spreads_connections
 
     if spreads_connections():  # each worker its own listening socket (see aggregator.web.serving)
+        # First without SO_REUSEPORT: another serve's workers would let a socket with it join
+        # their port, and the two aggregators would share its connections.
+        _bind(settings).close()
         reserve = _bind(settings, reuse_port=True)
         serve_workers({"app": factory, "factory": True, **common}, reserve, workers)
         return

@@ -123,3 +123,27 @@ def test_a_port_already_taken_is_a_clear_error(network) -> None:  # type: ignore
     assert code != 0
     assert f"cannot listen on 127.0.0.1:{port}" in err, err
     assert "Traceback" not in err
+
+
+@pytest.mark.skipif(not spreads_connections(), reason="workers share one socket here")
+def test_a_second_serve_with_workers_refuses_a_port_another_serves(network) -> None:  # type: ignore[no-untyped-def]
+    """Each worker's socket has SO_REUSEPORT, which a second ``serve --workers`` on the same
+    port could join, splitting the connections between two aggregators. It refuses instead."""
+    port = _port()
+    first = _serve(network, port, workers=2)
+    try:
+        _wait_ready(first, port, workers=2)
+        second = _serve(network, port, workers=2)
+        try:
+            code = second.wait(timeout=60)
+        finally:
+            if second.poll() is None:
+                second.kill()
+        err = second.stderr.read().decode() if second.stderr else ""
+        assert code == 1, err
+        assert f"error: serve: cannot listen on 127.0.0.1:{port}: Address already in use" in err
+        assert (
+            set(_workers(first, port)) and httpx.get(f"http://127.0.0.1:{port}/healthz").is_success
+        )
+    finally:
+        _stop(first)
