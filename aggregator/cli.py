@@ -53,7 +53,11 @@ KeyDirOpt = Annotated[
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print a JSON report")]
 
-out = Console(soft_wrap=True)
+
+def _out() -> Console:
+    """Made per call, writing to whatever sys.stdout is now; piped output gets a wide fixed
+    width, so tables (a key's 43-character kid) are not cut to 80 columns in files and pipes."""
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
 @app.callback()
@@ -89,7 +93,7 @@ def _report(as_json: bool, data: dict[str, Any], lines: list[str]) -> None:
         typer.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
     else:
         for line in lines:
-            out.print(line, highlight=False)
+            _out().print(line, highlight=False)
 
 
 @contextmanager
@@ -356,7 +360,7 @@ def practice_list(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt =
             str(d["imd_decile"]),
             d["active_kid"] or "-",
         )
-    out.print(table)
+    _out().print(table)
 
 
 @app.command("enrol-token")
@@ -476,7 +480,7 @@ def user_list(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fal
         table.add_row(str(r["id"]), str(r["name"]), str(r["role"]),
                       str(r["practice"] or r["group"] or ""), str(r["created_at"]),
                       str(r["expires_at"] or "never"), status)  # fmt: skip
-    out.print(table)
+    _out().print(table)
 
 
 @user_app.command("revoke")
@@ -583,16 +587,20 @@ def key_list(
                 "status": k.status,
                 "last_seq": k.last_seq,
                 "created_at": k.created_at.isoformat(),
+                "compromised_since": (
+                    k.compromised_since.isoformat() if k.compromised_since is not None else None
+                ),
             }
             for k in session.scalars(q)
         ]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table("kid", "practice", "status", "last seq", "created")
+    table = Table("kid", "practice", "status", "last seq", "created", "compromised since")
     for r in rows:
-        table.add_row(r["kid"], r["practice"], r["status"], str(r["last_seq"]), r["created_at"])
-    out.print(table)
+        table.add_row(r["kid"], r["practice"], r["status"], str(r["last_seq"]), r["created_at"],
+                      r["compromised_since"] or "")  # fmt: skip
+    _out().print(table)
 
 
 @app.command("ig-pack")
