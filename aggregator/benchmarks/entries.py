@@ -67,10 +67,15 @@ def entry(
             "self": ods == viewer.own,
         }
         out |= render.identified_fields(f)
+        if viewer.coarse:
+            # measured from the exact pooled rate, which a practice's view does not show
+            out.update(dict.fromkeys(render.OWN_COARSE_HIDDEN))
         if detail:
             out["submission_id"], out["indicator_version"] = f[16], f[17]
             lims = f[14]
-            out["limits"] = dict(zip(LIMIT_KEYS, lims, strict=True)) if lims else None
+            out["limits"] = (
+                dict(zip(LIMIT_KEYS, lims, strict=True)) if lims and not viewer.coarse else None
+            )
         return out
     alias = viewer.pseudonym(ods, dimension)
     out = {"id": alias, "name": alias, "identified": False, "self": False}
@@ -78,7 +83,7 @@ def entry(
         place = place or NOWHERE
         return out | render.coarse_peer_fields(f) | {"size_band": place.size_band, "x": place.x}
     out |= render.peer_fields(f)
-    if detail and out["rate"] is not None:
-        lims = f[14]
-        out["limits"] = dict(zip(LIMIT_KEYS, lims, strict=True)) if lims else None
+    if detail:
+        # the limits at a peer's exact denominator would give that denominator back
+        out["limits"] = None
     return out

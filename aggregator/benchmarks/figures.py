@@ -3,6 +3,7 @@ number, as plain dicts (summaries, limits and period-to-period changes)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import TypedDict
@@ -30,6 +31,37 @@ def among_practices(x: float | None, coarse: bool) -> float | None:
     percentage points, shows these to whole points too; the network's own view keeps six
     decimals."""
     return rounded(x, COARSE_DIGITS if coarse else 6)
+
+
+def pooled_as_shown(x: float | None, coarse: bool) -> float | None:
+    """A rate pooled from the practices (the network's or a peer group's rate, its interval, a
+    change between two of them) as a viewer sees it. Pooled counts less the viewer's own are
+    the other practices' sum, and with their rates and list sizes, or a second pool a month
+    later, that sum gives back each one's counts, small ones included. So a practice's own view
+    (``coarse``) shows pooled rates to whole percentage points and no pooled counts; the
+    network's own view keeps six decimals."""
+    return rounded(x, COARSE_DIGITS if coarse else 6)
+
+
+#: Decimal places of the overdispersion factor phi in a practice's own view: with the pooled
+#: counts, phi to six decimals (a sum of one term per practice) pinned each peer's numerator.
+COARSE_PHI_DIGITS = 1
+
+
+def coarse_summary(s: stats.Summary) -> stats.Summary:
+    """``s`` with only what a practice's own view shows of it (:func:`pooled_as_shown`, phi to
+    one decimal, tau-squared to two significant figures), for drawing that view's limits: the
+    limits then carry nothing the view does not show."""
+    d = s.dispersion
+    return dataclasses.replace(
+        s,
+        pooled=pooled_as_shown(s.pooled, True),
+        dispersion=dataclasses.replace(
+            d,
+            phi=rounded(d.phi, COARSE_PHI_DIGITS),
+            tau2=float(f"{d.tau2:.2g}") if d.tau2 is not None else None,
+        ),
+    )
 
 
 #: What a practice's view shows in place of figures pooled from too few other practices.
@@ -80,6 +112,7 @@ Change = TypedDict(
         "z": float | None,
         "p_value": float | None,
         "beyond_chance": bool,
+        "tested": bool,  # whether the two-proportion test could be run (p_value may be hidden)
         "version_break": bool,
         "status": str,
         "note": str | None,
@@ -87,16 +120,21 @@ Change = TypedDict(
 )
 
 
-def change_dict(c: stats.Change) -> Change:
+def change_dict(c: stats.Change, *, pooled_coarse: bool = False) -> Change:
+    """A change as published; ``pooled_coarse``: a change of pooled rates in a practice's own
+    view (:func:`pooled_as_shown`: rates and difference to whole points, no z or p-value, which
+    the exact pooled counts give)."""
+    coarse = pooled_coarse
     return {
         "from": c.period_from,
         "to": c.period_to,
-        "rate_from": rounded(c.rate_from),
-        "rate_to": rounded(c.rate_to),
-        "difference": rounded(c.difference),
-        "z": rounded(c.z, 4),
-        "p_value": rounded(c.p_value, 8),
+        "rate_from": pooled_as_shown(c.rate_from, coarse),
+        "rate_to": pooled_as_shown(c.rate_to, coarse),
+        "difference": pooled_as_shown(c.difference, coarse),
+        "z": None if coarse else rounded(c.z, 4),
+        "p_value": None if coarse else rounded(c.p_value, 8),
         "beyond_chance": c.beyond_chance,
+        "tested": c.p_value is not None,
         "version_break": c.version_break,
         "status": c.status,
         "note": c.note,
@@ -148,11 +186,16 @@ def summary_dict(
         "suppressed": s.suppressed,
         "empty": s.empty,
         "rounded": s.rounded,
-        "numerator": s.numerator,
-        "denominator": s.denominator,
-        "pooled": rounded(s.pooled),
+        # A practice's own view: no pooled counts, pooled rates to whole points
+        # (:func:`pooled_as_shown`), phi to one decimal and no dispersion statistic, p-value or
+        # tau-squared (each a sum over the practices' exact counts).
+        "numerator": None if coarse else s.numerator,
+        "denominator": None if coarse else s.denominator,
+        "pooled": pooled_as_shown(s.pooled, coarse),
         "pooled_ci95": (
-            [rounded(s.pooled_ci95[0]), rounded(s.pooled_ci95[1])] if s.pooled_ci95 else None
+            [pooled_as_shown(s.pooled_ci95[0], coarse), pooled_as_shown(s.pooled_ci95[1], coarse)]
+            if s.pooled_ci95
+            else None
         ),
         "median": among_practices(s.median, coarse),
         "iqr": [among_practices(s.q1, coarse), among_practices(s.q3, coarse)]
@@ -160,11 +203,11 @@ def summary_dict(
         else None,
         "deciles": [among_practices(v, coarse) for v in s.deciles] if s.deciles else None,
         "dispersion": {
-            "phi": rounded(d.phi),
-            "statistic": rounded(d.statistic),
-            "p_value": rounded(d.p_value, 8),
+            "phi": rounded(d.phi, COARSE_PHI_DIGITS if coarse else 6),
+            "statistic": None if coarse else rounded(d.statistic),
+            "p_value": None if coarse else rounded(d.p_value, 8),
             "overdispersed": d.overdispersed,
-            "tau2": rounded(d.tau2, 8),
+            "tau2": None if coarse else rounded(d.tau2, 8),
         },
         "method": s.method,
         "abc": among_practices(s.abc, coarse),

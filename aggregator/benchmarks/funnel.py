@@ -20,6 +20,7 @@ from .entries import Entry, entry, flat_from_result, flat_from_row
 from .figures import (
     Limits,
     Summary,
+    coarse_summary,
     few_peers,
     limits_dict,
     summary_dict,
@@ -130,7 +131,9 @@ def _funnel(
     """The view around ``practices``. ``own_included``: whether the viewer's own practice is
     in the pool (default: read from ``fd.flats``)."""
     summary = summary_dict(fd.summary, fd.version, fd.versions, coarse=viewer.coarse)
-    curve = limit_curve(fd.summary, max_n)
+    # A practice's view draws its limits around the pooled rate and phi it shows, so they carry
+    # nothing more (figures.coarse_summary).
+    curve = limit_curve(coarse_summary(fd.summary) if viewer.coarse else fd.summary, max_n)
     if own_included is None:
         own_included = any(f[0] == viewer.own and f[6] is not None for f in fd.flats)
     minimum = viewer.bands.min_peers
@@ -287,7 +290,8 @@ def _coarse_funnel_json(
                 max_n = f[3]
             name = json.dumps(viewer.practices[ods].name)
             own = "true" if ods == viewer.own else "false"
-            ident.append((ods, f'{{"id":{json.dumps(ods)},"name":{name},"identified":true,"self":{own},{r[1]}}}'))  # fmt: skip
+            body = render.own_coarse_json(r[1])
+            ident.append((ods, f'{{"id":{json.dumps(ods)},"name":{name},"identified":true,"self":{own},{body}}}'))  # fmt: skip
             continue
         place = places.get(ods) or NOWHERE
         body, shown = render.coarse_peer_json(f)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from . import areas, service
 from .entries import entry
-from .figures import among_practices, few_peers, rounded
+from .figures import among_practices, few_peers, pooled_as_shown
 from .funnel import funnel_data
 from .listing import Period, indicator_titles, period_of, resolve
 from .peers import PeerGroupRef, resolve_group
@@ -73,7 +73,7 @@ def overview_view(session: Session, viewer: Viewer, period: str | None = None, p
                 "area": areas.area_of(ind),
                 "register": areas.is_register(ind),
                 # pooled from too few other practices: not shown in a practice's view
-                "pooled": None if few else rounded(fd.summary.pooled),
+                "pooled": None if few else pooled_as_shown(fd.summary.pooled, viewer.coarse),
                 "abc": None if few else among_practices(fd.summary.abc, viewer.coarse),
                 "method": fd.summary.method,
             }

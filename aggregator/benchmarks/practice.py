@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from . import areas, gain, service, stats
 from .entries import Entry, entry, flat_from_row
-from .figures import among_practices, change_dict, few_peers, rounded
+from .figures import among_practices, change_dict, few_peers, pooled_as_shown, rounded
 from .listing import Period, indicator_titles, period_of, resolve
 from .models import BenchPractice
 from .viewer import PracticeLabel, Viewer
@@ -64,7 +64,7 @@ def practice_view(
             "title": known["title"] if known is not None else ind,
             "area": areas.area_of(ind),
             "register": register,
-            "pooled": rounded(s.pooled) if s else None,
+            "pooled": pooled_as_shown(s.pooled, viewer.coarse) if s else None,
             "abc": abc,
             "median": among_practices(s.median, viewer.coarse) if s else None,
             "method": s.method if s else None,
@@ -133,4 +133,4 @@ def _network_rate(s: Any, own_included: bool, viewer: Viewer) -> float | None:
     """The network's pooled rate of one period as ``viewer`` is shown it."""
     if s is None or few_peers(s.included, own_included, viewer.coarse, viewer.bands.min_peers):
         return None
-    return rounded(s.pooled)
+    return pooled_as_shown(s.pooled, viewer.coarse)

@@ -81,8 +81,11 @@ def identified_fields(f: Flat) -> dict[str, Any]:
 
 
 def peer_fields(f: Flat) -> dict[str, Any]:
-    """What a peer sees (besides the pseudonym): re-published counts; a practice whose counts
-    that withholds is shown as withheld, with no rate to back-calculate them from."""
+    """What a viewer who may not identify the practice sees of it (besides its pseudonym) in
+    the network's own views (a network lead's view of practices outside its PCN): counts
+    re-published under :data:`PEER_RULE`, the rate and intervals to whole points, the band, no
+    z; a practice whose counts that withholds is shown as withheld, with no rate to
+    back-calculate them from."""
     num, ns = publish(f[1], f[2])
     den, ds = publish(f[3], f[4])
     out: dict[str, Any] = {
@@ -96,7 +99,22 @@ def peer_fields(f: Flat) -> dict[str, Any]:
         out.update(status="suppressed", rate=None, ci95=None, ci998=None, approximate=True, z=None, band=None,
                    band_text=None, note="small numbers: not shown to peers")  # fmt: skip
         return out
-    return out | _rate_fields(f)
+    # The rate and its intervals to whole points and no z: to six decimals (and the z, measured
+    # from the exact pooled rate) they gave back the exact counts that rounding to 5 hides
+    # (a review found 411 of 415 peers' exact counts in a network lead's view).
+    fields = _rate_fields(f)
+    fields.update(
+        rate=_whole_points(fields["rate"]),
+        ci95=[_whole_points(v) for v in fields["ci95"]] if fields["ci95"] else None,
+        ci998=[_whole_points(v) for v in fields["ci998"]] if fields["ci998"] else None,
+        approximate=True,
+        z=None,
+    )
+    return out | fields
+
+
+def _whole_points(x: float | None) -> float | None:
+    return None if x is None else round(float(x), COARSE_RATE_DIGITS)
 
 
 # A refresh renders two of these per practice, 13,000 per national group: orjson encodes one in
@@ -109,6 +127,20 @@ _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 def as_json(fields: dict[str, Any]) -> str:
     """The fields as the body of a JSON object, without its braces (for splicing)."""
     return orjson.dumps(fields, option=_OPTIONS)[1:-1].decode()
+
+
+#: What a practice's own view leaves out of its own entry: its z-score, and (with ``detail``)
+#: its limits, are measured from the exact pooled rate, which that view does not show
+#: (figures.pooled_as_shown); its own counts, rate, intervals and band stay.
+OWN_COARSE_HIDDEN = ("z",)
+
+
+def own_coarse_json(item_json: str) -> str:
+    """A stored identified entry's JSON body (without braces) as a practice's own view shows
+    its own practice: :data:`OWN_COARSE_HIDDEN` set to null."""
+    fields = orjson.loads("{" + item_json + "}")
+    fields.update(dict.fromkeys(OWN_COARSE_HIDDEN))
+    return as_json(fields)
 
 
 def coarse_peer_fields(f: Flat) -> dict[str, Any]:

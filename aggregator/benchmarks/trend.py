@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import NotFoundError
 from . import service, stats
-from .figures import Change, among_practices, change_dict, few_peers, rounded
+from .figures import Change, among_practices, change_dict, few_peers, pooled_as_shown, rounded
 from .listing import Period, known_indicator, period_of, title_of
 from .models import BenchPractice, BenchSummary
 from .peers import PeerGroupRef, resolve_group
@@ -92,9 +92,13 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
         net, withheld = _withhold_small_pools(viewer.bands.min_peers, net, included, own_in)
         for e in withheld:
             abc[e] = None
+    # A practice's own view: the pooled rate to whole points and no pooled counts
+    # (figures.pooled_as_shown: two months' pools give back the counts of the practice between).
+    coarse = viewer.coarse
     network_series: list[NetworkPoint] = [
-        {"period": period_of(s, e), "numerator": c.numerator, "denominator": c.denominator, "rate": rounded(c.rate),
-         "status": c.status, "abc": among_practices(abc.get(e), viewer.coarse), "indicator_version": versions.get(e)}
+        {"period": period_of(s, e), "numerator": None if coarse else c.numerator,
+         "denominator": None if coarse else c.denominator, "rate": pooled_as_shown(c.rate, coarse),
+         "status": c.status, "abc": among_practices(abc.get(e), coarse), "indicator_version": versions.get(e)}
         for s, e, c in net
     ]  # fmt: skip
     net_changes = stats.changes(
@@ -105,7 +109,7 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
         "title": title_of(session, indicator),
         "peer_group": pg.as_dict(),
         "network": network_series,
-        "network_changes": [change_dict(c) for c in net_changes],
+        "network_changes": [change_dict(c, pooled_coarse=coarse) for c in net_changes],
         "breaks": [
             period_of(s.period_start, s.period_end)
             for a, s in zip(summ, summ[1:], strict=False)

@@ -229,3 +229,44 @@ def test_migration_0007_adds_an_empty_verdict_column_on_postgresql(
     pg_database_factory: Callable[[], str],
 ) -> None:
     _verdict_round_trip(pg_database_factory())
+
+
+def _rerender_round_trip(url: str) -> None:
+    """Migration 0008 queues every benchmark group with a summary for recomputation (their
+    stored JSON views are rendered again), keeping an already queued group's mark."""
+    assert upgrade(url, "0007") == "0007"
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for month, queued in ((1, False), (2, True)):
+                start, end = dt.date(2026, month, 1), dt.date(2026, month, 28)
+                conn.execute(
+                    text(
+                        "INSERT INTO bench_summary (indicator, period_start, period_end, versions, "
+                        "practices, included, suppressed, empty, rounded, numerator, denominator, "
+                        "overdispersed, tau2, method, abc_practices, computed_at) VALUES "
+                        "('DM_HBA1C', :s, :e, '1', 3, 3, 0, 0, 0, 10, 20, false, 0, 'exact', 1, :t)"
+                    ),
+                    {"s": start, "e": end, "t": dt.datetime(2026, 3, 1, tzinfo=dt.UTC)},
+                )
+                if queued:
+                    conn.execute(
+                        text("INSERT INTO bench_stale VALUES ('DM_HBA1C', :s, :e, 7, :t)"),
+                        {"s": start, "e": end, "t": dt.datetime(2026, 3, 1, tzinfo=dt.UTC)},
+                    )
+    finally:
+        engine.dispose()
+    assert upgrade(url, "0008") == "0008"
+    stale = sorted((str(e)[:10], m) for _, _, e, m, _ in _select(url, "SELECT * FROM bench_stale"))
+    assert stale == [("2026-01-28", 1), ("2026-02-28", 7)]
+
+
+def test_migration_0008_queues_every_benchmark_group_on_sqlite(tmp_path: Path) -> None:
+    _rerender_round_trip(f"sqlite:///{tmp_path / 'agg.db'}")
+
+
+@pytest.mark.postgres
+def test_migration_0008_queues_every_benchmark_group_on_postgresql(
+    pg_database_factory: Callable[[], str],
+) -> None:
+    _rerender_round_trip(pg_database_factory())

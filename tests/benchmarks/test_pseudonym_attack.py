@@ -159,7 +159,12 @@ class Collector:
             d, k = int(den), 2 if status == "rounded" else 0
             self.denominator(alias, ind, d - k, d + k, source)
         ci = p.get("ci95") or [p.get("ci95_low"), p.get("ci95_high")]
-        if p.get("rate") not in (None, "") and ci[0] not in (None, ""):
+        # (an interval to whole points bounds nothing this way: only finer ones are inverted)
+        if (
+            p.get("rate") not in (None, "")
+            and ci[0] not in (None, "")
+            and _decimals(float(ci[0])) > 2
+        ):
             n = wilson_n(float(p["rate"]), float(ci[0]), float(ci[1]))
             self.denominator(alias, ind, n - 1, n + 1, source + " (Wilson interval)")
         if p.get("size_band"):
@@ -237,8 +242,9 @@ def dashboard(net: SyntheticNetwork, token: str) -> Iterator[httpx.Client]:
 
 
 def register_ratios(net: SyntheticNetwork, c: httpx.Client, token: str) -> dict[str, float]:
-    """Each indicator's pooled denominator per published listed patient (what an attacker
-    computes from the network summary and the published list sizes)."""
+    """Each indicator's pooled denominator per published listed patient. A practice's view
+    shows no pooled counts, but an attacker may know each register's prevalence from national
+    figures: read with the admin's token (``token``), so the attack is no weaker for it."""
     listed = sum(p.list_size for p in net.specs)
     out = {}
     for ind in api(c, token, "/v1/benchmarks").json()["indicators"]:
@@ -251,7 +257,7 @@ def read_everything(net: SyntheticNetwork, who: str, peer: str = "network") -> C
     token = net.tokens[who]
     with httpx.Client(base_url=net.url, timeout=60) as c:
         inds = [i["id"] for i in api(c, token, "/v1/benchmarks").json()["indicators"]]
-        col = Collector(whole_list_indicator(net), register_ratios(net, c, token))
+        col = Collector(whole_list_indicator(net), register_ratios(net, c, net.tokens["admin"]))
         for ind in inds:
             path = f"/v1/benchmarks/indicators/{ind}"
             for detail in ("false", "true"):
@@ -484,3 +490,112 @@ def test_statistics_of_peers_rates_are_whole_points_in_a_practice_view(
         assert all(_decimals(col["abc"]) <= 2 for col in overview["indicators"])
     # what the rule withholds: the network's own view shows them finer
     assert any(_decimals(v) > 2 for v in exact_stats)
+
+
+def _pooled_figures(summary: dict) -> list[float | None]:
+    return [summary["pooled"], *(summary["pooled_ci95"] or [])]
+
+
+def test_pooled_figures_carry_no_counts_in_a_practice_view(net: SyntheticNetwork) -> None:
+    """A pool's counts less the practice's own are its peers' sum: with their rates to whole
+    points and published list sizes, and the dispersion statistic (a sum of one term per
+    practice), a review pinned every PCN peer's numerator, a withheld 7 included; and two
+    months' pools gave the exact counts of the practice that sent in between. So a practice's
+    view shows no pooled counts, pooled rates and their changes to whole points, phi to one
+    decimal and no dispersion statistic, p-value or tau-squared; its limits are drawn from what
+    it shows, and its own z and limits (measured from the exact pooled rate) are not shown.
+    The network's own view is unchanged."""
+    from aggregator.benchmarks.figures import coarse_summary
+    from aggregator.benchmarks.funnel import limit_curve
+
+    me = net.specs[ME]
+    practice = net.tokens[f"practice:{me.ods}"]
+    exact: list[Any] = []
+    curves = 0
+    with httpx.Client(base_url=net.url, timeout=60) as c:
+        for ind in INDICATORS:
+            admin = api(c, net.tokens["admin"], f"/v1/benchmarks/indicators/{ind}").json()[
+                "summary"
+            ]
+            exact += [admin["numerator"], admin["dispersion"]["statistic"], *_pooled_figures(admin)]
+            for params in (
+                {},
+                {"detail": "true"},
+                {"peer": "pcn"},
+                {"peer": "imd"},
+                {"peer": "size"},
+            ):
+                body = api(c, practice, f"/v1/benchmarks/indicators/{ind}", **params).json()
+                s, d = body["summary"], body["summary"]["dispersion"]
+                assert s["numerator"] is None and s["denominator"] is None, (ind, params)
+                assert all(_decimals(v) <= 2 for v in _pooled_figures(s)), (ind, params, s)
+                assert d["statistic"] is None and d["p_value"] is None and d["tau2"] is None
+                assert _decimals(d["phi"]) <= 1, d
+                (own,) = [p for p in body["practices"] if p["self"]]
+                assert own["z"] is None and own.get("limits") is None, own
+                if s["withheld"] is None and body["limits_curve"]:
+                    # the curve is the one drawn from the shown pooled rate and phi
+                    shown = stats.Summary(
+                        practices=s["practices"], included=s["included"], suppressed=s["suppressed"],
+                        empty=s["empty"], rounded=s["rounded"], numerator=None, denominator=None,
+                        pooled=s["pooled"], pooled_ci95=None, median=None, q1=None, q3=None,
+                        deciles=None, method=s["method"], abc=None, abc_practices=0,
+                        dispersion=stats.Dispersion(s["included"], d["phi"], None, None,
+                                                    d["overdispersed"], 0.0),
+                    )  # fmt: skip
+                    if s["method"] != "additive":  # (additive: tau-squared is not shown)
+                        top = body["limits_curve"][-1]["denominator"]
+                        assert body["limits_curve"] == limit_curve(
+                            coarse_summary(shown), round(top / 1.15)
+                        )
+                        curves += 1
+            trend = api(c, practice, f"/v1/benchmarks/trends/{ind}", practice=me.ods).json()
+            for p in trend["network"]:
+                assert (
+                    p["numerator"] is None
+                    and p["denominator"] is None
+                    and _decimals(p["rate"]) <= 2
+                )
+            for ch in trend["network_changes"]:
+                assert ch["z"] is None and ch["p_value"] is None
+                assert all(_decimals(ch[k]) <= 2 for k in ("rate_from", "rate_to", "difference"))
+            assert any(p["numerator"] is not None for p in trend["practice_series"])  # its own
+        view = api(c, practice, f"/v1/benchmarks/practices/{me.ods}").json()
+        for item in view["indicators"]:
+            assert _decimals(item["pooled"]) <= 2 and item.get("z") is None, item
+            assert all(_decimals(t["network"]) <= 2 for t in item["trend"]), item["trend"]
+        overview = api(c, practice, "/v1/benchmarks/overview").json()
+        assert all(_decimals(col["pooled"]) <= 2 for col in overview["indicators"])
+    assert curves >= len(INDICATORS)
+    # what the rule withholds: the network's own view shows them
+    assert all(v is not None for v in exact[::4]) and any(_decimals(v) > 2 for v in exact[2::4])
+
+
+def test_a_network_leads_view_of_other_pcns_does_not_undo_the_rounding(
+    net: SyntheticNetwork,
+) -> None:
+    """A network lead sees practices outside its PCN with counts re-published rounded to 5. To
+    six decimals their rates undid it: the one (numerator, denominator) within 2 of the shown
+    counts whose ratio is the shown rate was the exact pair, for 411 of 415 peers in a review.
+    Their rates and intervals are now to whole points, with no z and no limits (each would
+    give the exact denominator back); the attack then finds more than one pair for most."""
+    lead = net.tokens[f"lead:{net.specs[0].pcn}"]
+    rows = unique = 0
+    with httpx.Client(base_url=net.url, timeout=60) as c:
+        for ind in INDICATORS:
+            for detail in ("false", "true"):
+                body = api(c, lead, f"/v1/benchmarks/indicators/{ind}", detail=detail).json()
+                for p in body["practices"]:
+                    if p["identified"] or p["rate"] is None:
+                        continue
+                    assert p["z"] is None and p.get("limits") is None, p
+                    assert all(_decimals(v) <= 2 for v in (p["rate"], *(p["ci95"] or []))), p
+                    if detail == "true" or p["numerator_status"] != "rounded":
+                        continue
+                    num, den = p["numerator"], p["denominator"]
+                    pairs = [(a, b) for a in range(num - 2, num + 3) for b in range(den - 2, den + 3)
+                             if b > 0 and 0 <= a <= b and round(a / b, 2) == p["rate"]]  # fmt: skip
+                    rows += 1
+                    unique += len(pairs) == 1
+    print(f"lead's view: {unique} of {rows} peers' rounded counts pinned by their rate")
+    assert rows >= 40 and unique <= rows // 4
