@@ -226,6 +226,22 @@ def test_entrypoint_initialises_a_network_with_the_real_cli(tmp_path: Path) -> N
     assert added.returncode == 0, added.stderr
 
 
+def test_dockerfile_makes_the_volume_mount_points_its_users() -> None:
+    """A fresh named volume takes the owner of the image's directory at its mount point; one
+    that the image lacks comes up root's, and the aggregator (USER fedqi) could not write its
+    keys there."""
+    dockerfile = (AGG / "Dockerfile").read_text()
+    assert re.search(r"^USER fedqi$", dockerfile, re.M)
+    named = set(_compose()["volumes"])
+    for mount in _compose()["services"]["aggregator"]["volumes"]:
+        source, target = mount.split(":")[:2]
+        if source in named:
+            assert re.search(
+                rf"^RUN install -d -o fedqi -g fedqi -m 0700 {re.escape(target)}$", dockerfile, re.M
+            ), target
+            assert dockerfile.index(target) < dockerfile.index("USER fedqi")
+
+
 def test_dockerfile_copies_paths_that_exist() -> None:
     # the image is the aggregator's: it installs the aggregator extra (the base is the agent's)
     assert "pip install '.[aggregator]'" in (AGG / "Dockerfile").read_text()
