@@ -165,3 +165,37 @@ def test_the_proxy_reuses_its_connections_to_the_aggregator(stack: Stack) -> Non
         assert time.time() < deadline, ports
         time.sleep(0.1)
     assert len(set(ports)) <= 2, ports  # one worker's pooled connection (two if one timed out)
+
+
+def _audit_reads(receipts: int, checkpoints: int) -> list[str]:
+    """The reads `fedqi-agent audit verify` sends with an IG token (agent/outbound/audit.py,
+    verify_all): the checkpoint, a consistency proof per checkpoint seen, then per receipt its
+    inclusion proof, its leaf and its stored envelope."""
+    paths = ["/v1/log/checkpoint"]
+    paths += ["/v1/log/proof/consistency?old=1&new=2"] * checkpoints
+    for _ in range(receipts):
+        paths += [
+            "/v1/log/proof/inclusion?index=0&size=1",
+            "/v1/log/entries?start=0&end=1",
+            "/v1/envelopes/" + "0" * 64,
+        ]
+    return paths
+
+
+def test_a_full_audit_fits_the_proxy_limits_and_submissions_stay_limited(stack: Stack) -> None:
+    # Five years of monthly receipts (60, the enrolment and five key rotations) audited monthly:
+    # 126 checkpoints seen; the numbers nginx.conf's comment gives. Sent as fast as one client
+    # can, as the agent does; the old limit (burst 40) refused them from the 42nd on.
+    reads = _audit_reads(receipts=66, checkpoints=126)
+    assert len(reads) == 325
+    with httpx.Client(verify=False) as client:
+        statuses = [client.get(stack.url + path).status_code for path in reads]
+        assert 429 not in statuses, statuses.index(429)
+        assert len(set(statuses)) > 1  # the aggregator's own answers (the log here is empty)
+
+        # Submissions keep their own, tighter limit: 5/s with a burst of 20.
+        posted = [
+            client.post(f"{stack.url}/v1/submissions", content=b"{}").status_code for _ in range(40)
+        ]
+    assert 429 not in posted[:21], posted
+    assert 429 in posted, posted
