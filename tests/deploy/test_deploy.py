@@ -62,6 +62,20 @@ def test_compose_has_database_app_proxy_and_backups() -> None:
     assert _compose()["networks"]["backend"]["internal"] is True
 
 
+def test_env_example_lists_the_files_compose_reads() -> None:
+    compose = _compose()
+    listed = (AGG / "env.example").read_text()
+    header = (AGG / "compose.yaml").read_text().split("\nname:")[0]
+    assert ".env" not in header.replace("reads no .env file", "")  # compose reads none
+    files = [s["file"].removeprefix("./") for s in compose["secrets"].values()]
+    mounts = [v.split(":")[0] for v in compose["services"]["proxy"]["volumes"]]
+    assert "./tls" in mounts
+    for name in [*files, "tls/fullchain.pem", "tls/privkey.pem"]:
+        assert name in listed, name
+    conf = (AGG / "nginx.conf").read_text()
+    assert "/etc/nginx/tls/fullchain.pem" in conf and "/etc/nginx/tls/privkey.pem" in conf
+
+
 def test_compose_port_agrees_with_settings_image_and_proxy() -> None:
     from aggregator.settings import Settings
 
