@@ -359,6 +359,14 @@ def test_windows_task_runs_a_real_agent_command() -> None:
     assert words[0] in _cli_words("agent.cli")
     assert "--home" in words
     assert root.find("t:Principals/t:Principal/t:RunLevel", ns).text == "LeastPrivilege"  # type: ignore[union-attr]
+    # one task name: the file's import comment, its URI and docs/agent.md's schtasks command
+    docs = re.search(
+        r"schtasks /Create /XML\s+\S+ /TN (\S+?)`", (REPO / "docs" / "agent.md").read_text()
+    )
+    assert docs is not None
+    name = docs.group(1)
+    assert f"/TN {name} " in (AGENT / "fedqi-agent-task.xml").read_text()
+    assert root.find("t:RegistrationInfo/t:URI", ns).text == "\\" + name  # type: ignore[union-attr]
 
 
 def test_sample_agent_config_is_valid_and_complete(tmp_path: Path) -> None:
