@@ -9,6 +9,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -59,6 +60,20 @@ def test_compose_has_database_app_proxy_and_backups() -> None:
     # the database is not published to the host, only reachable on the internal network
     assert "ports" not in services["db"] and "ports" not in services["aggregator"]
     assert _compose()["networks"]["backend"]["internal"] is True
+
+
+def test_env_example_lists_the_files_compose_reads() -> None:
+    compose = _compose()
+    listed = (AGG / "env.example").read_text()
+    header = (AGG / "compose.yaml").read_text().split("\nname:")[0]
+    assert ".env" not in header.replace("reads no .env file", "")  # compose reads none
+    files = [s["file"].removeprefix("./") for s in compose["secrets"].values()]
+    mounts = [v.split(":")[0] for v in compose["services"]["proxy"]["volumes"]]
+    assert "./tls" in mounts
+    for name in [*files, "tls/fullchain.pem", "tls/privkey.pem"]:
+        assert name in listed, name
+    conf = (AGG / "nginx.conf").read_text()
+    assert "/etc/nginx/tls/fullchain.pem" in conf and "/etc/nginx/tls/privkey.pem" in conf
 
 
 def test_compose_port_agrees_with_settings_image_and_proxy() -> None:
@@ -128,8 +143,117 @@ def test_entrypoint_runs_commands_that_exist() -> None:
             parts = parts[1:]
         if parts and parts[0] == "fedqi-aggregator":
             cmd = " ".join(p for p in parts[1:] if not p.startswith(("-", '"', "$")))
-            assert cmd in words, cmd
+            if cmd:  # a bare `exec fedqi-aggregator "$@"` passes on the container's command
+                assert cmd in words, cmd
     assert "fedqi-aggregator" in _console_scripts()
+
+
+def _run_entrypoint(
+    tmp_path: Path, *args: str, fail: str = ""
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """deploy/aggregator/entrypoint.sh with a fake fedqi-aggregator first on PATH, which
+    records each command line it is given (and exits 1 for the one named by ``fail``)."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir(exist_ok=True)
+    log = tmp_path / "calls.log"
+    log.unlink(missing_ok=True)
+    fake = bin_dir / "fedqi-aggregator"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> "{log}"\n'
+        f'if [ -n "{fail}" ] && [ "$*" = "{fail}" ]; then echo "fake failure" >&2; exit 1; fi\n'
+    )
+    fake.chmod(0o755)
+    result = subprocess.run(
+        ["sh", str(AGG / "entrypoint.sh"), *args],
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    calls = log.read_text().splitlines() if log.exists() else []
+    return result, calls
+
+
+def test_entrypoint_serves_by_default_and_runs_set_up_commands(tmp_path: Path) -> None:
+    # no arguments, or options only (compose's command: serve's options): migrate, then serve
+    assert _run_entrypoint(tmp_path)[1] == ["db upgrade", "serve"]
+    command = _compose()["services"]["aggregator"]["command"]
+    assert _run_entrypoint(tmp_path, *command)[1] == ["db upgrade", "serve " + " ".join(command)]
+    assert _run_entrypoint(tmp_path, "serve", "--port", "9000")[1] == [
+        "db upgrade",
+        "serve --port 9000",
+    ]
+    # a failed migration stops it before serve
+    result, calls = _run_entrypoint(tmp_path, fail="db upgrade")
+    assert result.returncode != 0 and calls == ["db upgrade"]
+    # `docker compose run --rm aggregator COMMAND ...`: the set-up commands of
+    # docs/operations.md, section 2, run as given (they were `serve init ...` before)
+    for argv in (
+        ["init", "--name", "North network", "--aud", "north-network"],
+        ["db", "upgrade"],
+        ["practice", "add", "A81001", "--name", "Riverside Surgery"],
+        ["user", "add", "Riverside IG", "--role", "ig_officer", "--json"],
+        ["enrol-token", "A81001", "--json"],
+        ["log", "verify"],
+        ["version"],
+    ):
+        result, calls = _run_entrypoint(tmp_path, *argv)
+        assert result.returncode == 0, result.stderr
+        assert calls == [" ".join(argv)], argv
+        assert argv[0] in {w.split()[0] for w in _cli_words("aggregator.cli")}
+    # the command's exit status is the container's
+    result, calls = _run_entrypoint(tmp_path, "log", "verify", fail="log verify")
+    assert result.returncode == 1 and calls == ["log verify"]
+
+
+def test_entrypoint_initialises_a_network_with_the_real_cli(tmp_path: Path) -> None:
+    """The administrator's steps through the entry point, with the real fedqi-aggregator: a
+    fresh database is refused by serve until `init` has run (the container's restart loop that
+    docs/operations.md tells the administrator to avoid), and init works through it."""
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "FEDQI_AGGREGATOR_DB": f"sqlite:///{tmp_path / 'agg.db'}",
+        "FEDQI_AGGREGATOR_KEY_DIR": str(tmp_path / "keys"),
+        "FEDQI_AGGREGATOR_PORT": "9",  # never bound: serve stops before it listens
+    }
+
+    def entrypoint(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["sh", str(AGG / "entrypoint.sh"), *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    served = entrypoint()
+    assert served.returncode != 0
+    assert "not initialised" in served.stderr
+    init = entrypoint("init", "--name", "North network", "--aud", "north-network")
+    assert init.returncode == 0, init.stderr
+    assert "log public key" in init.stdout
+    assert (tmp_path / "keys" / "log.key").exists()
+    added = entrypoint("practice", "add", "A81001", "--name", "Riverside Surgery", "--group",
+                       "North PCN", "--list-size", "8200", "--imd-decile", "3")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+
+
+def test_dockerfile_makes_the_volume_mount_points_its_users() -> None:
+    """A fresh named volume takes the owner of the image's directory at its mount point; one
+    that the image lacks comes up root's, and the aggregator (USER fedqi) could not write its
+    keys there."""
+    dockerfile = (AGG / "Dockerfile").read_text()
+    assert re.search(r"^USER fedqi$", dockerfile, re.M)
+    named = set(_compose()["volumes"])
+    for mount in _compose()["services"]["aggregator"]["volumes"]:
+        source, target = mount.split(":")[:2]
+        if source in named:
+            assert re.search(
+                rf"^RUN install -d -o fedqi -g fedqi -m 0700 {re.escape(target)}$", dockerfile, re.M
+            ), target
+            assert dockerfile.index(target) < dockerfile.index("USER fedqi")
 
 
 def test_dockerfile_copies_paths_that_exist() -> None:
@@ -235,6 +359,14 @@ def test_windows_task_runs_a_real_agent_command() -> None:
     assert words[0] in _cli_words("agent.cli")
     assert "--home" in words
     assert root.find("t:Principals/t:Principal/t:RunLevel", ns).text == "LeastPrivilege"  # type: ignore[union-attr]
+    # one task name: the file's import comment, its URI and docs/agent.md's schtasks command
+    docs = re.search(
+        r"schtasks /Create /XML\s+\S+ /TN (\S+?)`", (REPO / "docs" / "agent.md").read_text()
+    )
+    assert docs is not None
+    name = docs.group(1)
+    assert f"/TN {name} " in (AGENT / "fedqi-agent-task.xml").read_text()
+    assert root.find("t:RegistrationInfo/t:URI", ns).text == "\\" + name  # type: ignore[union-attr]
 
 
 def test_sample_agent_config_is_valid_and_complete(tmp_path: Path) -> None:

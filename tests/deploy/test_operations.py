@@ -137,3 +137,6 @@ def test_operations_guide_step_by_step(
     }
     assert loose == {}, loose
     assert modes["agent-home/agent.toml"] == "0o600"
+    # the administrator's files: the IG officer's token (section 2) and the dump (section 7)
+    for name in ("ig-user.json", "fedqi.dump"):
+        assert oct((work / name).stat().st_mode & 0o777) == "0o600", name
