@@ -638,13 +638,29 @@ def ig_pack(
 
 
 @log_app.command("verify")
-def log_verify(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+def log_verify(
+    db: DbOpt = None,
+    key_dir: KeyDirOpt = None,
+    log_public_key: Annotated[
+        str | None,
+        typer.Option(
+            "--log-public-key",
+            help="the log's public key as init printed it (base64url); default: the one in the "
+            "key directory, if it holds the log key",
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Re-verify the whole log and the cells derived from it, from the database (after a
     restore from backup, on a schedule, or any time): leaf hashes, stored envelopes and their
     signatures, every stored cell re-derived from its signed payload, every signed checkpoint,
     every stored tree node. Names each difference (check, leaf, practice, period, indicator)
     and exits 8 if there is any; benchmarks built on differing cells, or on an envelope that
-    fails a check, are recomputed on their next read, which shows those values as unverified."""
+    fails a check, are recomputed on their next read, which shows those values as unverified.
+    The checkpoints are checked against the log key the network holds apart from the database
+    (--log-public-key, or the key directory's log key), and a database that carries another
+    key is a finding; with neither, against the key stored in the database, as it says."""
     import datetime as _dt
 
     from sqlalchemy import select
@@ -653,10 +669,11 @@ def log_verify(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fa
     from .benchmarks.service import UNVERIFIED, Group, mark_stale
     from .log.verify import EVERY_INDICATOR, groups_with_differences, verify_log
 
-    settings = _settings(db, config=config)
+    settings = _settings(db, key_dir=key_dir, config=config)
+    pinned, source = _pinned_log_key(settings.key_dir, key_dir is not None, log_public_key)
     with _database(settings) as database:
         with database.read() as session:
-            report = verify_log(session)
+            report = verify_log(session, pinned, source)
         groups = groups_with_differences(report.findings)
         with database.session() as session:
             # the groups with differing cells, and those shown unverified (rechecked: repaired
@@ -689,6 +706,7 @@ def log_verify(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fa
         f"signatures and submissions checked, {report.cells_checked} cells rows re-derived, "
         f"{report.checkpoints_checked} signed checkpoints checked (latest size "
         f"{report.latest_checkpoint_size}), {report.nodes_checked} tree nodes checked",
+        f"  checkpoints checked against {source}",
         *(f"  {f}" for f in report.findings),
     ]
     if suspect:
@@ -696,9 +714,39 @@ def log_verify(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fa
             f"  {len(suspect)} benchmark group(s) marked for "
             "recomputation: their differing values now show as unverified"
         )
-    _report(as_json, report.as_dict(), lines)
+    _report(as_json, report.as_dict() | {"checkpoints_checked_against": source}, lines)
     if not report.ok:
         raise typer.Exit(ExitCode.LOG_FAILED)
+
+
+def _pinned_log_key(key_dir: Path, given: bool, public: str | None) -> tuple[bytes | None, str]:
+    """The log's public key for ``log verify`` and where it came from: ``--log-public-key``,
+    else the key directory's log key (an error if ``--key-dir`` was given and holds none), else
+    none (the database's own key is used, and the report says so)."""
+    from protocol.errors import ProtocolError
+    from protocol.keys import b64url_decode
+
+    from .keyfiles import LOG_KEY, load_log_key
+
+    if public is not None:
+        try:
+            raw = b64url_decode(public.strip(), what="--log-public-key")
+        except ProtocolError as exc:
+            raise BadRequestError(f"--log-public-key: {exc}") from None
+        if len(raw) != 32:
+            raise BadRequestError(
+                f"--log-public-key: {len(raw)} bytes; an Ed25519 public key is 32 (base64url)"
+            )
+        return raw, "the key given with --log-public-key"
+    if (key_dir / LOG_KEY).exists() or given:
+        return (
+            load_log_key(key_dir).public.public_bytes(),
+            f"the log key in {key_dir}",
+        )
+    return None, (
+        "the key stored in the database itself (pin the network's with --log-public-key or "
+        "--key-dir)"
+    )
 
 
 @app.command()

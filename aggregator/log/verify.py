@@ -77,17 +77,33 @@ class LogReport:
         }
 
 
-def verify_log(session: Session) -> LogReport:
+def verify_log(
+    session: Session, pinned: bytes | None = None, pinned_source: str = "the pinned key"
+) -> LogReport:
+    """Every check of ``log verify``. ``pinned``: the log's public key as the network knows it
+    apart from this database (its key directory, or the key init printed); the checkpoints
+    are checked against it, and a database whose stored key differs is a finding: a restored
+    or edited database could carry a key of its own with checkpoints re-signed by it."""
     network = session.execute(select(Network)).scalar_one_or_none()
     if network is None:
         raise LogIntegrityError("the database holds no network (run `fedqi-aggregator init`)")
-    log_key = VerifyingKey.from_public_bytes(bytes(network.log_public_key))
+    stored_key = bytes(network.log_public_key)
+    log_key = VerifyingKey.from_public_bytes(pinned if pinned is not None else stored_key)
+    found: list[Finding] = []
+    if pinned is not None and pinned != stored_key:
+        found.append(
+            Finding(
+                "log-key",
+                "network",
+                f"the database's log public key is not {pinned_source}: its checkpoints are "
+                f"checked against {pinned_source}",
+            )
+        )
     keys = {
         kid: bytes(pk)
         for kid, pk in session.execute(select(PracticeKey.kid, PracticeKey.public_key))
     }
 
-    found: list[Finding] = []
     state = session.execute(select(LogState.size)).scalar_one_or_none() or 0
     tree = merkle.MemoryTree()
     envelopes = submissions = cells_checked = 0

@@ -494,3 +494,51 @@ def test_envelope_and_proof_links_answer_as_dashboard_pages(busy_log) -> None:  
     for path in (f"/dashboard/ig/envelopes/{sha}", f"/dashboard/ig/proof/{leaf}"):
         r = busy_log.client.get(path)  # another practice's
         assert r.status_code == 403 and r.headers["content-type"].startswith("text/html"), path
+
+
+def test_a_database_carrying_another_log_key_fails_against_the_networks_key(
+    busy_log, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    """Someone who can write the database can store a log key of their own and re-sign every
+    checkpoint with it; checked against the database's key alone, that log verifies. ``log
+    verify`` checks the checkpoints against the network's key held apart: the key directory's
+    log key, or the public key given with --log-public-key (as init printed it)."""
+    from aggregator.keyfiles import load_log_key
+    from protocol.checkpoint import Checkpoint, sign_checkpoint
+    from protocol.keys import SigningKey, b64url_encode
+
+    net = busy_log.network
+    true_key = load_log_key(net.settings.key_dir).public.public_bytes()
+    impostor = SigningKey.generate()
+    with net.database.session() as s:
+        network = s.scalars(select(models.Network)).one()
+        network.log_public_key = impostor.public.public_bytes()
+        for cp in s.scalars(select(models.Checkpoint)):
+            body = Checkpoint(origin=network.origin, size=cp.size, root=bytes(cp.root))
+            cp.note = sign_checkpoint(body, network.log_key_name, impostor)
+
+    def verify(*extra: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+        capsys.readouterr()
+        code = cli(["log", "verify", "--db", net.db, "--json", *extra])
+        out = capsys.readouterr().out
+        return code, json.loads(out) if out.strip() else {}
+
+    # the database's own key alone: the re-signed log verifies, and the report says what it used
+    code, report = verify("--key-dir", str(net.settings.key_dir / "nowhere"))
+    assert (
+        code == ExitCode.FAILED
+    )  # an explicit --key-dir without the log key: a configuration error
+    code, report = verify()
+    assert "key stored in the database itself" in report["checkpoints_checked_against"]
+    for extra in (
+        ["--key-dir", str(net.settings.key_dir)],
+        ["--log-public-key", b64url_encode(true_key)],
+    ):
+        code, report = verify(*extra)
+        assert code == ExitCode.LOG_FAILED, (extra, report)
+        checks = {f["check"] for f in report["findings"]}
+        assert "log-key" in checks and "checkpoint-signature" in checks, (extra, checks)
+    assert (
+        cli(["log", "verify", "--db", net.db, "--log-public-key", "not-a-key!"])
+        == ExitCode.BAD_INPUT
+    )
