@@ -518,7 +518,12 @@ def write_pack(pack: IgPack, out: Path) -> list[Path]:
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a directory")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent that is a file, or cannot be made there
+        raise ConfigError(
+            f"--out {out}: cannot make {exc.filename or out.parent}: {exc.strerror}"
+        ) from None
     files: dict[str, str] = {}
     for name, _ in DOCUMENTS:
         files[f"{name}.html"] = render(pack, name, "html")

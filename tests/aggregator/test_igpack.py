@@ -135,6 +135,10 @@ def test_ig_pack_error_paths(network, tmp_path: Path, capsys):
     assert network.cli("ig-pack", "--out", str(a_file)) == 1
     assert "exists and is not a directory" in capsys.readouterr().err
     assert a_file.read_text() == "x"
+    # a parent that is a file: one line naming it, no traceback
+    assert network.cli("ig-pack", "--out", str(a_file / "sub" / "pack")) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out") and "not-a-dir" in err and "Traceback" not in err, err
     assert network.cli("ig-pack", "--out", str(tmp_path / "p"), "--catalogue-id", "nope") == 1
     assert "catalogue 'nope': nothing published" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()  # nothing half-written
