@@ -242,7 +242,8 @@ def audit_show(
 VERIFY_EXIT_CODES = """Exit codes: 0 every receipt and checkpoint verifies; 2 nothing to verify yet (no
 receipts); 3 configuration: the aggregator refused the audit token (audit_token_file), or
 aggregator_url serves another network's log; 5 the audit could not be done: the aggregator is
-unreachable, is not a fedqi aggregator, or refused a request; 8 AUDIT FAILED: evidence that the
+unreachable, is limiting requests (HTTP 429, after the retries), is not a fedqi aggregator, or
+refused a request; 8 AUDIT FAILED: evidence that the
 log was tampered with or split (history dropped, rewritten or forked), and nothing else."""
 
 

@@ -45,8 +45,9 @@ CORRECTIONS = ("data_correction", "late_data", "codelist_fix", "software_fix")
 
 def tell_retry(what: str, failure: str, failed: int, tries: int, wait: float) -> None:
     """Say at once that the aggregator is not answering, rather than waiting in silence."""
+    how = "is limiting requests" if failure.startswith("HTTP 429") else "did not answer"
     err_console().print(
-        f"{what}: the aggregator did not answer ({failure}); try {failed} of {tries} failed, "
+        f"{what}: the aggregator {how} ({failure}); try {failed} of {tries} failed, "
         f"next in {wait:g} s. Anything signed is already stored in the outbox and stays queued "
         "if every try fails.",
         markup=False,

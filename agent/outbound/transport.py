@@ -5,7 +5,9 @@ to turn it off. Timeouts are explicit. A failed POST is retried with exponential
 retry only ever resends the identical stored bytes: the caller hands over the envelope bytes
 from the outbox and this module never rebuilds a body. A 429 or 503 with ``Retry-After`` (the
 aggregator sends one while its database is away) waits at least that long before the next try,
-still capped at a minute. The aggregator treats a resent
+still capped at a minute. A 429 is retried whatever its body: the proxy in front of the
+aggregator (deploy/aggregator/nginx.conf, ``limit_req``) answers its own HTML one, which is
+rate limiting, not a sign that the URL is not an aggregator. The aggregator treats a resent
 ``submission_id`` with the same bytes idempotently, so a retry after a lost answer is safe.
 """
 
@@ -24,6 +26,8 @@ from agent.home.settings import AgentSettings, TransportSettings, check_aggregat
 from protocol import __version__
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: The longest single wait between tries; with ``transport.retries`` it bounds one request's
+#: waits in all (4 retries: at most 4 minutes, 15 s when no Retry-After asks for more).
 MAX_BACKOFF = 60.0
 #: Every error a fedqi aggregator answers is RFC 9457 problem+json with a type of this prefix.
 FEDQI_PROBLEM = "urn:fedqi:problem:"
@@ -121,6 +125,8 @@ class AggregatorClient:
         tries = self.options.retries + 1 if tries is None else tries
         last = ""
         asked = 0.0  # the wait the server asked for (Retry-After), if longer than ours
+        limited = False  # the last try was answered 429: requests are being limited
+        waited = 0.0
         for attempt in range(tries):
             if attempt:
                 wait = min(max(self.options.backoff * 2 ** (attempt - 1), asked), MAX_BACKOFF)
@@ -128,10 +134,19 @@ class AggregatorClient:
                 if self._on_retry is not None:
                     self._on_retry(about or f"{method} {path}", last, attempt, tries, wait)
                 self._sleep(wait)
+                waited += wait
+            limited = False
             try:
                 response = self._client.request(method, path, **kwargs)
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                continue
+            if response.status_code == 429:
+                # The aggregator, or a proxy in front of it (nginx's limit_req answers an HTML
+                # 429), is limiting requests: wait as asked and try again, whatever the body.
+                limited = True
+                last = f"HTTP 429 {_detail(response) or 'Too Many Requests'}"
+                asked = retry_after(response.headers.get("retry-after"))
                 continue
             if response.status_code >= 400 and not _is_fedqi_problem(response):
                 if response.status_code in (502, 503, 504):
@@ -164,9 +179,22 @@ class AggregatorClient:
                     "(redirects are not followed)"
                 )
             return response
-        self.unreachable = (
-            f"aggregator unreachable at {self.base_url} ({method} {path}, {tries} tries): {last}"
-        )
+        if limited:
+            message = (
+                f"the aggregator at {self.base_url} (or a proxy in front of it) is limiting "
+                f"requests: {method} {path} was answered {last} on the last of {tries} tries "
+                f"(waited {waited:g} s in all); try again later"
+            )
+            if tries < self.options.retries + 1:
+                # A single try asked for by a caller with a fallback (the cached catalogue):
+                # the aggregator answers, so the requests after it still get their retries.
+                raise TransportError(message)
+            self.unreachable = message
+        else:
+            self.unreachable = (
+                f"aggregator unreachable at {self.base_url} ({method} {path}, {tries} tries): "
+                f"{last}"
+            )
         raise TransportError(self.unreachable)
 
     def post_envelope(self, path: str, envelope: bytes, *, about: str = "") -> bytes:

@@ -248,3 +248,55 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     now = dt.datetime(2026, 12, 4, 12, 0, 0, tzinfo=dt.UTC).timestamp()
     assert retry_after("Fri, 04 Dec 2026 12:00:30 GMT", now=now) == 30.0
     assert retry_after("Fri, 04 Dec 2026 11:59:00 GMT", now=now) == 0.0
+
+
+NGINX_429 = b"<html>\r\n<head><title>429 Too Many Requests</title></head>\r\n</html>\r\n"
+
+
+def _nginx_429(retry_after: str | None = None) -> httpx.Response:
+    headers = {"content-type": "text/html"}
+    if retry_after is not None:
+        headers["retry-after"] = retry_after
+    return httpx.Response(429, headers=headers, content=NGINX_429)
+
+
+def test_a_proxys_html_429_is_retried_honouring_retry_after() -> None:
+    """nginx's limit_req answers its own HTML 429: rate limiting, retried like the aggregator's
+    own 429, not taken for a server that is not an aggregator."""
+    answers = iter([_nginx_429(), _nginx_429("7"), httpx.Response(200, content=b"receipt")])
+    seen: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content)
+        return next(answers)
+
+    client, waits = _client(handler)
+    assert client.post_envelope("/v1/submissions", BODY) == b"receipt"
+    assert seen == [BODY] * 3 and waits == [0.5, 7.0]
+
+
+def test_still_limited_after_every_try_says_so_not_that_it_is_no_aggregator() -> None:
+    client, waits = _client(lambda request: _nginx_429("600"), retries=2)
+    with pytest.raises(TransportError) as exc:
+        client.get_bytes("/v1/log/proof/inclusion")
+    assert not isinstance(exc.value, NotAnAggregatorError) and exc.value.exit_code == 5
+    assert waits == [60.0, 60.0]  # each wait as asked, within the cap; 3 tries in all
+    message = str(exc.value)
+    assert "not a fedqi aggregator" not in message and "aggregator_url" not in message
+    assert message == (
+        "the aggregator at https://agg.example.nhs.uk (or a proxy in front of it) is limiting "
+        "requests: GET /v1/log/proof/inclusion was answered HTTP 429 Too Many Requests on the "
+        "last of 3 tries (waited 120 s in all); try again later"
+    )
+
+
+def test_a_single_try_answered_429_does_not_stop_the_requests_after_it() -> None:
+    """The catalogue is fetched with one try (a verified cache is the fallback); limited there,
+    the submission after it is still sent, with its retries, rather than failed at once."""
+    answers = iter([_nginx_429(), _nginx_429(), httpx.Response(200, content=b"receipt")])
+    client, waits = _client(lambda request: next(answers))
+    with pytest.raises(TransportError, match="is limiting requests"):
+        client.get_bytes("/v1/catalogue", tries=1)
+    assert client.unreachable is None
+    assert client.post_envelope("/v1/submissions", BODY) == b"receipt"
+    assert waits == [0.5]
