@@ -16,7 +16,7 @@ from agent.home.keystore import load_trust
 from agent.outbound.audit import LogIntegrityError, read_token, verify_all, verify_receipt
 from agent.outbound.outbox import Message, Outbox
 from agent.outbound.release import describe_submission, payload_of
-from agent.outbound.transport import AggregatorClient, RefusedError
+from agent.outbound.transport import AggregatorClient, CertificateError, RefusedError
 from protocol.envelope import Envelope
 from protocol.submission import Enrol, Rotate
 
@@ -272,8 +272,8 @@ def audit_verify(home: HomeOption = None, as_json: JsonOption = False) -> None:
             raise TransportError(
                 f"audit verify could not be done: {exc}; nothing was verified"
             ) from None
-        except TransportError as exc:
-            raise TransportError(
+        except (TransportError, CertificateError) as exc:
+            raise type(exc)(
                 f"audit verify could not be done: {exc}; nothing was verified"
             ) from None
     if report is None:

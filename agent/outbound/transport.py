@@ -1,7 +1,9 @@
 """The agent's HTTP client for the aggregator (httpx).
 
 TLS is always verified (the system trust store, or the configured CA bundle); there is no switch
-to turn it off. Timeouts are explicit. A failed POST is retried with exponential backoff, and a
+to turn it off. A certificate that does not verify is a configuration error (exit 3, naming
+``ca_bundle`` and the URL), raised at once: no retry, and not a :class:`TransportError`, so no
+background resend starts for it. Timeouts are explicit. A failed POST is retried with exponential backoff, and a
 retry only ever resends the identical stored bytes: the caller hands over the envelope bytes
 from the outbox and this module never rebuilds a body. A 429 or 503 with ``Retry-After`` (the
 aggregator sends one while its database is away) waits at least that long before the next try,
@@ -21,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from agent.errors import ExitCode, TransportError
+from agent.errors import ConfigError, ExitCode, TransportError
 from agent.home.settings import AgentSettings, TransportSettings, check_aggregator_url
 from protocol import __version__
 
@@ -35,6 +37,11 @@ FEDQI_PROBLEM = "urn:fedqi:problem:"
 #: Told before each wait: (what is being sent or fetched, what failed, tries failed so far,
 #: tries in all, seconds to wait before the next).
 RetryNotice = Callable[[str, str, int, int, float], None]
+
+
+class CertificateError(ConfigError):
+    """The aggregator's TLS certificate does not verify against ``ca_bundle`` (or the system
+    trust store): a configuration problem (exit 3), which resending cannot mend."""
 
 
 class NotAnAggregatorError(TransportError):
@@ -74,12 +81,17 @@ class AggregatorClient:
         #: Set once every try of a request failed: later requests of this client fail at once
         #: rather than waiting through the backoff again (the outbox keeps what was not sent).
         self.unreachable: str | None = None
+        self.ca_bundle = ca_bundle
         verify: ssl.SSLContext | bool = True
         if ca_bundle:
             try:
                 verify = ssl.create_default_context(cafile=ca_bundle)
             except (OSError, ssl.SSLError) as exc:
-                raise TransportError(f"ca_bundle {ca_bundle}: cannot load: {exc}") from None
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise ConfigError(
+                    f"ca_bundle {ca_bundle}: cannot load it as a PEM file of CA certificates "
+                    f"({why}); fix ca_bundle in agent.toml or FEDQI_AGENT_CA_BUNDLE"
+                ) from None
         o = self.options
         self._client = httpx.Client(
             base_url=self.base_url,
@@ -139,6 +151,9 @@ class AggregatorClient:
             try:
                 response = self._client.request(method, path, **kwargs)
             except httpx.TransportError as exc:
+                bad_cert = _certificate_failure(exc)
+                if bad_cert is not None:
+                    raise self._certificate_error(bad_cert) from None
                 last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 continue
             if response.status_code == 429:
@@ -197,6 +212,19 @@ class AggregatorClient:
             )
         raise TransportError(self.unreachable)
 
+    def _certificate_error(self, exc: ssl.SSLCertVerificationError) -> CertificateError:
+        why = f"certificate verify failed: {exc.verify_message or exc.reason or exc}"
+        against = (
+            f"ca_bundle {self.ca_bundle}"
+            if self.ca_bundle
+            else "the system trust store (no ca_bundle set)"
+        )
+        return CertificateError(
+            f"the TLS certificate of {self.base_url} does not verify against {against}: {why}; "
+            "set ca_bundle in agent.toml to the CA that signed the aggregator's certificate, or "
+            "check aggregator_url (resending cannot help until it verifies)"
+        )
+
     def post_envelope(self, path: str, envelope: bytes, *, about: str = "") -> bytes:
         """POST stored envelope bytes; every retry sends these same bytes. ``about`` names the
         message for retry notices."""
@@ -228,6 +256,18 @@ class AggregatorClient:
             return response.json()
         except ValueError:
             raise TransportError(f"GET {path}: the aggregator's answer is not JSON") from None
+
+
+def _certificate_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification error an httpx error was raised from, if it was."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # httpx wraps httpcore's error, which wraps ssl's
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _auth(token: str | None) -> dict[str, str]:

@@ -16,9 +16,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agent.errors import TransportError
+from agent.errors import ConfigError, TransportError
 from agent.home.settings import TransportSettings
-from agent.outbound.transport import AggregatorClient, NotAnAggregatorError, RefusedError
+from agent.outbound.transport import (
+    AggregatorClient,
+    CertificateError,
+    NotAnAggregatorError,
+    RefusedError,
+)
 
 BODY = b'{"payload":"e30=","payloadType":"x","signatures":[]}'
 
@@ -145,9 +150,22 @@ def test_tls_is_verified_against_the_system_store_or_the_ca_bundle(tmp_path: Pat
     url = f"https://127.0.0.1:{server.server_address[1]}"
     try:
         untrusted = AggregatorClient(url, TransportSettings(retries=0))
-        with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED|certificate verify"):
+        with pytest.raises(CertificateError, match="certificate verify failed") as exc:
             untrusted.get_bytes("/")
+        assert exc.value.exit_code == 3 and "system trust store" in str(exc.value)
         untrusted.close()
+        # Another CA: configuration, named, and not retried (no wait, one handshake).
+        (tmp_path / "other").mkdir()
+        other, _ = _self_signed(tmp_path / "other")
+        waits: list[float] = []
+        wrong = AggregatorClient(
+            url, TransportSettings(retries=3), ca_bundle=str(other), sleep=waits.append
+        )
+        with pytest.raises(CertificateError, match=f"against ca_bundle {other}:") as exc:
+            wrong.get_bytes("/")
+        assert not isinstance(exc.value, TransportError) and waits == []
+        assert f"the TLS certificate of {url} does not verify" in str(exc.value)
+        wrong.close()
         trusted = AggregatorClient(url, TransportSettings(retries=0), ca_bundle=str(cert))
         assert trusted.get_bytes("/") == b"ok"
         trusted.close()
@@ -161,11 +179,13 @@ def test_plain_http_to_a_remote_host_is_refused() -> None:
         AggregatorClient("http://agg.example.nhs.uk")
 
 
-def test_bad_ca_bundle_is_named(tmp_path: Path) -> None:
+def test_bad_or_missing_ca_bundle_is_configuration(tmp_path: Path) -> None:
     bad = tmp_path / "ca.pem"
     bad.write_text("not a certificate")
-    with pytest.raises(TransportError, match="ca_bundle"):
-        AggregatorClient("https://agg.example.nhs.uk", ca_bundle=str(bad))
+    for path in (bad, tmp_path / "missing.pem"):
+        with pytest.raises(ConfigError, match=f"ca_bundle {path}: cannot load") as exc:
+            AggregatorClient("https://agg.example.nhs.uk", ca_bundle=str(path))
+        assert exc.value.exit_code == 3
 
 
 def test_redirects_are_not_followed() -> None:
