@@ -6,6 +6,8 @@ The tree (a name in brackets lives where it is raised)::
      +-- AgentUserError            something the user can fix; printed as one line, no
          |                         traceback; exit 2 (BAD_INPUT) unless a subclass says more
          +-- ConfigError           a bad or unknown setting, no key, not enrolled (exit 3)
+         |   +-- [CertificateError]       agent.outbound.transport: the aggregator's TLS
+         |                                certificate does not verify (exit 3)
          +-- SourceError           the practice database or a source cannot be read; names
          |                         where (exit 4)
          +-- TransportError        the aggregator cannot be reached, or is not a fedqi
@@ -45,7 +47,7 @@ class ExitCode(IntEnum):
 EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "done",
     ExitCode.BAD_INPUT: "bad argument or input (bad period, unknown indicator, unknown message id, ...)",
-    ExitCode.CONFIG: "configuration (bad or unknown setting, missing key, not enrolled, an agent home or outbox that cannot be read)",
+    ExitCode.CONFIG: "configuration (bad or unknown setting, missing key, not enrolled, an agent home or outbox that cannot be read, an aggregator certificate that does not verify against ca_bundle)",
     ExitCode.SOURCE: "the practice database cannot be read",
     ExitCode.UNREACHABLE: "the aggregator cannot be reached, or is not a fedqi aggregator",
     ExitCode.REFUSED: "the aggregator refused a message (4xx)",

@@ -13,6 +13,7 @@ from rich.table import Table
 from agent.errors import AgentUserError
 from agent.outbound.release import count_short, count_words, stratum_words
 from agent.outbound.suppression import REASON_WORDS, Reasons
+from protocol.catalogue import Catalogue
 from protocol.submission import Cell, Submission
 
 IndicatorFilter = Annotated[
@@ -47,6 +48,27 @@ def stratum_names(cell: Cell) -> set[str]:
     return names
 
 
+SEXES = ("F", "M", "U")
+
+
+def check_strata(strata: list[str] | None, catalogue: Catalogue) -> None:
+    """Fail on a ``--stratum`` the catalogue cannot have (exit 2), before anything is computed
+    or printed: :func:`select_cells` checks again against the cells themselves."""
+    bands = [b.label for b in catalogue.age_bands]
+    known = {"total", "all/all", *bands, *SEXES}
+    known |= {f"{b}/{s}" for b in [*bands, "all"] for s in [*SEXES, "all"]}
+    for st in strata or []:
+        if st not in known:
+            raise AgentUserError(_no_such_stratum(st, bands))
+
+
+def _no_such_stratum(stratum: str, bands: list[str]) -> str:
+    return (
+        f"--stratum {stratum!r}: no such stratum here; use total, an age band "
+        f"({', '.join(bands)}), a sex (F, M, U) or BAND/SEX"
+    )
+
+
 def select_cells(
     cells: Sequence[Cell], indicators: list[str] | None, strata: list[str] | None
 ) -> list[Cell]:
@@ -62,10 +84,7 @@ def select_cells(
     for st in strata or []:
         if st not in known_str:
             bands = sorted({c.stratum.age_band for c in cells} - {"all"})
-            raise AgentUserError(
-                f"--stratum {st!r}: no such stratum here; use total, an age band "
-                f"({', '.join(bands)}), a sex (F, M, U) or BAND/SEX"
-            )
+            raise AgentUserError(_no_such_stratum(st, bands))
     return [
         c
         for c in cells

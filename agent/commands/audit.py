@@ -13,10 +13,16 @@ from rich.table import Table
 from agent.cli import app
 from agent.errors import AgentUserError, ConfigError, TransportError
 from agent.home.keystore import load_trust
-from agent.outbound.audit import LogIntegrityError, read_token, verify_all, verify_receipt
+from agent.outbound.audit import (
+    LogIntegrityError,
+    check_token_practice,
+    read_token,
+    verify_all,
+    verify_receipt,
+)
 from agent.outbound.outbox import Message, Outbox
 from agent.outbound.release import describe_submission, payload_of
-from agent.outbound.transport import AggregatorClient, RefusedError
+from agent.outbound.transport import AggregatorClient, CertificateError, RefusedError
 from protocol.envelope import Envelope
 from protocol.submission import Enrol, Rotate
 
@@ -240,9 +246,10 @@ def audit_show(
 
 
 VERIFY_EXIT_CODES = """Exit codes: 0 every receipt and checkpoint verifies; 2 nothing to verify yet (no
-receipts); 3 configuration: the aggregator refused the audit token (audit_token_file), or
-aggregator_url serves another network's log; 5 the audit could not be done: the aggregator is
-unreachable, is not a fedqi aggregator, or refused a request; 8 AUDIT FAILED: evidence that the
+receipts); 3 configuration: the aggregator refused the audit token (audit_token_file), the
+token is not this practice's, or aggregator_url serves another network's log; 5 the audit could not be done: the aggregator is
+unreachable, is limiting requests (HTTP 429, after the retries), is not a fedqi aggregator, or
+refused a request; 8 AUDIT FAILED: evidence that the
 log was tampered with or split (history dropped, rewritten or forked), and nothing else."""
 
 
@@ -257,6 +264,9 @@ def audit_verify(home: HomeOption = None, as_json: JsonOption = False) -> None:
     token = read_token(settings.audit_token_file) if settings.audit_token_file else None
     with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
         try:
+            if token is not None:
+                where = str(settings.audit_token_file)
+                check_token_practice(client, token, trust.practice, where)
             report = verify_all(outbox, client, trust, token=token)
         except LogIntegrityError as exc:
             report = None
@@ -271,8 +281,8 @@ def audit_verify(home: HomeOption = None, as_json: JsonOption = False) -> None:
             raise TransportError(
                 f"audit verify could not be done: {exc}; nothing was verified"
             ) from None
-        except TransportError as exc:
-            raise TransportError(
+        except (TransportError, CertificateError) as exc:
+            raise type(exc)(
                 f"audit verify could not be done: {exc}; nothing was verified"
             ) from None
     if report is None:

@@ -35,6 +35,7 @@ from ._cells import (
     AllOption,
     IndicatorFilter,
     StratumFilter,
+    check_strata,
     reason_text,
     select_cells,
     status_line,
@@ -94,6 +95,7 @@ def preview(
     catalogue = load_catalogue(settings)
     for ind in indicator or []:
         _indicator(catalogue, ind)  # an unknown id fails now, before anything is computed
+    check_strata(stratum, catalogue)  # and so does a stratum the catalogue cannot have
     policy = effective_policy(catalogue, settings)
     if (settings.home / TRUST_FILE).exists():
         trust = load_trust_matching(settings.home, settings.practice, settings.aud)

@@ -14,9 +14,9 @@ from agent.cli import app
 from agent.errors import AgentUserError, ExitCode, TransportError
 from agent.home.settings import AgentSettings
 from agent.outbound import background
-from agent.outbound.outbox import Outbox
+from agent.outbound.outbox import Message, Outbox
 from agent.outbound.release import describe_submission, payload_of
-from agent.outbound.submitter import Outcome, run_due, submit_period
+from agent.outbound.submitter import MAX_HELD_AGE, Outcome, run_due, submit_period
 from agent.outbound.submitter import approve as approve_message
 from agent.outbound.submitter import reject as reject_message
 
@@ -45,8 +45,9 @@ CORRECTIONS = ("data_correction", "late_data", "codelist_fix", "software_fix")
 
 def tell_retry(what: str, failure: str, failed: int, tries: int, wait: float) -> None:
     """Say at once that the aggregator is not answering, rather than waiting in silence."""
+    how = "is limiting requests" if failure.startswith("HTTP 429") else "did not answer"
     err_console().print(
-        f"{what}: the aggregator did not answer ({failure}); try {failed} of {tries} failed, "
+        f"{what}: the aggregator {how} ({failure}); try {failed} of {tries} failed, "
         f"next in {wait:g} s. Anything signed is already stored in the outbox and stays queued "
         "if every try fails.",
         markup=False,
@@ -140,7 +141,8 @@ def run(
     ] = None,
 ) -> None:
     """Resend anything queued, then submit every period due since the last one submitted (for
-    cron, a systemd timer or Windows Task Scheduler). Exits non-zero if anything failed."""
+    cron, a systemd timer or Windows Task Scheduler); says which submissions wait for approval
+    (see pending, approve). Exits non-zero if anything failed."""
     settings = settings_for(home)
     if keep_trying is not None:
         _keep_trying(settings, keep_trying, queued_only)
@@ -166,13 +168,40 @@ def run(
     if as_json:
         emit_json([o.to_json() for o in outcomes])
     else:
+        # Held months count as submitted, so with release "hold" a run often has nothing new
+        # to do while months wait for approval (and expire after 6 days): say so.
+        with Outbox.open(settings.home) as outbox:
+            reported = {o.message_id for o in outcomes}
+            held = outbox.messages(kind="submission", state="held")
+        unreported = [m for m in held if m.id not in reported]
         if not outcomes:
-            console().print("nothing due")
+            console().print("nothing new due" if unreported else "nothing due")
         for outcome in outcomes:
             _print_outcome(outcome)
+        if unreported:
+            console().print(held_note(unreported, int(time.time())), markup=False)
     refused = [o for o in outcomes if o.state == "refused"]
     if refused:
         raise typer.Exit(ExitCode.REFUSED)
+
+
+def held_note(held: list[Message], now: int) -> str:
+    """What waits for approval, and how to review it before it can no longer be approved."""
+    listed = ", ".join(f"#{m.id} ({m.period})" for m in held)
+    oldest = min(held, key=lambda m: payload_of(m).iat)
+    age = now - payload_of(oldest).iat
+    expired = [m for m in held if now - payload_of(m).iat > MAX_HELD_AGE]
+    when = (
+        f"{len(expired)} of them signed more than 6 days ago can no longer be approved: reject "
+        "and submit again"
+        if expired
+        else f"the oldest, #{oldest.id}, was signed {age // 86400} day(s) ago"
+    )
+    return (
+        f"{len(held)} submission(s) held for approval, not sent: {listed}. Review them with "
+        "`fedqi-agent pending`, then `fedqi-agent approve ID` or `fedqi-agent reject ID`; a held "
+        f"message can be approved up to 6 days after it was signed ({when})"
+    )
 
 
 def _keep_trying(settings: AgentSettings, seconds: int, queued_only: bool) -> None:

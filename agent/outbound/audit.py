@@ -238,6 +238,30 @@ def read_token(path: Path) -> str:
     return token
 
 
+#: Roles whose token may read a practice's leaf data and stored envelopes (the aggregator's
+#: users.service.can_read_envelope): the practice's own practice or IG officer users, or admin.
+OWN_PRACTICE_ROLES = ("practice", "ig_officer")
+
+
+def check_token_practice(client: Any, token: str, practice: str, where: str) -> None:
+    """Ask the aggregator whose ``token`` is (``GET /v1/me``) and refuse (exit 3) one that is
+    not this practice's: the aggregator would serve it only leaf hashes and no envelope, which
+    is no evidence about the log. ``where`` names the token's file in the message."""
+    me = client.get_json("/v1/me", token=token)
+    if not isinstance(me, dict):
+        raise TransportError("GET /v1/me: the aggregator's answer is not a user")
+    role, owner = str(me.get("role") or "?"), me.get("practice")
+    if role == "admin" or (role in OWN_PRACTICE_ROLES and owner == practice):
+        return
+    whose = f", practice {owner}" if owner else f", group {me['group']}" if me.get("group") else ""
+    raise ConfigError(
+        f"the audit token in {where} is not for practice {practice}: it belongs to "
+        f"{str(me.get('name') or '?')!r} (role {role}{whose}), who may not read practice "
+        f"{practice}'s leaf data and envelopes; put practice {practice}'s IG officer token in "
+        "audit_token_file; nothing was verified"
+    )
+
+
 def verify_all(
     outbox: Outbox, client: Any, trust: Trust, *, token: str | None = None
 ) -> AuditReport:
@@ -334,6 +358,21 @@ def _verify_stored(client: Any, token: str, message: Message) -> None:
     receipt = Receipt.from_bytes(Envelope.from_bytes(message.receipt).payload_bytes())
     i = receipt.leaf_index
     entries = client.get_json("/v1/log/entries", {"start": i, "end": i + 1}, token=token)
+    if (
+        isinstance(entries, list)
+        and len(entries) == 1
+        and isinstance(entries[0], dict)
+        and "leaf_data" not in entries[0]
+        and entries[0].get("leaf_hash") == receipt.leaf_hash
+    ):
+        # The leaf's hash (already checked above) without its data: what the aggregator serves
+        # a token that may not read this practice's data (an admin's, for a practice that is
+        # not "named"). No evidence about the log, so not an audit failure.
+        raise ConfigError(
+            f"leaf {i}: the aggregator serves the audit token only this leaf's hash, not its "
+            "data: the token may not read this practice's leaf data (put the practice's IG "
+            "officer token in audit_token_file); audit verify stopped"
+        )
     try:
         (entry,) = entries
         data = base64.b64decode(entry["leaf_data"], validate=True)

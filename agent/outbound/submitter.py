@@ -30,7 +30,12 @@ from agent.outbound.release import (
     practice_guard,
     sign,
 )
-from agent.outbound.transport import AggregatorClient, RefusedError, RetryNotice
+from agent.outbound.transport import (
+    AggregatorClient,
+    CertificateError,
+    RefusedError,
+    RetryNotice,
+)
 from agent.periods import require_ended
 from protocol.catalogue import Catalogue
 from protocol.disclosure import RawCell
@@ -134,6 +139,11 @@ def send(client: AggregatorClient, outbox: Outbox, trust: Trust, message: Messag
         raise type(exc)(
             f"{exc}. {what} is stored in the outbox and stays queued: `fedqi-agent run` (the "
             "scheduled job) resends it unchanged when the aggregator answers"
+        ) from None
+    except CertificateError as exc:
+        raise CertificateError(
+            f"{exc}. {what} is stored in the outbox and stays queued: `fedqi-agent run` resends "
+            "it unchanged once the certificate verifies"
         ) from None
     receipt = accept_receipt(outbox, client, trust, message, answer)
     return Outcome(message.id, message.period, "accepted", receipt.leaf_index)

@@ -1,11 +1,15 @@
 """The agent's HTTP client for the aggregator (httpx).
 
 TLS is always verified (the system trust store, or the configured CA bundle); there is no switch
-to turn it off. Timeouts are explicit. A failed POST is retried with exponential backoff, and a
+to turn it off. A certificate that does not verify is a configuration error (exit 3, naming
+``ca_bundle`` and the URL), raised at once: no retry, and not a :class:`TransportError`, so no
+background resend starts for it. Timeouts are explicit. A failed POST is retried with exponential backoff, and a
 retry only ever resends the identical stored bytes: the caller hands over the envelope bytes
 from the outbox and this module never rebuilds a body. A 429 or 503 with ``Retry-After`` (the
 aggregator sends one while its database is away) waits at least that long before the next try,
-still capped at a minute. The aggregator treats a resent
+still capped at a minute. A 429 is retried whatever its body: the proxy in front of the
+aggregator (deploy/aggregator/nginx.conf, ``limit_req``) answers its own HTML one, which is
+rate limiting, not a sign that the URL is not an aggregator. The aggregator treats a resent
 ``submission_id`` with the same bytes idempotently, so a retry after a lost answer is safe.
 """
 
@@ -19,11 +23,13 @@ from typing import Any
 
 import httpx
 
-from agent.errors import ExitCode, TransportError
+from agent.errors import ConfigError, ExitCode, TransportError
 from agent.home.settings import AgentSettings, TransportSettings, check_aggregator_url
 from protocol import __version__
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: The longest single wait between tries; with ``transport.retries`` it bounds one request's
+#: waits in all (4 retries: at most 4 minutes, 15 s when no Retry-After asks for more).
 MAX_BACKOFF = 60.0
 #: Every error a fedqi aggregator answers is RFC 9457 problem+json with a type of this prefix.
 FEDQI_PROBLEM = "urn:fedqi:problem:"
@@ -31,6 +37,11 @@ FEDQI_PROBLEM = "urn:fedqi:problem:"
 #: Told before each wait: (what is being sent or fetched, what failed, tries failed so far,
 #: tries in all, seconds to wait before the next).
 RetryNotice = Callable[[str, str, int, int, float], None]
+
+
+class CertificateError(ConfigError):
+    """The aggregator's TLS certificate does not verify against ``ca_bundle`` (or the system
+    trust store): a configuration problem (exit 3), which resending cannot mend."""
 
 
 class NotAnAggregatorError(TransportError):
@@ -70,12 +81,17 @@ class AggregatorClient:
         #: Set once every try of a request failed: later requests of this client fail at once
         #: rather than waiting through the backoff again (the outbox keeps what was not sent).
         self.unreachable: str | None = None
+        self.ca_bundle = ca_bundle
         verify: ssl.SSLContext | bool = True
         if ca_bundle:
             try:
                 verify = ssl.create_default_context(cafile=ca_bundle)
             except (OSError, ssl.SSLError) as exc:
-                raise TransportError(f"ca_bundle {ca_bundle}: cannot load: {exc}") from None
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise ConfigError(
+                    f"ca_bundle {ca_bundle}: cannot load it as a PEM file of CA certificates "
+                    f"({why}); fix ca_bundle in agent.toml or FEDQI_AGENT_CA_BUNDLE"
+                ) from None
         o = self.options
         self._client = httpx.Client(
             base_url=self.base_url,
@@ -121,6 +137,8 @@ class AggregatorClient:
         tries = self.options.retries + 1 if tries is None else tries
         last = ""
         asked = 0.0  # the wait the server asked for (Retry-After), if longer than ours
+        limited = False  # the last try was answered 429: requests are being limited
+        waited = 0.0
         for attempt in range(tries):
             if attempt:
                 wait = min(max(self.options.backoff * 2 ** (attempt - 1), asked), MAX_BACKOFF)
@@ -128,10 +146,22 @@ class AggregatorClient:
                 if self._on_retry is not None:
                     self._on_retry(about or f"{method} {path}", last, attempt, tries, wait)
                 self._sleep(wait)
+                waited += wait
+            limited = False
             try:
                 response = self._client.request(method, path, **kwargs)
             except httpx.TransportError as exc:
+                bad_cert = _certificate_failure(exc)
+                if bad_cert is not None:
+                    raise self._certificate_error(bad_cert) from None
                 last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                continue
+            if response.status_code == 429:
+                # The aggregator, or a proxy in front of it (nginx's limit_req answers an HTML
+                # 429), is limiting requests: wait as asked and try again, whatever the body.
+                limited = True
+                last = f"HTTP 429 {_detail(response) or 'Too Many Requests'}"
+                asked = retry_after(response.headers.get("retry-after"))
                 continue
             if response.status_code >= 400 and not _is_fedqi_problem(response):
                 if response.status_code in (502, 503, 504):
@@ -164,10 +194,36 @@ class AggregatorClient:
                     "(redirects are not followed)"
                 )
             return response
-        self.unreachable = (
-            f"aggregator unreachable at {self.base_url} ({method} {path}, {tries} tries): {last}"
-        )
+        if limited:
+            message = (
+                f"the aggregator at {self.base_url} (or a proxy in front of it) is limiting "
+                f"requests: {method} {path} was answered {last} on the last of {tries} tries "
+                f"(waited {waited:g} s in all); try again later"
+            )
+            if tries < self.options.retries + 1:
+                # A single try asked for by a caller with a fallback (the cached catalogue):
+                # the aggregator answers, so the requests after it still get their retries.
+                raise TransportError(message)
+            self.unreachable = message
+        else:
+            self.unreachable = (
+                f"aggregator unreachable at {self.base_url} ({method} {path}, {tries} tries): "
+                f"{last}"
+            )
         raise TransportError(self.unreachable)
+
+    def _certificate_error(self, exc: ssl.SSLCertVerificationError) -> CertificateError:
+        why = f"certificate verify failed: {exc.verify_message or exc.reason or exc}"
+        against = (
+            f"ca_bundle {self.ca_bundle}"
+            if self.ca_bundle
+            else "the system trust store (no ca_bundle set)"
+        )
+        return CertificateError(
+            f"the TLS certificate of {self.base_url} does not verify against {against}: {why}; "
+            "set ca_bundle in agent.toml to the CA that signed the aggregator's certificate, or "
+            "check aggregator_url (resending cannot help until it verifies)"
+        )
 
     def post_envelope(self, path: str, envelope: bytes, *, about: str = "") -> bytes:
         """POST stored envelope bytes; every retry sends these same bytes. ``about`` names the
@@ -200,6 +256,18 @@ class AggregatorClient:
             return response.json()
         except ValueError:
             raise TransportError(f"GET {path}: the aggregator's answer is not JSON") from None
+
+
+def _certificate_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification error an httpx error was raised from, if it was."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # httpx wraps httpcore's error, which wraps ssl's
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _auth(token: str | None) -> dict[str, str]:

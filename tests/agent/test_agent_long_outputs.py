@@ -65,6 +65,38 @@ def test_preview_bad_filter_values_are_one_line_errors(agent_home: Path, cli) ->
     assert r.code == 2 and "--json" in r.err
 
 
+def test_preview_checks_stratum_before_computing_or_printing(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """A stratum the catalogue cannot have fails first: nothing printed, nothing computed (the
+    practice database is not even opened, so a missing one is not the error)."""
+    r = _preview(cli, agent_home, "--stratum", "99-100")
+    assert r.code == 2 and r.out == "", r.out
+    assert "--stratum '99-100': no such stratum" in r.err and "0-39, 40-59, 60-79, 80+" in r.err
+    missing = {"FEDQI_AGENT_SOURCE__URL": str(agent_home / "no-such.db")}
+    r = cli(
+        "preview",
+        "--home",
+        str(agent_home),
+        "--period",
+        "2026-03",
+        "--stratum",
+        "60-79/X",
+        env=missing,
+    )
+    assert r.code == 2 and r.out == "" and "--stratum '60-79/X'" in r.err, r.err
+    # A stratum the catalogue has still reaches the cells (and here the missing database).
+    r = cli(
+        "preview",
+        "--home",
+        str(agent_home),
+        "--period",
+        "2026-03",
+        "--stratum",
+        "80+/U",
+        env=missing,
+    )
+    assert r.code == 4, r.err
+
+
 def test_preview_says_why_each_count_is_suppressed(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
     r = _preview(cli, agent_home, "--all")
     assert "small count" in r.out and "secondary suppression, to protect another cell" in r.out

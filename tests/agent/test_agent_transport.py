@@ -16,9 +16,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from agent.errors import TransportError
+from agent.errors import ConfigError, TransportError
 from agent.home.settings import TransportSettings
-from agent.outbound.transport import AggregatorClient, NotAnAggregatorError, RefusedError
+from agent.outbound.transport import (
+    AggregatorClient,
+    CertificateError,
+    NotAnAggregatorError,
+    RefusedError,
+)
 
 BODY = b'{"payload":"e30=","payloadType":"x","signatures":[]}'
 
@@ -145,9 +150,22 @@ def test_tls_is_verified_against_the_system_store_or_the_ca_bundle(tmp_path: Pat
     url = f"https://127.0.0.1:{server.server_address[1]}"
     try:
         untrusted = AggregatorClient(url, TransportSettings(retries=0))
-        with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED|certificate verify"):
+        with pytest.raises(CertificateError, match="certificate verify failed") as exc:
             untrusted.get_bytes("/")
+        assert exc.value.exit_code == 3 and "system trust store" in str(exc.value)
         untrusted.close()
+        # Another CA: configuration, named, and not retried (no wait, one handshake).
+        (tmp_path / "other").mkdir()
+        other, _ = _self_signed(tmp_path / "other")
+        waits: list[float] = []
+        wrong = AggregatorClient(
+            url, TransportSettings(retries=3), ca_bundle=str(other), sleep=waits.append
+        )
+        with pytest.raises(CertificateError, match=f"against ca_bundle {other}:") as exc:
+            wrong.get_bytes("/")
+        assert not isinstance(exc.value, TransportError) and waits == []
+        assert f"the TLS certificate of {url} does not verify" in str(exc.value)
+        wrong.close()
         trusted = AggregatorClient(url, TransportSettings(retries=0), ca_bundle=str(cert))
         assert trusted.get_bytes("/") == b"ok"
         trusted.close()
@@ -161,11 +179,13 @@ def test_plain_http_to_a_remote_host_is_refused() -> None:
         AggregatorClient("http://agg.example.nhs.uk")
 
 
-def test_bad_ca_bundle_is_named(tmp_path: Path) -> None:
+def test_bad_or_missing_ca_bundle_is_configuration(tmp_path: Path) -> None:
     bad = tmp_path / "ca.pem"
     bad.write_text("not a certificate")
-    with pytest.raises(TransportError, match="ca_bundle"):
-        AggregatorClient("https://agg.example.nhs.uk", ca_bundle=str(bad))
+    for path in (bad, tmp_path / "missing.pem"):
+        with pytest.raises(ConfigError, match=f"ca_bundle {path}: cannot load") as exc:
+            AggregatorClient("https://agg.example.nhs.uk", ca_bundle=str(path))
+        assert exc.value.exit_code == 3
 
 
 def test_redirects_are_not_followed() -> None:
@@ -248,3 +268,55 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     now = dt.datetime(2026, 12, 4, 12, 0, 0, tzinfo=dt.UTC).timestamp()
     assert retry_after("Fri, 04 Dec 2026 12:00:30 GMT", now=now) == 30.0
     assert retry_after("Fri, 04 Dec 2026 11:59:00 GMT", now=now) == 0.0
+
+
+NGINX_429 = b"<html>\r\n<head><title>429 Too Many Requests</title></head>\r\n</html>\r\n"
+
+
+def _nginx_429(retry_after: str | None = None) -> httpx.Response:
+    headers = {"content-type": "text/html"}
+    if retry_after is not None:
+        headers["retry-after"] = retry_after
+    return httpx.Response(429, headers=headers, content=NGINX_429)
+
+
+def test_a_proxys_html_429_is_retried_honouring_retry_after() -> None:
+    """nginx's limit_req answers its own HTML 429: rate limiting, retried like the aggregator's
+    own 429, not taken for a server that is not an aggregator."""
+    answers = iter([_nginx_429(), _nginx_429("7"), httpx.Response(200, content=b"receipt")])
+    seen: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content)
+        return next(answers)
+
+    client, waits = _client(handler)
+    assert client.post_envelope("/v1/submissions", BODY) == b"receipt"
+    assert seen == [BODY] * 3 and waits == [0.5, 7.0]
+
+
+def test_still_limited_after_every_try_says_so_not_that_it_is_no_aggregator() -> None:
+    client, waits = _client(lambda request: _nginx_429("600"), retries=2)
+    with pytest.raises(TransportError) as exc:
+        client.get_bytes("/v1/log/proof/inclusion")
+    assert not isinstance(exc.value, NotAnAggregatorError) and exc.value.exit_code == 5
+    assert waits == [60.0, 60.0]  # each wait as asked, within the cap; 3 tries in all
+    message = str(exc.value)
+    assert "not a fedqi aggregator" not in message and "aggregator_url" not in message
+    assert message == (
+        "the aggregator at https://agg.example.nhs.uk (or a proxy in front of it) is limiting "
+        "requests: GET /v1/log/proof/inclusion was answered HTTP 429 Too Many Requests on the "
+        "last of 3 tries (waited 120 s in all); try again later"
+    )
+
+
+def test_a_single_try_answered_429_does_not_stop_the_requests_after_it() -> None:
+    """The catalogue is fetched with one try (a verified cache is the fallback); limited there,
+    the submission after it is still sent, with its retries, rather than failed at once."""
+    answers = iter([_nginx_429(), _nginx_429(), httpx.Response(200, content=b"receipt")])
+    client, waits = _client(lambda request: next(answers))
+    with pytest.raises(TransportError, match="is limiting requests"):
+        client.get_bytes("/v1/catalogue", tries=1)
+    assert client.unreachable is None
+    assert client.post_envelope("/v1/submissions", BODY) == b"receipt"
+    assert waits == [0.5]

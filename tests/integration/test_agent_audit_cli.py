@@ -182,3 +182,59 @@ def test_audit_verify_with_no_receipt_yet_exits_2_not_8(
     code, out, err = Agent(bare, {**agent.env, "FEDQI_AGENT_HOME": str(bare)})("audit", "verify")
     err = _not_a_tamper_verdict(code, out, err, 2)
     assert "nothing to verify yet" in err
+
+
+def _token_file(aggregator: AggregatorServer, tmp_path: Path, name: str, *user: str) -> Path:
+    added = json.loads(aggregator.cli("user", "add", name, *user, "--db", aggregator.db, "--json"))
+    path = tmp_path / f"{name.replace(' ', '-')}.token"
+    path.write_text(added["token"] + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def test_audit_verify_with_another_practices_token_is_configuration_not_tampering(
+    aggregator_factory: Callable[..., AggregatorServer],
+    agent_factory: Callable[..., Agent],
+    tmp_path: Path,
+) -> None:
+    """A valid token that may not read this practice's data gets only leaf hashes and no
+    envelopes: that is no evidence against the log. audit verify names the token's owner and
+    exits 3 before verifying anything, never FAIL or AUDIT FAILED (exit 8)."""
+    aggregator = aggregator_factory(practices=("A12345", "B81001"))
+    agent = agent_factory(aggregator)
+    for period in ("2026-01", "2026-02"):
+        agent.ok("submit", "--period", period)
+    others = {
+        "practice B81001's IG officer": (
+            ("--role", "ig_officer", "--practice", "B81001"),
+            "(role ig_officer, practice B81001)",
+        ),
+        "PCN1 lead": (
+            ("--role", "network_lead", "--group", "PCN1"),
+            "(role network_lead, group PCN1)",
+        ),
+    }
+    for name, (user, owner) in others.items():
+        token_file = _token_file(aggregator, tmp_path, name, *user)
+        env = {"FEDQI_AGENT_AUDIT_TOKEN_FILE": str(token_file)}
+        code, out, err = agent("audit", "verify", env=env)
+        err = _not_a_tamper_verdict(code, out, err, 3)
+        assert out == "" and "FAIL" not in err, (out, err)
+        assert f"the audit token in {token_file} is not for practice A12345" in err, err
+        assert f"belongs to {name!r} {owner}, who may not read" in err, err
+        assert "nothing was verified" in err
+
+    # The practice's own IG officer's token still verifies everything.
+    own = _token_file(
+        aggregator, tmp_path, "IG officer", "--role", "ig_officer", "--practice", "A12345"
+    )
+    code, out, err = agent("audit", "verify", env={"FEDQI_AGENT_AUDIT_TOKEN_FILE": str(own)})
+    assert code == 0 and "stored envelope bytes" in out, err
+
+    # An admin's token sees no leaf data of a practice that is not "named": only the hashes,
+    # which is said as such (exit 3), not taken for a log that lost its data (exit 8).
+    agent.ok("submit", "--period", "2026-03", env={"FEDQI_AGENT_VISIBILITY": "pseudonymised"})
+    admin = _token_file(aggregator, tmp_path, "Admin", "--role", "admin")
+    code, out, err = agent("audit", "verify", env={"FEDQI_AGENT_AUDIT_TOKEN_FILE": str(admin)})
+    err = _not_a_tamper_verdict(code, out, err, 3)
+    assert "serves the audit token only this leaf's hash, not its data" in err, err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -125,6 +126,35 @@ def test_hold_policy_pending_approve_reject(
     code, _, err = agent("approve", str(kept.id))
     assert code != 0 and "not held" in err
     assert agent.json("audit", "verify")["ok"] is True  # type: ignore[index]
+
+
+def test_run_with_release_hold_says_what_waits_for_approval(
+    aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
+) -> None:
+    """With release "hold", a held month counts as submitted, so the next run has nothing new
+    to do; it says what is held and how to review it rather than only "nothing due"."""
+    agent = agent_factory(aggregator, release="hold")
+    first = agent.ok("run")
+    assert "held for approval as #" in first, first
+    (held,) = cast(list[dict[str, Any]], agent.json("pending"))
+    code, out, err = agent("run")
+    assert code == 0, err
+    assert out.splitlines()[0] == "nothing new due", out
+    text = " ".join(out.split())
+    assert f"1 submission(s) held for approval, not sent: #{held['id']} ({held['period']})" in text
+    assert "`fedqi-agent pending`" in text and "`fedqi-agent approve ID`" in text
+    assert f"the oldest, #{held['id']}, was signed 0 day(s) ago" in text
+    assert agent.json("run") == []  # the JSON stays the list of this run's outcomes
+    from agent.commands.send import held_note
+
+    with Outbox.open(agent.home) as outbox:
+        messages = outbox.messages(state="held")
+    week_later = int(time.time()) + 7 * 86400
+    assert "1 of them signed more than 6 days ago can no longer be approved: reject" in (
+        held_note(messages, week_later)
+    )
+    agent.ok("approve", str(held["id"]))
+    assert agent.ok("run").splitlines() == ["nothing due"]
 
 
 def test_key_rotation_then_submit_with_the_new_key(

@@ -1,15 +1,24 @@
-"""What the agent says when the aggregator is down or the URL is not an aggregator at all: at
-once, naming the stored message, which stays queued (real servers on loopback)."""
+"""What the agent says when the aggregator is down, the URL is not an aggregator at all or its
+certificate does not verify: at once, naming the stored message, which stays queued (real
+servers on loopback)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import http.server
+import ipaddress
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from e2e_helpers import Agent, AggregatorServer
 
 from agent.outbound.outbox import Outbox
@@ -118,3 +127,124 @@ def test_submit_to_a_url_that_is_not_an_aggregator_says_what_answered(
     assert f"#{queued}" in last
     code, out, err = agent("run", "--json")
     assert code == 0 and "accepted" in out, err
+
+
+def _ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    """An HTTPS server on loopback whose certificate the network's CA signed: (its URL, that
+    CA's PEM file, another CA's PEM file)."""
+    ca_key, ca_cert = _ca("network CA")
+    _, other_cert = _ca("some other CA")
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aggregator")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    (tmp_path / "server.pem").write_bytes(
+        _pem(cert)
+        + key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (tmp_path / "network-ca.pem").write_bytes(_pem(ca_cert))
+    (tmp_path / "other-ca.pem").write_bytes(_pem(other_cert))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietHandler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "server.pem")
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield (
+        f"https://127.0.0.1:{server.server_address[1]}",
+        tmp_path / "network-ca.pem",
+        tmp_path / "other-ca.pem",
+    )
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_certificate_that_does_not_verify_is_configuration_with_no_background_resend(
+    aggregator: AggregatorServer,
+    agent_factory: Callable[..., Agent],
+    tls_server: tuple[str, Path, Path],
+) -> None:
+    """A ca_bundle that did not sign the server's certificate: exit 3 at once, naming ca_bundle
+    and the URL, nothing signed, no retries and no background resend (the error is permanent
+    until the configuration changes). A missing ca_bundle file is configuration too."""
+    url, network_ca, other_ca = tls_server
+    agent = agent_factory(aggregator, transport__background_resend="true")
+    wrong = {"FEDQI_AGENT_AGGREGATOR_URL": url, "FEDQI_AGENT_CA_BUNDLE": str(other_ca)}
+
+    code, out, err = agent("submit", "--period", "2026-02", env=wrong)
+    assert code == 3, (code, out, err)
+    (line,) = err.strip().splitlines()
+    assert f"the TLS certificate of {url} does not verify against ca_bundle {other_ca}" in line
+    assert "certificate verify failed" in line and "set ca_bundle" in line
+    assert "background" not in line and "unreachable" not in line and "try 1" not in err
+    assert _queued(agent) == []  # nothing was signed: the catalogue could not be fetched
+    assert not (agent.home / "resend.log").exists()
+
+    # A message already queued stays queued, said so, and still no background resend.
+    aggregator.kill()
+    stopped = {"FEDQI_AGENT_TRANSPORT__BACKGROUND_RESEND": "false"}
+    assert agent("submit", "--period", "2026-02", env=stopped)[0] == 5
+    (queued,) = _queued(agent)
+    code, out, err = agent("submit", "--period", "2026-02", env=wrong)
+    assert code == 3, (code, out, err)
+    assert f"submission #{queued} (period 2026-02) is stored in the outbox and stays queued" in err
+    assert "does not verify against ca_bundle" in err and "background" not in err
+    code, out, err = agent("run", env=wrong)
+    assert code == 3 and "does not verify against ca_bundle" in err, (code, out, err)
+    code, out, err = agent("audit", "verify", env=wrong)
+    assert code == 3 and "does not verify" in err and "nothing was verified" in err, err
+    assert not (agent.home / "resend.log").exists() and _queued(agent) == [queued]
+
+    # No ca_bundle: the system trust store does not know the network's CA either.
+    code, out, err = agent("audit", "verify", env={"FEDQI_AGENT_AGGREGATOR_URL": url})
+    assert code == 3 and "against the system trust store (no ca_bundle set)" in err, err
+
+    # A ca_bundle file that is not there: configuration, not an unreachable aggregator.
+    missing = {**wrong, "FEDQI_AGENT_CA_BUNDLE": str(other_ca.with_name("nope.pem"))}
+    code, out, err = agent("run", env=missing)
+    assert code == 3, (code, out, err)
+    assert f"ca_bundle {other_ca.with_name('nope.pem')}: cannot load" in err, err
+    assert "No such file or directory" in err
+
+    # The right CA verifies (this server is no aggregator, and is named so: exit 5).
+    right = {**wrong, "FEDQI_AGENT_CA_BUNDLE": str(network_ca)}
+    code, out, err = agent("audit", "verify", env=right)
+    assert code == 5 and f"{url} is not a fedqi aggregator" in err, err
