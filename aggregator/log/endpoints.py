@@ -5,18 +5,20 @@ leaf hash (enough to verify the tree) for the rest."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
+from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import select
 
 from ..catalogues import service as catalogues
-from ..db.models import AccessAudit, Practice, User
-from ..errors import NotFoundError
+from ..db.models import Practice, User
+from ..errors import BadRequestError, NotFoundError
 from ..runtime import Runtime, get_runtime
 from ..users.auth import current_user, require_roles
 from ..users.service import can_read_practice
-from . import service
+from . import access, service
 
 router = APIRouter(tags=["log"])
 MAX_INDEX = 2**53
@@ -101,26 +103,43 @@ def entries(
 
 @router.get("/v1/audit/access", tags=["log"])
 def access_audit(
+    request: Request,
     user: User = Depends(require_roles("admin", "ig_officer")),
     runtime: Runtime = Depends(get_runtime),
     limit: int = Query(200, ge=1, le=5000),
+    who: str | None = None,
+    role: str | None = None,
+    practice: str | None = None,
+    granted: Literal["yes", "no"] | None = Query(None, description="yes or no"),
+    start: dt.date | None = Query(None, description="first day (YYYY-MM-DD)"),
+    end: dt.date | None = Query(None, description="last day (YYYY-MM-DD)"),
 ) -> list[dict[str, object]]:
-    """Reads of raw envelopes: all for admin, those of their practice's envelopes for an IG officer."""
+    """Reads of raw envelopes, newest first: all for admin, those of their practice's envelopes
+    for an IG officer; filtered as the dashboard's access audit is (who, role, practice,
+    granted, start, end). A parameter it does not know is a 400, not ignored."""
+    unknown = sorted(set(request.query_params) - {"limit", *access.FILTERS})
+    if unknown:
+        raise BadRequestError(
+            f"unknown parameter(s) {', '.join(unknown)}: the filters are "
+            f"{', '.join(access.FILTERS)} and limit"
+        )
+    f = {"who": who, "role": role, "practice": practice, "granted": granted,
+         "start": start.isoformat() if start else None, "end": end.isoformat() if end else None}  # fmt: skip
     with runtime.db.read() as session:
-        q = select(AccessAudit).order_by(AccessAudit.id.desc()).limit(limit)
-        if user.role == "ig_officer":
-            q = q.where(AccessAudit.practice_ods == user.practice_ods)
-        rows = list(session.scalars(q))
+        rows = session.execute(
+            access.access_query(user.role, user.practice_ods, f).limit(limit)
+        ).all()
     return [
         {
             "at": r.at.isoformat(),
             "user_id": r.user_id,
+            "user": name,
             "role": r.user_role,
             "envelope_sha256": r.envelope_sha256,
             "practice": r.practice_ods,
             "granted": r.granted,
         }
-        for r in rows
+        for r, name in rows
     ]
 
 

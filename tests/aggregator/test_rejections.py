@@ -359,9 +359,20 @@ def test_practice_user_cannot_read_a_peers_envelope(enrolled, agent_factory):
     own = server.network.user("ig_officer", practice="B82002")
     r = server.get(f"/v1/envelopes/{sha}", own)
     assert r.status_code == 200 and r.content == body
-    audit = server.get("/v1/audit/access", server.network.user("admin")).json()
+    admin = server.network.user("admin")
+    audit = server.get("/v1/audit/access", admin).json()
     assert [a["granted"] for a in audit] == [True, False, False, False]
     assert {a["envelope_sha256"] for a in audit} == {sha}
+    # filtered as the dashboard's page is; a filter or parameter not understood is a 400
+    refused = server.get("/v1/audit/access?granted=no", admin).json()
+    assert [a["granted"] for a in refused] == [False, False, False]
+    assert [a["role"] for a in server.get("/v1/audit/access?role=network_lead", admin).json()] == [
+        "network_lead"
+    ]
+    assert server.get("/v1/audit/access?start=2000-01-01&end=2000-01-02", admin).json() == []
+    assert_problem(server.get("/v1/audit/access?granted=maybe", admin), 400, "bad-request")
+    assert_problem(server.get("/v1/audit/access?format=csv", admin), 400, "bad-request")
+    assert_problem(server.get("/v1/audit/access?start=yesterday", admin), 400, "bad-request")
 
 
 def test_requests_without_a_token_are_refused(enrolled):

@@ -18,9 +18,10 @@ from sqlalchemy import select
 
 from ...benchmarks.api import csv_response
 from ...db.models import AccessAudit, User
-from ...errors import AuthenticationError, BadRequestError, NotFoundError
+from ...errors import AuthenticationError, NotFoundError
 from ...igpack import DOCUMENTS, build_pack
 from ...igpack.build import STYLESHEET, flow_svg, render, stylesheet
+from ...log.access import FILTERS, access_query
 from ...runtime import Runtime, get_runtime
 from . import _page, router, viewer_user
 
@@ -89,42 +90,12 @@ def _raise(message: str) -> Any:
 # --- the access audit ---------------------------------------------------------------------------
 
 
-def _parse_day(value: str | None, name: str) -> dt.date | None:
-    if not value:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise BadRequestError(f"{name} {value!r} is not a date (YYYY-MM-DD)") from None
-
-
 def _audit_rows(runtime: Runtime, user: User, f: dict[str, str | None], limit: int) -> list[dict[str, Any]]:  # fmt: skip
     """Reads of raw envelopes, newest first, that ``user`` may see (admin: all; IG officer: those
-    of their practice's envelopes), filtered."""
+    of their practice's envelopes), filtered (aggregator.log.access)."""
     if user.role not in AUDIT_ROLES:
         return []
-    start = _parse_day(f.get("start"), "from")
-    end = _parse_day(f.get("end"), "to")
-    q = select(AccessAudit, User.name).join(User, User.id == AccessAudit.user_id)
-    if user.role == "ig_officer":
-        q = q.where(AccessAudit.practice_ods == user.practice_ods)
-    if f.get("role"):
-        q = q.where(AccessAudit.user_role == f["role"])
-    if f.get("who"):
-        q = q.where(User.name == f["who"])
-    if f.get("practice") and user.role == "admin":
-        q = q.where(AccessAudit.practice_ods == f["practice"])
-    if f.get("granted") not in (None, "", "yes", "no"):  # a filter ignored would mislead
-        raise BadRequestError(f"granted {f['granted']!r}: yes, no, or empty for both")
-    if f.get("granted") in ("yes", "no"):
-        q = q.where(AccessAudit.granted.is_(f["granted"] == "yes"))
-    if start is not None:
-        q = q.where(AccessAudit.at >= dt.datetime.combine(start, dt.time(), dt.UTC))
-    if end is not None:
-        q = q.where(
-            AccessAudit.at < dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC)
-        )
-    q = q.order_by(AccessAudit.id.desc()).limit(limit)
+    q = access_query(user.role, user.practice_ods, f).limit(limit)
     with runtime.db.read() as session:
         return [
             {
@@ -154,7 +125,7 @@ def _audit_options(runtime: Runtime, user: User) -> dict[str, list[str]]:
     }
 
 
-_FILTERS = ("who", "role", "practice", "granted", "start", "end")
+_FILTERS = FILTERS
 
 
 @router.get("/access-audit")
