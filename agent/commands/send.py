@@ -86,6 +86,14 @@ def submit(
             help="resubmit an accepted period as a correction: " + "|".join(CORRECTIONS),
         ),
     ] = None,
+    supersedes: Annotated[
+        str | None,
+        typer.Option(
+            "--supersedes",
+            help="with --correction: the submission id it replaces, when another agent home sent "
+            "it (after a re-enrolment; the aggregator's refusal names it)",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Compute PERIOD, apply disclosure control, sign, store in the outbox, then send (release
@@ -99,6 +107,7 @@ def submit(
             period,
             now=int(time.time()),
             correction=correction,  # type: ignore[arg-type]
+            supersedes=supersedes,
             on_retry=tell_retry,
         )
     except TransportError as exc:

@@ -9,6 +9,7 @@ aggregator answers a resend of an accepted message with its stored receipt.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -155,8 +156,23 @@ def submit_period(
     *,
     now: int,
     correction: CorrectionReason | None = None,
+    supersedes: str | None = None,
     on_retry: RetryNotice | None = None,
 ) -> Outcome:
+    """Compute, sign, store and send one period. ``supersedes`` (with ``correction``) names the
+    submission the correction replaces where this agent home did not send it: a practice that
+    re-enrolled after its key was revoked corrects what the old key sent (the aggregator's 409
+    names it)."""
+    if supersedes is not None:
+        if correction is None:
+            raise AgentUserError("--supersedes: only with --correction REASON")
+        try:
+            supersedes = str(uuid.UUID(supersedes))
+        except ValueError:
+            raise AgentUserError(
+                f"--supersedes {supersedes!r}: not a submission id (a UUID, as the aggregator's "
+                "refusal or the IG payload audit shows it)"
+            ) from None
     period = require_ended(parse_period(period_text), dt.date.fromtimestamp(now))
     trust = load_trust_matching(settings.home, settings.practice, settings.aud)
     with (
@@ -171,16 +187,19 @@ def submit_period(
                 return Outcome(m.id, m.period, "held", detail="waiting for approval")
             return send(client, outbox, trust, m)  # resend the stored bytes
         accepted = [m for m in existing if m.state == "accepted"]
-        supersedes = None
         if accepted:
             if correction is None:
                 raise AgentUserError(
                     f"period {period.label} was already submitted (message #{accepted[-1].id}); "
                     "to send a correction use --correction REASON"
                 )
-            supersedes = accepted[-1].submission_id
-        elif correction is not None:
-            raise AgentUserError(f"--correction: period {period.label} has no accepted submission")
+            supersedes = supersedes or accepted[-1].submission_id
+        elif correction is not None and supersedes is None:
+            raise AgentUserError(
+                f"--correction: period {period.label} has no accepted submission in this agent "
+                "home; to correct one another home sent (before a re-enrolment), name it with "
+                "--supersedes SUBMISSION_ID"
+            )
         catalogue = load_catalogue(settings, client=client)
         message = prepare(
             settings, outbox, catalogue, period, now=now, supersedes=supersedes, reason=correction

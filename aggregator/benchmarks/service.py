@@ -230,7 +230,7 @@ def _effective_cells(session: Session, g: Group) -> list[dict[str, Any]]:
     """The whole-practice cell of each practice's latest effective submission for the group."""
     # The tables' columns, not the mapped classes' attributes: the rows are plain tuples, with
     # no ORM loading for each of a national group's 6,500 rows.
-    subs = table_of(Submission)
+    subs, pks = table_of(Submission), table_of(PracticeKey)
     sub, cell = subs.c, table_of(Cell).c
     result = session.execute(
         select(
@@ -250,8 +250,10 @@ def _effective_cells(session: Session, g: Group) -> list[dict[str, Any]]:
             cell.exclusions,
             cell.exclusions_status,
             cell.verdict,
+            pks.c.compromised_since,
         )
         .join(subs, sub.submission_id == cell.submission_id)
+        .outerjoin(pks, pks.c.kid == sub.kid)
         .where(
             sub.effective.is_(True),
             sub.period_start == g.period_start,
@@ -273,6 +275,21 @@ def _effective_cells(session: Session, g: Group) -> list[dict[str, Any]]:
 #: How a practice's value whose stored cells differ from its signed payload is shown.
 UNVERIFIED = "unverified"
 UNVERIFIED_NOTE = "unverified: not the signed counts"  # note is String(40)
+#: ... and a value signed with a key revoked as compromised, at or after the start of its
+#: suspect window (``key revoke --compromised-since``): shown as unverified, pooled nowhere.
+SUSPECT_NOTE = "suspect: key reported compromised"
+
+
+def suspect(received_at: dt.datetime, compromised_since: dt.datetime | None) -> bool:
+    """Whether a submission received at ``received_at`` falls in its key's suspect window."""
+    if compromised_since is None:
+        return False
+    a, b = received_at, compromised_since
+    if (a.tzinfo is None) != (b.tzinfo is None):  # SQLite hands back naive UTC
+        a, b = a.replace(tzinfo=a.tzinfo or dt.UTC), b.replace(tzinfo=b.tzinfo or dt.UTC)
+    return a >= b
+
+
 # The counts of a stored row in the order of checks.SignedRow.
 _COUNTS = ("denominator", "denominator_status", "numerator", "numerator_status", "exclusions",
            "exclusions_status")  # fmt: skip
@@ -388,7 +405,10 @@ def refresh_group(session: Session, g: Group) -> stats.Funnel:
     cells no longer match its signed submission enters no statistic and is stored as
     ``unverified`` (no counts, no rate)."""
     cells = _effective_cells(session, g)
-    bad = _unverified(session, g, cells)
+    suspects = {
+        str(c["submission_id"]) for c in cells if suspect(c["received_at"], c["compromised_since"])
+    }
+    bad = _unverified(session, g, cells) | suspects
     if bad:
         cells = [
             {**c, **dict.fromkeys(("numerator", "denominator", "exclusions")),
@@ -439,7 +459,8 @@ def refresh_group(session: Session, g: Group) -> stats.Funnel:
             else (None, None, None, None)
         )
         if c["submission_id"] in bad:
-            status, note, band = UNVERIFIED, UNVERIFIED_NOTE, None
+            note = SUSPECT_NOTE if c["submission_id"] in suspects else UNVERIFIED_NOTE
+            status, band = UNVERIFIED, None
         else:
             status, note, band = r.status, r.note, r.band
         num, num_status = c["numerator"], c["numerator_status"]

@@ -27,7 +27,7 @@ from protocol.errors import SchemaError
 from protocol.keys import VerifyingKey
 from protocol.submission import Enrol, Jwk, Rotate
 
-from ..db.models import EnrolToken, Envelope, Practice, PracticeKey, table_of
+from ..db.models import Cell, EnrolToken, Envelope, Practice, PracticeKey, Submission, table_of
 from ..db.session import lock_sequencer
 from ..errors import (
     AuthenticationError,
@@ -142,6 +142,17 @@ def revoke_key(
     key.status = "revoked"
     key.revoked_at = now
     key.compromised_since = compromised_since
+    if compromised_since is not None:
+        # what it signed in the suspect window leaves the benchmarks (benchmarks.service.suspect)
+        from ..benchmarks.service import Group, mark_stale
+
+        rows = session.execute(
+            select(Cell.indicator, Submission.period_start, Submission.period_end)
+            .join(Submission, Submission.submission_id == Cell.submission_id)
+            .where(Submission.kid == kid, Submission.received_at >= compromised_since)
+            .distinct()
+        ).all()
+        mark_stale(session, [Group(*r) for r in rows])
     leaf = make_leaf_data(
         type="key_event",
         ts_ms=_ms(now),

@@ -9,7 +9,7 @@ import json
 import threading
 
 from agg_helpers import SimAgent, default_catalogue
-from sqlalchemy import select
+from sqlalchemy import select, update
 from verify import log_key, verify_receipt
 
 from aggregator.db import models
@@ -320,3 +320,68 @@ def test_receipt_model_round_trips(server, agent_factory):
     name, key = log_key(server.client)
     receipt = Receipt.from_bytes(verify_envelope(env, [key], kind="receipt"))
     assert receipt.aud == "fedqi-test" and receipt.status == "accepted"
+
+
+def test_a_key_revoked_as_compromised_flags_what_it_signed_in_the_window(server, agent_factory):
+    """``key revoke --compromised-since``: what the key signed that arrived in the window stays
+    in the log but is flagged on the IG payload audit and shown as unverified, pooled nowhere,
+    in the benchmarks; what arrived before stays. A correction from the practice's new key that
+    names the suspect submission (the agent's --supersedes) replaces it."""
+    import datetime as dt
+    import uuid
+
+    from aggregator.benchmarks.service import SUSPECT_NOTE
+
+    agent = agent_factory("A81001")
+    agent_factory("A81002")  # a peer, so there is a network to pool
+    sep, octo = Period.month(2026, 9), Period.month(2026, 10)
+    sep_id, oct_id = str(uuid.uuid4()), str(uuid.uuid4())
+    assert (
+        server.post(
+            "/v1/submissions", agent.submission(period=sep, submission_id=sep_id)
+        ).status_code
+        == 201
+    )
+    net = server.network
+    with net.database.session() as s:  # September's arrived before the window opens
+        s.execute(
+            update(models.Submission)
+            .where(models.Submission.submission_id == sep_id)
+            .values(received_at=dt.datetime(2026, 9, 5, tzinfo=dt.UTC))
+        )
+    assert (
+        server.post(
+            "/v1/submissions", agent.submission(period=octo, submission_id=oct_id)
+        ).status_code
+        == 201
+    )
+    admin = net.user("admin")
+
+    def row(period: Period) -> dict:  # type: ignore[type-arg]
+        view = server.get(f"/v1/benchmarks/practices/A81001?period={period.label}", admin).json()
+        return next(i for i in view["indicators"] if i["indicator"] == "HYP_REG")
+
+    assert row(octo)["status"] != "unverified"
+    assert net.cli("key", "revoke", agent.key.kid, "--compromised-since", "2026-10-01",
+                   "--key-dir", str(net.settings.key_dir)) == 0  # fmt: skip
+    flagged = row(octo)
+    assert flagged["status"] == "unverified" and flagged["note"] == SUSPECT_NOTE
+    assert flagged["rate"] is None and flagged["numerator"] is None
+    assert row(sep)["status"] != "unverified"  # before the window
+    ig = net.user("ig_officer", practice="A81001")
+    signin = server.client.post("/dashboard/login", data={"token": ig})
+    assert signin.status_code == 303, signin.text
+    page = server.client.get("/dashboard/ig").text
+    oct_row = page[page.index(oct_id) :]
+    assert "⚠ suspect" in oct_row[: oct_row.index("</tr>")]
+    sep_row = page[page.index(sep_id) :]
+    assert "⚠ suspect" not in sep_row[: sep_row.index("</tr>")]
+
+    # the practice re-enrols a new key and corrects October, naming the suspect submission
+    fresh = SimAgent(ods="A81001", catalogue=agent.catalogue)
+    assert server.post("/v1/enrol", fresh.enrol(net.token("A81001"))).status_code == 201
+    body = fresh.submission(period=octo, supersedes=oct_id, reason="data_correction")
+    r = server.post("/v1/submissions", body)
+    assert r.status_code == 201, r.text
+    corrected = row(octo)
+    assert corrected["status"] != "unverified" and corrected["rate"] is not None

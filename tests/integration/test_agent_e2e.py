@@ -72,6 +72,15 @@ def test_init_enrol_submit_receipt_and_audit_verify(
     # Submitting the same period again is refused locally; a correction supersedes it.
     code, _, err = agent("submit", "--period", "2026-03")
     assert code != 0 and "already submitted" in err
+    # --supersedes names a submission another home sent: only with --correction, only an id
+    code, _, err = agent("submit", "--period", "2026-03", "--supersedes", message.submission_id)
+    assert code == 2 and "--supersedes: only with --correction" in err
+    code, _, err = agent(
+        "submit", "--period", "2026-03", "--correction", "late_data", "--supersedes", "x"
+    )
+    assert code == 2 and "not a submission id" in err
+    code, _, err = agent("submit", "--period", "2026-04", "--correction", "late_data")
+    assert code == 2 and "--supersedes SUBMISSION_ID" in err  # nothing sent for April here
     # preview of a sent month says so, and shows the cells the correction then sends (the
     # disclosure guard run on the same earlier releases as submit runs it).
     code, out, _ = agent("preview", "--period", "2026-03")
@@ -280,3 +289,28 @@ def test_a_period_that_has_not_ended_is_refused_before_anything_is_signed(
     db.close()
     # the latest complete period goes through
     assert agent.json("submit", "--period", last)["state"] == "accepted"  # type: ignore[index]
+
+
+def test_a_re_enrolled_practice_corrects_what_its_revoked_key_sent(
+    aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
+) -> None:
+    """docs/operations.md section 6: the admin revokes a key as compromised; the practice
+    enrols a fresh agent home and corrects each suspect month, naming the submission the old
+    home sent with --supersedes. The correction is accepted, in the log, and the month's value
+    in the benchmarks again."""
+    old = agent_factory(aggregator, name="old")
+    sent = old.json("submit", "--period", "2026-03")
+    assert sent["state"] == "accepted"  # type: ignore[index]
+    with Outbox.open(old.home) as outbox:
+        (message,) = outbox.messages(kind="submission")
+    kid = json.loads(aggregator.cli("key", "list", "--db", aggregator.db, "--json"))[0]["kid"]
+    yesterday = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).date().isoformat()
+    aggregator.cli("key", "revoke", kid, "--compromised-since", yesterday, "--db", aggregator.db,
+                   "--key-dir", str(aggregator.key_dir))  # fmt: skip
+    fresh = agent_factory(aggregator, name="fresh")
+    code, _, err = fresh("submit", "--period", "2026-03")  # a plain resubmission: refused
+    assert code != 0 and message.submission_id in err, err
+    fixed = fresh.json("submit", "--period", "2026-03", "--correction", "data_correction",
+                       "--supersedes", message.submission_id)  # fmt: skip
+    assert fixed["state"] == "accepted", fixed  # type: ignore[index]
+    fresh.ok("audit", "verify")

@@ -40,8 +40,8 @@ from ...benchmarks.overview import overview_view
 from ...benchmarks.practice import gain_order, practice_view
 from ...benchmarks.trend import empty_trend_view, trend_view
 from ...benchmarks.viewer import Viewer
+from ...db.models import PracticeKey, User
 from ...db.models import Submission as SubmissionRow
-from ...db.models import User
 from ...errors import (
     AggregatorError,
     AuthenticationError,
@@ -519,8 +519,11 @@ def _ig_ctx(runtime: Runtime, u: User, page: str | None = None) -> dict[str, Any
         signer = runtime.signer
         found = verify_submissions(session, subs, checkpoint, signer.key_name, signer.key.public)
         for sub, checks in zip(subs, found, strict=True):
+            key = session.get(PracticeKey, sub.kid)  # held in the session by verify_submissions
+            since = key.compromised_since if key is not None else None
             rows.append({"sub": sub, "checks": checks, "verified": all(c.ok for c in checks),
-                         "period": period_of(sub.period_start, sub.period_end)})  # fmt: skip
+                         "period": period_of(sub.period_start, sub.period_end),
+                         "suspect_since": since if service.suspect(sub.received_at, since) else None})  # fmt: skip
         size = checkpoint.size if checkpoint is not None else None
     first = (number - 1) * IG_PAGE + 1
     return {
