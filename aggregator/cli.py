@@ -22,7 +22,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import AggregatorError, BadRequestError, ConfigError, ExitCode, exit_code_help
+from .errors import (
+    AggregatorError,
+    BadRequestError,
+    ConfigError,
+    ExitCode,
+    NotFoundError,
+    exit_code_help,
+)
 
 app = typer.Typer(
     name="fedqi-aggregator",
@@ -849,7 +856,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return code if isinstance(code, int) else (ExitCode.OK if code is None else ExitCode.FAILED)
     except AggregatorError as exc:
         typer.echo(f"error: {exc.message}", err=True)
-        return ExitCode.BAD_INPUT if isinstance(exc, BadRequestError) else ExitCode.FAILED
+        # an argument naming something that does not exist (a kid, a practice) is bad input too
+        bad = isinstance(exc, BadRequestError | NotFoundError)
+        return ExitCode.BAD_INPUT if bad else ExitCode.FAILED
     finally:
         _ENVIRON.reset(token)
 

@@ -35,7 +35,7 @@ class ExitCode(IntEnum):
 EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "done",
     ExitCode.FAILED: "failed: configuration, keys, database, or a rule the request broke",
-    ExitCode.BAD_INPUT: "bad argument or input (unknown option, malformed value or file)",
+    ExitCode.BAD_INPUT: "bad argument or input (unknown option, malformed value or file, or naming something unknown)",
     ExitCode.MISSING_EXTRA: "the aggregator's packages are not installed (pip install 'fedqi[aggregator]')",
     ExitCode.LOG_FAILED: "log verify found evidence that does not verify (each finding is listed)",
 }

@@ -17,7 +17,7 @@ from protocol.envelope import Envelope, sign_envelope
 from protocol.keys import SigningKey
 
 from ..db.models import Catalogue as CatalogueRow
-from ..errors import ConfigError, ConflictError, NotFoundError
+from ..errors import BadRequestError, ConfigError, ConflictError, NotFoundError
 
 
 def load_catalogue_file(path: Path | None) -> Catalogue:
@@ -36,15 +36,16 @@ def load_catalogue_file(path: Path | None) -> Catalogue:
     else:
         try:
             text = path.read_text("utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read catalogue {path}: {exc.strerror}") from None
+        except OSError as exc:  # a file named on the command line: bad input, not configuration
+            raise BadRequestError(f"cannot read catalogue {path}: {exc.strerror}") from None
         where = str(path)
     try:
         return Catalogue.model_validate_json(text)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        raise ConfigError(f"catalogue {where} is invalid at {loc}: {err['msg']}") from None
+        error = ConfigError if path is None else BadRequestError
+        raise error(f"catalogue {where} is invalid at {loc}: {err['msg']}") from None
 
 
 def publish(

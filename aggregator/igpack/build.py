@@ -409,9 +409,10 @@ def build_pack(
         q = q.where(CatalogueRow.id == catalogue_id)
     row = session.scalars(q.limit(1)).first()
     if row is None:
-        what = f"catalogue {catalogue_id!r}" if catalogue_id else "no catalogue"
-        raise NotFoundError(f"{what}: nothing published (run `init` or `catalogue publish`)",
-                            code="no-catalogue")  # fmt: skip
+        if catalogue_id is None:  # the network's state, not an argument
+            raise ConfigError("no catalogue: nothing published (run `init` or `catalogue publish`)")
+        raise NotFoundError(f"catalogue {catalogue_id!r}: nothing published (run `init` or "
+                            "`catalogue publish`)", code="no-catalogue")  # fmt: skip
     cat = _row_catalogue(row)
     prev_row = session.scalars(
         select(CatalogueRow)

@@ -139,7 +139,7 @@ def test_ig_pack_error_paths(network, tmp_path: Path, capsys):
     assert network.cli("ig-pack", "--out", str(a_file / "sub" / "pack")) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: --out") and "not-a-dir" in err and "Traceback" not in err, err
-    assert network.cli("ig-pack", "--out", str(tmp_path / "p"), "--catalogue-id", "nope") == 1
+    assert network.cli("ig-pack", "--out", str(tmp_path / "p"), "--catalogue-id", "nope") == 2
     assert "catalogue 'nope': nothing published" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()  # nothing half-written
     assert network.cli("ig-pack") == 2  # --out is required
