@@ -155,6 +155,12 @@ class AgentSettings(BaseSettings):
         "where a small count could be narrowed, or holds it for approval with the reason "
         "(docs/disclosure.md); off: the per-table disclosure policy only",
     )
+    previous_homes: tuple[Path, ...] = Field(
+        default=(),
+        description="agent homes this practice sent from before (kept after a re-enrolment for a "
+        "lost key, or a reinstall): what they released counts as earlier releases for the "
+        "disclosure guard, as this home's own do (docs/operations.md section 6)",
+    )
     first_period: str | None = Field(
         default=None,
         description="YYYY-MM: the first period `run` submits when nothing has been sent yet "
@@ -175,6 +181,16 @@ class AgentSettings(BaseSettings):
             return None
         check_aggregator_url(value)
         return value.rstrip("/")
+
+    @field_validator("previous_homes")
+    @classmethod
+    def _previous_homes_hold_outboxes(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
+        from agent.outbound.outbox import OUTBOX_FILE
+
+        for home in value:
+            if not (home / OUTBOX_FILE).is_file():
+                raise ValueError(f"{home} holds no outbox ({OUTBOX_FILE}): not an agent home")
+        return value
 
     @field_validator("first_period")
     @classmethod

@@ -9,11 +9,14 @@ protocol model with no free-text field, signed as a DSSE envelope; nothing else 
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import secrets
 import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from agent.errors import AgentUserError, ConfigError
 from agent.home.settings import AgentSettings
@@ -163,19 +166,32 @@ def payload_of(message: Message) -> Submission:
     return Submission.from_bytes(Envelope.from_bytes(message.envelope).payload_bytes())
 
 
-def guard_history(outbox: Outbox, period: Period, known: dict[str, list[RawCell]]) -> list[Release]:
+def guard_history(
+    outbox: Outbox,
+    period: Period,
+    known: dict[str, list[RawCell]],
+    previous: Sequence[tuple[Path, Outbox]] = (),
+) -> list[Release]:
     """The earlier submissions the disclosure guard audits a new one with: the latest one not
-    rejected or refused of the same period and of each adjacent period (oldest first)."""
-    latest: dict[str, Message] = {}
-    for m in outbox.messages(kind="submission"):
-        if m.period is None or m.state in ("rejected", "refused"):
-            continue
-        if linked(period, parse_period(m.period)) is not None:
-            latest[m.period] = m  # messages come in id order: the last one is the latest
-    return [
-        earlier_release(m.id, payload_of(m), known.get(label) if label != period.label else None)
-        for label, m in sorted(latest.items(), key=lambda lm: lm[1].id)
-    ]
+    rejected or refused of the same period and of each adjacent period (oldest first), from
+    ``previous`` homes' outboxes (``previous_homes``, older than this one) and then this one's:
+    a practice that re-enrolled from a fresh home is audited with what its old home released."""
+    latest: dict[str, tuple[int, Message, str]] = {}
+    boxes = [*((0, box, f"{home}: ") for home, box in previous), (1, outbox, "")]
+    for rank, box, where in boxes:
+        for m in box.messages(kind="submission"):
+            if m.period is None or m.state in ("rejected", "refused"):
+                continue
+            if linked(period, parse_period(m.period)) is not None:
+                latest[m.period] = (rank, m, where)  # in id order, homes oldest first
+    ordered = sorted(latest.items(), key=lambda lm: (lm[1][0], lm[1][1].id))
+    out = []
+    for label, (_, m, where) in ordered:
+        release = earlier_release(
+            m.id, payload_of(m), known.get(label) if label != period.label else None
+        )
+        out.append(dataclasses.replace(release, label=where + release.label) if where else release)
+    return out
 
 
 def practice_guard(
@@ -191,7 +207,11 @@ def practice_guard(
     earlier releases in ``outbox`` (none without one): what ``submit`` and ``run`` sign and
     ``preview`` shows. ``known``: other periods' raw cells computed in the same run."""
     enabled = settings.guard == "on"
-    history = guard_history(outbox, period, known or {}) if enabled and outbox else []
+    if not (enabled and outbox):
+        return guarded_cells(catalogue, raw_cells, policy, period, [], enabled=enabled)
+    with contextlib.ExitStack() as stack:
+        previous = [(h, stack.enter_context(Outbox.open(h))) for h in settings.previous_homes]
+        history = guard_history(outbox, period, known or {}, previous)
     return guarded_cells(catalogue, raw_cells, policy, period, history, enabled=enabled)
 
 

@@ -314,3 +314,37 @@ def test_a_re_enrolled_practice_corrects_what_its_revoked_key_sent(
                        "--supersedes", message.submission_id)  # fmt: skip
     assert fixed["state"] == "accepted", fixed  # type: ignore[index]
     fresh.ok("audit", "verify")
+
+
+def test_a_fresh_home_is_guarded_with_what_its_previous_home_released(
+    aggregator: AggregatorServer, agent_factory: Callable[..., Agent], tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """A practice that re-enrols from a fresh home (a lost key) names its old home in
+    previous_homes: the disclosure guard then audits a new submission with what the old home
+    released (the same period's and adjacent periods' latest), as with its own outbox; a path
+    that holds no outbox is a configuration error."""
+    from agent.home.settings import get_settings
+    from agent.outbound.release import guard_history
+    from protocol.submission import Period
+
+    old = agent_factory(aggregator, name="old")
+    assert old.json("submit", "--period", "2026-03")["state"] == "accepted"  # type: ignore[index]
+    fresh = agent_factory(aggregator, name="fresh", enrol=False)
+    with Outbox.open(fresh.home) as mine, Outbox.open(old.home) as before:
+        history = guard_history(mine, Period.month(2026, 4), {}, [(old.home, before)])
+        assert [(r.label.startswith(str(old.home)), r.period.label) for r in history] == [
+            (True, "2026-03")
+        ]
+        assert guard_history(mine, Period.month(2026, 4), {}) == []  # without it: nothing
+    env = {"FEDQI_AGENT_PREVIOUS_HOMES": json.dumps([str(old.home)])}
+    settings = get_settings(fresh.home, env)
+    assert settings.previous_homes == (old.home,)
+    code, out, _ = fresh("preview", "--period", "2026-04", env=env)
+    assert code == 0, out
+    code, _, err = fresh(
+        "preview",
+        "--period",
+        "2026-04",
+        env={"FEDQI_AGENT_PREVIOUS_HOMES": json.dumps([str(tmp_path)])},
+    )
+    assert code == 3 and "holds no outbox" in err, err
