@@ -27,6 +27,7 @@ ORDER = [
     "load_csv",
     "ingest",
     "query",
+    "payload_audit",
     "demo",
     "capacity",
 ]
