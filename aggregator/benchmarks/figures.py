@@ -49,9 +49,9 @@ COARSE_PHI_DIGITS = 1
 
 
 def coarse_summary(s: stats.Summary) -> stats.Summary:
-    """``s`` with only what a practice's own view shows of it (:func:`pooled_as_shown`, phi to
-    one decimal, tau-squared to two significant figures), for drawing that view's limits: the
-    limits then carry nothing the view does not show."""
+    """``s`` with only what a coarsened view shows of it (:func:`pooled_as_shown`, phi to one
+    decimal, tau-squared to one significant figure, which additive limits then show), for
+    drawing that view's limits: the limits then carry nothing more."""
     d = s.dispersion
     return dataclasses.replace(
         s,
@@ -59,7 +59,7 @@ def coarse_summary(s: stats.Summary) -> stats.Summary:
         dispersion=dataclasses.replace(
             d,
             phi=rounded(d.phi, COARSE_PHI_DIGITS),
-            tau2=float(f"{d.tau2:.2g}") if d.tau2 is not None else None,
+            tau2=float(f"{d.tau2:.1g}") if d.tau2 is not None else None,
         ),
     )
 
@@ -71,15 +71,22 @@ SMALL_POOL = (
 )
 
 
-def few_peers(included: int, own_included: bool, coarse: bool, minimum: int) -> bool:
-    """Whether, in a practice's own view (``coarse``), a pool rests on 1 to ``minimum`` - 1
-    practices besides the viewer's own: its pooled counts (less the viewer's own, which it
-    knows) would be one other practice's exact counts, or the sum of two. The network's own
-    views, and a pool of the viewer's practice alone, are not affected."""
-    if not coarse:
-        return False
-    peers = included - (1 if own_included else 0)
-    return 0 < peers < minimum
+def few_peers(unknown: int, minimum: int) -> bool:
+    """Whether a pool rests on 1 to ``minimum`` - 1 practices the viewer cannot identify
+    (``unknown``: a practice's peers; in a network lead's view, the practices outside its PCN):
+    its pooled figures, less those of the practices the viewer knows, would be one such
+    practice's counts, or the sum of two. A pool of practices the viewer identifies alone (an
+    admin's, a lead's own PCN, a practice's own) is not affected."""
+    return 0 < unknown < minimum
+
+
+def pool_coarse(coarse: bool, unknown: int) -> bool:
+    """Whether a viewer sees a pool coarsened (:func:`pooled_as_shown`, :func:`among_practices`,
+    no pooled counts): in a practice's own view (``coarse``), and in any view of a pool holding
+    practices the viewer cannot identify (``unknown`` > 0: a network lead's view of the network,
+    or of another PCN), where exact pooled counts, differenced across groups or months, give
+    those practices' counts back. An admin's view, and a lead's of its own PCN, are exact."""
+    return coarse or unknown > 0
 
 
 class Limits(TypedDict):

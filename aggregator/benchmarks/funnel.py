@@ -23,6 +23,7 @@ from .figures import (
     coarse_summary,
     few_peers,
     limits_dict,
+    pool_coarse,
     summary_dict,
     summary_from_row,
     withhold_pool,
@@ -126,18 +127,21 @@ def _funnel(
     max_n: int,
     practices: list[Entry],
     viewer: Viewer,
-    own_included: bool | None = None,
+    unknown: int | None = None,
 ) -> FunnelView:
-    """The view around ``practices``. ``own_included``: whether the viewer's own practice is
-    in the pool (default: read from ``fd.flats``)."""
-    summary = summary_dict(fd.summary, fd.version, fd.versions, coarse=viewer.coarse)
-    # A practice's view draws its limits around the pooled rate and phi it shows, so they carry
-    # nothing more (figures.coarse_summary).
-    curve = limit_curve(coarse_summary(fd.summary) if viewer.coarse else fd.summary, max_n)
-    if own_included is None:
-        own_included = any(f[0] == viewer.own and f[6] is not None for f in fd.flats)
+    """The view around ``practices``. ``unknown``: how many practices in the pool the viewer
+    cannot identify (default: counted in ``fd.flats``); a pool holding any is shown coarsened
+    (figures.pool_coarse), and one of too few such practices withheld (figures.few_peers)."""
+    if unknown is None:
+        known = sum(1 for f in fd.flats if f[6] is not None and viewer.identifies(f[0]))
+        unknown = max(0, fd.summary.included - known)
+    coarse = pool_coarse(viewer.coarse, unknown)
+    summary = summary_dict(fd.summary, fd.version, fd.versions, coarse=coarse)
+    # Drawn around the pooled rate and phi the view shows, so the limits carry nothing more
+    # (figures.coarse_summary).
+    curve = limit_curve(coarse_summary(fd.summary) if coarse else fd.summary, max_n)
     minimum = viewer.bands.min_peers
-    if few_peers(fd.summary.included, own_included, viewer.coarse, minimum):
+    if few_peers(unknown, minimum):
         # the limits are drawn around the pooled rate, so they go with it
         summary, curve = withhold_pool(summary, minimum), []
     return {
@@ -172,7 +176,14 @@ def funnel_view(session: Session, viewer: Viewer, indicator: str, period: str | 
         )
         max_n = max((n for n in shown if n), default=0)
     else:
-        max_n = max((f[3] for f in flats if f[6] is not None and f[3]), default=0)
+        # the denominators as shown: a peer's re-published, not its exact one (the curve's end
+        # would give that back)
+        shown = (
+            f[3] if viewer.identifies(f[0]) else render.publish(f[3], f[4])[0]
+            for f in flats
+            if f[6] is not None
+        )
+        max_n = max((n for n in shown if n), default=0)
     return _funnel(session, fd, max_n, practices, viewer)
 
 
@@ -197,9 +208,9 @@ def empty_funnel_view(session: Session, viewer: Viewer, indicator: str, period: 
 
 
 def _spliced(session: Session, fd: FunnelData, max_n: int, bodies: list[str], viewer: Viewer,
-             own_included: bool) -> str:  # fmt: skip
+             unknown: int) -> str:  # fmt: skip
     """The funnel's JSON with the practices' entries (JSON texts, in order) spliced in."""
-    head = json.dumps(_funnel(session, fd, max_n, [], viewer, own_included), separators=(",", ":"))
+    head = json.dumps(_funnel(session, fd, max_n, [], viewer, unknown), separators=(",", ":"))
     assert head.endswith('"practices":[]}')
     return head[:-3] + "[" + ",".join(bodies) + "]}"
 
@@ -221,20 +232,24 @@ def funnel_json(session: Session, viewer: Viewer, indicator: str, period: str | 
         return _coarse_funnel_json(session, viewer, start, end, pg, summ)
     t = table_of(BenchPractice)
     rows = session.execute(
-        select(t.c.practice_ods, t.c.item_json, t.c.peer_json, t.c.denominator, t.c.rate).where(
+        select(t.c.practice_ods, t.c.item_json, t.c.peer_json, t.c.denominator, t.c.rate,
+               t.c.denominator_status).where(
             t.c.indicator == indicator, t.c.period_start == start, t.c.period_end == end
         )
-    ).all()
+    ).all()  # fmt: skip
     own, names = viewer.own, viewer.practices
     ident: list[tuple[str, str]] = []
     peers: list[tuple[str, str]] = []
     max_n = 0
-    for ods, item_json, peer_json, den, rate in rows:
+    for ods, item_json, peer_json, den, rate, den_status in rows:
         if not viewer.shows(ods):
             continue  # totals_only
-        if rate is not None and den and den > max_n:
-            max_n = den
-        if viewer.identifies(ods):
+        known = viewer.identifies(ods)
+        if rate is not None and den:
+            # the denominator as shown: a peer's re-published one (the curve's end shows it)
+            n = den if known else (render.publish(den, den_status)[0] or 0)
+            max_n = max(max_n, n)
+        if known:
             head = (
                 f'{{"id":{json.dumps(ods)},"name":{json.dumps(names[ods].name)},"identified":true,'
             )
@@ -251,8 +266,9 @@ def funnel_json(session: Session, viewer: Viewer, indicator: str, period: str | 
     peers.sort()
     fd = FunnelData(indicator, start, end, pg, summary_from_row(summ), [],
                     summ.indicator_version, summ.versions)  # fmt: skip
-    own_in = any(ods == viewer.own and rate is not None for ods, _, _, _, rate in rows)
-    return _spliced(session, fd, max_n, [x for _, x in ident + peers], viewer, own_in)
+    seen = sum(1 for r in rows if r[4] is not None and viewer.identifies(r[0]))
+    unknown = max(0, summ.included - seen)
+    return _spliced(session, fd, max_n, [x for _, x in ident + peers], viewer, unknown)
 
 
 def _coarse_funnel_json(
@@ -271,6 +287,8 @@ def _coarse_funnel_json(
                t.c.denominator_status, t.c.status, t.c.rate, t.c.approximate, t.c.band, t.c.note)
         .where(t.c.indicator == summ.indicator, t.c.period_start == start, t.c.period_end == end)
     ).all()  # fmt: skip
+    identified = viewer.identified
+    known = sum(1 for r in rows if r[7] is not None and r[0] in identified)
     rows = [r for r in rows if viewer.shows(r[0])]  # not a practice that chose totals_only
     flats: list[Flat] = [
         (r[0], r[2], r[3], r[4], r[5], r[6], r[7], None, None, None, None, r[8], None, r[9], None,
@@ -282,7 +300,6 @@ def _coarse_funnel_json(
     ident: list[tuple[str, str]] = []
     peers: list[tuple[str, str]] = []
     max_n = 0
-    identified = viewer.identified
     for r, f in zip(rows, flats, strict=True):
         ods = f[0]
         if ods in identified:
@@ -307,5 +324,5 @@ def _coarse_funnel_json(
     peers.sort()
     fd = FunnelData(summ.indicator, start, end, pg, summary_from_row(summ), [],
                     summ.indicator_version, summ.versions)  # fmt: skip
-    own_in = any(f[0] == viewer.own and f[6] is not None for f in flats)
-    return _spliced(session, fd, max_n, [x for _, x in ident + peers], viewer, own_in)
+    unknown = max(0, summ.included - known)
+    return _spliced(session, fd, max_n, [x for _, x in ident + peers], viewer, unknown)

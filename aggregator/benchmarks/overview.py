@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from . import areas, service
 from .entries import entry
-from .figures import among_practices, few_peers, pooled_as_shown
+from .figures import among_practices, few_peers, pool_coarse, pooled_as_shown
 from .funnel import funnel_data
 from .listing import Period, indicator_titles, period_of, resolve
 from .peers import PeerGroupRef, resolve_group
@@ -64,8 +64,10 @@ def overview_view(session: Session, viewer: Viewer, period: str | None = None, p
             pg.name if pg.members is not None else None,
         )
         known = titles.get(ind)
-        own_in = any(f[0] == viewer.own and f[6] is not None for f in fd.flats)
-        few = few_peers(fd.summary.included, own_in, viewer.coarse, viewer.bands.min_peers)
+        seen = sum(1 for f in fd.flats if f[6] is not None and viewer.identifies(f[0]))
+        unknown = max(0, fd.summary.included - seen)
+        few = few_peers(unknown, viewer.bands.min_peers)
+        coarse = pool_coarse(viewer.coarse, unknown)
         cols.append(
             {
                 "indicator": ind,
@@ -73,8 +75,8 @@ def overview_view(session: Session, viewer: Viewer, period: str | None = None, p
                 "area": areas.area_of(ind),
                 "register": areas.is_register(ind),
                 # pooled from too few other practices: not shown in a practice's view
-                "pooled": None if few else pooled_as_shown(fd.summary.pooled, viewer.coarse),
-                "abc": None if few else among_practices(fd.summary.abc, viewer.coarse),
+                "pooled": None if few else pooled_as_shown(fd.summary.pooled, coarse),
+                "abc": None if few else among_practices(fd.summary.abc, coarse),
                 "method": fd.summary.method,
             }
         )

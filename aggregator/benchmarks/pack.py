@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from . import areas, gain, service, stats
-from .figures import among_practices, change_dict, few_peers
+from .figures import among_practices, change_dict, few_peers, pool_coarse
 from .listing import period_of
 from .practice import practice_view
 from .viewer import Viewer
@@ -49,6 +49,7 @@ def practice_pack(
     then = ends[i - QUARTER_BACK] if i >= QUARTER_BACK else None
     then_period = period_of(*spans[i - QUARTER_BACK]) if then is not None else None
     summ = {(s.indicator, s.period_end): s for s in service.summaries(session)}
+    unknown_of = service.unknown_included(session, viewer)
     hist: dict[str, dict[dt.date, Any]] = {}
     for r in service.practice_history(session, ods):
         hist.setdefault(r.indicator, {})[r.period_end] = r
@@ -56,10 +57,9 @@ def practice_pack(
     for item in view["indicators"]:
         ind = item["indicator"]
         s = summ.get((ind, end))
-        coarse = viewer.coarse
-        if s is not None and few_peers(
-            s.included, item.get("rate") is not None, coarse, viewer.bands.min_peers
-        ):
+        unknown = unknown_of(ind, end, s.included) if s is not None else 0
+        coarse = pool_coarse(viewer.coarse, unknown)
+        if s is not None and few_peers(unknown, viewer.bands.min_peers):
             s = None  # pooled from too few other practices (figures.few_peers)
         deciles = (
             [among_practices(v, coarse) for v in json.loads(s.deciles)]

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from . import areas, gain, service, stats
 from .entries import Entry, entry, flat_from_row
-from .figures import among_practices, change_dict, few_peers, pooled_as_shown, rounded
+from .figures import among_practices, change_dict, few_peers, pool_coarse, pooled_as_shown, rounded
 from .listing import Period, indicator_titles, period_of, resolve
 from .models import BenchPractice
 from .viewer import PracticeLabel, Viewer
@@ -44,6 +44,7 @@ def practice_view(
     titles = indicator_titles(session)
     rows = service.practice_history(session, ods)
     summ = {(s.indicator, s.period_end): s for s in service.summaries(session)}
+    unknown_of = service.unknown_included(session, viewer)
     by_ind: dict[str, list[BenchPractice]] = {}
     for r in rows:
         if r.period_end <= end:  # a past period's view shows nothing later than it
@@ -53,20 +54,21 @@ def practice_view(
         cur = next((r for r in hist if r.period_end == end), None)
         s = summ.get((ind, end))
         register = areas.is_register(ind)
-        own_in = cur is not None and cur.rate is not None
-        if s is not None and few_peers(s.included, own_in, viewer.coarse, viewer.bands.min_peers):
+        unknown = unknown_of(ind, end, s.included) if s is not None else 0
+        coarse = pool_coarse(viewer.coarse, unknown)
+        if s is not None and few_peers(unknown, viewer.bands.min_peers):
             s = None  # pooled from too few other practices: not shown here (figures.few_peers)
         # the benchmark as this viewer is shown it: gap and gain agree with what is on screen
-        abc = among_practices(s.abc, viewer.coarse) if s and not register else None
+        abc = among_practices(s.abc, coarse) if s and not register else None
         known = titles.get(ind)
         item: Entry = {
             "indicator": ind,
             "title": known["title"] if known is not None else ind,
             "area": areas.area_of(ind),
             "register": register,
-            "pooled": pooled_as_shown(s.pooled, viewer.coarse) if s else None,
+            "pooled": pooled_as_shown(s.pooled, coarse) if s else None,
             "abc": abc,
-            "median": among_practices(s.median, viewer.coarse) if s else None,
+            "median": among_practices(s.median, coarse) if s else None,
             "method": s.method if s else None,
         }
         if cur is not None:
@@ -98,7 +100,7 @@ def practice_view(
             item["trend"] = [
                 {"period": period_of(r.period_start, r.period_end), "rate": rounded(r.rate), "status": r.status,
                  "band": r.band, "indicator_version": r.indicator_version,
-                 "network": _network_rate(summ.get((ind, r.period_end)), r.rate is not None, viewer)}
+                 "network": _network_rate(summ.get((ind, r.period_end)), unknown_of, viewer)}
                 for r in hist
             ]  # fmt: skip
             item["changes"] = [change_dict(c) for c in stats.changes(pts)]
@@ -129,8 +131,12 @@ def gain_order(item: Entry) -> tuple[Any, ...]:
     )
 
 
-def _network_rate(s: Any, own_included: bool, viewer: Viewer) -> float | None:
-    """The network's pooled rate of one period as ``viewer`` is shown it."""
-    if s is None or few_peers(s.included, own_included, viewer.coarse, viewer.bands.min_peers):
+def _network_rate(s: Any, unknown_of: Any, viewer: Viewer) -> float | None:
+    """The network's pooled rate of one period as ``viewer`` is shown it (``unknown_of``:
+    :func:`.service.unknown_included`)."""
+    if s is None:
         return None
-    return pooled_as_shown(s.pooled, viewer.coarse)
+    unknown = unknown_of(s.indicator, s.period_end, s.included)
+    if few_peers(unknown, viewer.bands.min_peers):
+        return None
+    return pooled_as_shown(s.pooled, pool_coarse(viewer.coarse, unknown))

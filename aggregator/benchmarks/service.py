@@ -406,7 +406,9 @@ def refresh_group(session: Session, g: Group) -> stats.Funnel:
     ``unverified`` (no counts, no rate)."""
     cells = _effective_cells(session, g)
     suspects = {
-        str(c["submission_id"]) for c in cells if suspect(c["received_at"], c["compromised_since"])
+        str(c["submission_id"])
+        for c in cells
+        if c["compromised_since"] is not None and suspect(c["received_at"], c["compromised_since"])
     }
     bad = _unverified(session, g, cells) | suspects
     if bad:
@@ -721,6 +723,27 @@ def summaries(
     if period_end:
         q = q.where(t.c.period_end == period_end)
     return list(session.execute(q.order_by(t.c.indicator, t.c.period_end)).all())
+
+
+def unknown_included(
+    session: Session, viewer: Any, indicator: str | None = None
+) -> Callable[[str, dt.date, int], int]:
+    """For a pool of the whole network: given (indicator, period end, practices included), how
+    many of the included practices ``viewer`` (a :class:`.viewer.Viewer`) cannot identify. One
+    query counts the included rows of the practices it identifies (none for an admin, who
+    identifies every practice)."""
+    if viewer.identifies_all:
+        return lambda ind, end, included: 0
+    t = table_of(BenchPractice)
+    q = (
+        select(t.c.indicator, t.c.period_end, func.count())
+        .where(t.c.practice_ods.in_(sorted(viewer.identified)), t.c.rate.is_not(None))
+        .group_by(t.c.indicator, t.c.period_end)
+    )
+    if indicator is not None:
+        q = q.where(t.c.indicator == indicator)
+    known = {(i, e): int(n) for i, e, n in session.execute(q)}
+    return lambda ind, end, included: max(0, included - known.get((ind, end), 0))
 
 
 def counts_of(row: Any) -> stats.Counts:

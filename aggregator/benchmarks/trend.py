@@ -11,7 +11,15 @@ from sqlalchemy.orm import Session
 
 from ..errors import NotFoundError
 from . import service, stats
-from .figures import Change, among_practices, change_dict, few_peers, pooled_as_shown, rounded
+from .figures import (
+    Change,
+    among_practices,
+    change_dict,
+    few_peers,
+    pool_coarse,
+    pooled_as_shown,
+    rounded,
+)
 from .listing import Period, known_indicator, period_of, title_of
 from .models import BenchPractice, BenchSummary
 from .peers import PeerGroupRef, resolve_group
@@ -65,12 +73,12 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
         raise NotFoundError(f"{indicator}: no benchmarks yet", code="no-benchmarks")
     versions = {s.period_end: s.indicator_version or 0 for s in summ}
     own = viewer.own if viewer.coarse else None
-    # The viewer's own history, read once: for the small-pool rule and, when the practice in
-    # view is the viewer's own, for its series.
-    own_hist = service.practice_history(session, own, indicator) if own else []
+    # The viewer's own history, read once when the practice in view is the viewer's own.
+    own_hist = service.practice_history(session, own, indicator) if own and practice == own else []
     if pg.members is None:
         net = [(s.period_start, s.period_end, _network_counts(s)) for s in summ]
-        included = {s.period_end: s.included for s in summ}
+        unknown_of = service.unknown_included(session, viewer, indicator)
+        unknown = {s.period_end: unknown_of(indicator, s.period_end, s.included) for s in summ}
     else:
         rows = session.scalars(
             select(BenchPractice).where(
@@ -78,23 +86,23 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
             )
         ).all()
         per: dict[tuple[dt.date, dt.date], list[stats.Counts]] = {}
+        unknown = {}
         for r in rows:
             per.setdefault((r.period_start, r.period_end), []).append(service.counts_of(r))
+            hidden = r.rate is not None and not viewer.identifies(r.practice_ods)
+            unknown[r.period_end] = unknown.get(r.period_end, 0) + hidden
         net = [
             (s, e, stats.pool(c, pg.name))
             for (s, e), c in sorted(per.items(), key=lambda kv: kv[0][1])
         ]
-        included = {e: sum(c.usable for c in cs) for (_, e), cs in per.items()}
     abc = {s.period_end: s.abc for s in summ}
-    if viewer.coarse:
-        in_pool = own is not None and (pg.members is None or own in pg.members)
-        own_in = {r.period_end: in_pool and r.rate is not None for r in own_hist}
-        net, withheld = _withhold_small_pools(viewer.bands.min_peers, net, included, own_in)
-        for e in withheld:
-            abc[e] = None
-    # A practice's own view: the pooled rate to whole points and no pooled counts
-    # (figures.pooled_as_shown: two months' pools give back the counts of the practice between).
-    coarse = viewer.coarse
+    net, withheld = _withhold_small_pools(viewer.bands.min_peers, net, unknown)
+    for e in withheld:
+        abc[e] = None
+    # A pool holding practices the viewer cannot identify (every pool in a practice's view; the
+    # network in a lead's) is shown coarsened: the pooled rate to whole points and no pooled
+    # counts (figures.pool_coarse: two months' pools give back the counts of a practice between).
+    coarse = pool_coarse(viewer.coarse, max(unknown.values(), default=0))
     network_series: list[NetworkPoint] = [
         {"period": period_of(s, e), "numerator": None if coarse else c.numerator,
          "denominator": None if coarse else c.denominator, "rate": pooled_as_shown(c.rate, coarse),
@@ -142,17 +150,15 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
 def _withhold_small_pools(
     minimum: int,
     net: list[tuple[dt.date, dt.date, stats.Counts]],
-    included: dict[dt.date, int],
-    own_in: dict[dt.date, bool],
+    unknown: dict[dt.date, int],
 ) -> tuple[list[tuple[dt.date, dt.date, stats.Counts]], set[dt.date]]:
-    """In a practice's view, each period whose pool rests on too few other practices
-    (figures.few_peers; ``included``: the practices in the pool per period end, ``own_in``:
-    whether the viewer's own rate is one of them) as withheld: no counts, no rate, no change
-    tested."""
+    """Each period whose pool rests on too few practices the viewer cannot identify
+    (figures.few_peers; ``unknown``: how many per period end) as withheld: no counts, no rate,
+    no change tested."""
     out: list[tuple[dt.date, dt.date, stats.Counts]] = []
     withheld: set[dt.date] = set()
     for s, e, c in net:
-        if few_peers(included.get(e, 0), own_in.get(e, False), True, minimum):
+        if few_peers(unknown.get(e, 0), minimum):
             withheld.add(e)
             c = stats.Counts(c.practice, None, None, "suppressed", "suppressed")
         out.append((s, e, c))

@@ -162,6 +162,12 @@ class Viewer:
         return p
 
     @property
+    def identifies_all(self) -> bool:
+        """Whether this viewer may identify every practice (an admin, where every practice is
+        named): every pool it sees is of practices it sees, so it sees pools exactly."""
+        return self.own is None and len(self.identified) == len(self.practices)
+
+    @property
     def coarse(self) -> bool:
         """Whether peers are shown coarsened: in a practice's own view (practice and IG users)."""
         return self.own is not None

@@ -263,8 +263,21 @@ def test_trend_reports_changes(net: tuple[SyntheticNetwork, httpx.Client]) -> No
     assert [p["period"]["label"] for p in body["network"]] == [p.label for p in PERIODS]
     assert len(body["network_changes"]) == len(PERIODS) - 1
     assert body["breaks"] == []
-    for ch in body["network_changes"] + body["practice_changes"]:
+    for ch in body["practice_changes"]:  # a practice of the lead's PCN: exact
         assert ch["p_value"] is not None and ch["beyond_chance"] == (ch["p_value"] < 0.05)
+    # the network holds practices the lead cannot identify: coarsened, the test's verdict kept
+    for ch in body["network_changes"]:
+        assert ch["tested"] and ch["p_value"] is None and ch["z"] is None
+    assert all(p["numerator"] is None for p in body["network"])
+    # the lead's own PCN, every practice of which it identifies, and the admin's view: exact
+    for who, params in (
+        ("lead:South PCN", {"peer": "pcn", "practice": n.specs[1].ods}),
+        ("admin", {}),
+    ):
+        exact = get(c, n, who, "/v1/benchmarks/trends/DM_HBA1C", **params).json()
+        for ch in exact["network_changes"]:
+            assert ch["p_value"] is not None and ch["beyond_chance"] == (ch["p_value"] < 0.05)
+        assert all(p["numerator"] is not None for p in exact["network"])
 
 
 def test_measure_report_validates_with_fhir_resources(

@@ -599,3 +599,37 @@ def test_a_network_leads_view_of_other_pcns_does_not_undo_the_rounding(
                     unique += len(pairs) == 1
     print(f"lead's view: {unique} of {rows} peers' rounded counts pinned by their rate")
     assert rows >= 40 and unique <= rows // 4
+
+
+def test_a_network_leads_pools_with_practices_it_cannot_identify_are_coarsened(
+    net: SyntheticNetwork,
+) -> None:
+    """A review recovered exact counts of practices outside a lead's PCN from the pools the
+    lead sees: the network's and other PCNs' quantiles and ABC to six decimals (an ABC of one
+    practice is its rate), their exact pooled counts differenced across groups and with the
+    lead's own practices, and the limits curve's end (1.15 x the largest denominator). Such a
+    pool is now shown to the lead as to a practice: no pooled counts, rates and quantiles to
+    whole points, no dispersion statistic; the curve ends at the largest denominator shown. The
+    lead's own PCN, every practice of which it identifies, stays exact, as does the admin's."""
+    own_pcn = net.specs[0].pcn
+    other_pcn = next(p.pcn for p in net.specs if p.pcn != own_pcn)
+    lead = net.tokens[f"lead:{own_pcn}"]
+    with httpx.Client(base_url=net.url, timeout=60) as c:
+        for ind in INDICATORS:
+            path = f"/v1/benchmarks/indicators/{ind}"
+            for params in ({}, {"peer": "pcn", "group": other_pcn}):
+                body = api(c, lead, path, **params).json()
+                s = body["summary"]
+                assert s["numerator"] is None and s["dispersion"]["statistic"] is None, (
+                    ind,
+                    params,
+                )
+                shown = [*_pooled_figures(s), *_practice_stats(s)]
+                assert all(_decimals(v) <= 2 for v in shown), (ind, params, shown)
+                drawn = [p["denominator"] for p in body["practices"] if p["rate"] is not None]
+                if body["limits_curve"]:
+                    assert body["limits_curve"][-1]["denominator"] == int(max(drawn) * 1.15)
+            mine = api(c, lead, path, peer="pcn").json()["summary"]
+            assert mine["numerator"] is not None and mine["dispersion"]["statistic"] is not None
+            admin = api(c, net.tokens["admin"], path).json()["summary"]
+            assert admin["numerator"] is not None
