@@ -139,9 +139,9 @@ COUNT_FIELDS = ("denominator", "numerator", "exclusions")
 # Who sees what, by role (from aggregator/users/service.py and the read paths).
 ROLE_ACCESS: tuple[tuple[str, str, str], ...] = (
     ("practice", "Practice user",
-     "Its own practice's values identified; peers as benchmarks and under pseudonyms that differ per viewer; never a peer's raw envelope."),
+     "Its own practice's values identified; peers as benchmarks and under pseudonyms that differ per viewer, their rates to whole percentage points; pooled figures to whole points and without counts; never a peer's raw envelope."),
     ("network_lead", "Network lead",
-     "The practices of their own group (PCN) identified, others pseudonymised; network totals; no raw envelopes."),
+     "The practices of their own group (PCN) identified, with its exact totals; others pseudonymised, counts rounded to 5 (1-7 withheld) and rates to whole points; the network's and other groups' pooled figures to whole points and without counts; no raw envelopes."),
     ("ig_officer", "IG officer",
      "What the practice user sees (its own values identified, peers as benchmarks under pseudonyms, the practice page and pack); and their practice's raw signed envelopes, log proofs and re-verification; the access audit of their practice's envelopes; this pack."),
     ("admin", "Network administrator",
