@@ -41,6 +41,11 @@ PERIOD_RE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
 LOOPBACK_NAMES = {"localhost"}
 
 
+#: The outbox's file in an agent home (agent.outbound.outbox opens it; defined here, the inner
+#: layer, so that settings can check a previous home holds one).
+OUTBOX_FILE = "outbox.sqlite"
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -185,8 +190,6 @@ class AgentSettings(BaseSettings):
     @field_validator("previous_homes")
     @classmethod
     def _previous_homes_hold_outboxes(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
-        from agent.outbound.outbox import OUTBOX_FILE
-
         for home in value:
             if not (home / OUTBOX_FILE).is_file():
                 raise ValueError(f"{home} holds no outbox ({OUTBOX_FILE}): not an agent home")

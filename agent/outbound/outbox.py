@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import AgentUserError, ConfigError
+from agent.home.settings import OUTBOX_FILE as OUTBOX_FILE  # defined in the inner layer
 
-OUTBOX_FILE = "outbox.sqlite"
 STATES = ("held", "queued", "rejected", "accepted", "refused")
 
 _SCHEMA = """
