@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import http.server
-import ipaddress
 import ssl
 import threading
 from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from agent.errors import ConfigError, TransportError
 from agent.home.settings import TransportSettings
@@ -24,6 +19,7 @@ from agent.outbound.transport import (
     NotAnAggregatorError,
     RefusedError,
 )
+from tests.tls_helpers import cert_pem, certificate, key_pem
 
 BODY = b'{"payload":"e30=","payloadType":"x","signatures":[]}'
 
@@ -98,33 +94,10 @@ def test_timeouts_are_explicit() -> None:
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedqi test aggregator")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = certificate("fedqi test aggregator", ca=True, loopback=True)
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_path.write_bytes(cert_pem(cert))
+    key_path.write_bytes(key_pem(key))
     return cert_path, key_path
 
 

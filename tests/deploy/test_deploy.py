@@ -4,7 +4,6 @@ and the compose file, proxy, image and service units agree with the settings."""
 from __future__ import annotations
 
 import configparser
-import datetime as dt
 import re
 import shlex
 import shutil
@@ -269,34 +268,11 @@ def test_dockerfile_copies_paths_that_exist() -> None:
     shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)"
 )
 def test_nginx_accepts_the_proxy_config(tmp_path: Path) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from tests.tls_helpers import write_pair
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedqi.test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
     tls = tmp_path / "tls"
     tls.mkdir()
-    (tls / "fullchain.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tls / "privkey.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    write_pair(tls / "fullchain.pem", tls / "privkey.pem")
     conf = (AGG / "nginx.conf").read_text()
     # The compose network resolves "aggregator"; here it is the loopback address.
     conf = conf.replace("server aggregator:", "server 127.0.0.1:")

@@ -3,7 +3,6 @@ certificate, in front of a real aggregator (SQLite, ``fedqi-aggregator serve``).
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import re
 import shutil
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.tls_helpers import write_pair
 
 REPO = Path(__file__).resolve().parents[2]
 AGG = REPO / "deploy" / "aggregator"
@@ -35,33 +36,8 @@ def _free_port() -> int:
 
 
 def _write_tls(directory: Path) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedqi.test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
     directory.mkdir()
-    (directory / "fullchain.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "privkey.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    write_pair(directory / "fullchain.pem", directory / "privkey.pem")
 
 
 def _wait(url: str, proc: subprocess.Popen[bytes], what: str) -> None:

@@ -4,9 +4,7 @@ servers on loopback)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import http.server
-import ipaddress
 import re
 import ssl
 import threading
@@ -15,13 +13,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from e2e_helpers import Agent, AggregatorServer
 
 from agent.outbound.outbox import Outbox
+from tests.tls_helpers import cert_pem, certificate, key_pem
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -129,60 +124,16 @@ def test_submit_to_a_url_that_is_not_an_aggregator_says_what_answered(
     assert code == 0 and "accepted" in out, err
 
 
-def _ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     """An HTTPS server on loopback whose certificate the network's CA signed: (its URL, that
     CA's PEM file, another CA's PEM file)."""
-    ca_key, ca_cert = _ca("network CA")
-    _, other_cert = _ca("some other CA")
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aggregator")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    (tmp_path / "server.pem").write_bytes(
-        _pem(cert)
-        + key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    (tmp_path / "network-ca.pem").write_bytes(_pem(ca_cert))
-    (tmp_path / "other-ca.pem").write_bytes(_pem(other_cert))
+    network_ca = certificate("network CA", ca=True)
+    _, other_cert = certificate("some other CA", ca=True)
+    key, cert = certificate("aggregator", issuer=network_ca, loopback=True)
+    (tmp_path / "server.pem").write_bytes(cert_pem(cert) + key_pem(key))
+    (tmp_path / "network-ca.pem").write_bytes(cert_pem(network_ca[1]))
+    (tmp_path / "other-ca.pem").write_bytes(cert_pem(other_cert))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietHandler)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(tmp_path / "server.pem")
