@@ -133,8 +133,9 @@ def _funnel(
     cannot identify (default: counted in ``fd.flats``); a pool holding any is shown coarsened
     (figures.pool_coarse), and one of too few such practices withheld (figures.few_peers)."""
     if unknown is None:
-        known = sum(1 for f in fd.flats if f[6] is not None and viewer.identifies(f[0]))
-        unknown = max(0, fd.summary.included - known)
+        unknown = viewer.unknown_in(
+            fd.summary.included, (f[0] for f in fd.flats if f[6] is not None)
+        )
     coarse = pool_coarse(viewer.coarse, unknown)
     summary = summary_dict(fd.summary, fd.version, fd.versions, coarse=coarse)
     # Drawn around the pooled rate and phi the view shows, so the limits carry nothing more
@@ -266,8 +267,7 @@ def funnel_json(session: Session, viewer: Viewer, indicator: str, period: str | 
     peers.sort()
     fd = FunnelData(indicator, start, end, pg, summary_from_row(summ), [],
                     summ.indicator_version, summ.versions)  # fmt: skip
-    seen = sum(1 for r in rows if r[4] is not None and viewer.identifies(r[0]))
-    unknown = max(0, summ.included - seen)
+    unknown = viewer.unknown_in(summ.included, (r[0] for r in rows if r[4] is not None))
     return _spliced(session, fd, max_n, [x for _, x in ident + peers], viewer, unknown)
 
 
@@ -287,8 +287,7 @@ def _coarse_funnel_json(
                t.c.denominator_status, t.c.status, t.c.rate, t.c.approximate, t.c.band, t.c.note)
         .where(t.c.indicator == summ.indicator, t.c.period_start == start, t.c.period_end == end)
     ).all()  # fmt: skip
-    identified = viewer.identified
-    known = sum(1 for r in rows if r[7] is not None and r[0] in identified)
+    unknown = viewer.unknown_in(summ.included, (r[0] for r in rows if r[7] is not None))
     rows = [r for r in rows if viewer.shows(r[0])]  # not a practice that chose totals_only
     flats: list[Flat] = [
         (r[0], r[2], r[3], r[4], r[5], r[6], r[7], None, None, None, None, r[8], None, r[9], None,
@@ -300,6 +299,7 @@ def _coarse_funnel_json(
     ident: list[tuple[str, str]] = []
     peers: list[tuple[str, str]] = []
     max_n = 0
+    identified = viewer.identified
     for r, f in zip(rows, flats, strict=True):
         ods = f[0]
         if ods in identified:
@@ -324,5 +324,4 @@ def _coarse_funnel_json(
     peers.sort()
     fd = FunnelData(summ.indicator, start, end, pg, summary_from_row(summ), [],
                     summ.indicator_version, summ.versions)  # fmt: skip
-    unknown = max(0, summ.included - known)
     return _spliced(session, fd, max_n, [x for _, x in ident + peers], viewer, unknown)

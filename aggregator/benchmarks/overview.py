@@ -64,8 +64,9 @@ def overview_view(session: Session, viewer: Viewer, period: str | None = None, p
             pg.name if pg.members is not None else None,
         )
         known = titles.get(ind)
-        seen = sum(1 for f in fd.flats if f[6] is not None and viewer.identifies(f[0]))
-        unknown = max(0, fd.summary.included - seen)
+        unknown = viewer.unknown_in(
+            fd.summary.included, (f[0] for f in fd.flats if f[6] is not None)
+        )
         few = few_peers(unknown, viewer.bands.min_peers)
         coarse = pool_coarse(viewer.coarse, unknown)
         cols.append(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hmac
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, TypedDict
@@ -160,6 +161,12 @@ class Viewer:
                 code="practice-forbidden",
             )
         return p
+
+    def unknown_in(self, included: int, rated: Iterable[str]) -> int:
+        """How many of a pool's ``included`` practices this viewer cannot identify, given the
+        practices with a rate in it (``rated``; those it identifies are subtracted)."""
+        identified = self.identified
+        return max(0, included - sum(1 for ods in rated if ods in identified))
 
     @property
     def identifies_all(self) -> bool:
