@@ -5,11 +5,15 @@ N periods computed one by one (issue 17, goal 1: N periods cost at most 2x one).
         [--engines sqlite,duckdb] [--json OUT.json]
 
 A synthetic practice (``agent.sources.synth.generate_practice``) per engine, then, alternating in each
-run so load changes hit all three alike: ``compute_cells`` for the last month alone,
+run so load changes hit them all alike: ``compute_cells`` for the last month alone,
 ``compute_cells`` for each of the N months, and ``compute_periods`` for the N months in one
-query. It checks that the one-pass cells equal the per-month cells, and reports the median CPU
-seconds of this process (the engines run in it) and wall seconds, with the ratios: one pass /
-one period (goal: <= 2) and N singles / one pass.
+pass, by each of its two methods (``changes``, the default: each patient's rules once, as bit
+masks over the period ends; ``sql``: every (patient, period end) in one SQL statement). It
+checks that both one-pass results equal the per-month cells, and reports the median CPU seconds
+of this process (the engines run in it) and wall seconds, with the ratios: one pass / one period
+(goal: <= 2; ``pass`` is the default method, ``pass_sql`` the other), one pass / one period by
+the same method (``compute_periods`` for the last month alone, ``one_changes``) and N singles /
+one pass.
 """
 
 from __future__ import annotations
@@ -64,18 +68,30 @@ def run(engine_name: str, patients: int, months: int, runs: int, seed: int) -> d
         engine: sa.Engine = open_practice(url, read_only=True)
         try:
             compute_periods(engine, catalogue, ends)  # warm-up (file cache, plan)
-            samples: dict[str, list[tuple[float, float]]] = {"one": [], "singles": [], "pass": []}
+            samples: dict[str, list[tuple[float, float]]] = {
+                "one": [],
+                "one_changes": [],
+                "singles": [],
+                "pass": [],
+                "pass_sql": [],
+            }
             same = True
             for _ in range(runs):
                 _, c, w = _timed(lambda: compute_cells(engine, catalogue, last))
                 samples["one"].append((c, w))
+                _, c, w = _timed(lambda: compute_periods(engine, catalogue, [last]))
+                samples["one_changes"].append((c, w))
                 singles, c, w = _timed(
                     lambda: {e: compute_cells(engine, catalogue, e) for e in ends}
                 )
                 samples["singles"].append((c, w))
                 together, c, w = _timed(lambda: compute_periods(engine, catalogue, ends))
                 samples["pass"].append((c, w))
-                same = same and together == singles
+                in_sql, c, w = _timed(
+                    lambda: compute_periods(engine, catalogue, ends, method="sql")
+                )
+                samples["pass_sql"].append((c, w))
+                same = same and together == singles and in_sql == singles
         finally:
             engine.dispose()
     med = {
@@ -93,6 +109,10 @@ def run(engine_name: str, patients: int, months: int, runs: int, seed: int) -> d
         "same_cells": same,
         "median": med,
         "ratio_pass_to_one_cpu": round(med["pass"]["cpu_s"] / med["one"]["cpu_s"], 2),
+        "ratio_sql_pass_to_one_cpu": round(med["pass_sql"]["cpu_s"] / med["one"]["cpu_s"], 2),
+        "ratio_pass_to_one_changes_cpu": round(
+            med["pass"]["cpu_s"] / med["one_changes"]["cpu_s"], 2
+        ),
         "ratio_singles_to_pass_cpu": round(med["singles"]["cpu_s"] / med["pass"]["cpu_s"], 2),
     }
 
@@ -116,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             f"one month {m['one']['cpu_s']:.3f}; {a.months} months one by one "
             f"{m['singles']['cpu_s']:.3f}; in one pass {m['pass']['cpu_s']:.3f} -> "
             f"{r['ratio_pass_to_one_cpu']}x one month, {r['ratio_singles_to_pass_cpu']}x faster "
-            f"than one by one; same cells: {r['same_cells']}"
+            f"than one by one; the SQL method {m['pass_sql']['cpu_s']:.3f} -> "
+            f"{r['ratio_sql_pass_to_one_cpu']}x; one month by the default method "
+            f"{m['one_changes']['cpu_s']:.3f} -> one pass {r['ratio_pass_to_one_changes_cpu']}x "
+            f"that; same cells: {r['same_cells']}"
         )
     report = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from protocol.catalogue import Catalogue, Indicator
 from protocol.disclosure import RawCell
@@ -30,6 +30,15 @@ if TYPE_CHECKING:  # SQLAlchemy loads where a statement is compiled, not with th
     import sqlalchemy as sa
 
     from .compiler import CodeMatch
+
+Method = Literal["auto", "changes", "sql"]
+
+
+def timeline_max() -> int:
+    from .timeline import MAX_ENDS
+
+    return MAX_ENDS
+
 
 __all__ = ["compile_sql", "compute_cells", "compute_periods", "worklist_patients"]
 
@@ -59,15 +68,28 @@ def compute_periods(
     indicators: Sequence[str] | None = None,
     *,
     code_match: CodeMatch = "join",
+    method: Method = "auto",
 ) -> dict[dt.date, list[RawCell]]:
-    """``compute_cells`` for every period end, from ONE query: the coded rows are read once (up
-    to the latest end) and every date bound is a column of a small table of period ends, so a
-    12-month backfill is one pass, not twelve. Same cells as ``compute_cells`` for each end."""
+    """``compute_cells`` for every period end, from one pass over the coded rows (up to the
+    latest end), so a 12-month backfill is one pass, not twelve. Same cells as
+    ``compute_cells`` for each end.
+
+    ``method``: ``"changes"`` evaluates each patient's rules once as bit masks over the period
+    ends, from per-(patient, code set, bucket) aggregates (``timeline.py``, up to 63 ends);
+    ``"sql"`` evaluates every (patient, period end) in one SQL statement (``compiler.py``);
+    ``"auto"`` (the default) takes the first for up to 63 ends."""
     from .compiler import plan_for
 
     if not period_ends:
         return {}
     ends = sorted(set(period_ends))
+    if method == "changes" or (method == "auto" and len(ends) <= timeline_max()):
+        from . import timeline
+        from .compiler import select_indicators
+
+        chosen = select_indicators(catalogue, indicators)
+        by_index = timeline.compute(engine, catalogue, chosen, tuple(ends), code_match)
+        return {end: _cells(catalogue, chosen, by_index[i]) for i, end in enumerate(ends)}
     plan = plan_for(engine.dialect, catalogue, indicators, ends[-1], code_match, ends=ends)
     with engine.connect() as conn:
         rows = conn.execute(plan.counts_query()).all()

@@ -289,11 +289,13 @@ def test_sql_engine_matches_reference(db: sa.Engine, data: st.DataObject) -> Non
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(data=st.data())
+@pytest.mark.parametrize("method", ["changes", "sql"])
 def test_one_pass_over_many_period_ends_matches_each_period_and_the_reference(
-    db: sa.Engine, data: st.DataObject
+    db: sa.Engine, method: str, data: st.DataObject
 ) -> None:
-    """A backfill in one query (``compute_periods``) gives, for every period end, the cells
-    of ``compute_cells`` on that end alone and of the reference evaluator."""
+    """A backfill in one pass (``compute_periods``, both methods: each patient's changes of
+    state as bit masks, and every (patient, period end) in SQL) gives, for every period end,
+    the cells of ``compute_cells`` on that end alone and of the reference evaluator."""
     last = data.draw(st.sampled_from(PERIOD_ENDS), label="last period end")
     count = data.draw(st.integers(1, 14), label="months")
     # month ends going back from the last: different days of month, a February, a year turn
@@ -301,7 +303,7 @@ def test_one_pass_over_many_period_ends_matches_each_period_and_the_reference(
     catalogue = data.draw(catalogues(), label="catalogue")
     practice = data.draw(practices(last), label="practice")
     reload(db, practice)
-    together = compute_periods(db, catalogue, ends)
+    together = compute_periods(db, catalogue, ends, method=method)  # type: ignore[arg-type]
     assert sorted(together) == ends
     for end in ends:
         expected = reference.evaluate(practice, catalogue, end)
