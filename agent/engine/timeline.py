@@ -249,6 +249,18 @@ class Timeline:
         masks = np.where(state, self.ranges(rows.b, self._until_next(rows)), np.uint64(0))
         return self.per_patient(rows.p, masks)
 
+    def latest_in_window(
+        self, rows: _Rows, state: np.ndarray, dates: np.ndarray, window: Window | None
+    ) -> np.ndarray:
+        """:meth:`latest_wins`, and (with a window) some row's date inside the window: the
+        latest row up to a period end is then inside it too, its date being the latest."""
+        good = self.latest_wins(rows, state)
+        if window is None:
+            return good
+        inside = self.per_patient(rows.p, self.ranges(rows.b, self._window_hi(dates, window)))
+        both_hold: np.ndarray = good & inside
+        return both_hold
+
     def base(self) -> np.ndarray:
         """Born, registered and alive on the period end."""
         # birth and registration on or before E_i: from the first end not before them; the end
@@ -377,12 +389,8 @@ def _(rule: LatestValue, t: Timeline) -> np.ndarray:
     assert rows.vdate is not None and rows.value is not None
     valued = rows.take(rows.vdate != _NONE)
     assert valued.vdate is not None and valued.value is not None
-    good = t.latest_wins(valued, _compare(valued.value, rule.op, rule.value))
-    if rule.window is None:
-        return good
-    inside = t.per_patient(valued.p, t.ranges(valued.b, t._window_hi(valued.vdate, rule.window)))
-    both_hold: np.ndarray = good & inside
-    return both_hold
+    state = _compare(valued.value, rule.op, rule.value)
+    return t.latest_in_window(valued, state, valued.vdate, rule.window)
 
 
 @_mask.register
@@ -395,13 +403,7 @@ def _(rule: LatestCode, t: Timeline) -> np.ndarray:
     latest_both = np.full(len(keys_family), _NONE, dtype=np.int64)
     if len(keys_both):  # every row in both is a family row, so its bucket is a family bucket
         latest_both[np.searchsorted(keys_family, keys_both)] = both.last
-    state = latest_both == family.last
-    good = t.latest_wins(family, state)
-    if rule.window is None:
-        return good
-    inside = t.per_patient(family.p, t.ranges(family.b, t._window_hi(family.last, rule.window)))
-    both_hold: np.ndarray = good & inside
-    return both_hold
+    return t.latest_in_window(family, latest_both == family.last, family.last, rule.window)
 
 
 @_mask.register
