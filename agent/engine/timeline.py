@@ -555,7 +555,9 @@ def compute(
 def _fetch(conn: sa.Connection, query: sa.Select[Any]) -> dict[str, Any]:
     """The query's columns by name: numpy arrays from DuckDB, lists elsewhere."""
     if conn.dialect.name == "duckdb":
-        compiled = query.compile(dialect=conn.dialect)
+        # render_postcompile: an expanding IN list (``code_match="in"``) becomes one parameter
+        # per code, so the SQL text and the positional parameters line up
+        compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
         params = compiled.construct_params()
         names = list(compiled.positiontup or ())
         raw = conn.connection.driver_connection
