@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -446,6 +447,8 @@ class _Loader:
         value = quantity["value"]
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _Problem(f"{field}.value", f"{value!r} is not a number")
+        if not math.isfinite(value):  # Python's JSON reader takes NaN and Infinity; JSON has none
+            raise _Problem(f"{field}.value", f"{value!r} is not a finite number")
         unit = quantity.get("code") or quantity.get("unit")
         if not isinstance(unit, str) or len(unit) > MAX_UNIT:
             if unit is not None:

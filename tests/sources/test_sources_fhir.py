@@ -306,6 +306,31 @@ def test_reference_to_a_missing_patient_is_an_error(tmp_path: Path) -> None:
     assert dump(engine) == {}
 
 
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_a_value_that_is_not_finite_is_an_error(tmp_path: Path, literal: str) -> None:
+    # JSON has no NaN or Infinity, but Python's reader takes them: a NaN reading would compare
+    # differently in each database (SQLite stores it as NULL), so it is refused by name.
+    d = tmp_path / "bulk"
+    write_ndjson(d, "Patient.000", PATIENTS[:1])
+    obs = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": _cc(LOINC, "8480-6"),
+        "subject": {"reference": "Patient/a"},
+        "effectiveDateTime": "2024-01-05",
+        "valueQuantity": {"value": 1.5, "unit": "mmHg"},
+    }
+    path = write_ndjson(d, "Observation.000", [obs])
+    path.write_text(path.read_text().replace("1.5", literal))
+    engine = open_store(tmp_path / "s.sqlite")
+    with pytest.raises(SourceError) as info:
+        load_fhir(d, engine)
+    msg = str(info.value)
+    assert "Observation.000.ndjson line 1 (Observation), field valueQuantity.value" in msg
+    assert "is not a finite number" in msg
+    assert dump(engine) == {}
+
+
 def test_patient_without_birth_date_is_an_error(tmp_path: Path) -> None:
     d = tmp_path / "bulk"
     write_ndjson(d, "Patient.000", [PATIENTS[0], {"resourceType": "Patient", "id": "x"}])
