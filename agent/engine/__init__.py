@@ -34,12 +34,6 @@ if TYPE_CHECKING:  # SQLAlchemy loads where a statement is compiled, not with th
 Method = Literal["auto", "changes", "sql"]
 
 
-def timeline_max() -> int:
-    from .timeline import MAX_ENDS
-
-    return MAX_ENDS
-
-
 __all__ = ["compile_sql", "compute_cells", "compute_periods", "worklist_patients"]
 
 
@@ -83,8 +77,9 @@ def compute_periods(
     if not period_ends:
         return {}
     ends = sorted(set(period_ends))
-    if method == "changes" or (method == "auto" and len(ends) <= timeline_max()):
-        from . import timeline
+    from . import timeline
+
+    if method == "changes" or (method == "auto" and len(ends) <= timeline.MAX_ENDS):
         from .compiler import select_indicators
 
         chosen = select_indicators(catalogue, indicators)

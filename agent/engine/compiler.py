@@ -421,14 +421,8 @@ def _feature_columns(
     on it); then a pivot of those few rows to one row per patient. Pivoting the hits directly
     would evaluate a CASE per feature on every hit.
     """
-    has_first = any(isinstance(f, FirstDate) for f in features)
     has_value = any(isinstance(f, LatestValueOf) for f in features)
-    cols: list[ColumnElement[Any]] = [sa.func.max(hits.c.date).label("last")]
-    if has_first:
-        cols.append(sa.func.min(hits.c.date).label("first"))
-    if has_value:
-        cols.append(sa.func.max(sa.case((hits.c.value.is_not(None), hits.c.date))).label("vdate"))
-        cols += flavour.stage_value_columns(hits)
+    cols = set_aggregates(hits, features, flavour)
     if periods is not None and flavour.carries_forward:
         return _carried_feature_columns(hits, features, number, periods, ends, cols)
     if periods is None:
@@ -464,6 +458,35 @@ def _feature_columns(
     return feat_cte, {key: feat_cte.c[name] for key, name in names.items()}
 
 
+def set_aggregates(
+    hits: sa.CTE, features: list[Feature], flavour: Flavour
+) -> list[ColumnElement[Any]]:
+    """The aggregates of a (patient, code set) group of hits that the features read: the last
+    date; the first, if a feature needs it; the latest valued date and (where the dialect can in
+    the same pass) the lowest value on it, if a feature reads values."""
+    cols: list[ColumnElement[Any]] = [sa.func.max(hits.c.date).label("last")]
+    if any(isinstance(f, FirstDate) for f in features):
+        cols.append(sa.func.min(hits.c.date).label("first"))
+    if any(isinstance(f, LatestValueOf) for f in features):
+        cols.append(sa.func.max(sa.case((hits.c.value.is_not(None), hits.c.date))).label("vdate"))
+        cols += flavour.stage_value_columns(hits)
+    return cols
+
+
+def per_bucket_cte(
+    hits: sa.CTE, ends: tuple[dt.date, ...], cols: list[ColumnElement[Any]]
+) -> sa.CTE:
+    """The hits aggregated per (patient, code set, bucket): a bucket (``pidx``) is the first
+    period end on or after a hit's date (:func:`_buckets`)."""
+    bucket = _buckets(hits, ends)
+    return (
+        sa.select(hits.c.patient_id, hits.c.k, bucket.label("pidx"), *cols)
+        # (one period end: one bucket, nothing to group by; DuckDB refuses a parameter there)
+        .group_by(hits.c.patient_id, hits.c.k, *([bucket] if len(ends) > 1 else []))
+        .cte("per_bucket")
+    )
+
+
 def _buckets(hits: sa.CTE, ends: tuple[dt.date, ...]) -> ColumnElement[int]:
     """Each hit's bucket: the index of the first period end on or after its date."""
     whens = [(hits.c.date <= _date(end), i) for i, end in enumerate(ends[:-1])]
@@ -491,12 +514,7 @@ def _carried_feature_columns(
     serves the period ends from its bucket up to the patient's next bucket. The buckets are
     disjoint date ranges, so an aggregate over them is the aggregate over every hit up to that
     period end."""
-    bucket = _buckets(hits, ends)
-    per_bucket = (
-        sa.select(hits.c.patient_id, hits.c.k, bucket.label("pidx"), *cols)
-        .group_by(hits.c.patient_id, hits.c.k, *([bucket] if len(ends) > 1 else []))
-        .cte("per_bucket")
-    )
+    per_bucket = per_bucket_cte(hits, ends, cols)
     b = per_bucket.c
     # Each column of the pivot by name: (feature kind, feature, per_bucket column); and the
     # column each (kind, feature) reads (features of one code set and kind share a column).
@@ -586,13 +604,7 @@ def _per_period_sets(
     are disjoint date ranges, so the latest valued date up to a period end lies in exactly
     one bucket, the highest valued one, whose lowest value on that date is the value.
     """
-    bucket = _buckets(hits, ends)
-    per_bucket = (
-        sa.select(hits.c.patient_id, hits.c.k, bucket.label("pidx"), *cols)
-        # (one period end: one bucket, nothing to group by; DuckDB refuses a parameter there)
-        .group_by(hits.c.patient_id, hits.c.k, *([bucket] if len(ends) > 1 else []))
-        .cte("per_bucket")
-    )
+    per_bucket = per_bucket_cte(hits, ends, cols)
     b = per_bucket.c
     agg: list[ColumnElement[Any]] = [sa.func.max(b.last).label("last")]
     if "first" in b:

@@ -509,18 +509,8 @@ def _queries(
     hits = compiler._hits_cte(catalogue, codesets, number, ends[-1], flavour, code_match)
     has_first = any(isinstance(f, FirstDate) for f in features)
     has_value = any(isinstance(f, LatestValueOf) for f in features)
-    cols: list[Any] = [sa.func.max(hits.c.date).label("last")]
-    if has_first:
-        cols.append(sa.func.min(hits.c.date).label("first"))
-    if has_value:
-        cols.append(sa.func.max(sa.case((hits.c.value.is_not(None), hits.c.date))).label("vdate"))
-        cols += flavour.stage_value_columns(hits)
-    bucket = compiler._buckets(hits, ends)
-    per_bucket = (
-        sa.select(hits.c.patient_id, hits.c.k, bucket.label("pidx"), *cols)
-        .group_by(hits.c.patient_id, hits.c.k, *([bucket] if len(ends) > 1 else []))
-        .cte("per_bucket")
-    )
+    cols = compiler.set_aggregates(hits, features, flavour)
+    per_bucket = compiler.per_bucket_cte(hits, ends, cols)
     b = per_bucket.c
     out = [b.patient_id, b.k, b.pidx, b.last]
     if has_first:
