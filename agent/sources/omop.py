@@ -283,6 +283,39 @@ def view_sql(engine: Engine, **options: Any) -> dict[str, str]:
     return out
 
 
+#: The CDM tables whose ``value_as_number`` the ``events`` view reads.
+VALUED_TABLES = ("measurement", "observation")
+
+
+def _refuse_non_finite(engine: Engine, schema: str | None) -> None:
+    """Fail, naming the table and column and how many rows, when a value the views read is NaN
+    or infinite, as the CSV and FHIR loaders do: each database compares such a value
+    differently (SQLite cannot store a NaN; PostgreSQL ranks it above every number), so a
+    rule's result would depend on where the data live. Counts only: no row is named."""
+    special = [float("nan"), float("inf"), float("-inf")]
+    found = []
+    try:
+        with engine.connect() as conn:
+            for table in VALUED_TABLES:
+                t = _t(table, schema, "value_as_number")
+                (n,) = conn.execute(
+                    sa.select(sa.func.count()).where(
+                        sa.cast(t.c.value_as_number, sa.Float).in_(special)
+                    )
+                ).one()
+                if n:
+                    found.append(f"{table}.value_as_number holds {n} row(s)")
+    except sa.exc.SQLAlchemyError as exc:
+        engine.dispose()
+        raise SourceError(f"omop source: cannot read the values ({first_line(exc)})") from None
+    if found:
+        engine.dispose()
+        raise SourceError(
+            f"omop source: {'; '.join(found)} that are not finite numbers (NaN or infinity), "
+            "which fedqi cannot compare; set them to NULL or correct them in the OMOP database"
+        )
+
+
 def open_omop(
     url: str,
     *,
@@ -293,7 +326,7 @@ def open_omop(
 ) -> Engine:
     """An engine on the OMOP database at ``url`` whose connections see the canonical tables
     as temporary views (see the module docstring). Fails with a clear error if the CDM tables
-    the views need are absent."""
+    the views need are absent, or if a value they read is NaN or infinite."""
     engine = sa.create_engine(url, **dict(engine_options or {}))
     try:
         with engine.connect() as conn:
@@ -315,6 +348,7 @@ def open_omop(
             f"omop source: the database has no table {', '.join(missing)}{where} "
             "(an OMOP CDM 5.4 database is expected)"
         )
+    _refuse_non_finite(engine, schema)
     statements = view_sql(
         engine,
         codes=codes,

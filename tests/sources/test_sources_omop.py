@@ -250,3 +250,56 @@ def test_postgresql_omop_gives_the_same_rows(pg_database_factory: Any, omop_sqli
     assert _canonical(pg_engine) == _canonical(sqlite_engine)
     sqlite_engine.dispose()
     pg_engine.dispose()
+
+
+def _add_values(url: str, values: list[float]) -> None:
+    engine = sa.create_engine(url)
+    t = omop_metadata().tables["measurement"]
+    with engine.begin() as conn:
+        conn.execute(
+            t.insert(),
+            [
+                {"measurement_id": 100 + i, "person_id": 1, "measurement_concept_id": 3004249,
+                 "measurement_date": D(2024, 4, 1), "measurement_type_concept_id": EHR,
+                 "value_as_number": v, "unit_source_value": "mm[Hg]",
+                 "measurement_source_concept_id": 0}
+                for i, v in enumerate(values)
+            ],
+        )  # fmt: skip
+    engine.dispose()
+
+
+def _refused(url: str, n: int) -> None:
+    with pytest.raises(SourceError) as err:
+        open_omop(url)
+    message = str(err.value)
+    assert f"measurement.value_as_number holds {n} row(s) that are not finite numbers" in message
+    assert "observation" not in message  # only the table that holds them is named
+    assert "150" not in message and "NHS-A" not in message  # no value or person is named
+
+
+def test_infinite_value_is_refused(omop_sqlite: str) -> None:
+    # SQLite stores infinity (a NaN becomes NULL, so cannot reach the views there).
+    _add_values(omop_sqlite, [float("inf"), float("-inf"), float("nan")])
+    _refused(omop_sqlite, 2)
+
+
+def test_duckdb_nan_value_is_refused(tmp_path: Path) -> None:
+    url = f"duckdb:///{tmp_path / 'omop.duckdb'}"
+    _omop_db(url)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # a DOUBLE column, as an OMOP database of its own may have
+        conn.exec_driver_sql("ALTER TABLE measurement ALTER value_as_number TYPE DOUBLE")
+    engine.dispose()
+    open_omop(url).dispose()  # finite values: read
+    _add_values(url, [float("nan")])
+    _refused(url, 1)
+
+
+@pytest.mark.postgres
+def test_postgresql_nan_and_infinity_are_refused(pg_database_factory: Any) -> None:
+    url = pg_database_factory()
+    _omop_db(url)
+    open_omop(url).dispose()
+    _add_values(url, [float("nan"), float("inf")])
+    _refused(url, 2)
