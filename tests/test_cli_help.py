@@ -1,0 +1,77 @@
+"""Every command's ``--help`` of the three command lines reads as a user needs it: a flag shows
+no value placeholder (``--local <bool>`` reads as if it took a value), and an option that takes
+a value names its kind. Walks the whole command tree, so a new command, or a Typer release that
+renders flags otherwise (0.29 printed ``<bool>`` beside every flag), is caught here."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+
+def _apps() -> dict[str, typer.Typer]:
+    from agent.cli import COMMAND_MODULES
+    from agent.cli import app as agent_app
+    from aggregator.cli import app as aggregator_app
+    from demo.cli import app as demo_app
+
+    for module in COMMAND_MODULES:  # the agent's commands register when their module loads
+        importlib.import_module(module)
+    return {"fedqi-agent": agent_app, "fedqi-aggregator": aggregator_app, "fedqi-demo": demo_app}
+
+
+def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every (path, command) below ``command`` (a Click command as Typer builds it)."""
+    yield path, command
+    if hasattr(command, "list_commands"):
+        ctx = command.context_class(command)
+        for name in command.list_commands(ctx):
+            yield from _commands(command.get_command(ctx, name), (*path, name))
+
+
+def _tree(prog: str) -> dict[tuple[str, ...], Any]:
+    return dict(_commands(typer.main.get_command(_apps()[prog])))
+
+
+KIND = re.compile(r"\s+(<[^>]+>|[A-Z][A-Z_]+)(\s|$)")
+
+HELPS = [(prog, path) for prog in ("fedqi-agent", "fedqi-aggregator", "fedqi-demo")
+         for path in _tree(prog)]  # fmt: skip
+
+
+def test_the_walk_finds_the_commands() -> None:
+    paths = {" ".join((prog, *path)) for prog, path in HELPS}
+    assert {"fedqi-agent preview", "fedqi-agent trust", "fedqi-aggregator log verify",
+            "fedqi-aggregator serve"} <= paths  # fmt: skip
+    assert len(HELPS) > 40
+
+
+@pytest.mark.parametrize(("prog", "path"), HELPS, ids=[" ".join((p, *c)) for p, c in HELPS])
+def test_help_shows_no_value_for_a_flag(prog: str, path: tuple[str, ...]) -> None:
+    command = _tree(prog)[path]
+    result = CliRunner().invoke(
+        _apps()[prog], [*path, "--help"], prog_name=prog, env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 0, result.output
+    options = [p for p in command.params if p.param_type_name == "option" and not p.hidden]
+    for option in options:
+        name = max(option.opts, key=len)
+        (line,) = [
+            ln
+            for ln in result.output.splitlines()
+            if ln.startswith("│") and ln.lstrip("│ *").startswith(f"{name} ")
+        ]
+        # What follows the name: the kind of value (<str>, TEXT or the option's own metavar),
+        # then the help text.
+        kind = KIND.match(line.split(name, 1)[1])
+        where = f"{prog} {' '.join(path)} {name}: {line.strip()}"
+        if option.is_flag:
+            assert kind is None and "<bool>" not in line, where
+        else:
+            assert kind is not None, where
