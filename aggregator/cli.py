@@ -253,7 +253,7 @@ def init(
 
 @catalogue_app.command("publish")
 def catalogue_publish(
-    file: Annotated[Path, typer.Argument(help="catalogue JSON")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="catalogue JSON")],
     ig_pack_dir: Annotated[
         Path | None,
         typer.Option("--ig-pack", help="regenerate the IG pack in this directory (see ig-pack)"),
@@ -291,8 +291,10 @@ def catalogue_publish(
 
 @practice_app.command("add")
 def practice_add(
-    ods: Annotated[str, typer.Argument(help="the practice's ODS code, e.g. A81001")],
-    name: Annotated[str, typer.Option("--name")],
+    ods: Annotated[str, typer.Argument(metavar="ODS", help="the practice's ODS code, e.g. A81001")],
+    name: Annotated[
+        str, typer.Option("--name", help="the practice's name, as the dashboard shows it")
+    ],
     group: Annotated[str, typer.Option("--group", help="peer group, e.g. the PCN")],
     list_size: Annotated[int, typer.Option("--list-size", help="registered list size")],
     imd_decile: Annotated[
@@ -372,7 +374,7 @@ def practice_list(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt =
 
 @app.command("enrol-token")
 def enrol_token(
-    ods: Annotated[str, typer.Argument(help="the practice's ODS code")],
+    ods: Annotated[str, typer.Argument(metavar="ODS", help="the practice's ODS code")],
     hours: Annotated[int | None, typer.Option("--hours", help="lifetime (default 72)")] = None,
     db: DbOpt = None,
     config: ConfigOpt = None,
@@ -400,7 +402,7 @@ def enrol_token(
 
 @user_app.command("add")
 def user_add(
-    name: Annotated[str, typer.Argument(help="the user's name")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="the user's name")],
     role: Annotated[
         str, typer.Option("--role", help="admin | network_lead | practice | ig_officer")
     ],
@@ -492,7 +494,9 @@ def user_list(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fal
 
 @user_app.command("revoke")
 def user_revoke(
-    user_id: Annotated[int, typer.Argument(help="the user's id (see `user list`)", min=1)],
+    user_id: Annotated[
+        int, typer.Argument(metavar="USER_ID", help="the user's id (see `user list`)", min=1)
+    ],
     db: DbOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -530,7 +534,7 @@ def _expiry(text: str, now: dt.datetime) -> dt.datetime:
 # A kid is base64url and may start with "-": take such a token as the kid, not as an option.
 @key_app.command("revoke", context_settings={"ignore_unknown_options": True})
 def key_revoke(
-    kid: Annotated[str, typer.Argument(help="the key's kid")],
+    kid: Annotated[str, typer.Argument(metavar="KID", help="the key's kid")],
     compromised_since: Annotated[
         dt.datetime | None,
         typer.Option(
@@ -567,7 +571,9 @@ def key_revoke(
 
 @key_app.command("list")
 def key_list(
-    practice: Annotated[str | None, typer.Option("--practice")] = None,
+    practice: Annotated[
+        str | None, typer.Option("--practice", help="only this practice's keys (its ODS code)")
+    ] = None,
     db: DbOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -848,6 +854,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     """Run the CLI; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     token = _ENVIRON.set(None if environ is None else dict(environ))
+    # What the aggregator creates (a SQLite database and its journal, which hold every
+    # submission and the users; dumps; an IG pack's files) is its owner's only: 0600 files in
+    # 0700 directories, as its keys are. (POSIX.)
+    old_umask = os.umask(0o077) if os.name == "posix" else None
     try:
         app(args=args, prog_name="fedqi-aggregator")
         return ExitCode.OK
@@ -861,6 +871,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return ExitCode.BAD_INPUT if bad else ExitCode.FAILED
     finally:
         _ENVIRON.reset(token)
+        if old_umask is not None:
+            os.umask(old_umask)
 
 
 if __name__ == "__main__":

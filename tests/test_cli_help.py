@@ -59,6 +59,10 @@ def test_help_shows_no_value_for_a_flag(prog: str, path: tuple[str, ...]) -> Non
         _apps()[prog], [*path, "--help"], prog_name=prog, env={"COLUMNS": "200"}
     )
     assert result.exit_code == 0, result.output
+    usage = next(ln for ln in result.output.splitlines() if "Usage:" in ln)
+    # Typer shows an argument as {NAME}: each is given an upper-case metavar, not its Python name.
+    for shown in re.findall(r"\{([^}]*)\}", usage):
+        assert shown.isupper(), f"{prog} {' '.join(path)}: argument {{{shown}}} in {usage.strip()}"
     options = [p for p in command.params if p.param_type_name == "option" and not p.hidden]
     for option in options:
         name = max(option.opts, key=len)
@@ -75,3 +79,4 @@ def test_help_shows_no_value_for_a_flag(prog: str, path: tuple[str, ...]) -> Non
             assert kind is None and "<bool>" not in line, where
         else:
             assert kind is not None, where
+        assert option.help, f"{prog} {' '.join(path)} {name}: no help text"

@@ -197,7 +197,10 @@ def preview(
 @one_line_errors
 def explain(
     indicator: Annotated[
-        str, typer.Argument(help="an indicator id of the network's catalogue, e.g. DM_HBA1C")
+        str,
+        typer.Argument(
+            metavar="INDICATOR", help="an indicator id of the network's catalogue, e.g. DM_HBA1C"
+        ),
     ],
     home: HomeOption = None,
     period: Annotated[

@@ -72,7 +72,10 @@ def _run_load(target: str, load: Callable[[Engine], LoadReport], as_json: bool) 
 @one_line_errors
 def load_csv_command(
     directory: Annotated[
-        Path, typer.Argument(help="folder with patients.csv, events.csv, medications.csv")
+        Path,
+        typer.Argument(
+            metavar="DIRECTORY", help="folder with patients.csv, events.csv, medications.csv"
+        ),
     ],
     into: IntoOption = None,
     date_format: Annotated[
@@ -94,7 +97,10 @@ def load_csv_command(
 @one_line_errors
 def load_fhir_command(
     path: Annotated[
-        Path, typer.Argument(help="a FHIR bulk-export folder (ndjson), an ndjson file or a Bundle")
+        Path,
+        typer.Argument(
+            metavar="PATH", help="a FHIR bulk-export folder (ndjson), an ndjson file or a Bundle"
+        ),
     ],
     into: IntoOption = None,
     home: HomeOption = None,

@@ -5,8 +5,13 @@ answered, not a failure (1)."""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
+import pytest
+
+from aggregator.cli import main
 from aggregator.errors import ExitCode
 
 
@@ -26,3 +31,17 @@ def test_unknown_names_and_bad_files_are_bad_input(network, tmp_path: Path, caps
         assert network.cli(*args) == ExitCode.BAD_INPUT, args
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and "Traceback" not in err, (args, err)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_the_database_it_creates_is_the_owners_only(tmp_path: Path) -> None:
+    # A SQLite database holds every submission and the users: not readable by other accounts.
+    db = tmp_path / "new" / "fedqi-aggregator.db"
+    db.parent.mkdir()
+    before = os.umask(0o022)
+    try:
+        assert main(["db", "upgrade", "--db", f"sqlite:///{db}"]) == ExitCode.OK
+        assert os.umask(0o022) == 0o022  # the command gave the umask back
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
