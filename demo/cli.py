@@ -10,6 +10,7 @@ the only things it reads are the CLIs' JSON output, the HTTP API and the agents'
 Demo home layout (``--home``, default ``./demo-home``)::
 
     demo.json                    the plan, the log key, the demo users' tokens (mode 0600)
+    demo.lock                    held by the demo running on this home (its pid): one at a time
     aggregator/aggregator.toml   the aggregator's settings (db, key_dir)
     aggregator/aggregator.db     its SQLite database; aggregator/keys/ its keys
     practices/<ODS>.sqlite       each practice's synthetic records (+ .json: the synth summary)
@@ -24,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
+import fcntl
 import json
 import math
 import os
@@ -35,7 +37,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -229,6 +231,10 @@ class DemoHome:
     @property
     def state_file(self) -> Path:
         return self.root / "demo.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "demo.lock"
 
     @property
     def aggregator_dir(self) -> Path:
@@ -515,9 +521,66 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _refuse_foreign(home: DemoHome) -> None:
+    """A directory that is not a demo home is never used (nor deleted by --fresh)."""
+    if not home.root.exists() or home.state_file.exists() or home.aggregator_dir.exists():
+        return
+    if any(p.name != home.lock_file.name for p in home.root.iterdir()):
+        raise DemoError(
+            f"{home.root} exists and is not a fedqi demo home; refusing to use or delete it "
+            "(choose another --home)"
+        )
+
+
+@contextlib.contextmanager
+def claim_home(home: DemoHome) -> Iterator[None]:
+    """Hold the demo home for the whole run (build, serve, stop): an exclusive lock on its
+    demo.lock, which the kernel drops when this process ends, however it ends. A second run on
+    the same home while this one is alive is refused, so the only server a run may stop as
+    stale is one whose demo is gone."""
+    _refuse_foreign(home)
+    created = not home.root.exists()
+    home.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(home.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise DemoError(
+                f"{home.root} is in use by another fedqi-demo that is still running (pid "
+                f"{holder}); left it untouched: stop that one first (Ctrl-C where it runs, or "
+                f"kill -INT {holder}) or pass another --home"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            # A run that stopped before making anything leaves no trace of itself.
+            if created and [p.name for p in home.root.iterdir()] == [home.lock_file.name]:
+                home.lock_file.unlink()
+                home.root.rmdir()
+    finally:
+        os.close(fd)  # drops the lock
+
+
+def _empty_home(home: DemoHome) -> None:
+    """--fresh: remove everything in the home but the lock this run holds."""
+    for child in home.root.iterdir():
+        if child.name == home.lock_file.name:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 def stop_stale_server(home: DemoHome, state: Mapping[str, Any] | None) -> int | None:
-    """Stop this demo home's own server left running by an interrupted earlier run (recognised
-    by its recorded pid AND its command line naming this home's config); never anything else."""
+    """Stop this demo home's own server left running by an earlier run that has ended (killed,
+    crashed), recognised by its recorded pid AND its command line naming this home's config;
+    never anything else. Called only while holding the home (:func:`claim_home`), so the demo
+    that started that server is no longer alive."""
     pid = (state or {}).get("server_pid")
     if not isinstance(pid, int):
         return None
@@ -763,20 +826,14 @@ def _prepare_home(
     o: Options, home: DemoHome, say: Callable[[str], None]
 ) -> tuple[str, dict[str, Any] | None]:
     """Decide fresh / new / resumed; returns (mode, existing state)."""
+    _refuse_foreign(home)
     state = home.load_state() if home.root.exists() else None
     looks_like_demo = state is not None or (home.root / "aggregator").exists()
-    if home.root.exists() and not looks_like_demo and any(home.root.iterdir()):
-        raise DemoError(
-            f"{home.root} exists and is not a fedqi demo home; refusing to use or delete it "
-            "(choose another --home)"
-        )
     if o.fresh and home.root.exists():
-        stopped = stop_stale_server(home, state)
-        if stopped:
-            say(f"stopped this demo's aggregator left running by an earlier run (pid {stopped})")
+        _stop_stale_server(home, state, say)
         _require_port(o)  # before the old demo is removed
         if looks_like_demo:
-            shutil.rmtree(home.root)
+            _empty_home(home)
             say(f"--fresh: removed {home.root}; starting a new network")
         return "fresh", None
     if state is None:
@@ -794,11 +851,20 @@ def _prepare_home(
             f"{home.root} holds a demo made with {was}; re-run with those options, or add "
             "--fresh to start a new one"
         )
-    stopped = stop_stale_server(home, state)
-    if stopped:
-        say(f"stopped this demo's aggregator left running by an earlier run (pid {stopped})")
+    _stop_stale_server(home, state, say)
     _require_port(o)
     return "resumed", state
+
+
+def _stop_stale_server(
+    home: DemoHome, state: Mapping[str, Any] | None, say: Callable[[str], None]
+) -> None:
+    stopped = stop_stale_server(home, state)
+    if stopped:
+        say(
+            f"stopped this demo's aggregator (pid {stopped}), left running by an earlier run "
+            "that has ended"
+        )
 
 
 def _require_port(o: Options) -> None:
@@ -1340,28 +1406,36 @@ def demo(
     seed: Annotated[int, typer.Option("--seed", help="seed of the network plan")] = DEFAULT_SEED,
 ) -> None:
     """A network of synthetic practices, each with its own agent, key and records, feeding a live
-    aggregator and dashboard over HTTP. Re-running resumes; --fresh starts again."""
+    aggregator and dashboard over HTTP. Re-running resumes; --fresh starts again. One run at a
+    time per --home: a second one is refused while the first is alive."""
     if groups is None:  # the default never exceeds the practices there are
         groups = min(DEFAULT_GROUPS, practices) if practices >= 1 else DEFAULT_GROUPS
     opts = Options(practices, groups, periods, home, port, once, as_json, fresh, jobs, seed, runner)
     # soft_wrap: tokens and URLs stay on one line, whatever the terminal width (or a pipe).
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     out = Console(highlight=False, soft_wrap=True)
+    _check_options(opts)  # before the home is touched
+    with claim_home(DemoHome(home)):
+        _build_and_serve(opts, err, out)
+
+
+def _build_and_serve(opts: Options, err: Console, out: Console) -> None:
+    home = DemoHome(opts.home)
     try:
         summary, server = run_demo(opts, err, _invocation_environ())
     except KeyboardInterrupt:
         err.print("\ninterrupted: run fedqi-demo again to resume where it stopped")
         raise typer.Exit(DemoExit.INTERRUPTED) from None
-    if as_json:
+    if opts.as_json:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
         print_summary(summary, out)
     try:
-        if once or not summary["ok"]:
+        if opts.once or not summary["ok"]:
             if not summary["ok"]:
-                err.print(f"see the logs in {DemoHome(home).logs}")
+                err.print(f"see the logs in {home.logs}")
             raise typer.Exit(DemoExit.OK if summary["ok"] else DemoExit.FAILED)
-        err.print(f"Serving until Ctrl-C (server log: {DemoHome(home).log('aggregator')})")
+        err.print(f"Serving until Ctrl-C (server log: {home.log('aggregator')})")
         # A service manager stops with SIGTERM: treat it as Ctrl-C.
         previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
@@ -1371,11 +1445,26 @@ def demo(
         finally:
             signal.signal(signal.SIGTERM, previous)
         if code != 0:
-            raise DemoError(f"the aggregator stopped by itself (exit {code}); see its log")
+            raise DemoError(_aggregator_ended(code, home.log("aggregator")))
         # Ctrl-C reaches the server too (same process group); either way this is a clean stop.
         err.print("\nstopped; run `fedqi-demo` again to serve this network again (it resumes)")
     finally:
         server.stop()
+
+
+def _aggregator_ended(code: int, log: Path) -> str:
+    """Why the aggregator ended while the demo served: a negative exit is a signal (from some
+    other process: this demo stops it only after it stops serving)."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return (
+            f"the aggregator was terminated by {name} (exit {code}) from outside this demo; "
+            f"see its log ({log})"
+        )
+    return f"the aggregator exited by itself (exit {code}); see its log ({log})"
 
 
 def _interrupt(signum: int, frame: object) -> None:
