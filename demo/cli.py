@@ -116,7 +116,8 @@ DEMO_EXIT_MEANINGS: dict[DemoExit, str] = {
     DemoExit.USAGE: "an option is unknown or out of range (the message names it and the range); "
     "nothing was started",
     DemoExit.MISSING_EXTRA: "the demo extra is not installed (the line printed names the pip install to run)",
-    DemoExit.INTERRUPTED: "interrupted (Ctrl-C); run fedqi-demo again to resume",
+    DemoExit.INTERRUPTED: "interrupted (Ctrl-C, SIGINT or SIGTERM) before it served; run "
+    "fedqi-demo again to resume",
 }
 
 
@@ -1407,7 +1408,8 @@ def demo(
 ) -> None:
     """A network of synthetic practices, each with its own agent, key and records, feeding a live
     aggregator and dashboard over HTTP. Re-running resumes; --fresh starts again. One run at a
-    time per --home: a second one is refused while the first is alive."""
+    time per --home: a second one is refused while the first is alive. Ctrl-C, or SIGINT or
+    SIGTERM to its pid, stops it and its aggregator."""
     if groups is None:  # the default never exceeds the practices there are
         groups = min(DEFAULT_GROUPS, practices) if practices >= 1 else DEFAULT_GROUPS
     opts = Options(practices, groups, periods, home, port, once, as_json, fresh, jobs, seed, runner)
@@ -1415,8 +1417,24 @@ def demo(
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     out = Console(highlight=False, soft_wrap=True)
     _check_options(opts)  # before the home is touched
-    with claim_home(DemoHome(home)):
+    with _stopped_by_signals(), claim_home(DemoHome(home)):
         _build_and_serve(opts, err, out)
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM sent to the demo's pid stop it as Ctrl-C does. Set here, not left to
+    Python's default: a demo started in the background by a shell inherits SIGINT ignored, and
+    a service manager stops with SIGTERM."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _build_and_serve(opts: Options, err: Console, out: Console) -> None:
@@ -1436,14 +1454,10 @@ def _build_and_serve(opts: Options, err: Console, out: Console) -> None:
                 err.print(f"see the logs in {home.logs}")
             raise typer.Exit(DemoExit.OK if summary["ok"] else DemoExit.FAILED)
         err.print(f"Serving until Ctrl-C (server log: {home.log('aggregator')})")
-        # A service manager stops with SIGTERM: treat it as Ctrl-C.
-        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             code = server.proc.wait() if server.proc else 1
         except KeyboardInterrupt:
             code = 0
-        finally:
-            signal.signal(signal.SIGTERM, previous)
         if code != 0:
             raise DemoError(_aggregator_ended(code, home.log("aggregator")))
         # Ctrl-C reaches the server too (same process group); either way this is a clean stop.

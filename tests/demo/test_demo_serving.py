@@ -128,6 +128,16 @@ def test_a_second_run_on_a_home_in_use_is_refused_and_leaves_the_first_serving(
     assert serving.ready()
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_demos_pid_stops_it_and_its_aggregator_cleanly(
+    serving: Serving, signum: signal.Signals
+) -> None:
+    os.kill(serving.proc.pid, signum)  # to the demo alone, not its process group
+    assert serving.wait(60) == 0, serving.stderr
+    assert "stopped; run `fedqi-demo` again to serve this network again" in serving.stderr
+    assert _gone(serving.server_pid), "the demo's aggregator is still running"
+
+
 def test_an_aggregator_ended_by_a_signal_from_outside_is_named_as_such(serving: Serving) -> None:
     os.kill(serving.server_pid, signal.SIGTERM)  # what an earlier run used to send it
     assert serving.wait(60) == 1, serving.stderr
