@@ -15,6 +15,7 @@ Demo home layout (``--home``, default ``./demo-home``)::
     aggregator/aggregator.db     its SQLite database; aggregator/keys/ its keys
     practices/<ODS>.sqlite       each practice's synthetic records (+ .json: the synth summary)
     agents/<ODS>/                each practice's agent home (config, key, trust, outbox)
+    ig-pack/                     the IG pack for the network's catalogue (index.html)
     logs/                        every command's output, per practice, and the server's log
 
 Re-running resumes: every step looks at what exists and does only what is missing.

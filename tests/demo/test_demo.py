@@ -161,6 +161,31 @@ def test_demo_counts_every_indicator_on_real_coding(
     assert per_submission and all(row == (n, n) for row in per_submission)
 
 
+def _documented_home() -> dict[str, set[str]]:
+    """docs/demo.md's "The demo home" listing: each top-level entry, with the entries it names
+    inside it (``aggregator/aggregator.toml`` names ``aggregator``'s ``aggregator.toml``)."""
+    text = (REPO / "docs" / "demo.md").read_text(encoding="utf-8")
+    block = text.split("## The demo home", 1)[1].split("```", 2)[1]
+    listed: dict[str, set[str]] = {}
+    for line in block.splitlines():
+        if not line.startswith("  ") or line.startswith("   "):
+            continue  # the root line, and a description's second line
+        top, _, rest = line.split()[0].partition("/")
+        listed.setdefault(top, set()).update({rest.strip("/")} - {""})
+    return listed
+
+
+def test_the_documented_demo_home_is_what_a_run_makes(
+    demo: tuple[Path, dict[str, Any], str],
+) -> None:
+    home, _, _ = demo
+    listed = _documented_home()
+    assert set(listed) == {p.name for p in home.iterdir()}
+    for top, inside in listed.items():
+        for name in inside:  # Y90001 is the first practice's ODS code
+            assert (home / top / name).exists(), f"{top}/{name}"
+
+
 def test_demo_stops_its_server_with_once(demo: tuple[Path, dict[str, Any], str]) -> None:
     _, s, _ = demo
     with pytest.raises(httpx.TransportError):
