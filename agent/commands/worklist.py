@@ -18,7 +18,7 @@ from agent.engine.compute import open_source
 from agent.engine.worklist import build_worklist, write_worklist
 from agent.errors import AgentUserError
 from agent.home.catalogue_cache import load_catalogue
-from agent.periods import last_complete_period, parse_period
+from agent.periods import last_complete_period, parse_period, require_ended
 
 from ._common import (
     HomeOption,
@@ -71,12 +71,9 @@ def worklist(
             "recall can meet: it has no worklist (its denominator less its numerator is everyone "
             "not on the register)"
         )
-    p = parse_period(period) if period else last_complete_period(dt.date.today())
-    if p.start > dt.date.today():
-        raise AgentUserError(
-            f"period {p.label} has not started: a worklist is of records up to a period's end "
-            f"(default: the last complete month, {last_complete_period(dt.date.today()).label})"
-        )
+    today = dt.date.today()
+    # As preview and submit: a month not yet over would list patients as of a day to come.
+    p = require_ended(parse_period(period), today) if period else last_complete_period(today)
     engine = open_source(settings)
     try:
         rows = worklist_patients(engine, catalogue, ind.id, p.end)

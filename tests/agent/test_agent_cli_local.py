@@ -449,8 +449,13 @@ def test_enrol_with_a_malformed_token_says_what_a_token_is(agent_home: Path, cli
     assert "pydantic" not in r.err and r.err.count("\n") == 1
 
 
-def test_a_worklist_of_a_period_that_has_not_started_is_refused(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+def test_a_worklist_of_a_period_that_has_not_ended_is_refused(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
     r = cli("worklist", "HYP_BP_U80", "--home", str(agent_home), "--period", "2099-01")
-    assert r.code == 2 and "period 2099-01 has not started" in r.err
+    assert r.code == 2 and "period 2099-01 has not ended" in r.err
+    # The current month, unfinished, is refused as preview and submit refuse it.
+    current = dt.date.today().strftime("%Y-%m")
+    r = cli("worklist", "HYP_BP_U80", "--home", str(agent_home), "--period", current)
+    assert r.code == 2 and f"period {current} has not ended" in r.err
+    assert "the latest complete period is" in r.err
     r = cli("worklist", "DM_REG", "--home", str(agent_home))
     assert r.code == 2 and "DM_REG is a register" in r.err and "no worklist" in r.err
