@@ -139,7 +139,10 @@ def check_source_command(
     ] = None,
     omop: Annotated[
         str | None,
-        typer.Option("--omop", help="an OMOP CDM database URL, read in place"),
+        typer.Option(
+            "--omop",
+            help="an OMOP CDM database URL (e.g. sqlite:///omop.sqlite), read in place, read-only",
+        ),
     ] = None,
     omop_codes: Annotated[
         str,

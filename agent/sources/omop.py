@@ -31,7 +31,9 @@ Rows whose concept is 0 (unmapped) or whose vocabulary fedqi does not read are l
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -316,6 +318,43 @@ def _refuse_non_finite(engine: Engine, schema: str | None) -> None:
         )
 
 
+URL_EXAMPLES = "sqlite:///omop.sqlite, duckdb:////data/omop.duckdb or postgresql://user@host/omop"
+
+
+def _read_only(url: str, options: dict[str, Any]) -> tuple[sa.URL, dict[str, Any]]:
+    """The URL (and engine options) that open the OMOP database read-only, where the driver
+    allows: a missing SQLite or DuckDB file is an error naming it, never a new empty file
+    (SQLite and DuckDB create one on connecting; docs/sources.md says nothing is written)."""
+    try:
+        if "://" not in url:
+            raise sa.exc.ArgumentError(url)
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise SourceError(
+            f"omop source {url!r}: not a database URL; an SQLAlchemy URL is expected, e.g. "
+            f"{URL_EXAMPLES}"
+        ) from None
+    backend = parsed.get_backend_name()
+    database = parsed.database or ""
+    if backend not in ("sqlite", "duckdb") or database in ("", ":memory:"):
+        return parsed, options
+    if backend == "sqlite" and parsed.query.get("uri") in ("true", "1"):
+        # Already an SQLite URI filename ("file:..."): only ask for read-only.
+        if "mode" not in parsed.query:
+            parsed = parsed.update_query_dict({"mode": "ro"})
+        return parsed, options
+    path = Path(database).expanduser()
+    if not path.is_file():
+        what = "a folder, not a file" if path.is_dir() else "no such file"
+        raise SourceError(f"omop source {path}: {what}")
+    if backend == "sqlite":
+        uri = "file:" + urllib.parse.quote(str(path.resolve()), safe="/")
+        return parsed.set(database=uri).update_query_dict({"mode": "ro", "uri": "true"}), options
+    connect_args = dict(options.get("connect_args") or {})
+    connect_args["config"] = {**dict(connect_args.get("config") or {}), "access_mode": "READ_ONLY"}
+    return parsed, {**options, "connect_args": connect_args}
+
+
 def open_omop(
     url: str,
     *,
@@ -326,8 +365,11 @@ def open_omop(
 ) -> Engine:
     """An engine on the OMOP database at ``url`` whose connections see the canonical tables
     as temporary views (see the module docstring). Fails with a clear error if the CDM tables
-    the views need are absent, or if a value they read is NaN or infinite."""
-    engine = sa.create_engine(url, **dict(engine_options or {}))
+    the views need are absent, or if a value they read is NaN or infinite. A SQLite or DuckDB
+    file is opened read-only and must exist: it is never created."""
+    parsed, options = _read_only(url, dict(engine_options or {}))
+    url = parsed.render_as_string(hide_password=True)
+    engine = sa.create_engine(parsed, **options)
     try:
         with engine.connect() as conn:
             inspector = sa.inspect(conn)
@@ -337,7 +379,7 @@ def open_omop(
     except sa.exc.SQLAlchemyError as exc:
         engine.dispose()
         raise SourceError(
-            f"omop source {url!r}: cannot read the database ({first_line(exc)})"
+            f"omop source {url}: cannot read the database ({first_line(exc)})"
         ) from None
     needed = list(REQUIRED_TABLES) + (["concept"] if codes in ("standard", "source") else [])
     missing = [t for t in needed if t not in present]

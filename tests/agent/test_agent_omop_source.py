@@ -38,3 +38,18 @@ def test_preview_from_omop_matches_the_canonical_store(
     assert via_omop.cells == canonical.cells
     assert via_omop.provenance.source == "omop" and canonical.provenance.source == "sqlite"
     assert omop.read_bytes() == before  # read in place: nothing written
+
+
+def test_preview_from_a_missing_omop_file_names_it_and_creates_nothing(
+    tmp_path: Path,
+    agent_home: Path,
+    cli,  # type: ignore[no-untyped-def]
+) -> None:
+    missing = tmp_path / "nothere.sqlite"
+    env = {"FEDQI_AGENT_SOURCE__URL": str(missing), "FEDQI_AGENT_SOURCE__KIND": "omop"}
+    r = cli("preview", "--home", str(agent_home), "--period", "2026-03", env=env)
+    assert r.code == 4 and f"omop source {missing}: no such file" in r.err, r.err
+    assert not missing.exists()
+    r = cli("check-source", "--omop", f"duckdb:///{tmp_path / 'nothere.duckdb'}")
+    assert r.code == 4 and "nothere.duckdb: no such file" in r.err, r.err
+    assert not (tmp_path / "nothere.duckdb").exists()

@@ -303,3 +303,32 @@ def test_postgresql_nan_and_infinity_are_refused(pg_database_factory: Any) -> No
     open_omop(url).dispose()
     _add_values(url, [float("nan"), float("inf")])
     _refused(url, 2)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "duckdb"])
+def test_a_missing_omop_file_is_named_and_not_created(tmp_path: Path, backend: str) -> None:
+    path = tmp_path / f"nothere.{backend}"
+    with pytest.raises(SourceError, match=f"omop source {path}: no such file"):
+        open_omop(f"{backend}:///{path}")
+    assert not path.exists()  # SQLite and DuckDB would create an empty database
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_omop_source_that_is_not_a_url_asks_for_one(tmp_path: Path) -> None:
+    with pytest.raises(SourceError) as err:
+        open_omop("nothere2.sqlite")
+    message = str(err.value)
+    assert "'nothere2.sqlite': not a database URL; an SQLAlchemy URL is expected" in message
+    assert "e.g. sqlite:///omop.sqlite" in message and "Could not parse" not in message
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "duckdb"])
+def test_an_omop_file_is_opened_read_only(tmp_path: Path, backend: str) -> None:
+    url = f"{backend}:///{tmp_path / 'omop db'}.{backend}"  # a space: quoted in SQLite's URI
+    _omop_db(url)
+    engine = open_omop(url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM patients").scalar() == 3
+        with pytest.raises(sa.exc.DBAPIError, match="(?i)read.?only"):
+            conn.exec_driver_sql("CREATE TABLE written (x INTEGER)")
+    engine.dispose()
