@@ -242,14 +242,22 @@ def _patient_parser(date_format: str) -> Parser:
         end = _date(record, "registration_end", date_format, required=False)
         if end is not None and end <= start:
             raise _RowError("registration_end", "not after registration_start")
+        # ISO text compares as the dates do. Dates that cannot be are refused, not loaded:
+        # a rule's age or registration window would read them silently.
+        birth = _date(record, "birth_date", date_format, required=True)
+        if birth > start:
+            raise _RowError("birth_date", "after registration_start (registered before birth)")
+        death = _date(record, "death_date", date_format, required=False)
+        if death is not None and death < birth:
+            raise _RowError("death_date", "before birth_date")
         return {
             "patient_id": _patient_id(record),
             "local_ref": local_ref,
-            "birth_date": _date(record, "birth_date", date_format, required=True),
+            "birth_date": birth,
             "sex": sex,
             "registration_start": start,
             "registration_end": end,
-            "death_date": _date(record, "death_date", date_format, required=False),
+            "death_date": death,
         }
 
     return parse

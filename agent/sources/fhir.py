@@ -251,6 +251,29 @@ class _Loader:
             death_date = self._date(res["deceasedDateTime"], "deceasedDateTime")
         elif res.get("deceasedBoolean") is True:
             self.skipped["Patient deceased without a date (kept as alive)"] += 1
+        reg_start, reg_end = self._registration(res)
+        # As the CSV loader: dates that cannot be are refused, not loaded.
+        if death_date is not None and death_date < birth_date:
+            raise _Problem("deceasedDateTime", "before birthDate")
+        if reg_start is not None and reg_start < birth_date:
+            raise _Problem("registrationPeriod.start", "before birthDate (registered before birth)")
+        gender = res.get("gender")
+        sex = GENDERS.get(gender, "U") if isinstance(gender, str) else "U"
+        pid = len(self.patients) + 1
+        self.patients[pid] = _Patient(
+            local_ref=fhir_id,
+            birth_date=birth_date,
+            sex=sex,
+            registration_start=reg_start,
+            registration_end=reg_end,
+            death_date=death_date,
+        )
+        self.keys[key] = pid
+        if full_url:
+            self.keys[full_url] = pid
+
+    def _registration(self, res: dict[str, Any]) -> tuple[dt.date | None, dt.date | None]:
+        """A Patient's GP Connect registrationPeriod: (start, first day no longer registered)."""
         reg_start = reg_end = None
         for ext in res.get("extension") or []:
             if isinstance(ext, dict) and str(ext.get("url", "")).endswith(
@@ -266,20 +289,7 @@ class _Loader:
                             # first day no longer registered.
                             last = self._date(period["end"], "registrationPeriod.end")
                             reg_end = last + dt.timedelta(days=1)
-        gender = res.get("gender")
-        sex = GENDERS.get(gender, "U") if isinstance(gender, str) else "U"
-        pid = len(self.patients) + 1
-        self.patients[pid] = _Patient(
-            local_ref=fhir_id,
-            birth_date=birth_date,
-            sex=sex,
-            registration_start=reg_start,
-            registration_end=reg_end,
-            death_date=death_date,
-        )
-        self.keys[key] = pid
-        if full_url:
-            self.keys[full_url] = pid
+        return reg_start, reg_end
 
     def _read_medication(self, res: dict[str, Any], full_url: str | None) -> None:
         codes = self._codes(res.get("code"), "code")

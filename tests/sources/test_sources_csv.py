@@ -167,6 +167,19 @@ BAD_CASES = [
         id="impossible-date",
     ),
     pytest.param(
+        "patients",
+        PATIENTS_ISO.replace("1960-12-31,Male,2010-05-06", "2030-01-01,Male,2010-05-06"),
+        "patients.csv line 3, column birth_date: after registration_start (registered before "
+        "birth)",
+        id="born-after-registration",
+    ),
+    pytest.param(
+        "patients",
+        PATIENTS_ISO.replace("2015-01-01,,2024-06-30", "2015-01-01,,1969-06-30"),
+        "patients.csv line 4, column death_date: before birth_date",
+        id="died-before-birth",
+    ),
+    pytest.param(
         "events",
         EVENTS_ISO + "1,2024-01-01,snomedct\n",
         "events.csv line 6: 3 fields, the header has 6",

@@ -421,3 +421,36 @@ def test_synthea_sample_meets_the_default_codelists(shared_data: Path, tmp_path:
     assert got == {k: len(v) for k, v in expected.items()}
     assert got["hyp"] > 0 and got["dm"] > 0
     assert {"cvx", "rxnorm"} <= set(result.other_systems)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"deceasedDateTime": "1939-12-31T23:00:00Z"}, "deceasedDateTime: before birthDate"),
+        (
+            {
+                "extension": [
+                    {
+                        "url": REGISTRATION_EXTENSION,
+                        "extension": [
+                            {"url": "registrationPeriod", "valuePeriod": {"start": "1939-06-01"}}
+                        ],
+                    }
+                ]
+            },
+            "registrationPeriod.start: before birthDate (registered before birth)",
+        ),
+    ],
+    ids=["died-before-birth", "registered-before-birth"],
+)
+def test_patient_dates_that_cannot_be_are_an_error(
+    tmp_path: Path, change: dict[str, Any], field: str
+) -> None:
+    d = tmp_path / "bulk"
+    write_ndjson(d, "Patient.000", [PATIENTS[0], {**PATIENTS[1], **change}])
+    engine = open_store(tmp_path / "s.sqlite")
+    with pytest.raises(SourceError) as info:
+        load_fhir(d, engine)
+    assert f"Patient.000.ndjson line 2 (Patient), field {field}" in str(info.value)
+    assert "1939" not in str(info.value)  # no patient's date is printed
+    assert dump(engine) == {}
