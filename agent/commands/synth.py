@@ -33,8 +33,8 @@ def synth(
         str,
         typer.Option(
             "--out",
-            help="a .db/.sqlite (SQLite) or .duckdb file, or a SQLAlchemy URL (sqlite, duckdb, "
-            "postgresql)",
+            help="a .db/.sqlite/.sqlite3 (SQLite) or .duckdb/.ddb (DuckDB) file, or a SQLAlchemy "
+            "URL (sqlite, duckdb, postgresql)",
         ),
     ],
     quality: Annotated[

@@ -37,8 +37,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from agent.errors import AgentError, AgentUserError
+from agent.errors import AgentError, AgentUserError, SourceError
 from agent.sources import schema, store
+from agent.sources.kinds import DUCKDB_SUFFIXES, SQLITE_SUFFIXES
 
 DEFAULT_PERIOD_END = dt.date(2026, 3, 31)
 BATCH_ROWS = 200_000
@@ -1028,7 +1029,16 @@ def generate_practice(  # noqa: C901 (the target kinds and runners, chosen in on
     if not 1 <= years <= 50:
         raise AgentUserError(f"years must be between 1 and 50 (got {years})")
     q = practice_quality(seed) if quality is None else float(quality)
-    url = store.practice_url(target)
+    try:
+        url = store.practice_url(target)
+    except SourceError:
+        # A bad --out is a bad argument (exit 2), not a practice database that cannot be read.
+        raise AgentUserError(
+            f"--out {target}: not a synthetic practice target; name a "
+            f"{'/'.join(sorted(SQLITE_SUFFIXES))} (SQLite) or "
+            f"{'/'.join(sorted(DUCKDB_SUFFIXES))} (DuckDB) file, or give a SQLAlchemy URL "
+            "(sqlite:///..., duckdb:///..., postgresql://...)"
+        ) from None
     backend = url.get_backend_name()
     started = time.perf_counter()
 

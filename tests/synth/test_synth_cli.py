@@ -92,7 +92,9 @@ def test_synth_refuses_an_existing_file_without_force(
     [
         ("missing-dir/x.db", "does not exist"),
         ("afile/x.db", "does not exist"),
-        ("x.csv", "unknown kind"),
+        ("x.csv", "not a synthetic practice target; name a .db/.sqlite/.sqlite3 (SQLite) or "),
+        ("a.txt", ".ddb/.duckdb (DuckDB) file, or give a SQLAlchemy URL"),
+        ("mysql://h/x", "--out mysql://h/x: not a synthetic practice target"),
         ("", "is a directory"),
     ],
 )
@@ -101,9 +103,12 @@ def test_synth_rejects_unwritable_or_unknown_targets(
 ) -> None:
     (tmp_path / "afile").write_text("not a directory")
     path = str(tmp_path / target) if target else str(tmp_path / "dir.db")
+    if "://" in target:
+        path = target
     if not target:
         (tmp_path / "dir.db").mkdir()
-    assert main(["synth", "--patients", "5", "--seed", "1", "--out", path]) != 0
+    # A bad --out is a bad argument (exit 2), not a database that cannot be read (4).
+    assert main(["synth", "--patients", "5", "--seed", "1", "--out", path]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
 
