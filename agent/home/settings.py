@@ -388,7 +388,13 @@ def _describe(
         where = f"(config file {config_file})"
     if err["type"] == "extra_forbidden":
         known = ", ".join(k for k in setting_keys() if k != "home")
-        return f"unknown setting {key!r} {where} (known settings: {known})"
+        hint = ""
+        top_level = [k for k in setting_keys() if "." not in k and k != "home"]
+        if in_file and len(loc) == 2 and loc[1] in top_level:
+            # TOML reads every line below a [table] header as that table's: a line appended
+            # to a file that ends with [source] lands in source.
+            hint = f": `{loc[1]}` is a top-level setting: put it above the first [table] line"
+        return f"unknown setting {key!r} {where}{hint} (known settings: {known})"
     more = exc.error_count() - 1
     suffix = f" (+{more} more)" if more else ""
     return f"bad setting {key!r} {where}: {msg}{suffix}"

@@ -53,6 +53,21 @@ def test_unknown_nested_key_names_dotted_key(tmp_path: Path) -> None:
         get_settings(tmp_path, {})
 
 
+def test_a_top_level_setting_below_a_table_says_where_it_belongs(tmp_path: Path) -> None:
+    # As `echo 'guard = "maybe"' >> agent.toml` does to a generated file ending with [source].
+    path = _write(tmp_path, 'practice = "B81001"\n[source]\nurl = "p.db"\nguard = "off"\n')
+    with pytest.raises(ConfigError) as exc:
+        get_settings(tmp_path, {})
+    assert (
+        f"unknown setting 'source.guard' in {path}: `guard` is a top-level setting: put it above "
+        "the first [table] line"
+    ) in str(exc.value)
+    _write(tmp_path, '[source]\nurll = "x.db"\n')  # a plain typo: no such hint
+    with pytest.raises(ConfigError) as exc:
+        get_settings(tmp_path, {})
+    assert "top-level" not in str(exc.value)
+
+
 def test_unknown_environment_variable_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="FEDQI_AGENT_RELEAS"):
         get_settings(tmp_path, {"FEDQI_AGENT_RELEAS": "hold"})
