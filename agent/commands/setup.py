@@ -20,6 +20,7 @@ from ._common import (
     JsonOption,
     console,
     emit_json,
+    err_console,
     invocation_environ,
     one_line_errors,
     settings_for,
@@ -65,6 +66,10 @@ def init(
     """Create the agent home: a config file and an Ed25519 signing key (mode 0600, directory
     0700). Refuses to overwrite an existing key."""
     root = resolve_home(home, invocation_environ())
+    if root.exists() and not root.is_dir():
+        raise AgentUserError(
+            f"agent home {root}: the agent home must be a directory, and {root} is a file"
+        )
     keys = Keystore(root)
     if keys.has_active():
         raise ConfigError(
@@ -106,6 +111,7 @@ def init(
         "key_file": str(keys.dir / f"{key.kid}.key"),
         "practice": settings.practice,
     }
+    warn_missing_source(settings, config)
     if as_json:
         emit_json(result)
         return
@@ -115,6 +121,33 @@ def init(
     out.print(f"signing key {result['key_file']} (mode 0600)")
     out.print(f"kid         {key.kid}")
     out.print(next_steps(settings, config, explicit_home=home is not None))
+
+
+def warn_missing_source(settings: AgentSettings, config: Path) -> None:
+    """Warn (stderr; init still succeeds) when source.url is a path to nothing, as it is
+    resolved: a relative path is relative to the agent home, not the current directory, so
+    ``--source-url p.sqlite`` run beside p.sqlite would fail at the first preview."""
+    text = str(settings.source.url or "") if settings.source else ""
+    if not text or "://" in text:
+        return  # a URL: its server or driver says whether it is there
+    from agent.engine.compute import source_target
+
+    resolved = Path(source_target(settings))
+    if resolved.exists():
+        return
+    given = Path(text).expanduser()
+    message = f"warning: source.url {resolved} does not exist"
+    if not given.is_absolute():
+        message = (
+            f"warning: source.url {text} resolves to {resolved}, which does not exist (a "
+            "relative path is read relative to the agent home)"
+        )
+        if given.exists():
+            message += (
+                f"; {text} exists in the current directory: set source.url to its absolute "
+                f"path, {given.resolve()}, in {config}"
+            )
+    err_console().print(message, markup=False, highlight=False, soft_wrap=True)
 
 
 def next_steps(settings: AgentSettings, config: Path, *, explicit_home: bool = False) -> str:

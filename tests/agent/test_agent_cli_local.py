@@ -272,6 +272,39 @@ def test_a_period_has_ended_once_its_last_day_is_before_today(
         assert f"latest complete period is {last_complete_period(today).label}" in str(exc.value)
 
 
+def test_init_warns_when_the_source_it_will_read_does_not_exist(
+    tmp_path: Path,
+    cli,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.sqlite").write_bytes(b"")  # beside the user, not in the agent home
+    r = cli("init", "--home", "ha", "--source-url", "p.sqlite")
+    assert r.code == 0, r.err
+    assert (
+        "warning: source.url p.sqlite resolves to ha/p.sqlite, which does not exist (a relative "
+        "path is read relative to the agent home); p.sqlite exists in the current directory: set "
+        f"source.url to its absolute path, {tmp_path / 'p.sqlite'}, in ha/agent.toml"
+    ) in " ".join(r.err.split())
+    r = cli("init", "--home", "hb", "--source-url", str(tmp_path / "gone.sqlite"))
+    assert r.code == 0 and f"warning: source.url {tmp_path / 'gone.sqlite'} does not exist" in r.err
+    (tmp_path / "hc").mkdir()
+    (tmp_path / "hc" / "p.sqlite").write_bytes(b"")
+    r = cli("init", "--home", "hc", "--source-url", "p.sqlite")  # there, as resolved: no warning
+    assert r.code == 0 and r.err == ""
+
+
+def test_init_refuses_a_home_that_is_a_file(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    r = cli("init", "--home", str(afile))
+    assert r.code == 2
+    assert r.err.strip() == (
+        f"error: agent home {afile}: the agent home must be a directory, and {afile} is a file"
+    )
+    assert afile.read_text() == "not a directory"
+
+
 def test_init_names_the_next_steps_in_order(tmp_path: Path, practice_db: Path, cli) -> None:  # type: ignore[no-untyped-def]
     from agent.periods import last_complete_period
 
