@@ -113,6 +113,16 @@ def err_console() -> Console:
     return Console(file=sys.stderr, soft_wrap=True, highlight=False)
 
 
+def tell_try(what: str, failure: str, failed: int, tries: int, wait: float) -> None:
+    """A transport retry notice (agent.outbound.transport.RetryNotice), one line on stderr as
+    each try fails, so a command facing a dead aggregator does not wait in silence."""
+    err_console().print(
+        f"{what}: try {failed} of {tries} failed ({failure}); next in {wait:g} s",
+        markup=False,
+        highlight=False,
+    )
+
+
 def emit_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False))
 

@@ -43,6 +43,7 @@ from ._common import (
     err_console,
     one_line_errors,
     settings_for,
+    tell_try,
 )
 
 audit_app = typer.Typer(
@@ -262,7 +263,10 @@ def audit_verify(home: HomeOption = None, as_json: JsonOption = False) -> None:
     settings = settings_for(home)
     trust = load_trust(settings.home)
     token = read_token(settings.audit_token_file) if settings.audit_token_file else None
-    with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
+    with (
+        AggregatorClient.from_settings(settings, on_retry=tell_try) as client,
+        Outbox.open(settings.home) as outbox,
+    ):
         try:
             if token is not None:
                 where = str(settings.audit_token_file)

@@ -24,6 +24,7 @@ from ._common import (
     invocation_environ,
     one_line_errors,
     settings_for,
+    tell_try,
 )
 
 
@@ -191,7 +192,7 @@ def enrol(
     from agent.outbound.enrolment import enrol_agent
 
     settings = settings_for(home)
-    result = enrol_agent(settings, token, now=int(time.time()))
+    result = enrol_agent(settings, token, now=int(time.time()), on_retry=tell_try)
     if as_json:
         emit_json(result)
         return
@@ -212,7 +213,7 @@ def rotate_key(home: HomeOption = None, as_json: JsonOption = False) -> None:
     from agent.outbound.enrolment import rotate
 
     settings = settings_for(home)
-    result = rotate(settings, now=int(time.time()))
+    result = rotate(settings, now=int(time.time()), on_retry=tell_try)
     if as_json:
         emit_json(result)
         return

@@ -28,7 +28,7 @@ from agent.home.settings import AgentSettings
 from agent.outbound.outbox import Message, NewMessage, Outbox
 from agent.outbound.release import new_nonce, sign
 from agent.outbound.submitter import send
-from agent.outbound.transport import AggregatorClient
+from agent.outbound.transport import AggregatorClient, RetryNotice
 from protocol import __version__
 from protocol.envelope import Envelope
 from protocol.errors import ProtocolError
@@ -63,7 +63,9 @@ def fetch_catalogue_key(client: AggregatorClient) -> PinnedKey:
         raise UnverifiedAnswerError(f"/v1/catalogue/key: unexpected answer ({exc})") from None
 
 
-def enrol_agent(settings: AgentSettings, token: str, *, now: int) -> dict[str, Any]:
+def enrol_agent(
+    settings: AgentSettings, token: str, *, now: int, on_retry: RetryNotice | None = None
+) -> dict[str, Any]:
     settings.require("practice", "aud", "aggregator_url")
     assert settings.practice and settings.aud and settings.aggregator_url
     if (settings.home / TRUST_FILE).exists():
@@ -91,7 +93,10 @@ def enrol_agent(settings: AgentSettings, token: str, *, now: int) -> dict[str, A
                 "as `fedqi-aggregator enrol-token` printed it)"
             ) from None
         raise AgentUserError(f"cannot build the enrol message: {first_problem(exc)}") from None
-    with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
+    with (
+        AggregatorClient.from_settings(settings, on_retry=on_retry) as client,
+        Outbox.open(settings.home) as outbox,
+    ):
         origin, log_key = fetch_log_key(client, settings.aud)
         catalogue_key = fetch_catalogue_key(client)
         trust = Trust(
@@ -134,11 +139,16 @@ def enrol_agent(settings: AgentSettings, token: str, *, now: int) -> dict[str, A
     }
 
 
-def rotate(settings: AgentSettings, *, now: int) -> dict[str, Any]:
+def rotate(
+    settings: AgentSettings, *, now: int, on_retry: RetryNotice | None = None
+) -> dict[str, Any]:
     trust = load_trust(settings.home)
     keys = Keystore(settings.home)
     old = keys.active()
-    with AggregatorClient.from_settings(settings) as client, Outbox.open(settings.home) as outbox:
+    with (
+        AggregatorClient.from_settings(settings, on_retry=on_retry) as client,
+        Outbox.open(settings.home) as outbox,
+    ):
         # An interrupted rotation left its message in the outbox: resend those bytes.
         pending = keys.pending()
         message = _pending_rotation(outbox, old, pending) if pending else None

@@ -201,11 +201,17 @@ def test_bad_period_is_one_line(agent_home: Path, cli, period: str) -> None:  # 
         assert r.code == 2 and "bad period" in _one_line(r.err)
 
 
-def test_aggregator_unreachable_is_one_line(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
-    env = {"FEDQI_AGENT_TRANSPORT__RETRIES": "1", "FEDQI_AGENT_TRANSPORT__BACKOFF": "0"}
+def test_aggregator_unreachable_is_told_try_by_try_then_one_line(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    env = {"FEDQI_AGENT_TRANSPORT__RETRIES": "2", "FEDQI_AGENT_TRANSPORT__BACKOFF": "0"}
     r = cli("enrol", "--home", str(agent_home), "--token", "A" * 22, env=env)
-    line = _one_line(r.err)
-    assert r.code == 5 and "unreachable at http://127.0.0.1:9" in line
+    lines = [ln for ln in r.err.strip().splitlines() if ln.strip()]
+    assert r.code == 5 and "Traceback" not in r.err, r.err
+    # each failed try as it happens (docs/configuration.md, "Exit codes"), then the error
+    assert len(lines) == 3, r.err
+    for n, line in enumerate(lines[:2], 1):
+        assert line.startswith(f"GET /v1/log/key: try {n} of 3 failed (ConnectError"), r.err
+        assert line.endswith("; next in 0 s"), r.err
+    assert lines[2].startswith("error: ") and "unreachable at http://127.0.0.1:9" in lines[2]
 
 
 def test_submit_before_enrolment_says_enrol(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
