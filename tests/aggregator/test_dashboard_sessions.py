@@ -148,3 +148,34 @@ def test_revoking_a_user_ends_their_sessions_at_once(server, capsys) -> None:  #
 def test_junk_cookies_are_sent_to_sign_in(server, cookie: str) -> None:  # type: ignore[no-untyped-def]
     with httpx.Client(base_url=server.url, cookies={COOKIE: cookie}) as client:
         assert not _signed_in(client)
+
+
+def test_the_sign_in_page_shows_only_its_own_messages(server) -> None:  # type: ignore[no-untyped-def]
+    """?error= selects one of the page's fixed messages: text written into a link (a phishing
+    line) is never shown, and an unknown code shows no message at all."""
+    bait = "Your token expired: send it to helpdesk@evil.example"
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        r = client.get("/dashboard/login", params={"error": bait})
+        assert r.status_code == 200
+        assert "helpdesk@evil.example" not in r.text and 'role="alert"' not in r.text
+        r = client.get("/dashboard/login", params={"error": "expired"})
+        assert 'role="alert"' in r.text and "Your session has ended" in r.text
+        r = client.post("/dashboard/login", data={"token": "fqa_nope"})
+        assert r.status_code == 401 and "That token is not valid." in r.text
+
+
+def test_an_ended_session_is_sent_to_sign_in_saying_so(server) -> None:  # type: ignore[no-untyped-def]
+    token = server.network.user("admin")
+    with _sign_in(server, token) as client:
+        server.network.clock.offset = server.network.settings.session_hours * 3600 + 1
+        r = client.get("/dashboard/overview", follow_redirects=False)
+        assert r.status_code == 303
+        assert (
+            r.headers["location"] == "/dashboard/login?next=%2Fdashboard%2Foverview&error=expired"
+        )
+        page = client.get(r.headers["location"])
+        assert "Your session has ended" in page.text
+    # no cookie at all: plain sign-in, no message
+    with httpx.Client(base_url=server.url, timeout=60) as fresh:
+        r = fresh.get("/dashboard/overview", follow_redirects=False)
+        assert r.headers["location"] == "/dashboard/login?next=%2Fdashboard%2Foverview"

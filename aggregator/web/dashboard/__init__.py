@@ -57,6 +57,14 @@ from ...users.service import authenticate, end_session, session_user, start_sess
 from . import charts
 
 COOKIE = "fedqi_session"
+#: The only texts the sign-in page shows, chosen by ``?error=<code>``: never text from the URL,
+#: which anyone could write into a link ("your token expired: send it to ..."). An unknown code
+#: shows nothing.
+LOGIN_ERRORS = {
+    "invalid": "That token is not valid.",
+    "expired": "Your session has ended (it expired, you signed out elsewhere, or your token was "
+    "revoked): sign in again.",
+}
 #: The 404s that mean "nothing stored for this indicator (and period)", not "no such thing".
 NO_DATA_CODES = frozenset({"no-benchmarks", "unknown-period"})
 STATIC = {
@@ -85,7 +93,18 @@ def viewer_user(request: Request, runtime: Runtime = Depends(get_runtime)) -> Us
             session.expunge(user)
         return user
     except AuthenticationError:
+        request.state.login_error = "expired"  # a cookie whose session no longer holds
         return None
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    """Send a signed-out visitor to sign in, back to this page after; with ``error=expired``
+    when their session cookie no longer holds (the sign-in page shows LOGIN_ERRORS only)."""
+    query = {"next": str(request.url.path)}
+    code = getattr(request.state, "login_error", None)
+    if code is not None:
+        query["error"] = code
+    return RedirectResponse(f"/dashboard/login?{urllib.parse.urlencode(query)}", status_code=303)
 
 
 def render(name: str, code: int = 200, **ctx: Any) -> HTMLResponse:
@@ -97,9 +116,7 @@ def _page(
 ) -> Response:
     """Render a page; send an anonymous visitor to sign in and show errors as pages."""
     if user is None:
-        return RedirectResponse(
-            f"/dashboard/login?next={urllib.parse.quote(str(request.url.path))}", status_code=303
-        )
+        return _to_login(request)
     try:
         ctx = build(user, **kw)
     except AggregatorError as exc:
@@ -142,7 +159,9 @@ def _split_pg(pg: str | None) -> tuple[str | None, str | None]:
 
 @router.get("/login", response_class=HTMLResponse)
 def login_form(next: str = "/dashboard", error: str | None = None) -> HTMLResponse:
-    return render("login.html", user=None, next=_safe_next(next), error=error)
+    return render(
+        "login.html", user=None, next=_safe_next(next), error=LOGIN_ERRORS.get(error or "")
+    )
 
 
 def _safe_next(target: str) -> str:
@@ -169,7 +188,7 @@ async def login(request: Request, runtime: Runtime = Depends(get_runtime)) -> Re
     try:
         sid = await run_in_threadpool(sign_in)
     except AuthenticationError:
-        return render("login.html", 401, user=None, next=target, error="That token is not valid.")
+        return render("login.html", 401, user=None, next=target, error=LOGIN_ERRORS["invalid"])
     resp = RedirectResponse(target, status_code=303)
     resp.set_cookie(
         COOKIE,
@@ -202,9 +221,9 @@ def static(name: str) -> Response:
 
 
 @router.get("")
-def home(user: User | None = Depends(viewer_user)) -> Response:
+def home(request: Request, user: User | None = Depends(viewer_user)) -> Response:
     if user is None:
-        return RedirectResponse("/dashboard/login", status_code=303)
+        return _to_login(request)
     if user.role == "practice":
         return RedirectResponse(f"/dashboard/practices/{user.practice_ods}", status_code=303)
     if user.role == "ig_officer":
@@ -555,9 +574,7 @@ def _download(request: Request, user: User | None, make: Any) -> Response:
     """A dashboard download: a signed-out visitor is sent to sign in, and a refusal or an
     unknown item is the dashboard's error page, as for its other pages."""
     if user is None:
-        return RedirectResponse(
-            f"/dashboard/login?next={urllib.parse.quote(str(request.url.path))}", status_code=303
-        )
+        return _to_login(request)
     try:
         return make(user)  # type: ignore[no-any-return]
     except AggregatorError as exc:

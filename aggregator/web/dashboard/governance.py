@@ -23,7 +23,7 @@ from ...igpack import DOCUMENTS, build_pack
 from ...igpack.build import STYLESHEET, flow_svg, render, stylesheet
 from ...log.access import FILTERS, access_query
 from ...runtime import Runtime, get_runtime
-from . import _page, router, viewer_user
+from . import _page, _to_login, router, viewer_user
 
 PACK_BASE = "/dashboard/ig-pack/"
 AUDIT_ROLES = ("admin", "ig_officer")
@@ -31,9 +31,7 @@ _DOC = re.compile(r"^(" + "|".join(re.escape(n) for n, _ in DOCUMENTS) + r")\.(h
 
 
 def _login(request: Request) -> Response:
-    return RedirectResponse(
-        f"/dashboard/login?next={urllib.parse.quote(str(request.url.path))}", status_code=303
-    )
+    return _to_login(request)
 
 
 # --- the IG pack ------------------------------------------------------------------------------------
