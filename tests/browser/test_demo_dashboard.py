@@ -1,0 +1,116 @@
+"""The dashboard of the demo's own network (`fedqi-demo`: real agents, real CLIs, signed
+submissions over HTTP), in real headless Chromium: what a new user of the demo sees."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from demo.cli import free_port
+
+pytestmark = pytest.mark.browser
+
+BIN = Path(sys.executable).parent
+#: A registered practice that never submits (added after the demo's own practices).
+SILENT = "Y90099"
+
+
+@dataclass
+class Demo:
+    url: str
+    home: Path
+    tokens: dict[str, str]  # role -> token
+    periods: list[str]  # YYYY-MM, oldest first
+    lead_group: str
+    own: str  # the practice and IG users' practice
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """8 practices in 2 PCNs, 4 months, serving on a free loopback port; then a ninth practice
+    registered in the lead's PCN that sends nothing."""
+    home = tmp_path_factory.mktemp("demo-dash") / "demo-home"
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "fedqi-demo"), "--practices", "8", "--groups", "2", "--periods", "4",
+         "--home", str(home), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    try:
+        deadline = time.monotonic() + 600
+        while not any("Serving until Ctrl-C" in ln for ln in lines):
+            assert proc.poll() is None, "".join(lines)[-3000:]
+            assert time.monotonic() < deadline, "".join(lines)[-3000:]
+            time.sleep(0.5)
+        meta = json.loads((home / "demo.json").read_text())
+        users = meta["users"]
+        subprocess.run(
+            [str(BIN / "fedqi-aggregator"), "practice", "add", SILENT, "--name", "Silent Surgery",
+             "--group", users["network_lead"]["group"], "--list-size", "1500", "--imd-decile", "5",
+             "--config", str(home / "aggregator" / "aggregator.toml")],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        first, last = meta["first_period"], meta["last_period"]
+        y, m = map(int, first.split("-"))
+        periods = []
+        while f"{y:04d}-{m:02d}" <= last:
+            periods.append(f"{y:04d}-{m:02d}")
+            y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+        yield Demo(
+            url=f"http://127.0.0.1:{port}",
+            home=home,
+            tokens={role: u["token"] for role, u in users.items()},
+            periods=periods,
+            lead_group=users["network_lead"]["group"],
+            own=users["practice"]["practice"],
+        )
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        reader.join(10)
+
+
+def _signed_in(browser, demo: Demo, role: str):  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    page.goto(f"{demo.url}/dashboard/login")
+    page.fill("#token", demo.tokens[role])
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+    return context, page
+
+
+def _pdf_pages(pdf: bytes) -> int:
+    return len(re.findall(rb"/Type\s*/Page[^s]", pdf))
+
+
+@pytest.mark.parametrize("which", ["first", "last"])
+def test_the_practice_pack_prints_on_one_a4_page(browser, demo: Demo, which: str) -> None:  # type: ignore[no-untyped-def]
+    """The demo's pack, in its first month (nothing earlier to compare with) and its last."""
+    period = demo.periods[0] if which == "first" else demo.periods[-1]
+    context, page = _signed_in(browser, demo, "practice")
+    r = page.goto(f"{demo.url}/dashboard/practices/{demo.own}/pack?period={period}")
+    assert r is not None and r.status == 200
+    page.emulate_media(media="print")
+    pdf = page.pdf(format="A4", print_background=True, prefer_css_page_size=True)
+    assert _pdf_pages(pdf) == 1, f"the pack for {period} prints on {_pdf_pages(pdf)} pages"
+    context.close()
