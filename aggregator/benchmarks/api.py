@@ -15,7 +15,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Response
@@ -27,6 +27,7 @@ from ..log import service as log_service
 from ..runtime import Runtime, get_runtime
 from ..users.auth import current_user, require_roles
 from . import service
+from .csv_rows import COLUMNS as CSV_COLUMNS
 from .csv_rows import funnel_csv_rows, overview_csv_rows, practice_csv_rows, trend_csv_rows
 from .fhir import measure_report as build_measure_report
 from .funnel import funnel_json, funnel_view
@@ -150,9 +151,15 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
-def csv_response(rows: Iterable[dict[str, Any]], filename: str) -> Response:
+def csv_response(
+    rows: Iterable[dict[str, Any]], filename: str, columns: Sequence[str] | None = None
+) -> Response:
+    """A CSV download; with ``columns``, the header row is written even when there is no row."""
     buf = io.StringIO()
     writer: csv.DictWriter[str] | None = None
+    if columns is not None:
+        writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
     for row in rows:
         if writer is None:
             writer = csv.DictWriter(buf, fieldnames=list(row), lineterminator="\n")
@@ -184,7 +191,9 @@ View = TypeVar("View", bound=Mapping[str, object])
 def _answer(
     view: View, fmt: str, rows: Callable[[View], Iterable[dict[str, Any]]], filename: str
 ) -> Response:
-    return csv_response(rows(view), filename) if fmt == "csv" else json_response(view)
+    if fmt == "csv":
+        return csv_response(rows(view), filename, CSV_COLUMNS[rows])
+    return json_response(view)
 
 
 @router.get("")

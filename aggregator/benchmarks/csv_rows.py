@@ -3,7 +3,7 @@ the dashboard's ``format=csv`` downloads)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .funnel import FunnelView
@@ -67,3 +67,80 @@ def overview_csv_rows(view: OverviewView) -> Iterable[Row]:
             yield {"practice": p["id"], "name": p["name"], "area": ind["area"], "indicator": ind["indicator"],
                    "title": ind["title"], "period_end": view["period"]["end"],
                    "rate": c.get("rate"), "band": c.get("band"), "status": c.get("status")}  # fmt: skip
+
+
+#: Each view's CSV columns, in order: the header row is written even when there is no row.
+COLUMNS: dict[Callable[..., Iterable[Row]], tuple[str, ...]] = {
+    funnel_csv_rows: (
+        "indicator",
+        "period_end",
+        "peer_group",
+        "practice",
+        "name",
+        "identified",
+        "numerator",
+        "numerator_status",
+        "denominator",
+        "denominator_status",
+        "size_band",
+        "status",
+        "rate",
+        "ci95_low",
+        "ci95_high",
+        "ci998_low",
+        "ci998_high",
+        "approximate",
+        "z",
+        "band",
+        "limit_low_95",
+        "limit_high_95",
+        "limit_low_998",
+        "limit_high_998",
+        "method",
+        "pooled",
+        "abc",
+        "note",
+    ),
+    practice_csv_rows: (
+        "practice",
+        "period_end",
+        "indicator",
+        "title",
+        "numerator",
+        "numerator_status",
+        "denominator",
+        "denominator_status",
+        "status",
+        "rate",
+        "ci95_low",
+        "ci95_high",
+        "band",
+        "pooled",
+        "abc",
+        "gap_to_abc",
+        "could_gain",
+        "register",
+        "area",
+        "note",
+    ),
+    trend_csv_rows: (
+        "series",
+        "period_end",
+        "numerator",
+        "denominator",
+        "rate",
+        "status",
+        "indicator_version",
+    ),
+    overview_csv_rows: (
+        "practice",
+        "name",
+        "area",
+        "indicator",
+        "title",
+        "period_end",
+        "rate",
+        "band",
+        "status",
+    ),
+}

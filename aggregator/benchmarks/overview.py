@@ -14,6 +14,7 @@ from .figures import among_practices, few_peers, pool_coarse, pooled_as_shown
 from .funnel import funnel_data
 from .listing import Period, indicator_titles, period_of, resolve
 from .peers import PeerGroupRef, resolve_group
+from .silent import not_submitted
 from .viewer import PracticeLabel, Viewer
 
 #: The fields of a practice's entry an overview cell keeps.
@@ -41,13 +42,16 @@ class OverviewView(TypedDict):
     indicators: list[OverviewColumn]
     areas: list[dict[str, Any]]  # areas.group_by_area of the indicators
     practices: list[OverviewRow]
+    #: the practices the viewer may identify that sent nothing for the period (silent.py)
+    not_submitted: list[PracticeLabel]
 
 
 def overview_view(session: Session, viewer: Viewer, period: str | None = None, peer: str | None = None,
                   group: str | None = None) -> OverviewView:  # fmt: skip
     """Each identified practice's funnel band on every indicator at one period (a network
     lead's grid; a practice user gets its own row), with the indicators also grouped by
-    clinical area (``areas``: areas.py)."""
+    clinical area (``areas``: areas.py), and the identified practices that sent nothing for
+    the period (``not_submitted``)."""
     start, end = resolve(session, period)
     pg = resolve_group(viewer, peer, group)
     titles = indicator_titles(session)
@@ -105,4 +109,5 @@ def overview_view(session: Session, viewer: Viewer, period: str | None = None, p
         "indicators": cols,
         "areas": areas.group_by_area(cols),
         "practices": rows,
+        "not_submitted": not_submitted(session, viewer, end.isoformat())["practices"],
     }

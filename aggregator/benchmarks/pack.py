@@ -109,7 +109,9 @@ def practice_pack(
             then_period["label"] if then_period else None,
             measures,
             registers,
+            submitted=view["submitted"],
         ),
+        "submitted": view["submitted"],
         "formula": gain.FORMULA,
     }
 
@@ -120,10 +122,18 @@ def narrative(
     then: str | None,
     measures: list[dict[str, Any]],
     registers: list[dict[str, Any]],
+    submitted: bool = True,
 ) -> list[str]:
     """A few plain sentences, each written from the pack's numbers."""
     out: list[str] = []
     shown = [m for m in measures if m.get("rate") is not None]
+    if not submitted:
+        out.append(
+            f"{name} has not submitted for {label}: nothing it sent for this month is stored. "
+            f"To send it, run `fedqi-agent submit --period {label}` on the practice's machine "
+            "(or let its scheduled `fedqi-agent run` send every month due)."
+        )
+        return out
     if not shown:
         out.append(
             f"{name} has no indicator value to report for {label}: every figure is suppressed by "

@@ -30,6 +30,8 @@ class PracticeView(TypedDict):
     #: register flag, the network's pooled rate, ABC, median and method, the gap to the ABC,
     #: the patients who could gain and, with history, its trend and changes)
     indicators: list[Entry]
+    #: whether the practice sent anything for the period (else every indicator is absent)
+    submitted: bool
 
 
 def practice_view(
@@ -116,7 +118,13 @@ def practice_view(
         "list_size": p.list_size,
         "imd_decile": p.imd_decile,
     }
-    return {"practice": header, "period": period_of(start, end), "indicators": items}
+    submitted = any(r.period_end == end for r in rows)
+    return {
+        "practice": header,
+        "period": period_of(start, end),
+        "indicators": items,
+        "submitted": submitted,
+    }
 
 
 def gain_order(item: Entry) -> tuple[Any, ...]:

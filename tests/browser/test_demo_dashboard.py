@@ -64,6 +64,13 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
              "--config", str(home / "aggregator" / "aggregator.toml")],
             check=True, capture_output=True,
         )  # fmt: skip
+        added = subprocess.run(
+            [str(BIN / "fedqi-aggregator"), "user", "add", "Silent user", "--role", "practice",
+             "--practice", SILENT, "--json", "--config", str(home / "aggregator" / "aggregator.toml")],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        tokens = {role: u["token"] for role, u in users.items()}
+        tokens["silent"] = json.loads(added.stdout)["token"]
         first, last = meta["first_period"], meta["last_period"]
         y, m = map(int, first.split("-"))
         periods = []
@@ -73,7 +80,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         yield Demo(
             url=f"http://127.0.0.1:{port}",
             home=home,
-            tokens={role: u["token"] for role, u in users.items()},
+            tokens=tokens,
             periods=periods,
             lead_group=users["network_lead"]["group"],
             own=users["practice"]["practice"],
@@ -113,4 +120,55 @@ def test_the_practice_pack_prints_on_one_a4_page(browser, demo: Demo, which: str
     page.emulate_media(media="print")
     pdf = page.pdf(format="A4", print_background=True, prefer_css_page_size=True)
     assert _pdf_pages(pdf) == 1, f"the pack for {period} prints on {_pdf_pages(pdf)} pages"
+    context.close()
+
+
+def test_a_registered_practice_that_sent_nothing_is_listed_for_lead_and_admin(
+    browser, demo: Demo
+) -> None:  # type: ignore[no-untyped-def]
+    last = demo.periods[-1]
+    for role in ("network_lead", "admin"):
+        context, page = _signed_in(browser, demo, role)
+        r = page.goto(f"{demo.url}/dashboard/overview")
+        assert r is not None and r.status == 200
+        box = page.locator("#not-submitted")
+        assert f"Not submitted for {last}: 1 practice" in box.inner_text()
+        assert "Silent Surgery" in box.inner_text()
+        assert box.locator(f'a[href^="/dashboard/practices/{SILENT}"]').count() == 1
+        page.goto(f"{demo.url}/dashboard/indicators/HYP_BP_U80")
+        note = page.locator("#not-submitted").inner_text()
+        assert f"1 of the 9 registered practices in the network sent nothing for {last}" in note
+        assert "Silent Surgery" in note
+        context.close()
+
+
+def test_a_practice_is_told_how_many_sent_nothing_but_not_who(browser, demo: Demo) -> None:  # type: ignore[no-untyped-def]
+    context, page = _signed_in(browser, demo, "practice")
+    page.goto(f"{demo.url}/dashboard/indicators/HYP_BP_U80")
+    note = page.locator("#not-submitted").inner_text()
+    assert "1 of the 9 registered practices in the network sent nothing" in note
+    html = page.content()
+    assert "Silent Surgery" not in html and SILENT not in html
+    context.close()
+
+
+def test_a_practice_that_sent_nothing_is_told_so_and_what_to_do(browser, demo: Demo) -> None:  # type: ignore[no-untyped-def]
+    last = demo.periods[-1]
+    context, page = _signed_in(browser, demo, "silent")
+    assert page.url.endswith(f"/dashboard/practices/{SILENT}")
+    text = page.locator("main").inner_text()
+    assert f"Silent Surgery has not submitted for {last}" in text
+    assert f"fedqi-agent submit --period {last}" in text
+    assert "No indicator for this period." not in text
+    r = page.goto(f"{demo.url}/dashboard/practices/{SILENT}/pack")
+    assert r is not None and r.status == 200
+    assert f"has not submitted for {last}" in page.locator("main").inner_text()
+    # the CSV download still has its header row
+    csv = page.request.get(f"{demo.url}/dashboard/practices/{SILENT}/summary.csv")
+    assert csv.status == 200
+    assert csv.text().splitlines() == [
+        "practice,period_end,indicator,title,numerator,numerator_status,denominator,"
+        "denominator_status,status,rate,ci95_low,ci95_high,band,pooled,abc,gap_to_abc,"
+        "could_gain,register,area,note"
+    ]
     context.close()

@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 
 from ...benchmarks import gain, pack, service
 from ...benchmarks.api import ODS, check_indicator, csv_response
+from ...benchmarks.csv_rows import COLUMNS as CSV_COLUMNS
 from ...benchmarks.csv_rows import (
     funnel_csv_rows,
     overview_csv_rows,
@@ -38,6 +39,7 @@ from ...benchmarks.funnel import empty_funnel_view, funnel_view
 from ...benchmarks.listing import catalogue_listing, period_of
 from ...benchmarks.overview import overview_view
 from ...benchmarks.practice import gain_order, practice_view
+from ...benchmarks.silent import not_submitted
 from ...benchmarks.trend import empty_trend_view, trend_view
 from ...benchmarks.viewer import Viewer
 from ...db.models import PracticeKey, User
@@ -251,7 +253,11 @@ async def overview_csv(request: Request, period: str | None = None, pg: str | No
     def make(u: User) -> Response:
         peer, group = _split_pg(pg)
         view = _read(runtime, u, overview_view, period, peer, group)
-        return csv_response(overview_csv_rows(view), f"overview-{view['period']['end']}.csv")
+        return csv_response(
+            overview_csv_rows(view),
+            f"overview-{view['period']['end']}.csv",
+            CSV_COLUMNS[overview_csv_rows],
+        )
 
     return await run_in_threadpool(_download, request, user, make)
 
@@ -304,7 +310,8 @@ def _indicator_ctx(
         if exc.code not in NO_DATA_CODES:
             raise
         trend = _read(runtime, u, empty_trend_view, indicator, anchor, f["peer"], f["group"])
-    return {"view": view, "trend": trend, **f}
+    silent = _read(runtime, u, not_submitted, view["period"]["end"], f["peer"], f["group"])
+    return {"view": view, "trend": trend, "not_submitted": silent, **f}
 
 
 def _trend_chart(ctx: dict[str, Any]) -> str:
@@ -380,7 +387,9 @@ async def funnel_csv(request: Request, indicator: str, period: str | None = None
     def make(u: User) -> Response:
         ctx = _indicator_ctx(runtime, u, indicator, period, pg, None)
         return csv_response(
-            funnel_csv_rows(ctx["view"]), f"{indicator}-{ctx['view']['period']['end']}.csv"
+            funnel_csv_rows(ctx["view"]),
+            f"{indicator}-{ctx['view']['period']['end']}.csv",
+            CSV_COLUMNS[funnel_csv_rows],
         )
 
     return await run_in_threadpool(_download, request, user, make)
@@ -392,7 +401,9 @@ async def trend_csv(request: Request, indicator: str, period: str | None = None,
                     runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
     def make(u: User) -> Response:
         ctx = _indicator_ctx(runtime, u, indicator, period, pg, _checked_practice(practice))
-        return csv_response(trend_csv_rows(ctx["trend"]), f"{indicator}-trend.csv")
+        return csv_response(
+            trend_csv_rows(ctx["trend"]), f"{indicator}-trend.csv", CSV_COLUMNS[trend_csv_rows]
+        )
 
     return await run_in_threadpool(_download, request, user, make)
 
@@ -500,7 +511,11 @@ async def practice_csv(request: Request, ods: str, period: str | None = None, us
                        runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
     def make(u: User) -> Response:
         view = _read(runtime, u, practice_view, _checked_practice(ods), period, False)
-        return csv_response(practice_csv_rows(view), f"{ods}-{view['period']['end']}.csv")
+        return csv_response(
+            practice_csv_rows(view),
+            f"{ods}-{view['period']['end']}.csv",
+            CSV_COLUMNS[practice_csv_rows],
+        )
 
     return await run_in_threadpool(_download, request, user, make)
 
