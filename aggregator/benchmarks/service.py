@@ -661,7 +661,7 @@ def resolve_period(
     for start, end in known:
         if text in (end.isoformat(), end.isoformat()[:7], f"{start.isoformat()}/{end.isoformat()}"):
             return start, end
-    if not _PERIOD_TEXT.fullmatch(text):
+    if not _PERIOD_TEXT.fullmatch(text) or not _real_dates(text):
         raise PeriodSyntaxError(
             f"period {text!r} is not a month (YYYY-MM), a period end (YYYY-MM-DD) or "
             f"START/END (known: {_listed(known)})"
@@ -676,9 +676,26 @@ class PeriodSyntaxError(ValueError):
 _PERIOD_TEXT = re.compile(r"\d{4}-\d{2}(-\d{2}(/\d{4}-\d{2}-\d{2})?)?")
 
 
+def _real_dates(text: str) -> bool:
+    """Whether the dates of a period's text exist (``2026-13`` and ``2026-02-30`` do not)."""
+    try:
+        for part in text.split("/"):
+            dt.date.fromisoformat(part if len(part) > 7 else f"{part}-01")
+    except ValueError:
+        return False
+    return True
+
+
+def _label(start: dt.date, end: dt.date) -> str:
+    """A period as the dashboard names it: ``2026-01`` for a calendar month, else START/END."""
+    month = start.day == 1 and (end + dt.timedelta(days=1)).day == 1 and start.month == end.month
+    return end.isoformat()[:7] if month else f"{start.isoformat()}/{end.isoformat()}"
+
+
 def _listed(known: Sequence[tuple[dt.date, dt.date]]) -> str:
-    """The known periods' ends: every one up to 24, else the first and last three and how many."""
-    ends = [e.isoformat() for _, e in known]
+    """The known periods as the dashboard names them (``2026-01`` for a month): every one up to
+    24, else the first and last three and how many."""
+    ends = [_label(s, e) for s, e in known]
     if len(ends) <= 24:
         return ", ".join(ends)
     return f"{', '.join(ends[:3])}, ... {', '.join(ends[-3:])} ({len(ends)} periods)"

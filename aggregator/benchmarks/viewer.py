@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..db.models import Practice, User
-from ..errors import ForbiddenError
+from ..errors import ForbiddenError, NotFoundError
 from ..users.service import ROLE_NOUNS, can_read_practice, shows_individually
 from . import stats
 
@@ -154,6 +154,12 @@ class Viewer:
 
     def require(self, ods: str) -> PracticeInfo:
         p = self.practices.get(ods)
+        if p is None and self.user.role == "admin":
+            # an admin may see every practice, so "no such practice" tells them nothing new
+            raise NotFoundError(
+                f"practice {ods}: unknown practice (none is registered with that ODS code)",
+                code="unknown-practice",
+            )
         if p is None or not can_read_practice(self.user, p):  # type: ignore[arg-type]
             # The same answer whether or not the practice exists: no probing for ODS codes.
             raise ForbiddenError(

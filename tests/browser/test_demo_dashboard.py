@@ -172,3 +172,27 @@ def test_a_practice_that_sent_nothing_is_told_so_and_what_to_do(browser, demo: D
         "could_gain,register,area,note"
     ]
     context.close()
+
+
+def test_error_pages_say_what_is_wrong_in_the_urls_own_terms(browser, demo: Demo) -> None:  # type: ignore[no-untyped-def]
+    context, page = _signed_in(browser, demo, "admin")
+
+    def shown(path: str) -> tuple[int, str]:
+        r = page.goto(f"{demo.url}{path}")
+        assert r is not None
+        return r.status, page.locator("main").inner_text()
+
+    status, text = shown("/dashboard/overview?period=2026-13")
+    assert status == 400 and "'2026-13' is not a month (YYYY-MM)" in text
+    # a period the network does not have: the known ones as the dashboard names them
+    status, text = shown("/dashboard/overview?period=2001-01")
+    assert status == 404 and f"known: {', '.join(demo.periods)}" in text
+    status, text = shown("/dashboard/overview?pg=Nope")
+    assert status == 400 and "pg='Nope'" in text and "peer=" not in text
+    status, text = shown("/dashboard/practices/Z99999")
+    assert status == 404 and "unknown practice" in text
+    context.close()
+    # a lead is told the same for a practice that does not exist as for one of another PCN
+    context, page = _signed_in(browser, demo, "network_lead")
+    assert shown("/dashboard/practices/Z99999")[0] == 403
+    context.close()

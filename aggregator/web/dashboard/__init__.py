@@ -40,6 +40,7 @@ from ...benchmarks.listing import catalogue_listing, period_of
 from ...benchmarks.overview import overview_view
 from ...benchmarks.practice import gain_order, practice_view
 from ...benchmarks.silent import not_submitted
+from ...benchmarks.stats import PEER_DIMENSIONS
 from ...benchmarks.trend import empty_trend_view, trend_view
 from ...benchmarks.viewer import Viewer
 from ...db.models import PracticeKey, User
@@ -153,6 +154,13 @@ def _split_pg(pg: str | None) -> tuple[str | None, str | None]:
     if not pg:
         return None, None
     peer, _, group = pg.partition("|")
+    if peer not in PEER_DIMENSIONS:
+        # the dashboard's URLs say pg=<dimension>|<group>: name that, not the API's peer=
+        raise BadRequestError(
+            f"pg={pg!r}: peers are one of {', '.join(PEER_DIMENSIONS)}, as pg=<peers>|<group> "
+            "(pg=network for the whole network)",
+            code="bad-peer",
+        )
     return peer or None, (group if group and peer != "network" else None)
 
 
