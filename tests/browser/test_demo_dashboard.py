@@ -196,3 +196,28 @@ def test_error_pages_say_what_is_wrong_in_the_urls_own_terms(browser, demo: Demo
     context, page = _signed_in(browser, demo, "network_lead")
     assert shown("/dashboard/practices/Z99999")[0] == 403
     context.close()
+
+
+def test_the_ig_officer_can_reach_the_practices_benchmark_pages(browser, demo: Demo) -> None:  # type: ignore[no-untyped-def]
+    context, page = _signed_in(browser, demo, "ig_officer")
+    nav = page.locator("header.top nav")
+    for href in (f"/dashboard/practices/{demo.own}", f"/dashboard/practices/{demo.own}/pack"):
+        link = nav.locator(f'a[href="{href}"]')
+        assert link.count() == 1, href
+        link.click()
+        page.wait_for_load_state()
+        assert page.url.endswith(href)
+        assert page.locator("main .error").count() == 0
+    context.close()
+
+
+def test_a_peers_approximate_rate_says_how_it_was_worked_out(browser, demo: Demo) -> None:  # type: ignore[no-untyped-def]
+    context, page = _signed_in(browser, demo, "network_lead")
+    page.goto(f"{demo.url}/dashboard/indicators/DM_HBA1C?period={demo.periods[0]}")
+    marks = page.locator('main table abbr:text-is("≈")')
+    assert marks.count() > 0
+    titles = set(marks.evaluate_all("els => els.map(e => e.title)"))
+    assert titles == {
+        "counts rounded to 5 for peers; the rate is from the exact counts, to whole points"
+    }
+    context.close()
