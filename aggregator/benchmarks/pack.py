@@ -199,7 +199,8 @@ def narrative(
         ]
         brk = [m for m in changed if m["change"]["version_break"]]
         text = (
-            f"Since {then}: {len(up)} indicator(s) rose and {len(down)} fell beyond chance"
+            f"Since {then}: {len(up)} {'indicator' if len(up) == 1 else 'indicators'} rose and "
+            f"{len(down)} fell beyond chance"
             f" (two-proportion test, 5%); {len(changed) - len(up) - len(down) - len(brk)} did not change beyond chance"
         )
         if brk:

@@ -110,7 +110,7 @@ def test_narrative_is_written_from_the_numbers() -> None:
     assert "would mean 73 more patients meeting the standard" in text
     assert "the most on A title (40 patients" in text
     assert "at or above the benchmark on 1 of them" in text
-    assert "Since 2026-06: 1 indicator(s) rose and 1 fell beyond chance" in text
+    assert "Since 2026-06: 1 indicator rose and 1 fell beyond chance" in text
     assert (
         "1 did not change beyond chance" in text
         and "2 had no rate in one of the two periods" in text
