@@ -78,16 +78,21 @@ def resolve_group(
         elif base is not None and base in groups:
             group = groups[base]
         if group is None:
-            raise BadRequestError(f"peer={dim}: name the group with group=...", code="bad-peer")
+            raise BadRequestError(
+                f"{dim} peers: name the group (group=... in the API, pg={dim}|<group> in the "
+                "dashboard)",
+                code="bad-peer",
+            )
     codes = {c for c in groups.values() if c is not None}
     code = next((c for c in sorted(codes) if _match_group(dim, group, c)), None)
     if code is None:
         raise NotFoundError(
-            f"peer={dim} group={group!r}: no such peer group", code="unknown-peer-group"
+            f"the {dim} peer group {group!r}: no such peer group", code="unknown-peer-group"
         )
     if own is not None and own in groups and groups[own] != code:
         raise ForbiddenError(
-            f"peer={dim} group={group!r}: a {viewer.user.role} user sees only its own peer groups",
+            f"the {dim} peer group {group!r}: a {viewer.user.role} user sees only its own peer "
+            "groups",
             code="peer-forbidden",
         )
     members = frozenset(ods for ods, c in groups.items() if c == code)

@@ -196,6 +196,10 @@ def test_error_pages_say_what_is_wrong_in_the_urls_own_terms(browser, demo: Demo
     assert status == 404 and f"known: {', '.join(demo.periods)}" in text
     status, text = shown("/dashboard/overview?pg=Nope")
     assert status == 400 and "pg='Nope'" in text and "peer=" not in text
+    # a group the network does not have: named in neither the API's nor the dashboard's syntax
+    status, text = shown("/dashboard/overview?pg=pcn|Nope")
+    assert status == 404 and "the pcn peer group 'Nope': no such peer group" in text
+    assert "peer=" not in text
     status, text = shown("/dashboard/practices/Z99999")
     assert status == 404 and "unknown practice" in text
     context.close()
