@@ -27,7 +27,7 @@ from agent.outbound.release import (
     parse_period,
     practice_guard,
 )
-from agent.outbound.suppression import suppression_reasons
+from agent.outbound.suppression import beyond_policy, suppression_reasons
 from agent.periods import require_ended
 
 from ._cells import (
@@ -145,10 +145,14 @@ def preview(
             f"shows what): this is what a correction (`fedqi-agent submit --period {p.label} "
             "--correction REASON`) would send, its suppressed counts kept suppressed."
         )
-    if guarded.withheld:
+    # Only what the guard adds to disclosure control's own suppression (a correction's guard
+    # keeps the earlier version's suppressed counts, most of them suppressed anyway).
+    extra = beyond_policy(raw, sub.cells, policy) if guarded.withheld else set()
+    if extra:
         out.print(
-            f"The disclosure guard withholds {len(guarded.withheld)} more count(s), which linked "
-            "tables or this practice's earlier releases would narrow (--all shows which)."
+            f"The disclosure guard withholds {len(extra)} more count(s), which linked "
+            "tables or this practice's earlier releases would narrow, or which protect those "
+            "(--all shows which)."
         )
     if guarded.held_reason:
         out.print(

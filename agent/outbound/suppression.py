@@ -13,7 +13,13 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 from protocol.catalogue import DisclosurePolicy
-from protocol.disclosure import COUNT_KINDS, RawCell, Withheld, suppression_threshold
+from protocol.disclosure import (
+    COUNT_KINDS,
+    RawCell,
+    Withheld,
+    apply_policy,
+    suppression_threshold,
+)
 from protocol.submission import Cell
 
 SMALL_COUNT = "small_count"
@@ -37,21 +43,64 @@ def suppression_reasons(
     guarded: Collection[Withheld] = (),
 ) -> Reasons:
     """The reason for every suppressed count of ``cells`` (released from ``raw``); ``guarded``:
-    the counts the disclosure guard withheld beyond the policy's own."""
+    the counts the disclosure guard chose to withhold. A count disclosure control suppresses
+    on its own (``apply_policy`` without the guard) keeps that reason, whatever the guard did:
+    ``small_count`` when the rule that applies to it suppresses its value (for a whole-practice
+    denominator or numerator, also when the practice's denominator is small under the
+    stratified rule: ``suppress_small_totals``), else ``secondary``. Of the rest, a count the
+    guard withheld is ``guarded`` and one suppressed to protect it ``secondary``."""
     exact = {r.key: r for r in raw}
+    with_strata = {r.indicator for r in raw if r.stratum != ("all", "all")}
+    own = {
+        (*c.key, kind)
+        for c in (apply_policy(raw, policy) if guarded else cells)
+        for kind in COUNT_KINDS
+        if getattr(c, kind).status == "suppressed"
+    }
     stratified = suppression_threshold(policy.stratified)
     reasons: Reasons = {}
     for cell in cells:
-        rule = policy.totals if cell.stratum.is_total else policy.stratified
-        # A total over a group this small is suppressed by the stratified rule whatever its
-        # own threshold (protocol.disclosure: suppress_small_totals): still a small count.
-        limit = max(suppression_threshold(rule), stratified if cell.stratum.is_total else 0)
+        total = cell.stratum.is_total
+        rule = policy.totals if total else policy.stratified
+        rc = exact[cell.key]
         for kind in COUNT_KINDS:
             if getattr(cell, kind).status != "suppressed":
                 continue
-            value = exact[cell.key].count(kind)
-            if (cell.indicator, (cell.stratum.age_band, cell.stratum.sex), kind) in guarded:
-                reasons[(*cell.key, kind)] = GUARDED
-            else:
-                reasons[(*cell.key, kind)] = SMALL_COUNT if 1 <= value <= limit else SECONDARY
+            key = (*cell.key, kind)
+            if key not in own:
+                stratum = (cell.stratum.age_band, cell.stratum.sex)
+                reasons[key] = GUARDED if (cell.indicator, stratum, kind) in guarded else SECONDARY
+                continue
+            value = rc.count(kind)
+            small = 1 <= value <= suppression_threshold(rule)
+            # A total over a group this small is suppressed by the stratified rule whatever its
+            # own threshold (protocol.disclosure: suppress_small_totals); not the exclusions.
+            small_group = (
+                total
+                and kind != "exclusions"
+                and policy.secondary_suppression
+                and cell.indicator in with_strata
+                and 1 <= rc.denominator <= stratified
+            )
+            reasons[key] = SMALL_COUNT if value >= 1 and (small or small_group) else SECONDARY
     return reasons
+
+
+def beyond_policy(
+    raw: Sequence[RawCell], cells: Sequence[Cell], policy: DisclosurePolicy
+) -> set[tuple[str, str, str, str]]:
+    """The suppressed counts of ``cells`` that disclosure control alone (``apply_policy``)
+    releases: what the disclosure guard withheld, and what it made secondary suppression
+    withhold, beyond the policy's own suppression."""
+    own = {
+        (*c.key, kind)
+        for c in apply_policy(raw, policy)
+        for kind in COUNT_KINDS
+        if getattr(c, kind).status == "suppressed"
+    }
+    return {
+        (*c.key, kind)
+        for c in cells
+        for kind in COUNT_KINDS
+        if getattr(c, kind).status == "suppressed" and (*c.key, kind) not in own
+    }

@@ -6,7 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.library import load_default_catalogue
-from agent.outbound.suppression import SECONDARY, SMALL_COUNT, suppression_reasons
+from agent.outbound.suppression import (
+    GUARDED,
+    SECONDARY,
+    SMALL_COUNT,
+    beyond_policy,
+    suppression_reasons,
+)
 from protocol.disclosure import RawCell, apply_policy
 
 SCREEN = 50  # lines: the summary must fit one screen
@@ -121,6 +127,62 @@ def test_suppression_reasons_name_the_rule() -> None:
         ("DM_REG", "40-59", "all", "denominator"): SMALL_COUNT,
         ("DM_REG", "60-79", "all", "denominator"): SECONDARY,
     }
+
+
+def test_suppression_reasons_keep_the_policy_reason_for_counts_the_guard_also_withholds() -> None:
+    """A correction's guard keeps the earlier version's suppressed counts: those disclosure
+    control suppresses anyway keep their own reason, and only what the guard adds beyond the
+    policy is the guard's (and counted as such)."""
+    policy = load_default_catalogue().disclosure
+    raw = [
+        RawCell("DM_REG", "all", "all", 60, 0, 0),
+        RawCell("DM_REG", "40-59", "all", 3, 0, 0),
+        RawCell("DM_REG", "60-79", "all", 57, 0, 0),
+    ]
+    sticky = [("DM_REG", ("40-59", "all"), "denominator")]
+    cells = apply_policy(raw, policy, withhold=sticky)
+    reasons = suppression_reasons(raw, cells, policy, sticky)  # type: ignore[arg-type]
+    assert reasons == {
+        ("DM_REG", "40-59", "all", "denominator"): SMALL_COUNT,
+        ("DM_REG", "60-79", "all", "denominator"): SECONDARY,
+    }
+    assert beyond_policy(raw, cells, policy) == set()
+    # A count the policy releases (20) withheld by the guard, and its complement with it.
+    raw = [
+        RawCell("DM_REG", "all", "all", 60, 0, 0),
+        RawCell("DM_REG", "40-59", "all", 20, 0, 0),
+        RawCell("DM_REG", "60-79", "all", 40, 0, 0),
+    ]
+    withheld = [("DM_REG", ("40-59", "all"), "denominator")]
+    cells = apply_policy(raw, policy, withhold=withheld)
+    reasons = suppression_reasons(raw, cells, policy, withheld)  # type: ignore[arg-type]
+    assert reasons == {
+        ("DM_REG", "40-59", "all", "denominator"): GUARDED,
+        ("DM_REG", "60-79", "all", "denominator"): SECONDARY,
+    }
+    assert beyond_policy(raw, cells, policy) == set(reasons)
+
+
+def test_a_suppressed_total_is_small_only_under_the_rule_that_suppressed_it() -> None:
+    """Totals keep the totals rule (exact here): an exclusions total of 2 over strata of 1 and
+    1 is suppressed to protect them, not as a small count; a denominator total over a group
+    that small is small (suppress_small_totals), a numerator total of 2 over a large group is
+    not."""
+    policy = load_default_catalogue().disclosure
+    assert policy.totals.suppress_at_or_below == 0
+    raw = [
+        RawCell("AST_REVIEW", "all", "all", 100, 2, 2),
+        RawCell("AST_REVIEW", "40-59", "all", 50, 1, 1),
+        RawCell("AST_REVIEW", "60-79", "all", 50, 1, 1),
+        RawCell("DM_REG", "all", "all", 5, 0, 0),
+        RawCell("DM_REG", "40-59", "all", 2, 0, 0),
+        RawCell("DM_REG", "60-79", "all", 3, 0, 0),
+    ]
+    reasons = suppression_reasons(raw, apply_policy(raw, policy), policy)
+    assert reasons[("AST_REVIEW", "all", "all", "exclusions")] == SECONDARY
+    assert reasons[("AST_REVIEW", "all", "all", "numerator")] == SECONDARY
+    assert reasons[("AST_REVIEW", "40-59", "all", "exclusions")] == SMALL_COUNT
+    assert reasons[("DM_REG", "all", "all", "denominator")] == SMALL_COUNT
 
 
 def test_columns_align_every_row_and_trim_trailing_blanks() -> None:
