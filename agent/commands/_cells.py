@@ -3,6 +3,7 @@ chosen with ``--indicator`` / ``--stratum``, every cell with ``--all``."""
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Sequence
 from typing import Annotated
@@ -10,10 +11,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from agent.errors import AgentUserError
-from agent.outbound.release import count_short, count_words, stratum_words
+from agent.errors import AgentError, AgentUserError
+from agent.home.catalogue_cache import load_catalogue
+from agent.home.settings import AgentSettings
+from agent.outbound.release import cell_words, count_short, payload_policy
 from agent.outbound.suppression import REASON_WORDS, Reasons
-from protocol.catalogue import Catalogue
+from protocol.catalogue import Catalogue, DisclosurePolicy
 from protocol.submission import Cell, Submission
 
 IndicatorFilter = Annotated[
@@ -140,13 +143,19 @@ def status_line(sub: Submission) -> str:
     )
 
 
-def cell_lines(cells: Sequence[Cell]) -> list[str]:
+def cell_lines(cells: Sequence[Cell], policy: DisclosurePolicy | None = None) -> list[str]:
     """Each cell in plain words (as ``describe_submission`` words them)."""
-    return [
-        f"{c.indicator} {stratum_words(c)}: denominator {count_words(c.denominator)}; "
-        f"numerator {count_words(c.numerator)}; exclusions {count_words(c.exclusions)}"
-        for c in cells
-    ]
+    return [cell_words(c, policy) for c in cells]
+
+
+def signed_policy(settings: AgentSettings, sub: Submission) -> DisclosurePolicy | None:
+    """The disclosure policy a stored payload was released under: the practice's own or the
+    network's, whichever its provenance hash names; None if neither (a catalogue since
+    changed), when the words say only what the payload itself tells."""
+    candidates = [settings.disclosure]
+    with contextlib.suppress(AgentError):
+        candidates.append(load_catalogue(settings).disclosure)
+    return payload_policy(sub, candidates)
 
 
 HINT = (

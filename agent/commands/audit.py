@@ -23,6 +23,7 @@ from agent.outbound.audit import (
 from agent.outbound.outbox import Message, Outbox
 from agent.outbound.release import describe_submission, payload_of
 from agent.outbound.transport import AggregatorClient, CertificateError, RefusedError
+from protocol.catalogue import DisclosurePolicy
 from protocol.envelope import Envelope
 from protocol.submission import Enrol, Rotate
 
@@ -33,6 +34,7 @@ from ._cells import (
     StratumFilter,
     cell_lines,
     select_cells,
+    signed_policy,
     summary_table,
 )
 from ._common import (
@@ -59,11 +61,12 @@ def _when(epoch: int) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def describe_message(m: Message) -> list[str]:
-    """A stored message in plain words."""
+def describe_message(m: Message, policy: DisclosurePolicy | None = None) -> list[str]:
+    """A stored message in plain words (a submission's counts under ``policy``, the one it was
+    released under, when known)."""
     payload = Envelope.from_bytes(m.envelope).payload_bytes()
     if m.kind == "submission":
-        return describe_submission(payload_of(m))
+        return describe_submission(payload_of(m), policy)
     if m.kind == "enrol":
         e = Enrol.from_bytes(payload)
         return [
@@ -186,7 +189,9 @@ def audit_show(
         _write_exactly(m.envelope)
         return
     payload = Envelope.from_bytes(m.envelope).payload_bytes()
-    words = describe_message(m)
+    sub = payload_of(m) if m.kind == "submission" else None
+    policy = signed_policy(settings, sub) if sub is not None else None
+    words = describe_message(m, policy)
     receipt: dict[str, Any] | None = None
     if m.receipt is not None:
         trust = load_trust(settings.home)
@@ -205,25 +210,24 @@ def audit_show(
     if as_json:
         emit_json(info)
         return
+    # A filter that cannot apply is a one-line error before anything is printed.
+    detail = show_all or indicator or stratum
+    if sub is None:
+        if indicator or stratum:
+            raise AgentUserError(f"#{m.id} is a {m.kind} message: it has no cells to filter")
+        detail = True
+    elif detail and not show_all:
+        facts = words[: len(words) - len(sub.cells)]
+        words = facts + cell_lines(select_cells(sub.cells, indicator, stratum), policy)
     out = console()
     out.print(f"[bold]#{m.id}[/bold] {m.kind} {m.period or ''} seq {m.seq} state {m.state}")
     out.print(f"sha256 {m.sha256}")
     for s, t, n in history:
         out.print(f"  {_when(t)} {s} {n}", markup=False)
-    detail = show_all or indicator or stratum
-    if m.kind != "submission":
-        if indicator or stratum:
-            raise AgentUserError(f"#{m.id} is a {m.kind} message: it has no cells to filter")
-        detail = True
-    if detail:
-        sub = payload_of(m) if m.kind == "submission" else None
-        if sub is not None and not show_all:
-            facts = words[: len(words) - len(sub.cells)]
-            words = facts + cell_lines(select_cells(sub.cells, indicator, stratum))
+    if detail or sub is None:
         for line in words:
             out.print(line, markup=False)
     else:
-        sub = payload_of(m)
         for line in words[: len(words) - len(sub.cells)]:
             out.print(line, markup=False)
         out.print(summary_table(sub, "Sent: whole-practice counts per indicator"))

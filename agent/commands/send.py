@@ -27,6 +27,7 @@ from ._cells import (
     StratumFilter,
     cell_lines,
     select_cells,
+    signed_policy,
     summary_table,
 )
 from ._common import (
@@ -178,17 +179,16 @@ def run(
         emit_json([o.to_json() for o in outcomes])
     else:
         # Held months count as submitted, so with release "hold" a run often has nothing new
-        # to do while months wait for approval (and expire after 6 days): say so.
+        # to do while months wait for approval (and expire after 6 days): say so, counting
+        # every held month, those this run held as well.
         with Outbox.open(settings.home) as outbox:
-            reported = {o.message_id for o in outcomes}
             held = outbox.messages(kind="submission", state="held")
-        unreported = [m for m in held if m.id not in reported]
         if not outcomes:
-            console().print("nothing new due" if unreported else "nothing due")
+            console().print("nothing new due" if held else "nothing due")
         for outcome in outcomes:
             _print_outcome(outcome)
-        if unreported:
-            console().print(held_note(unreported, int(time.time())), markup=False)
+        if held:
+            console().print(held_note(held, int(time.time())), markup=False)
     refused = [o for o in outcomes if o.state == "refused"]
     if refused:
         raise typer.Exit(ExitCode.REFUSED)
@@ -256,6 +256,8 @@ def pending(
     settings = settings_for(home)
     with Outbox.open(settings.home) as outbox:
         held = outbox.messages(state="held")
+    subs = [payload_of(m) for m in held]
+    policies = [signed_policy(settings, sub) for sub in subs]
     if as_json:
         emit_json(
             [
@@ -265,19 +267,20 @@ def pending(
                     "seq": m.seq,
                     "sha256": m.sha256,
                     "why_held": m.state_note,
-                    "plain_words": describe_submission(payload_of(m)),
-                    "payload": payload_of(m).model_dump(mode="json", exclude_none=True),
+                    "plain_words": describe_submission(sub, policy),
+                    "payload": sub.model_dump(mode="json", exclude_none=True),
                 }
-                for m in held
+                for m, sub, policy in zip(held, subs, policies, strict=True)
             ]
         )
         return
+    # An unknown --indicator / --stratum is a one-line error before anything is printed.
+    chosen = [select_cells(sub.cells, indicator, stratum) for sub in subs]
     out = console()
     if not held:
         out.print("no submissions are waiting for approval")
-    for m in held:
-        sub = payload_of(m)
-        words = describe_submission(sub)
+    for m, sub, policy, cells in zip(held, subs, policies, chosen, strict=True):
+        words = describe_submission(sub, policy)
         facts = words[: len(words) - len(sub.cells)]
         out.print(f"[bold]#{m.id}[/bold] period {m.period} (sha256 {m.sha256}) would send:")
         if m.state_note:
@@ -285,7 +288,7 @@ def pending(
         if show_all:
             shown = words
         elif indicator or stratum:
-            shown = facts + cell_lines(select_cells(sub.cells, indicator, stratum))
+            shown = facts + cell_lines(cells, policy)
         else:
             shown = facts
         for line in shown:

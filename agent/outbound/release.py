@@ -25,7 +25,7 @@ from agent.outbound.outbox import Message, Outbox
 from agent.periods import last_complete_period, next_period, parse_period
 from protocol import __version__
 from protocol.canonical import sha256_hex
-from protocol.catalogue import Catalogue, CountRule, DisclosurePolicy
+from protocol.catalogue import Catalogue, DisclosurePolicy
 from protocol.disclosure import (
     RawCell,
     apply_policy,
@@ -33,6 +33,7 @@ from protocol.disclosure import (
     check_tightens,
     describe_count,
     policy_sha256,
+    suppression_threshold,
 )
 from protocol.envelope import Envelope, sign_envelope
 from protocol.errors import DisclosureError
@@ -257,9 +258,44 @@ def sign(kind: str, payload: bytes, keys: Sequence[SigningKey]) -> SignedMessage
 # --- plain words ----------------------------------------------------------------------------
 
 
-def count_words(count: Count, rule: CountRule | None = None) -> str:
-    """One released count in plain words (protocol.disclosure's wording)."""
-    return describe_count(count, rule)
+def count_words(
+    count: Count,
+    policy: DisclosurePolicy | None = None,
+    *,
+    total: bool = False,
+    kind: str = "denominator",
+) -> str:
+    """One released count in plain words, from the payload and the policy alone (the local
+    count is not at hand): ``about 25 (rounded to 5)``; a suppressed count with the range the
+    policy suppresses on its own, ``suppressed (1-7 or withheld to protect another count)``.
+    A whole-practice denominator or numerator is suppressed as small under the stratified rule
+    too (protocol.disclosure, ``suppress_small_totals``); an exclusions total keeps the totals
+    rule. Without the policy (``None``: the payload's is not known here) a suppressed count is
+    said to be either, without a range."""
+    if policy is None:
+        if count.status == "suppressed":
+            return "suppressed (a small count, or withheld to protect another count)"
+        return describe_count(count)
+    rule = policy.totals if total else policy.stratified
+    if count.status != "suppressed":
+        return describe_count(count, rule)
+    limit = suppression_threshold(rule)
+    if total and kind != "exclusions" and policy.secondary_suppression:
+        limit = max(limit, suppression_threshold(policy.stratified))
+    if limit == 0:
+        return "suppressed (withheld to protect another count)"
+    return f"suppressed (1-{limit} or withheld to protect another count)"
+
+
+def payload_policy(
+    sub: Submission, candidates: Sequence[DisclosurePolicy | None]
+) -> DisclosurePolicy | None:
+    """The policy among ``candidates`` that ``sub`` was released under (its provenance names
+    it by hash), or None if none of them is."""
+    for policy in candidates:
+        if policy is not None and policy_sha256(policy) == sub.provenance.disclosure_policy:
+            return policy
+    return None
 
 
 def count_short(count: Count) -> str:
@@ -293,12 +329,16 @@ def describe_submission(sub: Submission, policy: DisclosurePolicy | None = None)
     if sub.supersedes:
         lines.append(f"It corrects submission {sub.supersedes} (reason: {sub.reason}).")
     for cell in sub.cells:
-        rule = None
-        if policy is not None:
-            rule = policy.totals if cell.stratum.is_total else policy.stratified
-        lines.append(
-            f"{cell.indicator} {stratum_words(cell)}: denominator "
-            f"{count_words(cell.denominator, rule)}; numerator {count_words(cell.numerator, rule)}; "
-            f"exclusions {count_words(cell.exclusions, rule)}"
-        )
+        lines.append(cell_words(cell, policy))
     return lines
+
+
+def cell_words(cell: Cell, policy: DisclosurePolicy | None = None) -> str:
+    """One cell's counts in plain words (:func:`count_words`)."""
+    total = cell.stratum.is_total
+    return (
+        f"{cell.indicator} {stratum_words(cell)}: denominator "
+        f"{count_words(cell.denominator, policy, total=total, kind='denominator')}; numerator "
+        f"{count_words(cell.numerator, policy, total=total, kind='numerator')}; exclusions "
+        f"{count_words(cell.exclusions, policy, total=total, kind='exclusions')}"
+    )

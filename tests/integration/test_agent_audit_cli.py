@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 from e2e_helpers import Agent, AggregatorServer
 
+from agent.library import load_default_catalogue
 from agent.outbound.outbox import Outbox
+from agent.outbound.release import payload_of
+from protocol.disclosure import suppression_threshold
 from protocol.envelope import Envelope
 from protocol.submission import Receipt
 
@@ -169,11 +172,42 @@ def test_pending_and_audit_show_open_with_a_summary_and_take_filters(
         assert len(cells) == 1 and "DM_REG aged 60-79, female" in cells[0], one
         code, out, err = agent(*command, "--indicator", "NOPE_1")
         assert code == 2 and "--indicator 'NOPE_1': no such indicator" in err, err
+        assert out == "" and len(err.strip().splitlines()) == 1, out  # nothing printed first
         code, out, err = agent(*command, "--stratum", "nope")
         assert code == 2 and "--stratum 'nope'" in err, err
+        assert out == "", out
 
     show = agent.ok("audit", "show", str(m.id))
     assert envelope not in show and envelope in agent.ok("audit", "show", str(m.id), "--all")
+
+
+def test_pending_and_audit_show_word_counts_under_the_policy_they_were_released_under(
+    aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
+) -> None:
+    """The payload and its policy say a suppressed stratified count is 1 to the threshold or
+    protects another count, and how far a rounded count was rounded; never only the latter."""
+    agent = agent_factory(aggregator, release="hold")
+    agent.ok("submit", "--period", "2026-01")
+    with Outbox.open(agent.home) as outbox:
+        (m,) = outbox.messages(kind="submission")
+    sub = payload_of(m)
+    policy = load_default_catalogue().disclosure
+    t, k = suppression_threshold(policy.stratified), policy.stratified.round_to
+    cell = next(
+        c for c in sub.cells if not c.stratum.is_total and c.numerator.status == "suppressed"
+    )
+    rounded = next(c for c in sub.cells if c.denominator.status == "rounded")
+    for command in (("pending",), ("audit", "show", str(m.id))):
+        stratum = f"{cell.stratum.age_band}/{cell.stratum.sex}"
+        out = agent.ok(*command, "--indicator", cell.indicator, "--stratum", stratum)
+        (line,) = [x for x in out.splitlines() if ": denominator " in x]
+        assert f"numerator suppressed (1-{t} or withheld to protect another count)" in line
+        stratum = f"{rounded.stratum.age_band}/{rounded.stratum.sex}"
+        out = agent.ok(*command, "--indicator", rounded.indicator, "--stratum", stratum)
+        (line,) = [x for x in out.splitlines() if ": denominator " in x]
+        assert f"denominator about {rounded.denominator.value} (rounded to {k})" in line, line
+    (held,) = agent.json("pending")  # type: ignore[misc]
+    assert not any("(rounded)" in w for w in held["plain_words"])
 
 
 def test_audit_verify_with_no_receipt_yet_exits_2_not_8(

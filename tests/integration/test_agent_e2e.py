@@ -146,6 +146,10 @@ def test_run_with_release_hold_says_what_waits_for_approval(
     first = agent.ok("run")
     assert "held for approval as #" in first, first
     (held,) = cast(list[dict[str, Any]], agent.json("pending"))
+    # The month this run held is counted and listed with the others held.
+    assert f"1 submission(s) held for approval, not sent: #{held['id']} ({held['period']})" in (
+        " ".join(first.split())
+    ), first
     code, out, err = agent("run")
     assert code == 0, err
     assert out.splitlines()[0] == "nothing new due", out
