@@ -9,7 +9,7 @@ import datetime as dt
 import json
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from sqlalchemy import select
 
 from ..catalogues import service as catalogues
@@ -21,6 +21,8 @@ from ..users.service import can_read_practice
 from . import access, service
 
 router = APIRouter(tags=["log"])
+#: Bound of every log index and tree size a caller gives (2**53, JSON's safe integers, well
+#: inside the database's BIGINT): a larger number is a 400, never a database overflow.
 MAX_INDEX = 2**53
 
 
@@ -49,7 +51,10 @@ def checkpoint(runtime: Runtime = Depends(get_runtime)) -> Response:
 
 
 @router.get("/v1/log/checkpoint/{size}", response_class=Response)
-def checkpoint_at(size: int, runtime: Runtime = Depends(get_runtime)) -> Response:
+def checkpoint_at(
+    size: int = Path(ge=0, lt=MAX_INDEX), runtime: Runtime = Depends(get_runtime)
+) -> Response:
+    """The signed checkpoint of the tree of ``size`` leaves (C2SP signed note, text/plain)."""
     with runtime.db.read() as session:
         note = service.checkpoint_at(session, size).note
     return Response(note, media_type="text/plain; charset=utf-8")

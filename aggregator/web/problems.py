@@ -60,6 +60,27 @@ def problem_response(
     )
 
 
+def _is_dashboard(request: Request) -> bool:
+    path = request.url.path
+    return path == "/dashboard" or path.startswith("/dashboard/")
+
+
+async def _dashboard_error(request: Request, status: int, message: str) -> Response:
+    """The dashboard's HTML error page; signed in, it keeps the menu (a database outage here
+    leaves it without one)."""
+    from sqlalchemy.exc import SQLAlchemyError
+    from starlette.concurrency import run_in_threadpool
+
+    from ..runtime import get_runtime
+    from .dashboard import render, viewer_user
+
+    try:
+        user = await run_in_threadpool(viewer_user, request, get_runtime(request))
+    except SQLAlchemyError:
+        user = None
+    return render("error.html", status, user=user, status=status, message=message)
+
+
 def install(app: FastAPI) -> None:
     from sqlalchemy import exc as sa_exc
 
@@ -79,30 +100,21 @@ def install(app: FastAPI) -> None:
         return problem_response(exc.status_code, exc.code, exc.title, exc.message, headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         parts = []
         for err in exc.errors()[:5]:
             loc = ".".join(str(p) for p in err.get("loc", ())) or "(request)"
             parts.append(f"{loc}: {err.get('msg')}")
+        if _is_dashboard(request):
+            # A bad dashboard address (/dashboard/ig/proof/abc) is a page, like its other errors.
+            return await _dashboard_error(request, 400, f"{request.url.path}: {'; '.join(parts)}")
         return problem_response(400, "bad-request", "Bad request", "; ".join(parts))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 404 and request.url.path.startswith("/dashboard/"):
             # A mistyped dashboard address is a page, like every other dashboard error.
-            from sqlalchemy.exc import SQLAlchemyError
-            from starlette.concurrency import run_in_threadpool
-
-            from ..runtime import get_runtime
-            from .dashboard import render, viewer_user
-
-            # Signed in, the page keeps the menu (a database outage here leaves it without one).
-            try:
-                user = await run_in_threadpool(viewer_user, request, get_runtime(request))
-            except SQLAlchemyError:
-                user = None
-            return render("error.html", 404, user=user, status=404,
-                          message=f"There is no page at {request.url.path}.")  # fmt: skip
+            return await _dashboard_error(request, 404, f"There is no page at {request.url.path}.")
         code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         # keep the exception's headers: a 405 names the methods the path has in Allow
         return problem_response(

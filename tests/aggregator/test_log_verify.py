@@ -542,3 +542,25 @@ def test_a_database_carrying_another_log_key_fails_against_the_networks_key(
         cli(["log", "verify", "--db", net.db, "--log-public-key", "not-a-key!"])
         == ExitCode.BAD_INPUT
     )
+
+
+HUGE = ("99999999999999999999", "9223372036854775808", "9007199254740992")
+
+
+def test_a_log_number_past_the_databases_integers_is_a_400_not_a_500(server) -> None:  # type: ignore[no-untyped-def]
+    """A tree size or leaf index beyond 2**53 - 1 (here past SQLite's and PostgreSQL's BIGINT
+    too) is refused as bad input: a 400 problem for the API, as the proof endpoints give, and
+    the dashboard's HTML error page for the dashboard, never an overflow in the database."""
+    for n in HUGE:
+        r = server.get(f"/v1/log/checkpoint/{n}")
+        assert r.status_code == 400, (n, r.status_code, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert "less than 9007199254740992" in r.json()["detail"], r.text
+    assert server.get("/v1/log/checkpoint/-1").status_code == 400
+    token = server.network.user("admin")
+    assert server.client.post("/dashboard/login", data={"token": token}).status_code == 303
+    for n in (*HUGE, "-1", "abc"):
+        r = server.client.get(f"/dashboard/ig/proof/{n}")
+        assert r.status_code == 400, (n, r.status_code, r.text)
+        assert r.headers["content-type"].startswith("text/html"), (n, r.headers)
+        assert "Sorry: that cannot be shown" in r.text and "Sign out" in r.text, r.text

@@ -18,7 +18,7 @@ import urllib.parse
 from importlib import resources
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -53,6 +53,7 @@ from ...errors import (
     NotFoundError,
 )
 from ...log import service as log
+from ...log.endpoints import MAX_INDEX
 from ...log.verify import verify_submissions
 from ...runtime import Runtime, get_runtime
 from ...submissions.service import read_envelope
@@ -630,7 +631,7 @@ def _envelope(runtime: Runtime, user: User | None, sha256: str) -> Response:
 @router.get("/ig/proof/{index}")
 def ig_proof(
     request: Request,
-    index: int,
+    index: int = Path(ge=0, lt=MAX_INDEX),
     user: User | None = Depends(viewer_user),
     runtime: Runtime = Depends(get_runtime),
 ) -> Response:
