@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from protocol.catalogue import Catalogue, CountRule
+from protocol.disclosure import suppression_threshold
 from protocol.envelope import Envelope
 from protocol.submission import Submission
 
@@ -267,15 +268,44 @@ def _rule_text(rule: CountRule, what: str) -> str:
     return f"{what}: " + ", ".join(parts)
 
 
+#: What the agent's disclosure guard (agent/outbound/guard.py) may withhold, whatever the policy.
+GUARD_TEXT = (
+    "the agent's disclosure guard withholds any further count, a total included, that linked "
+    "indicators or an earlier release of the same or an adjacent period would otherwise pin"
+)
+
+
+def _totals_text(cat: Catalogue) -> str:
+    """The totals rule as the policy applies it (protocol/disclosure.py, docs/disclosure.md):
+    the totals' own rule, then every rule that withholds a total whatever its size."""
+    p = cat.disclosure
+    withheld = []
+    if p.secondary_suppression:
+        small = suppression_threshold(p.stratified)
+        withheld += [
+            f"an indicator whose whole-practice denominator is 1 to {small} has its denominator "
+            "and numerator totals withheld (the small-population rule)",
+            "secondary suppression withholds a total where subtraction from it would recover a "
+            "suppressed stratum (e.g. an exclusions total of 1 or 2 made of strata of 1)",
+        ]
+    withheld.append(GUARD_TEXT)
+    return (
+        _rule_text(p.totals, "Whole-practice totals")
+        + "; but not every total is released: "
+        + "; ".join(withheld)
+    )
+
+
 def _disclosure(cat: Catalogue) -> dict[str, str]:
     p = cat.disclosure
     return {
         "name": p.name,
         "stratified": _rule_text(p.stratified, "Counts in an age/sex stratum"),
-        "totals": _rule_text(p.totals, "Whole-practice totals"),
+        "totals": _totals_text(cat),
         "secondary": (
-            "Secondary suppression on: when one stratum is suppressed, another in the same set is "
-            "suppressed too, so the withheld count cannot be recovered by subtraction from the total."
+            "Secondary suppression on: when one count is suppressed, another of the same set (a "
+            "stratum or the total) is suppressed too, so the withheld count cannot be recovered "
+            "by subtraction."
             if p.secondary_suppression
             else "Secondary suppression off."
         ),

@@ -54,6 +54,12 @@ def test_ig_pack_writes_every_document_naming_the_catalogue(network, tmp_path: P
     for path, _ in submission_fields():
         assert f"| `{path}` |" in items, path
     assert "1 to 7 suppressed" in items and "rounded to the nearest 5" in items
+    # totals are not claimed to be always released (the small-population rule, secondary
+    # suppression and the agent's guard withhold some)
+    for doc in ("data-items.md", "dpia.md", "dpia.html"):
+        text = (out / doc).read_text()
+        assert "not every total is released" in text and "small-population rule" in text, doc
+        assert "Whole-practice totals: released exactly (0 stays a true zero)." not in text
     # the examples of the network's and the catalogue's own fields are this network's values
     aud_row = next(line for line in items.splitlines() if line.startswith("| `aud` |"))
     assert "fedqi-test" in aud_row, aud_row
@@ -260,3 +266,33 @@ def test_access_audit_page_filters_and_csv(server, agent_factory):
             page.status_code == 200 and "for IG officers" in page.text and sha[:16] not in page.text
         )
         assert client.get("/dashboard/access-audit.csv").text.count("\n") == 1
+
+
+def test_the_packs_totals_rule_says_what_the_policy_withholds() -> None:
+    """The pack's totals rule is the one the policy applies: under the network's policy a
+    whole-practice total is not always released (the small-population rule and secondary
+    suppression withhold some, and so may the agent's guard), and the pack says so, with the
+    policy's own threshold; without secondary suppression only the guard's clause remains."""
+    from aggregator.igpack.build import _disclosure
+    from protocol.disclosure import RawCell, apply_policy, suppression_threshold
+
+    cat = default_catalogue()
+    policy = cat.disclosure
+    assert policy.secondary_suppression and policy.totals.suppress_at_or_below == 0
+    small = suppression_threshold(policy.stratified)
+    # what the policy does: a total of `small` patients, all in one stratum, is withheld
+    raw = [RawCell("IND", "all", "all", small, 1, 0), RawCell("IND", "all", "F", small, 1, 0)]
+    raw += [RawCell("IND", "all", s, 0, 0, 0) for s in ("M", "U")]
+    total = next(c for c in apply_policy(raw, policy) if c.stratum.sex == "all")
+    assert total.denominator.status == "suppressed" and total.numerator.status == "suppressed"
+    text = _disclosure(cat)["totals"]
+    assert "not every total is released" in text, text
+    assert f"whole-practice denominator is 1 to {small} has its denominator and numerator totals withheld" in text  # fmt: skip
+    assert "secondary suppression withholds a total" in text and "disclosure guard" in text
+    assert not text.endswith("released exactly (0 stays a true zero)")
+    off = cat.model_copy(
+        update={"disclosure": policy.model_copy(update={"secondary_suppression": False})}
+    )
+    text_off = _disclosure(off)["totals"]
+    assert "small-population" not in text_off and "secondary suppression" not in text_off
+    assert "disclosure guard" in text_off
