@@ -121,9 +121,14 @@ def resolve(
     except ValueError as exc:
         raise NotFoundError(str(exc), code="unknown-period") from None
     if found is None:
-        what = f" for {indicator}" if indicator else ""
+        if indicator is None or not service.periods(session):
+            what = f" for {indicator}" if indicator else ""
+            raise NotFoundError(
+                f"no benchmarks{what} yet: no submissions have been stored", code="no-benchmarks"
+            )
+        known_indicator(session, indicator)  # a 404 unknown-indicator if it is not one
         raise NotFoundError(
-            f"no benchmarks{what} yet: no submissions have been stored", code="no-benchmarks"
+            f"no benchmarks for {indicator} yet: no practice has sent it", code="no-benchmarks"
         )
     return found
 

@@ -21,6 +21,9 @@ from . import stats
 from .render import Flat
 from .viewer import PracticeInfo, Viewer
 
+#: A role as a sentence names it ("an IG officer", not "a ig_officer").
+ROLE_NAMES = {"practice": "a practice user", "ig_officer": "an IG officer"}
+
 
 class PeerGroupRef(TypedDict):
     """How a view names the peer group it shows."""
@@ -68,6 +71,13 @@ def resolve_group(
             f"peer={dim!r}: use one of {', '.join(stats.PEER_DIMENSIONS)}", code="bad-peer"
         )
     if dim == "network":
+        if group not in (None, "network"):
+            # group= without its dimension names no peer group: refuse it, never ignore it
+            raise BadRequestError(
+                f"group={group!r}: name its peers too (peer={'|'.join(stats.PEER_DIMENSIONS[1:])}"
+                f" in the API, pg=<peers>|{group} in the dashboard)",
+                code="bad-peer",
+            )
         return PeerGroup("network", "network", None)
     groups = {ods: viewer.group_of(a, dim) for ods, a in viewer.attributes().items()}
     own = viewer.own
@@ -91,8 +101,8 @@ def resolve_group(
         )
     if own is not None and own in groups and groups[own] != code:
         raise ForbiddenError(
-            f"the {dim} peer group {group!r}: a {viewer.user.role} user sees only its own peer "
-            "groups",
+            f"the {dim} peer group {group!r}: {ROLE_NAMES.get(viewer.user.role, 'you')} sees "
+            "only their own practice's peer groups",
             code="peer-forbidden",
         )
     members = frozenset(ods for ods, c in groups.items() if c == code)

@@ -70,6 +70,7 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
     pg = resolve_group(viewer, peer, group, practice)
     summ = service.summaries(session, indicator)
     if not summ:
+        known_indicator(session, indicator)  # a 404 unknown-indicator if it is not one
         raise NotFoundError(f"{indicator}: no benchmarks yet", code="no-benchmarks")
     versions = {s.period_end: s.indicator_version or 0 for s in summ}
     own = viewer.own if viewer.coarse else None

@@ -276,6 +276,13 @@ def _stored_receipt(session: Session, sub: Submission, sha: str) -> bytes | None
 
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: Why a role was refused a raw envelope, in that role's terms (a network lead has no practice).
+ENVELOPE_REFUSAL = {
+    "network_lead": "role: a network lead may not read raw envelopes; only an admin, the "
+    "practice and its IG officer may",
+    "practice": "role: a practice user may read only its own practice's envelopes",
+    "ig_officer": "role: an IG officer may read only their own practice's envelopes",
+}
 
 
 def read_envelope(
@@ -305,7 +312,7 @@ def read_envelope(
         raise NotFoundError(f"no envelope with sha256 {sha256}", code="unknown-envelope")
     if body is None:
         raise ForbiddenError(
-            f"role: a {user.role} user may read only their own practice's envelopes",
+            ENVELOPE_REFUSAL.get(user.role, ENVELOPE_REFUSAL["practice"]),
             code="envelope-forbidden",
         )
     return body

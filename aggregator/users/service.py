@@ -56,14 +56,14 @@ def add_user(
         raise BadRequestError("user name must be 1-200 characters")
     if role in ("practice", "ig_officer"):
         if practice is None:
-            raise BadRequestError(f"a {role} user needs --practice ODS")
+            raise BadRequestError(f"--role {role} needs --practice ODS")
         if session.get(Practice, practice) is None:
             raise BadRequestError(f"--practice {practice} is not a registered practice")
         if group is not None:
-            raise BadRequestError(f"a {role} user takes --practice, not --group")
+            raise BadRequestError(f"--role {role} takes --practice, not --group")
     elif role == "network_lead":
         if group is None:
-            raise BadRequestError("a network_lead user needs --group PCN")
+            raise BadRequestError("--role network_lead needs --group PCN")
         if practice is not None:
             raise BadRequestError("a network_lead user takes --group, not --practice")
         groups = known_groups(session)

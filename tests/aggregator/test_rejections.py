@@ -350,12 +350,19 @@ def test_practice_user_cannot_read_a_peers_envelope(enrolled, agent_factory):
     import hashlib
 
     sha = hashlib.sha256(body).hexdigest()
-    for role in ("practice", "ig_officer"):
+    # each refusal is worded for its role ("an IG officer", never "a ig_officer")
+    for role, who in (("practice", "a practice user"), ("ig_officer", "an IG officer")):
         token = server.network.user(role, practice="A81001")
-        assert_problem(server.get(f"/v1/envelopes/{sha}", token), 403, "envelope-forbidden")
-    # the network lead of the group may see practices identified, but not raw envelopes
+        r = server.get(f"/v1/envelopes/{sha}", token)
+        assert_problem(r, 403, "envelope-forbidden", f"{who} may read only")
+    # the network lead of the group may see practices identified, but not raw envelopes (and
+    # has no practice of their own to read)
     lead = server.network.user("network_lead", group="PCN1")
-    assert_problem(server.get(f"/v1/envelopes/{sha}", lead), 403, "envelope-forbidden")
+    body = assert_problem(
+        server.get(f"/v1/envelopes/{sha}", lead), 403, "envelope-forbidden",
+        "a network lead may not read raw envelopes", "the practice and its IG officer",
+    )  # fmt: skip
+    assert "own practice" not in body["detail"]
     own = server.network.user("ig_officer", practice="B82002")
     r = server.get(f"/v1/envelopes/{sha}", own)
     assert r.status_code == 200 and r.content == body

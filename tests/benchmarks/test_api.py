@@ -187,6 +187,33 @@ def test_practice_user_cannot_read_a_peer(net: tuple[SyntheticNetwork, httpx.Cli
     assert r.status_code == 403
 
 
+def test_an_unknown_indicator_or_a_bare_group_is_told_as_such(
+    net: tuple[SyntheticNetwork, httpx.Client],
+) -> None:
+    """With submissions stored, an indicator outside the catalogue is said to be one, not "no
+    submissions have been stored"; group= without its peer dimension is refused, not ignored;
+    a refused peer group names the role in words."""
+    n, c = net
+    me = n.specs[0]
+    for path in (
+        "/v1/benchmarks/indicators/NOPE",
+        f"/v1/benchmarks/practices/{me.ods}/measure-report/NOPE",
+        "/v1/benchmarks/trends/NOPE",
+    ):
+        r = get(c, n, "admin", path)
+        assert r.status_code == 404, (path, r.text)
+        assert r.json()["type"].endswith(":unknown-indicator"), (path, r.text)
+        assert "NOPE: not in the network's catalogue" in r.json()["detail"], r.text
+    for path in ("/v1/benchmarks/overview", "/v1/benchmarks/indicators/DM_HBA1C"):
+        r = get(c, n, "admin", path, group="NoSuch")
+        assert r.status_code == 400, (path, r.text)
+        assert r.json()["type"].endswith(":bad-peer") and "peer=pcn|imd|size" in r.text, r.text
+    assert get(c, n, "admin", "/v1/benchmarks/overview", group="network").status_code == 200
+    other_pcn = next(p.pcn for p in n.specs if p.pcn != me.pcn)
+    r = get(c, n, f"ig:{me.ods}", "/v1/benchmarks/overview", peer="pcn", group=other_pcn)
+    assert r.status_code == 403 and "an IG officer sees only" in r.json()["detail"], r.text
+
+
 def test_peer_group_funnel_pools_only_its_members(
     net: tuple[SyntheticNetwork, httpx.Client],
 ) -> None:
