@@ -24,7 +24,7 @@ from ..submissions.endpoints import router as submissions_router
 from ..users.endpoints import router as users_router
 from . import problems
 from .dashboard import router as dashboard_router
-from .middleware import BodyLimitMiddleware, SecurityHeadersMiddleware
+from .middleware import BodyLimitMiddleware, HeadMiddleware, SecurityHeadersMiddleware
 
 
 def create_app(
@@ -43,6 +43,7 @@ def create_app(
     problems.install(app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(HeadMiddleware)  # outermost: HEAD is the GET, headers and all
 
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon() -> RedirectResponse:

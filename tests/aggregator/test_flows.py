@@ -385,3 +385,20 @@ def test_a_key_revoked_as_compromised_flags_what_it_signed_in_the_window(server,
     assert r.status_code == 201, r.text
     corrected = row(octo)
     assert corrected["status"] != "unverified" and corrected["rate"] is not None
+
+
+def test_head_answers_wherever_get_does(server) -> None:  # type: ignore[no-untyped-def]
+    """HEAD (RFC 9110; uptime monitors use it) gets the GET's status and headers without the
+    body, on the health checks, the API and the dashboard; a POST-only path stays a 405."""
+    admin = server.network.user("admin")
+    assert server.client.post("/dashboard/login", data={"token": admin}).status_code == 303
+    for path in ("/healthz", "/readyz", "/v1/log/key", "/v1/me", "/dashboard", "/dashboard/login",
+                 "/dashboard/ig-pack", "/dashboard/ig-pack/dpia.html", "/dashboard/nope"):  # fmt: skip
+        get = server.client.get(path, headers={"authorization": f"Bearer {admin}"})
+        head = server.client.head(path, headers={"authorization": f"Bearer {admin}"})
+        assert head.status_code == get.status_code, (path, head.status_code, get.status_code)
+        assert head.status_code != 405 and head.content == b"", path
+        assert head.headers.get("content-type") == get.headers.get("content-type"), path
+        assert head.headers.get("location") == get.headers.get("location"), path
+    assert server.client.head("/healthz").status_code == 200
+    assert server.client.head("/v1/submissions").status_code == 405
