@@ -358,11 +358,11 @@ def test_practice_user_cannot_read_a_peers_envelope(enrolled, agent_factory):
     # the network lead of the group may see practices identified, but not raw envelopes (and
     # has no practice of their own to read)
     lead = server.network.user("network_lead", group="PCN1")
-    body = assert_problem(
+    refusal = assert_problem(
         server.get(f"/v1/envelopes/{sha}", lead), 403, "envelope-forbidden",
         "a network lead may not read raw envelopes", "the practice and its IG officer",
     )  # fmt: skip
-    assert "own practice" not in body["detail"]
+    assert "own practice" not in refusal["detail"]
     own = server.network.user("ig_officer", practice="B82002")
     r = server.get(f"/v1/envelopes/{sha}", own)
     assert r.status_code == 200 and r.content == body
