@@ -183,6 +183,7 @@ def submit_period(
         waiting = [m for m in existing if m.state in ("queued", "held")]
         if waiting:
             m = waiting[-1]
+            _same_request(m, period.label, correction, supersedes)
             if m.state == "held":
                 return Outcome(m.id, m.period, "held", detail="waiting for approval")
             return send(client, outbox, trust, m)  # resend the stored bytes
@@ -212,6 +213,37 @@ def submit_period(
                 detail=message.state_note or "waiting for approval",
             )
         return send(client, outbox, trust, message)
+
+
+def _same_request(
+    message: Message, label: str, correction: CorrectionReason | None, supersedes: str | None
+) -> None:
+    """A period with a message still waiting (held for approval, or queued to resend) is
+    answered with that message; refuse instead when the options ask for another one (a
+    correction where the waiting message is a plain submission, another reason, or another
+    submission superseded), rather than drop them silently. A plain ``submit`` of the period
+    is answered with whatever waits for it."""
+    if correction is None:
+        return
+    sub = payload_of(message)
+    if sub.reason == correction and (supersedes is None or supersedes == sub.supersedes):
+        return
+    what = (
+        f"a correction ({sub.reason}) of {sub.supersedes}"
+        if sub.reason is not None
+        else "a plain submission"
+    )
+    asked = f"a correction ({correction})" + (f" of {supersedes}" if supersedes else "")
+    verb = "held for approval" if message.state == "held" else "queued to send"
+    undo = (
+        f"reject it (`fedqi-agent reject {message.id}`) or approve it first"
+        if message.state == "held"
+        else "let it be sent first (`fedqi-agent run`)"
+    )
+    raise AgentUserError(
+        f"period {label}: message #{message.id}, {what}, is already {verb}; {asked} is another "
+        f"message: {undo}, then submit again"
+    )
 
 
 def due_periods(settings: AgentSettings, outbox: Outbox, today: dt.date) -> list[Period]:

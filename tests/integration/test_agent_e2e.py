@@ -103,6 +103,14 @@ def test_hold_policy_pending_approve_reject(
     agent = agent_factory(aggregator, release="hold")
     held = agent.json("submit", "--period", "2026-02")
     assert held["state"] == "held"  # type: ignore[index]
+    # The same request again is answered with the held message; another one (a correction)
+    # is refused, not silently answered with the plain submission.
+    again = agent.json("submit", "--period", "2026-02")
+    assert again["state"] == "held" and again["message"] == held["message"]  # type: ignore[index]
+    code, _, err = agent("submit", "--period", "2026-02", "--correction", "late_data")
+    assert code == 2, err
+    assert f"message #{held['message']}, a plain submission, is already held" in err  # type: ignore[index]
+    assert "reject it" in err
     second = agent.json("submit", "--period", "2026-03")
     pending = agent.json("pending")
     assert [p["period"] for p in pending] == ["2026-02", "2026-03"]  # type: ignore[union-attr,index]
