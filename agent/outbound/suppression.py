@@ -51,12 +51,7 @@ def suppression_reasons(
     guard withheld is ``guarded`` and one suppressed to protect it ``secondary``."""
     exact = {r.key: r for r in raw}
     with_strata = {r.indicator for r in raw if r.stratum != ("all", "all")}
-    own = {
-        (*c.key, kind)
-        for c in (apply_policy(raw, policy) if guarded else cells)
-        for kind in COUNT_KINDS
-        if getattr(c, kind).status == "suppressed"
-    }
+    own = _suppressed(apply_policy(raw, policy) if guarded else cells)
     stratified = suppression_threshold(policy.stratified)
     reasons: Reasons = {}
     for cell in cells:
@@ -92,15 +87,14 @@ def beyond_policy(
     """The suppressed counts of ``cells`` that disclosure control alone (``apply_policy``)
     releases: what the disclosure guard withheld, and what it made secondary suppression
     withhold, beyond the policy's own suppression."""
-    own = {
-        (*c.key, kind)
-        for c in apply_policy(raw, policy)
-        for kind in COUNT_KINDS
-        if getattr(c, kind).status == "suppressed"
-    }
+    return _suppressed(cells) - _suppressed(apply_policy(raw, policy))
+
+
+def _suppressed(cells: Sequence[Cell]) -> set[tuple[str, str, str, str]]:
+    """The (indicator, age band, sex, count kind) of every suppressed count of ``cells``."""
     return {
         (*c.key, kind)
         for c in cells
         for kind in COUNT_KINDS
-        if getattr(c, kind).status == "suppressed" and (*c.key, kind) not in own
+        if getattr(c, kind).status == "suppressed"
     }
