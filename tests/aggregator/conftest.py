@@ -79,13 +79,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 class Clock:
-    """The server's clock: real time plus an offset a test can move."""
+    """The server's clock: real time plus an offset a test can move, or an instant a test
+    holds it at (where a check's boundary is a second wide, a slow machine must not cross it
+    between the test setting the time and the server reading it)."""
 
     def __init__(self) -> None:
         self.offset = 0.0
+        self.held: float | None = None
 
     def __call__(self) -> float:
-        return time.time() + self.offset
+        return self.held if self.held is not None else time.time() + self.offset
 
 
 @dataclass

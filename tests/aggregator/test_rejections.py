@@ -260,7 +260,7 @@ def test_iat_outside_the_window(enrolled, offset, words):
 
 
 def _set_server_clock(server, when: dt.datetime) -> int:
-    server.network.clock.offset = when.timestamp() - time.time()
+    server.network.clock.held = when.timestamp()
     return int(server.network.clock())
 
 
