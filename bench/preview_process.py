@@ -40,10 +40,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 # What the ``fedqi-agent`` console script runs (agent.entry); a tree from before it existed runs
-# agent.cli's main, as its console script did.
+# agent.cli's main, as its console script did. The child runs in the tree, so the test is that
+# tree's file: the development install's path finder would find this checkout's agent.entry
+# for a tree that has none.
 _ENTRY = (
-    "import importlib.util\n"
-    "if importlib.util.find_spec('agent.entry'):\n"
+    "import os\n"
+    "if os.path.exists(os.path.join('agent', 'entry.py')):\n"
     "    from agent.entry import main\n"
     "else:\n"
     "    from agent.cli import main\n"
