@@ -253,8 +253,6 @@ def test_wrong_audience(enrolled):
 
 @pytest.mark.parametrize("offset,words", [(-8 * 86400, "old"), (600, "future")])
 def test_iat_outside_the_window(enrolled, offset, words):
-    import time
-
     server, agent = enrolled
     rejected(server, agent.submission(iat=int(time.time()) + offset), 422, "iat-window", words)
 
