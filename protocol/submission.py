@@ -7,6 +7,7 @@ schema itself cannot carry a patient-level payload.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import re
 from typing import Annotated, Any, Literal, get_args
@@ -171,6 +172,14 @@ def _cells_fault(cells: tuple[Cell, ...]) -> str | None:
 
 
 class Period(_Frozen):
+    """A reporting period: in protocol v1 one calendar month, first to last day.
+
+    The model checks only that it does not end before it starts, so a submission already
+    signed and logged with any other period still parses (the log, its audit and the IG
+    officer's checks read history as it was signed). What a sender may send now is the
+    aggregator's check: it refuses a period that is not :attr:`is_calendar_month`
+    (``period-not-calendar-month``), and an agent builds periods with :meth:`month` only."""
+
     end: dt.date
     start: dt.date
 
@@ -183,8 +192,14 @@ class Period(_Frozen):
     @classmethod
     def month(cls, year: int, month: int) -> Period:
         start = dt.date(year, month, 1)
-        nxt = dt.date(year + (month == 12), month % 12 + 1, 1)
-        return cls(start=start, end=nxt - dt.timedelta(days=1))
+        return cls(start=start, end=start.replace(day=calendar.monthrange(year, month)[1]))
+
+    @property
+    def is_calendar_month(self) -> bool:
+        """The period runs from the first to the last day of one month."""
+        start = self.start
+        last = calendar.monthrange(start.year, start.month)[1]
+        return start.day == 1 and self.end == start.replace(day=last)
 
     @property
     def label(self) -> str:

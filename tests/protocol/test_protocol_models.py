@@ -265,6 +265,29 @@ def test_period_must_be_ordered() -> None:
     assert Period.month(2026, 12).label == "2026-12"
 
 
+@pytest.mark.parametrize(
+    "start,end,month",
+    [
+        ("2026-03-01", "2026-03-31", True),
+        ("2024-02-01", "2024-02-29", True),
+        ("2026-12-01", "2026-12-31", True),
+        ("9999-12-01", "9999-12-31", True),
+        ("2026-03-01", "2026-03-15", False),
+        ("2026-03-02", "2026-04-01", False),
+        ("2026-03-01", "2026-04-30", False),
+        ("2026-02-01", "2026-03-01", False),
+        ("9999-12-02", "9999-12-31", False),
+    ],
+)
+def test_period_is_calendar_month(start: str, end: str, month: bool) -> None:
+    """Any ordered period parses (signed history must stay readable); whether it is one
+    calendar month is a property the aggregator checks before it accepts a submission."""
+    period = Period.model_validate({"start": start, "end": end})
+    assert period.is_calendar_month is month
+    if month:
+        assert period == Period.month(period.start.year, period.start.month)
+
+
 def test_receipt_limits() -> None:
     value = json.loads(
         canonical_json(
