@@ -18,6 +18,8 @@ check; nothing is stored before the last one passes.
     :func:`check_audience`      ``aud`` is this network                        403 wrong-audience
  8. (replay: :func:`aggregator.submissions.commit.check_seq`)
  9. :func:`check_issued_at`     ``iat`` is within the clock window             422 iat-window
+    :func:`check_period_is_month` its period is one calendar month, first to last day
+                                                                               422 period-not-calendar-month
     :func:`check_period_ended`  a submission's period has ended                422 period-not-ended
 10. :func:`check_catalogue`     the catalogue is one this network published    422 unknown-catalogue /
                                                                                catalogue-mismatch
@@ -49,7 +51,7 @@ from protocol.errors import (
     UnsupportedVersionError,
     VerificationError,
 )
-from protocol.submission import Submission
+from protocol.submission import Period, Submission
 
 from ..catalogues.service import KnownCatalogue
 from ..db.models import PracticeKey
@@ -165,6 +167,22 @@ def check_issued_at(iat: int, now: float, future: int, past: int) -> None:
         raise UnprocessableError(
             f"iat window: iat {iat} is {int(now) - iat} s old (at most {past} s allowed)",
             code="iat-window",
+        )
+
+
+def check_period_is_month(period: Period) -> None:
+    """Check 9, continued: a submission's period is one calendar month, from its first to its
+    last day. Benchmarks group submissions by period, so any other period would be a group of
+    its own, and two overlapping periods from one practice (March 1-30 beside March 1-31) could
+    be differenced to reveal the counts of the days between them."""
+    if not period.is_calendar_month:
+        start = period.start
+        month = Period.month(start.year, start.month)
+        raise UnprocessableError(
+            f"period {start.isoformat()} to {period.end.isoformat()} is not one calendar "
+            f"month: a period runs from the first to the last day of one month "
+            f"(e.g. {month.start.isoformat()} to {month.end.isoformat()} for {month.label})",
+            code="period-not-calendar-month",
         )
 
 

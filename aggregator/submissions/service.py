@@ -17,6 +17,7 @@ Checks run in this order (the named checks of :mod:`.checks`, the key and replay
     (the stored-id lookup runs here only when the seq or the iat window fails, which every
     retry of a stored submission does; otherwise a reused id is found under the sequencer)
  9. iat window (+5 min / -7 days by default)    422 iat-window
+    the period is one calendar month, first to last day      422 period-not-calendar-month
     the period has ended: its last day is before the UTC date of now + 14 h + the iat
     allowance (the earliest time zone, and clock skew)       422 period-not-ended
 10. catalogue id + version + sha256 known       422 unknown-catalogue / catalogue-mismatch
@@ -233,6 +234,7 @@ def verify(
                 # retry that passes both here is answered by the write's own check.)
                 check_seq(sub.seq, key.last_seq, key.kid)
                 checks.check_issued_at(sub.iat, now, limits.iat_future, limits.iat_past)
+                checks.check_period_is_month(sub.period)
                 checks.check_period_ended(sub.period.end, sub.period.label, now, limits.iat_future)
             except AggregatorError:
                 stored = _stored_receipt(session(), sub, sha)

@@ -564,3 +564,40 @@ def test_a_log_number_past_the_databases_integers_is_a_400_not_a_500(server) -> 
         assert r.status_code == 400, (n, r.status_code, r.text)
         assert r.headers["content-type"].startswith("text/html"), (n, r.headers)
         assert "Sorry: that cannot be shown" in r.text and "Sign out" in r.text, r.text
+
+
+def test_a_period_that_is_not_a_month_stored_before_the_aggregator_refused_it_still_verifies(
+    server, agent_factory, capsys, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """History is read as it was signed: a submission for half a month, stored by an
+    aggregator from before the calendar-month check, still parses, verifies and shows on the IG
+    page, and its identical retry still gets its receipt; a new one like it is refused."""
+    import datetime as dt
+
+    from aggregator.benchmarks import service as benchmarks
+    from aggregator.submissions import checks
+
+    agent = agent_factory("A81001")
+    half = Period(start=dt.date(2026, 3, 1), end=dt.date(2026, 3, 15))
+    sub = agent.submission_model(period=half)
+    body = agent.sign(sub.to_bytes())
+    with monkeypatch.context() as before_the_check:
+        before_the_check.setattr(checks, "check_period_is_month", lambda period: None)
+        stored = server.post("/v1/submissions", body)
+    assert stored.status_code == 201, stored.text
+
+    retry = server.post("/v1/submissions", body)
+    assert retry.status_code == 200 and retry.content == stored.content
+    code, out = _verify(server, capsys)
+    assert code == 0, out
+    assert json.loads(out)["ok"] is True
+    with server.network.database.session() as s:
+        benchmarks.rebuild_all(s)
+
+    token = server.network.user("ig_officer", practice="A81001")
+    assert server.client.post("/dashboard/login", data={"token": token}).status_code == 303
+    r = server.client.get("/dashboard/ig")
+    assert r.status_code == 200 and sub.submission_id in r.text
+
+    again = server.post("/v1/submissions", agent.submission(period=half))
+    assert again.status_code == 422 and "period-not-calendar-month" in again.json()["type"]

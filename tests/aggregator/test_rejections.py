@@ -283,6 +283,48 @@ def test_a_period_ends_when_its_last_day_is_over_in_the_earliest_time_zone(enrol
     assert r.status_code == 201, r.text
 
 
+NOT_A_MONTH = {
+    "half-month": Period(start=dt.date(2026, 3, 1), end=dt.date(2026, 3, 15)),
+    "shifted-a-day": Period(start=dt.date(2026, 3, 2), end=dt.date(2026, 4, 1)),
+    "two-months": Period(start=dt.date(2026, 3, 1), end=dt.date(2026, 4, 30)),
+    "a-day-short": Period(start=dt.date(2026, 3, 1), end=dt.date(2026, 3, 30)),
+    "february-29-of-a-common-year": Period(start=dt.date(2026, 2, 1), end=dt.date(2026, 3, 1)),
+}
+
+
+@pytest.mark.parametrize("period", NOT_A_MONTH.values(), ids=NOT_A_MONTH.keys())
+def test_a_period_that_is_not_one_calendar_month(enrolled, period):
+    """Benchmarks group by period: any other period is a group of its own, and overlapping
+    periods from one practice could be differenced (docs/aggregator.md, check 9)."""
+    server, agent = enrolled
+    rejected(server, agent.submission(period=period), 422, "period-not-calendar-month",
+             f"period {period.start.isoformat()} to {period.end.isoformat()} "
+             "is not one calendar month",
+             "first to the last day of one month")  # fmt: skip
+
+
+def test_a_correction_to_a_period_that_is_not_one_calendar_month(enrolled):
+    server, agent = enrolled
+    march = agent.submission_model(period=Period.month(2026, 3))
+    assert server.post("/v1/submissions", agent.sign(march.to_bytes())).status_code == 201
+    correction = agent.submission(
+        period=NOT_A_MONTH["a-day-short"], supersedes=march.submission_id, reason="late_data"
+    )
+    rejected(server, correction, 422, "period-not-calendar-month",
+             "2026-03-01 to 2026-03-30", "e.g. 2026-03-01 to 2026-03-31")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "period",
+    [Period.month(2026, 3), Period.month(2024, 2), Period.month(2025, 12)],
+    ids=["march", "february-of-a-leap-year", "december"],
+)
+def test_a_calendar_month_is_accepted(enrolled, period):
+    server, agent = enrolled
+    r = server.post("/v1/submissions", agent.submission(period=period))
+    assert r.status_code == 201, r.text
+
+
 def test_unknown_catalogue_version(enrolled):
     server, agent = enrolled
     rejected(server, agent.submission(catalogue_sha256="0" * 64), 422, "catalogue-mismatch")
