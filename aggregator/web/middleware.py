@@ -3,6 +3,8 @@ ASGI ``receive`` channel is wrapped and counts the bytes as they stream in."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import PayloadTooLargeError
@@ -127,19 +129,36 @@ class SecurityHeadersMiddleware:
 class HeadMiddleware:
     """HEAD wherever GET works (RFC 9110 section 9.3.2; uptime monitors use it): a HEAD request
     is answered as the GET would be, with the same status and headers and no body. The routes
-    declare GET only, so the OpenAPI schema is unchanged."""
+    declare GET only, so the OpenAPI schema is unchanged; a 405's Allow, which the routes fill
+    from what they declare, gets HEAD here wherever it names GET."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") != "HEAD":
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        head = scope.get("method") == "HEAD"
 
-        async def send_without_body(message: Message) -> None:
-            if message["type"] == "http.response.body":
+        async def send_as_declared(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                message = {**message, "headers": _allow_head(message.get("headers", ()))}
+            elif head and message["type"] == "http.response.body":
                 message = {**message, "body": b""}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, send_without_body)
+        await self.app({**scope, "method": "GET"} if head else scope, receive, send_as_declared)
+
+
+def _allow_head(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The headers with HEAD added to an Allow that names GET without it."""
+    out = []
+    for name, value in headers:
+        if name.lower() == b"allow":
+            methods = [m.strip() for m in value.split(b",") if m.strip()]
+            if b"GET" in methods and b"HEAD" not in methods:
+                methods.insert(methods.index(b"GET") + 1, b"HEAD")
+                value = b", ".join(methods)
+        out.append((name, value))
+    return out

@@ -402,3 +402,21 @@ def test_head_answers_wherever_get_does(server) -> None:  # type: ignore[no-unty
         assert head.headers.get("location") == get.headers.get("location"), path
     assert server.client.head("/healthz").status_code == 200
     assert server.client.head("/v1/submissions").status_code == 405
+
+
+def test_method_not_allowed_lists_head_wherever_it_lists_get(server) -> None:  # type: ignore[no-untyped-def]
+    """A 405's Allow names HEAD wherever it names GET (RFC 9110 section 15.5.6): HEAD is
+    answered wherever GET is."""
+
+    def allow(method: str, path: str) -> list[str]:
+        r = server.client.request(method, path)
+        assert r.status_code == 405, (method, path, r.status_code)
+        assert r.headers["content-type"] == "application/problem+json", (method, path)
+        return [m.strip() for m in r.headers["allow"].split(",")]
+
+    for path in ("/healthz", "/v1/log/key", "/v1/log/checkpoint/3", "/dashboard",
+                 "/dashboard/static/dashboard.css"):  # fmt: skip
+        assert sorted(allow("DELETE", path)) == ["GET", "HEAD"], path
+    # POST only: no GET, so no HEAD either, and a HEAD there is refused naming POST
+    assert allow("GET", "/v1/submissions") == ["POST"]
+    assert allow("HEAD", "/v1/submissions") == ["POST"]
