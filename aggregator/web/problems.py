@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from ..errors import AggregatorError
 
@@ -117,9 +118,28 @@ def install(app: FastAPI) -> None:
             return await _dashboard_error(request, 404, f"There is no page at {request.url.path}.")
         code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         # keep the exception's headers: a 405 names the methods the path has in Allow
-        return problem_response(
-            exc.status_code, code, str(exc.detail), str(exc.detail), dict(exc.headers or {})
-        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405 and "Allow" in headers:
+            headers["Allow"] = _allowed(request, headers["Allow"])
+        return problem_response(exc.status_code, code, str(exc.detail), str(exc.detail), headers)
+
+
+#: The methods a 405's Allow is built from (the routes declare no others; HEAD is the GET).
+_METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
+
+
+def _allowed(request: Request, allow: str) -> str:
+    """Every method some route answers at the request's path, with those ``allow`` names: the
+    router's 405 names only the first route whose path matches, so the login page (a GET page
+    and a POST form) said GET alone. Each method is tried against the app's routes; a mount
+    would take any method, so none is asked. HEAD is added where GET is by the HEAD middleware."""
+    methods = {m.strip() for m in allow.split(",") if m.strip()}
+    routes = [r for r in request.app.router.routes if not isinstance(r, Mount)]
+    for method in _METHODS:
+        probe = {**request.scope, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in routes):
+            methods.add(method)
+    return ", ".join(sorted(methods))
 
 
 #: The problem+json schema every error response has (RFC 9457).

@@ -405,8 +405,9 @@ def test_head_answers_wherever_get_does(server) -> None:  # type: ignore[no-unty
 
 
 def test_method_not_allowed_lists_head_wherever_it_lists_get(server) -> None:  # type: ignore[no-untyped-def]
-    """A 405's Allow names HEAD wherever it names GET (RFC 9110 section 15.5.6): HEAD is
-    answered wherever GET is."""
+    """A 405's Allow names every method the path answers (RFC 9110 section 15.5.6): HEAD
+    wherever GET, since HEAD is answered wherever GET is, and each method of a path that
+    several routes serve (the login page's GET and its form's POST)."""
 
     def allow(method: str, path: str) -> list[str]:
         r = server.client.request(method, path)
@@ -417,6 +418,7 @@ def test_method_not_allowed_lists_head_wherever_it_lists_get(server) -> None:  #
     for path in ("/healthz", "/v1/log/key", "/v1/log/checkpoint/3", "/dashboard",
                  "/dashboard/static/dashboard.css"):  # fmt: skip
         assert sorted(allow("DELETE", path)) == ["GET", "HEAD"], path
+    assert sorted(allow("PUT", "/dashboard/login")) == ["GET", "HEAD", "POST"]
     # POST only: no GET, so no HEAD either, and a HEAD there is refused naming POST
     assert allow("GET", "/v1/submissions") == ["POST"]
     assert allow("HEAD", "/v1/submissions") == ["POST"]
