@@ -12,6 +12,8 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from sqlalchemy import select
 
+from protocol.keys import VerifyingKey, b64url_encode
+
 from ..catalogues import service as catalogues
 from ..db.models import Practice, User
 from ..errors import BadRequestError, NotFoundError
@@ -26,16 +28,28 @@ router = APIRouter(tags=["log"])
 MAX_INDEX = 2**53
 
 
+def _public_key(key: VerifyingKey) -> dict[str, object]:
+    """A key as the key endpoints serve it. ``public_key_base64url`` (unpadded, the JWK's ``x``)
+    and ``kid`` are what ``fedqi-aggregator init`` printed and ``fedqi-agent trust show`` prints,
+    so an IG officer can compare them by eye; ``public_key`` is the same 32 bytes in standard
+    base64, kept as it was for the clients that read it."""
+    raw = key.public_bytes()
+    return {
+        "public_key": base64.b64encode(raw).decode(),
+        "public_key_base64url": b64url_encode(raw),
+        "kid": key.kid,
+        "jwk": key.jwk().model_dump(),
+    }
+
+
 @router.get("/v1/log/key")
 def log_key(runtime: Runtime = Depends(get_runtime)) -> dict[str, object]:
-    """The log's public key, for agents and IG officers to pin."""
-    key = runtime.signer.key.public
+    """The log's public key, for agents and IG officers to pin: compare ``kid`` and
+    ``public_key_base64url`` with what ``fedqi-aggregator init`` printed."""
     return {
         "origin": runtime.signer.origin,
         "key_name": runtime.signer.key_name,
-        "public_key": base64.b64encode(key.public_bytes()).decode(),
-        "kid": key.kid,
-        "jwk": key.jwk().model_dump(),
+        **_public_key(runtime.signer.key.public),
         "aud": runtime.aud,
     }
 
@@ -158,9 +172,6 @@ def catalogue(runtime: Runtime = Depends(get_runtime)) -> Response:
 
 @router.get("/v1/catalogue/key", tags=["catalogue"])
 def catalogue_key(runtime: Runtime = Depends(get_runtime)) -> dict[str, object]:
-    key = runtime.catalogue_key
-    return {
-        "public_key": base64.b64encode(key.public_bytes()).decode(),
-        "kid": key.kid,
-        "jwk": key.jwk().model_dump(),
-    }
+    """The catalogue key: compare ``kid`` and ``public_key_base64url`` with what
+    ``fedqi-aggregator init`` printed."""
+    return _public_key(runtime.catalogue_key)

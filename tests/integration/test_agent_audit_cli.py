@@ -1,9 +1,10 @@
 """The audit commands say exactly what happened: `audit verify`'s exit codes (8 only for evidence
-against the log), `audit show --raw` byte for byte, `trust show` in init's encoding, corrections in
+against the log), `audit show --raw` byte for byte, `trust show` and the key endpoints in init's encoding, corrections in
 `audit list`. Real aggregators and a plain HTTP server on loopback."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
 import json
@@ -12,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from e2e_helpers import Agent, AggregatorServer
 
@@ -20,6 +22,7 @@ from agent.outbound.outbox import Outbox
 from agent.outbound.release import payload_of
 from protocol.disclosure import suppression_threshold
 from protocol.envelope import Envelope
+from protocol.keys import b64url_decode
 from protocol.submission import Receipt
 
 
@@ -118,9 +121,12 @@ def test_audit_show_raw_is_exactly_the_signed_bytes(
     assert hashlib.sha256(out).hexdigest() == m.sha256 == receipt.envelope_sha256
 
 
-def test_trust_show_prints_keys_as_init_printed_and_trust_json_stores(
+def test_trust_show_and_the_key_endpoints_give_keys_as_init_printed_them(
     aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
 ) -> None:
+    """What an IG officer compares with the key published out of band: `trust show`, trust.json
+    and the key endpoints' public_key_base64url all give init's base64url; public_key stays
+    the same bytes in standard base64 for the clients that read it."""
     agent = agent_factory(aggregator)
     printed = aggregator.init_info
     stored = json.loads((agent.home / "trust.json").read_text())
@@ -133,6 +139,12 @@ def test_trust_show_prints_keys_as_init_printed_and_trust_json_stores(
     assert catalogue["kid"] == printed["catalogue_key"]["kid"]
     text = agent.ok("trust", "show")
     assert printed["log_key"]["public_key"] in text and printed["log_key"]["kid"] in text
+    for endpoint, role in (("/v1/log/key", "log_key"), ("/v1/catalogue/key", "catalogue_key")):
+        served = httpx.get(aggregator.url + endpoint, timeout=10).json()
+        assert served["public_key_base64url"] == printed[role]["public_key"], endpoint
+        assert served["kid"] == printed[role]["kid"] and served["jwk"] == stored[role]["jwk"]
+        raw = base64.b64decode(served["public_key"], validate=True)
+        assert raw == b64url_decode(printed[role]["public_key"], what=endpoint), endpoint
 
 
 def test_audit_list_marks_a_correction_with_the_submission_it_replaces(
