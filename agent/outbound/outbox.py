@@ -195,6 +195,28 @@ class Outbox:
                 (message_id, state, int(time.time()), note[:500]),
             )
 
+    def change_state(self, message_id: int, expected: str, state: str, note: str = "") -> str:
+        """Move a message to ``state`` only if its state now is ``expected``; returns the state
+        it was in (so the move happened if and only if that is ``expected``). The check and
+        the move are one write transaction, so of two commands moving the same message (two
+        ``approve``, an ``approve`` and a ``reject``) exactly one does; the other is told
+        what the first made of it."""
+        if state not in STATES:
+            raise ValueError(state)
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT state FROM states WHERE message_id = ? ORDER BY id DESC LIMIT 1",
+                (message_id,),
+            ).fetchone()
+            if row is None:
+                raise AgentUserError(f"no message #{message_id} in the outbox {self.path}")
+            if row[0] == expected:
+                db.execute(
+                    "INSERT INTO states (message_id, state, at, note) VALUES (?, ?, ?, ?)",
+                    (message_id, state, int(time.time()), note[:500]),
+                )
+        return str(row[0])
+
     def add_receipt(self, message_id: int, receipt: bytes) -> None:
         """Store the receipt and mark the message accepted, in one transaction."""
         now = int(time.time())

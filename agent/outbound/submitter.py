@@ -44,6 +44,8 @@ from protocol.submission import CorrectionReason, Period
 
 #: How a hold by the disclosure guard starts its note (the outbox state's note).
 GUARD_NOTE = "disclosure guard: "
+#: The note of the state an approval moves a held message to.
+APPROVED = "approved"
 #: iat may be at most 7 days old at the aggregator; leave a day's margin for a held message.
 MAX_HELD_AGE = 6 * 24 * 3600
 
@@ -351,6 +353,9 @@ def _send_reporting(
 def approve(
     settings: AgentSettings, message_id: int, *, now: int, on_retry: RetryNotice | None = None
 ) -> Outcome:
+    """Send held message ``message_id``'s stored bytes. Exclusive: the move from ``held`` to
+    ``queued`` is one outbox transaction, so of two approvals at once only one sends; the
+    other is refused, told what became of the message."""
     trust = load_trust_matching(settings.home, settings.practice, settings.aud)
     with (
         AggregatorClient.from_settings(settings, on_retry=on_retry) as client,
@@ -358,7 +363,7 @@ def approve(
     ):
         message = outbox.get(message_id)
         if message.state != "held":
-            raise AgentUserError(f"message #{message_id} is {message.state}, not held")
+            raise not_held(message, "approve")
         if now - payload_of(message).iat > MAX_HELD_AGE:
             raise AgentUserError(
                 f"message #{message_id} was signed more than 6 days ago and the aggregator "
@@ -372,14 +377,33 @@ def approve(
                 f"accepted (seq {max(sent)}), so the aggregator would refuse it: reject it and "
                 f"run `fedqi-agent submit --period {message.period}` again"
             )
-        outbox.set_state(message_id, "queued", "approved")
+        if outbox.change_state(message_id, "held", "queued", APPROVED) != "held":
+            raise not_held(outbox.get(message_id), "approve")  # another command was first
         return send(client, outbox, trust, outbox.get(message_id))
+
+
+def not_held(message: Message, verb: str) -> AgentUserError:
+    """Why ``verb`` (approve, reject) cannot act on a message that is not held; the message
+    may have been moved a moment ago by another command."""
+    why = {
+        "queued": "it was already approved and is being sent, or waits for `fedqi-agent run` "
+        "to resend it"
+        if message.state_note == APPROVED
+        else "it waits for `fedqi-agent run` to send it",
+        "accepted": "it was already sent and the aggregator accepted it",
+        "rejected": "it was rejected and is never sent",
+        "refused": "the aggregator refused it",
+    }.get(message.state, "")
+    return AgentUserError(
+        f"message #{message.id} is {message.state}, not held: {why}; nothing to {verb} "
+        f"(`fedqi-agent audit show {message.id}` shows its history)"
+    )
 
 
 def reject(settings: AgentSettings, message_id: int) -> Outcome:
     with Outbox.open(settings.home) as outbox:
         message = outbox.get(message_id)
-        if message.state != "held":
-            raise AgentUserError(f"message #{message_id} is {message.state}, not held")
-        outbox.set_state(message_id, "rejected", "rejected by the practice")
+        found = outbox.change_state(message_id, "held", "rejected", "rejected by the practice")
+        if found != "held":
+            raise not_held(outbox.get(message_id), "reject")
         return Outcome(message_id, message.period, "rejected")
