@@ -307,16 +307,27 @@ def approve_cmd(
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Approve held message ID and send its exact stored bytes."""
+    """Approve held message ID and send its exact stored bytes. Warns when it goes ahead of
+    earlier held messages; refuses a correction whose original was never accepted."""
     settings = settings_for(home)
     try:
-        outcome = approve_message(settings, message_id, now=int(time.time()), on_retry=tell_retry)
+        outcome = approve_message(
+            settings,
+            message_id,
+            now=int(time.time()),
+            on_retry=tell_retry,
+            on_warning=_warn,
+        )
     except TransportError as exc:
         _resend_in_background(settings, exc)
     if as_json:
         emit_json(outcome.to_json())
     else:
         _print_outcome(outcome)
+
+
+def _warn(text: str) -> None:
+    err_console().print(f"warning: {text}", markup=False, highlight=False)
 
 
 @app.command("reject")

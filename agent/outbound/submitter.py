@@ -203,6 +203,18 @@ def submit_period(
                 "home; to correct one another home sent (before a re-enrolment), name it with "
                 "--supersedes SUBMISSION_ID"
             )
+        original = unsent_original(outbox, supersedes)
+        if original is not None:
+            then = (
+                "approve it or let it be sent first, then submit the correction"
+                if original.state in ("held", "queued")
+                else f"submit period {period.label} without --correction"
+            )
+            raise AgentUserError(
+                f"--supersedes {supersedes} is message #{original.id} (period "
+                f"{original.period}), which {_not_accepted(original)}: the aggregator accepts a "
+                f"correction only of a submission it has accepted; {then}"
+            )
         catalogue = load_catalogue(settings, client=client)
         message = prepare(
             settings, outbox, catalogue, period, now=now, supersedes=supersedes, reason=correction
@@ -351,11 +363,18 @@ def _send_reporting(
 
 
 def approve(
-    settings: AgentSettings, message_id: int, *, now: int, on_retry: RetryNotice | None = None
+    settings: AgentSettings,
+    message_id: int,
+    *,
+    now: int,
+    on_retry: RetryNotice | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> Outcome:
     """Send held message ``message_id``'s stored bytes. Exclusive: the move from ``held`` to
     ``queued`` is one outbox transaction, so of two approvals at once only one sends; the
-    other is refused, told what became of the message."""
+    other is refused, told what became of the message. A correction whose original this home
+    has not had accepted is refused; approving ahead of earlier held messages is told to
+    ``on_warning`` (see :func:`out_of_order`) before anything is sent."""
     trust = load_trust_matching(settings.home, settings.practice, settings.aud)
     with (
         AggregatorClient.from_settings(settings, on_retry=on_retry) as client,
@@ -364,7 +383,8 @@ def approve(
         message = outbox.get(message_id)
         if message.state != "held":
             raise not_held(message, "approve")
-        if now - payload_of(message).iat > MAX_HELD_AGE:
+        sub = payload_of(message)
+        if now - sub.iat > MAX_HELD_AGE:
             raise AgentUserError(
                 f"message #{message_id} was signed more than 6 days ago and the aggregator "
                 f"accepts messages up to 7 days old: reject it and run `fedqi-agent submit "
@@ -377,9 +397,91 @@ def approve(
                 f"accepted (seq {max(sent)}), so the aggregator would refuse it: reject it and "
                 f"run `fedqi-agent submit --period {message.period}` again"
             )
+        original = unsent_original(outbox, sub.supersedes)
+        if original is not None:
+            raise AgentUserError(
+                f"message #{message_id} is a correction of message #{original.id} (period "
+                f"{original.period}), which {_not_accepted(original)}: the aggregator accepts a "
+                f"correction only of a submission it has accepted. {_first(original, message)}"
+            )
+        warnings = out_of_order(outbox, message)
         if outbox.change_state(message_id, "held", "queued", APPROVED) != "held":
             raise not_held(outbox.get(message_id), "approve")  # another command was first
+        for warning in warnings:
+            if on_warning is not None:
+                on_warning(warning)
         return send(client, outbox, trust, outbox.get(message_id))
+
+
+def unsent_original(outbox: Outbox, supersedes: str | None) -> Message | None:
+    """The message in this outbox that a correction supersedes, if it is here and was never
+    accepted (held, queued, rejected, refused): the aggregator would refuse the correction.
+    None when it was accepted, or was sent from another agent home (the aggregator checks)."""
+    if supersedes is None:
+        return None
+    for m in outbox.messages(kind="submission"):
+        if m.submission_id == supersedes and m.state != "accepted":
+            return m
+    return None
+
+
+def _not_accepted(original: Message) -> str:
+    return {
+        "held": "is still held for approval, not sent",
+        "queued": "is queued and not yet accepted",
+        "rejected": "was rejected by the practice and never sent",
+        "refused": "the aggregator refused",
+    }[original.state]
+
+
+def _first(original: Message, correction: Message) -> str:
+    """What to do about a correction whose original was never accepted."""
+    if original.state == "held":
+        return (
+            f"Approve #{original.id} first (`fedqi-agent approve {original.id}`), then "
+            f"#{correction.id}"
+        )
+    if original.state == "queued":
+        return (
+            f"Let #{original.id} be sent first (`fedqi-agent run`), then approve #{correction.id}"
+        )
+    return (
+        f"There is nothing to correct: reject #{correction.id} (`fedqi-agent reject "
+        f"{correction.id}`) and submit period {correction.period} again without --correction"
+    )
+
+
+def out_of_order(outbox: Outbox, message: Message) -> list[str]:
+    """What approving ``message`` now does to the other held submissions: those signed before
+    it (a lower seq) can no longer be sent once it is accepted, since each key's seq must rise;
+    those for an earlier month signed after it can still be sent, but the months arrive out of
+    order. An empty list when nothing earlier is held."""
+    seq, period = message.seq or 0, message.period or ""
+    held = [m for m in outbox.messages(kind="submission", state="held") if m.id != message.id]
+    older = [m for m in held if (m.seq or 0) < seq]
+    earlier = [m for m in held if m not in older and (m.period or "") < period]
+    this = f"#{message.id} (period {message.period})"
+    warnings = []
+    if older:
+        first = min(older, key=lambda m: m.seq or 0)
+        warnings.append(
+            f"approving {this} ahead of earlier held message(s) {_listed(older)}: once "
+            f"#{message.id} is accepted they can no longer be sent (the aggregator requires each "
+            "key's seq to rise), so they will have to be rejected and their periods submitted "
+            f"again. To send them all, approve in order, oldest first (`fedqi-agent approve "
+            f"{first.id}`)"
+        )
+    if earlier:
+        warnings.append(
+            f"approving {this} ahead of held message(s) for an earlier month "
+            f"{_listed(earlier)}: they can still be approved after it, but the network "
+            "receives the months out of order"
+        )
+    return warnings
+
+
+def _listed(messages: list[Message]) -> str:
+    return ", ".join(f"#{m.id} ({m.period})" for m in messages)
 
 
 def not_held(message: Message, verb: str) -> AgentUserError:

@@ -182,3 +182,108 @@ def test_reject_after_an_approval_took_the_message_is_refused(home: Path) -> Non
         assert outbox.get(message.id).state == "queued"
     with pytest.raises(AgentUserError, match="is queued, not held: it was already approved"):
         submitter.reject(get_settings(home, {}), message.id)
+
+
+# --- order: earlier held months, and corrections before their originals ----------------------
+
+
+def test_approving_a_later_month_first_warns_naming_the_earlier_held_message(
+    home: Path,
+    sent: list[int],
+    cli: Callable[..., object],
+) -> None:
+    feb, mar = hold(home, "2026-02"), hold(home, "2026-03")
+    r = cli("approve", str(mar.id), "--home", str(home))
+    assert r.code == 0, r.err  # type: ignore[attr-defined]
+    warning = " ".join(r.err.split())  # type: ignore[attr-defined]
+    assert warning.startswith(
+        f"warning: approving #{mar.id} (period 2026-03) ahead of earlier held message(s) "
+        f"#{feb.id} (2026-02): once #{mar.id} is accepted they can no longer be sent"
+    ), warning
+    assert f"approve in order, oldest first (`fedqi-agent approve {feb.id}`)" in warning
+    assert sent == [mar.id]  # a warning, not a refusal: the later month is sent
+    r = cli("approve", str(feb.id), "--home", str(home))
+    assert r.code == 2 and "older than a message already accepted" in r.err  # type: ignore[attr-defined]
+    assert cli("reject", str(feb.id), "--home", str(home)).code == 0  # type: ignore[attr-defined]
+
+    # In order: no warning.
+    apr, may = hold(home, "2026-04"), hold(home, "2026-05")
+    for message in (apr, may):
+        r = cli("approve", str(message.id), "--home", str(home))
+        assert r.code == 0 and r.err == "", r.err  # type: ignore[attr-defined]
+
+    # An earlier month signed after the later one (resubmitted, say) can still be sent after
+    # it: said so, and then it is.
+    jul, jun = hold(home, "2026-07"), hold(home, "2026-06")
+    r = cli("approve", str(jul.id), "--home", str(home))
+    assert r.code == 0, r.err  # type: ignore[attr-defined]
+    assert (
+        f"warning: approving #{jul.id} (period 2026-07) ahead of held message(s) for an earlier "
+        f"month #{jun.id} (2026-06): they can still be approved after it"
+    ) in " ".join(r.err.split())  # type: ignore[attr-defined]
+    r = cli("approve", str(jun.id), "--home", str(home))
+    assert r.code == 0 and r.err == "", r.err  # type: ignore[attr-defined]
+    assert sent == [mar.id, apr.id, may.id, jul.id, jun.id]
+
+
+def test_a_correction_is_not_approved_before_its_original(
+    home: Path,
+    sent: list[int],
+    cli: Callable[..., object],
+) -> None:
+    original = hold(home, "2026-02")
+    correction = hold(home, "2026-02", supersedes=original.submission_id)
+    r = cli("approve", str(correction.id), "--home", str(home))
+    assert r.code == 2, r.err  # type: ignore[attr-defined]
+    assert (
+        f"message #{correction.id} is a correction of message #{original.id} (period 2026-02), "
+        "which is still held for approval, not sent: the aggregator accepts a correction only "
+        f"of a submission it has accepted. Approve #{original.id} first"
+    ) in r.err, r.err  # type: ignore[attr-defined]
+    assert sent == []
+    with Outbox.open(home) as outbox:
+        assert outbox.get(correction.id).state == "held"  # nothing changed
+    for message in (original, correction):
+        r = cli("approve", str(message.id), "--home", str(home))
+        assert r.code == 0 and r.err == "", r.err  # type: ignore[attr-defined]
+    assert sent == [original.id, correction.id]
+
+
+def test_a_correction_of_a_rejected_message_is_refused_at_approve_and_at_submit(
+    home: Path,
+    sent: list[int],
+    cli: Callable[..., object],
+) -> None:
+    rejected = hold(home, "2026-03")
+    assert cli("reject", str(rejected.id), "--home", str(home)).code == 0  # type: ignore[attr-defined]
+    correction = hold(home, "2026-03", supersedes=rejected.submission_id)
+    r = cli("approve", str(correction.id), "--home", str(home))
+    assert r.code == 2, r.err  # type: ignore[attr-defined]
+    assert "which was rejected by the practice and never sent" in r.err  # type: ignore[attr-defined]
+    assert f"reject #{correction.id} (`fedqi-agent reject {correction.id}`)" in r.err  # type: ignore[attr-defined]
+    assert "submit period 2026-03 again without --correction" in r.err  # type: ignore[attr-defined]
+    assert sent == []
+
+    # submit refuses to sign such a correction in the first place.
+    other = hold(home, "2026-01")
+    assert cli("reject", str(other.id), "--home", str(home)).code == 0  # type: ignore[attr-defined]
+    with Outbox.open(home) as outbox:
+        before = len(outbox.messages())
+    r = cli(
+        "submit",
+        "--home",
+        str(home),
+        "--period",
+        "2026-01",
+        "--correction",
+        "late_data",
+        "--supersedes",
+        str(other.submission_id),
+    )
+    assert r.code == 2, r.err  # type: ignore[attr-defined]
+    assert (
+        f"--supersedes {other.submission_id} is message #{other.id} (period 2026-01), which was "
+        "rejected by the practice and never sent"
+    ) in r.err  # type: ignore[attr-defined]
+    with Outbox.open(home) as outbox:
+        assert len(outbox.messages()) == before  # nothing signed
