@@ -8,6 +8,7 @@ See docs/sources.md.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -113,6 +114,52 @@ def load_fhir_command(
     _run_load(target, lambda engine: load_fhir(path, engine), as_json)
 
 
+#: What ``check-source --omop`` takes, said in each of its errors.
+OMOP_FORMS = (
+    "--omop takes a database URL (sqlite:///omop.sqlite relative, sqlite:////data/omop.sqlite "
+    "absolute, duckdb:///omop.duckdb, postgresql://user@host/omop) or the path of an OMOP "
+    "SQLite or DuckDB file"
+)
+# A database URL missing its "//" (sqlite:omop.sqlite): a mistyped URL, not a file name.
+_URL_WITHOUT_SLASHES = re.compile(r"^(sqlite|duckdb|postgres|postgresql)(\+\w+)?:", re.IGNORECASE)
+
+
+def omop_url(value: str) -> str:
+    """``--omop``'s value as the URL :func:`agent.sources.omop.open_omop` reads: a database URL
+    as given, or a path to an existing SQLite or DuckDB file (recognised by its header, as
+    ``source.url`` is) as that file's URL. A value that is neither is a usage error naming the
+    option and the forms it takes (exit 2); a path to nothing, or to a file that is not such a
+    database, cannot be read (exit 4), as with the URL form."""
+    import sqlalchemy as sa
+
+    from agent.sources.kinds import sniff
+
+    if "://" in value:
+        try:
+            url = sa.make_url(value)
+        except sa.exc.ArgumentError:
+            raise AgentUserError(f"--omop {value!r}: not a database URL; {OMOP_FORMS}") from None
+        backend = url.get_backend_name()
+        if backend not in ("sqlite", "duckdb", "postgresql"):
+            raise AgentUserError(
+                f"--omop {value!r}: {backend} is not a database fedqi reads; {OMOP_FORMS}"
+            )
+        return value
+    if _URL_WITHOUT_SLASHES.match(value):
+        raise AgentUserError(
+            f"--omop {value!r}: not a database URL (a URL has :// after the database name); "
+            f"{OMOP_FORMS}"
+        )
+    path = Path(value).expanduser()
+    if not path.is_file():
+        what = "a folder, not a file" if path.is_dir() else "no such file"
+        raise SourceError(f"--omop {path}: {what}; {OMOP_FORMS}")
+    kind = sniff(path)
+    if kind is None:
+        raise SourceError(f"--omop {path}: neither a SQLite nor a DuckDB file; {OMOP_FORMS}")
+    return sa.URL.create(kind, database=str(path.resolve())).render_as_string()
+
+
 def open_checked_source(
     settings: AgentSettings, db: str | None, omop: str | None, omop_codes: str
 ) -> Engine:
@@ -141,7 +188,8 @@ def check_source_command(
         str | None,
         typer.Option(
             "--omop",
-            help="an OMOP CDM database URL (e.g. sqlite:///omop.sqlite), read in place, read-only",
+            help="an OMOP CDM database: a URL (e.g. sqlite:///omop.sqlite) or the path of a "
+            "SQLite or DuckDB file; read in place, read-only",
         ),
     ] = None,
     omop_codes: Annotated[
@@ -162,6 +210,12 @@ def check_source_command(
     from agent.home.catalogue_cache import load_catalogue, read_catalogue_file
     from agent.sources.check import check_source
 
+    if db is not None and omop is not None:
+        raise AgentUserError(
+            "--db and --omop: give one (--db a practice store, --omop an OMOP CDM database)"
+        )
+    if omop is not None:
+        omop = omop_url(omop)  # before anything is read or fetched
     settings = settings_for(home)
     if catalogue_file is not None:
         catalogue = read_catalogue_file(catalogue_file)

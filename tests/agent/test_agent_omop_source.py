@@ -53,3 +53,57 @@ def test_preview_from_a_missing_omop_file_names_it_and_creates_nothing(
     r = cli("check-source", "--omop", f"duckdb:///{tmp_path / 'nothere.duckdb'}")
     assert r.code == 4 and "nothere.duckdb: no such file" in r.err, r.err
     assert not (tmp_path / "nothere.duckdb").exists()
+
+
+def test_check_source_omop_takes_a_url_or_a_database_file_path(
+    practice_db: Path,
+    tmp_path: Path,
+    agent_home: Path,
+    cli,  # type: ignore[no-untyped-def]
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """A path to an existing OMOP SQLite or DuckDB file is read as its URL would be; a value
+    that is neither a URL nor such a path is a one-line usage error (exit 2) naming --omop and
+    the forms it takes, never a traceback or a source error."""
+    omop = tmp_path / "omop.sqlite"
+    source, target = (
+        open_practice(practice_db, read_only=True),
+        sa.create_engine(f"sqlite:///{omop}"),
+    )
+    export_omop(source, target)
+    source.dispose()
+    target.dispose()
+    before = omop.read_bytes()
+    monkeypatch.chdir(tmp_path)
+
+    def check(value: str):  # type: ignore[no-untyped-def]
+        return cli("check-source", "--home", str(agent_home), "--omop", value)
+
+    by_url = check(f"sqlite:///{omop}")
+    assert by_url.code == 0, by_url.err
+    for path in (str(omop), "omop.sqlite"):  # absolute, and relative to the current directory
+        r = check(path)
+        assert (r.code, r.out) == (0, by_url.out), r.err
+    assert omop.read_bytes() == before  # read in place: nothing written
+
+    forms = "--omop takes a database URL (sqlite:///omop.sqlite relative"
+    for value, why in (
+        ("sqlite:/omop.sqlite", "not a database URL (a URL has :// after the database name)"),
+        ("mysql://user@host/omop", "mysql is not a database fedqi reads"),
+    ):
+        r = check(value)
+        assert r.code == 2 and r.out == "", r.err
+        assert r.err.startswith(f"error: --omop {value!r}: {why}; {forms}"), r.err
+        assert len(r.err.strip().splitlines()) == 1
+    # A path to nothing, or to something that is not such a database, cannot be read: exit 4,
+    # as for a URL naming a missing file; nothing is created.
+    (tmp_path / "extract.csv").write_text("person_id\n1\n")
+    for value, why in (
+        ("nothere.sqlite", "no such file"),
+        ("extract.csv", "neither a SQLite nor a DuckDB file"),
+    ):
+        r = check(value)
+        assert r.code == 4 and r.err.startswith(f"error: --omop {value}: {why}; {forms}"), r.err
+    assert not (tmp_path / "nothere.sqlite").exists()
+    r = cli("check-source", "--home", str(agent_home), "--db", str(practice_db), "--omop", "x")
+    assert r.code == 2 and "--db and --omop: give one" in r.err, r.err
