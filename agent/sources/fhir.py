@@ -22,6 +22,7 @@ and line, and the store is left as it was.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import gzip
 import json
@@ -305,7 +306,7 @@ class _Loader:
             return
         pid = self._subject(res, "subject")
         date = self._first_date(
-            res, ("onsetDateTime", "onsetPeriod.start", "recordedDate"), "Condition"
+            pid, res, ("onsetDateTime", "onsetPeriod.start", "recordedDate"), "Condition"
         )
         if date is None:
             return
@@ -319,6 +320,7 @@ class _Loader:
             return
         pid = self._subject(res, "subject")
         date = self._first_date(
+            pid,
             res,
             ("effectiveDateTime", "effectivePeriod.start", "effectiveInstant", "issued"),
             "Observation",
@@ -343,7 +345,9 @@ class _Loader:
         if self._skip_status(res, "Procedure"):
             return
         pid = self._subject(res, "subject")
-        date = self._first_date(res, ("performedDateTime", "performedPeriod.start"), "Procedure")
+        date = self._first_date(
+            pid, res, ("performedDateTime", "performedPeriod.start"), "Procedure"
+        )
         if date is None:
             return
         for system, code in self._codes(res.get("code"), "code"):
@@ -353,7 +357,7 @@ class _Loader:
         if self._skip_status(res, "Immunization"):
             return
         pid = self._subject(res, "patient")
-        date = self._first_date(res, ("occurrenceDateTime", "recorded"), "Immunization")
+        date = self._first_date(pid, res, ("occurrenceDateTime", "recorded"), "Immunization")
         if date is None:
             return
         for system, code in self._codes(res.get("vaccineCode"), "vaccineCode"):
@@ -366,7 +370,7 @@ class _Loader:
             self.skipped[f"MedicationRequest intent {res['intent']}"] += 1
             return
         pid = self._subject(res, "subject")
-        date = self._first_date(res, ("authoredOn",), "MedicationRequest")
+        date = self._first_date(pid, res, ("authoredOn",), "MedicationRequest")
         if date is None:
             return
         for system, code in self._medication_codes(res):
@@ -377,6 +381,7 @@ class _Loader:
             return
         pid = self._subject(res, "subject")
         date = self._first_date(
+            pid,
             res,
             ("effectiveDateTime", "effectivePeriod.start", "dateAsserted"),
             "MedicationStatement",
@@ -466,13 +471,28 @@ class _Loader:
             unit = None
         return float(value), unit
 
-    def _first_date(self, res: dict[str, Any], fields: Iterable[str], rtype: str) -> dt.date | None:
+    def _first_date(
+        self, pid: int, res: dict[str, Any], fields: Iterable[str], rtype: str
+    ) -> dt.date | None:
+        """Patient ``pid``'s record's date, from the first of ``fields`` it has. A record dated
+        before the patient's birth cannot be (whether or not the Patient has a registration
+        period) and is refused; a partial date is so only if all of its year or month is."""
         for name in fields:
             value: Any = res
             for part in name.split("."):
                 value = value.get(part) if isinstance(value, dict) else None
             if isinstance(value, str):
-                return self._date(value, name)
+                date = self._date(value, name)
+                patient = self.patients[pid]
+                if _last_day_of(value, date) < patient.birth_date:
+                    rid = res.get("id")
+                    what = f"{rtype}/{rid}" if isinstance(rid, str) and rid else f"this {rtype}"
+                    raise _Problem(
+                        name,
+                        f"{what} is dated before the birthDate of Patient/{patient.local_ref} "
+                        "(a record cannot precede the patient's birth); nothing was loaded",
+                    )
+                return date
         self.skipped[f"{rtype} without a date"] += 1
         return None
 
@@ -527,7 +547,9 @@ class _Loader:
     def finish(self) -> None:
         self.writer.flush()
         for pid, p in self.patients.items():
-            start = p.registration_start or p.first_record or p.birth_date
+            # A partial date in the month or year of birth can fall before the birth date:
+            # registration never starts before birth.
+            start = p.registration_start or max(p.first_record or p.birth_date, p.birth_date)
             if p.registration_start is None:
                 self.converted["registration start taken from the first record"] += 1
             self.writer.add(
@@ -543,6 +565,18 @@ class _Loader:
                 },
             )
         self.writer.flush()
+
+
+def _last_day_of(text: str, first: dt.date) -> dt.date:
+    """The last day a FHIR date read as ``first`` can mean: a partial date (``1950``,
+    ``1950-03``) stands for its whole year or month."""
+    m = FHIR_DATE_RE.match(text)
+    _year, month, day = m.groups() if m else (None, None, "day")
+    if day is not None:
+        return first
+    if month is not None:
+        return first.replace(day=calendar.monthrange(first.year, first.month)[1])
+    return first.replace(month=12, day=31)
 
 
 def _status_code(concept: Any) -> str | None:

@@ -65,7 +65,7 @@ def synthetic_rows(
     catalogue: Catalogue, n_patients: int, seed: int = 7
 ) -> dict[str, list[dict[str, Any]]]:
     """A practice of ``n_patients`` with codes from every codelist (and some no codelist
-    uses), dated mostly within the three years before PERIOD_END."""
+    uses), dated mostly within the three years before PERIOD_END, never before birth."""
     rng = random.Random(seed)
     edges = boundary_dates(catalogue)
     valued, meds = _codelist_roles(catalogue)
@@ -112,6 +112,7 @@ def synthetic_rows(
             date = _day(rng, dt.date(2020, 1, 1), dt.date(2025, 9, 30))
             if rng.random() < 0.2:
                 date = rng.choice(edges)
+            date = max(date, birth)  # nothing is recorded before birth (the FHIR load refuses it)
             value = unit = None
             if cl in valued:
                 lo, hi = VALUE_RANGES.get(cl, (0, 100))
@@ -137,8 +138,8 @@ def synthetic_rows(
             cl = rng.choice(sorted(meds))
             system, code = rng.choice(lists[cl])
             medications.append(
-                {"patient_id": pid, "date": rng.choice(
-                    [_day(rng, dt.date(2023, 1, 1), dt.date(2025, 6, 30)), rng.choice(edges)]),
+                {"patient_id": pid, "date": max(birth, rng.choice(
+                    [_day(rng, dt.date(2023, 1, 1), dt.date(2025, 6, 30)), rng.choice(edges)])),
                  "system": system, "code": code}
             )  # fmt: skip
         if rng.random() < 0.2:

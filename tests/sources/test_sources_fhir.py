@@ -340,6 +340,91 @@ def test_patient_without_birth_date_is_an_error(tmp_path: Path) -> None:
         load_fhir(d, open_store(tmp_path / "s.sqlite"))
 
 
+@pytest.mark.parametrize(
+    ("record", "field"),
+    [
+        (
+            {
+                "resourceType": "Observation",
+                "id": "bp1",
+                "status": "final",
+                "code": _cc(LOINC, "8480-6"),
+                "effectiveDateTime": "1999-12-31T23:00:00Z",
+                "valueQuantity": {"value": 150},
+            },
+            "effectiveDateTime",
+        ),
+        (
+            # a partial date: all of its month is before birth
+            {
+                "resourceType": "Condition",
+                "id": "dx1",
+                "code": _cc(SCT, "38341003"),
+                "recordedDate": "1999-03",
+            },
+            "recordedDate",
+        ),
+        (
+            {
+                "resourceType": "MedicationRequest",
+                "id": "rx1",
+                "intent": "order",
+                "medicationCodeableConcept": _cc("https://dmd.nhs.uk", "318420003"),
+                "authoredOn": "1988",
+            },
+            "authoredOn",
+        ),
+    ],
+    ids=["observation", "condition-partial-date", "medication"],
+)
+@pytest.mark.parametrize("registered", [False, True], ids=["no-registration", "registration"])
+def test_a_record_dated_before_the_patients_birth_is_an_error(
+    tmp_path: Path, record: dict[str, Any], field: str, registered: bool
+) -> None:
+    """Patient c (born 2000-06-07) with and without a registrationPeriod: either way a record
+    dated before birth stops the load, naming the file, line, resource, field and patient (not
+    the dates, as the other impossible dates), and nothing is loaded."""
+    patient = dict(PATIENTS[2])
+    if registered:
+        patient["extension"] = PATIENTS[0]["extension"]  # registered from 2001-01-01
+    d = tmp_path / "bulk"
+    write_ndjson(d, "Patient.000", [PATIENTS[0], patient])
+    rtype, rid = record["resourceType"], record["id"]
+    write_ndjson(d, "Other.000", [OTHERS[0], {**record, "subject": {"reference": "Patient/c"}}])
+    engine = open_store(tmp_path / "s.sqlite")
+    with pytest.raises(SourceError) as info:
+        load_fhir(d, engine)
+    message = str(info.value)
+    assert (
+        f"Other.000.ndjson line 2 ({rtype}), field {field}: {rtype}/{rid} is dated before the "
+        "birthDate of Patient/c (a record cannot precede the patient's birth); nothing was loaded"
+    ) in message, message
+    # No patient's date is printed (the file's path aside, which a test's folder names).
+    rest = message.replace(str(d), "")
+    assert "2000" not in rest and record[field][:4] not in rest, message
+    assert dump(engine) == {}
+
+
+def test_a_partial_date_in_the_month_of_birth_loads_and_registration_starts_at_birth(
+    tmp_path: Path,
+) -> None:
+    """``2000-06`` may be any day of June 2000, so for a patient born 2000-06-07 it is no
+    impossible date; read as 2000-06-01, it does not start the registration before birth."""
+    d = tmp_path / "bulk"
+    write_ndjson(d, "Patient.000", [PATIENTS[2]])
+    record = {
+        "resourceType": "Condition",
+        "code": _cc(SCT, "195967001"),
+        "subject": {"reference": "Patient/c"},
+        "recordedDate": "2000-06",
+    }
+    write_ndjson(d, "Other.000", [record])
+    engine = open_store(tmp_path / "s.sqlite")
+    load_fhir(d, engine)
+    (row,) = dump(engine)["patients"]
+    assert row.birth_date == row.registration_start == dt.date(2000, 6, 7)
+
+
 # --- the real Synthea sample --------------------------------------------------------------
 
 
