@@ -3,8 +3,9 @@
 dates as declared. Read row by row and inserted in batches inside one transaction, so memory
 does not grow with the file and a bad row leaves the store untouched.
 
-Only the set of patient ids (to catch duplicates and events for unknown patients) is held in
-memory: it grows with the number of patients, not with the size of the files.
+Only the patient ids and their birth dates (to catch duplicates, events for unknown patients
+and events dated before birth) are held in memory: they grow with the number of patients, not
+with the size of the files.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ def load_csv(directory: Path, engine: Engine, *, date_format: str = "iso") -> Lo
     with replacing(engine) as conn:
         writer = BatchWriter(conn, iso_dates=True)
         seen: dict[int, int] = {}  # patient_id -> line
+        births: dict[int, str] = {}  # patient_id -> birth_date (ISO text)
         for row in _rows(paths["patients"], "patients", _patient_parser(date_format)):
             line, values = row
             pid = values["patient_id"]
@@ -113,9 +115,10 @@ def load_csv(directory: Path, engine: Engine, *, date_format: str = "iso") -> Lo
                     f"(first on line {seen[pid]})"
                 )
             seen[pid] = line
+            births[pid] = values["birth_date"]
             writer.add("patients", values)
         for name in ("events", "medications"):
-            parse = _clinical_parser(name, date_format, seen, converted)
+            parse = _clinical_parser(name, date_format, births, seen, converted)
             for _line, clinical in _rows(paths[name], name, parse):
                 writer.add_tuple(name, clinical)
         writer.flush()
@@ -264,7 +267,11 @@ def _patient_parser(date_format: str) -> Parser:
 
 
 def _clinical_parser(
-    name: str, date_format: str, patient_ids: dict[int, int], converted: Counter[str]
+    name: str,
+    date_format: str,
+    births: dict[int, str],
+    patient_lines: dict[int, int],
+    converted: Counter[str],
 ) -> Callable[[dict[str, str]], tuple[Any, ...]]:
     spec = SPECS[name]
     assert spec.default_system is not None
@@ -275,7 +282,8 @@ def _clinical_parser(
 
     def parse(record: dict[str, str]) -> Any:
         pid = _patient_id(record)
-        if pid not in patient_ids:
+        birth = births.get(pid)
+        if birth is None:
             raise _RowError("patient_id", f"patient {pid} is not in patients.csv")
         system_text = record.get("system", "") or default_system
         system = systems.get(system_text)
@@ -294,6 +302,15 @@ def _clinical_parser(
                 raise _RowError("code", f"{code!r} is not a code (1-32 letters, digits, '.', '-')")
             codes.add(code)
         date = _date(record, "date", date_format, required=True)
+        # ISO text compares as the dates do (both are whole days: the format has no partial
+        # date). A row dated before birth cannot be, and a rule would count it silently.
+        if date < birth:
+            raise _RowError(
+                "date",
+                f"before the birth_date of patient {pid} (patients.csv line "
+                f"{patient_lines[pid]}): a record cannot precede the patient's birth; "
+                "nothing was loaded",
+            )
         if not with_value:
             return (pid, date, system, code)  # agent.sources.schema.medications column order
         value_text = record.get("value", "")

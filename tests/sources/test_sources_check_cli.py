@@ -189,6 +189,33 @@ def test_cli_bad_csv_is_one_line_and_nonzero(
     assert not store.exists()  # a store this load created is not left behind half-made
 
 
+def test_cli_load_csv_row_before_birth_exits_4_and_keeps_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The brief's case: an event dated 1975 for a patient born 1980 used to load (exit 0)."""
+    d = tmp_path / "extract"
+    write_csv(
+        d, "patients", "patient_id,birth_date,sex,registration_start\n7,1980-05-06,F,2000-01-01\n"
+    )
+    write_csv(d, "events", "patient_id,date,code\n7,2001-01-01,38341003\n")
+    write_csv(d, "medications", "patient_id,date,code\n")
+    store = tmp_path / "practice.sqlite"
+    env = {"FEDQI_AGENT_HOME": str(tmp_path)}
+    assert main(["load-csv", str(d), "--into", str(store)], env) == 0
+    before = dump(open_store(store))
+    write_csv(d, "events", "patient_id,date,code\n7,2001-01-01,38341003\n7,1975-01-01,38341003\n")
+    capsys.readouterr()
+    code = main(["load-csv", str(d), "--into", str(store)], env)
+    err = capsys.readouterr().err
+    assert code == 4
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert (
+        "events.csv line 3, column date: before the birth_date of patient 7 (patients.csv line 2)"
+    ) in err
+    assert "1975" not in err and "1980" not in err
+    assert dump(open_store(store)) == before
+
+
 def test_cli_load_fhir_truncated_keeps_store(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

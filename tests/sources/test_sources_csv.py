@@ -4,6 +4,7 @@ bad input that names the file, line and column and leaves the store as it was.""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -72,18 +73,18 @@ def test_ngsp_to_ifcc_matches_published_pairs() -> None:
     assert round(ngsp_to_ifcc(8.0)) == 64
 
 
+def _uk(text: str) -> str:
+    """The ISO dates in ``text`` written day-first, as a UK extract has them."""
+    return re.sub(r"(\d{4})-(\d{2})-(\d{2})", lambda m: f"{m[3]}/{m[2]}/{m[1]}", text)
+
+
 def test_uk_dates_give_the_same_store_as_iso(tmp_path: Path) -> None:
-    def uk(text: str) -> str:
-        import re
-
-        return re.sub(r"(\d{4})-(\d{2})-(\d{2})", lambda m: f"{m[3]}/{m[2]}/{m[1]}", text)
-
     iso_engine = open_store(tmp_path / "iso.sqlite")
     load_csv(_extract(tmp_path), iso_engine)
     d = tmp_path / "uk"
-    write_csv(d, "patients", uk(PATIENTS_ISO))
-    write_csv(d, "events", uk(EVENTS_ISO))
-    write_csv(d, "medications", uk(MEDS_ISO))
+    write_csv(d, "patients", _uk(PATIENTS_ISO))
+    write_csv(d, "events", _uk(EVENTS_ISO))
+    write_csv(d, "medications", _uk(MEDS_ISO))
     assert "04/03/1950" in (d / "patients.csv").read_text()
     uk_engine = open_store(tmp_path / "uk.sqlite")
     load_csv(d, uk_engine, date_format="uk")
@@ -181,6 +182,19 @@ BAD_CASES = [
     ),
     pytest.param(
         "events",
+        EVENTS_ISO + "2,1960-12-30,snomedct,38341003,,\n",
+        "events.csv line 6, column date: before the birth_date of patient 2 (patients.csv line 3)",
+        id="event-before-birth",
+    ),
+    pytest.param(
+        "medications",
+        MEDS_ISO + "4,2001-02-02,dmd,703907006\n",
+        "medications.csv line 4, column date: before the birth_date of patient 4 (patients.csv "
+        "line 5)",
+        id="medication-before-birth",
+    ),
+    pytest.param(
+        "events",
         EVENTS_ISO + "1,2024-01-01,snomedct\n",
         "events.csv line 6: 3 fields, the header has 6",
         id="short-row",
@@ -206,6 +220,65 @@ def test_bad_input_names_where_and_leaves_store_unchanged(
     assert message in str(info.value)
     assert str(bad / f"{name}.csv") in str(info.value)
     assert dump(engine) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "row", "date_format"),
+    [
+        ("events", "1,1950-03-03,snomedct,38341003,,", "iso"),
+        ("medications", "1,1950-03-03,dmd,703907006", "iso"),
+        # 5 Feb 1950 is before 4 Mar 1950, though "05/02/1950" sorts after "04/03/1950" as text
+        ("events", "1,1950-02-05,snomedct,38341003,,", "uk"),
+    ],
+    ids=["event", "medication", "uk-event"],
+)
+def test_a_row_dated_before_birth_is_refused_naming_no_date(
+    tmp_path: Path, name: str, row: str, date_format: str
+) -> None:
+    """Patient 1 (born 1950-03-04): a row the day before, or earlier in the year in a UK
+    extract, stops the load naming the file, line, column and patient, not the dates (as the
+    other impossible dates), and the store keeps what it had."""
+    engine = open_store(tmp_path / "store.sqlite")
+    load_csv(_extract(tmp_path), engine)
+    before = dump(engine)
+    bad = tmp_path / "bad"
+    texts = {"patients": PATIENTS_ISO, "events": EVENTS_ISO, "medications": MEDS_ISO}
+    texts[name] += row + "\n"
+    for f, text in texts.items():
+        write_csv(bad, f, _uk(text) if date_format == "uk" else text)
+    with pytest.raises(SourceError) as info:
+        load_csv(bad, engine, date_format=date_format)
+    message = str(info.value)
+    line = len(texts[name].splitlines())
+    assert (
+        f"{bad / name}.csv line {line}, column date: before the birth_date of patient 1 "
+        "(patients.csv line 2): a record cannot precede the patient's birth; nothing was loaded"
+    ) in message, message
+    rest = message.replace(str(bad), "")  # the test's folder aside, no date is printed
+    assert "1950" not in rest, message
+    assert dump(engine) == before
+
+
+@pytest.mark.parametrize("date_format", ["iso", "uk"])
+def test_a_row_on_the_birth_date_loads(tmp_path: Path, date_format: str) -> None:
+    """Rows on the day of birth (and the day after, "01/01/1961" sorting before "31/12/1960"
+    as text) are no impossible dates: they load."""
+    d = tmp_path / "extract"
+    events = EVENTS_ISO + "2,1960-12-31,snomedct,38341003,,\n2,1961-01-01,snomedct,38341003,,\n"
+    meds = MEDS_ISO + "4,2001-02-03,dmd,703907006\n"
+    texts = {"patients": PATIENTS_ISO, "events": events, "medications": meds}
+    for f, text in texts.items():
+        write_csv(d, f, _uk(text) if date_format == "uk" else text)
+    engine = open_store(tmp_path / "store.sqlite")
+    report = load_csv(d, engine, date_format=date_format)
+    assert (report.events, report.medications) == (6, 3)
+    rows = dump(engine)
+    assert {r.date for r in rows["events"] if r.patient_id == 2} == {
+        dt.date(1960, 12, 31),
+        dt.date(1961, 1, 1),
+        dt.date(2023, 11, 11),
+    }
+    assert dt.date(2001, 2, 3) in {r.date for r in rows["medications"] if r.patient_id == 4}
 
 
 def test_bad_input_into_a_new_store_leaves_no_tables(tmp_path: Path) -> None:
