@@ -83,6 +83,7 @@ def init(
         "aggregator_url": aggregator_url,
         "release": release,
     }
+    source_url, moved = _beside_the_user(source_url, root)
     source: dict[str, object] = {"kind": source_kind, "url": source_url}
     given = any(v is not None for v in [*values.values(), *source.values()])
     if config.exists() and given:
@@ -112,6 +113,12 @@ def init(
         "key_file": str(keys.dir / f"{key.kid}.key"),
         "practice": settings.practice,
     }
+    if moved is not None:
+        err_console().print(
+            f"source.url: {moved} is not in the agent home but in the current directory; "
+            f"{config} names it by its absolute path, {source_url}",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
     warn_missing_source(settings, config)
     if as_json:
         emit_json(result)
@@ -122,6 +129,20 @@ def init(
     out.print(f"signing key {result['key_file']} (mode 0600)")
     out.print(f"kid         {key.kid}")
     out.print(next_steps(settings, config, explicit_home=home is not None))
+
+
+def _beside_the_user(url: str | None, root: Path) -> tuple[str | None, str | None]:
+    """``--source-url`` as ``init`` writes it, and the relative path it replaced, if any. In
+    ``agent.toml`` a relative path is read relative to the agent home; on the command line a
+    user means the current directory. So a relative path that names a file in the current
+    directory and nothing in the home is written as that file's absolute path; any other value
+    is written as given."""
+    if not url or "://" in url:
+        return url, None
+    given = Path(url).expanduser()
+    if given.is_absolute() or (root / given).exists() or not given.exists():
+        return url, None
+    return str(given.resolve()), url
 
 
 def warn_missing_source(settings: AgentSettings, config: Path) -> None:

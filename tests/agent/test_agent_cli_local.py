@@ -278,20 +278,40 @@ def test_a_period_has_ended_once_its_last_day_is_before_today(
         assert f"latest complete period is {last_complete_period(today).label}" in str(exc.value)
 
 
+def test_init_writes_a_source_beside_the_user_by_its_absolute_path(
+    tmp_path: Path,
+    cli,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--source-url p.sqlite run beside p.sqlite means that file, though agent.toml reads a
+    relative path relative to the agent home: init writes its absolute path and says so."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.sqlite").write_bytes(b"")  # beside the user, not in the agent home
+    r = cli("init", "--home", "ha", "--source-url", "p.sqlite")
+    assert r.code == 0, r.err
+    assert (
+        "source.url: p.sqlite is not in the agent home but in the current directory; "
+        f"ha/agent.toml names it by its absolute path, {tmp_path / 'p.sqlite'}"
+    ) in " ".join(r.err.split())
+    assert "warning" not in r.err
+    assert f'url = "{tmp_path / "p.sqlite"}"' in (tmp_path / "ha" / "agent.toml").read_text()
+    r = cli("preview", "--home", "ha", "--period", "2026-03", "--local")
+    assert "no such file" not in r.err  # the file it names is the one beside the user
+
+
 def test_init_warns_when_the_source_it_will_read_does_not_exist(
     tmp_path: Path,
     cli,  # type: ignore[no-untyped-def]
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "p.sqlite").write_bytes(b"")  # beside the user, not in the agent home
-    r = cli("init", "--home", "ha", "--source-url", "p.sqlite")
+    r = cli("init", "--home", "ha", "--source-url", "p.sqlite")  # nowhere
     assert r.code == 0, r.err
     assert (
         "warning: source.url p.sqlite resolves to ha/p.sqlite, which does not exist (a relative "
-        "path is read relative to the agent home); p.sqlite exists in the current directory: set "
-        f"source.url to its absolute path, {tmp_path / 'p.sqlite'}, in ha/agent.toml"
+        "path is read relative to the agent home)"
     ) in " ".join(r.err.split())
+    assert 'url = "p.sqlite"' in (tmp_path / "ha" / "agent.toml").read_text()
     r = cli("init", "--home", "hb", "--source-url", str(tmp_path / "gone.sqlite"))
     assert r.code == 0 and f"warning: source.url {tmp_path / 'gone.sqlite'} does not exist" in r.err
     (tmp_path / "hc").mkdir()
