@@ -54,7 +54,7 @@ def _matches_rfc8785(value) -> bytes | None:
     return expected
 
 
-@settings(max_examples=EXAMPLES, derandomize=True)
+@settings(max_examples=EXAMPLES, derandomize=True, deadline=None)
 @given(json_values)
 def test_fast_path_matches_rfc8785(value):
     _matches_rfc8785(value)
@@ -69,7 +69,7 @@ def test_values_outside_the_fast_domain_still_match(value):
     _matches_rfc8785(value)
 
 
-@settings(max_examples=EXAMPLES * 4, derandomize=True)
+@settings(max_examples=EXAMPLES * 4, derandomize=True, deadline=None)
 @given(json_with_floats)
 def test_floats_match_rfc8785_whether_or_not_the_value_may_be_changed(value):
     """``canonical_json`` (the caller's value, left as it is) and ``model_bytes``'s path (a
