@@ -99,6 +99,10 @@ def test_postgres_restart_under_a_stream_of_submissions(cluster, server, agent_f
     problems: list[str] = []
     lock = threading.Lock()
     outage = threading.Event()
+    # Per agent: its first three months are stored (it then waits for the outage), and it has
+    # had a submission refused while the database was down.
+    before = {a.ods: threading.Event() for a in agents}
+    refused_once = {a.ods: threading.Event() for a in agents}
 
     def send(agent) -> None:  # type: ignore[no-untyped-def]
         for month in range(1, per_agent + 1):
@@ -124,26 +128,33 @@ def test_postgres_restart_under_a_stream_of_submissions(cluster, server, agent_f
                     with lock:
                         problems.append(f"503 without problem+json/Retry-After: {r.headers}")
                     return
+                refused_once[agent.ods].set()
                 if time.monotonic() > deadline:
                     with lock:
                         problems.append("resend did not complete in 120 s")
                     return
                 time.sleep(0.2)  # the agent's own backoff is longer; the test is impatient
             if month == 3:
-                outage.wait(timeout=60)  # the rest of the stream runs into the outage
+                before[agent.ods].set()
+                # the rest of the stream runs into the outage (which starts once both agents
+                # are here: longer than the test waits for the slower one)
+                outage.wait(timeout=180)
 
     threads = [threading.Thread(target=send, args=(a,)) for a in agents]
     for t in threads:
         t.start()
-    time.sleep(0.5)
+    # Conditions, not sleeps: a loaded machine may take longer than any fixed wait to send the
+    # first months, or to send anything at all while the database is down.
+    for ods, stored in before.items():
+        assert stored.wait(timeout=120), (ods, problems)
     cluster.stop()
     outage.set()
-    time.sleep(1.0)  # submissions arrive while the database is down
+    for ods, met in refused_once.items():  # submissions arrive while the database is down
+        assert met.wait(timeout=120), (f"{ods} sent nothing while the database was down", problems)
     ready = server.client.get("/readyz")
     assert ready.status_code == 503, ready.text
     assert ready.headers["content-type"] == "application/problem+json"
     assert ready.headers["retry-after"].isdigit()
-    time.sleep(1.0)
     cluster.start()
     for t in threads:
         t.join(timeout=180)
