@@ -37,7 +37,7 @@ def test_serve_answers_and_stops_on_sigterm(network, workers):
         stderr=subprocess.PIPE,
     )
     try:
-        wait_ready(proc, f"http://127.0.0.1:{port}", timeout=60)
+        wait_ready(proc, f"http://127.0.0.1:{port}")
         r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
         assert r.json() == {"status": "ready"}
         key = httpx.get(f"http://127.0.0.1:{port}/v1/log/key", timeout=5).json()
@@ -56,7 +56,7 @@ def _serve(network, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]: 
          "--port", str(port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **env},
     )  # fmt: skip
-    wait_ready(proc, f"http://127.0.0.1:{port}", timeout=60)
+    wait_ready(proc, f"http://127.0.0.1:{port}")
     return proc
 
 

@@ -95,7 +95,8 @@ def test_a_worker_that_dies_is_started_again(network) -> None:  # type: ignore[n
         first = set(_workers(serve, port))
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
-        deadline = time.time() + 60
+        # the new worker is a fresh interpreter (spawned), as slow to start as serve itself
+        deadline = time.time() + 120
         while True:
             now = set(_workers(serve, port))
             if len(now) == 2 and victim not in now:

@@ -41,7 +41,7 @@ def _write_tls(directory: Path) -> None:
 
 
 def _wait(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.time() + 60
+    deadline = time.time() + 120  # a loaded 2-core machine is slow to import and bind
     while True:
         try:
             if httpx.get(url, timeout=2, verify=False).status_code == 200:
