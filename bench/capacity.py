@@ -14,6 +14,11 @@ ingest check, the log append, the checkpoint and the receipt). After each month 
 * a funnel read (one indicator, the latest month, the admin's view) after the refresh,
   median of ``--reads``; whether it grows with the months stored decides whether partitioning by
   period is needed for reads;
+* with ``--backlog``, the months are stored one after another with no refresh between them, as
+  after a network-wide resubmission of many months (a definition change) or a backfill, and
+  then one drain of the whole queue as the background refresher runs it (``refresh_stale``) is
+  timed: the seconds until the newest month's groups are all fresh, and until every group is;
+  the per-month refresh and reads above are then not measured;
 * after the last month, ``--corrections`` times: one practice sends a correction, and the time
   from its receipt to a funnel read that shows it (the read recomputes the one group it shows,
   as the API's and the dashboard's reads do).
@@ -26,7 +31,7 @@ stored.
 Usage::
 
     .venv/bin/python bench/capacity.py [--practices 6500] [--months 2] [--workers 2]
-        [--threads 16] [--reads 5] [--corrections 5] [--upgrade] [--json OUT.json]
+        [--threads 16] [--reads 5] [--corrections 5] [--upgrade] [--backlog] [--json OUT.json]
         [--admin-url postgresql://...]
 """
 
@@ -145,6 +150,26 @@ def timed_refresh(rt: Runtime) -> tuple[int, float, float]:
     return groups, time.perf_counter() - wall, time.process_time() - cpu
 
 
+def timed_backlog(rt: Runtime, newest: Any) -> tuple[int, float, float]:
+    """One drain of the whole stale queue, as the background refresher runs it: the groups
+    recomputed, the seconds until no group of the period ending ``newest`` is stale (asked
+    between groups, as the refresher asks whether to go on), and the seconds until none is."""
+    start = time.perf_counter()
+    newest_fresh: float | None = None
+
+    def go_on() -> bool:
+        nonlocal newest_fresh
+        if newest_fresh is None:
+            with rt.db.read() as s:
+                if not bench_service.stale_groups(s, period_end=newest):
+                    newest_fresh = time.perf_counter() - start
+        return True
+
+    groups = bench_service.refresh_stale(rt.db, go_on=go_on)
+    everything = time.perf_counter() - start
+    return groups, everything if newest_fresh is None else newest_fresh, everything
+
+
 def timed_upgrade(rt: Runtime) -> list[tuple[int, float, float]]:
     """As on a network upgraded from before cell verdicts: every stored verdict is cleared, then
     every stored group is marked stale and refreshed, twice, each timed and each starting with
@@ -238,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
         help="after the months: clear every cell verdict (a network upgraded from before "
         "verdicts) and time two full refreshes",
     )
+    ap.add_argument(
+        "--backlog",
+        action="store_true",
+        help="store every month before refreshing, then time one drain of the whole queue: "
+        "until the newest month is fresh, and until all is",
+    )
     ap.add_argument("--json", type=Path, help="write the results here too")
     ap.add_argument(
         "--admin-url",
@@ -291,8 +322,11 @@ def main(argv: list[str] | None = None) -> int:
                 rate, cpu_ms, _, _ = bench_ingest.run_service(
                     url, key_dir, bodies, args.practices, args.workers, args.threads
                 )
-                groups, refresh_wall, refresh_cpu = timed_refresh(rt)
-                read = timed_reads(rt, admin, "IND_00", f"2026-{month:02d}", args.reads)
+                if args.backlog:
+                    groups, refresh_wall, refresh_cpu, read = 0, 0.0, 0.0, 0.0
+                else:
+                    groups, refresh_wall, refresh_cpu = timed_refresh(rt)
+                    read = timed_reads(rt, admin, "IND_00", f"2026-{month:02d}", args.reads)
                 sizes, database = table_sizes(url)
                 months.append(
                     {
@@ -309,10 +343,27 @@ def main(argv: list[str] | None = None) -> int:
                         "tables": sizes,
                     }
                 )
+                done = (
+                    "not refreshed (--backlog)"
+                    if args.backlog
+                    else f"refresh of {groups} groups {refresh_wall:.1f} s wall / "
+                    f"{refresh_cpu:.1f} CPU-s; funnel read {1000 * read:.0f} ms"
+                )
                 print(
-                    f"month {month}: {len(bodies)} submissions at {rate:.0f}/s; refresh of "
-                    f"{groups} groups {refresh_wall:.1f} s wall / {refresh_cpu:.1f} CPU-s; funnel "
-                    f"read {1000 * read:.0f} ms; database {database / MB:.0f} MB",
+                    f"month {month}: {len(bodies)} submissions at {rate:.0f}/s; {done}; "
+                    f"database {database / MB:.0f} MB",
+                    flush=True,
+                )
+            backlog: dict[str, float] = {}
+            if args.backlog:
+                groups, newest, everything = timed_backlog(rt, Period.month(2026, args.months).end)
+                backlog = {"groups": groups, "newest_fresh_s": round(newest, 2),
+                           "all_fresh_s": round(everything, 2)}  # fmt: skip
+                read = timed_reads(rt, admin, "IND_00", f"2026-{args.months:02d}", args.reads)
+                print(
+                    f"backlog of {args.months} month(s), {groups} groups: the newest month fresh "
+                    f"after {newest:.1f} s, every group after {everything:.1f} s; funnel read "
+                    f"{1000 * read:.0f} ms",
                     flush=True,
                 )
             upgrade = timed_upgrade(rt) if args.upgrade else []
@@ -346,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                         {"groups": g, "wall_s": round(w, 2), "cpu_s": round(c, 2)}
                         for g, w, c in upgrade
                     ],
+                    "backlog": backlog,
                     "fresh_read_s": [round(x, 4) for x in fresh],
                     "fresh_read_groups": fresh_groups,
                 },

@@ -521,6 +521,9 @@ def refresh_group(session: Session, g: Group) -> stats.Funnel:
 def stale_groups(
     session: Session, indicator: str | None = None, period_end: dt.date | None = None
 ) -> list[tuple[Group, int]]:
+    """The stale groups, newest period first: the background drain takes them in this order,
+    so after a backfill or a network-wide resubmission of many months the latest month, which
+    the dashboard opens on and a practice's meeting reads, is fresh first, not last."""
     q = select(
         BenchStale.indicator, BenchStale.period_start, BenchStale.period_end, BenchStale.mark
     )
@@ -531,7 +534,7 @@ def stale_groups(
     return [
         (Group(i, s, e), m)
         for i, s, e, m in session.execute(
-            q.order_by(BenchStale.period_end, BenchStale.indicator)
+            q.order_by(BenchStale.period_end.desc(), BenchStale.indicator)
         ).all()
     ]
 
@@ -589,7 +592,8 @@ def refresh_for_read(
 def refresh_stale(
     db: object, limit: int | None = None, *, go_on: Callable[[], bool] | None = None
 ) -> int:
-    """Drain the stale queue, one group per transaction. ``db`` is an
+    """Drain the stale queue, one group per transaction, newest period first
+    (:func:`stale_groups`). ``db`` is an
     ``aggregator.db.session.Database``. ``go_on``, when given, is asked after each group; when
     it answers False the drain stops there (the background refresher gives way to ingestion
     this way, between groups). Returns the number of groups recomputed."""

@@ -50,6 +50,22 @@ def test_capacity_counts_what_was_stored(pg_database_factory, tmp_path: Path) ->
     assert len(result["fresh_read_s"]) == 2 and result["fresh_read_groups"] == [1, 1]
 
 
+@pytest.mark.postgres
+def test_a_backlog_is_drained_newest_month_first(pg_database_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "capacity.json"
+    proc = _run("--practices", "3", "--months", "3", "--reads", "1", "--workers", "1",
+                "--threads", "2", "--corrections", "1", "--backlog", "--json", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [m["refresh_groups"] for m in result["months"]] == [0, 0, 0]  # nothing until the end
+    backlog = result["backlog"]
+    assert backlog["groups"] == 3 * 40
+    # the newest month's 40 groups came first: fresh before the 80 older ones were recomputed
+    assert 0 < backlog["newest_fresh_s"] < backlog["all_fresh_s"]
+    assert "backlog of 3 month(s), 120 groups: the newest month fresh after" in proc.stdout
+    assert len(result["fresh_read_s"]) == 1 and result["fresh_read_groups"] == [1]
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [

@@ -100,6 +100,23 @@ def test_refresh_touches_only_stale_groups(store: Store) -> None:
     assert ("DM020", FEB[1]) in after
 
 
+def test_the_drain_takes_the_newest_period_first(store: Store) -> None:
+    """After several months arrive at once (a backfill, a network-wide resubmission), the
+    latest month, which the dashboard opens on, is recomputed first, not last."""
+    _network(store)  # January's two groups
+    store.submit("A00001", FEB, {"DM020": (75, 100), "HYP008": (31, 60)})
+    with store.db.read() as s:
+        assert [(g.period_end, g.indicator) for g, _ in service.stale_groups(s)] == [
+            (FEB[1], "DM020"), (FEB[1], "HYP008"), (JAN[1], "DM020"), (JAN[1], "HYP008"),
+        ]  # fmt: skip
+    assert service.refresh_stale(store.db, limit=2) == 2
+    with store.db.read() as s:
+        assert {(g.period_end, g.indicator) for g, _ in service.stale_groups(s)} == {
+            (JAN[1], "DM020"), (JAN[1], "HYP008"),
+        }  # fmt: skip
+        assert {r.period_end for r in service.summaries(s)} == {FEB[1]}
+
+
 def test_correction_replaces_the_superseded_counts(store: Store) -> None:
     store.practice("A00001")
     store.practice("A00002")
