@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from agent_helpers import uniform_cells
 
 import agent.outbound.submitter as submitter
 from agent.errors import AgentUserError
@@ -28,7 +29,6 @@ from agent.outbound.release import (
     sign,
 )
 from agent.outbound.submitter import Outcome, approve
-from protocol.disclosure import RawCell
 from protocol.keys import SigningKey
 
 PRACTICE, AUD = "A12345", "test-net"  # what the agent_home fixture initialises
@@ -66,17 +66,6 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-def _raw(value: int) -> list[RawCell]:
-    cells = []
-    catalogue = load_default_catalogue()
-    for ind in catalogue.indicators:
-        strata = catalogue.strata_for(ind)[1:]
-        n = max(len(strata), 1)
-        cells.append(RawCell(ind.id, "all", "all", 3 * value * n, value * n, 0))
-        cells += [RawCell(ind.id, band, sex, 3 * value, value, 0) for band, sex in strata]
-    return cells
-
-
 def hold(home: Path, period: str, *, supersedes: str | None = None) -> Message:
     """Sign a submission for ``period`` with the home's key and store it held (a correction
     with a reason when it ``supersedes`` a submission id)."""
@@ -87,7 +76,7 @@ def hold(home: Path, period: str, *, supersedes: str | None = None) -> Message:
     def build(seq: int) -> NewMessage:
         sub = build_submission(
             catalogue=catalogue,
-            raw_cells=_raw(20),
+            raw_cells=uniform_cells(load_default_catalogue(), 20),
             period=parse_period(period),
             practice=PRACTICE,
             aud=AUD,

@@ -12,12 +12,8 @@ from agent.sources.store import open_practice
 from protocol.submission import Submission
 
 
-def test_preview_from_omop_matches_the_canonical_store(
-    practice_db: Path,
-    tmp_path: Path,
-    agent_home: Path,
-    cli,  # type: ignore[no-untyped-def]
-) -> None:
+def _omop_file(practice_db: Path, tmp_path: Path) -> Path:
+    """The practice exported to an OMOP CDM SQLite file (tmp_path/omop.sqlite)."""
     omop = tmp_path / "omop.sqlite"
     source, target = (
         open_practice(practice_db, read_only=True),
@@ -26,6 +22,16 @@ def test_preview_from_omop_matches_the_canonical_store(
     export_omop(source, target)
     source.dispose()
     target.dispose()
+    return omop
+
+
+def test_preview_from_omop_matches_the_canonical_store(
+    practice_db: Path,
+    tmp_path: Path,
+    agent_home: Path,
+    cli,  # type: ignore[no-untyped-def]
+) -> None:
+    omop = _omop_file(practice_db, tmp_path)
     before = omop.read_bytes()
 
     def payload(env: dict[str, str]) -> Submission:
@@ -65,14 +71,7 @@ def test_check_source_omop_takes_a_url_or_a_database_file_path(
     """A path to an existing OMOP SQLite or DuckDB file is read as its URL would be; a value
     that is neither a URL nor such a path is a one-line usage error (exit 2) naming --omop and
     the forms it takes, never a traceback or a source error."""
-    omop = tmp_path / "omop.sqlite"
-    source, target = (
-        open_practice(practice_db, read_only=True),
-        sa.create_engine(f"sqlite:///{omop}"),
-    )
-    export_omop(source, target)
-    source.dispose()
-    target.dispose()
+    omop = _omop_file(practice_db, tmp_path)
     before = omop.read_bytes()
     monkeypatch.chdir(tmp_path)
 

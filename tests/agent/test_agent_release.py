@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from agent_helpers import uniform_cells
 
 from agent.errors import AgentUserError, ConfigError
 from agent.home.settings import get_settings
@@ -14,27 +15,16 @@ from agent.outbound.outbox import NewMessage, Outbox
 from agent.outbound.release import build_submission, describe_submission, effective_policy
 from agent.outbound.submitter import due_periods
 from agent.periods import last_complete_period, next_period, parse_period
-from protocol.disclosure import RawCell, check_cells
+from protocol.disclosure import check_cells
 from protocol.keys import SigningKey
 from protocol.submission import Submission
-
-
-def _raw(catalogue, value: int) -> list[RawCell]:  # type: ignore[no-untyped-def]
-    """Every stratum ``value`` achievers of ``3 * value``; the totals are their sums."""
-    cells = []
-    for ind in catalogue.indicators:
-        strata = catalogue.strata_for(ind)[1:]
-        n = max(len(strata), 1)
-        cells.append(RawCell(ind.id, "all", "all", 3 * value * n, value * n, 0))
-        cells += [RawCell(ind.id, band, sex, 3 * value, value, 0) for band, sex in strata]
-    return cells
 
 
 def test_build_submission_releases_only_policy_checked_cells() -> None:
     catalogue = load_default_catalogue()
     sub = build_submission(
         catalogue=catalogue,
-        raw_cells=_raw(catalogue, 4),
+        raw_cells=uniform_cells(catalogue, 4),
         period=parse_period("2026-03"),
         practice="A12345",
         aud="test-net",

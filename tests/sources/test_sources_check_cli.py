@@ -192,7 +192,7 @@ def test_cli_bad_csv_is_one_line_and_nonzero(
 def test_cli_load_csv_row_before_birth_exits_4_and_keeps_store(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The brief's case: an event dated 1975 for a patient born 1980 used to load (exit 0)."""
+    """An event dated 1975 for a patient born 1980 is refused (exit 4) and the store kept."""
     d = tmp_path / "extract"
     write_csv(
         d, "patients", "patient_id,birth_date,sex,registration_start\n7,1980-05-06,F,2000-01-01\n"
