@@ -129,3 +129,14 @@ class TransportError(AgentUserError):
 
 class UnverifiedAnswerError(AgentUserError):
     exit_code = ExitCode.UNVERIFIED
+
+
+def hide_password(url: str) -> str:
+    """``url`` with any password in it replaced by ***, for messages."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

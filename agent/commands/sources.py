@@ -137,9 +137,17 @@ def omop_url(value: str) -> str:
     if "://" in value:
         try:
             url = sa.make_url(value)
-        except sa.exc.ArgumentError:
-            raise AgentUserError(f"--omop {value!r}: not a database URL; {OMOP_FORMS}") from None
+        except (sa.exc.ArgumentError, ValueError) as exc:  # ValueError: a port that is no number
+            why = " (its port is not a number)" if isinstance(exc, ValueError) else ""
+            raise AgentUserError(
+                f"--omop {value!r}: not a database URL{why}; {OMOP_FORMS}"
+            ) from None
         backend = url.get_backend_name()
+        if backend == "postgres":
+            raise AgentUserError(
+                f"--omop {value!r}: the URL's scheme is postgresql://, not postgres://; "
+                f"{OMOP_FORMS}"
+            )
         if backend not in ("sqlite", "duckdb", "postgresql"):
             raise AgentUserError(
                 f"--omop {value!r}: {backend} is not a database fedqi reads; {OMOP_FORMS}"

@@ -78,7 +78,7 @@ def _display(target: str) -> str:
 
     try:
         return sa.make_url(target).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
         return "(unparseable URL)"
 
 

@@ -30,7 +30,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from agent.errors import ConfigError
+from agent.errors import ConfigError, hide_password
 from protocol.catalogue import DisclosurePolicy
 from protocol.submission import Audience, OdsCode
 
@@ -69,6 +69,20 @@ class SourceSettings(_Section):
         description="the practice database: a URL (sqlite:///..., duckdb:///..., "
         "postgresql://...) or a path to a SQLite / DuckDB file (relative to the agent home)",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _url_has_a_numeric_port(cls, value: str | None) -> str | None:
+        # A URL whose port is not a number would otherwise reach the driver's parser, which
+        # raises a bare ValueError at the first command that reads the source.
+        if value and "://" in value:
+            try:
+                _ = urlsplit(value).port  # raises ValueError for a port that is no number
+            except ValueError:
+                raise ValueError(
+                    f"{hide_password(value)!r}: the port after the host is not a number"
+                ) from None
+        return value
 
 
 class CatalogueSettings(_Section):

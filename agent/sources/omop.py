@@ -329,7 +329,7 @@ def _read_only(url: str, options: dict[str, Any]) -> tuple[sa.URL, dict[str, Any
         if "://" not in url:
             raise sa.exc.ArgumentError(url)
         parsed = sa.make_url(url)
-    except sa.exc.ArgumentError:
+    except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
         raise SourceError(
             f"omop source {url!r}: not a database URL; an SQLAlchemy URL is expected, e.g. "
             f"{URL_EXAMPLES}"

@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from agent.errors import SourceError
+from agent.errors import SourceError, hide_password
 from agent.sources import schema
 from agent.sources.kinds import DUCKDB_SUFFIXES, SQLITE_SUFFIXES, sniff
 
@@ -34,6 +34,11 @@ def practice_url(target: str | os.PathLike[str]) -> sa.URL:
             url = sa.make_url(text)
         except sa.exc.ArgumentError as exc:
             raise SourceError(f"practice database {text!r}: not a database URL ({exc})") from None
+        except ValueError:  # a port that is no number (SQLAlchemy's int() of it)
+            raise SourceError(
+                f"practice database {hide_password(text)!r}: not a database URL (the port after "
+                "the host is not a number)"
+            ) from None
         if url.drivername in ("postgresql", "postgres"):
             url = url.set(drivername="postgresql+psycopg")
         if url.get_backend_name() not in ("sqlite", "duckdb", "postgresql"):

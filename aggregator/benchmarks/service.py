@@ -519,7 +519,11 @@ def refresh_group(session: Session, g: Group) -> stats.Funnel:
 
 
 def stale_groups(
-    session: Session, indicator: str | None = None, period_end: dt.date | None = None
+    session: Session,
+    indicator: str | None = None,
+    period_end: dt.date | None = None,
+    *,
+    limit: int | None = None,
 ) -> list[tuple[Group, int]]:
     """The stale groups, newest period first: the background drain takes them in this order,
     so after a backfill or a network-wide resubmission of many months the latest month, which
@@ -531,12 +535,12 @@ def stale_groups(
         q = q.where(BenchStale.indicator == indicator)
     if period_end is not None:
         q = q.where(BenchStale.period_end == period_end)
-    return [
-        (Group(i, s, e), m)
-        for i, s, e, m in session.execute(
-            q.order_by(BenchStale.period_end.desc(), BenchStale.indicator)
-        ).all()
-    ]
+    q = q.order_by(
+        BenchStale.period_end.desc(), BenchStale.period_start.desc(), BenchStale.indicator
+    )
+    if limit is not None:
+        q = q.limit(limit)
+    return [(Group(i, s, e), m) for i, s, e, m in session.execute(q).all()]
 
 
 def _clear(session: Session, g: Group, mark: int) -> None:
@@ -603,7 +607,7 @@ def refresh_stale(
             break
         with _REFRESH_LOCK, db.session() as session:  # type: ignore[attr-defined]
             _lock(session)
-            pending = stale_groups(session)[:1]
+            pending = stale_groups(session, limit=1)
             if not pending:
                 break
             done += refresh(session, pending)

@@ -299,6 +299,28 @@ def test_init_writes_a_source_beside_the_user_by_its_absolute_path(
     assert "no such file" not in r.err  # the file it names is the one beside the user
 
 
+def test_a_source_url_whose_port_is_not_a_number_is_refused_up_front(
+    tmp_path: Path,
+    cli,  # type: ignore[no-untyped-def]
+) -> None:
+    """Such a URL reached the database driver's parser at the first command that read the
+    source, which ended in a traceback; init now refuses it (nothing written), a config or
+    environment variable carrying it is a bad setting, and --db with it a source error. The
+    password in the URL is not shown."""
+    from agent.errors import SourceError
+    from agent.sources.store import practice_url
+
+    bad = "postgresql://fedqi:secret@db.example:abc/practice"
+    r = cli("init", "--home", str(tmp_path / "h"), "--source-url", bad)
+    assert r.code == 2 and r.out == "", r.err
+    assert "--source-url" in r.err and "the port after the host is not a number" in r.err
+    assert "secret" not in r.err and "fedqi:***@db.example:abc" in r.err
+    assert not (tmp_path / "h").exists()
+    with pytest.raises(SourceError, match="the port after the host is not a number") as exc:
+        practice_url(bad)
+    assert "secret" not in str(exc.value)
+
+
 def test_init_warns_when_the_source_it_will_read_does_not_exist(
     tmp_path: Path,
     cli,  # type: ignore[no-untyped-def]
@@ -318,6 +340,18 @@ def test_init_warns_when_the_source_it_will_read_does_not_exist(
     (tmp_path / "hc" / "p.sqlite").write_bytes(b"")
     r = cli("init", "--home", "hc", "--source-url", "p.sqlite")  # there, as resolved: no warning
     assert r.code == 0 and r.err == ""
+    # an agent.toml written by hand, naming a file beside the user: init keeps the file as it
+    # is and says where that file is
+    (tmp_path / "hd").mkdir()
+    (tmp_path / "hd" / "agent.toml").write_text('[source]\nurl = "q.sqlite"\n')
+    (tmp_path / "q.sqlite").write_bytes(b"")
+    r = cli("init", "--home", "hd")
+    assert r.code == 0, r.err
+    assert (
+        "warning: source.url q.sqlite resolves to hd/q.sqlite, which does not exist (a relative "
+        "path is read relative to the agent home); q.sqlite exists in the current directory: set "
+        f"source.url to its absolute path, {tmp_path / 'q.sqlite'}, in hd/agent.toml"
+    ) in " ".join(r.err.split())
 
 
 def test_init_refuses_a_home_that_is_a_file(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]

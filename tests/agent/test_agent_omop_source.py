@@ -89,6 +89,8 @@ def test_check_source_omop_takes_a_url_or_a_database_file_path(
     for value, why in (
         ("sqlite:/omop.sqlite", "not a database URL (a URL has :// after the database name)"),
         ("mysql://user@host/omop", "mysql is not a database fedqi reads"),
+        ("postgres://user@host/omop", "the URL's scheme is postgresql://, not postgres://"),
+        ("postgresql://user@host:abc/omop", "not a database URL (its port is not a number)"),
     ):
         r = check(value)
         assert r.code == 2 and r.out == "", r.err

@@ -320,6 +320,8 @@ def test_an_omop_source_that_is_not_a_url_asks_for_one(tmp_path: Path) -> None:
     message = str(err.value)
     assert "'nothere2.sqlite': not a database URL; an SQLAlchemy URL is expected" in message
     assert "e.g. sqlite:///omop.sqlite" in message and "Could not parse" not in message
+    with pytest.raises(SourceError, match="'postgresql://u@h:abc/omop': not a database URL"):
+        open_omop("postgresql://u@h:abc/omop")  # a port that is no number: no traceback
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "duckdb"])
