@@ -134,15 +134,25 @@ def init(
 def _beside_the_user(url: str | None, root: Path) -> tuple[str | None, str | None]:
     """``--source-url`` as ``init`` writes it, and the relative path it replaced, if any. In
     ``agent.toml`` a relative path is read relative to the agent home; on the command line a
-    user means the current directory. So a relative path that names a file in the current
-    directory and nothing in the home is written as that file's absolute path; any other value
-    is written as given."""
-    if not url or "://" in url:
+    user means the current directory. So a relative path (or a SQLite or DuckDB URL's relative
+    database path) that names a file in the current directory and nothing in the home is
+    written as that file's absolute path (or URL); any other value is written as given."""
+    if not url:
         return url, None
-    given = Path(url).expanduser()
-    if given.is_absolute() or (root / given).exists() or not given.exists():
+    prefix, rest = "", ""
+    if "://" in url:  # a SQLite or DuckDB URL's relative database path, likewise
+        from agent.engine.compute import relative_file_url
+
+        parts = relative_file_url(url)
+        if parts is None:
+            return url, None
+        prefix, url_path, rest = parts
+        given = Path(url_path).expanduser()
+    else:
+        given = Path(url).expanduser()
+    if given.is_absolute() or (root / given).exists() or not given.is_file():
         return url, None
-    return str(given.resolve()), url
+    return f"{prefix}{given.resolve()}{rest}", url
 
 
 def warn_missing_source(settings: AgentSettings, config: Path) -> None:

@@ -8,6 +8,7 @@ database and gets back :class:`protocol.disclosure.RawCell` aggregates, which go
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,12 +25,29 @@ if TYPE_CHECKING:  # SQLAlchemy loads only where an engine is opened (see comput
 DIALECT_KINDS = {"sqlite": "sqlite", "duckdb": "duckdb", "postgresql": "postgresql"}
 
 
+#: A SQLite or DuckDB URL whose database is a relative path (three slashes, not four).
+_RELATIVE_FILE_URL = re.compile(r"^((?:sqlite|duckdb)(?:\+\w+)?:///)(?!/)(?!:memory:)([^?]+)(.*)$")
+
+
+def relative_file_url(text: str) -> tuple[str, str, str] | None:
+    """A SQLite or DuckDB URL whose database is a relative path, as (the URL up to the path,
+    the path, any query after it); None for any other URL."""
+    m = _RELATIVE_FILE_URL.match(text)
+    return None if m is None else (m[1], m[2], m[3])
+
+
 def source_target(settings: AgentSettings) -> str:
-    """The configured practice database: a URL, or a path (relative to the agent home)."""
+    """The configured practice database: a URL, or a path. A relative path, as a path or as a
+    SQLite or DuckDB URL's database (``duckdb:///p.duckdb``), is relative to the agent home,
+    not to the directory a command happens to run in (a timer's is not the user's)."""
     settings.require("source.url")
     text = str(settings.source.url)
     if "://" in text:
-        return text
+        parts = relative_file_url(text)
+        if parts is None:
+            return text
+        prefix, database, rest = parts
+        return f"{prefix}{settings.home / Path(database).expanduser()}{rest}"
     path = Path(text).expanduser()
     return str(path if path.is_absolute() else (settings.home / path))
 

@@ -67,7 +67,8 @@ class SourceSettings(_Section):
     url: str | None = Field(
         default=None,
         description="the practice database: a URL (sqlite:///..., duckdb:///..., "
-        "postgresql://...) or a path to a SQLite / DuckDB file (relative to the agent home)",
+        "postgresql://...) or a path to a SQLite / DuckDB file; a relative path, also as a "
+        "sqlite:/// or duckdb:/// URL's database, is relative to the agent home",
     )
 
     @field_validator("url")

@@ -297,6 +297,33 @@ def test_init_writes_a_source_beside_the_user_by_its_absolute_path(
     assert f'url = "{tmp_path / "p.sqlite"}"' in (tmp_path / "ha" / "agent.toml").read_text()
     r = cli("preview", "--home", "ha", "--period", "2026-03", "--local")
     assert "no such file" not in r.err  # the file it names is the one beside the user
+    # the same for a SQLite or DuckDB URL's relative database path
+    r = cli("init", "--home", "hu", "--source-url", "sqlite:///p.sqlite")
+    assert r.code == 0, r.err
+    url = f"sqlite:///{tmp_path / 'p.sqlite'}"
+    assert f"hu/agent.toml names it by its absolute path, {url}" in " ".join(r.err.split())
+    assert f'url = "{url}"' in (tmp_path / "hu" / "agent.toml").read_text()
+
+
+def test_a_relative_database_in_a_url_is_relative_to_the_agent_home(tmp_path: Path) -> None:
+    """As a relative path is: a command's working directory (a timer's) does not change which
+    database it reads."""
+    from agent.engine.compute import source_target
+    from agent.home.settings import get_settings
+
+    home = tmp_path / "home"
+    home.mkdir()
+    for url, target in (
+        ("duckdb:///p.duckdb", f"duckdb:///{home / 'p.duckdb'}"),
+        ("sqlite:///data/p.sqlite", f"sqlite:///{home / 'data/p.sqlite'}"),
+        ("sqlite+pysqlite:///p.db?mode=ro", f"sqlite+pysqlite:///{home / 'p.db'}?mode=ro"),
+        ("p.duckdb", str(home / "p.duckdb")),
+        (f"duckdb:///{tmp_path / 'abs.duckdb'}", f"duckdb:///{tmp_path / 'abs.duckdb'}"),
+        ("sqlite:///:memory:", "sqlite:///:memory:"),
+        ("postgresql://u@h/practice", "postgresql://u@h/practice"),
+    ):
+        settings = get_settings(home, {}, source={"url": url})
+        assert source_target(settings) == target, url
 
 
 def test_a_source_url_whose_port_is_not_a_number_is_refused_up_front(
