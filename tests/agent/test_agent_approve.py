@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -159,6 +160,39 @@ def test_a_second_approval_after_the_first_is_refused_saying_it_was_sent(
     rejected = cli("reject", str(message.id), "--home", str(home))
     assert rejected.code == 2 and "nothing to reject" in rejected.err  # type: ignore[attr-defined]
     assert sent == [message.id]
+
+
+def test_a_resend_beside_an_approval_posts_the_same_bytes_and_is_recorded_once(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exclusive approval does not mean one POST: a `run --queued-only` (the background
+    resend) that finds the approved message queued while the approval is sending it posts the
+    same stored bytes again. The aggregator answers that identical retry with the same
+    receipt, and the outbox keeps one receipt and one accepted state (docs/agent.md)."""
+    message = hold(home, "2026-02")
+    settings = get_settings(home, {})
+    posted: list[bytes] = []
+
+    def send_with_a_resend_beside(
+        _client: object, outbox: Outbox, _trust: object, m: Message
+    ) -> Outcome:
+        posted.append(m.envelope)
+        if len(posted) == 1:  # the approval's POST is on the wire: the resend runs meanwhile
+            resent = submitter.run_due(
+                settings, now=int(time.time()), today=date.today(), queued_only=True
+            )
+            assert [(o.message_id, o.state) for o in resent] == [(m.id, "accepted")]
+        outbox.add_receipt(m.id, b"the same receipt")
+        return Outcome(m.id, m.period, "accepted", leaf_index=1)
+
+    monkeypatch.setattr(submitter, "send", send_with_a_resend_beside)
+    outcome = approve(settings, message.id, now=int(time.time()))
+    assert outcome.state == "accepted"
+    assert posted == [message.envelope, message.envelope]  # two POSTs of the same bytes
+    with Outbox.open(home) as outbox:
+        states = [s for s, _, _ in outbox.history(message.id)]
+        assert outbox.get(message.id).receipt == b"the same receipt"
+    assert states == ["held", "queued", "accepted"]
 
 
 def test_reject_after_an_approval_took_the_message_is_refused(home: Path) -> None:
