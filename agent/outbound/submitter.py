@@ -384,18 +384,11 @@ def approve(
         if message.state != "held":
             raise not_held(message, "approve")
         sub = payload_of(message)
-        if now - sub.iat > MAX_HELD_AGE:
+        why = unsendable(outbox, message, now)
+        if why is not None:
             raise AgentUserError(
-                f"message #{message_id} was signed more than 6 days ago and the aggregator "
-                f"accepts messages up to 7 days old: reject it and run `fedqi-agent submit "
-                f"--period {message.period}` again"
-            )
-        sent = [m.seq for m in outbox.messages() if m.state == "accepted" and m.seq]
-        if sent and message.seq is not None and message.seq < max(sent):
-            raise AgentUserError(
-                f"message #{message_id} (seq {message.seq}) is older than a message already "
-                f"accepted (seq {max(sent)}), so the aggregator would refuse it: reject it and "
-                f"run `fedqi-agent submit --period {message.period}` again"
+                f"message #{message_id} {why}: reject it and run `fedqi-agent submit --period "
+                f"{message.period}` again"
             )
         original = unsent_original(outbox, sub.supersedes)
         if original is not None:
@@ -404,13 +397,31 @@ def approve(
                 f"{original.period}), which {_not_accepted(original)}: the aggregator accepts a "
                 f"correction only of a submission it has accepted. {_first(original, message)}"
             )
-        warnings = out_of_order(outbox, message)
+        warnings = out_of_order(outbox, message, now)
         if outbox.change_state(message_id, "held", "queued", APPROVED) != "held":
             raise not_held(outbox.get(message_id), "approve")  # another command was first
         for warning in warnings:
             if on_warning is not None:
                 on_warning(warning)
         return send(client, outbox, trust, outbox.get(message_id))
+
+
+def unsendable(outbox: Outbox, message: Message, now: int) -> str | None:
+    """Why held ``message`` can no longer be sent whatever is approved (the aggregator would
+    refuse it for good), or None: signed more than :data:`MAX_HELD_AGE` ago (the aggregator's
+    iat window is 7 days; a day's margin), or signed before a message already accepted (a
+    lower seq; each key's seq must rise)."""
+    if now - payload_of(message).iat > MAX_HELD_AGE:
+        return (
+            "was signed more than 6 days ago and the aggregator accepts messages up to 7 days old"
+        )
+    sent = [m.seq for m in outbox.messages() if m.state == "accepted" and m.seq]
+    if sent and message.seq is not None and message.seq < max(sent):
+        return (
+            f"(seq {message.seq}) is older than a message already accepted (seq {max(sent)}), "
+            "so the aggregator would refuse it"
+        )
+    return None
 
 
 def unsent_original(outbox: Outbox, supersedes: str | None) -> Message | None:
@@ -451,15 +462,19 @@ def _first(original: Message, correction: Message) -> str:
     )
 
 
-def out_of_order(outbox: Outbox, message: Message) -> list[str]:
+def out_of_order(outbox: Outbox, message: Message, now: int) -> list[str]:
     """What approving ``message`` now does to the other held submissions: those signed before
     it (a lower seq) can no longer be sent once it is accepted, since each key's seq must rise;
     those for an earlier month signed after it can still be sent, but the months arrive out of
-    order. An empty list when nothing earlier is held."""
+    order. Held messages signed before it that can no longer be sent anyway (see
+    :func:`unsendable`) are not in the advice to approve in order: they are named apart, to be
+    rejected and their periods submitted again. An empty list when nothing earlier is held."""
     seq, period = message.seq or 0, message.period or ""
     held = [m for m in outbox.messages(kind="submission", state="held") if m.id != message.id]
-    older = [m for m in held if (m.seq or 0) < seq]
-    earlier = [m for m in held if m not in older and (m.period or "") < period]
+    before = [m for m in held if (m.seq or 0) < seq]
+    earlier = [m for m in held if m not in before and (m.period or "") < period]
+    dead = [m for m in before if unsendable(outbox, m, now) is not None]
+    older = [m for m in before if m not in dead]
     this = f"#{message.id} (period {message.period})"
     warnings = []
     if older:
@@ -470,6 +485,13 @@ def out_of_order(outbox: Outbox, message: Message) -> list[str]:
             "key's seq to rise), so they will have to be rejected and their periods submitted "
             f"again. To send them all, approve in order, oldest first (`fedqi-agent approve "
             f"{first.id}`)"
+        )
+    if dead:
+        rejects = ", ".join(f"`fedqi-agent reject {m.id}`" for m in dead)
+        warnings.append(
+            f"held message(s) {_listed(dead)}, signed before {this}, can no longer be sent "
+            "whatever is approved (signed more than 6 days ago, or before a message already "
+            f"accepted): reject them ({rejects}) and submit their periods again"
         )
     if earlier:
         warnings.append(

@@ -67,9 +67,11 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-def hold(home: Path, period: str, *, supersedes: str | None = None) -> Message:
+def hold(
+    home: Path, period: str, *, supersedes: str | None = None, iat: int | None = None
+) -> Message:
     """Sign a submission for ``period`` with the home's key and store it held (a correction
-    with a reason when it ``supersedes`` a submission id)."""
+    with a reason when it ``supersedes`` a submission id; signed at ``iat``, else now)."""
     catalogue = load_default_catalogue()
     settings = get_settings(home, {})
     key = Keystore(home).active()
@@ -83,7 +85,7 @@ def hold(home: Path, period: str, *, supersedes: str | None = None) -> Message:
             aud=AUD,
             kid=key.kid,
             seq=seq,
-            now=int(time.time()),
+            now=int(time.time()) if iat is None else iat,
             policy=effective_policy(catalogue, settings),
             source_kind="sqlite",
             submission_id=str(uuid.uuid4()),
@@ -247,6 +249,44 @@ def test_approving_a_later_month_first_warns_naming_the_earlier_held_message(
     r = cli("approve", str(jun.id), "--home", str(home))
     assert r.code == 0 and r.err == "", r.err  # type: ignore[attr-defined]
     assert sent == [mar.id, apr.id, may.id, jul.id, jun.id]
+
+
+def test_the_advice_to_approve_in_order_leaves_out_messages_that_can_no_longer_be_sent(
+    home: Path,
+    sent: list[int],
+    cli: Callable[..., object],
+) -> None:
+    """A held message signed before the one approved but already past sending (older than
+    the aggregator's iat window allows, or below a seq already accepted) is not the one the
+    practice is told to approve first: its approve is refused. It is named apart, to be
+    rejected and submitted again."""
+    old = hold(home, "2025-12", iat=int(time.time()) - 7 * 86400)  # past the iat window
+    jan, feb = hold(home, "2026-01"), hold(home, "2026-02")
+    r = cli("approve", str(feb.id), "--home", str(home))
+    assert r.code == 0, r.err  # type: ignore[attr-defined]
+    assert f"(`fedqi-agent approve {jan.id}`)" in " ".join(r.err.split())  # type: ignore[attr-defined]
+    # Now #jan is below an accepted seq as well.
+    mar, apr = hold(home, "2026-03"), hold(home, "2026-04")
+    r = cli("approve", str(apr.id), "--home", str(home))
+    assert r.code == 0, r.err  # type: ignore[attr-defined]
+    warning = " ".join(r.err.split())  # type: ignore[attr-defined]
+    assert (
+        f"warning: approving #{apr.id} (period 2026-04) ahead of earlier held message(s) "
+        f"#{mar.id} (2026-03): once #{apr.id} is accepted they can no longer be sent"
+    ) in warning, warning
+    assert f"approve in order, oldest first (`fedqi-agent approve {mar.id}`)" in warning
+    assert (
+        f"warning: held message(s) #{old.id} (2025-12), #{jan.id} (2026-01), signed before "
+        f"#{apr.id} (period 2026-04), can no longer be sent whatever is approved"
+    ) in warning, warning
+    assert (
+        f"reject them (`fedqi-agent reject {old.id}`, `fedqi-agent reject {jan.id}`) and submit "
+        "their periods again"
+    ) in warning
+    for message in (old, jan):  # as said: their approve is refused
+        r = cli("approve", str(message.id), "--home", str(home))
+        assert r.code == 2 and "reject it and run `fedqi-agent submit" in r.err  # type: ignore[attr-defined]
+    assert sent == [feb.id, apr.id]
 
 
 def test_a_correction_is_not_approved_before_its_original(
