@@ -307,8 +307,9 @@ def approve_cmd(
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Approve held message ID and send its exact stored bytes. Warns when it goes ahead of
-    earlier held messages; refuses a correction whose original was never accepted."""
+    """Approve held message ID and send its exact stored bytes. Sends first what is still
+    queued from before it; warns when it goes ahead of earlier held messages; refuses a
+    correction whose original was never accepted."""
     settings = settings_for(home)
     try:
         outcome = approve_message(
@@ -317,6 +318,7 @@ def approve_cmd(
             now=int(time.time()),
             on_retry=tell_retry,
             on_warning=_warn,
+            on_note=_note,
         )
     except TransportError as exc:
         _resend_in_background(settings, exc)
@@ -328,6 +330,10 @@ def approve_cmd(
 
 def _warn(text: str) -> None:
     err_console().print(f"warning: {text}", markup=False, highlight=False)
+
+
+def _note(text: str) -> None:
+    err_console().print(f"note: {text}", markup=False, highlight=False)
 
 
 @app.command("reject")

@@ -369,12 +369,17 @@ def approve(
     now: int,
     on_retry: RetryNotice | None = None,
     on_warning: Callable[[str], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> Outcome:
     """Send held message ``message_id``'s stored bytes. Exclusive: the move from ``held`` to
     ``queued`` is one outbox transaction, so of two approvals at once only one sends; the
     other is refused, told what became of the message. A correction whose original this home
     has not had accepted is refused; approving ahead of earlier held messages is told to
-    ``on_warning`` (see :func:`out_of_order`) before anything is sent."""
+    ``on_warning`` (see :func:`out_of_order`) before anything is sent. Submissions of the same
+    key still queued with a lower seq (an earlier send that failed, waiting for a resend) are
+    sent first, oldest seq first, as ``run`` would (each told to ``on_note``): sent after
+    this one they would be refused for good. If one of them cannot be sent now, this one
+    stays queued behind it, for the same resend."""
     trust = load_trust_matching(settings.home, settings.practice, settings.aud)
     with (
         AggregatorClient.from_settings(settings, on_retry=on_retry) as client,
@@ -403,6 +408,24 @@ def approve(
         for warning in warnings:
             if on_warning is not None:
                 on_warning(warning)
+        this = f"#{message_id} (period {message.period})"
+        for m in queued_before(outbox, message):
+            if on_note is not None:
+                on_note(
+                    f"sending #{m.id} (period {m.period}) first: it is queued from an earlier "
+                    f"send and was signed before {this}, and once {this} is accepted it could "
+                    "no longer be sent (each key's seq must rise)"
+                )
+            try:
+                send(client, outbox, trust, m)
+            except RefusedError as exc:
+                if on_warning is not None:
+                    on_warning(f"#{m.id} (period {m.period}) was refused: {exc}")
+            except (TransportError, CertificateError) as exc:
+                raise type(exc)(
+                    f"{exc}. Approved {this} stays queued behind it and is sent after it, by "
+                    "what resends it"
+                ) from None
         return send(client, outbox, trust, outbox.get(message_id))
 
 
@@ -422,6 +445,18 @@ def unsendable(outbox: Outbox, message: Message, now: int) -> str | None:
             "so the aggregator would refuse it"
         )
     return None
+
+
+def queued_before(outbox: Outbox, message: Message) -> list[Message]:
+    """The submissions signed with ``message``'s key before it (a lower seq) that are still
+    queued, oldest seq first: the ones ``approve`` sends before it."""
+    seq = message.seq or 0
+    queued = [
+        m
+        for m in outbox.messages(kind="submission", state="queued")
+        if m.id != message.id and m.kid == message.kid and (m.seq or 0) < seq
+    ]
+    return sorted(queued, key=lambda m: (m.seq or 0, m.id))
 
 
 def unsent_original(outbox: Outbox, supersedes: str | None) -> Message | None:

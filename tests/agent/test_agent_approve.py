@@ -17,7 +17,7 @@ import pytest
 from agent_helpers import uniform_cells
 
 import agent.outbound.submitter as submitter
-from agent.errors import AgentUserError
+from agent.errors import AgentUserError, TransportError
 from agent.home.keystore import Keystore, PinnedKey, Trust, save_trust
 from agent.home.settings import get_settings
 from agent.library import load_default_catalogue
@@ -30,6 +30,7 @@ from agent.outbound.release import (
     sign,
 )
 from agent.outbound.submitter import Outcome, approve
+from agent.outbound.transport import RefusedError
 from protocol.keys import SigningKey
 
 PRACTICE, AUD = "A12345", "test-net"  # what the agent_home fixture initialises
@@ -287,6 +288,86 @@ def test_the_advice_to_approve_in_order_leaves_out_messages_that_can_no_longer_b
         r = cli("approve", str(message.id), "--home", str(home))
         assert r.code == 2 and "reject it and run `fedqi-agent submit" in r.err  # type: ignore[attr-defined]
     assert sent == [feb.id, apr.id]
+
+
+def test_approve_sends_the_keys_earlier_queued_messages_first(
+    home: Path,
+    sent: list[int],
+    cli: Callable[..., object],
+) -> None:
+    """An approval whose send failed leaves its message queued for the background resend or
+    `run`; approving a later message sends those queued with a lower seq first, oldest seq
+    first, as `run` would: sent after it, they would be refused for good (seq-not-increasing).
+    A queued message signed after the approved one is left to the resend."""
+    jan, feb, mar = hold(home, "2026-01"), hold(home, "2026-02"), hold(home, "2026-03")
+    with Outbox.open(home) as outbox:
+        for m in (feb, jan):  # approved, and the send hit a transport error
+            assert outbox.change_state(m.id, "held", "queued", "approved") == "held"
+    r = cli("approve", str(mar.id), "--home", str(home))
+    assert r.code == 0, r.err  # type: ignore[attr-defined]
+    assert sent == [jan.id, feb.id, mar.id]
+    told = " ".join(r.err.split())  # type: ignore[attr-defined]
+    assert (
+        f"note: sending #{jan.id} (period 2026-01) first: it is queued from an earlier send "
+        f"and was signed before #{mar.id} (period 2026-03), and once #{mar.id} (period 2026-03) "
+        "is accepted it could no longer be sent"
+    ) in told, told
+    assert f"note: sending #{feb.id} (period 2026-02) first" in told
+    assert "warning" not in told
+    with Outbox.open(home) as outbox:
+        assert [outbox.get(m.id).state for m in (jan, feb, mar)] == ["accepted"] * 3
+
+    apr, may = hold(home, "2026-04"), hold(home, "2026-05")
+    with Outbox.open(home) as outbox:
+        assert outbox.change_state(may.id, "held", "queued", "approved") == "held"
+    r = cli("approve", str(apr.id), "--home", str(home))
+    assert r.code == 0 and r.err == "", r.err  # type: ignore[attr-defined]
+    assert sent == [jan.id, feb.id, mar.id, apr.id]  # May waits for its resend
+
+
+def test_approve_behind_a_queued_message_that_cannot_be_sent_stays_queued(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The earlier queued message cannot be sent now (the aggregator is unreachable): the
+    approved one is not sent ahead of it but stays queued behind it, for the same resend, and
+    the error says so. One the aggregator refuses is told, and the approved one is sent."""
+    jan, feb, mar = hold(home, "2026-01"), hold(home, "2026-02"), hold(home, "2026-03")
+    with Outbox.open(home) as outbox:
+        assert outbox.change_state(jan.id, "held", "queued", "approved") == "held"
+    tried: list[int] = []
+
+    def unreachable(_client: object, _outbox: Outbox, _trust: object, m: Message) -> Outcome:
+        tried.append(m.id)
+        raise TransportError(f"submission #{m.id}: the aggregator did not answer")
+
+    monkeypatch.setattr(submitter, "send", unreachable)
+    settings = get_settings(home, {})
+    with pytest.raises(TransportError) as caught:
+        approve(settings, feb.id, now=int(time.time()))
+    assert tried == [jan.id]
+    assert (
+        f"Approved #{feb.id} (period 2026-02) stays queued behind it and is sent after it"
+    ) in str(caught.value)
+    with Outbox.open(home) as outbox:
+        assert outbox.get(feb.id).state == "queued"
+        assert outbox.get(feb.id).state_note == "approved"
+
+    def refuse_the_first(_client: object, outbox: Outbox, _trust: object, m: Message) -> Outcome:
+        tried.append(m.id)
+        if m.id != mar.id:
+            outbox.set_state(m.id, "refused", "iat-window")
+            raise RefusedError(f"submission #{m.id}: refused (iat-window)", 422)
+        outbox.add_receipt(m.id, b"receipt")
+        return Outcome(m.id, m.period, "accepted", leaf_index=1)
+
+    monkeypatch.setattr(submitter, "send", refuse_the_first)
+    warnings: list[str] = []
+    outcome = approve(settings, mar.id, now=int(time.time()), on_warning=warnings.append)
+    assert tried == [jan.id, jan.id, feb.id, mar.id] and outcome.state == "accepted"
+    assert warnings == [
+        f"#{jan.id} (period 2026-01) was refused: submission #{jan.id}: refused (iat-window)",
+        f"#{feb.id} (period 2026-02) was refused: submission #{feb.id}: refused (iat-window)",
+    ]
 
 
 def test_a_correction_is_not_approved_before_its_original(
