@@ -194,6 +194,12 @@ def run(
         raise typer.Exit(ExitCode.REFUSED)
 
 
+def _age(seconds: int) -> str:
+    """How long ago, in words: 'less than a day ago', '1 day ago', '3 days ago'."""
+    days = seconds // 86400
+    return "less than a day ago" if days <= 0 else "1 day ago" if days == 1 else f"{days} days ago"
+
+
 def held_note(held: list[Message], now: int) -> str:
     """What waits for approval, and how to review it before it can no longer be approved."""
     listed = ", ".join(f"#{m.id} ({m.period})" for m in held)
@@ -204,7 +210,7 @@ def held_note(held: list[Message], now: int) -> str:
         f"{len(expired)} of them signed more than 6 days ago can no longer be approved: reject "
         "and submit again"
         if expired
-        else f"the oldest, #{oldest.id}, was signed {age // 86400} day(s) ago"
+        else f"the oldest, #{oldest.id}, was signed {_age(age)}"
     )
     return (
         f"{len(held)} submission(s) held for approval, not sent: {listed}. Review them with "

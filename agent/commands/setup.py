@@ -229,9 +229,10 @@ def enrol(
         return
     out = console()
     out.print(f"enrolled practice {result['practice']} in network {result['aud']}")
+    out.print(f"this agent's key: kid {result['kid']}")
     out.print(
-        f"kid {result['kid']}; log key {result['log_key']} pinned; "
-        f"catalogue key {result['catalogue_key']} pinned"
+        f"pinned: the log key {result['log_key']} (kid {result['log_key_kid']}) and the "
+        f"catalogue key (kid {result['catalogue_key_kid']}); `fedqi-agent trust show` lists them"
     )
     out.print(f"receipt verified and stored: log leaf {result['leaf_index']}")
 

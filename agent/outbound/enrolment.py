@@ -134,6 +134,8 @@ def enrol_agent(
         "log_key": log_key.name,
         "log_origin": origin,
         "catalogue_key": catalogue_key.name,
+        "log_key_kid": log_key.verifying_key().kid,
+        "catalogue_key_kid": catalogue_key.verifying_key().kid,
         "catalogue": f"{catalogue.id} v{catalogue.version}",
         "leaf_index": outcome.leaf_index,
     }

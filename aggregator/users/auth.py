@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ..db.models import User
 from ..errors import AuthenticationError, ForbiddenError
 from ..runtime import Runtime, get_runtime
-from .service import authenticate
+from .service import ROLE_NOUNS, authenticate
 
 _bearer = HTTPBearer(auto_error=False, description="an API token from `fedqi-aggregator user add`")
 
@@ -36,7 +36,9 @@ def require_roles(*roles: str) -> Callable[..., User]:
     def dependency(user: User = Depends(current_user)) -> User:
         if user.role not in roles:
             raise ForbiddenError(
-                f"role: this needs one of {', '.join(roles)}; you are {user.role}", code="role"
+                f"role: this needs one of {', '.join(roles)}; you are "
+                f"{ROLE_NOUNS.get(user.role, user.role)}",
+                code="role",
             )
         return user
 

@@ -119,9 +119,14 @@ def install(app: FastAPI) -> None:
         code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
         # keep the exception's headers: a 405 names the methods the path has in Allow
         headers = dict(exc.headers or {})
+        detail = str(exc.detail)
         if exc.status_code == 405 and "Allow" in headers:
             headers["Allow"] = _allowed(request, headers["Allow"])
-        return problem_response(exc.status_code, code, str(exc.detail), str(exc.detail), headers)
+            answers = [m.strip() for m in headers["Allow"].split(",")]
+            if "GET" in answers:  # the HEAD middleware adds HEAD to the header itself
+                answers.insert(answers.index("GET") + 1, "HEAD")
+            detail = f"{request.method} {request.url.path}: this path answers {', '.join(answers)}"
+        return problem_response(exc.status_code, code, str(exc.detail), detail, headers)
 
 
 #: The methods a 405's Allow is built from (the routes declare no others; HEAD is the GET).

@@ -419,6 +419,8 @@ def test_method_not_allowed_lists_head_wherever_it_lists_get(server) -> None:  #
                  "/dashboard/static/dashboard.css"):  # fmt: skip
         assert sorted(allow("DELETE", path)) == ["GET", "HEAD"], path
     assert sorted(allow("PUT", "/dashboard/login")) == ["GET", "HEAD", "POST"]
+    said = server.client.request("PUT", "/dashboard/login").json()
+    assert said["detail"] == "PUT /dashboard/login: this path answers GET, HEAD, POST", said
     # POST only: no GET, so no HEAD either, and a HEAD there is refused naming POST
     assert allow("GET", "/v1/submissions") == ["POST"]
     assert allow("HEAD", "/v1/submissions") == ["POST"]

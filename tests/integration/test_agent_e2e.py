@@ -31,7 +31,12 @@ def test_init_enrol_submit_receipt_and_audit_verify(
 ) -> None:
     agent = agent_factory(aggregator, enrol=False)
     token = aggregator.token("A12345")
-    agent.ok("enrol", "--token", token)
+    said = " ".join(agent.ok("enrol", "--token", token).split())
+    log, catalogue = aggregator.init_info["log_key"], aggregator.init_info["catalogue_key"]
+    assert (
+        f"pinned: the log key {log['name']} (kid {log['kid']}) and the catalogue key (kid "
+        f"{catalogue['kid']}); `fedqi-agent trust show` lists them"
+    ) in said
     code, _, err = agent("enrol", "--token", token)
     assert code == 3 and "already enrolled" in err
     # The token is single use: a second agent home presenting it is refused by the aggregator.
@@ -164,7 +169,7 @@ def test_run_with_release_hold_says_what_waits_for_approval(
     text = " ".join(out.split())
     assert f"1 submission(s) held for approval, not sent: #{held['id']} ({held['period']})" in text
     assert "`fedqi-agent pending`" in text and "`fedqi-agent approve ID`" in text
-    assert f"the oldest, #{held['id']}, was signed 0 day(s) ago" in text
+    assert f"the oldest, #{held['id']}, was signed less than a day ago" in text
     assert agent.json("run") == []  # the JSON stays the list of this run's outcomes
     from agent.commands.send import held_note
 

@@ -57,7 +57,7 @@ from ...log.endpoints import MAX_INDEX
 from ...log.verify import verify_submissions
 from ...runtime import Runtime, get_runtime
 from ...submissions.service import read_envelope
-from ...users.service import authenticate, end_session, session_user, start_session
+from ...users.service import ROLE_NOUNS, authenticate, end_session, session_user, start_session
 from . import charts
 
 COOKIE = "fedqi_session"
@@ -539,7 +539,8 @@ IG_PAGE = 200
 def _ig_ctx(runtime: Runtime, u: User, page: str | None = None) -> dict[str, Any]:
     if u.role not in ("ig_officer", "admin", "practice"):
         raise ForbiddenError(
-            f"role: the payload audit is for IG officers and the practice; you are {u.role}"
+            "role: the payload audit is for IG officers and the practice; you are "
+            f"{ROLE_NOUNS.get(u.role, u.role)}"
         )
     if page is not None and not (page.isdigit() and int(page) >= 1):
         raise BadRequestError(f"page {page!r}: a page number from 1")
