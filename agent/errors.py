@@ -113,8 +113,10 @@ class SourceError(AgentUserError):
         )
 
     @classmethod
-    def cannot_read(cls, exc: BaseException) -> SourceError:
-        return cls(f"the practice database cannot be read: {first_line(exc)}")
+    def cannot_read(cls, exc: BaseException, where: str | None = None) -> SourceError:
+        """``where``: the database's path, or its URL without the password, when known."""
+        named = f" {where}" if where else ""
+        return cls(f"the practice database{named} cannot be read: {first_line(exc)}")
 
 
 def first_line(exc: BaseException) -> str:

@@ -17,7 +17,7 @@ import typer
 from sqlalchemy import Engine
 
 from agent.cli import app
-from agent.errors import AgentUserError, SourceError
+from agent.errors import AgentUserError, SourceError, hide_password
 from agent.home.settings import AgentSettings
 from agent.sources.common import LoadReport, open_store
 
@@ -48,16 +48,41 @@ def _store_target(into: str | None, home: Path | None) -> str:
     return source_target(settings)
 
 
+def _store_file(target: str) -> Path | None:
+    """The file a SQLite or DuckDB store lives in, whether ``target`` names it by path or by
+    URL (``sqlite:///new.db``); None for a server database or an in-memory one."""
+    from agent.sources.store import practice_url
+
+    url = practice_url(target)
+    database = url.database or ""
+    if url.get_backend_name() not in ("sqlite", "duckdb") or database in ("", ":memory:"):
+        return None
+    if url.query.get("uri") in ("true", "1") or database.startswith("file:"):
+        return None  # an SQLite URI filename: not a plain path to check or remove
+    return Path(database)
+
+
+def _store_name(target: str) -> str:
+    """The store as errors name it: its path, or its URL without the password."""
+    return hide_password(target) if "://" in target else target
+
+
 def _run_load(target: str, load: Callable[[Engine], LoadReport], as_json: bool) -> None:
-    existed = "://" in target or Path(target).exists()
+    from sqlalchemy.exc import SQLAlchemyError
+
+    store_file = _store_file(target)
+    # The store file this load creates (named by path or by URL), removed if the load fails.
+    created = store_file if store_file is not None and not store_file.exists() else None
     engine = open_store(target)
     try:
         report = load(engine)
-    except BaseException:
+    except BaseException as exc:
         engine.dispose()
         # A store this load created and could not fill is removed: nothing half-made remains.
-        if not existed and Path(target).exists():
-            Path(target).unlink()
+        if created is not None:
+            created.unlink(missing_ok=True)
+        if isinstance(exc, SQLAlchemyError):
+            raise SourceError.cannot_read(exc, _store_name(target)) from None
         raise
     engine.dispose()
     if as_json:

@@ -93,7 +93,8 @@ def load_csv(directory: Path, engine: Engine, *, date_format: str = "iso") -> Lo
     if date_format not in DATE_FORMATS:
         raise SourceError(f"date format {date_format!r}: use one of {', '.join(DATE_FORMATS)}")
     if not directory.is_dir():
-        raise SourceError(f"{directory}: not a directory (expected {', '.join(FILES)} .csv)")
+        what = "not a directory" if directory.exists() else "no such directory"
+        raise SourceError(f"{directory}: {what} (expected {', '.join(FILES)} .csv)")
     paths = {name: directory / f"{name}.csv" for name in FILES}
     for path in paths.values():
         if not path.is_file():
@@ -141,33 +142,27 @@ def _rows(
 ) -> Iterator[tuple[int, Row]]:
     spec = SPECS[name]
     with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
+        # strict: a quoted field still open at the end of the file is an error, not a value
+        # (and text after a closing quote is refused, where it would be run into the value).
+        reader = csv.reader(fh, strict=True)
         try:
             header = next(reader)
         except StopIteration:
             raise SourceError(f"{path} line 1: empty file (expected a header row)") from None
         except (csv.Error, UnicodeDecodeError) as exc:
             raise SourceError(f"{path} line 1: cannot read the header ({exc})") from None
-        columns = [h.strip().lower() for h in header]
-        known = set(spec.required) | set(spec.optional)
-        for col in columns:
-            if col not in known:
-                raise SourceError(
-                    f"{path} line 1: unknown column {col!r} "
-                    f"(known: {', '.join(spec.required + spec.optional)})"
-                )
-        dupes = [c for c, n in Counter(columns).items() if n > 1]
-        if dupes:
-            raise SourceError(f"{path} line 1: column {dupes[0]!r} appears twice")
-        for col in spec.required:
-            if col not in columns:
-                raise SourceError(f"{path} line 1: missing required column {col!r}")
+        columns = _columns(path, spec, header)
         width = len(columns)
+        line = reader.line_num  # the last line read: a record starts on the line after it
         try:
             for fields in reader:
+                # A record that ends on a later line than it starts holds a quoted field that
+                # ran on: its quote is not closed on its line (no value holds a line break).
+                if reader.line_num != line + 1:
+                    raise SourceError(_unclosed_quote(path, line + 1))
+                line = reader.line_num
                 if not fields:
                     continue  # a blank line
-                line = reader.line_num
                 if len(fields) != width:
                     raise SourceError(
                         f"{path} line {line}: {len(fields)} fields, the header has {width}"
@@ -178,11 +173,42 @@ def _rows(
                 except _RowError as exc:
                     raise SourceError(f"{path} line {line}, column {exc.column}: {exc}") from None
         except csv.Error as exc:
+            # The file ended inside a quoted field, or a quote ran onto later lines before
+            # failing: name the line the quote opens on, not where the reader gave up.
+            if reader.line_num != line + 1 or "unexpected end of data" in str(exc):
+                raise SourceError(_unclosed_quote(path, line + 1)) from None
             raise SourceError(f"{path} line {reader.line_num}: malformed CSV ({exc})") from None
         except UnicodeDecodeError as exc:
             raise SourceError(
                 f"{path} near line {reader.line_num + 1}: not UTF-8 text ({exc.reason})"
             ) from None
+
+
+def _columns(path: Path, spec: TableSpec, header: list[str]) -> list[str]:
+    """The header's column names (case-insensitive); SourceError for an unknown, repeated or
+    missing one."""
+    columns = [h.strip().lower() for h in header]
+    known = set(spec.required) | set(spec.optional)
+    for col in columns:
+        if col not in known:
+            raise SourceError(
+                f"{path} line 1: unknown column {col!r} "
+                f"(known: {', '.join(spec.required + spec.optional)})"
+            )
+    dupes = [c for c, n in Counter(columns).items() if n > 1]
+    if dupes:
+        raise SourceError(f"{path} line 1: column {dupes[0]!r} appears twice")
+    for col in spec.required:
+        if col not in columns:
+            raise SourceError(f"{path} line 1: missing required column {col!r}")
+    return columns
+
+
+def _unclosed_quote(path: Path, line: int) -> str:
+    return (
+        f"{path} line {line}: a quoted field is not closed (its quote opens on this line; a "
+        "value cannot run onto the next line); nothing was loaded"
+    )
 
 
 def _required(record: dict[str, str], col: str) -> str:

@@ -289,7 +289,7 @@ def view_sql(engine: Engine, **options: Any) -> dict[str, str]:
 VALUED_TABLES = ("measurement", "observation")
 
 
-def _refuse_non_finite(engine: Engine, schema: str | None) -> None:
+def _refuse_non_finite(engine: Engine, schema: str | None, where: str) -> None:
     """Fail, naming the table and column and how many rows, when a value the views read is NaN
     or infinite, as the CSV and FHIR loaders do: each database compares such a value
     differently (SQLite cannot store a NaN; PostgreSQL ranks it above every number), so a
@@ -309,13 +309,25 @@ def _refuse_non_finite(engine: Engine, schema: str | None) -> None:
                     found.append(f"{table}.value_as_number holds {n} row(s)")
     except sa.exc.SQLAlchemyError as exc:
         engine.dispose()
-        raise SourceError(f"omop source: cannot read the values ({first_line(exc)})") from None
+        raise SourceError(
+            f"omop source {where}: cannot read the values ({first_line(exc)})"
+        ) from None
     if found:
         engine.dispose()
         raise SourceError(
-            f"omop source: {'; '.join(found)} that are not finite numbers (NaN or infinity), "
+            f"omop source {where}: {'; '.join(found)} that are not finite numbers (NaN or infinity), "
             "which fedqi cannot compare; set them to NULL or correct them in the OMOP database"
         )
+
+
+def _where(url: str) -> str:
+    """The OMOP database as errors name it: a SQLite or DuckDB file by its path, any other by
+    its URL without the password (``url`` is one :func:`_read_only` accepted)."""
+    parsed = sa.make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() in ("sqlite", "duckdb") and database not in ("", ":memory:"):
+        return database
+    return parsed.render_as_string(hide_password=True)
 
 
 URL_EXAMPLES = "sqlite:///omop.sqlite, duckdb:////data/omop.duckdb or postgresql://user@host/omop"
@@ -368,7 +380,7 @@ def open_omop(
     the views need are absent, or if a value they read is NaN or infinite. A SQLite or DuckDB
     file is opened read-only and must exist: it is never created."""
     parsed, options = _read_only(url, dict(engine_options or {}))
-    url = parsed.render_as_string(hide_password=True)
+    where = _where(url)
     engine = sa.create_engine(parsed, **options)
     try:
         with engine.connect() as conn:
@@ -379,18 +391,18 @@ def open_omop(
     except sa.exc.SQLAlchemyError as exc:
         engine.dispose()
         raise SourceError(
-            f"omop source {url}: cannot read the database ({first_line(exc)})"
+            f"omop source {where}: cannot read the database ({first_line(exc)})"
         ) from None
     needed = list(REQUIRED_TABLES) + (["concept"] if codes in ("standard", "source") else [])
     missing = [t for t in needed if t not in present]
     if missing:
         engine.dispose()
-        where = f" in schema {schema!r}" if schema else ""
+        in_schema = f" in schema {schema!r}" if schema else ""
         raise SourceError(
-            f"omop source: the database has no table {', '.join(missing)}{where} "
+            f"omop source {where}: the database has no table {', '.join(missing)}{in_schema} "
             "(an OMOP CDM 5.4 database is expected)"
         )
-    _refuse_non_finite(engine, schema)
+    _refuse_non_finite(engine, schema, where)
     statements = view_sql(
         engine,
         codes=codes,

@@ -250,3 +250,126 @@ def test_cli_load_csv_with_an_unknown_date_format_is_a_bad_argument(
     err = capsys.readouterr().err
     assert code == 2 and "--date-format 'us': use iso or uk" in err  # exit 2: a bad argument
     assert not store.exists()
+
+
+def _bad_extract(tmp_path: Path) -> Path:
+    """An extract whose only patient has an unknown sex code: every load of it fails."""
+    d = tmp_path / "bad-extract"
+    write_csv(
+        d, "patients", "patient_id,birth_date,sex,registration_start\n1,1950-03-04,Q,2000-01-01\n"
+    )
+    write_csv(d, "events", "patient_id,date,code\n")
+    write_csv(d, "medications", "patient_id,date,code\n")
+    return d
+
+
+def _truncated_bulk(tmp_path: Path) -> Path:
+    bulk = tmp_path / "bulk"
+    bulk.mkdir()
+    (bulk / "Patient.000.ndjson").write_text('{"resourceType":"Pat')
+    return bulk
+
+
+@pytest.mark.parametrize("command", ["load-csv", "load-fhir"])
+@pytest.mark.parametrize(
+    "into",
+    ["sqlite:///new.db", "duckdb:///new.duckdb", "new.sqlite", "new.duckdb"],
+)
+def test_cli_failed_load_into_a_new_store_leaves_no_file(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    into: str,
+) -> None:
+    """A store the failed load itself created is deleted, whether --into names it by path or
+    by URL (a URL's store was left behind, empty, and later read as "no such table")."""
+    source = _bad_extract(tmp_path) if command == "load-csv" else _truncated_bulk(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # the URLs and paths are relative, as a user types them
+    code = main([command, str(source), "--into", into], {"FEDQI_AGENT_HOME": str(tmp_path)})
+    err = capsys.readouterr().err
+    assert code == 4 and err.startswith("error: "), err
+    assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", [False, True])
+def test_cli_failed_load_into_an_existing_store_named_by_url_keeps_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], url: bool
+) -> None:
+    """A store that existed before the load stays, with its contents, when the load fails."""
+    d = tmp_path / "extract"
+    write_csv(
+        d, "patients", "patient_id,birth_date,sex,registration_start\n1,1950-03-04,F,2000-01-01\n"
+    )
+    write_csv(d, "events", "patient_id,date,code\n")
+    write_csv(d, "medications", "patient_id,date,code\n")
+    store = tmp_path / "practice.sqlite"
+    into = f"sqlite:///{store}" if url else str(store)
+    env = {"FEDQI_AGENT_HOME": str(tmp_path)}
+    assert main(["load-csv", str(d), "--into", into], env) == 0
+    before = dump(open_store(store))
+    assert main(["load-csv", str(_bad_extract(tmp_path)), "--into", into], env) == 4
+    assert dump(open_store(store)) == before
+
+
+def test_cli_load_into_a_file_that_is_not_a_database_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = _bad_extract(tmp_path)
+    store = tmp_path / "notdb.sqlite"
+    store.write_text("not a database\n")
+    code = main(["load-csv", str(d), "--into", str(store)], {"FEDQI_AGENT_HOME": str(tmp_path)})
+    err = capsys.readouterr().err
+    assert code == 4
+    assert err.startswith(f"error: the practice database {store} cannot be read: "), err
+    assert store.read_text() == "not a database\n"  # not the load's to delete
+
+
+def test_cli_load_into_a_url_that_cannot_be_read_names_it_without_its_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store named by URL is named by URL, its password hidden (here a refused connection)."""
+    into = "postgresql://fedqi:s3cret@127.0.0.1:1/practice"
+    code = main(
+        ["load-csv", str(_bad_extract(tmp_path)), "--into", into],
+        {"FEDQI_AGENT_HOME": str(tmp_path)},
+    )
+    err = capsys.readouterr().err
+    assert code == 4
+    assert err.startswith(
+        "error: the practice database postgresql://fedqi:***@127.0.0.1:1/practice cannot be read: "
+    ), err
+    assert "s3cret" not in err
+
+
+def test_cli_load_csv_says_whether_the_folder_is_missing_or_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = {"FEDQI_AGENT_HOME": str(tmp_path)}
+    store = tmp_path / "practice.sqlite"
+    missing = tmp_path / "nosuch"
+    assert main(["load-csv", str(missing), "--into", str(store)], env) == 4
+    assert f"error: {missing}: no such directory (expected" in capsys.readouterr().err
+    afile = tmp_path / "extract.csv"
+    afile.write_text("patient_id\n")
+    assert main(["load-csv", str(afile), "--into", str(store)], env) == 4
+    assert f"error: {afile}: not a directory (expected" in capsys.readouterr().err
+    assert not store.exists()
+
+
+def test_cli_check_source_names_a_sqlite_file_without_omop_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "good.sqlite"
+    _store(path).dispose()  # a practice store: a database, but not an OMOP one
+    catalogue = tmp_path / "cat.json"
+    catalogue.write_text(_catalogue().model_dump_json())
+    code = main(
+        ["check-source", "--omop", str(path), "--catalogue", str(catalogue)],
+        {"FEDQI_AGENT_HOME": str(tmp_path)},
+    )
+    err = capsys.readouterr().err
+    assert code == 4
+    assert err.startswith(f"error: omop source {path}: the database has no table person, "), err

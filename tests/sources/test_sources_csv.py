@@ -223,6 +223,57 @@ def test_bad_input_names_where_and_leaves_store_unchanged(
 
 
 @pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        pytest.param(EVENTS_ISO + '1,2024-01-01,snomedct,"unterminated,,\n', 6, id="last-line"),
+        pytest.param(
+            EVENTS_ISO + '1,2024-01-01,snomedct,"unterminated', 6, id="last-line-no-newline"
+        ),
+        pytest.param(
+            EVENTS_ISO.replace(",38341003,,", ',"38341003,,'), 2, id="mid-file-to-the-end"
+        ),
+        pytest.param(  # the swallowed text ends at a later quote and reads as one record
+            EVENTS_ISO.replace(",38341003,,", ',"38341003,,').replace(
+                ",271649006,", ',271649006",'
+            ),
+            2,
+            id="mid-file-closed-later",
+        ),
+        pytest.param(  # ... or at a later quote that is followed by more text
+            EVENTS_ISO.replace(",38341003,,", ',"38341003,,').replace(
+                ",4548-4,7.5", ',"4548-4"x,7.5'
+            ),
+            2,
+            id="mid-file-then-junk",
+        ),
+    ],
+)
+def test_an_unclosed_quote_is_named_at_the_line_it_opens(
+    tmp_path: Path, text: str, line: int
+) -> None:
+    """A quote left open (at the end of the file or mid-file) stops the load naming the line
+    the quote opens on, not where the reader gave up, and prints none of the swallowed text;
+    the store keeps what it had."""
+    engine = open_store(tmp_path / "store.sqlite")
+    good = _extract(tmp_path)
+    load_csv(good, engine)
+    before = dump(engine)
+    bad = tmp_path / "bad"
+    for f in ("patients", "medications"):
+        write_csv(bad, f, (good / f"{f}.csv").read_text())
+    (bad / "events.csv").write_text(text)
+    with pytest.raises(SourceError) as info:
+        load_csv(bad, engine)
+    message = str(info.value)
+    assert message.startswith(
+        f"{bad / 'events.csv'} line {line}: a quoted field is not closed (its quote opens on "
+        "this line"
+    ), message
+    assert "38341003" not in message and "unterminated" not in message
+    assert dump(engine) == before
+
+
+@pytest.mark.parametrize(
     ("name", "row", "date_format"),
     [
         ("events", "1,1950-03-03,snomedct,38341003,,", "iso"),
