@@ -538,7 +538,10 @@ def key_revoke(
     compromised_since: Annotated[
         dt.datetime | None,
         typer.Option(
-            "--compromised-since", help="start of the suspect window (ISO date/time, UTC)"
+            "--compromised-since",
+            metavar="<date[Thh:mm:ss]>",
+            help="start of the suspect window: an ISO date, or date and time, UTC "
+            "(2026-11-02 or 2026-11-02T09:30:00)",
         ),
     ] = None,
     db: DbOpt = None,
@@ -848,6 +851,21 @@ def _bind(settings: Any, *, reuse_port: bool = False) -> Any:
         raise ConfigError(
             f"serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
         ) from exc
+
+
+def _one_paragraph(group: typer.Typer) -> None:
+    """Typer shows a docstring's line breaks as they are, so a command's help broke where its
+    source line did, mid-sentence: each command's docstring is given as one paragraph for
+    --help (as the agent's commands are)."""
+    for command in group.registered_commands:
+        if command.help is None and command.callback is not None and command.callback.__doc__:
+            command.help = " ".join(command.callback.__doc__.split())
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _one_paragraph(sub.typer_instance)
+
+
+_one_paragraph(app)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

@@ -80,3 +80,27 @@ def test_help_shows_no_value_for_a_flag(prog: str, path: tuple[str, ...]) -> Non
         else:
             assert kind is not None, where
         assert option.help, f"{prog} {' '.join(path)} {name}: no help text"
+
+
+def test_every_command_help_is_one_paragraph() -> None:
+    """Typer prints a command's help in its group's command list with the help's line breaks
+    as they are, so a docstring wrapped in the source broke mid-sentence there (`fedqi-aggregator
+    user --help`): each command's help reaches Typer as one paragraph. (A program's own
+    description, at the top of its --help, is wrapped afresh.)"""
+    broken = [
+        " ".join((prog, *path))
+        for prog, path in HELPS
+        if path and "\n" in (getattr(_tree(prog)[path], "help", None) or "")
+    ]
+    assert broken == []
+
+
+@pytest.mark.parametrize(("prog", "path"), HELPS, ids=[" ".join((p, *c)) for p, c in HELPS])
+def test_help_cuts_nothing_off_at_80_columns(prog: str, path: tuple[str, ...]) -> None:
+    """A terminal is often 80 columns wide: a word longer than its column (a list of values
+    joined with | and no space) was cut off with an ellipsis."""
+    result = CliRunner().invoke(
+        _apps()[prog], [*path, "--help"], prog_name=prog, env={"COLUMNS": "80"}
+    )
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output, result.output

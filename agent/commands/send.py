@@ -84,7 +84,8 @@ def submit(
         str | None,
         typer.Option(
             "--correction",
-            help="resubmit an accepted period as a correction: " + "|".join(CORRECTIONS),
+            help="resubmit an accepted period as a correction, giving why: one of "
+            + ", ".join(CORRECTIONS),
         ),
     ] = None,
     supersedes: Annotated[
