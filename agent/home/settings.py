@@ -178,13 +178,14 @@ class AgentSettings(BaseSettings):
     previous_homes: tuple[Path, ...] = Field(
         default=(),
         description="agent homes this practice sent from before (kept after a re-enrolment for a "
-        "lost key, or a reinstall): what they released counts as earlier releases for the "
-        "disclosure guard, as this home's own do (docs/operations.md section 6)",
+        "lost key, or a reinstall), only read: what they released counts as earlier releases "
+        "for the disclosure guard, as this home's own do, and the months they had accepted as "
+        "submitted, so `run` does not send them again (docs/operations.md section 6)",
     )
     first_period: str | None = Field(
         default=None,
-        description="YYYY-MM: the first period `run` submits when nothing has been sent yet "
-        "(default: the last complete month)",
+        description="YYYY-MM: the first period `run` submits when nothing has been sent yet, "
+        "from this home or one in previous_homes (default: the last complete month)",
     )
     disclosure: DisclosurePolicy | None = Field(
         default=None,

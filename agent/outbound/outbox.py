@@ -135,6 +135,27 @@ class Outbox:
     def open(cls, home: Path) -> Outbox:
         return cls(home / OUTBOX_FILE)
 
+    @classmethod
+    def read_only(cls, home: Path) -> Outbox:
+        """Another agent home's outbox (``previous_homes``), opened only to read: nothing is
+        created, changed or chmodded there (the scheduled job may write only its own home).
+        Raises ``sqlite3.Error`` when it cannot be read; the caller names the setting that
+        points here."""
+        box = cls.__new__(cls)
+        box.path = home / OUTBOX_FILE
+        box._db = sqlite3.connect(
+            f"{box.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, timeout=30
+        )
+        try:  # an unreadable or foreign file fails here, not half way through a run
+            box._db.execute(
+                "SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM states), "
+                "(SELECT count(*) FROM receipts)"
+            ).fetchone()
+        except sqlite3.Error:
+            box._db.close()
+            raise
+        return box
+
     def close(self) -> None:
         self._db.close()
 

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import dataclasses
 import secrets
+import sqlite3
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import AgentUserError, ConfigError
-from agent.home.settings import AgentSettings
+from agent.home.settings import ENV_PREFIX, AgentSettings
 from agent.outbound.guard_types import GuardResult, Release, linked
 from agent.outbound.outbox import Message, Outbox
 from agent.periods import last_complete_period, next_period, parse_period
@@ -195,6 +196,27 @@ def guard_history(
     return out
 
 
+def open_previous_homes(
+    settings: AgentSettings, stack: contextlib.ExitStack
+) -> list[tuple[Path, Outbox]]:
+    """The outboxes of ``previous_homes``, oldest first, opened read-only and closed with
+    ``stack``. One that cannot be read is a configuration error naming it and the setting:
+    what it holds decides which months are due and what the disclosure guard audits with, so
+    nothing is signed without it."""
+    opened = []
+    for home in settings.previous_homes:
+        try:
+            opened.append((home, stack.enter_context(Outbox.read_only(home))))
+        except sqlite3.Error as exc:
+            raise ConfigError(
+                f"previous_homes ({settings.config_file} or {ENV_PREFIX}PREVIOUS_HOMES) names "
+                f"{home}, whose outbox cannot be read ({exc}); nothing was signed or sent, so "
+                "that the months it sent are not sent again: make it readable by the user "
+                "that runs fedqi-agent (it is only read, never written)"
+            ) from None
+    return opened
+
+
 def practice_guard(
     settings: AgentSettings,
     outbox: Outbox | None,
@@ -211,7 +233,7 @@ def practice_guard(
     if not (enabled and outbox):
         return guarded_cells(catalogue, raw_cells, policy, period, [], enabled=enabled)
     with contextlib.ExitStack() as stack:
-        previous = [(h, stack.enter_context(Outbox.open(h))) for h in settings.previous_homes]
+        previous = open_previous_homes(settings, stack)
         history = guard_history(outbox, period, known or {}, previous)
     return guarded_cells(catalogue, raw_cells, policy, period, history, enabled=enabled)
 

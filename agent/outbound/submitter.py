@@ -8,10 +8,13 @@ aggregator answers a resend of an accepted message with its stored receipt.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agent.engine.compute import compute_raw_cells, compute_raw_cells_for_periods
@@ -26,12 +29,14 @@ from agent.outbound.release import (
     effective_policy,
     last_complete_period,
     next_period,
+    open_previous_homes,
     parse_period,
     payload_of,
     practice_guard,
     sign,
 )
 from agent.outbound.transport import (
+    FEDQI_PROBLEM,
     AggregatorClient,
     CertificateError,
     RefusedError,
@@ -46,6 +51,12 @@ from protocol.submission import CorrectionReason, Period
 GUARD_NOTE = "disclosure guard: "
 #: The note of the state an approval moves a held message to.
 APPROVED = "approved"
+#: How the note starts of a plain submission the aggregator refused because the network already
+#: holds its month from this practice (sent from another agent home): the month counts as
+#: submitted, so ``run`` does not send it again every night.
+ALREADY_HELD = "already held by the network: "
+_ALREADY_SUBMITTED = FEDQI_PROBLEM + "period-already-submitted"
+_SUBMISSION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 #: iat may be at most 7 days old at the aggregator; leave a day's margin for a held message.
 MAX_HELD_AGE = 6 * 24 * 3600
 
@@ -135,7 +146,10 @@ def send(client: AggregatorClient, outbox: Outbox, trust: Trust, message: Messag
     try:
         answer = client.post_envelope(path, message.envelope, about=what)
     except RefusedError as exc:
-        outbox.set_state(message.id, "refused", str(exc))
+        held = _already_held(message, what, exc)
+        outbox.set_state(message.id, "refused", held or str(exc))
+        if held:
+            raise RefusedError(held, exc.status, exc.problem) from None
         raise
     except TransportError as exc:
         # Not sent: the stored bytes wait in the outbox, queued, for the next try.
@@ -150,6 +164,58 @@ def send(client: AggregatorClient, outbox: Outbox, trust: Trust, message: Messag
         ) from None
     receipt = accept_receipt(outbox, client, trust, message, answer)
     return Outcome(message.id, message.period, "accepted", receipt.leaf_index)
+
+
+def _already_held(message: Message, what: str, exc: RefusedError) -> str | None:
+    """The note for a plain submission refused because the network already holds its month
+    from this practice (409 ``period-already-submitted``): what it holds, that ``run`` does
+    not send the month again, and how to replace it. None for any other refusal."""
+    if exc.problem.get("type") != _ALREADY_SUBMITTED or message.kind != "submission":
+        return None
+    if payload_of(message).supersedes is not None:
+        return None
+    found = _SUBMISSION_ID.search(str(exc.problem.get("detail", "")))
+    held = found.group(0) if found else "SUBMISSION_ID"
+    label = message.period
+    return (
+        f"{ALREADY_HELD}{held}. The aggregator refused {what}: the network already holds "
+        f"period {label} from this practice as submission {held}, which this agent home did not "
+        f"send; `run` does not send the month again. If an earlier agent home sent it (before a "
+        "re-enrolment), name that home in previous_homes in agent.toml (docs/operations.md "
+        f"section 6). To replace the month: `fedqi-agent submit --period {label} --correction "
+        f"REASON --supersedes {held}`"
+    )
+
+
+def network_holds(message: Message) -> str | None:
+    """The submission id the network holds for ``message``'s month, as far as this message
+    tells: its own when it was accepted, the one the aggregator named when it refused it as
+    already held (:data:`ALREADY_HELD`); None otherwise."""
+    if message.state == "accepted":
+        return message.submission_id
+    if message.state == "refused" and message.state_note.startswith(ALREADY_HELD):
+        found = _SUBMISSION_ID.search(message.state_note)
+        return found.group(0) if found else ""
+    return None
+
+
+def held_elsewhere(
+    outbox: Outbox, previous: Sequence[tuple[Path, Outbox]], label: str
+) -> tuple[str, str] | None:
+    """The submission the network holds for month ``label`` that this home did not send, and
+    where that is known from: the latest accepted by a ``previous_homes`` outbox, or named by
+    the aggregator when it refused one of this home's as already held (the latest wins)."""
+    found: tuple[str, str] | None = None
+    for home, box in previous:
+        for m in box.for_period(label):
+            held = network_holds(m)
+            if held:
+                found = (held, f"sent from {home}, named in previous_homes")
+    for m in outbox.for_period(label):
+        held = network_holds(m)
+        if held and m.state == "refused":
+            found = (held, f"the aggregator's refusal of message #{m.id} named it")
+    return found
 
 
 def submit_period(
@@ -180,7 +246,9 @@ def submit_period(
     with (
         AggregatorClient.from_settings(settings, on_retry=on_retry) as client,
         Outbox.open(settings.home) as outbox,
+        contextlib.ExitStack() as stack,
     ):
+        previous = open_previous_homes(settings, stack)
         existing = [m for m in outbox.for_period(period.label) if m.state != "rejected"]
         waiting = [m for m in existing if m.state in ("queued", "held")]
         if waiting:
@@ -197,6 +265,15 @@ def submit_period(
                     "to send a correction use --correction REASON"
                 )
             supersedes = supersedes or accepted[-1].submission_id
+        elif (elsewhere := held_elsewhere(outbox, previous, period.label)) is not None:
+            held, where = elsewhere
+            if correction is None:
+                raise AgentUserError(
+                    f"period {period.label} is already held by the network as submission "
+                    f"{held} ({where}); to replace it send a correction: `fedqi-agent submit "
+                    f"--period {period.label} --correction REASON --supersedes {held}`"
+                )
+            supersedes = supersedes or held
         elif correction is not None and supersedes is None:
             raise AgentUserError(
                 f"--correction: period {period.label} has no accepted submission in this agent "
@@ -260,14 +337,31 @@ def _same_request(
     )
 
 
-def due_periods(settings: AgentSettings, outbox: Outbox, today: dt.date) -> list[Period]:
+def due_periods(
+    settings: AgentSettings,
+    outbox: Outbox,
+    today: dt.date,
+    previous: Sequence[tuple[Path, Outbox]] | None = None,
+) -> list[Period]:
     """The months after the last one submitted (or from ``first_period``) up to the last
-    complete month."""
+    complete month. Submitted: sent, queued or held in this home, or held by the network from
+    this practice (accepted by one of ``previous`` homes' outboxes, ``previous_homes`` read
+    when not given, or refused here as :data:`ALREADY_HELD`): a new home after a lost key
+    does not send again what its old home sent."""
+    if previous is None:
+        with contextlib.ExitStack() as stack:
+            return due_periods(settings, outbox, today, open_previous_homes(settings, stack))
     last = last_complete_period(today)
     done = [
         m.period
         for m in outbox.messages(kind="submission")
-        if m.period and m.state in ("accepted", "queued", "held")
+        if m.period and (m.state in ("queued", "held") or network_holds(m) is not None)
+    ]
+    done += [
+        m.period
+        for _, box in previous
+        for m in box.messages(kind="submission")
+        if m.period and network_holds(m) is not None
     ]
     if done:
         start = next_period(parse_period(max(done)))
@@ -298,13 +392,17 @@ def run_due(
     with (
         AggregatorClient.from_settings(settings, on_retry=on_retry) as client,
         Outbox.open(settings.home) as outbox,
+        contextlib.ExitStack() as stack,
     ):
+        # What the previous homes sent decides what is due: one that cannot be read stops the
+        # run here, before anything is sent, rather than have months sent twice.
+        previous = [] if queued_only else open_previous_homes(settings, stack)
         # Submissions only: a queued enrol or rotate is finished by its own command, which also
         # updates the key store when it is accepted.
         queued = outbox.messages(kind="submission", state="queued")
         for message in sorted(queued, key=lambda m: (m.seq or 0, m.id)):
             outcomes.append(_send_reporting(client, outbox, trust, message))
-        periods = [] if queued_only else due_periods(settings, outbox, today)
+        periods = [] if queued_only else due_periods(settings, outbox, today, previous)
         waiting = [
             m
             for m in outbox.messages(kind="submission", state="held")

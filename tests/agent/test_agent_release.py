@@ -13,7 +13,7 @@ from agent.home.settings import get_settings
 from agent.library import load_default_catalogue
 from agent.outbound.outbox import NewMessage, Outbox
 from agent.outbound.release import build_submission, describe_submission, effective_policy
-from agent.outbound.submitter import due_periods
+from agent.outbound.submitter import ALREADY_HELD, due_periods
 from agent.periods import last_complete_period, next_period, parse_period
 from protocol.disclosure import check_cells
 from protocol.keys import SigningKey
@@ -89,3 +89,64 @@ def test_due_periods_follow_the_last_submitted(tmp_path: Path) -> None:
     fresh = get_settings(tmp_path / "other", {})
     with Outbox(tmp_path / "o2.sqlite") as outbox:
         assert [p.label for p in due_periods(fresh, outbox, today)] == ["2026-04"]
+
+
+def _stored(outbox: Outbox, period: str, state: str, note: str = "") -> None:
+    n = len(outbox.messages()) + 1
+    outbox.add_signed(
+        lambda s: NewMessage("submission", b"e", f"{n:064x}", "k" * 43, s, f"id{n}", period),
+        state,
+        note,
+    )
+
+
+def test_due_periods_count_what_previous_homes_had_accepted(tmp_path: Path) -> None:
+    """A new home after a lost key: the months its previous home had accepted count as
+    submitted (what it only held, queued or had refused does not: the network does not hold
+    those), and so does a month the aggregator refused here as already held."""
+    today = dt.date(2026, 5, 2)
+    (tmp_path / "old").mkdir()
+    with Outbox.open(tmp_path / "old") as old:
+        _stored(old, "2026-01", "accepted")
+        _stored(old, "2026-02", "accepted")
+        _stored(old, "2026-03", "held")
+        _stored(old, "2026-03", "queued")
+    env = {
+        "FEDQI_AGENT_FIRST_PERIOD": "2026-01",
+        "FEDQI_AGENT_PREVIOUS_HOMES": f'["{tmp_path / "old"}"]',
+    }
+    settings = get_settings(tmp_path / "new", env)
+    (tmp_path / "new").mkdir()
+    with Outbox.open(tmp_path / "new") as outbox:
+        assert [p.label for p in due_periods(settings, outbox, today)] == ["2026-03", "2026-04"]
+        _stored(outbox, "2026-03", "refused", "HTTP 422: something else")
+        assert [p.label for p in due_periods(settings, outbox, today)] == ["2026-03", "2026-04"]
+        _stored(outbox, "2026-03", "refused", f"{ALREADY_HELD}{'0' * 8}-0000-4000-8000-{'0' * 12}")
+        assert [p.label for p in due_periods(settings, outbox, today)] == ["2026-04"]
+
+
+def test_a_previous_home_is_read_without_being_written(tmp_path: Path) -> None:
+    """previous_homes are opened read-only: their outbox file is not changed, not even its
+    mode, and one that is not an outbox is a configuration error naming it and the setting."""
+    import contextlib
+
+    from agent.outbound.release import open_previous_homes
+
+    (tmp_path / "old").mkdir()
+    with Outbox.open(tmp_path / "old") as old:
+        _stored(old, "2026-01", "accepted")
+    outbox_file = tmp_path / "old" / "outbox.sqlite"
+    outbox_file.chmod(0o640)
+    before = (outbox_file.read_bytes(), outbox_file.stat().st_mtime_ns)
+    settings = get_settings(
+        tmp_path / "new", {"FEDQI_AGENT_PREVIOUS_HOMES": f'["{tmp_path / "old"}"]'}
+    )
+    with contextlib.ExitStack() as stack:
+        ((home, box),) = open_previous_homes(settings, stack)
+        assert home == tmp_path / "old" and [m.period for m in box.messages()] == ["2026-01"]
+    assert (outbox_file.read_bytes(), outbox_file.stat().st_mtime_ns) == before
+    assert outbox_file.stat().st_mode & 0o777 == 0o640
+    outbox_file.write_bytes(b"not an outbox " * 100)
+    with contextlib.ExitStack() as stack, pytest.raises(ConfigError) as caught:
+        open_previous_homes(settings, stack)
+    assert str(tmp_path / "old") in str(caught.value) and "previous_homes" in str(caught.value)
