@@ -38,3 +38,30 @@ def require_ended(period: Period, today: dt.date) -> Period:
             f"today is {today.isoformat()}): the latest complete period is {latest.label}"
         )
     return period
+
+
+#: A period is computed on stale records when it ends more than this many days after the
+#: practice's newest dated record (docs/agent.md, "Stale records"): a month and a day, so the
+#: month after an extract taken at a month's end is not flagged, any later one is.
+STALE_AFTER_DAYS = 31
+
+
+def stale_source(period: Period, newest: dt.date | None) -> str | None:
+    """What is wrong when ``period`` ends more than :data:`STALE_AFTER_DAYS` after ``newest``
+    (the date of the practice's newest event or medication issue: a practice-level date, as
+    ``check-source`` prints it), else None. None as well when there is no dated record at all
+    (``check-source`` says so)."""
+    if newest is None or (period.end - newest).days <= STALE_AFTER_DAYS:
+        return None
+    days = (period.end - newest).days
+    return (
+        f"period {period.label} ends on {period.end.isoformat()}, {days} days after the newest "
+        f"dated record in the practice database ({newest.isoformat()}): its counts would miss "
+        "everything recorded since (is the extract still being updated?)"
+    )
+
+
+def month_of(day: dt.date) -> Period:
+    """The calendar month ``day`` is in: for the newest record's, the last month the records
+    reach (what to preview instead of a month they stop before)."""
+    return Period.month(day.year, day.month)

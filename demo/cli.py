@@ -761,9 +761,15 @@ def build_practice(
     # A month the disclosure guard holds waits for the practice's approval, and the months
     # after it wait for it (docs/disclosure.md). The demo approves it on the practice's behalf
     # (synthetic records) and runs again; `fedqi-agent pending` is how a practice reads why.
+    # A network resumed in a later month than it was made in has no records for the months
+    # since (its synthetic records end on period_end): `run` would refuse them as computed on
+    # a stale extract (docs/agent.md, "Stale records"), so the demo asks for them deliberately.
+    run = ["run"]
+    if period_end < dt.date.today().replace(day=1) - dt.timedelta(days=1):
+        run.append("--allow-stale")
     for _ in range(60):
         outcomes = tools.agent(
-            plan.ods, "run", env={"FEDQI_AGENT_FIRST_PERIOD": first_period}, ok_codes=(0, 6)
+            plan.ods, *run, env={"FEDQI_AGENT_FIRST_PERIOD": first_period}, ok_codes=(0, 6)
         )
         result.run_outcomes += [o for o in outcomes if o.get("state") != "held"]
         tick("submitted", sum(1 for o in outcomes if o.get("state") == "accepted"))

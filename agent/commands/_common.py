@@ -113,6 +113,11 @@ def err_console() -> Console:
     return Console(file=sys.stderr, soft_wrap=True, highlight=False)
 
 
+def warn(text: str) -> None:
+    """One ``warning: ...`` line on stderr (stdout stays the command's output, or its JSON)."""
+    err_console().print(f"warning: {text}", markup=False, highlight=False)
+
+
 def tell_try(what: str, failure: str, failed: int, tries: int, wait: float) -> None:
     """A transport retry notice (agent.outbound.transport.RetryNotice), one line on stderr as
     each try fails, so a command facing a dead aggregator does not wait in silence."""

@@ -28,7 +28,8 @@ from agent.outbound.release import (
     practice_guard,
 )
 from agent.outbound.suppression import beyond_policy, suppression_reasons
-from agent.periods import require_ended
+from agent.periods import month_of, require_ended, stale_source
+from protocol.submission import Period
 
 from ._cells import (
     HINT,
@@ -49,6 +50,7 @@ from ._common import (
     emit_json,
     one_line_errors,
     settings_for,
+    warn,
 )
 
 PeriodOption = Annotated[str, typer.Option("--period", help="the month, YYYY-MM")]
@@ -65,6 +67,18 @@ def _indicator(catalogue, indicator_id: str):  # type: ignore[no-untyped-def]
             f"unknown indicator {indicator_id!r}: catalogue {catalogue.id} v{catalogue.version} "
             f"has {known}"
         ) from None
+
+
+def _say_stale(period: Period, newest: dt.date | None) -> None:
+    """Warn of a period the records stop well before: said, not refused, as a preview sends
+    nothing (submit and run refuse it)."""
+    stale = stale_source(period, newest)
+    if stale and newest is not None:
+        warn(
+            f"{stale}. The counts below are computed on those records, and submit and run "
+            f"refuse this period. Load a current extract, or preview --period "
+            f"{month_of(newest).label}, the month of the newest record"
+        )
 
 
 @app.command()
@@ -104,7 +118,9 @@ def preview(
         settings.require("practice", "aud")
         practice, aud = str(settings.practice), str(settings.aud)
     kid = Keystore(settings.home).active().kid
-    raw, kind = compute_raw_cells(settings, catalogue, p.end)
+    computed = compute_raw_cells(settings, catalogue, p.end)
+    raw, kind = computed.cells, computed.kind
+    _say_stale(p, computed.newest)
     seq, sent = 1, None
     with ExitStack() as stack:
         outbox = None

@@ -16,7 +16,13 @@ from agent.home.settings import AgentSettings
 from agent.outbound import background
 from agent.outbound.outbox import Message, Outbox
 from agent.outbound.release import describe_submission, payload_of
-from agent.outbound.submitter import MAX_HELD_AGE, Outcome, run_due, submit_period
+from agent.outbound.submitter import (
+    MAX_HELD_AGE,
+    Outcome,
+    StaleSourceError,
+    run_due,
+    submit_period,
+)
 from agent.outbound.submitter import approve as approve_message
 from agent.outbound.submitter import reject as reject_message
 
@@ -42,6 +48,16 @@ from ._common import (
 )
 
 CORRECTIONS = ("data_correction", "late_data", "codelist_fix", "software_fix")
+
+AllowStaleOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-stale",
+        help="send a period that ends more than 31 days after the newest dated record in the "
+        "practice database (refused otherwise: a stale extract), when the practice has truly "
+        "recorded nothing since",
+    ),
+]
 
 
 def tell_retry(what: str, failure: str, failed: int, tries: int, wait: float) -> None:
@@ -96,10 +112,12 @@ def submit(
             "it (after a re-enrolment; the aggregator's refusal names it)",
         ),
     ] = None,
+    allow_stale: AllowStaleOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Compute PERIOD, apply disclosure control, sign, store in the outbox, then send (release
-    policy auto) or hold for approval (hold)."""
+    policy auto) or hold for approval (hold). A period ending more than 31 days after the
+    practice's newest dated record is refused (--allow-stale sends it)."""
     if correction is not None and correction not in CORRECTIONS:
         raise AgentUserError(f"--correction {correction!r}: use one of {', '.join(CORRECTIONS)}")
     settings = settings_for(home)
@@ -111,6 +129,8 @@ def submit(
             correction=correction,  # type: ignore[arg-type]
             supersedes=supersedes,
             on_retry=tell_retry,
+            allow_stale=allow_stale,
+            on_warning=_warn,
         )
     except TransportError as exc:
         _resend_in_background(settings, exc)
@@ -150,32 +170,46 @@ def run(
             "SECONDS until nothing is queued (what the background resend runs)",
         ),
     ] = None,
+    allow_stale: AllowStaleOption = False,
 ) -> None:
     """Resend anything queued, then submit every period due since the last one submitted (for
     cron, a systemd timer or Windows Task Scheduler); says which submissions wait for approval
-    (see pending, approve). Exits non-zero if anything failed."""
+    (see pending, approve). Stops, exit 2, at a period ending more than 31 days after the
+    practice's newest dated record (--allow-stale sends it). Exits non-zero if anything
+    failed."""
     settings = settings_for(home)
     if keep_trying is not None:
         _keep_trying(settings, keep_trying, queued_only)
         return
-    if as_json or not sys.stdout.isatty():
-        outcomes = run_due(
-            settings, now=int(time.time()), today=dt.date.today(), on_retry=tell_retry
-        )
-    else:
-        with Progress(console=console(), transient=True) as bar:
-            task = bar.add_task("submitting", total=None)
-
-            def step(label: str, done: int, total: int) -> None:
-                bar.update(task, description=f"period {label}", completed=done, total=total)
-
+    stopped: StaleSourceError | None = None
+    try:
+        if as_json or not sys.stdout.isatty():
             outcomes = run_due(
                 settings,
                 now=int(time.time()),
                 today=dt.date.today(),
-                progress=step,
                 on_retry=tell_retry,
+                allow_stale=allow_stale,
+                on_warning=_warn,
             )
+        else:
+            with Progress(console=console(), transient=True) as bar:
+                task = bar.add_task("submitting", total=None)
+
+                def step(label: str, done: int, total: int) -> None:
+                    bar.update(task, description=f"period {label}", completed=done, total=total)
+
+                outcomes = run_due(
+                    settings,
+                    now=int(time.time()),
+                    today=dt.date.today(),
+                    progress=step,
+                    on_retry=tell_retry,
+                    allow_stale=allow_stale,
+                    on_warning=_warn,
+                )
+    except StaleSourceError as exc:  # what it did before stopping is said, then why it stopped
+        outcomes, stopped = exc.outcomes, exc
     if as_json:
         emit_json([o.to_json() for o in outcomes])
     else:
@@ -184,12 +218,14 @@ def run(
         # every held month, those this run held as well.
         with Outbox.open(settings.home) as outbox:
             held = outbox.messages(kind="submission", state="held")
-        if not outcomes:
+        if not outcomes and stopped is None:
             console().print("nothing new due" if held else "nothing due")
         for outcome in outcomes:
             _print_outcome(outcome)
         if held:
             console().print(held_note(held, int(time.time())), markup=False)
+    if stopped is not None:
+        raise stopped
     refused = [o for o in outcomes if o.state == "refused"]
     if refused:
         raise typer.Exit(ExitCode.REFUSED)

@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from agent.cli import app
 from agent.errors import AgentUserError
+from agent.periods import month_of
 from agent.sources.synth import DEFAULT_PERIOD_END, generate_practice
 
 from ._common import JsonOption, console, emit_json, err_console, one_line_errors
@@ -97,4 +98,10 @@ def synth(
         f"({summary.registered:,} registered on {summary.period_end}), {summary.events:,} events, "
         f"{summary.medications:,} medication issues, quality {summary.quality:.2f}, "
         f"in {summary.seconds:.1f} s"
+    )
+    # The default end is fixed (the same command gives the same rows, whatever the day): say
+    # which month the records reach, as preview, submit and run refuse a month they stop before.
+    console().print(
+        f"the records end on {end.isoformat()}: preview --period {month_of(end).label} or an "
+        "earlier month (a later one would miss everything after; --period-end sets the end)"
     )

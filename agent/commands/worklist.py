@@ -14,11 +14,17 @@ from typing import Annotated
 import typer
 
 from agent.cli import app
-from agent.engine.compute import open_source
+from agent.engine.compute import newest_record, open_source
 from agent.engine.worklist import build_worklist, write_worklist
 from agent.errors import AgentUserError
 from agent.home.catalogue_cache import load_catalogue
-from agent.periods import last_complete_period, parse_period, require_ended
+from agent.periods import (
+    last_complete_period,
+    month_of,
+    parse_period,
+    require_ended,
+    stale_source,
+)
 
 from ._common import (
     HomeOption,
@@ -28,6 +34,7 @@ from ._common import (
     emit_json,
     one_line_errors,
     settings_for,
+    warn,
 )
 
 
@@ -76,6 +83,14 @@ def worklist(
     p = require_ended(parse_period(period), today) if period else last_complete_period(today)
     engine = open_source(settings)
     try:
+        newest = newest_record(engine)
+        stale = stale_source(p, newest)
+        if stale and newest is not None:  # old records make everyone "last record too old"
+            warn(
+                f"{stale}. The list below is computed on those records. Load a current "
+                f"extract, or use --period {month_of(newest).label}, the month of the newest "
+                "record"
+            )
         rows = worklist_patients(engine, catalogue, ind.id, p.end)
         wl = build_worklist(engine, catalogue, ind.id, p.end, rows)
     finally:

@@ -11,6 +11,7 @@ import datetime as dt
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,36 @@ def relative_file_url(text: str) -> tuple[str, str, str] | None:
     the path, any query after it); None for any other URL."""
     m = _RELATIVE_FILE_URL.match(text)
     return None if m is None else (m[1], m[2], m[3])
+
+
+@dataclass(frozen=True)
+class Computed:
+    """What the engine computed: raw cells, the source kind for the provenance, and the date
+    of the newest dated record (event or medication issue; None when there is none), a
+    practice-level date that :func:`agent.periods.stale_source` compares with the period."""
+
+    cells: list[RawCell]
+    kind: str
+    newest: dt.date | None
+
+
+def newest_record(engine: Engine) -> dt.date | None:
+    """The date of the practice's newest event or medication issue, or None if it has none."""
+    import sqlalchemy as sa
+
+    from agent.sources import schema
+
+    parts = [
+        sa.select(sa.func.max(t.c.date).label("d")) for t in (schema.events, schema.medications)
+    ]
+    both = sa.union_all(*parts).subquery()
+    with engine.connect() as conn:
+        value = conn.execute(sa.select(sa.func.max(both.c.d))).scalar()
+    if isinstance(value, str):  # SQLite through a subquery: the ISO text
+        value = dt.date.fromisoformat(value[:10])
+    if isinstance(value, dt.datetime):
+        value = value.date()
+    return value
 
 
 def source_target(settings: AgentSettings) -> str:
@@ -122,8 +153,9 @@ def compute_raw_cells(
     catalogue: Catalogue,
     period_end: dt.date,
     indicators: Sequence[str] | None = None,
-) -> tuple[list[RawCell], str]:
-    """The engine's raw cells for the period, and the source kind for the provenance.
+) -> Computed:
+    """The engine's raw cells for the period, the source kind for the provenance and the
+    newest record's date.
 
     A DuckDB practice file runs the catalogue's stored statement (agent/engine/stored.py),
     compiling and storing it first if the agent home has none for this catalogue and code;
@@ -142,16 +174,19 @@ def compute_raw_cells(
                     from agent.engine import compute_cells
 
                     cells = compute_cells(engine, catalogue, period_end, indicators)
-                    return list(cells), source_kind(settings, engine)
+                    return Computed(
+                        list(cells), source_kind(settings, engine), newest_record(engine)
+                    )
             stored.save(settings.home, statement)
-        cells = stored.run(path, statement, catalogue, period_end)
-        return cells, settings.source.kind or "duckdb"
+        cells, newest = stored.run(path, statement, catalogue, period_end)
+        return Computed(cells, settings.source.kind or "duckdb", newest)
     from agent.engine import compute_cells
 
     with _reading(settings) as engine:
         cells = compute_cells(engine, catalogue, period_end, indicators)
         kind = source_kind(settings, engine)
-    return list(cells), kind
+        newest = newest_record(engine)
+    return Computed(list(cells), kind, newest)
 
 
 def _duckdb_file(settings: AgentSettings) -> Path | None:
@@ -176,12 +211,13 @@ def compute_raw_cells_for_periods(
     settings: AgentSettings,
     catalogue: Catalogue,
     period_ends: Sequence[dt.date],
-) -> tuple[dict[dt.date, list[RawCell]], str]:
+) -> tuple[dict[dt.date, list[RawCell]], str, dt.date | None]:
     """The engine's raw cells for several period ends from one query (a backfill in one pass),
-    and the source kind for the provenance."""
+    the source kind for the provenance and the newest record's date."""
     from agent.engine import compute_periods
 
     with _reading(settings) as engine:
         cells = compute_periods(engine, catalogue, period_ends)
         kind = source_kind(settings, engine)
-    return cells, kind
+        newest = newest_record(engine)
+    return cells, kind, newest

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.engine.compute import compute_raw_cells, compute_raw_cells_for_periods
+from agent.engine.compute import Computed, compute_raw_cells, compute_raw_cells_for_periods
 from agent.errors import AgentUserError, TransportError
 from agent.home.catalogue_cache import load_catalogue
 from agent.home.keystore import Keystore, Trust, load_trust_matching
@@ -42,7 +42,7 @@ from agent.outbound.transport import (
     RefusedError,
     RetryNotice,
 )
-from agent.periods import require_ended
+from agent.periods import require_ended, stale_source
 from protocol.catalogue import Catalogue
 from protocol.disclosure import RawCell
 from protocol.submission import CorrectionReason, Period
@@ -59,6 +59,10 @@ _ALREADY_SUBMITTED = FEDQI_PROBLEM + "period-already-submitted"
 _SUBMISSION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 #: iat may be at most 7 days old at the aggregator; leave a day's margin for a held message.
 MAX_HELD_AGE = 6 * 24 * 3600
+
+
+#: What overrides the refusal of a period computed on stale records (agent.periods.stale_source).
+ALLOW_STALE = "--allow-stale"
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,39 @@ class Outcome:
         }
 
 
+class StaleSourceError(AgentUserError):
+    """A period ends well after the practice's newest dated record (exit 2): nothing was
+    signed for it. ``outcomes``: what the same ``run`` did before it stopped there."""
+
+    def __init__(self, message: str, outcomes: Sequence[Outcome] = ()) -> None:
+        super().__init__(message)
+        self.outcomes = list(outcomes)
+
+
+def check_fresh(
+    period: Period,
+    newest: dt.date | None,
+    *,
+    allow_stale: bool = False,
+    on_warning: Callable[[str], None] | None = None,
+) -> None:
+    """Refuse, before anything is signed, a period computed on records that stop well before
+    it ends (agent.periods.stale_source): counts from an extract that stopped being updated
+    would be signed and sent as the practice's. ``allow_stale`` sends it anyway, said to
+    ``on_warning``."""
+    stale = stale_source(period, newest)
+    if stale is None:
+        return
+    if not allow_stale:
+        raise StaleSourceError(
+            f"{stale}; nothing was signed or sent for it. Load a current extract into the "
+            "practice database; if the practice has truly recorded nothing since, send it "
+            f"anyway with {ALLOW_STALE}"
+        )
+    if on_warning is not None:
+        on_warning(f"{stale}; sent anyway, as {ALLOW_STALE} asks")
+
+
 def prepare(
     settings: AgentSettings,
     outbox: Outbox,
@@ -88,18 +125,23 @@ def prepare(
     now: int,
     supersedes: str | None = None,
     reason: CorrectionReason | None = None,
-    computed: tuple[list[RawCell], str] | None = None,
+    computed: Computed | None = None,
     known: dict[str, list[RawCell]] | None = None,
+    allow_stale: bool = False,
+    on_warning: Callable[[str], None] | None = None,
 ) -> Message:
-    """Compute (unless ``computed`` gives the raw cells and source kind already), apply
-    disclosure control and the disclosure guard, sign and store one submission (not yet sent).
-    ``known``: other periods' raw cells computed in the same run, by period label (the guard
-    uses an adjacent month's to tell which of its suppressed counts were small). Held, with
-    the reason as the state's note, when the guard cannot make it safe."""
+    """Compute (unless ``computed`` gives the engine's result already), refuse a period the
+    records stop well before (:func:`check_fresh`), apply disclosure control and the
+    disclosure guard, sign and store one submission (not yet sent). ``known``: other periods'
+    raw cells computed in the same run, by period label (the guard uses an adjacent month's
+    to tell which of its suppressed counts were small). Held, with the reason as the state's
+    note, when the guard cannot make it safe."""
     trust = load_trust_matching(settings.home, settings.practice, settings.aud)
     key = Keystore(settings.home).active()
     policy = effective_policy(catalogue, settings)
-    raw, kind = computed or compute_raw_cells(settings, catalogue, period.end)
+    computed = computed or compute_raw_cells(settings, catalogue, period.end)
+    check_fresh(period, computed.newest, allow_stale=allow_stale, on_warning=on_warning)
+    raw, kind = computed.cells, computed.kind
     guarded = practice_guard(settings, outbox, catalogue, raw, policy, period, known)
     state = "held" if settings.release == "hold" or guarded.held_reason else "queued"
     note = f"{GUARD_NOTE}{guarded.held_reason}" if guarded.held_reason else ""
@@ -226,11 +268,14 @@ def submit_period(
     correction: CorrectionReason | None = None,
     supersedes: str | None = None,
     on_retry: RetryNotice | None = None,
+    allow_stale: bool = False,
+    on_warning: Callable[[str], None] | None = None,
 ) -> Outcome:
     """Compute, sign, store and send one period. ``supersedes`` (with ``correction``) names the
     submission the correction replaces where this agent home did not send it: a practice that
     re-enrolled after its key was revoked corrects what the old key sent (the aggregator's 409
-    names it)."""
+    names it). A period the records stop well before is refused unless ``allow_stale``
+    (:func:`check_fresh`)."""
     if supersedes is not None:
         if correction is None:
             raise AgentUserError("--supersedes: only with --correction REASON")
@@ -294,7 +339,15 @@ def submit_period(
             )
         catalogue = load_catalogue(settings, client=client)
         message = prepare(
-            settings, outbox, catalogue, period, now=now, supersedes=supersedes, reason=correction
+            settings,
+            outbox,
+            catalogue,
+            period,
+            now=now,
+            supersedes=supersedes,
+            reason=correction,
+            allow_stale=allow_stale,
+            on_warning=on_warning,
         )
         if message.state == "held":
             return Outcome(
@@ -384,9 +437,13 @@ def run_due(
     progress: Callable[[str, int, int], None] | None = None,
     on_retry: RetryNotice | None = None,
     queued_only: bool = False,
+    allow_stale: bool = False,
+    on_warning: Callable[[str], None] | None = None,
 ) -> list[Outcome]:
     """Resend whatever is queued, then (unless ``queued_only``) submit every period that is
-    due. ``progress(label, done, total)`` is called as periods complete."""
+    due. ``progress(label, done, total)`` is called as periods complete. The first due period
+    the records stop well before stops the run (:class:`StaleSourceError`, carrying what was
+    done), unless ``allow_stale``: the months before it are sent, it and the later ones not."""
     trust = load_trust_matching(settings.home, settings.practice, settings.aud)
     outcomes: list[Outcome] = []
     with (
@@ -418,19 +475,30 @@ def run_due(
             catalogue = load_catalogue(settings, client=client)
             # Every due month from one engine pass (docs/engine.md), then one by one: disclosure
             # control, signature, outbox, send.
-            raw, kind = compute_raw_cells_for_periods(settings, catalogue, [p.end for p in periods])
+            ends = [p.end for p in periods]
+            raw, kind, newest = compute_raw_cells_for_periods(settings, catalogue, ends)
             for done, period in enumerate(periods):
                 if progress is not None:
                     progress(period.label, done, len(periods))
-                message = prepare(
-                    settings,
-                    outbox,
-                    catalogue,
-                    period,
-                    now=now,
-                    computed=(raw[period.end], kind),
-                    known={p.label: raw[p.end] for p in periods},
-                )
+                try:
+                    message = prepare(
+                        settings,
+                        outbox,
+                        catalogue,
+                        period,
+                        now=now,
+                        computed=Computed(raw[period.end], kind, newest),
+                        known={p.label: raw[p.end] for p in periods},
+                        allow_stale=allow_stale,
+                        on_warning=on_warning,
+                    )
+                except StaleSourceError as exc:
+                    sent = "the months before it were sent; " if done else ""
+                    raise StaleSourceError(
+                        f"run stopped at period {period.label} ({sent}it and any later month "
+                        f"wait): {exc}",
+                        outcomes,
+                    ) from None
                 if message.state == "held" and message.state_note.startswith(GUARD_NOTE):
                     # The months after a month the guard holds wait for it: each is audited
                     # with the one before it as released, and sent in order.

@@ -85,6 +85,43 @@ def test_explain_shows_rule_codelists_codes_and_sql(agent_home: Path, cli) -> No
     assert every.code == 0 and "38341003" in every.out
 
 
+STALE_NOVEMBER = (
+    "warning: period 2026-11 ends on 2026-11-30, 244 days after the newest dated record in "
+    "the practice database (2026-03-31): its counts would miss everything recorded since (is "
+    "the extract still being updated?). "
+)
+
+
+def test_preview_warns_of_a_period_long_after_the_newest_record(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """The practice's records end on 2026-03-31: March previews quietly; November (ended, 244
+    days later) still previews, with a warning on stderr naming both dates and the month to
+    preview instead; April, 30 days on, is within the 31 days allowed."""
+    for period in ("2026-03", "2026-04"):
+        r = cli("preview", "--home", str(agent_home), "--period", period)
+        assert r.code == 0 and r.err == "", r.err
+    r = cli("preview", "--home", str(agent_home), "--period", "2026-11", "--local")
+    assert r.code == 0 and "local denom" in r.out
+    assert " ".join(r.err.split()) == (
+        STALE_NOVEMBER + "The counts below are computed on those records, and submit and run "
+        "refuse this period. Load a current extract, or preview --period 2026-03, the month "
+        "of the newest record"
+    )
+    r = cli("preview", "--home", str(agent_home), "--period", "2026-11", "--json")
+    assert r.code == 0 and json.loads(r.out)["period"]["end"] == "2026-11-30"  # stdout: JSON
+    assert r.err.startswith("warning: period 2026-11 ends on 2026-11-30, 244 days after")
+
+
+def test_worklist_warns_of_a_period_long_after_the_newest_record(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    r = cli("worklist", "DM_HBA1C", "--home", str(agent_home), "--period", "2026-11", "--json")
+    assert r.code == 0 and json.loads(r.out)["patients"]
+    assert " ".join(r.err.split()) == (
+        STALE_NOVEMBER + "The list below is computed on those records. Load a current "
+        "extract, or use --period 2026-03, the month of the newest record"
+    )
+    r = cli("worklist", "DM_HBA1C", "--home", str(agent_home), "--period", "2026-03", "--json")
+    assert r.code == 0 and r.err == ""
+
+
 def test_worklist_prints_and_writes_a_private_local_file(
     agent_home: Path,
     tmp_path: Path,

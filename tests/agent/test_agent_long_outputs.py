@@ -210,7 +210,7 @@ def test_preview_shows_what_the_disclosure_guard_would_send(agent_home: Path, cl
 
     settings = get_settings(agent_home, {})
     catalogue = load_default_catalogue()
-    raw, _ = compute_raw_cells(settings, catalogue, dt.date(2026, 3, 31))
+    raw = compute_raw_cells(settings, catalogue, dt.date(2026, 3, 31)).cells
     march = Period(start=dt.date(2026, 3, 1), end=dt.date(2026, 3, 31))
     guarded = guarded_cells(catalogue, raw, catalogue.disclosure, march, [])
     per_table = apply_policy(raw, catalogue.disclosure)

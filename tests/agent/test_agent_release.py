@@ -14,7 +14,7 @@ from agent.library import load_default_catalogue
 from agent.outbound.outbox import NewMessage, Outbox
 from agent.outbound.release import build_submission, describe_submission, effective_policy
 from agent.outbound.submitter import ALREADY_HELD, due_periods
-from agent.periods import last_complete_period, next_period, parse_period
+from agent.periods import last_complete_period, month_of, next_period, parse_period, stale_source
 from protocol.disclosure import check_cells
 from protocol.keys import SigningKey
 from protocol.submission import Submission
@@ -64,6 +64,19 @@ def test_periods() -> None:
     assert parse_period("2024-02").end == dt.date(2024, 2, 29)
     assert next_period(parse_period("2025-12")).label == "2026-01"
     assert last_complete_period(dt.date(2026, 1, 15)).label == "2025-12"
+
+
+def test_a_period_is_stale_more_than_31_days_after_the_newest_record() -> None:
+    april, may = parse_period("2026-04"), parse_period("2026-05")
+    assert stale_source(april, dt.date(2026, 3, 30)) is None  # 31 days: allowed
+    assert stale_source(april, None) is None  # no dated record: check-source says so
+    assert stale_source(april, dt.date(2026, 3, 29)) == (
+        "period 2026-04 ends on 2026-04-30, 32 days after the newest dated record in the "
+        "practice database (2026-03-29): its counts would miss everything recorded since (is "
+        "the extract still being updated?)"
+    )
+    assert stale_source(may, dt.date(2026, 5, 31)) is None  # records after the period
+    assert month_of(dt.date(2026, 3, 29)).label == "2026-03"
 
 
 def test_due_periods_follow_the_last_submitted(tmp_path: Path) -> None:

@@ -53,7 +53,8 @@ class Runner:
         if self.stored:
             statement = stored.compile_statement(engine, catalogue, indicators, key="test")
             engine.dispose()  # the statement runs on a connection of its own
-            return stored.run(Path(str(engine.url.database)), statement, catalogue, period_end)
+            cells, _ = stored.run(Path(str(engine.url.database)), statement, catalogue, period_end)
+            return cells
         return compute_cells(engine, catalogue, period_end, indicators)
 
     def worklist(self, practice: Practice, catalogue: Catalogue, ind: str, period_end: dt.date):

@@ -9,13 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from agent.engine import compute_cells, stored
-from agent.engine.compute import compute_raw_cells
+from agent.engine.compute import compute_raw_cells, newest_record
 from agent.errors import SourceError
 from agent.home.settings import get_settings
 from agent.library import load_default_catalogue
@@ -26,6 +28,7 @@ from tests.agent_process import agent_modules
 
 REPO = Path(__file__).resolve().parents[2]
 # Month ends of every shape: 31, 30, 28 and a leap day (date bounds clip to the month's end).
+TABLES_DATED = ("events", "medications")
 ENDS = [dt.date(2026, 3, 31), dt.date(2025, 11, 30), dt.date(2025, 2, 28), dt.date(2024, 2, 29)]
 
 
@@ -61,7 +64,8 @@ def test_stored_statement_gives_the_compiled_cells_for_every_period(
 ) -> None:
     catalogue = load_default_catalogue()
     settings = get_settings(home, environ={})
-    first, kind = compute_raw_cells(settings, catalogue, ENDS[0])
+    computed = compute_raw_cells(settings, catalogue, ENDS[0])
+    first, kind = computed.cells, computed.kind
     assert kind == "duckdb"
     assert [p.stat().st_mode & 0o777 for p in _files(home)] == [0o600]
     assert first == _compiled(practice, catalogue, ENDS[0])
@@ -73,7 +77,7 @@ def test_stored_statement_gives_the_compiled_cells_for_every_period(
 
     monkeypatch.setattr(stored, "compile_statement", no_compiling)
     for end in ENDS[1:]:
-        cells, _ = compute_raw_cells(settings, catalogue, end)
+        cells = compute_raw_cells(settings, catalogue, end).cells
         assert cells == _compiled(practice, catalogue, end), end
     assert len(_files(home)) == 1
 
@@ -82,7 +86,7 @@ def test_a_subset_of_indicators_has_its_own_statement(home: Path, practice: Path
     catalogue = load_default_catalogue()
     settings = get_settings(home, environ={})
     some = [catalogue.indicators[3].id, catalogue.indicators[0].id]
-    cells, _ = compute_raw_cells(settings, catalogue, ENDS[0], some)
+    cells = compute_raw_cells(settings, catalogue, ENDS[0], some).cells
     assert cells == _compiled(practice, catalogue, ENDS[0], some)
     assert {c.indicator for c in cells} == set(some)
     compute_raw_cells(settings, catalogue, ENDS[0])
@@ -153,7 +157,7 @@ def test_a_damaged_statement_is_compiled_again(home: Path, practice: Path, damag
     else:
         path.write_bytes(b"\x00\xff")
     assert stored.load(home, path.stem) is None
-    cells, _ = compute_raw_cells(settings, catalogue, ENDS[2])
+    cells = compute_raw_cells(settings, catalogue, ENDS[2]).cells
     assert cells == _compiled(practice, catalogue, ENDS[2])
     assert json.loads(path.read_text()) == json.loads(text)  # written again, whole
 
@@ -215,3 +219,30 @@ def test_a_preview_that_finds_its_statement_loads_no_sqlalchemy(
     assert not {m for m in second if m.split(".")[0] in ("sqlalchemy", "duckdb_engine")}
     assert "duckdb" in second
     assert second_out == first_out
+
+
+def test_the_newest_record_comes_with_the_cells(home: Path, practice: Path, tmp_path: Path) -> None:
+    """The newest dated record (agent.periods.stale_source compares the period with it) is the
+    same from the stored statement's connection as from SQLAlchemy, on DuckDB and SQLite: the
+    latest of the events' and the medications' dates."""
+    con = duckdb.connect(str(practice), read_only=True)
+    try:
+        dates = [con.execute(f"SELECT max(date) FROM {t}").fetchone()[0] for t in TABLES_DATED]
+    finally:
+        con.close()
+    computed = compute_raw_cells(get_settings(home, environ={}), load_default_catalogue(), ENDS[1])
+    assert computed.newest == max(dates) == dt.date(2026, 3, 31)
+    engine = open_practice(practice, read_only=True)
+    try:
+        assert newest_record(engine) == computed.newest
+    finally:
+        engine.dispose()
+    sqlite = tmp_path / "p.sqlite"
+    generate_practice(sqlite, patients=30, seed=2, period_end=dt.date(2025, 6, 15))
+    with closing(sqlite3.connect(sqlite)) as db:
+        text = max(db.execute(f"SELECT max(date) FROM {t}").fetchone()[0] for t in TABLES_DATED)
+    engine = open_practice(sqlite, read_only=True)
+    try:
+        assert newest_record(engine) == dt.date.fromisoformat(text) <= dt.date(2025, 6, 15)
+    finally:
+        engine.dispose()

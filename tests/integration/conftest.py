@@ -38,6 +38,8 @@ def aggregator(aggregator_factory: Callable[..., AggregatorServer]) -> Aggregato
 
 @pytest.fixture(scope="session")
 def practice_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 300-patient synthetic practice whose records end on 2026-03-31: a month ending more
+    than 31 days later is refused by submit and run unless --allow-stale (docs/agent.md)."""
     path = tmp_path_factory.mktemp("practice") / "practice.db"
     generate_practice(path, patients=300, seed=11)
     return path

@@ -27,7 +27,8 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(
     # disclosure guard is off here: what is under test is the transport's crash recovery, and
     # a month the guard holds for approval (test_agent_e2e covers that) would not be sent.
     agent = agent_factory(aggregator, first_period="2025-01", guard="off")
-    run = agent.subprocess("run", "--json")
+    # The practice's records end on 2026-03-31: the later months are sent as --allow-stale asks.
+    run = agent.subprocess("run", "--json", "--allow-stale")
     deadline = time.monotonic() + 120
     while _accepted(agent) < 4 and time.monotonic() < deadline and run.poll() is None:
         time.sleep(0.05)
@@ -50,7 +51,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(
     db.close()
     assert acked <= stored
 
-    outcomes = agent.json("run")
+    outcomes = agent.json("run", "--allow-stale")
     assert all(o["state"] == "accepted" for o in outcomes)  # type: ignore[union-attr,index]
     assert outcomes[0]["message"] == queued[0].id  # type: ignore[index]  # resent first
 

@@ -156,7 +156,8 @@ def test_run_with_release_hold_says_what_waits_for_approval(
     """With release "hold", a held month counts as submitted, so the next run has nothing new
     to do; it says what is held and how to review it rather than only "nothing due"."""
     agent = agent_factory(aggregator, release="hold")
-    first = agent.ok("run")
+    # the last complete month, after the end of the practice's records (2026-03-31)
+    first = agent.ok("run", "--allow-stale")
     assert "held for approval as #" in first, first
     (held,) = cast(list[dict[str, Any]], agent.json("pending"))
     # The month this run held is counted and listed with the others held.
@@ -239,7 +240,8 @@ def test_run_submits_every_due_period_then_nothing(
     sent: list[str] = []
     held_seen = 0
     for _ in range(12):
-        outcomes = cast(list[dict[str, Any]], agent.json("run"))
+        # The practice's records end on 2026-03-31: the months after are sent as asked.
+        outcomes = cast(list[dict[str, Any]], agent.json("run", "--allow-stale"))
         if not outcomes:
             break
         *before, last = outcomes
@@ -256,7 +258,7 @@ def test_run_submits_every_due_period_then_nothing(
         assert [p["id"] for p in pending] == [last["message"]]
         assert last["detail"].startswith(pending[0]["why_held"])
         # while it waits, run sends nothing more and says so
-        again = cast(list[dict[str, Any]], agent.json("run"))
+        again = cast(list[dict[str, Any]], agent.json("run", "--allow-stale"))
         assert [(o["message"], o["state"]) for o in again] == [(last["message"], "held")]
         approved = cast(dict[str, Any], agent.json("approve", str(last["message"])))
         assert approved["state"] == "accepted"
@@ -304,8 +306,9 @@ def test_a_period_that_has_not_ended_is_refused_before_anything_is_signed(
     db = sqlite3.connect(aggregator.db_file)
     assert db.execute("SELECT count(*) FROM submissions").fetchone() == (0,)
     db.close()
-    # the latest complete period goes through
-    assert agent.json("submit", "--period", last)["state"] == "accepted"  # type: ignore[index]
+    # the latest complete period goes through (after the records' end, 2026-03-31: as asked)
+    sent = agent.json("submit", "--period", last, "--allow-stale")
+    assert sent["state"] == "accepted"  # type: ignore[index]
 
 
 def test_a_re_enrolled_practice_corrects_what_its_revoked_key_sent(
@@ -365,3 +368,46 @@ def test_a_fresh_home_is_guarded_with_what_its_previous_home_released(
         env={"FEDQI_AGENT_PREVIOUS_HOMES": json.dumps([str(tmp_path)])},
     )
     assert code == 3 and "holds no outbox" in err, err
+
+
+def test_submit_and_run_refuse_a_month_the_records_stop_before(
+    aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
+) -> None:
+    """The practice's records end on 2026-03-31. A month ending more than 31 days later would
+    be signed counts of an extract that stopped: submit refuses it before signing anything
+    (exit 2), run sends the months before it then stops there, and --allow-stale sends it,
+    saying so."""
+    agent = agent_factory(aggregator, first_period="2026-03", guard="off")
+    code, out, err = agent("submit", "--period", "2026-11")
+    assert code == 2 and out == "", out
+    assert " ".join(err.split()) == (
+        "error: period 2026-11 ends on 2026-11-30, 244 days after the newest dated record in "
+        "the practice database (2026-03-31): its counts would miss everything recorded since "
+        "(is the extract still being updated?); nothing was signed or sent for it. Load a "
+        "current extract into the practice database; if the practice has truly recorded "
+        "nothing since, send it anyway with --allow-stale"
+    )
+    with Outbox.open(agent.home) as outbox:
+        assert outbox.messages(kind="submission") == []
+
+    # April ends 30 days after the newest record: sent; May, 61 days: the run stops there.
+    code, out, err = agent("run", "--json")
+    assert code == 2, err
+    assert [(o["period"], o["state"]) for o in json.loads(out)] == [
+        ("2026-03", "accepted"),
+        ("2026-04", "accepted"),
+    ]
+    assert " ".join(err.split()).startswith(
+        "error: run stopped at period 2026-05 (the months before it were sent; it and any later "
+        "month wait): period 2026-05 ends on 2026-05-31, 61 days after the newest dated record"
+    ), err
+    code, out, err = agent("run")
+    assert code == 2 and "nothing due" not in out
+    assert "error: run stopped at period 2026-05 (it and any later month wait)" in err
+
+    sent = cast(dict[str, Any], agent.json("submit", "--period", "2026-05", "--allow-stale"))
+    assert sent["state"] == "accepted"
+    code, _, err = agent("submit", "--period", "2026-06", "--allow-stale")
+    assert code == 0 and " ".join(err.split()).endswith(
+        "(is the extract still being updated?); sent anyway, as --allow-stale asks"
+    ), err

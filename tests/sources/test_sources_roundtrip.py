@@ -201,7 +201,8 @@ def test_agent_config_source_omop_reads_in_place(
     home.mkdir()
     (home / "agent.toml").write_text(f'[source]\nkind = "omop"\nurl = "{url}"\n')
     settings = get_settings(home, environ={})
-    cells, kind = compute_raw_cells(settings, catalogue, PERIOD_END)
+    computed = compute_raw_cells(settings, catalogue, PERIOD_END)
+    cells, kind = computed.cells, computed.kind
     assert kind == "omop"
     assert cells == expected
 
@@ -220,5 +221,6 @@ def test_load_csv_into_the_configured_store(
     (home / "agent.toml").write_text('[source]\nkind = "csv"\nurl = "practice.sqlite"\n')
     assert main(["load-csv", str(tmp_path / "extract"), "--home", str(home)], {}) == 0
     assert (home / "practice.sqlite").is_file()
-    cells, kind = compute_raw_cells(get_settings(home, environ={}), catalogue, PERIOD_END)
+    computed = compute_raw_cells(get_settings(home, environ={}), catalogue, PERIOD_END)
+    cells, kind = computed.cells, computed.kind
     assert (kind, cells) == ("csv", expected)
