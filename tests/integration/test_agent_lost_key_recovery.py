@@ -2,7 +2,8 @@
 section 6): the new agent home names the old one in ``previous_homes``, and the scheduled
 ``run`` sends only the months after the last one any of its homes had accepted; the months the
 network already holds are never sent again as plain submissions (the aggregator would refuse
-each with 409, every night)."""
+each with 409, every night). The shared practice's records end on 2026-03-31, so every submit
+and run passes --allow-stale (docs/agent.md, "Stale records"); staleness is tested elsewhere."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def test_run_in_a_new_home_sends_only_the_months_after_the_previous_homes(
     earlier = _months_before(last, 3)
     old = agent_factory(aggregator, name="old")
     for month in earlier:
-        assert old.json("submit", "--period", month)["state"] == "accepted"  # type: ignore[index]
+        assert old.json("submit", "--allow-stale", "--period", month)["state"] == "accepted"  # type: ignore[index]
     _revoke_the_lost_key(aggregator)
 
     new = agent_factory(
@@ -62,13 +63,13 @@ def test_run_in_a_new_home_sends_only_the_months_after_the_previous_homes(
         first_period=earlier[0],
         previous_homes=json.dumps([str(old.home)]),
     )
-    code, out, err = new("run", "--json")
+    code, out, err = new("run", "--allow-stale", "--json")
     assert code == 0, (out, err)
     outcomes = json.loads(out)
     assert [(o["period"], o["state"]) for o in outcomes] == [(last, "accepted")], outcomes
     assert _submitted(new) == [(last, "accepted")]
 
-    code, out, err = new("run")
+    code, out, err = new("run", "--allow-stale")
     assert code == 0, (out, err)
     assert out.strip() == "nothing due", out
     assert _submitted(new) == [(last, "accepted")]  # nothing signed, nothing sent
@@ -77,10 +78,10 @@ def test_run_in_a_new_home_sends_only_the_months_after_the_previous_homes(
     # correction supersedes what the old home sent without being told its id.
     with Outbox.open(old.home) as outbox:
         first = outbox.for_period(earlier[0])[-1]
-    code, _, err = new("submit", "--period", earlier[0])
+    code, _, err = new("submit", "--allow-stale", "--period", earlier[0])
     assert code == 2 and str(old.home) in err and f"--supersedes {first.submission_id}" in err
     assert _submitted(new) == [(last, "accepted")]
-    fixed = new.json("submit", "--period", earlier[0], "--correction", "data_correction")
+    fixed = new.json("submit", "--allow-stale", "--period", earlier[0], "--correction", "data_correction")
     assert fixed["state"] == "accepted", fixed  # type: ignore[index]
     with Outbox.open(new.home) as outbox:
         assert payload_of(outbox.for_period(earlier[0])[-1]).supersedes == first.submission_id
@@ -93,10 +94,10 @@ def test_run_in_a_new_home_sends_nothing_when_the_old_home_sent_the_latest_month
     home's first ``run`` (no ``first_period``: the latest month) has nothing due."""
     last = last_complete_period(dt.date.today()).label
     old = agent_factory(aggregator, name="old")
-    assert old.json("submit", "--period", last)["state"] == "accepted"  # type: ignore[index]
+    assert old.json("submit", "--allow-stale", "--period", last)["state"] == "accepted"  # type: ignore[index]
     _revoke_the_lost_key(aggregator)
     new = agent_factory(aggregator, name="new", previous_homes=json.dumps([str(old.home)]))
-    code, out, err = new("run")
+    code, out, err = new("run", "--allow-stale")
     assert code == 0, (out, err)
     assert out.strip() == "nothing due", out
     assert _submitted(new) == []
@@ -111,33 +112,33 @@ def test_a_month_the_network_already_holds_is_refused_once_then_not_sent_again(
     records the month as held by the network: the next ``run`` sends nothing and exits 0."""
     last = last_complete_period(dt.date.today()).label
     old = agent_factory(aggregator, name="old")
-    assert old.json("submit", "--period", last)["state"] == "accepted"  # type: ignore[index]
+    assert old.json("submit", "--allow-stale", "--period", last)["state"] == "accepted"  # type: ignore[index]
     with Outbox.open(old.home) as outbox:
         (sent,) = outbox.messages(kind="submission")
     _revoke_the_lost_key(aggregator)
     new = agent_factory(aggregator, name="new")
 
-    code, out, err = new("run")
+    code, out, err = new("run", "--allow-stale")
     assert code == 6, (out, err)
     assert sent.submission_id in out and "already holds" in out, out
     assert f"--supersedes {sent.submission_id}" in out and "previous_homes" in out, out
     assert _submitted(new) == [(last, "refused")]
 
-    code, out, err = new("run")
+    code, out, err = new("run", "--allow-stale")
     assert code == 0, (out, err)
     assert out.strip() == "nothing due", out
     assert _submitted(new) == [(last, "refused")]
     # A plain submit of the month is refused locally now, naming the correction; the
     # correction supersedes the submission the aggregator named.
-    code, _, err = new("submit", "--period", last)
+    code, _, err = new("submit", "--allow-stale", "--period", last)
     assert code == 2 and f"--supersedes {sent.submission_id}" in err, err
-    fixed = new.json("submit", "--period", last, "--correction", "data_correction")
+    fixed = new.json("submit", "--allow-stale", "--period", last, "--correction", "data_correction")
     assert fixed["state"] == "accepted", fixed  # type: ignore[index]
     with Outbox.open(new.home) as outbox:
         correction = outbox.for_period(last)[-1]
     assert correction.state == "accepted"
     assert payload_of(correction).supersedes == sent.submission_id
-    code, out, err = new("run")
+    code, out, err = new("run", "--allow-stale")
     assert code == 0 and out.strip() == "nothing due", (out, err)
 
 
@@ -150,7 +151,7 @@ def test_a_previous_home_that_cannot_be_read_stops_run_before_anything_is_sent(
     old = agent_factory(aggregator, name="old", enrol=False)
     (old.home / "outbox.sqlite").write_bytes(b"not an outbox " * 100)
     new = agent_factory(aggregator, name="new", previous_homes=json.dumps([str(old.home)]))
-    code, out, err = new("run")
+    code, out, err = new("run", "--allow-stale")
     assert code == 3, (out, err)
     assert len(err.strip().splitlines()) == 1, err
     assert str(old.home) in err and "previous_homes" in err, err
