@@ -78,6 +78,9 @@ def test_operations_guide_step_by_step(
             "3",
             "--out",
             env["PRACTICE_DB"],
+            # records up to the last month the guide submits, so none of them is stale
+            "--period-end",
+            "2026-10-31",
         ],
         env=env,
         capture_output=True,
