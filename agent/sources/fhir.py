@@ -476,7 +476,8 @@ class _Loader:
     ) -> dt.date | None:
         """Patient ``pid``'s record's date, from the first of ``fields`` it has. A record dated
         before the patient's birth cannot be (whether or not the Patient has a registration
-        period) and is refused; a partial date is so only if all of its year or month is."""
+        period) and is refused; a partial date is so only if all of its year or month is, and
+        one that covers the birth date is read as the birth date (never as an earlier day)."""
         for name in fields:
             value: Any = res
             for part in name.split("."):
@@ -492,7 +493,9 @@ class _Loader:
                         f"{what} is dated before the birthDate of Patient/{patient.local_ref} "
                         "(a record cannot precede the patient's birth); nothing was loaded",
                     )
-                return date
+                # A partial date reads as its first day; in the year or month of birth that
+                # day may precede the birth, so it is read as the birth date instead.
+                return max(date, patient.birth_date)
         self.skipped[f"{rtype} without a date"] += 1
         return None
 

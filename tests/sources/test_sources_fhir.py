@@ -409,7 +409,8 @@ def test_a_partial_date_in_the_month_of_birth_loads_and_registration_starts_at_b
     tmp_path: Path,
 ) -> None:
     """``2000-06`` may be any day of June 2000, so for a patient born 2000-06-07 it is no
-    impossible date; read as 2000-06-01, it does not start the registration before birth."""
+    impossible date; it is stored as the birth date, not as 2000-06-01 (which would put the
+    record before the birth), and does not start the registration before birth."""
     d = tmp_path / "bulk"
     write_ndjson(d, "Patient.000", [PATIENTS[2]])
     record = {
@@ -421,8 +422,11 @@ def test_a_partial_date_in_the_month_of_birth_loads_and_registration_starts_at_b
     write_ndjson(d, "Other.000", [record])
     engine = open_store(tmp_path / "s.sqlite")
     load_fhir(d, engine)
-    (row,) = dump(engine)["patients"]
+    stored = dump(engine)
+    (row,) = stored["patients"]
     assert row.birth_date == row.registration_start == dt.date(2000, 6, 7)
+    (event,) = stored["events"]
+    assert event.date == dt.date(2000, 6, 7)
 
 
 # --- the real Synthea sample --------------------------------------------------------------
