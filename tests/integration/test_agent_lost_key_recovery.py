@@ -81,7 +81,9 @@ def test_run_in_a_new_home_sends_only_the_months_after_the_previous_homes(
     code, _, err = new("submit", "--allow-stale", "--period", earlier[0])
     assert code == 2 and str(old.home) in err and f"--supersedes {first.submission_id}" in err
     assert _submitted(new) == [(last, "accepted")]
-    fixed = new.json("submit", "--allow-stale", "--period", earlier[0], "--correction", "data_correction")
+    fixed = new.json(
+        "submit", "--allow-stale", "--period", earlier[0], "--correction", "data_correction"
+    )
     assert fixed["state"] == "accepted", fixed  # type: ignore[index]
     with Outbox.open(new.home) as outbox:
         assert payload_of(outbox.for_period(earlier[0])[-1]).supersedes == first.submission_id
