@@ -122,10 +122,7 @@ def install(app: FastAPI) -> None:
         detail = str(exc.detail)
         if exc.status_code == 405 and "Allow" in headers:
             headers["Allow"] = _allowed(request, headers["Allow"])
-            answers = [m.strip() for m in headers["Allow"].split(",")]
-            if "GET" in answers:  # the HEAD middleware adds HEAD to the header itself
-                answers.insert(answers.index("GET") + 1, "HEAD")
-            detail = f"{request.method} {request.url.path}: this path answers {', '.join(answers)}"
+            detail = f"{request.method} {request.url.path}: this path answers {headers['Allow']}"
         return problem_response(exc.status_code, code, str(exc.detail), detail, headers)
 
 
@@ -137,13 +134,16 @@ def _allowed(request: Request, allow: str) -> str:
     """Every method some route answers at the request's path, with those ``allow`` names: the
     router's 405 names only the first route whose path matches, so the login page (a GET page
     and a POST form) said GET alone. Each method is tried against the app's routes; a mount
-    would take any method, so none is asked. HEAD is added where GET is by the HEAD middleware."""
+    would take any method, so none is asked. HEAD is named wherever GET is, since the HEAD
+    middleware answers it there (the middleware also adds it to any other 405's Allow)."""
     methods = {m.strip() for m in allow.split(",") if m.strip()}
     routes = [r for r in request.app.router.routes if not isinstance(r, Mount)]
     for method in _METHODS:
         probe = {**request.scope, "method": method}
         if any(route.matches(probe)[0] is Match.FULL for route in routes):
             methods.add(method)
+    if "GET" in methods:
+        methods.add("HEAD")
     return ", ".join(sorted(methods))
 
 
