@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Annotated, NoReturn
 
 import typer
@@ -182,32 +184,25 @@ def run(
         _keep_trying(settings, keep_trying, queued_only)
         return
     stopped: StaleSourceError | None = None
+    shown = not as_json and sys.stdout.isatty()  # a progress bar only for a person watching
     try:
-        if as_json or not sys.stdout.isatty():
-            outcomes = run_due(
-                settings,
-                now=int(time.time()),
-                today=dt.date.today(),
-                on_retry=tell_retry,
-                allow_stale=allow_stale,
-                on_warning=_warn,
-            )
-        else:
-            with Progress(console=console(), transient=True) as bar:
+        with Progress(console=console(), transient=True) if shown else nullcontext() as bar:
+            step: Callable[[str, int, int], None] | None = None
+            if bar is not None:
                 task = bar.add_task("submitting", total=None)
 
                 def step(label: str, done: int, total: int) -> None:
                     bar.update(task, description=f"period {label}", completed=done, total=total)
 
-                outcomes = run_due(
-                    settings,
-                    now=int(time.time()),
-                    today=dt.date.today(),
-                    progress=step,
-                    on_retry=tell_retry,
-                    allow_stale=allow_stale,
-                    on_warning=_warn,
-                )
+            outcomes = run_due(
+                settings,
+                now=int(time.time()),
+                today=dt.date.today(),
+                progress=step,
+                on_retry=tell_retry,
+                allow_stale=allow_stale,
+                on_warning=_warn,
+            )
     except StaleSourceError as exc:  # what it did before stopping is said, then why it stopped
         outcomes, stopped = exc.outcomes, exc
     if as_json:
