@@ -19,6 +19,11 @@ ingest check, the log append, the checkpoint and the receipt). After each month 
   then one drain of the whole queue as the background refresher runs it (``refresh_stale``) is
   timed: the seconds until the newest month's groups are all fresh, and until every group is;
   the per-month refresh and reads above are then not measured;
+* with ``--drainers 1,2`` (and ``--backlog``), the backlog is drained instead by that many
+  processes at once, each as a server worker's background refresher does it (its own runtime,
+  ``refresh_stale``; PostgreSQL's advisory lock per group keeps them on different groups),
+  once per count and ``--rounds`` times, every group marked stale again before each drain, so
+  one count is compared with another on the same data in one run;
 * after the last month, ``--corrections`` times: one practice sends a correction, and the time
   from its receipt to a funnel read that shows it (the read recomputes the one group it shows,
   as the API's and the dashboard's reads do).
@@ -31,13 +36,15 @@ stored.
 Usage::
 
     .venv/bin/python bench/capacity.py [--practices 6500] [--months 2] [--workers 2]
-        [--threads 16] [--reads 5] [--corrections 5] [--upgrade] [--backlog] [--json OUT.json]
+        [--threads 16] [--reads 5] [--corrections 5] [--upgrade] [--backlog [--drainers 1,2] [--rounds 2]]
+        [--json OUT.json]
         [--admin-url postgresql://...]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -47,6 +54,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +178,56 @@ def timed_backlog(rt: Runtime, newest: Any) -> tuple[int, float, float]:
     return groups, everything if newest_fresh is None else newest_fresh, everything
 
 
+def _drainer(url: str, key_dir: str, ready: Any, go: Any) -> tuple[int, float]:
+    """One draining process: load the runtime as a server worker does, say so, wait for the
+    start, drain; returns the groups it recomputed and its CPU seconds."""
+    from aggregator.settings import get_settings
+
+    rt = Runtime.load(get_settings(db=url, key_dir=Path(key_dir)))
+    tune_gc()
+    ready.wait()
+    go.wait()
+    cpu = time.process_time()
+    done = bench_service.refresh_stale(rt.db)
+    rt.db.dispose()
+    return done, time.process_time() - cpu
+
+
+def timed_drainers(
+    rt: Runtime, url: str, key_dir: Path, newest: Any, n: int
+) -> tuple[int, float, float, float]:
+    """Mark every group stale, then drain them with ``n`` processes at once (started and loaded
+    before the clock starts): the groups recomputed, the seconds until no group of the period
+    ending ``newest`` is stale (polled every 20 ms), until none is, and the drainers' CPU
+    seconds together."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with rt.db.session() as s:
+        bench_service.mark_all_stale(s)
+    ctx = multiprocessing.get_context("spawn")
+    manager = ctx.Manager()
+    ready, go = manager.Barrier(n + 1), manager.Event()
+    with ProcessPoolExecutor(n, mp_context=ctx) as pool:
+        futures = [pool.submit(_drainer, url, str(key_dir), ready, go) for _ in range(n)]
+        ready.wait()
+        start = time.perf_counter()
+        go.set()
+        newest_fresh: float | None = None
+        while not all(f.done() for f in futures):
+            if newest_fresh is None:
+                with rt.db.read() as s:
+                    if not bench_service.stale_groups(s, period_end=newest):
+                        newest_fresh = time.perf_counter() - start
+            time.sleep(0.02)
+        everything = time.perf_counter() - start
+        results = [f.result() for f in futures]
+    manager.shutdown()
+    groups = sum(r[0] for r in results)
+    cpu = sum(r[1] for r in results)
+    return groups, everything if newest_fresh is None else newest_fresh, everything, cpu
+
+
 def timed_upgrade(rt: Runtime) -> list[tuple[int, float, float]]:
     """As on a network upgraded from before cell verdicts: every stored verdict is cleared, then
     every stored group is marked stale and refreshed, twice, each timed and each starting with
@@ -244,6 +302,11 @@ def fresh_after_receipt(
     return latencies, refreshed
 
 
+@contextlib.contextmanager
+def _nothing(path: str) -> Iterator[str]:
+    yield path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--practices", type=int, default=6500)
@@ -269,7 +332,19 @@ def main(argv: list[str] | None = None) -> int:
         help="store every month before refreshing, then time one drain of the whole queue: "
         "until the newest month is fresh, and until all is",
     )
+    ap.add_argument(
+        "--drainers",
+        help="with --backlog: drain it with this many processes at once, for each count of a "
+        "comma-separated list (e.g. 1,2), --rounds times, on the same data",
+    )
+    ap.add_argument("--rounds", type=int, default=2, help="with --drainers: rounds of the list")
     ap.add_argument("--json", type=Path, help="write the results here too")
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the database and the key directory at the end (both are printed) for "
+        "measuring in other processes; drop and delete them yourself",
+    )
     ap.add_argument(
         "--admin-url",
         default=os.environ.get("FEDQI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"),
@@ -279,6 +354,18 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--months {args.months}: use 1 to 11 (2026-01 to 2026-11)")
     if args.practices < 1:
         ap.error(f"--practices {args.practices}: use 1 or more")
+    drainers: list[int] = []
+    if args.drainers is not None:
+        if not args.backlog:
+            ap.error("--drainers: only with --backlog")
+        try:
+            drainers = [int(x) for x in args.drainers.split(",")]
+        except ValueError:
+            drainers = []
+        if not drainers or min(drainers) < 1:
+            ap.error(f"--drainers {args.drainers!r}: use counts of 1 or more, e.g. 1,2")
+    if args.rounds < 1:
+        ap.error(f"--rounds {args.rounds}: use 1 or more")
     try:
         import psycopg
 
@@ -293,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     cat = bench_ingest.bench_catalogue()
     load_before = os.getloadavg()
     months: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmpdir:
+    kept = tempfile.mkdtemp(prefix="fedqi-capacity-") if args.keep else None
+    with tempfile.TemporaryDirectory() if kept is None else _nothing(kept) as tmpdir:
         url, drop = bench_ingest.fresh_database("postgresql", Path(tmpdir), args.admin_url, 0)
         try:
             t0 = time.perf_counter()
@@ -355,7 +443,22 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
             backlog: dict[str, float] = {}
-            if args.backlog:
+            drains: list[dict[str, Any]] = []
+            for round_ in range(1, args.rounds + 1 if drainers else 1):
+                for n in drainers:
+                    groups, newest, everything, cpu = timed_drainers(
+                        rt, url, key_dir, Period.month(2026, args.months).end, n
+                    )
+                    drains.append({"round": round_, "drainers": n, "groups": groups,
+                                   "newest_fresh_s": round(newest, 2),
+                                   "all_fresh_s": round(everything, 2), "cpu_s": round(cpu, 2)})  # fmt: skip
+                    print(
+                        f"round {round_}, {n} drainer(s): {groups} groups; the newest month fresh "
+                        f"after {newest:.1f} s, every group after {everything:.1f} s "
+                        f"({cpu:.1f} CPU-s in the drainers)",
+                        flush=True,
+                    )
+            if args.backlog and not drainers:
                 groups, newest, everything = timed_backlog(rt, Period.month(2026, args.months).end)
                 backlog = {"groups": groups, "newest_fresh_s": round(newest, 2),
                            "all_fresh_s": round(everything, 2)}  # fmt: skip
@@ -385,7 +488,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
             rt.db.dispose()
         finally:
-            drop()
+            if args.keep:
+                print(f"kept: {url} (keys and settings in {tmpdir})", flush=True)
+            else:
+                drop()
     report(months, before, args, load_before)
     if args.json:
         args.json.write_text(
@@ -398,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
                         for g, w, c in upgrade
                     ],
                     "backlog": backlog,
+                    "drains": drains,
                     "fresh_read_s": [round(x, 4) for x in fresh],
                     "fresh_read_groups": fresh_groups,
                 },

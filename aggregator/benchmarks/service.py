@@ -10,10 +10,12 @@ the groups it shows, never the whole history.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import re
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -555,11 +557,35 @@ def _clear(session: Session, g: Group, mark: int) -> None:
     )
 
 
+def _mark_of(session: Session, g: Group) -> int | None:
+    """The group's stale mark now (None: fresh, perhaps just refreshed by another refresher)."""
+    return session.execute(
+        select(BenchStale.mark).where(
+            BenchStale.indicator == g.indicator,
+            BenchStale.period_start == g.period_start,
+            BenchStale.period_end == g.period_end,
+        )
+    ).scalar()
+
+
 def refresh(session: Session, groups: Sequence[tuple[Group, int]]) -> int:
+    """Refresh ``groups`` in this session's transaction, each under its group lock
+    (:func:`_lock_group`, waiting for a refresher that holds it) and only if it is still stale
+    once held: a group another refresher has just recomputed is not recomputed again. Returns
+    how many were recomputed."""
+    done = 0
+    locking = _locks_groups(session)
     for g, mark in groups:
+        if locking:
+            _lock_group(session, g)
+            now = _mark_of(session, g)
+            if now is None:
+                continue
+            mark = now
         refresh_group(session, g)
         _clear(session, g, mark)
-    return len(groups)
+        done += 1
+    return done
 
 
 def ensure_fresh(
@@ -569,15 +595,46 @@ def ensure_fresh(
     return refresh(session, stale_groups(session, indicator, period_end))
 
 
-# One refresher at a time: in this process (a lock) and across processes (a PostgreSQL
-# transaction-scoped advisory lock); a waiting refresher then finds the work done.
+# Refreshers of different groups run at once, one per group: on PostgreSQL each group has a
+# transaction-scoped advisory lock (two keys: this constant and the group's hash), so the
+# background refreshers of a server's worker processes, `db rebuild-benchmarks --jobs` and the
+# read paths recompute different groups side by side, and one that wants a group another is
+# recomputing waits for it and then finds it fresh. SQLite writes one transaction at a time
+# anyway: there, one refresher at a time in this process (a lock).
 _REFRESH_LOCK = threading.Lock()
 REFRESH_LOCK_KEY = 0x66716262
 
 
-def _lock(session: Session) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": REFRESH_LOCK_KEY})
+def _locks_groups(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def group_key(g: Group) -> int:
+    """The group's advisory-lock key: a signed 32-bit hash of its indicator and period, the
+    same in every process (CRC-32, not Python's salted ``hash``)."""
+    k = zlib.crc32(f"{g.indicator}|{g.period_start}|{g.period_end}".encode())
+    return k - (1 << 32) if k >= 1 << 31 else k
+
+
+def _lock_group(session: Session, g: Group) -> None:
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(:k, :g)"), {"k": REFRESH_LOCK_KEY, "g": group_key(g)}
+    )
+
+
+def _try_lock_group(session: Session, g: Group) -> bool:
+    return bool(
+        session.execute(
+            text("SELECT pg_try_advisory_xact_lock(:k, :g)"),
+            {"k": REFRESH_LOCK_KEY, "g": group_key(g)},
+        ).scalar()
+    )
+
+
+def _serial(db: object) -> contextlib.AbstractContextManager[object]:
+    """The in-process lock where the database takes one refresher at a time (SQLite)."""
+    dialect = db.engine.dialect.name  # type: ignore[attr-defined]
+    return contextlib.nullcontext() if dialect == "postgresql" else _REFRESH_LOCK
 
 
 def refresh_for_read(
@@ -588,16 +645,30 @@ def refresh_for_read(
     with db.read() as session:  # type: ignore[attr-defined]
         if not stale_groups(session, indicator, period_end):
             return 0
-    with _REFRESH_LOCK, db.session() as session:  # type: ignore[attr-defined]
-        _lock(session)
+    with _serial(db), db.session() as session:  # type: ignore[attr-defined]
         return refresh(session, stale_groups(session, indicator, period_end))
+
+
+def _next_free(session: Session) -> tuple[Group, int] | None:
+    """The first stale group (newest period first) that no other refresher holds, locked;
+    None when every stale group is fresh or held."""
+    if not _locks_groups(session):
+        pending = stale_groups(session, limit=1)
+        return pending[0] if pending else None
+    for g, _ in stale_groups(session):
+        if _try_lock_group(session, g):
+            mark = _mark_of(session, g)  # read again now that it is held
+            if mark is not None:
+                return g, mark
+    return None
 
 
 def refresh_stale(
     db: object, limit: int | None = None, *, go_on: Callable[[], bool] | None = None
 ) -> int:
     """Drain the stale queue, one group per transaction, newest period first
-    (:func:`stale_groups`). ``db`` is an
+    (:func:`stale_groups`), skipping groups another refresher holds (on PostgreSQL several
+    drain at once, each taking the next free group). ``db`` is an
     ``aggregator.db.session.Database``. ``go_on``, when given, is asked after each group; when
     it answers False the drain stops there (the background refresher gives way to ingestion
     this way, between groups). Returns the number of groups recomputed."""
@@ -605,12 +676,14 @@ def refresh_stale(
     while limit is None or done < limit:
         if done and go_on is not None and not go_on():
             break
-        with _REFRESH_LOCK, db.session() as session:  # type: ignore[attr-defined]
-            _lock(session)
-            pending = stale_groups(session, limit=1)
-            if not pending:
+        with _serial(db), db.session() as session:  # type: ignore[attr-defined]
+            pending = _next_free(session)
+            if pending is None:
                 break
-            done += refresh(session, pending)
+            g, mark = pending
+            refresh_group(session, g)
+            _clear(session, g, mark)
+            done += 1
     return done
 
 

@@ -302,6 +302,34 @@ def test_db_rebuild_benchmarks_recomputes_every_group_and_seals_old_rows(
     assert rows and all(verdict.holds(key, r.verdict, _binding(r), _values(r)) for r in rows)
 
 
+def test_db_rebuild_benchmarks_in_several_processes(sealed, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``--jobs 2`` on PostgreSQL: two processes share the groups (each group once) and store
+    what one process does, sealing the rows that had no verdict. On SQLite, which writes one
+    transaction at a time, it is refused, naming the option, and nothing changes."""
+    server, rt = sealed
+    with rt.db.session() as s:
+        service.rebuild_all(s)
+    expected = _bench(rt.db)
+    with server.network.database.session() as s:
+        s.execute(update(models.Cell).values(verdict=None))
+    key_dir = str(server.network.settings.key_dir)
+    args = ["db", "rebuild-benchmarks", "--db", server.network.db, "--key-dir", key_dir]
+    capsys.readouterr()
+    if rt.db.dialect != "postgresql":
+        assert cli([*args, "--jobs", "2"]) == 2
+        err = capsys.readouterr().err
+        assert "--jobs 2" in err and "PostgreSQL" in err and "Traceback" not in err
+        assert all(r.verdict is None for r in _rows(rt.db))
+        return
+    assert cli([*args, "--jobs", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["jobs"] == 2 and report["marked"] == report["recomputed"] >= 2
+    assert _bench(rt.db) == expected
+    key = rt.signer.verdict_key
+    rows = _rows(rt.db)
+    assert rows and all(verdict.holds(key, r.verdict, _binding(r), _values(r)) for r in rows)
+
+
 # Seals made by the first release of verdicts (aggregator/log/verdict.py, migration 0007): the
 # stored verdicts of a network must keep holding whatever the code that computes them becomes.
 _KEY = bytes(range(32))

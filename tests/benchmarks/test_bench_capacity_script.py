@@ -67,11 +67,29 @@ def test_a_backlog_is_drained_newest_month_first(pg_database_factory, tmp_path: 
     assert len(result["fresh_read_s"]) == 1 and result["fresh_read_groups"] == [1]
 
 
+@pytest.mark.postgres
+def test_a_backlog_drained_by_several_processes(pg_database_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "capacity.json"
+    proc = _run("--practices", "3", "--months", "2", "--reads", "1", "--workers", "1",
+                "--threads", "2", "--corrections", "0", "--backlog", "--drainers", "1,2",
+                "--rounds", "1", "--json", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    drains = json.loads(out.read_text())["drains"]
+    assert [(d["round"], d["drainers"]) for d in drains] == [(1, 1), (1, 2)]
+    for d in drains:  # every group once, however many processes shared the queue
+        assert d["groups"] == 2 * 40
+        assert 0 < d["newest_fresh_s"] <= d["all_fresh_s"] and d["cpu_s"] > 0
+    assert "round 1, 2 drainer(s): 80 groups; the newest month fresh after" in proc.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
         (["--months", "0"], "--months 0: use 1 to 11"),
         (["--practices", "0"], "--practices 0: use 1 or more"),
+        (["--drainers", "1,2"], "--drainers: only with --backlog"),
+        (["--backlog", "--drainers", "0"], "--drainers '0': use counts of 1 or more"),
+        (["--backlog", "--drainers", "x"], "--drainers 'x': use counts of 1 or more"),
         (["--admin-url", "postgresql://postgres@127.0.0.1:1/test"], "no PostgreSQL server answers"),
     ],
 )

@@ -3,6 +3,9 @@ recomputes only those, corrections replace superseded counts, results equal the 
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+
 import pytest
 from bench_store import Store, month
 from sqlalchemy import select
@@ -199,3 +202,111 @@ def test_an_unknown_period_names_the_known_ones() -> None:
     assert thirty == "2024-01, 2024-02, 2024-03, ... 2026-04, 2026-05, 2026-06 (30 periods)"
     # a period that is not a calendar month is named by its start and end
     assert _listed([(dt.date(2024, 1, 15), dt.date(2024, 2, 14))]) == "2024-01-15/2024-02-14"
+
+
+# --- refreshers side by side (PostgreSQL: one advisory lock per group) ----------------------------
+
+
+@pytest.fixture
+def pg_store(pg_database_factory) -> Iterator[Store]:  # type: ignore[no-untyped-def]
+    from aggregator.db.migrate import upgrade
+    from aggregator.db.session import Database
+
+    url = pg_database_factory()
+    upgrade(url)
+    db = Database(url)
+    yield Store(db)
+    db.dispose()
+
+
+def _wide_network(store: Store) -> list[service.Group]:
+    """Four practices, three indicators, two months: six groups."""
+    for i, ods in enumerate(("A00001", "A00002", "A00003", "A00004")):
+        store.practice(ods, f"PCN{i % 2}")
+        for period in (JAN, FEB):
+            store.submit(
+                ods, period, {ind: (10 + i, 40 + i) for ind in ("DM020", "HYP008", "AF006")}
+            )
+    with store.db.read() as s:
+        return [g for g, _ in service.stale_groups(s)]
+
+
+def _stored(store: Store) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """Every summary (without its time) and every practice row, in a fixed order."""
+    with store.db.read() as s:
+        summ = [
+            tuple(v for k, v in r._mapping.items() if k != "computed_at")
+            for r in s.execute(
+                select(BenchSummary.__table__).order_by(*BenchSummary.__table__.primary_key)
+            ).all()
+        ]
+        prac = [
+            tuple(r)
+            for r in s.execute(
+                select(BenchPractice.__table__).order_by(*BenchPractice.__table__.primary_key)
+            ).all()
+        ]
+    return summ, prac
+
+
+def test_a_drain_skips_a_group_another_refresher_holds(pg_store: Store) -> None:
+    groups = _wide_network(pg_store)
+    held = groups[0]  # the newest month's first: the one a drain takes first
+    with pg_store.db.session() as other:
+        service._lock_group(other, held)
+        # The drain does not wait for it: it recomputes every other group and leaves that one.
+        assert service.refresh_stale(pg_store.db) == len(groups) - 1
+        with pg_store.db.read() as s:
+            assert [g for g, _ in service.stale_groups(s)] == [held]
+    assert service.refresh_stale(pg_store.db) == 1  # released: now it is taken
+    with pg_store.db.read() as s:
+        assert service.stale_count(s) == 0
+
+
+def test_a_read_waits_for_a_group_being_refreshed_and_finds_it_fresh(pg_store: Store) -> None:
+    groups = _wide_network(pg_store)
+    g = groups[0]
+    result: list[int] = []
+    with pg_store.db.session() as other:
+        service._lock_group(other, g)
+        (mark,) = [m for h, m in service.stale_groups(other) if h == g]
+        service.refresh_group(other, g)
+        service._clear(other, g, mark)
+        reader = threading.Thread(
+            target=lambda: result.append(
+                service.refresh_for_read(pg_store.db, g.indicator, g.period_end)
+            )
+        )
+        reader.start()
+        reader.join(timeout=1.0)
+        assert reader.is_alive() and not result  # waiting on the group's lock
+    # ``other`` committed: the reader gets the lock, finds the group fresh, recomputes nothing.
+    reader.join(timeout=60)
+    assert result == [0]
+
+
+def test_two_drains_at_once_store_what_one_drain_does(pg_store: Store) -> None:
+    groups = _wide_network(pg_store)
+    counts: list[int] = []
+    drains = [
+        threading.Thread(target=lambda: counts.append(service.refresh_stale(pg_store.db)))
+        for _ in range(2)
+    ]
+    for t in drains:
+        t.start()
+    for t in drains:
+        t.join(timeout=120)
+    assert sum(counts) == len(groups)  # each group recomputed once, by one of them
+    together = _stored(pg_store)
+    with pg_store.db.session() as s:
+        service.mark_all_stale(s)
+    assert service.refresh_stale(pg_store.db) == len(groups)
+    assert _stored(pg_store) == together
+
+
+def test_group_keys_are_stable_signed_32_bit() -> None:
+    g = service.Group("DM020", *JAN)
+    k = service.group_key(g)
+    assert -(2**31) <= k < 2**31
+    assert k == service.group_key(service.Group("DM020", *JAN))
+    assert k != service.group_key(service.Group("DM020", *FEB))
