@@ -19,7 +19,9 @@ maps them to RFC 9457 problem+json with type ``urn:fedqi:problem:<code>``)::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -52,14 +54,23 @@ class AggregatorError(Exception):
     title: str = "Internal error"
 
     def __init__(
-        self, message: str, status_code: int | None = None, *, code: str | None = None
+        self,
+        message: str,
+        status_code: int | None = None,
+        *,
+        code: str | None = None,
+        extensions: Mapping[str, Any] | None = None,
     ) -> None:
+        """``extensions``: RFC 9457 extension members the problem carries beside ``type``,
+        ``title``, ``status`` and ``detail``, for a client to read instead of the detail's
+        prose (each is documented in docs/aggregator.md with its problem type)."""
         super().__init__(message)
         self.message = message
         if status_code is not None:
             self.status_code = status_code
         if code is not None:
             self.code = code
+        self.extensions: dict[str, Any] = dict(extensions or {})
 
 
 class ConfigError(AggregatorError):

@@ -228,6 +228,7 @@ def _check(state: _State, v: Verified, position: int) -> int | None:
                 f"corrections: practice {sub.practice} already submitted {sub.period.label} "
                 f"({clash}); send a correction with supersedes={clash} and a reason",
                 code="period-already-submitted",
+                extensions={"current_submission_id": clash},
             )
         return None
     target = state.known.get(sub.supersedes)

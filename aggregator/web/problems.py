@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -50,11 +51,33 @@ PROBLEM_TYPE = "urn:fedqi:problem:"
 MEDIA_TYPE = "application/problem+json"
 
 
+#: The members every problem has; an extension member may not take one of these names.
+_MEMBERS = frozenset({"type", "title", "status", "detail"})
+
+
 def problem_response(
-    status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    extensions: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
+    """The problem+json answer; ``extensions`` are RFC 9457 extension members, after the
+    standard ones (``period-already-submitted``'s ``current_submission_id``)."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if extensions:
+        clash = _MEMBERS & extensions.keys()
+        if clash:
+            raise ValueError(f"problem extension members {sorted(clash)} are standard members")
+        body.update(extensions)
     return JSONResponse(
-        {"type": PROBLEM_TYPE + code, "title": title, "status": status, "detail": detail},
+        body,
         status_code=status,
         media_type=MEDIA_TYPE,
         headers=headers,
@@ -98,7 +121,9 @@ def install(app: FastAPI) -> None:
             if exc.status_code == 401 and exc.code == "bad-token"
             else None
         )
-        return problem_response(exc.status_code, exc.code, exc.title, exc.message, headers)
+        return problem_response(
+            exc.status_code, exc.code, exc.title, exc.message, headers, exc.extensions
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -157,6 +182,13 @@ PROBLEM_SCHEMA: dict[str, object] = {
         "title": {"type": "string"},
         "status": {"type": "integer", "minimum": 400, "maximum": 599},
         "detail": {"type": "string"},
+        # Extension members (RFC 9457), each only on the problem types docs/aggregator.md names.
+        "current_submission_id": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+            "description": "409 period-already-submitted: the practice's current submission "
+            "for the period, the one a correction names in supersedes",
+        },
     },
 }
 

@@ -66,6 +66,8 @@ def test_one_batch_answers_each_submission_as_if_alone(network) -> None:  # type
         "new",  # a correction of a submission earlier in the same batch
     ]
     assert out[0].receipt == out[1].receipt  # type: ignore[union-attr]
+    # the 409 names the period's current submission, here one accepted earlier in the batch
+    assert out[5].extensions == {"current_submission_id": b1_model.submission_id}  # type: ignore[union-attr]
     after = network.counts()
     assert after["submissions"] - before["submissions"] == 3
     assert after["log_size"] - before["log_size"] == 3

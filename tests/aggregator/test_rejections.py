@@ -108,6 +108,24 @@ def test_reused_id_with_other_bytes(enrolled):
     rejected(server, other, 409, "submission-id-reused", sub.submission_id)
 
 
+def test_a_second_plain_submission_names_the_current_one_as_a_member(enrolled):
+    """409 period-already-submitted carries the id of the period's current submission as the
+    extension member ``current_submission_id`` (a client need not read it out of the detail):
+    after a correction, the correction's id, not the first submission's."""
+    server, agent = enrolled
+    first = agent.submission_model()
+    assert server.post("/v1/submissions", agent.sign(first.to_bytes())).status_code == 201
+    problem = rejected(server, agent.submission(seed=2), 409, "period-already-submitted")
+    assert problem["current_submission_id"] == first.submission_id, problem
+    fix = agent.submission_model(seed=3, supersedes=first.submission_id, reason="late_data")
+    assert server.post("/v1/submissions", agent.sign(fix.to_bytes())).status_code == 201
+    problem = rejected(server, agent.submission(seed=4), 409, "period-already-submitted")
+    assert problem["current_submission_id"] == fix.submission_id, problem
+    assert set(problem) == {"type", "title", "status", "detail", "current_submission_id"}
+    reused = agent.submission(submission_id=fix.submission_id, seed=5)
+    assert "current_submission_id" not in rejected(server, reused, 409, "submission-id-reused")
+
+
 def test_lower_seq(enrolled):
     server, agent = enrolled
     assert (
