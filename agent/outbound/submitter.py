@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,9 @@ APPROVED = "approved"
 #: submitted, so ``run`` does not send it again every night.
 ALREADY_HELD = "already held by the network: "
 _ALREADY_SUBMITTED = FEDQI_PROBLEM + "period-already-submitted"
+#: The extension member of that 409 naming the submission the network holds for the month
+#: (docs/aggregator.md, "HTTP API").
+CURRENT_SUBMISSION = "current_submission_id"
 _SUBMISSION_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 #: iat may be at most 7 days old at the aggregator; leave a day's margin for a held message.
 MAX_HELD_AGE = 6 * 24 * 3600
@@ -216,8 +219,7 @@ def _already_held(message: Message, what: str, exc: RefusedError) -> str | None:
         return None
     if payload_of(message).supersedes is not None:
         return None
-    found = _SUBMISSION_ID.search(str(exc.problem.get("detail", "")))
-    held = found.group(0) if found else "SUBMISSION_ID"
+    held = held_submission_id(exc.problem) or "SUBMISSION_ID"
     label = message.period
     return (
         f"{ALREADY_HELD}{held}. The aggregator refused {what}: the network already holds "
@@ -227,6 +229,21 @@ def _already_held(message: Message, what: str, exc: RefusedError) -> str | None:
         f"section 6). To replace the month: `fedqi-agent submit --period {label} --correction "
         f"REASON --supersedes {held}`"
     )
+
+
+def held_submission_id(problem: Mapping[str, Any]) -> str | None:
+    """The id of the submission the network holds, from the aggregator's 409
+    ``period-already-submitted`` problem: its :data:`CURRENT_SUBMISSION` member. None when
+    the problem names none the agent can use (a member that is not a submission id is not
+    guessed at): the month still counts as held, without an id to supersede."""
+    if CURRENT_SUBMISSION in problem:
+        member = problem[CURRENT_SUBMISSION]
+        return member if isinstance(member, str) and _SUBMISSION_ID.fullmatch(member) else None
+    # Fallback for an aggregator from before the member, which names the id only in the
+    # detail's prose: agents and the aggregator are upgraded apart (docs/operations.md
+    # section 4), so an upgraded agent may meet one. Its detail names the held id first.
+    found = _SUBMISSION_ID.search(str(problem.get("detail", "")))
+    return found.group(0) if found else None
 
 
 def network_holds(message: Message) -> str | None:
