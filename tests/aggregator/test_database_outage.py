@@ -13,7 +13,6 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -27,6 +26,7 @@ from sqlalchemy import func, select
 from aggregator.cli import main as cli
 from aggregator.db import models
 from protocol.submission import Period
+from tests.ports import free_port
 
 BINDIRS = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 BIN = next((d for d in reversed(BINDIRS) if os.path.exists(f"{d}/initdb")), None)
@@ -34,16 +34,10 @@ BIN = next((d for d in reversed(BINDIRS) if os.path.exists(f"{d}/initdb")), None
 pytestmark = pytest.mark.skipif(BIN is None, reason="initdb/pg_ctl not installed")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Cluster:
     def __init__(self, root: Path) -> None:
         self.dir = root / "pgdata"
-        self.port = _free_port()
+        self.port = free_port()
         self.log = root / "pg.log"
         self.as_postgres = os.geteuid() == 0  # initdb refuses to run as root
 

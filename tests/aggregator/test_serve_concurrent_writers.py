@@ -11,7 +11,6 @@ import base64
 import hashlib
 import json
 import signal
-import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -25,20 +24,15 @@ from aggregator.cli import main as cli
 from protocol.checkpoint import verify_checkpoint
 from protocol.merkle import verify_consistency
 from protocol.submission import Period
+from tests.ports import free_port
 
 BIN = Path(sys.executable).parent / "fedqi-aggregator"
 PRACTICES = 16  # one client thread each, so each practice's months go in order
 MONTHS = 6
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve(network, workers: int) -> tuple[subprocess.Popen[bytes], str]:  # type: ignore[no-untyped-def]
-    port = _port()
+    port = free_port()
     proc = subprocess.Popen(
         [str(BIN), "serve", "--db", network.db, "--key-dir", str(network.settings.key_dir),
          "--port", str(port), "--workers", str(workers)],

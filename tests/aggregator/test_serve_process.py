@@ -12,14 +12,14 @@ import httpx
 import pytest
 from agg_helpers import wait_ready
 
+from tests.ports import free_port
+
 BIN = Path(sys.executable).parent / "fedqi-aggregator"
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_serve_answers_and_stops_on_sigterm(network, workers):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [
             str(BIN),
@@ -83,9 +83,7 @@ def _cookie_over_https_from(port: int, source: str, token: str) -> str:
     ],
 )
 def test_the_session_cookie_is_secure_behind_a_trusted_proxy(network, allow, source, secure):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {} if allow is None else {"FEDQI_AGGREGATOR_FORWARDED_ALLOW_IPS": allow}
     proc = _serve(network, port, env)
     try:

@@ -20,18 +20,13 @@ import pytest
 from agg_helpers import wait_ready
 
 from aggregator.web.serving import connections_by_worker, spreads_connections
+from tests.ports import free_port
 
 pytestmark = pytest.mark.skipif(
     not spreads_connections(), reason="SO_REUSEPORT spreads connections on Linux only"
 )
 BIN = Path(sys.executable).parent / "fedqi-aggregator"
 CONNECTIONS = 16  # as the ingest benchmark's clients; all on one worker: about 1 in 30,000
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _serve(network, port: int, workers: int) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
@@ -58,7 +53,7 @@ def _stop(serve: subprocess.Popen[bytes]) -> None:
 
 
 def test_a_burst_of_kept_open_connections_reaches_every_worker(network) -> None:  # type: ignore[no-untyped-def]
-    port = _port()
+    port = free_port()
     serve = _serve(network, port, workers=2)
     clients = [
         httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) for _ in range(CONNECTIONS)
@@ -88,7 +83,7 @@ def test_a_burst_of_kept_open_connections_reaches_every_worker(network) -> None:
 
 
 def test_a_worker_that_dies_is_started_again(network) -> None:  # type: ignore[no-untyped-def]
-    port = _port()
+    port = free_port()
     serve = _serve(network, port, workers=2)
     try:
         _wait_ready(serve, port, workers=2)
@@ -130,7 +125,7 @@ def test_a_port_already_taken_is_a_clear_error(network) -> None:  # type: ignore
 def test_a_second_serve_with_workers_refuses_a_port_another_serves(network) -> None:  # type: ignore[no-untyped-def]
     """Each worker's socket has SO_REUSEPORT, which a second ``serve --workers`` on the same
     port could join, splitting the connections between two aggregators. It refuses instead."""
-    port = _port()
+    port = free_port()
     first = _serve(network, port, workers=2)
     try:
         _wait_ready(first, port, workers=2)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from demo.cli import free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.browser
 

@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
-from demo.cli import MAX_PATIENTS, MIN_PATIENTS, free_port, main, plan_network
+from demo.cli import MAX_PATIENTS, MIN_PATIENTS, main, plan_network
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = Path(sys.executable).parent / "fedqi-demo"

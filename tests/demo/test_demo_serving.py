@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from demo.cli import free_port
+from tests.ports import free_port
 
 DEMO = Path(sys.executable).parent / "fedqi-demo"
 SMALL = ["--practices", "1", "--periods", "1"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 GUIDE = REPO / "docs" / "operations.md"
@@ -43,12 +44,6 @@ def test_the_guide_has_runnable_steps() -> None:
         assert step in joined, step
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.postgres
 @pytest.mark.skipif(shutil.which("pg_dump") is None, reason="pg_dump is not installed")
 def test_operations_guide_step_by_step(
@@ -57,7 +52,7 @@ def test_operations_guide_step_by_step(
     blocks = guide_blocks()
     work = tmp_path / "work"
     work.mkdir()
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("FEDQI_")},
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.ports import free_port
 from tests.tls_helpers import write_pair
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,12 +27,6 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.skipif(
     shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _write_tls(directory: Path) -> None:
@@ -67,7 +61,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("proxy")
-    agg_port, proxy_port = _free_port(), _free_port()
+    agg_port, proxy_port = free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("FEDQI_")},
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,10 @@ from pathlib import Path
 import httpx
 
 from agent.cli import main as agent_main
+from tests.ports import free_port
 
 BIN = Path(sys.executable).parent
 AUD = "test-net"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class AggregatorServer:
@@ -44,7 +38,7 @@ class AggregatorServer:
         self.db_file = db_file or root / "aggregator.db"
         self.db_url = db_url  # another database (PostgreSQL) instead of the SQLite file
         self.key_dir = key_dir or root / "keys"
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = root / f"serve-{self.port}.log"
 
