@@ -4,16 +4,17 @@ built with the protocol package (the real agent lives in agent/, which these tes
 from __future__ import annotations
 
 import base64
+import os
 import random
 import secrets
 import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-
-import httpx
+from pathlib import Path
 
 from protocol.catalogue import Catalogue
 from protocol.disclosure import RawCell, apply_policy, policy_sha256
@@ -30,8 +31,10 @@ from protocol.submission import (
     Rotate,
     Submission,
 )
+from tests.ports import on_a_free_port, started, wait_answering
 
 AUD = "fedqi-test"
+SERVE = Path(sys.executable).parent / "fedqi-aggregator"
 
 
 def default_catalogue() -> Catalogue:
@@ -206,17 +209,32 @@ def wait_ready(
     also: Callable[[], bool] = lambda: True,
 ) -> None:
     """Wait until ``url`` answers ``/readyz`` with 200 (and ``also()`` holds) while ``proc``, a
-    ``serve`` process, runs: its stderr is the failure message if it exits first. The default
-    is for a loaded 2-core machine, where serve takes 15 s to import and bind with one worker
-    and 20 to 30 s with two (2.5 s idle)."""
-    deadline = time.time() + timeout
-    while True:
-        if also():
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        assert time.time() < deadline, f"serve at {url} did not answer"
-        time.sleep(0.2)
+    ``serve`` process, runs: its stderr is the failure message if it exits first (PortInUse if
+    it says its port was taken). The default is for a loaded 2-core machine, where serve takes
+    15 s to import and bind with one worker and 20 to 30 s with two (2.5 s idle)."""
+    wait_answering(proc, f"{url}/readyz", what=f"serve at {url}", timeout=timeout, also=also)
+
+
+def serve_on_a_free_port(  # type: ignore[no-untyped-def]
+    network,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    also: Callable[[subprocess.Popen[bytes], int], bool] | None = None,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``fedqi-aggregator serve`` on ``network``'s database and keys (and ``args``, ``env``) as
+    its own process on a free loopback port, once it answers ``/readyz`` (and ``also(process,
+    port)`` holds): the process and its port. A port taken before serve binds it is replaced by
+    another (tests/ports.py); the caller stops the process."""
+
+    def start(port: int) -> tuple[subprocess.Popen[bytes], int]:
+        proc = subprocess.Popen(
+            [str(SERVE), "serve", "--db", network.db, "--key-dir", str(network.settings.key_dir),
+             "--port", str(port), *args],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **(env or {})},
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        started(proc, f"{url}/readyz", what=f"serve at {url}",
+                also=lambda: also is None or also(proc, port))  # fmt: skip
+        return proc, port
+
+    return on_a_free_port(start)

@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from aggregator.cli import main as cli
 from aggregator.db import models
 from protocol.submission import Period
-from tests.ports import free_port
+from tests.ports import PortInUse, on_a_free_port, says_port_in_use
 
 BINDIRS = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 BIN = next((d for d in reversed(BINDIRS) if os.path.exists(f"{d}/initdb")), None)
@@ -37,7 +37,8 @@ pytestmark = pytest.mark.skipif(BIN is None, reason="initdb/pg_ctl not installed
 class Cluster:
     def __init__(self, root: Path) -> None:
         self.dir = root / "pgdata"
-        self.port = free_port()
+        #: Chosen by the first start (on a free port); a restart keeps it (the aggregator's URL).
+        self.port: int | None = None
         self.log = root / "pg.log"
         self.as_postgres = os.geteuid() == 0  # initdb refuses to run as root
 
@@ -53,8 +54,26 @@ class Cluster:
         self._run("initdb", "-D", str(self.dir), "-U", "postgres", "--auth=trust", "-E", "UTF8")
 
     def start(self) -> None:
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run("pg_ctl", "-D", str(self.dir), "-o", opts, "-l", str(self.log), "-w", "start")
+        """The first start takes a free port (another if that one is taken before PostgreSQL
+        binds it); a restart uses the same port again."""
+        if self.port is None:
+            self.port = on_a_free_port(self._start_on)
+        else:
+            self._start_on(self.port)
+
+    def _start_on(self, port: int) -> int:
+        opts = f"-p {port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        logged = self.log.stat().st_size if self.log.exists() else 0  # pg_ctl -l appends
+        try:
+            self._run("pg_ctl", "-D", str(self.dir), "-o", opts, "-l", str(self.log), "-w", "start")
+        except subprocess.CalledProcessError as exc:
+            said = (
+                self.log.read_bytes()[logged:].decode(errors="replace") if self.log.exists() else ""
+            )
+            if says_port_in_use(said):
+                raise PortInUse(said[-2000:]) from exc
+            raise
+        return port
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.dir), "-m", "fast", "-w", "stop")

@@ -12,35 +12,24 @@ import hashlib
 import json
 import signal
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
-from agg_helpers import enrolled, wait_ready
+from agg_helpers import enrolled, serve_on_a_free_port
 from verify import log_key, verify_receipt
 
 from aggregator.cli import main as cli
 from protocol.checkpoint import verify_checkpoint
 from protocol.merkle import verify_consistency
 from protocol.submission import Period
-from tests.ports import free_port
 
-BIN = Path(sys.executable).parent / "fedqi-aggregator"
 PRACTICES = 16  # one client thread each, so each practice's months go in order
 MONTHS = 6
 
 
 def _serve(network, workers: int) -> tuple[subprocess.Popen[bytes], str]:  # type: ignore[no-untyped-def]
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(BIN), "serve", "--db", network.db, "--key-dir", str(network.settings.key_dir),
-         "--port", str(port), "--workers", str(workers)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(proc, url)
-    return proc, url
+    proc, port = serve_on_a_free_port(network, "--workers", str(workers))
+    return proc, f"http://127.0.0.1:{port}"
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

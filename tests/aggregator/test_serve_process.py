@@ -10,34 +10,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from agg_helpers import wait_ready
-
-from tests.ports import free_port
+from agg_helpers import serve_on_a_free_port
 
 BIN = Path(sys.executable).parent / "fedqi-aggregator"
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_serve_answers_and_stops_on_sigterm(network, workers):
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            str(BIN),
-            "serve",
-            "--db",
-            network.db,
-            "--key-dir",
-            str(network.settings.key_dir),
-            "--port",
-            str(port),
-            "--workers",
-            workers,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc, port = serve_on_a_free_port(network, "--workers", workers)
     try:
-        wait_ready(proc, f"http://127.0.0.1:{port}")
         r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
         assert r.json() == {"status": "ready"}
         key = httpx.get(f"http://127.0.0.1:{port}/v1/log/key", timeout=5).json()
@@ -46,18 +27,6 @@ def test_serve_answers_and_stops_on_sigterm(network, workers):
         proc.send_signal(signal.SIGTERM)
         # uvicorn shuts down cleanly, then re-raises the signal it caught (so -SIGTERM is fine)
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
-
-
-def _serve(network, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:  # type: ignore[no-untyped-def]
-    import os
-
-    proc = subprocess.Popen(
-        [str(BIN), "serve", "--db", network.db, "--key-dir", str(network.settings.key_dir),
-         "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **env},
-    )  # fmt: skip
-    wait_ready(proc, f"http://127.0.0.1:{port}")
-    return proc
 
 
 def _cookie_over_https_from(port: int, source: str, token: str) -> str:
@@ -83,9 +52,8 @@ def _cookie_over_https_from(port: int, source: str, token: str) -> str:
     ],
 )
 def test_the_session_cookie_is_secure_behind_a_trusted_proxy(network, allow, source, secure):
-    port = free_port()
     env = {} if allow is None else {"FEDQI_AGGREGATOR_FORWARDED_ALLOW_IPS": allow}
-    proc = _serve(network, port, env)
+    proc, port = serve_on_a_free_port(network, env=env)
     try:
         cookie = _cookie_over_https_from(port, source, network.user("admin"))
         assert cookie.startswith("fedqi_session=")

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from agg_helpers import wait_ready
+from agg_helpers import serve_on_a_free_port, wait_ready
 
 from aggregator.web.serving import connections_by_worker, spreads_connections
-from tests.ports import free_port
 
 pytestmark = pytest.mark.skipif(
     not spreads_connections(), reason="SO_REUSEPORT spreads connections on Linux only"
@@ -35,6 +34,16 @@ def _serve(network, port: int, workers: int) -> subprocess.Popen[bytes]:  # type
          "--port", str(port), "--workers", str(workers)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
+
+
+def _serving(network, workers: int) -> tuple[subprocess.Popen[bytes], int]:  # type: ignore[no-untyped-def]
+    """serve --workers N on a free port, once every worker listens and it answers."""
+    return serve_on_a_free_port(
+        network,
+        "--workers",
+        str(workers),
+        also=lambda proc, port: len(_workers(proc, port)) == workers,
+    )
 
 
 def _workers(serve: subprocess.Popen[bytes], port: int) -> dict[int, int]:
@@ -53,13 +62,11 @@ def _stop(serve: subprocess.Popen[bytes]) -> None:
 
 
 def test_a_burst_of_kept_open_connections_reaches_every_worker(network) -> None:  # type: ignore[no-untyped-def]
-    port = free_port()
-    serve = _serve(network, port, workers=2)
+    serve, port = _serving(network, workers=2)
     clients = [
         httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) for _ in range(CONNECTIONS)
     ]
     try:
-        _wait_ready(serve, port, workers=2)
         start = threading.Barrier(CONNECTIONS)
 
         def connect(client: httpx.Client) -> None:
@@ -83,10 +90,8 @@ def test_a_burst_of_kept_open_connections_reaches_every_worker(network) -> None:
 
 
 def test_a_worker_that_dies_is_started_again(network) -> None:  # type: ignore[no-untyped-def]
-    port = free_port()
-    serve = _serve(network, port, workers=2)
+    serve, port = _serving(network, workers=2)
     try:
-        _wait_ready(serve, port, workers=2)
         first = set(_workers(serve, port))
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
@@ -125,10 +130,8 @@ def test_a_port_already_taken_is_a_clear_error(network) -> None:  # type: ignore
 def test_a_second_serve_with_workers_refuses_a_port_another_serves(network) -> None:  # type: ignore[no-untyped-def]
     """Each worker's socket has SO_REUSEPORT, which a second ``serve --workers`` on the same
     port could join, splitting the connections between two aggregators. It refuses instead."""
-    port = free_port()
-    first = _serve(network, port, workers=2)
+    first, port = _serving(network, workers=2)
     try:
-        _wait_ready(first, port, workers=2)
         second = _serve(network, port, workers=2)
         try:
             code = second.wait(timeout=60)

@@ -8,15 +8,13 @@ import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.ports import free_port
+from tests.demo_process import serve_demo
 
 pytestmark = pytest.mark.browser
 
@@ -40,22 +38,13 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """8 practices in 2 PCNs, 4 months, serving on a free loopback port; then a ninth practice
     registered in the lead's PCN that sends nothing."""
     home = tmp_path_factory.mktemp("demo-dash") / "demo-home"
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(BIN / "fedqi-demo"), "--practices", "8", "--groups", "2", "--periods", "4",
-         "--home", str(home), "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    demo = serve_demo(
+        ["--practices", "8", "--groups", "2", "--periods", "4", "--home", str(home)],
+        timeout=600, poll=0.5, stdout=subprocess.DEVNULL,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
-    reader.start()
+    proc = demo.proc
     try:
-        deadline = time.monotonic() + 600
-        while not any("Serving until Ctrl-C" in ln for ln in lines):
-            assert proc.poll() is None, "".join(lines)[-3000:]
-            assert time.monotonic() < deadline, "".join(lines)[-3000:]
-            time.sleep(0.5)
         meta = json.loads((home / "demo.json").read_text())
         users = meta["users"]
         subprocess.run(
@@ -78,7 +67,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             periods.append(f"{y:04d}-{m:02d}")
             y, m = (y + 1, 1) if m == 12 else (y, m + 1)
         yield Demo(
-            url=f"http://127.0.0.1:{port}",
+            url=demo.url,
             home=home,
             tokens=tokens,
             periods=periods,
@@ -93,7 +82,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        reader.join(10)
+        demo.output.join(10)
 
 
 def _signed_in(browser, demo: Demo, role: str):  # type: ignore[no-untyped-def]

@@ -12,8 +12,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,8 @@ import httpx
 import pytest
 
 from demo.cli import MAX_PATIENTS, MIN_PATIENTS, main, plan_network
-from tests.ports import free_port
+from tests.demo_process import serve_demo
+from tests.ports import on_a_free_port, started
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = Path(sys.executable).parent / "fedqi-demo"
@@ -197,35 +196,25 @@ def test_demo_rerun_resumes_serves_and_stops_on_ctrl_c(
     demo: tuple[Path, dict[str, Any], str],
 ) -> None:
     home, first, _ = demo
-    port = free_port()
-    proc = subprocess.Popen(
+    serving = serve_demo(
         [
-            str(DEMO),
             "--practices", str(PRACTICES),
             "--groups", str(GROUPS),
             "--periods", str(PERIODS),
             "--json",
             "--home", str(home),
-            "--port", str(port),
         ],
+        timeout=600,
+        poll=0.5,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
         # As from a terminal: Ctrl-C is not ignored (a test run started in the background by a
         # shell inherits SIGINT ignored, and so would the demo, which then could not be stopped).
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
-    reader.start()
+    proc, lines = serving.proc, serving.output.lines
     try:
-        deadline = time.monotonic() + 600
-        while not any("Serving until Ctrl-C" in ln for ln in lines):
-            assert proc.poll() is None, "".join(lines)[-3000:]
-            assert time.monotonic() < deadline, "".join(lines)[-3000:]
-            time.sleep(0.5)
         # while it serves: the dashboard and the API answer, with every practice
-        base = f"http://127.0.0.1:{port}"
+        base = serving.url
         admin = next(u["token"] for u in first["users"] if u["role"] == "admin")
         assert httpx.get(f"{base}/dashboard/login", timeout=10).status_code == 200
         listed = httpx.get(
@@ -238,7 +227,7 @@ def test_demo_rerun_resumes_serves_and_stops_on_ctrl_c(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    reader.join(10)
+    serving.output.join(10)
     again = json.loads(proc.stdout.read())  # type: ignore[union-attr]
     assert any("Resuming" in ln for ln in lines)
     # the way back is said plainly
@@ -275,22 +264,18 @@ def test_every_dashboard_page_of_the_demo_answers_for_every_role(
     catalogue = Catalogue.model_validate_json(
         (REPO / "protocol" / "catalogues" / "default.json").read_text()
     )
-    port = free_port()
-    server = subprocess.Popen(
-        [str(DEMO.parent / "fedqi-aggregator"), "serve", "--config", str(home / "aggregator" / "aggregator.toml"),
-         "--port", str(port)],
-        cwd=home.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+
+    def start(port: int) -> tuple[subprocess.Popen[str], str]:
+        server = subprocess.Popen(
+            [str(DEMO.parent / "fedqi-aggregator"), "serve", "--config", str(home / "aggregator" / "aggregator.toml"),
+             "--port", str(port)],
+            cwd=home.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        return started(server, f"{base}/readyz", what="the aggregator"), base
+
+    server, base = on_a_free_port(start)
     try:
-        deadline = time.monotonic() + 120  # a loaded 2-core machine is slow to import and bind
-        while True:
-            assert server.poll() is None, server.stderr.read()[-3000:]  # type: ignore[union-attr]
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "the aggregator did not become ready"
-            time.sleep(0.3)
         for user in s["users"]:
             role = user["role"]
             forbidden = set()

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.ports import free_port
+from tests.demo_process import serve_demo
 
 DEMO = Path(sys.executable).parent / "fedqi-demo"
 SMALL = ["--practices", "1", "--periods", "1"]
@@ -29,27 +28,15 @@ class Serving:
     session (no terminal's Ctrl-C) and SIGINT inherited ignored."""
 
     def __init__(self, home: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [str(DEMO), *SMALL, "--home", str(home), "--port", str(self.port)],
+        demo = serve_demo(
+            [*SMALL, "--home", str(home)],
+            timeout=300,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
             start_new_session=True,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(
-            target=lambda: self.lines.extend(self.proc.stderr),  # type: ignore[arg-type]
-            daemon=True,
-        )
-        self._reader.start()
-        deadline = time.monotonic() + 300
-        while not any("Serving until Ctrl-C" in ln for ln in self.lines):
-            assert self.proc.poll() is None, self.stderr
-            assert time.monotonic() < deadline, self.stderr
-            time.sleep(0.3)
+        self.proc, self.url, self._output = demo.proc, demo.url, demo.output
+        self.lines = demo.output.lines
         self.server_pid = json.loads((home / "demo.json").read_text())["server_pid"]
 
     @property
@@ -58,7 +45,7 @@ class Serving:
 
     def wait(self, timeout: float) -> int:
         code = self.proc.wait(timeout)
-        self._reader.join(10)
+        self._output.join(10)
         return code
 
     def ready(self) -> bool:

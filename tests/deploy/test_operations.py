@@ -9,14 +9,12 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.ports import free_port
+from tests.ports import on_a_free_port, started
 
 REPO = Path(__file__).resolve().parents[2]
 GUIDE = REPO / "docs" / "operations.md"
@@ -52,14 +50,12 @@ def test_operations_guide_step_by_step(
     blocks = guide_blocks()
     work = tmp_path / "work"
     work.mkdir()
-    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("FEDQI_")},
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "FEDQI_AGGREGATOR_DB": pg_database_factory(),
         "FEDQI_AGGREGATOR_KEY_DIR": str(tmp_path / "aggregator-keys"),
         "FEDQI_AGENT_HOME": str(tmp_path / "agent-home"),
-        "AGGREGATOR_URL": f"http://127.0.0.1:{port}",
         "PRACTICE_DB": str(tmp_path / "practice.duckdb"),
         "RESTORE_DB": pg_database_factory(),
     }
@@ -96,26 +92,24 @@ def test_operations_guide_step_by_step(
             f"step failed:\n{script}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
         )
 
-    # Section 2 sets up the network; then the service is started, as the guide says.
+    # Section 2 sets up the network; then the service is started, as the guide says (on a free
+    # port, which the later steps reach as $AGGREGATOR_URL).
     run(blocks[0])
-    server = subprocess.Popen(
-        [str(BIN / "fedqi-aggregator"), "serve", "--port", str(port)],
-        env=env,
-        cwd=work,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        server = subprocess.Popen(
+            [str(BIN / "fedqi-aggregator"), "serve", "--port", str(port)],
+            env=env,
+            cwd=work,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        started(server, f"http://127.0.0.1:{port}/readyz", what="the aggregator")
+        env["AGGREGATOR_URL"] = f"http://127.0.0.1:{port}"
+        return server
+
+    server = on_a_free_port(start)
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(f"{env['AGGREGATOR_URL']}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, server.stderr.read().decode() if server.stderr else ""
-            assert time.time() < deadline, "aggregator did not become ready"
-            time.sleep(0.3)
         # The remaining steps run in one shell, so variables (TOKEN, KID) carry between blocks.
         run("\n".join(blocks[1:]))
     finally:

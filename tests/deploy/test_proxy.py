@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.ports import free_port
+from tests.ports import on_a_free_port, started
 from tests.tls_helpers import write_pair
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,19 +34,6 @@ def _write_tls(directory: Path) -> None:
     write_pair(directory / "fullchain.pem", directory / "privkey.pem")
 
 
-def _wait(url: str, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.time() + 120  # a loaded 2-core machine is slow to import and bind
-    while True:
-        try:
-            if httpx.get(url, timeout=2, verify=False).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, f"{what} exited ({proc.returncode})"
-        assert time.time() < deadline, f"{what} did not answer {url}"
-        time.sleep(0.2)
-
-
 @dataclass
 class Stack:
     url: str  # the proxy's
@@ -61,7 +48,6 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("proxy")
-    agg_port, proxy_port = free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("FEDQI_")},
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -81,42 +67,68 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         )
         assert done.returncode == 0, done.stderr
     log = tmp / "aggregator.log"
-    with log.open("wb") as out:
-        aggregator = subprocess.Popen(
-            [str(BIN / "fedqi-aggregator"), "serve", "--port", str(agg_port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     _tls = tmp / "tls"
     _write_tls(_tls)
-    conf = (AGG / "nginx.conf").read_text()
-    # The compose network resolves "aggregator"; here it is the loopback address, and the proxy
-    # listens on a free loopback port instead of 443.
-    conf = conf.replace("server aggregator:8400;", f"server 127.0.0.1:{agg_port};")
-    conf = conf.replace("listen 443 ssl", f"listen 127.0.0.1:{proxy_port} ssl")
-    conf = conf.replace("/etc/nginx/tls/", f"{_tls}/")
-    conf = conf.replace("access_log /dev/stdout;", f"access_log {tmp}/access.log;")
-    conf = conf.replace("error_log /dev/stderr warn;", f"error_log {tmp}/error.log warn;")
-    conf = conf.replace(
-        "http {",
-        f"http {{\n    client_body_temp_path {tmp}/body;\n    proxy_temp_path {tmp}/proxy;",
-    )
-    conf = f"daemon off;\npid {tmp}/nginx.pid;\n" + conf
-    (tmp / "nginx.conf").write_text(conf)
-    nginx = subprocess.Popen(
-        ["nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp), "-e", str(tmp / "start.log")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+
+    def start_aggregator(port: int) -> tuple[subprocess.Popen[bytes], int]:
+        with log.open("wb") as out:
+            aggregator = subprocess.Popen(
+                [str(BIN / "fedqi-aggregator"), "serve", "--port", str(port)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        # a loaded 2-core machine is slow to import and bind
+        started(
+            aggregator,
+            f"http://127.0.0.1:{port}/readyz",
+            output=lambda: log.read_text(errors="replace"),
+            what="the aggregator",
+        )
+        return aggregator, port
+
+    def start_nginx(port: int) -> tuple[subprocess.Popen[bytes], int]:
+        conf = (AGG / "nginx.conf").read_text()
+        # The compose network resolves "aggregator"; here it is the loopback address, and the
+        # proxy listens on a free loopback port instead of 443.
+        conf = conf.replace("server aggregator:8400;", f"server 127.0.0.1:{agg_port};")
+        conf = conf.replace("listen 443 ssl", f"listen 127.0.0.1:{port} ssl")
+        conf = conf.replace("/etc/nginx/tls/", f"{_tls}/")
+        conf = conf.replace("access_log /dev/stdout;", f"access_log {tmp}/access.log;")
+        conf = conf.replace("error_log /dev/stderr warn;", f"error_log {tmp}/error.log warn;")
+        conf = conf.replace(
+            "http {",
+            f"http {{\n    client_body_temp_path {tmp}/body;\n    proxy_temp_path {tmp}/proxy;",
+        )
+        conf = f"daemon off;\npid {tmp}/nginx.pid;\n" + conf
+        (tmp / "nginx.conf").write_text(conf)
+        said = tmp / f"nginx-{port}.stderr"  # where it says a port is in use, before it exits
+        argv = [
+            "nginx",
+            "-c",
+            str(tmp / "nginx.conf"),
+            "-p",
+            str(tmp),
+            "-e",
+            str(tmp / "start.log"),
+        ]
+        with said.open("wb") as err:
+            nginx = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
+        started(nginx, f"https://127.0.0.1:{port}/healthz", output=said.read_text, what="nginx")
+        return nginx, port
+
+    aggregator, agg_port = on_a_free_port(start_aggregator)
+    nginx = None
     try:
-        _wait(f"http://127.0.0.1:{agg_port}/readyz", aggregator, "the aggregator")
-        _wait(f"https://127.0.0.1:{proxy_port}/healthz", nginx, "nginx")
+        nginx, proxy_port = on_a_free_port(start_nginx)
         yield Stack(f"https://127.0.0.1:{proxy_port}", log)
     finally:
-        nginx.send_signal(signal.SIGQUIT)
+        if nginx is not None:
+            nginx.send_signal(signal.SIGQUIT)
         aggregator.terminate()
         for proc in (nginx, aggregator):
+            if proc is None:
+                continue
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:

@@ -9,14 +9,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from agent.cli import main as agent_main
-from tests.ports import free_port
+from tests.ports import on_a_free_port, started
 
 BIN = Path(sys.executable).parent
 AUD = "test-net"
@@ -38,9 +35,11 @@ class AggregatorServer:
         self.db_file = db_file or root / "aggregator.db"
         self.db_url = db_url  # another database (PostgreSQL) instead of the SQLite file
         self.key_dir = key_dir or root / "keys"
-        self.port = free_port()
+        #: Chosen by the first start (on a free port); kept by every restart, since agents and
+        #: tests were given the URL.
+        self.port: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = root / f"serve-{self.port}.log"
+        self.log = root / "serve.log"  # serve-PORT.log once started
 
     @property
     def db(self) -> str:
@@ -48,6 +47,7 @@ class AggregatorServer:
 
     @property
     def url(self) -> str:
+        assert self.port is not None, "the aggregator has no port before its first start"
         return f"http://127.0.0.1:{self.port}"
 
     def cli(self, *args: str) -> str:
@@ -101,34 +101,39 @@ class AggregatorServer:
         return str(json.loads(self.cli("enrol-token", ods, "--db", self.db, "--json"))["token"])
 
     def start(self) -> None:
+        """Serve, and wait until it answers. The first start takes a free port (another if
+        that one is taken before serve binds it); a restart serves on the same port again."""
+        if self.port is None:
+            on_a_free_port(self._serve_on)
+        else:
+            self._serve_on(self.port)
+
+    def _serve_on(self, port: int) -> None:
         cmd = [
             str(BIN / "fedqi-aggregator"),
             "serve",
             "--host",
             "127.0.0.1",
             "--port",
-            str(self.port),
+            str(port),
             "--db",
             self.db,
             "--key-dir",
             str(self.key_dir),
         ]
+        self.log = self.root / f"serve-{port}.log"
+        start = self.log.stat().st_size if self.log.exists() else 0  # a restart appends
         log = self.log.open("ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
         log.close()
-        # a loaded 2-core machine can take long to import and bind
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"aggregator exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        self.kill()  # not left running after the test gives up on it
-        raise RuntimeError(f"aggregator did not start: {self.log.read_text()[-2000:]}")
+
+        def output() -> str:  # what this start wrote
+            return self.log.read_bytes()[start:].decode(errors="replace")[-2000:]
+
+        # (not left running if it does not answer; a loaded 2-core machine can take long to
+        # import and bind)
+        started(self.proc, f"http://127.0.0.1:{port}/healthz", output=output, what="aggregator")
+        self.port = port
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
