@@ -138,6 +138,10 @@ class DemoUsageError(DemoError):
     exit_code = DemoExit.USAGE
 
 
+class PortTakenError(DemoError):
+    """The aggregator could not listen on its port: another process holds it."""
+
+
 # --- the plan ----------------------------------------------------------------------------------
 
 
@@ -635,9 +639,12 @@ class Server:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     tail = home.log("aggregator").read_text(errors="replace").strip().splitlines()
-                    raise DemoError(
+                    last = tail[-1] if tail else "(no output)"
+                    # serve's one line for a port it cannot bind (aggregator/cli.py, _bind)
+                    taken = "cannot listen on" in last and "Address already in use" in last
+                    raise (PortTakenError if taken else DemoError)(
                         f"the aggregator exited ({self.proc.returncode}) while starting: "
-                        f"{tail[-1] if tail else '(no output)'} (log: {home.log('aggregator')})"
+                        f"{last} (log: {home.log('aggregator')})"
                     )
                 with contextlib.suppress(httpx.HTTPError):
                     if client.get(f"{self.url}/readyz").status_code == 200:
@@ -1087,14 +1094,7 @@ def _serve_and_build(
         enrolled = sum(1 for p in plan.practices if (home.agent(p.ods) / "trust.json").exists())
         say(f"  found {len(existing)} practices registered, {enrolled} agents enrolled")
 
-    port = o.port or free_port()
-    if not port_is_free(port):
-        raise DemoError(
-            f"port {port} on 127.0.0.1 is in use (another demo or aggregator?): stop it or pass "
-            "--port"
-        )
-    server = Server(tools, port)
-    server.start()
+    server = _start_server(tools, o.port)
     clock.server = server
     state["server_pid"] = server.proc.pid if server.proc else None
     home.save_state(state)
@@ -1107,6 +1107,36 @@ def _serve_and_build(
         server.stop()
         raise
     return summary, server
+
+
+#: How many free ports --port 0 tries: each was free when chosen, and may be taken (by any
+#: process, an outgoing connection is enough) before the aggregator binds it, seconds later.
+PORT_TRIES = 5
+
+
+def _start_server(tools: Tools, port: int) -> Server:
+    """The aggregator, serving on ``port``; with 0, on a free port, or on another free port if
+    that one is taken before the aggregator binds it. A --port given is used or refused."""
+    tries = 1 if port else PORT_TRIES
+    for attempt in range(1, tries + 1):
+        chosen = port or free_port()
+        last = attempt == tries
+        if not port_is_free(chosen):
+            if last:
+                raise DemoError(
+                    f"port {chosen} on 127.0.0.1 is in use (another demo or aggregator?): stop "
+                    "it or pass --port"
+                )
+            continue
+        server = Server(tools, chosen)
+        try:
+            server.start()
+        except PortTakenError:
+            if last:
+                raise
+            continue
+        return server
+    raise AssertionError("unreachable: the last try returns or raises")
 
 
 def _build_and_check(  # noqa: C901 (the demo's steps in the order they run)

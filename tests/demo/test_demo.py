@@ -20,7 +20,7 @@ import pytest
 
 from demo.cli import MAX_PATIENTS, MIN_PATIENTS, main, plan_network
 from tests.demo_process import serve_demo
-from tests.ports import on_a_free_port, started
+from tests.ports import free_port, on_a_free_port, started
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = Path(sys.executable).parent / "fedqi-demo"
@@ -355,6 +355,38 @@ def test_demo_on_a_port_in_use_says_so_before_making_anything(
     err = capsys.readouterr().err
     assert code != 0 and f"port {port} on 127.0.0.1 is in use" in err, err
     assert "Creating" not in err and not home.exists()
+
+
+def test_demo_on_port_0_serves_on_another_free_port_when_its_first_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--port 0: the free port chosen can be taken by another process before the aggregator
+    binds it, seconds later. Here the first port chosen is held (listening), and said to be
+    free as it was when chosen: serve exits saying so, and the demo serves on the next one."""
+    import socket
+
+    import demo.cli
+
+    home = tmp_path / "h"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        held = taken.getsockname()[1]
+        chosen = iter([held, free_port()])
+        monkeypatch.setattr(demo.cli, "free_port", lambda: next(chosen))
+        monkeypatch.setattr(demo.cli, "port_is_free", lambda port: True)
+        code = main(["--practices", "1", "--periods", "1", "--home", str(home), "--once",
+                     "--json", "--port", "0"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err[-3000:]
+    assert next(chosen, None) is None  # both ports were chosen
+    log = (home / "logs" / "aggregator.log").read_text()
+    assert f"cannot listen on 127.0.0.1:{held}: Address already in use" in log, log[-3000:]
+    summary = json.loads(out)
+    assert summary["ok"] is True, summary["failures"]
+    assert summary["api_url"].startswith("http://127.0.0.1:")
+    assert summary["api_url"] != f"http://127.0.0.1:{held}"
+    assert summary["submissions"]["accepted"] == 1  # the agent sent to the server that answered
 
 
 def test_one_practice_runs_with_the_default_groups(tmp_path: Path) -> None:
