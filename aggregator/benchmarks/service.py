@@ -402,10 +402,18 @@ def _same_row(signed: checks.SignedRow | None, c: dict[str, object]) -> bool:
     return signed[6] == stored or json.loads(signed[6]) == json.loads(stored)
 
 
+_SERIAL_PLANS = text("SET LOCAL max_parallel_workers_per_gather = 0")
+
+
 def refresh_group(session: Session, g: Group) -> stats.Funnel:
     """Recompute one (indicator, period) and rewrite its stored rows. A practice whose stored
     cells no longer match its signed submission enters no statistic and is stored as
     ``unverified`` (no counts, no rate)."""
+    if session.get_bind().dialect.name == "postgresql":
+        # One process per query: a parallel plan of the effective cells (a hash join over a
+        # scan of the cells) took about as long in three processes as in one, so it spent
+        # about three times the CPU, which two refreshers side by side (and ingestion) need.
+        session.execute(_SERIAL_PLANS)
     cells = _effective_cells(session, g)
     suspects = {
         str(c["submission_id"])
