@@ -27,6 +27,7 @@ codelist may name OMOP concepts whatever the mode) and, as configured (``codes``
 * ``source_value``: the ``*_source_value`` text as a code of the one ``source_system`` given.
 
 Rows whose concept is 0 (unmapped) or whose vocabulary fedqi does not read are left out.
+
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import Engine, event
@@ -318,6 +319,70 @@ def _refuse_non_finite(engine: Engine, schema: str | None, where: str) -> None:
             f"omop source {where}: {'; '.join(found)} that are not finite numbers (NaN or infinity), "
             "which fedqi cannot compare; set them to NULL or correct them in the OMOP database"
         )
+
+
+#: The date each CDM table the views read is dated by, checked against its person's birth:
+#: the clinical tables, the observation period's start (registration) and the death.
+DATED: dict[str, str] = {
+    **{table: cols[3] for table, cols in CLINICAL.items()},
+    "observation_period": "observation_period_start_date",
+    "death": "death_date",
+}
+
+
+class BeforeBirth(NamedTuple):
+    """A CDM table's rows dated before their person's birth, and the persons they are of."""
+
+    rows: int
+    persons: int
+
+
+def records_before_birth(conn: sa.Connection, schema: str | None = None) -> dict[str, BeforeBirth]:
+    """For each table in :data:`DATED` (``death`` if it exists), how many rows are dated
+    before their person's birth, and of how many persons; every row counts, whatever its
+    concept. The birth date is the one the ``patients`` view reads (a missing month or day
+    taken as 1, its first possible day), so a row counts only if it precedes every day the
+    birth can be. Counts only: no row, person or date is returned.
+
+    Cheap where nothing is wrong, as it should be: one statement compares each person's
+    earliest date in each table with their birth (a grouping over one scan of the table, no
+    per-row date arithmetic); rows are counted only in a table where a person has one."""
+    d = _Dates(conn.dialect)
+    person = _t("person", schema, "person_id", "year_of_birth", "month_of_birth", "day_of_birth")
+    birth = d.make_date(
+        person.c.year_of_birth,
+        sa.func.coalesce(person.c.month_of_birth, 1),
+        sa.func.coalesce(person.c.day_of_birth, 1),
+    )
+    tables = [t for t in DATED if t != "death" or sa.inspect(conn).has_table("death", schema)]
+    persons = []
+    for table in tables:
+        t = _t(table, schema, "person_id", DATED[table])
+        first = (
+            sa.select(t.c.person_id, sa.func.min(t.c[DATED[table]]).label("first"))
+            .group_by(t.c.person_id)
+            .subquery(f"first_{table}")
+        )
+        persons.append(
+            sa.select(sa.func.count())
+            .select_from(first.join(person, person.c.person_id == first.c.person_id))
+            .where(first.c.first < birth)
+            .scalar_subquery()
+            .label(table)
+        )
+    found = dict(zip(tables, conn.execute(sa.select(*persons)).one(), strict=True))
+    out = {}
+    for table, n_persons in found.items():
+        n_rows = 0
+        if n_persons:
+            t = _t(table, schema, "person_id", DATED[table])
+            n_rows = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(t.join(person, person.c.person_id == t.c.person_id))
+                .where(t.c[DATED[table]] < birth)
+            ).scalar_one()
+        out[table] = BeforeBirth(rows=int(n_rows), persons=int(n_persons))
+    return out
 
 
 def _where(url: str) -> str:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from agent.errors import SourceError
 from agent.sources import schema
 from agent.sources.export import omop_metadata
-from agent.sources.omop import open_omop
+from agent.sources.omop import BeforeBirth, open_omop, records_before_birth
 
 D = dt.date
 EHR = 32817
@@ -337,4 +337,109 @@ def test_an_omop_file_is_opened_read_only(tmp_path: Path, backend: str) -> None:
         assert conn.exec_driver_sql("SELECT count(*) FROM patients").scalar() == 3
         with pytest.raises(sa.exc.DBAPIError, match="(?i)read.?only"):
             conn.exec_driver_sql("CREATE TABLE written (x INTEGER)")
+    engine.dispose()
+
+
+def _add_before_birth(url: str) -> None:
+    """Rows dated before their person's birth in every table the check reads but the valued
+    ones, beside rows on the first day the birth can be (which are not)."""
+    engine = sa.create_engine(url)
+    t = omop_metadata().tables
+    with engine.begin() as conn:
+        _ins(conn,
+            t["condition_occurrence"].insert(),
+            [
+                # person 1, born 1950-03-04: the day before, and on the birth date (fine)
+                {"condition_occurrence_id": 10, "person_id": 1, "condition_concept_id": 320128,
+                 "condition_start_date": D(1950, 3, 3), "condition_type_concept_id": EHR},
+                {"condition_occurrence_id": 11, "person_id": 1, "condition_concept_id": 320128,
+                 "condition_start_date": D(1950, 3, 4), "condition_type_concept_id": EHR},
+                # unmapped (concept 0, left out of the views) but impossible all the same
+                {"condition_occurrence_id": 12, "person_id": 1, "condition_concept_id": 0,
+                 "condition_start_date": D(1949, 1, 1), "condition_type_concept_id": EHR},
+                # person 2, born in 1960 (no month or day): its first day is not before birth
+                {"condition_occurrence_id": 13, "person_id": 2, "condition_concept_id": 320128,
+                 "condition_start_date": D(1960, 1, 1), "condition_type_concept_id": EHR},
+            ],
+        )  # fmt: skip
+        _ins(conn,
+            t["drug_exposure"].insert(),
+            [
+                {"drug_exposure_id": 10, "person_id": 2, "drug_concept_id": 1545958,
+                 "drug_exposure_start_date": D(1959, 12, 31),
+                 "drug_exposure_end_date": D(1960, 1, 31), "drug_type_concept_id": EHR},
+            ],
+        )  # fmt: skip
+        _ins(conn,
+            t["observation_period"].insert(),
+            [  # person 3, born 2001-12-31: an earlier period starting the day before
+                {"observation_period_id": 10, "person_id": 3,
+                 "observation_period_start_date": D(2001, 12, 30),
+                 "observation_period_end_date": D(2001, 12, 31), "period_type_concept_id": EHR},
+            ],
+        )  # fmt: skip
+        _ins(conn, t["death"].insert(), [{"person_id": 2, "death_date": D(1959, 6, 1)}])
+    engine.dispose()
+
+
+def _omop_url(backend: str, tmp_path: Path, pg_database_factory: Any) -> str:
+    if backend == "postgresql":
+        return str(pg_database_factory())
+    return f"{backend}:///{tmp_path / 'omop'}.{backend}"
+
+
+BACKENDS = ["sqlite", "duckdb", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_records_before_birth_are_counted_per_table(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Rows dated before their person's birth, per table, and the persons they are of; a row
+    on the first day the birth can be is not before it."""
+    factory = request.getfixturevalue("pg_database_factory") if backend == "postgresql" else None
+    url = _omop_url(backend, tmp_path, factory)
+    _omop_db(url)
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert set(records_before_birth(conn).values()) == {BeforeBirth(rows=0, persons=0)}
+    engine.dispose()
+
+    _add_before_birth(url)
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert records_before_birth(conn) == {
+            "condition_occurrence": BeforeBirth(rows=2, persons=1),
+            "measurement": BeforeBirth(rows=0, persons=0),
+            "observation": BeforeBirth(rows=0, persons=0),
+            "drug_exposure": BeforeBirth(rows=1, persons=1),
+            "observation_period": BeforeBirth(rows=1, persons=1),
+            "death": BeforeBirth(rows=1, persons=1),
+        }
+    engine.dispose()
+
+
+def test_records_before_birth_reads_each_table_once_where_nothing_is_wrong(
+    omop_sqlite: str,
+) -> None:
+    """Cheap enough to run on every preview: where no row is before birth it is one statement
+    (each table grouped once by person); rows are counted only in a table that has some."""
+    engine = sa.create_engine(omop_sqlite)
+    statements: list[str] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _seen(_c: Any, _cur: Any, statement: str, *_args: Any) -> None:
+        if "condition_occurrence" in statement or "drug_exposure" in statement:
+            statements.append(statement)
+
+    with engine.connect() as conn:
+        records_before_birth(conn)
+    assert len(statements) == 1
+    engine.dispose()
+    _add_before_birth(omop_sqlite)
+    statements.clear()
+    with engine.connect() as conn:
+        records_before_birth(conn)
+    # the grouped statement, then one count of rows in each table that has some
+    assert len(statements) == 3
     engine.dispose()
