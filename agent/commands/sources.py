@@ -196,18 +196,20 @@ def omop_url(value: str) -> str:
 def open_checked_source(
     settings: AgentSettings, db: str | None, omop: str | None, omop_codes: str
 ) -> Engine:
-    """The canonical tables to check: an OMOP database through its views, or a store."""
+    """The canonical tables to check: an OMOP database through its views, or a store. An OMOP
+    database with rows dated before their person's birth opens (preview and submit refuse it):
+    the report counts them."""
     from agent.sources.store import open_practice
 
     if omop:
         from agent.sources.omop import open_omop
 
-        return open_omop(omop, codes=omop_codes)
+        return open_omop(omop, codes=omop_codes, refuse_before_birth=False)
     if db:
         return open_practice(db, read_only=True)
     from agent.engine.compute import open_source
 
-    return open_source(settings)
+    return open_source(settings, refuse_before_birth=False)
 
 
 @app.command("check-source")
@@ -238,7 +240,8 @@ def check_source_command(
 ) -> None:
     """Report, in plain words, what the source holds (patients, date ranges, rows, patients per
     list), what is missing (lists no patient has a code of, codes on no list) and what to do.
-    On OMOP it counts persons whose observation period ends with no death (gone from the list).
+    On OMOP it counts persons whose observation period ends with no death (gone from the list),
+    and, per table, rows dated before their person's birth, which preview and submit refuse.
     Counts only; nothing is sent."""
     from agent.home.catalogue_cache import load_catalogue, read_catalogue_file
     from agent.sources.check import check_source

@@ -90,8 +90,10 @@ def source_kind(settings: AgentSettings, engine: Engine) -> str:
     return DIALECT_KINDS.get(engine.dialect.name, "sqlite")
 
 
-def open_source(settings: AgentSettings) -> Engine:
-    """A read-only engine on the practice database; one line naming it if it cannot be read."""
+def open_source(settings: AgentSettings, *, refuse_before_birth: bool = True) -> Engine:
+    """A read-only engine on the practice database; one line naming it if it cannot be read.
+    An OMOP database with rows dated before their person's birth is refused, unless
+    ``refuse_before_birth`` is false (``check-source``, which counts them)."""
     import sqlalchemy as sa
 
     from agent.sources import schema
@@ -104,7 +106,9 @@ def open_source(settings: AgentSettings) -> Engine:
         from agent.sources.store import practice_url
 
         url = practice_url(target).render_as_string(hide_password=False)
-        return open_omop(url, codes=settings.source.omop_codes)
+        return open_omop(
+            url, codes=settings.source.omop_codes, refuse_before_birth=refuse_before_birth
+        )
     where = _display(target)
     engine = open_practice(target, read_only=True)
     try:

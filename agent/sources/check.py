@@ -7,6 +7,10 @@ national cluster) how many patients have at least one of its codes; the most fre
 the clinical code systems the catalogue reads (SNOMED CT, dm+d) that match no list, which count
 towards nothing; and rows in code systems no list uses. The report is shown locally and never
 sent.
+
+On an OMOP database it also counts, per CDM table, the rows dated before their person's birth
+(:func:`agent.sources.omop.records_before_birth`): preview and submit refuse such a database,
+and the report says so and what to correct, without naming a row or a person.
 """
 
 from __future__ import annotations
@@ -54,6 +58,11 @@ class CodelistCoverage(_Frozen):
     never_seen_total: int
 
 
+class BeforeBirthCount(_Frozen):
+    rows: int
+    persons: int
+
+
 class SourceCheck(_Frozen):
     patients: int
     registered_now: int
@@ -71,6 +80,38 @@ class SourceCheck(_Frozen):
     # Rows in code systems no codelist uses at all (e.g. LOINC in a FHIR extract): not counted.
     other_systems: dict[str, int]
     codelists: list[CodelistCoverage]
+    #: OMOP only (None otherwise): per CDM table read, the rows dated before their person's
+    #: birth and how many persons they are of; preview and submit refuse the database while
+    #: any table has one.
+    before_birth: dict[str, BeforeBirthCount] | None = None
+
+    def before_birth_rows(self) -> int:
+        return sum(n.rows for n in (self.before_birth or {}).values())
+
+    def _before_birth_found(self) -> list[str]:
+        if not self.before_birth_rows():
+            return []
+        tables = ", ".join(
+            f"{table} {_n(n.rows, 'row')} ({_n(n.persons, 'person')})"
+            for table, n in (self.before_birth or {}).items()
+            if n.rows
+        )
+        return [
+            f"  Rows dated before their person's birth, which cannot be: {tables}. Preview and "
+            "submit refuse this database until they are corrected."
+        ]
+
+    def _before_birth_todo(self) -> list[str]:
+        if not self.before_birth_rows():
+            return []
+        return [
+            f"  - OMOP: correct the {_n(self.before_birth_rows(), 'row')} dated before their "
+            "person's birth (per table above) in the OMOP database, or the person's "
+            "year_of_birth, month_of_birth or day_of_birth where that is what is wrong. A "
+            "record cannot precede the patient's birth, so preview and submit refuse this "
+            "database until none is left. docs/sources.md shows a query that lists them "
+            "there; this report names no row or person."
+        ]
 
     def lines(self) -> list[str]:
         """The report in words a practice manager can act on: what was found, what is
@@ -111,6 +152,8 @@ class SourceCheck(_Frozen):
                 "from the practice's list."
             )
 
+        found += self._before_birth_found()
+
         missing = ["WHAT IS MISSING"]
         never = [cl for cl in self.codelists if cl.seen == 0]
         for cl in never:
@@ -131,7 +174,7 @@ class SourceCheck(_Frozen):
         if len(missing) == 1:
             missing.append("  Nothing: every list has patients and every code is on a list.")
 
-        todo = ["WHAT TO DO"]
+        todo = ["WHAT TO DO", *self._before_birth_todo()]
         if never:
             todo.append(
                 f"  - {', '.join(cl.id for cl in never)}: if the practice records these "
@@ -162,6 +205,10 @@ class SourceCheck(_Frozen):
                 "  Nothing: the source looks ready. `fedqi-agent preview` shows what would be sent."
             )
         return found + missing + todo
+
+
+def _n(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
 def _as_date(value: object) -> dt.date | None:
@@ -205,7 +252,9 @@ def check_source(
     engine: Engine, catalogue: Catalogue, today: dt.date, *, source_kind: str | None = None
 ) -> SourceCheck:
     """Summarise the canonical tables at ``engine`` against ``catalogue``'s codelists.
-    ``source_kind`` ("omop") words the report for that source."""
+    ``source_kind`` "omop" (``engine`` is an OMOP database's, from
+    :func:`agent.sources.omop.open_omop`) words the report for that source and counts the rows
+    dated before their person's birth."""
     from agent.periods import last_complete_period
 
     period_end = last_complete_period(today).end
@@ -263,6 +312,14 @@ def check_source(
                 by_system=dict(by_system),
             )
         with_codes = _patients_per_list(conn, catalogue)
+        before_birth = None
+        if source_kind == "omop":
+            from agent.sources.omop import records_before_birth
+
+            before_birth = {
+                table: BeforeBirthCount(rows=n.rows, persons=n.persons)
+                for table, n in records_before_birth(conn).items()
+            }
     coverage = []
     for k, cl in enumerate(catalogue.codelists):
         pairs = sorted(cl.pairs())
@@ -292,4 +349,5 @@ def check_source(
         unused_distinct=len(unused),
         other_systems=dict(other),
         codelists=coverage,
+        before_birth=before_birth,
     )

@@ -28,6 +28,10 @@ codelist may name OMOP concepts whatever the mode) and, as configured (``codes``
 
 Rows whose concept is 0 (unmapped) or whose vocabulary fedqi does not read are left out.
 
+A row the views read dated before its person's birth (a clinical record, an observation period's
+start, a death) cannot be: :func:`open_omop` refuses the database, as load-csv and load-fhir
+refuse such a record, naming each table and how many rows, never a row or a person;
+``check-source`` opens it anyway and counts them (:func:`records_before_birth`).
 """
 
 from __future__ import annotations
@@ -385,6 +389,34 @@ def records_before_birth(conn: sa.Connection, schema: str | None = None) -> dict
     return out
 
 
+def _refuse_before_birth(engine: Engine, schema: str | None, where: str) -> None:
+    """Fail, naming each table and date column and how many rows, when a row the views read is
+    dated before its person's birth, as load-csv and load-fhir refuse such a record: a rule
+    would count an impossible date silently. Counts only: no row or person is named
+    (``check-source`` counts them too, without refusing; docs/sources.md lists them)."""
+    try:
+        with engine.connect() as conn:
+            counts = records_before_birth(conn, schema)
+    except sa.exc.SQLAlchemyError as exc:
+        engine.dispose()
+        raise SourceError(
+            f"omop source {where}: cannot read the dates ({first_line(exc)})"
+        ) from None
+    found = [
+        f"{t}.{DATED[t]} {n.rows} row(s) of {n.persons} person(s)"
+        for t, n in counts.items()
+        if n.rows
+    ]
+    if found:
+        engine.dispose()
+        raise SourceError(
+            f"omop source {where}: rows dated before their person's birth (year_of_birth, "
+            f"month_of_birth, day_of_birth): {'; '.join(found)}. A record cannot precede the "
+            "patient's birth, so nothing is computed from this database until they are "
+            "corrected in it (check-source counts them; docs/sources.md shows how to list them)"
+        )
+
+
 def _where(url: str) -> str:
     """The OMOP database as errors name it: a SQLite or DuckDB file by its path, any other by
     its URL without the password (``url`` is one :func:`_read_only` accepted)."""
@@ -439,11 +471,14 @@ def open_omop(
     source_system: str | None = None,
     schema: str | None = None,
     engine_options: Mapping[str, Any] | None = None,
+    refuse_before_birth: bool = True,
 ) -> Engine:
     """An engine on the OMOP database at ``url`` whose connections see the canonical tables
     as temporary views (see the module docstring). Fails with a clear error if the CDM tables
-    the views need are absent, or if a value they read is NaN or infinite. A SQLite or DuckDB
-    file is opened read-only and must exist: it is never created."""
+    the views need are absent, if a value they read is NaN or infinite, or (unless
+    ``refuse_before_birth`` is false: ``check-source`` counts them instead) if a row they read
+    is dated before its person's birth. A SQLite or DuckDB file is opened read-only and must
+    exist: it is never created."""
     parsed, options = _read_only(url, dict(engine_options or {}))
     where = _where(url)
     engine = sa.create_engine(parsed, **options)
@@ -468,6 +503,8 @@ def open_omop(
             "(an OMOP CDM 5.4 database is expected)"
         )
     _refuse_non_finite(engine, schema, where)
+    if refuse_before_birth:
+        _refuse_before_birth(engine, schema, where)
     statements = view_sql(
         engine,
         codes=codes,

@@ -46,6 +46,69 @@ def test_preview_from_omop_matches_the_canonical_store(
     assert omop.read_bytes() == before  # read in place: nothing written
 
 
+def test_preview_and_submit_refuse_an_omop_source_with_a_record_before_birth(
+    practice_db: Path,
+    tmp_path: Path,
+    agent_home: Path,
+    cli,  # type: ignore[no-untyped-def]
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """One record dated before its person's birth: preview and submit stop (exit 4) naming
+    the table and the count, not the person or the date; nothing is signed or queued, as
+    load-csv and load-fhir load nothing. The OMOP database is not written to."""
+    import agent.outbound.submitter as submitter
+    from agent.home.keystore import PinnedKey, Trust, save_trust
+    from agent.library import load_default_catalogue
+    from agent.outbound.outbox import Outbox
+    from agent.sources.export import omop_metadata
+    from protocol.keys import SigningKey
+
+    omop = _omop_file(practice_db, tmp_path)
+    engine = sa.create_engine(f"sqlite:///{omop}")
+    person = omop_metadata().tables["person"]
+    with engine.begin() as conn:
+        pid, year = conn.execute(
+            sa.select(person.c.person_id, person.c.year_of_birth).limit(1)
+        ).one()
+        conn.exec_driver_sql(
+            "INSERT INTO drug_exposure (drug_exposure_id, person_id, drug_concept_id, "
+            "drug_exposure_start_date, drug_exposure_end_date, drug_type_concept_id) "
+            f"VALUES (999999, {pid}, 0, '{year - 1}-06-01', '{year - 1}-07-01', 32817)"
+        )
+    engine.dispose()
+    before = omop.read_bytes()
+    env = {"FEDQI_AGENT_SOURCE__URL": str(omop), "FEDQI_AGENT_SOURCE__KIND": "omop"}
+    expected = (
+        f"error: omop source {omop}: rows dated before their person's birth (year_of_birth, "
+        "month_of_birth, day_of_birth): drug_exposure.drug_exposure_start_date 1 row(s) of 1 "
+        "person(s). A record cannot precede the patient's birth, so nothing is computed from "
+        "this database until they are corrected in it (check-source counts them; "
+        "docs/sources.md shows how to list them)\n"
+    )  # the whole of it: no person id, no date
+    r = cli("preview", "--home", str(agent_home), "--period", "2026-03", "--local", env=env)
+    assert (r.code, r.out, r.err) == (4, "", expected)
+
+    key = SigningKey.from_private_bytes(bytes(32))
+    # Enrolled to look at, with the network's catalogue to hand (no aggregator answers):
+    # submit gets as far as computing.
+    monkeypatch.setattr(submitter, "load_catalogue", lambda *_a, **_k: load_default_catalogue())
+    save_trust(
+        agent_home,
+        Trust(
+            aud="test-net",
+            practice="A12345",
+            aggregator_url="http://127.0.0.1:9",
+            log_origin="test-net/log/v1",
+            log_key=PinnedKey(name="test-net/log/v1", jwk=key.public.jwk()),
+        ),
+    )
+    r = cli("submit", "--home", str(agent_home), "--period", "2026-03", env=env)
+    assert (r.code, r.err) == (4, expected)
+    with Outbox.open(agent_home) as outbox:
+        assert outbox.messages() == []  # nothing signed, nothing queued
+    assert omop.read_bytes() == before
+
+
 def test_preview_from_a_missing_omop_file_names_it_and_creates_nothing(
     tmp_path: Path,
     agent_home: Path,

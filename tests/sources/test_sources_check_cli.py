@@ -147,6 +147,66 @@ def test_check_source_on_omop_counts_observation_periods_ending_without_death(
     assert "right for OMOP built from GP records" in text and "Synthea" in text
 
 
+def test_check_source_on_omop_reports_records_before_birth_per_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An OMOP database holding rows dated before their person's birth is reported, not
+    refused (exit 0): per table, rows and persons, what preview and submit do with it and what
+    to correct, with no row, person or date named; preview refuses it (exit 4)."""
+    import sqlalchemy as sa
+
+    from agent.sources.export import export_omop, omop_metadata
+
+    store = _store(tmp_path / "s.sqlite")
+    omop = tmp_path / "omop.sqlite"
+    target = sa.create_engine(f"sqlite:///{omop}")
+    export_omop(store, target)
+    store.dispose()
+    t = omop_metadata().tables
+    with target.begin() as conn:  # patient 3, born 1970-01-01: two records in 1969
+        for n, day in ((900, D(1969, 12, 31)), (901, D(1969, 5, 1))):
+            conn.execute(
+                t["condition_occurrence"].insert(),
+                {"condition_occurrence_id": n, "person_id": 3, "condition_concept_id": 0,
+                 "condition_start_date": day, "condition_type_concept_id": 32817},
+            )  # fmt: skip
+    target.dispose()
+    catalogue = tmp_path / "cat.json"
+    catalogue.write_text(_catalogue().model_dump_json())
+    env = {"FEDQI_AGENT_HOME": str(tmp_path / "home")}
+    args = ["check-source", "--omop", f"sqlite:///{omop}", "--catalogue", str(catalogue)]
+    assert main([*args, "--json"], env) == 0
+    found = json.loads(capsys.readouterr().out)["before_birth"]
+    assert found["condition_occurrence"] == {"rows": 2, "persons": 1}
+    assert {k for k, v in found.items() if v["rows"]} == {"condition_occurrence"}
+    assert main(args, env) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "Rows dated before their person's birth, which cannot be: condition_occurrence 2 rows "
+        "(1 person). Preview and submit refuse this database until they are corrected."
+    ) in text
+    assert "- OMOP: correct the 2 rows dated before their person's birth" in text
+    assert "Nothing: the source looks ready" not in text
+    assert "1969-12-31" not in text and "1969-05-01" not in text  # no date of theirs
+    # A store has no such check (its loads refuse such rows): nothing is said.
+    assert main(["check-source", "--db", str(tmp_path / "s.sqlite"), "--json", "--catalogue",
+                 str(catalogue)], env) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["before_birth"] is None
+
+    (tmp_path / "home").mkdir(exist_ok=True)
+    init = ["init", "--home", str(tmp_path / "home"), "--practice", "A81001", "--aud", "t",
+            "--aggregator-url", "http://127.0.0.1:9", "--source-url", str(omop)]  # fmt: skip
+    assert main(init, env) == 0
+    capsys.readouterr()
+    omop_env = {**env, "FEDQI_AGENT_SOURCE__KIND": "omop"}
+    assert main(["check-source", "--catalogue", str(catalogue)], omop_env) == 0  # source.url
+    assert "condition_occurrence 2 rows (1 person)" in capsys.readouterr().out
+    code = main(["preview", "--period", "2024-12", "--local"], omop_env)
+    out, err = capsys.readouterr()
+    assert code == 4 and out == "" and err.count("\n") == 1, err
+    assert "condition_occurrence.condition_start_date 2 row(s) of 1 person(s)." in err
+
+
 def test_cli_load_csv_then_check_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = tmp_path / "extract"
     write_csv(

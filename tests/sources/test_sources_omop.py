@@ -392,11 +392,13 @@ BACKENDS = ["sqlite", "duckdb", pytest.param("postgresql", marks=pytest.mark.pos
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_records_before_birth_are_counted_per_table(
+def test_records_before_birth_are_counted_per_table_and_refused(
     tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    """Rows dated before their person's birth, per table, and the persons they are of; a row
-    on the first day the birth can be is not before it."""
+    """As load-csv and load-fhir refuse a record dated before its patient's birth, open_omop
+    (preview, submit) refuses an OMOP database holding one, naming each table, its date column
+    and how many rows of how many persons, never a person, a row or a date; a row on the first
+    day the birth can be is not before it. check-source opens it (refuse_before_birth=False)."""
     factory = request.getfixturevalue("pg_database_factory") if backend == "postgresql" else None
     url = _omop_url(backend, tmp_path, factory)
     _omop_db(url)
@@ -404,6 +406,7 @@ def test_records_before_birth_are_counted_per_table(
     with engine.connect() as conn:
         assert set(records_before_birth(conn).values()) == {BeforeBirth(rows=0, persons=0)}
     engine.dispose()
+    open_omop(url).dispose()  # nothing before birth: read
 
     _add_before_birth(url)
     engine = sa.create_engine(url)
@@ -417,12 +420,34 @@ def test_records_before_birth_are_counted_per_table(
             "death": BeforeBirth(rows=1, persons=1),
         }
     engine.dispose()
+    with pytest.raises(SourceError) as err:
+        open_omop(url)
+    message = str(err.value)
+    assert (
+        "rows dated before their person's birth (year_of_birth, month_of_birth, day_of_birth): "
+        in message
+    )
+    assert (
+        "condition_occurrence.condition_start_date 2 row(s) of 1 person(s); "
+        "drug_exposure.drug_exposure_start_date 1 row(s) of 1 person(s); "
+        "observation_period.observation_period_start_date 1 row(s) of 1 person(s); "
+        "death.death_date 1 row(s) of 1 person(s). A record cannot precede the patient's birth"
+    ) in message
+    assert "measurement" not in message and "observation_date" not in message
+    for value in ("1950-03-0", "1949-01-01", "1959-", "2001-12-3", "NHS-A", "person_id"):
+        assert value not in message  # no date and no person
+    assert len(message.splitlines()) == 1
+
+    engine = open_omop(url, refuse_before_birth=False)  # check-source's way in: it counts them
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM patients").scalar() == 3
+    engine.dispose()
 
 
 def test_records_before_birth_reads_each_table_once_where_nothing_is_wrong(
     omop_sqlite: str,
 ) -> None:
-    """Cheap enough to run on every preview: where no row is before birth it is one statement
+    """The check is on every preview's path: where no row is before birth it is one statement
     (each table grouped once by person); rows are counted only in a table that has some."""
     engine = sa.create_engine(omop_sqlite)
     statements: list[str] = []
