@@ -63,6 +63,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 import ingest as bench_ingest  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 
 from aggregator.benchmarks import service as bench_service  # noqa: E402
 from aggregator.benchmarks.funnel import funnel_view  # noqa: E402
@@ -210,7 +211,7 @@ def timed_drainers(
     ready, go = manager.Barrier(n + 1), manager.Event()
     with ProcessPoolExecutor(n, mp_context=ctx) as pool:
         futures = [pool.submit(_drainer, url, str(key_dir), ready, go) for _ in range(n)]
-        ready.wait()
+        ready.wait(timeout=600)  # broken (an error, not a hang) if a drainer fails to start
         start = time.perf_counter()
         go.set()
         newest_fresh: float | None = None
@@ -489,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
             rt.db.dispose()
         finally:
             if args.keep:
-                print(f"kept: {url} (keys and settings in {tmpdir})", flush=True)
+                shown = make_url(url).render_as_string(hide_password=True)
+                print(f"kept: {shown} (keys and settings in {tmpdir})", flush=True)
             else:
                 drop()
     report(months, before, args, load_before)

@@ -77,7 +77,9 @@ def _now() -> dt.datetime:
 def mark_stale(session: Session, groups: Iterable[Group]) -> None:
     """Mark groups stale (insert, or bump ``mark`` when already there). Runs inside the caller's
     transaction, so it commits or rolls back with the submission."""
-    unique = set(groups)
+    # In lock order (group_key), as refresh takes its groups: two transactions that both
+    # write several of these rows meet them in the same order.
+    unique = sorted(set(groups), key=lambda g: (group_key(g), g.indicator, g.period_end))
     if not unique:
         return
     now = _now()
@@ -577,15 +579,23 @@ def _mark_of(session: Session, g: Group) -> int | None:
 
 
 def refresh(session: Session, groups: Sequence[tuple[Group, int]]) -> int:
-    """Refresh ``groups`` in this session's transaction, each under its group lock
-    (:func:`_lock_group`, waiting for a refresher that holds it) and only if it is still stale
-    once held: a group another refresher has just recomputed is not recomputed again. Returns
-    how many were recomputed."""
+    """Refresh ``groups`` in this session's transaction, each only if it is still stale once
+    its group lock is held (:func:`_lock_group`): a group another refresher has just recomputed
+    is not recomputed again. On PostgreSQL every lock is taken, in key order, before the first
+    write, so this transaction never waits for a lock while holding rows another may want.
+    Returns how many were recomputed."""
+    if not groups:
+        return 0
     done = 0
     locking = _locks_groups(session)
-    for g, mark in groups:
+    if locking:
+        _share_refresh(session)
+        for key in sorted({group_key(g) for g, _ in groups}):
+            session.execute(_LOCK, {"k": REFRESH_LOCK_KEY, "g": key})
+    for g, mark in sorted(
+        groups, key=lambda gm: (group_key(gm[0]), gm[0].indicator, gm[0].period_end)
+    ):
         if locking:
-            _lock_group(session, g)
             now = _mark_of(session, g)
             if now is None:
                 continue
@@ -607,36 +617,40 @@ def ensure_fresh(
 # transaction-scoped advisory lock (two keys: this constant and the group's hash), so the
 # background refreshers of a server's worker processes, `db rebuild-benchmarks --jobs` and the
 # read paths recompute different groups side by side, and one that wants a group another is
-# recomputing waits for it and then finds it fresh. SQLite writes one transaction at a time
-# anyway: there, one refresher at a time in this process (a lock).
+# recomputing waits for it and then finds it fresh. Each also holds the one-key lock that
+# refreshers took before there was a lock per group, shared: one of those (a worker not yet
+# upgraded) still excludes them all. SQLite writes one transaction at a time anyway: there, one
+# refresher at a time in this process (a lock).
 _REFRESH_LOCK = threading.Lock()
 REFRESH_LOCK_KEY = 0x66716262
+_SHARE = text("SELECT pg_advisory_xact_lock_shared(CAST(:k AS bigint))")
+_LOCK = text("SELECT pg_advisory_xact_lock(:k, :g)")
+_TRY_LOCK = text("SELECT pg_try_advisory_xact_lock(:k, :g)")
 
 
 def _locks_groups(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
+def _share_refresh(session: Session) -> None:
+    session.execute(_SHARE, {"k": REFRESH_LOCK_KEY})
+
+
 def group_key(g: Group) -> int:
     """The group's advisory-lock key: a signed 32-bit hash of its indicator and period, the
-    same in every process (CRC-32, not Python's salted ``hash``)."""
+    same in every process (CRC-32, not Python's salted ``hash``). Two groups may share a key:
+    they then share a lock, which costs waiting, never a deadlock (locks are taken in key
+    order)."""
     k = zlib.crc32(f"{g.indicator}|{g.period_start}|{g.period_end}".encode())
     return k - (1 << 32) if k >= 1 << 31 else k
 
 
 def _lock_group(session: Session, g: Group) -> None:
-    session.execute(
-        text("SELECT pg_advisory_xact_lock(:k, :g)"), {"k": REFRESH_LOCK_KEY, "g": group_key(g)}
-    )
+    session.execute(_LOCK, {"k": REFRESH_LOCK_KEY, "g": group_key(g)})
 
 
 def _try_lock_group(session: Session, g: Group) -> bool:
-    return bool(
-        session.execute(
-            text("SELECT pg_try_advisory_xact_lock(:k, :g)"),
-            {"k": REFRESH_LOCK_KEY, "g": group_key(g)},
-        ).scalar()
-    )
+    return bool(session.execute(_TRY_LOCK, {"k": REFRESH_LOCK_KEY, "g": group_key(g)}).scalar())
 
 
 def _serial(db: object) -> contextlib.AbstractContextManager[object]:
@@ -649,21 +663,34 @@ def refresh_for_read(
     db: object, indicator: str | None = None, period_end: dt.date | None = None
 ) -> int:
     """Before a read: recompute the stale groups it may show (none, usually: one cheap query),
-    each refresh committed before the read opens its own session."""
+    one group per transaction, as the background refresher does, each committed before the
+    read opens its own session."""
     with db.read() as session:  # type: ignore[attr-defined]
-        if not stale_groups(session, indicator, period_end):
-            return 0
-    with _serial(db), db.session() as session:  # type: ignore[attr-defined]
-        return refresh(session, stale_groups(session, indicator, period_end))
+        pending = stale_groups(session, indicator, period_end)
+    done = 0
+    for g, mark in pending:
+        with _serial(db), db.session() as session:  # type: ignore[attr-defined]
+            done += refresh(session, [(g, mark)])
+    return done
 
 
 def _next_free(session: Session) -> tuple[Group, int] | None:
     """The first stale group (newest period first) that no other refresher holds, locked;
-    None when every stale group is fresh or held."""
+    None when every stale group is fresh or held. Looks at the first 64, and at the rest only
+    when all of those are held."""
     if not _locks_groups(session):
         pending = stale_groups(session, limit=1)
         return pending[0] if pending else None
-    for g, _ in stale_groups(session):
+    _share_refresh(session)
+    page = stale_groups(session, limit=64)
+    found = _first_free(session, page)
+    if found is None and len(page) == 64:
+        found = _first_free(session, stale_groups(session)[64:])
+    return found
+
+
+def _first_free(session: Session, groups: Sequence[tuple[Group, int]]) -> tuple[Group, int] | None:
+    for g, _ in groups:
         if _try_lock_group(session, g):
             mark = _mark_of(session, g)  # read again now that it is held
             if mark is not None:

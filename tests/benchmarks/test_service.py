@@ -4,11 +4,12 @@ recomputes only those, corrections replace superseded counts, results equal the 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 from bench_store import Store, month
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from aggregator.benchmarks import service, stats
 from aggregator.benchmarks.models import BenchPractice, BenchStale, BenchSummary
@@ -310,3 +311,81 @@ def test_group_keys_are_stable_signed_32_bit() -> None:
     assert -(2**31) <= k < 2**31
     assert k == service.group_key(service.Group("DM020", *JAN))
     assert k != service.group_key(service.Group("DM020", *FEB))
+
+
+def _waiting_on_advisory_locks(store: Store) -> int:
+    with store.db.read() as s:
+        return int(
+            s.execute(
+                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            ).scalar_one()
+        )
+
+
+def _until(condition: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_a_read_a_drain_and_an_ingestion_do_not_deadlock(pg_store: Store) -> None:
+    """A drain is recomputing January; a read wants every stale group (February, then
+    January); a submission marks January then February stale in one transaction. The read
+    recomputes one group per transaction, so it holds no row the submission needs while it
+    waits for January's lock (it used to hold February's stale row, and PostgreSQL aborted one
+    of the three as a deadlock)."""
+    pg_store.practice("A00001")
+    for period in (JAN, FEB):
+        pg_store.submit("A00001", period, {"DM020": (10, 40)})
+    with pg_store.db.read() as s:
+        (feb, _), (jan, jan_mark) = service.stale_groups(s)
+    outcome: dict[str, object] = {}
+
+    def run(name: str, fn: Callable[[], object]) -> threading.Thread:
+        def go() -> None:
+            try:
+                outcome[name] = fn()
+            except Exception as exc:  # noqa: BLE001 - the test reports whatever failed
+                outcome[name] = exc
+
+        t = threading.Thread(target=go)
+        t.start()
+        return t
+
+    def ingest() -> str:
+        with pg_store.db.session() as s:
+            service.mark_stale(s, [jan])
+            service.mark_stale(s, [feb])
+        return "committed"
+
+    with pg_store.db.session() as drain:
+        assert service._try_lock_group(drain, jan)
+        service.refresh_group(drain, jan)
+        reader = run("read", lambda: service.refresh_for_read(pg_store.db))
+        _until(lambda: _waiting_on_advisory_locks(pg_store) == 1)  # the read waits for January
+        ingestion = run("ingest", ingest)
+        ingestion.join(timeout=30)
+        service._clear(drain, jan, jan_mark)  # a no-op: the submission bumped January's mark
+    reader.join(timeout=60)
+    assert outcome == {"read": 2, "ingest": "committed"}
+    with pg_store.db.read() as s:
+        # January was recomputed by the read after the submission; February, recomputed
+        # before it, is stale again, for the next refresh
+        assert [g for g, _ in service.stale_groups(s)] == [feb]
+
+
+def test_a_refresher_of_the_one_lock_era_still_excludes_the_drains(pg_store: Store) -> None:
+    """During an upgrade a worker not yet restarted takes the one lock all refreshers took
+    before there was a lock per group (pg_advisory_xact_lock of REFRESH_LOCK_KEY): a new
+    drain waits for it instead of recomputing a group beside it."""
+    groups = _wide_network(pg_store)
+    counts: list[int] = []
+    with pg_store.db.session() as old:
+        old.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": service.REFRESH_LOCK_KEY})
+        drain = threading.Thread(target=lambda: counts.append(service.refresh_stale(pg_store.db)))
+        drain.start()
+        _until(lambda: _waiting_on_advisory_locks(pg_store) == 1)
+        assert not counts
+    drain.join(timeout=60)
+    assert counts == [len(groups)]
