@@ -82,6 +82,47 @@ def test_a_backlog_drained_by_several_processes(pg_database_factory, tmp_path: P
     assert "round 1, 2 drainer(s): 80 groups; the newest month fresh after" in proc.stdout
 
 
+@pytest.mark.postgres
+def test_a_kept_database_drained_by_refresh_drain(pg_database_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """capacity.py --keep leaves its database and keys; bench/refresh_drain.py drains that
+    database's groups with one process, then two, each recomputing every group once."""
+    import re
+    import shutil
+
+    import psycopg
+
+    proc = _run("--practices", "3", "--months", "1", "--reads", "1", "--workers", "1",
+                "--threads", "2", "--corrections", "0", "--keep")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    kept = re.search(r"kept: (\S+) \(keys and settings in (\S+)\)", proc.stdout)
+    assert kept is not None, proc.stdout
+    url, tmp = kept.group(1), Path(kept.group(2))
+    try:
+        (key_dir,) = tmp.glob("keys-*")
+        drain = subprocess.run(
+            [sys.executable, str(REPO / "bench/refresh_drain.py"), "--db", url, "--key-dir",
+             str(key_dir), "--drainers", "1,2", "--rounds", "1"],
+            capture_output=True, text=True, timeout=600, cwd=REPO,
+        )  # fmt: skip
+        assert drain.returncode == 0, drain.stderr[-3000:]
+        assert "round 1, 1 drainer(s): 40 groups" in drain.stdout
+        assert "round 1, 2 drainer(s): 40 groups" in drain.stdout
+    finally:
+        admin = os.environ.get("FEDQI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_refresh_drain_names_a_bad_key_dir(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench/refresh_drain.py"), "--db", "sqlite:///x.db",
+         "--key-dir", str(tmp_path / "none")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--key-dir" in proc.stderr and "not a directory" in proc.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
