@@ -37,6 +37,17 @@ def sealed(server, agent_factory):  # type: ignore[no-untyped-def]
     rt.db.dispose()
 
 
+def _refreshed_then_unsealed(server, rt):  # type: ignore[no-untyped-def]
+    """Refresh every group, then clear every stored verdict, as on a network upgraded from
+    before verdicts; returns what the refresh stored (:func:`_bench`)."""
+    with rt.db.session() as s:
+        service.rebuild_all(s)
+    expected = _bench(rt.db)
+    with server.network.database.session() as s:
+        s.execute(update(models.Cell).values(verdict=None))
+    return expected
+
+
 def _rows(db):  # type: ignore[no-untyped-def]
     with db.read() as s:
         return s.execute(
@@ -239,11 +250,7 @@ def test_rows_proven_against_their_envelopes_are_sealed_so_the_next_refresh_trus
     verdict key reads their envelopes and seals the rows that match; later refreshes read none.
     A refresh without the key (a process with no log key) writes no verdict."""
     server, rt = sealed
-    with rt.db.session() as s:
-        service.rebuild_all(s)
-    expected = _bench(rt.db)
-    with server.network.database.session() as s:
-        s.execute(update(models.Cell).values(verdict=None))
+    expected = _refreshed_then_unsealed(server, rt)
     plain = Database(server.network.settings.db)
     try:
         with plain.session() as s:
@@ -274,12 +281,8 @@ def test_db_rebuild_benchmarks_recomputes_every_group_and_seals_old_rows(
     and every row stored without a verdict proven against its envelope and sealed. Without the
     log key it refuses, naming what is missing, and changes nothing."""
     server, rt = sealed
-    with rt.db.session() as s:
-        service.rebuild_all(s)
-    expected = _bench(rt.db)
+    expected = _refreshed_then_unsealed(server, rt)
     groups = {(ind, start) for _, ind, start in expected}
-    with server.network.database.session() as s:
-        s.execute(update(models.Cell).values(verdict=None))
     capsys.readouterr()
     empty = tmp_path / "no-keys"
     empty.mkdir()
@@ -307,11 +310,7 @@ def test_db_rebuild_benchmarks_in_several_processes(sealed, capsys) -> None:  # 
     what one process does, sealing the rows that had no verdict. On SQLite, which writes one
     transaction at a time, it is refused, naming the option, and nothing changes."""
     server, rt = sealed
-    with rt.db.session() as s:
-        service.rebuild_all(s)
-    expected = _bench(rt.db)
-    with server.network.database.session() as s:
-        s.execute(update(models.Cell).values(verdict=None))
+    expected = _refreshed_then_unsealed(server, rt)
     key_dir = str(server.network.settings.key_dir)
     args = ["db", "rebuild-benchmarks", "--db", server.network.db, "--key-dir", key_dir]
     capsys.readouterr()
