@@ -208,12 +208,7 @@ def test_check_source_on_omop_reports_records_before_birth_per_table(
 
 
 def test_cli_load_csv_then_check_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    d = tmp_path / "extract"
-    write_csv(
-        d, "patients", "patient_id,birth_date,sex,registration_start\n1,04/03/1950,F,01/01/2000\n"
-    )
-    write_csv(d, "events", "patient_id,date,code\n1,02/02/2024,38341003\n")
-    write_csv(d, "medications", "patient_id,date,code\n")
+    d = _extract(tmp_path, "1,04/03/1950,F,01/01/2000", "1,02/02/2024,38341003")
     home = tmp_path / "home"
     env = {"FEDQI_AGENT_HOME": str(home)}
     store = tmp_path / "practice.sqlite"
@@ -234,12 +229,7 @@ def test_cli_load_csv_then_check_source(tmp_path: Path, capsys: pytest.CaptureFi
 def test_cli_bad_csv_is_one_line_and_nonzero(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    d = tmp_path / "extract"
-    write_csv(
-        d, "patients", "patient_id,birth_date,sex,registration_start\n1,1950-03-04,Q,2000-01-01\n"
-    )
-    write_csv(d, "events", "patient_id,date,code\n")
-    write_csv(d, "medications", "patient_id,date,code\n")
+    d = _extract(tmp_path, "1,1950-03-04,Q,2000-01-01")
     store = tmp_path / "practice.sqlite"
     code = main(["load-csv", str(d), "--into", str(store)], {"FEDQI_AGENT_HOME": str(tmp_path)})
     err = capsys.readouterr().err
@@ -253,12 +243,7 @@ def test_cli_load_csv_row_before_birth_exits_4_and_keeps_store(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An event dated 1975 for a patient born 1980 is refused (exit 4) and the store kept."""
-    d = tmp_path / "extract"
-    write_csv(
-        d, "patients", "patient_id,birth_date,sex,registration_start\n7,1980-05-06,F,2000-01-01\n"
-    )
-    write_csv(d, "events", "patient_id,date,code\n7,2001-01-01,38341003\n")
-    write_csv(d, "medications", "patient_id,date,code\n")
+    d = _extract(tmp_path, "7,1980-05-06,F,2000-01-01", "7,2001-01-01,38341003")
     store = tmp_path / "practice.sqlite"
     env = {"FEDQI_AGENT_HOME": str(tmp_path)}
     assert main(["load-csv", str(d), "--into", str(store)], env) == 0
@@ -285,12 +270,7 @@ def test_cli_load_fhir_truncated_keeps_store(
         '{"resourceType":"Patient","id":"a","birthDate":"1950-01-01"}\n{"resourceType":"Pat'
     )
     store = tmp_path / "practice.sqlite"
-    d = tmp_path / "extract"
-    write_csv(
-        d, "patients", "patient_id,birth_date,sex,registration_start\n1,1950-03-04,F,2000-01-01\n"
-    )
-    write_csv(d, "events", "patient_id,date,code\n")
-    write_csv(d, "medications", "patient_id,date,code\n")
+    d = _extract(tmp_path, "1,1950-03-04,F,2000-01-01")
     env = {"FEDQI_AGENT_HOME": str(tmp_path)}
     assert main(["load-csv", str(d), "--into", str(store)], env) == 0
     before = dump(open_store(store))
@@ -312,15 +292,19 @@ def test_cli_load_csv_with_an_unknown_date_format_is_a_bad_argument(
     assert not store.exists()
 
 
-def _bad_extract(tmp_path: Path) -> Path:
-    """An extract whose only patient has an unknown sex code: every load of it fails."""
-    d = tmp_path / "bad-extract"
-    write_csv(
-        d, "patients", "patient_id,birth_date,sex,registration_start\n1,1950-03-04,Q,2000-01-01\n"
-    )
-    write_csv(d, "events", "patient_id,date,code\n")
+def _extract(tmp_path: Path, patient: str, event: str | None = None, name: str = "extract") -> Path:
+    """A CSV extract of one patient (its patients.csv row), with one event row or none, and no
+    medications."""
+    d = tmp_path / name
+    write_csv(d, "patients", f"patient_id,birth_date,sex,registration_start\n{patient}\n")
+    write_csv(d, "events", "patient_id,date,code\n" + (f"{event}\n" if event else ""))
     write_csv(d, "medications", "patient_id,date,code\n")
     return d
+
+
+def _bad_extract(tmp_path: Path) -> Path:
+    """An extract whose only patient has an unknown sex code: every load of it fails."""
+    return _extract(tmp_path, "1,1950-03-04,Q,2000-01-01", name="bad-extract")
 
 
 def _truncated_bulk(tmp_path: Path) -> Path:
@@ -359,12 +343,7 @@ def test_cli_failed_load_into_an_existing_store_named_by_url_keeps_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], url: bool
 ) -> None:
     """A store that existed before the load stays, with its contents, when the load fails."""
-    d = tmp_path / "extract"
-    write_csv(
-        d, "patients", "patient_id,birth_date,sex,registration_start\n1,1950-03-04,F,2000-01-01\n"
-    )
-    write_csv(d, "events", "patient_id,date,code\n")
-    write_csv(d, "medications", "patient_id,date,code\n")
+    d = _extract(tmp_path, "1,1950-03-04,F,2000-01-01")
     store = tmp_path / "practice.sqlite"
     into = f"sqlite:///{store}" if url else str(store)
     env = {"FEDQI_AGENT_HOME": str(tmp_path)}
