@@ -79,7 +79,7 @@ def mark_stale(session: Session, groups: Iterable[Group]) -> None:
     transaction, so it commits or rolls back with the submission."""
     # In lock order (group_key), as refresh takes its groups: two transactions that both
     # write several of these rows meet them in the same order.
-    unique = sorted(set(groups), key=lambda g: (group_key(g), g.indicator, g.period_end))
+    unique = sorted(set(groups), key=lock_order)
     if not unique:
         return
     now = _now()
@@ -588,13 +588,12 @@ def refresh(session: Session, groups: Sequence[tuple[Group, int]]) -> int:
         return 0
     done = 0
     locking = _locks_groups(session)
+    ordered = sorted(groups, key=lambda gm: lock_order(gm[0]))
     if locking:
         _share_refresh(session)
-        for key in sorted({group_key(g) for g, _ in groups}):
-            session.execute(_LOCK, {"k": REFRESH_LOCK_KEY, "g": key})
-    for g, mark in sorted(
-        groups, key=lambda gm: (group_key(gm[0]), gm[0].indicator, gm[0].period_end)
-    ):
+        for g, _ in ordered:  # a key two groups share is taken twice: advisory locks count
+            _lock_group(session, g)
+    for g, mark in ordered:
         if locking:
             now = _mark_of(session, g)
             if now is None:
@@ -643,6 +642,12 @@ def group_key(g: Group) -> int:
     order)."""
     k = zlib.crc32(f"{g.indicator}|{g.period_start}|{g.period_end}".encode())
     return k - (1 << 32) if k >= 1 << 31 else k
+
+
+def lock_order(g: Group) -> tuple[int, str, dt.date, dt.date]:
+    """The order in which a transaction takes (and writes) several groups: by lock key, so
+    that two transactions wanting the same groups meet them in the same order."""
+    return group_key(g), g.indicator, g.period_start, g.period_end
 
 
 def _lock_group(session: Session, g: Group) -> None:
