@@ -303,6 +303,17 @@ def fresh_after_receipt(
     return latencies, refreshed
 
 
+def drainer_counts(ap: argparse.ArgumentParser, text: str) -> list[int]:
+    """``--drainers``' comma-separated process counts, or the parser's error naming it."""
+    try:
+        counts = [int(x) for x in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        ap.error(f"--drainers {text!r}: use counts of 1 or more, e.g. 1,2")
+    return counts
+
+
 @contextlib.contextmanager
 def _nothing(path: str) -> Iterator[str]:
     yield path
@@ -359,12 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.drainers is not None:
         if not args.backlog:
             ap.error("--drainers: only with --backlog")
-        try:
-            drainers = [int(x) for x in args.drainers.split(",")]
-        except ValueError:
-            drainers = []
-        if not drainers or min(drainers) < 1:
-            ap.error(f"--drainers {args.drainers!r}: use counts of 1 or more, e.g. 1,2")
+        drainers = drainer_counts(ap, args.drainers)
     if args.rounds < 1:
         ap.error(f"--rounds {args.rounds}: use 1 or more")
     try:

@@ -45,12 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--drainers", default="1,2", help="comma-separated process counts")
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args(argv)
-    try:
-        counts = [int(x) for x in args.drainers.split(",")]
-    except ValueError:
-        counts = []
-    if not counts or min(counts) < 1:
-        ap.error(f"--drainers {args.drainers!r}: use counts of 1 or more, e.g. 1,2")
+    counts = capacity.drainer_counts(ap, args.drainers)
     if not args.key_dir.is_dir():
         ap.error(f"--key-dir {args.key_dir}: not a directory")
     try:
