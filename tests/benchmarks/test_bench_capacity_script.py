@@ -85,7 +85,9 @@ def test_a_backlog_drained_by_several_processes(pg_database_factory, tmp_path: P
 @pytest.mark.postgres
 def test_a_kept_database_drained_by_refresh_drain(pg_database_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """capacity.py --keep leaves its database and keys; bench/refresh_drain.py drains that
-    database's groups with one process, then two, each recomputing every group once."""
+    database's groups with one process, then two, each recomputing every group once; and
+    bench/read_compute.py times a group's entries read stored and computed, on the same
+    database (and names an indicator it does not hold)."""
     import re
     import shutil
 
@@ -107,11 +109,34 @@ def test_a_kept_database_drained_by_refresh_drain(pg_database_factory, tmp_path:
         assert drain.returncode == 0, drain.stderr[-3000:]
         assert "round 1, 1 drainer(s): 40 groups" in drain.stdout
         assert "round 1, 2 drainer(s): 40 groups" in drain.stdout
+        # bench/read_compute.py times one group's entries, stored against computed at read
+        read = subprocess.run(
+            [sys.executable, str(REPO / "bench/read_compute.py"), "--db", url, "--runs", "2"],
+            capture_output=True, text=True, timeout=600, cwd=REPO,
+        )  # fmt: skip
+        assert read.returncode == 0, read.stderr[-3000:]
+        assert re.search(r"group \S+ \S+: 3 practices, 2 runs each", read.stdout), read.stdout
+        assert re.search(r"stored: wall median [\d.]+ ms", read.stdout), read.stdout
+        assert re.search(r"computed: wall median [\d.]+ ms", read.stdout), read.stdout
+        assert "a full national refresh writes 6,240,000 rows" in read.stdout
+        nope = subprocess.run(
+            [sys.executable, str(REPO / "bench/read_compute.py"), "--db", url, "--indicator", "NOPE"],
+            capture_output=True, text=True, timeout=120, cwd=REPO,
+        )  # fmt: skip
+        assert nope.returncode == 2 and "no indicator NOPE stored" in nope.stderr, nope.stderr
     finally:
         admin = os.environ.get("FEDQI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_read_compute_refuses_no_runs(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench/read_compute.py"), "--db", "sqlite:///x.db", "--runs", "0"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--runs 0: use 1 or more" in proc.stderr
 
 
 def test_refresh_drain_names_a_bad_key_dir(tmp_path: Path) -> None:
