@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -30,6 +30,9 @@ from .errors import (
     NotFoundError,
     exit_code_help,
 )
+
+if TYPE_CHECKING:
+    from multiprocessing.synchronize import Event as EventType
 
 app = typer.Typer(
     name="fedqi-aggregator",
@@ -154,7 +157,10 @@ def db_rebuild_benchmarks(
     group per transaction, while the server may keep running: after an upgrade or a change of
     method. Each stored cells row whose verdict does not hold (stored before verdicts, or
     under another log key) is checked against its signed envelope and, if it matches, sealed,
-    so later refreshes need not read its envelope again. Needs the log key (--key-dir)."""
+    so later refreshes need not read its envelope again. Needs the log key (--key-dir). With
+    --jobs, the first process to fail stops the others after the group each is on (each
+    group commits whole or not at all) and its error is printed then; the groups not reached
+    stay stale, for the next run or the server's background refresher."""
     import time as _time
 
     from .benchmarks.service import mark_all_stale, refresh_stale
@@ -171,16 +177,7 @@ def db_rebuild_benchmarks(
         started = _time.perf_counter()
         with rt.db.session() as session:
             marked = mark_all_stale(session)
-        if jobs == 1:
-            done = refresh_stale(rt.db)
-        else:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            # Each process its own runtime (connections, log key); each group's advisory lock
-            # keeps them on different groups (aggregator.benchmarks.service).
-            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-                done = sum(pool.map(_drain, [settings] * jobs))
+        done = refresh_stale(rt.db) if jobs == 1 else _drain_in_processes(settings, jobs)
         seconds = _time.perf_counter() - started
     finally:
         rt.db.dispose()
@@ -191,14 +188,59 @@ def db_rebuild_benchmarks(
     )
 
 
+def _drain_in_processes(settings: Any, jobs: int) -> int:
+    """``rebuild-benchmarks --jobs``: ``jobs`` processes drain the stale groups side by side;
+    returns how many groups they recomputed. The first error one of them raises is raised here
+    as soon as it comes, not once the others have drained the queue: they are told to stop
+    (each after the group it is on, which commits or rolls back whole) and waited for, so none
+    is left running."""
+    import multiprocessing
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    # Each process its own runtime (connections, log key); each group's advisory lock keeps
+    # them on different groups (aggregator.benchmarks.service).
+    with ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_drainer, initargs=(stop,)
+    ) as pool:
+        futures = [pool.submit(_drain, settings) for _ in range(jobs)]
+        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f.exception() for f in finished if f.exception() is not None), None)
+        if failed is not None:
+            stop.set()
+            pool.shutdown(cancel_futures=True)  # and waits for those on a group
+            raise failed
+    return sum(f.result() for f in futures)
+
+
+# In a ``rebuild-benchmarks --jobs`` process: set by the command when another process failed.
+_STOP: EventType | None = None
+
+
+def _drainer(stop: EventType) -> None:
+    """Each ``rebuild-benchmarks --jobs`` process's start (an Event reaches a spawned process
+    only as it starts, not with each call)."""
+    global _STOP
+    _STOP = stop
+
+
 def _drain(settings: Any) -> int:
-    """One ``rebuild-benchmarks --jobs`` process: drain the stale groups others do not hold."""
+    """One ``rebuild-benchmarks --jobs`` process: drain the stale groups others do not hold,
+    until none is left or the command says stop (between groups)."""
     from .benchmarks.service import refresh_stale
     from .runtime import Runtime
 
+    stop = _STOP
+
+    def go_on() -> bool:
+        return stop is None or not stop.is_set()
+
+    if not go_on():  # another process failed before this one started
+        return 0
     rt = Runtime.load(settings)
     try:
-        return refresh_stale(rt.db)
+        return refresh_stale(rt.db, go_on=go_on)
     finally:
         rt.db.dispose()
 

@@ -238,3 +238,51 @@ def serve_on_a_free_port(  # type: ignore[no-untyped-def]
         return proc, port
 
     return on_a_free_port(start)
+
+
+class OneCopyLosesTheDatabase:
+    """``settings`` (an aggregator ``Settings``) as the command that holds them reads them, but
+    of the copies sent to other processes (``rebuild-benchmarks --jobs``), the first one
+    unpickled waits until another process has recomputed a benchmark group, then names a
+    database that does not exist: its process fails as one whose database went away, while
+    the others are draining. ``claim`` is a path no file is at yet: the first copy takes it."""
+
+    def __init__(self, settings, claim: Path) -> None:  # type: ignore[no-untyped-def]
+        self._settings = settings
+        self._claim = claim
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._settings, name)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return _settings_copy, (self._settings, str(self._claim))
+
+
+def _settings_copy(settings, claim: str):  # type: ignore[no-untyped-def]
+    try:
+        os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return settings
+    _wait_for_a_recomputed_group(settings.db)
+    return settings.model_copy(update={"db": f"{settings.db}_gone"})
+
+
+def _wait_for_a_recomputed_group(url: str, timeout: float = 60) -> None:
+    from sqlalchemy import func, select
+
+    from aggregator.benchmarks.models import BenchStale
+    from aggregator.db.session import Database
+
+    db = Database(url)
+    try:
+        count = select(func.count()).select_from(BenchStale)
+        with db.read() as s:
+            queued = s.scalar(count)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with db.read() as s:
+                if s.scalar(count) != queued:
+                    return
+            time.sleep(0.05)
+    finally:
+        db.dispose()

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 
 import pytest
-from sqlalchemy import select, update
+from agg_helpers import OneCopyLosesTheDatabase
+from sqlalchemy import func, select, update
 
 from aggregator.benchmarks import service
-from aggregator.benchmarks.models import BenchPractice
+from aggregator.benchmarks.models import BenchPractice, BenchStale
 from aggregator.cli import main as cli
 from aggregator.db import models
 from aggregator.db.session import Database
@@ -327,6 +329,43 @@ def test_db_rebuild_benchmarks_in_several_processes(sealed, capsys) -> None:  # 
     key = rt.signer.verdict_key
     rows = _rows(rt.db)
     assert rows and all(verdict.holds(key, r.verdict, _binding(r), _values(r)) for r in rows)
+
+
+@pytest.mark.parametrize(
+    "db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+def test_db_rebuild_benchmarks_reports_a_failed_process_at_once(
+    network, tmp_path, capsys, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """``--jobs 2`` where one process loses the database (its copy of the settings names one
+    that does not exist) while the other drains a long queue (2,000 groups, some 20 s of
+    draining here): the error is printed as it comes, as one line, with exit 1, and the other
+    process stops after the group it is on, leaving the rest stale for the next run, instead
+    of draining them all before the error is heard."""
+    queued = 2000
+    now = dt.datetime.now(dt.UTC)
+    days = [dt.date(2000, 1, 1) + dt.timedelta(days=i) for i in range(queued)]
+    with network.database.session() as s:
+        s.add_all(
+            BenchStale(indicator="BP_CONTROL", period_start=d, period_end=d, mark=1, marked_at=now)
+            for d in days
+        )
+    one_lost = OneCopyLosesTheDatabase(network.settings, tmp_path / "claimed")
+    monkeypatch.setattr("aggregator.cli._settings", lambda *args, **kwargs: one_lost)
+    capsys.readouterr()
+    started = time.monotonic()
+    code = cli(["db", "rebuild-benchmarks", "--jobs", "2"])
+    seconds = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.startswith(f"error: cannot reach database {network.db}_gone: "), err
+    assert "does not exist" in err and "Traceback" not in err, err
+    with network.database.read() as s:
+        left = s.scalar(select(func.count()).select_from(BenchStale))
+    assert queued // 2 < left < queued, (
+        f"the other process recomputed {queued - left} of the {queued} queued groups in "
+        f"{seconds:.1f} s before the error was reported"
+    )
 
 
 # Seals made by the first release of verdicts (aggregator/log/verdict.py, migration 0007): the
