@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -26,6 +26,7 @@ from .errors import (
     AggregatorError,
     BadRequestError,
     ConfigError,
+    DatabaseNotReadyError,
     ExitCode,
     NotFoundError,
     exit_code_help,
@@ -163,7 +164,7 @@ def db_rebuild_benchmarks(
     stay stale, for the next run or the server's background refresher."""
     import time as _time
 
-    from .benchmarks.service import mark_all_stale, refresh_stale
+    from .benchmarks.service import mark_all_stale
     from .runtime import Runtime
 
     settings = _settings(db, key_dir, config)
@@ -177,7 +178,7 @@ def db_rebuild_benchmarks(
         started = _time.perf_counter()
         with rt.db.session() as session:
             marked = mark_all_stale(session)
-        done = refresh_stale(rt.db) if jobs == 1 else _drain_in_processes(settings, jobs)
+        done = _refresh_stale(rt.db) if jobs == 1 else _drain_in_processes(settings, jobs)
         seconds = _time.perf_counter() - started
     finally:
         rt.db.dispose()
@@ -228,7 +229,6 @@ def _drainer(stop: EventType) -> None:
 def _drain(settings: Any) -> int:
     """One ``rebuild-benchmarks --jobs`` process: drain the stale groups others do not hold,
     until none is left or the command says stop (between groups)."""
-    from .benchmarks.service import refresh_stale
     from .runtime import Runtime
 
     stop = _STOP
@@ -240,9 +240,28 @@ def _drain(settings: Any) -> int:
         return 0
     rt = Runtime.load(settings)
     try:
-        return refresh_stale(rt.db, go_on=go_on)
+        return _refresh_stale(rt.db, go_on)
     finally:
         rt.db.dispose()
+
+
+def _refresh_stale(db: Any, go_on: Callable[[], bool] | None = None) -> int:
+    """``refresh_stale`` for ``rebuild-benchmarks``: a database that goes away mid-drain is
+    its one-line error (DatabaseNotReadyError), not a traceback; the groups recomputed before
+    are kept, each committed in its own transaction."""
+    from .benchmarks.service import refresh_stale
+    from .web.problems import is_database_unavailable
+
+    try:
+        return refresh_stale(db, go_on=go_on)
+    except Exception as exc:
+        if not is_database_unavailable(exc):
+            raise
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        raise DatabaseNotReadyError(
+            f"rebuild-benchmarks: lost the database: {reason}; the groups recomputed before "
+            "are kept: run it again for the rest"
+        ) from None
 
 
 @app.command()

@@ -18,13 +18,16 @@ from sqlalchemy import func, select, update
 
 from aggregator.benchmarks import service
 from aggregator.benchmarks.models import BenchPractice, BenchStale
+from aggregator.cli import _refresh_stale
 from aggregator.cli import main as cli
 from aggregator.db import models
 from aggregator.db.session import Database
+from aggregator.errors import DatabaseNotReadyError
 from aggregator.log import checks, verdict
 from aggregator.runtime import Runtime
 from protocol.keys import SigningKey
 from protocol.submission import Period
+from tests.ports import free_port
 
 
 @pytest.fixture
@@ -366,6 +369,21 @@ def test_db_rebuild_benchmarks_reports_a_failed_process_at_once(
         f"the other process recomputed {queued - left} of the {queued} queued groups in "
         f"{seconds:.1f} s before the error was reported"
     )
+
+
+def test_db_rebuild_benchmarks_says_in_one_line_that_the_database_went_away() -> None:
+    """A database that stops answering mid-drain (here: nothing listens at its address) is
+    ``rebuild-benchmarks``' one-line error, in one process or in each of ``--jobs``, not the
+    driver's traceback."""
+    db = Database(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/gone")
+    try:
+        with pytest.raises(DatabaseNotReadyError) as raised:
+            _refresh_stale(db)
+    finally:
+        db.dispose()
+    message = raised.value.message
+    assert message.startswith("rebuild-benchmarks: lost the database: "), message
+    assert "127.0.0.1" in message and "\n" not in message and "run it again" in message
 
 
 # Seals made by the first release of verdicts (aggregator/log/verdict.py, migration 0007): the
