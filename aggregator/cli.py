@@ -8,6 +8,7 @@ Every command takes ``--db URL`` (a SQLite file is the default; PostgreSQL in pr
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 import sys
@@ -29,6 +30,7 @@ from .errors import (
     DatabaseNotReadyError,
     ExitCode,
     NotFoundError,
+    PortInUseError,
     exit_code_help,
 )
 
@@ -906,7 +908,7 @@ def serve(
         from .runtime import tune_gc
 
         # Bound here, before the app starts: a port in use is this command's one-line error
-        # (exit 1), not uvicorn's log lines and its exit 3 (which this table gives a missing extra).
+        # (exit 4), not uvicorn's log lines and its exit 3 (which this table gives a missing extra).
         sock = _bind(settings)
         application.state.runtime.warm()
         tune_gc()
@@ -939,15 +941,22 @@ def serve(
     uvicorn.run(factory, factory=True, workers=workers, **common)
 
 
+#: A bind's errno when another socket holds the address: POSIX's EADDRINUSE, and Windows'
+#: WSAEADDRINUSE (10048), which a socket's OSError carries there.
+_ADDRESS_IN_USE = frozenset({errno.EADDRINUSE, 10048})
+
+
 def _bind(settings: Any, *, reuse_port: bool = False) -> Any:
-    """``serve``'s socket on the settings' host and port; one line (ConfigError) if it cannot be
-    bound (a port in use)."""
+    """``serve``'s socket on the settings' host and port; one line if it cannot be bound, with
+    the system's reason: PortInUseError (exit 4) when another process holds them, told by the
+    errno, not by the words, which differ between systems; ConfigError (exit 1) otherwise."""
     from .web.serving import bound_socket
 
     try:
         return bound_socket(settings.host, settings.port, reuse_port=reuse_port)
     except OSError as exc:
-        raise ConfigError(
+        error = PortInUseError if exc.errno in _ADDRESS_IN_USE else ConfigError
+        raise error(
             f"serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
         ) from exc
 
@@ -983,6 +992,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return code if isinstance(code, int) else (ExitCode.OK if code is None else ExitCode.FAILED)
     except AggregatorError as exc:
         typer.echo(f"error: {exc.message}", err=True)
+        if isinstance(exc, PortInUseError):
+            return ExitCode.PORT_IN_USE
         # an argument naming something that does not exist (a kid, a practice) is bad input too
         bad = isinstance(exc, BadRequestError | NotFoundError)
         return ExitCode.BAD_INPUT if bad else ExitCode.FAILED

@@ -5,6 +5,7 @@ maps them to RFC 9457 problem+json with type ``urn:fedqi:problem:<code>``)::
 
     AggregatorError(message, status_code)      500 unless a subclass says otherwise
      +-- ConfigError                           bad settings, missing keys, uninitialised network
+     |    +-- PortInUseError                   serve's host and port are held by another process
      +-- DatabaseNotReadyError    503          unreachable or unmigrated database
      +-- BadRequestError          400          malformed input (envelope, query parameters)
      +-- AuthenticationError      401          no or unknown credentials, unknown key, bad signature
@@ -31,6 +32,7 @@ class ExitCode(IntEnum):
     FAILED = 1
     BAD_INPUT = 2
     MISSING_EXTRA = 3
+    PORT_IN_USE = 4
     LOG_FAILED = 8
 
 
@@ -39,6 +41,7 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.FAILED: "failed: configuration, keys, database, or a rule the request broke",
     ExitCode.BAD_INPUT: "bad argument or input (unknown option, malformed value or file, or naming something unknown)",
     ExitCode.MISSING_EXTRA: "the aggregator's packages are not installed (pip install 'fedqi[aggregator]')",
+    ExitCode.PORT_IN_USE: "serve could not listen: another process holds its host and port (the line printed names them, in the system's words)",
     ExitCode.LOG_FAILED: "log verify found evidence that does not verify (each finding is listed)",
 }
 
@@ -76,6 +79,15 @@ class AggregatorError(Exception):
 class ConfigError(AggregatorError):
     code = "config"
     title = "Configuration error"
+
+
+class PortInUseError(ConfigError):
+    """``serve`` cannot listen: another process holds its host and port. Exits with
+    ``ExitCode.PORT_IN_USE``, which a caller can act on (the demo tries another port) whatever
+    words the operating system used."""
+
+    code = "port-in-use"
+    title = "Address in use"
 
 
 class DatabaseNotReadyError(AggregatorError):

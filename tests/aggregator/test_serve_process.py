@@ -7,10 +7,14 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 from agg_helpers import serve_on_a_free_port
+
+from aggregator.errors import ConfigError, ExitCode, PortInUseError
+from tests.ports import free_port
 
 BIN = Path(sys.executable).parent / "fedqi-aggregator"
 
@@ -81,6 +85,34 @@ def test_serve_on_a_port_in_use_is_one_clear_error(network, workers):  # type: i
              "--port", str(port), "--workers", workers],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
-    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert r.returncode == ExitCode.PORT_IN_USE, (r.returncode, r.stderr)
     assert f"error: serve: cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
     assert "Traceback" not in r.stderr and "startup complete" not in r.stderr
+
+
+def test_a_port_in_use_is_told_by_its_errno_not_by_the_systems_words(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Windows says "Only one usage of each socket address ..." with its own number (10048):
+    still a port in use (exit 4, which the demo acts on), the system's words kept. Another
+    failure to bind (an address this machine does not have: EADDRNOTAVAIL) stays exit 1."""
+    import aggregator.web.serving
+    from aggregator.cli import _bind
+
+    here = SimpleNamespace(host="127.0.0.1", port=8400)
+    windows = "Only one usage of each socket address (protocol/network address/port) is normally permitted"
+
+    def held(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+        raise OSError(10048, windows)
+
+    with monkeypatch.context() as m:
+        m.setattr(aggregator.web.serving, "bound_socket", held)
+        with pytest.raises(PortInUseError) as raised:
+            _bind(here)
+    assert raised.value.message == f"serve: cannot listen on 127.0.0.1:8400: {windows}"
+
+    elsewhere = SimpleNamespace(host="192.0.2.1", port=free_port())  # TEST-NET-1: nobody's
+    with pytest.raises(ConfigError) as raised_too:
+        _bind(elsewhere)
+    assert not isinstance(raised_too.value, PortInUseError)
+    assert raised_too.value.message.startswith("serve: cannot listen on 192.0.2.1:")

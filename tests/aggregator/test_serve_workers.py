@@ -19,6 +19,7 @@ import httpx
 import pytest
 from agg_helpers import serve_on_a_free_port, wait_ready
 
+from aggregator.errors import ExitCode
 from aggregator.web.serving import connections_by_worker, spreads_connections
 
 pytestmark = pytest.mark.skipif(
@@ -139,7 +140,7 @@ def test_a_second_serve_with_workers_refuses_a_port_another_serves(network) -> N
             if second.poll() is None:
                 second.kill()
         err = second.stderr.read().decode() if second.stderr else ""
-        assert code == 1, err
+        assert code == ExitCode.PORT_IN_USE, err
         assert f"error: serve: cannot listen on 127.0.0.1:{port}: Address already in use" in err
         assert (
             set(_workers(first, port)) and httpx.get(f"http://127.0.0.1:{port}/healthz").is_success
