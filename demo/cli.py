@@ -142,6 +142,13 @@ class PortTakenError(DemoError):
     """The aggregator could not listen on its port: another process holds it."""
 
 
+#: ``fedqi-aggregator serve``'s exit code when another process holds its port
+#: (``aggregator.errors.ExitCode.PORT_IN_USE``, docs/aggregator.md): written here because the
+#: demo drives the aggregator through its command line only (tests/demo/test_demo.py checks
+#: that the two agree). Its error line says the same in the system's words, which differ.
+AGGREGATOR_PORT_IN_USE = 4
+
+
 # --- the plan ----------------------------------------------------------------------------------
 
 
@@ -640,8 +647,7 @@ class Server:
                 if self.proc.poll() is not None:
                     tail = home.log("aggregator").read_text(errors="replace").strip().splitlines()
                     last = tail[-1] if tail else "(no output)"
-                    # serve's one line for a port it cannot bind (aggregator/cli.py, _bind)
-                    taken = "cannot listen on" in last and "Address already in use" in last
+                    taken = self.proc.returncode == AGGREGATOR_PORT_IN_USE
                     raise (PortTakenError if taken else DemoError)(
                         f"the aggregator exited ({self.proc.returncode}) while starting: "
                         f"{last} (log: {home.log('aggregator')})"
@@ -1132,6 +1138,10 @@ def _start_server(tools: Tools, port: int) -> Server:
         try:
             server.start()
         except PortTakenError:
+            # What the refused start leaves is harmless to the next: its lines appended to the
+            # aggregator's log (the next start writes its own command line before serve runs),
+            # no pid in the state, no agent pointed at its port (serve binds before it writes
+            # anything: it has only read the database).
             if last:
                 raise
             continue

@@ -389,6 +389,46 @@ def test_demo_on_port_0_serves_on_another_free_port_when_its_first_is_taken(
     assert summary["submissions"]["accepted"] == 1  # the agent sent to the server that answered
 
 
+def test_the_demo_knows_the_aggregators_exit_code_for_a_port_in_use() -> None:
+    from aggregator.errors import ExitCode
+    from demo.cli import AGGREGATOR_PORT_IN_USE
+
+    assert AGGREGATOR_PORT_IN_USE == ExitCode.PORT_IN_USE
+
+
+@pytest.mark.parametrize(
+    ("code", "said", "taken"),
+    [
+        # Windows' words for a port in use: the exit code, not the words, says it
+        (4, "cannot listen on 127.0.0.1:8400: Only one usage of each socket address "
+            "(protocol/network address/port) is normally permitted", True),
+        (1, "database sqlite:///x.db is not migrated (at 0007, needs 0008)", False),
+    ],
+    ids=["port-in-use-in-windows-words", "not-migrated"],
+)  # fmt: skip
+def test_the_demo_tries_another_port_by_serves_exit_code_not_its_words(
+    tmp_path: Path, code: int, said: str, taken: bool
+) -> None:
+    """A server that exits while starting: the demo takes another port (PortTakenError) only
+    when serve exits with its code for a port in use, whatever language the line is in;
+    any other failure is the demo's error, with serve's last line."""
+    from demo.cli import DemoError, DemoHome, PortTakenError, Server, Tools
+
+    fake = tmp_path / "fedqi-aggregator"
+    fake.write_text(
+        f"#!{sys.executable}\nimport sys\nprint('error: serve: {said}')\nsys.exit({code})\n"
+    )
+    fake.chmod(0o755)
+    home = DemoHome(tmp_path / "home")
+    home.logs.mkdir(parents=True)
+    tools = Tools(home, {}, runner="process")
+    tools.aggregator_cmd = str(fake)
+    with pytest.raises(DemoError) as raised:
+        Server(tools, 8400).start(timeout=60)
+    assert isinstance(raised.value, PortTakenError) is taken
+    assert f"exited ({code}) while starting: error: serve: {said}" in str(raised.value)
+
+
 def test_one_practice_runs_with_the_default_groups(tmp_path: Path) -> None:
     """--groups defaults to 5, or to --practices when there are fewer practices."""
     home = tmp_path / "demo-home"
