@@ -49,6 +49,7 @@ from ..submissions.checks import (
     check_signer_count,
     check_size,
 )
+from ..submissions.commit import check_seq
 
 ODS = re.compile(r"^[A-Z][0-9]{5}$")
 # --- administration ----------------------------------------------------------------------------
@@ -375,11 +376,7 @@ def rotate(
                 code="practice-binding",
             )
         check_audience(msg.aud, signer.aud)
-        if msg.seq <= old.last_seq:
-            raise ConflictError(
-                f"replay: seq {msg.seq} is not above the last accepted seq {old.last_seq} for kid {old.kid}",
-                code="seq-not-increasing",
-            )
+        check_seq(msg.seq, old.last_seq, old.kid)  # the same refusal as a submission's
         check_issued_at(msg.iat, now, iat_future, iat_past)
         if session.get(PracticeKey, new_key.kid) is not None:
             raise ConflictError(f"key: kid {new_key.kid} is already enrolled", code="key-exists")

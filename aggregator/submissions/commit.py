@@ -201,11 +201,13 @@ def id_reused(submission_id: str, stored_sha: str) -> ConflictError:
 
 
 def check_seq(seq: int, last_seq: int, kid: str) -> None:
-    """Check 8: ``seq`` must be above the key's last accepted one."""
+    """Check 8: ``seq`` must be above the key's last accepted one (the signing key's own
+    ``kid`` and ``last_seq`` are the refusal's members)."""
     if seq <= last_seq:
         raise ConflictError(
             f"replay: seq {seq} is not above the last accepted seq {last_seq} for kid {kid}",
             code="seq-not-increasing",
+            extensions={"kid": kid, "last_seq": last_seq},
         )
 
 

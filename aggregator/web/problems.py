@@ -64,7 +64,8 @@ def problem_response(
     extensions: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
     """The problem+json answer; ``extensions`` are RFC 9457 extension members, after the
-    standard ones (``period-already-submitted``'s ``current_submission_id``)."""
+    standard ones (``period-already-submitted``'s ``current_submission_id``; each is in
+    :data:`PROBLEM_SCHEMA`)."""
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE + code,
         "title": title,
@@ -172,6 +173,8 @@ def _allowed(request: Request, allow: str) -> str:
     return ", ".join(sorted(methods))
 
 
+_KID = r"^[A-Za-z0-9_\-]{43}$"  # an RFC 7638 thumbprint, unpadded base64url
+
 #: The problem+json schema every error response has (RFC 9457).
 PROBLEM_SCHEMA: dict[str, object] = {
     "title": "Problem",
@@ -188,6 +191,17 @@ PROBLEM_SCHEMA: dict[str, object] = {
             "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
             "description": "409 period-already-submitted: the practice's current submission "
             "for the period, the one a correction names in supersedes",
+        },
+        "kid": {
+            "type": "string",
+            "pattern": _KID,
+            "description": "409 seq-not-increasing: the signing key",
+        },
+        "last_seq": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "409 seq-not-increasing: the last seq accepted for that key; a "
+            "message is accepted only with a seq above it",
         },
     },
 }

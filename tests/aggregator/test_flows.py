@@ -92,6 +92,21 @@ def test_rotate_needs_both_signatures(server, agent_factory):
     assert server.network.counts() == before
 
 
+def test_a_rotation_with_a_used_seq_names_the_key_and_its_last_seq(server, agent_factory):
+    """409 seq-not-increasing on /v1/keys/rotate carries the same members as a submission's:
+    the old key's ``kid`` and its ``last_seq``; nothing is stored."""
+    agent = agent_factory("A81001")
+    assert server.post("/v1/submissions", agent.submission(seq=5)).status_code == 201
+    agent.seq = 2  # the rotation is signed with seq 3
+    before = server.network.counts()
+    r = server.post("/v1/keys/rotate", agent.rotate(SigningKey.generate()))
+    assert r.status_code == 409 and r.json()["type"].endswith("seq-not-increasing"), r.text
+    problem = r.json()
+    assert "seq 3 is not above the last accepted seq 5" in problem["detail"]
+    assert (problem["kid"], problem["last_seq"]) == (agent.key.kid, 5), problem
+    assert server.network.counts() == before
+
+
 def test_revoked_key_history_stays_verifiable(server, agent_factory):
     agent = agent_factory("A81001")
     body = agent.submission()

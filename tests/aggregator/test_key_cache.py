@@ -90,6 +90,7 @@ def test_a_stale_cached_seq_still_gets_the_right_answers(network) -> None:  # ty
     with pytest.raises(AggregatorError) as caught:
         _ingest(rt, agent.submission(period=Period.month(2026, 2), seq=1), stale)
     assert caught.value.code == "seq-not-increasing"
+    assert caught.value.extensions == {"kid": agent.key.kid, "last_seq": 1}  # the stored seq
     assert network.counts() == before
 
 

@@ -134,8 +134,12 @@ def test_lower_seq(enrolled):
         ).status_code
         == 201
     )
-    rejected(server, agent.submission(seq=10), 409, "seq-not-increasing", "seq 10")
-    rejected(server, agent.submission(seq=3), 409, "seq-not-increasing", "seq 3")
+    for seq in (10, 3):
+        problem = rejected(
+            server, agent.submission(seq=seq), 409, "seq-not-increasing", f"seq {seq}"
+        )
+        assert (problem["kid"], problem["last_seq"]) == (agent.key.kid, 10), problem
+        assert set(problem) == {"type", "title", "status", "detail", "kid", "last_seq"}
 
 
 def test_non_canonical_payload(enrolled):
