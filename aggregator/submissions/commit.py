@@ -246,10 +246,15 @@ def _check(state: _State, v: Verified, position: int) -> int | None:
             code="supersedes-mismatch",
         )
     if not target.effective:
+        # The target is this practice's submission for this period (checked above), so both
+        # members are the practice's own submissions.
+        current = state.effective.get((sub.practice, *period))
+        members = {"superseded_by": target.superseded_by, "current_submission_id": current}
         raise ConflictError(
             f"corrections: {sub.supersedes} was already superseded by {target.superseded_by}; "
             "supersede the current version",
             code="already-superseded",
+            extensions={k: v for k, v in members.items() if v is not None},
         )
     return None
 

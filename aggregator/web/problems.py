@@ -173,6 +173,7 @@ def _allowed(request: Request, allow: str) -> str:
     return ", ".join(sorted(methods))
 
 
+_UUID = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 _KID = r"^[A-Za-z0-9_\-]{43}$"  # an RFC 7638 thumbprint, unpadded base64url
 
 #: The problem+json schema every error response has (RFC 9457).
@@ -188,9 +189,15 @@ PROBLEM_SCHEMA: dict[str, object] = {
         # Extension members (RFC 9457), each only on the problem types docs/aggregator.md names.
         "current_submission_id": {
             "type": "string",
-            "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
-            "description": "409 period-already-submitted: the practice's current submission "
-            "for the period, the one a correction names in supersedes",
+            "pattern": _UUID,
+            "description": "409 period-already-submitted, already-superseded: the practice's "
+            "current submission for the period, the one a correction names in supersedes",
+        },
+        "superseded_by": {
+            "type": "string",
+            "pattern": _UUID,
+            "description": "409 already-superseded: the submission that superseded the one "
+            "named in supersedes",
         },
         "kid": {
             "type": "string",

@@ -142,6 +142,30 @@ def test_lower_seq(enrolled):
         assert set(problem) == {"type", "title", "status", "detail", "kid", "last_seq"}
 
 
+def test_a_stale_correction_names_what_superseded_it_and_the_current_one(enrolled):
+    """409 already-superseded names the submission that superseded the one corrected
+    (``superseded_by``) and the period's current submission (``current_submission_id``):
+    after a second correction they differ."""
+    server, agent = enrolled
+    first = agent.submission_model(seed=1)
+    assert server.post("/v1/submissions", agent.sign(first.to_bytes())).status_code == 201
+    fix = agent.submission_model(seed=2, supersedes=first.submission_id, reason="late_data")
+    assert server.post("/v1/submissions", agent.sign(fix.to_bytes())).status_code == 201
+    stale = dict(supersedes=first.submission_id, reason="late_data")
+    problem = rejected(server, agent.submission(seed=3, **stale), 409, "already-superseded")
+    assert problem["superseded_by"] == fix.submission_id, problem
+    assert problem["current_submission_id"] == fix.submission_id, problem
+    fix2 = agent.submission_model(seed=4, supersedes=fix.submission_id, reason="data_correction")
+    assert server.post("/v1/submissions", agent.sign(fix2.to_bytes())).status_code == 201
+    problem = rejected(
+        server, agent.submission(seed=5, **stale), 409, "already-superseded", fix.submission_id
+    )
+    assert problem["superseded_by"] == fix.submission_id, problem
+    assert problem["current_submission_id"] == fix2.submission_id, problem
+    members = {"type", "title", "status", "detail", "superseded_by", "current_submission_id"}
+    assert set(problem) == members
+
+
 def test_non_canonical_payload(enrolled):
     server, agent = enrolled
     value = json.loads(agent.submission_model().to_bytes())
