@@ -191,12 +191,15 @@ def _load_state(session: Session, items: Sequence[Verified]) -> _State:
     return state
 
 
-def id_reused(submission_id: str, stored_sha: str) -> ConflictError:
-    """Check 8: this id was accepted with other envelope bytes."""
+def id_reused(submission_id: str, stored_sha: str, *, own: bool) -> ConflictError:
+    """Check 8: this id was accepted with other envelope bytes. ``own``: the stored submission
+    is the submitting practice's; only then is its envelope's hash the ``envelope_sha256``
+    member (another practice's envelope is not the submitter's to look up)."""
     return ConflictError(
         f"replay: submission_id {submission_id} was already accepted with other bytes "
         f"(envelope sha256 {stored_sha})",
         code="submission-id-reused",
+        extensions={"envelope_sha256": stored_sha} if own else None,
     )
 
 
@@ -220,7 +223,7 @@ def _check(state: _State, v: Verified, position: int) -> int | None:
     if seen is not None:
         if seen.sha == v.sha:
             return -1 if seen.position is None else seen.position
-        raise id_reused(sub.submission_id, seen.sha)
+        raise id_reused(sub.submission_id, seen.sha, own=seen.practice == sub.practice)
     check_seq(sub.seq, state.last_seq[key.kid], key.kid)
     period = (sub.period.start, sub.period.end)
     if sub.supersedes is None:

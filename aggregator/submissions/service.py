@@ -271,7 +271,11 @@ def _stored_receipt(session: Session, sub: Submission, sha: str) -> bytes | None
     if existing is None:
         return None
     if existing.envelope_sha256 != sha:
-        raise id_reused(sub.submission_id, existing.envelope_sha256)
+        raise id_reused(
+            sub.submission_id,
+            existing.envelope_sha256,
+            own=existing.practice_ods == sub.practice,
+        )
     env = session.get(EnvelopeRow, sha)
     assert env is not None
     return bytes(env.receipt)

@@ -199,6 +199,12 @@ PROBLEM_SCHEMA: dict[str, object] = {
             "description": "409 already-superseded: the submission that superseded the one "
             "named in supersedes",
         },
+        "envelope_sha256": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{64}$",
+            "description": "409 submission-id-reused: the sha256 of the envelope stored under "
+            "the submission id (only when it is the same practice's)",
+        },
         "kid": {
             "type": "string",
             "pattern": _KID,

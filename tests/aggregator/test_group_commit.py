@@ -68,6 +68,10 @@ def test_one_batch_answers_each_submission_as_if_alone(network) -> None:  # type
     assert out[0].receipt == out[1].receipt  # type: ignore[union-attr]
     # the 409 names the period's current submission, here one accepted earlier in the batch
     assert out[5].extensions == {"current_submission_id": b1_model.submission_id}  # type: ignore[union-attr]
+    # the write's own replay refusals carry their members too: the stored envelope, here one
+    # accepted earlier in the batch, and the key's last seq as the batch has moved it (a1)
+    assert out[2].extensions == {"envelope_sha256": items[0].sha}  # type: ignore[union-attr]
+    assert out[3].extensions == {"kid": a.key.kid, "last_seq": 1}  # type: ignore[union-attr]
     after = network.counts()
     assert after["submissions"] - before["submissions"] == 3
     assert after["log_size"] - before["log_size"] == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 import time
 
@@ -101,11 +102,35 @@ def test_replayed_submission_returns_the_stored_receipt(enrolled):
 
 
 def test_reused_id_with_other_bytes(enrolled):
+    """409 submission-id-reused carries the stored envelope's sha256 as ``envelope_sha256``,
+    whether the write finds the reuse (a fresh seq) or verification does (a used seq)."""
+    server, agent = enrolled
+    sub = agent.submission_model()
+    body = agent.sign(sub.to_bytes())
+    assert server.post("/v1/submissions", body).status_code == 201
+    stored = hashlib.sha256(body).hexdigest()
+    other = agent.submission(submission_id=sub.submission_id, seed=7)
+    problem = rejected(server, other, 409, "submission-id-reused", sub.submission_id)
+    assert problem["envelope_sha256"] == stored, problem
+    assert set(problem) == {"type", "title", "status", "detail", "envelope_sha256"}
+    old_seq = agent.submission(submission_id=sub.submission_id, seed=8, seq=sub.seq)
+    problem = rejected(server, old_seq, 409, "submission-id-reused", sub.submission_id)
+    assert problem["envelope_sha256"] == stored, problem
+
+
+def test_an_id_reused_from_another_practice_names_no_envelope(enrolled, agent_factory):
+    """Another practice's envelope is not the submitter's to act on: the refusal has no
+    ``envelope_sha256`` member (its detail text is unchanged)."""
     server, agent = enrolled
     sub = agent.submission_model()
     assert server.post("/v1/submissions", agent.sign(sub.to_bytes())).status_code == 201
-    other = agent.submission(submission_id=sub.submission_id, seed=7)
-    rejected(server, other, 409, "submission-id-reused", sub.submission_id)
+    other = agent_factory("B82002")
+    own = other.submission(period=Period.month(2026, 8))
+    assert server.post("/v1/submissions", own).status_code == 201  # B's seq 1
+    for seq in (None, 1):  # found by the write; found by verification (seq not increasing)
+        body = other.submission(submission_id=sub.submission_id, seq=seq)
+        problem = rejected(server, body, 409, "submission-id-reused", sub.submission_id)
+        assert "envelope_sha256" not in problem, problem
 
 
 def test_a_second_plain_submission_names_the_current_one_as_a_member(enrolled):
