@@ -254,6 +254,9 @@ def enrol(
                 f"key: practice {msg.practice} already has active key {current.kid}; rotate it "
                 "(fedqi-agent rotate-key) or have the admin revoke it before enrolling again",
                 code="practice-has-key",
+                # shown only to the holder of a valid token issued for this practice (checked
+                # above): the kid the admin's `key revoke` names
+                extensions={"active_kid": current.kid},
             )
         burnt = session.execute(
             update(EnrolToken)

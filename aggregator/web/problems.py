@@ -216,6 +216,12 @@ PROBLEM_SCHEMA: dict[str, object] = {
             "description": "409 seq-not-increasing: the last seq accepted for that key; a "
             "message is accepted only with a seq above it",
         },
+        "active_kid": {
+            "type": "string",
+            "pattern": _KID,
+            "description": "409 practice-has-key: the practice's active key, the one to "
+            "rotate or to have revoked",
+        },
     },
 }
 

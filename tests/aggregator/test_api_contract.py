@@ -30,7 +30,10 @@ def test_openapi_declares_every_problem_response(server) -> None:  # type: ignor
         assert "application/problem+json" in post[code]["content"], code
     problem = spec["components"]["schemas"]["Problem"]
     assert set(problem["required"]) == {"type", "title", "status", "detail"}
-    assert "current_submission_id" in problem["properties"]  # an extension member, optional
+    # the extension members, each optional (docs/aggregator.md, "HTTP API")
+    members = {"current_submission_id", "superseded_by", "envelope_sha256"}
+    members |= {"kid", "last_seq", "active_kid"}
+    assert members <= set(problem["properties"]) - set(problem["required"])
     assert "Retry-After" in post["503"]["headers"]
     for path, ops in spec["paths"].items():
         for method, op in ops.items():

@@ -49,6 +49,8 @@ def test_enrol_never_replaces_an_active_key(server, agent_factory):
     intruder = SimAgent(ods="A81001", catalogue=default_catalogue())
     r = server.post("/v1/enrol", intruder.enrol(server.network.token("A81001")))
     assert r.status_code == 409 and r.json()["type"].endswith("practice-has-key")
+    # the key to rotate or have revoked, as a member (the token was issued for this practice)
+    assert r.json()["active_kid"] == agent.key.kid, r.json()
     assert server.post("/v1/submissions", agent.submission()).status_code == 201
     assert server.post("/v1/submissions", intruder.submission()).status_code == 401
 
