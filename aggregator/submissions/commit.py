@@ -194,10 +194,11 @@ def _load_state(session: Session, items: Sequence[Verified]) -> _State:
 def id_reused(submission_id: str, stored_sha: str, *, own: bool) -> ConflictError:
     """Check 8: this id was accepted with other envelope bytes. ``own``: the stored submission
     is the submitting practice's; only then is its envelope's hash the ``envelope_sha256``
-    member (another practice's envelope is not the submitter's to look up)."""
+    member, and named in the detail: another practice's envelope is not the submitter's to look
+    up, nor its hash to learn."""
+    named = f" (envelope sha256 {stored_sha})" if own else ""
     return ConflictError(
-        f"replay: submission_id {submission_id} was already accepted with other bytes "
-        f"(envelope sha256 {stored_sha})",
+        f"replay: submission_id {submission_id} was already accepted with other bytes{named}",
         code="submission-id-reused",
         extensions={"envelope_sha256": stored_sha} if own else None,
     )

@@ -119,8 +119,8 @@ def test_reused_id_with_other_bytes(enrolled):
 
 
 def test_an_id_reused_from_another_practice_names_no_envelope(enrolled, agent_factory):
-    """Another practice's envelope is not the submitter's to act on: the refusal has no
-    ``envelope_sha256`` member (its detail text is unchanged)."""
+    """Another practice's envelope is not the submitter's to act on, nor its hash to learn: the
+    refusal has no ``envelope_sha256`` member and its detail names no hash."""
     server, agent = enrolled
     sub = agent.submission_model()
     assert server.post("/v1/submissions", agent.sign(sub.to_bytes())).status_code == 201
@@ -131,6 +131,7 @@ def test_an_id_reused_from_another_practice_names_no_envelope(enrolled, agent_fa
         body = other.submission(submission_id=sub.submission_id, seq=seq)
         problem = rejected(server, body, 409, "submission-id-reused", sub.submission_id)
         assert "envelope_sha256" not in problem, problem
+        assert "sha256" not in problem["detail"], problem
 
 
 def test_a_second_plain_submission_names_the_current_one_as_a_member(enrolled):
