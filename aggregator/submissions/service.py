@@ -236,10 +236,15 @@ def verify(
                 checks.check_issued_at(sub.iat, now, limits.iat_future, limits.iat_past)
                 checks.check_period_is_month(sub.period)
                 checks.check_period_ended(sub.period.end, sub.period.label, now, limits.iat_future)
-            except AggregatorError:
+            except AggregatorError as exc:
                 stored = _stored_receipt(session(), sub, sha)
                 if stored is not None:
                     return Ingested(stored, created=False, submission_id=sub.submission_id)
+                if exc.code == "seq-not-increasing":
+                    # Refused on this process's cached seq, which another worker may have
+                    # passed: the refusal names the stored one (its last_seq member is what a
+                    # sender goes above), read now.
+                    check_seq(sub.seq, _stored_last_seq(session(), key), key.kid)
                 raise
             ref = sub.catalogue
             known = checks.check_catalogue(
@@ -252,6 +257,14 @@ def verify(
         # Check 13 (corrections) needs the stored state and runs under the sequencer only.
         when = dt.datetime.fromtimestamp(now, tz=dt.UTC)
         return Verified.of(sub, body, sha, sha256_hex(payload), when, signer.verdict_key)
+
+
+def _stored_last_seq(session: Session, key: KnownKey) -> int:
+    """The key's last accepted seq as stored (the cached one may be behind it, never ahead)."""
+    stored = session.execute(
+        select(PracticeKey.last_seq).where(PracticeKey.kid == key.kid)
+    ).scalar()
+    return key.last_seq if stored is None else max(int(stored), key.last_seq)
 
 
 def _verify_message(env: Envelope, key: KnownKey, aud: str) -> tuple[Submission, bytes]:

@@ -94,6 +94,28 @@ def test_a_stale_cached_seq_still_gets_the_right_answers(network) -> None:  # ty
     assert network.counts() == before
 
 
+def test_a_seq_refused_on_a_stale_cached_seq_names_the_stored_last_seq(network) -> None:  # type: ignore[no-untyped-def]
+    """This process cached the key at seq 5; another accepted up to seq 10; a message with seq 3
+    is refused by the check before the write, on the cached seq, and its last_seq member is the
+    stored 10, not the cached 5 (a sender going above 5 would be refused again)."""
+    agent = enrolled(network, "A81001")
+    rt, elsewhere = network.runtime(), network.runtime()
+    stale = KeyCache()
+    assert _ingest(rt, agent.submission(period=Period.month(2026, 1), seq=5), stale).created
+    assert stale.get(agent.key.kid).last_seq == 5  # type: ignore[union-attr]
+    assert _ingest(
+        elsewhere, agent.submission(period=Period.month(2026, 2), seq=10), KeyCache()
+    ).created
+
+    before = network.counts()
+    with pytest.raises(AggregatorError) as caught:
+        _ingest(rt, agent.submission(period=Period.month(2026, 3), seq=3), stale)
+    assert caught.value.code == "seq-not-increasing"
+    assert caught.value.extensions == {"kid": agent.key.kid, "last_seq": 10}
+    assert "last accepted seq 10" in caught.value.message
+    assert network.counts() == before
+
+
 def test_warm_loads_the_active_keys_and_latest_catalogues_so_a_first_submission_reads_nothing(
     network,
 ) -> None:  # type: ignore[no-untyped-def]
