@@ -12,7 +12,7 @@ import errno
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -178,7 +178,7 @@ def db_rebuild_benchmarks(
                 "leave --jobs out"
             )
         started = _time.perf_counter()
-        with rt.db.session() as session:
+        with _database_failures(), rt.db.session() as session:
             marked = mark_all_stale(session)
         done = _refresh_stale(rt.db) if jobs == 1 else _drain_in_processes(settings, jobs)
         seconds = _time.perf_counter() - started
@@ -208,7 +208,11 @@ def _drain_in_processes(settings: Any, jobs: int) -> int:
         jobs, mp_context=context, initializer=_drainer, initargs=(stop,)
     ) as pool:
         futures = [pool.submit(_drain, settings) for _ in range(jobs)]
-        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        try:
+            finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:  # the command itself interrupted (Ctrl-C, a signal)
+            stop.set()
+            raise
         failed = next((f.exception() for f in finished if f.exception() is not None), None)
         if failed is not None:
             stop.set()
@@ -248,20 +252,30 @@ def _drain(settings: Any) -> int:
 
 
 def _refresh_stale(db: Any, go_on: Callable[[], bool] | None = None) -> int:
-    """``refresh_stale`` for ``rebuild-benchmarks``: a database that goes away mid-drain is
-    its one-line error (DatabaseNotReadyError), not a traceback; the groups recomputed before
-    are kept, each committed in its own transaction."""
+    """``refresh_stale`` for ``rebuild-benchmarks``, its database failures one line
+    (:func:`_database_failures`)."""
     from .benchmarks.service import refresh_stale
+
+    with _database_failures():
+        return refresh_stale(db, go_on=go_on)
+
+
+@contextmanager
+def _database_failures() -> Iterator[None]:
+    """``rebuild-benchmarks``: a database that fails mid-way (its connection lost, a statement
+    it cancels) is the command's one-line error (DatabaseNotReadyError), not the driver's
+    traceback; the groups recomputed before are kept, each committed in its own
+    transaction."""
     from .web.problems import is_database_unavailable
 
     try:
-        return refresh_stale(db, go_on=go_on)
+        yield
     except Exception as exc:
         if not is_database_unavailable(exc):
             raise
         reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
         raise DatabaseNotReadyError(
-            f"rebuild-benchmarks: lost the database: {reason}; the groups recomputed before "
+            f"rebuild-benchmarks: the database failed: {reason}; the groups recomputed before "
             "are kept: run it again for the rest"
         ) from None
 
