@@ -952,6 +952,9 @@ def serve(
         reserve = _bind(settings, reuse_port=True)
         serve_workers({"app": factory, "factory": True, **common}, reserve, workers)
         return
+    # Elsewhere uvicorn binds the port itself: tried here first, so a port in use is this
+    # command's one line and exit 4 on every platform, not uvicorn's exit 3.
+    _bind(settings).close()
     uvicorn.run(factory, factory=True, workers=workers, **common)
 
 

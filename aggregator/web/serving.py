@@ -44,11 +44,16 @@ def spreads_connections() -> bool:
 
 def bound_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """A TCP socket bound to ``(host, port)`` with ``SO_REUSEADDR``, as uvicorn binds one, and
-    with ``reuse_port`` also ``SO_REUSEPORT`` (each worker's own socket); not yet listening."""
+    with ``reuse_port`` also ``SO_REUSEPORT`` (each worker's own socket); not yet listening.
+    On Windows, where ``SO_REUSEADDR`` would let the bind take a port another process holds,
+    ``SO_EXCLUSIVEADDRUSE`` instead, so a port in use is refused (WSAEADDRINUSE) there too."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if sys.platform == "win32":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))

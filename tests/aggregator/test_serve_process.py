@@ -116,3 +116,33 @@ def test_a_port_in_use_is_told_by_its_errno_not_by_the_systems_words(
         _bind(elsewhere)
     assert not isinstance(raised_too.value, PortInUseError)
     assert raised_too.value.message.startswith("serve: cannot listen on 192.0.2.1:")
+
+
+def test_workers_that_uvicorn_binds_still_refuse_a_held_port_with_exit_4(
+    network, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    """Where SO_REUSEPORT does not spread connections (not Linux), ``serve --workers 2`` hands
+    the port to uvicorn, which would bind it itself and exit 3 on a clash: serve tries the port
+    first, so a held one is its one line and exit 4 there too, and uvicorn is never started."""
+    import uvicorn
+
+    import aggregator.web.serving
+    from aggregator.cli import main as cli
+
+    monkeypatch.setattr(aggregator.web.serving, "spreads_connections", lambda: False)
+    started: list[object] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: started.append(args))
+    for name in ("FEDQI_AGGREGATOR_DB", "FEDQI_AGGREGATOR_KEY_DIR", "FEDQI_AGGREGATOR_CONFIG"):
+        monkeypatch.setenv(name, "")  # serve sets these for its workers; undone after the test
+        monkeypatch.delenv(name)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        capsys.readouterr()
+        code = cli(["serve", "--db", network.db, "--key-dir", str(network.settings.key_dir),
+                    "--port", str(port), "--workers", "2"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == ExitCode.PORT_IN_USE == 4, err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err, err
+    assert started == []
