@@ -744,21 +744,8 @@ def build_practice(
         result.steps_done.append("practice add")
 
     agent_home = home.agent(plan.ods)
-    if not (agent_home / "keys" / "active").exists():
-        if (agent_home / "agent.toml").exists():
-            tools.agent(plan.ods, "init")  # an earlier run wrote the config, not yet the key
-        else:
-            tools.agent(
-                plan.ods,
-                "init",
-                "--practice", plan.ods,
-                "--aud", AUD,
-                "--aggregator-url", server_url,
-                "--source-url", str(records),
-            )  # fmt: skip
+    if _init_agent(tools, plan.ods, agent_home, server_url, records):
         result.steps_done.append("init")
-    else:
-        _point_agent_at(agent_home, server_url)
 
     if not (agent_home / "trust.json").exists():
         token = tools.aggregator(
@@ -795,6 +782,29 @@ def build_practice(
         result.run_outcomes.append(approved)
         tick("submitted", 1 if approved.get("state") == "accepted" else 0)
     return result
+
+
+def _init_agent(tools: Any, ods: str, agent_home: Path, server_url: str, records: Path) -> bool:
+    """Make the practice's agent home pointed at ``server_url`` (``fedqi-agent init``), or, on a
+    resumed run, point the existing one there; True if ``init`` ran. A home an earlier run left
+    with its config but not yet its key (interrupted inside ``init``) is pointed at this run's
+    server first, which may be on another --port, so that the key made now is enrolled here."""
+    if (agent_home / "keys" / "active").exists():
+        _point_agent_at(agent_home, server_url)
+        return False
+    if (agent_home / "agent.toml").exists():
+        _point_agent_at(agent_home, server_url)
+        tools.agent(ods, "init")
+        return True
+    tools.agent(
+        ods,
+        "init",
+        "--practice", ods,
+        "--aud", AUD,
+        "--aggregator-url", server_url,
+        "--source-url", str(records),
+    )  # fmt: skip
+    return True
 
 
 def _point_agent_at(agent_home: Path, server_url: str) -> None:

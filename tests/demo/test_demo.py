@@ -534,3 +534,49 @@ def test_every_demo_option_is_documented() -> None:
     assert len(options) >= 10
     missing = [opt for opt in options if f"`{opt}" not in text]
     assert missing == []
+
+
+def test_an_agent_home_left_without_its_key_is_pointed_at_this_runs_server_first(
+    tmp_path: Path,
+) -> None:
+    """A demo interrupted inside ``fedqi-agent init`` leaves the agent's config without its key;
+    resumed on another --port, the config is pointed at the new server before ``init`` makes the
+    key (which is then enrolled there), not left on the old port. A home with its key is
+    pointed there without ``init``; a new one gets ``init`` with every option."""
+    from demo.cli import _init_agent
+
+    agent_home = tmp_path / "agents" / "A81001"
+    made = subprocess.run(
+        [str(Path(sys.executable).parent / "fedqi-agent"), "init", "--practice", "A81001",
+         "--aud", "fedqi-demo", "--aggregator-url", "http://127.0.0.1:1111",
+         "--source-url", str(tmp_path / "records"), "--home", str(agent_home), "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    shutil.rmtree(agent_home / "keys")  # interrupted before the key was written
+
+    class Tools:  # records what the demo would run, and the config as it was then
+        calls: list[tuple[str, tuple[str, ...], str]] = []
+
+        def agent(self, ods: str, *args: str) -> None:
+            config = agent_home / "agent.toml"
+            self.calls.append((ods, args, config.read_text() if config.exists() else ""))
+
+    tools = Tools()
+    new = "http://127.0.0.1:2222"
+    assert _init_agent(tools, "A81001", agent_home, new, tmp_path / "records") is True
+    ((ods, args, config),) = tools.calls
+    assert (ods, args) == ("A81001", ("init",))
+    assert f'aggregator_url = "{new}"' in config and "1111" not in config
+
+    (agent_home / "keys").mkdir()
+    (agent_home / "keys" / "active").write_text("kid")
+    assert _init_agent(tools, "A81001", agent_home, "http://127.0.0.1:3333", tmp_path) is False
+    assert len(tools.calls) == 1
+    assert 'aggregator_url = "http://127.0.0.1:3333"' in (agent_home / "agent.toml").read_text()
+
+    fresh = tmp_path / "agents" / "A81002"
+    assert _init_agent(tools, "A81002", fresh, new, tmp_path / "records") is True
+    assert tools.calls[-1][1] == ("init", "--practice", "A81002", "--aud", "fedqi-demo",
+                                  "--aggregator-url", new, "--source-url",
+                                  str(tmp_path / "records"))  # fmt: skip
