@@ -1,0 +1,141 @@
+"""Records dated before their patient's birth: counted per table, refused by every command that
+computes, reported by ``check-source``.
+
+A record cannot precede the patient's birth, and a rule would count one silently. The loaders
+(``load-csv``, ``load-fhir``) refuse such a record, naming its file and line; a database read as
+it is, an OMOP CDM database (:mod:`agent.sources.omop`), is checked here instead: per dated
+table, how many rows are dated before their person's birth and of how many persons. Counts
+only: no row, person or date is returned, and the refusal names none.
+
+    birth_check(dated, person, key, birth) -> BirthCheck    the statements, for any schema
+    count_before_birth(check, first_row) -> {label: BeforeBirth}
+    before_birth_error(source, dated, counts, person=..., birth=...) -> SourceError | None
+
+Where nothing is wrong the check is one statement: each person's earliest date in each table (a
+grouping over one scan of the table, no per-row date arithmetic) compared with their birth; rows
+are counted only in a table where a person has one, so the refusal, not the common case, pays
+for the count. Nothing here imports SQLAlchemy at module level: the statements can be compiled
+once and run on a plain DB-API connection (:meth:`BirthCheck.map`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
+
+from agent.errors import SourceError
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+
+class BeforeBirth(NamedTuple):
+    """A table's rows dated before their person's birth, and the persons they are of."""
+
+    rows: int
+    persons: int
+
+
+class Dated(NamedTuple):
+    """A table's date column, checked against its person's birth."""
+
+    table: str
+    column: str
+
+
+Q = TypeVar("Q")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class BirthCheck(Generic[Q]):
+    """The statements of a check: ``persons`` is one statement whose one row gives, for each
+    label of ``dated`` in order, how many persons have a row dated before their birth;
+    ``rows[label]`` how many rows, run only for a label with such a person. ``Q`` is a
+    SQLAlchemy select, or its SQL compiled for a plain connection (:meth:`map`)."""
+
+    dated: dict[str, Dated]
+    persons: Q
+    rows: dict[str, Q]
+
+    def map(self, f: Callable[[Q], R]) -> BirthCheck[R]:
+        return BirthCheck(self.dated, f(self.persons), {k: f(q) for k, q in self.rows.items()})
+
+
+def birth_check(
+    dated: Mapping[str, Dated],
+    person: sa.TableClause,
+    key: str,
+    birth: sa.ColumnElement[Any],
+    schema: str | None = None,
+) -> BirthCheck[sa.Select[Any]]:
+    """The check of ``dated`` against ``birth`` (an expression over ``person``'s columns),
+    each dated table joined to ``person`` on the column ``key`` that both have. A dated table
+    may be ``person`` itself (a date of the patient's own, such as a death)."""
+    import sqlalchemy as sa
+
+    persons = []
+    rows = {}
+    for i, (label, d) in enumerate(dated.items()):
+        t = sa.table(d.table, sa.column(key), sa.column(d.column), schema=schema).alias(f"d{i}")
+        first = (
+            sa.select(t.c[key], sa.func.min(t.c[d.column]).label("first"))
+            .group_by(t.c[key])
+            .subquery(f"first_{i}")
+        )
+        persons.append(
+            sa.select(sa.func.count())
+            .select_from(first.join(person, person.c[key] == first.c[key]))
+            .where(first.c.first < birth)
+            .scalar_subquery()
+            .label(f"persons_{i}")
+        )
+        rows[label] = (
+            sa.select(sa.func.count())
+            .select_from(t.join(person, person.c[key] == t.c[key]))
+            .where(t.c[d.column] < birth)
+        )
+    return BirthCheck(dict(dated), sa.select(*persons), rows)
+
+
+def count_before_birth(
+    check: BirthCheck[Q], first_row: Callable[[Q], Sequence[Any] | None]
+) -> dict[str, BeforeBirth]:
+    """Run ``check`` (``first_row`` executes one of its statements and returns its first
+    row): for each label, the rows dated before their person's birth and of how many persons."""
+    found = first_row(check.persons) or ()
+    out = {}
+    for label, n_persons in zip(check.dated, found, strict=True):
+        n_rows = 0
+        if n_persons:
+            (n_rows,) = first_row(check.rows[label]) or (0,)
+        out[label] = BeforeBirth(rows=int(n_rows), persons=int(n_persons))
+    return out
+
+
+def before_birth_error(
+    source: str,
+    dated: Mapping[str, Dated],
+    counts: Mapping[str, BeforeBirth],
+    *,
+    person: str,
+    birth: str,
+) -> SourceError | None:
+    """The refusal of a database with rows dated before their person's birth, or None if it
+    has none: ``source`` names the database (the message's start), then each table, its date
+    column and how many rows of how many persons, never a row, a person or a date (the
+    loaders name the first such record's file and line, which a database has not)."""
+    found = [
+        f"{dated[label].table}.{dated[label].column} {n.rows} row(s) of {n.persons} person(s)"
+        for label, n in counts.items()
+        if n.rows
+    ]
+    if not found:
+        return None
+    return SourceError(
+        f"{source}rows dated before their {person}'s birth ({birth}): {'; '.join(found)}. A "
+        "record cannot precede the patient's birth, so nothing is computed from this database "
+        "until they are corrected in it (check-source counts them; docs/sources.md shows how to "
+        "list them)"
+    )
