@@ -92,8 +92,9 @@ def source_kind(settings: AgentSettings, engine: Engine) -> str:
 
 def open_source(settings: AgentSettings, *, refuse_before_birth: bool = True) -> Engine:
     """A read-only engine on the practice database; one line naming it if it cannot be read.
-    An OMOP database with rows dated before their person's birth is refused, unless
-    ``refuse_before_birth`` is false (``check-source``, which counts them)."""
+    A database with rows dated before their patient's birth (an OMOP database, or one in the
+    canonical tables: :mod:`agent.sources.birth`) is refused, unless ``refuse_before_birth``
+    is false (``check-source``, which counts them)."""
     import sqlalchemy as sa
 
     from agent.sources import schema
@@ -121,7 +122,30 @@ def open_source(settings: AgentSettings, *, refuse_before_birth: bool = True) ->
     if missing:
         engine.dispose()
         raise SourceError.missing_tables(where, missing)
+    if refuse_before_birth:
+        _refuse_before_birth(engine, where)
     return engine
+
+
+def _refuse_before_birth(engine: Engine, where: str) -> None:
+    """Fail, naming each table and date column and how many rows, when the practice database
+    holds a row dated before its patient's birth, as load-csv and load-fhir refuse such a
+    record (a database the practice supplies itself was never loaded, so nothing checked it).
+    Counts only: no row, patient or date is named."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from agent.sources.birth import practice_before_birth, practice_error
+
+    try:
+        with engine.connect() as conn:
+            counts = practice_before_birth(conn)
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise SourceError.cannot_read(exc, where) from None
+    error = practice_error(where, counts)
+    if error is not None:
+        engine.dispose()
+        raise error
 
 
 def _display(target: str) -> str:
