@@ -190,10 +190,13 @@ def test_check_source_on_omop_reports_records_before_birth_per_table(
     assert "- OMOP: correct the 2 rows dated before their person's birth" in text
     assert "Nothing: the source looks ready" not in text
     assert "1969-12-31" not in text and "1969-05-01" not in text  # no date of theirs
-    # A store has no such check (its loads refuse such rows): nothing is said.
+    # The store it was exported from has none: counted, nothing to say.
     assert main(["check-source", "--db", str(tmp_path / "s.sqlite"), "--json", "--catalogue",
                  str(catalogue)], env) == 0  # fmt: skip
-    assert json.loads(capsys.readouterr().out)["before_birth"] is None
+    found = json.loads(capsys.readouterr().out)["before_birth"]
+    assert set(found) == {"events", "medications", "patients.registration_start",
+                          "patients.death_date"}  # fmt: skip
+    assert {k for k, v in found.items() if v != {"rows": 0, "persons": 0}} == set()
 
     (tmp_path / "home").mkdir(exist_ok=True)
     init = ["init", "--home", str(tmp_path / "home"), "--practice", "A81001", "--aud", "t",
@@ -311,6 +314,57 @@ def test_practice_records_before_birth_is_one_statement_where_nothing_is_wrong(
     assert len(_statements_of_the_check(_store(tmp_path / "clean.sqlite"))) == 1
     # the grouped statement, then one count of rows for each of the four that has some
     assert len(_statements_of_the_check(_store_before_birth(tmp_path / "p.sqlite"))) == 5
+
+
+def test_check_source_on_a_practice_database_reports_records_before_birth(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check-source reports a practice database's rows dated before birth (exit 0), per table
+    and column, with what preview and submit do and what to correct; no patient, no date."""
+    store = tmp_path / "practice.sqlite"
+    _store_before_birth(store).dispose()
+    catalogue = tmp_path / "cat.json"
+    catalogue.write_text(_catalogue().model_dump_json())
+    env = {"FEDQI_AGENT_HOME": str(tmp_path / "home")}
+    args = ["check-source", "--db", str(store), "--catalogue", str(catalogue)]
+    assert main([*args, "--json"], env) == 0
+    assert json.loads(capsys.readouterr().out)["before_birth"] == {
+        "events": {"rows": 2, "persons": 1},
+        "medications": {"rows": 1, "persons": 1},
+        "patients.registration_start": {"rows": 1, "persons": 1},
+        "patients.death_date": {"rows": 1, "persons": 1},
+    }
+    assert main(args, env) == 0
+    out = capsys.readouterr().out
+    text = " ".join(out.split())
+    assert (
+        "Rows dated before their patient's birth, which cannot be: events 2 rows (1 person), "
+        "medications 1 row (1 person), patients.registration_start 1 row (1 person), "
+        "patients.death_date 1 row (1 person). Preview and submit refuse this database until "
+        "they are corrected."
+    ) in text
+    assert "- Correct the 5 rows dated before their patient's birth (per table above)" in text
+    assert "OMOP" not in text and "Nothing: the source looks ready" not in text
+    # What it says of them names no date and no patient (the tables' date ranges above are
+    # the practice's own first and last, as on any source).
+    said = text[text.index("Rows dated before") : text.index("WHAT IS MISSING")]
+    said += text[text.index("- Correct the") :]
+    for value in ("1949", "1950-03-0", "1959", "1960-05", "1969", "NHS-A", "patient 1"):
+        assert value not in said
+    assert "NHS-A" not in out
+
+    (tmp_path / "home").mkdir(exist_ok=True)
+    init = ["init", "--home", str(tmp_path / "home"), "--practice", "A81001", "--aud", "t",
+            "--aggregator-url", "http://127.0.0.1:9", "--source-url", str(store)]  # fmt: skip
+    assert main(init, env) == 0
+    capsys.readouterr()
+    assert main(["check-source", "--catalogue", str(catalogue)], env) == 0  # source.url
+    assert "events 2 rows (1 person)" in capsys.readouterr().out
+    code = main(["preview", "--period", "2024-12", "--local"], env)
+    out, err = capsys.readouterr()
+    assert code == 4 and out == "" and err.count("\n") == 1, err
+    assert f"source.url: the practice database {store} has rows dated before" in err
+    assert "events.date 2 row(s) of 1 person(s);" in err
 
 
 def test_cli_load_csv_then_check_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
