@@ -194,6 +194,9 @@ def compute_raw_cells(
 
         key = stored.statement_key(catalogue, indicators)
         statement = stored.load(settings.home, key)
+        # Opening the file to compile the statement checks it for records before birth
+        # (open_source): the run need not read every row again.
+        checked = statement is None
         if statement is None:
             with _reading(settings) as engine:
                 try:
@@ -206,7 +209,9 @@ def compute_raw_cells(
                         list(cells), source_kind(settings, engine), newest_record(engine)
                     )
             stored.save(settings.home, statement)
-        cells, newest = stored.run(path, statement, catalogue, period_end)
+        cells, newest = stored.run(
+            path, statement, catalogue, period_end, refuse_before_birth=not checked
+        )
         return Computed(cells, settings.source.kind or "duckdb", newest)
     from agent.engine import compute_cells
 

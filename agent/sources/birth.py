@@ -11,12 +11,13 @@ Counts only: no row, person or date is returned, and the refusal names none.
     birth_check(dated, person, key, birth) -> BirthCheck    the statements, for any schema
     count_before_birth(check, first_row) -> {label: BeforeBirth}
     before_birth_error(source, dated, counts, person=..., birth=...) -> SourceError | None
-    practice_check(), practice_error(where, counts)         the canonical tables'
+    practice_check(dialect), practice_error(where, counts)  the canonical tables'
 
 Where nothing is wrong the check is one statement: each person's earliest date in each table (a
-grouping over one scan of the table, no per-row date arithmetic) compared with their birth; rows
-are counted only in a table where a person has one, so the refusal, not the common case, pays
-for the count. Nothing here imports SQLAlchemy at module level: a DuckDB practice's stored
+grouping over one scan of the table, no per-row date arithmetic) compared with their birth, or,
+where that is the cheaper (a practice database on SQLite), each row's date; rows are counted
+only in a table where a person has one, so the refusal, not the common case, pays for the
+count. Nothing here imports SQLAlchemy at module level: a DuckDB practice's stored
 statement (agent/engine/stored.py) runs the canonical check, compiled once, on a plain
 ``duckdb`` connection.
 """
@@ -79,10 +80,9 @@ def birth_check(
     each dated table joined to ``person`` on the column ``key`` that both have. A dated table
     may be ``person`` itself (a date of the patient's own, such as a death).
 
-    The persons are counted from each person's earliest date (a grouping), or with
-    ``per_row`` from the rows themselves, each compared with its person's birth: the cheaper
-    on SQLite where the birth is a column, which has no hash grouping (see
-    :func:`practice_check`); the same counts either way."""
+    The persons are counted from each person's earliest date (a grouping) compared with their
+    birth, or, with ``per_row``, from the rows whose own date is before it: the same counts,
+    and which is the cheaper depends on the database (:func:`practice_check`)."""
     import sqlalchemy as sa
 
     persons = []
@@ -172,8 +172,8 @@ def practice_check(dialect: str) -> BirthCheck[sa.Select[Any]]:
     the database ``dialect`` (its SQLAlchemy name).
 
     On SQLite the persons are counted per row: SQLite groups through a temporary B-tree, so
-    grouping 7 million events by patient costs more (1.8 s of CPU on 30,000 patients) than
-    looking each row's birth date up by the primary key (1.5 s). DuckDB and PostgreSQL group
+    grouping 7 million events by patient costs more (1.8-2.1 s of CPU on 30,000 patients) than
+    looking each row's birth date up by the primary key (1.5-1.6 s). DuckDB and PostgreSQL group
     by hashing: there the grouping is the cheaper (58 against 78 ms on DuckDB;
     docs/benchmarks.md, "The before-birth check on a practice database")."""
     import sqlalchemy as sa

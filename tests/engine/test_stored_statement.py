@@ -222,6 +222,19 @@ def test_the_stored_statement_refuses_a_record_before_birth(
             [pid, birth - dt.timedelta(days=1), pid, birth - dt.timedelta(days=400)],
         )
     (home / "agent.toml").write_text(f'[source]\nurl = "{supplied}"\n')
+    expected = (
+        f"source.url: the practice database {supplied} has rows dated before their patient's "
+        "birth (patients.birth_date): events.date 2 row(s) of 1 person(s). A record cannot "
+        "precede the patient's birth, so nothing is computed from this database until they "
+        "are corrected in it (check-source counts them; docs/sources.md shows how to list them)"
+    )
+    # A home with no statement yet: opening the file to compile one refuses it.
+    cold = tmp_path / "cold"
+    cold.mkdir()
+    (cold / "agent.toml").write_text(f'[source]\nurl = "{supplied}"\n')
+    with pytest.raises(SourceError, match=r"^source\.url: the practice database") as err:
+        compute_raw_cells(get_settings(cold, environ={}), catalogue, ENDS[0])
+    assert str(err.value) == expected and not _files(cold)
 
     def no_compiling(*args: object, **kwargs: object) -> None:
         raise AssertionError("compiled again")
@@ -229,12 +242,7 @@ def test_the_stored_statement_refuses_a_record_before_birth(
     monkeypatch.setattr(stored, "compile_statement", no_compiling)  # the stored path, then
     with pytest.raises(SourceError) as err:
         compute_raw_cells(get_settings(home, environ={}), catalogue, ENDS[0])
-    assert str(err.value) == (
-        f"source.url: the practice database {supplied} has rows dated before their patient's "
-        "birth (patients.birth_date): events.date 2 row(s) of 1 person(s). A record cannot "
-        "precede the patient's birth, so nothing is computed from this database until they "
-        "are corrected in it (check-source counts them; docs/sources.md shows how to list them)"
-    )
+    assert str(err.value) == expected
     assert err.value.exit_code == 4
 
 
