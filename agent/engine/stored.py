@@ -180,20 +180,26 @@ def save(home: Path, statement: Statement) -> None:
     text = json.dumps({"body": body, "sha256": _digest(body)})
     try:
         folder.mkdir(mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, folder / f"{statement.key}.json")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_private(folder / f"{statement.key}.json", text)
         stored = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in stored[KEEP:]:
             old.unlink(missing_ok=True)
     except OSError:
         return
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a temporary file in its folder, then renamed over
+    it), owner-only: a reader finds the old file or the new one, never part of one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def compile_statement(
@@ -250,6 +256,7 @@ def run(
     period_end: dt.date,
     *,
     refuse_before_birth: bool = True,
+    home: Path | None = None,
 ) -> tuple[list[RawCell], dt.date | None]:
     """Run ``statement`` for ``period_end`` on the DuckDB file ``path`` (read-only): the same
     cells as ``compute_cells``, and the date of the newest dated record (:data:`NEWEST_SQL`,
@@ -257,7 +264,10 @@ def run(
     A file that cannot be read, lacks a canonical table or holds a row dated before its
     patient's birth (checked first, by the statement's ``before_birth``, unless
     ``refuse_before_birth`` is false, as :func:`agent.engine.compute.open_source` takes it) is
-    one SourceError line, worded as for every other way of opening it."""
+    one SourceError line, worded as for every other way of opening it. Given the agent
+    ``home``, the check is skipped for the file last found clean there, unchanged since
+    (agent/engine/clean.py); its identity is read once the file is open, so while DuckDB's lock
+    keeps any writer out."""
     import duckdb
 
     from . import _cells
@@ -280,12 +290,21 @@ def run(
             raise SourceError.missing_tables(where, missing)
         try:
             if refuse_before_birth:
-                counts = count_before_birth(
-                    statement.before_birth, lambda q: con.execute(q).fetchone()
-                )
-                error = practice_error(where, counts)
-                if error is not None:
-                    raise error
+
+                def check() -> None:
+                    counts = count_before_birth(
+                        statement.before_birth, lambda q: con.execute(q).fetchone()
+                    )
+                    error = practice_error(where, counts)
+                    if error is not None:
+                        raise error
+
+                if home is None:
+                    check()
+                else:
+                    from . import clean
+
+                    clean.refuse_unless_clean(home, clean.identity(path, "duckdb"), check)
             rows = con.execute(statement.sql, statement.params(period_end)).fetchall()
             row = con.execute(NEWEST_SQL).fetchone()
         except duckdb.Error as exc:
