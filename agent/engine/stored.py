@@ -9,7 +9,8 @@ once, stored in ``<home>/statements/``, and run again for any period on a plain 
 connection, its date bounds recomputed from the period end and every other parameter as stored.
 With it is stored, compiled, the check that refuses a practice database holding a row dated
 before its patient's birth (:func:`agent.sources.birth.practice_check`), which runs first on the
-same connection, as opening the database through SQLAlchemy runs it (agent/engine/compute.py).
+same connection, as opening the database through SQLAlchemy runs it (agent/engine/compute.py),
+unless the file is the one last found clean and has not changed since (agent/engine/clean.py).
 
 A statement is stored under a key (:func:`statement_key`) that names everything the SQL depends
 on: the source of the ``agent`` and ``protocol`` packages (every ``*.py`` file's bytes), the
