@@ -16,9 +16,12 @@ on a synthetic practice of ``--patients`` patients (``agent.sources.synth``, see
 2026-03-31) made in a temporary directory.
 
 A DuckDB practice's compiled statement is stored in the agent home by the first command that
-computes (agent/engine/stored.py), so the timed runs find it, as a practice's later commands do.
-``--cold`` removes it before every timed run: each run then compiles and stores it, as the
-first command after an install, an upgrade or a catalogue change does.
+computes (agent/engine/stored.py), and the practice file's identity once it is found clean of
+records dated before birth (agent/engine/clean.py), so the timed runs find both, as a practice's
+later commands do. ``--cold`` removes both before every timed run: each run then compiles and
+stores the statement and checks the file, as the first command after an install does (after a
+catalogue change, or an upgrade that leaves the check as it was, only the statement is
+compiled again).
 """
 
 from __future__ import annotations
@@ -137,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for label, tree, _ in cases:
                 if args.cold:
                     shutil.rmtree(homes[label] / "statements", ignore_errors=True)
+                    (homes[label] / "clean-source.json").unlink(missing_ok=True)
                 wall, cpu = _timed(
                     tree,
                     ["preview", "--period", args.period, "--local", "--home", str(homes[label])],

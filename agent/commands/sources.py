@@ -196,7 +196,7 @@ def omop_url(value: str) -> str:
 def open_checked_source(
     settings: AgentSettings, db: str | None, omop: str | None, omop_codes: str
 ) -> Engine:
-    """The canonical tables to check: an OMOP database through its views, or a store. An OMOP
+    """The canonical tables to check: an OMOP database through its views, or a store. A
     database with rows dated before their person's birth opens (preview and submit refuse it):
     the report counts them."""
     from agent.sources.store import open_practice
@@ -240,8 +240,8 @@ def check_source_command(
 ) -> None:
     """Report, in plain words, what the source holds (patients, date ranges, rows, patients per
     list), what is missing (lists no patient has a code of, codes on no list) and what to do.
-    On OMOP it counts persons whose observation period ends with no death (gone from the list),
-    and, per table, rows dated before their person's birth, which preview and submit refuse.
+    Per table, it counts rows dated before their person's birth, which preview and submit
+    refuse; on OMOP, persons whose observation period ends with no death (gone from the list).
     Counts only; nothing is sent."""
     from agent.home.catalogue_cache import load_catalogue, read_catalogue_file
     from agent.sources.check import check_source

@@ -92,8 +92,9 @@ def source_kind(settings: AgentSettings, engine: Engine) -> str:
 
 def open_source(settings: AgentSettings, *, refuse_before_birth: bool = True) -> Engine:
     """A read-only engine on the practice database; one line naming it if it cannot be read.
-    An OMOP database with rows dated before their person's birth is refused, unless
-    ``refuse_before_birth`` is false (``check-source``, which counts them)."""
+    A database with rows dated before their patient's birth (an OMOP database, or one in the
+    canonical tables: :mod:`agent.sources.birth`) is refused, unless ``refuse_before_birth``
+    is false (``check-source``, which counts them)."""
     import sqlalchemy as sa
 
     from agent.sources import schema
@@ -121,7 +122,52 @@ def open_source(settings: AgentSettings, *, refuse_before_birth: bool = True) ->
     if missing:
         engine.dispose()
         raise SourceError.missing_tables(where, missing)
+    if refuse_before_birth:
+        _refuse_before_birth(engine, where, settings.home)
     return engine
+
+
+def _refuse_before_birth(engine: Engine, where: str, home: Path) -> None:
+    """Fail, naming each table and date column and how many rows, when the practice database
+    holds a row dated before its patient's birth, as load-csv and load-fhir refuse such a
+    record (a database the practice supplies itself was never loaded, so nothing checked it).
+    Counts only: no row, patient or date is named.
+
+    A SQLite or DuckDB file whose identity, read before the check, is the one recorded in
+    ``home`` as found clean is not checked again (agent/engine/clean.py); PostgreSQL always is."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from agent.sources.birth import practice_before_birth, practice_error
+
+    from . import clean
+
+    def check() -> None:
+        try:
+            with engine.connect() as conn:
+                counts = practice_before_birth(conn)
+        except SQLAlchemyError as exc:
+            engine.dispose()
+            raise SourceError.cannot_read(exc, where) from None
+        error = practice_error(where, counts)
+        if error is not None:
+            engine.dispose()
+            raise error
+
+    file = _database_file(engine)
+    ident = None if file is None else clean.identity(file, engine.dialect.name)
+    clean.refuse_unless_clean(home, ident, check)
+
+
+def _database_file(engine: Engine) -> Path | None:
+    """The file of a SQLite or DuckDB engine's database, or None (another database, an
+    in-memory one, or a SQLite ``file:`` URI, which may name options as well as a file)."""
+    url = engine.url
+    database = url.database
+    if engine.dialect.name not in ("sqlite", "duckdb") or not database:
+        return None
+    if database == ":memory:" or database.startswith("file:") or "uri" in url.query:
+        return None
+    return Path(database)
 
 
 def _display(target: str) -> str:
@@ -170,6 +216,9 @@ def compute_raw_cells(
 
         key = stored.statement_key(catalogue, indicators)
         statement = stored.load(settings.home, key)
+        # Opening the file to compile the statement checks it for records before birth
+        # (open_source): the run need not read every row again.
+        checked = statement is None
         if statement is None:
             with _reading(settings) as engine:
                 try:
@@ -182,7 +231,14 @@ def compute_raw_cells(
                         list(cells), source_kind(settings, engine), newest_record(engine)
                     )
             stored.save(settings.home, statement)
-        cells, newest = stored.run(path, statement, catalogue, period_end)
+        cells, newest = stored.run(
+            path,
+            statement,
+            catalogue,
+            period_end,
+            refuse_before_birth=not checked,
+            home=settings.home,
+        )
         return Computed(cells, settings.source.kind or "duckdb", newest)
     from agent.engine import compute_cells
 

@@ -7,6 +7,10 @@ depend on the period end: every date bound is a bound parameter named after it
 (``end__period_end``, ``end__m_15``, ``end__age_80``; ``dates.bound_value``). So it is compiled
 once, stored in ``<home>/statements/``, and run again for any period on a plain ``duckdb``
 connection, its date bounds recomputed from the period end and every other parameter as stored.
+With it is stored, compiled, the check that refuses a practice database holding a row dated
+before its patient's birth (:func:`agent.sources.birth.practice_check`), which runs first on the
+same connection, as opening the database through SQLAlchemy runs it (agent/engine/compute.py),
+unless the file is the one last found clean and has not changed since (agent/engine/clean.py).
 
 A statement is stored under a key (:func:`statement_key`) that names everything the SQL depends
 on: the source of the ``agent`` and ``protocol`` packages (every ``*.py`` file's bytes), the
@@ -36,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.errors import SourceError
+from agent.sources.birth import PRACTICE_DATED, BirthCheck, count_before_birth, practice_error
 from protocol.catalogue import Catalogue
 from protocol.disclosure import RawCell
 
@@ -47,7 +52,7 @@ if TYPE_CHECKING:
     from .compiler import CodeMatch
 
 STATEMENTS_DIR = "statements"
-FORMAT = 1
+FORMAT = 2  # 2: with the before-birth check
 KEEP = 8  # statements kept per agent home (a catalogue update or an upgrade makes a new one)
 # The period end a statement is compiled for: any will do, its date bounds are parameters.
 _ANY_END = dt.date(2000, 1, 31)
@@ -63,7 +68,8 @@ NEWEST_SQL = (
 @dataclass(frozen=True)
 class Statement:
     """A compiled counts query: ``sql`` with positional parameters ``$1, $2, ...`` named by
-    ``names``; the values of those not named ``end__...`` in ``constants``."""
+    ``names``; the values of those not named ``end__...`` in ``constants``. ``before_birth``:
+    the before-birth check's statements, compiled (no parameters)."""
 
     key: str
     sql: str
@@ -71,6 +77,7 @@ class Statement:
     constants: dict[str, Any]
     indicators: tuple[str, ...]
     tables: tuple[str, ...]
+    before_birth: BirthCheck[str]
 
     def params(self, period_end: dt.date) -> list[Any]:
         """The statement's parameters for ``period_end``, in position order."""
@@ -91,6 +98,7 @@ class Statement:
             "constants": self.constants,
             "indicators": list(self.indicators),
             "tables": list(self.tables),
+            "before_birth": {"persons": self.before_birth.persons, "rows": self.before_birth.rows},
         }
 
 
@@ -150,6 +158,11 @@ def load(home: Path, key: str) -> Statement | None:
             constants=dict(body["constants"]),
             indicators=tuple(str(i) for i in body["indicators"]),
             tables=tuple(str(t) for t in body["tables"]),
+            before_birth=BirthCheck(
+                dict(PRACTICE_DATED),
+                str(body["before_birth"]["persons"]),
+                {label: str(body["before_birth"]["rows"][label]) for label in PRACTICE_DATED},
+            ),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -168,20 +181,26 @@ def save(home: Path, statement: Statement) -> None:
     text = json.dumps({"body": body, "sha256": _digest(body)})
     try:
         folder.mkdir(mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, folder / f"{statement.key}.json")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_private(folder / f"{statement.key}.json", text)
         stored = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in stored[KEEP:]:
             old.unlink(missing_ok=True)
     except OSError:
         return
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a temporary file in its folder, then renamed over
+    it), owner-only: a reader finds the old file or the new one, never part of one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def compile_statement(
@@ -196,6 +215,7 @@ def compile_statement(
     Raises ValueError if a parameter that is not a named date bound holds a date (it would be
     the compiled period's, wrong for another) or a value that is not a plain constant."""
     from agent.sources import schema
+    from agent.sources.birth import practice_check
 
     from .compiler import plan_for
 
@@ -224,17 +244,31 @@ def compile_statement(
         constants=constants,
         indicators=tuple(i.id for i in plan.indicators),
         tables=tuple(schema.TABLES),
+        before_birth=practice_check(engine.dialect.name).map(
+            lambda q: str(q.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+        ),
     )
 
 
 def run(
-    path: Path, statement: Statement, catalogue: Catalogue, period_end: dt.date
+    path: Path,
+    statement: Statement,
+    catalogue: Catalogue,
+    period_end: dt.date,
+    *,
+    refuse_before_birth: bool = True,
+    home: Path | None = None,
 ) -> tuple[list[RawCell], dt.date | None]:
     """Run ``statement`` for ``period_end`` on the DuckDB file ``path`` (read-only): the same
     cells as ``compute_cells``, and the date of the newest dated record (:data:`NEWEST_SQL`,
     on the same connection: under a millisecond, DuckDB answers it from its column statistics).
-    A file that cannot be read, or lacks a canonical table, is one SourceError line, worded as
-    for every other way of opening it."""
+    A file that cannot be read, lacks a canonical table or holds a row dated before its
+    patient's birth (checked first, by the statement's ``before_birth``, unless
+    ``refuse_before_birth`` is false, as :func:`agent.engine.compute.open_source` takes it) is
+    one SourceError line, worded as for every other way of opening it. Given the agent
+    ``home``, the check is skipped for the file last found clean there, unchanged since
+    (agent/engine/clean.py); its identity is read once the file is open, so while DuckDB's lock
+    keeps any writer out."""
     import duckdb
 
     from . import _cells
@@ -256,6 +290,22 @@ def run(
         if missing:
             raise SourceError.missing_tables(where, missing)
         try:
+            if refuse_before_birth:
+
+                def check() -> None:
+                    counts = count_before_birth(
+                        statement.before_birth, lambda q: con.execute(q).fetchone()
+                    )
+                    error = practice_error(where, counts)
+                    if error is not None:
+                        raise error
+
+                if home is None:
+                    check()
+                else:
+                    from . import clean
+
+                    clean.refuse_unless_clean(home, clean.identity(path, "duckdb"), check)
             rows = con.execute(statement.sql, statement.params(period_end)).fetchall()
             row = con.execute(NEWEST_SQL).fetchone()
         except duckdb.Error as exc:

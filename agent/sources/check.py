@@ -8,9 +8,10 @@ the clinical code systems the catalogue reads (SNOMED CT, dm+d) that match no li
 towards nothing; and rows in code systems no list uses. The report is shown locally and never
 sent.
 
-On an OMOP database it also counts, per CDM table, the rows dated before their person's birth
-(:func:`agent.sources.omop.records_before_birth`): preview and submit refuse such a database,
-and the report says so and what to correct, without naming a row or a person.
+It also counts, per table, the rows dated before their person's birth (on an OMOP database
+:func:`agent.sources.omop.records_before_birth`, per CDM table; on a practice database in the
+canonical tables :func:`agent.sources.birth.practice_before_birth`): preview and submit refuse
+such a database, and the report says so and what to correct, without naming a row or a person.
 """
 
 from __future__ import annotations
@@ -80,30 +81,40 @@ class SourceCheck(_Frozen):
     # Rows in code systems no codelist uses at all (e.g. LOINC in a FHIR extract): not counted.
     other_systems: dict[str, int]
     codelists: list[CodelistCoverage]
-    #: OMOP only (None otherwise): per CDM table read, the rows dated before their person's
-    #: birth and how many persons they are of; preview and submit refuse the database while
-    #: any table has one.
-    before_birth: dict[str, BeforeBirthCount] | None = None
+    #: Per table read (OMOP: per CDM table; canonical: events, medications and the patients'
+    #: registration_start and death_date), the rows dated before their person's birth and how
+    #: many persons they are of; preview and submit refuse the database while any has one.
+    before_birth: dict[str, BeforeBirthCount]
 
     def before_birth_rows(self) -> int:
-        return sum(n.rows for n in (self.before_birth or {}).values())
+        return sum(n.rows for n in self.before_birth.values())
 
     def _before_birth_found(self) -> list[str]:
         if not self.before_birth_rows():
             return []
         tables = ", ".join(
             f"{table} {_n(n.rows, 'row')} ({_n(n.persons, 'person')})"
-            for table, n in (self.before_birth or {}).items()
+            for table, n in self.before_birth.items()
             if n.rows
         )
+        person = "person" if self.source_kind == "omop" else "patient"
         return [
-            f"  Rows dated before their person's birth, which cannot be: {tables}. Preview and "
+            f"  Rows dated before their {person}'s birth, which cannot be: {tables}. Preview and "
             "submit refuse this database until they are corrected."
         ]
 
     def _before_birth_todo(self) -> list[str]:
         if not self.before_birth_rows():
             return []
+        if self.source_kind != "omop":
+            return [
+                f"  - Correct the {_n(self.before_birth_rows(), 'row')} dated before their "
+                "patient's birth (per table above) in the practice database, or the patient's "
+                "birth_date where that is what is wrong. A record cannot precede the patient's "
+                "birth, so preview and submit refuse this database until none is left (load-csv "
+                "and load-fhir refuse such a record too). docs/sources.md shows a query that "
+                "lists them there; this report names no row or patient."
+            ]
         return [
             f"  - OMOP: correct the {_n(self.before_birth_rows(), 'row')} dated before their "
             "person's birth (per table above) in the OMOP database, or the person's "
@@ -254,7 +265,8 @@ def check_source(
     """Summarise the canonical tables at ``engine`` against ``catalogue``'s codelists.
     ``source_kind`` "omop" (``engine`` is an OMOP database's, from
     :func:`agent.sources.omop.open_omop`) words the report for that source and counts the rows
-    dated before their person's birth."""
+    dated before their person's birth in its CDM tables; otherwise they are counted in the
+    canonical tables."""
     from agent.periods import last_complete_period
 
     period_end = last_complete_period(today).end
@@ -312,14 +324,17 @@ def check_source(
                 by_system=dict(by_system),
             )
         with_codes = _patients_per_list(conn, catalogue)
-        before_birth = None
         if source_kind == "omop":
             from agent.sources.omop import records_before_birth
 
-            before_birth = {
-                table: BeforeBirthCount(rows=n.rows, persons=n.persons)
-                for table, n in records_before_birth(conn).items()
-            }
+            counts = records_before_birth(conn)
+        else:
+            from agent.sources.birth import practice_before_birth
+
+            counts = practice_before_birth(conn)
+        before_birth = {
+            table: BeforeBirthCount(rows=n.rows, persons=n.persons) for table, n in counts.items()
+        }
     coverage = []
     for k, cl in enumerate(catalogue.codelists):
         pairs = sorted(cl.pairs())

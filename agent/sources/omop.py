@@ -39,7 +39,7 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy import Engine, event
@@ -47,6 +47,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from agent.errors import SourceError, first_line
 
+from .birth import BeforeBirth, Dated, before_birth_error, birth_check, count_before_birth
 from .common import HBA1C_CODES, SYSTEMS
 
 CodeMode = Literal["standard", "source", "concept_id", "source_value"]
@@ -334,13 +335,6 @@ DATED: dict[str, str] = {
 }
 
 
-class BeforeBirth(NamedTuple):
-    """A CDM table's rows dated before their person's birth, and the persons they are of."""
-
-    rows: int
-    persons: int
-
-
 def records_before_birth(conn: sa.Connection, schema: str | None = None) -> dict[str, BeforeBirth]:
     """For each table in :data:`DATED` (``death`` if it exists), how many rows are dated
     before their person's birth, and of how many persons; every row counts, whatever its
@@ -348,45 +342,19 @@ def records_before_birth(conn: sa.Connection, schema: str | None = None) -> dict
     taken as 1, its first possible day), so a row counts only if it precedes every day the
     birth can be. Counts only: no row, person or date is returned.
 
-    Cheap where nothing is wrong, as it should be: one statement compares each person's
-    earliest date in each table with their birth (a grouping over one scan of the table, no
-    per-row date arithmetic); rows are counted only in a table where a person has one."""
-    d = _Dates(conn.dialect)
+    Cheap where nothing is wrong, as it should be: one statement
+    (:func:`agent.sources.birth.birth_check`) compares each person's earliest date in each
+    table with their birth; rows are counted only in a table where a person has one."""
     person = _t("person", schema, "person_id", "year_of_birth", "month_of_birth", "day_of_birth")
-    birth = d.make_date(
+    birth = _Dates(conn.dialect).make_date(
         person.c.year_of_birth,
         sa.func.coalesce(person.c.month_of_birth, 1),
         sa.func.coalesce(person.c.day_of_birth, 1),
     )
-    tables = [t for t in DATED if t != "death" or sa.inspect(conn).has_table("death", schema)]
-    persons = []
-    for table in tables:
-        t = _t(table, schema, "person_id", DATED[table])
-        first = (
-            sa.select(t.c.person_id, sa.func.min(t.c[DATED[table]]).label("first"))
-            .group_by(t.c.person_id)
-            .subquery(f"first_{table}")
-        )
-        persons.append(
-            sa.select(sa.func.count())
-            .select_from(first.join(person, person.c.person_id == first.c.person_id))
-            .where(first.c.first < birth)
-            .scalar_subquery()
-            .label(table)
-        )
-    found = dict(zip(tables, conn.execute(sa.select(*persons)).one(), strict=True))
-    out = {}
-    for table, n_persons in found.items():
-        n_rows = 0
-        if n_persons:
-            t = _t(table, schema, "person_id", DATED[table])
-            n_rows = conn.execute(
-                sa.select(sa.func.count())
-                .select_from(t.join(person, person.c.person_id == t.c.person_id))
-                .where(t.c[DATED[table]] < birth)
-            ).scalar_one()
-        out[table] = BeforeBirth(rows=int(n_rows), persons=int(n_persons))
-    return out
+    has_death = sa.inspect(conn).has_table("death", schema)
+    dated = {t: Dated(t, column) for t, column in DATED.items() if t != "death" or has_death}
+    check = birth_check(dated, person, "person_id", birth, schema)
+    return count_before_birth(check, lambda q: conn.execute(q).one())
 
 
 def _refuse_before_birth(engine: Engine, schema: str | None, where: str) -> None:
@@ -402,19 +370,16 @@ def _refuse_before_birth(engine: Engine, schema: str | None, where: str) -> None
         raise SourceError(
             f"omop source {where}: cannot read the dates ({first_line(exc)})"
         ) from None
-    found = [
-        f"{t}.{DATED[t]} {n.rows} row(s) of {n.persons} person(s)"
-        for t, n in counts.items()
-        if n.rows
-    ]
-    if found:
+    error = before_birth_error(
+        f"omop source {where}: ",
+        {t: Dated(t, column) for t, column in DATED.items()},
+        counts,
+        person="person",
+        birth="year_of_birth, month_of_birth, day_of_birth",
+    )
+    if error is not None:
         engine.dispose()
-        raise SourceError(
-            f"omop source {where}: rows dated before their person's birth (year_of_birth, "
-            f"month_of_birth, day_of_birth): {'; '.join(found)}. A record cannot precede the "
-            "patient's birth, so nothing is computed from this database until they are "
-            "corrected in it (check-source counts them; docs/sources.md shows how to list them)"
-        )
+        raise error
 
 
 def _where(url: str) -> str:

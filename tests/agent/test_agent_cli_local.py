@@ -231,6 +231,80 @@ def test_unreadable_database_is_one_line(agent_home: Path, tmp_path: Path, cli, 
     assert r.code == 4 and "broken.db" in line, line
 
 
+def test_every_command_that_computes_refuses_a_practice_database_with_a_record_before_birth(
+    agent_home: Path,
+    practice_db: Path,
+    tmp_path: Path,
+    cli,  # type: ignore[no-untyped-def]
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    """A practice database in the canonical tables, supplied as it is (never loaded, so never
+    checked), with one medication dated before its patient's birth: preview, submit, worklist
+    and explain stop (exit 4) naming the table, the column and the counts, not the patient or
+    the date, as for an OMOP source (tests/agent/test_agent_omop_source.py); nothing is signed
+    or queued and the database is not written to. The same database without it is read."""
+    import shutil
+    import sqlite3
+
+    import agent.outbound.submitter as submitter
+    from agent.home.keystore import PinnedKey, Trust, save_trust
+    from agent.library import load_default_catalogue
+    from agent.outbound.outbox import Outbox
+    from protocol.keys import SigningKey
+
+    db = tmp_path / "supplied.db"
+    shutil.copyfile(practice_db, db)
+    preview = ("preview", "--home", str(agent_home), "--period", "2026-03", "--local")
+    env = {"FEDQI_AGENT_SOURCE__URL": str(db)}
+    assert cli(*preview, env=env).code == 0  # a clean database is read
+    with sqlite3.connect(db) as conn:
+        pid, local_ref, birth = conn.execute(
+            "SELECT patient_id, local_ref, birth_date FROM patients ORDER BY patient_id LIMIT 1"
+        ).fetchone()
+        day = (dt.date.fromisoformat(birth) - dt.timedelta(days=1)).isoformat()
+        conn.execute(
+            "INSERT INTO medications (patient_id, date, system, code) VALUES (?, ?, 'dmd', '1')",
+            (pid, day),
+        )
+    conn.close()
+    before = db.read_bytes()
+    expected = (
+        f"error: source.url: the practice database {db} has rows dated before their patient's "
+        "birth (patients.birth_date): medications.date 1 row(s) of 1 person(s). A record cannot "
+        "precede the patient's birth, so nothing is computed from this database until they are "
+        "corrected in it (check-source counts them; docs/sources.md shows how to list them)\n"
+    )  # the whole of it: no patient id, no date
+    r = cli(*preview, env=env)
+    assert (r.code, r.out, r.err) == (4, "", expected)
+    assert local_ref not in r.err and day not in r.err and birth not in r.err
+    for command in (
+        ("worklist", "DM_HBA1C", "--period", "2026-03"),
+        ("explain", "DM_HBA1C"),
+    ):
+        r = cli(*command, "--home", str(agent_home), env=env)
+        assert (r.code, r.err) == (4, expected), command
+
+    key = SigningKey.from_private_bytes(bytes(32))
+    # Enrolled to look at, with the network's catalogue to hand (no aggregator answers):
+    # submit gets as far as computing.
+    monkeypatch.setattr(submitter, "load_catalogue", lambda *_a, **_k: load_default_catalogue())
+    save_trust(
+        agent_home,
+        Trust(
+            aud=AUD,
+            practice=PRACTICE,
+            aggregator_url="http://127.0.0.1:9",
+            log_origin="test-net/log/v1",
+            log_key=PinnedKey(name="test-net/log/v1", jwk=key.public.jwk()),
+        ),
+    )
+    r = cli("submit", "--home", str(agent_home), "--period", "2026-03", env=env)
+    assert (r.code, r.err) == (4, expected)
+    with Outbox.open(agent_home) as outbox:
+        assert outbox.messages() == []  # nothing signed, nothing queued
+    assert db.read_bytes() == before
+
+
 @pytest.mark.parametrize("period", ["2026-3", "2026-13", "26-03", "March", ""])
 def test_bad_period_is_one_line(agent_home: Path, cli, period: str) -> None:  # type: ignore[no-untyped-def]
     for command in ("preview", "submit"):

@@ -200,6 +200,52 @@ def test_a_practice_file_without_the_tables_is_one_line(home: Path, tmp_path: Pa
         compute_raw_cells(get_settings(home, environ={}), catalogue, ENDS[0])
 
 
+def test_the_stored_statement_refuses_a_record_before_birth(
+    home: Path, practice: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DuckDB practice whose statement is stored never opens SQLAlchemy, so the stored
+    statement carries the before-birth check (agent.sources.birth), run first on its own
+    connection: the same refusal as opening the database does (tests/agent), counts only."""
+    import shutil
+
+    catalogue = load_default_catalogue()
+    compute_raw_cells(get_settings(home, environ={}), catalogue, ENDS[0])  # the statement is stored
+    supplied = tmp_path / "supplied.duckdb"
+    shutil.copyfile(practice, supplied)
+    with duckdb.connect(str(supplied)) as con:
+        pid, birth = con.execute(
+            "SELECT patient_id, birth_date FROM patients ORDER BY patient_id LIMIT 1"
+        ).fetchone()
+        con.execute(
+            "INSERT INTO events VALUES (?, ?, 'snomedct', '38341003', NULL, NULL), "
+            "(?, ?, 'snomedct', '38341003', NULL, NULL)",
+            [pid, birth - dt.timedelta(days=1), pid, birth - dt.timedelta(days=400)],
+        )
+    (home / "agent.toml").write_text(f'[source]\nurl = "{supplied}"\n')
+    expected = (
+        f"source.url: the practice database {supplied} has rows dated before their patient's "
+        "birth (patients.birth_date): events.date 2 row(s) of 1 person(s). A record cannot "
+        "precede the patient's birth, so nothing is computed from this database until they "
+        "are corrected in it (check-source counts them; docs/sources.md shows how to list them)"
+    )
+    # A home with no statement yet: opening the file to compile one refuses it.
+    cold = tmp_path / "cold"
+    cold.mkdir()
+    (cold / "agent.toml").write_text(f'[source]\nurl = "{supplied}"\n')
+    with pytest.raises(SourceError, match=r"^source\.url: the practice database") as err:
+        compute_raw_cells(get_settings(cold, environ={}), catalogue, ENDS[0])
+    assert str(err.value) == expected and not _files(cold)
+
+    def no_compiling(*args: object, **kwargs: object) -> None:
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(stored, "compile_statement", no_compiling)  # the stored path, then
+    with pytest.raises(SourceError) as err:
+        compute_raw_cells(get_settings(home, environ={}), catalogue, ENDS[0])
+    assert str(err.value) == expected
+    assert err.value.exit_code == 4
+
+
 def test_a_preview_that_finds_its_statement_loads_no_sqlalchemy(
     tmp_path: Path, practice: Path
 ) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sources_helpers import dump, write_csv, write_store
 
 from agent.cli import main
@@ -188,10 +190,13 @@ def test_check_source_on_omop_reports_records_before_birth_per_table(
     assert "- OMOP: correct the 2 rows dated before their person's birth" in text
     assert "Nothing: the source looks ready" not in text
     assert "1969-12-31" not in text and "1969-05-01" not in text  # no date of theirs
-    # A store has no such check (its loads refuse such rows): nothing is said.
+    # The store it was exported from has none: counted, nothing to say.
     assert main(["check-source", "--db", str(tmp_path / "s.sqlite"), "--json", "--catalogue",
                  str(catalogue)], env) == 0  # fmt: skip
-    assert json.loads(capsys.readouterr().out)["before_birth"] is None
+    found = json.loads(capsys.readouterr().out)["before_birth"]
+    assert set(found) == {"events", "medications", "patients.registration_start",
+                          "patients.death_date"}  # fmt: skip
+    assert {k for k, v in found.items() if v != {"rows": 0, "persons": 0}} == set()
 
     (tmp_path / "home").mkdir(exist_ok=True)
     init = ["init", "--home", str(tmp_path / "home"), "--practice", "A81001", "--aud", "t",
@@ -205,6 +210,161 @@ def test_check_source_on_omop_reports_records_before_birth_per_table(
     out, err = capsys.readouterr()
     assert code == 4 and out == "" and err.count("\n") == 1, err
     assert "condition_occurrence.condition_start_date 2 row(s) of 1 person(s)." in err
+
+
+def _store_before_birth(target: str | Path) -> sa.Engine:
+    """A practice database in the canonical tables, as a practice might supply it (never
+    loaded, so never checked): rows dated before their patient's birth in each dated table and
+    column, beside rows on the birth date itself (which are not)."""
+    p = {"local_ref": None, "death_date": None, "registration_end": None}
+    ev = {"system": "snomedct", "code": "38341003", "value": None, "unit": None}
+    return write_store(
+        target,
+        {
+            "patients": [
+                # 1, born 1950-03-04: an event the day before and one in 1949; one on the day
+                {**p, "patient_id": 1, "local_ref": "NHS-A", "birth_date": D(1950, 3, 4), "sex": "F", "registration_start": D(2000, 1, 1)},
+                # 2, born 1960-06-01: registered the day before, a death before birth
+                {**p, "patient_id": 2, "birth_date": D(1960, 6, 1), "sex": "M", "registration_start": D(1960, 5, 31), "death_date": D(1959, 1, 2)},
+                # 3, born 1970-01-01: a medication the day before
+                {**p, "patient_id": 3, "birth_date": D(1970, 1, 1), "sex": "U", "registration_start": D(1970, 1, 1)},
+            ],
+            "events": [
+                {**ev, "patient_id": 1, "date": D(1950, 3, 3)},
+                {**ev, "patient_id": 1, "date": D(1949, 7, 8)},
+                {**ev, "patient_id": 1, "date": D(1950, 3, 4)},
+                {**ev, "patient_id": 3, "date": D(1970, 1, 1)},
+            ],
+            "medications": [
+                {"patient_id": 3, "date": D(1969, 12, 31), "system": "dmd", "code": "111"},
+                {"patient_id": 3, "date": D(1970, 1, 1), "system": "dmd", "code": "111"},
+            ],
+        },
+    )  # fmt: skip
+
+
+PRACTICE_BACKENDS = ["sqlite", "duckdb", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.mark.parametrize("backend", PRACTICE_BACKENDS)
+def test_practice_records_before_birth_are_counted_per_table_and_refused(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """A practice database in the canonical tables that the practice supplies itself is checked
+    as an OMOP one is (load-csv and load-fhir refuse such a record): per dated table and
+    column, rows and patients, never a patient, a row or a date; a row on the birth date is
+    not before it. preview and submit refuse it (exit 4): open_source, and a DuckDB practice's
+    stored statement (tests/agent, tests/engine)."""
+    from agent.sources.birth import BeforeBirth, practice_before_birth, practice_error
+
+    if backend == "postgresql":
+        target: str | Path = request.getfixturevalue("pg_database_factory")()
+    else:
+        target = tmp_path / f"practice.{backend}"
+    clean = _store(tmp_path / f"clean.{'duckdb' if backend == 'duckdb' else 'sqlite'}")
+    with clean.connect() as conn:
+        counts = practice_before_birth(conn)
+    clean.dispose()
+    assert set(counts.values()) == {BeforeBirth(rows=0, persons=0)}
+    assert practice_error("x", counts) is None
+
+    engine = _store_before_birth(target)
+    with engine.connect() as conn:
+        counts = practice_before_birth(conn)
+    engine.dispose()
+    assert counts == {
+        "events": BeforeBirth(rows=2, persons=1),
+        "medications": BeforeBirth(rows=1, persons=1),
+        "patients.registration_start": BeforeBirth(rows=1, persons=1),
+        "patients.death_date": BeforeBirth(rows=1, persons=1),
+    }
+    error = practice_error("practice.db", counts)
+    assert error is not None and error.exit_code == 4
+    assert str(error) == (
+        "source.url: the practice database practice.db has rows dated before their patient's "
+        "birth (patients.birth_date): events.date 2 row(s) of 1 person(s); medications.date 1 "
+        "row(s) of 1 person(s); patients.registration_start 1 row(s) of 1 person(s); "
+        "patients.death_date 1 row(s) of 1 person(s). A record cannot precede the patient's "
+        "birth, so nothing is computed from this database until they are corrected in it "
+        "(check-source counts them; docs/sources.md shows how to list them)"
+    )
+
+
+def _statements_of_the_check(engine: sa.Engine) -> list[str]:
+    from agent.sources.birth import practice_before_birth
+
+    statements: list[str] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _seen(_c: Any, _cur: Any, statement: str, *_args: Any) -> None:
+        if "birth_date" in statement:
+            statements.append(statement)
+
+    with engine.connect() as conn:
+        practice_before_birth(conn)
+    engine.dispose()
+    return statements
+
+
+def test_practice_records_before_birth_is_one_statement_where_nothing_is_wrong(
+    tmp_path: Path,
+) -> None:
+    """On every preview's path: where no row is before birth, one statement (each table
+    grouped once by patient); rows are counted only for what has some."""
+    assert len(_statements_of_the_check(_store(tmp_path / "clean.sqlite"))) == 1
+    # the grouped statement, then one count of rows for each of the four that has some
+    assert len(_statements_of_the_check(_store_before_birth(tmp_path / "p.sqlite"))) == 5
+
+
+def test_check_source_on_a_practice_database_reports_records_before_birth(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check-source reports a practice database's rows dated before birth (exit 0), per table
+    and column, with what preview and submit do and what to correct; no patient, no date."""
+    store = tmp_path / "practice.sqlite"
+    _store_before_birth(store).dispose()
+    catalogue = tmp_path / "cat.json"
+    catalogue.write_text(_catalogue().model_dump_json())
+    env = {"FEDQI_AGENT_HOME": str(tmp_path / "home")}
+    args = ["check-source", "--db", str(store), "--catalogue", str(catalogue)]
+    assert main([*args, "--json"], env) == 0
+    assert json.loads(capsys.readouterr().out)["before_birth"] == {
+        "events": {"rows": 2, "persons": 1},
+        "medications": {"rows": 1, "persons": 1},
+        "patients.registration_start": {"rows": 1, "persons": 1},
+        "patients.death_date": {"rows": 1, "persons": 1},
+    }
+    assert main(args, env) == 0
+    out = capsys.readouterr().out
+    text = " ".join(out.split())
+    assert (
+        "Rows dated before their patient's birth, which cannot be: events 2 rows (1 person), "
+        "medications 1 row (1 person), patients.registration_start 1 row (1 person), "
+        "patients.death_date 1 row (1 person). Preview and submit refuse this database until "
+        "they are corrected."
+    ) in text
+    assert "- Correct the 5 rows dated before their patient's birth (per table above)" in text
+    assert "OMOP" not in text and "Nothing: the source looks ready" not in text
+    # What it says of them names no date and no patient (the tables' date ranges above are
+    # the practice's own first and last, as on any source).
+    said = text[text.index("Rows dated before") : text.index("WHAT IS MISSING")]
+    said += text[text.index("- Correct the") :]
+    for value in ("1949", "1950-03-0", "1959", "1960-05", "1969", "NHS-A", "patient 1"):
+        assert value not in said
+    assert "NHS-A" not in out
+
+    (tmp_path / "home").mkdir(exist_ok=True)
+    init = ["init", "--home", str(tmp_path / "home"), "--practice", "A81001", "--aud", "t",
+            "--aggregator-url", "http://127.0.0.1:9", "--source-url", str(store)]  # fmt: skip
+    assert main(init, env) == 0
+    capsys.readouterr()
+    assert main(["check-source", "--catalogue", str(catalogue)], env) == 0  # source.url
+    assert "events 2 rows (1 person)" in capsys.readouterr().out
+    code = main(["preview", "--period", "2024-12", "--local"], env)
+    out, err = capsys.readouterr()
+    assert code == 4 and out == "" and err.count("\n") == 1, err
+    assert f"source.url: the practice database {store} has rows dated before" in err
+    assert "events.date 2 row(s) of 1 person(s);" in err
 
 
 def test_cli_load_csv_then_check_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
