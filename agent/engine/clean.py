@@ -7,9 +7,9 @@ The check reads every row of ``events`` and ``medications`` (about 60 ms of CPU 
 far less often than the agent reads it. So, for a SQLite or DuckDB file, the identity of the
 database found clean is recorded in ``<home>/clean-source.json`` (beside ``statements/``,
 written atomically, owner-only): its resolved path and, for the file and each file that holds
-its content beside it (DuckDB ``<file>.wal``; SQLite ``<file>-wal`` and ``<file>-journal``),
-whether it is there and its size, modification and change times (nanoseconds), inode and
-device; and the version of the check passed
+its content beside it (DuckDB ``<file>.wal``, ``.wal.checkpoint`` and ``.wal.recovery``;
+SQLite ``<file>-wal`` and ``<file>-journal``), whether it is there and its size, modification
+and change times (nanoseconds), inode and device; and the version of the check passed
 (:data:`agent.sources.birth.PRACTICE_CHECK_VERSION`). A command whose database has that identity
 skips the check; any other runs it, and records the identity only if nothing is wrong. A
 database that failed is never recorded.
@@ -20,9 +20,11 @@ database that failed is never recorded.
 Races. The identity is read before the check reads the database, so a write during the check
 changes the file's identity after the one recorded and the next command checks again. A write
 leaves the same identity only if it keeps the size and lands in the same tick of the file
-system's clock as the write before it; so a file modified less than :data:`RACY_NS` before its
-identity was read is not recorded (it is checked again next time), as git treats a "racily
-clean" file: any later write then has a modification time after the recorded one. (This
+system's clock as the write before it; so a file modified or changed less than
+:data:`RACY_NS` before its identity was read is not recorded (it is checked again next time),
+as git treats a "racily clean" file: any later write then has a modification time after the
+recorded one (or, if that is set back, a change time). On Windows the "change time" is the
+file's creation time, so there only its size, modification time and file index tell. (This
 assumes the file system's clock is the machine's, within that margin.) Where the identity
 matches, the check is skipped as of when it was read, as a check that ran would hold only
 until it finished: a command reads the database after either.
@@ -50,10 +52,18 @@ from .stored import write_private
 
 RECORD = "clean-source.json"
 #: The files beside a database that hold part of its content, by kind.
-SIDE_FILES = {"duckdb": (".wal",), "sqlite": ("-wal", "-journal")}
+SIDE_FILES = {
+    "duckdb": (".wal", ".wal.checkpoint", ".wal.recovery"),
+    "sqlite": ("-wal", "-journal"),
+}
 #: A file modified less than this before its identity was read is not recorded: 2 s, the
 #: coarsest timestamp of the common file systems (FAT's).
 RACY_NS = 2_000_000_000
+
+
+def _clock() -> int:
+    """Now, in nanoseconds (a function, so that tests can move it)."""
+    return time.time_ns()
 
 
 @dataclass(frozen=True)
@@ -67,7 +77,7 @@ class Identity:
 def identity(path: Path, kind: str) -> Identity | None:
     """The identity of the ``kind`` ("sqlite" or "duckdb") database file ``path`` now, or None
     if it has none (not a regular file, or not to be read)."""
-    now = time.time_ns()
+    now = _clock()
     files: dict[str, list[int] | None] = {}
     try:
         resolved = path.resolve(strict=True)
@@ -85,7 +95,9 @@ def identity(path: Path, kind: str) -> Identity | None:
     except (OSError, KeyError, RuntimeError):  # RuntimeError: a symlink loop
         return None
     body = {"check": PRACTICE_CHECK_VERSION, "kind": kind, "path": str(resolved), "files": files}
-    racy = any(f is not None and f[1] > now - RACY_NS for f in files.values())
+    # The later of its modification and change times: a write whose modification time was
+    # set back (cp -p, rsync -t, os.utime) still changed the file just now.
+    racy = any(f is not None and max(f[1], f[2]) > now - RACY_NS for f in files.values())
     return Identity(body, racy)
 
 
@@ -93,7 +105,7 @@ def recorded(home: Path, ident: Identity) -> bool:
     """Whether ``ident`` is the identity recorded in ``home`` (False if none can be read)."""
     try:
         body = json.loads((home / RECORD).read_text("utf-8"))
-    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
+    except (OSError, ValueError, RecursionError):  # not JSON or UTF-8; nested past parsing
         return False
     return bool(body == ident.body)
 

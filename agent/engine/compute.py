@@ -23,6 +23,8 @@ from protocol.disclosure import RawCell
 if TYPE_CHECKING:  # SQLAlchemy loads only where an engine is opened (see compute_raw_cells)
     from sqlalchemy.engine import Engine
 
+    from . import clean
+
 DIALECT_KINDS = {"sqlite": "sqlite", "duckdb": "duckdb", "postgresql": "postgresql"}
 
 
@@ -111,6 +113,9 @@ def open_source(settings: AgentSettings, *, refuse_before_birth: bool = True) ->
             url, codes=settings.source.omop_codes, refuse_before_birth=refuse_before_birth
         )
     where = _display(target)
+    # Before the file is opened: opening a SQLite file in WAL mode makes its -wal file now,
+    # which would make its identity too recent ever to be recorded (agent/engine/clean.py).
+    ident = _identity(target) if refuse_before_birth else None
     engine = open_practice(target, read_only=True)
     try:
         with engine.connect() as conn:
@@ -123,18 +128,21 @@ def open_source(settings: AgentSettings, *, refuse_before_birth: bool = True) ->
         engine.dispose()
         raise SourceError.missing_tables(where, missing)
     if refuse_before_birth:
-        _refuse_before_birth(engine, where, settings.home)
+        _refuse_before_birth(engine, where, settings.home, ident)
     return engine
 
 
-def _refuse_before_birth(engine: Engine, where: str, home: Path) -> None:
+def _refuse_before_birth(
+    engine: Engine, where: str, home: Path, ident: clean.Identity | None
+) -> None:
     """Fail, naming each table and date column and how many rows, when the practice database
     holds a row dated before its patient's birth, as load-csv and load-fhir refuse such a
     record (a database the practice supplies itself was never loaded, so nothing checked it).
     Counts only: no row, patient or date is named.
 
-    A SQLite or DuckDB file whose identity, read before the check, is the one recorded in
-    ``home`` as found clean is not checked again (agent/engine/clean.py); PostgreSQL always is."""
+    A SQLite or DuckDB file whose identity ``ident``, read before the file was opened, is the
+    one recorded in ``home`` as found clean is not checked again (agent/engine/clean.py);
+    PostgreSQL (``ident`` None) always is."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from agent.sources.birth import practice_before_birth, practice_error
@@ -153,21 +161,27 @@ def _refuse_before_birth(engine: Engine, where: str, home: Path) -> None:
             engine.dispose()
             raise error
 
-    file = _database_file(engine)
-    ident = None if file is None else clean.identity(file, engine.dialect.name)
     clean.refuse_unless_clean(home, ident, check)
 
 
-def _database_file(engine: Engine) -> Path | None:
-    """The file of a SQLite or DuckDB engine's database, or None (another database, an
-    in-memory one, or a SQLite ``file:`` URI, which may name options as well as a file)."""
-    url = engine.url
-    database = url.database
-    if engine.dialect.name not in ("sqlite", "duckdb") or not database:
+def _identity(target: str) -> clean.Identity | None:
+    """The identity (agent/engine/clean.py) of the SQLite or DuckDB file ``target`` names, or
+    None (another database, an in-memory one, or a SQLite ``file:`` URI, which may name
+    options as well as a file)."""
+    from agent.sources.store import practice_url
+
+    from . import clean
+
+    try:
+        url = practice_url(target)
+    except Exception:  # a target that is no URL: open_practice says what is wrong with it
+        return None
+    kind, database = url.get_backend_name(), url.database
+    if kind not in ("sqlite", "duckdb") or not database:
         return None
     if database == ":memory:" or database.startswith("file:") or "uri" in url.query:
         return None
-    return Path(database)
+    return clean.identity(Path(database), kind)
 
 
 def _display(target: str) -> str:
@@ -216,9 +230,6 @@ def compute_raw_cells(
 
         key = stored.statement_key(catalogue, indicators)
         statement = stored.load(settings.home, key)
-        # Opening the file to compile the statement checks it for records before birth
-        # (open_source): the run need not read every row again.
-        checked = statement is None
         if statement is None:
             with _reading(settings) as engine:
                 try:
@@ -236,7 +247,10 @@ def compute_raw_cells(
             statement,
             catalogue,
             period_end,
-            refuse_before_birth=not checked,
+            # Checked again, as the file is open under DuckDB's lock: after a compile, which
+            # checked and recorded the file (open_source), only a comparison of its identity
+            # with the record, unless something wrote to it in between.
+            refuse_before_birth=True,
             home=settings.home,
         )
         return Computed(cells, settings.source.kind or "duckdb", newest)

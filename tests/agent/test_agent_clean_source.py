@@ -36,6 +36,14 @@ def practice_duckdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _a_minute_later(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record's clock a minute ahead: every file these tests write, or stamp with
+    ``os.utime`` (which makes its change time now), is then older than clean.RACY_NS and can
+    be recorded; the test of a file written just now widens the window instead."""
+    monkeypatch.setattr(clean, "_clock", lambda: time.time_ns() + 60 * 10**9)
+
+
 def _aged(path: Path) -> Path:
     """``path``, last modified a minute ago: a file written just now is never recorded (a
     write in the same tick of the clock could leave its identity unchanged)."""
@@ -172,7 +180,15 @@ def test_a_duckdb_file_is_checked_by_the_stored_statement_when_not_recorded(
 
 @pytest.mark.parametrize(
     "damage",
-    ["older check", "not JSON", "not UTF-8", "not an object", "a directory", "another file"],
+    [
+        "older check",
+        "not JSON",
+        "not UTF-8",
+        "not an object",
+        "nested past parsing",
+        "a directory",
+        "another file",
+    ],  # fmt: skip
 )
 def test_a_record_that_is_not_this_file_s_current_one_is_ignored(
     agent_home: Path,
@@ -194,6 +210,8 @@ def test_a_record_that_is_not_this_file_s_current_one_is_ignored(
         path.write_bytes(b"\xff\xfe\x00garbage")
     elif damage == "not an object":
         path.write_text("[1, 2, 3]")
+    elif damage == "nested past parsing":  # the parser's RecursionError, not a crash
+        path.write_text("[" * 200_000)
     elif damage == "a directory":
         path.unlink()
         path.mkdir()
@@ -217,13 +235,16 @@ def test_a_file_written_just_now_is_checked_every_time(
 ) -> None:
     """A file modified within the last 2 s (clean.RACY_NS) is not recorded: a second write in
     the same tick of the file system's clock, keeping its size, would leave its identity as
-    recorded."""
-    now = time.time_ns()
-    os.utime(supplied, ns=(now, now))
+    recorded. (A DuckDB file's first preview compiles its stored statement, which checks the
+    file, and the statement's run checks it again, as it is not recorded: three checks.)"""
+    monkeypatch.setattr(clean, "RACY_NS", 10**18)  # every file was written "just now"
     with _checks(monkeypatch) as seen:
         assert _preview(cli, agent_home, supplied).code == 0
         assert _preview(cli, agent_home, supplied).code == 0
-    assert len(seen) == 2
+    if supplied.suffix == ".duckdb":
+        assert seen == ["sqlalchemy", "stored", "stored"]
+    else:
+        assert seen == ["sqlalchemy", "sqlalchemy"]
     assert not (agent_home / clean.RECORD).exists()
 
 
@@ -238,7 +259,10 @@ def test_the_identity_names_the_file_and_what_holds_its_content_beside_it(
     ident = clean.identity(link, kind)
     assert ident is not None and not ident.racy
     st = supplied.stat()
-    sides = {"sqlite": ["-wal", "-journal"], "duckdb": [".wal"]}[kind]
+    sides = {
+        "sqlite": ["-wal", "-journal"],
+        "duckdb": [".wal", ".wal.checkpoint", ".wal.recovery"],
+    }[kind]
     assert ident.body == {
         "check": PRACTICE_CHECK_VERSION,
         "kind": kind,
@@ -274,3 +298,73 @@ def test_check_source_counts_whatever_is_recorded(
     )
     assert r.code == 0, r.err
     assert json.loads(r.out)["before_birth"]["events"] == {"rows": 1, "persons": 1}
+
+
+def test_a_duckdb_file_written_between_its_compile_and_its_run_is_refused(
+    agent_home: Path,
+    practice_duckdb: Path,
+    tmp_path: Path,
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A DuckDB practice's first preview checks the file while compiling its stored statement,
+    then closes it; a row dated before birth written before the statement runs changes the
+    file, so the run (under DuckDB's lock) checks it again and refuses it: nothing computed on
+    rows nobody checked."""
+    db = tmp_path / "supplied.duckdb"
+    shutil.copyfile(practice_duckdb, db)
+    _aged(db)
+    real = stored.save
+
+    def save_then_write(home: Path, statement: Any) -> None:
+        real(home, statement)
+        _write_before_birth(db)  # a practice's writer, between the compile and the run
+
+    monkeypatch.setattr(stored, "save", save_then_write)
+    refused = _preview(cli, agent_home, db)
+    assert (refused.code, refused.out, refused.err) == (4, "", _refusal(db))
+
+
+def test_a_sqlite_file_in_wal_mode_is_recorded_and_not_checked_again(
+    agent_home: Path,
+    practice_db: Path,
+    tmp_path: Path,
+    cli: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A SQLite file in WAL mode: opening it makes its -wal file, so its identity is read
+    before it is opened; the first preview checks and records it, the next ones do not check."""
+    db = tmp_path / "supplied.sqlite"
+    shutil.copyfile(practice_db, db)
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+    conn.close()
+    with _checks(monkeypatch) as seen:
+        for _ in range(3):
+            r = _preview(cli, agent_home, db)
+            assert r.code == 0, r.err
+    assert seen == ["sqlalchemy"]
+    assert (agent_home / clean.RECORD).exists()
+
+
+def test_the_check_recorded_as_version_1_is_the_one_the_code_runs() -> None:
+    """A record names the version of the check it passed (PRACTICE_CHECK_VERSION); a change to
+    what is checked, or to the statements that check it, must raise the version (or the old
+    records would skip a check they never passed): this digest changes with them, and then
+    this test fails until both are updated."""
+    import hashlib
+
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from agent.sources.birth import PRACTICE_DATED, practice_check
+
+    parts = [repr(sorted(PRACTICE_DATED.items()))]
+    for name, dialect in (("sqlite", sqlite.dialect()), ("postgresql", postgresql.dialect())):
+        check = practice_check(name)
+        parts.append(str(check.persons.compile(dialect=dialect)))
+        parts += [str(q.compile(dialect=dialect)) for _, q in sorted(check.rows.items())]
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    assert (PRACTICE_CHECK_VERSION, digest) == (1, DIGEST_OF_VERSION_1), digest
+
+
+DIGEST_OF_VERSION_1 = "2fea07f599eb1ae8"
