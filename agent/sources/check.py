@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine
 
+from agent.errors import SourceError
 from agent.sources.schema import events, medications, patients
 from protocol.catalogue import Catalogue
 
@@ -222,10 +223,24 @@ def _n(n: int, what: str) -> str:
     return f"{n} {what}" if n == 1 else f"{n} {what}s"
 
 
-def _as_date(value: object) -> dt.date | None:
+def _as_date(value: object, column: str) -> dt.date | None:
+    """A date column's earliest or latest value as a date; a value that is not an ISO date
+    (YYYY-MM-DD, as docs/data-model.md requires) is a SourceError naming the column, never the
+    value (a patient's date)."""
     if value is None or isinstance(value, dt.date):
         return value
-    return dt.date.fromisoformat(str(value)[:10])
+    try:
+        return dt.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        raise _not_iso(column) from None
+
+
+def _not_iso(column: str) -> SourceError:
+    return SourceError(
+        f"{column}: holds a value that is not a date as YYYY-MM-DD (the form "
+        "docs/data-model.md gives every date column), so nothing can be read by date; "
+        "correct the column in the practice database"
+    )
 
 
 def _patients_per_list(conn: sa.Connection, catalogue: Catalogue) -> dict[int, int]:
@@ -303,9 +318,12 @@ def check_source(
         ).scalar_one()
         for name, table in (("events", events), ("medications", medications)):
             c = table.c
-            rows, first, last = conn.execute(
-                sa.select(sa.func.count(), sa.func.min(c.date), sa.func.max(c.date))
-            ).one()
+            try:  # SQLite hands dates back as text, which SQLAlchemy parses as ISO
+                rows, first, last = conn.execute(
+                    sa.select(sa.func.count(), sa.func.min(c.date), sa.func.max(c.date))
+                ).one()
+            except ValueError:
+                raise _not_iso(f"{name}.date") from None
             by_code = conn.execute(
                 sa.select(c.system, c.code, sa.func.count()).group_by(c.system, c.code)
             ).all()
@@ -319,8 +337,8 @@ def check_source(
                     unused.append(CodeCount(table=name, system=system, code=code, rows=n))
             tables[name] = TableSummary(
                 rows=rows,
-                first_date=_as_date(first),
-                last_date=_as_date(last),
+                first_date=_as_date(first, f"{name}.date"),
+                last_date=_as_date(last, f"{name}.date"),
                 by_system=dict(by_system),
             )
         with_codes = _patients_per_list(conn, catalogue)

@@ -367,6 +367,30 @@ def test_check_source_on_a_practice_database_reports_records_before_birth(
     assert "events.date 2 row(s) of 1 person(s);" in err
 
 
+def test_check_source_names_a_date_column_not_as_iso_without_its_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A supplied SQLite practice whose events hold a date as 31/12/1999 (text, not ISO): one
+    line naming events.date and the form dates take, exit 4, never the value (a patient's
+    date) and no traceback."""
+    import sqlite3
+
+    store = tmp_path / "practice.sqlite"
+    _store(store).dispose()
+    conn = sqlite3.connect(store)
+    with conn:
+        conn.execute("UPDATE events SET date = '31/12/1999' WHERE patient_id = 2")
+    conn.close()
+    catalogue = tmp_path / "cat.json"
+    catalogue.write_text(_catalogue().model_dump_json())
+    env = {"FEDQI_AGENT_HOME": str(tmp_path / "home")}
+    code = main(["check-source", "--db", str(store), "--catalogue", str(catalogue)], env)
+    out, err = capsys.readouterr()
+    assert code == 4 and err.count("\n") == 1, err
+    assert err.startswith("error: events.date: holds a value that is not a date as YYYY-MM-DD"), err
+    assert "31/12" not in err + out and "1999" not in err + out and "Traceback" not in err
+
+
 def test_cli_load_csv_then_check_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = _extract(tmp_path, "1,04/03/1950,F,01/01/2000", "1,02/02/2024,38341003")
     home = tmp_path / "home"
