@@ -535,7 +535,12 @@ def free_port() -> int:
 
 
 def _refuse_foreign(home: DemoHome) -> None:
-    """A directory that is not a demo home is never used (nor deleted by --fresh)."""
+    """A directory that is not a demo home is never used (nor deleted by --fresh); a path that
+    is not a directory, or cannot be made one, is named as such."""
+    if home.root.exists() and not home.root.is_dir():
+        raise DemoError(
+            f"--home {home.root}: exists and is not a directory (choose another --home)"
+        )
     if not home.root.exists() or home.state_file.exists() or home.aggregator_dir.exists():
         return
     if any(p.name != home.lock_file.name for p in home.root.iterdir()):
@@ -553,7 +558,12 @@ def claim_home(home: DemoHome) -> Iterator[None]:
     stale is one whose demo is gone."""
     _refuse_foreign(home)
     created = not home.root.exists()
-    home.root.mkdir(parents=True, exist_ok=True)
+    try:
+        home.root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent that is a file, or not ours to write
+        raise DemoError(
+            f"--home {home.root}: cannot be made ({exc.strerror or exc}); choose another --home"
+        ) from None
     fd = os.open(home.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:

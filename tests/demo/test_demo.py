@@ -322,6 +322,22 @@ def test_demo_refuses_a_directory_that_is_not_a_demo_home(
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 
+@pytest.mark.parametrize("fresh", [[], ["--fresh"]])
+def test_demo_names_a_home_that_is_a_file_or_cannot_be_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fresh: list[str]
+) -> None:
+    """--home naming a file, or a directory under a file, is one line naming it (exit 1), not
+    a traceback, and the file is left as it was."""
+    file = tmp_path / "notes.txt"
+    file.write_text("keep me")
+    for home, says in ((file, "exists and is not a directory"), (file / "h", "cannot be made")):
+        code = main(["--home", str(home), "--once", *fresh], {})
+        err = capsys.readouterr().err
+        assert code == 1 and f"--home {home}: {says}" in err, err
+        assert "Traceback" not in err and err.count("\n") == 1, err
+    assert file.read_text() == "keep me"
+
+
 @pytest.mark.parametrize(
     ("args", "named"),
     [
