@@ -863,7 +863,7 @@ def _pinned_log_key(key_dir: Path, given: bool, public: str | None) -> tuple[byt
         try:
             raw = b64url_decode(public.strip(), what="--log-public-key")
         except ProtocolError as exc:
-            raise BadRequestError(f"--log-public-key: {exc}") from None
+            raise BadRequestError(str(exc)) from None  # it names --log-public-key
         if len(raw) != 32:
             raise BadRequestError(
                 f"--log-public-key: {len(raw)} bytes; an Ed25519 public key is 32 (base64url)"

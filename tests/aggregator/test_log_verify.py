@@ -538,10 +538,13 @@ def test_a_database_carrying_another_log_key_fails_against_the_networks_key(
         assert code == ExitCode.LOG_FAILED, (extra, report)
         checks = {f["check"] for f in report["findings"]}
         assert "log-key" in checks and "checkpoint-signature" in checks, (extra, checks)
+    capsys.readouterr()
     assert (
         cli(["log", "verify", "--db", net.db, "--log-public-key", "not-a-key!"])
         == ExitCode.BAD_INPUT
     )
+    # the option named once: "error: --log-public-key is not canonical unpadded base64url"
+    assert capsys.readouterr().err.count("--log-public-key") == 1
 
 
 HUGE = ("99999999999999999999", "9223372036854775808", "9007199254740992")
