@@ -1519,6 +1519,11 @@ def _build_and_serve(opts: Options, err: Console, out: Console) -> None:
         if opts.once or not summary["ok"]:
             if not summary["ok"]:
                 err.print(f"see the logs in {home.logs}")
+            elif not opts.as_json:  # the URL above answers only while a run serves it
+                err.print(
+                    "--once: the aggregator stops now, so the dashboard above is not served; "
+                    "run `fedqi-demo` again without --once to serve it (it resumes)"
+                )
             raise typer.Exit(DemoExit.OK if summary["ok"] else DemoExit.FAILED)
         err.print(f"Serving until Ctrl-C (server log: {home.log('aggregator')})")
         try:

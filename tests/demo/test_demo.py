@@ -479,6 +479,15 @@ def test_one_practice_runs_with_the_default_groups(tmp_path: Path) -> None:
     for doc in ("index", "data-items", "data-flow", "dpia", "processing"):
         for ext in ("html", "md"):
             assert shipped.sha256() in (pack / f"{doc}.{ext}").read_text(), f"{doc}.{ext}"
+    # resumed with --once, in words: the dashboard's URL is printed with the word that it is
+    # not being served (the server stops with the run)
+    again = subprocess.run(
+        [str(DEMO), "--practices", "1", "--periods", "1", "--once", "--home", str(home), "--port", "0"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Dashboard: " in again.stdout
+    assert "--once: the aggregator stops now, so the dashboard above is not served" in again.stderr
 
 
 def test_an_explicit_groups_above_practices_is_still_refused(
