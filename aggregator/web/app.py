@@ -50,6 +50,12 @@ def create_app(
         # Browsers ask for it on pages without an icon link (the IG pack's): the dashboard's.
         return RedirectResponse("/dashboard/static/favicon.svg", status_code=301)
 
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        # Someone who opens the server's address in a browser wants the dashboard (which asks
+        # who they are); the API lives under /v1 and is described at /docs.
+        return RedirectResponse("/dashboard", status_code=307)
+
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
         return {"status": "ok"}

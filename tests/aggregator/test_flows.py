@@ -313,7 +313,11 @@ def test_health_readiness_and_openapi(server):
     assert server.get("/healthz").json() == {"status": "ok"}
     assert server.get("/readyz").json() == {"status": "ready"}
     assert server.get("/docs").status_code == 200
+    # the server's own address, opened in a browser, leads to the dashboard (not a 404 problem)
+    root = server.get("/", follow_redirects=False)
+    assert (root.status_code, root.headers["location"]) == (307, "/dashboard"), root.text
     paths = server.get("/openapi.json").json()["paths"]
+    assert "/" not in paths
     for p in (
         "/v1/submissions",
         "/v1/enrol",
