@@ -29,7 +29,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from .errors import ConfigError
+from .errors import BadRequestError, ConfigError
 
 DEFAULT_DB = "sqlite:///fedqi-aggregator.db"
 MAX_BODY_BYTES = 256 * 1024
@@ -249,11 +249,16 @@ def get_settings(
     ``None`` values in them are ignored so CLI options left unset fall through. ``environ``: the
     environment to read (default: the process's)."""
     env = os.environ if environ is None else environ
+    named = config_file is not None  # by the caller (the command line's --config)
     if config_file is None and env.get("FEDQI_AGGREGATOR_CONFIG"):
         config_file = env["FEDQI_AGGREGATOR_CONFIG"]
     path = Path(config_file) if config_file is not None else None
     if path is not None and not path.is_file():
-        raise ConfigError(f"settings file {path} does not exist")
+        if named:  # a bad argument (exit 2), as for any option naming a missing file
+            raise BadRequestError(f"--config {path}: no such settings file")
+        raise ConfigError(
+            f"settings file {path} does not exist (environment variable FEDQI_AGGREGATOR_CONFIG)"
+        )
     if secrets_dir is None and env.get("FEDQI_AGGREGATOR_SECRETS_DIR"):
         secrets_dir = env["FEDQI_AGGREGATOR_SECRETS_DIR"]
     if secrets_dir is not None and not Path(secrets_dir).is_dir():
@@ -264,12 +269,20 @@ def get_settings(
     try:
         return Settings(config_file=path, _secrets_dir=secrets_dir, **values)
     except ValidationError as exc:
+        errors = exc.errors()
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
             f"{_source_of(e['loc'], values, env, secrets_dir, path)}"
-            for e in exc.errors()
+            for e in errors
         )
-        raise ConfigError(f"invalid aggregator settings: {problems}") from None
+        # Every bad value an option of the command line's: a bad argument (exit 2), as the
+        # exit-code table says; a bad value from the environment, a secret or the file is
+        # configuration (exit 1).
+        from_options = all(
+            e["loc"] and str(e["loc"][0]) in values and str(e["loc"][0]) in _OPTIONS for e in errors
+        )
+        error = BadRequestError if from_options else ConfigError
+        raise error(f"invalid aggregator settings: {problems}") from None
     except Exception as exc:  # a TOML syntax error surfaces from the source
         raise ConfigError(
             f"cannot read aggregator settings{' from ' + str(path) if path else ''}: {exc}"

@@ -10,7 +10,7 @@ import typer.main
 
 from aggregator.cli import app
 from aggregator.cli import main as cli
-from aggregator.errors import ConfigError
+from aggregator.errors import BadRequestError, ConfigError
 from aggregator.settings import Settings, get_settings
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "aggregator.md").read_text()
@@ -61,10 +61,26 @@ def test_settings_reject_unknown_keys_and_bad_values(tmp_path: Path):
     bad.write_text('dbb = "sqlite:///typo.db"\n')
     with pytest.raises(ConfigError, match="dbb"):
         get_settings(bad)
-    with pytest.raises(ConfigError, match="port"):
+    with pytest.raises(BadRequestError, match="port"):  # an option's value: exit 2
         get_settings(port=70000)
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(BadRequestError, match="--config .*absent.toml: no such settings file"):
         get_settings(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="FEDQI_AGGREGATOR_CONFIG"):
+        get_settings(environ={"FEDQI_AGGREGATOR_CONFIG": str(tmp_path / "absent.toml")})
+
+
+def test_a_bad_option_exits_2_and_a_bad_setting_elsewhere_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exit-code table: a bad argument (an option's value, a --config file that is not
+    there) is 2; the same value from the environment is configuration, 1."""
+    assert cli(["serve", "--port", "0"]) == 2
+    assert "port: Input should be greater than or equal to 1 (--port)" in capsys.readouterr().err
+    assert cli(["practice", "list", "--config", str(tmp_path / "absent.toml")]) == 2
+    assert "no such settings file" in capsys.readouterr().err
+    monkeypatch.setenv("FEDQI_AGGREGATOR_PORT", "0")
+    assert cli(["serve"]) == 1
+    assert "(environment variable FEDQI_AGGREGATOR_PORT)" in capsys.readouterr().err
 
 
 def test_serve_refuses_an_unmigrated_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.cli import main
-from aggregator.errors import ConfigError
+from aggregator.errors import BadRequestError, ConfigError
 from aggregator.settings import get_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +43,9 @@ def test_a_bad_value_names_where_it_came_from(tmp_path: Path) -> None:
         ConfigError, match=r"port: .* \(environment variable FEDQI_AGGREGATOR_PORT\)"
     ):
         get_settings(environ={"FEDQI_AGGREGATOR_PORT": "x"})
-    with pytest.raises(ConfigError, match=r"port: .* \(--port\)"):
+    # a bad value given as an option is a bad argument (exit 2); from the file or the
+    # environment, configuration (exit 1)
+    with pytest.raises(BadRequestError, match=r"port: .* \(--port\)"):
         get_settings(toml, environ={}, port=99999)
 
 
