@@ -377,7 +377,18 @@ def _describe(
     env: Mapping[str, str],
     given: Mapping[str, Any] | None = None,
 ) -> str:
-    err = exc.errors()[0]
+    """Every bad setting, each with where it came from, in one line ("; " between them), so
+    that a file with two wrong values is corrected in one go."""
+    return "; ".join(_describe_one(err, config_file, file_data, env, given) for err in exc.errors())
+
+
+def _describe_one(
+    err: Any,
+    config_file: Path,
+    file_data: dict[str, Any],
+    env: Mapping[str, str],
+    given: Mapping[str, Any] | None,
+) -> str:
     loc = [str(p) for p in err["loc"]]
     key = ".".join(loc) or "(root)"
     msg = _PLAIN.get(key, err["msg"]) if err["type"] == "string_pattern_mismatch" else err["msg"]
@@ -411,9 +422,7 @@ def _describe(
             # to a file that ends with [source] lands in source.
             hint = f": `{loc[1]}` is a top-level setting: put it above the first [table] line"
         return f"unknown setting {key!r} {where}{hint} (known settings: {known})"
-    more = exc.error_count() - 1
-    suffix = f" (+{more} more)" if more else ""
-    return f"bad setting {key!r} {where}: {msg}{suffix}"
+    return f"bad setting {key!r} {where}: {msg}"
 
 
 #: What a setting that does not match its pattern must look like, in words.

@@ -68,6 +68,23 @@ def test_a_top_level_setting_below_a_table_says_where_it_belongs(tmp_path: Path)
     assert "top-level" not in str(exc.value)
 
 
+def test_every_bad_setting_is_named_with_where_it_came_from(tmp_path: Path) -> None:
+    """Two bad values in the file and one in the environment: each named, with its place, in
+    one line, so the practice corrects them in one go (not one per run)."""
+    path = _write(tmp_path, "practice = 5\naggregator_url = 7\n[transport]\nretries = 2\n")
+    with pytest.raises(ConfigError) as exc:
+        get_settings(tmp_path, {"FEDQI_AGENT_TRANSPORT__RETRIES": "many"})
+    said = str(exc.value)
+    assert "\n" not in said
+    for part in (
+        f"bad setting 'practice' in {path}: Input should be a valid string",
+        f"bad setting 'aggregator_url' in {path}: Input should be a valid string",
+        "bad setting 'transport.retries' in environment variable FEDQI_AGENT_TRANSPORT__RETRIES",
+    ):
+        assert part in said, said
+    assert "more)" not in said
+
+
 def test_unknown_environment_variable_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="FEDQI_AGENT_RELEAS"):
         get_settings(tmp_path, {"FEDQI_AGENT_RELEAS": "hold"})
