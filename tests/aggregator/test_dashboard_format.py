@@ -76,3 +76,6 @@ def test_a_sparkline_never_bridges_a_month_without_a_rate() -> None:
     flat = sparkline_svg([0.50, 0.51])
     ys = [float(y) for y in re.findall(r",([\d.]+)", flat)]
     assert abs(ys[0] - ys[1]) < 26 * 0.2
+    # no month with a rate (all withheld): words, not an empty box
+    none = sparkline_svg([None, None, None])
+    assert "no rate in any month</text>" in none and "<polyline" not in none

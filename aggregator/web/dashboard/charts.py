@@ -374,10 +374,15 @@ def sparkline_svg(
 ) -> str:
     """A small line of rates over periods, without axes: broken where a period has no rate (a
     withheld or missing month is never bridged), a lone point drawn as a dot, and scaled to at
-    least :data:`SPARK_MIN_SPAN` around its values."""
+    least :data:`SPARK_MIN_SPAN` around its values; where no month has a rate, words saying so."""
     vals = [p for p in points if p is not None]
     head = f'<svg xmlns="http://www.w3.org/2000/svg" class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" aria-label={quoteattr(label)}><title>{escape(label)}</title>'
-    if not vals or len(points) < 2:
+    if not vals:  # every month withheld or missing: said, not an empty box
+        return (
+            f'{head}<text x="2" y="{height - 9}" font-size="9" fill="#595959">'
+            "no rate in any month</text></svg>"
+        )
+    if len(points) < 2:
         return head + "</svg>"
     lo, hi = min(vals), max(vals)
     span = max(hi - lo, SPARK_MIN_SPAN)
