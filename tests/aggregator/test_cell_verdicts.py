@@ -334,6 +334,19 @@ def test_db_rebuild_benchmarks_in_several_processes(sealed, capsys) -> None:  # 
     assert rows and all(verdict.holds(key, r.verdict, _binding(r), _values(r)) for r in rows)
 
 
+def _queue_empty_groups(network, n: int) -> int:  # type: ignore[no-untyped-def]
+    """``n`` stale groups with no cells (one a day from 2000-01-01): a long queue that drains
+    quickly. Returns ``n``."""
+    now = dt.datetime.now(dt.UTC)
+    days = [dt.date(2000, 1, 1) + dt.timedelta(days=i) for i in range(n)]
+    with network.database.session() as s:
+        s.add_all(
+            BenchStale(indicator="BP_CONTROL", period_start=d, period_end=d, mark=1, marked_at=now)
+            for d in days
+        )
+    return n
+
+
 @pytest.mark.parametrize(
     "db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
 )
@@ -345,14 +358,7 @@ def test_db_rebuild_benchmarks_reports_a_failed_process_at_once(
     draining here): the error is printed as it comes, as one line, with exit 1, and the other
     process stops after the group it is on, leaving the rest stale for the next run, instead
     of draining them all before the error is heard."""
-    queued = 2000
-    now = dt.datetime.now(dt.UTC)
-    days = [dt.date(2000, 1, 1) + dt.timedelta(days=i) for i in range(queued)]
-    with network.database.session() as s:
-        s.add_all(
-            BenchStale(indicator="BP_CONTROL", period_start=d, period_end=d, mark=1, marked_at=now)
-            for d in days
-        )
+    queued = _queue_empty_groups(network, 2000)
     one_lost = OneCopyLosesTheDatabase(network.settings, tmp_path / "claimed")
     monkeypatch.setattr("aggregator.cli._settings", lambda *args, **kwargs: one_lost)
     capsys.readouterr()
@@ -384,14 +390,7 @@ def test_db_rebuild_benchmarks_keeps_the_groups_done_when_the_database_goes_mid_
 
     import psycopg
 
-    queued = 2000
-    now = dt.datetime.now(dt.UTC)
-    days = [dt.date(2000, 1, 1) + dt.timedelta(days=i) for i in range(queued)]
-    with network.database.session() as s:
-        s.add_all(
-            BenchStale(indicator="BP_CONTROL", period_start=d, period_end=d, mark=1, marked_at=now)
-            for d in days
-        )
+    queued = _queue_empty_groups(network, 2000)
     url = network.db.replace("postgresql+psycopg://", "postgresql://")
     ended: list[int] = []
 
