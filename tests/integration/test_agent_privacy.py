@@ -47,8 +47,19 @@ def identified_practice(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
         for i, old in enumerate(ids):
             nhs = _nhs_number(i)
             name, postcode = NAMES[i % len(NAMES)], POSTCODES[i % len(POSTCODES)]
-            # An exact date of birth no period label or date in a payload can equal.
+            # An exact date of birth no period label or date in a payload can equal, before
+            # every record of the patient's (the agent refuses a record dated before birth).
             dob = dt.date(1931 + i % 70, 1 + i % 12, 2 + i % 26)
+            earliest = dt.date.fromisoformat(
+                db.execute(
+                    "SELECT min(d) FROM (SELECT registration_start AS d FROM patients "
+                    "WHERE patient_id = ? UNION ALL SELECT date FROM events WHERE patient_id = ? "
+                    "UNION ALL SELECT date FROM medications WHERE patient_id = ?)",
+                    (old, old, old),
+                ).fetchone()[0]
+            )
+            if dob >= earliest:
+                dob = dt.date(earliest.year - 1, 1 + i % 12, 2 + i % 26)
             new_id = int(nhs)
             for table in ("events", "medications"):
                 db.execute(f"UPDATE {table} SET patient_id = ? WHERE patient_id = ?", (new_id, old))
