@@ -116,6 +116,22 @@ class Settings(BaseSettings):
     # Set per instance (from get_settings), never from the environment itself.
     config_file: Path | None = Field(None, exclude=True, description="TOML settings file")
 
+    @field_validator("db")
+    @classmethod
+    def _db_kind(cls, value: str) -> str:
+        """A SQLite file's path, or a ``sqlite://`` or ``postgresql://`` URL (a driver may follow
+        ``+``). Any other URL is refused here, with where it came from (an option: exit 2; the
+        environment or the file: exit 1), not later as the database is first opened."""
+        if "://" not in value:
+            return value
+        scheme = value.split("://", 1)[0].split("+", 1)[0].lower()
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(
+                f"{value.split('://', 1)[0]}:// is not a supported database: a SQLite file's "
+                "path, or a sqlite:// or postgresql:// URL"
+            )
+        return value
+
     @field_validator("size_band_edges", mode="before")
     @classmethod
     def _edges_from_text(cls, value: Any) -> Any:

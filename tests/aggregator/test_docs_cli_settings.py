@@ -83,6 +83,28 @@ def test_a_bad_option_exits_2_and_a_bad_setting_elsewhere_1(
     assert "(environment variable FEDQI_AGGREGATOR_PORT)" in capsys.readouterr().err
 
 
+def test_a_database_url_of_another_kind_names_where_it_came_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A URL naming another database (MySQL, say) is refused before anything is opened, naming
+    its source: from --db a bad argument (exit 2), from the environment or the file 1."""
+    assert cli(["db", "upgrade", "--db", "mysql://u@host/fedqi"]) == 2
+    err = capsys.readouterr().err
+    assert "db: Value error, mysql:// is not a supported database" in err and "(--db)" in err
+    assert err.count("\n") == 1, err
+    toml = tmp_path / "agg.toml"
+    toml.write_text('db = "mysql+pymysql://u@host/fedqi"\n')
+    assert cli(["practice", "list", "--config", str(toml)]) == 1
+    err = capsys.readouterr().err
+    assert "mysql+pymysql:// is not a supported database" in err and f"(in {toml})" in err
+    monkeypatch.setenv("FEDQI_AGGREGATOR_DB", "oracle://x")
+    assert cli(["practice", "list"]) == 1
+    assert "(environment variable FEDQI_AGGREGATOR_DB)" in capsys.readouterr().err
+    monkeypatch.delenv("FEDQI_AGGREGATOR_DB")
+    for fine in ("fedqi.db", "sqlite:///x.db", "postgresql+psycopg://u@h/d", "postgres://u@h/d"):
+        assert get_settings(db=fine).db == fine
+
+
 def test_serve_refuses_an_unmigrated_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     (tmp_path / "empty.db").touch()
     url = f"sqlite:///{tmp_path / 'empty.db'}"
