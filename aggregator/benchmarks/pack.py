@@ -143,10 +143,17 @@ def narrative(
         low = [m for m in shown if (m.get("band") or "").startswith("low")]
         high = [m for m in shown if (m.get("band") or "").startswith("high")]
         within = len(shown) - len(low) - len(high)
+        withheld = sum(1 for m in measures if m.get("status") == "suppressed")
         out.append(
-            f"In {label}, {name} reports {len(shown)} of {len(measures)} indicators. Against the "
-            f"network's funnel limits it is below on {len(low)}, above on {len(high)} and within "
-            f"on {within}."
+            f"In {label}, {name} has a rate on {len(shown)} of {len(measures)} indicators"
+            + (
+                f" ({withheld} withheld by its own disclosure control: a small count, or "
+                "withheld to protect another count)"
+                if withheld
+                else ""
+            )
+            + f". Against the network's funnel limits it is below on {len(low)}, above on "
+            f"{len(high)} and within on {within}."
             + (
                 " Below: "
                 + "; ".join(

@@ -111,6 +111,8 @@ def test_a_practice_page_says_why_its_own_figures_are_withheld(tmp_path) -> None
             row = page[page.index('data-indicator="DM_HBA1C"') :]
             assert "withheld by disclosure control" in row[: row.index("</tr>")]
             assert 'id="withheld-note"' in page and "--local</code> shows every exact count" in page
+            note = page[page.index('id="withheld-note"') :]
+            assert "(a small count, or withheld to protect another count)" in note[:400]
         with signed_in(n, f"practice:{other.ods}") as c:
             assert 'id="withheld-note"' not in c.get(f"/dashboard/practices/{other.ods}").text
 

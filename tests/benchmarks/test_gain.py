@@ -86,6 +86,22 @@ def _c(diff: float, beyond: bool, brk: bool = False) -> dict:  # type: ignore[ty
             "rate_from": 0.5, "rate_to": 0.5 + diff}  # fmt: skip
 
 
+def test_the_narrative_counts_what_the_practice_withheld_apart_from_what_it_reports() -> None:
+    """A figure the practice's own disclosure control withheld was sent: the narrative says the
+    practice has a rate on so many indicators and how many it withheld, not that it 'reports'
+    fewer indicators (a new-user run read 'reports 7 of 17' of a practice that sent all 17)."""
+    withheld = {**_m("W", None, None, None), "status": "suppressed"}
+    empty = {**_m("Z", None, None, None), "status": "exact", "note": "no eligible patients"}
+    text = " ".join(
+        pack.narrative("Elm", "2026-09", None, [_m("A", 0.5, "within", 0), withheld, empty], [])
+    )
+    assert (
+        "has a rate on 1 of 3 indicators (1 withheld by its own disclosure control: a small "
+        "count, or withheld to protect another count). Against" in text
+    ), text
+    assert "reports" not in text
+
+
 def test_narrative_is_written_from_the_numbers() -> None:
     measures = [
         _m("A", 0.5, "low_998", 40, _c(0.1, True)),
@@ -105,7 +121,7 @@ def test_narrative_is_written_from_the_numbers() -> None:
         }
     ]
     text = " ".join(pack.narrative("Elm", "2026-09", "2026-06", measures, regs))
-    assert "reports 5 of 5 indicators" in text
+    assert "has a rate on 5 of 5 indicators. Against" in text
     assert "below on 2, above on 1 and within on 2" in text
     assert "would mean 73 more patients meeting the standard" in text
     assert "the most on A title (40 patients" in text
