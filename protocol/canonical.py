@@ -39,8 +39,31 @@ def _reject_float_constants(value: str) -> Any:
     raise CanonicalFormError(f"non-finite number {value} is not JSON")
 
 
+#: The most digits a JSON integer may have here: far beyond any count, time or sequence number
+#: (the protocol's integers are safe integers, 16 digits at most), far below the 4,300 at
+#: which Python refuses to convert one (a ValueError, which would otherwise escape the parse).
+MAX_INT_DIGITS = 100
+
+
+def parse_int(error: type[Exception], where: str) -> Callable[[str], int]:
+    """A ``json.loads`` ``parse_int`` hook refusing, as ``error``, an integer of more than
+    :data:`MAX_INT_DIGITS` digits in ``where``."""
+
+    def parse(text: str) -> int:
+        digits = len(text) - text.startswith("-")
+        if digits > MAX_INT_DIGITS:
+            raise error(f"{where} holds an integer of {digits} digits")
+        return int(text)
+
+    return parse
+
+
+_PAYLOAD_INT = parse_int(CanonicalFormError, "payload JSON")
+
+
 def loads_strict(data: bytes) -> Any:
-    """Parse JSON bytes, rejecting duplicate keys, NaN/Infinity and invalid UTF-8."""
+    """Parse JSON bytes, rejecting duplicate keys, NaN/Infinity, invalid UTF-8, integers of
+    more than :data:`MAX_INT_DIGITS` digits and nesting deeper than the parser can follow."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -50,9 +73,12 @@ def loads_strict(data: bytes) -> Any:
             text,
             object_pairs_hook=_reject_duplicates,
             parse_constant=_reject_float_constants,
+            parse_int=_PAYLOAD_INT,
         )
     except json.JSONDecodeError as exc:
         raise CanonicalFormError(f"payload is not JSON: {exc}") from None
+    except RecursionError:
+        raise CanonicalFormError("payload JSON is nested too deeply") from None
 
 
 _MAX_SAFE_INT = 2**53 - 1

@@ -44,7 +44,7 @@ from pydantic import (
     model_validator,
 )
 
-from .canonical import canonical_json, parse_canonical
+from .canonical import canonical_json, parse_canonical, parse_int
 from .errors import (
     EnvelopeFormatError,
     PayloadTypeError,
@@ -279,6 +279,9 @@ def _is_canonical(value: dict[str, Any], data: bytes) -> bool:
     )
 
 
+_ENVELOPE_INT = parse_int(EnvelopeFormatError, "envelope JSON")
+
+
 def _loads(data: bytes) -> Any:
     def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         obj: dict[str, Any] = {}
@@ -296,7 +299,12 @@ def _loads(data: bytes) -> Any:
     except UnicodeDecodeError:
         raise EnvelopeFormatError("envelope is not valid UTF-8") from None
     try:
-        return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+        return json.loads(
+            text,
+            object_pairs_hook=no_duplicates,
+            parse_constant=no_constants,
+            parse_int=_ENVELOPE_INT,
+        )
     except json.JSONDecodeError as exc:
         raise EnvelopeFormatError(f"envelope is not JSON: {exc}") from None
     except RecursionError:

@@ -445,3 +445,18 @@ def test_method_not_allowed_lists_head_wherever_it_lists_get(server) -> None:  #
     # POST only: no GET, so no HEAD either, and a HEAD there is refused naming POST
     assert allow("GET", "/v1/submissions") == ["POST"]
     assert allow("HEAD", "/v1/submissions") == ["POST"]
+
+
+def test_an_integer_too_long_or_json_too_deep_is_a_400_problem_not_a_500(server) -> None:  # type: ignore[no-untyped-def]
+    """A body holding an integer of thousands of digits (Python refuses to convert one of more
+    than 4,300, a ValueError the parser did not catch) or nested beyond the parser's depth is
+    refused as a malformed envelope, 400 problem+json naming what is wrong, on every POST that
+    takes an envelope (a fuzzing run found 500 text/plain)."""
+    long_int = b'{"payloadType":' + b"9" * 5000 + b"}"
+    deep = b"[" * 100_000
+    for path in ("/v1/submissions", "/v1/enrol", "/v1/keys/rotate"):
+        for body, said in ((long_int, "an integer of 5000 digits"), (deep, "nested too deeply")):
+            r = server.client.post(path, content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 400, (path, r.status_code, r.text[:200])
+            assert r.headers["content-type"] == "application/problem+json", path
+            assert said in r.json()["detail"], (path, r.json())
