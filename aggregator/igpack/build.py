@@ -544,6 +544,7 @@ def write_pack(pack: IgPack, out: Path) -> list[Path]:
     """Write every document (HTML and Markdown), the SVG, the stylesheet and ``manifest.json``
     into ``out``: into a temporary directory first, then moved in, so a failure leaves nothing
     half-written."""
+    import errno
     import shutil
     import tempfile
 
@@ -562,15 +563,25 @@ def write_pack(pack: IgPack, out: Path) -> list[Path]:
     files["data-flow.svg"] = flow_svg()
     files[STYLESHEET] = stylesheet()
     files["manifest.json"] = json.dumps(pack.manifest(), indent=2, sort_keys=True) + "\n"
-    tmp = Path(tempfile.mkdtemp(prefix=".ig-pack-", dir=out.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".ig-pack-", dir=out.parent))
+    except OSError as exc:  # a parent that exists but takes no files (/proc, read-only)
+        raise ConfigError(f"--out {out}: cannot write in {out.parent}: {exc.strerror}") from None
     try:
         for fname, text in files.items():
             (tmp / fname).write_text(text, "utf-8")
         out.mkdir(exist_ok=True)
+        for fname in files:  # before the first move: shutil.move would put a file inside it
+            if (out / fname).is_dir():
+                raise IsADirectoryError(errno.EISDIR, "is a directory", str(out / fname))
         written = []
         for fname in files:
             shutil.move(str(tmp / fname), out / fname)  # same filesystem: a rename
             written.append(out / fname)
+    except OSError as exc:  # a full disk, a file of the pack's name that is a directory
+        raise ConfigError(
+            f"--out {out}: cannot write {exc.filename or out}: {exc.strerror}"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return written

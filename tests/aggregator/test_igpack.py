@@ -145,6 +145,21 @@ def test_ig_pack_error_paths(network, tmp_path: Path, capsys):
     assert network.cli("ig-pack", "--out", str(a_file / "sub" / "pack")) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: --out") and "not-a-dir" in err and "Traceback" not in err, err
+    # a parent that exists but takes no files (/proc): one line, no traceback (a new-user run)
+    assert network.cli("ig-pack", "--out", "/proc/pack") == 1
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("error: --out /proc/pack: cannot write in /proc") and err.count("\n") == 1
+    ), err
+    # a pack's file name taken by a directory in --out: the same, and the directory is kept
+    taken = tmp_path / "taken"
+    (taken / "manifest.json").mkdir(parents=True)
+    assert network.cli("ig-pack", "--out", str(taken)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {taken}: cannot write") and "Traceback" not in err, err
+    assert (taken / "manifest.json").is_dir() and [p.name for p in taken.iterdir()] == [
+        "manifest.json"
+    ]
     assert network.cli("ig-pack", "--out", str(tmp_path / "p"), "--catalogue-id", "nope") == 2
     assert "catalogue 'nope': nothing published" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()  # nothing half-written
