@@ -33,6 +33,8 @@ def access_query(role: str, practice_ods: str | None, f: Mapping[str, str | None
     by ``f`` (:data:`FILTERS`)."""
     start = parse_day(f.get("start"), "from")
     end = parse_day(f.get("end"), "to")
+    if start is not None and end is not None and start > end:  # "no reads match" would mislead
+        raise BadRequestError(f"from {start} is after to {end}: no day is in between")
     q = select(AccessAudit, User.name).join(User, User.id == AccessAudit.user_id)
     if role == "ig_officer":
         q = q.where(AccessAudit.practice_ods == practice_ods)

@@ -256,6 +256,14 @@ def test_access_audit_page_filters_and_csv(server, agent_factory):
         assert "No reads match." in future.text
         bad = client.get("/dashboard/access-audit?start=yesterday")
         assert bad.status_code == 400 and "from &#39;yesterday&#39; is not a date" in bad.text
+        backwards = client.get("/dashboard/access-audit?start=2026-12-31&end=2026-01-01")
+        assert (
+            backwards.status_code == 400
+            and "from 2026-12-31 is after to 2026-01-01" in backwards.text
+        )
+        assert (
+            client.get("/dashboard/access-audit?start=2026-01-01&end=2026-01-01").status_code == 200
+        )
         maybe = client.get("/dashboard/access-audit?granted=maybe")
         assert maybe.status_code == 400 and "yes, no, or empty for both" in maybe.text
         rows = list(
