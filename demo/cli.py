@@ -117,7 +117,7 @@ DEMO_EXIT_MEANINGS: dict[DemoExit, str] = {
     DemoExit.USAGE: "an option is unknown or out of range (the message names it and the range); "
     "nothing was started",
     DemoExit.MISSING_EXTRA: "the demo extra is not installed (the line printed names the pip install to run)",
-    DemoExit.INTERRUPTED: "interrupted (Ctrl-C, SIGINT or SIGTERM) before it served; run "
+    DemoExit.INTERRUPTED: "interrupted (Ctrl-C, SIGINT, SIGTERM or SIGHUP) before it served; run "
     "fedqi-demo again to resume",
 }
 
@@ -1475,14 +1475,14 @@ def demo(
 ) -> None:
     """A network of synthetic practices, each with its own agent, key and records, feeding a live
     aggregator and dashboard over HTTP. Re-running resumes; --fresh starts again. One run at a
-    time per --home: a second one is refused while the first is alive. Ctrl-C, or SIGINT or
-    SIGTERM to its pid, stops it and its aggregator."""
+    time per --home: a second one is refused while the first is alive. Ctrl-C, or SIGINT,
+    SIGTERM or SIGHUP to its pid, stops it and its aggregator."""
     if groups is None:  # the default never exceeds the practices there are
         groups = min(DEFAULT_GROUPS, practices) if practices >= 1 else DEFAULT_GROUPS
     opts = Options(practices, groups, periods, home, port, once, as_json, fresh, jobs, seed, runner)
     # soft_wrap: tokens and URLs stay on one line, whatever the terminal width (or a pipe).
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    out = Console(highlight=False, soft_wrap=True)
+    out = _SummaryConsole(highlight=False, soft_wrap=True)
     _check_options(opts)  # before the home is touched
     with _stopped_by_signals(), claim_home(DemoHome(home)):
         _build_and_serve(opts, err, out)
@@ -1490,13 +1490,20 @@ def demo(
 
 @contextlib.contextmanager
 def _stopped_by_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM sent to the demo's pid stop it as Ctrl-C does. Set here, not left to
-    Python's default: a demo started in the background by a shell inherits SIGINT ignored, and
-    a service manager stops with SIGTERM."""
+    """SIGINT, SIGTERM and SIGHUP sent to the demo's pid stop it as Ctrl-C does. Set here, not
+    left to Python's default: a demo started in the background by a shell inherits SIGINT
+    ignored, a service manager stops with SIGTERM, and closing the terminal sends SIGHUP, which
+    by default ended the demo without stopping its aggregator."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
-    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP: the terminal it runs in was closed (not on Windows, which has none).
+    stops = (
+        signal.SIGINT,
+        signal.SIGTERM,
+        *((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()),
+    )
+    previous = {s: signal.signal(s, _interrupt) for s in stops}
     try:
         yield
     finally:
@@ -1511,11 +1518,16 @@ def _build_and_serve(opts: Options, err: Console, out: Console) -> None:
     except KeyboardInterrupt:
         err.print("\ninterrupted: run fedqi-demo again to resume where it stopped")
         raise typer.Exit(DemoExit.INTERRUPTED) from None
-    if opts.as_json:
-        typer.echo(json.dumps(summary, indent=2, sort_keys=True))
-    else:
-        print_summary(summary, out)
     try:
+        try:
+            if opts.as_json:
+                typer.echo(json.dumps(summary, indent=2, sort_keys=True))
+            else:
+                print_summary(summary, out)
+        except BrokenPipeError:  # what reads stdout has gone (`| head`): stop, as on Ctrl-C
+            _stdout_to_devnull()
+            err.print("stdout was closed before the summary was written; stopping")
+            raise typer.Exit(DemoExit.FAILED) from None
         if opts.once or not summary["ok"]:
             if not summary["ok"]:
                 err.print(f"see the logs in {home.logs}")
@@ -1536,6 +1548,25 @@ def _build_and_serve(opts: Options, err: Console, out: Console) -> None:
         err.print("\nstopped; run `fedqi-demo` again to serve this network again (it resumes)")
     finally:
         server.stop()
+
+
+class _SummaryConsole(Console):
+    """The summary's console: a closed stdout raises BrokenPipeError, as ``typer.echo`` does,
+    where Rich's own handling exits at once (before the demo has stopped its aggregator)."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at the null device, so that Python's flush of it at exit does not fail
+    again on the closed pipe (and print 'Exception ignored')."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _aggregator_ended(code: int, log: Path) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -192,9 +193,12 @@ def test_demo_stops_its_server_with_once(demo: tuple[Path, dict[str, Any], str])
         httpx.get(f"{s['api_url']}/healthz", timeout=2)
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "hangup"])
 def test_demo_rerun_resumes_serves_and_stops_on_ctrl_c(
-    demo: tuple[Path, dict[str, Any], str],
+    demo: tuple[Path, dict[str, Any], str], stop: signal.Signals
 ) -> None:
+    """Ctrl-C (SIGINT), or closing the terminal (SIGHUP: a new-user run found it left the
+    aggregator running), stops the demo and its aggregator, exit 0."""
     home, first, _ = demo
     serving = serve_demo(
         [
@@ -221,7 +225,7 @@ def test_demo_rerun_resumes_serves_and_stops_on_ctrl_c(
             f"{base}/v1/practices", headers={"Authorization": f"Bearer {admin}"}, timeout=10
         )
         assert listed.status_code == 200 and len(listed.json()) == PRACTICES
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        proc.send_signal(stop)  # what Ctrl-C, or a closed terminal, sends
         assert proc.wait(60) == 0
     finally:
         if proc.poll() is None:
@@ -239,6 +243,35 @@ def test_demo_rerun_resumes_serves_and_stops_on_ctrl_c(
     assert [u["token"] for u in again["users"]] == [u["token"] for u in first["users"]]
     with pytest.raises(httpx.TransportError):  # the server stopped with it
         httpx.get(f"{base}/healthz", timeout=2)
+
+
+@pytest.mark.parametrize("as_json", [[], ["--json"]], ids=["summary", "json"])
+def test_a_demo_whose_stdout_is_closed_stops_its_aggregator(
+    demo: tuple[Path, dict[str, Any], str], as_json: list[str]
+) -> None:
+    """`fedqi-demo --once | head`: what reads stdout goes away before the summary is written;
+    the demo stops its aggregator, says so in one line and exits 1 (a new-user run found the
+    aggregator left running)."""
+    home, _, _ = demo
+    port = free_port()
+    read, write = os.pipe()
+    os.close(read)  # nobody reads: the first write of the summary fails (EPIPE)
+    try:
+        proc = subprocess.run(
+            [str(DEMO), "--practices", str(PRACTICES), "--groups", str(GROUPS),
+             "--periods", str(PERIODS), "--once", "--home", str(home), "--port", str(port),
+             *as_json],
+            stdout=write, stderr=subprocess.PIPE, text=True, timeout=600, cwd=home.parent,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert proc.stderr.rstrip().splitlines()[-1] == (
+        "stdout was closed before the summary was written; stopping"
+    ), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    with pytest.raises(httpx.TransportError):  # the aggregator stopped with it
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
 
 
 def test_every_dashboard_page_of_the_demo_answers_for_every_role(
