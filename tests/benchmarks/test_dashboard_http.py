@@ -148,6 +148,31 @@ def test_each_role_lands_on_its_page(net: SyntheticNetwork) -> None:
             assert c.get(where).status_code == 200
 
 
+def test_a_practice_page_says_whose_patients_and_who_is_named_for_each_role(
+    net: SyntheticNetwork,
+) -> None:
+    """The practice page's lead paragraph speaks to the viewer: a practice reads "your
+    patients" and that other practices are pseudonymised; a network lead reads "its patients"
+    and that its PCN's practices are named (a new-user run found a lead told "your patients"
+    and "Peers appear under pseudonyms only" beside its PCN's named practices)."""
+    me = net.specs[1].ods
+
+    def lead_paragraph(who: str) -> str:
+        with signed_in(net, who) as c:
+            page = c.get(f"/dashboard/practices/{me}")
+            assert page.status_code == 200, who
+            text = page.text[page.text.index("patients who could gain") :]
+            return " ".join(text[: text.index("</p>")].split())
+
+    own = lead_paragraph(f"practice:{me}")
+    assert "your patients" in own and "Other practices appear under pseudonyms only." in own
+    lead = next(f"lead:{s.pcn}" for s in net.specs if s.ods == me)
+    theirs = lead_paragraph(lead)
+    assert "its patients" in theirs and "your patients" not in theirs
+    assert "The practices of your PCN are named to you" in theirs
+    assert "Every practice is named to you." in lead_paragraph("admin")
+
+
 def test_practice_pages_name_no_peer(net: SyntheticNetwork) -> None:
     me = net.specs[2]
     with signed_in(net, f"practice:{me.ods}") as c:
