@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,6 +116,15 @@ def test_a_practice_page_says_why_its_own_figures_are_withheld(tmp_path) -> None
             assert "(a small count, or withheld to protect another count)" in note[:400]
         with signed_in(n, f"practice:{other.ods}") as c:
             assert 'id="withheld-note"' not in c.get(f"/dashboard/practices/{other.ods}").text
+        # a withheld rate is a dash, never a dash marked approximate (a new-user run saw "– ≈")
+        for who, path in ((f"practice:{me.ods}", f"/dashboard/practices/{me.ods}"),
+                          (f"practice:{other.ods}", "/dashboard/indicators/DM_HBA1C"),
+                          ("admin", "/dashboard/overview"),
+                          (f"practice:{me.ods}", f"/dashboard/practices/{me.ods}/pack")):  # fmt: skip
+            with signed_in(n, who) as c:
+                page = c.get(path)
+                assert page.status_code == 200, path
+                assert not re.search(r"–\s*<abbr[^>]*>≈", page.text), (who, path)
 
 
 def test_the_practice_page_compares_with_the_peer_group_chosen(net: SyntheticNetwork) -> None:
