@@ -183,6 +183,34 @@ def test_a_practice_page_says_whose_patients_and_who_is_named_for_each_role(
     assert "Every practice is named to you." in lead_paragraph("admin")
 
 
+def test_figures_sent_to_whole_points_are_shown_to_whole_points(net: SyntheticNetwork) -> None:
+    """A practice's own view gets peers' rates and the pooled rates to whole percentage points;
+    the pages show them so ('61%'), not with a decimal that was never there ('61.0%'), while
+    the network's own view keeps one decimal (a new-user run)."""
+    me = net.specs[1].ods
+    pooled = re.compile(r"Network rate (\d+(?:\.\d)?)% \(95% CI (\d+(?:\.\d)?)%–(\d+(?:\.\d)?)%\)")
+    with signed_in(net, f"practice:{me}") as c:
+        page = c.get("/dashboard/indicators/FLU_65").text
+        found = pooled.search(" ".join(page.split()))
+        assert found and all("." not in g for g in found.groups()), found
+        peers = [row for row in page.split("<tr")[1:] if '<th scope="row">P-' in row]
+        assert peers and not any(re.search(r"<td>\d+\.\d%", row) for row in peers)
+        changes = page[page.index("<caption>Change between periods") :]
+        changes = changes[: changes.index("</table>")]
+        assert "%" in changes and not re.search(r"\d+\.\d%|\.\d pts", changes), changes
+        own = c.get(f"/dashboard/practices/{me}").text
+        row = own[own.index('data-indicator="FLU_65"') :]
+        cells = re.findall(r"<td>([^<]*)</td>", row[: row.index("</tr>")])
+        # its own rate and interval exact, the network rate and the benchmark to whole points
+        assert re.fullmatch(r"\d+\.\d%", cells[0]) and all(
+            re.fullmatch(r"\d+%", x) for x in cells[2:4]
+        ), cells
+    with signed_in(net, "admin") as c:
+        page = " ".join(c.get("/dashboard/indicators/FLU_65").text.split())
+        found = pooled.search(page)
+        assert found and all("." in g for g in found.groups()), found
+
+
 def test_practice_pages_name_no_peer(net: SyntheticNetwork) -> None:
     me = net.specs[2]
     with signed_in(net, f"practice:{me.ods}") as c:

@@ -42,11 +42,12 @@ def pct(x: float | None, nd: int = 1) -> str:
     return "–" if x is None else f"{100 * x:.{nd}f}%"
 
 
-def pts(difference: float | None) -> str:
-    """A change in percentage points, signed; a change that rounds to nothing reads +0.0, not -0.0."""
+def pts(difference: float | None, nd: int = 1) -> str:
+    """A change in percentage points, signed, to ``nd`` decimals; a change that rounds to
+    nothing reads +0.0 (or +0), not -0.0."""
     if difference is None:
         return "–"
-    return f"{round(100 * difference, 1) + 0.0:+.1f} pts"
+    return f"{round(100 * difference, nd) + 0.0:+.{nd}f} pts"
 
 
 def _marker(shape: str, x: float, y: float, colour: str, r: float = 5.0) -> str:
