@@ -105,12 +105,16 @@ def test_a_practice_page_says_why_its_own_figures_are_withheld(tmp_path) -> None
         with httpx.Client(base_url=n.url, timeout=60) as c:
             n.enrol_all(c)
             me, other = n.specs
-            n.submit(c, me, PERIODS[0], seed=1, shapes={"DM_HBA1C": "tiny"})
-            n.submit(c, other, PERIODS[0], seed=1)
+            for period in PERIODS[:2]:
+                n.submit(c, me, period, seed=1, shapes={"DM_HBA1C": "tiny"})
+                n.submit(c, other, period, seed=1)
         with signed_in(n, f"practice:{me.ods}") as c:
-            page = c.get(f"/dashboard/practices/{me.ods}").text
+            page = c.get(f"/dashboard/practices/{me.ods}?period={PERIODS[1].label}").text
             row = page[page.index('data-indicator="DM_HBA1C"') :]
             assert "withheld by disclosure control" in row[: row.index("</tr>")]
+            # no rate in either month: said once by the sparkline, not again as "not compared"
+            assert "no rate in any month" in row[: row.index("</tr>")]
+            assert "not compared" not in row[: row.index("</tr>")]
             assert 'id="withheld-note"' in page and "--local</code> shows every exact count" in page
             note = page[page.index('id="withheld-note"') :]
             assert "(a small count, or withheld to protect another count)" in note[:400]
