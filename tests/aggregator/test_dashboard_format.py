@@ -24,6 +24,12 @@ def test_points_are_signed_and_never_minus_zero(difference: float | None, shown:
     assert pts(difference) == shown
 
 
+def test_whole_points_are_shown_without_a_decimal() -> None:
+    """A practice's own view gets pooled rates to whole points: shown so."""
+    assert (pct(0.61, 0), pts(-0.01, 0), pts(-0.004, 0), pts(0.02, 0)) == (
+        "61%", "-1 pts", "+0 pts", "+2 pts")  # fmt: skip
+
+
 def test_rates_as_percentages() -> None:
     assert pct(None) == "–"
     assert pct(0.8) == "80.0%"
@@ -79,3 +85,17 @@ def test_a_sparkline_never_bridges_a_month_without_a_rate() -> None:
     # no month with a rate (all withheld): words, not an empty box
     none = sparkline_svg([None, None, None])
     assert "no rate in any month</text>" in none and "<polyline" not in none
+
+
+def test_a_practice_in_the_trend_legend_with_no_rate_says_so() -> None:
+    """The legend names the practice; where it has no rate in any month (every one withheld)
+    the chart says so under its name rather than drawing nothing (a new-user run)."""
+    from aggregator.web.dashboard.charts import trend_svg
+
+    series = [{"period": {"label": f"2026-0{m}"}, "rate": 0.5, "abc": 0.6} for m in (1, 2)]
+    none = [{"period": {"label": f"2026-0{m}"}, "rate": None} for m in (1, 2)]
+    withheld = trend_svg(series, practice=none, practice_label="Vale Surgery")
+    assert ">Vale Surgery</text>" in withheld and "no rate in any month</text>" in withheld
+    some = [{"period": {"label": "2026-01"}, "rate": 0.4}, none[1]]
+    drawn = trend_svg(series, practice=some, practice_label="Vale Surgery")
+    assert 'class="practice-pt"' in drawn and "no rate in any month" not in drawn
