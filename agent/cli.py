@@ -9,6 +9,7 @@ import importlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import typer
 
@@ -92,15 +93,52 @@ def run_app(typer_app: typer.Typer, args: list[str], prog_name: str) -> int:
     code. ``fedqi-agent`` and ``fedqi-demo`` both run this way."""
     from agent.errors import AgentUserError
 
+    usage_error, aborted = _click_errors()
     try:
-        typer_app(args=args, prog_name=prog_name)
-        return 0
+        # Not standalone: a usage error comes here, to be one line, not Click's boxed panel.
+        code = typer_app(args=args, prog_name=prog_name, standalone_mode=False)
+        # A command returns None (each is typed so): an int here is typer.Exit's code.
+        return code if isinstance(code, int) and not isinstance(code, bool) else 0
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except AgentUserError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
+    except usage_error as exc:  # an unknown option, a bad value: exit 2, as Click gives it
+        _show_usage_error(exc)
+        return int(exc.exit_code)  # type: ignore[attr-defined]
+    except aborted:  # end of input at a prompt
+        typer.echo("error: aborted", err=True)
+        return 1
+
+
+def _click_errors() -> tuple[type[Exception], type[Exception]]:
+    """The Click exception classes Typer raises: its usage errors' base (Typer 0.28 vendors
+    Click as ``typer._click``; earlier releases use the ``click`` package) and ``Abort``."""
+    import typer.core
+
+    vendored: Any = getattr(typer.core, "_click", None)
+    if vendored is None:  # pragma: no cover - Typer before 0.28
+        import click as vendored
+    return vendored.exceptions.ClickException, typer.Abort
+
+
+def _show_usage_error(exc: Exception) -> None:
+    """A usage error as one line naming where the command's help is; a command group run with
+    no command shows its help, as Typer does."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        try:
+            from typer import rich_utils
+
+            rich_utils.rich_format_error(exc)  # type: ignore[arg-type]
+        except ImportError:  # pragma: no cover - Typer without Rich
+            exc.show()  # type: ignore[attr-defined]
+        return
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+    typer.echo(f"error: {message}{where}", err=True)
 
 
 if __name__ == "__main__":

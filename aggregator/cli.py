@@ -1001,9 +1001,18 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     # submission and the users; dumps; an IG pack's files) is its owner's only: 0600 files in
     # 0700 directories, as its keys are. (POSIX.)
     old_umask = os.umask(0o077) if os.name == "posix" else None
+    usage_error, aborted = _click_errors()
     try:
-        app(args=args, prog_name="fedqi-aggregator")
-        return ExitCode.OK
+        # Not standalone: a usage error comes here, to be one line, not Click's boxed panel.
+        code = app(args=args, prog_name="fedqi-aggregator", standalone_mode=False)
+        # A command returns None (each is typed so): an int here is typer.Exit's code.
+        return code if isinstance(code, int) and not isinstance(code, bool) else ExitCode.OK
+    except usage_error as exc:  # an unknown option, a bad value: exit 2
+        _show_usage_error(exc)
+        return int(exc.exit_code)  # type: ignore[attr-defined]
+    except aborted:  # end of input at a prompt
+        typer.echo("error: aborted", err=True)
+        return ExitCode.FAILED
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (ExitCode.OK if code is None else ExitCode.FAILED)
@@ -1018,6 +1027,34 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         _ENVIRON.reset(token)
         if old_umask is not None:
             os.umask(old_umask)
+
+
+def _click_errors() -> tuple[type[Exception], type[Exception]]:
+    """The Click exception classes Typer raises: its usage errors' base (Typer 0.28 vendors
+    Click as ``typer._click``; earlier releases use the ``click`` package) and ``Abort``."""
+    import typer.core
+
+    vendored: Any = getattr(typer.core, "_click", None)
+    if vendored is None:  # pragma: no cover - Typer before 0.28
+        import click as vendored
+    return vendored.exceptions.ClickException, typer.Abort
+
+
+def _show_usage_error(exc: Exception) -> None:
+    """A usage error as one line naming where the command's help is; a command group run with
+    no command shows its help, as Typer does."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        try:
+            from typer import rich_utils
+
+            rich_utils.rich_format_error(exc)  # type: ignore[arg-type]
+        except ImportError:  # pragma: no cover - Typer without Rich
+            exc.show()  # type: ignore[attr-defined]
+        return
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+    typer.echo(f"error: {message}{where}", err=True)
 
 
 if __name__ == "__main__":

@@ -122,3 +122,43 @@ def test_the_options_every_command_takes_are_as_the_docs_say() -> None:
     assert {c for c, opts in agent.items() if "--home" not in opts} == {"version", "synth"}
     aggregator = leaves("fedqi-aggregator")
     assert {c for c, o in aggregator.items() if not {"--db", "--config"} <= o} == {"version"}
+
+
+@pytest.mark.parametrize(
+    ("prog", "args", "says"),
+    [
+        ("agent", ["audit", "show", "abc"], "error: Invalid value for 'ID': 'abc' is not a valid int. (see 'fedqi-agent audit show --help')"),
+        ("agent", ["nope"], "error: No such command 'nope'. (see 'fedqi-agent --help')"),
+        ("agent", ["run", "--keep-trying", "0"], "error: Invalid value for '--keep-trying': 0 is not in the range x>=1."),
+        ("aggregator", ["db", "upgrade", "--bogus"], "error: No such option: --bogus (see 'fedqi-aggregator db upgrade --help')"),
+        ("aggregator", ["key", "revoke", "--compromised-since", "yesterday"], "error: Invalid value for '--compromised-since': 'yesterday' does not match"),
+        ("demo", ["--practices", "abc"], "error: Invalid value for '--practices': 'abc' is not a valid int."),
+    ],
+)  # fmt: skip
+def test_a_usage_error_is_one_line_and_exit_2(
+    prog: str, args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad option or argument is one line on stderr naming it and where the help is, exit 2,
+    as every other error is one line (a new-user run found Click's four-line boxed panel)."""
+    from agent.cli import main as agent_main
+    from aggregator.cli import main as aggregator_main
+    from demo.cli import main as demo_main
+
+    main = {"agent": agent_main, "aggregator": aggregator_main, "demo": demo_main}[prog]
+    capsys.readouterr()
+    assert main(args, {}) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(says) and err.count("\n") == 1, err
+
+
+def test_help_and_a_group_without_its_command_still_show_the_help(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from agent.cli import main as agent_main
+
+    capsys.readouterr()
+    assert agent_main(["preview", "--help"], {}) == 0
+    assert "Usage: fedqi-agent preview" in capsys.readouterr().out
+    assert agent_main(["audit"], {}) == 2  # no command: the group's help, as Click gives it
+    shown = capsys.readouterr()
+    assert "Usage: fedqi-agent audit" in shown.out + shown.err
