@@ -266,6 +266,7 @@ def _database_failures() -> Iterator[None]:
     it cancels) is the command's one-line error (DatabaseNotReadyError), not the driver's
     traceback; the groups recomputed before are kept, each committed in its own
     transaction."""
+    from .db.session import driver_words
     from .web.problems import is_database_unavailable
 
     try:
@@ -273,10 +274,9 @@ def _database_failures() -> Iterator[None]:
     except Exception as exc:
         if not is_database_unavailable(exc):
             raise
-        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
         raise DatabaseNotReadyError(
-            f"rebuild-benchmarks: the database failed: {reason}; the groups recomputed before "
-            "are kept: run it again for the rest"
+            f"rebuild-benchmarks: the database failed: {driver_words(exc)}; the groups "
+            "recomputed before are kept: run it again for the rest"
         ) from None
 
 

@@ -13,7 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from ..errors import DatabaseNotReadyError
-from .session import Database, normalise_url
+from .session import Database, driver_words, normalise_url
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -53,7 +53,9 @@ def _migrate(url: str, step: Callable[[Config, str], None], revision: str) -> st
             step(cfg, revision)
         return current_revision(db) or "base"
     except OperationalError as exc:
-        raise DatabaseNotReadyError(f"cannot reach database {_redact(url)}: {exc.orig}") from None
+        raise DatabaseNotReadyError(
+            f"cannot reach database {_redact(url)}: {driver_words(exc)}"
+        ) from None
     finally:
         db.dispose()
 
@@ -84,9 +86,9 @@ def check_migrated(db: Database) -> None:
     try:
         current = current_revision(db)
     except SQLAlchemyError as exc:
-        # the driver's own words (SQLAlchemy's text adds the statement and a link to its docs)
-        reason = str(getattr(exc, "orig", None) or exc).strip()
-        raise DatabaseNotReadyError(f"cannot reach database {_redact(db.url)}: {reason}") from None
+        raise DatabaseNotReadyError(
+            f"cannot reach database {_redact(db.url)}: {driver_words(exc)}"
+        ) from None
     head = head_revision()
     if current != head:
         raise DatabaseNotReadyError(

@@ -48,6 +48,12 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def driver_words(exc: BaseException) -> str:
+    """A database error in the driver's own words, on one line (psycopg's messages run over
+    several, with a tab-indented hint; SQLAlchemy's own text adds the statement and a link)."""
+    return " ".join(str(getattr(exc, "orig", None) or exc).split())
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
     cur = dbapi_connection.cursor()
     cur.execute("PRAGMA journal_mode=WAL")

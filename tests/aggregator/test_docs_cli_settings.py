@@ -105,6 +105,17 @@ def test_a_database_url_of_another_kind_names_where_it_came_from(
         assert get_settings(db=fine).db == fine
 
 
+def test_a_database_that_does_not_answer_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """PostgreSQL refusing the connection: the driver's words on one line (psycopg's run over
+    two, with a tab-indented hint; a new-user run)."""
+    url = "postgresql://postgres@127.0.0.1:1/fedqi"
+    for args in (["practice", "list"], ["db", "upgrade"]):
+        assert cli([*args, "--db", url]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: cannot reach database postgresql") and "refused" in err
+        assert err.count("\n") == 1 and "\t" not in err, err
+
+
 def test_serve_refuses_an_unmigrated_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     (tmp_path / "empty.db").touch()
     url = f"sqlite:///{tmp_path / 'empty.db'}"

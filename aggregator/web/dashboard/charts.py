@@ -364,7 +364,9 @@ def trend_svg(series: Sequence[dict[str, Any]], *, practice: Sequence[dict[str, 
     if practice and not any(p.get("rate") is not None for p in practice):
         # named in the legend but drawn nowhere: say why, under its name
         yy = ly + 18 * (len(legend) - 1) + 15
-        out.append(f'<text class="no-rate" x="{lx + 28}" y="{yy}" font-size="10">no rate in any month</text>')
+        out.append(
+            f'<text class="no-rate" x="{lx + 28}" y="{yy}" font-size="10">no rate in any month</text>'
+        )
     out.append("</svg>")
     return "".join(out)
 
