@@ -81,9 +81,15 @@ def test_sign_out_ends_the_session_for_the_old_cookie_too(server) -> None:  # ty
     with _sign_in(server, token) as client:
         sid = client.cookies[COOKIE]
         assert _signed_in(client) and _sessions(server) == 1
+        # the sign-in page says who is signed in (a new-user run found it silent)
+        page = client.get("/dashboard/login").text
+        assert 'id="signed-in"' in page and "You are signed in as" in page and "(admin)" in page
         r = client.post("/dashboard/logout")
-        assert r.status_code == 303 and r.headers["location"] == "/dashboard/login"
+        assert r.status_code == 303 and r.headers["location"] == "/dashboard/login?done=signed-out"
         assert _sessions(server) == 0
+        # ... and, after signing out, that it is done (and no longer who was signed in)
+        page = client.get(r.headers["location"]).text
+        assert "You have signed out." in page and 'id="signed-in"' not in page
     # someone who kept a copy of the cookie is sent to sign in
     with httpx.Client(base_url=server.url, cookies={COOKIE: sid}) as replay:
         assert not _signed_in(replay)

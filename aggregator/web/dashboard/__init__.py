@@ -168,10 +168,26 @@ def _split_pg(pg: str | None) -> tuple[str | None, str | None]:
 # --- sign in / out ------------------------------------------------------------------------------------
 
 
+#: What the sign-in page says after a sign-out (``?done=signed-out``).
+LOGIN_NOTICES = {"signed-out": "You have signed out."}
+
+
 @router.get("/login", response_class=HTMLResponse)
-def login_form(next: str = "/dashboard", error: str | None = None) -> HTMLResponse:
+def login_form(
+    next: str = "/dashboard",
+    error: str | None = None,
+    done: str | None = None,
+    user: User | None = Depends(viewer_user),
+) -> HTMLResponse:
+    """The sign-in form; to a viewer already signed in it says as whom (signing in again with
+    another token replaces that session), and after a sign-out that it is done."""
     return render(
-        "login.html", user=None, next=_safe_next(next), error=LOGIN_ERRORS.get(error or "")
+        "login.html",
+        user=None,
+        signed_in=user,
+        next=_safe_next(next),
+        error=LOGIN_ERRORS.get(error or ""),
+        notice=LOGIN_NOTICES.get(done or ""),
     )
 
 
@@ -218,7 +234,7 @@ def logout(request: Request, runtime: Runtime = Depends(get_runtime)) -> Respons
     if sid:
         with runtime.db.session() as session:
             end_session(session, sid)
-    resp = RedirectResponse("/dashboard/login", status_code=303)
+    resp = RedirectResponse("/dashboard/login?done=signed-out", status_code=303)
     resp.delete_cookie(COOKIE, path="/dashboard")
     return resp
 
