@@ -119,6 +119,20 @@ def test_a_kept_database_drained_by_refresh_drain(pg_database_factory, tmp_path:
         assert re.search(r"stored: wall median [\d.]+ ms", read.stdout), read.stdout
         assert re.search(r"computed: wall median [\d.]+ ms", read.stdout), read.stdout
         assert "a full national refresh writes 6,240,000 rows" in read.stdout
+        # bench/refresh_render.py: a group's refresh with and without its JSON entries
+        both = subprocess.run(
+            [sys.executable, str(REPO / "bench/refresh_render.py"), "--db", url, "--key-dir",
+             str(key_dir), "--groups", "2", "--rounds", "2"],
+            capture_output=True, text=True, timeout=600, cwd=REPO,
+        )  # fmt: skip
+        assert both.returncode == 0, both.stderr[-3000:]
+        assert "2 group(s) x 2 round(s) each way, rolled back" in both.stdout
+        assert re.search(
+            r"as stored: wall median [\d.]+ ms, client CPU [\d.]+ ms \(1.00x\)", both.stdout
+        )
+        assert re.search(
+            r"without JSON: wall median [\d.]+ ms, .* server CPU [\d.]+ ms", both.stdout
+        )
         nope = subprocess.run(
             [sys.executable, str(REPO / "bench/read_compute.py"), "--db", url, "--indicator", "NOPE"],
             capture_output=True, text=True, timeout=120, cwd=REPO,
@@ -129,6 +143,16 @@ def test_a_kept_database_drained_by_refresh_drain(pg_database_factory, tmp_path:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_refresh_render_refuses_what_it_cannot_measure(tmp_path: Path) -> None:
+    for args, says in ((["--db", "sqlite:///x.db", "--key-dir", "k"], "a PostgreSQL URL"),
+                       (["--db", "postgresql://x/y", "--key-dir", "k", "--rounds", "0"], "--rounds 0: use 1 or more")):  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "bench/refresh_render.py"), *args],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        )  # fmt: skip
+        assert proc.returncode == 2 and says in proc.stderr, proc.stderr
 
 
 def test_read_compute_refuses_no_runs(tmp_path: Path) -> None:
