@@ -40,6 +40,49 @@ def require_ended(period: Period, today: dt.date) -> Period:
     return period
 
 
+#: How far back ``submit`` and ``run`` reach when ``first_period`` is not set: the last complete
+#: month and the 23 before it, a new practice's backfill of 24 months (docs/agent.md, "How far
+#: back"). What is sent stays in the network's append-only log, and a month older than that is
+#: far more often a mistyped year than a wish; ``first_period`` set earlier reaches further.
+BACKFILL_MONTHS = 24
+
+
+def months_before(period: Period, months: int) -> Period:
+    """The calendar month ``months`` months before ``period``."""
+    index = period.start.year * 12 + period.start.month - 1 - months
+    return Period.month(index // 12, index % 12 + 1)
+
+
+def earliest_period(first_period: str | None, today: dt.date) -> Period:
+    """The earliest month ``submit`` and ``run`` send: ``first_period`` when it is set, else
+    the first of the :data:`BACKFILL_MONTHS` months up to the last complete one."""
+    if first_period:
+        return parse_period(first_period)
+    return months_before(last_complete_period(today), BACKFILL_MONTHS - 1)
+
+
+def require_in_reach(period: Period, first_period: str | None, today: dt.date) -> Period:
+    """Refuse a new submission of a month before :func:`earliest_period` (exit 2), naming
+    why and the setting that sends it on purpose: it would stay in the network's log and in
+    the practice's list of periods for good, and ``run`` would go on from it."""
+    earliest = earliest_period(first_period, today)
+    if period.start >= earliest.start:
+        return period
+    if first_period:
+        why = f"is before first_period ({first_period}), the first month this practice sends"
+    else:
+        why = (
+            f"is more than {BACKFILL_MONTHS} months before the last complete period "
+            f"({last_complete_period(today).label}; the earliest sent without first_period is "
+            f"{earliest.label})"
+        )
+    raise AgentUserError(
+        f"period {period.label} {why}: nothing was computed, signed or sent for it (a mistyped "
+        f'year?). To send it on purpose, set first_period = "{period.label}" (or earlier) in '
+        "agent.toml"
+    )
+
+
 #: A period is computed on stale records when it ends more than this many days after the
 #: practice's newest dated record (docs/agent.md, "Stale records"): a month and a day, so the
 #: month after an extract taken at a month's end is not flagged, any later one is.

@@ -42,7 +42,7 @@ from agent.outbound.transport import (
     RefusedError,
     RetryNotice,
 )
-from agent.periods import require_ended, stale_source
+from agent.periods import require_ended, require_in_reach, stale_source
 from protocol.catalogue import Catalogue
 from protocol.disclosure import RawCell
 from protocol.submission import CorrectionReason, Period
@@ -303,7 +303,8 @@ def submit_period(
                 f"--supersedes {supersedes!r}: not a submission id (a UUID, as the aggregator's "
                 "refusal or the IG payload audit shows it)"
             ) from None
-    period = require_ended(parse_period(period_text), dt.date.fromtimestamp(now))
+    today = dt.date.fromtimestamp(now)
+    period = require_ended(parse_period(period_text), today)
     trust = load_trust_matching(settings.home, settings.practice, settings.aud)
     with (
         AggregatorClient.from_settings(settings, on_retry=on_retry) as client,
@@ -342,6 +343,10 @@ def submit_period(
                 "home; to correct one another home sent (before a re-enrolment), name it with "
                 "--supersedes SUBMISSION_ID"
             )
+        elif correction is None:
+            # A month nothing was sent for yet: a new entry in the network's log and in the
+            # practice's periods for good, so not one further back than run would go.
+            require_in_reach(period, settings.first_period, today)
         original = unsent_original(outbox, supersedes)
         if original is not None:
             then = (

@@ -14,7 +14,15 @@ from agent.library import load_default_catalogue
 from agent.outbound.outbox import NewMessage, Outbox
 from agent.outbound.release import build_submission, describe_submission, effective_policy
 from agent.outbound.submitter import ALREADY_HELD, due_periods
-from agent.periods import last_complete_period, month_of, next_period, parse_period, stale_source
+from agent.periods import (
+    earliest_period,
+    last_complete_period,
+    month_of,
+    next_period,
+    parse_period,
+    require_in_reach,
+    stale_source,
+)
 from protocol.disclosure import check_cells
 from protocol.keys import SigningKey
 from protocol.submission import Submission
@@ -102,6 +110,33 @@ def test_due_periods_follow_the_last_submitted(tmp_path: Path) -> None:
     fresh = get_settings(tmp_path / "other", {})
     with Outbox(tmp_path / "o2.sqlite") as outbox:
         assert [p.label for p in due_periods(fresh, outbox, today)] == ["2026-04"]
+
+
+def test_the_earliest_month_is_first_period_else_24_months_back() -> None:
+    """Without first_period, submit reaches the last complete month and the 23 before it; a
+    month before that is refused in one line naming the bound and the setting that sends it;
+    with first_period, the month before it is refused the same way."""
+    today = dt.date(2026, 12, 7)
+    assert earliest_period(None, today).label == "2024-12"
+    assert earliest_period("2026-03", today).label == "2026-03"
+    assert earliest_period("2016-01", today).label == "2016-01"
+    assert earliest_period(None, dt.date(2026, 1, 1)).label == "2024-01"
+    require_in_reach(parse_period("2024-12"), None, today)
+    with pytest.raises(AgentUserError) as refused:
+        require_in_reach(parse_period("2024-11"), None, today)
+    assert str(refused.value) == (
+        "period 2024-11 is more than 24 months before the last complete period (2026-11; the "
+        "earliest sent without first_period is 2024-12): nothing was computed, signed or sent "
+        'for it (a mistyped year?). To send it on purpose, set first_period = "2024-11" (or '
+        "earlier) in agent.toml"
+    )
+    require_in_reach(parse_period("2016-11"), "2016-11", today)
+    with pytest.raises(AgentUserError) as refused:
+        require_in_reach(parse_period("2026-02"), "2026-03", today)
+    assert str(refused.value).startswith(
+        "period 2026-02 is before first_period (2026-03), the first month this practice sends: "
+        "nothing was computed, signed or sent for it"
+    )
 
 
 def _stored(outbox: Outbox, period: str, state: str, note: str = "") -> None:
