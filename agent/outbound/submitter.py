@@ -42,7 +42,13 @@ from agent.outbound.transport import (
     RefusedError,
     RetryNotice,
 )
-from agent.periods import require_ended, require_in_reach, stale_source
+from agent.periods import (
+    BACKFILL_MONTHS,
+    earliest_period,
+    require_ended,
+    require_in_reach,
+    stale_source,
+)
 from protocol.catalogue import Catalogue
 from protocol.disclosure import RawCell
 from protocol.submission import CorrectionReason, Period
@@ -417,16 +423,26 @@ def due_periods(
     outbox: Outbox,
     today: dt.date,
     previous: Sequence[tuple[Path, Outbox]] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> list[Period]:
     """The months after the last one submitted (or from ``first_period``) up to the last
     complete month. Submitted: sent, queued or held in this home, or held by the network from
     this practice (accepted by one of ``previous`` homes' outboxes, ``previous_homes`` read
     when not given, or refused here as :data:`ALREADY_HELD`): a new home after a lost key
-    does not send again what its old home sent."""
+    does not send again what its old home sent.
+
+    Never a month before :func:`agent.periods.earliest_period` (``first_period``, else 24
+    months back): a submission before it (a mistyped year sent before ``submit`` refused
+    one) does not count for where ``run`` starts, so a home whose submissions are all older
+    starts as a new home does, at ``first_period`` or the last complete month, and says so to
+    ``on_warning`` rather than send every month since."""
     if previous is None:
         with contextlib.ExitStack() as stack:
-            return due_periods(settings, outbox, today, open_previous_homes(settings, stack))
+            return due_periods(
+                settings, outbox, today, open_previous_homes(settings, stack), on_warning
+            )
     last = last_complete_period(today)
+    earliest = earliest_period(settings.first_period, today)
     done = [
         m.period
         for m in outbox.messages(kind="submission")
@@ -438,17 +454,35 @@ def due_periods(
         for m in box.messages(kind="submission")
         if m.period and network_holds(m) is not None
     ]
-    if done:
-        start = next_period(parse_period(max(done)))
-    elif settings.first_period:
-        start = parse_period(settings.first_period)
+    reached = [label for label in done if label >= earliest.label]
+    if reached:
+        start = next_period(parse_period(max(reached)))
     else:
-        start = last
+        start = earliest if settings.first_period else last
+        if done and on_warning is not None:
+            on_warning(_older_than_reach(max(done), earliest, start, settings.first_period))
     periods: list[Period] = []
     while start.end <= last.end:
         periods.append(start)
         start = next_period(start)
     return periods
+
+
+def _older_than_reach(
+    latest: str, earliest: Period, start: Period, first_period: str | None
+) -> str:
+    """What ``run`` says when every month submitted is before the earliest it sends."""
+    reach = (
+        f"first_period ({first_period})"
+        if first_period
+        else f"{earliest.label}, the earliest month run sends without first_period "
+        f"({BACKFILL_MONTHS} months back)"
+    )
+    return (
+        f"the latest month submitted, {latest}, is before {reach}: run starts from "
+        f"{start.label} as a new agent home would, not from the month after {latest}; to send "
+        "the months between, set first_period in agent.toml"
+    )
 
 
 def run_due(
@@ -481,7 +515,7 @@ def run_due(
         queued = outbox.messages(kind="submission", state="queued")
         for message in sorted(queued, key=lambda m: (m.seq or 0, m.id)):
             outcomes.append(_send_reporting(client, outbox, trust, message))
-        periods = [] if queued_only else due_periods(settings, outbox, today, previous)
+        periods = [] if queued_only else due_periods(settings, outbox, today, previous, on_warning)
         waiting = [
             m
             for m in outbox.messages(kind="submission", state="held")

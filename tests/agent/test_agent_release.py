@@ -139,6 +139,42 @@ def test_the_earliest_month_is_first_period_else_24_months_back() -> None:
     )
 
 
+def test_run_goes_no_further_back_than_first_period_after_a_stray_old_month(
+    tmp_path: Path,
+) -> None:
+    """A month sent before the earliest run reaches (a mistyped year, sent before submit
+    refused one) does not count for where run starts: it starts as a new home does, at
+    first_period or the last complete month, and says so; a month within reach still
+    counts."""
+    today = dt.date(2026, 12, 7)
+    said: list[str] = []
+    (tmp_path / "h").mkdir()
+    with Outbox.open(tmp_path / "h") as outbox:
+        _stored(outbox, "2016-11", "accepted")
+        fresh = get_settings(tmp_path / "h", {})
+        assert [p.label for p in due_periods(fresh, outbox, today, [], said.append)] == ["2026-11"]
+        assert said == [
+            "the latest month submitted, 2016-11, is before 2024-12, the earliest month run "
+            "sends without first_period (24 months back): run starts from 2026-11 as a new "
+            "agent home would, not from the month after 2016-11; to send the months between, "
+            "set first_period in agent.toml"
+        ]
+        since = get_settings(tmp_path / "h", {"FEDQI_AGENT_FIRST_PERIOD": "2026-08"})
+        assert [p.label for p in due_periods(since, outbox, today, [])] == [
+            "2026-08",
+            "2026-09",
+            "2026-10",
+            "2026-11",
+        ]
+        # first_period set further back than the stray month: run goes on from the stray month
+        further = get_settings(tmp_path / "h", {"FEDQI_AGENT_FIRST_PERIOD": "2016-01"})
+        assert due_periods(further, outbox, today, [])[0].label == "2016-12"
+        _stored(outbox, "2026-06", "accepted")
+        said.clear()
+        assert due_periods(fresh, outbox, today, [], said.append)[0].label == "2026-07"
+        assert said == []
+
+
 def _stored(outbox: Outbox, period: str, state: str, note: str = "") -> None:
     n = len(outbox.messages()) + 1
     outbox.add_signed(

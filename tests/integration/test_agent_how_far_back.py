@@ -74,3 +74,39 @@ def test_submit_refuses_a_month_before_the_backfill_and_signs_nothing(
     # the earliest month without first_period goes through
     assert agent.json("submit", "--period", earliest.label, "--allow-stale")["state"] == "accepted"  # type: ignore[index]
     assert _sent_periods(aggregator, "A12345") == [STRAY, STRAY, earliest.label]
+
+
+def test_run_after_a_stray_old_month_goes_no_further_back_than_first_period(
+    aggregator_factory: Callable[..., AggregatorServer], agent_factory: Callable[..., Agent]
+) -> None:
+    """A home whose only month is a stray old one (sent before submit refused it, or on
+    purpose with first_period set back for one command) is, for run, a new home: without
+    first_period it sends the last complete month, with it the months from first_period, and
+    says why it does not go on from the stray month."""
+    server = aggregator_factory(practices=("A12345", "B12345"))
+    last = last_complete_period(dt.date.today()).label
+    on_purpose = {"FEDQI_AGENT_FIRST_PERIOD": STRAY}
+
+    fresh = agent_factory(server, guard="off")
+    fresh.ok("submit", "--period", STRAY, env=on_purpose)
+    # records end 2026-03-31: the last complete month is sent as asked
+    code, out, err = fresh("run", "--json", "--allow-stale")
+    assert code == 0, err
+    assert [(o["period"], o["state"]) for o in json.loads(out)] == [(last, "accepted")]
+    assert (
+        f"warning: the latest month submitted, {STRAY}, is before "
+        f"{earliest_period(None, dt.date.today()).label}, the earliest month run sends without "
+        f"first_period (24 months back): run starts from {last} as a new agent home would"
+    ) in " ".join(err.split()), err
+    assert _sent_periods(server, "A12345") == [STRAY, last]
+    code, out, err = fresh("run", "--json")
+    assert (code, json.loads(out), err) == (0, [], "")
+
+    since = agent_factory(server, ods="B12345", name="since", guard="off", first_period="2026-08")
+    since.ok("submit", "--period", STRAY, env=on_purpose)
+    code, out, err = since("run", "--json", "--allow-stale")
+    assert code == 0, err
+    periods = [o["period"] for o in json.loads(out)]
+    assert periods[0] == "2026-08" and periods[-1] == last and len(set(periods)) == len(periods)
+    assert "is before first_period (2026-08): run starts from 2026-08" in " ".join(err.split())
+    assert _sent_periods(server, "B12345") == [STRAY, *periods]
