@@ -185,7 +185,8 @@ class AgentSettings(BaseSettings):
     first_period: str | None = Field(
         default=None,
         description="YYYY-MM: the first period `run` submits when nothing has been sent yet, "
-        "from this home or one in previous_homes (default: the last complete month)",
+        "from this home or one in previous_homes (default: the last complete month), and the "
+        "earliest `submit` and `run` send (unset: 24 months back; docs/agent.md)",
     )
     disclosure: DisclosurePolicy | None = Field(
         default=None,
