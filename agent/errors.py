@@ -19,6 +19,9 @@ The tree (a name in brackets lives where it is raised)::
          +-- [LogIntegrityError]    agent.outbound.audit: signed evidence that the log was
                                     tampered with or split (exit 8)
 
+``run`` exits 9 (:attr:`ExitCode.HELD`) when, with release auto, a month the disclosure guard
+held waits for approval: nothing failed, but the months stopped going out.
+
 Every exit code comes from :class:`ExitCode`, the one table; ``fedqi-agent --help`` prints it
 (:func:`exit_code_help`) and docs/configuration.md shows it (a test checks that the three
 list the same codes).
@@ -42,6 +45,7 @@ class ExitCode(IntEnum):
     REFUSED = 6
     UNVERIFIED = 7
     AUDIT_FAILED = 8
+    HELD = 9
 
 
 EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
@@ -53,6 +57,9 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.REFUSED: "the aggregator refused a message (4xx)",
     ExitCode.UNVERIFIED: "something the aggregator sent does not verify (catalogue, key answer)",
     ExitCode.AUDIT_FAILED: "audit failure: signed evidence that the log was tampered with or split",
+    ExitCode.HELD: "run with release auto left a month the disclosure guard held waiting for "
+    "approval: it and the months due after it were not sent (with release hold, held months "
+    "are the chosen workflow: exit 0)",
 }
 
 

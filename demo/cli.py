@@ -58,7 +58,7 @@ from rich.progress import (
 )
 
 from agent.cli import run_app
-from agent.errors import AgentUserError, exit_code_help
+from agent.errors import AgentUserError, ExitCode, exit_code_help
 
 STATE_VERSION = 1
 AUD = "fedqi-demo"
@@ -769,8 +769,9 @@ def build_practice(
     # `run` resends anything queued, then submits every month from first_period to the last
     # complete one: one process per agent, the way a practice's scheduler runs it.
     # A month the disclosure guard holds waits for the practice's approval, and the months
-    # after it wait for it (docs/disclosure.md). The demo approves it on the practice's behalf
-    # (synthetic records) and runs again; `fedqi-agent pending` is how a practice reads why.
+    # after it wait for it (docs/disclosure.md); run then exits 9 (ExitCode.HELD), so that a
+    # practice's scheduler sees it. The demo approves it on the practice's behalf (synthetic
+    # records) and runs again; `fedqi-agent pending` is how a practice reads why.
     # A network resumed in a later month than it was made in has no records for the months
     # since (its synthetic records end on period_end): `run` would refuse them as computed on
     # a stale extract (docs/agent.md, "Stale records"), so the demo asks for them deliberately.
@@ -779,7 +780,10 @@ def build_practice(
         run.append("--allow-stale")
     for _ in range(60):
         outcomes = tools.agent(
-            plan.ods, *run, env={"FEDQI_AGENT_FIRST_PERIOD": first_period}, ok_codes=(0, 6)
+            plan.ods,
+            *run,
+            env={"FEDQI_AGENT_FIRST_PERIOD": first_period},
+            ok_codes=(ExitCode.OK, ExitCode.REFUSED, ExitCode.HELD),
         )
         result.run_outcomes += [o for o in outcomes if o.get("state") != "held"]
         tick("submitted", sum(1 for o in outcomes if o.get("state") == "accepted"))

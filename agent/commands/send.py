@@ -19,6 +19,7 @@ from agent.outbound import background
 from agent.outbound.outbox import Message, Outbox
 from agent.outbound.release import describe_submission, payload_of
 from agent.outbound.submitter import (
+    GUARD_NOTE,
     MAX_HELD_AGE,
     Outcome,
     StaleSourceError,
@@ -178,7 +179,8 @@ def run(
     cron, a systemd timer or Windows Task Scheduler); says which submissions wait for approval
     (see pending, approve). Stops, exit 2, at a period ending more than 31 days after the
     practice's newest dated record (--allow-stale sends it). Exits non-zero if anything
-    failed."""
+    failed, and 9 when, with release auto, a month the disclosure guard held waits for
+    approval (the months due after it wait for it)."""
     settings = settings_for(home)
     if keep_trying is not None:
         _keep_trying(settings, keep_trying, queued_only)
@@ -205,14 +207,14 @@ def run(
             )
     except StaleSourceError as exc:  # what it did before stopping is said, then why it stopped
         outcomes, stopped = exc.outcomes, exc
+    with Outbox.open(settings.home) as outbox:
+        held = outbox.messages(kind="submission", state="held")
     if as_json:
         emit_json([o.to_json() for o in outcomes])
     else:
         # Held months count as submitted, so with release "hold" a run often has nothing new
         # to do while months wait for approval (and expire after 6 days): say so, counting
         # every held month, those this run held as well.
-        with Outbox.open(settings.home) as outbox:
-            held = outbox.messages(kind="submission", state="held")
         if not outcomes and stopped is None:
             console().print("nothing new due" if held else "nothing due")
         for outcome in outcomes:
@@ -224,6 +226,26 @@ def run(
     refused = [o for o in outcomes if o.state == "refused"]
     if refused:
         raise typer.Exit(ExitCode.REFUSED)
+    if settings.release == "auto" and not queued_only:
+        guarded = [m for m in held if m.state_note.startswith(GUARD_NOTE)]
+        if guarded:
+            raise guard_stopped(guarded)
+
+
+def guard_stopped(guarded: list[Message]) -> AgentUserError:
+    """A run with release auto that leaves a month the disclosure guard held (exit 9): nothing
+    failed, but months stopped going out, so a scheduler that alerts only on failure sees it.
+    With release hold, every month waits for a person anyway: run exits 0 then."""
+    first = min(guarded, key=lambda m: m.seq or 0)
+    listed = ", ".join(f"#{m.id} (period {m.period})" for m in guarded)
+    return AgentUserError(
+        f"release is auto, but the disclosure guard held {listed} for approval: "
+        f"{'it is' if len(guarded) == 1 else 'they are'} not sent, nor any month due after "
+        f"{'it' if len(guarded) == 1 else 'them'}, until approved or rejected. Review with "
+        f"`fedqi-agent pending`, then `fedqi-agent approve {first.id}` or `fedqi-agent reject "
+        f"{first.id}`",
+        ExitCode.HELD,
+    )
 
 
 def _age(seconds: int) -> str:

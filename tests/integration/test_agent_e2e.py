@@ -184,6 +184,26 @@ def test_run_with_release_hold_says_what_waits_for_approval(
     assert agent.ok("run").splitlines() == ["nothing due"]
 
 
+def test_a_release_hold_run_that_leaves_a_guard_hold_exits_0(
+    aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
+) -> None:
+    """With release "hold" every month waits for a person, so a run that leaves months held
+    exits 0, one the disclosure guard held (the months after it waiting for it) included: its
+    reason is shown by run and pending. Only release "auto" makes that exit 9."""
+    agent = agent_factory(aggregator, release="hold", first_period="2026-06")
+    code, out, err = agent("run", "--allow-stale", "--json")
+    assert code == 0, err
+    outcomes = cast(list[dict[str, Any]], json.loads(out))
+    assert {o["state"] for o in outcomes} == {"held"}, outcomes
+    guarded = outcomes[-1]
+    assert guarded["detail"].startswith("disclosure guard: "), outcomes
+    assert guarded["detail"].endswith("; later months wait for it"), guarded
+    assert "error" not in err, err
+    code, out, err = agent("run", "--allow-stale")
+    assert code == 0 and "error" not in err, err
+    assert f"#{guarded['message']} ({guarded['period']})" in " ".join(out.split()), out
+
+
 def test_key_rotation_then_submit_with_the_new_key(
     aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
 ) -> None:
@@ -236,31 +256,56 @@ def test_run_submits_every_due_period_then_nothing(
     agent = agent_factory(aggregator, first_period="2026-06")
     # Every due month is sent in order. A month the disclosure guard holds waits for the
     # practice's approval, with the guard's reason, and the months after it wait for it (this
-    # practice has such a month; docs/disclosure.md); approved, the next run goes on.
+    # practice has such a month; docs/disclosure.md); approved, the next run goes on. With
+    # release auto a run that leaves such a month exits 9, so a scheduler that alerts only on
+    # failure sees that the months stopped going out.
     sent: list[str] = []
     held_seen = 0
     for _ in range(12):
         # The practice's records end on 2026-03-31: the months after are sent as asked.
-        outcomes = cast(list[dict[str, Any]], agent.json("run", "--allow-stale"))
+        code, out, err = agent("run", "--allow-stale", "--json")
+        outcomes = cast(list[dict[str, Any]], json.loads(out))
         if not outcomes:
+            assert code == 0, err
             break
         *before, last = outcomes
         assert all(o["state"] == "accepted" for o in before)
         sent += [o["period"] for o in before]
         if last["state"] != "held":
+            assert code == 0, err
             assert last["state"] == "accepted"
             sent.append(last["period"])
             continue
         held_seen += 1
         assert last["detail"].startswith("disclosure guard: ")
         assert last["detail"].endswith("; later months wait for it")
+        m = last["message"]
+        assert code == 9, err
+        # the last line of stderr, after the --allow-stale warnings of the months it sent
+        assert err.splitlines()[-1] == (
+            f"error: release is auto, but the disclosure guard held #{m} (period "
+            f"{last['period']}) for approval: it is not sent, nor any month due after it, until "
+            f"approved or rejected. Review with `fedqi-agent pending`, then `fedqi-agent approve "
+            f"{m}` or `fedqi-agent reject {m}`"
+        ), err
         pending = cast(list[dict[str, Any]], agent.json("pending"))
-        assert [p["id"] for p in pending] == [last["message"]]
+        assert [p["id"] for p in pending] == [m]
         assert last["detail"].startswith(pending[0]["why_held"])
-        # while it waits, run sends nothing more and says so
-        again = cast(list[dict[str, Any]], agent.json("run", "--allow-stale"))
-        assert [(o["message"], o["state"]) for o in again] == [(last["message"], "held")]
-        approved = cast(dict[str, Any], agent.json("approve", str(last["message"])))
+        # while it waits, every run sends nothing more, says so and exits 9 again
+        code, out, err = agent("run", "--allow-stale", "--json")
+        assert code == 9 and f"the disclosure guard held #{m} (period" in err, err
+        assert [(o["message"], o["state"]) for o in json.loads(out)] == [(m, "held")]
+        code, out, _ = agent("run", "--allow-stale")
+        assert code == 9 and "later months wait for it" in out, out
+        # a resend alone submits nothing new: not its to report
+        assert agent("run", "--queued-only")[0] == 0
+        # with release hold the practice reviews every month anyway: the same wait is exit 0
+        code, out, err = agent("run", "--allow-stale", env={"FEDQI_AGENT_RELEASE": "hold"})
+        assert code == 0 and err == "", err
+        assert f"1 submission(s) held for approval, not sent: #{m} ({last['period']})" in (
+            " ".join(out.split())
+        ), out
+        approved = cast(dict[str, Any], agent.json("approve", str(m)))
         assert approved["state"] == "accepted"
         sent.append(last["period"])
     assert held_seen >= 1
