@@ -11,7 +11,6 @@ URLs: ``sqlite:///...``, ``duckdb:///...``, ``postgresql://...`` (psycopg 3 is u
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import os
 import tempfile
@@ -161,14 +160,16 @@ def _bulk_insert(conn: sa.Connection, tbl: sa.Table, rows: Iterable[Sequence[Any
 
 def _duckdb_insert(raw: Any, tbl: sa.Table, names: list[str], rows: Iterable[Sequence[Any]]) -> int:
     # DuckDB's executemany goes row by row; its CSV reader is parallel and fast, so stage the
-    # rows in a temporary CSV file (NULL written as \N).
+    # rows in a temporary CSV file. Every text value is quoted and NULL is an empty field left
+    # unquoted (read with allow_quoted_nulls off, and no sniffing), so any text, "\N", "NULL",
+    # "" or one holding a quote, comma or line break, is read back exactly as it was.
     count = 0
     with tempfile.TemporaryDirectory(prefix="fedqi-load-") as tmp:
         path = Path(tmp) / f"{tbl.name}.csv"
-        with path.open("w", newline="") as fh:
-            writer = csv.writer(fh)
+        with path.open("w", newline="", encoding="utf-8") as fh:
             for row in rows:
-                writer.writerow([r"\N" if v is None else _iso(v) for v in row])
+                fh.write(",".join([_staged(v) for v in row]))
+                fh.write("\n")
                 count += 1
         if count:
             types = {c.name: duckdb_type(c.type) for c in tbl.columns}
@@ -176,10 +177,22 @@ def _duckdb_insert(raw: Any, tbl: sa.Table, names: list[str], rows: Iterable[Seq
             raw.execute(
                 f'INSERT INTO "{tbl.name}" ({", ".join(names)}) '
                 f"SELECT * FROM read_csv(?, header = false, columns = {columns}, "
-                "nullstr = '\\N', quote = '\"', escape = '\"')",
+                "delim = ',', quote = '\"', escape = '\"', nullstr = '', "
+                "allow_quoted_nulls = false, auto_detect = false)",
                 [str(path)],
             )
     return count
+
+
+def _staged(value: Any) -> str:
+    """One value as :func:`_duckdb_insert` stages it: NULL empty, text always quoted."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return '"' + value.replace('"', '""') + '"'
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
 
 
 def duckdb_type(t: sa.types.TypeEngine[Any]) -> str:

@@ -15,6 +15,10 @@ PATIENTS = [
     (1, 'ref, with "quotes"', dt.date(1950, 2, 28), "F", dt.date(2000, 1, 1), None, None),
     (2, None, dt.date(2004, 2, 29), "U", dt.date(2010, 5, 6), dt.date(2024, 1, 1), None),
     (3, "", dt.date(1930, 12, 31), "M", dt.date(1990, 1, 1), None, dt.date(2023, 7, 9)),
+    # Text a staged CSV file could read as NULL, or as more than one row (DuckDB's fast path).
+    (4, "\\N", dt.date(1960, 1, 1), "F", dt.date(1990, 1, 1), None, None),
+    (5, "NULL", dt.date(1960, 1, 1), "F", dt.date(1990, 1, 1), None, None),
+    (6, 'two\nlines,\r\n"x"', dt.date(1960, 1, 1), "F", dt.date(1990, 1, 1), None, None),
 ]
 EVENTS = [
     (1, dt.date(2024, 1, 1), "snomedct", "72313002", 138.25, "mm[Hg]"),
@@ -22,6 +26,8 @@ EVENTS = [
     (2, dt.date(2023, 3, 31), "loinc", "4548-4", -0.5, "%"),
     # not exact in a 4-byte float: values must be stored as doubles on every engine
     (3, dt.date(2023, 4, 1), "snomedct", "1022191000000100", 4.6, "mmol/L"),
+    (4, dt.date(2023, 4, 2), "snomedct", "1022191000000100", 5.0, "\\N"),
+    (5, dt.date(2023, 4, 3), "snomedct", "1022191000000100", 5.0, ""),
 ]
 MEDS = [(3, dt.date(2022, 2, 2), "dmd", "42382111000001102")]
 
@@ -29,7 +35,7 @@ MEDS = [(3, dt.date(2022, 2, 2), "dmd", "42382111000001102")]
 def roundtrip(engine: sa.Engine) -> None:
     create_tables(engine)
     with engine.begin() as conn:
-        assert bulk_insert(conn, "patients", PATIENTS) == 3
+        assert bulk_insert(conn, "patients", PATIENTS) == len(PATIENTS)
         assert bulk_insert(conn, schema.events, iter(EVENTS)) == len(EVENTS)
         assert bulk_insert(conn, "medications", MEDS) == 1
         assert bulk_insert(conn, "events", []) == 0
