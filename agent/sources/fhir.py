@@ -17,7 +17,9 @@ What is read (docs/sources.md has the whole mapping):
 
 Other resource types are counted and reported, not fatal. A line that is not valid JSON, or a
 resource that refers to a patient the export does not contain, stops the load with the file
-and line, and the store is left as it was.
+and line, and the store is left as it was. Every field is read through :class:`_Node`, with
+the JSON type FHIR gives it: a field of another type stops the load naming its path
+(``code.coding[0]``), never its value.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from sqlalchemy import Engine
 
@@ -55,6 +57,7 @@ REGISTRATION_EXTENSION = (
 )
 REGISTRATION_EXTENSION_NAME = REGISTRATION_EXTENSION.rsplit("/", 1)[1]
 GENDERS = {"female": "F", "male": "M", "other": "U", "unknown": "U"}
+RESOURCE_TYPE_RE = re.compile(r"[A-Z][A-Za-z]{0,63}")  # matched whole (fullmatch)
 FHIR_DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 
 # Statuses that mean "this did not happen / was recorded in error".
@@ -96,6 +99,105 @@ class _Problem(ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+T = TypeVar("T")
+
+# Characters no FHIR id, code, uri or reference holds, and no database stores as given: the C0
+# and C1 controls (NUL, line breaks, tab, ...) and lone surrogates (a JSON \ud800 escape).
+_UNSTORABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# How deep a Bundle may hold Bundles (each read recurses; JSON's own depth is bounded by the
+# reader's, see _parse).
+MAX_BUNDLE_DEPTH = 8
+
+
+def _json_type(value: Any) -> str:
+    """A JSON value's type as an error names it (never the value itself)."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "null"
+
+
+_EXPECTED = {dict: "an object", list: "an array", str: "a string", bool: "true or false"}
+
+
+@dataclass(frozen=True)
+class _Node:
+    """A JSON object of a resource and its path in it (``""`` for the resource itself,
+    ``code.coding[1]``). Every field the loader reads is read through it, with the JSON type
+    FHIR gives the field: one of another type is a :class:`_Problem` naming the field's path
+    and the two types, never the value. An absent field, or JSON null, reads as None."""
+
+    data: dict[str, Any]
+    path: str = ""
+
+    def at(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def has(self, name: str) -> bool:
+        return self.data.get(name) is not None
+
+    def _get(self, name: str, kind: type[T]) -> T | None:
+        value = self.data.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise _Problem(self.at(name), f"{_json_type(value)} where FHIR has {_EXPECTED[kind]}")
+        return value
+
+    def text(self, name: str) -> str | None:
+        """A string field; one holding a control character (or a lone surrogate) is refused
+        (it would fail or change in the database, and no FHIR id, code or reference has one)."""
+        value = self._get(name, str)
+        if value is not None and _UNSTORABLE.search(value):
+            raise _Problem(self.at(name), "holds a control character (NUL, a line break, a tab)")
+        return value
+
+    def flag(self, name: str) -> bool | None:
+        return self._get(name, bool)
+
+    def node(self, name: str) -> _Node | None:
+        value = self._get(name, dict)
+        return None if value is None else _Node(value, self.at(name))
+
+    def nodes(self, name: str) -> list[_Node]:
+        """An array of objects (empty if absent); an item of another type is refused."""
+        items = self._get(name, list) or []
+        out = []
+        for i, item in enumerate(items):
+            where = f"{self.at(name)}[{i}]"
+            if not isinstance(item, dict):
+                raise _Problem(where, f"{_json_type(item)} where FHIR has an object")
+            out.append(_Node(item, where))
+        return out
+
+    def number(self, name: str) -> float | None:
+        """A decimal field as a finite float."""
+        value = self.data.get(name)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Problem(self.at(name), f"{_json_type(value)} where FHIR has a number")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        # Python's JSON reader takes NaN and Infinity (JSON has neither), and a number too
+        # large for a double is no reading.
+        if not math.isfinite(number):
+            raise _Problem(
+                self.at(name),
+                "the value is not a finite number (NaN, Infinity, or too large to hold)",
+            )
+        return number
 
 
 def load_fhir(path: Path, engine: Engine) -> LoadReport:
@@ -154,6 +256,31 @@ def _open(file: Path) -> IO[str]:
     return file.open(encoding="utf-8")
 
 
+def _json_int(text: str) -> int | float:
+    """A JSON integer: as a float past 18 digits (only decimals are read, as floats), so a
+    number of thousands of digits is no ValueError (Python's limit on int() of a string) but
+    a value too large to hold, refused where it is read with its field."""
+    return int(text) if len(text) <= 18 else float(text)
+
+
+def _parse(text: str, where: str, *, whole_file: bool = False) -> Any:
+    """One JSON value (an ndjson line, or a whole Bundle file); SourceError naming ``where``
+    (and, for a whole file, the line) if it is not valid JSON or nests past what can be read."""
+    try:
+        return json.loads(text, parse_int=_json_int)
+    except json.JSONDecodeError as exc:
+        line = f" line {exc.lineno}" if whole_file else ""
+        raise SourceError(
+            f"{where}{line}: not valid JSON ({exc.msg}, column {exc.colno}); "
+            "a truncated export? nothing was loaded"
+        ) from None
+    except RecursionError:
+        raise SourceError(
+            f"{where}: not a FHIR resource (arrays or objects nested too deeply to read); "
+            "nothing was loaded"
+        ) from None
+
+
 class _Loader:
     def __init__(self, writer: BatchWriter) -> None:
         self.writer = writer
@@ -173,84 +300,73 @@ class _Loader:
                     if not line.strip():
                         continue
                     where = f"{file} line {n}"
-                    try:
-                        resource = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise SourceError(
-                            f"{where}: not valid JSON ({exc.msg}, column {exc.colno}); "
-                            "a truncated export? nothing was loaded"
-                        ) from None
-                    self.read(resource, where, full_url=None)
+                    self.read(_parse(line, where), where, full_url=None)
         except (UnicodeDecodeError, OSError, EOFError) as exc:
             raise SourceError(f"{file}: cannot read ({exc})") from None
 
     def read_json(self, file: Path) -> None:
         try:
             with _open(file) as fh:
-                data = json.load(fh)
-        except json.JSONDecodeError as exc:
-            raise SourceError(
-                f"{file} line {exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})"
-            ) from None
+                text = fh.read()
         except (UnicodeDecodeError, OSError) as exc:
             raise SourceError(f"{file}: cannot read ({exc})") from None
-        if isinstance(data, dict) and data.get("resourceType") == "Bundle":
-            self.read_bundle(data, str(file))
-        else:
-            self.read(data, str(file), full_url=None)
+        self.read(_parse(text, str(file), whole_file=True), str(file), full_url=None)
 
-    def read_bundle(self, bundle: dict[str, Any], where: str) -> None:
-        entries = bundle.get("entry") or []
-        if not isinstance(entries, list):
-            raise SourceError(f"{where}, field entry: not a list")
-        items: list[tuple[int, dict[str, Any], str | None]] = []
-        for i, entry in enumerate(entries):
-            resource = entry.get("resource") if isinstance(entry, dict) else None
+    def read_bundle(self, bundle: _Node, where: str, depth: int) -> None:
+        items: list[tuple[int, _Node, str | None]] = []
+        for i, entry in enumerate(bundle.nodes("entry")):
+            resource = entry.node("resource")
             if resource is None:
                 self.skipped["Bundle entry without a resource"] += 1
                 continue
-            full_url = entry.get("fullUrl")
-            items.append((i, resource, full_url if isinstance(full_url, str) else None))
+            items.append((i, resource, entry.text("fullUrl")))
         # Patients (and Medications) first: entries may refer to them before they appear.
         rank = {"Patient": 0, "Medication": 1}
-        items.sort(key=lambda it: (rank.get(str(it[1].get("resourceType")), 2), it[0]))
+        items.sort(key=lambda it: (rank.get(str(it[1].data.get("resourceType")), 2), it[0]))
         for i, resource, full_url in items:
-            self.read(resource, f"{where} entry {i}", full_url=full_url)
+            self.read(resource.data, f"{where} entry {i}", full_url=full_url, depth=depth + 1)
 
     # --- resources --------------------------------------------------------------------------
 
-    def read(self, resource: Any, where: str, full_url: str | None) -> None:
+    def read(self, resource: Any, where: str, full_url: str | None, depth: int = 0) -> None:
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             raise SourceError(f"{where}: not a FHIR resource (no resourceType)")
         rtype = resource["resourceType"]
-        if rtype == "Bundle":
-            self.read_bundle(resource, where)
-            return
-        if rtype not in READ_TYPES:
+        if not RESOURCE_TYPE_RE.fullmatch(rtype):
+            raise SourceError(f"{where}, field resourceType: not a FHIR resource type")
+        if rtype not in READ_TYPES and rtype != "Bundle":
             self.unknown[rtype] += 1
             return
         try:
-            getattr(self, f"_read_{rtype.lower()}")(resource, full_url)
+            if rtype == "Bundle":
+                if depth >= MAX_BUNDLE_DEPTH:
+                    raise _Problem(
+                        "resourceType", f"a Bundle inside more than {MAX_BUNDLE_DEPTH} Bundles"
+                    )
+                self.read_bundle(_Node(resource), where, depth)
+                return
+            getattr(self, f"_read_{rtype.lower()}")(_Node(resource), full_url)
         except _Problem as exc:
             raise SourceError(f"{where} ({rtype}), field {exc.field}: {exc}") from None
 
-    def _read_patient(self, res: dict[str, Any], full_url: str | None) -> None:
-        fhir_id = res.get("id")
-        if not isinstance(fhir_id, str) or not fhir_id:
+    def _read_patient(self, res: _Node, full_url: str | None) -> None:
+        fhir_id = res.text("id")
+        if not fhir_id:
             raise _Problem("id", "a Patient needs an id")
         key = f"Patient/{fhir_id}"
         if key in self.keys:
             raise _Problem("id", f"duplicate Patient id {fhir_id!r}")
         if len(fhir_id) > 64:
             raise _Problem("id", "longer than 64 characters")
-        birth = res.get("birthDate")
-        if not isinstance(birth, str):
+        birth = res.text("birthDate")
+        if birth is None:
             raise _Problem("birthDate", "missing (a birth date is required)")
         birth_date = self._date(birth, "birthDate")
         death_date = None
-        if isinstance(res.get("deceasedDateTime"), str):
-            death_date = self._date(res["deceasedDateTime"], "deceasedDateTime")
-        elif res.get("deceasedBoolean") is True:
+        deceased = res.text("deceasedDateTime")
+        if deceased is not None:
+            death_date = self._date(deceased, "deceasedDateTime")
+        elif res.flag("deceasedBoolean") is True:
             self.skipped["Patient deceased without a date (kept as alive)"] += 1
         reg_start, reg_end = self._registration(res)
         # As the CSV loader: dates that cannot be are refused, not loaded.
@@ -258,8 +374,8 @@ class _Loader:
             raise _Problem("deceasedDateTime", "before birthDate")
         if reg_start is not None and reg_start < birth_date:
             raise _Problem("registrationPeriod.start", "before birthDate (registered before birth)")
-        gender = res.get("gender")
-        sex = GENDERS.get(gender, "U") if isinstance(gender, str) else "U"
+        gender = res.text("gender")
+        sex = GENDERS.get(gender, "U") if gender is not None else "U"
         pid = len(self.patients) + 1
         self.patients[pid] = _Patient(
             local_ref=fhir_id,
@@ -273,34 +389,38 @@ class _Loader:
         if full_url:
             self.keys[full_url] = pid
 
-    def _registration(self, res: dict[str, Any]) -> tuple[dt.date | None, dt.date | None]:
+    def _registration(self, res: _Node) -> tuple[dt.date | None, dt.date | None]:
         """A Patient's GP Connect registrationPeriod: (start, first day no longer registered)."""
         reg_start = reg_end = None
-        for ext in res.get("extension") or []:
-            if isinstance(ext, dict) and str(ext.get("url", "")).endswith(
-                "/" + REGISTRATION_EXTENSION_NAME
-            ):
-                for sub in ext.get("extension") or []:
-                    if isinstance(sub, dict) and sub.get("url") == "registrationPeriod":
-                        period = sub.get("valuePeriod") or {}
-                        if isinstance(period.get("start"), str):
-                            reg_start = self._date(period["start"], "registrationPeriod.start")
-                        if isinstance(period.get("end"), str):
-                            # FHIR period ends are inclusive; fedqi's registration_end is the
-                            # first day no longer registered.
-                            last = self._date(period["end"], "registrationPeriod.end")
-                            reg_end = last + dt.timedelta(days=1)
+        for ext in res.nodes("extension"):
+            url = ext.text("url")
+            if url is not None and url.endswith("/" + REGISTRATION_EXTENSION_NAME):
+                for sub in ext.nodes("extension"):
+                    if sub.text("url") != "registrationPeriod":
+                        continue
+                    period = sub.node("valuePeriod")
+                    if period is None:
+                        continue
+                    start, end = period.text("start"), period.text("end")
+                    if start is not None:
+                        reg_start = self._date(start, "registrationPeriod.start")
+                    if end is not None:
+                        # FHIR period ends are inclusive; fedqi's registration_end is the
+                        # first day no longer registered.
+                        last = self._date(end, "registrationPeriod.end")
+                        reg_end = last + dt.timedelta(days=1)
         return reg_start, reg_end
 
-    def _read_medication(self, res: dict[str, Any], full_url: str | None) -> None:
-        codes = self._codes(res.get("code"), "code")
-        if isinstance(res.get("id"), str):
-            self.medications[f"Medication/{res['id']}"] = codes
+    def _read_medication(self, res: _Node, full_url: str | None) -> None:
+        codes = self._codes(res.node("code"))
+        med_id = res.text("id")
+        if med_id is not None:
+            self.medications[f"Medication/{med_id}"] = codes
         if full_url:
             self.medications[full_url] = codes
 
-    def _read_condition(self, res: dict[str, Any], _full_url: str | None) -> None:
-        ver = _status_code(res.get("verificationStatus"))
+    def _read_condition(self, res: _Node, _full_url: str | None) -> None:
+        ver = _status_code(res.node("verificationStatus"))
         if ver in SKIP_VERIFICATION:
             self.skipped[f"Condition: {ver}"] += 1
             return
@@ -310,12 +430,12 @@ class _Loader:
         )
         if date is None:
             return
-        if res.get("abatementDateTime") or res.get("abatementPeriod"):
+        if res.has("abatementDateTime") or res.has("abatementPeriod"):
             self.skipped["Condition abatement date (not read; see docs/sources.md)"] += 1
-        for system, code in self._codes(res.get("code"), "code"):
+        for system, code in self._codes(res.node("code")):
             self._event(pid, date, system, code)
 
-    def _read_observation(self, res: dict[str, Any], _full_url: str | None) -> None:
+    def _read_observation(self, res: _Node, _full_url: str | None) -> None:
         if self._skip_status(res, "Observation"):
             return
         pid = self._subject(res, "subject")
@@ -327,21 +447,19 @@ class _Loader:
         )
         if date is None:
             return
-        value, unit = self._quantity(res.get("valueQuantity"), "valueQuantity")
-        for system, code in self._codes(res.get("code"), "code"):
+        value, unit = self._quantity(res.node("valueQuantity"))
+        for system, code in self._codes(res.node("code")):
             self._event(pid, date, system, code, value, unit)
         # A coded value (e.g. smoking status "Smoker") is a code in its own right.
-        for system, code in self._codes(res.get("valueCodeableConcept"), "valueCodeableConcept"):
+        for system, code in self._codes(res.node("valueCodeableConcept")):
             self._event(pid, date, system, code)
         # Panels (blood pressure): each component is its own coded value.
-        for i, comp in enumerate(res.get("component") or []):
-            if not isinstance(comp, dict):
-                continue
-            c_value, c_unit = self._quantity(comp.get("valueQuantity"), f"component[{i}]")
-            for system, code in self._codes(comp.get("code"), f"component[{i}].code"):
+        for comp in res.nodes("component"):
+            c_value, c_unit = self._quantity(comp.node("valueQuantity"))
+            for system, code in self._codes(comp.node("code")):
                 self._event(pid, date, system, code, c_value, c_unit)
 
-    def _read_procedure(self, res: dict[str, Any], _full_url: str | None) -> None:
+    def _read_procedure(self, res: _Node, _full_url: str | None) -> None:
         if self._skip_status(res, "Procedure"):
             return
         pid = self._subject(res, "subject")
@@ -350,24 +468,25 @@ class _Loader:
         )
         if date is None:
             return
-        for system, code in self._codes(res.get("code"), "code"):
+        for system, code in self._codes(res.node("code")):
             self._event(pid, date, system, code)
 
-    def _read_immunization(self, res: dict[str, Any], _full_url: str | None) -> None:
+    def _read_immunization(self, res: _Node, _full_url: str | None) -> None:
         if self._skip_status(res, "Immunization"):
             return
         pid = self._subject(res, "patient")
         date = self._first_date(pid, res, ("occurrenceDateTime", "recorded"), "Immunization")
         if date is None:
             return
-        for system, code in self._codes(res.get("vaccineCode"), "vaccineCode"):
+        for system, code in self._codes(res.node("vaccineCode")):
             self._event(pid, date, system, code)
 
-    def _read_medicationrequest(self, res: dict[str, Any], _full_url: str | None) -> None:
+    def _read_medicationrequest(self, res: _Node, _full_url: str | None) -> None:
         if self._skip_status(res, "MedicationRequest"):
             return
-        if res.get("intent") in SKIP_INTENT:
-            self.skipped[f"MedicationRequest intent {res['intent']}"] += 1
+        intent = res.text("intent")
+        if intent in SKIP_INTENT:
+            self.skipped[f"MedicationRequest intent {intent}"] += 1
             return
         pid = self._subject(res, "subject")
         date = self._first_date(pid, res, ("authoredOn",), "MedicationRequest")
@@ -376,7 +495,7 @@ class _Loader:
         for system, code in self._medication_codes(res):
             self._medication(pid, date, system, code)
 
-    def _read_medicationstatement(self, res: dict[str, Any], _full_url: str | None) -> None:
+    def _read_medicationstatement(self, res: _Node, _full_url: str | None) -> None:
         if self._skip_status(res, "MedicationStatement"):
             return
         pid = self._subject(res, "subject")
@@ -393,17 +512,17 @@ class _Loader:
 
     # --- pieces -----------------------------------------------------------------------------
 
-    def _skip_status(self, res: dict[str, Any], rtype: str) -> bool:
-        status = res.get("status")
+    def _skip_status(self, res: _Node, rtype: str) -> bool:
+        status = res.text("status")
         if status in SKIP_STATUS[rtype]:
             self.skipped[f"{rtype}: {status}"] += 1
             return True
         return False
 
-    def _subject(self, res: dict[str, Any], field: str) -> int:
-        ref = res.get(field)
-        text = ref.get("reference") if isinstance(ref, dict) else None
-        if not isinstance(text, str) or not text:
+    def _subject(self, res: _Node, field: str) -> int:
+        ref = res.node(field)
+        text = ref.text("reference") if ref is not None else None
+        if not text:
             raise _Problem(field, "missing patient reference")
         pid = self.keys.get(text)
         if pid is None:
@@ -417,32 +536,28 @@ class _Loader:
                 )
         return pid
 
-    def _medication_codes(self, res: dict[str, Any]) -> list[tuple[str, str]]:
-        if "medicationCodeableConcept" in res:
-            return self._codes(res["medicationCodeableConcept"], "medicationCodeableConcept")
-        ref = res.get("medicationReference")
-        text = ref.get("reference") if isinstance(ref, dict) else None
-        if isinstance(text, str):
+    def _medication_codes(self, res: _Node) -> list[tuple[str, str]]:
+        if "medicationCodeableConcept" in res.data:
+            return self._codes(res.node("medicationCodeableConcept"))
+        ref = res.node("medicationReference")
+        text = ref.text("reference") if ref is not None else None
+        if text is not None:
             if text.startswith("#"):
-                for contained in res.get("contained") or []:
-                    if isinstance(contained, dict) and contained.get("id") == text[1:]:
-                        return self._codes(contained.get("code"), "contained.code")
+                for contained in res.nodes("contained"):
+                    if contained.text("id") == text[1:]:
+                        return self._codes(contained.node("code"))
             elif text in self.medications:
                 return self.medications[text]
         self.skipped["medication reference not found in the data"] += 1
         return []
 
-    def _codes(self, concept: Any, field: str) -> list[tuple[str, str]]:
+    def _codes(self, concept: _Node | None) -> list[tuple[str, str]]:
         if concept is None:
             return []
-        if not isinstance(concept, dict):
-            raise _Problem(field, "not a CodeableConcept")
         out: list[tuple[str, str]] = []
-        for coding in concept.get("coding") or []:
-            if not isinstance(coding, dict):
-                continue
-            uri, code = coding.get("system"), coding.get("code")
-            if not isinstance(uri, str) or not isinstance(code, str):
+        for coding in concept.nodes("coding"):
+            uri, code = coding.text("system"), coding.text("code")
+            if uri is None or code is None:
                 self.skipped["coding without a system or code"] += 1
                 continue
             system = system_of(uri)
@@ -456,38 +571,37 @@ class _Loader:
                 out.append((system, code))
         return out
 
-    def _quantity(self, quantity: Any, field: str) -> tuple[float | None, str | None]:
-        if not isinstance(quantity, dict) or "value" not in quantity:
+    def _quantity(self, quantity: _Node | None) -> tuple[float | None, str | None]:
+        if quantity is None or "value" not in quantity.data:
             return None, None
-        value = quantity["value"]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _Problem(f"{field}.value", f"{value!r} is not a number")
-        if not math.isfinite(value):  # Python's JSON reader takes NaN and Infinity; JSON has none
-            raise _Problem(f"{field}.value", f"{value!r} is not a finite number")
-        unit = quantity.get("code") or quantity.get("unit")
-        if not isinstance(unit, str) or len(unit) > MAX_UNIT:
-            if unit is not None:
-                self.skipped["unit over 16 characters (value kept, unit dropped)"] += 1
+        value = quantity.number("value")
+        if value is None:
+            raise _Problem(quantity.at("value"), "null where FHIR has a number")
+        unit = quantity.text("code") or quantity.text("unit")
+        if unit is not None and len(unit) > MAX_UNIT:
+            self.skipped["unit over 16 characters (value kept, unit dropped)"] += 1
             unit = None
-        return float(value), unit
+        return value, unit
 
     def _first_date(
-        self, pid: int, res: dict[str, Any], fields: Iterable[str], rtype: str
+        self, pid: int, res: _Node, fields: Iterable[str], rtype: str
     ) -> dt.date | None:
         """Patient ``pid``'s record's date, from the first of ``fields`` it has. A record dated
         before the patient's birth cannot be (whether or not the Patient has a registration
         period) and is refused; a partial date is so only if all of its year or month is, and
         one that covers the birth date is read as the birth date (never as an earlier day)."""
         for name in fields:
-            value: Any = res
-            for part in name.split("."):
-                value = value.get(part) if isinstance(value, dict) else None
-            if isinstance(value, str):
+            *parents, last = name.split(".")
+            node: _Node | None = res
+            for part in parents:
+                node = node.node(part) if node is not None else None
+            value = node.text(last) if node is not None else None
+            if value is not None:
                 date = self._date(value, name)
                 patient = self.patients[pid]
                 if _last_day_of(value, date) < patient.birth_date:
-                    rid = res.get("id")
-                    what = f"{rtype}/{rid}" if isinstance(rid, str) and rid else f"this {rtype}"
+                    rid = res.text("id")
+                    what = f"{rtype}/{rid}" if rid else f"this {rtype}"
                     raise _Problem(
                         name,
                         f"{what} is dated before the birthDate of Patient/{patient.local_ref} "
@@ -582,11 +696,12 @@ def _last_day_of(text: str, first: dt.date) -> dt.date:
     return first.replace(month=12, day=31)
 
 
-def _status_code(concept: Any) -> str | None:
-    if isinstance(concept, dict):
-        for coding in concept.get("coding") or []:
-            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
-                return str(coding["code"])
+def _status_code(concept: _Node | None) -> str | None:
+    if concept is not None:
+        for coding in concept.nodes("coding"):
+            code = coding.text("code")
+            if code is not None:
+                return code
     return None
 
 

@@ -1,0 +1,337 @@
+"""Malformed FHIR through the real ``fedqi-agent load-fhir``: each is one line on stderr naming
+the file, the line (or Bundle entry) and the field, exit 4, no traceback, no patient's value
+(identifier, date or reading), and the store as it was. Found by fuzzing the loader."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sources_helpers import dump
+
+from agent.cli import main
+from agent.sources.common import open_store
+from agent.sources.fhir import REGISTRATION_EXTENSION
+
+LOINC = "http://loinc.org"
+# The patient-level values of the fixtures: none may appear in an error.
+PATIENT_ID, BIRTH = "zq9pat", "1951-07-23"
+OTHER_ID, OTHER_BIRTH = "kx4pat", "1962-03-19"
+SECRETS = (PATIENT_ID, OTHER_ID, "1951", "07-23", "1962", "03-19", "142", "zz")
+
+PATIENT = {"resourceType": "Patient", "id": PATIENT_ID, "birthDate": BIRTH, "gender": "female"}
+OBSERVATION = {
+    "resourceType": "Observation",
+    "status": "final",
+    "code": {"coding": [{"system": LOINC, "code": "8480-6"}]},
+    "subject": {"reference": f"Patient/{PATIENT_ID}"},
+    "effectiveDateTime": "2020-01-01",
+    "valueQuantity": {"value": 142, "unit": "mmHg"},
+}
+MEDICATION_REQUEST = {
+    "resourceType": "MedicationRequest",
+    "status": "active",
+    "intent": "order",
+    "subject": {"reference": f"Patient/{PATIENT_ID}"},
+    "authoredOn": "2020-02-02",
+    "medicationReference": {"reference": "#m1"},
+    "contained": [
+        {
+            "resourceType": "Medication",
+            "id": "m1",
+            "code": {"coding": [{"system": "https://dmd.nhs.uk", "code": "318420003"}]},
+        }
+    ],
+}
+
+
+def _registered(period: Any) -> dict[str, Any]:
+    """The other patient, with a GP Connect registration whose period is ``period``."""
+    return {
+        "resourceType": "Patient",
+        "id": OTHER_ID,
+        "birthDate": OTHER_BIRTH,
+        "extension": [
+            {
+                "url": REGISTRATION_EXTENSION,
+                "extension": [{"url": "registrationPeriod", "valuePeriod": period}],
+            }
+        ],
+    }
+
+
+def _line(resource: Any) -> bytes:
+    return json.dumps(resource).encode()
+
+
+def _then(bad: bytes, name: str = "Other.ndjson") -> Callable[[Path], Path]:
+    """A folder with ``name`` holding the valid Patient on line 1 and ``bad`` on line 2."""
+
+    def make(folder: Path) -> Path:
+        (folder / name).write_bytes(_line(PATIENT) + b"\n" + bad + b"\n")
+        return folder
+
+    return make
+
+
+def _obs(**change: Any) -> bytes:
+    return _line({**OBSERVATION, **change})
+
+
+def _med(**change: Any) -> bytes:
+    return _line({**MEDICATION_REQUEST, **change})
+
+
+HOME = {"FEDQI_AGENT_HOME": "unused-home"}
+
+
+@pytest.fixture
+def good_store(tmp_path: Path) -> Path:
+    """A store holding a good load, which a failed load must leave as it was."""
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "Patient.ndjson").write_bytes(_line(PATIENT) + b"\n" + _line(OBSERVATION) + b"\n")
+    store = tmp_path / "practice.sqlite"
+    assert main(["load-fhir", str(good), "--into", str(store)], HOME) == 0
+    return store
+
+
+def _assert_one_clean_line(err: str, folder: Path, says: str) -> None:
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert "Traceback" not in err and "Aborted" not in err, err
+    rest = err.replace(str(folder), "<folder>")
+    assert says in rest, rest
+    for secret in SECRETS:
+        assert secret not in rest, (secret, rest)
+
+
+# (id, what to load, what the error says, with the folder written <folder>)
+CASES: list[tuple[str, Callable[[Path], Path], str]] = [
+    # A field of another JSON type than FHIR's, at any depth the loader reads: named by its path.
+    (
+        "status-array",
+        _then(_obs(status=["final"])),
+        "Other.ndjson line 2 (Observation), field status: an array where FHIR has a string",
+    ),
+    (
+        "status-object",
+        _then(_obs(status={"a": 1})),
+        "line 2 (Observation), field status: an object where FHIR has a string",
+    ),
+    (
+        "intent-array",
+        _then(_med(intent=["order"])),
+        "line 2 (MedicationRequest), field intent: an array where FHIR has a string",
+    ),
+    (
+        "component-number",
+        _then(_obs(component=5)),
+        "line 2 (Observation), field component: a number where FHIR has an array",
+    ),
+    (
+        "component-item",
+        _then(_obs(component=[{}, "x"])),
+        "line 2 (Observation), field component[1]: a string where FHIR has an object",
+    ),
+    (
+        "coding-number",
+        _then(_obs(code={"coding": 5})),
+        "line 2 (Observation), field code.coding: a number where FHIR has an array",
+    ),
+    (
+        "coding-item",
+        _then(_obs(code={"coding": [7]})),
+        "line 2 (Observation), field code.coding[0]: a number where FHIR has an object",
+    ),
+    (
+        "code-number",
+        _then(_obs(code={"coding": [{"system": LOINC, "code": 8480}]})),
+        "field code.coding[0].code: a number where FHIR has a string",
+    ),
+    (
+        "subject-string",
+        _then(_obs(subject="Patient/zz")),
+        "line 2 (Observation), field subject: a string where FHIR has an object",
+    ),
+    (
+        "date-number",
+        _then(_obs(effectiveDateTime=20200101)),
+        "field effectiveDateTime: a number where FHIR has a string",
+    ),
+    (
+        "value-string",
+        _then(_obs(valueQuantity={"value": "142"})),
+        "field valueQuantity.value: a string where FHIR has a number",
+    ),
+    (
+        "contained-number",
+        _then(_med(contained=5)),
+        "line 2 (MedicationRequest), field contained: a number where FHIR has an array",
+    ),
+    (
+        "extension-number",
+        _then(_line({**_registered({}), "extension": 5})),
+        "line 2 (Patient), field extension: a number where FHIR has an array",
+    ),
+    (
+        "sub-extension-number",
+        _then(
+            _line(
+                {
+                    **_registered({}),
+                    "extension": [{"url": REGISTRATION_EXTENSION, "extension": [7]}],
+                }
+            )
+        ),
+        "line 2 (Patient), field extension[0].extension[0]: a number where FHIR has an object",
+    ),
+    (
+        "valuePeriod-string",
+        _then(_line(_registered("2000"))),
+        "line 2 (Patient), field extension[0].extension[0].valuePeriod: a string where FHIR has an object",
+    ),
+    (
+        "deceased-flag-string",
+        _then(_line({**PATIENT, "id": OTHER_ID, "deceasedBoolean": "yes"})),
+        "line 2 (Patient), field deceasedBoolean: a string where FHIR has true or false",
+    ),
+    (
+        "bundle-resource-string",
+        _then(_line({"resourceType": "Bundle", "entry": [{"resource": "oops"}]})),
+        "Other.ndjson line 2 (Bundle), field entry[0].resource: a string where FHIR has an object",
+    ),
+    (
+        "bundle-resource-array",
+        _then(_line({"resourceType": "Bundle", "entry": [{"resource": [PATIENT]}]})),
+        "line 2 (Bundle), field entry[0].resource: an array where FHIR has an object",
+    ),
+    (
+        "bundle-entry-number",
+        _then(_line({"resourceType": "Bundle", "entry": [3]})),
+        "line 2 (Bundle), field entry[0]: a number where FHIR has an object",
+    ),
+    (
+        "resource-type-not-a-name",
+        _then(_line({**OBSERVATION, "resourceType": "Obs ervation"})),
+        "Other.ndjson line 2, field resourceType: not a FHIR resource type",
+    ),
+    # Past what Python reads: nesting, digits, doubles.
+    (
+        "nested-100000",
+        _then(b"[" * 100_000 + b"]" * 100_000),
+        "Other.ndjson line 2: not a FHIR resource (arrays or objects nested too deeply to read)",
+    ),
+    (
+        "bundle-nested-100000",
+        _then(
+            b'{"resourceType":"Bundle","entry":[{"resource":' * 100_000 + b"{}" + b"}]}" * 100_000
+        ),
+        "Other.ndjson line 2: not a FHIR resource (arrays or objects nested too deeply to read)",
+    ),
+    (
+        "bundle-nested-9",
+        _then(b'{"resourceType":"Bundle","entry":[{"resource":' * 9 + b"{}" + b"}]}" * 9),
+        "entry 0 entry 0 entry 0 (Bundle), field resourceType: a Bundle inside more than 8 Bundles",
+    ),
+    (
+        "value-5000-digits",
+        _then(_obs().replace(b'"value": 142', b'"value": ' + b"9" * 5000)),
+        "line 2 (Observation), field valueQuantity.value: the value is not a finite number",
+    ),
+    (
+        "value-10e400",
+        _then(_obs(valueQuantity={"value": 10**400})),
+        "line 2 (Observation), field valueQuantity.value: the value is not a finite number",
+    ),
+    (
+        "value-nan",
+        _then(_obs().replace(b'"value": 142', b'"value": NaN')),
+        "field valueQuantity.value: the value is not a finite number",
+    ),
+    # Control characters, which a database refuses (NUL) or a staged file splits (line breaks).
+    (
+        "id-nul",
+        _then(_line({**PATIENT, "id": "kx\x00pat"})),
+        "Other.ndjson line 2 (Patient), field id: holds a control character",
+    ),
+    (
+        "id-newline",
+        _then(_line({**PATIENT, "id": "kx\npat"})),
+        "line 2 (Patient), field id: holds a control character",
+    ),
+    (
+        "id-carriage-return",
+        _then(_line({**PATIENT, "id": "kx\rpat"})),
+        "line 2 (Patient), field id: holds a control character",
+    ),
+    (
+        "id-lone-surrogate",
+        _then(_line({**PATIENT, "id": "kx\ud800pat"})),
+        "line 2 (Patient), field id: holds a control character",
+    ),
+    (
+        "reference-nul",
+        _then(_obs(subject={"reference": f"Patient/{PATIENT_ID}\x00"})),
+        "line 2 (Observation), field subject.reference: holds a control character",
+    ),
+    (
+        "unit-tab",
+        _then(_obs(valueQuantity={"value": 1, "unit": "mm\tHg"})),
+        "line 2 (Observation), field valueQuantity.unit: holds a control character",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "says"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_malformed_fhir_is_one_line_naming_file_line_and_field(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    good_store: Path,
+    make: Callable[[Path], Path],
+    says: str,
+) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    path = make(folder)
+    before = dump(open_store(good_store))
+    capsys.readouterr()
+    code = main(["load-fhir", str(path), "--into", str(good_store)], HOME)
+    err = capsys.readouterr().err
+    assert code == 4, err
+    _assert_one_clean_line(err, folder, says)
+    assert dump(open_store(good_store)) == before
+    # Into a new store: none is left behind.
+    new = tmp_path / "new.duckdb"
+    assert main(["load-fhir", str(path), "--into", str(new)], HOME) == 4
+    _assert_one_clean_line(capsys.readouterr().err, folder, says)
+    assert not new.exists()
+
+
+ODD_IDS = ["\\N", "NULL", 'a"b,c', "ünï-ĉode", " spaced ", "x" * 64]
+
+
+@pytest.mark.parametrize("store", ["sqlite", "duckdb", "postgresql"])
+def test_any_id_without_a_control_character_is_kept_exactly(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
+    """Ids a staged CSV file could read as NULL (``\\N``, ``NULL``), or as other fields (quotes,
+    commas), are kept as written in every store; a number past what Python reads, in a field
+    the loader does not read, is no error."""
+    if store == "postgresql":
+        into = request.getfixturevalue("pg_database_factory")()
+    else:
+        into = str(tmp_path / f"p.{store}")
+    patients = [{**PATIENT, "id": odd} for odd in ODD_IDS]
+    patients[0]["multipleBirthInteger"] = 0
+    folder = tmp_path / "bulk"
+    folder.mkdir()
+    text = b"\n".join(_line(p) for p in patients)
+    text = text.replace(b'"multipleBirthInteger": 0', b'"multipleBirthInteger": ' + b"9" * 5000)
+    (folder / "Patient.ndjson").write_bytes(text + b"\n")
+    assert main(["load-fhir", str(folder), "--into", into], HOME) == 0
+    engine = open_store(into)
+    assert sorted(r.local_ref for r in dump(engine)["patients"]) == sorted(ODD_IDS)
+    engine.dispose()
