@@ -30,8 +30,9 @@ import gzip
 import json
 import math
 import re
+import zlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -250,10 +251,63 @@ def _files(path: Path) -> list[Path]:
     return sorted(files, key=order)
 
 
-def _open(file: Path) -> IO[str]:
+# What reading a damaged or truncated .gz raises (BadGzipFile is an OSError: caught first).
+_GZIP_ERRORS = (gzip.BadGzipFile, zlib.error, EOFError)
+# A byte that is not UTF-8, as the surrogateescape error handler keeps it.
+_NOT_UTF8 = re.compile(r"[\udc80-\udcff]")
+
+
+def _unreadable(file: Path, exc: BaseException) -> SourceError:
+    if isinstance(exc, _GZIP_ERRORS):
+        # Not the library's text: BadGzipFile's quotes the file's first bytes.
+        return SourceError(
+            f"{file}: not a readable gzip file (damaged, cut short, or not gzip); "
+            "nothing was loaded"
+        )
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+    return SourceError(f"{file}: cannot read ({why})")
+
+
+def _lines(file: Path) -> Iterator[tuple[int, str]]:
+    """An ndjson file's lines, numbered from 1. A byte that is not UTF-8 is kept as a
+    surrogate (``surrogateescape``), so the caller names its line (a decoder error would come
+    from the whole block being decoded, with no line)."""
+    try:
+        with _open_text(file) as fh:
+            yield from enumerate(fh, start=1)
+    except (*_GZIP_ERRORS, OSError) as exc:
+        raise _unreadable(file, exc) from None
+
+
+def _gzip_intact(file: Path) -> bool:
+    """Whether a .gz file inflates to its end with its checksums right."""
+    try:
+        with gzip.open(file, "rb") as fh:
+            while fh.read(1 << 20):
+                pass
+    except (*_GZIP_ERRORS, OSError):
+        return False
+    return True
+
+
+def _open_text(file: Path) -> IO[str]:
     if file.name.endswith(".gz"):
-        return gzip.open(file, "rt", encoding="utf-8")
-    return file.open(encoding="utf-8")
+        return gzip.open(file, "rt", encoding="utf-8", errors="surrogateescape")
+    return file.open(encoding="utf-8", errors="surrogateescape")
+
+
+def _read_bytes(file: Path) -> bytes:
+    try:
+        if file.name.endswith(".gz"):
+            with gzip.open(file, "rb") as fh:
+                return fh.read()
+        return file.read_bytes()
+    except (*_GZIP_ERRORS, OSError) as exc:
+        raise _unreadable(file, exc) from None
+
+
+def _not_utf8(where: str, column: int) -> SourceError:
+    return SourceError(f"{where}: not UTF-8 text (column {column}); nothing was loaded")
 
 
 def _json_int(text: str) -> int | float:
@@ -295,21 +349,29 @@ class _Loader:
 
     def read_ndjson(self, file: Path) -> None:
         try:
-            with _open(file) as fh:
-                for n, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    where = f"{file} line {n}"
-                    self.read(_parse(line, where), where, full_url=None)
-        except (UnicodeDecodeError, OSError, EOFError) as exc:
-            raise SourceError(f"{file}: cannot read ({exc})") from None
+            for n, line in _lines(file):
+                if not line.strip():
+                    continue
+                where = f"{file} line {n}"
+                bad = _NOT_UTF8.search(line)
+                if bad:
+                    raise _not_utf8(where, bad.start() + 1)
+                self.read(_parse(line, where), where, full_url=None)
+        except SourceError:
+            # Damaged compressed data can inflate to garbled text before the stream fails (its
+            # checksum is only at the end): name the damage, not what it garbled.
+            if file.name.endswith(".gz") and not _gzip_intact(file):
+                raise _unreadable(file, gzip.BadGzipFile()) from None
+            raise
 
     def read_json(self, file: Path) -> None:
+        data = _read_bytes(file)
         try:
-            with _open(file) as fh:
-                text = fh.read()
-        except (UnicodeDecodeError, OSError) as exc:
-            raise SourceError(f"{file}: cannot read ({exc})") from None
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            column = exc.start - data.rfind(b"\n", 0, exc.start)
+            raise _not_utf8(f"{file} line {line}", column) from None
         self.read(_parse(text, str(file), whole_file=True), str(file), full_url=None)
 
     def read_bundle(self, bundle: _Node, where: str, depth: int) -> None:

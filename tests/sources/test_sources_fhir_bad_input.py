@@ -4,6 +4,7 @@ the file, the line (or Bundle entry) and the field, exit 4, no traceback, no pat
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -75,6 +76,43 @@ def _then(bad: bytes, name: str = "Other.ndjson") -> Callable[[Path], Path]:
         return folder
 
     return make
+
+
+def _gzip_damaged(at: Callable[[int], int]) -> Callable[[Path], Path]:
+    """A bulk file compressed, with the byte at ``at(size)`` of the compressed data flipped:
+    early, the stream is no deflate stream (zlib.error); in the middle, it inflates to garbled
+    text (which fails as JSON first) and a checksum that does not match."""
+
+    def make(folder: Path) -> Path:
+        text = b"\n".join([_line(PATIENT)] + [_line(OBSERVATION)] * 2000) + b"\n"
+        data = bytearray(gzip.compress(text))
+        data[at(len(data))] ^= 0xFF
+        (folder / "Other.ndjson.gz").write_bytes(bytes(data))
+        return folder
+
+    return make
+
+
+def _gzip_cut(folder: Path) -> Path:
+    """A Bundle, compressed and cut short, given as PATH itself."""
+    bundle = {"resourceType": "Bundle", "entry": [{"resource": PATIENT}] * 50}
+    data = gzip.compress(json.dumps(bundle).encode())
+    path = folder / "bundle.json.gz"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _not_gzip(folder: Path) -> Path:
+    (folder / "Patient.ndjson.gz").write_bytes(_line(PATIENT) + b"\n")
+    return folder
+
+
+def _bundle_not_utf8(folder: Path) -> Path:
+    bundle = {"resourceType": "Bundle", "entry": [{"resource": PATIENT}]}
+    text = json.dumps(bundle, indent=1).encode().replace(b"female", b"fem\xe9le")
+    path = folder / "bundle.json"
+    path.write_bytes(text)
+    return path
 
 
 def _obs(**change: Any) -> bytes:
@@ -281,6 +319,28 @@ CASES: list[tuple[str, Callable[[Path], Path], str]] = [
         "unit-tab",
         _then(_obs(valueQuantity={"value": 1, "unit": "mm\tHg"})),
         "line 2 (Observation), field valueQuantity.unit: holds a control character",
+    ),  # Files that cannot be read as gzip or as UTF-8.
+    (
+        "gzip-no-deflate-stream",
+        _gzip_damaged(lambda size: 11),
+        "<folder>/Other.ndjson.gz: not a readable gzip file (damaged, cut short, or not gzip); nothing was loaded",
+    ),
+    (
+        "gzip-garbled",
+        _gzip_damaged(lambda size: size // 2),
+        "<folder>/Other.ndjson.gz: not a readable gzip file (damaged, cut short, or not gzip); nothing was loaded",
+    ),
+    ("gzip-cut-short", _gzip_cut, "<folder>/bundle.json.gz: not a readable gzip file"),
+    ("gzip-not-gzip", _not_gzip, "<folder>/Patient.ndjson.gz: not a readable gzip file"),
+    (
+        "ndjson-not-utf8",
+        _then(_obs().replace(b"final", b"fin\xffal")),
+        "<folder>/Other.ndjson line 2: not UTF-8 text (column 47)",
+    ),
+    (
+        "bundle-not-utf8",
+        _bundle_not_utf8,
+        "<folder>/bundle.json line 9: not UTF-8 text (column 19)",
     ),
 ]
 
