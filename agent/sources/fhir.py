@@ -59,7 +59,17 @@ REGISTRATION_EXTENSION = (
 REGISTRATION_EXTENSION_NAME = REGISTRATION_EXTENSION.rsplit("/", 1)[1]
 GENDERS = {"female": "F", "male": "M", "other": "U", "unknown": "U"}
 RESOURCE_TYPE_RE = re.compile(r"[A-Z][A-Za-z]{0,63}")  # matched whole (fullmatch)
-FHIR_DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+# FHIR's date (YYYY, YYYY-MM, YYYY-MM-DD) and dateTime or instant (a whole date, then a time
+# hh:mm:ss[.fraction] and a zone, Z or +hh:mm / -hh:mm), matched whole (fullmatch): nothing
+# before or after it. The zone, which FHIR requires with a time, may be left out (as some
+# exports do): the date as written is read either way. Groups: year, month, day, time.
+FHIR_DATE_RE = re.compile(
+    r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2})"
+    r"(T(?:[01][0-9]|2[0-3]):[0-5][0-9]:(?:[0-5][0-9]|60)(?:\.[0-9]+)?"
+    r"(?:Z|[+-](?:(?:0[0-9]|1[0-3]):[0-5][0-9]|14:00))?)?)?)?"
+)
+DATE_FORMS = "YYYY, YYYY-MM or YYYY-MM-DD"
+DATE_TIME_FORMS = f"{DATE_FORMS}, or YYYY-MM-DDThh:mm:ss with a zone"
 
 # Statuses that mean "this did not happen / was recorded in error".
 SKIP_STATUS = {
@@ -344,6 +354,7 @@ class _Loader:
         self.skipped: Counter[str] = Counter()
         self.unknown: Counter[str] = Counter()
         self.converted: Counter[str] = Counter()
+        self.where = ""  # the resource being read, as errors name it (file and line or entry)
 
     # --- files ------------------------------------------------------------------------------
 
@@ -399,6 +410,7 @@ class _Loader:
         if rtype not in READ_TYPES and rtype != "Bundle":
             self.unknown[rtype] += 1
             return
+        self.where = where
         try:
             if rtype == "Bundle":
                 if depth >= MAX_BUNDLE_DEPTH:
@@ -423,7 +435,7 @@ class _Loader:
         birth = res.text("birthDate")
         if birth is None:
             raise _Problem("birthDate", "missing (a birth date is required)")
-        birth_date = self._date(birth, "birthDate")
+        birth_date = self._date(birth, "birthDate", date_only=True)
         death_date = None
         deceased = res.text("deceasedDateTime")
         if deceased is not None:
@@ -436,6 +448,8 @@ class _Loader:
             raise _Problem("deceasedDateTime", "before birthDate")
         if reg_start is not None and reg_start < birth_date:
             raise _Problem("registrationPeriod.start", "before birthDate (registered before birth)")
+        if reg_end is not None and reg_end <= birth_date:
+            raise _Problem("registrationPeriod.end", "before birthDate")
         gender = res.text("gender")
         sex = GENDERS.get(gender, "U") if gender is not None else "U"
         pid = len(self.patients) + 1
@@ -446,6 +460,7 @@ class _Loader:
             registration_start=reg_start,
             registration_end=reg_end,
             death_date=death_date,
+            where=self.where,
         )
         self.keys[key] = pid
         if full_url:
@@ -467,11 +482,27 @@ class _Loader:
                     if start is not None:
                         reg_start = self._date(start, "registrationPeriod.start")
                     if end is not None:
-                        # FHIR period ends are inclusive; fedqi's registration_end is the
-                        # first day no longer registered.
-                        last = self._date(end, "registrationPeriod.end")
-                        reg_end = last + dt.timedelta(days=1)
+                        reg_end = self._registration_end(end)
+        if reg_start is not None and reg_end is not None and reg_end <= reg_start:
+            raise _Problem(
+                "registrationPeriod.end",
+                "before registrationPeriod.start (a registration cannot end before it starts)",
+            )
         return reg_start, reg_end
+
+    def _registration_end(self, text: str) -> dt.date:
+        """fedqi's registration_end, the first day no longer registered, from a FHIR period's
+        end, its last registered day (inclusive; a partial end is the last day of its month or
+        year)."""
+        field = "registrationPeriod.end"
+        last = _last_day_of(text, self._date(text, field, first_day=False))
+        if last == dt.date.max:
+            raise _Problem(
+                field,
+                "the last day a date can hold, so no day follows it: leave end out for a "
+                "registration that has not ended",
+            )
+        return last + dt.timedelta(days=1)
 
     def _read_medication(self, res: _Node, full_url: str | None) -> None:
         codes = self._codes(res.node("code"))
@@ -675,17 +706,23 @@ class _Loader:
         self.skipped[f"{rtype} without a date"] += 1
         return None
 
-    def _date(self, text: str, field: str) -> dt.date:
-        m = FHIR_DATE_RE.match(text)
-        if not m:
-            raise _Problem(field, f"{text!r} is not a FHIR date")
-        year, month, day = m.groups()
-        if day is None:
+    def _date(
+        self, text: str, field: str, *, date_only: bool = False, first_day: bool = True
+    ) -> dt.date:
+        """A FHIR date, or (unless ``date_only``: birthDate) dateTime, as its first day (a
+        partial date so read is counted unless ``first_day`` is False: the caller reads its
+        last). The error names the forms, never the text (a patient's date)."""
+        m = FHIR_DATE_RE.fullmatch(text)
+        if not m or (date_only and m.group(4)):
+            forms = DATE_FORMS if date_only else DATE_TIME_FORMS
+            raise _Problem(field, f"not a FHIR date ({forms})")
+        year, month, day, _time = m.groups()
+        if day is None and first_day:
             self.converted["partial date: first day of the month or year used"] += 1
         try:
             return dt.date(int(year), int(month or 1), int(day or 1))
-        except ValueError as exc:
-            raise _Problem(field, f"{text!r} is not a valid date ({exc})") from None
+        except ValueError as exc:  # "day is out of range for month": no value in it
+            raise _Problem(field, f"not a valid date ({exc})") from None
 
     def _seen(self, pid: int, date: dt.date) -> None:
         patient = self.patients[pid]
@@ -731,6 +768,13 @@ class _Loader:
             start = p.registration_start or max(p.first_record or p.birth_date, p.birth_date)
             if p.registration_start is None:
                 self.converted["registration start taken from the first record"] += 1
+                if p.registration_end is not None and p.registration_end <= start:
+                    raise SourceError(
+                        f"{p.where} (Patient), field registrationPeriod.end: before the "
+                        "patient's first record, which starts the registration (the period "
+                        "has no start); a registration cannot end before it starts, so "
+                        "nothing was loaded"
+                    )
             self.writer.add(
                 "patients",
                 {
@@ -749,8 +793,8 @@ class _Loader:
 def _last_day_of(text: str, first: dt.date) -> dt.date:
     """The last day a FHIR date read as ``first`` can mean: a partial date (``1950``,
     ``1950-03``) stands for its whole year or month."""
-    m = FHIR_DATE_RE.match(text)
-    _year, month, day = m.groups() if m else (None, None, "day")
+    m = FHIR_DATE_RE.fullmatch(text)
+    _year, month, day, _time = m.groups() if m else (None, None, "day", None)
     if day is not None:
         return first
     if month is not None:

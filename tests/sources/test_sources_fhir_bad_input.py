@@ -319,7 +319,69 @@ CASES: list[tuple[str, Callable[[Path], Path], str]] = [
         "unit-tab",
         _then(_obs(valueQuantity={"value": 1, "unit": "mm\tHg"})),
         "line 2 (Observation), field valueQuantity.unit: holds a control character",
-    ),  # Files that cannot be read as gzip or as UTF-8.
+    ),
+    # Dates: matched whole, in FHIR's forms only, and never quoted.
+    *[
+        (
+            f"birthDate-{name}",
+            _then(_line({**PATIENT, "id": OTHER_ID, "birthDate": text})),
+            "line 2 (Patient), field birthDate: not a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)",
+        )
+        for name, text in [
+            ("one-digit-day", OTHER_BIRTH[:-1]),
+            ("one-digit-month", "1962-3-19"),
+            ("trailing-text", OTHER_BIRTH + "garbage"),
+            ("no-dashes", "19620319"),
+            ("with-a-time", OTHER_BIRTH + "T10:00:00Z"),
+            ("wide-digits", "\uff11\uff19\uff16\uff12"),
+            ("empty", ""),
+        ]
+    ],
+    (
+        "birthDate-no-such-day",
+        _then(_line({**PATIENT, "id": OTHER_ID, "birthDate": "1962-02-30"})),
+        "line 2 (Patient), field birthDate: not a valid date (day is out of range for month)",
+    ),
+    *[
+        (
+            f"dateTime-{name}",
+            _then(_obs(effectiveDateTime=text)),
+            "line 2 (Observation), field effectiveDateTime: not a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD, or YYYY-MM-DDThh:mm:ss with a zone)",
+        )
+        for name, text in [
+            ("trailing-text", "2020-01-01garbage"),
+            ("space-before-time", "2020-01-01 10:00:00"),
+            ("no-seconds", "2020-01-01T10:00Z"),
+            ("hour-25", "2020-01-01T25:00:00Z"),
+            ("zone-15", "2020-01-01T10:00:00+15:00"),
+        ]
+    ],
+    # Registration periods that cannot be.
+    (
+        "registration-ends-before-it-starts",
+        _then(_line(_registered({"start": "2000-01-01", "end": "1990-12-31"}))),
+        "line 2 (Patient), field registrationPeriod.end: before registrationPeriod.start (a registration cannot end before it starts)",
+    ),
+    (
+        "registration-ends-on-the-last-day",
+        _then(_line(_registered({"start": "2000-01-01", "end": "9999-12-31"}))),
+        "line 2 (Patient), field registrationPeriod.end: the last day a date can hold",
+    ),
+    (
+        "registration-ends-before-birth",
+        _then(_line(_registered({"end": "1960-12-31"}))),
+        "line 2 (Patient), field registrationPeriod.end: before birthDate",
+    ),
+    (
+        "registration-ends-before-first-record",
+        _then(
+            _line(_registered({"end": "2010-12-31"}))
+            + b"\n"
+            + _obs(subject={"reference": f"Patient/{OTHER_ID}"})
+        ),
+        "Other.ndjson line 2 (Patient), field registrationPeriod.end: before the patient's first record, which starts the registration (the period has no start)",
+    ),
+    # Files that cannot be read as gzip or as UTF-8.
     (
         "gzip-no-deflate-stream",
         _gzip_damaged(lambda size: 11),
@@ -395,3 +457,24 @@ def test_any_id_without_a_control_character_is_kept_exactly(
     engine = open_store(into)
     assert sorted(r.local_ref for r in dump(engine)["patients"]) == sorted(ODD_IDS)
     engine.dispose()
+
+
+def test_dates_in_the_forms_fhir_gives_load(tmp_path: Path) -> None:
+    """A time with or without fraction and zone reads as its date as written; a partial
+    registration end is the last day of its month."""
+    folder = tmp_path / "bulk"
+    folder.mkdir()
+    forms = ["2020-01-02", "2020-01-02T23:59:60", "2020-01-02T10:00:00.123456+14:00", "2020-01"]
+    lines = [_line(_registered({"start": "2001", "end": "2024-02"}))]
+    for text in forms:
+        lines.append(_obs(subject={"reference": f"Patient/{OTHER_ID}"}, effectiveDateTime=text))
+    (folder / "Patient.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    store = tmp_path / "p.sqlite"
+    assert main(["load-fhir", str(folder), "--into", str(store)], HOME) == 0
+    rows = dump(open_store(store))
+    assert sorted(str(r.date) for r in rows["events"]) == ["2020-01-01"] + ["2020-01-02"] * 3
+    (patient,) = rows["patients"]
+    assert (str(patient.registration_start), str(patient.registration_end)) == (
+        "2001-01-01",
+        "2024-03-01",
+    )
