@@ -429,7 +429,8 @@ class _Loader:
             raise _Problem("id", "a Patient needs an id")
         key = f"Patient/{fhir_id}"
         if key in self.keys:
-            raise _Problem("id", f"duplicate Patient id {fhir_id!r}")
+            first = self.patients[self.keys[key]].where
+            raise _Problem("id", f"duplicate Patient id (the first is {first})")
         if len(fhir_id) > 64:
             raise _Problem("id", "longer than 64 characters")
         birth = res.text("birthDate")
@@ -621,12 +622,10 @@ class _Loader:
         if pid is None:
             key = _patient_key(text)
             if key is None:
-                raise _Problem(f"{field}.reference", f"{text!r} does not refer to a Patient")
+                raise _Problem(f"{field}.reference", "does not refer to a Patient")
             pid = self.keys.get(key)
             if pid is None:
-                raise _Problem(
-                    f"{field}.reference", f"{text!r}: no such Patient in the data being loaded"
-                )
+                raise _Problem(f"{field}.reference", "no such Patient in the data being loaded")
         return pid
 
     def _medication_codes(self, res: _Node) -> list[tuple[str, str]]:
@@ -693,12 +692,12 @@ class _Loader:
                 date = self._date(value, name)
                 patient = self.patients[pid]
                 if _last_day_of(value, date) < patient.birth_date:
-                    rid = res.text("id")
-                    what = f"{rtype}/{rid}" if rid else f"this {rtype}"
+                    # Named by where they are, not by their ids (a patient's identifier).
                     raise _Problem(
                         name,
-                        f"{what} is dated before the birthDate of Patient/{patient.local_ref} "
-                        "(a record cannot precede the patient's birth); nothing was loaded",
+                        f"this {rtype} is dated before the birthDate of its Patient "
+                        f"({patient.where}): a record cannot precede the patient's birth; "
+                        "nothing was loaded",
                     )
                 # A partial date reads as its first day; in the year or month of birth that
                 # day may precede the birth, so it is read as the birth date instead.

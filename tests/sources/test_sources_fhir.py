@@ -301,8 +301,11 @@ def test_reference_to_a_missing_patient_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError) as info:
         load_fhir(d, engine)
     msg = str(info.value)
-    assert "Condition.000.ndjson line 3 (Condition), field subject.reference" in msg
-    assert "'Patient/c': no such Patient" in msg
+    assert (
+        "Condition.000.ndjson line 3 (Condition), field subject.reference: no such Patient in "
+        "the data being loaded"
+    ) in msg
+    assert "Patient/c" not in msg  # the reference names a patient: its line says where
     assert dump(engine) == {}
 
 
@@ -382,8 +385,9 @@ def test_a_record_dated_before_the_patients_birth_is_an_error(
     tmp_path: Path, record: dict[str, Any], field: str, registered: bool
 ) -> None:
     """Patient c (born 2000-06-07) with and without a registrationPeriod: either way a record
-    dated before birth stops the load, naming the file, line, resource, field and patient (not
-    the dates, as the other impossible dates), and nothing is loaded."""
+    dated before birth stops the load, naming the file, line, resource type, field and the
+    Patient's file and line (not the dates or ids, as the other impossible dates), and nothing
+    is loaded."""
     patient = dict(PATIENTS[2])
     if registered:
         patient["extension"] = PATIENTS[0]["extension"]  # registered from 2001-01-01
@@ -396,12 +400,15 @@ def test_a_record_dated_before_the_patients_birth_is_an_error(
         load_fhir(d, engine)
     message = str(info.value)
     assert (
-        f"Other.000.ndjson line 2 ({rtype}), field {field}: {rtype}/{rid} is dated before the "
-        "birthDate of Patient/c (a record cannot precede the patient's birth); nothing was loaded"
+        f"Other.000.ndjson line 2 ({rtype}), field {field}: this {rtype} is dated before the "
+        f"birthDate of its Patient ({d / 'Patient.000.ndjson'} line 2): a record cannot precede "
+        "the patient's birth; nothing was loaded"
     ) in message, message
-    # No patient's date is printed (the file's path aside, which a test's folder names).
+    # No patient's date or identifier is printed (the file's path aside, which a test's
+    # folder names).
     rest = message.replace(str(d), "")
     assert "2000" not in rest and record[field][:4] not in rest, message
+    assert "Patient/c" not in rest and rid not in rest, message
     assert dump(engine) == {}
 
 

@@ -381,6 +381,27 @@ CASES: list[tuple[str, Callable[[Path], Path], str]] = [
         ),
         "Other.ndjson line 2 (Patient), field registrationPeriod.end: before the patient's first record, which starts the registration (the period has no start)",
     ),
+    # Patients named by where they are, never by their identifiers or dates.
+    (
+        "duplicate-patient-id",
+        _then(_line(PATIENT)),
+        "Other.ndjson line 2 (Patient), field id: duplicate Patient id (the first is <folder>/Other.ndjson line 1)",
+    ),
+    (
+        "reference-to-no-patient",
+        _then(_obs(subject={"reference": "Patient/zz"})),
+        "line 2 (Observation), field subject.reference: no such Patient in the data being loaded",
+    ),
+    (
+        "reference-not-to-a-patient",
+        _then(_obs(subject={"reference": "Group/zz"})),
+        "line 2 (Observation), field subject.reference: does not refer to a Patient",
+    ),
+    (
+        "dated-before-birth",
+        _then(_obs(id="zz", effectiveDateTime="1951-06")),
+        "line 2 (Observation), field effectiveDateTime: this Observation is dated before the birthDate of its Patient (<folder>/Other.ndjson line 1)",
+    ),
     # Files that cannot be read as gzip or as UTF-8.
     (
         "gzip-no-deflate-stream",
