@@ -222,6 +222,12 @@ def load_fhir(path: Path, engine: Engine) -> LoadReport:
                 loader.read_ndjson(file)
             else:
                 loader.read_json(file)
+        if not loader.patients:
+            # A load replaces the store's contents: an empty or cut export would empty it.
+            raise SourceError(
+                f"{path}: no Patient in the data (an export of a practice has its patients; "
+                "a load replaces the store's contents); nothing was loaded"
+            )
         loader.finish()
         counts = loader.writer.counts
     return LoadReport(

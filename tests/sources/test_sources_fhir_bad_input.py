@@ -115,6 +115,15 @@ def _bundle_not_utf8(folder: Path) -> Path:
     return path
 
 
+def _files(files: dict[str, bytes]) -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        return folder
+
+    return make
+
+
 def _obs(**change: Any) -> bytes:
     return _line({**OBSERVATION, **change})
 
@@ -401,6 +410,22 @@ CASES: list[tuple[str, Callable[[Path], Path], str]] = [
         "dated-before-birth",
         _then(_obs(id="zz", effectiveDateTime="1951-06")),
         "line 2 (Observation), field effectiveDateTime: this Observation is dated before the birthDate of its Patient (<folder>/Other.ndjson line 1)",
+    ),
+    # No Patient at all: a load would empty the store.
+    (
+        "zero-byte-patient-file",
+        _files({"Patient.ndjson": b""}),
+        "<folder>: no Patient in the data (an export of a practice has its patients; a load replaces the store's contents); nothing was loaded",
+    ),
+    (
+        "no-patient-resource",
+        _files({"AllergyIntolerance.ndjson": _line({"resourceType": "AllergyIntolerance"})}),
+        "<folder>: no Patient in the data",
+    ),
+    (
+        "empty-bundle",
+        _files({"bundle.json": _line({"resourceType": "Bundle", "entry": []})}),
+        "<folder>: no Patient in the data",
     ),
     # Files that cannot be read as gzip or as UTF-8.
     (
