@@ -4,18 +4,23 @@ the file, the line (or Bundle entry) and the field, exit 4, no traceback, no pat
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sources_helpers import dump
 
 from agent.cli import main
+from agent.errors import SourceError
 from agent.sources.common import open_store
-from agent.sources.fhir import REGISTRATION_EXTENSION
+from agent.sources.fhir import REGISTRATION_EXTENSION, load_fhir
 
 LOINC = "http://loinc.org"
 # The patient-level values of the fixtures: none may appear in an error.
@@ -524,3 +529,118 @@ def test_dates_in_the_forms_fhir_gives_load(tmp_path: Path) -> None:
         "2001-01-01",
         "2024-03-01",
     )
+
+
+# --- any JSON value in any field read -------------------------------------------------------
+
+REGISTERED = _registered({"start": "2001-01-01", "end": "2024-05-31"})
+BUNDLE = {"resourceType": "Bundle", "entry": [{"fullUrl": "urn:uuid:1", "resource": OBSERVATION}]}
+CONDITION = {
+    "resourceType": "Condition",
+    "verificationStatus": {"coding": [{"code": "confirmed"}]},
+    "code": {"coding": [{"system": "http://snomed.info/sct", "code": "38341003"}]},
+    "subject": {"reference": f"Patient/{PATIENT_ID}"},
+    "onsetPeriod": {"start": "2010-01-01"},
+    "abatementDateTime": "2011-01-01",
+}
+IMMUNIZATION = {
+    "resourceType": "Immunization",
+    "status": "completed",
+    "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "140"}]},
+    "patient": {"reference": f"Patient/{PATIENT_ID}"},
+    "occurrenceDateTime": "2020-10-01",
+}
+OBSERVATION_PANEL = {
+    **OBSERVATION,
+    "component": [{"code": OBSERVATION["code"], "valueQuantity": {"value": 80, "code": "mm[Hg]"}}],
+    "valueCodeableConcept": OBSERVATION["code"],
+}
+# (a valid resource, the path of a field the loader reads in it)
+FIELDS: list[tuple[dict[str, Any], tuple[str | int, ...]]] = [
+    (REGISTERED, path)
+    for path in [
+        ("resourceType",), ("id",), ("birthDate",), ("gender",), ("deceasedDateTime",),
+        ("deceasedBoolean",), ("extension",), ("extension", 0), ("extension", 0, "url"),
+        ("extension", 0, "extension"), ("extension", 0, "extension", 0),
+        ("extension", 0, "extension", 0, "url"), ("extension", 0, "extension", 0, "valuePeriod"),
+        ("extension", 0, "extension", 0, "valuePeriod", "start"),
+        ("extension", 0, "extension", 0, "valuePeriod", "end"),
+    ]
+] + [
+    (OBSERVATION_PANEL, path)
+    for path in [
+        ("status",), ("code",), ("code", "coding"), ("code", "coding", 0),
+        ("code", "coding", 0, "system"), ("code", "coding", 0, "code"), ("subject",),
+        ("subject", "reference"), ("effectiveDateTime",), ("effectivePeriod",),
+        ("valueQuantity",), ("valueQuantity", "value"), ("valueQuantity", "unit"),
+        ("component",), ("component", 0), ("component", 0, "valueQuantity", "value"),
+        ("valueCodeableConcept",),
+    ]
+] + [
+    (MEDICATION_REQUEST, path)
+    for path in [
+        ("intent",), ("status",), ("medicationReference",), ("medicationReference", "reference"),
+        ("contained",), ("contained", 0), ("contained", 0, "id"), ("contained", 0, "code"),
+        ("medicationCodeableConcept",),
+    ]
+] + [
+    (CONDITION, path)
+    for path in [
+        ("verificationStatus",), ("verificationStatus", "coding"), ("onsetPeriod",),
+        ("onsetPeriod", "start"), ("abatementDateTime",),
+    ]
+] + [
+    (IMMUNIZATION, path) for path in [("patient",), ("vaccineCode",), ("occurrenceDateTime",)]
+] + [
+    (BUNDLE, path)
+    for path in [("entry",), ("entry", 0), ("entry", 0, "resource"), ("entry", 0, "fullUrl")]
+]  # fmt: skip
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats()
+    | st.text(max_size=12)
+    | st.sampled_from(["final", "order", "2020-01-01", "1951-07", f"Patient/{PATIENT_ID}", "#m1"]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def _replaced(resource: dict[str, Any], path: tuple[str | int, ...], value: Any) -> Any:
+    out = copy.deepcopy(resource)
+    node: Any = out
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    return out
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(field=st.sampled_from(FIELDS), value=JSON_VALUES)
+def test_any_json_value_in_a_field_read_loads_or_is_one_clean_line(
+    field: tuple[dict[str, Any], tuple[str | int, ...]], value: Any
+) -> None:
+    """Whatever JSON value stands in a field the loader reads, the load succeeds or stops with
+    the loader's own one-line error, no patient's identifier or date in it, and nothing in the
+    store."""
+    resource, path = field
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "bulk"
+        folder.mkdir()
+        lines = [PATIENT, _replaced(resource, path, value)]
+        (folder / "Other.ndjson").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+        engine = open_store(Path(tmp) / "p.sqlite")
+        try:
+            load_fhir(folder, engine)
+        except SourceError as exc:
+            message = str(exc).replace(str(folder), "<folder>")
+            assert "\n" not in message and "\r" not in message, message
+            assert "<folder>/Other.ndjson line 2" in message, message
+            assert PATIENT_ID not in message and BIRTH not in message, message
+            assert dump(engine) == {}
+        finally:
+            engine.dispose()
