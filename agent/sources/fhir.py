@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 import gzip
 import json
 import math
@@ -140,33 +141,55 @@ def _json_type(value: Any) -> str:
 _EXPECTED = {dict: "an object", list: "an array", str: "a string", bool: "true or false"}
 
 
-@dataclass(frozen=True)
 class _Node:
-    """A JSON object of a resource and its path in it (``""`` for the resource itself,
-    ``code.coding[1]``). Every field the loader reads is read through it, with the JSON type
-    FHIR gives the field: one of another type is a :class:`_Problem` naming the field's path
-    and the two types, never the value. An absent field, or JSON null, reads as None."""
+    """A JSON object of a resource, and where it is in it. Every field the loader reads is
+    read through it, with the JSON type FHIR gives the field: one of another type is a
+    :class:`_Problem` naming the field's path (``code.coding[1].system``) and the two types,
+    never the value. An absent field, or JSON null, reads as None. The path is made only for an
+    error (a load reads millions of nodes)."""
 
-    data: dict[str, Any]
-    path: str = ""
+    __slots__ = ("data", "_parent", "_key")
+
+    def __init__(
+        self, data: dict[str, Any], parent: _Node | None = None, key: str | tuple[str, int] = ""
+    ) -> None:
+        self.data = data
+        self._parent = parent
+        self._key = key  # a field's name, or (an array field's name, the item's index)
+
+    @property
+    def path(self) -> str:
+        if self._parent is None:
+            return ""
+        if isinstance(self._key, tuple):
+            name, index = self._key
+            return f"{self._parent.at(name)}[{index}]"
+        return self._parent.at(self._key)
 
     def at(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
+        path = self.path
+        return f"{path}.{name}" if path else name
 
     def has(self, name: str) -> bool:
         return self.data.get(name) is not None
 
     def _get(self, name: str, kind: type[T]) -> T | None:
         value = self.data.get(name)
-        if value is None:
-            return None
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-            raise _Problem(self.at(name), f"{_json_type(value)} where FHIR has {_EXPECTED[kind]}")
-        return value
+        if value is None or value.__class__ is kind:  # what the JSON reader makes
+            return value
+        raise _Problem(self.at(name), f"{_json_type(value)} where FHIR has {_EXPECTED[kind]}")
 
     def text(self, name: str) -> str | None:
-        """A string field; one holding a control character (or a lone surrogate) is refused
-        (it would fail or change in the database, and no FHIR id, code or reference has one)."""
+        value = self.data.get(name)
+        if value is None or value.__class__ is str:  # the common case, without a call
+            return value
+        return self._get(name, str)
+
+    def ident(self, name: str) -> str | None:
+        """A string that is stored or matched as a key (an id, a reference, a unit): one
+        holding a control character or a lone surrogate is refused (no FHIR id or reference
+        has one; PostgreSQL cannot store NUL). Codes, systems and dates are held to their own
+        patterns; a status is only compared."""
         value = self._get(name, str)
         if value is not None and _UNSTORABLE.search(value):
             raise _Problem(self.at(name), "holds a control character (NUL, a line break, a tab)")
@@ -176,18 +199,24 @@ class _Node:
         return self._get(name, bool)
 
     def node(self, name: str) -> _Node | None:
-        value = self._get(name, dict)
-        return None if value is None else _Node(value, self.at(name))
+        value = self.data.get(name)
+        if value is None:
+            return None
+        if value.__class__ is not dict:
+            self._get(name, dict)  # raises, naming the field
+        return _Node(value, self, name)
 
     def nodes(self, name: str) -> list[_Node]:
         """An array of objects (empty if absent); an item of another type is refused."""
-        items = self._get(name, list) or []
+        items = self._get(name, list)
+        if not items:
+            return []
         out = []
         for i, item in enumerate(items):
-            where = f"{self.at(name)}[{i}]"
-            if not isinstance(item, dict):
+            if item.__class__ is not dict:
+                where = f"{self.at(name)}[{i}]"
                 raise _Problem(where, f"{_json_type(item)} where FHIR has an object")
-            out.append(_Node(item, where))
+            out.append(_Node(item, self, (name, i)))
         return out
 
     def number(self, name: str) -> float | None:
@@ -333,11 +362,14 @@ def _json_int(text: str) -> int | float:
     return int(text) if len(text) <= 18 else float(text)
 
 
+_DECODER = json.JSONDecoder(parse_int=_json_int)
+
+
 def _parse(text: str, where: str, *, whole_file: bool = False) -> Any:
     """One JSON value (an ndjson line, or a whole Bundle file); SourceError naming ``where``
     (and, for a whole file, the line) if it is not valid JSON or nests past what can be read."""
     try:
-        return json.loads(text, parse_int=_json_int)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         line = f" line {exc.lineno}" if whole_file else ""
         raise SourceError(
@@ -370,7 +402,7 @@ class _Loader:
                 if not line.strip():
                     continue
                 where = f"{file} line {n}"
-                bad = _NOT_UTF8.search(line)
+                bad = None if line.isascii() else _NOT_UTF8.search(line)
                 if bad:
                     raise _not_utf8(where, bad.start() + 1)
                 self.read(_parse(line, where), where, full_url=None)
@@ -398,7 +430,7 @@ class _Loader:
             if resource is None:
                 self.skipped["Bundle entry without a resource"] += 1
                 continue
-            items.append((i, resource, entry.text("fullUrl")))
+            items.append((i, resource, entry.ident("fullUrl")))
         # Patients (and Medications) first: entries may refer to them before they appear.
         rank = {"Patient": 0, "Medication": 1}
         items.sort(key=lambda it: (rank.get(str(it[1].data.get("resourceType")), 2), it[0]))
@@ -411,9 +443,9 @@ class _Loader:
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             raise SourceError(f"{where}: not a FHIR resource (no resourceType)")
         rtype = resource["resourceType"]
-        if not RESOURCE_TYPE_RE.fullmatch(rtype):
-            raise SourceError(f"{where}, field resourceType: not a FHIR resource type")
         if rtype not in READ_TYPES and rtype != "Bundle":
+            if not RESOURCE_TYPE_RE.fullmatch(rtype):
+                raise SourceError(f"{where}, field resourceType: not a FHIR resource type")
             self.unknown[rtype] += 1
             return
         self.where = where
@@ -430,7 +462,7 @@ class _Loader:
             raise SourceError(f"{where} ({rtype}), field {exc.field}: {exc}") from None
 
     def _read_patient(self, res: _Node, full_url: str | None) -> None:
-        fhir_id = res.text("id")
+        fhir_id = res.ident("id")
         if not fhir_id:
             raise _Problem("id", "a Patient needs an id")
         key = f"Patient/{fhir_id}"
@@ -502,7 +534,7 @@ class _Loader:
         end, its last registered day (inclusive; a partial end is the last day of its month or
         year)."""
         field = "registrationPeriod.end"
-        last = _last_day_of(text, self._date(text, field, first_day=False))
+        _first, last = self._span(text, field)
         if last == dt.date.max:
             raise _Problem(
                 field,
@@ -513,7 +545,7 @@ class _Loader:
 
     def _read_medication(self, res: _Node, full_url: str | None) -> None:
         codes = self._codes(res.node("code"))
-        med_id = res.text("id")
+        med_id = res.ident("id")
         if med_id is not None:
             self.medications[f"Medication/{med_id}"] = codes
         if full_url:
@@ -621,7 +653,7 @@ class _Loader:
 
     def _subject(self, res: _Node, field: str) -> int:
         ref = res.node(field)
-        text = ref.text("reference") if ref is not None else None
+        text = ref.ident("reference") if ref is not None else None
         if not text:
             raise _Problem(field, "missing patient reference")
         pid = self.keys.get(text)
@@ -638,11 +670,11 @@ class _Loader:
         if "medicationCodeableConcept" in res.data:
             return self._codes(res.node("medicationCodeableConcept"))
         ref = res.node("medicationReference")
-        text = ref.text("reference") if ref is not None else None
+        text = ref.ident("reference") if ref is not None else None
         if text is not None:
             if text.startswith("#"):
                 for contained in res.nodes("contained"):
-                    if contained.text("id") == text[1:]:
+                    if contained.ident("id") == text[1:]:
                         return self._codes(contained.node("code"))
             elif text in self.medications:
                 return self.medications[text]
@@ -675,7 +707,7 @@ class _Loader:
         value = quantity.number("value")
         if value is None:
             raise _Problem(quantity.at("value"), "null where FHIR has a number")
-        unit = quantity.text("code") or quantity.text("unit")
+        unit = quantity.ident("code") or quantity.ident("unit")
         if unit is not None and len(unit) > MAX_UNIT:
             self.skipped["unit over 16 characters (value kept, unit dropped)"] += 1
             unit = None
@@ -697,7 +729,7 @@ class _Loader:
             if value is not None:
                 date = self._date(value, name)
                 patient = self.patients[pid]
-                if _last_day_of(value, date) < patient.birth_date:
+                if _fhir_date(value)[1] < patient.birth_date:
                     # Named by where they are, not by their ids (a patient's identifier).
                     raise _Problem(
                         name,
@@ -711,23 +743,27 @@ class _Loader:
         self.skipped[f"{rtype} without a date"] += 1
         return None
 
-    def _date(
-        self, text: str, field: str, *, date_only: bool = False, first_day: bool = True
-    ) -> dt.date:
+    def _date(self, text: str, field: str, *, date_only: bool = False) -> dt.date:
         """A FHIR date, or (unless ``date_only``: birthDate) dateTime, as its first day (a
-        partial date so read is counted unless ``first_day`` is False: the caller reads its
-        last). The error names the forms, never the text (a patient's date)."""
-        m = FHIR_DATE_RE.fullmatch(text)
-        if not m or (date_only and m.group(4)):
-            forms = DATE_FORMS if date_only else DATE_TIME_FORMS
-            raise _Problem(field, f"not a FHIR date ({forms})")
-        year, month, day, _time = m.groups()
-        if day is None and first_day:
+        partial date so read is counted)."""
+        first, last = self._span(text, field, date_only=date_only)
+        if first != last:
             self.converted["partial date: first day of the month or year used"] += 1
+        return first
+
+    def _span(self, text: str, field: str, *, date_only: bool = False) -> tuple[dt.date, dt.date]:
+        """The first and last day a FHIR date or dateTime can mean. The error names the forms,
+        never the text (a patient's date)."""
         try:
-            return dt.date(int(year), int(month or 1), int(day or 1))
+            first, last, has_time = _fhir_date(text)
+        except _NotAFhirDate:
+            forms = DATE_FORMS if date_only else DATE_TIME_FORMS
+            raise _Problem(field, f"not a FHIR date ({forms})") from None
         except ValueError as exc:  # "day is out of range for month": no value in it
             raise _Problem(field, f"not a valid date ({exc})") from None
+        if has_time and date_only:
+            raise _Problem(field, f"not a FHIR date ({DATE_FORMS})")
+        return first, last
 
     def _seen(self, pid: int, date: dt.date) -> None:
         patient = self.patients[pid]
@@ -795,16 +831,27 @@ class _Loader:
         self.writer.flush()
 
 
-def _last_day_of(text: str, first: dt.date) -> dt.date:
-    """The last day a FHIR date read as ``first`` can mean: a partial date (``1950``,
-    ``1950-03``) stands for its whole year or month."""
+class _NotAFhirDate(ValueError):
+    pass
+
+
+@functools.lru_cache(maxsize=1 << 16)  # an export repeats a few thousand dates many times
+def _fhir_date(text: str) -> tuple[dt.date, dt.date, bool]:
+    """The first and last day a FHIR date or dateTime can mean (a partial date, ``1950`` or
+    ``1950-03``, stands for its whole year or month), and whether it has a time.
+    :class:`_NotAFhirDate` if it is in none of FHIR's forms, ValueError if its day cannot be."""
     m = FHIR_DATE_RE.fullmatch(text)
-    _year, month, day, _time = m.groups() if m else (None, None, "day", None)
+    if not m:
+        raise _NotAFhirDate
+    year, month, day, time = m.groups()
+    first = dt.date(int(year), int(month or 1), int(day or 1))
     if day is not None:
-        return first
-    if month is not None:
-        return first.replace(day=calendar.monthrange(first.year, first.month)[1])
-    return first.replace(month=12, day=31)
+        last = first
+    elif month is not None:
+        last = first.replace(day=calendar.monthrange(first.year, first.month)[1])
+    else:
+        last = first.replace(month=12, day=31)
+    return first, last, time is not None
 
 
 def _status_code(concept: _Node | None) -> str | None:
