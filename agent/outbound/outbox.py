@@ -29,6 +29,8 @@ from agent.errors import AgentUserError, ConfigError
 from agent.home.settings import OUTBOX_FILE as OUTBOX_FILE  # defined in the inner layer
 
 STATES = ("held", "queued", "rejected", "accepted", "refused")
+#: The ids SQLite can hold (a signed 64-bit integer): any other is no message's.
+MIN_ID, MAX_ID = -(2**63), 2**63 - 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -224,6 +226,7 @@ class Outbox:
         what the first made of it."""
         if state not in STATES:
             raise ValueError(state)
+        self._require_storable(message_id)
         with self._tx() as db:
             row = db.execute(
                 "SELECT state FROM states WHERE message_id = ? ORDER BY id DESC LIMIT 1",
@@ -293,7 +296,14 @@ class Outbox:
             for r in rows
         ]
 
+    def _require_storable(self, message_id: int) -> None:
+        """An id SQLite cannot hold (a 64-bit integer) is no message's: "no message", as for
+        any other id not in the outbox, where SQLite would raise OverflowError."""
+        if not MIN_ID <= message_id <= MAX_ID:
+            raise AgentUserError(f"no message #{message_id} in the outbox {self.path}")
+
     def get(self, message_id: int) -> Message:
+        self._require_storable(message_id)
         rows = self._rows("WHERE m.id = ?", (message_id,))
         if not rows:
             raise AgentUserError(f"no message #{message_id} in the outbox {self.path}")
@@ -313,6 +323,7 @@ class Outbox:
         return [SeenCheckpoint(r[0], r[1], r[2], r[3], bytes.fromhex(r[4]), r[5]) for r in rows]
 
     def history(self, message_id: int) -> list[tuple[str, int, str]]:
+        self._require_storable(message_id)
         return [
             (r[0], r[1], r[2])
             for r in self._db.execute(
