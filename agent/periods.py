@@ -5,15 +5,21 @@ from __future__ import annotations
 import datetime as dt
 
 from agent.errors import AgentUserError
-from agent.home.settings import PERIOD_RE
+from agent.home.settings import FIRST_PERIOD_YEAR, PERIOD_RE
 from protocol.submission import Period
 
 
 def parse_period(text: str) -> Period:
-    """``YYYY-MM`` -> the calendar month as a :class:`Period`."""
+    """``YYYY-MM`` -> the calendar month as a :class:`Period`; a year before
+    :data:`~agent.home.settings.FIRST_PERIOD_YEAR` is refused as a typo."""
     if not PERIOD_RE.match(text or ""):
         raise AgentUserError(f"bad period {text!r}: expected YYYY-MM, e.g. 2026-03")
     year, month = (int(p) for p in text.split("-"))
+    if year < FIRST_PERIOD_YEAR:
+        raise AgentUserError(
+            f"bad period {text!r}: before {FIRST_PERIOD_YEAR} (a typo?); expected YYYY-MM, "
+            "e.g. 2026-03"
+        )
     return Period.month(year, month)
 
 

@@ -38,6 +38,9 @@ CONFIG_FILE = "agent.toml"
 ENV_PREFIX = "FEDQI_AGENT_"
 HOME_ENV = "FEDQI_AGENT_HOME"
 PERIOD_RE = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
+#: The earliest year a period may be in: one before it is a typo (and the catalogue's look-backs,
+#: decades before a period's end, would reach before the calendar's year 1).
+FIRST_PERIOD_YEAR = 1900
 LOOPBACK_NAMES = {"localhost"}
 
 
@@ -215,8 +218,11 @@ class AgentSettings(BaseSettings):
     @field_validator("first_period")
     @classmethod
     def _period_format(cls, value: str | None) -> str | None:
-        if value is not None and not PERIOD_RE.match(value):
-            raise ValueError(f"{value!r} is not a period of the form YYYY-MM")
+        if value is not None:
+            if not PERIOD_RE.match(value):
+                raise ValueError(f"{value!r} is not a period of the form YYYY-MM")
+            if int(value[:4]) < FIRST_PERIOD_YEAR:
+                raise ValueError(f"{value!r} is before {FIRST_PERIOD_YEAR} (a typo?)")
         return value
 
     @classmethod

@@ -41,3 +41,28 @@ def test_a_message_id_sqlite_cannot_hold_is_no_message(
 ) -> None:
     r = cli(*argv[:-2], "--home", str(agent_home), *argv[-2:])
     one_line(r, 2, f"no message #{argv[-1]}")
+
+
+@pytest.mark.parametrize("period", ["0000-01", "0001-01", "0041-12", "0042-01", "1899-12"])
+@pytest.mark.parametrize(
+    "command", [["preview"], ["worklist", "HYP_BP_U80"], ["explain", "HYP_BP_U80"], ["submit"]]
+)
+def test_a_period_before_1900_is_a_bad_argument(
+    cli: Callable[..., Result], agent_home: Path, command: list[str], period: str
+) -> None:
+    r = cli(*command, "--home", str(agent_home), "--period", period)
+    one_line(r, 2, f"bad period {period!r}", "before 1900")
+
+
+def test_a_first_period_before_1900_is_a_bad_setting(
+    cli: Callable[..., Result], agent_home: Path
+) -> None:
+    r = cli(
+        "preview",
+        "--home",
+        str(agent_home),
+        "--period",
+        "2026-03",
+        env={"FEDQI_AGENT_FIRST_PERIOD": "0001-01"},
+    )
+    one_line(r, 3, "first_period", "FEDQI_AGENT_FIRST_PERIOD", "before 1900")
