@@ -7,6 +7,7 @@ error the transaction rolls back and the store is left exactly as it was.
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import re
 from collections import Counter
@@ -100,30 +101,31 @@ def normalise_value(
 
 # --- dates ----------------------------------------------------------------------------------
 
-ISO_DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
-UK_DATE_RE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
+# ASCII digits only ([0-9], not \d, which matches any script's digits: int() and date() read
+# them, so an Arabic-Indic date would load as a Western one).
+ISO_DATE_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+UK_DATE_RE = re.compile(r"([0-9]{1,2})/([0-9]{1,2})/([0-9]{4})")
 DATE_FORMATS = ("iso", "uk")
 
 
 def parse_date(text: str, date_format: str) -> dt.date:
-    """Parse an extract's date strictly; ValueError says which format was expected."""
-    if date_format == "iso":
-        m = ISO_DATE_RE.match(text)
-        if m:
-            y, mo, d = m.groups()
-            try:
-                return dt.date(int(y), int(mo), int(d))
-            except ValueError as exc:
-                raise ValueError(f"{text!r} is not a valid date ({exc})") from None
-        raise ValueError(f"{text!r} is not an ISO date (YYYY-MM-DD)")
-    m = UK_DATE_RE.match(text)
-    if m:
-        d, mo, y = m.groups()
-        try:
-            return dt.date(int(y), int(mo), int(d))
-        except ValueError as exc:
-            raise ValueError(f"{text!r} is not a valid date ({exc})") from None
-    raise ValueError(f"{text!r} is not a UK day-first date (DD/MM/YYYY)")
+    """Parse an extract's date strictly; ValueError says which format was expected, or which
+    part is impossible, never the text (a patient's date: the caller names the file, line and
+    column)."""
+    iso = date_format == "iso"
+    m = (ISO_DATE_RE if iso else UK_DATE_RE).fullmatch(text)
+    if m is None:
+        form = "an ISO date (YYYY-MM-DD)" if iso else "a UK day-first date (DD/MM/YYYY)"
+        raise ValueError(f"not {form}")
+    first, month, last = (int(g) for g in m.groups())
+    year, day = (first, last) if iso else (last, first)
+    if not 1 <= month <= 12:
+        raise ValueError("not a valid date (its month is not 1 to 12)")
+    if year < 1:
+        raise ValueError("not a valid date (its year is 0)")
+    if not 1 <= day <= calendar.monthrange(year, month)[1]:
+        raise ValueError("not a valid date (its day is not in its month)")
+    return dt.date(year, month, day)
 
 
 # --- what a load reports --------------------------------------------------------------------

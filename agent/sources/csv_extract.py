@@ -10,7 +10,10 @@ with the size of the files.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import math
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -149,7 +152,9 @@ def _rows(
             header = next(reader)
         except StopIteration:
             raise SourceError(f"{path} line 1: empty file (expected a header row)") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError:
+            raise SourceError(_not_utf8(path)) from None
+        except csv.Error as exc:
             raise SourceError(f"{path} line 1: cannot read the header ({exc})") from None
         columns = _columns(path, spec, header)
         width = len(columns)
@@ -178,10 +183,32 @@ def _rows(
             if reader.line_num != line + 1 or "unexpected end of data" in str(exc):
                 raise SourceError(_unclosed_quote(path, line + 1)) from None
             raise SourceError(f"{path} line {reader.line_num}: malformed CSV ({exc})") from None
-        except UnicodeDecodeError as exc:
-            raise SourceError(
-                f"{path} near line {reader.line_num + 1}: not UTF-8 text ({exc.reason})"
-            ) from None
+        except UnicodeDecodeError:
+            raise SourceError(_not_utf8(path)) from None
+
+
+def _not_utf8(path: Path) -> str:
+    """The file's first byte that is not UTF-8, named by its line. The text reader decodes
+    ahead of the CSV reader, in blocks, so neither knows the line: the file is read again, as
+    bytes, up to that byte (on this error only)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line, reason = 1, "not UTF-8"
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            held = len(decoder.getstate()[0])  # bytes of a character the last block split
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                line += chunk.count(b"\n", 0, max(exc.start - held, 0))
+                reason = exc.reason
+                break
+            line += chunk.count(b"\n")
+        else:
+            try:
+                decoder.decode(b"", final=True)
+            except UnicodeDecodeError as exc:
+                reason = exc.reason
+    return f"{path} line {line}: not UTF-8 text ({reason}); save the extract as UTF-8"
 
 
 def _columns(path: Path, spec: TableSpec, header: list[str]) -> list[str]:
@@ -234,6 +261,7 @@ def _date(record: dict[str, str], col: str, date_format: str, *, required: bool)
         try:
             iso = parse_date(text, date_format).isoformat()
         except ValueError as exc:
+            # The message names no date (parse_date's never does): a patient's date of birth.
             raise _RowError(
                 col, f"{exc}; the load was declared --date-format {date_format}"
             ) from None
@@ -243,15 +271,22 @@ def _date(record: dict[str, str], col: str, date_format: str, *, required: bool)
     return iso
 
 
+#: A patient id as an extract writes it: ASCII digits only (int() would also read "1_0" as 10,
+#: a sign, spaces, or another script's digits).
+_ID_RE = re.compile(r"[0-9]+")
+#: A value as an extract writes it: a decimal number in ASCII, with an optional exponent
+#: (float() would also read "1_000", "nan", "inf" and another script's digits).
+_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 def _patient_id(record: dict[str, str]) -> int:
+    # No message here quotes the id: it is the patient's (the line and column say where).
     text = _required(record, "patient_id")
-    try:
-        pid = int(text)
-    except ValueError:
-        raise _RowError("patient_id", f"{text!r} is not an integer") from None
-    if not 0 <= pid <= MAX_ID:
-        raise _RowError("patient_id", f"{text} is out of range (0..2^63-1)")
-    return pid
+    if not _ID_RE.fullmatch(text):
+        raise _RowError("patient_id", "not a whole number in the digits 0-9")
+    if len(text) > 19 or int(text) > MAX_ID:
+        raise _RowError("patient_id", "out of range (0..2^63-1)")
+    return int(text)
 
 
 def _patient_parser(date_format: str) -> Parser:
@@ -261,8 +296,7 @@ def _patient_parser(date_format: str) -> Parser:
         if sex is None:
             raise _RowError(
                 "sex",
-                f"unknown sex code {sex_text!r} (use F/M/U, Female/Male/Unknown, "
-                "or the NHS codes 2/1/9/0/X)",
+                "unknown sex code (use F/M/U, Female/Male/Unknown, or the NHS codes 2/1/9/0/X)",
             )
         local_ref = record.get("local_ref") or None
         if local_ref is not None and len(local_ref) > 64:
@@ -310,7 +344,7 @@ def _clinical_parser(
         pid = _patient_id(record)
         birth = births.get(pid)
         if birth is None:
-            raise _RowError("patient_id", f"patient {pid} is not in patients.csv")
+            raise _RowError("patient_id", "no such patient in patients.csv")
         system_text = record.get("system", "") or default_system
         system = systems.get(system_text)
         if system is None:
@@ -318,14 +352,14 @@ def _clinical_parser(
             if system is None:
                 raise _RowError(
                     "system",
-                    f"unknown code system {system_text!r} "
+                    "unknown code system "
                     "(snomedct, dmd, loinc, rxnorm, cvx, icd10, omop or a FHIR system URI)",
                 )
             systems[system_text] = system
         code = _required(record, "code")
         if code not in codes:
             if not CODE_RE.match(code):
-                raise _RowError("code", f"{code!r} is not a code (1-32 letters, digits, '.', '-')")
+                raise _RowError("code", "not a code (1-32 letters, digits, '.', '-')")
             codes.add(code)
         date = _date(record, "date", date_format, required=True)
         # ISO text compares as the dates do (both are whole days: the format has no partial
@@ -333,7 +367,7 @@ def _clinical_parser(
         if date < birth:
             raise _RowError(
                 "date",
-                f"before the birth_date of patient {pid} (patients.csv line "
+                f"before the birth_date of its patient (patients.csv line "
                 f"{patient_lines[pid]}): a record cannot precede the patient's birth; "
                 "nothing was loaded",
             )
@@ -342,16 +376,18 @@ def _clinical_parser(
         value_text = record.get("value", "")
         value: float | None = None
         if value_text:
-            try:
-                value = float(value_text)
-            except ValueError:
-                raise _RowError("value", f"{value_text!r} is not a number") from None
-            if value != value or value in (float("inf"), float("-inf")):
-                raise _RowError("value", f"{value_text!r} is not a finite number")
+            if not _NUMBER_RE.fullmatch(value_text):
+                raise _RowError("value", "not a number (digits 0-9, a '.', an exponent)")
+            value = float(value_text)
+            if not math.isfinite(value):
+                raise _RowError("value", "not a finite number (too large for a double)")
         unit = record.get("unit") or None
         if unit is not None and len(unit) > MAX_UNIT:
             raise _RowError("unit", f"longer than {MAX_UNIT} characters")
         new_value, new_unit = normalise_value(system, code, value, unit)
+        if new_value is not None and not math.isfinite(new_value):
+            # HbA1c % converted to mmol/mol: a finite percentage can overflow the conversion.
+            raise _RowError("value", "not a finite number once converted from % to mmol/mol")
         if new_unit != unit:
             converted["HbA1c % converted to mmol/mol"] += 1
         return (pid, date, system, code, new_value, new_unit)  # agent.sources.schema.events order

@@ -66,3 +66,178 @@ def test_a_first_period_before_1900_is_a_bad_setting(
         env={"FEDQI_AGENT_FIRST_PERIOD": "0001-01"},
     )
     one_line(r, 3, "first_period", "FEDQI_AGENT_FIRST_PERIOD", "before 1900")
+
+
+# --- load-csv -------------------------------------------------------------------------------
+
+PATIENTS = "patient_id,birth_date,sex,registration_start\n1,1950-01-01,F,2000-01-01\n"
+EVENTS = "patient_id,date,code,value,unit,system\n1,2020-01-01,4548-4,7.5,%,loinc\n"
+MEDICATIONS = "patient_id,date,code\n1,2020-01-01,703907006\n"
+
+
+def _extract(folder: Path, **files: str | bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    texts: dict[str, str | bytes] = {
+        "patients": PATIENTS,
+        "events": EVENTS,
+        "medications": MEDICATIONS,
+        **files,
+    }
+    for name, text in texts.items():
+        path = folder / f"{name}.csv"
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text, encoding="utf-8")
+    return folder
+
+
+def _rows(store: Path) -> dict[str, list[tuple[object, ...]]]:
+    import sqlite3
+
+    with sqlite3.connect(store) as db:
+        return {
+            t: sorted(db.execute(f"SELECT * FROM {t}").fetchall())  # noqa: S608
+            for t in ("patients", "events", "medications")
+        }
+
+
+MANY = "".join(f"{i},1950-01-01,F,2000-01-01\n" for i in range(2, 3001))
+
+CSV_CASES = [
+    # (files, what the line names, what it must not print)
+    pytest.param(
+        {"patients": PATIENTS.replace("1950-01-01", "1958-02-30")},
+        ("patients.csv line 2, column birth_date", "not a valid date"),
+        ("1958", "02-30"),
+        id="impossible-birth-date",
+    ),
+    pytest.param(
+        {"patients": PATIENTS.replace("\n1,", "\n" + "7" * 5000 + ",")},
+        ("patients.csv line 2, column patient_id", "out of range"),
+        ("7" * 20,),
+        id="5000-digit-id",
+    ),
+    pytest.param(
+        {"patients": PATIENTS.replace("\n1,", "\n1\x00,")},
+        ("patients.csv line 2, column patient_id", "not a whole number"),
+        ("\x00", "'1"),
+        id="id-with-a-nul",
+    ),
+    pytest.param(
+        {"patients": PATIENTS.replace("\n1,", "\n1_0,")},
+        ("patients.csv line 2, column patient_id",),
+        ("1_0",),
+        id="id-with-an-underscore",
+    ),
+    pytest.param(
+        {"patients": PATIENTS.replace("\n1,", "\n+1,")},
+        ("patients.csv line 2, column patient_id",),
+        (),
+        id="id-with-a-sign",
+    ),
+    pytest.param(
+        {"events": EVENTS.replace(",7.5,", ",1_000,")},
+        ("events.csv line 2, column value", "not a number"),
+        ("1_000",),
+        id="value-with-an-underscore",
+    ),
+    pytest.param(
+        {"events": EVENTS.replace(",7.5,", ",\u0667.5,")},
+        ("events.csv line 2, column value", "not a number"),
+        ("\u0667",),
+        id="value-in-arabic-indic-digits",
+    ),
+    pytest.param(
+        {"events": EVENTS.replace(",7.5,", ",nan,")},
+        ("events.csv line 2, column value", "not a number"),
+        ("nan",),
+        id="value-nan",
+    ),
+    pytest.param(
+        {"events": EVENTS.replace(",7.5,", ",1e999,")},
+        ("events.csv line 2, column value", "not a finite number"),
+        ("1e999",),
+        id="value-too-large",
+    ),
+    pytest.param(
+        {"events": EVENTS.replace(",7.5,", ",1e308,")},
+        ("events.csv line 2, column value", "converted from % to mmol/mol"),
+        ("1e308", "inf"),
+        id="hba1c-percent-overflowing-its-conversion",
+    ),
+    pytest.param(
+        {"events": EVENTS.replace("2020-01-01", "\u0662\u0660\u0662\u0660-01-01")},
+        ("events.csv line 2, column date", "not an ISO date"),
+        ("\u0662",),
+        id="date-in-arabic-indic-digits",
+    ),
+    pytest.param(
+        {"events": EVENTS.replace("\n1,", "\n9,")},
+        ("events.csv line 2, column patient_id", "no such patient"),
+        ("9",),
+        id="unknown-patient",
+    ),
+    pytest.param(
+        {"events": EVENTS.replace("2020-01-01", "1949-01-01")},
+        ("events.csv line 2, column date", "patients.csv line 2"),
+        ("1949", "1950", "patient 1"),
+        id="before-birth",
+    ),
+    pytest.param(
+        {"patients": PATIENTS.replace(",F,", ",woman,")},
+        ("patients.csv line 2, column sex", "unknown sex code"),
+        ("woman",),
+        id="unknown-sex",
+    ),
+    pytest.param(
+        {"events": EVENTS.replace(",4548-4,", ",45 48,")},
+        ("events.csv line 2, column code", "not a code"),
+        ("45 48",),
+        id="bad-code",
+    ),
+    pytest.param(
+        {"patients": (PATIENTS + "2,1950-01-01,F,2000-01-01\n").encode() + b"\xff,x\n"},
+        ("patients.csv line 4: not UTF-8 text",),
+        (),
+        id="not-utf8-line-4",
+    ),
+    pytest.param(
+        {"patients": (PATIENTS + MANY).encode() + b"3002,1950-01-01,\xff,2000-01-01\n"},
+        ("patients.csv line 3002: not UTF-8 text",),
+        (),
+        id="not-utf8-line-3002",
+    ),
+    pytest.param(
+        {"patients": b"patient_id,birth_date,sex,registr\xc3"},
+        ("patients.csv line 1: not UTF-8 text",),
+        (),
+        id="not-utf8-truncated-header",
+    ),
+]
+
+
+@pytest.mark.parametrize(("files", "names", "secrets"), CSV_CASES)
+def test_a_bad_csv_extract_names_file_line_and_column_never_the_value(
+    cli: Callable[..., Result],
+    tmp_path: Path,
+    files: dict[str, str | bytes],
+    names: tuple[str, ...],
+    secrets: tuple[str, ...],
+) -> None:
+    """One line naming the file, line and column, exit 4; no patient's value; a store the load
+    would have made is not left behind, and one it would have replaced keeps its rows."""
+    home = {"FEDQI_AGENT_HOME": str(tmp_path / "home")}
+    store = tmp_path / "store.sqlite"
+    assert (
+        cli("load-csv", str(_extract(tmp_path / "good")), "--into", str(store), env=home).code == 0
+    )
+    before = _rows(store)
+    bad = _extract(tmp_path / "bad", **files)
+    r = cli("load-csv", str(bad), "--into", str(store), env=home)
+    line = one_line(r, 4, *names, secrets=secrets)
+    assert len(line) < 400
+    assert _rows(store) == before
+    fresh = tmp_path / "fresh.sqlite"
+    assert cli("load-csv", str(bad), "--into", str(fresh), env=home).code == 4
+    assert not fresh.exists()
