@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -81,7 +82,9 @@ def _run_load(target: str, load: Callable[[Engine], LoadReport], as_json: bool) 
         # A store this load created and could not fill is removed: nothing half-made remains.
         if created is not None:
             created.unlink(missing_ok=True)
-        if isinstance(exc, SQLAlchemyError):
+        # The driver's own error where a load writes through the raw connection (the CSV
+        # load's SQLite batches): named by the store, as SQLAlchemy's are.
+        if isinstance(exc, SQLAlchemyError | sqlite3.Error):
             raise SourceError.cannot_read(exc, _store_name(target)) from None
         raise
     engine.dispose()

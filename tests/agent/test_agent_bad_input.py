@@ -241,3 +241,25 @@ def test_a_bad_csv_extract_names_file_line_and_column_never_the_value(
     fresh = tmp_path / "fresh.sqlite"
     assert cli("load-csv", str(bad), "--into", str(fresh), env=home).code == 4
     assert not fresh.exists()
+
+
+def test_load_csv_into_tables_of_another_shape_names_the_store(
+    cli: Callable[..., Result], tmp_path: Path
+) -> None:
+    """A SQLite store whose patients table is not the canonical one: exit 4 naming the store
+    (as load-fhir), where it was exit 2 'local database error'; the file is unchanged."""
+    import sqlite3
+
+    store = tmp_path / "odd.sqlite"
+    with sqlite3.connect(store) as db:
+        db.execute("CREATE TABLE patients (patient_id INTEGER PRIMARY KEY, extra TEXT NOT NULL)")
+    before = store.read_bytes()
+    r = cli(
+        "load-csv",
+        str(_extract(tmp_path / "x")),
+        "--into",
+        str(store),
+        env={"FEDQI_AGENT_HOME": str(tmp_path / "home")},
+    )
+    one_line(r, 4, f"the practice database {store} cannot be read")
+    assert store.read_bytes() == before
