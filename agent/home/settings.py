@@ -266,13 +266,33 @@ class AgentSettings(BaseSettings):
 
 def check_aggregator_url(url: str) -> None:
     """https:// always; plain http:// only to a loopback host (tests, a local demo), because the
-    payloads are signed but not encrypted and TLS is the only thing hiding them in transit."""
-    parts = urlsplit(url)
+    payloads are signed but not encrypted and TLS is the only thing hiding them in transit. A
+    port that is no number from 1 to 65535, a space or control character, and a user or
+    password in the URL are refused here, as the setting is read, not by the HTTP client at the
+    first request; no message prints a password."""
+    shown = hide_password(url) if "@" in url else url
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ValueError(f"{shown!r} holds a space or a control character")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL"
+        raise ValueError(f"{shown!r} is not a URL ({exc})") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"{url!r} is not an http(s) URL")
+        raise ValueError(f"{shown!r} is not an http(s) URL")
+    try:
+        port = parts.port  # ValueError: not a number, or not in 0-65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"{shown!r}: the port after the host is not a number from 1 to 65535")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            f"{shown!r}: a user or password in the URL is not used (the agent signs what it "
+            "sends): remove it"
+        )
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ValueError(
-            f"{url!r}: plain http:// is allowed only for a loopback host (127.0.0.1, ::1, "
+            f"{shown!r}: plain http:// is allowed only for a loopback host (127.0.0.1, ::1, "
             "localhost); use https://"
         )
 

@@ -263,3 +263,46 @@ def test_load_csv_into_tables_of_another_shape_names_the_store(
     )
     one_line(r, 4, f"the practice database {store} cannot be read")
     assert store.read_bytes() == before
+
+
+# --- the aggregator's URL -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "what"),
+    [
+        ("http://127.0.0.1:abc", "the port after the host is not a number from 1 to 65535"),
+        ("http://127.0.0.1:99999", "the port after the host is not a number from 1 to 65535"),
+        ("http://127.0.0.1:0", "the port after the host is not a number from 1 to 65535"),
+        ("http://127.0.0.1:1\x01", "a space or a control character"),
+        ("https://exa mple.org", "a space or a control character"),
+        ("http://user:s3cret@127.0.0.1:99999", "not a number from 1 to 65535"),
+        ("http://user:s3cret@127.0.0.1:9", "a user or password in the URL is not used"),
+        ("https://user@example.org", "a user or password in the URL is not used"),
+    ],
+)
+def test_a_bad_aggregator_url_is_refused_as_the_setting_is_read(
+    cli: Callable[..., Result], tmp_path: Path, url: str, what: str
+) -> None:
+    """From init's --aggregator-url exit 2, nothing made; from the environment or agent.toml
+    exit 3 naming where, before enrol sends anything; never the password."""
+    home = tmp_path / "home"
+    common = ["--practice", "A12345", "--aud", "test-net", "--source-url", "p.sqlite"]
+    r = cli("init", "--home", str(home), *common, "--aggregator-url", url)
+    one_line(r, 2, "--aggregator-url", what, secrets=("s3cret",))
+    assert not home.exists()
+    assert (
+        cli("init", "--home", str(home), *common, "--aggregator-url", "http://127.0.0.1:9").code
+        == 0
+    )
+    token = "a" * 32
+    env = {"FEDQI_AGENT_AGGREGATOR_URL": url}
+    r = cli("enrol", "--home", str(home), "--token", token, env=env)
+    one_line(r, 3, "aggregator_url", "FEDQI_AGENT_AGGREGATOR_URL", what, secrets=("s3cret",))
+    config = home / "agent.toml"
+    text = config.read_text()
+    config.write_text(
+        text.replace('"http://127.0.0.1:9"', '"' + url.replace("\x01", "\\u0001") + '"')
+    )
+    r = cli("enrol", "--home", str(home), "--token", token)
+    one_line(r, 3, "aggregator_url", str(config), what, secrets=("s3cret",))
