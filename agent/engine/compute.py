@@ -116,7 +116,10 @@ def open_source(settings: AgentSettings, *, refuse_before_birth: bool = True) ->
     # Before the file is opened: opening a SQLite file in WAL mode makes its -wal file now,
     # which would make its identity too recent ever to be recorded (agent/engine/clean.py).
     ident = _identity(target) if refuse_before_birth else None
-    engine = open_practice(target, read_only=True)
+    try:
+        engine = open_practice(target, read_only=True)
+    except SourceError as exc:  # says what is wrong with the database: name the setting too
+        raise SourceError(f"source.url: {exc}") from None
     try:
         with engine.connect() as conn:
             inspector = sa.inspect(conn)

@@ -13,6 +13,7 @@ file, the keys, the pinned trust anchors, the cached catalogue and the outbox.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import tomllib
@@ -27,6 +28,7 @@ from pydantic_settings import (
     EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -53,6 +55,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _no_control_characters(value: Any) -> Any:
+    """A path or URL setting holding a control character (a NUL, which no file name can
+    hold, from "\\u0000" in agent.toml or JSON) is refused as the setting is read, not by the
+    operating system at the first command that opens it."""
+    text = str(value) if isinstance(value, str | Path) else None
+    if text is not None and any(not c.isprintable() and not c.isspace() for c in text):
+        raise ValueError("holds a control character (a NUL or the like), which no path holds")
+    return value
+
+
 class SourceSettings(_Section):
     """Where the practice's records are read from."""
 
@@ -77,6 +89,9 @@ class SourceSettings(_Section):
     @field_validator("url")
     @classmethod
     def _url_has_a_numeric_port(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("empty: give a path or a URL, or leave the setting out")
+        _no_control_characters(value)
         # A URL whose port is not a number would otherwise reach the driver's parser, which
         # raises a bare ValueError at the first command that reads the source.
         if value and "://" in value:
@@ -97,6 +112,8 @@ class CatalogueSettings(_Section):
         description="a local catalogue JSON file; unset: the catalogue the aggregator publishes, "
         "verified with the pinned catalogue key and cached in the agent home",
     )
+
+    _path = field_validator("path")(_no_control_characters)
 
 
 class TransportSettings(_Section):
@@ -207,10 +224,13 @@ class AgentSettings(BaseSettings):
         check_aggregator_url(value)
         return value.rstrip("/")
 
+    _paths = field_validator("ca_bundle", "audit_token_file")(_no_control_characters)
+
     @field_validator("previous_homes")
     @classmethod
     def _previous_homes_hold_outboxes(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
         for home in value:
+            _no_control_characters(home)
             if not (home / OUTBOX_FILE).is_file():
                 raise ValueError(f"{home} holds no outbox ({OUTBOX_FILE}): not an agent home")
         return value
@@ -381,6 +401,54 @@ def get_settings(
         return settings
     except ValidationError as exc:
         raise ConfigError(_describe(exc, config_file, file_data or {}, env, overrides)) from None
+    except SettingsError as exc:  # an environment variable that is not the JSON it must be
+        raise ConfigError(_not_json(exc, env)) from None
+
+
+def _not_json(exc: SettingsError, env: Mapping[str, str]) -> str:
+    """pydantic-settings' "error parsing value for field ..." as the setting and variable."""
+    m = re.search(r'field "([^"]+)"', str(exc))
+    name = m[1] if m else "(unknown)"
+    var = ENV_PREFIX + name.upper()
+    where = f"in environment variable {var}" if var in env else "in the environment"
+    why = exc.__cause__ or exc.__context__
+    detail = f" ({str(why).splitlines()[0]})" if why is not None and str(why) else ""
+    form = (
+        f"a JSON object, or one key at a time as {var}__KEY"
+        if name in _SECTIONS
+        else "a JSON list of paths"
+        if name == "previous_homes"
+        else "JSON"
+    )
+    return f"bad setting {name!r} {where}: not valid JSON{detail}; give it as {form}"
+
+
+def _env_source(loc: list[str], env: Mapping[str, str]) -> str:
+    """The environment variable a setting at ``loc`` came from: ``FEDQI_AGENT_SOURCE__URL``, or
+    a shorter one whose JSON holds it (``FEDQI_AGENT_SOURCE='{"url": ...}'``,
+    ``FEDQI_AGENT_PREVIOUS_HOMES='[...]'``); the first name if none is set (the caller then
+    looks in the file)."""
+    full = ENV_PREFIX + "__".join(p.upper() for p in loc)
+    if full in env:
+        return full
+    for n in range(len(loc) - 1, 0, -1):
+        var = ENV_PREFIX + "__".join(p.upper() for p in loc[:n])
+        if var not in env:
+            continue
+        try:
+            node: Any = json.loads(env[var])
+        except ValueError:
+            return var
+        for part in loc[n:]:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                break
+        else:
+            return var
+    return full
 
 
 def _read_toml(path: Path) -> dict[str, Any] | None:
@@ -419,7 +487,7 @@ def _describe_one(
     loc = [str(p) for p in err["loc"]]
     key = ".".join(loc) or "(root)"
     msg = _PLAIN.get(key, err["msg"]) if err["type"] == "string_pattern_mismatch" else err["msg"]
-    env_name = ENV_PREFIX + "__".join(p.upper() for p in loc)
+    env_name = _env_source(loc, env)
     node_given: Any = given or {}
     for part in loc:
         node_given = node_given.get(part) if isinstance(node_given, dict) else None
@@ -451,6 +519,9 @@ def _describe_one(
         return f"unknown setting {key!r} {where}{hint} (known settings: {known})"
     return f"bad setting {key!r} {where}: {msg}"
 
+
+#: The settings that are tables (their environment variable is a JSON object).
+_SECTIONS = ("source", "catalogue", "transport", "disclosure")
 
 #: What a setting that does not match its pattern must look like, in words.
 _PLAIN = {"practice": "a practice's ODS code is a capital letter and five digits, e.g. A81001"}

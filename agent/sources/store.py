@@ -54,6 +54,8 @@ def practice_url(target: str | os.PathLike[str]) -> sa.URL:
             kind = "duckdb"
         elif suffix in SQLITE_SUFFIXES:
             kind = "sqlite"
+        elif path.is_dir():
+            raise SourceError(f"practice database {path}: a folder, not a SQLite or DuckDB file")
         elif path.exists():
             raise SourceError(f"practice database {path}: neither a SQLite nor a DuckDB file")
         else:

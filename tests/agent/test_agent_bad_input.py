@@ -306,3 +306,101 @@ def test_a_bad_aggregator_url_is_refused_as_the_setting_is_read(
     )
     r = cli("enrol", "--home", str(home), "--token", token)
     one_line(r, 3, "aggregator_url", str(config), what, secrets=("s3cret",))
+
+
+# --- settings -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"FEDQI_AGENT_SOURCE": "not json"}, ("'source'", "FEDQI_AGENT_SOURCE:", "not valid JSON")),
+        (
+            {"FEDQI_AGENT_PREVIOUS_HOMES": "not json"},
+            ("'previous_homes'", "FEDQI_AGENT_PREVIOUS_HOMES:", "a JSON list of paths"),
+        ),
+        (
+            {"FEDQI_AGENT_SOURCE": '{"url": 5}'},
+            ("'source.url'", "in environment variable FEDQI_AGENT_SOURCE:"),
+        ),
+        (
+            {"FEDQI_AGENT_TRANSPORT": '{"retries": "x"}'},
+            ("'transport.retries'", "in environment variable FEDQI_AGENT_TRANSPORT:"),
+        ),
+        (
+            {"FEDQI_AGENT_CATALOGUE": '{"path": "a\\u0000b"}'},
+            ("'catalogue.path'", "FEDQI_AGENT_CATALOGUE:", "control character"),
+        ),
+        (
+            {"FEDQI_AGENT_PREVIOUS_HOMES": '["a\\u0000b"]'},
+            ("'previous_homes'", "FEDQI_AGENT_PREVIOUS_HOMES:", "control character"),
+        ),
+        (
+            {"FEDQI_AGENT_SOURCE__URL": ""},
+            ("'source.url'", "FEDQI_AGENT_SOURCE__URL:", "empty"),
+        ),
+    ],
+)
+def test_a_bad_setting_in_the_environment_is_named_with_its_variable(
+    cli: Callable[..., Result], agent_home: Path, env: dict[str, str], names: tuple[str, ...]
+) -> None:
+    r = cli("preview", "--home", str(agent_home), "--period", "2026-03", env=env)
+    one_line(r, 3, *names)
+    assert "agent.toml" not in r.err
+
+
+@pytest.mark.parametrize(
+    ("toml", "command", "names"),
+    [
+        (
+            '\n[catalogue]\npath = "a\\u0000b"\n',
+            ["preview", "--period", "2026-03"],
+            ("'catalogue.path'",),
+        ),
+        ('ca_bundle = "a\\u0000b"\n', ["enrol", "--token", "a" * 32], ("'ca_bundle'",)),
+        ('audit_token_file = "a\\u0000b"\n', ["audit", "verify"], ("'audit_token_file'",)),
+    ],
+)
+def test_a_path_setting_holding_a_nul_is_a_bad_setting_not_a_traceback(
+    cli: Callable[..., Result],
+    agent_home: Path,
+    toml: str,
+    command: list[str],
+    names: tuple[str, ...],
+) -> None:
+    config = agent_home / "agent.toml"
+    text = config.read_text()
+    if toml.startswith("\n["):
+        config.write_text(text + toml)
+    else:  # a top-level key: above the first [table]
+        config.write_text(toml + text)
+    r = cli(*command, "--home", str(agent_home))
+    one_line(r, 3, *names, f"in {config}", "control character")
+
+
+def test_an_empty_source_url_in_the_file_names_the_setting(
+    cli: Callable[..., Result], agent_home: Path
+) -> None:
+    config = agent_home / "agent.toml"
+    lines = [
+        'url = ""' if line.startswith("url = ") else line
+        for line in config.read_text().splitlines()
+    ]
+    config.write_text("\n".join(lines) + "\n")
+    r = cli("preview", "--home", str(agent_home), "--period", "2026-03")
+    one_line(r, 3, "'source.url'", f"in {config}", "empty")
+
+
+@pytest.mark.parametrize("url", ["agent.toml", "keys"])
+def test_a_source_url_naming_no_database_names_the_setting(
+    cli: Callable[..., Result], agent_home: Path, url: str
+) -> None:
+    r = cli(
+        "preview",
+        "--home",
+        str(agent_home),
+        "--period",
+        "2026-03",
+        env={"FEDQI_AGENT_SOURCE__URL": url},
+    )
+    one_line(r, 4, "source.url: practice database", url)
