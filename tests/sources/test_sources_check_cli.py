@@ -440,8 +440,7 @@ def test_cli_load_csv_row_before_birth_exits_4_and_keeps_store(
     assert code == 4
     assert err.startswith("error: ") and err.count("\n") == 1
     assert (
-        "events.csv line 3, column date: before the birth_date of its patient (patients.csv line "
-        "2)"
+        "events.csv line 3, column date: before the birth_date of its patient (patients.csv line 2)"
     ) in err
     assert "1975" not in err and "1980" not in err
     assert dump(open_store(store)) == before
