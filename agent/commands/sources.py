@@ -142,6 +142,8 @@ def load_fhir_command(
     _run_load(target, lambda engine: load_fhir(path, engine), as_json)
 
 
+#: What ``check-source --omop-codes`` takes (source.omop_codes' values).
+OMOP_CODES = ("standard", "source", "concept_id")
 #: What ``check-source --omop`` takes, said in each of its errors.
 OMOP_FORMS = (
     "--omop takes a database URL (sqlite:///omop.sqlite relative, sqlite:////data/omop.sqlite "
@@ -231,9 +233,14 @@ def check_source_command(
         ),
     ] = None,
     omop_codes: Annotated[
-        str,
-        typer.Option("--omop-codes", help="OMOP codes to match: standard, source or concept_id"),
-    ] = "standard",
+        str | None,
+        typer.Option(
+            "--omop-codes",
+            help="with --omop: the OMOP codes to match, standard, source or concept_id "
+            "(default standard)",
+            show_default=False,
+        ),
+    ] = None,
     catalogue_file: Annotated[
         Path | None,
         typer.Option("--catalogue", help="a catalogue JSON file (default: the agent's catalogue)"),
@@ -253,6 +260,13 @@ def check_source_command(
         raise AgentUserError(
             "--db and --omop: give one (--db a practice store, --omop an OMOP CDM database)"
         )
+    if omop_codes is not None and omop_codes not in OMOP_CODES:
+        raise AgentUserError(f"--omop-codes {omop_codes!r}: use one of {', '.join(OMOP_CODES)}")
+    if omop_codes is not None and omop is None:
+        raise AgentUserError(
+            "--omop-codes applies only with --omop (an OMOP source in the agent config is "
+            "matched by source.omop_codes)"
+        )
     if omop is not None:
         omop = omop_url(omop)  # before anything is read or fetched
     settings = settings_for(home)
@@ -260,7 +274,7 @@ def check_source_command(
         catalogue = read_catalogue_file(catalogue_file)
     else:
         catalogue = load_catalogue(settings)
-    engine = open_checked_source(settings, db, omop, omop_codes)
+    engine = open_checked_source(settings, db, omop, omop_codes or "standard")
     try:
         kind = "omop" if omop or (not db and settings.source.kind == "omop") else None
         result = check_source(engine, catalogue, dt.date.today(), source_kind=kind)

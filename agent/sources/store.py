@@ -45,6 +45,8 @@ def practice_url(target: str | os.PathLike[str]) -> sa.URL:
                 f"practice database {url.render_as_string(hide_password=True)}: unsupported "
                 "backend (use sqlite, duckdb or postgresql)"
             )
+        if url.get_backend_name() == "sqlite":
+            _refuse_unread_sqlite_options(url)
         return url
     path = Path(text)
     kind = sniff(path) if path.is_file() else None
@@ -64,6 +66,40 @@ def practice_url(target: str | os.PathLike[str]) -> sa.URL:
                 "a URL)"
             )
     return sa.URL.create(kind, database=str(path))
+
+
+#: The query options SQLAlchemy hands the sqlite3 driver; any other it drops with a warning.
+SQLITE_DRIVER_OPTIONS = (
+    "uri",
+    "timeout",
+    "isolation_level",
+    "detect_types",
+    "check_same_thread",
+    "cached_statements",
+)
+#: SQLite's own URI options, read only with uri=true (www.sqlite.org/uri.html).
+SQLITE_URI_OPTIONS = ("vfs", "mode", "cache", "psow", "nolock", "immutable")
+
+
+def _refuse_unread_sqlite_options(url: sa.URL) -> None:
+    """A SQLite URL's query option that nothing reads (``?mode=ro&foo=bar``: SQLAlchemy drops
+    both without ``uri=true``, SQLite ignores ``foo`` with it) is an error naming it, not a
+    warning and an option silently not in effect. DuckDB and PostgreSQL refuse an unknown
+    option themselves."""
+    uri = str(url.query.get("uri", "")).lower() in ("true", "1", "yes", "on", "t", "y")
+    known = SQLITE_DRIVER_OPTIONS + (SQLITE_URI_OPTIONS if uri else ())
+    unread = sorted(k for k in url.query if k not in known)
+    if not unread:
+        return
+    hint = f"SQLite reads {', '.join(SQLITE_DRIVER_OPTIONS)}" + (
+        f" and {', '.join(SQLITE_URI_OPTIONS)}"
+        if uri
+        else f"; {', '.join(SQLITE_URI_OPTIONS)} only with uri=true"
+    )
+    raise SourceError(
+        f"practice database {url.render_as_string(hide_password=True)}: query option(s) "
+        f"{', '.join(unread)} would be ignored ({hint})"
+    )
 
 
 def open_practice(target: str | os.PathLike[str], *, read_only: bool = False) -> sa.Engine:

@@ -42,6 +42,12 @@ from agent.sources import schema, store
 from agent.sources.kinds import DUCKDB_SUFFIXES, SQLITE_SUFFIXES
 
 DEFAULT_PERIOD_END = dt.date(2026, 3, 31)
+#: At most this many patients (docs/synthetic.md): ten times the largest practices, about 230
+#: million events, where --patients 99999999999 would run until the disk is full.
+MAX_PATIENTS = 1_000_000
+#: The period ends a practice can be written for: its patients' births and histories reach a
+#: century and more before the end, and the calendar stops at 9999.
+FIRST_END, LAST_END = dt.date(1900, 1, 1), dt.date(9999, 12, 31)
 BATCH_ROWS = 200_000
 
 # fmt: off
@@ -1020,14 +1026,21 @@ def generate_practice(  # noqa: C901 (the target kinds and runners, chosen in on
     process copies. The output is identical either way. ``indexes`` (default: yes, except on DuckDB,
     whose scans do not use them and where building them on 7 million rows costs 20 s) builds
     the schema's indexes after the load."""
-    if patients < 1:
-        raise AgentUserError(f"--patients must be at least 1 (got {patients})")
+    if not 1 <= patients <= MAX_PATIENTS:
+        raise AgentUserError(
+            f"--patients must be from 1 to {MAX_PATIENTS:,} (got {patients:,}); the largest "
+            "practices have about 100,000"
+        )
     if seed < 0:
         raise AgentUserError(f"--seed must be 0 or more (got {seed})")
     if quality is not None and not 0.0 <= quality <= 1.0:
         raise AgentUserError(f"--quality must be between 0 and 1 (got {quality})")
     if not 1 <= years <= 50:
-        raise AgentUserError(f"years must be between 1 and 50 (got {years})")
+        raise AgentUserError(f"--years must be between 1 and 50 (got {years})")
+    if not FIRST_END <= period_end <= LAST_END:
+        raise AgentUserError(
+            f"--period-end must be from {FIRST_END} to {LAST_END} (got {period_end})"
+        )
     q = practice_quality(seed) if quality is None else float(quality)
     try:
         url = store.practice_url(target)

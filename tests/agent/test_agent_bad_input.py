@@ -404,3 +404,65 @@ def test_a_source_url_naming_no_database_names_the_setting(
         env={"FEDQI_AGENT_SOURCE__URL": url},
     )
     one_line(r, 4, "source.url: practice database", url)
+
+
+# --- check-source, source.url's options, synth ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        (["--omop-codes", "bogus"], ("--omop-codes 'bogus'", "standard, source, concept_id")),
+        (["--omop-codes", "source"], ("--omop-codes applies only with --omop",)),
+    ],
+)
+def test_check_source_omop_codes_needs_omop_and_a_mode(
+    cli: Callable[..., Result], agent_home: Path, argv: list[str], names: tuple[str, ...]
+) -> None:
+    one_line(cli("check-source", "--home", str(agent_home), *argv), 2, *names)
+
+
+@pytest.mark.parametrize(
+    ("query", "unread"),
+    [("?mode=ro&foo=bar", "foo, mode"), ("?uri=true&foo=bar", "foo"), ("?mode=ro", "mode")],
+)
+@pytest.mark.parametrize("command", [["preview", "--period", "2026-03"], ["check-source"]])
+def test_a_sqlite_url_option_sqlite_would_not_read_is_refused(
+    cli: Callable[..., Result],
+    agent_home: Path,
+    practice_db: Path,
+    query: str,
+    unread: str,
+    command: list[str],
+) -> None:
+    """Where SQLAlchemy warned and dropped it (and, with uri=true, SQLite opened a new empty
+    file named with the query); nothing is made beside the database."""
+    before = sorted(practice_db.parent.iterdir())
+    env = {"FEDQI_AGENT_SOURCE__URL": f"sqlite:///{practice_db}{query}"}
+    r = cli(*command, "--home", str(agent_home), env=env)
+    one_line(r, 4, "source.url:", f"query option(s) {unread} would be ignored")
+    assert sorted(practice_db.parent.iterdir()) == before
+
+
+def test_a_sqlite_url_with_a_driver_option_still_opens(
+    cli: Callable[..., Result], agent_home: Path, practice_db: Path
+) -> None:
+    env = {"FEDQI_AGENT_SOURCE__URL": f"sqlite:///{practice_db}?timeout=5"}
+    assert cli("preview", "--home", str(agent_home), "--period", "2026-03", env=env).code == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        (["--patients", "99999999999"], ("--patients must be from 1 to 1,000,000",)),
+        (["--patients", "0"], ("--patients must be from 1 to 1,000,000",)),
+        (["--patients", "5", "--period-end", "0001-01-01"], ("--period-end must be from",)),
+        (["--patients", "5", "--years", "51"], ("--years must be between 1 and 50",)),
+    ],
+)
+def test_synth_bounds_its_arguments(
+    cli: Callable[..., Result], tmp_path: Path, argv: list[str], names: tuple[str, ...]
+) -> None:
+    out = tmp_path / "p.sqlite"
+    one_line(cli("synth", *argv, "--seed", "1", "--out", str(out)), 2, *names)
+    assert not out.exists()

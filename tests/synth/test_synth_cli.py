@@ -59,7 +59,7 @@ def test_synth_plain_output_names_what_was_written(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--patients", "-5", "--seed", "1"], "--patients must be at least 1"),
+        (["--patients", "-5", "--seed", "1"], "--patients must be from 1 to 1,000,000"),
         (["--patients", "5", "--seed", "-2"], "--seed must be 0 or more"),
         (["--patients", "5", "--seed", "1", "--quality", "2"], "--quality must be between 0 and 1"),
         (["--patients", "5", "--seed", "1", "--period-end", "2025-02-30"], "not a date"),
@@ -125,4 +125,7 @@ def test_synth_console_script_exits_non_zero(tmp_path: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: --patients must be at least 1 (got 0)"
+    assert (
+        proc.stderr.strip()
+        == "error: --patients must be from 1 to 1,000,000 (got 0); the largest practices have about 100,000"
+    )

@@ -395,7 +395,7 @@ def test_existing_file_is_kept_without_force_and_replaced_with_it(tmp_path: Path
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"patients": 0, "seed": 1}, "--patients must be at least 1"),
+        ({"patients": 0, "seed": 1}, "--patients must be from 1 to 1,000,000"),
         ({"patients": 5, "seed": -1}, "--seed must be 0 or more"),
         ({"patients": 5, "seed": 1, "quality": 1.5}, "--quality must be between 0 and 1"),
         ({"patients": 5, "seed": 1, "years": 0}, "years must be between 1 and 50"),
