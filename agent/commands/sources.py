@@ -217,6 +217,17 @@ def open_checked_source(
     return open_source(settings, refuse_before_birth=False)
 
 
+def _checked_name(settings: AgentSettings, db: str | None, omop: str | None) -> str | None:
+    """The practice database check-source reads, as its errors name it (None: an OMOP one)."""
+    if db:
+        return _store_name(db)
+    if omop or settings.source.kind == "omop" or not settings.source.url:
+        return None
+    from agent.engine.compute import source_target
+
+    return f"{_store_name(source_target(settings))} (source.url)"
+
+
 @app.command("check-source")
 @one_line_errors
 def check_source_command(
@@ -277,7 +288,13 @@ def check_source_command(
     engine = open_checked_source(settings, db, omop, omop_codes or "standard")
     try:
         kind = "omop" if omop or (not db and settings.source.kind == "omop") else None
-        result = check_source(engine, catalogue, dt.date.today(), source_kind=kind)
+        result = check_source(
+            engine,
+            catalogue,
+            dt.date.today(),
+            source_kind=kind,
+            where=_checked_name(settings, db, omop),
+        )
     finally:
         engine.dispose()
     if as_json:

@@ -1,6 +1,7 @@
-"""The practice database file last found clean of records dated before birth, kept in the agent
-home so that the check (:mod:`agent.sources.birth`) is paid once per change of the file, not
-by every command that computes.
+"""The practice database file last found clean of records dated before birth and of values not in
+their form, kept in the agent home so that the check (:mod:`agent.sources.birth`,
+:mod:`agent.sources.form`) is paid once per change of the file, not by every command that
+computes.
 
 The check reads every row of ``events`` and ``medications`` (about 60 ms of CPU on DuckDB and
 1.6 s on SQLite for 30,000 patients; docs/benchmarks.md), while a practice's database changes

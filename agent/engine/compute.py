@@ -139,9 +139,10 @@ def _refuse_before_birth(
     engine: Engine, where: str, home: Path, ident: clean.Identity | None
 ) -> None:
     """Fail, naming each table and date column and how many rows, when the practice database
-    holds a row dated before its patient's birth, as load-csv and load-fhir refuse such a
-    record (a database the practice supplies itself was never loaded, so nothing checked it).
-    Counts only: no row, patient or date is named.
+    holds a value not in its form (agent/sources/form.py: a date that is none, a sex outside
+    F, M and U, a value that is no finite number) or a row dated before its patient's birth, as
+    load-csv and load-fhir refuse such a record (a database the practice supplies itself was
+    never loaded, so nothing checked it). Counts only: no row, patient or value is named.
 
     A SQLite or DuckDB file whose identity ``ident``, read before the file was opened, is the
     one recorded in ``home`` as found clean is not checked again (agent/engine/clean.py);
@@ -149,17 +150,22 @@ def _refuse_before_birth(
     from sqlalchemy.exc import SQLAlchemyError
 
     from agent.sources.birth import practice_before_birth, practice_error
+    from agent.sources.form import form_error, malformed
 
     from . import clean
 
     def check() -> None:
         try:
             with engine.connect() as conn:
-                counts = practice_before_birth(conn)
+                # Values not in their form first: a date that is none compares as text, so
+                # "before birth" would not mean what it says.
+                problems = malformed(conn.dialect.name, lambda q: conn.exec_driver_sql(q).all())
+                error = form_error(f"source.url: the practice database {where} has ", problems)
+                if error is None:
+                    error = practice_error(where, practice_before_birth(conn))
         except SQLAlchemyError as exc:
             engine.dispose()
             raise SourceError.cannot_read(exc, where) from None
-        error = practice_error(where, counts)
         if error is not None:
             engine.dispose()
             raise error

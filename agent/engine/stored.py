@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.errors import SourceError
 from agent.sources.birth import PRACTICE_DATED, BirthCheck, count_before_birth, practice_error
+from agent.sources.form import form_error, malformed
 from protocol.catalogue import Catalogue
 from protocol.disclosure import RawCell
 
@@ -293,10 +294,13 @@ def run(
             if refuse_before_birth:
 
                 def check() -> None:
-                    counts = count_before_birth(
-                        statement.before_birth, lambda q: con.execute(q).fetchone()
-                    )
-                    error = practice_error(where, counts)
+                    problems = malformed("duckdb", lambda q: con.execute(q).fetchall())
+                    error = form_error(f"source.url: the practice database {where} has ", problems)
+                    if error is None:
+                        counts = count_before_birth(
+                            statement.before_birth, lambda q: con.execute(q).fetchone()
+                        )
+                        error = practice_error(where, counts)
                     if error is not None:
                         raise error
 

@@ -158,10 +158,11 @@ def before_birth_error(
 
 
 #: The version of what the practice check refuses (:data:`PRACTICE_DATED`, each against
-#: ``birth_date``). A practice database file found clean is recorded with it in the agent home
+#: ``birth_date``, and, since version 2, values not in their form: agent/sources/form.py). A
+#: practice database file found clean is recorded with it in the agent home
 #: (agent/engine/clean.py) and not checked again until it changes; a record of another version
 #: is ignored. Raise it whenever a change to the check could refuse a database it passed.
-PRACTICE_CHECK_VERSION = 1
+PRACTICE_CHECK_VERSION = 2
 
 #: What is checked in the canonical tables: each clinical table's date, and the patient's
 #: registration start and death, as load-csv and load-fhir check them.

@@ -275,13 +275,21 @@ def _patients_per_list(conn: sa.Connection, catalogue: Catalogue) -> dict[int, i
 
 
 def check_source(
-    engine: Engine, catalogue: Catalogue, today: dt.date, *, source_kind: str | None = None
+    engine: Engine,
+    catalogue: Catalogue,
+    today: dt.date,
+    *,
+    source_kind: str | None = None,
+    where: str | None = None,
 ) -> SourceCheck:
     """Summarise the canonical tables at ``engine`` against ``catalogue``'s codelists.
     ``source_kind`` "omop" (``engine`` is an OMOP database's, from
     :func:`agent.sources.omop.open_omop`) words the report for that source and counts the rows
     dated before their person's birth in its CDM tables; otherwise they are counted in the
-    canonical tables."""
+    canonical tables, after their values are checked for their form
+    (:mod:`agent.sources.form`): a database holding one not in it is refused as preview
+    refuses it (a SourceError naming each column and how many rows; ``where`` names the
+    database), since nothing else here can be read from it reliably."""
     from agent.periods import last_complete_period
 
     period_end = last_complete_period(today).end
@@ -294,6 +302,15 @@ def check_source(
     other: Counter[str] = Counter()
     tables: dict[str, TableSummary] = {}
     with engine.connect() as conn:
+        if source_kind != "omop":
+            from agent.sources.form import form_error, malformed
+
+            named = f"the practice database {where} has " if where else "the practice database has "
+            error = form_error(
+                named, malformed(conn.dialect.name, lambda q: conn.exec_driver_sql(q).all())
+            )
+            if error is not None:
+                raise error
         n_patients = conn.execute(sa.select(sa.func.count()).select_from(patients)).scalar_one()
         p = patients.c
         registered = conn.execute(

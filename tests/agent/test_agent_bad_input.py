@@ -466,3 +466,203 @@ def test_synth_bounds_its_arguments(
     out = tmp_path / "p.sqlite"
     one_line(cli("synth", *argv, "--seed", "1", "--out", str(out)), 2, *names)
     assert not out.exists()
+
+
+# --- a practice database supplied as it is --------------------------------------------------
+
+_A_VALUE = "rowid = (SELECT min(rowid) FROM events WHERE value IS NOT NULL)"
+_AN_EVENT = "rowid = (SELECT min(rowid) FROM events)"
+_A_PATIENT = "patient_id = (SELECT min(patient_id) FROM patients)"
+
+SQLITE_CASES = [
+    # (what is written, the column named, what it says, values that must not be printed)
+    (f"UPDATE events SET date = '2020-02-30' WHERE {_AN_EVENT}", "events.date 1 row(s)", "02-30"),
+    (f"UPDATE events SET date = '2020-13-45' WHERE {_AN_EVENT}", "events.date 1 row(s)", "13-45"),
+    (f"UPDATE events SET date = 20200101 WHERE {_AN_EVENT}", "events.date 1 row(s)", "20200101"),
+    (f"UPDATE events SET date = '01/02/2020' WHERE {_AN_EVENT}", "events.date 1 row(s)", "01/02"),
+    (
+        "UPDATE medications SET date = '0000-01-01' WHERE rowid = 1",
+        "medications.date 1 row(s)",
+        "0000",
+    ),
+    (f"UPDATE events SET value = 'NaN-ish' WHERE {_A_VALUE}", "events.value 1 row(s)", "NaN-ish"),
+    (f"UPDATE events SET value = 1e999 WHERE {_A_VALUE}", "events.value 1 row(s)", "inf"),
+    (f"UPDATE events SET value = -1e999 WHERE {_A_VALUE}", "events.value 1 row(s)", "inf"),
+    (
+        f"UPDATE patients SET birth_date = '1950-13-45' WHERE {_A_PATIENT}",
+        "patients.birth_date 1 row(s)",
+        "1950",
+    ),
+    (
+        f"UPDATE patients SET registration_start = '2000-99-99' WHERE {_A_PATIENT}",
+        "patients.registration_start 1 row(s)",
+        "2000-99",
+    ),
+    (
+        f"UPDATE patients SET death_date = 'soon' WHERE {_A_PATIENT}",
+        "patients.death_date 1 row(s)",
+        "soon",
+    ),
+    (
+        f"UPDATE patients SET sex = 'X' WHERE {_A_PATIENT}",
+        "patients.sex 1 row(s) not F, M or U",
+        "'X'",
+    ),
+    (
+        f"UPDATE patients SET patient_id = 'abc' WHERE {_A_PATIENT}",
+        "patients.patient_id 1 row(s) not a whole number",
+        "abc",
+    ),
+]
+
+
+def _supplied_sqlite(practice_db: Path, folder: Path, sql: str) -> Path:
+    import shutil
+    import sqlite3
+
+    path = folder / "supplied.sqlite"
+    shutil.copyfile(practice_db, path)
+    with sqlite3.connect(path) as db:
+        db.execute(sql)
+    return path
+
+
+@pytest.mark.parametrize(("sql", "named", "secret"), SQLITE_CASES)
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["preview", "--period", "2026-03"],
+        ["worklist", "HYP_BP_U80", "--period", "2026-03"],
+        ["check-source"],
+    ],
+)
+def test_a_supplied_sqlite_database_with_values_not_in_their_form_is_refused(
+    cli: Callable[..., Result],
+    agent_home: Path,
+    practice_db: Path,
+    tmp_path: Path,
+    sql: str,
+    named: str,
+    secret: str,
+    command: list[str],
+) -> None:
+    """Each is counted per table and column before anything is computed: exit 4, one line
+    naming the column and the count, never the value; nothing recorded as clean, the database
+    unchanged. (Preview exited 0 on most, 7 on a sex of X; worklist printed a value.)"""
+    db = _supplied_sqlite(practice_db, tmp_path, sql)
+    before = db.read_bytes()
+    env = {"FEDQI_AGENT_SOURCE__URL": str(db)}
+    r = cli(*command, "--home", str(agent_home), env=env)
+    line = one_line(r, 4, str(db), named, "not in the form docs/data-model.md gives them")
+    assert secret not in line.replace(str(db), "")
+    assert "before their patient's birth" not in line
+    assert r.out == "" or command[0] == "check-source"
+    assert not (agent_home / "clean-source.json").exists()
+    assert db.read_bytes() == before
+
+
+def test_check_source_names_the_database_given_by_db(
+    cli: Callable[..., Result], agent_home: Path, practice_db: Path, tmp_path: Path
+) -> None:
+    db = _supplied_sqlite(practice_db, tmp_path, SQLITE_CASES[0][0])
+    r = cli("check-source", "--home", str(agent_home), "--db", str(db))
+    one_line(r, 4, f"the practice database {db} has values not in the form", "events.date")
+
+
+DUCKDB_CASES = [
+    (
+        "UPDATE patients SET sex = 'X' WHERE patient_id IN "
+        "(SELECT patient_id FROM patients ORDER BY patient_id LIMIT 2)",
+        "patients.sex 2 row(s) not F, M or U",
+    ),
+    (
+        "UPDATE events SET value = 'NaN'::DOUBLE WHERE rowid = "
+        "(SELECT min(rowid) FROM events WHERE value IS NOT NULL)",
+        "events.value 1 row(s) not a finite number",
+    ),
+    (
+        "UPDATE events SET value = 'inf'::DOUBLE WHERE rowid = "
+        "(SELECT min(rowid) FROM events WHERE value IS NOT NULL)",
+        "events.value 1 row(s) not a finite number",
+    ),
+    (
+        "UPDATE medications SET date = 'infinity'::DATE WHERE rowid = 0",
+        "medications.date 1 row(s)",
+    ),
+    ("ALTER TABLE events ALTER date TYPE VARCHAR", "events.date: a VARCHAR column, not a date"),
+    ("ALTER TABLE events ALTER value TYPE VARCHAR", "events.value: a VARCHAR column, not a number"),
+]
+
+
+@pytest.fixture(scope="module")
+def practice_duckdb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from agent.sources.synth import generate_practice
+
+    path = tmp_path_factory.mktemp("bad-duckdb") / "practice.duckdb"
+    generate_practice(path, patients=200, seed=5)
+    return path
+
+
+@pytest.mark.parametrize(("sql", "named"), DUCKDB_CASES)
+@pytest.mark.parametrize("stored", [False, True], ids=["compiled", "stored-statement"])
+def test_a_supplied_duckdb_database_with_values_not_in_their_form_is_refused(
+    cli: Callable[..., Result],
+    agent_home: Path,
+    practice_duckdb: Path,
+    tmp_path: Path,
+    sql: str,
+    named: str,
+    stored: bool,
+) -> None:
+    """Through SQLAlchemy (the first preview, which compiles the statement) and through the
+    stored statement on a plain duckdb connection (a later one): the same refusal."""
+    import shutil
+
+    import duckdb
+
+    preview = ["preview", "--home", str(agent_home), "--period", "2026-03"]
+    if stored:  # a clean file first: the statement is compiled and stored
+        clean = tmp_path / "clean.duckdb"
+        shutil.copyfile(practice_duckdb, clean)
+        assert cli(*preview, env={"FEDQI_AGENT_SOURCE__URL": str(clean)}).code == 0
+        assert list((agent_home / "statements").glob("*.json"))
+    db = tmp_path / "supplied.duckdb"
+    shutil.copyfile(practice_duckdb, db)
+    with duckdb.connect(str(db)) as con:
+        con.execute(sql)
+    r = cli(*preview, env={"FEDQI_AGENT_SOURCE__URL": str(db)})
+    one_line(r, 4, f"source.url: the practice database {db} has values not in the form", named)
+    r = cli("check-source", "--home", str(agent_home), env={"FEDQI_AGENT_SOURCE__URL": str(db)})
+    one_line(r, 4, named)
+
+
+@pytest.mark.postgres
+def test_a_supplied_postgresql_database_with_values_not_in_their_form_is_refused(
+    pg_database_factory: Callable[[], str], agent_home: Path, cli: Callable[..., Result]
+) -> None:
+    import sqlalchemy as sa
+
+    from agent.sources.synth import generate_practice
+
+    url = pg_database_factory()
+    generate_practice(url, patients=150, seed=3)
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE patients SET sex = 'X' WHERE patient_id = (SELECT min(patient_id) FROM patients)"
+        )
+        conn.exec_driver_sql(
+            "UPDATE events SET value = 'NaN' WHERE ctid = "
+            "(SELECT ctid FROM events WHERE value IS NOT NULL LIMIT 1)"
+        )
+    engine.dispose()
+    env = {"FEDQI_AGENT_SOURCE__URL": url}
+    for command in (["preview", "--period", "2026-03"], ["check-source"]):
+        r = cli(*command, "--home", str(agent_home), env=env)
+        one_line(
+            r,
+            4,
+            "has values not in the form",
+            "patients.sex 1 row(s) not F, M or U",
+            "events.value 1 row(s) not a finite number",
+        )

@@ -371,8 +371,8 @@ def test_check_source_names_a_date_column_not_as_iso_without_its_value(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A supplied SQLite practice whose events hold a date as 31/12/1999 (text, not ISO): one
-    line naming events.date and the form dates take, exit 4, never the value (a patient's
-    date) and no traceback."""
+    line naming events.date, how many rows and the form dates take, exit 4, never the value (a
+    patient's date) and no traceback."""
     import sqlite3
 
     store = tmp_path / "practice.sqlite"
@@ -387,7 +387,10 @@ def test_check_source_names_a_date_column_not_as_iso_without_its_value(
     code = main(["check-source", "--db", str(store), "--catalogue", str(catalogue)], env)
     out, err = capsys.readouterr()
     assert code == 4 and err.count("\n") == 1, err
-    assert err.startswith("error: events.date: holds a value that is not a date as YYYY-MM-DD"), err
+    assert err.startswith(
+        f"error: the practice database {store} has values not in the form docs/data-model.md "
+        "gives them: events.date 1 row(s) empty or not a date as YYYY-MM-DD."
+    ), err
     assert "31/12" not in err + out and "1999" not in err + out and "Traceback" not in err
 
 
