@@ -579,17 +579,19 @@ class _Loader:
         )
         if date is None:
             return
-        value, unit = self._quantity(res.node("valueQuantity"))
+        quantity = res.node("valueQuantity")
+        value, unit = self._quantity(quantity)
         for system, code in self._codes(res.node("code")):
-            self._event(pid, date, system, code, value, unit)
+            self._event(pid, date, system, code, value, unit, quantity)
         # A coded value (e.g. smoking status "Smoker") is a code in its own right.
         for system, code in self._codes(res.node("valueCodeableConcept")):
             self._event(pid, date, system, code)
         # Panels (blood pressure): each component is its own coded value.
         for comp in res.nodes("component"):
-            c_value, c_unit = self._quantity(comp.node("valueQuantity"))
+            c_quantity = comp.node("valueQuantity")
+            c_value, c_unit = self._quantity(c_quantity)
             for system, code in self._codes(comp.node("code")):
-                self._event(pid, date, system, code, c_value, c_unit)
+                self._event(pid, date, system, code, c_value, c_unit, c_quantity)
 
     def _read_procedure(self, res: _Node, _full_url: str | None) -> None:
         if self._skip_status(res, "Procedure"):
@@ -778,8 +780,14 @@ class _Loader:
         code: str,
         value: float | None = None,
         unit: str | None = None,
+        quantity: _Node | None = None,
     ) -> None:
         new_value, new_unit = normalise_value(system, code, value, unit)
+        if new_value is not None and not math.isfinite(new_value) and quantity is not None:
+            # HbA1c % converted to mmol/mol: a finite percentage can overflow the conversion.
+            raise _Problem(
+                quantity.at("value"), "not a finite number once converted from % to mmol/mol"
+            )
         if new_unit != unit:
             self.converted["HbA1c % converted to mmol/mol"] += 1
         self._seen(pid, date)

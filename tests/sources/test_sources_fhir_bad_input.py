@@ -298,6 +298,16 @@ CASES: list[tuple[str, Callable[[Path], Path], str]] = [
         _then(_obs(valueQuantity={"value": 10**400})),
         "line 2 (Observation), field valueQuantity.value: the value is not a finite number",
     ),
+    (  # HbA1c in %: finite, but its conversion to mmol/mol is not (found by fuzzing)
+        "hba1c-percent-overflows",
+        _then(
+            _obs(
+                code={"coding": [{"system": LOINC, "code": "4548-4"}]},
+                valueQuantity={"value": 1e308, "unit": "%", "code": "%"},
+            )
+        ),  # fmt: skip
+        "line 2 (Observation), field valueQuantity.value: not a finite number once converted from % to mmol/mol",
+    ),
     (
         "value-nan",
         _then(_obs().replace(b'"value": 142', b'"value": NaN')),
