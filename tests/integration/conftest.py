@@ -18,10 +18,13 @@ def aggregator_factory(tmp_path: Path) -> Iterator[Callable[..., AggregatorServe
     made: list[AggregatorServer] = []
 
     def make(
-        name: str = "agg", practices: tuple[str, ...] = ("A12345",), db_url: str | None = None
+        name: str = "agg",
+        practices: tuple[str, ...] = ("A12345",),
+        db_url: str | None = None,
+        origin: str | None = None,
     ) -> AggregatorServer:
         server = AggregatorServer(tmp_path / name, db_url=db_url)
-        server.setup(practices)
+        server.setup(practices, origin=origin)
         server.start()
         made.append(server)
         return server

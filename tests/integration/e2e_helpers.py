@@ -64,7 +64,8 @@ class AggregatorServer:
         assert code == 0, f"fedqi-aggregator {' '.join(args)} -> {code}: {err.getvalue()}"
         return out.getvalue()
 
-    def setup(self, practices: tuple[str, ...] = ("A12345",)) -> None:
+    def setup(self, practices: tuple[str, ...] = ("A12345",), origin: str | None = None) -> None:
+        """``origin``: the log's checkpoint origin (``init --origin``; default ``<aud>/log/v1``)."""
         self.cli("db", "upgrade", "--db", self.db)
         init = self.cli(
             "init",
@@ -72,6 +73,7 @@ class AggregatorServer:
             "Test network",
             "--aud",
             AUD,
+            *(("--origin", origin) if origin else ()),
             "--db",
             self.db,
             "--key-dir",
