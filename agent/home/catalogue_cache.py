@@ -44,9 +44,7 @@ def load_catalogue(settings: AgentSettings, *, client: Any = None) -> Catalogue:
         from agent.errors import TransportError
 
         try:
-            # With a cache to fall back on, one try: an aggregator that is down is told at once
-            # and the submission is signed, stored and queued without waiting through retries.
-            data = client.get_bytes("/v1/catalogue", tries=1 if cache.exists() else None)
+            data = client.get_bytes("/v1/catalogue", tries=first_fetch_tries(settings))
         except TransportError:
             if not cache.exists():
                 raise
@@ -60,6 +58,17 @@ def load_catalogue(settings: AgentSettings, *, client: Any = None) -> Catalogue:
             "(run `fedqi-agent enrol` or any command that contacts the aggregator)"
         )
     return verify_catalogue(cache.read_bytes(), trust, where=str(cache))
+
+
+def first_fetch_tries(settings: AgentSettings) -> int | None:
+    """The tries of a command's first request to the aggregator where that request stands for
+    the network catalogue's fetch: with a verified cache to fall back on, one (an aggregator
+    that is down is told at once, and the submission is signed, stored and queued without
+    waiting through retries); else (no cache, or a ``catalogue.path`` that is not fetched at
+    all) None, the configured retries."""
+    if settings.catalogue.path is None and (settings.home / CACHE_FILE).exists():
+        return 1
+    return None
 
 
 def verify_catalogue(data: bytes, trust: Trust, *, where: str) -> Catalogue:

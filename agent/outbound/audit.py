@@ -9,7 +9,11 @@ Everything the aggregator says is checked against the keys pinned at enrolment:
 * ``audit verify`` re-checks all of it against the aggregator's *current* checkpoint: every
   stored receipt's leaf must still be in the tree, every checkpoint ever seen must be a prefix of
   the current one, and the leaf hash the aggregator now stores for each receipt's index must
-  still be the receipt's.
+  still be the receipt's;
+* before anything signed is posted, the aggregator at ``aggregator_url`` must show it is the one
+  this agent enrolled with, by the check ``audit verify`` starts with (its current checkpoint
+  under the pinned origin, signed by the pinned log key: :func:`check_enrolled_aggregator`);
+  another network's aggregator is sent nothing.
 
 A failure means the aggregator dropped or rewrote history (or answered with something forged):
 it raises :class:`LogIntegrityError`, which the CLI prints loudly with a non-zero exit.
@@ -27,6 +31,7 @@ from typing import Any
 from agent.errors import AgentUserError, ConfigError, ExitCode, TransportError
 from agent.home.keystore import Trust
 from agent.outbound.outbox import Message, Outbox, SeenCheckpoint
+from agent.outbound.transport import AggregatorClient, RefusedError
 from protocol.canonical import sha256_hex
 from protocol.checkpoint import Checkpoint, verify_checkpoint
 from protocol.envelope import Envelope, open_envelope, verify_envelope
@@ -104,29 +109,92 @@ def _checkpoint(note: str, trust: Trust, what: str) -> Checkpoint:
         raise LogIntegrityError(f"{what} does not verify: {exc}") from None
 
 
-def fetch_checkpoint(client: Any, trust: Trust) -> tuple[str, Checkpoint]:
-    data = client.get_bytes("/v1/log/checkpoint")
+#: The problem type of the aggregator's answer to ``GET /v1/log/checkpoint`` while its log is
+#: empty: no enrolment yet, so not the log this agent enrolled in (its enrolment is a leaf).
+NO_CHECKPOINT = "urn:fedqi:problem:no-checkpoint"
+
+
+def fetch_checkpoint(
+    client: Any, trust: Trust, *, tries: int | None = None, consequence: str = ""
+) -> tuple[str, Checkpoint]:
+    """The aggregator's current checkpoint, which must name the pinned log origin and be signed
+    by the pinned log key. One that does not (another log's origin, another key's signature, an
+    empty log) is no evidence about this network's log: it means ``aggregator_url`` points to
+    another aggregator than the one this agent enrolled with, a :class:`ConfigError` (exit 3)
+    naming the URL, what it serves, what this agent enrolled with and what to do;
+    ``consequence`` says what the caller therefore did not do ("nothing was sent"). ``tries``
+    overrides the configured retries."""
+    try:
+        data = client.get_bytes("/v1/log/checkpoint", tries=tries)
+    except RefusedError as exc:
+        if exc.problem.get("type") == NO_CHECKPOINT:
+            raise _another_aggregator(
+                client, trust, "serves an empty log (no checkpoint yet)", consequence
+            ) from None
+        raise
     note = _note_text(data)
     # Another network's log (aggregator_url pointing at the wrong aggregator) is a configuration
     # mistake, not evidence against this network's log: say so before checking the signature.
     origin = note.split("\n", 1)[0]
     if trust.log_origin and origin != trust.log_origin:
-        where = getattr(client, "base_url", "the aggregator")
-        raise ConfigError(
-            f"{where} serves the log {origin[:80]!r}, but this agent is enrolled in the log "
-            f"{trust.log_origin!r}: aggregator_url points to another aggregator"
-        )
+        raise _another_aggregator(client, trust, f"serves the log {origin[:80]!r}", consequence)
+    key = trust.log_key.verifying_key()
     try:
-        return note, _checkpoint(note, trust, "the aggregator's current checkpoint")
-    except LogIntegrityError as exc:
+        return note, verify_checkpoint(note, trust.log_key.name, key, origin=trust.log_origin)
+    except ProtocolError as exc:
         # Anyone can serve an unsigned note: it is no evidence about this network's log, only
         # that this server is not the aggregator the agent enrolled with.
-        where = getattr(client, "base_url", "the aggregator")
-        raise ConfigError(
-            f"{where} does not sign its checkpoint with the pinned log key ({exc}): "
-            "aggregator_url points to another aggregator; `fedqi-agent trust show` lists the "
-            "pinned keys"
+        raise _another_aggregator(
+            client,
+            trust,
+            f"does not sign its checkpoint with the pinned log key, kid {key.kid} ({exc})",
+            consequence,
         ) from None
+
+
+def _another_aggregator(client: Any, trust: Trust, serves: str, consequence: str) -> ConfigError:
+    """``aggregator_url`` answers as another aggregator than the one this agent enrolled with:
+    one line naming the URL, what it serves, what this agent enrolled with, and what to do."""
+    where = str(getattr(client, "base_url", "the aggregator"))
+    log = f"the log {trust.log_origin!r} of network" if trust.log_origin else "network"
+    at = (
+        f" (at {trust.aggregator_url})"
+        if trust.aggregator_url.rstrip("/") != where.rstrip("/")
+        else ""
+    )
+    then = f"; {consequence}" if consequence else ""
+    return ConfigError(
+        f"aggregator_url {where} {serves}, but this agent is enrolled in {log} {trust.aud!r}"
+        f"{at}: it is another aggregator{then}. Set aggregator_url (in agent.toml, or "
+        "FEDQI_AGENT_AGGREGATOR_URL) to the aggregator this agent enrolled with; `fedqi-agent "
+        "trust show` lists the keys pinned at enrolment"
+    )
+
+
+def check_enrolled_aggregator(
+    client: AggregatorClient, trust: Trust, *, consequence: str, tries: int | None = None
+) -> None:
+    """Before anything signed is posted: the aggregator at ``aggregator_url`` must be the one
+    this agent enrolled with, checked as ``audit verify`` checks it (:func:`fetch_checkpoint`:
+    one GET of the current checkpoint, its origin and signature against ``trust.json``). Raises
+    :class:`ConfigError` (exit 3) when it answers as another aggregator; ``consequence`` says
+    what the caller did not do. Asked once per client (``client.enrolled_here``): every later
+    request of the client goes to the same URL. Not asked when the client has given up on the
+    aggregator (every try of an earlier request failed): it sends nothing more either.
+
+    An aggregator that cannot be asked raises :class:`TransportError` (exit 5): never
+    :class:`RefusedError`, even for a 4xx answer to the GET, so that no caller marks a message
+    refused for good over an answer that was not about the message."""
+    if client.enrolled_here or client.unreachable is not None:
+        return
+    try:
+        fetch_checkpoint(client, trust, tries=tries, consequence=consequence)
+    except RefusedError as exc:
+        raise TransportError(
+            f"{client.base_url} could not be checked to be the aggregator this agent enrolled "
+            f"with ({exc}); {consequence}"
+        ) from None
+    client.enrolled_here = True
 
 
 def _note_text(data: bytes) -> str:
@@ -268,7 +336,7 @@ def verify_all(
     """Every stored receipt and checkpoint against the aggregator's current log; with an IG
     officer's ``token``, also each leaf's full data and the envelope bytes the aggregator keeps."""
     report = AuditReport()
-    note, current = fetch_checkpoint(client, trust)
+    note, current = fetch_checkpoint(client, trust, consequence="nothing was verified")
     report.checkpoint_size = current.size
     report.passed.append(
         f"current checkpoint (size {current.size}) is signed by the pinned log key"

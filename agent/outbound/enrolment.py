@@ -27,7 +27,7 @@ from agent.home.keystore import (
 from agent.home.settings import AgentSettings
 from agent.outbound.outbox import Message, NewMessage, Outbox
 from agent.outbound.release import new_nonce, sign
-from agent.outbound.submitter import send
+from agent.outbound.submitter import check_before_sending, send
 from agent.outbound.transport import AggregatorClient, RetryNotice
 from protocol import __version__
 from protocol.envelope import Envelope
@@ -166,6 +166,17 @@ def rotate(
                     f"{len(waiting)} signed message(s) are waiting to be sent with the current "
                     "key: run `fedqi-agent run` first, then rotate"
                 )
+        # Before a new key is made and a rotation signed: only to the aggregator enrolled with.
+        check_before_sending(
+            settings,
+            client,
+            trust,
+            "no key rotation was started"
+            if message is None
+            else f"nothing was sent: the rotation already started (rotate #{message.id}) stays "
+            "queued, and the current key signs",
+        )
+        if message is None:
             new = keys.start_rotation()
             message = outbox.add_signed(
                 lambda seq: _rotate_message(trust, old, new, seq, now), "queued"

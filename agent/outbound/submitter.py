@@ -19,10 +19,10 @@ from typing import Any
 
 from agent.engine.compute import Computed, compute_raw_cells, compute_raw_cells_for_periods
 from agent.errors import AgentUserError, TransportError
-from agent.home.catalogue_cache import load_catalogue
+from agent.home.catalogue_cache import first_fetch_tries, load_catalogue
 from agent.home.keystore import Keystore, Trust, load_trust_matching
 from agent.home.settings import AgentSettings
-from agent.outbound.audit import accept_receipt
+from agent.outbound.audit import accept_receipt, check_enrolled_aggregator
 from agent.outbound.outbox import Message, NewMessage, Outbox
 from agent.outbound.release import (
     build_submission,
@@ -187,7 +187,9 @@ def prepare(
 
 
 def send(client: AggregatorClient, outbox: Outbox, trust: Trust, message: Message) -> Outcome:
-    """Send a stored message's exact bytes; verify and keep the receipt."""
+    """Send a stored message's exact bytes, to the aggregator this agent enrolled with only
+    (checked first, once per client: :func:`check_enrolled_aggregator`); verify and keep the
+    receipt."""
     path = {"submission": "/v1/submissions", "enrol": "/v1/enrol", "rotate": "/v1/keys/rotate"}[
         message.kind
     ]
@@ -195,8 +197,22 @@ def send(client: AggregatorClient, outbox: Outbox, trust: Trust, message: Messag
         f" (period {message.period})" if message.period else ""
     )
     try:
+        if message.kind != "enrol":  # the enrol is what pins the aggregator: nothing to check
+            check_enrolled_aggregator(
+                client,
+                trust,
+                consequence=f"nothing was sent: {what} stays queued in the outbox, as does "
+                "anything else queued",
+            )
         answer = client.post_envelope(path, message.envelope, about=what)
     except RefusedError as exc:
+        # Refused for good, even a 401 `unknown-key` ("kid ... is not enrolled with this
+        # aggregator"): the check above has just seen this aggregator sign its checkpoint with
+        # the pinned log key under the pinned origin, so it is the network this agent enrolled
+        # in, not another one an edited aggregator_url points to (that stops above, the message
+        # still queued). A key this network does not know is one it revoked and forgot, or
+        # one enrolled or rotated after the backup it was restored from (docs/operations.md
+        # section 7): the message can never be accepted with it.
         held = _already_held(message, what, exc)
         outbox.set_state(message.id, "refused", held or str(exc))
         if held:
@@ -215,6 +231,29 @@ def send(client: AggregatorClient, outbox: Outbox, trust: Trust, message: Messag
         ) from None
     receipt = accept_receipt(outbox, client, trust, message, answer)
     return Outcome(message.id, message.period, "accepted", receipt.leaf_index)
+
+
+def check_before_sending(
+    settings: AgentSettings,
+    client: AggregatorClient,
+    trust: Trust,
+    consequence: str,
+    *,
+    first: bool = False,
+) -> None:
+    """The check :func:`send` makes before posting (:func:`check_enrolled_aggregator`), made
+    before a command changes anything on the way to a send (computes and signs a period,
+    approves a held message, starts a key rotation), so that an ``aggregator_url`` pointing to
+    another aggregator stops it there with ``consequence`` said, and names that aggregator
+    rather than failing on its catalogue. Only that verdict stops here: an aggregator that
+    cannot be asked (or a certificate that does not verify) is left to what follows, which
+    meets it as it always did (a message stored and queued, exit 5) and, before it posts,
+    checks again. ``first``: this is the command's first request, standing for the catalogue's
+    fetch, so it gets the catalogue's tries (one, with a cached catalogue to fall back on: an
+    aggregator that is down is told at once)."""
+    tries = first_fetch_tries(settings) if first else None
+    with contextlib.suppress(TransportError, CertificateError):
+        check_enrolled_aggregator(client, trust, consequence=consequence, tries=tries)
 
 
 def _already_held(message: Message, what: str, exc: RefusedError) -> str | None:
@@ -365,6 +404,13 @@ def submit_period(
                 f"{original.period}), which {_not_accepted(original)}: the aggregator accepts a "
                 f"correction only of a submission it has accepted; {then}"
             )
+        check_before_sending(
+            settings,
+            client,
+            trust,
+            f"nothing was computed, signed or sent for period {period.label}",
+            first=True,
+        )
         catalogue = load_catalogue(settings, client=client)
         message = prepare(
             settings,
@@ -528,6 +574,13 @@ def run_due(
             )
             periods = []
         if periods:
+            check_before_sending(
+                settings,
+                client,
+                trust,
+                "nothing was sent, and no period was computed or signed",
+                first=True,
+            )
             catalogue = load_catalogue(settings, client=client)
             # Every due month from one engine pass (docs/engine.md), then one by one: disclosure
             # control, signature, outbox, send.
@@ -624,6 +677,13 @@ def approve(
                 f"{original.period}), which {_not_accepted(original)}: the aggregator accepts a "
                 f"correction only of a submission it has accepted. {_first(original, message)}"
             )
+        check_before_sending(
+            settings,
+            client,
+            trust,
+            f"nothing was sent: #{message_id} stays held, to approve again once aggregator_url "
+            "is fixed",
+        )
         warnings = out_of_order(outbox, message, now)
         if outbox.change_state(message_id, "held", "queued", APPROVED) != "held":
             raise not_held(outbox.get(message_id), "approve")  # another command was first

@@ -81,6 +81,10 @@ class AggregatorClient:
         #: Set once every try of a request failed: later requests of this client fail at once
         #: rather than waiting through the backoff again (the outbox keeps what was not sent).
         self.unreachable: str | None = None
+        #: Set once the aggregator answered as the one this agent enrolled with (its checkpoint
+        #: under the pinned log origin and key: agent.outbound.audit.check_enrolled_aggregator),
+        #: which every command checks before it posts anything signed; not asked again.
+        self.enrolled_here = False
         self.ca_bundle = ca_bundle
         verify: ssl.SSLContext | bool = True
         if ca_bundle:

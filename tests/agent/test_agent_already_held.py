@@ -33,22 +33,25 @@ from agent.outbound.submitter import (
     send,
 )
 from agent.outbound.transport import AggregatorClient, RefusedError
+from protocol.checkpoint import Checkpoint, sign_checkpoint
 from protocol.keys import SigningKey
 
 PRACTICE, AUD = "A12345", "test-net"  # what the agent_home fixture initialises
 PERIOD = "2026-03"
 HELD = "0b7c9a4e-1f2d-4c3b-9a8e-5d6f7a8b9c0d"  # the network's submission for the month
 OTHER = "11111111-2222-4333-8444-555555555555"
+ORIGIN = "test-net/log/v1"
+LOG_KEY = SigningKey.from_private_bytes(hashlib.sha256(b"held test").digest())
 TRUST = Trust(
     aud=AUD,
     practice=PRACTICE,
     aggregator_url="https://agg.example.nhs.uk",
-    log_origin="test-net/log/v1",
-    log_key=PinnedKey(
-        name="test-net/log/v1",
-        jwk=SigningKey.from_private_bytes(hashlib.sha256(b"held test").digest()).public.jwk(),
-    ),
+    log_origin=ORIGIN,
+    log_key=PinnedKey(name=ORIGIN, jwk=LOG_KEY.public.jwk()),
 )
+#: What the aggregator enrolled with answers GET /v1/log/checkpoint with: a checkpoint under
+#: the pinned origin, signed by the pinned log key (what ``send`` checks before it posts).
+CHECKPOINT = sign_checkpoint(Checkpoint(ORIGIN, 1, bytes(32)), ORIGIN, LOG_KEY)
 
 
 def _queued(home: Path) -> Message:
@@ -85,6 +88,8 @@ def _refused(home: Path, problem: dict[str, Any]) -> tuple[RefusedError, Message
     message = _queued(home)
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path == "/v1/log/checkpoint":
+            return httpx.Response(200, text=CHECKPOINT)
         return httpx.Response(
             409, json=problem, headers={"content-type": "application/problem+json"}
         )

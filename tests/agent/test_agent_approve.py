@@ -38,8 +38,12 @@ LOG_KEY = SigningKey.from_private_bytes(hashlib.sha256(b"approve test log key").
 
 
 @pytest.fixture
-def home(agent_home: Path) -> Path:
-    """An agent home that looks enrolled (trust pinned) with its aggregator out of reach."""
+def home(agent_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An agent home that looks enrolled (trust pinned) with its aggregator out of reach, and
+    taken to be the one enrolled with: approve's check of that before the message leaves
+    ``held`` (submitter.check_before_sending) is not asked here, where ``send`` is stubbed
+    (tests/integration/test_agent_wrong_aggregator.py checks it against real aggregators)."""
+    monkeypatch.setattr(submitter, "check_before_sending", lambda *_a, **_k: None)
     save_trust(
         agent_home,
         Trust(

@@ -288,6 +288,8 @@ def test_every_command_that_computes_refuses_a_practice_database_with_a_record_b
     # Enrolled to look at, with the network's catalogue to hand (no aggregator answers):
     # submit gets as far as computing.
     monkeypatch.setattr(submitter, "load_catalogue", lambda *_a, **_k: load_default_catalogue())
+    # and is not first asked whether it is the aggregator enrolled with
+    monkeypatch.setattr(submitter, "check_before_sending", lambda *_a, **_k: None)
     save_trust(
         agent_home,
         Trust(

@@ -92,6 +92,8 @@ def test_preview_and_submit_refuse_an_omop_source_with_a_record_before_birth(
     # Enrolled to look at, with the network's catalogue to hand (no aggregator answers):
     # submit gets as far as computing.
     monkeypatch.setattr(submitter, "load_catalogue", lambda *_a, **_k: load_default_catalogue())
+    # and is not first asked whether it is the aggregator enrolled with
+    monkeypatch.setattr(submitter, "check_before_sending", lambda *_a, **_k: None)
     save_trust(
         agent_home,
         Trust(
