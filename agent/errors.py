@@ -51,7 +51,7 @@ class ExitCode(IntEnum):
 EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "done",
     ExitCode.BAD_INPUT: "bad argument or input (bad period, unknown indicator, unknown message id, ...)",
-    ExitCode.CONFIG: "configuration (bad or unknown setting, missing key, not enrolled, an agent home or outbox that cannot be read, an aggregator certificate that does not verify against ca_bundle)",
+    ExitCode.CONFIG: "configuration (bad or unknown setting, missing key, not enrolled, an agent home or outbox that cannot be read, an aggregator certificate that does not verify against ca_bundle, an aggregator_url serving another log than the one enrolled in)",
     ExitCode.SOURCE: "the practice database cannot be read",
     ExitCode.UNREACHABLE: "the aggregator cannot be reached, or is not a fedqi aggregator",
     ExitCode.REFUSED: "the aggregator refused a message (4xx)",
