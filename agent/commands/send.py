@@ -202,6 +202,7 @@ def run(
                 today=dt.date.today(),
                 progress=step,
                 on_retry=tell_retry,
+                queued_only=queued_only,
                 allow_stale=allow_stale,
                 on_warning=_warn,
             )

@@ -250,6 +250,28 @@ def test_key_rotation_then_submit_with_the_new_key(
     assert agent.json("audit", "verify")["ok"] is True  # type: ignore[index]
 
 
+def test_run_queued_only_submits_nothing_new(
+    aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
+) -> None:
+    """`run --queued-only` resends what is queued and submits no new month, as its help says,
+    with or without --keep-trying (without it, the option was not passed on and the run
+    submitted every due month; found by a helper session)."""
+    agent = agent_factory(aggregator, first_period="2026-06")
+
+    def submissions() -> list[Any]:
+        listed = cast(list[dict[str, Any]], agent.json("audit", "list"))
+        return [m for m in listed if m["kind"] == "submission"]
+
+    code, out, err = agent("run", "--queued-only", "--allow-stale", "--json")
+    assert (code, json.loads(out)) == (0, []), err
+    assert submissions() == []
+    code, out, err = agent("run", "--queued-only", "--keep-trying", "5", "--allow-stale")
+    assert code == 0, err
+    assert submissions() == []
+    code, out, err = agent("run", "--allow-stale", "--json")  # without it, the months go out
+    assert json.loads(out) and submissions(), err
+
+
 def test_run_submits_every_due_period_then_nothing(
     aggregator: AggregatorServer, agent_factory: Callable[..., Agent]
 ) -> None:
