@@ -366,12 +366,24 @@ def init(
     )
 
 
+def _named_directory(text: str, option: str) -> Path:
+    """A directory option's value: an empty one is refused (exit 2), where it was the current
+    directory, into which the pack's 13 files then went (found by a new-user run)."""
+    if not text.strip():
+        raise typer.BadParameter("empty: name the directory to write into")
+    return Path(text)
+
+
 @catalogue_app.command("publish")
 def catalogue_publish(
     file: Annotated[Path, typer.Argument(metavar="FILE", help="catalogue JSON")],
     ig_pack_dir: Annotated[
         Path | None,
-        typer.Option("--ig-pack", help="regenerate the IG pack in this directory (see ig-pack)"),
+        typer.Option(
+            "--ig-pack",
+            help="regenerate the IG pack in this directory (see ig-pack)",
+            parser=lambda text: _named_directory(text, "--ig-pack"),
+        ),
     ] = None,
     db: DbOpt = None,
     key_dir: KeyDirOpt = None,
@@ -736,7 +748,14 @@ def key_list(
 
 @app.command("ig-pack")
 def ig_pack(
-    out_dir: Annotated[Path, typer.Option("--out", help="directory to write the pack into")],
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="directory to write the pack into",
+            parser=lambda text: _named_directory(text, "--out"),
+        ),
+    ],
     catalogue_id: Annotated[
         str | None,
         typer.Option("--catalogue-id", help="catalogue to describe (default: the latest)"),

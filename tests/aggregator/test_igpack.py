@@ -145,6 +145,10 @@ def test_ig_pack_error_paths(network, tmp_path: Path, capsys):
     assert network.cli("ig-pack", "--out", str(a_file / "sub" / "pack")) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: --out") and "not-a-dir" in err and "Traceback" not in err, err
+    # an empty --out is refused, where it wrote the pack into the current directory
+    assert network.cli("ig-pack", "--out", "") == 2
+    err = capsys.readouterr().err
+    assert "Invalid value for '--out': empty: name the directory to write into" in err, err
     # a parent that exists but takes no files (/proc): one line, no traceback (a new-user run)
     assert network.cli("ig-pack", "--out", "/proc/pack") == 1
     err = capsys.readouterr().err
