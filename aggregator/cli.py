@@ -622,7 +622,13 @@ def user_list(db: DbOpt = None, config: ConfigOpt = None, as_json: JsonOpt = Fal
 @user_app.command("revoke")
 def user_revoke(
     user_id: Annotated[
-        int, typer.Argument(metavar="USER_ID", help="the user's id (see `user list`)", min=1)
+        int,
+        typer.Argument(
+            metavar="USER_ID",
+            help="the user's id (see `user list`)",
+            min=1,
+            max=2**63 - 1,  # the largest id the databases hold (an OverflowError beyond)
+        ),
     ],
     db: DbOpt = None,
     config: ConfigOpt = None,

@@ -225,3 +225,14 @@ def test_cli_reports_json(network, capsys: pytest.CaptureFixture[str]):
         == 0
     )
     assert json.loads(capsys.readouterr().out)["token"].startswith("fqa_")
+
+
+def test_a_user_id_no_database_can_hold_is_a_bad_argument(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """user revoke 99999999999999999999: exit 2, one line, where it was an OverflowError
+    traceback from SQLite (a new-user run)."""
+    capsys.readouterr()
+    assert cli(["user", "revoke", "99999999999999999999"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Invalid value for 'USER_ID'") and err.count("\n") == 1, err
