@@ -1485,8 +1485,8 @@ def demo(
         groups = min(DEFAULT_GROUPS, practices) if practices >= 1 else DEFAULT_GROUPS
     opts = Options(practices, groups, periods, home, port, once, as_json, fresh, jobs, seed, runner)
     # soft_wrap: tokens and URLs stay on one line, whatever the terminal width (or a pipe).
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    out = _SummaryConsole(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+    out = _SummaryConsole(highlight=False, soft_wrap=True, emoji=False)
     _check_options(opts)  # before the home is touched
     with _stopped_by_signals(), claim_home(DemoHome(home)):
         _build_and_serve(opts, err, out)

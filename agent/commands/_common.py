@@ -73,7 +73,10 @@ def console() -> Console:
     # Made per call so it writes to whatever sys.stdout is now (tests capture it); piped output
     # gets a wide fixed width so tables are not squeezed into 80 columns in files and logs.
     tty = sys.stdout.isatty()
-    return Console(file=sys.stdout, soft_wrap=True, highlight=False, width=None if tty else 160)
+    # emoji=False: a path or name holding ":ok:" or ":smile:" is printed as it is, not as an emoji.
+    return Console(
+        file=sys.stdout, soft_wrap=True, highlight=False, emoji=False, width=None if tty else 160
+    )
 
 
 def columns(
@@ -110,7 +113,7 @@ def columns(
 
 
 def err_console() -> Console:
-    return Console(file=sys.stderr, soft_wrap=True, highlight=False)
+    return Console(file=sys.stderr, soft_wrap=True, highlight=False, emoji=False)
 
 
 def warn(text: str) -> None:

@@ -217,7 +217,10 @@ def run(
         # to do while months wait for approval (and expire after 6 days): say so, counting
         # every held month, those this run held as well.
         if not outcomes and stopped is None:
-            console().print("nothing new due" if held else "nothing due")
+            if queued_only:  # it submits nothing new: say what it did not look at
+                console().print("nothing queued (--queued-only: due months not submitted)")
+            else:
+                console().print("nothing new due" if held else "nothing due")
         for outcome in outcomes:
             _print_outcome(outcome)
         if held:

@@ -268,6 +268,8 @@ def test_run_queued_only_submits_nothing_new(
     code, out, err = agent("run", "--queued-only", "--keep-trying", "5", "--allow-stale")
     assert code == 0, err
     assert submissions() == []
+    code, out, err = agent("run", "--queued-only", "--allow-stale")  # and says what it skipped
+    assert (code, out.strip()) == (0, "nothing queued (--queued-only: due months not submitted)")
     code, out, err = agent("run", "--allow-stale", "--json")  # without it, the months go out
     assert json.loads(out) and submissions(), err
 
