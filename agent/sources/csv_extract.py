@@ -216,12 +216,20 @@ def _columns(path: Path, spec: TableSpec, header: list[str]) -> list[str]:
     missing one."""
     columns = [h.strip().lower() for h in header]
     known = set(spec.required) | set(spec.optional)
-    for col in columns:
+    listed = ", ".join(spec.required + spec.optional)
+    if not known & set(columns):
+        # Nothing on line 1 names a column: most likely data, with the header row left out. Its
+        # values are a patient's (an id, a date of birth): never quoted.
+        raise SourceError(
+            f"{path} line 1: names none of the columns (is the header row missing? line 1 "
+            f"must name them: {listed})"
+        )
+    for i, col in enumerate(columns, 1):
         if col not in known:
-            raise SourceError(
-                f"{path} line 1: unknown column {col!r} "
-                f"(known: {', '.join(spec.required + spec.optional)})"
-            )
+            # A name holding a digit may be a value (a header row cut short, data in its place):
+            # named by its place then, not quoted.
+            shown = f"{i} (its name holds digits)" if any(c.isdigit() for c in col) else repr(col)
+            raise SourceError(f"{path} line 1: unknown column {shown} (known: {listed})")
     dupes = [c for c, n in Counter(columns).items() if n > 1]
     if dupes:
         raise SourceError(f"{path} line 1: column {dupes[0]!r} appears twice")

@@ -127,6 +127,20 @@ BAD_CASES = [
         "patients.csv line 1: unknown column 'gender'",
         id="renamed-column",
     ),
+    pytest.param(  # the header row left out: line 1 is a patient's data, never quoted
+        "patients",
+        PATIENTS_ISO.split("\n", 1)[1].replace("1,A1,", "987654,A1,"),
+        "patients.csv line 1: names none of the columns (is the header row missing?",
+        id="no-header-row",
+    ),
+    pytest.param(  # a name with digits may be a value where a name should be: not quoted
+        "events",
+        EVENTS_ISO.replace(
+            "patient_id,date,system,code,value,unit", "patient_id,date,system,code,value,20240101"
+        ),
+        "events.csv line 1: unknown column 6 (its name holds digits)",
+        id="header-name-with-digits",
+    ),
     pytest.param(
         "patients",
         PATIENTS_ISO.replace("patient_id,local_ref,birth_date,sex,", "patient_id,local_ref,sex,")
@@ -218,6 +232,7 @@ def test_bad_input_names_where_and_leaves_store_unchanged(
     with pytest.raises(SourceError) as info:
         load_csv(bad, engine)
     assert message in str(info.value)
+    assert "987654" not in str(info.value) and "20240101" not in str(info.value)
     assert str(bad / f"{name}.csv") in str(info.value)
     assert dump(engine) == before
 
