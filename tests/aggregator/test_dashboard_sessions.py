@@ -84,6 +84,9 @@ def test_sign_out_ends_the_session_for_the_old_cookie_too(server) -> None:  # ty
         # the sign-in page says who is signed in (a new-user run found it silent)
         page = client.get("/dashboard/login").text
         assert 'id="signed-in"' in page and "You are signed in as" in page and "(admin)" in page
+        assert 'action="/dashboard/logout"' in page  # and can sign out from there
+        # a stale "signed out" link does not say so to someone signed in
+        assert "You have signed out." not in client.get("/dashboard/login?done=signed-out").text
         r = client.post("/dashboard/logout")
         assert r.status_code == 303 and r.headers["location"] == "/dashboard/login?done=signed-out"
         assert _sessions(server) == 0

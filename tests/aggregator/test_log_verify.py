@@ -494,6 +494,12 @@ def test_envelope_and_proof_links_answer_as_dashboard_pages(busy_log) -> None:  
     for path in (f"/dashboard/ig/envelopes/{sha}", f"/dashboard/ig/proof/{leaf}"):
         r = busy_log.client.get(path)  # another practice's
         assert r.status_code == 403 and r.headers["content-type"].startswith("text/html"), path
+    assert "not one of your practice" in busy_log.client.get(path).text
+    # a network lead, who has no practice, is not told of "your practice" (a new-user run)
+    lead = busy_log.network.user("network_lead", group="PCN2")
+    assert busy_log.client.post("/dashboard/login", data={"token": lead}).status_code == 303
+    r = busy_log.client.get(f"/dashboard/ig/proof/{leaf}")
+    assert r.status_code == 403 and "your practice" not in r.text, r.text
 
 
 def test_a_database_carrying_another_log_key_fails_against_the_networks_key(

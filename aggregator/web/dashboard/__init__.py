@@ -187,7 +187,7 @@ def login_form(
         signed_in=user,
         next=_safe_next(next),
         error=LOGIN_ERRORS.get(error or ""),
-        notice=LOGIN_NOTICES.get(done or ""),
+        notice=None if user is not None else LOGIN_NOTICES.get(done or ""),
     )
 
 
@@ -664,7 +664,8 @@ def _proof(runtime: Runtime, user: User | None, index: int) -> Response:
         if sub is None:
             raise NotFoundError(f"leaf {index}: no submission is at that leaf of the log")
         if user.role != "admin" and sub.practice_ods != user.practice_ods:
-            raise ForbiddenError(f"leaf {index}: not one of your practice's submissions")
+            whose = "your practice's" if user.practice_ods else "a practice's you may read"
+            raise ForbiddenError(f"leaf {index}: not one of {whose} submissions")
         cp = log.latest_checkpoint(session)
         if cp is None:
             raise BadRequestError("the log has no checkpoint yet")
