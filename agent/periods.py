@@ -78,14 +78,14 @@ def require_in_reach(period: Period, first_period: str | None, today: dt.date) -
         why = f"is before first_period ({first_period}), the first month this practice sends"
     else:
         why = (
-            f"is more than {BACKFILL_MONTHS} months before the last complete period "
-            f"({last_complete_period(today).label}; the earliest sent without first_period is "
-            f"{earliest.label})"
+            f"is before {earliest.label}, the first of the last {BACKFILL_MONTHS} complete "
+            f"months (to {last_complete_period(today).label}), the earliest sent without "
+            "first_period"
         )
     raise AgentUserError(
         f"period {period.label} {why}: nothing was computed, signed or sent for it (a mistyped "
-        f'year?). To send it on purpose, set first_period = "{period.label}" (or earlier) in '
-        "agent.toml"
+        f'year?). To send it on purpose, set first_period = "{period.label}" (or earlier; in '
+        "agent.toml, or FEDQI_AGENT_FIRST_PERIOD)"
     )
 
 

@@ -125,10 +125,10 @@ def test_the_earliest_month_is_first_period_else_24_months_back() -> None:
     with pytest.raises(AgentUserError) as refused:
         require_in_reach(parse_period("2024-11"), None, today)
     assert str(refused.value) == (
-        "period 2024-11 is more than 24 months before the last complete period (2026-11; the "
-        "earliest sent without first_period is 2024-12): nothing was computed, signed or sent "
+        "period 2024-11 is before 2024-12, the first of the last 24 complete months (to "
+        "2026-11), the earliest sent without first_period: nothing was computed, signed or sent "
         'for it (a mistyped year?). To send it on purpose, set first_period = "2024-11" (or '
-        "earlier) in agent.toml"
+        "earlier; in agent.toml, or FEDQI_AGENT_FIRST_PERIOD)"
     )
     require_in_reach(parse_period("2016-11"), "2016-11", today)
     with pytest.raises(AgentUserError) as refused:

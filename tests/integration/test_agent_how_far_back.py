@@ -41,10 +41,10 @@ def test_submit_refuses_a_month_before_the_backfill_and_signs_nothing(
         code, out, err = agent("submit", "--period", period)
         assert code == 2 and out == "", (period, out, err)
         assert err.count("\n") == 1 and " ".join(err.split()) == (
-            f"error: period {period} is more than 24 months before the last complete period "
-            f"({last}; the earliest sent without first_period is {earliest.label}): nothing was "
+            f"error: period {period} is before {earliest.label}, the first of the last 24 "
+            f"complete months (to {last}), the earliest sent without first_period: nothing was "
             "computed, signed or sent for it (a mistyped year?). To send it on purpose, set "
-            f'first_period = "{period}" (or earlier) in agent.toml'
+            f'first_period = "{period}" (or earlier; in agent.toml, or FEDQI_AGENT_FIRST_PERIOD)'
         ), err
     # With first_period set, a month before it is refused the same way.
     code, out, err = agent(
