@@ -30,8 +30,8 @@ from .viewer import Viewer
 QUARTER_BACK = 3
 
 
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
+def _pct(x: float | None, nd: int = 1) -> str:
+    return "–" if x is None else f"{100 * x:.{nd}f}%"
 
 
 def _patients(n: int) -> str:
@@ -110,6 +110,7 @@ def practice_pack(
             measures,
             registers,
             submitted=view["submitted"],
+            coarse=viewer.coarse,
         ),
         "submitted": view["submitted"],
         "formula": gain.FORMULA,
@@ -123,9 +124,12 @@ def narrative(
     measures: list[dict[str, Any]],
     registers: list[dict[str, Any]],
     submitted: bool = True,
+    coarse: bool = False,
 ) -> list[str]:
-    """A few plain sentences, each written from the pack's numbers."""
+    """A few plain sentences, each written from the pack's numbers. ``coarse``: the viewer (a
+    practice's own view) gets the network's figures to whole points: said so ('85%')."""
     out: list[str] = []
+    nd = 0 if coarse else 1
     shown = [m for m in measures if m.get("rate") is not None]
     if not submitted:
         out.append(
@@ -158,7 +162,7 @@ def narrative(
                 " Below: "
                 + "; ".join(
                     f"{m['title']} ({_pct(m['rate'])} against the network's "
-                    f"{_pct(m.get('pooled'))})"
+                    f"{_pct(m.get('pooled'), nd)})"
                     for m in low[:3]
                 )
                 + ("; and others." if len(low) > 3 else ".")
@@ -175,7 +179,7 @@ def narrative(
                 f"Reaching the achievable benchmark on every indicator would mean "
                 f"{total:,} more {'patient' if total == 1 else 'patients'} meeting the standard; "
                 f"the most on {top['title']} ({_patients(top['could_gain'])}: benchmark "
-                f"{_pct(top.get('abc'))}, practice {_pct(top.get('rate'))}). It is at or above "
+                f"{_pct(top.get('abc'), nd)}, practice {_pct(top.get('rate'))}). It is at or above "
                 f"the benchmark on {len(at_abc) or 'none'} of them."
             )
         elif at_abc:

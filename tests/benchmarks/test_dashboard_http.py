@@ -199,6 +199,9 @@ def test_figures_sent_to_whole_points_are_shown_to_whole_points(net: SyntheticNe
         assert found and all("." not in g for g in found.groups()), found
         peers = [row for row in page.split("<tr")[1:] if '<th scope="row">P-' in row]
         assert peers and not any(re.search(r"<td>\d+\.\d%", row) for row in peers)
+        svg = c.get("/dashboard/indicators/FLU_65/funnel.svg").text
+        assert re.search(r"P-\w+: \d+% ", svg) and not re.search(r"P-\w+: \d+\.\d%", svg)
+        assert re.search(r">Network \d+%<", svg), svg[-2000:]
         changes = page[page.index("<caption>Change between periods") :]
         changes = changes[: changes.index("</table>")]
         assert "%" in changes and not re.search(r"\d+\.\d%|\.\d pts", changes), changes

@@ -140,3 +140,14 @@ def test_narrative_when_everything_is_suppressed_or_there_is_no_earlier_period()
     assert "has no indicator value to report for 2026-09" in text
     assert "no period three before 2026-09" in text
     assert "would mean" not in text
+
+
+def test_a_practices_own_pack_says_the_networks_figures_to_whole_points() -> None:
+    """A practice's own view gets the network's rate and benchmark to whole points: the
+    narrative says '85%', not '85.0%'; its own rate keeps its decimal (a new-user run)."""
+    m = [_m("A", 0.5, "low_95", 3)]
+    m[0]["pooled"], m[0]["abc"] = 0.85, 0.9
+    text = " ".join(pack.narrative("Elm", "2026-09", None, m, [], coarse=True))
+    assert "(50.0% against the network's 85%)" in text and "benchmark 90%, practice 50.0%" in text
+    text = " ".join(pack.narrative("Elm", "2026-09", None, m, []))
+    assert "against the network's 85.0%" in text and "benchmark 90.0%" in text

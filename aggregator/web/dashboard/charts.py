@@ -197,7 +197,9 @@ def funnel_svg(
             if p.get("denominator")
             else f"(list size {p.get('size_band')}, drawn at the band's typical size)"
         )
-        text = f"{who}: {pct(p['rate'])} {of}{approx}; {p.get('band_text') or 'no band'}"
+        # a peer's rate is sent to whole points (render.py): said so, not with a false ".0"
+        nd = 1 if p["identified"] else 0
+        text = f"{who}: {pct(p['rate'], nd)} {of}{approx}; {p.get('band_text') or 'no band'}"
         ring = (
             f'<circle cx="{x:.1f}" cy="{y:.1f}" r="10" fill="none" stroke="{SELF_COLOUR}" stroke-width="2"/>'
             if p.get("self")
@@ -213,15 +215,22 @@ def funnel_svg(
             f"aria-label={quoteattr(text)}><title>{escape(text)}</title>{ring}{_marker(style['shape'], x, y, style['colour'])}{label}</g>"
         )
     if not compact:
+        # a practice's own view gets pooled figures to whole points and no pooled counts
+        snd = 0 if s.get("numerator") is None else 1
         lx, ly = ml + pw + 14, mt + 6
         items = [
             (
                 "line",
                 NETWORK_COLOUR,
-                f"{group_label(view.get('peer_group'))} {pct(s['pooled'])}",
+                f"{group_label(view.get('peer_group'))} {pct(s['pooled'], snd)}",
                 "",
             ),
-            ("line", ABC_COLOUR, f"Benchmark (ABC) {pct(s.get('abc'))}", ' stroke-dasharray="2 3"'),
+            (
+                "line",
+                ABC_COLOUR,
+                f"Benchmark (ABC) {pct(s.get('abc'), snd)}",
+                ' stroke-dasharray="2 3"',
+            ),
             ("line", "#555", "99.8% limits", ""),
             ("line", "#555", "95% limits", ' stroke-dasharray="5 4"'),
         ]
