@@ -202,6 +202,11 @@ def test_figures_sent_to_whole_points_are_shown_to_whole_points(net: SyntheticNe
         svg = c.get("/dashboard/indicators/FLU_65/funnel.svg").text
         assert re.search(r"P-\w+: \d+% ", svg) and not re.search(r"P-\w+: \d+\.\d%", svg)
         assert re.search(r">Network \d+%<", svg), svg[-2000:]
+        trend = c.get("/dashboard/indicators/FLU_65/trend.svg").text
+        assert re.search(r"Network \d{4}-\d{2}: \d+%", trend), trend[:2000]
+        assert not re.search(r"(Network|Benchmark \(ABC\)) \d{4}-\d{2}: \d+\.\d%", trend)
+        overview = " ".join(c.get("/dashboard/overview").text.split())
+        assert re.search(r"network \d+%", overview) and not re.search(r"network \d+\.\d%", overview)
         changes = page[page.index("<caption>Change between periods") :]
         changes = changes[: changes.index("</table>")]
         assert "%" in changes and not re.search(r"\d+\.\d%|\.\d pts", changes), changes

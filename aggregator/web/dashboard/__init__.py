@@ -336,7 +336,9 @@ def _indicator_ctx(
             raise
         trend = _read(runtime, u, empty_trend_view, indicator, anchor, f["peer"], f["group"])
     silent = _read(runtime, u, not_submitted, view["period"]["end"], f["peer"], f["group"])
-    return {"view": view, "trend": trend, "not_submitted": silent, **f}
+    # a practice's own view (practice and IG officer) gets pooled figures to whole points
+    coarse = u.role in ("practice", "ig_officer")
+    return {"view": view, "trend": trend, "not_submitted": silent, "coarse": coarse, **f}
 
 
 def _trend_chart(ctx: dict[str, Any]) -> str:
@@ -344,7 +346,8 @@ def _trend_chart(ctx: dict[str, Any]) -> str:
     t = ctx["trend"]
     return charts.trend_svg(t["network"], practice=t.get("practice_series"), breaks=[b["label"] for b in t["breaks"]],
                             title=f"{ctx['view']['title']}: trend", practice_label=(t.get("practice") or {}).get("name", "Practice"),
-                            group_label=charts.group_label(t.get("peer_group")))  # fmt: skip
+                            group_label=charts.group_label(t.get("peer_group")),
+                            pooled_digits=0 if ctx.get("coarse") else 1)  # fmt: skip
 
 
 def _captions(ctx: dict[str, Any]) -> dict[str, str]:

@@ -290,9 +290,11 @@ def group_label(peer_group: dict[str, Any] | None) -> str:
 
 def trend_svg(series: Sequence[dict[str, Any]], *, practice: Sequence[dict[str, Any]] | None = None, breaks: Sequence[str] = (),
               title: str = "Trend", practice_label: str = "Practice", group_label: str = "Network",
-              width: int = 760, height: int = 300) -> str:  # fmt: skip
+              width: int = 760, height: int = 300, pooled_digits: int = 1) -> str:  # fmt: skip
     """Lines over periods: the network (or peer group, ``group_label``) rate, the ABC, and
-    optionally one practice; a vertical rule where the indicator's version changed."""
+    optionally one practice; a vertical rule where the indicator's version changed.
+    ``pooled_digits``: the decimals the pooled lines' figures are said to (0 in a practice's
+    own view, which gets them to whole points)."""
     labels = [s["period"]["label"] for s in series]
     ml, mr, mt, mb = 56, 150, 20, 40
     pw, ph = width - ml - mr, height - mt - mb
@@ -321,8 +323,9 @@ def trend_svg(series: Sequence[dict[str, Any]], *, practice: Sequence[dict[str, 
     out += _trend_axes(labels, breaks, (ylo, yhi), (ml, mt, pw, ph), X, Y)
 
     def line(
-        points: list[tuple[int, float]], colour: str, cls: str, dash: str = "", name: str = ""
-    ) -> None:
+        points: list[tuple[int, float]], colour: str, cls: str, dash: str = "", name: str = "",
+        nd: int = 1,
+    ) -> None:  # fmt: skip
         # A break or a missing point splits the line: never join across it.
         segs: list[list[tuple[int, float]]] = [[]]
         for i, r in points:
@@ -335,7 +338,7 @@ def trend_svg(series: Sequence[dict[str, Any]], *, practice: Sequence[dict[str, 
                     f'<polyline class="{cls}" points="{" ".join(f"{X(i):.1f},{Y(r):.1f}" for i, r in seg)}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>'
                 )
         for i, r in points:
-            text = f"{name} {labels[i]}: {pct(r)}"
+            text = f"{name} {labels[i]}: {pct(r, nd)}"
             out.append(
                 f'<circle class="{cls}-pt" tabindex="0" cx="{X(i):.1f}" cy="{Y(r):.1f}" r="3.5" fill="{colour}" aria-label={quoteattr(text)}><title>{escape(text)}</title></circle>'
             )
@@ -345,6 +348,7 @@ def trend_svg(series: Sequence[dict[str, Any]], *, practice: Sequence[dict[str, 
         NETWORK_COLOUR,
         "network",
         name=group_label,
+        nd=pooled_digits,
     )
     line(
         [(i, s["abc"]) for i, s in enumerate(series) if s.get("abc") is not None],
@@ -352,6 +356,7 @@ def trend_svg(series: Sequence[dict[str, Any]], *, practice: Sequence[dict[str, 
         "abc",
         ' stroke-dasharray="2 3"',
         "Benchmark (ABC)",
+        nd=pooled_digits,
     )
     if practice:
         idx = {lab: i for i, lab in enumerate(labels)}
