@@ -99,3 +99,13 @@ def test_a_practice_in_the_trend_legend_with_no_rate_says_so() -> None:
     some = [{"period": {"label": "2026-01"}, "rate": 0.4}, none[1]]
     drawn = trend_svg(series, practice=some, practice_label="Vale Surgery")
     assert 'class="practice-pt"' in drawn and "no rate in any month" not in drawn
+
+
+def test_a_long_name_in_the_trend_legend_is_cut_with_an_ellipsis_and_whole_in_its_tooltip() -> None:
+    from aggregator.web.dashboard.charts import trend_svg
+
+    series = [{"period": {"label": "2026-01"}, "rate": 0.5, "abc": 0.6}]
+    own = [{"period": {"label": "2026-01"}, "rate": 0.4}]
+    svg = trend_svg(series, practice=own, practice_label="Tannery Medical Centre")
+    assert "<title>Tannery Medical Centre</title>Tannery Medical C…</text>" in svg
+    assert ">Network</text>" in svg  # a short name as it is

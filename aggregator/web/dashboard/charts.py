@@ -374,7 +374,11 @@ def trend_svg(series: Sequence[dict[str, Any]], *, practice: Sequence[dict[str, 
         out.append(
             f'<line x1="{lx}" x2="{lx + 22}" y1="{yy}" y2="{yy}" stroke="{colour}" stroke-width="2"{dash}/>'
         )
-        out.append(f'<text x="{lx + 28}" y="{yy + 4}">{escape(text[:18])}</text>')
+        # 18 characters fit beside the chart: a longer name is cut with an ellipsis, whole in
+        # its tooltip
+        shown = text if len(text) <= 18 else text[:17] + "…"
+        tip = f"<title>{escape(text)}</title>" if shown != text else ""
+        out.append(f'<text x="{lx + 28}" y="{yy + 4}">{tip}{escape(shown)}</text>')
     if practice and not any(p.get("rate") is not None for p in practice):
         # named in the legend but drawn nowhere: say why, under its name
         yy = ly + 18 * (len(legend) - 1) + 15
