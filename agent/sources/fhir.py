@@ -373,7 +373,9 @@ def _parse(text: str, where: str, *, whole_file: bool = False) -> Any:
     except json.JSONDecodeError as exc:
         line = f" line {exc.lineno}" if whole_file else ""
         raise SourceError(
-            f"{where}{line}: not valid JSON ({exc.msg}, column {exc.colno}); "
+            # Python's "Invalid control character at" expects its position after it
+            f"{where}{line}: not valid JSON ({exc.msg.removesuffix(' at')} at column "
+            f"{exc.colno}); "
             "a truncated export? nothing was loaded"
         ) from None
     except RecursionError:

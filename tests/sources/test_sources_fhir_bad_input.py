@@ -298,6 +298,11 @@ CASES: list[tuple[str, Callable[[Path], Path], str]] = [
         _then(_obs(valueQuantity={"value": 10**400})),
         "line 2 (Observation), field valueQuantity.value: the value is not a finite number",
     ),
+    (  # a line cut short inside a string: the reader's words, then where (a new-user run)
+        "cut-inside-a-string",
+        _then(b'{"resourceType": "Observation", "status": "fin\x01al"}'),
+        "line 2: not valid JSON (Invalid control character at column 47); a truncated export?",
+    ),
     (  # HbA1c in %: finite, but its conversion to mmol/mol is not (found by fuzzing)
         "hba1c-percent-overflows",
         _then(
