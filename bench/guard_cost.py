@@ -1,7 +1,7 @@
 """Benchmark: what the disclosure guard (agent/outbound/guard.py) costs on the demo network.
 
     .venv/bin/python bench/guard_cost.py [--practices 30] [--periods 12] [--today 2026-12-04]
-        [--data-dir DIR] [--json OUT.json]
+        [--data-dir DIR] [--json OUT.json] [--tree CHECKOUT]
 
 The demo's network (``demo.cli.plan_network``: list sizes, recording quality and seeds, default
 seed and groups) and its months (``demo.cli.demo_periods``: the ``--periods`` months ending with
@@ -17,8 +17,17 @@ time around the call; in process: the identities are derived once per catalogue 
 strata and cached, so the first release pays for them), its solves (linear programs, and how
 many of them needed an integer program), the counts it withholds beyond ``apply_policy``'s (a
 cell is one indicator x stratum, three counts: denominator, numerator, exclusions) and whether
-it held the release. Prints a line per practice
-and the totals; ``--json`` writes them. Counts only; no patient.
+it held the release, and for each indicator whether the release has its whole-practice rate
+(the total's denominator released and above 0, its numerator released) after ``apply_policy``
+alone and after the guard. Prints a line per practice and the totals, among them per month the
+counts the guard chose to withhold (``GuardResult.withheld``), the counts suppressed beyond
+``apply_policy``'s (those, and the complements suppressed to protect them), the rates lost and,
+for each indicator that lost one, the practices with its rate after each; ``--json`` writes
+them. Counts only; no patient.
+
+``--tree``: import the project (the guard, the engine, the demo's network) from another
+checkout, e.g. a ``git worktree`` of the base commit, so that two trees are measured by the
+same script (run it once per tree, alternating, on a shared machine).
 """
 
 from __future__ import annotations
@@ -51,6 +60,18 @@ def suppressed(cells: Sequence[Any]) -> set[tuple[str, str, str, str]]:
     }
 
 
+def rates(cells: Sequence[Any]) -> set[str]:
+    """The indicators whose whole-practice rate the cells give."""
+    return {
+        c.indicator
+        for c in cells
+        if (c.stratum.age_band, c.stratum.sex) == ("all", "all")
+        and c.denominator.status in ("exact", "rounded")
+        and (c.denominator.value or 0) > 0
+        and c.numerator.status != "suppressed"
+    }
+
+
 def _pct(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 3) if whole else 0.0
 
@@ -64,7 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "fedqi-guard-cost"
     )
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--tree", type=Path, default=None, help="import the project from this checkout")
     o = ap.parse_args(argv)
+    if o.tree is not None:
+        if not (o.tree / "agent" / "outbound" / "guard.py").exists():
+            ap.error(f"--tree {o.tree}: not a checkout of this project with the guard")
+        sys.path.insert(0, str(o.tree.resolve()))
 
     import sqlalchemy as sa
 
@@ -129,8 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "counts": len(KINDS) * len(res.cells),
                     "suppressed_by_policy": len(suppressed(before)),
                     "withheld_extra": len(extra),
+                    "guard_withheld": len(res.withheld),
                     "cells_with_extra": len({x[:3] for x in extra}),
                     "held": res.held_reason,
+                    "rates_by_policy": sorted(rates(before)),
+                    "rates_after_guard": sorted(rates(res.cells)),
                 }
             )
             # the next month's earlier release: this one as sent, its true counts at hand
@@ -194,6 +223,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Python {platform.python_version()}",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+    by_month: dict[str, dict[str, Any]] = {}
+    for month in months:
+        mine = [r for r in releases if r["period"] == month.label]
+        inds = sorted({i for r in mine for i in r["rates_by_policy"]})
+        by_month[month.label] = {
+            "guard_withheld": sum(r["guard_withheld"] for r in mine),
+            "withheld_extra": sum(r["withheld_extra"] for r in mine),
+            "rates_lost": sum(
+                len(r["rates_by_policy"]) - len(r["rates_after_guard"]) for r in mine
+            ),
+            "rates_by_indicator": {
+                i: [
+                    sum(i in r["rates_by_policy"] for r in mine),
+                    sum(i in r["rates_after_guard"] for r in mine),
+                ]
+                for i in inds
+                if any(i not in r["rates_after_guard"] for r in mine if i in r["rates_by_policy"])
+            },
+        }
+    total["guard"] = sys.modules[guard_cells.__module__].__file__  # the tree it was imported from
+    total["guard_withheld"] = sum(r["guard_withheld"] for r in releases)
+    total["rates_lost"] = sum(m["rates_lost"] for m in by_month.values())
+    total["by_month"] = by_month
     print(json.dumps(total, indent=1))
     if o.json:
         o.json.write_text(json.dumps({"total": total, "releases": releases}, indent=1))
