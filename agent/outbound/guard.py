@@ -420,7 +420,8 @@ def _joined(rows: list[Row], blocks: tuple[_Shape, ...]) -> _Shape:
 
 class _Solver:
     """Integer worlds from HiGHS: the linear relaxation first (highspy, the model kept between
-    calls that differ only in their objective, so a re-solve starts from the last basis), the
+    calls that differ only in their objective or the counts' bounds, as the worlds that push
+    counts away from the truth do, so a re-solve starts from the last basis), the
     integer program (``scipy.optimize.milp``) only when the relaxation's optimum is not an
     integer world. The reader's relations are partitions, differences and sums of counts; their
     relaxations' optimal vertices have been integral in every release measured
@@ -433,6 +434,8 @@ class _Solver:
         self._key: tuple[object, ...] | None = None
         self._highs: _Highs | None = None
         self._n = 0
+        self._lo: FloatArray = np.zeros(0)
+        self._hi: FloatArray = np.zeros(0)
 
     def _model(
         self,
@@ -452,10 +455,13 @@ class _Solver:
             a.indptr.tobytes(),
             lb.tobytes(),
             ub.tobytes(),
-            lo.tobytes(),
-            hi.tobytes(),
         )
         if self._highs is not None and key == self._key:
+            if not (np.array_equal(lo, self._lo) and np.array_equal(hi, self._hi)):
+                # only the counts' bounds differ: HiGHS starts again from its last basis
+                n = self._n
+                self._highs.changeColsBounds(n, np.arange(n, dtype=np.int32), lo, hi)
+                self._lo, self._hi = lo.copy(), hi.copy()
             return self._highs
         h = _Highs()
         h.setOptionValue("output_flag", False)
@@ -476,6 +482,7 @@ class _Solver:
         lp.a_matrix_.value_ = value
         h.passModel(lp)
         self._highs, self._key, self._n = h, key, n
+        self._lo, self._hi = lo.copy(), hi.copy()
         return h
 
     def _relaxed(
