@@ -25,6 +25,9 @@ and the reader; this docstring says how it is made fast.
   by one (on their own part; the second bound is skipped once the first proves it).
 * For each exposure the nearest released count is withheld, unless a count chosen for another
   exposure this round is as near (fewer rounds than skipping on any nearby choice).
+* Once nothing is exposed, what the guard withheld is released again where the same audit then
+  finds nothing (:meth:`_Guard.prune`): runs of counts at once, a needed count found by a short
+  audit (the first exposure found ends it), a released one paid by one full audit per run.
 * History: only the latest earlier release of the same period (a correction) and of each
   adjacent period. In a correction, every count the earlier version suppressed stays suppressed
   (sticky suppression), which removes most differencing without a solver.
@@ -1041,7 +1044,8 @@ class _Guard:
         self.links = latest_linked(period, history)
         self.cap = _cap(self.truth, self.links)
         self.releaser = _Releaser(raw, policy)
-        self.withheld = _sticky(period, self.links, raw)
+        self.sticky = _sticky(period, self.links, raw)
+        self.withheld = set(self.sticky)
         self.cells = self.releaser.release(self.withheld, {w[0] for w in self.withheld})
         self.ids = identities_for(catalogue, self.cells)
         self.earlier = [_earlier(catalogue, e, policy, self.cap) for e in self.links]
@@ -1051,6 +1055,7 @@ class _Guard:
             tuple[str, frozenset[tuple[str, str, str, str]]],
             tuple[list[Row], tuple[list[Row], ...]],
         ] = {}
+        self.passed: tuple[Cell, ...] | None = None  # the last cells exposures() found clean
 
     def _targets_new(self, m: Model, width: int, rounded: int) -> None:
         for c in self.cells:
@@ -1114,7 +1119,10 @@ class _Guard:
         return bool(audit(alone, self.solver, e.where, self.cap))
 
     def exposures(self) -> list[tuple[Exposure, Model]]:
-        """The first audit with exposures: the submission alone, then with each earlier one."""
+        """The first audit with exposures: the submission alone, then with each earlier one.
+        When there is none, ``self.passed`` is set to the cells audited: the test every
+        release the guard returns unheld has passed (:func:`guard_cells` checks that)."""
+        cells = self.cells
         m = self._alone()
         exposed = audit(m, self.solver, "this submission", self.cap)
         if exposed:
@@ -1129,6 +1137,7 @@ class _Guard:
                     exposed.append(x)
             if exposed:
                 return [(x, m) for x in exposed]
+        self.passed = cells
         return []
 
     def choose(self, found: list[tuple[Exposure, Model]]) -> tuple[set[Withheld], str | None]:
@@ -1177,6 +1186,81 @@ class _Guard:
             self.cells = self.releaser.release(self.withheld, {w[0] for w in chosen})
         return None
 
+    def prune(self) -> None:
+        """Release again the counts the guard withheld that the final release does not need.
+
+        Withholding answers each exposure with the count nearest it, round after round, and
+        never takes one back: a count withheld in an early round may protect nothing once a
+        later round has withheld the one that does. So, after :meth:`run` ends with nothing
+        exposed, the counts the guard itself withheld (never apply_policy's, nor a correction's
+        sticky ones) are released again: the whole-practice denominators and numerators first
+        (they carry the rates), then the other totals, then the strata, each by largest true
+        value. A release is kept only if :meth:`exposures`, the test :meth:`run` stops on,
+        finds nothing in the whole resulting release (apply_policy's witness search redone
+        with those counts no longer withheld, with the same earlier releases); otherwise the
+        counts are withheld again and the release is exactly the one that passed before. So
+        every state the pass leaves behind has passed that test, and the final release is the
+        last one that did (``self.passed``, checked by :func:`guard_cells`).
+
+        Cost: a test that finds an exposure usually stops early (bound propagation, or the
+        submission alone), one that finds none audits everything (on the demo's year about 4
+        and 28 ms). The whole-practice denominators and numerators are mostly needed (each
+        pins a linked indicator's small exclusions or a small population), so they are tried
+        one by one: a needed one costs a short test. The other counts mostly are not, so they
+        are tried together, and where that exposes something the first of them that does is
+        found by bisection (:meth:`_release_again`): a run of counts that can all go costs
+        one full audit. Withholding more can make apply_policy choose other complements,
+        which a linked table may narrow, so a count found needed may not be once others are
+        released: at the end each one left is tried on its own again, until a round releases
+        none. Every count left withheld is then needed: releasing it alone exposes one.
+        """
+        mine = self.withheld - self.sticky
+        if not mine:
+            return
+        order = sorted(mine, key=self._prune_key)
+        for w in (w for w in order if self._prune_key(w)[0] == 0):
+            self._try_release([w])
+        for tier in (1, 2):
+            self._release_again([w for w in order if self._prune_key(w)[0] == tier])
+        again = True
+        while again:
+            left = sorted(self.withheld - self.sticky, key=self._prune_key)
+            again = any([self._try_release([w]) for w in left])
+
+    def _release_again(self, counts: list[Withheld]) -> None:
+        """Release ``counts``, in order, as far as the exposure test allows: all that are left,
+        else (bisecting) the longest run of them that passes, keeping the next one withheld."""
+        while counts:
+            if self._try_release(counts):
+                return
+            lo, hi = 0, len(counts)  # counts[:lo] are released; releasing counts[:hi] exposes
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if self._try_release(counts[lo:mid]):
+                    lo = mid
+                else:
+                    hi = mid
+            counts = counts[hi:]  # counts[hi - 1] stays withheld
+
+    def _try_release(self, counts: list[Withheld]) -> bool:
+        """Release ``counts`` if :meth:`exposures` then finds nothing; else leave all as it was."""
+        before_withheld, before_cells = self.withheld, self.cells
+        before_groups = dict(self.releaser.cells)
+        self.withheld = self.withheld - set(counts)
+        self.cells = self.releaser.release(self.withheld, {w[0] for w in counts})
+        if self.cells == before_cells:  # still withheld (e.g. with its denominator class)
+            self.cells = before_cells  # the release that passed, unchanged
+        elif self.exposures():
+            self.withheld, self.cells = before_withheld, before_cells
+            self.releaser.cells = before_groups
+            return False
+        return True
+
+    def _prune_key(self, w: Withheld) -> tuple[int, int, Withheld]:
+        ind, stratum, kind = w
+        tier = 0 if stratum == TOTAL and kind != "exclusions" else 1 if stratum == TOTAL else 2
+        return (tier, -self.truth[(0, ind, stratum, kind)], w)
+
 
 def guard_cells(
     *,
@@ -1195,11 +1279,18 @@ def guard_cells(
     of the new submission in the relations (:func:`_candidates`), all at once, and audits again.
     It holds when an exposed count has nothing left near it to withhold, when more than
     ``guard.max_withheld`` counts would be withheld, and (in agent.outbound.release) when it
-    cannot run.
+    cannot run. When nothing is left exposed it releases again each count it withheld that the
+    release does not need (``guard.prune``, :meth:`_Guard.prune`); the cells returned unheld
+    are always the last ones the audit found nothing in.
     """
     t0 = time.perf_counter()
     g = _Guard(catalogue, raw, policy, period, history, guard or GuardPolicy())
     held = g.run()
+    if held is None:
+        if g.guard.prune:
+            g.prune()
+        if g.passed is not g.cells:  # cannot happen: every unheld release is one that passed
+            raise DisclosureError("internal: the guard's release is not the one it audited")
     return GuardResult(
         cells=g.cells,
         withheld=tuple(sorted(g.withheld)),

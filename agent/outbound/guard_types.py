@@ -32,7 +32,9 @@ class GuardPolicy:
     the submission (1 switches the check off). ``stall_rounds``: how many withholding rounds
     in a row may leave exactly the same counts exposed before the guard holds the submission
     (withholding has stopped helping). ``max_withheld``: the most counts the guard
-    withholds beyond apply_policy's before it holds the submission instead.
+    withholds beyond apply_policy's before it holds the submission instead. ``prune``: once
+    nothing is exposed, release again each count the guard withheld that the release turns
+    out not to need (docs/disclosure.md, "The prune pass"); off only to measure what it gains.
     """
 
     suppressed_width: int = 2
@@ -40,6 +42,7 @@ class GuardPolicy:
     rounded_width: int = 2
     max_withheld: int = 60
     stall_rounds: int = 4
+    prune: bool = True
 
     def __post_init__(self) -> None:
         if min(self.suppressed_width, self.linked_width, self.rounded_width) < 1:

@@ -19,14 +19,18 @@ release; a rounded count of a submission keeps at least ``rounded_width`` within
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.optimize import Bounds, LinearConstraint, milp
 
+import agent.outbound.guard as guard_module
 from agent.outbound.guard import GuardPolicy, Release, guard_cells
 from protocol.catalogue import (
     Age,
@@ -115,6 +119,7 @@ class Patient:
     ok: bool = False  # BP at target
     statin: bool = False
     new: bool = False  # registered less than 9 months: excluded unless at target
+    hba1c: bool = False  # HbA1c at target (DM_CAT's HBA only)
 
 
 def flags(ind: str, p: Patient) -> tuple[bool, bool, bool] | None:
@@ -124,12 +129,14 @@ def flags(ind: str, p: Patient) -> tuple[bool, bool, bool] | None:
         "U80": p.reg and p.age <= 79,
         "O80": p.reg and p.age >= 80,
         "STAT": p.reg,
+        "BP": p.reg,
+        "HBA": p.reg,
     }[ind]
     if not pop:
         return None
     if ind == "REG":
         return (True, p.reg, False)
-    achieved = p.statin if ind == "STAT" else p.ok
+    achieved = {"STAT": p.statin, "HBA": p.hba1c}.get(ind, p.ok)
     excluded = not achieved and p.new
     return (not excluded, achieved, excluded)
 
@@ -701,3 +708,137 @@ def test_the_guard_holds_once_withholding_stops_helping(
     # without that rule the guard withholds on, to its limit, and holds anyway
     held = guard(GuardPolicy(stall_rounds=1000))
     assert held is not None and "would withhold more than 60 counts" in held
+
+
+# --- the prune pass: only what the release needs stays withheld -----------------------------
+
+# The shape of a diabetes register: a register (REG), and two indicators on the whole register
+# with the same exclusions rule, BP (blood pressure) and HBA (HbA1c). The catalogue's linkage
+# gives REG.numerator == BP.population == HBA.population, and HBA's counts each at most
+# BP.population: an inequality the true counts leave slack.
+DM_CAT = Catalogue(
+    id="mini-dm",
+    version=1,
+    title="mini-dm",
+    age_bands=(AgeBand(label="0-64", min=0, max=64), AgeBand(label="65+", min=65, max=None)),
+    disclosure=POLICY,
+    codelists=(_codelist("chd"), _codelist("sbp"), _codelist("hba1c")),
+    indicators=(
+        make_indicator("REG", Age(min=0), OnRegister(codelist="chd")),
+        make_indicator(
+            "BP",
+            OnRegister(codelist="chd"),
+            LatestValue(codelist="sbp", op="<=", value=140),
+            Not(rule=RegisteredFor(months=9)),
+        ),
+        make_indicator(
+            "HBA",
+            OnRegister(codelist="chd"),
+            LatestValue(codelist="hba1c", op="<=", value=58),
+            Not(rule=RegisteredFor(months=9)),
+        ),
+    ),
+)
+
+
+def y90005() -> list[Patient]:
+    """The demo's practice Y90005 in 2026-11, as near as DM_CAT comes: a register of 24; BP's
+    denominator 22, its 2 exclusions (new, BP not at target) one woman aged 65+ and one man
+    under 65; HbA1c at target for 14, the two new patients among them (so HBA excludes none)."""
+    ps = [
+        Patient(70, "F", reg=True, new=True, hba1c=True),
+        Patient(50, "M", reg=True, new=True, hba1c=True),
+    ]
+    others = [(45, "F"), (45, "M"), (55, "F"), (55, "M"), (68, "F"), (75, "M"), (82, "F")]
+    for k in range(22):
+        age, sex = others[k % len(others)]
+        ps.append(Patient(age, sex, reg=True, ok=k < 13, hba1c=k < 12))
+    return ps + [Patient(30 + i % 50, "FM"[i % 2]) for i in range(80)]
+
+
+def dm_attack(cells: Sequence[Cell], raw: Sequence[RawCell]) -> dict[V, int]:
+    """The attacker of this module on one DM_CAT release, its identities written out by hand
+    for every stratum: REG.numerator == BP.population, HBA.population == BP.population, and
+    each of HBA's counts <= BP.population."""
+    att = Attacker()
+    att.release(0, cells)
+    for s in DM_CAT.strata_for(DM_CAT.indicators[0]):
+        minus_bp = {(0, "BP", s, "denominator"): -1, (0, "BP", s, "exclusions"): -1}
+        att.add({(0, "REG", s, "numerator"): 1, **minus_bp}, 0, 0)
+        att.add({(0, "HBA", s, "denominator"): 1, (0, "HBA", s, "exclusions"): 1, **minus_bp}, 0, 0)
+        for k in COUNT_KINDS:
+            att.add({(0, "HBA", s, k): 1, **minus_bp}, -np.inf, 0)
+    truth = truth_of(0, raw)
+    assert att.broken([truth[v] for v in att.names]) == []  # the identities hold
+    return att.narrowed(truth, [0], rounded_in=[0])
+
+
+def test_the_guard_keeps_withheld_the_count_that_pins_not_the_smallest_near_it() -> None:
+    raw = raw_cells(DM_CAT, y90005())
+    totals = {c.indicator: c for c in raw if c.stratum == TOTAL}
+    assert (totals["REG"].numerator, totals["BP"].denominator, totals["HBA"].numerator) == (
+        24,
+        22,
+        14,
+    )
+    assert sorted(c.exclusions for c in raw if c.indicator == "BP" and c.exclusions) == [1, 1, 2]
+    # per table, BP's exclusions total (2, both strata suppressed) is REG's 24 less BP's 22
+    pinned = dm_attack(apply_policy(raw, POLICY), raw)
+    assert pinned[(0, "BP", TOTAL, "exclusions")] == 1
+
+    bp_denominator, hba_numerator = ("BP", TOTAL, "denominator"), ("HBA", TOTAL, "numerator")
+    # Withholding ranks HBA's numerator (14) first, through HBA.numerator <= BP.population,
+    # which the true counts leave slack: it protects nothing, and nor does the next choice.
+    unpruned = guard_cells(
+        catalogue=DM_CAT, raw=raw, policy=POLICY, period=MARCH, guard=GuardPolicy(prune=False)
+    )
+    assert hba_numerator in unpruned.withheld and bp_denominator in unpruned.withheld
+    assert len(unpruned.withheld) > 2
+    # The prune pass releases them again: only BP's denominator stays withheld.
+    res = guard_cells(catalogue=DM_CAT, raw=raw, policy=POLICY, period=MARCH)
+    assert res.held_reason is None
+    assert res.withheld == (bp_denominator,)
+    assert dm_attack(res.cells, raw) == {}  # every protected count keeps its 2 values
+
+
+def _patients() -> st.SearchStrategy[list[Patient]]:
+    patient = st.builds(
+        Patient,
+        age=st.sampled_from([30, 50, 70, 77, 85, 95]),
+        sex=st.sampled_from("FFMMU"),
+        reg=st.booleans(),
+        ok=st.booleans(),
+        statin=st.booleans(),
+        new=st.sampled_from([False, False, False, True]),
+    )
+    return st.lists(patient, min_size=10, max_size=60)
+
+
+@settings(
+    max_examples=300 if os.environ.get("FEDQI_LONG") == "1" else 25,
+    derandomize=True,
+    deadline=None,
+)
+@given(_patients(), st.integers(0, 3), st.randoms(use_true_random=False))
+def test_every_count_the_guard_withholds_is_needed(
+    patients: list[Patient], changes: int, rng: random.Random
+) -> None:
+    """After the prune pass, releasing any one count the guard withheld makes the guard's own
+    exposure test find something; the release it returns is the one that test passed. With
+    ``changes``, the release is April's, audited with March's as sent."""
+    history: list[Release] = []
+    raw = raw_cells(CAT, patients)
+    if changes:
+        march = guard_cells(catalogue=CAT, raw=raw, policy=POLICY, period=MARCH)
+        if march.held_reason is not None:
+            return
+        versions = {i.id: i.version for i in CAT.indicators}
+        history = [Release("march", MARCH, march.cells, versions, tuple(raw))]
+        raw = raw_cells(CAT, change(rng, patients, changes))
+    g = guard_module._Guard(CAT, raw, POLICY, APRIL if changes else MARCH, history, GUARD)
+    if g.run() is not None:
+        return  # held: nothing is pruned, the practice decides
+    g.prune()
+    assert g.passed is g.cells and g.exposures() == []
+    for w in sorted(g.withheld - g.sticky):
+        assert not g._try_release([w]), f"{w} was withheld but is not needed"
