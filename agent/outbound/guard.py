@@ -24,7 +24,9 @@ and the reader; this docstring says how it is made fast.
   takes enough distinct values across these worlds is proven. Only the few left are bounded one
   by one (on their own part; the second bound is skipped once the first proves it).
 * For each exposure the nearest released count is withheld, unless a count chosen for another
-  exposure this round is as near (fewer rounds than skipping on any nearby choice).
+  exposure this round is as near (fewer rounds than skipping on any nearby choice); "near"
+  through relations that hold with equality at the true counts first (an inequality they
+  leave slack cannot pin a count).
 * Once nothing is exposed, what the guard withheld is released again where the same audit then
   finds nothing (:meth:`_Guard.prune`): runs of counts at once, a needed count found by a short
   audit (the first exposure found ends it), a released one paid by one full audit per run.
@@ -949,8 +951,19 @@ def _candidates(
 ) -> list[tuple[int, Withheld]]:
     """Released non-zero counts of the new submission near ``start`` in the model's relations,
     with their distance (relations crossed): by distance, then the smaller released value, then
-    the key."""
+    the key. An inequality that the true counts leave slack (``a <= b`` with ``a < b``) cannot
+    pin a count at the truth, so it is crossed only when the tight relations lead to none."""
+    found = _near(model, start, released, skip, tight=True)
+    if not found:
+        found = _near(model, start, released, skip, tight=False)
+    return found
+
+
+def _near(
+    model: Model, start: Var, released: dict[Var, int], skip: set[Withheld], *, tight: bool
+) -> list[tuple[int, Withheld]]:
     by_var = model.rows_of()
+    truth = model.truth
     dist = {start: 0}
     frontier = [start]
     found: list[tuple[int, int, Var]] = []
@@ -962,7 +975,10 @@ def _candidates(
                 if i in seen_rows:
                     continue
                 seen_rows.add(i)
-                for w in model.rows[i][0]:
+                coeffs, lb, ub = model.rows[i]
+                if tight and _slack(coeffs, lb, ub, truth):
+                    continue
+                for w in coeffs:
                     if w == DELTA or w in dist:
                         continue
                     dist[w] = dist[v] + 1
@@ -972,6 +988,16 @@ def _candidates(
         frontier = nxt
     found.sort()
     return [(d, cast(Withheld, (w[1], w[2], w[3]))) for d, _, w in found]
+
+
+def _slack(coeffs: dict[Var, int], lb: float, ub: float, truth: dict[Var, int]) -> bool:
+    """Whether an inequality (one side unbounded, no delta) is strict at the true counts."""
+    if np.isfinite(lb) == np.isfinite(ub) or DELTA in coeffs:
+        return False
+    if any(v not in truth for v in coeffs):
+        return False
+    value = sum(c * truth[v] for v, c in coeffs.items())
+    return bool(value > lb) if np.isfinite(lb) else bool(value < ub)
 
 
 # --- the guard --------------------------------------------------------------------------------
