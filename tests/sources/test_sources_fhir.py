@@ -15,6 +15,7 @@ from sources_helpers import dump, write_ndjson
 from agent.errors import SourceError
 from agent.sources.common import open_store
 from agent.sources.fhir import REGISTRATION_EXTENSION, load_fhir
+from tests.text_helpers import without_paths
 
 SCT, LOINC = "http://snomed.info/sct", "http://loinc.org"
 
@@ -548,5 +549,5 @@ def test_patient_dates_that_cannot_be_are_an_error(
     with pytest.raises(SourceError) as info:
         load_fhir(d, engine)
     assert f"Patient.000.ndjson line 2 (Patient), field {field}" in str(info.value)
-    assert "1939" not in str(info.value)  # no patient's date is printed
+    assert "1939" not in without_paths(str(info.value))  # no patient's date is printed
     assert dump(engine) == {}
