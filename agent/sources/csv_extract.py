@@ -103,7 +103,7 @@ def load_csv(directory: Path, engine: Engine, *, date_format: str = "iso") -> Lo
         if not path.is_file():
             raise SourceError(
                 f"{path}: not found (an extract has {', '.join(f + '.csv' for f in FILES)}; "
-                "a file with only its header row is fine)"
+                "events.csv or medications.csv with only its header row is fine)"
             )
     converted: Counter[str] = Counter()
     with replacing(engine) as conn:
@@ -121,6 +121,12 @@ def load_csv(directory: Path, engine: Engine, *, date_format: str = "iso") -> Lo
             seen[pid] = line
             births[pid] = values["birth_date"]
             writer.add("patients", values)
+        if not seen:
+            # A load replaces the store's contents: a cut or empty extract would empty it.
+            raise SourceError(
+                f"{paths['patients']}: no patients, only a header row (an extract of a practice "
+                "has its patients; a load replaces the store's contents); nothing was loaded"
+            )
         for name in ("events", "medications"):
             parse = _clinical_parser(name, date_format, births, seen, converted)
             for _line, clinical in _rows(paths[name], name, parse):

@@ -110,6 +110,17 @@ MANY = "".join(f"{i},1950-01-01,F,2000-01-01\n" for i in range(2, 3001))
 CSV_CASES = [
     # (files, what the line names, what it must not print)
     pytest.param(
+        # A cut extract: loaded, it emptied the store (exit 0, "0 patients").
+        {
+            "patients": PATIENTS.splitlines(keepends=True)[0],
+            "events": EVENTS.splitlines(keepends=True)[0],
+            "medications": MEDICATIONS.splitlines(keepends=True)[0],
+        },
+        ("patients.csv: no patients, only a header row", "nothing was loaded"),
+        (),
+        id="patients-header-only",
+    ),
+    pytest.param(
         {"patients": PATIENTS.replace("1950-01-01", "1958-02-30")},
         ("patients.csv line 2, column birth_date", "not a valid date"),
         ("1958", "02-30"),
