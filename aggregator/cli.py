@@ -1033,7 +1033,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         # A command returns None (each is typed so): an int here is typer.Exit's code.
         return code if isinstance(code, int) and not isinstance(code, bool) else ExitCode.OK
     except usage_error as exc:  # an unknown option, a bad value: exit 2
-        _show_usage_error(exc)
+        _show_usage_error(exc, _command_path(app, args, "fedqi-aggregator"))
         return int(exc.exit_code)  # type: ignore[attr-defined]
     except aborted:  # end of input at a prompt
         typer.echo("error: aborted", err=True)
@@ -1065,9 +1065,26 @@ def _click_errors() -> tuple[type[Exception], type[Exception]]:
     return vendored.exceptions.ClickException, typer.Abort
 
 
-def _show_usage_error(exc: Exception) -> None:
-    """A usage error as one line naming where the command's help is; a command group run with
-    no command shows its help, as Typer does."""
+def _command_path(typer_app: typer.Typer, args: list[str], prog_name: str) -> str:
+    """The command ``args`` name (``fedqi-x audit show``): Click raises some usage errors (an
+    option given without its value) with no context to take the path from."""
+    import typer.main
+
+    command: Any = typer.main.get_command(typer_app)
+    path = [prog_name]
+    for arg in args:
+        commands = getattr(command, "commands", None)
+        if not commands or arg not in commands:
+            break
+        command = commands[arg]
+        path.append(arg)
+    return " ".join(path)
+
+
+def _show_usage_error(exc: Exception, command_path: str) -> None:
+    """A usage error as one line naming where the command's help is (``command_path``'s, where
+    Click gives no context); a command group run with no command shows its help, as Typer
+    does."""
     if type(exc).__name__ == "NoArgsIsHelpError":
         try:
             from typer import rich_utils
@@ -1077,7 +1094,7 @@ def _show_usage_error(exc: Exception) -> None:
             exc.show()  # type: ignore[attr-defined]
         return
     ctx = getattr(exc, "ctx", None)
-    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    where = f" (see '{ctx.command_path if ctx is not None else command_path} --help')"
     message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
     typer.echo(f"error: {message}{where}", err=True)
 

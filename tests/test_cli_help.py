@@ -133,6 +133,10 @@ def test_the_options_every_command_takes_are_as_the_docs_say() -> None:
         ("aggregator", ["db", "upgrade", "--bogus"], "error: No such option: --bogus (see 'fedqi-aggregator db upgrade --help')"),
         ("aggregator", ["key", "revoke", "--compromised-since", "yesterday"], "error: Invalid value for '--compromised-since': 'yesterday' does not match"),
         ("demo", ["--practices", "abc"], "error: Invalid value for '--practices': 'abc' is not a valid int."),
+        # An option without its value: Click gives no context, the arguments name the command.
+        ("agent", ["submit", "--period"], "error: Option '--period' requires an argument. (see 'fedqi-agent submit --help')"),
+        ("aggregator", ["user", "revoke", "--db"], "error: Option '--db' requires an argument. (see 'fedqi-aggregator user revoke --help')"),
+        ("demo", ["--port"], "error: Option '--port' requires an argument. (see 'fedqi-demo --help')"),
     ],
 )  # fmt: skip
 def test_a_usage_error_is_one_line_and_exit_2(
