@@ -133,8 +133,12 @@ def install(app: FastAPI) -> None:
             loc = ".".join(str(p) for p in err.get("loc", ())) or "(request)"
             parts.append(f"{loc}: {err.get('msg')}")
         if _is_dashboard(request):
-            # A bad dashboard address (/dashboard/ig/proof/abc) is a page, like its other errors.
-            return await _dashboard_error(request, 400, f"{request.url.path}: {'; '.join(parts)}")
+            # A bad dashboard address (/dashboard/ig/proof/abc) is a page, like its other errors,
+            # in words rather than the validator's ("Input should be a valid integer, ...").
+            said = "; ".join(_in_words(err) for err in exc.errors()[:5])
+            return await _dashboard_error(
+                request, 400, f"There is no page at {request.url.path}: {said}."
+            )
         return problem_response(400, "bad-request", "Bad request", "; ".join(parts))
 
     @app.exception_handler(StarletteHTTPException)
@@ -150,6 +154,20 @@ def install(app: FastAPI) -> None:
             headers["Allow"] = _allowed(request, headers["Allow"])
             detail = f"{request.method} {request.url.path}: this path answers {headers['Allow']}"
         return problem_response(exc.status_code, code, str(exc.detail), detail, headers)
+
+
+def _in_words(err: Any) -> str:
+    """A validation error of a dashboard address's part, e.g. "its index is a whole number"."""
+    loc = err.get("loc", ())
+    name = str(loc[-1]) if loc else "the request"
+    if err.get("type") == "int_parsing":
+        return f"its {name} is a whole number"
+    ctx = err.get("ctx") or {}
+    if err.get("type") == "greater_than_equal":
+        return f"its {name} is at least {ctx.get('ge')}"
+    if err.get("type") == "less_than":
+        return f"its {name} is below {ctx.get('lt')}"
+    return f"its {name}: {str(err.get('msg', '')).removeprefix('Input ')}"
 
 
 #: The methods a 405's Allow is built from (the routes declare no others; HEAD is the GET).

@@ -84,6 +84,15 @@ def test_a_mistyped_dashboard_address_is_a_page_and_an_api_one_a_problem(
         api = c.get("/v1/nope")
         assert api.status_code == 404
         assert api.headers["content-type"].startswith("application/problem+json")
+        # A part of an address the page cannot read is said in words, not the validator's.
+        bad = c.get("/dashboard/ig/proof/abc")
+        assert bad.status_code == 400 and bad.headers["content-type"].startswith("text/html")
+        assert (
+            "There is no page at /dashboard/ig/proof/abc: its index is a whole number." in bad.text
+        )
+        assert "Input should" not in bad.text and "path.index" not in bad.text
+        negative = c.get("/dashboard/ig/proof/-1").text
+        assert "There is no page at /dashboard/ig/proof/-1: its index is at least 0." in negative
 
 
 def test_a_peer_groups_rate_is_named_for_the_group(net: SyntheticNetwork) -> None:
