@@ -1384,6 +1384,10 @@ def _build_and_check(  # noqa: C901 (the demo's steps in the order they run)
     }
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def print_summary(summary: Mapping[str, Any], out: Console) -> None:
     s = summary
     sub = s["submissions"]
@@ -1391,7 +1395,7 @@ def print_summary(summary: Mapping[str, Any], out: Console) -> None:
     out.print(
         f"\nDemo network {state} in {s['seconds_to_dashboard']:.0f} s: "
         f"{s['practices']['enrolled']}/{s['practices']['planned']} practices enrolled in "
-        f"{len(s['network']['groups'])} PCNs; {sub['accepted']} submissions accepted, "
+        f"{_plural(len(s['network']['groups']), 'PCN')}; {sub['accepted']} submissions accepted, "
         f"{sub['rejected']} rejected; log size {s['log']['size']}"
         f"{' (checkpoint verified)' if s['log']['checkpoint_verified'] else ''}; "
         f"{s['audit']['verified']}/{s['practices']['planned']} agent audits verified",

@@ -638,3 +638,33 @@ def test_an_agent_home_left_without_its_key_is_pointed_at_this_runs_server_first
     assert tools.calls[-1][1] == ("init", "--practice", "A81002", "--aud", "fedqi-demo",
                                   "--aggregator-url", new, "--source-url",
                                   str(tmp_path / "records"))  # fmt: skip
+
+
+@pytest.mark.parametrize(("groups", "says"), [(1, "in 1 PCN;"), (3, "in 3 PCNs;")])
+def test_the_summary_counts_pcns_in_words(groups: int, says: str) -> None:
+    """A network of one PCN read "1 PCNs" (a new-user run, ``--practices 1``)."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from demo.cli import print_summary
+
+    summary = {
+        "ok": True,
+        "seconds_to_dashboard": 60.0,
+        "practices": {"enrolled": 2, "planned": 2},
+        "network": {"groups": [f"PCN {i}" for i in range(groups)]},
+        "submissions": {"accepted": 24, "rejected": 0},
+        "log": {"size": 26, "checkpoint_verified": True},
+        "audit": {"verified": 2},
+        "cpu_seconds": {"commands": 10.0, "server": None},
+        "commands_run": 8,
+        "failures": [],
+        "url": "http://127.0.0.1:1/dashboard",
+        "ig_pack": "/tmp/pack",
+        "users": [],
+        "api_url": "http://127.0.0.1:1",
+    }
+    out = StringIO()
+    print_summary(summary, Console(file=out, width=400))
+    assert "2/2 practices enrolled " + says in out.getvalue(), out.getvalue()
