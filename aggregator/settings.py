@@ -232,6 +232,19 @@ def _refuse_unknown_variables(env: Mapping[str, str]) -> None:
 _OPTIONS = frozenset({"db", "key_dir", "host", "port"})
 
 
+def _in_words(err: Any) -> str:
+    """A validation error's message without the validator's own words ("Value error, ",
+    "Input should be a valid integer, unable to parse string as an integer")."""
+    kind = err["type"]
+    if kind == "int_parsing":
+        return "not a whole number"
+    if kind in ("float_parsing", "decimal_parsing"):
+        return "not a number"
+    if kind == "bool_parsing":
+        return "not true or false"
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
 def _source_of(
     loc: Sequence[Any],
     given: Mapping[str, Any],
@@ -287,7 +300,7 @@ def get_settings(
     except ValidationError as exc:
         errors = exc.errors()
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}"
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {_in_words(e)}"
             f"{_source_of(e['loc'], values, env, secrets_dir, path)}"
             for e in errors
         )

@@ -486,7 +486,7 @@ def _describe_one(
 ) -> str:
     loc = [str(p) for p in err["loc"]]
     key = ".".join(loc) or "(root)"
-    msg = _PLAIN.get(key, err["msg"]) if err["type"] == "string_pattern_mismatch" else err["msg"]
+    msg = _in_words(key, err)
     env_name = _env_source(loc, env)
     node_given: Any = given or {}
     for part in loc:
@@ -524,4 +524,25 @@ def _describe_one(
 _SECTIONS = ("source", "catalogue", "transport", "disclosure")
 
 #: What a setting that does not match its pattern must look like, in words.
-_PLAIN = {"practice": "a practice's ODS code is a capital letter and five digits, e.g. A81001"}
+_PLAIN = {
+    "practice": "a practice's ODS code is a capital letter and five digits, e.g. A81001",
+    "aud": "a network's name is lower-case letters, digits, '.' and '-', starting with a "
+    "letter or digit, at most 63 characters, e.g. north-pcn",
+}
+
+
+def _in_words(key: str, err: Any) -> str:
+    """A validation error's message without the validator's own words ("Value error, ",
+    "Input should be a valid integer, unable to parse string as an integer")."""
+    kind = err["type"]
+    if kind == "string_pattern_mismatch":
+        return str(_PLAIN.get(key, err["msg"]))
+    if kind == "string_type":
+        return "not text (in the TOML file, in quotes)"
+    if kind == "int_parsing":
+        return "not a whole number"
+    if kind in ("float_parsing", "decimal_parsing"):
+        return "not a number"
+    if kind == "bool_parsing":
+        return "not true or false"
+    return str(err["msg"]).removeprefix("Value error, ")

@@ -40,6 +40,10 @@ def test_init_rejects_a_bad_value_and_writes_nothing(tmp_path: Path, cli) -> Non
     # the option it came from (not a config file), and what an ODS code looks like
     assert "bad value for --practice: a practice's ODS code is a capital letter and five" in r.err
     assert not home.exists()  # not even an empty home
+    # In words, not the validator's ("String should match pattern '^[a-z0-9]...'").
+    r = cli("init", "--home", str(home), "--practice", "A81001", "--aud", "")
+    assert r.code == 2 and "bad value for --aud: a network's name is lower-case letters" in r.err
+    assert "should match" not in r.err and not home.exists()
 
 
 def test_a_command_on_a_home_that_does_not_exist_says_so(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]

@@ -77,9 +77,10 @@ def test_every_bad_setting_is_named_with_where_it_came_from(tmp_path: Path) -> N
     said = str(exc.value)
     assert "\n" not in said
     for part in (
-        f"bad setting 'practice' in {path}: Input should be a valid string",
-        f"bad setting 'aggregator_url' in {path}: Input should be a valid string",
-        "bad setting 'transport.retries' in environment variable FEDQI_AGENT_TRANSPORT__RETRIES",
+        f"bad setting 'practice' in {path}: not text (in the TOML file, in quotes)",
+        f"bad setting 'aggregator_url' in {path}: not text (in the TOML file, in quotes)",
+        "bad setting 'transport.retries' in environment variable FEDQI_AGENT_TRANSPORT__RETRIES: "
+        "not a whole number",
     ):
         assert part in said, said
     assert "more)" not in said
