@@ -370,7 +370,15 @@ def _parse(text: str, where: str, *, whole_file: bool = False) -> Any:
     (and, for a whole file, the line) if it is not valid JSON or nests past what can be read."""
     try:
         return _DECODER.decode(text)
-    except json.JSONDecodeError as exc:
+    except json.JSONDecodeError as first:
+        exc = first
+        if not whole_file and text.endswith(("\n", "\r")):
+            # A line cut short is found wanting past its line break ("line 2 column 1"): the
+            # error is placed on the line itself, where it ends.
+            try:
+                _DECODER.decode(text.rstrip("\r\n"))
+            except json.JSONDecodeError as on_the_line:
+                exc = on_the_line
         line = f" line {exc.lineno}" if whole_file else ""
         raise SourceError(
             # Python's "Invalid control character at" expects its position after it

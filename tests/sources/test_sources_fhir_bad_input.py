@@ -303,6 +303,11 @@ CASES: list[tuple[str, Callable[[Path], Path], str]] = [
         _then(b'{"resourceType": "Observation", "status": "fin\x01al"}'),
         "line 2: not valid JSON (Invalid control character at column 47); a truncated export?",
     ),
+    (  # cut after a key: the reader's error was placed past the line break, "column 1"
+        "cut-after-a-key",
+        _then(b'{"resourceType": "Observation", "status"'),
+        "line 2: not valid JSON (Expecting ':' delimiter at column 41); a truncated export?",
+    ),
     (  # HbA1c in %: finite, but its conversion to mmol/mol is not (found by fuzzing)
         "hba1c-percent-overflows",
         _then(
