@@ -1,6 +1,7 @@
 """Benchmark: what the disclosure guard (agent/outbound/guard.py) costs on the demo network.
 
     .venv/bin/python bench/guard_cost.py [--practices 30] [--periods 12] [--today 2026-12-04]
+        [--min-patients 400] [--max-patients 2500]
         [--data-dir DIR] [--json OUT.json] [--tree CHECKOUT]
 
 The demo's network (``demo.cli.plan_network``: list sizes, recording quality and seeds, default
@@ -24,6 +25,11 @@ counts the guard chose to withhold (``GuardResult.withheld``), the counts suppre
 ``apply_policy``'s (those, and the complements suppressed to protect them), the rates lost and,
 for each indicator that lost one, the practices with its rate after each; ``--json`` writes
 them. Counts only; no patient.
+
+``--min-patients``/``--max-patients``: the range the practices' list sizes are drawn from,
+log-uniform as the demo draws them (``demo.cli.MIN_PATIENTS``, ``MAX_PATIENTS``, 400 to 2,500, by
+default), e.g. 6,000 to 14,000 for practices of the size of real English ones. The same draws, so
+each practice keeps its deprivation, recording quality and seed and only its size changes.
 
 ``--tree``: import the project (the guard, the engine, the demo's network) from another
 checkout, e.g. a ``git worktree`` of the base commit, so that two trees are measured by the
@@ -86,6 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--tree", type=Path, default=None, help="import the project from this checkout")
+    ap.add_argument(
+        "--min-patients", type=int, default=None, help="smallest list size (default: the demo's)"
+    )
+    ap.add_argument(
+        "--max-patients", type=int, default=None, help="largest list size (default: the demo's)"
+    )
     o = ap.parse_args(argv)
     if o.tree is not None:
         if not (o.tree / "agent" / "outbound" / "guard.py").exists():
@@ -94,13 +106,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import sqlalchemy as sa
 
+    import demo.cli
     from agent.engine import compute_periods
     from agent.library import load_default_catalogue
     from agent.outbound.guard import Release, guard_cells
     from agent.periods import next_period, parse_period
-    from agent.sources.synth import generate_practice
+    from agent.sources.synth import MAX_PATIENTS, generate_practice
     from demo.cli import DEFAULT_GROUPS, DEFAULT_SEED, demo_periods, plan_network
     from protocol.disclosure import apply_policy, check_cells
+
+    low = demo.cli.MIN_PATIENTS if o.min_patients is None else o.min_patients
+    high = demo.cli.MAX_PATIENTS if o.max_patients is None else o.max_patients
+    if not 1 <= low <= high <= MAX_PATIENTS:
+        ap.error(f"list sizes must satisfy 1 <= --min-patients <= --max-patients <= {MAX_PATIENTS}")
+    # plan_network draws each size log-uniform between these two module constants
+    demo.cli.MIN_PATIENTS, demo.cli.MAX_PATIENTS = low, high
 
     cat = load_default_catalogue()
     policy = cat.disclosure
