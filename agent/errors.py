@@ -125,6 +125,12 @@ class SourceError(AgentUserError):
         named = f" {where}" if where else ""
         return cls(f"the practice database{named} cannot be read: {first_line(exc)}")
 
+    @classmethod
+    def cannot_write(cls, exc: BaseException, where: str) -> SourceError:
+        """A load's store (``where``: its path, or its URL without the password), which a load
+        reads and writes: "cannot be read" was said of a directory that does not exist."""
+        return cls(f"the practice database {where} cannot be loaded into: {first_line(exc)}")
+
 
 def first_line(exc: BaseException) -> str:
     """An exception's first line (drivers' messages run to many), or its type if it has none."""

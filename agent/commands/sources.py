@@ -85,7 +85,7 @@ def _run_load(target: str, load: Callable[[Engine], LoadReport], as_json: bool) 
         # The driver's own error where a load writes through the raw connection (the CSV
         # load's SQLite batches): named by the store, as SQLAlchemy's are.
         if isinstance(exc, SQLAlchemyError | sqlite3.Error):
-            raise SourceError.cannot_read(exc, _store_name(target)) from None
+            raise SourceError.cannot_write(exc, _store_name(target)) from None
         raise
     engine.dispose()
     if as_json:
@@ -264,6 +264,8 @@ def check_source_command(
     Per table, it counts rows dated before their person's birth, which preview and submit
     refuse; on OMOP, persons whose observation period ends with no death (gone from the list).
     Counts only; nothing is sent."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from agent.home.catalogue_cache import load_catalogue, read_catalogue_file
     from agent.sources.check import check_source
 
@@ -286,15 +288,12 @@ def check_source_command(
     else:
         catalogue = load_catalogue(settings)
     engine = open_checked_source(settings, db, omop, omop_codes or "standard")
+    where = _checked_name(settings, db, omop)
     try:
         kind = "omop" if omop or (not db and settings.source.kind == "omop") else None
-        result = check_source(
-            engine,
-            catalogue,
-            dt.date.today(),
-            source_kind=kind,
-            where=_checked_name(settings, db, omop),
-        )
+        result = check_source(engine, catalogue, dt.date.today(), source_kind=kind, where=where)
+    except (SQLAlchemyError, sqlite3.Error) as exc:  # not a database, or not one it can open
+        raise SourceError.cannot_read(exc, where) from None
     finally:
         engine.dispose()
     if as_json:

@@ -275,7 +275,7 @@ def test_load_csv_into_tables_of_another_shape_names_the_store(
         str(store),
         env={"FEDQI_AGENT_HOME": str(tmp_path / "home")},
     )
-    one_line(r, 4, f"the practice database {store} cannot be read")
+    one_line(r, 4, f"the practice database {store} cannot be loaded into")
     assert store.read_bytes() == before
 
 

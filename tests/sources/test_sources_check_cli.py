@@ -552,7 +552,7 @@ def test_cli_load_into_a_file_that_is_not_a_database_names_it(
     code = main(["load-csv", str(d), "--into", str(store)], {"FEDQI_AGENT_HOME": str(tmp_path)})
     err = capsys.readouterr().err
     assert code == 4
-    assert err.startswith(f"error: the practice database {store} cannot be read: "), err
+    assert err.startswith(f"error: the practice database {store} cannot be loaded into: "), err
     assert store.read_text() == "not a database\n"  # not the load's to delete
 
 
@@ -568,7 +568,8 @@ def test_cli_load_into_a_url_that_cannot_be_read_names_it_without_its_password(
     err = capsys.readouterr().err
     assert code == 4
     assert err.startswith(
-        "error: the practice database postgresql://fedqi:***@127.0.0.1:1/practice cannot be read: "
+        "error: the practice database postgresql://fedqi:***@127.0.0.1:1/practice cannot be "
+        "loaded into: "
     ), err
     assert "s3cret" not in err
 
@@ -602,3 +603,24 @@ def test_cli_check_source_names_a_sqlite_file_without_omop_tables(
     err = capsys.readouterr().err
     assert code == 4
     assert err.startswith(f"error: omop source {path}: the database has no table person, "), err
+
+
+def test_check_source_on_a_file_that_is_not_a_database_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "the practice database cannot be read: ... file is not a database", no path (a
+    new-user run); a load into a folder that does not exist said "cannot be read"."""
+    store = tmp_path / "notdb.sqlite"
+    store.write_text("not a database\n")
+    env = {"FEDQI_AGENT_HOME": str(tmp_path)}
+    catalogue = tmp_path / "catalogue.json"
+    catalogue.write_text(_catalogue().model_dump_json())
+    assert main(["check-source", "--db", str(store), "--catalogue", str(catalogue)], env) == 4
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: the practice database {store} cannot be read: "), err
+    assert err.count("\n") == 1
+    into = tmp_path / "absent" / "x.sqlite"
+    assert main(["load-csv", str(_bad_extract(tmp_path)), "--into", str(into)], env) == 4
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: the practice database {into} cannot be loaded into: "), err
+    assert not into.parent.exists()
