@@ -201,7 +201,8 @@ class AggregatorClient:
         if limited:
             message = (
                 f"the aggregator at {self.base_url} (or a proxy in front of it) is limiting "
-                f"requests: {method} {path} was answered {last} on the last of {tries} tries "
+                f"requests: {method} {path} was answered {last} "
+                f"{'on its one try' if tries == 1 else f'on the last of {tries} tries'} "
                 f"(waited {waited:g} s in all); try again later"
             )
             if tries < self.options.retries + 1:
@@ -211,7 +212,7 @@ class AggregatorClient:
             self.unreachable = message
         else:
             self.unreachable = (
-                f"aggregator unreachable at {self.base_url} ({method} {path}, {tries} tries): "
+                f"aggregator unreachable at {self.base_url} ({method} {path}, {_tries(tries)}): "
                 f"{last}"
             )
         raise TransportError(self.unreachable)
@@ -318,3 +319,7 @@ def _detail(response: httpx.Response) -> str:
         if parts:
             return ": ".join(parts)
     return response.reason_phrase or ""
+
+
+def _tries(n: int) -> str:
+    return "1 try" if n == 1 else f"{n} tries"

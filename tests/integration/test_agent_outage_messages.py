@@ -55,7 +55,7 @@ def test_submit_to_a_stopped_aggregator_says_so_at_once_naming_the_queued_messag
     # backoff (retries 2 at 0.05 s here; 4 at 1 s by default, 15 s), the submission is signed,
     # stored and queued, and the one line that says so names it.
     assert len(lines) == 1, err
-    assert "aggregator unreachable" in lines[0] and "1 tries" in lines[0], err
+    assert "aggregator unreachable" in lines[0] and "1 try)" in lines[0], err
     assert (
         f"submission #{queued} (period 2026-02) is stored in the outbox and stays queued"
         in lines[0]
