@@ -59,6 +59,14 @@ class RefusedError(TransportError):
         self.problem = dict(problem or {})
 
 
+#: What a practice does next after a refusal that its own set-up, not the message, caused.
+_NEXT_STEP = {
+    f"{FEDQI_PROBLEM}key-revoked": ". The network revoked this agent's key: nothing signed "
+    "with it is accepted again. Enrol again in a new agent home, keeping this one as a previous "
+    "home (docs/operations.md section 6)",
+}
+
+
 class AggregatorClient:
     def __init__(
         self,
@@ -188,7 +196,7 @@ class AggregatorClient:
                 problem = _problem(response)
                 raise RefusedError(
                     f"the aggregator refused {method} {path}: HTTP {response.status_code} "
-                    f"{_detail(response)}",
+                    f"{_detail(response)}{_NEXT_STEP.get(str(problem.get('type', '')), '')}",
                     response.status_code,
                     problem,
                 )

@@ -396,6 +396,12 @@ def test_a_re_enrolled_practice_corrects_what_its_revoked_key_sent(
     yesterday = (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).date().isoformat()
     aggregator.cli("key", "revoke", kid, "--compromised-since", yesterday, "--db", aggregator.db,
                    "--key-dir", str(aggregator.key_dir))  # fmt: skip
+    # The old home, sending again, is told what to do next (it said only "kid ... was revoked").
+    code, _, err = old("submit", "--period", "2026-04")
+    assert (
+        code == 6 and "kid " in err and " was revoked. The network revoked this agent's key" in err
+    )
+    assert "Enrol again in a new agent home" in err and "docs/operations.md section 6" in err
     fresh = agent_factory(aggregator, name="fresh")
     code, _, err = fresh("submit", "--period", "2026-03")  # a plain resubmission: refused
     assert code != 0 and message.submission_id in err, err
