@@ -1388,7 +1388,9 @@ def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def print_summary(summary: Mapping[str, Any], out: Console) -> None:
+def print_summary(summary: Mapping[str, Any], out: Console, *, served: bool = True) -> None:
+    """The summary on stdout; ``served``: whether the dashboard answers after it (not with
+    --once, whose aggregator stops once the network is built and checked)."""
     s = summary
     sub = s["submissions"]
     state = "[green]ready[/green]" if s["ok"] else "[red]built with failures[/red]"
@@ -1417,7 +1419,14 @@ def print_summary(summary: Mapping[str, Any], out: Console) -> None:
     )
     for failure in s["failures"]:
         out.print(f"[red]FAIL[/red] {failure}", highlight=False)
-    out.print(f"\nDashboard: [bold]{s['url']}[/bold]", highlight=False)
+    if served:
+        out.print(f"\nDashboard: [bold]{s['url']}[/bold]", highlight=False)
+    else:
+        out.print(
+            f"\nDashboard (not served now, --once: `fedqi-demo` without it serves it here): "
+            f"[bold]{s['url']}[/bold]",
+            highlight=False,
+        )
     out.print(f"IG pack: {s['ig_pack']}/index.html (and /dashboard/ig-pack)", highlight=False)
     out.print("Sign in with one of these demo tokens (kept in demo.json in the demo home):")
     for u in s["users"]:
@@ -1531,7 +1540,7 @@ def _build_and_serve(opts: Options, err: Console, out: Console) -> None:
             if opts.as_json:
                 typer.echo(json.dumps(summary, indent=2, sort_keys=True))
             else:
-                print_summary(summary, out)
+                print_summary(summary, out, served=summary["ok"] and not opts.once)
         except BrokenPipeError:  # what reads stdout has gone (`| head`): stop, as on Ctrl-C
             _stdout_to_devnull()
             err.print("stdout was closed before the summary was written; stopping")

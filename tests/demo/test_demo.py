@@ -519,7 +519,7 @@ def test_one_practice_runs_with_the_default_groups(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "Dashboard: " in again.stdout
+    assert "Dashboard (not served now, --once: " in again.stdout
     assert "--once: the aggregator stops now, so the dashboard above is not served" in again.stderr
 
 
@@ -668,3 +668,10 @@ def test_the_summary_counts_pcns_in_words(groups: int, says: str) -> None:
     out = StringIO()
     print_summary(summary, Console(file=out, width=400))
     assert "2/2 practices enrolled " + says in out.getvalue(), out.getvalue()
+    assert "\nDashboard: http://127.0.0.1:1/dashboard" in out.getvalue()
+    # --once: the address is given as one served only by a run without it (a new-user run)
+    out = StringIO()
+    print_summary(summary, Console(file=out, width=400), served=False)
+    assert "Dashboard (not served now, --once: `fedqi-demo` without it serves it here): " in (
+        out.getvalue()
+    )
