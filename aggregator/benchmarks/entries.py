@@ -87,3 +87,19 @@ def entry(
         # the limits at a peer's exact denominator would give that denominator back
         out["limits"] = None
     return out
+
+
+#: A practice's band where the pool it would be judged against is withheld (figures.few_peers):
+#: with no pooled rate there are no limits shown, so no verdict against them either.
+UNJUDGED = "not judged: the pooled rate and its limits are withheld"
+
+
+def unjudged(e: Entry) -> Entry:
+    """``e`` without its funnel band (``band``, ``band_text``), where the pooled rate and the
+    limits it was judged against are withheld from the viewer: a band of "within the 95%
+    limits" beside limits that are not shown (a new-user run) is a verdict nobody can check.
+    A practice with a rate says why it has no band."""
+    out = e | {"band": None, "band_text": None}
+    if e.get("rate") is not None:
+        out["note"] = UNJUDGED
+    return out

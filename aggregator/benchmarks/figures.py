@@ -43,6 +43,13 @@ def pooled_as_shown(x: float | None, coarse: bool) -> float | None:
     return rounded(x, COARSE_DIGITS if coarse else 6)
 
 
+def shown_status(status: str, coarse: bool) -> str:
+    """A pooled rate's status as a viewer sees it: ``rounded`` where the view gets the rate to
+    whole points (``coarse``: :func:`pool_coarse`), as a peer's rate to whole points is, so a
+    trend's ``status`` column never says ``exact`` beside a rate of 0.15 that is not."""
+    return "rounded" if coarse and status == "exact" else status
+
+
 #: Decimal places of the overdispersion factor phi in a practice's own view: with the pooled
 #: counts, phi to six decimals (a sum of one term per practice) pinned each peer's numerator.
 COARSE_PHI_DIGITS = 1
@@ -64,10 +71,12 @@ def coarse_summary(s: stats.Summary) -> stats.Summary:
     )
 
 
-#: What a practice's view shows in place of figures pooled from too few other practices.
+#: What a view shows in place of figures pooled from too few practices the viewer cannot
+#: identify (a practice's peers; in a network lead's view, the practices outside its PCN): said
+#: to whichever role is reading.
 SMALL_POOL = (
-    "pooled from fewer than {n} other practices: not shown in a practice's view, where it "
-    "would give those practices' counts"
+    "pooled from fewer than {n} practices not named to you: not shown, as it would give those "
+    "practices' counts"
 )
 
 
@@ -128,22 +137,43 @@ Change = TypedDict(
 
 
 def change_dict(c: stats.Change, *, pooled_coarse: bool = False) -> Change:
-    """A change as published; ``pooled_coarse``: a change of pooled rates in a practice's own
-    view (:func:`pooled_as_shown`: rates and difference to whole points, no z or p-value, which
-    the exact pooled counts give)."""
-    coarse = pooled_coarse
+    """A change as published; ``pooled_coarse``: a change of pooled rates in a view that gets
+    them to whole points (:func:`pool_coarse`: a practice's own view, a network lead's of a
+    pool holding practices it cannot identify), with no z or p-value, which the exact pooled
+    counts give. There the difference is the shown rate now less the shown rate then, so the
+    row agrees with itself: the exact difference rounded on its own read '15% → 16%, +0 pts'
+    (an exact 0.4 points between 15.4% and 15.8%). Whether it is beyond chance is still tested
+    on the exact counts, and the status says ``rounded``, as a peer's rate to whole points does."""
+    if not pooled_coarse:
+        return {
+            "from": c.period_from,
+            "to": c.period_to,
+            "rate_from": rounded(c.rate_from),
+            "rate_to": rounded(c.rate_to),
+            "difference": rounded(c.difference),
+            "z": rounded(c.z, 4),
+            "p_value": rounded(c.p_value, 8),
+            "beyond_chance": c.beyond_chance,
+            "tested": c.p_value is not None,
+            "version_break": c.version_break,
+            "status": c.status,
+            "note": c.note,
+        }
+    rate_from = pooled_as_shown(c.rate_from, True)
+    rate_to = pooled_as_shown(c.rate_to, True)
+    shown = None if rate_from is None or rate_to is None else rounded(rate_to - rate_from, 2)
     return {
         "from": c.period_from,
         "to": c.period_to,
-        "rate_from": pooled_as_shown(c.rate_from, coarse),
-        "rate_to": pooled_as_shown(c.rate_to, coarse),
-        "difference": pooled_as_shown(c.difference, coarse),
-        "z": None if coarse else rounded(c.z, 4),
-        "p_value": None if coarse else rounded(c.p_value, 8),
+        "rate_from": rate_from,
+        "rate_to": rate_to,
+        "difference": None if c.difference is None else shown,
+        "z": None,
+        "p_value": None,
         "beyond_chance": c.beyond_chance,
         "tested": c.p_value is not None,
         "version_break": c.version_break,
-        "status": c.status,
+        "status": shown_status(c.status, True),
         "note": c.note,
     }
 
@@ -179,6 +209,9 @@ class Summary(TypedDict):
     versions: list[int]
     note: str | None
     withheld: str | None  # why the pooled figures are not shown (:func:`withhold_pool`)
+    #: whether the pooled rate, its interval, the quantiles and the ABC are to whole
+    #: percentage points (:func:`pool_coarse`): every output of them says so
+    whole_points: bool
 
 
 def summary_dict(
@@ -227,6 +260,7 @@ def summary_dict(
             else None
         ),
         "withheld": None,
+        "whole_points": coarse,
     }
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from ..db.models import table_of
 from ..errors import BadRequestError, NotFoundError
 from . import render, service, stats
-from .entries import Entry, entry, flat_from_result, flat_from_row
+from .entries import Entry, entry, flat_from_result, flat_from_row, unjudged
 from .figures import (
     Limits,
     Summary,
@@ -143,8 +143,10 @@ def _funnel(
     curve = limit_curve(coarse_summary(fd.summary) if coarse else fd.summary, max_n)
     minimum = viewer.bands.min_peers
     if few_peers(unknown, minimum):
-        # the limits are drawn around the pooled rate, so they go with it
+        # the limits are drawn around the pooled rate, so they go with it, and with them the
+        # practices' bands: no verdict against limits the view does not show
         summary, curve = withhold_pool(summary, minimum), []
+        practices = [unjudged(p) for p in practices]
     return {
         "indicator": fd.indicator,
         "title": title_of(session, fd.indicator),
@@ -213,6 +215,9 @@ def _spliced(session: Session, fd: FunnelData, max_n: int, bodies: list[str], vi
     """The funnel's JSON with the practices' entries (JSON texts, in order) spliced in."""
     head = json.dumps(_funnel(session, fd, max_n, [], viewer, unknown), separators=(",", ":"))
     assert head.endswith('"practices":[]}')
+    if few_peers(unknown, viewer.bands.min_peers):
+        # the pool is withheld (:func:`_funnel`): so are the bands judged against it
+        bodies = [json.dumps(unjudged(json.loads(b)), separators=(",", ":")) for b in bodies]
     return head[:-3] + "[" + ",".join(bodies) + "]}"
 
 

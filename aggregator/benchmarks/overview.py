@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 from sqlalchemy.orm import Session
 
 from . import areas, service
-from .entries import entry
+from .entries import entry, unjudged
 from .figures import among_practices, few_peers, pool_coarse, pooled_as_shown
 from .funnel import funnel_data
 from .listing import Period, indicator_titles, period_of, resolve
@@ -28,6 +28,8 @@ class OverviewColumn(TypedDict):
     register: bool
     pooled: float | None
     abc: float | None
+    #: whether ``pooled`` and ``abc`` are to whole percentage points (figures.pool_coarse)
+    whole_points: bool
     method: str
 
 
@@ -82,6 +84,7 @@ def overview_view(session: Session, viewer: Viewer, period: str | None = None, p
                 # pooled from too few other practices: not shown in a practice's view
                 "pooled": None if few else pooled_as_shown(fd.summary.pooled, coarse),
                 "abc": None if few else among_practices(fd.summary.abc, coarse),
+                "whole_points": coarse,
                 "method": fd.summary.method,
             }
         )
@@ -89,6 +92,8 @@ def overview_view(session: Session, viewer: Viewer, period: str | None = None, p
             if not viewer.identifies(f[0]):
                 continue
             it = entry(viewer, f)
+            if few:
+                it = unjudged(it)  # no verdict against limits this view does not show
             grid.setdefault(f[0], {})[ind] = {k: it[k] for k in CELL_KEYS}
     rows: list[OverviewRow] = []
     for ods in sorted(grid):

@@ -126,10 +126,15 @@ def narrative(
     submitted: bool = True,
     coarse: bool = False,
 ) -> list[str]:
-    """A few plain sentences, each written from the pack's numbers. ``coarse``: the viewer (a
-    practice's own view) gets the network's figures to whole points: said so ('85%')."""
+    """A few plain sentences, each written from the pack's numbers. The network's figures an
+    indicator's ``whole_points`` says are to whole points (a practice's own view, a network
+    lead's of a network holding practices it cannot identify), or all of them with ``coarse``,
+    are said so ('85%')."""
     out: list[str] = []
-    nd = 0 if coarse else 1
+
+    def nd(m: dict[str, Any]) -> int:
+        return 0 if coarse or m.get("whole_points") else 1
+
     shown = [m for m in measures if m.get("rate") is not None]
     if not submitted:
         out.append(
@@ -162,7 +167,7 @@ def narrative(
                 " Below: "
                 + "; ".join(
                     f"{m['title']} ({_pct(m['rate'])} against the network's "
-                    f"{_pct(m.get('pooled'), nd)})"
+                    f"{_pct(m.get('pooled'), nd(m))})"
                     for m in low[:3]
                 )
                 + ("; and others." if len(low) > 3 else ".")
@@ -179,7 +184,7 @@ def narrative(
                 f"Reaching the achievable benchmark on every indicator would mean "
                 f"{total:,} more {'patient' if total == 1 else 'patients'} meeting the standard; "
                 f"the most on {top['title']} ({_patients(top['could_gain'])}: benchmark "
-                f"{_pct(top.get('abc'), nd)}, practice {_pct(top.get('rate'))}). It is at or above "
+                f"{_pct(top.get('abc'), nd(top))}, practice {_pct(top.get('rate'))}). It is at or above "
                 f"the benchmark on {len(at_abc) or 'none'} of them."
             )
         elif at_abc:

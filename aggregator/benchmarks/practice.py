@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 from sqlalchemy.orm import Session
 
 from . import areas, gain, service, stats
-from .entries import Entry, entry, flat_from_row
+from .entries import Entry, entry, flat_from_row, unjudged
 from .figures import among_practices, change_dict, few_peers, pool_coarse, pooled_as_shown, rounded
 from .listing import Period, indicator_titles, period_of, resolve
 from .models import BenchPractice
@@ -58,7 +58,8 @@ def practice_view(
         register = areas.is_register(ind)
         unknown = unknown_of(ind, end, s.included) if s is not None else 0
         coarse = pool_coarse(viewer.coarse, unknown)
-        if s is not None and few_peers(unknown, viewer.bands.min_peers):
+        few = s is not None and few_peers(unknown, viewer.bands.min_peers)
+        if few:
             s = None  # pooled from too few other practices: not shown here (figures.few_peers)
         # the benchmark as this viewer is shown it: gap and gain agree with what is on screen
         abc = among_practices(s.abc, coarse) if s and not register else None
@@ -71,10 +72,14 @@ def practice_view(
             "pooled": pooled_as_shown(s.pooled, coarse) if s else None,
             "abc": abc,
             "median": among_practices(s.median, coarse) if s else None,
+            # whether pooled, abc and median are to whole percentage points: said so
+            "whole_points": coarse,
             "method": s.method if s else None,
         }
         if cur is not None:
-            item.update(entry(viewer, flat_from_row(cur), detail=True))
+            own = entry(viewer, flat_from_row(cur), detail=True)
+            # no verdict against limits this view does not show
+            item.update(unjudged(own) if few else own)
             item["gap_to_abc"] = (
                 rounded(abc - cur.rate) if abc is not None and cur.rate is not None else None
             )

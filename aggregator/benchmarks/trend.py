@@ -19,6 +19,7 @@ from .figures import (
     pool_coarse,
     pooled_as_shown,
     rounded,
+    shown_status,
 )
 from .listing import Period, known_indicator, period_of, title_of
 from .models import BenchPractice, BenchSummary
@@ -52,6 +53,9 @@ class TrendView(TypedDict):
     title: str
     peer_group: PeerGroupRef
     network: list[NetworkPoint]
+    #: whether the pooled series and its changes are to whole percentage points
+    #: (figures.pool_coarse): said so wherever they are shown
+    whole_points: bool
     network_changes: list[Change]
     breaks: list[Period]
     note: str
@@ -107,7 +111,8 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
     network_series: list[NetworkPoint] = [
         {"period": period_of(s, e), "numerator": None if coarse else c.numerator,
          "denominator": None if coarse else c.denominator, "rate": pooled_as_shown(c.rate, coarse),
-         "status": c.status, "abc": among_practices(abc.get(e), coarse), "indicator_version": versions.get(e)}
+         "status": shown_status(c.status, coarse), "abc": among_practices(abc.get(e), coarse),
+         "indicator_version": versions.get(e)}
         for s, e, c in net
     ]  # fmt: skip
     net_changes = stats.changes(
@@ -118,6 +123,7 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
         "title": title_of(session, indicator),
         "peer_group": pg.as_dict(),
         "network": network_series,
+        "whole_points": coarse,
         "network_changes": [change_dict(c, pooled_coarse=coarse) for c in net_changes],
         "breaks": [
             period_of(s.period_start, s.period_end)
@@ -187,6 +193,7 @@ def empty_trend_view(session: Session, viewer: Viewer, indicator: str, practice:
         "title": known["title"],
         "peer_group": resolve_group(viewer, peer, group, practice).as_dict(),
         "network": [],
+        "whole_points": False,
         "network_changes": [],
         "breaks": [],
         "note": f"no practice has sent {indicator} yet",

@@ -352,7 +352,7 @@ def test_a_pool_of_fewer_than_three_other_practices_is_withheld_from_a_practice(
             assert admin["withheld"] is None and admin["numerator"] is not None
         with signed_in(n, mine) as c:
             page = c.get("/dashboard/indicators/DM_HBA1C", params={"pg": f"pcn|{me.pcn}"}).text
-            assert "pooled from fewer than 3 other practices" in page
+            assert "pooled from fewer than 3 practices not named to you" in page
 
 
 def test_downloads_answer_as_the_dashboard_does(net: SyntheticNetwork) -> None:
@@ -391,3 +391,139 @@ def test_downloads_answer_as_the_dashboard_does(net: SyntheticNetwork) -> None:
         assert any(me.ods in str(row.values()) or me.name in str(row.values()) for row in rows), (
             rows[:2]
         )
+
+
+def test_a_change_between_pooled_rates_to_whole_points_is_their_difference() -> None:
+    """Where the pooled rates are shown to whole points the change beside them is the shown
+    rates' difference: the exact difference rounded on its own read '15% → 16%, +0 pts' (a
+    new-user run found 121 of 620 such rows in a network lead's view disagree)."""
+    from aggregator.benchmarks import stats
+    from aggregator.benchmarks.figures import change_dict
+
+    c = stats.Change(
+        "2026-04-30", "2026-05-31", 0.154, 0.158, 0.004, 1.2, 0.2, False, False, "exact"
+    )
+    shown = change_dict(c, pooled_coarse=True)
+    assert (shown["rate_from"], shown["rate_to"], shown["difference"]) == (0.15, 0.16, 0.01)
+    assert shown["status"] == "rounded" and shown["z"] is None and shown["p_value"] is None
+    exact = change_dict(c)
+    assert exact["difference"] == 0.004 and exact["status"] == "exact"
+
+
+def _changes(page: str) -> list[tuple[str, str, str]]:
+    """The change table's (rate then, rate now, change) cells."""
+    table = page[page.index("<caption>Change between periods") :]
+    table = table[: table.index("</table>")]
+    return re.findall(r"<td>([^<]*%)</td><td>([^<]*%)</td>\s*<td>([^<]* pts)</td>", table)
+
+
+def test_every_role_sees_changes_that_agree_with_the_rates_beside_them(
+    net: SyntheticNetwork,
+) -> None:
+    me = net.specs[1].ods
+    for who in ("admin", "lead:North PCN", f"practice:{me}", f"ig:{me}"):
+        with signed_in(net, who) as c:
+            rows = []
+            for ind in ("DM_HBA1C", "HYP_BP_U80", "AF_ANTICOAG", "CHD_STATIN", "FLU_65"):
+                rows += _changes(c.get(f"/dashboard/indicators/{ind}").text)
+        assert len(rows) == 10, (who, rows)
+        for then, now, change in rows:
+            diff = float(now.rstrip("%")) - float(then.rstrip("%"))
+            # exact rates each shown to one decimal may differ from their shown change by that
+            # decimal's rounding; rates to whole points differ by exactly the change shown
+            slack = 0.1 + 1e-9 if "." in then else 1e-9
+            assert float(change.removesuffix(" pts")) == pytest.approx(diff, abs=slack), (who, rows)
+            # whole points are said as whole points, finer figures keep their decimal
+            assert ("." in then) == ("." in change), (who, then, change)
+
+
+def test_pooled_figures_sent_to_whole_points_are_whole_points_for_every_role(
+    net: SyntheticNetwork,
+) -> None:
+    """A network lead's view of the network (which holds practices outside its PCN) gets the
+    pooled rate, its interval and the benchmark to whole points, as a practice's does: its
+    pages, charts, downloads and pack say so ('70%'), not '70.0%' beside an admin's '70.4%'; a
+    CSV does not call such a rate exact (a new-user run)."""
+    lead_pcn = "North PCN"
+    mine = next(s.ods for s in net.specs if s.pcn == lead_pcn)
+    with signed_in(net, f"lead:{lead_pcn}") as c:
+        page = " ".join(c.get("/dashboard/indicators/FLU_65").text.split())
+        assert re.search(r"Network rate \d+% \(95% CI ", page), page[:3000]
+        assert not re.search(r"Network rate \d+\.\d%|achievable benchmark \d+\.\d%", page)
+        overview = " ".join(c.get("/dashboard/overview").text.split())
+        assert re.search(r"network \d+%", overview) and not re.search(r"network \d+\.\d%", overview)
+        svg = c.get("/dashboard/indicators/FLU_65/funnel.svg").text
+        assert re.search(r">Network \d+%<", svg) and not re.search(r">Network \d+\.\d%<", svg)
+        trend = c.get("/dashboard/indicators/FLU_65/trend.svg").text
+        assert not re.search(r"(Network|Benchmark \(ABC\)) \d{4}-\d{2}: \d+\.\d%", trend)
+        rows = list(
+            csv.DictReader(io.StringIO(c.get("/dashboard/indicators/FLU_65/trend.csv").text))
+        )
+        network = [r for r in rows if r["series"].startswith("network")]
+        assert network and all(r["status"] != "exact" and r["numerator"] == "" for r in network)
+        practice = c.get(f"/dashboard/practices/{mine}").text
+        row = practice[practice.index('data-indicator="FLU_65"') :]
+        cells = re.findall(r"<td>([^<]*)</td>", row[: row.index("</tr>")])
+        # its own practice's rate exact, the network rate and the benchmark to whole points
+        assert re.fullmatch(r"\d+\.\d%", cells[0]) and all(
+            re.fullmatch(r"\d+%", x) for x in cells[2:4]
+        ), cells
+        pack = " ".join(c.get(f"/dashboard/practices/{mine}/pack").text.split())
+        spine = pack[pack.index('id="spine"') :]
+        assert not re.search(r"network \d+\.\d%|benchmark \d+\.\d%", spine), spine[:2000]
+        assert re.search(r"network \d+%", spine)
+    with signed_in(net, "admin") as c:
+        page = " ".join(c.get("/dashboard/indicators/FLU_65").text.split())
+        assert re.search(r"Network rate \d+\.\d% \(95% CI \d+\.\d%–\d+\.\d%\)", page)
+        rows = list(
+            csv.DictReader(io.StringIO(c.get("/dashboard/indicators/FLU_65/trend.csv").text))
+        )
+        assert all(r["status"] == "exact" for r in rows if r["series"].startswith("network"))
+
+
+def test_an_interval_that_rounds_to_one_figure_says_so() -> None:
+    from aggregator.web.dashboard import charts
+
+    assert (
+        charts.ci([0.16, 0.16], 0)
+        == "95% CI under one point wide: 16% at both ends, to whole points"
+    )
+    assert charts.ci([0.15, 0.17], 0) == "95% CI 15%–17%"
+    assert charts.ci([0.1551, 0.1649]) == "95% CI 15.5%–16.5%"
+
+
+def test_no_verdict_against_a_pool_withheld_from_the_viewer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two practices to a PCN: a network lead's view of the other PCN, and a practice's of its
+    own, rest on too few practices it cannot identify, so the pooled rate and its limits are
+    withheld. No practice is then said to be 'within the 95% limits' that are not shown, the
+    chart and its note agree on what is drawn, and the note speaks to the role reading it (a
+    new-user run found 'not shown in a practice's view' told to a lead, and 'The practices'
+    own marks are still drawn' above an empty plot)."""
+    from synthetic_network import PERIODS
+
+    with running(tmp_path, practices(4)) as n:
+        with httpx.Client(base_url=n.url, timeout=60) as c:
+            n.enrol_all(c)
+            n.populate(c, PERIODS[:2])
+            lead = c.get("/v1/benchmarks/indicators/DM_HBA1C", params={"peer": "pcn", "group": "South PCN"},
+                         headers={"authorization": f"Bearer {n.tokens['lead:North PCN']}"}).json()  # fmt: skip
+            assert lead["summary"]["withheld"] and lead["practices"]
+            assert all(p["band"] is None for p in lead["practices"]), lead["practices"]
+        me = n.specs[0]
+        for who, path, pg in (
+            ("lead:North PCN", "/dashboard/indicators/DM_HBA1C", "pcn|South PCN"),
+            (f"practice:{me.ods}", "/dashboard/indicators/DM_HBA1C", f"pcn|{me.pcn}"),
+            (f"practice:{me.ods}", f"/dashboard/practices/{me.ods}", f"pcn|{me.pcn}"),
+            ("lead:North PCN", f"/dashboard/practices/{me.ods}", "pcn|South PCN"),
+        ):
+            with signed_in(n, who) as c:
+                r = c.get(path, params={"pg": pg})
+                assert r.status_code == 200, (who, path, r.text[:500])
+                page = " ".join(r.text.split())
+                assert "within the 95% limits" not in page, (who, path)
+                assert "not shown in a practice's view" not in page
+                assert "marks are still drawn" not in page
+                assert "No released rates to plot" not in page, (who, path)
+                if "indicators" in path:
+                    assert "pooled from fewer than 3 practices not named to you" in page
+                    assert "not judged" in page and "no funnel is drawn" in page

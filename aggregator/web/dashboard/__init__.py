@@ -84,6 +84,7 @@ _env = Environment(
 )
 _env.filters["pct"] = charts.pct
 _env.filters["pts"] = charts.pts
+_env.filters["ci"] = charts.ci
 _env.globals["BANDS"] = charts.BAND_STYLE
 
 
@@ -336,9 +337,7 @@ def _indicator_ctx(
             raise
         trend = _read(runtime, u, empty_trend_view, indicator, anchor, f["peer"], f["group"])
     silent = _read(runtime, u, not_submitted, view["period"]["end"], f["peer"], f["group"])
-    # a practice's own view (practice and IG officer) gets pooled figures to whole points
-    coarse = u.role in ("practice", "ig_officer")
-    return {"view": view, "trend": trend, "not_submitted": silent, "coarse": coarse, **f}
+    return {"view": view, "trend": trend, "not_submitted": silent, **f}
 
 
 def _trend_chart(ctx: dict[str, Any]) -> str:
@@ -347,7 +346,7 @@ def _trend_chart(ctx: dict[str, Any]) -> str:
     return charts.trend_svg(t["network"], practice=t.get("practice_series"), breaks=[b["label"] for b in t["breaks"]],
                             title=f"{ctx['view']['title']}: trend", practice_label=(t.get("practice") or {}).get("name", "Practice"),
                             group_label=charts.group_label(t.get("peer_group")),
-                            pooled_digits=0 if ctx.get("coarse") else 1)  # fmt: skip
+                            pooled_digits=0 if t.get("whole_points") else 1)  # fmt: skip
 
 
 def _captions(ctx: dict[str, Any]) -> dict[str, str]:
@@ -483,6 +482,7 @@ def _compare_with_group(item: dict[str, Any], fv: dict[str, Any], ods: str) -> N
     could gain and the gap worked out from the group's benchmark."""
     s = fv["summary"]
     item["pooled"] = s["pooled"]
+    item["whole_points"] = s["whole_points"]
     if not item.get("register"):
         item["abc"] = s["abc"]
         rate = item.get("rate")
@@ -494,7 +494,10 @@ def _compare_with_group(item: dict[str, Any], fv: dict[str, Any], ods: str) -> N
         )
     own = next((p for p in fv["practices"] if p["id"] == ods), None)
     if own is not None:
+        # with the group's pool withheld its band is too (entries.unjudged), and says why
         item.update(band=own.get("band"), band_text=own.get("band_text"))
+        if own.get("band") is None and own.get("note"):
+            item["note"] = own["note"]
 
 
 @router.get("/practices/{ods}/pack")
@@ -523,14 +526,20 @@ async def practice_pack_page(request: Request, ods: str, period: str | None = No
 
 def _spine_label(item: dict[str, Any], name: str) -> str:
     s = item["spine"]
+    # the network's figures as the viewer gets them: to whole points where they are sent so
+    nd = 0 if item.get("whole_points") else 1
     parts = [f"{item['title']}: {name} {charts.pct(s['rate'])}"]
-    parts.append(f"network {charts.pct(s['pooled'])}")
+    parts.append(f"network {charts.pct(s['pooled'], nd)}")
     if s["q1"] is not None:
-        parts.append(f"middle half of practices {charts.pct(s['q1'])} to {charts.pct(s['q3'])}")
+        parts.append(
+            f"middle half of practices {charts.pct(s['q1'], nd)} to {charts.pct(s['q3'], nd)}"
+        )
     if s["p10"] is not None:
-        parts.append(f"10th to 90th percentile {charts.pct(s['p10'])} to {charts.pct(s['p90'])}")
+        parts.append(
+            f"10th to 90th percentile {charts.pct(s['p10'], nd)} to {charts.pct(s['p90'], nd)}"
+        )
     if s["abc"] is not None:
-        parts.append(f"benchmark {charts.pct(s['abc'])}")
+        parts.append(f"benchmark {charts.pct(s['abc'], nd)}")
     return "; ".join(parts)
 
 

@@ -42,6 +42,17 @@ def pct(x: float | None, nd: int = 1) -> str:
     return "–" if x is None else f"{100 * x:.{nd}f}%"
 
 
+def ci(bounds: Sequence[float | None], nd: int = 1, level: str = "95%") -> str:
+    """A confidence interval in words, to ``nd`` decimals. Where both ends round to the same
+    figure (a large pool's interval to whole points) it says the interval is narrower than the
+    figures shown, not '16%–16%', which reads as no uncertainty at all (a new-user run)."""
+    lo, hi = pct(bounds[0], nd), pct(bounds[1], nd)
+    if lo == hi and bounds[0] is not None:
+        step, to = ("one point", "whole points") if nd == 0 else (f"{10**-nd:g} points", f"{nd} dp")
+        return f"{level} CI under {step} wide: {lo} at both ends, to {to}"
+    return f"{level} CI {lo}–{hi}"
+
+
 def pts(difference: float | None, nd: int = 1) -> str:
     """A change in percentage points, signed, to ``nd`` decimals; a change that rounds to
     nothing reads +0.0 (or +0), not -0.0."""
@@ -128,9 +139,15 @@ def funnel_svg(
         f"<title>{escape(title)}</title>"
     )
     if s.get("pooled") is None or not pts:
+        # a pool withheld from this viewer has rates but no limits: said so, not "no rates"
+        said = (
+            "Pooled rate withheld: no limits to plot."
+            if s.get("withheld") and pts
+            else "No released rates to plot."
+        )
         return (
             head
-            + f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">No released rates to plot.</text></svg>'
+            + f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">{said}</text></svg>'
         )
     max_n = max([_x(p) for p in pts] + [c["denominator"] for c in curve] + [1])
     ys = [p["rate"] for p in pts] + [s["pooled"]] + ([s["abc"]] if s.get("abc") is not None else [])
@@ -215,8 +232,8 @@ def funnel_svg(
             f"aria-label={quoteattr(text)}><title>{escape(text)}</title>{ring}{_marker(style['shape'], x, y, style['colour'])}{label}</g>"
         )
     if not compact:
-        # a practice's own view gets pooled figures to whole points and no pooled counts
-        snd = 0 if s.get("numerator") is None else 1
+        # a pool holding practices the viewer cannot identify is sent to whole points
+        snd = 0 if s.get("whole_points") else 1
         lx, ly = ml + pw + 14, mt + 6
         items = [
             (
