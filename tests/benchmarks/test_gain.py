@@ -25,6 +25,13 @@ from protocol.catalogue import Catalogue
         (55, 100, 0.55, 0),  # 0.55 x 100 is 55.00000000000001 in floating point: still 55
         (40, 100, 0.29, 0),  # 0.29 x 100 is 28.999999999999996: 29
         (28, 100, 0.29, 1),
+        # the practice is the benchmark: 85/118 = 0.720339 to six decimals, and 0.720339 x 118
+        # is 85.000002, whose ceiling asked for a patient more (a new-user run, DM_HBA1C)
+        (85, 118, 0.720339, 0),
+        (85, 118, 85 / 118, 0),
+        (84, 118, 0.720339, 1),
+        (7, 13, round(7 / 13, 6), 0),  # 0.538462 rounds 7/13 = 0.5384615... up
+        (6, 13, round(7 / 13, 6), 1),
         (None, 100, 0.5, None),  # suppressed numerator: unknown, not 0
         (30, None, 0.5, None),
         (30, 100, None, None),  # no benchmark
@@ -37,7 +44,8 @@ def test_patients_could_gain(
 
 
 def test_patients_could_gain_is_the_fewest_that_reach_the_benchmark() -> None:
-    """For random counts, adding the figure reaches the benchmark rate and one fewer does not."""
+    """For random counts and a benchmark given to six decimals, as every view gives it: adding
+    the figure brings the rate, to six decimals, to the benchmark, and one fewer does not."""
     rng = random.Random(7)
     for _ in range(5000):
         den = rng.randint(1, 5000)
@@ -46,10 +54,39 @@ def test_patients_could_gain_is_the_fewest_that_reach_the_benchmark() -> None:
         g = patients_could_gain(num, den, abc)
         assert g is not None and g >= 0
         if g > 0:
-            assert (num + g) / den >= abc - 1e-12
-            assert (num + g - 1) / den < abc
+            assert (num + g) / den >= abc - 5e-7
+            assert (num + g - 1) / den < abc - 5e-7
         else:
-            assert num / den >= abc - 1e-9 or math.isclose(num / den, abc)
+            assert num / den >= abc - 5e-7
+
+
+def test_a_practice_at_the_benchmark_could_gain_none() -> None:
+    """Whatever its counts, a practice whose own rate is the benchmark (it is the one practice
+    the benchmark is built from), exact or rounded to six decimals as a view shows it, could
+    gain 0, and one patient fewer could gain 1."""
+    rng = random.Random(11)
+    for _ in range(5000):
+        den = rng.randint(1, 200_000)
+        num = rng.randint(1, den)
+        for abc in (num / den, round(num / den, 6)):
+            assert patients_could_gain(num, den, abc) == 0, (num, den, abc)
+            if round((num - 1) / den, 6) < round(num / den, 6):
+                assert patients_could_gain(num - 1, den, abc) == 1, (num, den, abc)
+
+
+def test_a_practice_at_or_above_a_pooled_benchmark_could_gain_none() -> None:
+    """The benchmark pooled from several practices (sum x / sum n, to six decimals): each
+    practice whose rate is at least it could gain 0, and below it at least 1."""
+    rng = random.Random(13)
+    for _ in range(2000):
+        counts = [(rng.randint(0, d), d) for d in (rng.randint(1, 3000) for _ in range(3))]
+        counts = [(min(x, d), d) for x, d in counts]
+        top = max(counts, key=lambda c: c[0] / c[1])
+        abc = round(sum(x for x, _ in counts) / sum(d for _, d in counts), 6)
+        assert patients_could_gain(*top, abc) == 0
+        for x, d in counts:
+            g = patients_could_gain(x, d, abc)
+            assert (g == 0) == (round(x / d, 6) >= abc), (x, d, abc, g)
 
 
 def test_every_default_catalogue_indicator_has_a_named_area_and_registers_are_prevalences() -> None:
