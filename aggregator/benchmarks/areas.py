@@ -11,7 +11,14 @@ derived here from the indicator id, and nowhere else:
   prevalence: the share of the list on the register). Higher is not better for a register, so
   it is never set against an achievable benchmark and never counted in patients who could gain.
 
-The default catalogue follows both conventions (protocol/catalogues/build.py); a network that adds
+* **Seasonal**: an indicator whose area is in :data:`SEASONAL` counts something given in a
+  season, in a window that the season passes through: ``FLU_65`` counts flu vaccinations in
+  the 7 months up to the period end, and vaccinations are given from September to March, so
+  its rate climbs through autumn and falls away through spring and summer every year, whatever
+  the practice does. A change across three months of such an indicator is mostly the season,
+  so the pack compares it with the same month a year before instead (pack.py).
+
+The default catalogue follows these conventions (protocol/catalogues/build.py); a network that adds
 an area adds one line to :data:`AREAS`.
 """
 
@@ -36,6 +43,9 @@ AREAS: dict[str, str] = {
 }
 OTHER = "Other indicators"
 
+#: id prefixes of seasonal indicators (module docstring): compared only a year apart.
+SEASONAL: frozenset[str] = frozenset({"FLU"})
+
 
 def area_of(indicator: str) -> str:
     """The clinical area's title of an indicator id (see the module docstring)."""
@@ -45,6 +55,12 @@ def area_of(indicator: str) -> str:
 def is_register(indicator: str) -> bool:
     """Whether an indicator is a register (a prevalence: never against a benchmark)."""
     return indicator.endswith("_REG")
+
+
+def is_seasonal(indicator: str) -> bool:
+    """Whether an indicator's rate follows a season (module docstring), so that a change
+    across a few months is the season's, not the practice's."""
+    return indicator.split("_", 1)[0] in SEASONAL
 
 
 def _order(area: str) -> int:

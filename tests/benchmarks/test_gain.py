@@ -3,7 +3,6 @@ tested apart from the views that show them."""
 
 from __future__ import annotations
 
-import math
 import random
 
 import pytest
