@@ -23,6 +23,10 @@ from .stats import BAND_TEXT
 # Peers never see exact small numbers: their counts are re-published under the network's
 # stratified rule (1-7 withheld, the rest rounded to 5).
 PEER_RULE = CountRule(suppress_at_or_below=7, round_to=5)
+#: The note of a practice whose counts :data:`PEER_RULE` withholds, in the view of anyone who
+#: may not identify it: a network lead outside its PCN as well as a peer practice, so it says
+#: what is withheld, not from whom ("not shown to peers" read oddly to a lead, who is no peer).
+SMALL_NUMBERS = f"small numbers (a count from 1 to {PEER_RULE.suppress_at_or_below}): withheld"
 
 # A practice's view of a peer shows its rate to whole percentage points: with more digits a rate
 # is a fraction whose smallest denominator is often the peer's exact count.
@@ -97,7 +101,7 @@ def peer_fields(f: Flat) -> dict[str, Any]:
     }
     if f[6] is not None and "suppressed" in (ns, ds):
         out.update(status="suppressed", rate=None, ci95=None, ci998=None, approximate=True, z=None, band=None,
-                   band_text=None, note="small numbers: not shown to peers")  # fmt: skip
+                   band_text=None, note=SMALL_NUMBERS)  # fmt: skip
         return out
     # The rate and its intervals to whole points and no z: to six decimals (and the z, measured
     # from the exact pooled rate) they gave back the exact counts that rounding to 5 hides
@@ -181,9 +185,7 @@ def _coarse(num: int | None, ns: str, den: int | None, ds: str, status: str, rat
         "z": None,
         "band": None,
         "band_text": None,
-        "note": "small numbers: not shown to peers"
-        if withheld and status not in ("suppressed", "unverified")
-        else note,
+        "note": SMALL_NUMBERS if withheld and status not in ("suppressed", "unverified") else note,
     }
     if rate is not None and not withheld:
         out.update(rate=round(float(rate), COARSE_RATE_DIGITS), approximate=bool(approx), band=band,

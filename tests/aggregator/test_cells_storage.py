@@ -231,10 +231,12 @@ def test_migration_0007_adds_an_empty_verdict_column_on_postgresql(
     _verdict_round_trip(pg_database_factory())
 
 
-def _rerender_round_trip(url: str) -> None:
-    """Migration 0008 queues every benchmark group with a summary for recomputation (their
-    stored JSON views are rendered again), keeping an already queued group's mark."""
-    assert upgrade(url, "0007") == "0007"
+def _rerender_round_trip(url: str, revision: str = "0008") -> None:
+    """Migration 0008 (and 0009, for the withheld note) queues every benchmark group with a
+    summary for recomputation (their stored JSON views are rendered again), keeping an already
+    queued group's mark."""
+    before = f"{int(revision) - 1:04d}"
+    assert upgrade(url, before) == before
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
@@ -256,13 +258,17 @@ def _rerender_round_trip(url: str) -> None:
                     )
     finally:
         engine.dispose()
-    assert upgrade(url, "0008") == "0008"
+    assert upgrade(url, revision) == revision
     stale = sorted((str(e)[:10], m) for _, _, e, m, _ in _select(url, "SELECT * FROM bench_stale"))
     assert stale == [("2026-01-28", 1), ("2026-02-28", 7)]
 
 
 def test_migration_0008_queues_every_benchmark_group_on_sqlite(tmp_path: Path) -> None:
     _rerender_round_trip(f"sqlite:///{tmp_path / 'agg.db'}")
+
+
+def test_migration_0009_queues_every_benchmark_group_on_sqlite(tmp_path: Path) -> None:
+    _rerender_round_trip(f"sqlite:///{tmp_path / 'agg.db'}", "0009")
 
 
 @pytest.mark.postgres

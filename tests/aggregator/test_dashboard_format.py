@@ -85,6 +85,11 @@ def test_a_sparkline_never_bridges_a_month_without_a_rate() -> None:
     # no month with a rate (all withheld): words, not an empty box
     none = sparkline_svg([None, None, None])
     assert "no rate in any month</text>" in none and "<polyline" not in none
+    # a page of a past month draws no later month: it says "up to" that month (a new-user run
+    # read "no rate in any month" in 2025-12 of an indicator with a rate in 2026-11)
+    past = sparkline_svg([None], label="DM_BP trend", upto="2025-12")
+    assert "no rate up to 2025-12</text>" in past and "in any month</text>" not in past
+    assert "<title>DM_BP trend: no rate in any month up to 2025-12</title>" in past
 
 
 def test_a_practice_in_the_trend_legend_with_no_rate_says_so() -> None:

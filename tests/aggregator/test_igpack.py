@@ -290,9 +290,24 @@ def test_access_audit_page_filters_and_csv(server, agent_factory):
     with _signed_in(server, lead) as client:
         page = client.get("/dashboard/access-audit")
         assert (
-            page.status_code == 200 and "for IG officers" in page.text and sha[:16] not in page.text
+            page.status_code == 200
+            and "reviewed by IG officers" in page.text
+            and "reads of a practice's envelopes are reviewed by its IG officer" in page.text
+            and sha[:16] not in page.text
         )
         assert client.get("/dashboard/access-audit.csv").text.count("\n") == 1
+    # a practice user's own reads are recorded (its IG officer sees them): the page says so,
+    # not that it has 'no raw-envelope reads to review' (a new-user run)
+    practice = net.user("practice", practice="A81001")
+    server.get(f"/v1/envelopes/{sha}", practice)
+    with _signed_in(server, practice) as client:
+        page = client.get("/dashboard/access-audit").text
+        assert "no raw-envelope reads" not in page and sha[:16] not in page
+        assert (
+            "your own included: reads of A81001's envelopes are reviewed by its IG officer" in page
+        )
+    with _signed_in(server, ig) as client:
+        assert "practice-A81001" in client.get("/dashboard/access-audit").text
 
 
 def test_the_packs_totals_rule_says_what_the_policy_withholds() -> None:

@@ -527,3 +527,26 @@ def test_no_verdict_against_a_pool_withheld_from_the_viewer(tmp_path) -> None:  
                 if "indicators" in path:
                     assert "pooled from fewer than 3 practices not named to you" in page
                     assert "not judged" in page and "no funnel is drawn" in page
+
+
+def test_wordings_say_what_they_mean_to_the_viewer(net: SyntheticNetwork) -> None:
+    """A new-user run: a lead's overview of another PCN said 'No practices you can see
+    identified.'; a practice's peer table put 'not shown to peers' under Numerator and 'list
+    size under 5,000' under Denominator (a band is no denominator)."""
+    with signed_in(net, "lead:North PCN") as c:
+        page = c.get("/dashboard/overview?pg=pcn|South PCN").text
+        assert "you can see identified" not in page
+        assert (
+            "None of the practices in South PCN is one you may see by name (a network lead sees "
+            "its own PCN's practices by name): each indicator's page shows them under "
+            "pseudonyms." in page
+        )
+    me = net.specs[2]
+    with signed_in(net, f"practice:{me.ods}") as c:
+        page = c.get("/dashboard/indicators/DM_HBA1C").text
+        rows = re.findall(r'<th scope="row">(P-[A-Z2-7]{8})(.*?)</th>(.*?)</tr>', page, re.DOTALL)
+        assert rows
+        for _, head, rest in rows:
+            assert "list size " in head and "list size" not in rest
+            assert '<td colspan="2" class="sub">a peer\'s counts are not shown</td>' in rest
+        assert "not shown to peers" not in page

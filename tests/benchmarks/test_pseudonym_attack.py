@@ -179,14 +179,18 @@ class Collector:
                 self.denominator(alias, ind, d - 2, d + 2, source + " tooltip")
             if m := re.search(r"list size (.+?), drawn", tip):
                 self.reading.add(alias, source + " tooltip", *band_interval(m.group(1)))
-        rows = re.findall(r'<th scope="row">(P-[A-Z2-7]{8})</th>(.*?)</tr>', text, flags=re.DOTALL)
-        for alias, rest in rows:
+        rows = re.findall(
+            r'<th scope="row">(P-[A-Z2-7]{8})(.*?)</th>(.*?)</tr>', text, flags=re.DOTALL
+        )
+        for alias, head, rest in rows:
             cells = [html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", rest, re.DOTALL)]
-            if ind is not None and (m := re.match(r"\s*(\d+)", cells[1])):
+            # a practice's view: the list-size band beside the pseudonym, and no count
+            if m := re.search(r"list size ([^<]+)", head):
+                band = html.unescape(m.group(1)).strip()
+                self.reading.add(alias, source + " table", *band_interval(band))
+            elif ind is not None and (m := re.match(r"\s*(\d+)", cells[1])):
                 d = int(m.group(1))
                 self.denominator(alias, ind, d - 2, d + 2, source + " table")
-            if m := re.match(r"list size (.+)", cells[1]):
-                self.reading.add(alias, source + " table", *band_interval(m.group(1).strip()))
 
 
 @dataclass

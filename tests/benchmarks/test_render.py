@@ -49,3 +49,15 @@ def test_a_non_finite_float_is_never_written_as_invalid_json() -> None:
     # The standard library would write NaN, which no JSON parser in a browser accepts.
     body = render.as_json({"z": math.nan, "rate": math.inf})
     assert json.loads("{" + body + "}") == {"z": None, "rate": None}
+
+
+def test_a_withheld_peer_is_noted_for_whoever_looks() -> None:
+    """A network lead is no peer: the note of a practice whose counts the peer rule withholds
+    said 'small numbers: not shown to peers' in the lead's view too. It says what is withheld."""
+    small = ("A81005", 3, "exact", 40, "exact", "included", 0.075, 0.02, 0.2, 0.01, 0.3, False,
+             -2.0, "low_95", None, None, None, None)  # fmt: skip
+    lead = render.peer_fields(small)  # type: ignore[arg-type]
+    practice = render.coarse_peer_fields(small)  # type: ignore[arg-type]
+    for fields in (lead, practice):
+        assert fields["note"] == "small numbers (a count from 1 to 7): withheld", fields
+        assert fields["rate"] is None

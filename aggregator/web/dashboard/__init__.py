@@ -464,7 +464,9 @@ async def practice_page(request: Request, ods: str, period: str | None = None, p
             item["funnel_svg"] = svg
             item["spark"] = Markup(
                 charts.sparkline_svg(
-                    [t["rate"] for t in item.get("trend", [])], label=f"{item['indicator']} trend"
+                    [t["rate"] for t in item.get("trend", [])],
+                    label=f"{item['indicator']} trend",
+                    upto=view["period"]["label"],
                 )
             )
         group = None
@@ -516,7 +518,9 @@ async def practice_pack_page(request: Request, ods: str, period: str | None = No
             )
             item["spark"] = Markup(
                 charts.sparkline_svg(
-                    [t["rate"] for t in item["trend"]], label=f"{item['indicator']} trend"
+                    [t["rate"] for t in item["trend"]],
+                    label=f"{item['indicator']} trend",
+                    upto=p["period"]["label"],
                 )
             )
         return {"pack": p, **f}

@@ -412,17 +412,27 @@ SPARK_MIN_SPAN = 0.10
 
 
 def sparkline_svg(
-    points: Sequence[float | None], *, width: int = 110, height: int = 26, label: str = "trend"
+    points: Sequence[float | None],
+    *,
+    width: int = 110,
+    height: int = 26,
+    label: str = "trend",
+    upto: str | None = None,
 ) -> str:
     """A small line of rates over periods, without axes: broken where a period has no rate (a
     withheld or missing month is never bridged), a lone point drawn as a dot, and scaled to at
-    least :data:`SPARK_MIN_SPAN` around its values; where no month has a rate, words saying so."""
+    least :data:`SPARK_MIN_SPAN` around its values; where no month has a rate, words saying so.
+    ``upto``: the last period the points run to (a page of a past month draws none later), so
+    those words say "up to" it: an indicator with no rate by 2025-12 may have one in 2026-11,
+    and a bare "no rate in any month" said it never had."""
     vals = [p for p in points if p is not None]
+    if not vals and upto:
+        label = f"{label}: no rate in any month up to {upto}"
     head = f'<svg xmlns="http://www.w3.org/2000/svg" class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" aria-label={quoteattr(label)}><title>{escape(label)}</title>'
     if not vals:  # every month withheld or missing: said, not an empty box
+        words = f"no rate up to {escape(upto)}" if upto else "no rate in any month"
         return (
-            f'{head}<text x="2" y="{height - 9}" font-size="9" fill="#595959">'
-            "no rate in any month</text></svg>"
+            f'{head}<text x="2" y="{height - 9}" font-size="9" fill="#595959">{words}</text></svg>'
         )
     if len(points) < 2:
         return head + "</svg>"
