@@ -37,9 +37,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from .canonical import model_bytes, parse_canonical
 
@@ -358,10 +365,26 @@ class CountRule(_Frozen):
 
 
 class DisclosurePolicy(_Frozen):
+    """How a practice's counts are released (protocol.disclosure, docs/disclosure.md).
+
+    ``exclusions_by_stratum``: whether an indicator's exclusions are released stratum by
+    stratum (True, the layout of before the field) or as the whole-practice total only (False):
+    then every stratum's exclusions count is ``suppressed``, zeros included, so a reader knows
+    each only as 0 or more. True is left out of the policy's canonical bytes, so a policy of
+    before the field keeps its bytes and its hash."""
+
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._\-]{0,63}$")]
     stratified: CountRule = CountRule(suppress_at_or_below=7, round_to=5)
     totals: CountRule = CountRule(suppress_at_or_below=0, round_to=1)
     secondary_suppression: bool = True
+    exclusions_by_stratum: bool = True
+
+    @model_serializer(mode="wrap")
+    def _layout_of_before_left_out(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if self.exclusions_by_stratum and isinstance(data, dict):
+            data.pop("exclusions_by_stratum", None)
+        return data
 
 
 # --- the catalogue -----------------------------------------------------------------------------

@@ -49,6 +49,15 @@ all their numerators into account) and released identically, so a denominator su
 indicator is never released in another. Exclusions have no released relation to the other counts
 and are treated per indicator on their own.
 
+Exclusions as a whole-practice total only (``exclusions_by_stratum=False``, the shipped
+catalogues' layout): every stratum's exclusions count is released ``suppressed``, zeros included,
+and only the total carries a value (under the ``totals`` rule). Such a count is the one kind of
+``suppressed`` count that may be 0: every reader of it (the witness search, :func:`check_cells`,
+:func:`count_range`, the guard's models) takes it as 0 or more, not 1..T. A reader of one release
+learns only that the strata add up to the total; the guard (below) protects each stratum's count
+of 1..T against the linked tables as before, but no longer has a released zero stratum that pins
+the one stratum holding a review's few exclusions to the exact total.
+
 Small populations: a stratified indicator whose whole-practice denominator is 1..T (the
 stratified threshold) has its denominator and numerator totals suppressed too, whatever the
 strata hold, so a suppressed total never says "the strata are all ones". (Exclusion totals keep
@@ -84,7 +93,9 @@ __all__ = [
     "apply_policy",
     "check_cells",
     "check_tightens",
+    "count_range",
     "describe_count",
+    "exclusions_hidden",
     "feasible_range",
     "policy_sha256",
     "round_half_up",
@@ -157,20 +168,24 @@ def round_half_up(value: int, round_to: int) -> int:
     return ((value + round_to // 2) // round_to) * round_to
 
 
-def feasible_range(count: Count, rule: CountRule) -> tuple[int, int | None]:
+def feasible_range(
+    count: Count, rule: CountRule, *, may_be_zero: bool = False
+) -> tuple[int, int | None]:
     """Every true count that ``count`` can have been released from under ``rule``, as an
     inclusive range (``None``: no upper bound). What a reader of the cell alone can tell.
 
     ``rounded`` value ``r`` under ``round_to = k``: ``[max(T+1, r - k//2), r + (k-1)//2]`` with
     ``T`` the threshold (:func:`suppression_threshold`) (halves go up, so ``r - k/2`` rounds to ``r`` for even ``k`` and
     ``r + k/2`` does not). ``suppressed``: at least 1 (secondary suppression withholds counts
-    above the threshold too). Raises :class:`DisclosureError` when no count fits.
+    above the threshold too), or at least 0 with ``may_be_zero`` (a stratum's exclusions under a
+    policy that releases them as a total only: :func:`count_range`). Raises
+    :class:`DisclosureError` when no count fits.
     """
     t, k = suppression_threshold(rule), rule.round_to
     if count.status == "zero":
         return (0, 0)
     if count.status == "suppressed":
-        return (1, None)
+        return (0 if may_be_zero else 1, None)
     assert count.value is not None  # Count's validator guarantees it
     v = count.value
     if count.status == "exact":
@@ -180,6 +195,24 @@ def feasible_range(count: Count, rule: CountRule) -> tuple[int, int | None]:
     if lo > hi:
         raise DisclosureError(f"{count.status} {v} cannot come from any count under {_rule(rule)}")
     return (lo, hi)
+
+
+def exclusions_hidden(policy: DisclosurePolicy, kind: str, is_total: bool) -> bool:
+    """Whether ``policy`` releases this count as ``suppressed`` whatever it is, zeros included:
+    a stratum's exclusions under ``exclusions_by_stratum=False``."""
+    return kind == "exclusions" and not is_total and not policy.exclusions_by_stratum
+
+
+def count_range(
+    count: Count, policy: DisclosurePolicy, *, kind: str, is_total: bool
+) -> tuple[int, int | None]:
+    """:func:`feasible_range` of a released count under ``policy``: its cell's rule, and 0 or
+    more for a stratum's exclusions that the policy releases as a whole-practice total only."""
+    return feasible_range(
+        count,
+        _rule_for(policy, is_total),
+        may_be_zero=exclusions_hidden(policy, kind, is_total),
+    )
 
 
 def _rule(rule: CountRule) -> str:
@@ -244,12 +277,18 @@ class _Class:
         keys: list[tuple[str, str]],
         withheld_den: Collection[int] = (),
         withheld_nums: Sequence[Collection[int]] = (),
+        hidden_den: Collection[int] = (),
     ) -> None:
         self.den = den
         self.nums = nums
         self.keys = keys
+        # Positions released as suppressed whatever they hold, zeros included (a stratum's
+        # exclusions under a totals-only layout): a reader knows them as 0 or more, so a
+        # witness may take them to 0, and one holding 0 needs no witness (a zero is released
+        # as such under the other layout).
+        self.floor_den = [0 if p in hidden_den else 1 for p in range(len(den))]
         self.sup_den = [
-            _primary_suppressed(v, r) or (p in withheld_den and v > 0)
+            p in hidden_den or _primary_suppressed(v, r) or (p in withheld_den and v > 0)
             for p, (v, r) in enumerate(zip(den, den_rules, strict=True))
         ]
         self.sup_nums = [
@@ -265,7 +304,7 @@ class _Class:
 
     def _valid(self, dd: Delta, dn: dict[int, Delta]) -> bool:
         for p, d in dd.items():
-            if self.den[p] + d < 1:
+            if self.den[p] + d < self.floor_den[p]:
                 return False
         for m, delta in dn.items():
             for p, d in delta.items():
@@ -364,7 +403,7 @@ class _Class:
         """Suppress more until every suppressed value has a witness."""
         while True:
             for pos in range(len(self.den)):
-                if self.sup_den[pos] and not self.den_has_witness(pos):
+                if self.sup_den[pos] and self.den[pos] and not self.den_has_witness(pos):
                     self.repair_den(pos)
                     break
             else:
@@ -472,8 +511,16 @@ def apply_policy(
     for ind, cells in groups.items():
         keys = [c.stratum for c in cells]
         rules = [_rule_for(policy, k == TOTAL) for k in keys]
+        hidden = [
+            p for p, k in enumerate(keys) if exclusions_hidden(policy, "exclusions", k == TOTAL)
+        ]
         exc = _Class(
-            [c.exclusions for c in cells], [], rules, keys, wanted.get((ind, "exclusions"), set())
+            [c.exclusions for c in cells],
+            [],
+            rules,
+            keys,
+            wanted.get((ind, "exclusions"), set()),
+            hidden_den=hidden,
         )
         if policy.secondary_suppression:
             exc.settle()
@@ -486,6 +533,8 @@ def apply_policy(
             counts = {
                 kind: _release(c.count(kind), released[ind][kind][p], rule) for kind in COUNT_KINDS
             }
+            if exclusions_hidden(policy, "exclusions", c.stratum == TOTAL):
+                counts["exclusions"] = Count(status="suppressed")  # zeros included
             out.append(
                 Cell(
                     indicator=ind,
@@ -533,7 +582,9 @@ def check_cells(cells: Sequence[Cell], policy: DisclosurePolicy) -> None:
     total; and, under
     secondary suppression, what can be seen from released cells alone: a single suppressed
     stratum next to a released total, suppressed strata that can only each be 1, a suppressed
-    total whose strata are all released.
+    total whose strata are all released. Under ``exclusions_by_stratum=False``, any stratum's
+    exclusions count that is not ``suppressed`` (a value or a zero released by stratum), and a
+    lone stratum's next to a released non-zero total.
 
     Output of a stricter policy that tightens this one (:func:`check_tightens`) passes.
     """
@@ -564,6 +615,7 @@ def check_cells(cells: Sequence[Cell], policy: DisclosurePolicy) -> None:
                 continue
             for kind in COUNT_KINDS:
                 _check_count(cell, kind, rule)
+    _check_exclusions_layout(cells, policy)
     for ind, group in sorted(by_ind.items()):
         if TOTAL not in group:
             raise DisclosureError(f"{ind}: no whole-practice total cell ('all', 'all')")
@@ -577,12 +629,36 @@ def check_cells(cells: Sequence[Cell], policy: DisclosurePolicy) -> None:
             _check_partition(total, strata, kind, policy)
 
 
+def _check_exclusions_layout(cells: Sequence[Cell], policy: DisclosurePolicy) -> None:
+    """Under ``exclusions_by_stratum=False`` no stratum's exclusions count carries a value or a
+    zero: each is ``suppressed``."""
+    if policy.exclusions_by_stratum:
+        return
+    for cell in cells:
+        if (cell.stratum.age_band, cell.stratum.sex) != TOTAL and (
+            cell.exclusions.status != "suppressed"
+        ):
+            raise DisclosureError(
+                f"{_where(cell, 'exclusions')}: released by stratum ({cell.exclusions.status}) "
+                "where the policy releases exclusions as a whole-practice total only"
+            )
+
+
 def _check_partition(
     total: Cell, strata: list[Cell], kind: CountKind, policy: DisclosurePolicy
 ) -> None:
     t_count: Count = getattr(total, kind)
     suppressed = [c for c in strata if getattr(c, kind).status == "suppressed"]
     where = f"{total.indicator} {kind}"
+    if exclusions_hidden(policy, kind, False):
+        # Every stratum is suppressed and may be 0: only a lone stratum next to a released
+        # non-zero total is recoverable (it is the total). The rest is as below.
+        if len(strata) == 1 and t_count.status in ("exact", "rounded"):
+            raise DisclosureError(
+                f"{_where(strata[0], kind)}: the only stratum next to a released total "
+                "(it is the total)"
+            )
+        return
     if t_count.status == "suppressed":
         if not suppressed:
             raise DisclosureError(
@@ -620,7 +696,8 @@ def _check_partition(
 def check_tightens(network: DisclosurePolicy, practice: DisclosurePolicy) -> None:
     """Raise :class:`DisclosureError`, naming the field, unless ``practice`` is at least as
     strict as ``network``: every threshold at least the network's, every ``round_to`` a multiple
-    of the network's, secondary suppression kept on if the network has it on."""
+    of the network's, secondary suppression kept on if the network has it on, and the network's
+    layout of exclusions (``exclusions_by_stratum``: by stratum, or a whole-practice total only)."""
     for part in ("stratified", "totals"):
         n: CountRule = getattr(network, part)
         p: CountRule = getattr(practice, part)
@@ -634,6 +711,12 @@ def check_tightens(network: DisclosurePolicy, practice: DisclosurePolicy) -> Non
                 f"{part}.round_to: {p.round_to} is not a multiple of the network's {n.round_to} "
                 "(a practice may only tighten the policy)"
             )
+    if practice.exclusions_by_stratum != network.exclusions_by_stratum:
+        raise DisclosureError(
+            f"exclusions_by_stratum: {str(practice.exclusions_by_stratum).lower()} where the "
+            f"network's is {str(network.exclusions_by_stratum).lower()} (the aggregator reads "
+            "every practice's exclusions in the network's layout)"
+        )
     if network.secondary_suppression and not practice.secondary_suppression:
         raise DisclosureError(
             "secondary_suppression: the network requires it; a practice may not switch it off"
@@ -645,9 +728,13 @@ def policy_sha256(policy: DisclosurePolicy) -> str:
     return sha256_hex(model_bytes(policy))
 
 
-def describe_count(count: Count, rule: CountRule | None = None) -> str:
+def describe_count(count: Count, rule: CountRule | None = None, *, hidden: bool = False) -> str:
     """A released count in plain words: ``exactly 0``, ``exactly 12``, ``about 25 (rounded to
-    5)``, ``suppressed (1-7 or withheld to protect another count)``."""
+    5)``, ``suppressed (1-7 or withheld to protect another count)``; with ``hidden`` (a
+    stratum's exclusions under a policy that releases them as a total only, :func:`exclusions_hidden`)
+    ``not released by stratum (0 or more; the whole-practice total is released)``."""
+    if hidden and count.status == "suppressed":
+        return "not released by stratum (0 or more; the whole-practice total is released)"
     if count.status == "zero":
         return "exactly 0"
     if count.status == "exact":

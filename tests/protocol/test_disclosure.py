@@ -3,11 +3,13 @@ policy tightening. The attacker properties are in test_disclosure_attack.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 
 import pytest
 
+from protocol.canonical import model_bytes
 from protocol.catalogue import CountRule, DisclosurePolicy
 from protocol.disclosure import (
     TOTAL,
@@ -15,6 +17,7 @@ from protocol.disclosure import (
     apply_policy,
     check_cells,
     check_tightens,
+    count_range,
     describe_count,
     feasible_range,
     policy_sha256,
@@ -475,3 +478,102 @@ def test_inline_count_checks_agree_with_the_per_count_checks(seed: int) -> None:
         assert str(exc) == expected
     else:
         assert expected is None
+
+
+# --- exclusions as a whole-practice total only (exclusions_by_stratum=False) ---------------------
+
+TOTALS_ONLY = DisclosurePolicy(name="default", exclusions_by_stratum=False)
+
+
+def test_the_by_stratum_layout_keeps_the_bytes_and_hash_of_before_the_field() -> None:
+    explicit = DisclosurePolicy(name="default", exclusions_by_stratum=True)
+    assert policy_sha256(explicit) == policy_sha256(DEFAULT)
+    assert b"exclusions_by_stratum" not in model_bytes(DEFAULT)
+    assert b'"exclusions_by_stratum":false' in model_bytes(TOTALS_ONLY)
+    assert policy_sha256(TOTALS_ONLY) != policy_sha256(DEFAULT)
+    assert DisclosurePolicy.model_validate_json(model_bytes(TOTALS_ONLY)) == TOTALS_ONLY
+
+
+def _review(policy: DisclosurePolicy) -> dict:
+    # a review's 3 exclusions all in 40+/F; the other strata's are true zeros
+    rows = [("IND", "all", "all", 100, 80, 3), ("IND", "0-39", "F", 20, 16, 0)]
+    rows += [("IND", "0-39", "M", 20, 16, 0), ("IND", "40+", "F", 30, 24, 3)]
+    rows += [("IND", "40+", "M", 30, 24, 0)]
+    return cells_of(rows, policy)  # type: ignore[arg-type]
+
+
+def test_totals_only_suppresses_every_stratum_exclusions_count_zeros_included() -> None:
+    cells = _review(TOTALS_ONLY)
+    assert cells[("IND", "all", "all")].exclusions == count("exact", 3)
+    for key, c in cells.items():
+        if key[1:] != TOTAL:
+            assert c.exclusions == count("suppressed")
+            assert c.denominator.status == "rounded"  # nothing else changes
+    check_cells(list(cells.values()), TOTALS_ONLY)
+    # by stratum, the lone suppressed stratum next to zeros costs the exclusions total
+    by_stratum = _review(DEFAULT)
+    assert by_stratum[("IND", "0-39", "F")].exclusions == count("zero", 0)
+    assert by_stratum[("IND", "all", "all")].exclusions == count("suppressed")
+
+
+def test_totals_only_reads_a_suppressed_stratum_exclusions_count_as_0_or_more() -> None:
+    assert feasible_range(count("suppressed"), DEFAULT.stratified, may_be_zero=True) == (0, None)
+    assert count_range(count("suppressed"), TOTALS_ONLY, kind="exclusions", is_total=False) == (
+        0,
+        None,
+    )
+    assert count_range(count("suppressed"), TOTALS_ONLY, kind="exclusions", is_total=True)[0] == 1
+    assert count_range(count("suppressed"), TOTALS_ONLY, kind="numerator", is_total=False)[0] == 1
+    assert count_range(count("suppressed"), DEFAULT, kind="exclusions", is_total=False)[0] == 1
+
+
+def test_totals_only_with_a_single_stratum_suppresses_the_total() -> None:
+    rows = [("IND", "all", "all", 20, 10, 4), ("IND", "all", "F", 20, 10, 4)]
+    cells = cells_of(rows, TOTALS_ONLY)  # type: ignore[arg-type]
+    assert cells[("IND", "all", "all")].exclusions == count("suppressed")
+    check_cells(list(cells.values()), TOTALS_ONLY)
+    zero = cells_of([(*r[:5], 0) for r in rows], TOTALS_ONLY)  # type: ignore[misc]
+    assert zero[("IND", "all", "all")].exclusions == count("zero", 0)
+    check_cells(list(zero.values()), TOTALS_ONLY)  # a hidden 0 under a total of 0 is fine
+
+
+@pytest.mark.parametrize("released", [count("zero", 0), count("rounded", 10), count("rounded", 15)])
+def test_check_cells_rejects_a_stratum_exclusions_count_released_under_totals_only(
+    released: Count,
+) -> None:
+    cells = _review(TOTALS_ONLY)
+    key = ("IND", "40+", "M")
+    cells[key] = dataclasses.replace(cells[key], exclusions=released)
+    with pytest.raises(DisclosureError, match="IND 40\\+/M exclusions: released by stratum"):
+        check_cells(list(cells.values()), TOTALS_ONLY)
+
+
+def test_check_cells_rejects_a_lone_stratum_next_to_its_total_under_totals_only() -> None:
+    cells = [
+        cell("IND", "all", count("exact", 20), count("exact", 10), count("exact", 4)),
+        cell("IND", "F", count("rounded", 20), count("rounded", 10), count("suppressed")),
+    ]
+    with pytest.raises(DisclosureError, match="the only stratum next to a released total"):
+        check_cells(cells, TOTALS_ONLY)
+
+
+def test_check_cells_accepts_all_suppressed_stratum_exclusions_only_under_totals_only() -> None:
+    # what totals-only sends: under the by-stratum layout, 6 suppressed strata of an exclusions
+    # total of 3 would each be at least 1, which is impossible: that layout rejects it
+    cells = list(_review(TOTALS_ONLY).values())
+    check_cells(cells, TOTALS_ONLY)
+    with pytest.raises(DisclosureError, match="each is recoverable"):
+        check_cells(cells, DEFAULT)
+
+
+def test_check_tightens_keeps_the_networks_layout_of_exclusions() -> None:
+    check_tightens(TOTALS_ONLY, TOTALS_ONLY.model_copy(update={"name": "mine"}))
+    for network, practice in ((TOTALS_ONLY, DEFAULT), (DEFAULT, TOTALS_ONLY)):
+        with pytest.raises(DisclosureError, match="exclusions_by_stratum"):
+            check_tightens(network, practice)
+
+
+def test_describe_count_of_a_hidden_stratum_exclusions_count() -> None:
+    said = describe_count(count("suppressed"), DEFAULT.stratified, hidden=True)
+    assert said.startswith("not released by stratum (0 or more")
+    assert describe_count(count("zero", 0), DEFAULT.stratified, hidden=True) == "exactly 0"

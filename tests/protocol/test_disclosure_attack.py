@@ -146,7 +146,9 @@ def knowledge(
         rule = policy.totals if stratum == TOTAL else policy.stratified
         for kind in COUNT_KINDS:
             count = getattr(cell, kind)
-            a, b = feasible_range(count, rule)
+            # a stratum's exclusions under a totals-only layout: suppressed whatever it is, 0 too
+            hidden = kind == "exclusions" and stratum != TOTAL and not policy.exclusions_by_stratum
+            a, b = feasible_range(count, rule, may_be_zero=hidden)
             var = (cell.indicator, kind, stratum)
             if exact_released and count.status != "suppressed":
                 a = b = truth[var]
@@ -194,7 +196,9 @@ def recovered(
                 j = know.names.index(
                     (cell.indicator, kind, (cell.stratum.age_band, cell.stratum.sex))
                 )
-                if know.alternative(j, world) is None:
+                # a hidden 0 (a stratum's exclusions under a totals-only layout) is not
+                # protected: the other layout releases it as a zero
+                if world[j] and know.alternative(j, world) is None:
                     pinned[know.names[j]] = world[j]
     return pinned
 
@@ -218,6 +222,13 @@ POLICIES = (
         totals=CountRule(suppress_at_or_below=2, round_to=5),
     ),
     DisclosurePolicy(name="low", stratified=CountRule(suppress_at_or_below=1, round_to=2)),
+    DisclosurePolicy(name="totals-only", exclusions_by_stratum=False),
+    DisclosurePolicy(
+        name="totals-only-tight",
+        stratified=CountRule(suppress_at_or_below=10, round_to=10),
+        totals=CountRule(suppress_at_or_below=2, round_to=5),
+        exclusions_by_stratum=False,
+    ),
 )
 
 small = st.one_of(st.integers(0, 3), st.integers(0, 10), st.integers(0, 10), st.integers(8, 40))
