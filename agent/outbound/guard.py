@@ -34,6 +34,12 @@ and the reader; this docstring says how it is made fast.
   adjacent period. In a correction, every count the earlier version suppressed stays suppressed
   (sticky suppression), which removes most differencing without a solver.
 
+* A stratum's exclusions under a policy that releases exclusions as a whole-practice total
+  only (``exclusions_by_stratum=False``) is suppressed whatever it holds: the model reads it as
+  0 or more (``protocol.disclosure.count_range``), an earlier release in the layout it was made
+  with (:func:`released_under`). Such a count is protected (a target) when it is 1..T, as any
+  suppressed count; a true 0 is not (the other layout releases it as a zero).
+
 Only counts and their positions appear in reasons, never a patient.
 """
 
@@ -57,7 +63,8 @@ from protocol.disclosure import (
     RawCell,
     Withheld,
     apply_policy,
-    feasible_range,
+    count_range,
+    exclusions_hidden,
     suppression_threshold,
 )
 from protocol.errors import DisclosureError
@@ -274,19 +281,21 @@ class Model:
 def _release_bounds(
     r: int, cells: Sequence[Cell], policy: DisclosurePolicy
 ) -> tuple[dict[Var, int], dict[Var, int]]:
-    """Each count's feasible range as the reader sees it (``hi`` -1: no upper bound)."""
+    """Each count's feasible range as the reader sees it (``hi`` -1: no upper bound), the
+    release read under ``policy`` (a stratum's exclusions 0 or more where it releases them as a
+    total only: protocol.disclosure.count_range)."""
     lo: dict[Var, int] = {}
     hi: dict[Var, int] = {}
-    seen: dict[tuple[bool, str, int | None], tuple[int, int]] = {}
+    seen: dict[tuple[bool, bool, str, int | None], tuple[int, int]] = {}
     for cell in cells:
         stratum = (cell.stratum.age_band, cell.stratum.sex)
         total = stratum == TOTAL
         for kind in COUNT_KINDS:
             count = getattr(cell, kind)
-            key = (total, count.status, count.value)
+            key = (total, kind == "exclusions", count.status, count.value)
             got = seen.get(key)
             if got is None:
-                a, b = feasible_range(count, policy.totals if total else policy.stratified)
+                a, b = count_range(count, policy, kind=kind, is_total=total)
                 got = seen[key] = (a, -1 if b is None else b)
             v = (r, cell.indicator, stratum, kind)
             lo[v], hi[v] = got
@@ -1011,6 +1020,7 @@ class _Earlier:
     ids: tuple[object, tuple[Identity, ...]]
     known: dict[Var, int] | None
     where: str
+    policy: DisclosurePolicy  # the policy its cells are read under (its layout of exclusions)
 
 
 def _sticky(period: Period, links: Sequence[Release], raw: Sequence[RawCell]) -> set[Withheld]:
@@ -1034,8 +1044,26 @@ def _cap(truth: dict[Var, int], links: Sequence[Release]) -> int:
     return 2 * max([*truth.values(), *released], default=0) + 10
 
 
+def released_under(policy: DisclosurePolicy, e: Release) -> DisclosurePolicy:
+    """The policy an earlier release is read under: ``policy``, with the layout of exclusions
+    the release was made with. By stratum when the release says so (``e.exclusions_by_stratum``)
+    or shows it (a stratum's exclusions released as a value or a zero), so that the reader's
+    knowledge that its suppressed strata are at least 1 is never dropped."""
+    by_stratum = e.exclusions_by_stratum
+    if by_stratum is None:
+        by_stratum = policy.exclusions_by_stratum or any(
+            c.exclusions.status != "suppressed"
+            for c in e.cells
+            if (c.stratum.age_band, c.stratum.sex) != TOTAL
+        )
+    if by_stratum == policy.exclusions_by_stratum:
+        return policy
+    return policy.model_copy(update={"exclusions_by_stratum": by_stratum})
+
+
 def _earlier(catalogue: Catalogue, e: Release, policy: DisclosurePolicy, cap: int) -> _Earlier:
     """``e`` as the guard uses it: its identities, and its true counts if they fit it."""
+    policy = released_under(policy, e)
     known: dict[Var, int] | None = None
     if e.raw is not None:
         known = {(1, r.indicator, r.stratum, k): r.count(k) for r in e.raw for k in COUNT_KINDS}
@@ -1046,7 +1074,7 @@ def _earlier(catalogue: Catalogue, e: Release, policy: DisclosurePolicy, cap: in
                 known = None  # the data changed since: do not lean on the recomputed counts
                 break
     ids = identities_for(catalogue, e.cells, e.versions or None)
-    return _Earlier(e, ids, known, f"with {e.label}")
+    return _Earlier(e, ids, known, f"with {e.label}", policy)
 
 
 class _Guard:
@@ -1106,7 +1134,7 @@ class _Guard:
         m = Model(truth={**self.truth, **(e.known or {})})
         m.add_release(0, cells, self.policy)
         if e.where not in self._old_bounds:
-            self._old_bounds[e.where] = _release_bounds(1, old, self.policy)
+            self._old_bounds[e.where] = _release_bounds(1, old, e.policy)
         m.lo.update(self._old_bounds[e.where][0])
         m.hi.update(self._old_bounds[e.where][1])
         # The rows depend on which counts are exact zeros, which withholding never changes (it
@@ -1127,11 +1155,23 @@ class _Guard:
             self._rows[key] = ([row for block in blocks for row in block], blocks)
         m.rows, m.blocks = self._rows[key]
         self._targets_new(m, self.guard.linked_width, 1)
+        zero_totals = {
+            c.indicator
+            for c in old
+            if (c.stratum.age_band, c.stratum.sex) == TOTAL and c.exclusions.status == "zero"
+        }
         for c in old:
+            s = (c.stratum.age_band, c.stratum.sex)
             for k in COUNT_KINDS:
-                v = (1, c.indicator, (c.stratum.age_band, c.stratum.sex), k)
+                v = (1, c.indicator, s, k)
                 if getattr(c, k).status != "suppressed" or (e.where, v) in self.excused:
                     continue
+                if (
+                    e.known is None
+                    and exclusions_hidden(e.policy, k, s == TOTAL)
+                    and c.indicator in zero_totals
+                ):
+                    continue  # a stratum of an exclusions total released as 0 is 0
                 if e.known is None or 1 <= e.known.get(v, 0) <= self.small:
                     m.targets[v] = self.guard.linked_width
         return m
@@ -1139,7 +1179,7 @@ class _Guard:
     def _pinned_by_itself(self, e: _Earlier, x: Exposure) -> bool:
         """Whether the earlier release alone already pins ``x`` (that cannot be undone now)."""
         alone = Model()
-        alone.add_release(1, e.release.cells, self.policy)
+        alone.add_release(1, e.release.cells, e.policy)
         alone.rows = _relation_rows(1, e.release.cells, e.ids)
         alone.targets[x.var] = x.required
         return bool(audit(alone, self.solver, e.where, self.cap))

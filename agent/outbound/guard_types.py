@@ -59,13 +59,17 @@ class GuardPolicy:
 class Release:
     """An earlier release as the reader sees it: its period, cells and indicator versions;
     ``raw``, when the agent has them, that period's true counts (used only to tell which of its
-    suppressed counts are small, and only if every one fits what was released)."""
+    suppressed counts are small, and only if every one fits what was released);
+    ``exclusions_by_stratum``, the layout of exclusions of the policy it was released under when
+    known (``None``: the current policy's, unless its cells show strata released).
+    """
 
     label: str
     period: Period
     cells: tuple[Cell, ...]
     versions: dict[str, int] = field(default_factory=dict)
     raw: tuple[RawCell, ...] | None = None
+    exclusions_by_stratum: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,12 @@ def _codelist(cid: str) -> Codelist:
     return make_codelist(cid, [("snomedct", "1")])
 
 
-def catalogue(bands: Sequence[tuple[str, int, int | None]], *, strata: bool = True) -> Catalogue:
+def catalogue(
+    bands: Sequence[tuple[str, int, int | None]],
+    *,
+    strata: bool = True,
+    policy: DisclosurePolicy = POLICY,
+) -> Catalogue:
     chd = OnRegister(codelist="chd")
     excl = Not(rule=RegisteredFor(months=9))
     dims = ("age_band", "sex") if strata else ()
@@ -85,7 +90,7 @@ def catalogue(bands: Sequence[tuple[str, int, int | None]], *, strata: bool = Tr
         version=1,
         title="mini",
         age_bands=tuple(AgeBand(label=lab, min=lo, max=hi) for lab, lo, hi in bands),
-        disclosure=POLICY,
+        disclosure=policy,
         codelists=(_codelist("chd"), _codelist("sbp"), _codelist("statin")),
         indicators=(
             ind("REG", Age(min=0), chd),
@@ -167,7 +172,8 @@ V = tuple[int, str, tuple[str, str], str]
 
 
 class Attacker:
-    def __init__(self) -> None:
+    def __init__(self, policy: DisclosurePolicy = POLICY) -> None:
+        self.policy = policy
         self.names: list[V] = []
         self.lo: list[int] = []
         self.hi: list[int] = []
@@ -180,10 +186,14 @@ class Attacker:
         for c in cells:
             s = (c.stratum.age_band, c.stratum.sex)
             by.setdefault(c.indicator, {})[s] = c
-            rule = POLICY.totals if s == TOTAL else POLICY.stratified
+            rule = self.policy.totals if s == TOTAL else self.policy.stratified
             for k in COUNT_KINDS:
                 count = getattr(c, k)
                 lo, hi = feasible_range(count, rule)
+                if k == "exclusions" and s != TOTAL and not self.policy.exclusions_by_stratum:
+                    # exclusions released as a total only: every stratum's is suppressed, 0 too
+                    assert count.status == "suppressed"
+                    lo = 0
                 v = (r, c.indicator, s, k)
                 self.index[v] = len(self.names)
                 self.names.append(v)
@@ -308,7 +318,7 @@ def true_delta(links: Sequence[tuple[list[V], list[V]]], truth: dict[V, int]) ->
 def one_release_attack(
     cat: Catalogue, cells: Sequence[Cell], raw: Sequence[RawCell]
 ) -> dict[V, int]:
-    att = Attacker()
+    att = Attacker(cat.disclosure)
     att.release(0, cells)
     att.catalogue_identities(0, [s for s in cat.strata_for(cat.indicators[0])])
     return att.narrowed(truth_of(0, raw), [0], rounded_in=[0])
@@ -317,8 +327,9 @@ def one_release_attack(
 def guarded(cat: Catalogue, raw: Sequence[RawCell], period: Period, history=()) -> list[Cell]:  # noqa: ANN001
     """The guard's cells; HELD (and None) when it holds the submission instead (nothing is
     released then unless the practice approves it)."""
-    res = guard_cells(catalogue=cat, raw=raw, policy=POLICY, period=period, history=history)
-    check_cells(res.cells, POLICY)  # the aggregator still accepts the extra suppression
+    policy = cat.disclosure
+    res = guard_cells(catalogue=cat, raw=raw, policy=policy, period=period, history=history)
+    check_cells(res.cells, policy)  # the aggregator still accepts the extra suppression
     if res.held_reason is not None:
         assert "could be narrowed to" in res.held_reason and "at least" in res.held_reason
         HELD.append(res.held_reason)
@@ -848,3 +859,92 @@ def test_every_count_the_guard_withholds_is_needed(
     assert g.passed is g.cells and g.exposures() == []
     for w in sorted(g.withheld - g.sticky):
         assert not g._try_release([w]), f"{w} was withheld but is not needed"
+
+
+# --- exclusions as a whole-practice total only (the Y90001 shape) -------------------------------
+
+TOTALS_ONLY = DisclosurePolicy(name="default", exclusions_by_stratum=False)
+TOTALS_CAT = catalogue(BANDS, policy=TOTALS_ONLY)
+
+
+def y90001() -> list[Patient]:
+    """A review's few exclusions in one stratum: a CHD register of 300 in every stratum (at
+    least 20 a stratum), 4 in 5 on a statin, but for three new patients (women aged 65-79, no
+    statin), so STAT's exclusions are 3 in 65-79/F and a true 0 in every other stratum; REG's
+    numerator is STAT's denominator plus its exclusions in every stratum."""
+    ps = [Patient(70, "F", reg=True, ok=True, new=True) for _ in range(3)]
+    for k in range(297):
+        age = (40, 50, 66, 72, 83)[k % 5]
+        ps.append(Patient(age, SEXES[k % 3], reg=True, ok=k % 4 > 0, statin=k % 7 > 0))
+    return ps + [Patient(20 + i % 60, SEXES[i % 3]) for i in range(400)]
+
+
+def _y90001_raw(cat: Catalogue) -> list[RawCell]:
+    raw = raw_cells(cat, y90001())
+    stat = {c.stratum: c.exclusions for c in raw if c.indicator == "STAT"}
+    assert stat[TOTAL] == 3 and stat[("65-79", "F")] == 3
+    assert all(v == 0 for s, v in stat.items() if s not in (TOTAL, ("65-79", "F")))
+    return raw
+
+
+def test_exclusions_in_one_stratum_cost_the_rate_when_sent_by_stratum() -> None:
+    """The route is real (by stratum, without the guard): the other strata's exclusions are
+    released as zeros and REG's numerator less STAT's denominator is the exclusions total, so
+    the one suppressed stratum is the total (3 exactly); the guard then withholds STAT's
+    whole-practice denominator and the network loses the rate."""
+    raw = _y90001_raw(CAT)
+    pinned = one_release_attack(CAT, apply_policy(raw, POLICY), raw)
+    assert pinned[(0, "STAT", ("65-79", "F"), "exclusions")] == 1
+    cells = guarded(CAT, raw, MARCH)
+    total = next(c for c in cells if c.indicator == "STAT" and c.key[1:] == TOTAL)
+    assert total.denominator.status == "suppressed"  # the network loses STAT's rate
+    assert one_release_attack(CAT, cells, raw) == {}
+
+
+def test_exclusions_as_a_total_only_keep_the_stratum_hidden_and_the_rate() -> None:
+    """Under ``exclusions_by_stratum=False`` every stratum's exclusions count is suppressed,
+    zeros included, and read as 0 or more: the attacker (its own milp, the identities by hand)
+    keeps at least the policy's width for the 3 in 65-79/F without the guard withholding
+    anything, and the guard keeps STAT's whole-practice rate."""
+    raw = _y90001_raw(TOTALS_CAT)
+    cells = apply_policy(raw, TOTALS_ONLY)
+    check_cells(cells, TOTALS_ONLY)
+    stat = {c.key[1:]: c for c in cells if c.indicator == "STAT"}
+    assert stat[TOTAL].exclusions.value == 3 and stat[TOTAL].exclusions.status == "exact"
+    assert all(c.exclusions.status == "suppressed" for s, c in stat.items() if s != TOTAL)
+    assert one_release_attack(TOTALS_CAT, cells, raw) == {}
+    att = Attacker(TOTALS_ONLY)
+    att.release(0, cells)
+    att.catalogue_identities(0, list(TOTALS_CAT.strata_for(TOTALS_CAT.indicators[0])))
+    assert att.width((0, "STAT", ("65-79", "F"), "exclusions")) >= GUARD.suppressed_width
+
+    res = guard_cells(catalogue=TOTALS_CAT, raw=raw, policy=TOTALS_ONLY, period=MARCH)
+    assert res.held_reason is None
+    check_cells(res.cells, TOTALS_ONLY)
+    total = next(c for c in res.cells if c.indicator == "STAT" and c.key[1:] == TOTAL)
+    assert total.denominator.status == total.numerator.status == "exact"  # the rate is kept
+    assert not any(w[0] == "STAT" and w[1] == TOTAL for w in res.withheld)
+    assert one_release_attack(TOTALS_CAT, res.cells, raw) == {}
+
+
+def test_exclusions_as_a_total_only_with_the_month_before() -> None:
+    """Two months in the same shape (one more excluded patient in April): the attacker with
+    both releases and the true delta narrows no protected count of either below the policy."""
+    march, april = y90001(), [*y90001(), Patient(71, "F", reg=True, ok=True, new=True)]
+    raw_a, raw_b = raw_cells(TOTALS_CAT, march), raw_cells(TOTALS_CAT, april)
+    cells_a = guarded(TOTALS_CAT, raw_a, MARCH)
+    history = [Release("march", MARCH, tuple(cells_a), raw=tuple(raw_a))]
+    cells_b = guarded(TOTALS_CAT, raw_b, APRIL, history)
+    assert cells_a is not None and cells_b is not None
+    links = same_cell_links(0, 1, cells_b, cells_a)
+    truth = {**truth_of(0, raw_b), **truth_of(1, raw_a)}
+    att = Attacker(TOTALS_ONLY)
+    att.release(0, cells_b)
+    att.release(1, cells_a)
+    strata = list(TOTALS_CAT.strata_for(TOTALS_CAT.indicators[0]))
+    att.catalogue_identities(0, strata)
+    att.catalogue_identities(1, strata)
+    att.link(links, true_delta(links, truth))
+    assert att.narrowed(truth, [0, 1], width=GUARD.linked_width) == {}
+    total = next(c for c in cells_b if c.indicator == "STAT" and c.key[1:] == TOTAL)
+    assert total.denominator.status == "exact"
