@@ -33,6 +33,7 @@ from protocol.disclosure import (
     check_cells,
     check_tightens,
     describe_count,
+    exclusions_hidden,
     policy_sha256,
     suppression_threshold,
 )
@@ -56,17 +57,25 @@ __all__ = ["last_complete_period", "next_period", "parse_period"]
 
 
 def effective_policy(catalogue: Catalogue, settings: AgentSettings) -> DisclosurePolicy:
-    """The network's policy, or the practice's stricter one if it tightens the network's."""
+    """The network's policy, or the practice's stricter one if it tightens the network's. A
+    practice's policy that does not state ``exclusions_by_stratum`` takes the network's layout
+    of exclusions (a setting written before the field keeps working when the network's
+    catalogue changes it); one that states another is refused by ``check_tightens``."""
     if settings.disclosure is None:
         return catalogue.disclosure
+    practice = settings.disclosure
+    if "exclusions_by_stratum" not in practice.model_fields_set:
+        practice = practice.model_copy(
+            update={"exclusions_by_stratum": catalogue.disclosure.exclusions_by_stratum}
+        )
     try:
-        check_tightens(catalogue.disclosure, settings.disclosure)
+        check_tightens(catalogue.disclosure, practice)
     except DisclosureError as exc:
         raise ConfigError(
             f"setting 'disclosure' in {settings.config_file} does not tighten the network's "
             f"policy {catalogue.disclosure.name!r}: {exc}"
         ) from None
-    return settings.disclosure
+    return practice
 
 
 def new_nonce() -> str:
@@ -299,8 +308,8 @@ def count_words(
             return "suppressed (a small count, or withheld to protect another count)"
         return describe_count(count)
     rule = policy.totals if total else policy.stratified
-    if count.status != "suppressed":
-        return describe_count(count, rule)
+    if count.status != "suppressed" or exclusions_hidden(policy, kind, total):
+        return describe_count(count, rule, hidden=exclusions_hidden(policy, kind, total))
     limit = suppression_threshold(rule)
     if total and kind != "exclusions" and policy.secondary_suppression:
         limit = max(limit, suppression_threshold(policy.stratified))

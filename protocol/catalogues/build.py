@@ -747,6 +747,11 @@ DISCLOSURE = DisclosurePolicy(
     stratified=CountRule(suppress_at_or_below=7, round_to=5),
     totals=CountRule(suppress_at_or_below=0, round_to=1),
     secondary_suppression=True,
+    # Exclusions as a whole-practice total only: a review's few exclusions in one stratum,
+    # next to strata released as zeros, were the exact total, and the guard withheld the
+    # review's denominator to protect them (docs/disclosure.md, "What the guard costs at
+    # realistic sizes").
+    exclusions_by_stratum=False,
 )
 
 CATALOGUE_ID = "fedqi-default"

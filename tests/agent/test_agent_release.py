@@ -62,6 +62,18 @@ def test_a_looser_practice_policy_is_refused(tmp_path: Path) -> None:
     assert effective_policy(catalogue, get_settings(tmp_path, {})) == catalogue.disclosure
 
 
+def test_a_practice_policy_takes_the_networks_layout_of_exclusions(tmp_path: Path) -> None:
+    catalogue = load_default_catalogue()
+    assert catalogue.disclosure.exclusions_by_stratum is False  # the shipped catalogue's
+    strict = '{"name": "strict", "stratified": {"suppress_at_or_below": 10, "round_to": 10}}'
+    policy = effective_policy(catalogue, get_settings(tmp_path, {"FEDQI_AGENT_DISCLOSURE": strict}))
+    assert policy.exclusions_by_stratum is False and policy.stratified.round_to == 10
+    by_stratum = '{"name": "strict", "exclusions_by_stratum": true}'
+    settings = get_settings(tmp_path, {"FEDQI_AGENT_DISCLOSURE": by_stratum})
+    with pytest.raises(ConfigError, match="exclusions_by_stratum"):
+        effective_policy(catalogue, settings)
+
+
 @pytest.mark.parametrize("text", ["2026-00", "2026-1", "x", "2026-03-01"])
 def test_parse_period_rejects(text: str) -> None:
     with pytest.raises(AgentUserError, match="bad period"):

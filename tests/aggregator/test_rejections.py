@@ -318,6 +318,27 @@ def test_cells_breaking_the_disclosure_policy(enrolled):
     rejected(server, agent.submission(cells=cells), 422, "disclosure", "HYP_REG")
 
 
+def test_a_stratum_exclusions_count_sent_under_a_totals_only_policy(enrolled):
+    """The shipped catalogue releases exclusions as a whole-practice total only: its form (every
+    stratum's exclusions suppressed, zeros included) is what the agent sends; a stratum's
+    exclusions sent as a zero (the by-stratum layout) is refused, naming the count."""
+    import dataclasses
+
+    from agg_helpers import default_catalogue, make_cells
+
+    server, agent = enrolled
+    catalogue = default_catalogue()
+    assert catalogue.disclosure.exclusions_by_stratum is False
+    cells = make_cells(catalogue, ["HYP_REG"])
+    strata = [c for c in cells if not c.stratum.is_total]
+    assert strata and all(c.exclusions.status == "suppressed" for c in strata)
+    i = cells.index(strata[0])
+    zero = dataclasses.replace(cells[i], exclusions=Count(value=0, status="zero"))
+    bad = (*cells[:i], zero, *cells[i + 1 :])
+    where = f"HYP_REG {zero.stratum.age_band}/{zero.stratum.sex} exclusions"
+    rejected(server, agent.submission(cells=bad), 422, "disclosure", where, "total only")
+
+
 def test_wrong_audience(enrolled):
     server, agent = enrolled
     rejected(server, agent.submission(aud="fedqi-staging"), 403, "wrong-audience", "fedqi-staging")
