@@ -300,7 +300,13 @@ def _disclosure(cat: Catalogue) -> dict[str, str]:
     p = cat.disclosure
     return {
         "name": p.name,
-        "stratified": _rule_text(p.stratified, "Counts in an age/sex stratum"),
+        "stratified": _rule_text(p.stratified, "Counts in an age/sex stratum")
+        + (
+            ""
+            if p.exclusions_by_stratum
+            else " (exclusions excepted: they are released as a whole-practice total only, every "
+            "stratum's exclusions count withheld, zeros included)"
+        ),
         "totals": _totals_text(cat),
         "secondary": (
             "Secondary suppression on: when one count is suppressed, another of the same set (a "

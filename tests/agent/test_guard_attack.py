@@ -863,8 +863,8 @@ def test_every_count_the_guard_withholds_is_needed(
 
 # --- exclusions as a whole-practice total only (the Y90001 shape) -------------------------------
 
-TOTALS_ONLY = DisclosurePolicy(name="default", exclusions_by_stratum=False)
-TOTALS_CAT = catalogue(BANDS, policy=TOTALS_ONLY)
+EXCL_TOTAL = DisclosurePolicy(name="default", exclusions_by_stratum=False)
+EXCL_TOTAL_CAT = catalogue(BANDS, policy=EXCL_TOTAL)
 
 
 def y90001() -> list[Patient]:
@@ -906,42 +906,42 @@ def test_exclusions_as_a_total_only_keep_the_stratum_hidden_and_the_rate() -> No
     zeros included, and read as 0 or more: the attacker (its own milp, the identities by hand)
     keeps at least the policy's width for the 3 in 65-79/F without the guard withholding
     anything, and the guard keeps STAT's whole-practice rate."""
-    raw = _y90001_raw(TOTALS_CAT)
-    cells = apply_policy(raw, TOTALS_ONLY)
-    check_cells(cells, TOTALS_ONLY)
+    raw = _y90001_raw(EXCL_TOTAL_CAT)
+    cells = apply_policy(raw, EXCL_TOTAL)
+    check_cells(cells, EXCL_TOTAL)
     stat = {c.key[1:]: c for c in cells if c.indicator == "STAT"}
     assert stat[TOTAL].exclusions.value == 3 and stat[TOTAL].exclusions.status == "exact"
     assert all(c.exclusions.status == "suppressed" for s, c in stat.items() if s != TOTAL)
-    assert one_release_attack(TOTALS_CAT, cells, raw) == {}
-    att = Attacker(TOTALS_ONLY)
+    assert one_release_attack(EXCL_TOTAL_CAT, cells, raw) == {}
+    att = Attacker(EXCL_TOTAL)
     att.release(0, cells)
-    att.catalogue_identities(0, list(TOTALS_CAT.strata_for(TOTALS_CAT.indicators[0])))
+    att.catalogue_identities(0, list(EXCL_TOTAL_CAT.strata_for(EXCL_TOTAL_CAT.indicators[0])))
     assert att.width((0, "STAT", ("65-79", "F"), "exclusions")) >= GUARD.suppressed_width
 
-    res = guard_cells(catalogue=TOTALS_CAT, raw=raw, policy=TOTALS_ONLY, period=MARCH)
+    res = guard_cells(catalogue=EXCL_TOTAL_CAT, raw=raw, policy=EXCL_TOTAL, period=MARCH)
     assert res.held_reason is None
-    check_cells(res.cells, TOTALS_ONLY)
+    check_cells(res.cells, EXCL_TOTAL)
     total = next(c for c in res.cells if c.indicator == "STAT" and c.key[1:] == TOTAL)
     assert total.denominator.status == total.numerator.status == "exact"  # the rate is kept
     assert not any(w[0] == "STAT" and w[1] == TOTAL for w in res.withheld)
-    assert one_release_attack(TOTALS_CAT, res.cells, raw) == {}
+    assert one_release_attack(EXCL_TOTAL_CAT, res.cells, raw) == {}
 
 
 def test_exclusions_as_a_total_only_with_the_month_before() -> None:
     """Two months in the same shape (one more excluded patient in April): the attacker with
     both releases and the true delta narrows no protected count of either below the policy."""
     march, april = y90001(), [*y90001(), Patient(71, "F", reg=True, ok=True, new=True)]
-    raw_a, raw_b = raw_cells(TOTALS_CAT, march), raw_cells(TOTALS_CAT, april)
-    cells_a = guarded(TOTALS_CAT, raw_a, MARCH)
+    raw_a, raw_b = raw_cells(EXCL_TOTAL_CAT, march), raw_cells(EXCL_TOTAL_CAT, april)
+    cells_a = guarded(EXCL_TOTAL_CAT, raw_a, MARCH)
     history = [Release("march", MARCH, tuple(cells_a), raw=tuple(raw_a))]
-    cells_b = guarded(TOTALS_CAT, raw_b, APRIL, history)
+    cells_b = guarded(EXCL_TOTAL_CAT, raw_b, APRIL, history)
     assert cells_a is not None and cells_b is not None
     links = same_cell_links(0, 1, cells_b, cells_a)
     truth = {**truth_of(0, raw_b), **truth_of(1, raw_a)}
-    att = Attacker(TOTALS_ONLY)
+    att = Attacker(EXCL_TOTAL)
     att.release(0, cells_b)
     att.release(1, cells_a)
-    strata = list(TOTALS_CAT.strata_for(TOTALS_CAT.indicators[0]))
+    strata = list(EXCL_TOTAL_CAT.strata_for(EXCL_TOTAL_CAT.indicators[0]))
     att.catalogue_identities(0, strata)
     att.catalogue_identities(1, strata)
     att.link(links, true_delta(links, truth))
