@@ -3,7 +3,9 @@
 Only the agent can say it: the reason depends on the exact local count, which never leaves the
 practice. :func:`suppression_reasons` compares each suppressed count with the rule that applies
 to it (``protocol.disclosure``): a count small enough to be suppressed on its own is
-``small_count``; anything else suppressed was withheld to protect another cell (``secondary``).
+``small_count``; anything else suppressed was withheld to protect another cell (``secondary``);
+a stratum's exclusions under a policy that sends exclusions as a whole-practice total only is
+``total_only``, whatever it holds.
 The reason is a string so that later rules can add theirs (each with its words in
 :data:`REASON_WORDS`).
 """
@@ -18,6 +20,7 @@ from protocol.disclosure import (
     RawCell,
     Withheld,
     apply_policy,
+    exclusions_hidden,
     suppression_threshold,
 )
 from protocol.submission import Cell
@@ -25,11 +28,13 @@ from protocol.submission import Cell
 SMALL_COUNT = "small_count"
 SECONDARY = "secondary"
 GUARDED = "guarded"
+TOTAL_ONLY = "total_only"
 
 REASON_WORDS: dict[str, str] = {
     SMALL_COUNT: "small count",
     SECONDARY: "secondary suppression, to protect another cell",
     GUARDED: "withheld by the disclosure guard (linked tables or earlier releases)",
+    TOTAL_ONLY: "exclusions are sent as a whole-practice total only",
 }
 
 #: (indicator, age band, sex, count kind) -> reason.
@@ -48,7 +53,8 @@ def suppression_reasons(
     ``small_count`` when the rule that applies to it suppresses its value (for a whole-practice
     denominator or numerator, also when the practice's denominator is small under the
     stratified rule: ``suppress_small_totals``), else ``secondary``. Of the rest, a count the
-    guard withheld is ``guarded`` and one suppressed to protect it ``secondary``."""
+    guard withheld is ``guarded`` and one suppressed to protect it ``secondary``. A stratum's
+    exclusions under ``exclusions_by_stratum=False`` is ``total_only``."""
     exact = {r.key: r for r in raw}
     with_strata = {r.indicator for r in raw if r.stratum != ("all", "all")}
     own = _suppressed(apply_policy(raw, policy) if guarded else cells)
@@ -62,6 +68,9 @@ def suppression_reasons(
             if getattr(cell, kind).status != "suppressed":
                 continue
             key = (*cell.key, kind)
+            if exclusions_hidden(policy, kind, total):
+                reasons[key] = TOTAL_ONLY
+                continue
             if key not in own:
                 stratum = (cell.stratum.age_band, cell.stratum.sex)
                 reasons[key] = GUARDED if (cell.indicator, stratum, kind) in guarded else SECONDARY

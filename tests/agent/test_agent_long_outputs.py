@@ -10,6 +10,7 @@ from agent.outbound.suppression import (
     GUARDED,
     SECONDARY,
     SMALL_COUNT,
+    TOTAL_ONLY,
     beyond_policy,
     suppression_reasons,
 )
@@ -110,7 +111,8 @@ def test_preview_says_why_each_count_is_suppressed(agent_home: Path, cli) -> Non
     assert len(rows) == 325
     for row in rows:
         if "*" in row[3:6]:  # denom, num, excl
-            assert any(w in row[-1] for w in ("small count", "secondary", "disclosure guard")), row
+            words = ("small count", "secondary", "disclosure guard", "whole-practice total only")
+            assert any(w in row[-1] for w in words), row
 
 
 def test_suppression_reasons_name_the_rule() -> None:
@@ -126,6 +128,10 @@ def test_suppression_reasons_name_the_rule() -> None:
     assert reasons == {
         ("DM_REG", "40-59", "all", "denominator"): SMALL_COUNT,
         ("DM_REG", "60-79", "all", "denominator"): SECONDARY,
+        # the shipped catalogue sends exclusions as a whole-practice total only: every
+        # stratum's is suppressed, its zeros too
+        ("DM_REG", "40-59", "all", "exclusions"): TOTAL_ONLY,
+        ("DM_REG", "60-79", "all", "exclusions"): TOTAL_ONLY,
     }
 
 
@@ -133,7 +139,8 @@ def test_suppression_reasons_keep_the_policy_reason_for_counts_the_guard_also_wi
     """A correction's guard keeps the earlier version's suppressed counts: those disclosure
     control suppresses anyway keep their own reason, and only what the guard adds beyond the
     policy is the guard's (and counted as such)."""
-    policy = load_default_catalogue().disclosure
+    # exclusions by stratum, so that only the denominators are suppressed
+    policy = load_default_catalogue().disclosure.model_copy(update={"exclusions_by_stratum": True})
     raw = [
         RawCell("DM_REG", "all", "all", 60, 0, 0),
         RawCell("DM_REG", "40-59", "all", 3, 0, 0),
@@ -167,8 +174,9 @@ def test_a_suppressed_total_is_small_only_under_the_rule_that_suppressed_it() ->
     """Totals keep the totals rule (exact here): an exclusions total of 2 over strata of 1 and
     1 is suppressed to protect them, not as a small count; a denominator total over a group
     that small is small (suppress_small_totals), a numerator total of 2 over a large group is
-    not."""
-    policy = load_default_catalogue().disclosure
+    not. (Exclusions by stratum: sent as a whole-practice total only, as the shipped catalogue
+    sends them, the strata are suppressed whatever they hold and the total of 2 is released.)"""
+    policy = load_default_catalogue().disclosure.model_copy(update={"exclusions_by_stratum": True})
     assert policy.totals.suppress_at_or_below == 0
     raw = [
         RawCell("AST_REVIEW", "all", "all", 100, 2, 2),
