@@ -146,6 +146,12 @@ def render_indicators_markdown(catalogue: Catalogue | None = None) -> str:
             if pol.totals.round_to == 1 and pol.totals.suppress_at_or_below == 0
             else f"suppressed 1-{pol.totals.suppress_at_or_below}, rounded to {pol.totals.round_to}"
         )
+        + (
+            "; exclusions sent as a whole-practice total only, never by stratum "
+            "(docs/disclosure.md)"
+            if not pol.exclusions_by_stratum
+            else ""
+        )
         + ".",
         "",
         "Rules follow the semantics in `protocol/catalogue.py`: windows end on the period end "
