@@ -664,12 +664,25 @@ def _expiry(text: str, now: dt.datetime) -> dt.datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
 
+def _suspect_since(text: str) -> dt.datetime:
+    """``--compromised-since``: a date or a date and time, UTC when no offset is given."""
+    t = text.strip()
+    try:
+        when = dt.datetime.fromisoformat(t)
+    except ValueError:
+        raise BadRequestError(
+            f"--compromised-since {text!r}: not a date (2026-11-02) or a date and time "
+            "(2026-11-02T09:30:00) that exists"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
 # A kid is base64url and may start with "-": take such a token as the kid, not as an option.
 @key_app.command("revoke", context_settings={"ignore_unknown_options": True})
 def key_revoke(
     kid: Annotated[str, typer.Argument(metavar="KID", help="the key's kid")],
     compromised_since: Annotated[
-        dt.datetime | None,
+        str | None,
         typer.Option(
             "--compromised-since",
             metavar="<date[Thh:mm:ss]>",
@@ -686,13 +699,9 @@ def key_revoke(
     from .practices.service import revoke_key
     from .runtime import Runtime
 
+    since = None if compromised_since is None else _suspect_since(compromised_since)
     settings = _settings(db, key_dir, config)
     rt = Runtime.load(settings)
-    since = (
-        compromised_since.replace(tzinfo=dt.UTC)
-        if compromised_since and compromised_since.tzinfo is None
-        else compromised_since
-    )
     try:
         with rt.db.session() as session:
             index = revoke_key(session, rt.signer, kid, compromised_since=since, now=_now())

@@ -131,7 +131,7 @@ def test_the_options_every_command_takes_are_as_the_docs_say() -> None:
         ("agent", ["nope"], "error: No such command 'nope'. (see 'fedqi-agent --help')"),
         ("agent", ["run", "--keep-trying", "0"], "error: Invalid value for '--keep-trying': 0 is not in the range x>=1."),
         ("aggregator", ["db", "upgrade", "--bogus"], "error: No such option: --bogus (see 'fedqi-aggregator db upgrade --help')"),
-        ("aggregator", ["key", "revoke", "--compromised-since", "yesterday"], "error: Invalid value for '--compromised-since': 'yesterday' does not match"),
+        ("aggregator", ["key", "revoke", "--compromised-since", "2026-11-02"], "error: Missing argument 'KID'. (see 'fedqi-aggregator key revoke --help')"),
         ("demo", ["--practices", "abc"], "error: Invalid value for '--practices': 'abc' is not a valid int."),
         # An option without its value: Click gives no context, the arguments name the command.
         ("agent", ["submit", "--period"], "error: Option '--period' requires an argument. (see 'fedqi-agent submit --help')"),

@@ -8,6 +8,7 @@ import hashlib
 import json
 import threading
 
+import pytest
 from agg_helpers import SimAgent, default_catalogue
 from sqlalchemy import select, update
 from verify import log_key, verify_receipt
@@ -460,3 +461,23 @@ def test_an_integer_too_long_or_json_too_deep_is_a_400_problem_not_a_500(server)
             assert r.status_code == 400, (path, r.status_code, r.text[:200])
             assert r.headers["content-type"] == "application/problem+json", path
             assert said in r.json()["detail"], (path, r.json())
+
+
+@pytest.mark.parametrize("bad", ["yesterday", "2026-13-01", "2026-02-30", "2026-11-02T25:00:00"])
+def test_a_suspect_window_that_is_no_date_is_refused_in_words(server, agent_factory, capsys, bad):  # type: ignore[no-untyped-def]
+    """``key revoke --compromised-since``: a start that is not a real date (or date and time) is
+    refused naming the option, the value and the forms it takes, exit 2, and nothing is
+    revoked (Click's "does not match the formats '%Y-%m-%d', ..." said neither why nor how)."""
+    agent = agent_factory("A81001")
+    net = server.network
+    capsys.readouterr()
+    code = net.cli("key", "revoke", agent.key.kid, "--compromised-since", bad,
+                   "--key-dir", str(net.settings.key_dir))  # fmt: skip
+    said = capsys.readouterr()
+    assert code == 2, said
+    text = said.out + said.err
+    assert f"--compromised-since {bad!r}: not a date (2026-11-02) or a date and time" in text
+    assert "%Y" not in text and "Traceback" not in text
+    with net.database.session() as s:
+        key = s.get(models.PracticeKey, agent.key.kid)
+        assert key is not None and key.status == "active" and key.compromised_since is None
