@@ -227,8 +227,9 @@ def narrative(
                 f"Reaching the achievable benchmark on every indicator would mean "
                 f"{total:,} more {'patient' if total == 1 else 'patients'} meeting the standard; "
                 f"the most on {top['title']} ({_patients(top['could_gain'])}: benchmark "
-                f"{_pct(top.get('abc'), nd(top))}, practice {_pct(top.get('rate'))}). It is at or above "
-                f"the benchmark on {len(at_abc) or 'none'} of them."
+                f"{_pct(top.get('abc'), nd(top))}, practice {_pct(top.get('rate'))}). It is already at or "
+                f"above the benchmark on {len(at_abc) or 'none'} of the {len(shown)} "
+                f"{'indicator' if len(shown) == 1 else 'indicators'} with a rate."
             )
         elif at_abc:
             out.append(

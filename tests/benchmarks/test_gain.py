@@ -161,7 +161,7 @@ def test_narrative_is_written_from_the_numbers() -> None:
     assert "below on 2, above on 1 and within on 2" in text
     assert "would mean 73 more patients meeting the standard" in text
     assert "the most on A title (40 patients" in text
-    assert "at or above the benchmark on 1 of them" in text
+    assert "already at or above the benchmark on 1 of the 5 indicators with a rate." in text
     assert "Since 2026-06: 1 indicator rose and 1 fell beyond chance" in text
     assert (
         "1 did not change beyond chance" in text
