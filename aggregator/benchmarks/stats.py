@@ -340,7 +340,11 @@ def limits_for(summary: Summary, n: np.ndarray, method: LimitMethod) -> list[Lim
         lo_p, hi_p = (1 - level) / 2, 1 - (1 - level) / 2
         tag = "95" if level == 0.95 else "998"
         if method == "exact":
-            lo, hi = exact_limits(p0, n, lo_p), exact_limits(p0, n, hi_p)
+            # Over the distinct denominators only (a national group's 6,500 practices have a
+            # few hundred): the binomial quantiles are most of a funnel's CPU.
+            distinct, back = np.unique(np.asarray(n, dtype=np.int64), return_inverse=True)
+            lo = exact_limits(p0, distinct, lo_p)[back]
+            hi = exact_limits(p0, distinct, hi_p)[back]
         elif method == "normal":
             lo, hi = normal_limits(p0, n, -z), normal_limits(p0, n, z)
         elif method == "wilson":
@@ -410,16 +414,92 @@ def funnel(
 
     ``method="auto"`` judges bands against exact binomial limits, or against additive
     random-effects limits when the dispersion test is significant at ``alpha``."""
+    prepared = _prepare(cells)
+    summary = _summary(prepared, method, alpha)
+    return Funnel(summary, _results(cells, prepared, summary))
+
+
+def summarise(
+    cells: Sequence[Counts],
+    *,
+    method: LimitMethod | Literal["auto"] = "auto",
+    alpha: float = DISPERSION_ALPHA,
+) -> Summary:
+    """:func:`funnel`'s summary alone (no practice results): what a benchmark refresh stores."""
+    return _summary(_prepare(cells), method, alpha)
+
+
+def practice_results(cells: Sequence[Counts], summary: Summary) -> tuple[PracticeResult, ...]:
+    """:func:`funnel`'s practice results for ``cells`` judged against a summary computed
+    before (:func:`summarise` over the same cells, as stored by a refresh): each practice's
+    rate, intervals, z, band and limits depend on the group only through its pooled rate,
+    method and dispersion, so they are computed when read, not stored."""
+    return _results(cells, _prepare(cells), summary)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    statuses: list[RateStatus]
+    usable: list[Counts]
+    x: np.ndarray
+    n: np.ndarray
+    suppressed: int
+    empty: int
+    rounded: int
+
+
+def _prepare(cells: Sequence[Counts]) -> _Prepared:
     # Each practice's status once (a national group has 6,500; the property is read five times).
     statuses = [c.status for c in cells]
     usable_at = [_usable(st, c.denominator) for c, st in zip(cells, statuses, strict=True)]
     usable = [c for c, u in zip(cells, usable_at, strict=True) if u]
-    x = np.array([c.capped_numerator for c in usable], dtype=np.int64)
-    n = np.array([c.denominator or 0 for c in usable], dtype=np.int64)
+    return _Prepared(
+        statuses=statuses,
+        usable=usable,
+        x=np.array([c.capped_numerator for c in usable], dtype=np.int64),
+        n=np.array([c.denominator or 0 for c in usable], dtype=np.int64),
+        suppressed=statuses.count("suppressed"),
+        empty=sum(
+            1
+            for c, st in zip(cells, statuses, strict=True)
+            if st != "suppressed" and (c.denominator or 0) == 0
+        ),
+        rounded=sum(1 for st, u in zip(statuses, usable_at, strict=True) if u and st == "rounded"),
+    )
+
+
+def _summary(
+    p: _Prepared, method: LimitMethod | Literal["auto"], alpha: float
+) -> Summary:
+    return summary_of_arrays(
+        p.x,
+        p.n,
+        practices=len(p.statuses),
+        suppressed=p.suppressed,
+        empty=p.empty,
+        rounded=p.rounded,
+        method=method,
+        alpha=alpha,
+    )
+
+
+def summary_of_arrays(
+    x: np.ndarray,
+    n: np.ndarray,
+    *,
+    practices: int,
+    suppressed: int,
+    empty: int,
+    rounded: int,
+    method: LimitMethod | Literal["auto"] = "auto",
+    alpha: float = DISPERSION_ALPHA,
+) -> Summary:
+    """The summary of one funnel from its included practices' capped numerators ``x`` and
+    denominators ``n`` (int64, every ``n`` > 0, in practice order) and the counts of practices
+    in each state: :func:`funnel`'s summary, which is computed by this function too."""
     num, den = int(x.sum()), int(n.sum())
     p0 = num / den if den else None
-    rates = x / n if len(usable) else np.array([])
-
+    rates = x / n if x.size else np.array([])
     disp = (
         dispersion(x, n, p0, alpha)
         if p0 is not None
@@ -431,16 +511,12 @@ def funnel(
         chosen = method
     abc = achievable_benchmark(zip(x.tolist(), n.tolist(), strict=True))
     quant = (lambda qs: tuple(float(v) for v in np.quantile(rates, qs))) if rates.size else None
-    summary = Summary(
-        practices=len(cells),
-        included=len(usable),
-        suppressed=statuses.count("suppressed"),
-        empty=sum(
-            1
-            for c, st in zip(cells, statuses, strict=True)
-            if st != "suppressed" and (c.denominator or 0) == 0
-        ),
-        rounded=sum(1 for st, u in zip(statuses, usable_at, strict=True) if u and st == "rounded"),
+    return Summary(
+        practices=practices,
+        included=int(x.size),
+        suppressed=suppressed,
+        empty=empty,
+        rounded=rounded,
         numerator=num,
         denominator=den,
         pooled=p0,
@@ -455,6 +531,13 @@ def funnel(
         abc_practices=abc[1] if abc else 0,
     )
 
+
+def _results(
+    cells: Sequence[Counts], p: _Prepared, summary: Summary
+) -> tuple[PracticeResult, ...]:
+    x, n, usable, statuses = p.x, p.n, p.usable, p.statuses
+    p0, chosen, disp = summary.pooled, summary.method, summary.dispersion
+    rates = x / n if len(usable) else np.array([])
     lims = limits_for(summary, n, chosen) if p0 is not None else []
     z = arcsine_z(x, n, p0) if p0 is not None and 0 < p0 < 1 else np.zeros(len(usable))
     if chosen == "additive" and disp.tau2 > 0:
@@ -496,7 +579,7 @@ def funnel(
                 limits=lims[i],
             )
         )
-    return Funnel(summary, tuple(results))
+    return tuple(results)
 
 
 # --- trends ----------------------------------------------------------------------------------
