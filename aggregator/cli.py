@@ -828,10 +828,11 @@ def log_verify(
     key is a finding; with neither, against the key stored in the database, as it says."""
     import datetime as _dt
 
-    from sqlalchemy import select
+    from sqlalchemy import select, update
 
-    from .benchmarks.models import BenchPractice
-    from .benchmarks.service import UNVERIFIED, Group, mark_stale
+    from .benchmarks.models import BenchSummary
+    from .benchmarks.service import Group, mark_stale
+    from .db.models import Submission
     from .log.verify import EVERY_INDICATOR, groups_with_differences, verify_log
 
     settings = _settings(db, key_dir=key_dir, config=config)
@@ -841,13 +842,11 @@ def log_verify(
             report = verify_log(session, pinned, source)
         groups = groups_with_differences(report.findings)
         with database.session() as session:
-            # the groups with differing cells, and those shown unverified (rechecked: repaired
-            # cells are shown again)
+            # the groups with differing cells, and those showing a practice as unverified
+            # (rechecked: repaired cells are shown again)
             shown = session.execute(
-                select(
-                    BenchPractice.indicator, BenchPractice.period_start, BenchPractice.period_end
-                )
-                .where(BenchPractice.status == UNVERIFIED)
+                select(BenchSummary.indicator, BenchSummary.period_start, BenchSummary.period_end)
+                .where(BenchSummary.flagged.is_not(None))
                 .distinct()
             ).all()
             suspect: list[Group] = []
@@ -856,14 +855,28 @@ def log_verify(
                 if EVERY_INDICATOR in inds:  # an envelope that does not verify: all of it
                     inds = inds - {EVERY_INDICATOR} | set(
                         session.scalars(
-                            select(BenchPractice.indicator)
+                            select(BenchSummary.indicator)
                             .where(
-                                BenchPractice.period_start == start, BenchPractice.period_end == end
+                                BenchSummary.period_start == start, BenchSummary.period_end == end
                             )
                             .distinct()
                         )
                     )
                 suspect += [Group(ind, start, end) for ind in sorted(inds)]
+            # The submissions named: their sealed counts values are trusted no longer, so
+            # the recomputation reads their cells (and envelopes) again, as it did before.
+            named = {(f.practice, f.period) for f in report.findings if f.practice and f.period}
+            for ods, period in sorted(named):
+                a, b = period.split("..")
+                session.execute(
+                    update(Submission)
+                    .where(
+                        Submission.practice_ods == ods,
+                        Submission.period_start == _dt.date.fromisoformat(a),
+                        Submission.period_end == _dt.date.fromisoformat(b),
+                    )
+                    .values(counts_verdict=None)
+                )
             mark_stale(session, suspect + [Group(*r) for r in shown])
     lines = [
         f"log {'verified' if report.ok else 'FAILED'}: {report.size} leaves, root {report.root_hex}",

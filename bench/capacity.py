@@ -8,9 +8,9 @@ ingest check, the log append, the checkpoint and the receipt). After each month 
 * the size of every table with its indexes and TOAST (``pg_total_relation_size``), its live rows,
   and the database's size; the growth per month and per submission;
 * the time to ingest the month;
-* a full benchmark refresh of the month's groups (``refresh_stale``: every stored cell's verdict
-  checked, and where one does not hold the cell against its signed envelope, the statistics
-  recomputed) in wall and CPU seconds;
+* a full benchmark refresh of the month's groups (``refresh_stale``: every submission's sealed
+  counts value checked, and where one does not hold its cells and then its signed envelope, the
+  statistics recomputed) in wall and CPU seconds;
 * a funnel read (one indicator, the latest month, the admin's view) after the refresh,
   median of ``--reads``; whether it grows with the months stored decides whether partitioning by
   period is needed for reads;
@@ -230,7 +230,8 @@ def timed_drainers(
 
 
 def timed_upgrade(rt: Runtime) -> list[tuple[int, float, float]]:
-    """As on a network upgraded from before cell verdicts: every stored verdict is cleared, then
+    """As on a network upgraded from before cell verdicts and counts values: every stored
+    verdict and counts value is cleared, then
     every stored group is marked stale and refreshed, twice, each timed and each starting with
     an empty cache of checked envelopes, as a new process does (and as a national refresh
     does: the cache holds 8,192 envelopes, about one month of the network's submissions). The
@@ -238,11 +239,12 @@ def timed_upgrade(rt: Runtime) -> list[tuple[int, float, float]]:
     what the first left behind."""
     from sqlalchemy import update
 
-    from aggregator.db.models import Cell
+    from aggregator.db.models import Cell, Submission
     from aggregator.log import checks
 
     with rt.db.session() as s:
         s.execute(update(Cell).values(verdict=None))
+        s.execute(update(Submission).values(counts=None, counts_verdict=None))
     out = []
     for _ in range(2):
         checks._SIGNED._data.clear()
@@ -335,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--upgrade",
         action="store_true",
-        help="after the months: clear every cell verdict (a network upgraded from before "
-        "verdicts) and time two full refreshes",
+        help="after the months: clear every cell verdict and counts value (a network upgraded "
+        "from before them) and time two full refreshes",
     )
     ap.add_argument(
         "--backlog",

@@ -1,23 +1,21 @@
-"""Benchmark: a funnel's practice entries read as the refresh stored them, or computed at read.
+"""Benchmark: a funnel read, each practice's figures computed when read from its group's
+stored counts and summary, for each kind of viewer.
 
     .venv/bin/python bench/read_compute.py --db URL [--runs 9] [--indicator ID]
 
 ``--db`` names a database as ``bench/capacity.py --keep`` leaves it (a national month:
 ``--practices 6500 --months 1 --keep``). For one group of its newest period (the first
-indicator, or ``--indicator``) it times, alternating, ``--runs`` times each in a new
-connection:
+indicator, or ``--indicator``) it times ``funnel_json`` (what ``GET /v1/benchmarks/funnel``
+answers: aggregator/benchmarks/funnel.py), alternating, ``--runs`` times each in a new session,
+as read by an admin (every practice identified), a network lead (its PCN identified, every
+other practice pseudonymised, counts re-published) and a practice (its peers without counts,
+in list-size bands). Each read computes every practice's rate, intervals, z and band from the
+group's ``bench_entries`` value and its summary (aggregator/benchmarks/entries_store.py) and
+renders its entry.
 
-* **stored**: the narrow read of the stored practice rows that a national funnel's fast path
-  makes (``aggregator.benchmarks.funnel.funnel_json``: each practice's entry as JSON, spliced);
-* **computed**: what a read would do if the refresh stored no practice rows: the effective
-  cells' counts (without their strata, and without checking their verdicts), each practice's
-  latest submission, every statistic (``stats.funnel``) and the two JSON entries per practice
-  that the refresh renders.
-
-It prints medians of wall time and of this process's CPU, the computed read's parts (query
-wall, statistics CPU, rendering CPU), and what the stored rows weigh: bytes per practice row
-(``pg_column_size``), and what a full national refresh (6,500 practices x 40 indicators x 24
-periods) writes at that size. It changes nothing in the database.
+It prints medians of wall time and of this process's CPU for each viewer, the response's size,
+and what the group's stored value weighs (bytes a practice, and for a full national refresh:
+6,500 practices x 40 indicators x 24 periods). It changes nothing in the database.
 """
 
 from __future__ import annotations
@@ -28,136 +26,108 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import sqlalchemy as sa  # noqa: E402
 
-from aggregator.benchmarks import render, stats  # noqa: E402
-from aggregator.benchmarks.service import _r6  # noqa: E402
+from aggregator.benchmarks import stats  # noqa: E402
+from aggregator.benchmarks.funnel import funnel_json  # noqa: E402
+from aggregator.benchmarks.viewer import Viewer  # noqa: E402
+from aggregator.db.models import User  # noqa: E402
+from aggregator.db.session import Database  # noqa: E402
 
-NATIONAL_ROWS = 6500 * 40 * 24
+NATIONAL_GROUPS = 40 * 24
+NATIONAL_PRACTICES = 6500
 
 _GROUP = sa.text(
     "SELECT indicator, period_start, period_end FROM bench_summary "
     "WHERE (CAST(:i AS text) IS NULL OR indicator = :i) "
     "ORDER BY period_end DESC, indicator LIMIT 1"
 )
-_STORED = sa.text(
-    "SELECT practice_ods, item_json, peer_json, denominator, rate, denominator_status "
-    "FROM bench_practice WHERE indicator = :i AND period_start = :s AND period_end = :e"
-)
-_CELLS = sa.text(
-    "SELECT s.practice_ods, s.received_at, s.seq, c.numerator, c.numerator_status, "
-    "c.denominator, c.denominator_status FROM cells c "
-    "JOIN submissions s ON s.submission_id = c.submission_id "
-    "WHERE s.effective AND s.period_start = :s AND s.period_end = :e AND c.indicator = :i"
-)
 _WEIGHT = sa.text(
-    "SELECT count(*), avg(pg_column_size(b.*)), avg(pg_column_size(b.item_json) + "
-    "pg_column_size(b.peer_json)) FROM bench_practice b "
-    "WHERE indicator = :i AND period_start = :s AND period_end = :e"
+    "SELECT octet_length(numbers) + octet_length(practices) + octet_length(submissions), "
+    "pg_column_size(numbers) + pg_column_size(practices) + pg_column_size(submissions) "
+    "FROM bench_entries WHERE indicator = :i AND period_start = :s AND period_end = :e"
 )
+_SOME_PRACTICE = sa.text("SELECT ods, pcn FROM practices ORDER BY ods LIMIT 1")
 
 
-def stored(conn: sa.Connection, group: dict[str, object]) -> int:
-    return len(conn.execute(_STORED, group).all())
-
-
-def computed(
-    conn: sa.Connection, group: dict[str, object], parts: list[float] | None = None
-) -> int:
-    t0 = time.perf_counter()
-    rows = conn.execute(_CELLS, group).all()
-    t1 = time.process_time()
-    latest: dict[str, Any] = {}
-    for r in rows:
-        cur = latest.get(r[0])
-        if cur is None or (r[1], r[2]) > (cur[1], cur[2]):
-            latest[r[0]] = r
-    cells = sorted(latest.values())
-    query = time.perf_counter() - t0
-    f = stats.funnel([stats.Counts(r[0], r[3], r[5], r[4], r[6]) for r in cells])
-    t2 = time.process_time()
-    entries = []
-    for c, res in zip(cells, f.practices, strict=True):
-        ci95, ci998 = res.ci95, res.ci998
-        lo95, hi95 = (_r6(ci95[0]), _r6(ci95[1])) if ci95 else (None, None)
-        lo998, hi998 = (_r6(ci998[0]), _r6(ci998[1])) if ci998 else (None, None)
-        flat = (res.practice, c[3], c[4], c[5], c[6], res.status, _r6(res.rate), lo95, hi95,
-                lo998, hi998, res.approximate, _r6(res.z), res.band, None, res.note, None, None)  # fmt: skip
-        entries.append(
-            (
-                render.as_json(render.identified_fields(flat)),
-                render.as_json(render.peer_fields(flat)),
-            )
-        )
-    if parts is not None:
-        parts[:] = [query, t2 - t1, time.process_time() - t2]
-    return len(entries)
-
-
-def timed(engine: sa.Engine, fn: Callable[[sa.Connection], int]) -> tuple[int, float, float]:
-    with engine.connect() as conn:
-        t0, c0 = time.perf_counter(), time.process_time()
-        n = fn(conn)
-        return n, time.perf_counter() - t0, time.process_time() - c0
+def _viewers(first: str, group: str) -> dict[str, User]:
+    """An admin, a lead of the first practice's PCN and that practice's user (not stored)."""
+    return {
+        "admin": User(id=-1, name="bench admin", role="admin"),
+        "network lead": User(id=-2, name="bench lead", role="network_lead", group=group),
+        "practice": User(id=-3, name="bench practice", role="practice", practice_ods=first),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--db", required=True, help="the kept database's URL")
-    ap.add_argument("--runs", type=int, default=9, help="reads of each kind (default 9)")
+    ap.add_argument("--runs", type=int, default=9, help="reads for each viewer (default 9)")
     ap.add_argument("--indicator", help="the group's indicator (default: the first stored)")
     args = ap.parse_args(argv)
     if args.runs < 1:
         ap.error(f"--runs {args.runs}: use 1 or more")
     try:
-        engine = sa.create_engine(args.db)
-        with engine.connect() as conn:
-            found = conn.execute(_GROUP, {"i": args.indicator}).first()
+        db = Database(args.db)
+        with db.read() as session:
+            found = session.execute(_GROUP, {"i": args.indicator}).first()
+            first = session.execute(_SOME_PRACTICE).first()
     except (sa.exc.SQLAlchemyError, ValueError) as exc:
         ap.error(f"--db {args.db}: cannot read its benchmarks ({type(exc).__name__})")
-    if found is None:
+    if found is None or first is None:
         what = f"indicator {args.indicator}" if args.indicator else "benchmark group"
         ap.error(f"--db: no {what} stored in {args.db}")
-    group = {"i": found[0], "s": found[1], "e": found[2]}
-    kinds: dict[str, Callable[[sa.Connection], int]] = {
-        "stored": lambda c: stored(c, group),
-        "computed": lambda c: computed(c, group),
-    }
+    indicator, start, end = found
+    period = end.isoformat()
+    bands = stats.PeerBands((5000, 10000, 15000), 3)
+    secret = b"bench read_compute pseudonyms!!!"
+    sizes: dict[str, int] = {}
+
+    def reader(user: User) -> Callable[[], None]:
+        def read() -> None:
+            with db.read() as session:
+                viewer = Viewer.load(session, user, secret, bands)
+                sizes[user.role] = len(funnel_json(session, viewer, indicator, period))
+
+        return read
+
+    kinds = {name: reader(u) for name, u in _viewers(first[0], first[1]).items()}
     for fn in kinds.values():  # warm the database's caches and this process's imports
-        timed(engine, fn)
+        fn()
     walls: dict[str, list[float]] = {k: [] for k in kinds}
     cpus: dict[str, list[float]] = {k: [] for k in kinds}
-    practices = 0
     for _ in range(args.runs):
         for name, fn in kinds.items():
-            practices, wall, cpu = timed(engine, fn)
-            walls[name].append(wall)
-            cpus[name].append(cpu)
-    parts: list[float] = []
-    with engine.connect() as conn:
-        computed(conn, group, parts)
-        rows, row_bytes, json_bytes = conn.execute(_WEIGHT, group).one()
-    engine.dispose()
-    print(f"group {found[0]} {found[1]}/{found[2]}: {practices} practices, {args.runs} runs each")
-    ms = {k: (statistics.median(walls[k]) * 1000, statistics.median(cpus[k]) * 1000) for k in kinds}
-    for name, (wall, cpu) in ms.items():
-        print(f"{name}: wall median {wall:.1f} ms, this process's CPU median {cpu:.1f} ms")
-    print(f"computed / stored: {ms['computed'][0] / ms['stored'][0]:.1f}x wall")
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            walls[name].append(time.perf_counter() - t0)
+            cpus[name].append(time.process_time() - c0)
+    with db.read() as session:
+        raw, stored = session.execute(_WEIGHT, {"i": indicator, "s": start, "e": end}).one()
+        practices = session.execute(
+            sa.text(
+                "SELECT practices FROM bench_summary WHERE indicator = :i AND period_start = :s "
+                "AND period_end = :e"
+            ),
+            {"i": indicator, "s": start, "e": end},
+        ).scalar_one()
+    db.dispose()
+    print(f"group {indicator} {start}/{end}: {practices} practices, {args.runs} runs each")
+    for name in kinds:
+        wall, cpu = statistics.median(walls[name]) * 1000, statistics.median(cpus[name]) * 1000
+        role = _viewers("", "")[name].role
+        print(f"{name}: wall median {wall:.1f} ms, this process's CPU median {cpu:.1f} ms, "
+              f"{sizes[role]:,} bytes")  # fmt: skip
+    per = float(stored) / max(practices, 1)
     print(
-        f"computed, one read's parts: query {parts[0] * 1000:.1f} ms wall, statistics "
-        f"{parts[1] * 1000:.1f} ms CPU, entries rendered {parts[2] * 1000:.1f} ms CPU"
+        f"stored: {per:.0f} bytes a practice ({float(raw) / max(practices, 1):.0f} before "
+        f"compression); a full national refresh writes {NATIONAL_GROUPS} such values, "
+        f"{NATIONAL_GROUPS * NATIONAL_PRACTICES * per / 1e6:.0f} MB"
     )
-    if rows:
-        print(
-            f"stored rows: {float(row_bytes):.0f} bytes a practice row ({float(json_bytes):.0f} "
-            f"of them its two JSON entries); a full national refresh writes "
-            f"{NATIONAL_ROWS:,} rows, {NATIONAL_ROWS * float(row_bytes) / 1e9:.1f} GB"
-        )
     return 0
 
 

@@ -11,11 +11,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from ..db.cells import stored_cells
-from ..db.models import Cell
 from ..errors import NotFoundError
-from . import service
+from . import entries_store, service
 from .listing import resolve
-from .models import BenchPractice
 from .viewer import Viewer
 
 POP_SYSTEM = "http://terminology.hl7.org/CodeSystem/measure-population"
@@ -73,7 +71,7 @@ def measure_report(
     populations of its whole-practice cell and one stratifier by age band and sex."""
     p = viewer.require(ods)
     start, end = resolve(session, period, indicator)
-    row = session.get(BenchPractice, (indicator, start, end, ods))
+    row = service.practice_row(session, indicator, start, end, ods)
     if row is None:
         raise NotFoundError(
             f"{ods} sent no {indicator} cell for period ending {end}", code="no-cell"
@@ -82,7 +80,7 @@ def measure_report(
     stored = (
         None
         if row.status == service.UNVERIFIED
-        else session.get(Cell, (row.submission_id, indicator))
+        else entries_store.sealed_cell(session, row.submission_id, indicator)
     )
     strata = sorted(
         (c for c in (stored_cells(stored) if stored is not None else []) if not c.is_total),

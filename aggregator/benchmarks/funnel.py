@@ -10,12 +10,10 @@ from dataclasses import dataclass
 from typing import NotRequired, TypedDict
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..db.models import table_of
 from ..errors import BadRequestError, NotFoundError
-from . import render, service, stats
+from . import entries_store, render, service, stats
 from .entries import Entry, entry, flat_from_result, flat_from_row, unjudged
 from .figures import (
     Limits,
@@ -29,7 +27,7 @@ from .figures import (
     withhold_pool,
 )
 from .listing import Period, known_indicator, period_of, resolve, title_of
-from .models import BenchPractice, BenchSummary
+from .models import BenchSummary
 from .peers import NOWHERE, PeerGroup, PeerGroupRef, Place, peer_places, resolve_group
 from .render import Flat
 from .viewer import Viewer
@@ -236,44 +234,49 @@ def funnel_json(session: Session, viewer: Viewer, indicator: str, period: str | 
         )
     if viewer.coarse:
         return _coarse_funnel_json(session, viewer, start, end, pg, summ)
-    t = table_of(BenchPractice)
-    rows = session.execute(
-        select(t.c.practice_ods, t.c.item_json, t.c.peer_json, t.c.denominator, t.c.rate,
-               t.c.denominator_status).where(
-            t.c.indicator == indicator, t.c.period_start == start, t.c.period_end == end
-        )
-    ).all()  # fmt: skip
+    rows = _group_rows(session, summ)
     own, names = viewer.own, viewer.practices
     ident: list[tuple[str, str]] = []
     peers: list[tuple[str, str]] = []
     max_n = 0
-    for ods, item_json, peer_json, den, rate, den_status in rows:
+    for r in rows:
+        ods, den, rate = r.practice_ods, r.denominator, r.rate
         if not viewer.shows(ods):
             continue  # totals_only
         known = viewer.identifies(ods)
         if rate is not None and den:
             # the denominator as shown: a peer's re-published one (the curve's end shows it)
-            n = den if known else (render.publish(den, den_status)[0] or 0)
+            n = den if known else (render.publish(den, r.denominator_status)[0] or 0)
             max_n = max(max_n, n)
         if known:
             head = (
                 f'{{"id":{json.dumps(ods)},"name":{json.dumps(names[ods].name)},"identified":true,'
             )
-            ident.append((ods, f'{head}"self":{"true" if ods == own else "false"},{item_json}}}'))
+            ident.append((ods, f'{head}"self":{"true" if ods == own else "false"},{r.item_json}}}'))
         else:
             alias = viewer.pseudonym(ods)
             peers.append(
                 (
                     alias,
-                    f'{{"id":"{alias}","name":"{alias}","identified":false,"self":false,{peer_json}}}',
+                    f'{{"id":"{alias}","name":"{alias}","identified":false,"self":false,{r.peer_json}}}',
                 )
             )
     ident.sort()
     peers.sort()
     fd = FunnelData(indicator, start, end, pg, summary_from_row(summ), [],
                     summ.indicator_version, summ.versions)  # fmt: skip
-    unknown = viewer.unknown_in(summ.included, (r[0] for r in rows if r[4] is not None))
+    unknown = viewer.unknown_in(summ.included, (r.practice_ods for r in rows if r.rate is not None))
     return _spliced(session, fd, max_n, [x for _, x in ident + peers], viewer, unknown)
+
+
+def _group_rows(session: Session, summ: BenchSummary) -> list[entries_store.PracticeRow]:
+    """A group's practices computed from its stored counts and summary (entries_store.py)."""
+    stored = entries_store.load(session, summ.indicator, summ.period_start, summ.period_end)
+    if stored is None:
+        return []
+    return entries_store.group_rows(
+        summ.indicator, summ.period_start, summ.period_end, summ, stored
+    )
 
 
 def _coarse_funnel_json(
@@ -286,17 +289,17 @@ def _coarse_funnel_json(
 ) -> str:
     """``funnel_json`` for a practice's view of the whole network: the same entries as
     ``funnel_view`` builds, from a narrow read and cached JSON bodies."""
-    t = table_of(BenchPractice)
-    rows = session.execute(
-        select(t.c.practice_ods, t.c.item_json, t.c.numerator, t.c.numerator_status, t.c.denominator,
-               t.c.denominator_status, t.c.status, t.c.rate, t.c.approximate, t.c.band, t.c.note)
-        .where(t.c.indicator == summ.indicator, t.c.period_start == start, t.c.period_end == end)
-    ).all()  # fmt: skip
-    unknown = viewer.unknown_in(summ.included, (r[0] for r in rows if r[7] is not None))
-    rows = [r for r in rows if viewer.shows(r[0])]  # not a practice that chose totals_only
+    computed = _group_rows(session, summ)
+    unknown = viewer.unknown_in(
+        summ.included, (r.practice_ods for r in computed if r.rate is not None)
+    )
+    rows = [
+        r for r in computed if viewer.shows(r.practice_ods)
+    ]  # not a practice that chose totals_only
     flats: list[Flat] = [
-        (r[0], r[2], r[3], r[4], r[5], r[6], r[7], None, None, None, None, r[8], None, r[9], None,
-         r[10], None, None)
+        (r.practice_ods, r.numerator, r.numerator_status, r.denominator, r.denominator_status,
+         r.status, r.rate, None, None, None, None, r.approximate, None, r.band, None, r.note, None,
+         None)
         for r in rows
     ]  # fmt: skip
     places = peer_places(viewer, flats)
@@ -312,7 +315,7 @@ def _coarse_funnel_json(
                 max_n = f[3]
             name = json.dumps(viewer.practices[ods].name)
             own = "true" if ods == viewer.own else "false"
-            body = render.own_coarse_json(r[1])
+            body = render.own_coarse_json(r.item_json)
             ident.append((ods, f'{{"id":{json.dumps(ods)},"name":{name},"identified":true,"self":{own},{body}}}'))  # fmt: skip
             continue
         place = places.get(ods) or NOWHERE

@@ -4,15 +4,17 @@
   bumps ``mark``; a refresh deletes the row only if ``mark`` is still what it read, so a
   submission arriving mid-refresh leaves the group stale.
 * ``bench_summary``: one row per (indicator, period): pooled rate, quantiles, dispersion, ABC.
-* ``bench_practice``: one row per (indicator, period, practice): counts and their disclosure
-  status, rate, Wilson intervals, z, funnel band and the limits it was judged against.
+* ``bench_entries``: one row per (indicator, period): its practices' counts, disclosure statuses,
+  indicator versions and flags as one compact value; each practice's rate, Wilson intervals, z,
+  funnel band and limits are computed from it and the summary when read
+  (:mod:`.entries_store`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Boolean, Date, Float, Index, Integer, String, Text
+from sqlalchemy import Boolean, Date, Float, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..db.models import TZ, Base
@@ -57,41 +59,21 @@ class BenchSummary(Base):
     abc: Mapped[float | None] = mapped_column(Float, nullable=True)
     abc_practices: Mapped[int] = mapped_column(Integer)
     computed_at: Mapped[dt.datetime] = mapped_column(TZ)
+    # The submissions shown as unverified or suspect: JSON {submission id: "unverified" |
+    # "suspect"}; null when none (nearly always).
+    flagged: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
-class BenchPractice(Base):
-    __tablename__ = "bench_practice"
+class BenchEntries(Base):
+    """One group's practices as the refresh found them: their ODS codes and submission ids
+    (comma-joined, in the same order) and their counts as one array (``numbers``,
+    :data:`aggregator.benchmarks.entries_store.NUMBERS`). Each practice's rate, intervals, z,
+    band and limits are computed from these and the group's summary when read."""
+
+    __tablename__ = "bench_entries"
     indicator: Mapped[str] = mapped_column(String(32), primary_key=True)
     period_start: Mapped[dt.date] = mapped_column(Date, primary_key=True)
     period_end: Mapped[dt.date] = mapped_column(Date, primary_key=True)
-    practice_ods: Mapped[str] = mapped_column(String(6), primary_key=True)
-    submission_id: Mapped[str] = mapped_column(String(36))
-    indicator_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    numerator: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    numerator_status: Mapped[str] = mapped_column(String(10))
-    denominator: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    denominator_status: Mapped[str] = mapped_column(String(10))
-    exclusions: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    exclusions_status: Mapped[str] = mapped_column(String(10))
-    status: Mapped[str] = mapped_column(String(10))
-    rate: Mapped[float | None] = mapped_column(Float, nullable=True)
-    lo95: Mapped[float | None] = mapped_column(Float, nullable=True)
-    hi95: Mapped[float | None] = mapped_column(Float, nullable=True)
-    lo998: Mapped[float | None] = mapped_column(Float, nullable=True)
-    hi998: Mapped[float | None] = mapped_column(Float, nullable=True)
-    approximate: Mapped[bool] = mapped_column(Boolean)
-    z: Mapped[float | None] = mapped_column(Float, nullable=True)
-    band: Mapped[str | None] = mapped_column(String(10), nullable=True)
-    limit_low_95: Mapped[float | None] = mapped_column(Float, nullable=True)
-    limit_high_95: Mapped[float | None] = mapped_column(Float, nullable=True)
-    limit_low_998: Mapped[float | None] = mapped_column(Float, nullable=True)
-    limit_high_998: Mapped[float | None] = mapped_column(Float, nullable=True)
-    note: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    # The practice's entry pre-rendered (aggregator.benchmarks.render): as an identifying viewer
-    # sees it and as a peer sees it, JSON object bodies without braces.
-    item_json: Mapped[str] = mapped_column(Text)
-    peer_json: Mapped[str] = mapped_column(Text)
-
-    __table_args__ = (
-        Index("ix_bench_practice_practice", "practice_ods", "indicator", "period_end"),
-    )
+    practices: Mapped[str] = mapped_column(Text)
+    submissions: Mapped[str] = mapped_column(Text)
+    numbers: Mapped[bytes] = mapped_column(LargeBinary)

@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from . import areas, gain, service, stats
 from .entries import Entry, entry, flat_from_row, unjudged
+from .entries_store import PracticeRow
 from .figures import among_practices, change_dict, few_peers, pool_coarse, pooled_as_shown, rounded
 from .listing import Period, indicator_titles, period_of, resolve
-from .models import BenchPractice
 from .viewer import PracticeLabel, Viewer
 
 
@@ -47,7 +47,7 @@ def practice_view(
     rows = service.practice_history(session, ods)
     summ = {(s.indicator, s.period_end): s for s in service.summaries(session)}
     unknown_of = service.unknown_included(session, viewer)
-    by_ind: dict[str, list[BenchPractice]] = {}
+    by_ind: dict[str, list[PracticeRow]] = {}
     for r in rows:
         if r.period_end <= end:  # a past period's view shows nothing later than it
             by_ind.setdefault(r.indicator, []).append(r)

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 from sqlalchemy import (
     Date,
     String,
-    and_,
     bindparam,
     delete,
     func,
@@ -36,12 +36,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from ..db.bulk import insert_rows, update_rows
+from ..db import counts as counts_value
+from ..db.bulk import update_rows
 from ..db.models import TZ, Cell, Envelope, PracticeKey, Submission, table_of
 from ..db.models import Catalogue as CatalogueRow
 from ..log import checks, verdict
-from . import render, stats
-from .models import BenchPractice, BenchStale, BenchSummary
+from . import entries_store, stats
+from .models import BenchEntries, BenchStale, BenchSummary
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,16 +56,6 @@ def _r6(x: float | None) -> float | None:
     # Stored rounded: six decimals is far below any difference worth showing, and short floats
     # keep the API's JSON small.
     return None if x is None else round(x, 6)
-
-
-#: The columns of a stored practice row, in the order :func:`refresh_group` builds them.
-PRACTICE_COLUMNS = (
-    "indicator", "period_start", "period_end", "practice_ods", "submission_id",
-    "indicator_version", "numerator", "numerator_status", "denominator", "denominator_status",
-    "exclusions", "exclusions_status", "status", "rate", "lo95", "hi95", "lo998", "hi998",
-    "approximate", "z", "band", "limit_low_95", "limit_high_95", "limit_low_998",
-    "limit_high_998", "note", "item_json", "peer_json",
-)  # fmt: skip
 
 
 def _now() -> dt.datetime:
@@ -230,68 +221,37 @@ def indicator_versions(
 # --- refresh ----------------------------------------------------------------------------------------
 
 
-def _effective_cells(session: Session, g: Group) -> list[dict[str, Any]]:
-    """The whole-practice cell of each practice's latest effective submission for the group."""
-    # The tables' columns, not the mapped classes' attributes: the rows are plain tuples, with
-    # no ORM loading for each of a national group's 6,500 rows.
+def _period_submissions(session: Session, start: dt.date, end: dt.date) -> list[Any]:
+    """Each practice's latest effective submission of the period, with its counts value and
+    seal, in ODS order: one read serves every group of the period."""
     subs, pks = table_of(Submission), table_of(PracticeKey)
-    sub, cell = subs.c, table_of(Cell).c
+    sub = subs.c
     result = session.execute(
-        select(
-            sub.practice_ods,
-            sub.submission_id,
-            sub.catalogue_id,
-            sub.catalogue_version,
-            sub.received_at,
-            sub.seq,
-            sub.kid,
-            sub.envelope_sha256,
-            cell.strata,
-            cell.numerator,
-            cell.numerator_status,
-            cell.denominator,
-            cell.denominator_status,
-            cell.exclusions,
-            cell.exclusions_status,
-            cell.verdict,
-            pks.c.compromised_since,
-        )
-        .join(subs, sub.submission_id == cell.submission_id)
+        select(sub.practice_ods, sub.submission_id, sub.catalogue_id, sub.catalogue_version,
+               sub.received_at, sub.seq, sub.kid, sub.envelope_sha256, sub.period_start,
+               sub.period_end, sub.counts, sub.counts_verdict, pks.c.compromised_since)
         .outerjoin(pks, pks.c.kid == sub.kid)
-        .where(
-            sub.effective.is_(True),
-            sub.period_start == g.period_start,
-            sub.period_end == g.period_end,
-            cell.indicator == g.indicator,
-        )
-    )
-    keys = list(result.keys())
-    latest: dict[str, dict[str, object]] = {}
+        .where(sub.effective.is_(True), sub.period_start == start, sub.period_end == end)
+    )  # fmt: skip
+    latest: dict[str, Any] = {}
     for r in result:
-        # A dict by zip costs a quarter of dict(row._mapping): a national group has 6,500 rows.
-        m = dict(zip(keys, r, strict=True))
-        cur = latest.get(m["practice_ods"])
-        if cur is None or (m["received_at"], m["seq"]) > (cur["received_at"], cur["seq"]):
-            latest[m["practice_ods"]] = m
-    return sorted(latest.values(), key=lambda m: str(m["practice_ods"]))
+        cur = latest.get(r.practice_ods)
+        if cur is None or (r.received_at, r.seq) > (cur.received_at, cur.seq):
+            latest[r.practice_ods] = r
+    return [latest[k] for k in sorted(latest)]
 
 
 #: How a practice's value whose stored cells differ from its signed payload is shown.
-UNVERIFIED = "unverified"
-UNVERIFIED_NOTE = "unverified: not the signed counts"  # note is String(40)
+UNVERIFIED = entries_store.UNVERIFIED
+UNVERIFIED_NOTE = entries_store.UNVERIFIED_NOTE
 #: ... and a value signed with a key revoked as compromised, at or after the start of its
 #: suspect window (``key revoke --compromised-since``): shown as unverified, pooled nowhere.
-SUSPECT_NOTE = "suspect: key reported compromised"
+SUSPECT_NOTE = entries_store.SUSPECT_NOTE
 
 
 def suspect(received_at: dt.datetime, compromised_since: dt.datetime | None) -> bool:
     """Whether a submission received at ``received_at`` falls in its key's suspect window."""
-    if compromised_since is None:
-        return False
-    a, b = received_at, compromised_since
-    if (a.tzinfo is None) != (b.tzinfo is None):  # SQLite hands back naive UTC
-        a, b = a.replace(tzinfo=a.tzinfo or dt.UTC), b.replace(tzinfo=b.tzinfo or dt.UTC)
-    return a >= b
+    return entries_store._suspect(received_at, compromised_since)
 
 
 # The counts of a stored row in the order of checks.SignedRow.
@@ -342,14 +302,13 @@ def _unverified(session: Session, g: Group, cells: list[dict[str, object]]) -> s
     """The submissions among ``cells`` whose stored row for ``g.indicator`` (the whole-practice
     counts and every stratum) is not what their signed envelope carries, or whose envelope is
     missing, does not hash to the submission's SHA-256, does not verify with the practice key
-    the submission names, or is another submission's: checked on every refresh with the named
-    checks of ``log verify`` (:func:`aggregator.log.checks.signed_cells`, cached by envelope
-    hash and key). A row whose verdict holds under the session's verdict key
-    (:mod:`aggregator.log.verdict`; ``session.info["verdict_key"]``, set by the runtime) passed
-    those checks when it was stored, so its envelope is not read again. A row whose verdict
-    did not hold but which passes the checks here is sealed now (:func:`_reseal`): rows stored
-    before verdicts, or under another log key, are read from their envelopes once, not on
-    every refresh."""
+    the submission names, or is another submission's: checked with the named checks of ``log
+    verify`` (:func:`aggregator.log.checks.signed_cells`, cached by envelope hash and key). A
+    row whose verdict holds under the session's verdict key (:mod:`aggregator.log.verdict`;
+    ``session.info["verdict_key"]``, set by the runtime) passed those checks when it was stored,
+    so its envelope is not read again. A row whose verdict did not hold but which passes the
+    checks here is sealed now (:func:`_reseal`). The refresh comes here only for submissions
+    whose counts value is missing or not sealed (:func:`refresh_period`)."""
     key = session.info.get("verdict_key")
     if key is not None:
         cells = [c for c in cells if not _sealed(g, c, key)]
@@ -405,97 +364,218 @@ def _same_row(signed: checks.SignedRow | None, c: dict[str, object]) -> bool:
 
 
 _SERIAL_PLANS = text("SET LOCAL max_parallel_workers_per_gather = 0")
+_CODE = counts_value.CODE
 
 
-def refresh_group(session: Session, g: Group) -> stats.Funnel:
-    """Recompute one (indicator, period) and rewrite its stored rows. A practice whose stored
-    cells no longer match its signed submission enters no statistic and is stored as
-    ``unverified`` (no counts, no rate)."""
+def _unsealed_cells(
+    session: Session, start: dt.date, end: dt.date, subs: Sequence[Any]
+) -> dict[str, list[dict[str, object]]]:
+    """The ``cells`` rows of submissions whose counts value could not be taken (every
+    indicator, so a submission whose rows all hold can be sealed), by indicator, as the checks
+    of :func:`_unverified` read them."""
+    by_id = {str(r.submission_id): r for r in subs}
+    c = table_of(Cell).c
+    out: dict[str, list[dict[str, object]]] = {}
+    ids = sorted(by_id)
+    for i in range(0, len(ids), 500):
+        for row in session.execute(
+            select(c.submission_id, c.indicator, c.denominator, c.denominator_status, c.numerator,
+                   c.numerator_status, c.exclusions, c.exclusions_status, c.strata, c.verdict)
+            .where(c.submission_id.in_(ids[i : i + 500]))
+        ):  # fmt: skip
+            r = by_id[str(row.submission_id)]
+            out.setdefault(row.indicator, []).append(
+                {
+                    "practice_ods": r.practice_ods, "submission_id": str(row.submission_id),
+                    "kid": r.kid, "envelope_sha256": r.envelope_sha256, "strata": row.strata,
+                    "verdict": row.verdict, "denominator": row.denominator,
+                    "denominator_status": row.denominator_status, "numerator": row.numerator,
+                    "numerator_status": row.numerator_status, "exclusions": row.exclusions,
+                    "exclusions_status": row.exclusions_status,
+                }
+            )  # fmt: skip
+    return out
+
+
+def refresh_period(session: Session, start: dt.date, end: dt.date, groups: Sequence[Group]) -> None:
+    """Recompute ``groups`` (indicators of one period) from one read of the period's
+    submissions: each practice's latest effective one, its whole-practice counts taken from its
+    counts value where the ingest's seal on it holds (:mod:`aggregator.db.counts`), else from its
+    ``cells`` rows after the checks of :func:`_unverified` (and sealed then, once, if all of
+    them pass). A practice whose stored counts are not what it signed, or whose key was
+    reported compromised before the submission arrived, enters no statistic and is stored as
+    flagged (shown as unverified, no counts, no rate). Stores each group's summary and its
+    practices' counts (``bench_entries``); no row per practice."""
     if session.get_bind().dialect.name == "postgresql":
-        # One process per query: a parallel plan of the effective cells (a hash join over a
-        # scan of the cells) took about as long in three processes as in one, so it spent
-        # about three times the CPU, which two refreshers side by side (and ingestion) need.
+        # One process per query: a parallel plan took about as long in three processes as in
+        # one, so it spent about three times the CPU, which two refreshers side by side (and
+        # ingestion) need.
         session.execute(_SERIAL_PLANS)
-    cells = _effective_cells(session, g)
-    suspects = {
-        str(c["submission_id"])
-        for c in cells
-        if c["compromised_since"] is not None and suspect(c["received_at"], c["compromised_since"])
-    }
-    bad = _unverified(session, g, cells) | suspects
-    if bad:
-        cells = [
-            {**c, **dict.fromkeys(("numerator", "denominator", "exclusions")),
-             **dict.fromkeys(("numerator_status", "denominator_status", "exclusions_status"), UNVERIFIED)}
-            if c["submission_id"] in bad else c
-            for c in cells
-        ]  # fmt: skip
+    subs = _period_submissions(session, start, end)
+    key = session.info.get("verdict_key")
+    position = {str(r.submission_id): i for i, r in enumerate(subs)}
+    wanted = {g.indicator for g in groups}
+    # Counts by indicator: (positions of the submissions that carry it, their records).
+    pieces: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    unsealed: list[Any] = []
+    by_header: dict[bytes, tuple[list[int], list[memoryview]]] = {}
+    for i, r in enumerate(subs):
+        if key is not None and r.counts is not None:
+            value = bytes(r.counts)
+            if verdict.Sealer(key, _row_binding(r)).holds_counts(r.counts_verdict, value):
+                try:
+                    header, body = counts_value.split(value)
+                except counts_value.CountsError:
+                    unsealed.append(r)
+                    continue
+                idx, bodies = by_header.setdefault(header, ([], []))
+                idx.append(i)
+                bodies.append(body)
+                continue
+        unsealed.append(r)
+    for header, (idx, bodies) in by_header.items():
+        ids = counts_value.indicators(header)
+        recs = counts_value.records(bodies, len(ids))
+        at = np.asarray(idx, dtype=np.int64)
+        for k, ind in enumerate(ids):
+            if ind in wanted:
+                pieces.setdefault(ind, []).append((at, recs[:, k]))
+    # Submissions without a sealed counts value: their cells, checked (slow, once: sealed after).
+    flagged: dict[str, dict[str, str]] = {}
+    if unsealed:
+        cells = _unsealed_cells(session, start, end, unsealed)
+        failed: set[str] = set()
+        for ind in sorted(cells):
+            g = Group(ind, start, end)
+            bad = _unverified(session, g, cells[ind])
+            failed |= bad
+            if ind in wanted:
+                flagged[ind] = dict.fromkeys(bad, "unverified")
+                recs = np.zeros(len(cells[ind]), dtype=counts_value.RECORD)
+                for j, c in enumerate(cells[ind]):
+                    recs[j] = (
+                        _minus(c["numerator"]), _minus(c["denominator"]), _minus(c["exclusions"]),
+                        _CODE[str(c["numerator_status"])], _CODE[str(c["denominator_status"])],
+                        _CODE[str(c["exclusions_status"])], 0,
+                    )  # fmt: skip
+                at = np.array(
+                    [position[str(c["submission_id"])] for c in cells[ind]], dtype=np.int64
+                )
+                pieces.setdefault(ind, []).append((at, recs))
+        if key is not None:
+            _seal_counts(
+                session, key, [r for r in unsealed if str(r.submission_id) not in failed], cells
+            )
     versions = indicator_versions(
-        session, {(str(c["catalogue_id"]), int(c["catalogue_version"])) for c in cells}
+        session, {(str(r.catalogue_id), int(r.catalogue_version)) for r in subs}
     )
-    counts = [
-        stats.Counts(
-            str(c["practice_ods"]),
-            c["numerator"],
-            c["denominator"],
-            "suppressed" if c["submission_id"] in bad else c["numerator_status"],
-            "suppressed" if c["submission_id"] in bad else c["denominator_status"],
+    suspects = np.array(
+        [r.compromised_since is not None and suspect(r.received_at, r.compromised_since) for r in subs],
+        dtype=bool,
+    )  # fmt: skip
+    ods = [str(r.practice_ods) for r in subs]
+    sub_ids = [str(r.submission_id) for r in subs]
+    catalogue_of = [(str(r.catalogue_id), int(r.catalogue_version)) for r in subs]
+    for g in groups:
+        _store_group(session, g, len(subs), pieces.get(g.indicator, []), flagged.get(g.indicator, {}),
+                     suspects, ods, sub_ids, catalogue_of, versions)  # fmt: skip
+
+
+def _minus(v: object) -> int:
+    return -1 if v is None else int(v)  # type: ignore[call-overload]
+
+
+def _row_binding(r: Any) -> verdict.Binding:
+    return (str(r.submission_id), str(r.practice_ods), str(r.kid), str(r.envelope_sha256),
+            r.period_start.isoformat(), r.period_end.isoformat())  # fmt: skip
+
+
+def _seal_counts(
+    session: Session, key: bytes, proven: Sequence[Any], cells: dict[str, list[dict[str, object]]]
+) -> None:
+    """Write and seal the counts value of submissions whose every cells row has just passed the
+    checks (stored before counts values, or sealed under another log key)."""
+    if not proven:
+        return
+    totals: dict[str, list[counts_value.Total]] = {str(r.submission_id): [] for r in proven}
+    for ind, rows in cells.items():
+        for c in rows:
+            found = totals.get(str(c["submission_id"]))
+            if found is not None:
+                found.append(
+                    (ind, c["denominator"], c["denominator_status"], c["numerator"],
+                     c["numerator_status"], c["exclusions"], c["exclusions_status"])  # type: ignore[arg-type]
+                )  # fmt: skip
+    t = table_of(Submission)
+    for r in proven:
+        value = counts_value.encode(totals[str(r.submission_id)])
+        seal = verdict.Sealer(key, _row_binding(r)).seal_counts(value)
+        session.execute(
+            t.update()
+            .where(t.c.submission_id == str(r.submission_id))
+            .values(counts=value, counts_verdict=seal)
         )
-        for c in cells
-    ]
-    f = stats.funnel(counts)
-    s = f.summary
-    key = {"indicator": g.indicator, "period_start": g.period_start, "period_end": g.period_end}
-    where = and_(
-        BenchPractice.indicator == g.indicator,
-        BenchPractice.period_start == g.period_start,
-        BenchPractice.period_end == g.period_end,
-    )
-    session.execute(delete(BenchPractice).where(where))
-    seen_versions: set[int] = set()
-    rows: list[tuple[object, ...]] = []
+
+
+def _store_group(
+    session: Session,
+    g: Group,
+    size: int,
+    pieces: Sequence[tuple[np.ndarray, np.ndarray]],
+    flagged: dict[str, str],
+    suspects: np.ndarray,
+    ods: Sequence[str],
+    sub_ids: Sequence[str],
+    catalogue_of: Sequence[tuple[str, int]],
+    versions: dict[tuple[str, int], dict[str, int]],
+) -> None:
+    """One group's summary and entries from the period's counts (``pieces``)."""
+    full = np.zeros(size, dtype=counts_value.RECORD)
+    present = np.zeros(size, dtype=bool)
+    for at, recs in pieces:
+        full[at] = recs
+        present[at] = True
+    where = np.flatnonzero(present)
+    recs = full[where]
+    flag = np.zeros(where.size, dtype=np.uint8)
+    flag[suspects[where]] = 2
+    if flagged:
+        for j, i in enumerate(where.tolist()):
+            if flag[j] == 0 and sub_ids[i] in flagged:
+                flag[j] = 1
+    numbers = np.zeros(where.size, dtype=entries_store.NUMBERS)
+    for name in ("numerator", "denominator", "exclusions", "numerator_status",
+                 "denominator_status", "exclusions_status"):  # fmt: skip
+        numbers[name] = recs[name]
+    numbers["flag"] = flag
+    hidden = flag > 0
+    for name in ("numerator", "denominator", "exclusions"):
+        numbers[name][hidden] = -1
+    for name in ("numerator_status", "denominator_status", "exclusions_status"):
+        numbers[name][hidden] = entries_store.UNVERIFIED_CODE
     by_version = {cv: v.get(g.indicator) for cv, v in versions.items()}
-    head = (g.indicator, g.period_start, g.period_end)
-    status: str
-    note: str | None
-    band: str | None
-    for c, r in zip(cells, f.practices, strict=True):
-        ver = by_version.get((str(c["catalogue_id"]), int(c["catalogue_version"])))
-        if ver is not None:
-            seen_versions.add(ver)
-        lim, ci95, ci998 = r.limits, r.ci95, r.ci998
-        rate, z = _r6(r.rate), _r6(r.z)
-        lo95, hi95 = (_r6(ci95[0]), _r6(ci95[1])) if ci95 else (None, None)
-        lo998, hi998 = (_r6(ci998[0]), _r6(ci998[1])) if ci998 else (None, None)
-        limits = (
-            (_r6(lim.low_95), _r6(lim.high_95), _r6(lim.low_998), _r6(lim.high_998))
-            if lim
-            else (None, None, None, None)
+    vers = [by_version.get(catalogue_of[i]) for i in where.tolist()]
+    numbers["version"] = [-1 if v is None else v for v in vers]
+    seen_versions = {v for v in vers if v is not None}
+    s = summary_of_records(recs, hidden)
+    marks = {sub_ids[i]: ("suspect" if f == 2 else "unverified")
+             for i, f in zip(where.tolist(), flag.tolist(), strict=True) if f}  # fmt: skip
+    key = {"indicator": g.indicator, "period_start": g.period_start, "period_end": g.period_end}
+    for table in (BenchEntries, BenchSummary):
+        session.execute(
+            delete(table).where(
+                table.indicator == g.indicator,
+                table.period_start == g.period_start,
+                table.period_end == g.period_end,
+            )
         )
-        if c["submission_id"] in bad:
-            note = SUSPECT_NOTE if c["submission_id"] in suspects else UNVERIFIED_NOTE
-            status, band = UNVERIFIED, None
-        else:
-            status, note, band = r.status, r.note, r.band
-        num, num_status = c["numerator"], c["numerator_status"]
-        den, den_status = c["denominator"], c["denominator_status"]
-        flat = (r.practice, num, num_status, den, den_status, status, rate, lo95, hi95, lo998, hi998,
-                r.approximate, z, band, None, note, None, None)  # fmt: skip
-        rows.append(
-            (*head, r.practice, c["submission_id"], ver, num, num_status, den, den_status,
-             c["exclusions"], c["exclusions_status"], status, rate, lo95, hi95, lo998, hi998,
-             r.approximate, z, band, *limits, note,
-             render.as_json(render.identified_fields(flat)),
-             render.as_json(render.peer_fields(flat)))
-        )  # fmt: skip
-    insert_rows(session, table_of(BenchPractice), PRACTICE_COLUMNS, rows)
     session.execute(
-        delete(BenchSummary).where(
-            BenchSummary.indicator == g.indicator,
-            BenchSummary.period_start == g.period_start,
-            BenchSummary.period_end == g.period_end,
+        insert(BenchEntries).values(
+            **key,
+            **entries_store.pack([ods[i] for i in where.tolist()],
+                                 [sub_ids[i] for i in where.tolist()], numbers),
         )
-    )
+    )  # fmt: skip
     d = s.dispersion
     session.execute(
         insert(BenchSummary).values(
@@ -525,9 +605,41 @@ def refresh_group(session: Session, g: Group) -> stats.Funnel:
             abc=s.abc,
             abc_practices=s.abc_practices,
             computed_at=_now(),
+            flagged=json.dumps(marks, sort_keys=True) if marks else None,
         )
     )
-    return f
+
+
+def summary_of_records(recs: np.ndarray, hidden: np.ndarray) -> stats.Summary:
+    """A group's summary from its practices' count records (:data:`aggregator.db.counts.RECORD`,
+    in practice order), a ``hidden`` (flagged) practice taken as suppressed: what
+    :func:`.stats.summarise` gives for the same practices as :class:`.stats.Counts`, computed
+    over arrays (tests/benchmarks/test_period_refresh.py)."""
+    # The statistics: a flagged practice as suppressed; the rest as released.
+    num, den = recs["numerator"].astype(np.int64), recs["denominator"].astype(np.int64)
+    ns, ds = recs["numerator_status"], recs["denominator_status"]
+    sup = (
+        hidden
+        | (ns == counts_value.SUPPRESSED)
+        | (ds == counts_value.SUPPRESSED)
+        | (num < 0)
+        | (den < 0)
+    )
+    rounded = ~sup & ((ns == counts_value.ROUNDED) | (ds == counts_value.ROUNDED))
+    usable = ~sup & (den > 0)
+    return stats.summary_of_arrays(
+        np.minimum(num, den)[usable],
+        den[usable],
+        practices=int(recs.size),
+        suppressed=int(sup.sum()),
+        empty=int((~sup & (den == 0)).sum()),
+        rounded=int((usable & rounded).sum()),
+    )
+
+
+def refresh_group(session: Session, g: Group) -> None:
+    """Recompute one (indicator, period) (:func:`refresh_period` for that group alone)."""
+    refresh_period(session, g.period_start, g.period_end, [g])
 
 
 def stale_groups(
@@ -586,23 +698,34 @@ def refresh(session: Session, groups: Sequence[tuple[Group, int]]) -> int:
     Returns how many were recomputed."""
     if not groups:
         return 0
-    done = 0
     locking = _locks_groups(session)
     ordered = sorted(groups, key=lambda gm: lock_order(gm[0]))
     if locking:
         _share_refresh(session)
         for g, _ in ordered:  # a key two groups share is taken twice: advisory locks count
             _lock_group(session, g)
+    todo: list[tuple[Group, int]] = []
     for g, mark in ordered:
         if locking:
             now = _mark_of(session, g)
             if now is None:
                 continue
             mark = now
-        refresh_group(session, g)
-        _clear(session, g, mark)
-        done += 1
-    return done
+        todo.append((g, mark))
+    return _refresh_batch(session, todo)
+
+
+def _refresh_batch(session: Session, todo: Sequence[tuple[Group, int]]) -> int:
+    """Recompute held groups, one read of each period's counts for all of its groups, and
+    clear each one's stale mark (if nobody marked it again meanwhile)."""
+    by_period: dict[tuple[dt.date, dt.date], list[tuple[Group, int]]] = {}
+    for g, mark in todo:
+        by_period.setdefault((g.period_start, g.period_end), []).append((g, mark))
+    for (start, end), held in sorted(by_period.items(), key=lambda p: p[0][1], reverse=True):
+        refresh_period(session, start, end, [g for g, _ in held])
+        for g, mark in held:
+            _clear(session, g, mark)
+    return len(todo)
 
 
 def ensure_fresh(
@@ -720,11 +843,28 @@ def refresh_stale(
             pending = _next_free(session)
             if pending is None:
                 break
-            g, mark = pending
-            refresh_group(session, g)
-            _clear(session, g, mark)
-            done += 1
+            batch = [pending, *_same_period(session, pending[0])]
+            done += _refresh_batch(session, batch)
     return done
+
+
+def _same_period(session: Session, g: Group) -> list[tuple[Group, int]]:
+    """The other stale groups of ``g``'s period that no other refresher holds, locked: a drain
+    recomputes a period's groups from one read of its counts (:func:`refresh_period`)."""
+    others = [
+        (o, m)
+        for o, m in stale_groups(session, period_end=g.period_end)
+        if o.period_start == g.period_start and o != g
+    ]
+    if not _locks_groups(session):
+        return others
+    held = []
+    for o, _ in sorted(others, key=lambda om: lock_order(om[0])):
+        if _try_lock_group(session, o):
+            mark = _mark_of(session, o)
+            if mark is not None:
+                held.append((o, mark))
+    return held
 
 
 def mark_all_stale(session: Session) -> int:
@@ -831,24 +971,31 @@ def summary_row(session: Session, indicator: str, start: dt.date, end: dt.date) 
     ).first()
 
 
-def practice_rows(session: Session, indicator: str, start: dt.date, end: dt.date) -> list[Any]:
-    """The stored practice rows of one group (plain rows, attribute access, no ORM overhead)."""
-    t = table_of(BenchPractice)
-    return list(
-        session.execute(
-            select(t)
-            .where(t.c.indicator == indicator, t.c.period_start == start, t.c.period_end == end)
-            .order_by(t.c.practice_ods)
-        ).all()
-    )
+def practice_rows(
+    session: Session, indicator: str, start: dt.date, end: dt.date
+) -> list[entries_store.PracticeRow]:
+    """One group's practices, in ODS order, computed from its stored counts and summary
+    (:mod:`.entries_store`); none for a group never refreshed."""
+    summ = summary_row(session, indicator, start, end)
+    stored = entries_store.load(session, indicator, start, end)
+    if summ is None or stored is None:
+        return []
+    return entries_store.group_rows(indicator, start, end, summ, stored)
 
 
-def practice_history(session: Session, ods: str, indicator: str | None = None) -> list[Any]:
-    t = table_of(BenchPractice)
-    q = select(t).where(t.c.practice_ods == ods)
-    if indicator:
-        q = q.where(t.c.indicator == indicator)
-    return list(session.execute(q.order_by(t.c.indicator, t.c.period_end)).all())
+def practice_history(
+    session: Session, ods: str, indicator: str | None = None
+) -> list[entries_store.PracticeRow]:
+    """One practice's rows for every refreshed (indicator, period), by indicator and period."""
+    return entries_store.practice_rows(session, ods, indicator)
+
+
+def practice_row(
+    session: Session, indicator: str, start: dt.date, end: dt.date, ods: str
+) -> entries_store.PracticeRow | None:
+    """One practice's row for one group (None: it has none there)."""
+    found = entries_store.practice_rows(session, ods, indicator, (start, end))
+    return found[0] if found else None
 
 
 def summaries(
@@ -872,15 +1019,7 @@ def unknown_included(
     identifies every practice)."""
     if viewer.identifies_all:
         return lambda ind, end, included: 0
-    t = table_of(BenchPractice)
-    q = (
-        select(t.c.indicator, t.c.period_end, func.count())
-        .where(t.c.practice_ods.in_(sorted(viewer.identified)), t.c.rate.is_not(None))
-        .group_by(t.c.indicator, t.c.period_end)
-    )
-    if indicator is not None:
-        q = q.where(t.c.indicator == indicator)
-    known = {(i, e): int(n) for i, e, n in session.execute(q)}
+    known = entries_store.included_counts(session, viewer.identified, indicator)
     return lambda ind, end, included: max(0, included - known.get((ind, end), 0))
 
 

@@ -468,9 +468,7 @@ def _prepare(cells: Sequence[Counts]) -> _Prepared:
     )
 
 
-def _summary(
-    p: _Prepared, method: LimitMethod | Literal["auto"], alpha: float
-) -> Summary:
+def _summary(p: _Prepared, method: LimitMethod | Literal["auto"], alpha: float) -> Summary:
     return summary_of_arrays(
         p.x,
         p.n,
@@ -532,9 +530,7 @@ def summary_of_arrays(
     )
 
 
-def _results(
-    cells: Sequence[Counts], p: _Prepared, summary: Summary
-) -> tuple[PracticeResult, ...]:
+def _results(cells: Sequence[Counts], p: _Prepared, summary: Summary) -> tuple[PracticeResult, ...]:
     x, n, usable, statuses = p.x, p.n, p.usable, p.statuses
     p0, chosen, disp = summary.pooled, summary.method, summary.dispersion
     rates = x / n if len(usable) else np.array([])
@@ -580,6 +576,82 @@ def _results(
             )
         )
     return tuple(results)
+
+
+def results_many(cells: Sequence[Counts], summaries: Sequence[Summary]) -> list[PracticeResult]:
+    """Each practice judged against its own group's summary (a practice's history: one entry
+    per indicator and period), vectorised: element ``i`` is
+    ``practice_results([cells[i]], summaries[i])[0]``, the same values (each array operation
+    is the one :func:`_results` applies to a group, element by element)."""
+    out: list[PracticeResult | None] = [None] * len(cells)
+    todo: dict[str, list[int]] = {}
+    for i, (c, s) in enumerate(zip(cells, summaries, strict=True)):
+        st = c.status
+        if not _usable(st, c.denominator) or s.pooled is None:
+            out[i] = _results([c], _prepare([c]), s)[0]
+        elif s.method in ("exact", "additive") and 0.0 < s.pooled < 1.0:
+            todo.setdefault(s.method, []).append(i)
+        else:  # degenerate pooled rates and the methods a stored summary never has
+            out[i] = _results([c], _prepare([c]), s)[0]
+    for method, idx in todo.items():
+        cs = [cells[i] for i in idx]
+        ss = [summaries[i] for i in idx]
+        x = np.array([c.capped_numerator for c in cs], dtype=np.int64)
+        n = np.array([c.denominator or 0 for c in cs], dtype=np.int64)
+        p0 = np.array([s.pooled for s in ss], dtype=float)
+        theta0 = np.array([math.asin(math.sqrt(s.pooled or 0.0)) for s in ss], dtype=float)
+        rates = x / n
+        p = np.clip(np.asarray(x, float) / np.asarray(n, float), 0.0, 1.0)
+        z = (np.arcsin(np.sqrt(p)) - theta0) * 2 * np.sqrt(np.asarray(n, float))
+        cols: dict[str, np.ndarray] = {}
+        if method == "additive":
+            tau2 = np.array([s.dispersion.tau2 for s in ss], dtype=float)
+            widen = tau2 > 0
+            z = np.where(widen, z / np.sqrt(1 + 4 * n * tau2), z)
+            s2 = 1 / (4 * np.asarray(n, float))
+            for level in LEVELS:
+                zl = z_for(level)
+                tag = "95" if level == 0.95 else "998"
+                cols[f"low_{tag}"] = _back(theta0 + -zl * np.sqrt(s2 + tau2))
+                cols[f"high_{tag}"] = _back(theta0 + zl * np.sqrt(s2 + tau2))
+        else:
+            for level in LEVELS:
+                lo_p, hi_p = (1 - level) / 2, 1 - (1 - level) / 2
+                tag = "95" if level == 0.95 else "998"
+                cols[f"low_{tag}"] = _exact_limits_many(p0, n, lo_p)
+                cols[f"high_{tag}"] = _exact_limits_many(p0, n, hi_p)
+        lo95, hi95 = wilson_arrays(x, n, 0.95)
+        lo998, hi998 = wilson_arrays(x, n, 0.998)
+        lims = [
+            Limits(a, b, c, d)
+            for a, b, c, d in zip(
+                *(np.asarray(cols[k], dtype=float).tolist() for k in ("low_95", "high_95", "low_998", "high_998")),
+                strict=True,
+            )
+        ]  # fmt: skip
+        for j, (i, c, rate, zz, a, b, lo, hi, lim) in enumerate(
+            zip(idx, cs, rates.tolist(), z.tolist(), lo95.tolist(), hi95.tolist(),
+                lo998.tolist(), hi998.tolist(), lims, strict=True)
+        ):  # fmt: skip
+            del j
+            st = c.status
+            out[i] = PracticeResult(
+                practice=c.practice, numerator=c.numerator, denominator=c.denominator, status=st,
+                rate=rate, ci95=(a, b), ci998=(lo, hi), approximate=st == "rounded", z=zz,
+                band=band_of(rate, lim), limits=lim,
+            )  # fmt: skip
+    return [r for r in out if r is not None]
+
+
+def _exact_limits_many(p0: np.ndarray, n: np.ndarray, prob: float) -> np.ndarray:
+    """:func:`exact_limits` with a pooled rate per element (every one strictly inside 0-1)."""
+    r = sps.binom.ppf(prob, n, p0)
+    f_r = sps.binom.cdf(r, n, p0)
+    f_prev = np.where(r >= 1, sps.binom.cdf(r - 1, n, p0), 0.0)
+    gap = f_r - f_prev
+    alpha = np.divide(f_r - prob, gap, out=np.zeros_like(gap), where=gap > 0)
+    clipped: np.ndarray = np.clip((r - alpha) / n, 0.0, 1.0)
+    return clipped
 
 
 # --- trends ----------------------------------------------------------------------------------

@@ -6,11 +6,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import NotRequired, TypedDict
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..errors import NotFoundError
-from . import service, stats
+from . import entries_store, service, stats
 from .figures import (
     Change,
     among_practices,
@@ -22,7 +21,7 @@ from .figures import (
     shown_status,
 )
 from .listing import Period, known_indicator, period_of, title_of
-from .models import BenchPractice, BenchSummary
+from .models import BenchSummary
 from .peers import PeerGroupRef, resolve_group
 from .viewer import PracticeLabel, Viewer
 
@@ -85,17 +84,19 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
         unknown_of = service.unknown_included(session, viewer, indicator)
         unknown = {s.period_end: unknown_of(indicator, s.period_end, s.included) for s in summ}
     else:
-        rows = session.scalars(
-            select(BenchPractice).where(
-                BenchPractice.indicator == indicator, BenchPractice.practice_ods.in_(pg.members)
-            )
-        ).all()
         per: dict[tuple[dt.date, dt.date], list[stats.Counts]] = {}
         unknown = {}
-        for r in rows:
-            per.setdefault((r.period_start, r.period_end), []).append(service.counts_of(r))
-            hidden = r.rate is not None and not viewer.identifies(r.practice_ods)
-            unknown[r.period_end] = unknown.get(r.period_end, 0) + hidden
+        for sm in summ:
+            stored = entries_store.load(session, indicator, sm.period_start, sm.period_end)
+            if stored is None:
+                continue
+            members = entries_store.group_counts(stored, pg.members)
+            if not members:
+                continue
+            per[(sm.period_start, sm.period_end)] = members
+            unknown[sm.period_end] = sum(
+                1 for c in members if c.rate is not None and not viewer.identifies(c.practice)
+            )
         net = [
             (s, e, stats.pool(c, pg.name))
             for (s, e), c in sorted(per.items(), key=lambda kv: kv[0][1])

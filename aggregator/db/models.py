@@ -177,6 +177,13 @@ class Submission(Base):
     received_at: Mapped[dt.datetime] = mapped_column(TZ)
     effective: Mapped[bool] = mapped_column(Boolean)
     superseded_by: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # The whole-practice counts of every indicator as one value (aggregator.db.counts) and the
+    # ingest's seal on it (aggregator.log.verdict): what a benchmark refresh reads. Null on
+    # submissions stored before revision 0010 until a refresh has proven their cells.
+    counts: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
+    counts_verdict: Mapped[bytes | None] = mapped_column(
+        LargeBinary(16), nullable=True, deferred=True
+    )
 
     __table_args__ = (
         Index("ix_submissions_practice_period", "practice_ods", "period_start", "period_end"),

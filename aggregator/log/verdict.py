@@ -85,6 +85,18 @@ class Sealer:
             return False
         return hmac.compare_digest(bytes(verdict), self.seal(row))
 
+    def seal_counts(self, counts: bytes) -> bytes:
+        """The verdict of a submission's counts value (``submissions.counts``,
+        :mod:`aggregator.db.counts`): the whole value, under a mark no row's fields begin
+        with (a row's first field starts with its length), so no row's seal is a value's."""
+        return hmac.digest(self._key, self._prefix + b"#counts|" + counts, "sha256")[:SIZE]
+
+    def holds_counts(self, verdict: bytes | None, counts: bytes | None) -> bool:
+        """Whether ``verdict`` is the seal of this counts value (constant-time compare)."""
+        if verdict is None or counts is None or len(verdict) != SIZE:
+            return False
+        return hmac.compare_digest(bytes(verdict), self.seal_counts(bytes(counts)))
+
 
 def holds(key: bytes, verdict: bytes | None, binding: Binding, row: Sequence[object]) -> bool:
     """Whether ``verdict`` is the seal of this row under ``key``."""

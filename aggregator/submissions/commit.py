@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 from protocol.submission import Submission
 
 from ..benchmarks.service import on_submissions_stored
+from ..db import counts
 from ..db.bulk import insert_rows, update_rows
 from ..db.cells import COLUMNS as CELL_COLUMNS
 from ..db.cells import cell_rows
@@ -81,6 +82,8 @@ SUBMISSION_COLUMNS = (
     "received_at",
     "effective",
     "superseded_by",
+    "counts",
+    "counts_verdict",
 )
 
 
@@ -96,6 +99,8 @@ class Verified:
     payload_sha: str
     when: dt.datetime  # received at
     cells: list[tuple[str | int | bytes | None, ...]]  # the cells rows and their verdicts
+    counts: bytes  # the whole-practice counts value (aggregator.db.counts)
+    counts_verdict: bytes  # its seal
 
     @classmethod
     def of(
@@ -118,8 +123,10 @@ class Verified:
             sub.period.end.isoformat(),
         )
         sealer = verdict.Sealer(verdict_key, binding)
-        rows = [(*r, sealer.seal(r[1:])) for r in cell_rows(sub.submission_id, sub.cells)]
-        return cls(sub, body, sha, payload_sha, when, rows)
+        plain = cell_rows(sub.submission_id, sub.cells)
+        rows = [(*r, sealer.seal(r[1:])) for r in plain]
+        value = counts.encode_rows(plain)
+        return cls(sub, body, sha, payload_sha, when, rows, value, sealer.seal_counts(value))
 
 
 @dataclass(frozen=True)
@@ -411,6 +418,8 @@ def _write(session: Session, signer: LogSigner, items: Sequence[Verified]) -> li
                 v.when,
                 True,
                 None,
+                v.counts,
+                v.counts_verdict,
             )
             for v, a in zip(items, appended, strict=True)
         ],

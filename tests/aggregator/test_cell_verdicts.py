@@ -1,6 +1,9 @@
 """Cell verdicts (aggregator/log/verdict.py): the ingest seals each stored ``cells`` row under a
 key derived from the log key, and the benchmark refresh trusts a row whose seal holds instead of
-re-reading its envelope; any other row is checked against its envelope as before.
+re-reading its envelope; any other row is checked against its envelope as before. The refresh
+reads a submission's cells only where its sealed counts value (``submissions.counts``) is missing
+or does not hold (tests/aggregator/test_counts_values.py): these tests clear the values, as on a
+network whose submissions were stored before them.
 
 Real server, real submissions and signatures, the refresh run in a session of a runtime loaded
 from the network's settings (so with the verdict key) or of a database handle of its own,
@@ -17,7 +20,7 @@ from agg_helpers import OneCopyLosesTheDatabase
 from sqlalchemy import func, select, update
 
 from aggregator.benchmarks import service
-from aggregator.benchmarks.models import BenchPractice, BenchStale
+from aggregator.benchmarks.models import BenchStale, BenchSummary
 from aggregator.cli import _refresh_stale
 from aggregator.cli import main as cli
 from aggregator.db import models
@@ -50,7 +53,18 @@ def _refreshed_then_unsealed(server, rt):  # type: ignore[no-untyped-def]
     expected = _bench(rt.db)
     with server.network.database.session() as s:
         s.execute(update(models.Cell).values(verdict=None))
+    _without_counts(server)
     return expected
+
+
+def _without_counts(server, submission_id=None):  # type: ignore[no-untyped-def]
+    """Clear submissions' counts values (all, or one), as stored before revision 0010: the
+    refresh then reads their cells."""
+    with server.network.database.session() as s:
+        q = update(models.Submission).values(counts=None, counts_verdict=None)
+        if submission_id is not None:
+            q = q.where(models.Submission.submission_id == submission_id)
+        s.execute(q)
 
 
 def _rows(db):  # type: ignore[no-untyped-def]
@@ -107,7 +121,8 @@ def _bench(db):  # type: ignore[no-untyped-def]
     with db.read() as s:
         return {
             (r.practice_ods, r.indicator, r.period_start): (r.status, r.numerator, r.rate)
-            for r in s.scalars(select(BenchPractice))
+            for g in s.scalars(select(BenchSummary))
+            for r in service.practice_rows(s, g.indicator, g.period_start, g.period_end)
         }
 
 
@@ -158,6 +173,7 @@ def test_the_refresh_reads_no_envelope_for_sealed_rows_and_computes_the_same(
 def test_an_edited_row_fails_its_verdict_and_is_shown_unverified(sealed, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     server, rt = sealed
     r = next(r for r in _rows(rt.db) if r.numerator is not None and r.practice_ods == "A81001")
+    _without_counts(server, r.submission_id)
     with server.network.database.session() as s:
         s.execute(
             update(models.Cell)
@@ -201,6 +217,7 @@ def test_a_verdict_copied_with_another_practices_values_does_not_hold(sealed) ->
         if r.practice_ods == "A81002"
         and (r.numerator, r.denominator) != (a.numerator, a.denominator)
     )
+    _without_counts(server, a.submission_id)
     with server.network.database.session() as s:
         s.execute(
             update(models.Cell)
@@ -228,6 +245,7 @@ def test_rows_without_a_verdict_or_under_another_log_key_are_checked_against_the
         service.rebuild_all(s)
     expected = _bench(rt.db)
     some = next(r for r in _rows(rt.db) if r.practice_ods == "A81002")
+    _without_counts(server, some.submission_id)
     with server.network.database.session() as s:
         s.execute(
             update(models.Cell)

@@ -176,7 +176,9 @@ def test_a_changed_cell_is_named_by_practice_period_and_indicator_and_shown_unve
 
 
 def test_a_changed_cell_is_unverified_on_recompute_even_before_log_verify(busy_log) -> None:  # type: ignore[no-untyped-def]
-    """The refresh checks the cells it reads against the signed payload itself."""
+    """The refresh checks what it reads against the signed payload itself: a counts value whose
+    seal does not hold sends it to the cells, and a cells row whose verdict does not hold to the
+    envelope."""
     from aggregator.benchmarks import service
 
     sid, indicator, numerator = _a_cell(busy_log, "A81002", 5)
@@ -185,6 +187,12 @@ def test_a_changed_cell_is_unverified_on_recompute_even_before_log_verify(busy_l
         update(models.Cell)
         .where(models.Cell.submission_id == sid, models.Cell.indicator == indicator)
         .values(numerator=numerator + 1),
+    )
+    _edit(
+        busy_log,
+        update(models.Submission)
+        .where(models.Submission.submission_id == sid)
+        .values(counts_verdict=b"\0" * 16),
     )
     with busy_log.network.database.session() as s:
         service.rebuild_all(s)

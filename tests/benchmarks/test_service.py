@@ -12,7 +12,7 @@ from bench_store import Store, month
 from sqlalchemy import select, text
 
 from aggregator.benchmarks import service, stats
-from aggregator.benchmarks.models import BenchPractice, BenchStale, BenchSummary
+from aggregator.benchmarks.models import BenchEntries, BenchStale, BenchSummary
 
 JAN, FEB = month(2026, 1), month(2026, 2)
 
@@ -68,20 +68,26 @@ def test_refresh_stores_what_the_pure_statistics_give(store: Store) -> None:
         assert hyp["A00004"].approximate and hyp["A00004"].status == "rounded"
 
 
-def test_a_drain_stops_between_groups_when_asked(store: Store) -> None:
+def test_a_drain_stops_between_periods_when_asked(store: Store) -> None:
+    """A drain recomputes a period's stale groups together (one read of its counts); asked
+    after each period whether to go on, it stops there, the older period still stale."""
     _network(store)
+    store.submit("A00001", FEB, {"DM020": (75, 100), "HYP008": (30, 60)})
     asked: list[int] = []
 
     def go_on() -> bool:
         asked.append(1)
         return False
 
-    # one group is always done; the answer after it stops the drain with one still stale
-    assert service.refresh_stale(store.db, go_on=go_on) == 1
+    # the newest period's two groups are always done; the answer after them stops the drain
+    assert service.refresh_stale(store.db, go_on=go_on) == 2
     assert asked == [1]
     with store.db.read() as s:
-        assert service.stale_count(s) == 1
-    assert service.refresh_stale(store.db, go_on=lambda: True) == 1
+        assert {(g.indicator, g.period_end) for g, _ in service.stale_groups(s)} == {
+            ("DM020", JAN[1]),
+            ("HYP008", JAN[1]),
+        }
+    assert service.refresh_stale(store.db, go_on=lambda: True) == 2
     with store.db.read() as s:
         assert service.stale_count(s) == 0
 
@@ -157,8 +163,9 @@ def test_ensure_fresh_refreshes_only_the_group_asked_for(store: Store) -> None:
         assert service.ensure_fresh(s, "DM020", JAN[1]) == 1
     with store.db.read() as s:
         assert {g.indicator for g, _ in service.stale_groups(s)} == {"HYP008"}
+        assert service.practice_rows(s, "DM020", *JAN)
         assert s.scalars(
-            select(BenchPractice.practice_ods).where(BenchPractice.indicator == "DM020")
+            select(BenchEntries.practices).where(BenchEntries.indicator == "DM020")
         ).all()
 
 
@@ -233,7 +240,7 @@ def _wide_network(store: Store) -> list[service.Group]:
 
 
 def _stored(store: Store) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
-    """Every summary (without its time) and every practice row, in a fixed order."""
+    """Every summary (without its time) and every group's stored practices, in a fixed order."""
     with store.db.read() as s:
         summ = [
             tuple(v for k, v in r._mapping.items() if k != "computed_at")
@@ -244,7 +251,7 @@ def _stored(store: Store) -> tuple[list[tuple[object, ...]], list[tuple[object, 
         prac = [
             tuple(r)
             for r in s.execute(
-                select(BenchPractice.__table__).order_by(*BenchPractice.__table__.primary_key)
+                select(BenchEntries.__table__).order_by(*BenchEntries.__table__.primary_key)
             ).all()
         ]
     return summ, prac
