@@ -200,11 +200,12 @@ def pack(
     practices: Sequence[str], submissions: Sequence[str], numbers: np.ndarray
 ) -> dict[str, Any]:
     """The ``bench_entries`` columns of a group's practices (sorted by ODS code)."""
-    if any("," in p for p in practices) or any("," in s for s in submissions):
+    joined = ",".join(practices), ",".join(submissions)
+    if any(j.count(",") != max(len(practices) - 1, 0) for j in joined):
         raise ValueError("an ODS code or submission id holding ','")
     return {
-        "practices": ",".join(practices),
-        "submissions": ",".join(submissions),
+        "practices": joined[0],
+        "submissions": joined[1],
         "numbers": np.ascontiguousarray(numbers, dtype=NUMBERS).tobytes(),
     }
 

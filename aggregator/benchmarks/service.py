@@ -473,12 +473,22 @@ def refresh_period(session: Session, start: dt.date, end: dt.date, groups: Seque
         [r.compromised_since is not None and suspect(r.received_at, r.compromised_since) for r in subs],
         dtype=bool,
     )  # fmt: skip
-    ods = [str(r.practice_ods) for r in subs]
-    sub_ids = [str(r.submission_id) for r in subs]
-    catalogue_of = [(str(r.catalogue_id), int(r.catalogue_version)) for r in subs]
+    ods = np.array([str(r.practice_ods) for r in subs], dtype=object)
+    sub_ids = np.array([str(r.submission_id) for r in subs], dtype=object)
+    # Each submission's catalogue as an index into ``catalogues``: an indicator's versions are
+    # then one array lookup per group, not one dict lookup per practice.
+    catalogues = sorted(versions)
+    index = {cv: i for i, cv in enumerate(catalogues)}
+    catalogue_of = np.array(
+        [index.get((str(r.catalogue_id), int(r.catalogue_version)), -1) for r in subs],
+        dtype=np.int64,
+    )
     for g in groups:
+        table = np.array(
+            [versions[cv].get(g.indicator, -1) for cv in catalogues] + [-1], dtype=np.int64
+        )  # index -1 (a catalogue not found) reads the last: unknown
         _store_group(session, g, len(subs), pieces.get(g.indicator, []), flagged.get(g.indicator, {}),
-                     suspects, ods, sub_ids, catalogue_of, versions)  # fmt: skip
+                     suspects, ods, sub_ids, table[catalogue_of])  # fmt: skip
 
 
 def _minus(v: object) -> int:
@@ -524,10 +534,9 @@ def _store_group(
     pieces: Sequence[tuple[np.ndarray, np.ndarray]],
     flagged: dict[str, str],
     suspects: np.ndarray,
-    ods: Sequence[str],
-    sub_ids: Sequence[str],
-    catalogue_of: Sequence[tuple[str, int]],
-    versions: dict[tuple[str, int], dict[str, int]],
+    ods: np.ndarray,
+    sub_ids: np.ndarray,
+    version_of: np.ndarray,
 ) -> None:
     """One group's summary and entries from the period's counts (``pieces``)."""
     full = np.zeros(size, dtype=counts_value.RECORD)
@@ -540,8 +549,8 @@ def _store_group(
     flag = np.zeros(where.size, dtype=np.uint8)
     flag[suspects[where]] = 2
     if flagged:
-        for j, i in enumerate(where.tolist()):
-            if flag[j] == 0 and sub_ids[i] in flagged:
+        for j, sid in enumerate(sub_ids[where].tolist()):
+            if flag[j] == 0 and sid in flagged:
                 flag[j] = 1
     numbers = np.zeros(where.size, dtype=entries_store.NUMBERS)
     for name in ("numerator", "denominator", "exclusions", "numerator_status",
@@ -553,13 +562,13 @@ def _store_group(
         numbers[name][hidden] = -1
     for name in ("numerator_status", "denominator_status", "exclusions_status"):
         numbers[name][hidden] = entries_store.UNVERIFIED_CODE
-    by_version = {cv: v.get(g.indicator) for cv, v in versions.items()}
-    vers = [by_version.get(catalogue_of[i]) for i in where.tolist()]
-    numbers["version"] = [-1 if v is None else v for v in vers]
-    seen_versions = {v for v in vers if v is not None}
+    vers = version_of[where]
+    numbers["version"] = vers
+    seen_versions = {int(v) for v in np.unique(vers) if v >= 0}
     s = summary_of_records(recs, hidden)
-    marks = {sub_ids[i]: ("suspect" if f == 2 else "unverified")
-             for i, f in zip(where.tolist(), flag.tolist(), strict=True) if f}  # fmt: skip
+    marked = np.flatnonzero(flag)
+    marks = {sub_ids[where[j]]: ("suspect" if flag[j] == 2 else "unverified")
+             for j in marked.tolist()}  # fmt: skip
     key = {"indicator": g.indicator, "period_start": g.period_start, "period_end": g.period_end}
     for table in (BenchEntries, BenchSummary):
         session.execute(
@@ -572,8 +581,7 @@ def _store_group(
     session.execute(
         insert(BenchEntries).values(
             **key,
-            **entries_store.pack([ods[i] for i in where.tolist()],
-                                 [sub_ids[i] for i in where.tolist()], numbers),
+            **entries_store.pack(ods[where].tolist(), sub_ids[where].tolist(), numbers),
         )
     )  # fmt: skip
     d = s.dispersion

@@ -148,3 +148,14 @@ def test_a_drain_reads_each_periods_submissions_once(
     monkeypatch.setattr(service, "_period_submissions", counting)
     assert service.refresh_stale(store.db) == 6
     assert sorted(reads) == [JAN, FEB]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), max_size=80), st.data())
+def test_the_achievable_benchmark_over_arrays_is_the_ranking_in_python(rows, data) -> None:  # type: ignore[no-untyped-def]
+    rows = [(min(x, n), n) for x, n in rows]
+    # ties: repeat some practices' counts, so the ranking has equal fractions to keep in order
+    rows += data.draw(st.lists(st.sampled_from(rows), max_size=10)) if rows else []
+    x = np.array([r[0] for r in rows], dtype=np.int64)
+    n = np.array([r[1] for r in rows], dtype=np.int64)
+    assert stats.achievable_benchmark_arrays(x, n) == stats.achievable_benchmark(rows)
