@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -196,25 +197,30 @@ class Stored:
     numbers: np.ndarray  # of NUMBERS, one per practice
 
 
-def pack(
-    practices: Sequence[str], submissions: Sequence[str], numbers: np.ndarray
-) -> dict[str, Any]:
-    """The ``bench_entries`` columns of a group's practices (sorted by ODS code)."""
-    joined = ",".join(practices), ",".join(submissions)
-    if any(j.count(",") != max(len(practices) - 1, 0) for j in joined):
-        raise ValueError("an ODS code or submission id holding ','")
+def id_bytes(submission_ids: Sequence[str]) -> np.ndarray:
+    """Submission ids (UUIDs, the protocol's form) as 16-byte values, for :func:`pack`."""
+    return np.array([uuid.UUID(s).bytes for s in submission_ids], dtype="S16")
+
+
+def pack(practices: Sequence[str], ids: np.ndarray, numbers: np.ndarray) -> dict[str, Any]:
+    """The ``bench_entries`` columns of a group's practices (sorted by ODS code): ``ids`` their
+    submission ids as :func:`id_bytes` gives them."""
+    joined = ",".join(practices)
+    if joined.count(",") != max(len(practices) - 1, 0):
+        raise ValueError("an ODS code holding ','")
     return {
-        "practices": joined[0],
-        "submissions": joined[1],
+        "practices": joined,
+        "submissions": np.ascontiguousarray(ids, dtype="S16").tobytes(),
         "numbers": np.ascontiguousarray(numbers, dtype=NUMBERS).tobytes(),
     }
 
 
-def unpack(practices: str, submissions: str, numbers: bytes) -> Stored:
+def unpack(practices: str, submissions: bytes, numbers: bytes) -> Stored:
     ods = practices.split(",") if practices else []
-    subs = submissions.split(",") if submissions else []
+    raw = bytes(submissions)
+    subs = [str(uuid.UUID(bytes=raw[i : i + 16])) for i in range(0, len(raw), 16)]
     nums = np.frombuffer(bytes(numbers), dtype=NUMBERS)
-    if not len(ods) == len(subs) == len(nums):
+    if not len(ods) == len(subs) == len(nums) or len(raw) % 16:
         raise ValueError("bench_entries: practices, submissions and numbers differ in length")
     return Stored(ods, subs, nums)
 

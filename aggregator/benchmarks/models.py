@@ -65,8 +65,8 @@ class BenchSummary(Base):
 
 
 class BenchEntries(Base):
-    """One group's practices as the refresh found them: their ODS codes and submission ids
-    (comma-joined, in the same order) and their counts as one array (``numbers``,
+    """One group's practices as the refresh found them: their ODS codes (comma-joined), their
+    submission ids (16 bytes each, in the same order) and their counts as one array (``numbers``,
     :data:`aggregator.benchmarks.entries_store.NUMBERS`). Each practice's rate, intervals, z,
     band and limits are computed from these and the group's summary when read."""
 
@@ -75,5 +75,5 @@ class BenchEntries(Base):
     period_start: Mapped[dt.date] = mapped_column(Date, primary_key=True)
     period_end: Mapped[dt.date] = mapped_column(Date, primary_key=True)
     practices: Mapped[str] = mapped_column(Text)
-    submissions: Mapped[str] = mapped_column(Text)
+    submissions: Mapped[bytes] = mapped_column(LargeBinary)  # 16 bytes an id (a UUID)
     numbers: Mapped[bytes] = mapped_column(LargeBinary)

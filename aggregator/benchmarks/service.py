@@ -475,6 +475,7 @@ def refresh_period(session: Session, start: dt.date, end: dt.date, groups: Seque
     )  # fmt: skip
     ods = np.array([str(r.practice_ods) for r in subs], dtype=object)
     sub_ids = np.array([str(r.submission_id) for r in subs], dtype=object)
+    id_bytes = entries_store.id_bytes(sub_ids.tolist())
     # Each submission's catalogue as an index into ``catalogues``: an indicator's versions are
     # then one array lookup per group, not one dict lookup per practice.
     catalogues = sorted(versions)
@@ -488,7 +489,7 @@ def refresh_period(session: Session, start: dt.date, end: dt.date, groups: Seque
             [versions[cv].get(g.indicator, -1) for cv in catalogues] + [-1], dtype=np.int64
         )  # index -1 (a catalogue not found) reads the last: unknown
         _store_group(session, g, len(subs), pieces.get(g.indicator, []), flagged.get(g.indicator, {}),
-                     suspects, ods, sub_ids, table[catalogue_of])  # fmt: skip
+                     suspects, ods, sub_ids, id_bytes, table[catalogue_of])  # fmt: skip
 
 
 def _minus(v: object) -> int:
@@ -536,6 +537,7 @@ def _store_group(
     suspects: np.ndarray,
     ods: np.ndarray,
     sub_ids: np.ndarray,
+    id_bytes: np.ndarray,
     version_of: np.ndarray,
 ) -> None:
     """One group's summary and entries from the period's counts (``pieces``)."""
@@ -581,7 +583,7 @@ def _store_group(
     session.execute(
         insert(BenchEntries).values(
             **key,
-            **entries_store.pack(ods[where].tolist(), sub_ids[where].tolist(), numbers),
+            **entries_store.pack(ods[where].tolist(), id_bytes[where], numbers),
         )
     )  # fmt: skip
     d = s.dispersion
