@@ -60,8 +60,16 @@ the one stratum holding a review's few exclusions to the exact total.
 
 Small populations: a stratified indicator whose whole-practice denominator is 1..T (the
 stratified threshold) has its denominator and numerator totals suppressed too, whatever the
-strata hold, so a suppressed total never says "the strata are all ones". (Exclusion totals keep
-the network's rule: they are not small populations, just small counts.)
+strata hold, so a suppressed total never says "the strata are all ones". Its numerators are
+suppressed zeros included: the total and every stratum whose denominator is not 0 (a stratum
+with no patient has a numerator of 0 that says nothing the released zero denominator does not).
+A zero numerator over so few patients would tell something about every one of them (none of
+them meets the indicator: an attribute disclosure), so here, and only here, a suppressed count
+may be a true 0. Such a numerator is the second kind of ``suppressed`` count that may be 0; a
+reader who sees the statuses this rule leaves (:func:`small_population_possible`) takes the
+suppressed numerators as 0 or more (:func:`count_range` with ``small_population``), and a
+witness may take them to 0. (Exclusion totals keep the network's rule: they are not small
+populations, just small counts.)
 
 Limits (see docs/disclosure.md): the guarantee is against a reader of the released values and
 statuses; a reader who also replays this algorithm over candidate inputs can, in corner cases,
@@ -92,6 +100,7 @@ __all__ = [
     "Withheld",
     "apply_policy",
     "check_cells",
+    "is_small_population",
     "check_tightens",
     "count_range",
     "describe_count",
@@ -99,6 +108,7 @@ __all__ = [
     "feasible_range",
     "policy_sha256",
     "round_half_up",
+    "small_population_possible",
     "suppression_threshold",
 ]
 
@@ -204,15 +214,56 @@ def exclusions_hidden(policy: DisclosurePolicy, kind: str, is_total: bool) -> bo
 
 
 def count_range(
-    count: Count, policy: DisclosurePolicy, *, kind: str, is_total: bool
+    count: Count,
+    policy: DisclosurePolicy,
+    *,
+    kind: str,
+    is_total: bool,
+    small_population: bool = False,
 ) -> tuple[int, int | None]:
     """:func:`feasible_range` of a released count under ``policy``: its cell's rule, and 0 or
-    more for a stratum's exclusions that the policy releases as a whole-practice total only."""
+    more for a stratum's exclusions that the policy releases as a whole-practice total only,
+    and for a numerator of an indicator read as a small population (``small_population``: the
+    small-population rule suppresses its numerators zeros included;
+    :func:`small_population_possible` says when a reader of the cells must allow it)."""
     return feasible_range(
         count,
         _rule_for(policy, is_total),
-        may_be_zero=exclusions_hidden(policy, kind, is_total),
+        may_be_zero=exclusions_hidden(policy, kind, is_total)
+        or (small_population and kind == "numerator"),
     )
+
+
+def is_small_population(den_total: int, has_strata: bool, policy: DisclosurePolicy) -> bool:
+    """Whether the small-population rule applies to an indicator whose true whole-practice
+    denominator is ``den_total``: it has strata, secondary suppression is on, and the total is
+    1..the stratified threshold. Its denominator and numerator totals are then suppressed, and
+    its numerators zeros included (the total and every stratum with a denominator above 0)."""
+    threshold = suppression_threshold(policy.stratified)
+    return has_strata and policy.secondary_suppression and 1 <= den_total <= threshold
+
+
+def small_population_possible(
+    total: Cell, strata: Sequence[Cell], policy: DisclosurePolicy
+) -> bool:
+    """Whether released cells may come from a small population (:func:`is_small_population`):
+    what a reader of them alone must allow. The rule leaves the denominator and numerator
+    totals suppressed, every stratum's denominator suppressed or a zero, and every numerator
+    whose denominator is suppressed suppressed too. When it holds, a reader takes each
+    suppressed numerator of the indicator as 0 or more (:func:`count_range`); when it does not,
+    the population is not small and a suppressed numerator is at least 1 as before."""
+    if not strata or not policy.secondary_suppression:
+        return False
+    if suppression_threshold(policy.stratified) < 1:
+        return False
+    if total.denominator.status != "suppressed" or total.numerator.status != "suppressed":
+        return False
+    for c in strata:
+        if c.denominator.status == "zero":
+            continue
+        if c.denominator.status != "suppressed" or c.numerator.status != "suppressed":
+            return False
+    return True
 
 
 def _rule(rule: CountRule) -> str:
@@ -299,6 +350,9 @@ class _Class:
             ]
             for m, num in enumerate(nums)
         ]
+        # Numerators suppressed zeros included (a small population's): a witness may take them
+        # to 0, and one holding 0 needs a witness like any other suppressed count.
+        self.floor_nums = [[1] * len(num) for num in nums]
 
     # -- witnesses --
 
@@ -308,7 +362,7 @@ class _Class:
                 return False
         for m, delta in dn.items():
             for p, d in delta.items():
-                if self.nums[m][p] + d < 1:
+                if self.nums[m][p] + d < self.floor_nums[m][p]:
                     return False
         touched = set(dd).union(*[set(delta) for delta in dn.values()])
         for p in touched:
@@ -389,15 +443,21 @@ class _Class:
 
     def suppress_small_totals(self, threshold: int) -> None:
         """A stratified group whose whole-practice denominator is 1..threshold: suppress the
-        totals too (the denominator's and every non-zero numerator's).
+        denominator total too, and every numerator whose denominator is not 0 (the total
+        included), zeros included.
 
         Every non-zero stratum is suppressed then; suppressing the totals up front, whatever the
         strata hold, keeps a suppressed total from telling that they are all ones (which is when
-        the witness search alone would suppress it). Rates on so few patients say nothing."""
+        the witness search alone would suppress it). Rates on so few patients say nothing, and a
+        zero numerator would say something about each of them (that none meets the indicator),
+        so a numerator here is suppressed even when it is 0 (it may be 0: ``floor_nums``)."""
         if len(self.den) > 1 and 1 <= self.den[0] <= threshold:
             self.sup_den[0] = True
-            for num, sup in zip(self.nums, self.sup_nums, strict=True):
-                sup[0] = num[0] > 0
+            for sup, floor in zip(self.sup_nums, self.floor_nums, strict=True):
+                for p, den in enumerate(self.den):
+                    if den > 0:
+                        sup[p] = True
+                        floor[p] = 0
 
     def settle(self) -> None:
         """Suppress more until every suppressed value has a witness."""
@@ -466,8 +526,8 @@ def apply_policy(
 
     ``withhold`` names counts to suppress as well as those the primary rule suppresses (the
     agent's disclosure guard uses it for linked tables); the witness search then protects them
-    like any other suppressed count. A withheld zero stays a zero (a true zero is never
-    suppressed); a withheld denominator is withheld in every indicator of its denominator class.
+    like any other suppressed count. A withheld zero stays a zero (a true zero is suppressed only
+    as a small population's numerator: :func:`is_small_population`); a withheld denominator is withheld in every indicator of its denominator class.
     Naming a count that ``raw`` does not have raises :class:`DisclosureError`.
     """
     groups = _indicator_groups(raw)
@@ -482,6 +542,7 @@ def apply_policy(
             raise DisclosureError(f"withhold: bad count kind {kind!r}")
         wanted.setdefault((ind, kind), set()).add(pos)
     released: dict[str, dict[CountKind, list[bool]]] = {ind: {} for ind in groups}
+    hidden_nums: dict[str, list[bool]] = {}  # numerators suppressed zeros included
 
     # Denominator classes: identical strata and identical denominators.
     classes: dict[tuple[object, ...], list[str]] = {}
@@ -507,6 +568,7 @@ def apply_policy(
         for m, ind in enumerate(members):
             released[ind]["denominator"] = cls.sup_den
             released[ind]["numerator"] = cls.sup_nums[m]
+            hidden_nums[ind] = [f == 0 for f in cls.floor_nums[m]]
 
     for ind, cells in groups.items():
         keys = [c.stratum for c in cells]
@@ -535,6 +597,8 @@ def apply_policy(
             }
             if exclusions_hidden(policy, "exclusions", c.stratum == TOTAL):
                 counts["exclusions"] = Count(status="suppressed")  # zeros included
+            if hidden_nums[ind][p]:
+                counts["numerator"] = Count(status="suppressed")  # a small population's, 0 too
             out.append(
                 Cell(
                     indicator=ind,

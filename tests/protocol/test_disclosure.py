@@ -20,8 +20,10 @@ from protocol.disclosure import (
     count_range,
     describe_count,
     feasible_range,
+    is_small_population,
     policy_sha256,
     round_half_up,
+    small_population_possible,
 )
 from protocol.errors import DisclosureError
 from protocol.submission import MAX_COUNT, Cell, Count, Stratum
@@ -577,3 +579,44 @@ def test_describe_count_of_a_hidden_stratum_exclusions_count() -> None:
     said = describe_count(count("suppressed"), DEFAULT.stratified, hidden=True)
     assert said.startswith("not released by stratum (0 or more")
     assert describe_count(count("zero", 0), DEFAULT.stratified, hidden=True) == "exactly 0"
+
+
+# --- small populations: numerators withheld zeros included ---------------------------------------
+
+
+def _stroke_80(num_f: int) -> list[tuple[str, str, str, int, int, int]]:
+    # The audit's case: a practice's one stroke patient aged 80+ (a woman), BP not controlled.
+    return [("STIA_BP_80", "all", "all", 1, num_f, 0), ("STIA_BP_80", "80+", "F", 1, num_f, 0),
+            ("STIA_BP_80", "80+", "M", 0, 0, 0), ("STIA_BP_80", "80+", "U", 0, 0, 0)]  # fmt: skip
+
+
+def test_a_small_population_withholds_a_zero_numerator_total_and_its_strata() -> None:
+    cells = cells_of(_stroke_80(0), DEFAULT)
+    total = cells[("STIA_BP_80", "all", "all")]
+    assert total.denominator.status == "suppressed"
+    assert total.numerator == count("suppressed")  # a zero, withheld (was released as 0)
+    assert cells[("STIA_BP_80", "80+", "F")].numerator == count("suppressed")
+    # A stratum with no patient: its numerator 0 says nothing the zero denominator does not.
+    assert cells[("STIA_BP_80", "80+", "M")].numerator == count("zero", 0)
+    check_cells(list(cells.values()), DEFAULT)
+    # The same statuses as when the one patient meets the indicator: the reader cannot tell.
+    assert cells_of(_stroke_80(1), DEFAULT) == cells
+
+
+def test_small_population_numerators_are_read_as_0_or_more() -> None:
+    rows = [("IND", "all", "all", 3, 0, 0), ("IND", "all", "F", 2, 0, 0),
+            ("IND", "all", "M", 1, 0, 0), ("IND", "all", "U", 0, 0, 0)]  # fmt: skip
+    cells = cells_of(rows, DEFAULT)
+    total, strata = cells[("IND", "all", "all")], [cells[("IND", "all", s)] for s in SEXES]
+    assert small_population_possible(total, strata, DEFAULT)
+    assert is_small_population(3, True, DEFAULT) and not is_small_population(8, True, DEFAULT)
+    assert count_range(total.numerator, DEFAULT, kind="numerator", is_total=True,
+                       small_population=True) == (0, None)  # fmt: skip
+    assert count_range(total.numerator, DEFAULT, kind="numerator", is_total=True) == (1, None)
+    # A larger population: the zero numerators stay zeros, and the statuses say it is not small.
+    rows = [("IND", "all", "all", 30, 0, 0), ("IND", "all", "F", 2, 0, 0),
+            ("IND", "all", "M", 28, 0, 0), ("IND", "all", "U", 0, 0, 0)]  # fmt: skip
+    cells = cells_of(rows, DEFAULT)
+    total, strata = cells[("IND", "all", "all")], [cells[("IND", "all", s)] for s in SEXES]
+    assert total.numerator == count("zero", 0)
+    assert not small_population_possible(total, strata, DEFAULT)

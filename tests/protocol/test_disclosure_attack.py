@@ -43,6 +43,9 @@ from protocol.disclosure import (
     apply_policy,
     check_cells,
     feasible_range,
+    is_small_population,
+    small_population_possible,
+    suppression_threshold,
 )
 from protocol.submission import Cell, Count
 
@@ -68,6 +71,11 @@ class Knowledge:
     sums: list[tuple[int, list[int]]]  # total index, strata indices
     leq: list[tuple[int, int]]  # (numerator index, denominator index)
     equal: list[tuple[int, int]]  # shared denominators
+    # Indicators whose cells may come from a small population: (denominator total index, the
+    # indices of its suppressed numerators, the threshold T). Either the population is small
+    # (denominator total at most T, those numerators 0 or more) or it is not (denominator total
+    # above T, those numerators at least 1): the disjunction is exact, with one binary each.
+    small: list[tuple[int, list[int], int]] = dataclasses.field(default_factory=list)
 
     def consistent(self, world: Sequence[int]) -> list[str]:
         """Every constraint the integer ``world`` breaks (plain Python, no solver)."""
@@ -82,6 +90,11 @@ class Knowledge:
         broken += [f"{self.names[n]} > denominator" for n, d in self.leq if world[n] > world[d]]
         broken += [
             f"{self.names[a]} != {self.names[b]}" for a, b in self.equal if world[a] != world[b]
+        ]
+        broken += [
+            f"{self.names[d]}: neither a small population nor a larger one"
+            for d, nums, t in self.small
+            if world[d] > t and (min(world[j] for j in nums) < 1 if nums else False)
         ]
         return broken
 
@@ -105,17 +118,38 @@ class Knowledge:
             row({num: 1, den: -1}, -np.inf, 0)
         for a, b in self.equal:
             row({a: 1, b: -1}, 0, 0)
-        c = np.zeros(n)
+        # One binary per possible small population (column n + i, 1 = small):
+        # den <= T + BIG (1 - b), den >= (T + 1)(1 - b), and each numerator >= 1 - b.
+        width = n + len(self.small)
+        rows = [np.concatenate([r, np.zeros(len(self.small))]) for r in rows]
+        for i, (d, nums, t) in enumerate(self.small):
+            r = np.zeros(width)
+            r[d], r[n + i] = 1, BIG
+            rows.append(r)
+            lbs.append(-np.inf)
+            ubs.append(t + BIG)
+            r = np.zeros(width)
+            r[d], r[n + i] = 1, t + 1
+            rows.append(r)
+            lbs.append(t + 1)
+            ubs.append(np.inf)
+            for j in nums:
+                r = np.zeros(width)
+                r[j], r[n + i] = 1, 1
+                rows.append(r)
+                lbs.append(1)
+                ubs.append(np.inf)
+        c = np.zeros(width)
         c[target] = sign
         res = milp(
             c,
             constraints=LinearConstraint(np.array(rows), lbs, ubs) if rows else (),
-            integrality=np.ones(n),
-            bounds=Bounds(self.lo, self.hi),
+            integrality=np.ones(width),
+            bounds=Bounds(self.lo + [0] * len(self.small), self.hi + [1] * len(self.small)),
         )
         if res.x is None:
             return None
-        return [round(v) for v in res.x]
+        return [round(v) for v in res.x[:n]]
 
     def alternative(self, target: int, truth: Sequence[int]) -> list[int] | None:
         """A checked world consistent with everything known, differing from ``truth`` at
@@ -141,6 +175,7 @@ def knowledge(
     lo: list[int] = []
     hi: list[int] = []
     index: dict[Var, int] = {}
+    maybe_small = _maybe_small(cells, policy)
     for cell in cells:
         stratum = (cell.stratum.age_band, cell.stratum.sex)
         rule = policy.totals if stratum == TOTAL else policy.stratified
@@ -148,6 +183,8 @@ def knowledge(
             count = getattr(cell, kind)
             # a stratum's exclusions under a totals-only layout: suppressed whatever it is, 0 too
             hidden = kind == "exclusions" and stratum != TOTAL and not policy.exclusions_by_stratum
+            # a numerator of a possibly small population: 0 or more (the disjunction below)
+            hidden = hidden or (kind == "numerator" and cell.indicator in maybe_small)
             a, b = feasible_range(count, rule, may_be_zero=hidden)
             var = (cell.indicator, kind, stratum)
             if exact_released and count.status != "suppressed":
@@ -171,7 +208,36 @@ def knowledge(
         for a, b in itertools.pairwise(group):
             for s in {v[2] for v in names if v[0] == a}:
                 equal.append((index[(a, "denominator", s)], index[(b, "denominator", s)]))
-    return Knowledge(names, lo, hi, sums, leq, equal), [truth[v] for v in names]
+    t = suppression_threshold(policy.stratified)
+    small = [
+        (
+            index[(ind, "denominator", TOTAL)],
+            [
+                index[(ind, "numerator", s)]
+                for s in sorted({v[2] for v in names if v[0] == ind})
+                if released[(ind, s)].numerator.status == "suppressed"
+            ],
+            t,
+        )
+        for ind in sorted(maybe_small)
+        for released in [{(c.indicator, (c.stratum.age_band, c.stratum.sex)): c for c in cells}]
+    ]
+    know = Knowledge(names, lo, hi, sums, leq, equal, small)
+    return know, [truth[v] for v in names]
+
+
+def _maybe_small(cells: Sequence[Cell], policy: DisclosurePolicy) -> set[str]:
+    """Indicators whose released cells may come from a small population."""
+    by_ind: dict[str, list[Cell]] = defaultdict(list)
+    for c in cells:
+        by_ind[c.indicator].append(c)
+    out = set()
+    for ind, group in by_ind.items():
+        total = [c for c in group if c.stratum.is_total]
+        strata = [c for c in group if not c.stratum.is_total]
+        if total and small_population_possible(total[0], strata, policy):
+            out.add(ind)
+    return out
 
 
 def recovered(
@@ -189,6 +255,16 @@ def recovered(
             truth[(r.indicator, kind, (r.age_band, r.sex))] = r.count(kind)
     know, world = knowledge(cells, policy, shared, truth, exact_released=exact_released)
     assert know.consistent(world) == [], "the true world must fit what is released"
+    tiny = {
+        r.indicator
+        for r in raw
+        if r.stratum == TOTAL
+        and is_small_population(
+            r.denominator,
+            any(x.indicator == r.indicator and x.stratum != TOTAL for x in raw),
+            policy,
+        )
+    }
     pinned: dict[Var, int] = {}
     for cell in cells:
         for kind in COUNT_KINDS:
@@ -197,8 +273,10 @@ def recovered(
                     (cell.indicator, kind, (cell.stratum.age_band, cell.stratum.sex))
                 )
                 # a hidden 0 (a stratum's exclusions under a totals-only layout) is not
-                # protected: the other layout releases it as a zero
-                if world[j] and know.alternative(j, world) is None:
+                # protected: the other layout releases it as a zero; a small population's zero
+                # numerator is (it would tell that none of its few patients meets the indicator)
+                protect = world[j] or (kind == "numerator" and cell.indicator in tiny)
+                if protect and know.alternative(j, world) is None:
                     pinned[know.names[j]] = world[j]
     return pinned
 
@@ -485,4 +563,6 @@ def test_secondary_suppression_only_withholds_more_and_ignores_input_order(sub: 
     for with_secondary, alone in zip(cells, primary, strict=True):
         for kind in COUNT_KINDS:
             a, b = getattr(with_secondary, kind), getattr(alone, kind)
-            assert a == b or (a.status == "suppressed" and b.status != "zero")
+            # a zero is suppressed only as a small population's numerator
+            tiny = kind == "numerator" and with_secondary.denominator.status != "zero"
+            assert a == b or (a.status == "suppressed" and (b.status != "zero" or tiny))
