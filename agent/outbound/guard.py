@@ -39,6 +39,14 @@ and the reader; this docstring says how it is made fast.
   0 or more (``protocol.disclosure.count_range``), an earlier release in the layout it was made
   with (:func:`released_under`). Such a count is protected (a target) when it is 1..T, as any
   suppressed count; a true 0 is not (the other layout releases it as a zero).
+* A small population's numerators (``protocol.disclosure.is_small_population``: a
+  whole-practice denominator of 1..T) are suppressed zeros included. Where the guard knows the
+  true counts (the new submission; an earlier one whose counts it has) it reads them in the true
+  case: a small population's suppressed numerators 0 or more with its denominator total at most
+  T, any other's at least 1, both of them worlds the reader must allow
+  (:func:`_small_populations`); a small population's zero numerator is protected (a target).
+  An earlier release whose counts it does not have is read as the weaker union of both cases
+  (numerators 0 or more wherever its cells allow a small population).
 
 Only counts and their positions appear in reasons, never a patient.
 """
@@ -65,6 +73,8 @@ from protocol.disclosure import (
     apply_policy,
     count_range,
     exclusions_hidden,
+    is_small_population,
+    small_population_possible,
     suppression_threshold,
 )
 from protocol.errors import DisclosureError
@@ -272,18 +282,59 @@ class Model:
         """For each count, the rows it appears in."""
         return _shape(self.rows, self.blocks).rows_of()
 
-    def add_release(self, r: int, cells: Sequence[Cell], policy: DisclosurePolicy) -> None:
-        lo, hi = _release_bounds(r, cells, policy)
+    def add_release(
+        self,
+        r: int,
+        cells: Sequence[Cell],
+        policy: DisclosurePolicy,
+        small: tuple[set[str], bool] = (set(), False),
+    ) -> None:
+        lo, hi = _release_bounds(r, cells, policy, small)
         self.lo.update(lo)
         self.hi.update(hi)
 
 
+def _small_populations(
+    r: int, cells: Sequence[Cell], policy: DisclosurePolicy, truth: dict[Var, int] | None
+) -> tuple[set[str], bool]:
+    """The indicators of a release read as small populations, and whether that is the true case
+    (``truth`` known) rather than the reader's union of both.
+
+    With the true counts: the indicators whose whole-practice denominator is truly 1..T
+    (protocol.disclosure.is_small_population); their suppressed numerators are read as 0 or more
+    and their denominator total as at most T, every other indicator's suppressed numerators as at
+    least 1. Each is a set of worlds the reader must allow (the statuses fit both cases), so a
+    count the guard finds two values for has two for the reader. Without them: every indicator
+    whose cells allow a small population (``small_population_possible``), numerators 0 or more
+    and no bound on the denominator total (the union of both cases: a weaker reader, the limit
+    docs/disclosure.md states)."""
+    by_ind: dict[str, list[Cell]] = defaultdict(list)
+    for c in cells:
+        by_ind[c.indicator].append(c)
+    out: set[str] = set()
+    for ind, group in by_ind.items():
+        total = [c for c in group if c.stratum.is_total]
+        strata = [c for c in group if not c.stratum.is_total]
+        if not total or not small_population_possible(total[0], strata, policy):
+            continue
+        if truth is not None:
+            den = truth.get((r, ind, TOTAL, "denominator"))
+            if den is None or not is_small_population(den, bool(strata), policy):
+                continue
+        out.add(ind)
+    return out, truth is not None
+
+
 def _release_bounds(
-    r: int, cells: Sequence[Cell], policy: DisclosurePolicy
+    r: int,
+    cells: Sequence[Cell],
+    policy: DisclosurePolicy,
+    small: tuple[set[str], bool] = (set(), False),
 ) -> tuple[dict[Var, int], dict[Var, int]]:
     """Each count's feasible range as the reader sees it (``hi`` -1: no upper bound), the
     release read under ``policy`` (a stratum's exclusions 0 or more where it releases them as a
-    total only: protocol.disclosure.count_range)."""
+    total only: protocol.disclosure.count_range); ``small``: the indicators read as small
+    populations and whether that is the true case (:func:`_small_populations`)."""
     lo: dict[Var, int] = {}
     hi: dict[Var, int] = {}
     seen: dict[tuple[bool, bool, str, int | None], tuple[int, int]] = {}
@@ -299,6 +350,17 @@ def _release_bounds(
                 got = seen[key] = (a, -1 if b is None else b)
             v = (r, cell.indicator, stratum, kind)
             lo[v], hi[v] = got
+    inds, true_case = small
+    threshold = suppression_threshold(policy.stratified)
+    for cell in cells:
+        if cell.indicator not in inds:
+            continue
+        stratum = (cell.stratum.age_band, cell.stratum.sex)
+        if cell.numerator.status == "suppressed":
+            lo[(r, cell.indicator, stratum, "numerator")] = 0
+        if true_case and stratum == TOTAL:
+            v = (r, cell.indicator, stratum, "denominator")
+            hi[v] = threshold if hi[v] < 0 else min(hi[v], threshold)
     return lo, hi
 
 
@@ -1021,6 +1083,7 @@ class _Earlier:
     known: dict[Var, int] | None
     where: str
     policy: DisclosurePolicy  # the policy its cells are read under (its layout of exclusions)
+    small: tuple[set[str], bool] = (set(), False)  # its small populations (_small_populations)
 
 
 def _sticky(period: Period, links: Sequence[Release], raw: Sequence[RawCell]) -> set[Withheld]:
@@ -1068,13 +1131,14 @@ def _earlier(catalogue: Catalogue, e: Release, policy: DisclosurePolicy, cap: in
     if e.raw is not None:
         known = {(1, r.indicator, r.stratum, k): r.count(k) for r in e.raw for k in COUNT_KINDS}
         m = Model()
-        m.add_release(1, e.cells, policy)
+        m.add_release(1, e.cells, policy, _small_populations(1, e.cells, policy, None))
         for v in m.lo:
             if v not in known or not m.lo[v] <= known[v] <= (m.hi[v] if m.hi[v] >= 0 else cap):
                 known = None  # the data changed since: do not lean on the recomputed counts
                 break
     ids = identities_for(catalogue, e.cells, e.versions or None)
-    return _Earlier(e, ids, known, f"with {e.label}", policy)
+    small = _small_populations(1, e.cells, policy, known)
+    return _Earlier(e, ids, known, f"with {e.label}", policy, small)
 
 
 class _Guard:
@@ -1111,7 +1175,12 @@ class _Guard:
         ] = {}
         self.passed: tuple[Cell, ...] | None = None  # the last cells exposures() found clean
 
+    def _small_new(self) -> tuple[set[str], bool]:
+        """The new release's small populations, in the true case (:func:`_small_populations`)."""
+        return _small_populations(0, self.cells, self.policy, self.truth)
+
     def _targets_new(self, m: Model, width: int, rounded: int) -> None:
+        tiny = self._small_new()[0]
         for c in self.cells:
             s = (c.stratum.age_band, c.stratum.sex)
             for k in COUNT_KINDS:
@@ -1119,12 +1188,14 @@ class _Guard:
                 status = getattr(c, k).status
                 if status == "suppressed" and 1 <= self.truth[v] <= self.small:
                     m.targets[v] = width
+                elif status == "suppressed" and k == "numerator" and c.indicator in tiny:
+                    m.targets[v] = width  # a small population's 0: none of them meets it
                 elif status == "rounded" and rounded > 1:
                     m.targets[v] = rounded
 
     def _alone(self) -> Model:
         m = Model(truth=self.truth)
-        m.add_release(0, self.cells, self.policy)
+        m.add_release(0, self.cells, self.policy, self._small_new())
         m.rows = _relation_rows(0, self.cells, self.ids)  # shared, never changed
         self._targets_new(m, self.guard.suppressed_width, self.guard.rounded_width)
         return m
@@ -1132,9 +1203,9 @@ class _Guard:
     def _with(self, e: _Earlier) -> Model:
         cells, old = self.cells, e.release.cells
         m = Model(truth={**self.truth, **(e.known or {})})
-        m.add_release(0, cells, self.policy)
+        m.add_release(0, cells, self.policy, self._small_new())
         if e.where not in self._old_bounds:
-            self._old_bounds[e.where] = _release_bounds(1, old, e.policy)
+            self._old_bounds[e.where] = _release_bounds(1, old, e.policy, e.small)
         m.lo.update(self._old_bounds[e.where][0])
         m.hi.update(self._old_bounds[e.where][1])
         # The rows depend on which counts are exact zeros, which withholding never changes (it
@@ -1174,12 +1245,14 @@ class _Guard:
                     continue  # a stratum of an exclusions total released as 0 is 0
                 if e.known is None or 1 <= e.known.get(v, 0) <= self.small:
                     m.targets[v] = self.guard.linked_width
+                elif k == "numerator" and c.indicator in e.small[0]:
+                    m.targets[v] = self.guard.linked_width  # a small population's 0
         return m
 
     def _pinned_by_itself(self, e: _Earlier, x: Exposure) -> bool:
         """Whether the earlier release alone already pins ``x`` (that cannot be undone now)."""
         alone = Model()
-        alone.add_release(1, e.release.cells, e.policy)
+        alone.add_release(1, e.release.cells, e.policy, e.small)
         alone.rows = _relation_rows(1, e.release.cells, e.ids)
         alone.targets[x.var] = x.required
         return bool(audit(alone, self.solver, e.where, self.cap))

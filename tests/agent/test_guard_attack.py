@@ -53,6 +53,7 @@ from protocol.disclosure import (
     apply_policy,
     check_cells,
     feasible_range,
+    small_population_possible,
 )
 from protocol.linkage import linked_identities
 from protocol.submission import Cell, Period
@@ -180,6 +181,10 @@ class Attacker:
         self.rows: list[tuple[dict[int, int], float, float]] = []
         self.index: dict[V, int] = {}
         self.status: dict[V, str] = {}
+        # Indicators whose cells allow a small population (protocol.disclosure): (denominator
+        # total, suppressed numerators). Either the population is small (denominator total at
+        # most T, those numerators 0 or more) or not (above T, at least 1): one binary each.
+        self.smalls: list[tuple[int, list[int]]] = []
 
     def release(self, r: int, cells: Sequence[Cell], exact: dict[V, int] | None = None) -> None:
         by: dict[str, dict[tuple[str, str], Cell]] = {}
@@ -201,6 +206,18 @@ class Attacker:
                 self.hi.append(BIG if hi is None else hi)
                 self.status[v] = count.status
         for ind, group in by.items():
+            strata_cells = [c for s, c in group.items() if s != TOTAL]
+            if TOTAL in group and small_population_possible(
+                group[TOTAL], strata_cells, self.policy
+            ):
+                nums = [
+                    self.index[(r, ind, s, "numerator")]
+                    for s, c in group.items()
+                    if c.numerator.status == "suppressed"
+                ]
+                for j in nums:
+                    self.lo[j] = 0
+                self.smalls.append((self.index[(r, ind, TOTAL, "denominator")], nums))
             for s in group:
                 self.add({(r, ind, s, "numerator"): 1, (r, ind, s, "denominator"): -1}, -np.inf, 0)
             strata = [s for s in group if s != TOTAL]
@@ -230,27 +247,40 @@ class Attacker:
             coeffs = {v: 1 for v in a} | {v: -1 for v in b}
             self.add(coeffs, -delta, delta)
 
+    def _small_rows(self, n: int) -> list[tuple[dict[int, int], float, float]]:
+        """The small-population disjunctions, with binary column n + i (1: small)."""
+        t = self.policy.stratified.suppress_at_or_below
+        rows: list[tuple[dict[int, int], float, float]] = []
+        for i, (den, nums) in enumerate(self.smalls):
+            rows.append(({den: 1, n + i: BIG}, -np.inf, t + BIG))
+            rows.append(({den: 1, n + i: t + 1}, t + 1, np.inf))
+            rows += [({j: 1, n + i: 1}, 1, np.inf) for j in nums]
+        return rows
+
     def _world(self, target: int, sign: int) -> list[int] | None:
         n = len(self.names)
-        a = np.zeros((len(self.rows), n))
-        for i, (coeffs, _, _) in enumerate(self.rows):
+        rows = self.rows + self._small_rows(n)
+        width = n + len(self.smalls)
+        a = np.zeros((len(rows), width))
+        for i, (coeffs, _, _) in enumerate(rows):
             for j, c in coeffs.items():
                 a[i, j] += c
-        c = np.zeros(n)
+        c = np.zeros(width)
         c[target] = sign
-        cons = LinearConstraint(a, [r[1] for r in self.rows], [r[2] for r in self.rows])
-        res = milp(c, constraints=cons, integrality=np.ones(n), bounds=Bounds(self.lo, self.hi))
+        cons = LinearConstraint(a, [r[1] for r in rows], [r[2] for r in rows])
+        lo, hi = self.lo + [0] * len(self.smalls), self.hi + [1] * len(self.smalls)
+        res = milp(c, constraints=cons, integrality=np.ones(width), bounds=Bounds(lo, hi))
         if res.x is None:  # HiGHS' presolve has been seen to call a feasible problem infeasible
             res = milp(
                 c,
                 constraints=cons,
-                integrality=np.ones(n),
-                bounds=Bounds(self.lo, self.hi),
+                integrality=np.ones(width),
+                bounds=Bounds(lo, hi),
                 options={"presolve": False},
             )
         if res.x is None:
             return None
-        world = [round(x) for x in res.x]
+        world = [round(x) for x in res.x[:n]]
         assert self.broken(world) == [], "the solver's world must fit what is known"
         return world
 
@@ -260,6 +290,10 @@ class Attacker:
             value = sum(c * world[j] for j, c in coeffs.items())
             if not lb <= value <= ub:
                 out.append(f"row {coeffs}")
+        t = self.policy.stratified.suppress_at_or_below
+        for den, nums in self.smalls:
+            if world[den] > t and any(world[j] < 1 for j in nums):
+                out.append(f"neither a small population nor a larger one at {self.names[den]}")
         return out
 
     def width(self, v: V) -> int:
@@ -277,12 +311,17 @@ class Attacker:
     ) -> dict[V, int]:
         """Protected counts narrowed below the policy, with the width left to them. Protected:
         a suppressed count whose true value is small (1..7: the primary rule's or the small-
-        population rule's), and a rounded count of a release in ``rounded_in``."""
+        population rule's), a small population's numerator of 0 (that none of its patients
+        meets the indicator), and a rounded count of a release in ``rounded_in``."""
         out: dict[V, int] = {}
         for v, status in self.status.items():
             if v[0] not in releases:
                 continue
-            if status == "suppressed" and 1 <= truth[v] <= SMALL:
+            r, ind, _, kind = v
+            tiny = (
+                kind == "numerator" and 1 <= truth.get((r, ind, TOTAL, "denominator"), 0) <= SMALL
+            )
+            if status == "suppressed" and (1 <= truth[v] <= SMALL or tiny):
                 need = width
             elif status == "rounded" and v[0] in rounded_in:
                 need = GUARD.rounded_width
@@ -948,3 +987,69 @@ def test_exclusions_as_a_total_only_with_the_month_before() -> None:
     assert att.narrowed(truth, [0, 1], width=GUARD.linked_width) == {}
     total = next(c for c in cells_b if c.indicator == "STAT" and c.key[1:] == TOTAL)
     assert total.denominator.status == "exact"
+
+
+# --- a small population's zero numerator -------------------------------------------------------
+
+
+def _one_over_80(ok: bool) -> list[Patient]:
+    """30 registered patients under 80 and one woman of 85 whose BP is (not) at target: O80's
+    whole-practice denominator is 1, a small population."""
+    rng = random.Random(5)
+    under = [
+        Patient(rng.randint(40, 79), rng.choice("FM"), reg=True, ok=rng.random() < 0.6)
+        for _ in range(30)
+    ]
+    return [*under, Patient(85, "F", reg=True, ok=ok)]
+
+
+def test_a_small_populations_zero_numerator_stays_hidden_through_the_guard() -> None:
+    """The IG audit's case: the one patient over 80 does not have her BP at target. Her
+    indicator's numerator (the total and her stratum) is released suppressed, not as 0, and the
+    attacker (its own milp, the identities by hand, the small-population rule read exactly)
+    keeps at least the policy's width for both, alone and with the month before."""
+    raw = raw_cells(CAT, _one_over_80(ok=False))
+    cells = guarded(CAT, raw, MARCH)
+    assert cells is not None
+    o80 = {c.key[1:]: c for c in cells if c.indicator == "O80"}
+    assert o80[TOTAL].numerator.status == "suppressed"
+    assert o80[("80+", "F")].numerator.status == "suppressed"
+    assert one_release_attack(CAT, cells, raw) == {}
+    att = Attacker()
+    att.release(0, cells)
+    att.catalogue_identities(0, list(CAT.strata_for(CAT.indicators[0])))
+    for s in (TOTAL, ("80+", "F")):
+        assert att.width((0, "O80", s, "numerator")) >= GUARD.suppressed_width
+
+    # The month before, the same patients: both releases and the true delta (0).
+    raw_b = raw_cells(CAT, _one_over_80(ok=False))
+    history = [Release("march", MARCH, tuple(cells), raw=tuple(raw))]
+    cells_b = guarded(CAT, raw_b, APRIL, history)
+    assert cells_b is not None
+    links = same_cell_links(0, 1, cells_b, cells)
+    truth = {**truth_of(0, raw_b), **truth_of(1, raw)}
+    att = Attacker()
+    att.release(0, cells_b)
+    att.release(1, cells)
+    strata = list(CAT.strata_for(CAT.indicators[0]))
+    att.catalogue_identities(0, strata)
+    att.catalogue_identities(1, strata)
+    att.link(links, true_delta(links, truth))
+    assert att.narrowed(truth, [0, 1], width=GUARD.linked_width) == {}
+
+
+def test_the_guard_reads_a_small_populations_numerators_as_0_or_more_and_protects_a_zero() -> None:
+    """The guard's own model of the reader (the true case, known to the agent): O80's
+    suppressed numerators 0 or more with its denominator total at most T, and its zero
+    numerator a protected count, so that any linked route that pinned it would be withheld."""
+    raw = raw_cells(CAT, _one_over_80(ok=False))
+    g = guard_module._Guard(CAT, raw, POLICY, MARCH, (), GUARD)
+    m = g._alone()
+    for s in (TOTAL, ("80+", "F")):
+        v = (0, "O80", s, "numerator")
+        assert m.lo[v] == 0 and m.truth[v] == 0
+        assert m.targets[v] == GUARD.suppressed_width
+    assert m.hi[(0, "O80", TOTAL, "denominator")] == SMALL
+    # A larger population's suppressed numerator is still at least 1.
+    others = [v for v in m.targets if v[1] != "O80" and v[3] == "numerator" and m.hi[v] == -1]
+    assert others and all(m.lo[v] == 1 for v in others)
