@@ -295,14 +295,17 @@ def count_words(
     *,
     total: bool = False,
     kind: str = "denominator",
+    under_suppressed: bool = False,
 ) -> str:
     """One released count in plain words, from the payload and the policy alone (the local
     count is not at hand): ``about 25 (rounded to 5)``; a suppressed count with the range the
     policy suppresses on its own, ``suppressed (1-7 or withheld to protect another count)``.
     A whole-practice denominator or numerator is suppressed as small under the stratified rule
     too (protocol.disclosure, ``suppress_small_totals``); an exclusions total keeps the totals
-    rule. Without the policy (``None``: the payload's is not known here) a suppressed count is
-    said to be either, without a range."""
+    rule. A numerator whose denominator is suppressed (``under_suppressed``) may be a small
+    population's, withheld zeros included, so its range starts at 0. Without the policy
+    (``None``: the payload's is not known here) a suppressed count is said to be either, without
+    a range."""
     if policy is None:
         if count.status == "suppressed":
             return "suppressed (a small count, or withheld to protect another count)"
@@ -313,6 +316,13 @@ def count_words(
     limit = suppression_threshold(rule)
     if total and kind != "exclusions" and policy.secondary_suppression:
         limit = max(limit, suppression_threshold(policy.stratified))
+    if kind == "numerator" and under_suppressed and policy.secondary_suppression:
+        small = suppression_threshold(policy.stratified)
+        if small >= 1:
+            return (
+                f"suppressed (0-{max(limit, small)} or withheld to protect another count; a "
+                f"population of 1-{small} has its numerators withheld, zeros included)"
+            )
     if limit == 0:
         return "suppressed (withheld to protect another count)"
     return f"suppressed (1-{limit} or withheld to protect another count)"
@@ -370,6 +380,6 @@ def cell_words(cell: Cell, policy: DisclosurePolicy | None = None) -> str:
     return (
         f"{cell.indicator} {stratum_words(cell)}: denominator "
         f"{count_words(cell.denominator, policy, total=total, kind='denominator')}; numerator "
-        f"{count_words(cell.numerator, policy, total=total, kind='numerator')}; exclusions "
+        f"{count_words(cell.numerator, policy, total=total, kind='numerator', under_suppressed=cell.denominator.status == 'suppressed')}; exclusions "
         f"{count_words(cell.exclusions, policy, total=total, kind='exclusions')}"
     )

@@ -5,7 +5,8 @@ practice. :func:`suppression_reasons` compares each suppressed count with the ru
 to it (``protocol.disclosure``): a count small enough to be suppressed on its own is
 ``small_count``; anything else suppressed was withheld to protect another cell (``secondary``);
 a stratum's exclusions under a policy that sends exclusions as a whole-practice total only is
-``total_only``, whatever it holds.
+``total_only``, whatever it holds; a numerator of 0 in a small population (a whole-practice
+denominator of 1..T, ``protocol.disclosure.is_small_population``) is ``small_population``.
 The reason is a string so that later rules can add theirs (each with its words in
 :data:`REASON_WORDS`).
 """
@@ -29,12 +30,17 @@ SMALL_COUNT = "small_count"
 SECONDARY = "secondary"
 GUARDED = "guarded"
 TOTAL_ONLY = "total_only"
+SMALL_POPULATION = "small_population"
 
 REASON_WORDS: dict[str, str] = {
     SMALL_COUNT: "small count",
     SECONDARY: "secondary suppression, to protect another cell",
     GUARDED: "withheld by the disclosure guard (linked tables or earlier releases)",
     TOTAL_ONLY: "exclusions are sent as a whole-practice total only",
+    SMALL_POPULATION: (
+        "small population (a whole-practice denominator at or below the threshold): its "
+        "numerators are withheld, zeros included"
+    ),
 }
 
 #: (indicator, age band, sex, count kind) -> reason.
@@ -54,7 +60,8 @@ def suppression_reasons(
     denominator or numerator, also when the practice's denominator is small under the
     stratified rule: ``suppress_small_totals``), else ``secondary``. Of the rest, a count the
     guard withheld is ``guarded`` and one suppressed to protect it ``secondary``. A stratum's
-    exclusions under ``exclusions_by_stratum=False`` is ``total_only``."""
+    exclusions under ``exclusions_by_stratum=False`` is ``total_only``, and a small population's
+    numerator of 0 ``small_population``."""
     exact = {r.key: r for r in raw}
     with_strata = {r.indicator for r in raw if r.stratum != ("all", "all")}
     own = _suppressed(apply_policy(raw, policy) if guarded else cells)
@@ -76,6 +83,10 @@ def suppression_reasons(
                 reasons[key] = GUARDED if (cell.indicator, stratum, kind) in guarded else SECONDARY
                 continue
             value = rc.count(kind)
+            if kind == "numerator" and value == 0:
+                # only the small-population rule suppresses a zero (protocol.disclosure)
+                reasons[key] = SMALL_POPULATION
+                continue
             small = 1 <= value <= suppression_threshold(rule)
             # A total over a group this small is suppressed by the stratified rule whatever its
             # own threshold (protocol.disclosure: suppress_small_totals); not the exclusions.

@@ -6,10 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.library import load_default_catalogue
+from agent.outbound.release import cell_words
 from agent.outbound.suppression import (
     GUARDED,
+    REASON_WORDS,
     SECONDARY,
     SMALL_COUNT,
+    SMALL_POPULATION,
     TOTAL_ONLY,
     beyond_policy,
     suppression_reasons,
@@ -239,3 +242,22 @@ def test_preview_shows_what_the_disclosure_guard_would_send(agent_home: Path, cl
     rows = [_cols(row) for row in _rows(shown.out)]
     by_guard = [row for row in rows if "withheld by the disclosure guard" in row[-1]]
     assert by_guard and {row[0] for row in by_guard} == {ind for ind, _, _ in guarded.withheld}
+
+
+def test_a_small_populations_zero_numerator_is_withheld_for_its_own_reason() -> None:
+    """The one patient of a whole-practice population of 1 does not meet the indicator: its
+    numerators (the total and the stratum) are suppressed, and preview says why (not
+    'secondary suppression'), and the payload's words allow 0."""
+    policy = load_default_catalogue().disclosure
+    raw = [
+        RawCell("DM_REG", "all", "all", 1, 0, 0),
+        RawCell("DM_REG", "40-59", "all", 1, 0, 0),
+        RawCell("DM_REG", "60-79", "all", 0, 0, 0),
+    ]
+    cells = apply_policy(raw, policy)
+    reasons = suppression_reasons(raw, cells, policy)
+    assert reasons[("DM_REG", "all", "all", "numerator")] == SMALL_POPULATION
+    assert reasons[("DM_REG", "40-59", "all", "numerator")] == SMALL_POPULATION
+    assert "zeros included" in REASON_WORDS[SMALL_POPULATION]
+    words = cell_words(next(c for c in cells if c.stratum.is_total), policy)
+    assert "numerator suppressed (0-7 or withheld" in words
