@@ -357,7 +357,8 @@ class AgeBand(_Frozen):
 
 
 class CountRule(_Frozen):
-    """0 stays 0 (a true zero); 1..``suppress_at_or_below`` are suppressed; the rest are
+    """0 stays 0 (a true zero, but for a small population's numerators: protocol.disclosure);
+    1..``suppress_at_or_below`` are suppressed; the rest are
     rounded to the nearest ``round_to`` (halves up). ``round_to=1`` releases exact counts."""
 
     suppress_at_or_below: int = Field(ge=0, le=1000)

@@ -6,7 +6,8 @@ payload that :func:`check_cells` does not accept. Pure: no I/O, no clock.
 Primary rules (per count, under the policy's ``stratified`` rule, or ``totals`` for the
 whole-practice cell ``("all", "all")``):
 
-* 0 is released as status ``zero`` (a true zero: never suppressed, never rounded).
+* 0 is released as status ``zero`` (a true zero: never rounded, and suppressed only as a small
+  population's numerator or a stratum's exclusions under a totals-only layout, below).
 * 1..``suppress_at_or_below`` is ``suppressed`` (no value); so is anything that would round to
   0 (a policy whose ``round_to`` is more than twice its threshold), so ``zero`` always means 0.
 * Anything larger is rounded to the nearest ``round_to``, halves up (status ``rounded``), or

@@ -65,7 +65,9 @@ class Count:
     ``zero``: a true zero (value 0). ``exact``: the true count (value >= 1). ``rounded``: the
     true count rounded under the policy. ``suppressed``: withheld, no value: never a zero,
     except a stratum's exclusions under a policy with ``exclusions_by_stratum=False``, which is
-    suppressed whatever it holds (protocol.disclosure.count_range reads it as 0 or more).
+    suppressed whatever it holds, and a numerator of a small population (a whole-practice
+    denominator of 1..T), suppressed zeros included (protocol.disclosure.count_range reads
+    either as 0 or more).
     """
 
     status: DisclosureStatus

@@ -284,7 +284,9 @@ def _totals_text(cat: Catalogue) -> str:
         small = suppression_threshold(p.stratified)
         withheld += [
             f"an indicator whose whole-practice denominator is 1 to {small} has its denominator "
-            "and numerator totals withheld (the small-population rule)",
+            "and numerator totals withheld, and its numerators withheld zeros included (the "
+            "total and every stratum holding any of its patients), so that nothing says that "
+            "none of so few patients meets the indicator (the small-population rule)",
             "secondary suppression withholds a total where subtraction from it would recover a "
             "suppressed stratum (e.g. an exclusions total of 1 or 2 made of strata of 1)",
         ]
@@ -306,6 +308,12 @@ def _disclosure(cat: Catalogue) -> dict[str, str]:
             if p.exclusions_by_stratum
             else " (exclusions excepted: they are released as a whole-practice total only, every "
             "stratum's exclusions count withheld, zeros included)"
+        )
+        + (
+            " (a numerator of 0 excepted where the whole-practice denominator is 1 to "
+            f"{suppression_threshold(p.stratified)}: withheld, as below)"
+            if p.secondary_suppression and suppression_threshold(p.stratified) >= 1
+            else ""
         ),
         "totals": _totals_text(cat),
         "secondary": (

@@ -330,6 +330,13 @@ def test_the_packs_totals_rule_says_what_the_policy_withholds() -> None:
     text = _disclosure(cat)["totals"]
     assert "not every total is released" in text, text
     assert f"whole-practice denominator is 1 to {small} has its denominator and numerator totals withheld" in text  # fmt: skip
+    # ... zeros included: a population of `small` none of whom meets the indicator is not told
+    raw = [RawCell("IND", "all", "all", small, 0, 0), RawCell("IND", "all", "F", small, 0, 0)]
+    raw += [RawCell("IND", "all", s, 0, 0, 0) for s in ("M", "U")]
+    released = {c.stratum.sex: c for c in apply_policy(raw, policy)}
+    assert released["all"].numerator.status == released["F"].numerator.status == "suppressed"
+    assert "its numerators withheld zeros included" in text
+    assert "a numerator of 0 excepted" in _disclosure(cat)["stratified"]
     assert "secondary suppression withholds a total" in text and "disclosure guard" in text
     assert not text.endswith("released exactly (0 stays a true zero)")
     off = cat.model_copy(
