@@ -953,6 +953,7 @@ def serve(
     import uvicorn
 
     from .web.app import create_app
+    from .web.serving import log_config
 
     settings = _settings(db, key_dir, config, host=host, port=port)
     application = create_app(settings)  # raises before listening if the database is not ready
@@ -960,6 +961,8 @@ def serve(
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
+        # the aggregator's own fedqi.* lines (a practice's changed visibility) beside uvicorn's
+        "log_config": log_config(),
         "proxy_headers": True,
         # Whose X-Forwarded-Proto to believe: the session cookie is Secure only over https.
         "forwarded_allow_ips": settings.forwarded_allow_ips,

@@ -37,6 +37,35 @@ POLL_SECONDS = 0.5
 RESTART_PAUSE_SECONDS = 1.0  # between restarts of a worker that keeps dying
 
 
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging configuration with the aggregator's own loggers added: every
+    ``fedqi.*`` logger (``fedqi.aggregator.visibility``, ``fedqi.aggregator.benchmarks``) writes
+    INFO and above to stderr beside uvicorn's lines, named, whatever ``log_level`` (which sets
+    uvicorn's loggers only). Without it those lines reached no handler: uvicorn configures only
+    its own loggers. What they log is practice codes, settings and submission ids, never a
+    count or a patient's value (the rule for any line added to them)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = {
+        **LOGGING_CONFIG,
+        "formatters": dict(LOGGING_CONFIG["formatters"]),
+        "handlers": dict(LOGGING_CONFIG["handlers"]),
+        "loggers": dict(LOGGING_CONFIG["loggers"]),
+    }
+    config["formatters"]["fedqi"] = {
+        "()": "uvicorn.logging.DefaultFormatter",
+        "fmt": "%(levelprefix)s %(name)s: %(message)s",
+        "use_colors": False,
+    }
+    config["handlers"]["fedqi"] = {
+        "formatter": "fedqi",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["fedqi"] = {"handlers": ["fedqi"], "level": "INFO", "propagate": False}
+    return config
+
+
 def spreads_connections() -> bool:
     """Whether this platform's ``SO_REUSEPORT`` balances connections over listening sockets."""
     return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")

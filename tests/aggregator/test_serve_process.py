@@ -146,3 +146,41 @@ def test_workers_that_uvicorn_binds_still_refuse_a_held_port_with_exit_4(
     assert code == ExitCode.PORT_IN_USE == 4, err
     assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err, err
     assert started == []
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_logs_a_changed_visibility_to_its_log(network, workers):  # type: ignore[no-untyped-def]
+    """docs/governance.md: a changed visibility choice is logged (logger
+    fedqi.aggregator.visibility: practice, old and new value, the submission). serve configured
+    only uvicorn's loggers, so the line reached no handler; it is now in serve's output, and it
+    holds no count."""
+    from agg_helpers import enrolled
+
+    from protocol.submission import Submission
+
+    agent = enrolled(network, "C83003")
+    proc, port = serve_on_a_free_port(network, "--workers", workers)
+    try:
+        sub = agent.submission_model().model_copy(update={"visibility": "totals_only"})
+        sub = Submission.from_bytes(sub.to_bytes())
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/v1/submissions",
+            content=agent.sign(sub.to_bytes()),
+            headers={"content-type": "application/json"},
+            timeout=30,
+        )
+        assert r.status_code == 201, r.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    line = next(x for x in err.splitlines() if "fedqi.aggregator.visibility" in x)
+    assert (
+        f"practice C83003 visibility named -> totals_only from submission {sub.submission_id}"
+        in line
+    )
+    assert line.startswith("INFO:")
+    # no count of the submission in it: only the practice, the two values and the id
+    rest = line.replace(sub.submission_id, "").replace("C83003", "")
+    assert not any(ch.isdigit() for ch in rest), line
