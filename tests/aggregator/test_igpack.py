@@ -78,6 +78,11 @@ def test_ig_pack_writes_every_document_naming_the_catalogue(network, tmp_path: P
     for doc in ("dpia.md", "dpia.html"):  # the disclosure guard and its holds are described
         text = (out / doc).read_text()
         assert "disclosure guard" in text and "fedqi-agent pending" in text, doc
+        # totals only: what the admin can still read, as docs/governance.md says
+        assert "no per-practice value shown to anyone but the practice itself" not in text, doc
+        clause = text.split("totals only", 1)[1].split(")", 1)[0]
+        assert "its raw signed envelopes" in clause and "network administrator" in clause, doc
+        assert "every read recorded in the access audit" in clause, doc
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["catalogue"]["sha256"] == ref["sha256"]
 
