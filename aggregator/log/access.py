@@ -18,6 +18,14 @@ from ..errors import BadRequestError
 FILTERS = ("who", "role", "practice", "granted", "start", "end")
 
 
+def utc_iso(at: dt.datetime, timespec: str = "auto") -> str:
+    """``at`` in UTC with its offset (``2026-12-07T20:09:17+00:00``): a time of the audit as its
+    readers get it (API, dashboard page and CSV). The database stores UTC; SQLite gives it back
+    without a zone, PostgreSQL in the session's zone, so both are made UTC here."""
+    at = at.replace(tzinfo=dt.UTC) if at.tzinfo is None else at.astimezone(dt.UTC)
+    return at.isoformat(timespec=timespec)
+
+
 def parse_day(value: str | None, name: str) -> dt.date | None:
     if not value:
         return None

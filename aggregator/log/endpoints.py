@@ -150,7 +150,7 @@ def access_audit(
         ).all()
     return [
         {
-            "at": r.at.isoformat(),
+            "at": access.utc_iso(r.at),
             "user_id": r.user_id,
             "user": name,
             "role": r.user_role,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime as dt
 import hashlib
 import io
 import json
@@ -281,6 +282,14 @@ def test_access_audit_page_filters_and_csv(server, agent_factory):
         assert [(r["user"], r["envelope_sha256"], r["granted"]) for r in rows] == [
             ("ig_officer-A81001", sha, "yes")
         ]
+        # times in UTC with their offset, in the CSV, on the page and from the API (SQLite
+        # gave them back without a zone: '2026-12-07T20:09:17')
+        at = dt.datetime.fromisoformat(rows[0]["at"])
+        assert rows[0]["at"].endswith("+00:00") and at.utcoffset() == dt.timedelta(0)
+        assert abs(dt.datetime.now(dt.UTC) - at) < dt.timedelta(minutes=10)
+        assert f"<tr><td>{rows[0]['at']}</td>" in client.get("/dashboard/access-audit").text
+        api = server.get("/v1/audit/access", ig).json()
+        assert api and all(r["at"].endswith("+00:00") for r in api), api
         empty = client.get("/dashboard/access-audit.csv?role=practice").text
         assert empty == "at,user_id,user,role,practice,envelope_sha256,granted\n"
     # B82002's IG officer sees no read of B82002's envelopes (there was none): not A81001's

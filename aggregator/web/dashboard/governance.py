@@ -21,7 +21,7 @@ from ...db.models import AccessAudit, User
 from ...errors import AuthenticationError, NotFoundError
 from ...igpack import DOCUMENTS, build_pack
 from ...igpack.build import STYLESHEET, flow_svg, render, stylesheet
-from ...log.access import FILTERS, access_query
+from ...log.access import FILTERS, access_query, utc_iso
 from ...runtime import Runtime, get_runtime
 from . import _page, _to_login, router, viewer_user
 
@@ -97,7 +97,7 @@ def _audit_rows(runtime: Runtime, user: User, f: dict[str, str | None], limit: i
     with runtime.db.read() as session:
         return [
             {
-                "at": row.at.isoformat(timespec="seconds"),
+                "at": utc_iso(row.at, timespec="seconds"),
                 "user_id": row.user_id,
                 "user": name,
                 "role": row.user_role,
