@@ -43,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import httpx
 import typer
@@ -285,6 +285,17 @@ class DemoHome:
     def log(self, name: str) -> Path:
         return self.logs / f"{name}.log"
 
+    def open_log(self, name: str, mode: str = "a") -> IO[Any]:
+        """The log ``name`` opened to append, readable by this user only (0600, as demo.json):
+        the commands it records print the demo users' API tokens and the agents' enrolment
+        tokens. A log an earlier run left with other modes is made 0600 too."""
+        path = self.log(name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        if "b" in mode:
+            return os.fdopen(fd, "ab")
+        return os.fdopen(fd, "a", encoding="utf-8")
+
     def load_state(self) -> dict[str, Any] | None:
         if not self.state_file.exists():
             return None
@@ -455,7 +466,7 @@ class Tools:
                 f"{what}: `{_show(cmd)}` took over {STEP_TIMEOUT} s (log: {log_path})"
             ) from None
         cpu_after = self.commands_cpu()
-        with self._log_lock, log_path.open("a", encoding="utf-8") as fh:
+        with self._log_lock, self.home.open_log(log) as fh:
             self.commands_run += 1
             fh.write(
                 f"$ {_show(cmd)}\n{proc.stdout}{proc.stderr}"
@@ -636,7 +647,7 @@ class Server:
 
     def start(self, timeout: float = 60.0) -> None:
         home = self.tools.home
-        log = home.log("aggregator").open("ab")
+        log = home.open_log("aggregator", "ab")
         cmd = [
             self.tools.aggregator_cmd,
             "serve",

@@ -675,3 +675,33 @@ def test_the_summary_counts_pcns_in_words(groups: int, says: str) -> None:
     assert "Dashboard (not served now, --once: `fedqi-demo` without it serves it here): " in (
         out.getvalue()
     )
+
+
+def test_demo_logs_holding_tokens_are_readable_by_their_owner_only(
+    demo: tuple[Path, dict[str, Any], str],
+) -> None:
+    """logs/aggregator-admin.log records `user add --json`, every role's API token in clear,
+    as demo.json holds them: both are 0600 (the log was 0644)."""
+    home, s, _ = demo
+    assert oct((home / "demo.json").stat().st_mode & 0o777) == "0o600"
+    admin_log = home / "logs" / "aggregator-admin.log"
+    assert any(u["token"] in admin_log.read_text() for u in s["users"] if u.get("token"))
+    for log in (home / "logs").glob("*.log"):
+        assert oct(log.stat().st_mode & 0o777) == "0o600", log
+
+
+def test_a_demo_log_left_readable_by_others_is_made_0600(tmp_path: Path) -> None:
+    from demo.cli import DemoHome
+
+    home = DemoHome(tmp_path)
+    home.logs.mkdir(parents=True)
+    old = home.log("aggregator-admin")
+    old.write_text("from an earlier run\n")
+    old.chmod(0o644)
+    with home.open_log("aggregator-admin") as fh:
+        fh.write("token\n")
+    assert oct(old.stat().st_mode & 0o777) == "0o600"
+    assert old.read_text() == "from an earlier run\ntoken\n"
+    with home.open_log("aggregator", "ab") as fh:
+        fh.write(b"$ serve\n")
+    assert oct(home.log("aggregator").stat().st_mode & 0o777) == "0o600"
