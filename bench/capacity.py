@@ -122,7 +122,7 @@ def month_bodies(
             seq=seq if seq is not None else month,
             iat=now,
             nonce=bench_ingest.nonce(),
-            period=Period.month(2026, month),
+            period=period_of(month),
             catalogue=ref,
             provenance=Provenance(
                 agent_version="0.1.0",
@@ -254,6 +254,21 @@ def timed_upgrade(rt: Runtime) -> list[tuple[int, float, float]]:
     return out
 
 
+#: The first month stored, as months after 2026-01 (negative: before it): set by main.
+_FIRST = 0
+
+
+def period_of(month: int) -> Period:
+    """The ``month``-th month stored (1-based): 2026-01 onwards for up to 11 months, or the
+    months up to 2026-11 for more (24: 2024-12 to 2026-11)."""
+    k = 2026 * 12 + _FIRST + month - 1
+    return Period.month(k // 12, k % 12 + 1)
+
+
+def label_of(month: int) -> str:
+    return period_of(month).end.isoformat()[:7]
+
+
 def timed_reads(rt: Runtime, admin: Any, indicator: str, period: str, n: int) -> float:
     times = []
     for _ in range(n):
@@ -279,8 +294,8 @@ def fresh_after_receipt(
     """``n`` times: one practice sends a correction of ``month``; time from its receipt to a
     funnel read (with the refresh that read triggers) that shows the correction."""
     limits = IngestLimits(cap=256 * 1024, iat_future=300, iat_past=7 * 86400)
-    period = f"2026-{month:02d}"
-    end = Period.month(2026, month).end
+    period = label_of(month)
+    end = period_of(month).end
     latencies, refreshed = [], []
     for k, ods in enumerate(list(agents)[:n]):
         ids: dict[str, str] = {}
@@ -364,8 +379,11 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("FEDQI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test"),
     )
     args = ap.parse_args(argv)
-    if not 1 <= args.months <= 11:
-        ap.error(f"--months {args.months}: use 1 to 11 (2026-01 to 2026-11)")
+    if not 1 <= args.months <= 24:
+        ap.error(f"--months {args.months}: use 1 to 24 (up to 11: 2026-01 onwards; more: the "
+                 "months up to 2026-11)")  # fmt: skip
+    global _FIRST
+    _FIRST = 0 if args.months <= 11 else 11 - args.months  # months after 2026-01
     if args.practices < 1:
         ap.error(f"--practices {args.practices}: use 1 or more")
     drainers: list[int] = []
@@ -423,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
                     groups, refresh_wall, refresh_cpu, read = 0, 0.0, 0.0, 0.0
                 else:
                     groups, refresh_wall, refresh_cpu = timed_refresh(rt)
-                    read = timed_reads(rt, admin, "IND_00", f"2026-{month:02d}", args.reads)
+                    read = timed_reads(rt, admin, "IND_00", label_of(month), args.reads)
                 sizes, database = table_sizes(url)
                 months.append(
                     {
@@ -456,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
             for round_ in range(1, args.rounds + 1 if drainers else 1):
                 for n in drainers:
                     groups, newest, everything, cpu = timed_drainers(
-                        rt, url, key_dir, Period.month(2026, args.months).end, n
+                        rt, url, key_dir, period_of(args.months).end, n
                     )
                     drains.append({"round": round_, "drainers": n, "groups": groups,
                                    "newest_fresh_s": round(newest, 2),
@@ -468,10 +486,10 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
             if args.backlog and not drainers:
-                groups, newest, everything = timed_backlog(rt, Period.month(2026, args.months).end)
+                groups, newest, everything = timed_backlog(rt, period_of(args.months).end)
                 backlog = {"groups": groups, "newest_fresh_s": round(newest, 2),
                            "all_fresh_s": round(everything, 2)}  # fmt: skip
-                read = timed_reads(rt, admin, "IND_00", f"2026-{args.months:02d}", args.reads)
+                read = timed_reads(rt, admin, "IND_00", label_of(args.months), args.reads)
                 print(
                     f"backlog of {args.months} month(s), {groups} groups: the newest month fresh "
                     f"after {newest:.1f} s, every group after {everything:.1f} s; funnel read "
