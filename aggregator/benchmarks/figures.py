@@ -215,10 +215,16 @@ class Summary(TypedDict):
 
 
 def summary_dict(
-    s: stats.Summary, version: int | None = None, versions: str = "", *, coarse: bool = False
+    s: stats.Summary,
+    version: int | None = None,
+    versions: str = "",
+    *,
+    coarse: bool = False,
+    register: bool = False,
 ) -> Summary:
     """The summary as the views publish it; ``coarse``: as a practice's own view shows it
-    (:func:`among_practices`)."""
+    (:func:`among_practices`); ``register``: the summary of a register (areas.is_register),
+    which is never set against a benchmark, so its ABC is null and taken from no practice."""
     d = s.dispersion
     return {
         "practices": s.practices,
@@ -250,8 +256,8 @@ def summary_dict(
             "tau2": None if coarse else rounded(d.tau2, 8),
         },
         "method": s.method,
-        "abc": among_practices(s.abc, coarse),
-        "abc_practices": s.abc_practices,
+        "abc": None if register else among_practices(s.abc, coarse),
+        "abc_practices": 0 if register else s.abc_practices,
         "indicator_version": version,
         "versions": [int(v) for v in versions.split(",") if v],
         "note": (

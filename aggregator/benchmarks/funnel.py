@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from ..errors import BadRequestError, NotFoundError
-from . import entries_store, render, service, stats
+from . import areas, entries_store, render, service, stats
 from .entries import Entry, entry, flat_from_result, flat_from_row, unjudged
 from .figures import (
     Limits,
@@ -135,7 +135,9 @@ def _funnel(
             fd.summary.included, (f[0] for f in fd.flats if f[6] is not None)
         )
     coarse = pool_coarse(viewer.coarse, unknown)
-    summary = summary_dict(fd.summary, fd.version, fd.versions, coarse=coarse)
+    # a register is a prevalence, never set against a benchmark (areas.py)
+    summary = summary_dict(fd.summary, fd.version, fd.versions, coarse=coarse,
+                           register=areas.is_register(fd.indicator))  # fmt: skip
     # Drawn around the pooled rate and phi the view shows, so the limits carry nothing more
     # (figures.coarse_summary).
     curve = limit_curve(coarse_summary(fd.summary) if coarse else fd.summary, max_n)

@@ -83,7 +83,10 @@ def overview_view(session: Session, viewer: Viewer, period: str | None = None, p
                 "register": areas.is_register(ind),
                 # pooled from too few other practices: not shown in a practice's view
                 "pooled": None if few else pooled_as_shown(fd.summary.pooled, coarse),
-                "abc": None if few else among_practices(fd.summary.abc, coarse),
+                # a register is never set against a benchmark (areas.py)
+                "abc": None
+                if few or areas.is_register(ind)
+                else among_practices(fd.summary.abc, coarse),
                 "whole_points": coarse,
                 "method": fd.summary.method,
             }

@@ -9,7 +9,7 @@ from typing import NotRequired, TypedDict
 from sqlalchemy.orm import Session
 
 from ..errors import NotFoundError
-from . import entries_store, service, stats
+from . import areas, entries_store, service, stats
 from .figures import (
     Change,
     among_practices,
@@ -101,7 +101,9 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
             (s, e, stats.pool(c, pg.name))
             for (s, e), c in sorted(per.items(), key=lambda kv: kv[0][1])
         ]
-    abc = {s.period_end: s.abc for s in summ}
+    # a register is a prevalence, never set against a benchmark (areas.py)
+    register = areas.is_register(indicator)
+    abc = {s.period_end: None if register else s.abc for s in summ}
     net, withheld = _withhold_small_pools(viewer.bands.min_peers, net, unknown)
     for e in withheld:
         abc[e] = None

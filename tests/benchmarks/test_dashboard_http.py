@@ -550,3 +550,66 @@ def test_wordings_say_what_they_mean_to_the_viewer(net: SyntheticNetwork) -> Non
             assert "list size " in head and "list size" not in rest
             assert '<td colspan="2" class="sub">a peer\'s counts are not shown</td>' in rest
         assert "not shown to peers" not in page
+
+
+def test_a_register_is_never_set_against_a_benchmark_for_any_role(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A register (areas.is_register: HYP_REG) is a prevalence, not a target: a new-user run
+    found /dashboard/indicators/HYP_REG saying "achievable benchmark 19%", a "Benchmark (ABC)"
+    line on its funnel and trend charts and "Denominator (patients eligible)" under its funnel.
+    No role sees an ABC for a register on any page, chart, download or API view (the API's
+    ``abc`` is null); an ordinary indicator keeps its benchmark."""
+    from synthetic_network import PERIODS
+
+    with running(tmp_path, practices(8)) as n:
+        with httpx.Client(base_url=n.url, timeout=60) as c:
+            n.enrol_all(c)
+            n.populate(c, PERIODS[:2], whole_list={"HYP_REG": 0.14})
+        me = n.specs[1]
+        roles = ["admin", "lead:North PCN", "lead:South PCN", f"practice:{me.ods}", f"ig:{me.ods}"]
+        seen = 0
+        for who in roles:
+            with signed_in(n, who) as c:
+                for pg in ("", f"pcn|{me.pcn}"):
+                    q = {"pg": pg} if pg else {}
+                    page = c.get("/dashboard/indicators/HYP_REG", params=q)
+                    if page.status_code == 403:
+                        continue
+                    seen += 1
+                    assert page.status_code == 200, (who, pg, page.text[:300])
+                    text = " ".join(page.text.split())
+                    assert "Hypertension register" in text, (who, pg)
+                    for bad in ("achievable benchmark", "Benchmark (ABC)", 'class="abc"',
+                                "patients eligible"):  # fmt: skip
+                        assert bad not in text, (who, pg, bad)
+                    assert (
+                        "a register is a recorded prevalence, not a target: it is not set against a benchmark"
+                        in text
+                    ), (who, pg)
+                    assert "Denominator (list size, of the register's ages)" in text, (who, pg)
+                    for chart in ("funnel.svg", "trend.svg"):
+                        svg = c.get(f"/dashboard/indicators/HYP_REG/{chart}", params=q)
+                        assert svg.status_code == 200, (who, chart)
+                        assert "Benchmark (ABC)" not in svg.text and 'class="abc"' not in svg.text
+                        assert "patients eligible" not in svg.text, (who, chart)
+                    for download in ("funnel.csv", "trend.csv"):
+                        r = c.get(f"/dashboard/indicators/HYP_REG/{download}", params=q)
+                        rows = list(csv.DictReader(io.StringIO(r.text)))
+                        assert rows and all(not row.get("abc") for row in rows), (who, download)
+            headers = {"authorization": f"Bearer {n.tokens[who]}"}
+            with httpx.Client(base_url=n.url, timeout=60, headers=headers) as api:
+                funnel = api.get("/v1/benchmarks/indicators/HYP_REG")
+                if funnel.status_code == 200:
+                    s = funnel.json()["summary"]
+                    assert s["abc"] is None and s["abc_practices"] == 0, (who, s)
+                    trend = api.get("/v1/benchmarks/trends/HYP_REG").json()
+                    assert all(p["abc"] is None for p in trend["network"]), who
+                    ordinary = api.get("/v1/benchmarks/indicators/DM_HBA1C").json()["summary"]
+                    assert ordinary["abc"] is not None, who  # a measure keeps its benchmark
+                overview = api.get("/v1/benchmarks/overview")
+                if overview.status_code == 200:
+                    cols = {col["indicator"]: col for col in overview.json()["indicators"]}
+                    assert cols["HYP_REG"]["abc"] is None, who
+        assert seen >= 8  # every role that may see the indicator page, in both pools
+        with signed_in(n, "admin") as c:
+            page = " ".join(c.get("/dashboard/indicators/DM_HBA1C").text.split())
+            assert "achievable benchmark" in page and "patients eligible" in page

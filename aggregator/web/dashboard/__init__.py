@@ -25,7 +25,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from sqlalchemy import func, select
 
-from ...benchmarks import gain, pack, service
+from ...benchmarks import areas, gain, pack, service
 from ...benchmarks.api import ODS, check_indicator, csv_response
 from ...benchmarks.csv_rows import COLUMNS as CSV_COLUMNS
 from ...benchmarks.csv_rows import (
@@ -346,7 +346,8 @@ def _trend_chart(ctx: dict[str, Any]) -> str:
     return charts.trend_svg(t["network"], practice=t.get("practice_series"), breaks=[b["label"] for b in t["breaks"]],
                             title=f"{ctx['view']['title']}: trend", practice_label=(t.get("practice") or {}).get("name", "Practice"),
                             group_label=charts.group_label(t.get("peer_group")),
-                            pooled_digits=0 if t.get("whole_points") else 1)  # fmt: skip
+                            pooled_digits=0 if t.get("whole_points") else 1,
+                            benchmark=not areas.is_register(t["indicator"]))  # fmt: skip
 
 
 def _captions(ctx: dict[str, Any]) -> dict[str, str]:
@@ -373,6 +374,7 @@ async def indicator_page(request: Request, indicator: str, period: str | None = 
         ctx["funnel_svg"] = Markup(charts.funnel_svg(ctx["view"]))
         ctx["trend_svg"] = Markup(_trend_chart(ctx))
         ctx["captions"] = _captions(ctx)
+        ctx["register"] = areas.is_register(indicator)
         ctx["query"] = urllib.parse.urlencode(
             {k: v for k, v in (("period", period), ("pg", pg)) if v}
         )

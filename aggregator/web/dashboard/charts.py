@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from ...benchmarks import areas
+
 # Okabe & Ito (2008) palette.
 BAND_STYLE: dict[str | None, dict[str, str]] = {
     "high_998": {
@@ -36,6 +38,10 @@ SELF_COLOUR = "#000000"
 NETWORK_COLOUR = "#0072B2"
 PRACTICE_COLOUR = "#CC79A7"
 ABC_COLOUR = "#009E73"
+#: A funnel's x axis: a measure's denominator is the patients it applies to; a register's is the
+#: practice's list, of the register's ages where it has any (docs/indicators.md).
+MEASURE_AXIS = "Denominator (patients eligible)"
+REGISTER_AXIS = "Denominator (list size, of the register's ages)"
 
 
 def pct(x: float | None, nd: int = 1) -> str:
@@ -126,8 +132,12 @@ def _spread(pts: Sequence[dict[str, Any]]) -> dict[str, float]:
 def funnel_svg(
     view: dict[str, Any], *, width: int = 760, height: int = 440, compact: bool = False
 ) -> str:
-    """The funnel plot of a funnel view (``aggregator.benchmarks.funnel.funnel_view``)."""
+    """The funnel plot of a funnel view (``aggregator.benchmarks.funnel.funnel_view``). A
+    register's (areas.is_register) has no benchmark line or legend entry, and its x axis is
+    the list (docs/indicators.md: a register's denominator is the practice's patients, of the
+    register's ages where it has any), not patients eligible for a measure."""
     s = view["summary"]
+    register = areas.is_register(view["indicator"])
     pts = [p for p in view["practices"] if p.get("rate") is not None and _x(p)]
     curve = view.get("limits_curve") or []
     ml, mr, mt, mb = (48, 12, 12, 36) if compact else (64, 150, 24, 52)
@@ -176,7 +186,7 @@ def funnel_svg(
     for t in _nice_ticks(0, max_n * 1.05):
         out.append(f'<text x="{X(t):.1f}" y="{mt + ph + 16}" text-anchor="middle">{t:g}</text>')
     out.append(
-        f'<text x="{ml + pw / 2}" y="{height - 6}" text-anchor="middle">Denominator (patients eligible)</text>'
+        f'<text x="{ml + pw / 2}" y="{height - 6}" text-anchor="middle">{REGISTER_AXIS if register else MEASURE_AXIS}</text>'
     )
     if not compact:
         out.append(
@@ -198,7 +208,7 @@ def funnel_svg(
     out.append(
         f'<line class="pooled" x1="{ml}" x2="{ml + pw}" y1="{Y(s["pooled"]):.1f}" y2="{Y(s["pooled"]):.1f}" stroke="{NETWORK_COLOUR}" stroke-width="1.5"/>'
     )
-    if s.get("abc") is not None:
+    if s.get("abc") is not None and not register:
         out.append(
             f'<line class="abc" x1="{ml}" x2="{ml + pw}" y1="{Y(s["abc"]):.1f}" y2="{Y(s["abc"]):.1f}" stroke="{ABC_COLOUR}" stroke-width="1.5" stroke-dasharray="2 3"/>'
         )
@@ -251,6 +261,8 @@ def funnel_svg(
             ("line", "#555", "99.8% limits", ""),
             ("line", "#555", "95% limits", ' stroke-dasharray="5 4"'),
         ]
+        if register:
+            del items[1]  # a register is never set against a benchmark
         for i, (_, colour, text, dash) in enumerate(items):
             yy = ly + i * 18
             out.append(
@@ -307,9 +319,10 @@ def group_label(peer_group: dict[str, Any] | None) -> str:
 
 def trend_svg(series: Sequence[dict[str, Any]], *, practice: Sequence[dict[str, Any]] | None = None, breaks: Sequence[str] = (),
               title: str = "Trend", practice_label: str = "Practice", group_label: str = "Network",
-              width: int = 760, height: int = 300, pooled_digits: int = 1) -> str:  # fmt: skip
-    """Lines over periods: the network (or peer group, ``group_label``) rate, the ABC, and
-    optionally one practice; a vertical rule where the indicator's version changed.
+              width: int = 760, height: int = 300, pooled_digits: int = 1, benchmark: bool = True) -> str:  # fmt: skip
+    """Lines over periods: the network (or peer group, ``group_label``) rate, the ABC (not with
+    ``benchmark=False``: a register's chart), and optionally one practice; a vertical rule
+    where the indicator's version changed.
     ``pooled_digits``: the decimals the pooled lines' figures are said to (0 in a practice's
     own view, which gets them to whole points)."""
     labels = [s["period"]["label"] for s in series]
@@ -320,7 +333,7 @@ def trend_svg(series: Sequence[dict[str, Any]], *, practice: Sequence[dict[str, 
         f'role="group" aria-label={quoteattr(title)} font-family="system-ui, sans-serif" font-size="12"><title>{escape(title)}</title>'
     )
     vals = [s["rate"] for s in series if s.get("rate") is not None] + [
-        s["abc"] for s in series if s.get("abc") is not None
+        s["abc"] for s in series if benchmark and s.get("abc") is not None
     ]
     vals += [p["rate"] for p in (practice or []) if p.get("rate") is not None]
     if not labels or not vals:
@@ -368,7 +381,7 @@ def trend_svg(series: Sequence[dict[str, Any]], *, practice: Sequence[dict[str, 
         nd=pooled_digits,
     )
     line(
-        [(i, s["abc"]) for i, s in enumerate(series) if s.get("abc") is not None],
+        [(i, s["abc"]) for i, s in enumerate(series) if benchmark and s.get("abc") is not None],
         ABC_COLOUR,
         "abc",
         ' stroke-dasharray="2 3"',
@@ -380,10 +393,9 @@ def trend_svg(series: Sequence[dict[str, Any]], *, practice: Sequence[dict[str, 
         line([(idx[p["period"]["label"]], p["rate"]) for p in practice if p.get("rate") is not None and p["period"]["label"] in idx],
              PRACTICE_COLOUR, "practice", ' stroke-dasharray="6 2"', practice_label)  # fmt: skip
     lx, ly = ml + pw + 14, mt + 8
-    legend = [
-        (NETWORK_COLOUR, group_label, ""),
-        (ABC_COLOUR, "Benchmark (ABC)", ' stroke-dasharray="2 3"'),
-    ]
+    legend = [(NETWORK_COLOUR, group_label, "")]
+    if benchmark:
+        legend.append((ABC_COLOUR, "Benchmark (ABC)", ' stroke-dasharray="2 3"'))
     if practice:
         legend.append((PRACTICE_COLOUR, practice_label, ' stroke-dasharray="6 2"'))
     for k, (colour, text, dash) in enumerate(legend):
