@@ -613,3 +613,35 @@ def test_a_register_is_never_set_against_a_benchmark_for_any_role(tmp_path) -> N
         with signed_in(n, "admin") as c:
             page = " ".join(c.get("/dashboard/indicators/DM_HBA1C").text.split())
             assert "achievable benchmark" in page and "patients eligible" in page
+
+
+def test_a_funnel_summary_counts_the_peers_pooled_but_not_shown(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A new-user run: a practice's AF_ANTICOAG page said "from 18 practices ... 12 practices
+    suppressed: not drawn, not pooled" beside 16 rows of "–": 4 were peers whose small counts
+    the peer rule withholds from the viewer (render.SMALL_NUMBERS), which are pooled all the
+    same. The summary says so, for every viewer whose table has such a row, and matches it."""
+    from synthetic_network import PERIODS
+
+    specs = practices(8)
+    for low in (specs[2], specs[5]):  # a North and a South practice with 1-7 achievers
+        low.shift, low.list_size = -0.85, 3500
+    with running(tmp_path, specs) as n:
+        with httpx.Client(base_url=n.url, timeout=60) as c:
+            n.enrol_all(c)
+            n.populate(c, PERIODS[:1])
+        me = n.specs[1]  # South PCN
+        checked = 0
+        for who in ("admin", "lead:North PCN", "lead:South PCN", f"practice:{me.ods}",
+                    f"ig:{me.ods}"):  # fmt: skip
+            with signed_in(n, who) as c:
+                page = c.get("/dashboard/indicators/AF_ANTICOAG")
+                assert page.status_code == 200, who
+                text = " ".join(page.text.split())
+                hidden = text.count("small numbers (a count from 1 to 7): withheld</td>")  # rows
+                said = re.search(r"(\d+) (?:more|practices?) (?:is|are) pooled but not shown", text)
+                if hidden:
+                    checked += 1
+                    assert said and int(said.group(1)) == hidden, (who, hidden, text[:3000])
+                else:
+                    assert not said and "pooled but not shown" not in text, who
+        assert checked >= 3, checked  # a lead of the other PCN, the practice and its IG officer

@@ -39,6 +39,7 @@ from ...benchmarks.funnel import empty_funnel_view, funnel_view
 from ...benchmarks.listing import catalogue_listing, period_of
 from ...benchmarks.overview import overview_view
 from ...benchmarks.practice import gain_order, practice_view
+from ...benchmarks.render import SMALL_NUMBERS
 from ...benchmarks.silent import not_submitted
 from ...benchmarks.stats import PEER_DIMENSIONS
 from ...benchmarks.trend import empty_trend_view, trend_view
@@ -375,6 +376,11 @@ async def indicator_page(request: Request, indicator: str, period: str | None = 
         ctx["trend_svg"] = Markup(_trend_chart(ctx))
         ctx["captions"] = _captions(ctx)
         ctx["register"] = areas.is_register(indicator)
+        # peers whose small counts the peer rule withholds from this viewer: pooled, not shown
+        ctx["small_numbers"] = SMALL_NUMBERS
+        ctx["pooled_unshown"] = sum(
+            1 for p in ctx["view"]["practices"] if p.get("note") == SMALL_NUMBERS
+        )
         ctx["query"] = urllib.parse.urlencode(
             {k: v for k, v in (("period", period), ("pg", pg)) if v}
         )
