@@ -21,6 +21,7 @@ from agent.outbound.release import describe_submission, payload_of
 from agent.outbound.submitter import (
     GUARD_NOTE,
     MAX_HELD_AGE,
+    KeyRevokedError,
     Outcome,
     StaleSourceError,
     run_due,
@@ -178,14 +179,15 @@ def run(
     """Resend anything queued, then submit every period due since the last one submitted (for
     cron, a systemd timer or Windows Task Scheduler); says which submissions wait for approval
     (see pending, approve). Stops, exit 2, at a period ending more than 31 days after the
-    practice's newest dated record (--allow-stale sends it). Exits non-zero if anything
+    practice's newest dated record (--allow-stale sends it), and, exit 6, at the first refusal
+    for a revoked key, signing nothing more then or later. Exits non-zero if anything
     failed, and 9 when, with release auto, a month the disclosure guard held waits for
     approval (the months due after it wait for it)."""
     settings = settings_for(home)
     if keep_trying is not None:
         _keep_trying(settings, keep_trying, queued_only)
         return
-    stopped: StaleSourceError | None = None
+    stopped: StaleSourceError | KeyRevokedError | None = None
     shown = not as_json and sys.stdout.isatty()  # a progress bar only for a person watching
     try:
         with Progress(console=console(), transient=True) if shown else nullcontext() as bar:
@@ -206,7 +208,8 @@ def run(
                 allow_stale=allow_stale,
                 on_warning=_warn,
             )
-    except StaleSourceError as exc:  # what it did before stopping is said, then why it stopped
+    except (StaleSourceError, KeyRevokedError) as exc:
+        # what it did before stopping is said, then why it stopped
         outcomes, stopped = exc.outcomes, exc
     with Outbox.open(settings.home) as outbox:
         held = outbox.messages(kind="submission", state="held")

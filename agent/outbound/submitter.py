@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.engine.compute import Computed, compute_raw_cells, compute_raw_cells_for_periods
-from agent.errors import AgentUserError, TransportError
+from agent.errors import AgentUserError, ExitCode, TransportError
 from agent.home.catalogue_cache import first_fetch_tries, load_catalogue
 from agent.home.keystore import Keystore, Trust, load_trust_matching
 from agent.home.settings import AgentSettings
@@ -37,6 +37,7 @@ from agent.outbound.release import (
 )
 from agent.outbound.transport import (
     FEDQI_PROBLEM,
+    KEY_REVOKED_NEXT_STEP,
     AggregatorClient,
     CertificateError,
     RefusedError,
@@ -81,6 +82,8 @@ class Outcome:
     state: str
     leaf_index: int | None = None
     detail: str = ""
+    #: refused because the key that signed it was revoked (:func:`_stop_if_revoked`)
+    key_revoked: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -90,6 +93,23 @@ class Outcome:
             "leaf_index": self.leaf_index,
             "detail": self.detail,
         }
+
+
+#: The aggregator's refusal of a message signed with a key the network revoked: nothing
+#: signed with that key is accepted again, so ``run`` stops at the first one.
+KEY_REVOKED = FEDQI_PROBLEM + "key-revoked"
+
+
+class KeyRevokedError(AgentUserError):
+    """``run`` stopped at the aggregator's first refusal of a message signed with a revoked
+    key (exit 6): the refusal says what to do; nothing more was sent or signed. ``outcomes``:
+    what the run did, the refusal last."""
+
+    exit_code = ExitCode.REFUSED
+
+    def __init__(self, message: str, outcomes: Sequence[Outcome] = ()) -> None:
+        super().__init__(message)
+        self.outcomes = list(outcomes)
 
 
 class StaleSourceError(AgentUserError):
@@ -556,11 +576,19 @@ def run_due(
         # What the previous homes sent decides what is due: one that cannot be read stops the
         # run here, before anything is sent, rather than have months sent twice.
         previous = [] if queued_only else open_previous_homes(settings, stack)
+        # A key the network revoked (an earlier run's refusal says so): nothing is sent or
+        # signed with it again, and what to do is said once, here.
+        _check_not_revoked(outbox, Keystore(settings.home).active().kid)
         # Submissions only: a queued enrol or rotate is finished by its own command, which also
         # updates the key store when it is accepted.
-        queued = outbox.messages(kind="submission", state="queued")
-        for message in sorted(queued, key=lambda m: (m.seq or 0, m.id)):
+        queued = sorted(
+            outbox.messages(kind="submission", state="queued"), key=lambda m: (m.seq or 0, m.id)
+        )
+        for k, message in enumerate(queued):
             outcomes.append(_send_reporting(client, outbox, trust, message))
+            _stop_if_revoked(
+                outcomes, len(queued) - k - 1, "" if queued_only else "no due month was signed"
+            )
         periods = [] if queued_only else due_periods(settings, outbox, today, previous, on_warning)
         waiting = [
             m
@@ -625,6 +653,15 @@ def run_due(
                     )
                 else:
                     outcomes.append(_send_reporting(client, outbox, trust, message))
+                    later = len(periods) - done - 1
+                    _stop_if_revoked(
+                        outcomes,
+                        0,
+                        f"the {later} later due month{'s were' if later != 1 else ' was'} "
+                        "neither signed nor sent"
+                        if later
+                        else "",
+                    )
     return outcomes
 
 
@@ -634,7 +671,42 @@ def _send_reporting(
     try:
         return send(client, outbox, trust, message)
     except RefusedError as exc:
-        return Outcome(message.id, message.period, "refused", detail=str(exc))
+        revoked = exc.problem.get("type") == KEY_REVOKED
+        return Outcome(message.id, message.period, "refused", detail=str(exc), key_revoked=revoked)
+
+
+def _check_not_revoked(outbox: Outbox, kid: str) -> None:
+    """Raise :class:`KeyRevokedError` when the aggregator has refused a submission signed
+    with ``kid`` because the key was revoked: a run then sends and signs nothing."""
+    for m in outbox.messages(kind="submission", state="refused"):
+        if m.kid == kid and KEY_REVOKED_NEXT_STEP in m.state_note:
+            raise KeyRevokedError(
+                f"run sent and signed nothing: the aggregator refused message #{m.id} because "
+                f"this agent's key (kid {kid}) was revoked{KEY_REVOKED_NEXT_STEP}"
+            )
+
+
+def _stop_if_revoked(outcomes: list[Outcome], unsent: int, more: str) -> None:
+    """Stop ``run`` (:class:`KeyRevokedError`) when its last outcome is a refusal for a
+    revoked key: every later message signed with that key would be refused too, so none is
+    sent and nothing more is signed. The refusal itself says what to do (once, in its
+    outcome); this says only what was left undone: ``unsent`` queued messages, and ``more``."""
+    last = outcomes[-1]
+    if not last.key_revoked:
+        return
+    left = []
+    if unsent:
+        left.append(
+            f"{unsent} other queued submission{'s stay' if unsent != 1 else ' stays'} in the "
+            "outbox unsent"
+        )
+    if more:
+        left.append(more)
+    raise KeyRevokedError(
+        f"run stopped at the first refusal for this agent's revoked key (message "
+        f"#{last.message_id}) and signed nothing more" + (f": {'; '.join(left)}" if left else ""),
+        outcomes,
+    )
 
 
 def approve(

@@ -59,12 +59,15 @@ class RefusedError(TransportError):
         self.problem = dict(problem or {})
 
 
+#: What a practice does next after the refusal of a message signed with a revoked key; stored
+#: in the refused message's outbox note, where ``run`` finds it (agent.outbound.submitter).
+KEY_REVOKED_NEXT_STEP = (
+    ". The network revoked this agent's key: nothing signed with it is accepted again. Enrol "
+    "again in a new agent home, keeping this one as a previous home (docs/operations.md "
+    "section 6)"
+)
 #: What a practice does next after a refusal that its own set-up, not the message, caused.
-_NEXT_STEP = {
-    f"{FEDQI_PROBLEM}key-revoked": ". The network revoked this agent's key: nothing signed "
-    "with it is accepted again. Enrol again in a new agent home, keeping this one as a previous "
-    "home (docs/operations.md section 6)",
-}
+_NEXT_STEP = {f"{FEDQI_PROBLEM}key-revoked": KEY_REVOKED_NEXT_STEP}
 
 
 class AggregatorClient:
