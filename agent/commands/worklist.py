@@ -97,15 +97,20 @@ def worklist(
         engine.dispose()
     if out is not None:
         write_worklist(wl, out, forbidden_dir=settings.home)
-        console().print(f"{len(rows)} patients written to {out} (local file; never sent)")
+        console().print(f"{_patients(len(rows))} written to {out} (local file; never sent)")
         return
     if as_json:
         emit_json(wl.to_json())
         return
     title = f"{ind.id} worklist on {p.end}: {ind.title} (local only, never sent)"
     console().print(columns(title, wl.header(), wl.rows()))
+    each = "For each: the" if len(rows) != 1 else "Its"
     console().print(
-        f"{len(rows)} patients in the denominator but not the numerator. For each: the last "
+        f"{_patients(len(rows))} in the denominator but not the numerator. {each} last "
         f"record of {', '.join(t.label for t in wl.targets) or 'the numerator'} up to {p.end}, "
         "and when the patient falls due (now: no record)."
     )
+
+
+def _patients(n: int) -> str:
+    return f"{n} patient{'s' if n != 1 else ''}"

@@ -696,3 +696,17 @@ def test_a_worklist_of_a_period_that_has_not_ended_is_refused(agent_home: Path, 
     assert "the latest complete period is" in r.err
     r = cli("worklist", "DM_REG", "--home", str(agent_home))
     assert r.code == 2 and "DM_REG is a register" in r.err and "no worklist" in r.err
+
+
+def test_a_worklist_of_one_patient_says_one_patient(agent_home: Path, tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
+    """A new-user run read "1 patients in the denominator". The shared practice has one
+    patient in AF_ANTICOAG's denominator but not its numerator in 2026-03."""
+    args = ("worklist", "AF_ANTICOAG", "--home", str(agent_home), "--period", "2026-03")
+    r = cli(*args, "--json")
+    assert r.code == 0 and len(json.loads(r.out)["patients"]) == 1, r.out
+    r = cli(*args)
+    text = " ".join(r.out.split())
+    assert r.code == 0 and "1 patient in the denominator but not the numerator" in text, text
+    assert "1 patients" not in text and "For each" not in text
+    r = cli(*args, "--out", str(tmp_path / "one.csv"))
+    assert r.code == 0 and "1 patient written to" in " ".join(r.out.split()), r.out
