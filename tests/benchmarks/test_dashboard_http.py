@@ -645,3 +645,17 @@ def test_a_funnel_summary_counts_the_peers_pooled_but_not_shown(tmp_path) -> Non
                 else:
                     assert not said and "pooled but not shown" not in text, who
         assert checked >= 3, checked  # a lead of the other PCN, the practice and its IG officer
+
+
+def test_a_funnel_of_one_practice_says_one_practice(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A new-user run read "none of the 1 practice that sent ..." on an indicator page."""
+    from synthetic_network import PERIODS
+
+    with running(tmp_path, practices(1)) as n:
+        with httpx.Client(base_url=n.url, timeout=60) as c:
+            n.enrol_all(c)
+            n.submit(c, n.specs[0], PERIODS[0], seed=1, shapes={"DM_HBA1C": "tiny"})
+        with signed_in(n, "admin") as c:
+            page = " ".join(c.get("/dashboard/indicators/DM_HBA1C").text.split())
+            assert "none of the 1 " not in page and "of the 1 registered practices" not in page
+            assert "the one practice that sent DM_HBA1C has no count that can be used" in page
