@@ -118,9 +118,16 @@ def _aware(when: dt.datetime) -> dt.datetime:
     return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when  # SQLite: naive UTC
 
 
+#: What a request with a revoked user's token is told. The server knows that token, so naming
+#: the revocation tells its holder nothing new; an unknown token is only "not valid".
+REVOKED_TOKEN = "authorization: the API token was revoked; ask an administrator for a new one"
+
+
 def _check_user(user: User | None, now: dt.datetime) -> User:
-    if user is None or user.disabled:
+    if user is None:
         raise AuthenticationError("authorization: the API token is not valid", code="bad-token")
+    if user.disabled:
+        raise AuthenticationError(REVOKED_TOKEN, code="bad-token")
     if user.expires_at is not None and _aware(user.expires_at) <= now:
         raise AuthenticationError(
             "authorization: the API token expired; ask an administrator for a new one",

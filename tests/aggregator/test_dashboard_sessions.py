@@ -188,3 +188,20 @@ def test_an_ended_session_is_sent_to_sign_in_saying_so(server) -> None:  # type:
     with httpx.Client(base_url=server.url, timeout=60) as fresh:
         r = fresh.get("/dashboard/overview", follow_redirects=False)
         assert r.headers["location"] == "/dashboard/login?next=%2Fdashboard%2Foverview"
+
+
+def test_the_sign_in_page_signed_in_says_only_what_is_true(server) -> None:  # type: ignore[no-untyped-def]
+    """A new-user run: /dashboard/login?error=invalid while signed in said both "That token is
+    not valid." and "You are signed in as ...". A link's error code says nothing about a
+    session that holds: signed in, the page says only as whom."""
+    token = server.network.user("admin")
+    with _sign_in(server, token) as client:
+        for code in ("invalid", "expired"):
+            page = client.get("/dashboard/login", params={"error": code}).text
+            assert 'id="signed-in"' in page, code
+            assert 'role="alert"' not in page and "not valid" not in page, code
+            assert "Your session has ended" not in page, code
+        # a token refused now, while the session holds: both are true, and both are said
+        r = client.post("/dashboard/login", data={"token": "fqa_nope"})
+        assert r.status_code == 401 and "That token is not valid." in r.text
+        assert 'id="signed-in"' in r.text

@@ -65,9 +65,15 @@ def test_revoke_stops_the_token_at_once(server, capsys):
     }
     r = server.get("/v1/me", token)
     assert r.status_code == 401 and r.json()["type"].endswith("bad-token")
-    # the dashboard sign-in refuses it too
+    # said as revoked (the server knows the token; a new-user run read "not valid"), while an
+    # unknown token is only "not valid"
+    assert "the API token was revoked" in r.json()["detail"], r.json()
+    unknown = server.get("/v1/me", "fqa_" + "x" * 40)
+    assert unknown.status_code == 401 and "the API token is not valid" in unknown.json()["detail"]
+    assert "revoked" not in unknown.text
+    # the dashboard sign-in refuses it too, saying so
     login = server.client.post("/dashboard/login", data={"token": token, "next": "/dashboard"})
-    assert login.status_code == 401
+    assert login.status_code == 401 and "That token was revoked" in login.text
     assert net.cli("user", "list", "--json") == 0
     assert _json(capsys)[0]["revoked"] is True
 

@@ -58,7 +58,14 @@ from ...log.endpoints import MAX_INDEX
 from ...log.verify import verify_submissions
 from ...runtime import Runtime, get_runtime
 from ...submissions.service import read_envelope
-from ...users.service import ROLE_NOUNS, authenticate, end_session, session_user, start_session
+from ...users.service import (
+    REVOKED_TOKEN,
+    ROLE_NOUNS,
+    authenticate,
+    end_session,
+    session_user,
+    start_session,
+)
 from . import charts
 
 COOKIE = "fedqi_session"
@@ -67,6 +74,7 @@ COOKIE = "fedqi_session"
 #: shows nothing.
 LOGIN_ERRORS = {
     "invalid": "That token is not valid.",
+    "revoked": "That token was revoked: ask an administrator for a new one.",
     "expired": "Your session has ended (it expired, you signed out elsewhere, or your token was "
     "revoked): sign in again.",
 }
@@ -182,13 +190,14 @@ def login_form(
     user: User | None = Depends(viewer_user),
 ) -> HTMLResponse:
     """The sign-in form; to a viewer already signed in it says as whom (signing in again with
-    another token replaces that session), and after a sign-out that it is done."""
+    another token replaces that session) and no error code of the link (a session that holds
+    has neither ended nor been refused), and after a sign-out that it is done."""
     return render(
         "login.html",
         user=None,
         signed_in=user,
         next=_safe_next(next),
-        error=LOGIN_ERRORS.get(error or ""),
+        error=None if user is not None else LOGIN_ERRORS.get(error or ""),
         notice=None if user is not None else LOGIN_NOTICES.get(done or ""),
     )
 
@@ -203,7 +212,8 @@ def _safe_next(target: str) -> str:
 
 
 @router.post("/login")
-async def login(request: Request, runtime: Runtime = Depends(get_runtime)) -> Response:
+async def login(request: Request, runtime: Runtime = Depends(get_runtime),
+                user: User | None = Depends(viewer_user)) -> Response:  # fmt: skip
     form = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))
     token = (form.get("token") or [""])[0].strip()
     target = _safe_next((form.get("next") or ["/dashboard"])[0])
@@ -216,8 +226,12 @@ async def login(request: Request, runtime: Runtime = Depends(get_runtime)) -> Re
 
     try:
         sid = await run_in_threadpool(sign_in)
-    except AuthenticationError:
-        return render("login.html", 401, user=None, next=target, error=LOGIN_ERRORS["invalid"])
+    except AuthenticationError as exc:
+        # a revoked token is one the server knows: said so; any other is only "not valid".
+        # A session that still holds is said too (the refused token did not replace it).
+        code = "revoked" if str(exc) == REVOKED_TOKEN else "invalid"
+        return render("login.html", 401, user=None, signed_in=user, next=target,
+                      error=LOGIN_ERRORS[code])  # fmt: skip
     resp = RedirectResponse(target, status_code=303)
     resp.set_cookie(
         COOKIE,
