@@ -61,7 +61,9 @@ class Release:
     ``raw``, when the agent has them, that period's true counts (used only to tell which of its
     suppressed counts are small, and only if every one fits what was released);
     ``exclusions_by_stratum``, the layout of exclusions of the policy it was released under when
-    known (``None``: the current policy's, unless its cells show strata released).
+    known (``agent.outbound.release.exclusions_layout``: its provenance's policy hash is the
+    current policy's in one layout or the other); ``None``: the current policy's, unless its
+    cells show strata released.
     """
 
     label: str

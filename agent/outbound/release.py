@@ -160,15 +160,40 @@ def build_submission(
     )
 
 
-def earlier_release(message_id: int, sub: Submission, raw: Sequence[RawCell] | None) -> Release:
+def exclusions_layout(sub: Submission, policy: DisclosurePolicy | None) -> bool | None:
+    """The layout of exclusions ``sub`` was released under, when its provenance names
+    ``policy`` in one layout or the other (by stratum, True, or as a whole-practice total only,
+    False); None when it names neither (e.g. a practice's own stricter policy, or a network
+    policy since changed in more than the layout). ``exclusions_by_stratum=True`` is left out
+    of a policy's canonical bytes, so a policy of before the field matches it in the True
+    layout: the month a network moves from ``fedqi-default`` v2 to v3 reads v2's release by
+    stratum, even when its cells alone (every stratum's exclusions suppressed) could not tell."""
+    if policy is None:
+        return None
+    for by_stratum in (True, False):
+        candidate = policy.model_copy(update={"exclusions_by_stratum": by_stratum})
+        if policy_sha256(candidate) == sub.provenance.disclosure_policy:
+            return by_stratum
+    return None
+
+
+def earlier_release(
+    message_id: int,
+    sub: Submission,
+    raw: Sequence[RawCell] | None,
+    policy: DisclosurePolicy | None = None,
+) -> Release:
     """An earlier submission (its outbox id and payload) as the guard's release; ``raw``: that
-    period's counts if the agent has them at hand (computed in the same run)."""
+    period's counts if the agent has them at hand (computed in the same run); ``policy``: the
+    policy the new submission is released under, to tell the earlier one's layout of
+    exclusions from its provenance (:func:`exclusions_layout`)."""
     return Release(
         label=f"message #{message_id} ({sub.period.label})",
         period=sub.period,
         cells=sub.cells,
         versions={p.id: p.version for p in sub.provenance.indicators},
         raw=tuple(raw) if raw is not None else None,
+        exclusions_by_stratum=exclusions_layout(sub, policy),
     )
 
 
@@ -182,11 +207,14 @@ def guard_history(
     period: Period,
     known: dict[str, list[RawCell]],
     previous: Sequence[tuple[Path, Outbox]] = (),
+    policy: DisclosurePolicy | None = None,
 ) -> list[Release]:
     """The earlier submissions the disclosure guard audits a new one with: the latest one not
     rejected or refused of the same period and of each adjacent period (oldest first), from
     ``previous`` homes' outboxes (``previous_homes``, older than this one) and then this one's:
-    a practice that re-enrolled from a fresh home is audited with what its old home released."""
+    a practice that re-enrolled from a fresh home is audited with what its old home released.
+    ``policy``: the new submission's, to read each earlier one's layout of exclusions from its
+    provenance (:func:`exclusions_layout`)."""
     latest: dict[str, tuple[int, Message, str]] = {}
     boxes = [*((0, box, f"{home}: ") for home, box in previous), (1, outbox, "")]
     for rank, box, where in boxes:
@@ -199,7 +227,7 @@ def guard_history(
     out = []
     for label, (_, m, where) in ordered:
         release = earlier_release(
-            m.id, payload_of(m), known.get(label) if label != period.label else None
+            m.id, payload_of(m), known.get(label) if label != period.label else None, policy
         )
         out.append(dataclasses.replace(release, label=where + release.label) if where else release)
     return out
@@ -243,7 +271,7 @@ def practice_guard(
         return guarded_cells(catalogue, raw_cells, policy, period, [], enabled=enabled)
     with contextlib.ExitStack() as stack:
         previous = open_previous_homes(settings, stack)
-        history = guard_history(outbox, period, known or {}, previous)
+        history = guard_history(outbox, period, known or {}, previous, policy)
     return guarded_cells(catalogue, raw_cells, policy, period, history, enabled=enabled)
 
 

@@ -23,6 +23,7 @@ import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +33,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 
 import agent.outbound.guard as guard_module
 from agent.outbound.guard import GuardPolicy, Release, guard_cells
+from agent.outbound.outbox import Outbox
 from protocol.catalogue import (
     Age,
     AgeBand,
@@ -1053,3 +1055,153 @@ def test_the_guard_reads_a_small_populations_numerators_as_0_or_more_and_protect
     # A larger population's suppressed numerator is still at least 1.
     others = [v for v in m.targets if v[1] != "O80" and v[3] == "numerator" and m.hi[v] == -1]
     assert others and all(m.lo[v] == 1 for v in others)
+
+
+# --- an earlier release by stratum, read in the month the network moves to totals only ---------
+
+# One indicator on one age band (strata F, M, U), so that no indicator has a structural zero and
+# every stratum's exclusions can be suppressed: then the cells of a release made by stratum do
+# not show its layout (no stratum exclusions released as a value or a zero).
+STAT_ONLY = [("0+", 0, None)]
+
+
+def stat_only_catalogue(policy: DisclosurePolicy) -> Catalogue:
+    chd = OnRegister(codelist="chd")
+    return Catalogue(
+        id="mini-stat",
+        version=1,
+        title="mini-stat",
+        age_bands=tuple(AgeBand(label=lab, min=lo, max=hi) for lab, lo, hi in STAT_ONLY),
+        disclosure=policy,
+        codelists=(_codelist("chd"), _codelist("statin")),
+        indicators=(
+            make_indicator(
+                "STAT",
+                chd,
+                HasCode(codelist="statin", table="medications"),
+                Not(rule=RegisteredFor(months=9)),
+                ("age_band", "sex"),
+            ),
+        ),
+    )
+
+
+def two_excluded_a_stratum() -> list[Patient]:
+    """20 on the register in each sex stratum, 16 of them on a statin, and 2 more newly
+    registered without one (excluded): STAT's exclusions are 2 in every stratum, 6 in all."""
+    ps = []
+    for sex in SEXES:
+        ps += [Patient(60, sex, reg=True, statin=k % 5 > 0) for k in range(20)]
+        ps += [Patient(70, sex, reg=True, new=True) for _ in range(2)]
+    return ps + [Patient(30, sex) for sex in SEXES for _ in range(10)]
+
+
+def stored_release(
+    outbox: Outbox, cat: Catalogue, raw: Sequence[RawCell], period: Period, policy: DisclosurePolicy
+) -> None:
+    """``raw`` released under ``policy`` as the agent stores a submission (signed, accepted)."""
+    from agent.outbound.outbox import NewMessage
+    from agent.outbound.release import build_submission, sign
+    from protocol.keys import SigningKey
+
+    key = SigningKey.generate()
+    sub = build_submission(
+        catalogue=cat,
+        raw_cells=raw,
+        period=period,
+        practice="A12345",
+        aud="test-net",
+        kid=key.kid,
+        seq=len(outbox.messages()) + 1,
+        now=1_800_000_000,
+        policy=policy,
+        source_kind="sqlite",
+    )
+    signed = sign("submission", sub.to_bytes(), [key])
+    outbox.add_signed(
+        lambda s: NewMessage(
+            "submission",
+            signed.envelope,
+            signed.sha256,
+            key.kid,
+            s,
+            sub.submission_id,
+            period.label,
+        ),
+        "accepted",
+    )
+
+
+def test_an_earlier_release_by_stratum_is_read_by_stratum_after_the_move_to_totals_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """March released by stratum (the network's policy of before, fedqi-default v2), every
+    stratum's exclusions suppressed (2 each, 6 in all); April under the same policy with
+    exclusions as a total only (v3). March's cells show no stratum exclusions released, but its
+    provenance names the policy's hash in the by-stratum layout, so the guard reads each of
+    March's suppressed strata as at least 1 (with the exact total 6: each 1..4), not 0 or more
+    (each 0..6), the weaker reader its cells alone would give."""
+    from agent.home.settings import get_settings
+    from agent.outbound.release import practice_guard
+
+    by_stratum, totals_only = stat_only_catalogue(POLICY), stat_only_catalogue(EXCL_TOTAL)
+    march_raw = raw_cells(by_stratum, two_excluded_a_stratum())
+    april_raw = raw_cells(totals_only, [*two_excluded_a_stratum(), Patient(61, "F", reg=True)])
+    seen: list[Sequence[Release]] = []
+    real_guard_cells = guard_module.guard_cells
+
+    def spy(**kw):  # noqa: ANN003, ANN202
+        seen.append(kw["history"])
+        return real_guard_cells(**kw)
+
+    monkeypatch.setattr(guard_module, "guard_cells", spy)
+    settings = get_settings(tmp_path, {})
+    with Outbox.open(tmp_path) as outbox:
+        stored_release(outbox, by_stratum, march_raw, MARCH, POLICY)
+        res = practice_guard(settings, outbox, totals_only, april_raw, EXCL_TOTAL, APRIL)
+    assert res.held_reason is None and res.linked_releases
+    (march,) = seen[0]
+    strata = [s for s in by_stratum.strata_for(by_stratum.indicators[0]) if s != TOTAL]
+    stat = {(c.stratum.age_band, c.stratum.sex): c.exclusions for c in march.cells}
+    assert all(stat[s].status == "suppressed" for s in strata)  # the cells cannot tell
+    assert march.exclusions_by_stratum is True
+    read = guard_module.released_under(EXCL_TOTAL, march)
+    assert read.exclusions_by_stratum is True
+    lo, _ = guard_module._release_bounds(1, march.cells, read)
+    assert all(lo[(1, "STAT", s, "exclusions")] == 1 for s in strata)
+
+
+def test_the_policy_hash_tells_an_earlier_releases_layout_both_ways() -> None:
+    """A submission's provenance names its policy by hash: the current policy in the layout
+    by stratum (exclusions_by_stratum=True is left out of the bytes, so the policy of before
+    the field matches) or as a total only, or neither (a practice's stricter policy)."""
+    from agent.outbound.release import build_submission, earlier_release
+    from protocol.catalogue import CountRule
+    from protocol.keys import SigningKey
+
+    raw = raw_cells(stat_only_catalogue(POLICY), two_excluded_a_stratum())
+    stricter = DisclosurePolicy(
+        name="strict", stratified=CountRule(suppress_at_or_below=10, round_to=5)
+    )
+
+    def release_under(policy: DisclosurePolicy, current: DisclosurePolicy | None) -> Release:
+        sub = build_submission(
+            catalogue=stat_only_catalogue(policy),
+            raw_cells=raw,
+            period=MARCH,
+            practice="A12345",
+            aud="test-net",
+            kid=SigningKey.generate().kid,
+            seq=1,
+            now=1_800_000_000,
+            policy=policy,
+            source_kind="sqlite",
+        )
+        return earlier_release(1, sub, None, current)
+
+    assert release_under(POLICY, EXCL_TOTAL).exclusions_by_stratum is True
+    assert release_under(EXCL_TOTAL, POLICY).exclusions_by_stratum is False
+    assert release_under(POLICY, POLICY).exclusions_by_stratum is True
+    assert release_under(EXCL_TOTAL, EXCL_TOTAL).exclusions_by_stratum is False
+    assert release_under(stricter, EXCL_TOTAL).exclusions_by_stratum is None
+    assert release_under(POLICY, None).exclusions_by_stratum is None
