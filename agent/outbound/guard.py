@@ -240,24 +240,16 @@ def _common_regions(
     return out
 
 
-def _is_zero(cells: dict[tuple[str, str], Cell], where: list[tuple[str, str]], kind: str) -> bool:
-    return all(
-        getattr(cells[s], kind).status == "exact" and getattr(cells[s], kind).value == 0
-        for s in where
-    )
-
-
-def _link_rows(new: Sequence[Cell], old: Sequence[Cell], *, zeros: bool) -> list[Row]:
-    """``|count now - count then| <= delta`` over every region both releases report. With
-    ``zeros`` False (adjacent periods), a region released as an exact zero in either release is
-    not linked: docs/disclosure.md, "The reader"."""
+def _link_rows(new: Sequence[Cell], old: Sequence[Cell]) -> list[Row]:
+    """``|count now - count then| <= delta`` over every region both releases report, a region
+    released as a zero in either release included (docs/disclosure.md, "The reader": a zero next
+    to a suppressed count pins it at 1 when every count moved by at most 1). They depend only on
+    which cells there are, not on their values."""
     rows: list[Row] = []
     a_by, b_by = _by_ind(new), _by_ind(old)
     for ind in sorted(set(a_by) & set(b_by)):
         for ca, cb in _common_regions(a_by[ind], b_by[ind]):
             for kind in COUNT_KINDS:
-                if not zeros and (_is_zero(a_by[ind], ca, kind) or _is_zero(b_by[ind], cb, kind)):
-                    continue
                 coeffs: dict[Var, int] = {(0, ind, s, kind): 1 for s in ca}
                 for s in cb:
                     coeffs[(1, ind, s, kind)] = -1
@@ -1169,10 +1161,7 @@ class _Guard:
         self.earlier = [_earlier(catalogue, e, policy, self.cap) for e in self.links]
         self.excused: set[tuple[str, Var]] = set()  # earlier counts pinned by that release alone
         self._old_bounds: dict[str, tuple[dict[Var, int], dict[Var, int]]] = {}
-        self._rows: dict[
-            tuple[str, frozenset[tuple[str, str, str, str]]],
-            tuple[list[Row], tuple[list[Row], ...]],
-        ] = {}
+        self._rows: dict[str, tuple[list[Row], tuple[list[Row], ...]]] = {}
         self.passed: tuple[Cell, ...] | None = None  # the last cells exposures() found clean
 
     def _small_new(self) -> tuple[set[str], bool]:
@@ -1208,23 +1197,16 @@ class _Guard:
             self._old_bounds[e.where] = _release_bounds(1, old, e.policy, e.small)
         m.lo.update(self._old_bounds[e.where][0])
         m.hi.update(self._old_bounds[e.where][1])
-        # The rows depend on which counts are exact zeros, which withholding never changes (it
-        # withholds non-zero counts only): one list per earlier release and set of zeros.
-        zeros = frozenset(
-            (c.indicator, c.stratum.age_band, c.stratum.sex, k)
-            for c in cells
-            for k in COUNT_KINDS
-            if getattr(c, k).status == "exact" and getattr(c, k).value == 0
-        )
-        key = (e.where, zeros)
-        if key not in self._rows:
+        # The rows depend only on which cells there are, which withholding never changes: one
+        # list per earlier release.
+        if e.where not in self._rows:
             blocks = (
                 _relation_rows(0, cells, self.ids),
                 _relation_rows(1, old, e.ids),
-                _link_rows(cells, old, zeros=linked(self.period, e.release.period) == "same"),
+                _link_rows(cells, old),
             )
-            self._rows[key] = ([row for block in blocks for row in block], blocks)
-        m.rows, m.blocks = self._rows[key]
+            self._rows[e.where] = ([row for block in blocks for row in block], blocks)
+        m.rows, m.blocks = self._rows[e.where]
         self._targets_new(m, self.guard.linked_width, 1)
         zero_totals = {
             c.indicator

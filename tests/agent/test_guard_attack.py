@@ -502,7 +502,6 @@ def pair_attack(
     cells_b: Sequence[Cell],
     raw_b: Sequence[RawCell],
     links: Sequence[tuple[list[V], list[V]]] | None = None,
-    zeros: bool = True,
 ) -> dict[V, int]:
     att = Attacker()
     att.release(0, cells_a)
@@ -511,13 +510,6 @@ def pair_attack(
     att.catalogue_identities(1, cat_b.strata_for(cat_b.indicators[0]))
     if links is None:
         links = same_cell_links(0, 1, cells_a, cells_b)
-    if not zeros:  # the stated drift policy across adjacent periods: released zeros unlinked
-        links = [
-            (a, b)
-            for a, b in links
-            if not all(att.lo[att.index[v]] == att.hi[att.index[v]] == 0 for v in a)
-            and not all(att.lo[att.index[v]] == att.hi[att.index[v]] == 0 for v in b)
-        ]
     truth = truth_of(0, raw_a) | truth_of(1, raw_b)
     att.link(links, true_delta(links, truth))
     assert att.broken([truth[v] for v in att.names]) == []
@@ -551,7 +543,7 @@ def route(
     else:
         cells_a, cells_b = list(apply_policy(raw_a, POLICY)), list(apply_policy(raw_b, POLICY))
     links = links_for(cells_a, cells_b) if links_for else None
-    return pair_attack(CAT, cells_a, raw_a, cat_b, cells_b, raw_b, links, zeros=period_b == MARCH)
+    return pair_attack(CAT, cells_a, raw_a, cat_b, cells_b, raw_b, links)
 
 
 SEEDS = range(8)
@@ -583,6 +575,53 @@ def test_overlapping_windows_route_is_real_without_the_guard() -> None:
 @pytest.mark.parametrize("seed", SEEDS)
 def test_overlapping_windows_route_guarded(seed: int) -> None:
     assert route(seed, CAT, APRIL, 3) == {}
+
+
+# --- route 4 with a zero: a region released as zero in one month -------------------------------
+
+# Seeds of route 4 with one patient changed where April has a zero next to a count March
+# suppressed: a reader who knows one patient changed pins March's count at 1.
+ZERO_SEEDS = (5, 11, 14)
+
+
+def _zeros_unlinked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard as it would be under the rule docs/disclosure.md once stated (a region
+    released as a zero in either of two adjacent months is not linked): its link rows without
+    those regions."""
+    real = guard_module._link_rows
+
+    def zero_vars(r: int, cells: Sequence[Cell]) -> set[V]:
+        return {
+            (r, c.indicator, (c.stratum.age_band, c.stratum.sex), k)
+            for c in cells
+            for k in COUNT_KINDS
+            if getattr(c, k).status == "zero"
+        }
+
+    def link_rows(new: Sequence[Cell], old: Sequence[Cell]) -> list:
+        zeros = zero_vars(0, new) | zero_vars(1, old)
+
+        def all_zero(coeffs: dict, r: int) -> bool:
+            return all(v in zeros for v in coeffs if v[0] == r)
+
+        return [row for row in real(new, old) if not (all_zero(row[0], 0) or all_zero(row[0], 1))]
+
+    monkeypatch.setattr(guard_module, "_link_rows", link_rows)
+
+
+@pytest.mark.parametrize("seed", ZERO_SEEDS)
+def test_a_zero_next_month_pins_a_suppressed_count_unless_zeros_are_linked(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Zeros are linked across adjacent months like any count: left unlinked, the guard lets
+    April out and the attacker (zeros linked, the true delta of 1) narrows one of March's small
+    suppressed counts to a single value; linked, the guard protects it (here by holding April,
+    since neither the zero nor March can be taken back)."""
+    with monkeypatch.context() as m:
+        _zeros_unlinked(m)
+        pinned = route(seed, CAT, APRIL, 1)
+    assert pinned and all(v[0] == 1 and width == 1 for v, width in pinned.items()), pinned
+    assert route(seed, CAT, APRIL, 1) == {}
 
 
 # --- route 5: a catalogue version that splits a stratum -----------------------------------------
