@@ -77,7 +77,7 @@ class PracticeRow:
     JSON object bodies without braces) are rendered on first use."""
 
     __slots__ = (
-        "indicator", "period_start", "period_end", "practice_ods", "submission_id",
+        "indicator", "period_start", "period_end", "practice_ods", "_submission_id",
         "indicator_version", "numerator", "numerator_status", "denominator", "denominator_status",
         "exclusions", "exclusions_status", "status", "rate", "lo95", "hi95", "lo998", "hi998",
         "approximate", "z", "band", "limit_low_95", "limit_high_95", "limit_low_998",
@@ -88,7 +88,7 @@ class PracticeRow:
     period_start: dt.date
     period_end: dt.date
     practice_ods: str
-    submission_id: str
+    _submission_id: str | bytes  # 16 bytes until first asked for (a group's rows)
     indicator_version: int | None
     numerator: int | None
     numerator_status: str
@@ -112,6 +112,13 @@ class PracticeRow:
     note: str | None
     _item: str | None
     _peer: str | None
+
+    @property
+    def submission_id(self) -> str:
+        sid = self._submission_id
+        if isinstance(sid, bytes):
+            sid = self._submission_id = str(uuid.UUID(bytes=sid))
+        return sid
 
     def _flat(self) -> render.Flat:
         return (self.practice_ods, self.numerator, self.numerator_status, self.denominator,
@@ -150,7 +157,7 @@ def _row(
     status, denominator, status, exclusions, status), as the refresh built its stored row."""
     row = PracticeRow.__new__(PracticeRow)
     row.indicator, row.period_start, row.period_end = indicator, start, end
-    row.practice_ods, row.submission_id, row.indicator_version = r.practice, submission_id, version
+    row.practice_ods, row._submission_id, row.indicator_version = r.practice, submission_id, version
     (row.numerator, row.numerator_status, row.denominator, row.denominator_status,
      row.exclusions, row.exclusions_status) = raw  # fmt: skip
     lim, ci95, ci998 = r.limits, r.ci95, r.ci998
@@ -193,8 +200,13 @@ class Stored:
     """One group's ``bench_entries`` value, unpacked."""
 
     practices: list[str]
-    submissions: list[str]
+    ids: bytes  # the submission ids, 16 bytes each
     numbers: np.ndarray  # of NUMBERS, one per practice
+
+    @property
+    def submissions(self) -> list[str]:
+        ids = self.ids
+        return [str(uuid.UUID(bytes=ids[i : i + 16])) for i in range(0, len(ids), 16)]
 
 
 def id_bytes(submission_ids: Sequence[str]) -> np.ndarray:
@@ -218,11 +230,10 @@ def pack(practices: Sequence[str], ids: np.ndarray, numbers: np.ndarray) -> dict
 def unpack(practices: str, submissions: bytes, numbers: bytes) -> Stored:
     ods = practices.split(",") if practices else []
     raw = bytes(submissions)
-    subs = [str(uuid.UUID(bytes=raw[i : i + 16])) for i in range(0, len(raw), 16)]
     nums = np.frombuffer(bytes(numbers), dtype=NUMBERS)
-    if not len(ods) == len(subs) == len(nums) or len(raw) % 16:
+    if not len(ods) == len(raw) // 16 == len(nums) or len(raw) % 16:
         raise ValueError("bench_entries: practices, submissions and numbers differ in length")
-    return Stored(ods, subs, nums)
+    return Stored(ods, raw, nums)
 
 
 def load(session: Session, indicator: str, start: dt.date, end: dt.date) -> Stored | None:
@@ -238,19 +249,62 @@ def load(session: Session, indicator: str, start: dt.date, end: dt.date) -> Stor
 def group_rows(
     indicator: str, start: dt.date, end: dt.date, summ: BenchSummary | Any, stored: Stored
 ) -> list[PracticeRow]:
-    """Every practice of one group, in ODS order, judged against its stored summary."""
-    recs = stored.numbers.tolist()
-    raws = [_raw(r) for r in recs]
-    flags = [FLAGS[r[6]] for r in recs]
-    cells = [
-        _counts_for_stats(ods, raw, flag)
-        for ods, raw, flag in zip(stored.practices, raws, flags, strict=True)
-    ]
-    results = stats.practice_results(cells, summary_from_row(summ))
-    return [
-        _row(indicator, start, end, res, raw, sub, None if rec[7] < 0 else rec[7], flag)
-        for res, raw, sub, rec, flag in zip(results, raws, stored.submissions, recs, flags, strict=True)
-    ]  # fmt: skip
+    """Every practice of one group, in ODS order, judged against its stored summary: the rows
+    :func:`_row` builds from :func:`.stats.practice_results`, computed over the group's arrays
+    (:func:`.stats.result_columns`; tests/benchmarks/test_period_refresh.py holds the two to
+    each other) with no object per practice but its row."""
+    recs = stored.numbers
+    num = recs["numerator"].astype(np.int64)
+    den = recs["denominator"].astype(np.int64)
+    ns, ds = recs["numerator_status"], recs["denominator_status"]
+    flag = recs["flag"]
+    hidden = flag > 0
+    sup = (
+        hidden
+        | (ns == counts_value.SUPPRESSED)
+        | (ds == counts_value.SUPPRESSED)
+        | (num < 0)
+        | (den < 0)
+    )
+    rounded = ~sup & ((ns == counts_value.ROUNDED) | (ds == counts_value.ROUNDED))
+    cols = stats.result_columns(num, den, sup, rounded, summary_from_row(summ))
+    ids = stored.ids
+    out: list[PracticeRow] = []
+    new = PracticeRow.__new__
+    for i, (ods, rec) in enumerate(zip(stored.practices, recs.tolist(), strict=True)):
+        row = new(PracticeRow)
+        row.indicator, row.period_start, row.period_end = indicator, start, end
+        row.practice_ods = ods
+        row._submission_id = ids[16 * i : 16 * i + 16]
+        row.indicator_version = None if rec[7] < 0 else rec[7]
+        (row.numerator, row.numerator_status, row.denominator, row.denominator_status,
+         row.exclusions, row.exclusions_status) = _raw(rec)  # fmt: skip
+        st = cols.status[i]
+        row.approximate = st == "rounded"
+        rate, z = cols.rate[i], cols.z[i]
+        row.rate = None if rate is None else round(rate, 6)
+        row.z = None if z is None else round(z, 6)
+        lo = cols.lo95[i]
+        if lo is None:
+            row.lo95 = row.hi95 = row.lo998 = row.hi998 = None
+        else:
+            row.lo95, row.hi95 = round(lo, 6), round(cols.hi95[i], 6)  # type: ignore[arg-type]
+            row.lo998, row.hi998 = round(cols.lo998[i], 6), round(cols.hi998[i], 6)  # type: ignore[arg-type]
+        lim = cols.limits[i]
+        if lim is None:
+            row.limit_low_95 = row.limit_high_95 = row.limit_low_998 = row.limit_high_998 = None
+        else:
+            row.limit_low_95, row.limit_high_95 = round(lim[0], 6), round(lim[1], 6)
+            row.limit_low_998, row.limit_high_998 = round(lim[2], 6), round(lim[3], 6)
+        f = rec[6]
+        if f:
+            row.note = SUSPECT_NOTE if f == 2 else UNVERIFIED_NOTE
+            row.status, row.band = UNVERIFIED, None
+        else:
+            row.status, row.note, row.band = st, cols.note[i], cols.band[i]
+        row._item = row._peer = None
+        out.append(row)
+    return out
 
 
 def group_counts(stored: Stored, members: Iterable[str] | None = None) -> list[stats.Counts]:

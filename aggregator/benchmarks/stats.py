@@ -328,12 +328,26 @@ class Funnel:
 
 def limits_for(summary: Summary, n: np.ndarray, method: LimitMethod) -> list[Limits]:
     """Funnel limits at each denominator in ``n`` (all > 0) by ``method``."""
+    cols = limit_columns(summary, n, method)
+    if cols is None:
+        return []
+    # Python floats by tolist (one call per array, not one conversion per practice).
+    columns = (cols[k].tolist() for k in ("low_95", "high_95", "low_998", "high_998"))
+    return [Limits(a, b, c, d) for a, b, c, d in zip(*columns, strict=True)]
+
+
+def limit_columns(
+    summary: Summary, n: np.ndarray, method: LimitMethod
+) -> dict[str, np.ndarray] | None:
+    """:func:`limits_for` as four arrays (``low_95``, ``high_95``, ``low_998``,
+    ``high_998``); None where there are none (no pooled rate, or no denominator)."""
     p0 = summary.pooled
     if p0 is None or n.size == 0:
-        return []
+        return None
     if p0 <= 0.0 or p0 >= 1.0:
         # No variation is possible around a rate of 0 or 1: every method collapses onto it.
-        return [Limits(p0, p0, p0, p0) for _ in range(n.size)]
+        same = np.full(n.size, float(p0))
+        return {k: same for k in ("low_95", "high_95", "low_998", "high_998")}
     cols: dict[str, np.ndarray] = {}
     for level in LEVELS:
         z = z_for(level)
@@ -358,13 +372,9 @@ def limits_for(summary: Summary, n: np.ndarray, method: LimitMethod) -> list[Lim
             lo, hi = additive_limits(p0, n, -z, tau2), additive_limits(p0, n, z, tau2)
         else:  # pragma: no cover - Literal guards this
             raise ValueError(f"unknown limit method {method!r}")
-        cols[f"low_{tag}"], cols[f"high_{tag}"] = lo, hi
-    # Python floats by tolist (one call per array, not one conversion per practice).
-    columns = (
-        np.asarray(cols[k], dtype=float).tolist()
-        for k in ("low_95", "high_95", "low_998", "high_998")
-    )
-    return [Limits(a, b, c, d) for a, b, c, d in zip(*columns, strict=True)]
+        cols[f"low_{tag}"] = np.asarray(lo, dtype=float)
+        cols[f"high_{tag}"] = np.asarray(hi, dtype=float)
+    return cols
 
 
 def band_of(rate: float, lim: Limits) -> Band:
@@ -604,6 +614,85 @@ def _results(cells: Sequence[Counts], p: _Prepared, summary: Summary) -> tuple[P
             )
         )
     return tuple(results)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultColumns:
+    """:func:`_results` for a group given as arrays, as columns (one entry per practice, in
+    order): what :func:`practice_results` gives, without an object per practice."""
+
+    status: list[str]
+    rate: list[float | None]
+    lo95: list[float | None]
+    hi95: list[float | None]
+    lo998: list[float | None]
+    hi998: list[float | None]
+    z: list[float | None]
+    band: list[str | None]
+    limits: list[tuple[float, float, float, float] | None]
+    note: list[str | None]
+
+
+_BANDS = np.array(["within", "low_95", "low_998", "high_95", "high_998"], dtype=object)
+
+
+def result_columns(
+    num: np.ndarray,
+    den: np.ndarray,
+    suppressed: np.ndarray,
+    rounded: np.ndarray,
+    summary: Summary,
+) -> ResultColumns:
+    """Each practice's result against a stored ``summary``, from arrays: ``num`` and ``den``
+    (int64; any value where ``suppressed``), ``suppressed`` and ``rounded`` (bool) as
+    :attr:`Counts.status` gives them. The same values as :func:`practice_results` (each array
+    operation is the one :func:`_results` applies; tests/benchmarks/test_period_refresh.py)."""
+    size = int(num.size)
+    usable = ~suppressed & (den > 0)
+    at = np.flatnonzero(usable)
+    x = np.minimum(num, den)[at]
+    n = den[at]
+    p0, chosen, disp = summary.pooled, summary.method, summary.dispersion
+    status = np.where(suppressed, "suppressed", np.where(rounded, "rounded", "exact")).tolist()
+    rate: list[float | None] = [None] * size
+    lo95: list[float | None] = [None] * size
+    hi95: list[float | None] = [None] * size
+    lo998: list[float | None] = [None] * size
+    hi998: list[float | None] = [None] * size
+    zs: list[float | None] = [None] * size
+    band: list[str | None] = [None] * size
+    limits: list[tuple[float, float, float, float] | None] = [None] * size
+    note: list[str | None] = [
+        "suppressed" if sp else (None if u else "no eligible patients")
+        for sp, u in zip(suppressed.tolist(), usable.tolist(), strict=True)
+    ]
+    if at.size:
+        rates = x / n
+        z = arcsine_z(x, n, p0) if p0 is not None and 0 < p0 < 1 else np.zeros(at.size)
+        if chosen == "additive" and disp.tau2 > 0:
+            z = z / np.sqrt(1 + 4 * n * disp.tau2)
+        elif chosen == "multiplicative" and (disp.phi or 0) > 1:
+            z = z / math.sqrt(disp.phi or 1.0)
+        a, b = wilson_arrays(x, n, 0.95)
+        c, d = wilson_arrays(x, n, 0.998)
+        cols = limit_columns(summary, n, chosen) if p0 is not None else None
+        idx = at.tolist()
+        for col, values in ((rate, rates), (lo95, a), (hi95, b), (lo998, c), (hi998, d), (zs, z)):
+            for i, v in zip(idx, values.tolist(), strict=True):
+                col[i] = v
+        if cols is not None:
+            l95, h95, l998, h998 = (cols[k] for k in ("low_95", "high_95", "low_998", "high_998"))
+            # band_of: above the 99.8% limit first, then the 95%, then below; on a limit: within
+            code = np.select(
+                [rates > h998, rates > h95, rates < l998, rates < l95], [4, 3, 2, 1], default=0
+            )
+            for i, bnd, lim in zip(
+                idx, _BANDS[code].tolist(),
+                zip(l95.tolist(), h95.tolist(), l998.tolist(), h998.tolist(), strict=True),
+                strict=True,
+            ):  # fmt: skip
+                band[i], limits[i] = bnd, lim
+    return ResultColumns(status, rate, lo95, hi95, lo998, hi998, zs, band, limits, note)
 
 
 def results_many(cells: Sequence[Counts], summaries: Sequence[Summary]) -> list[PracticeResult]:
