@@ -152,7 +152,7 @@ def test_refresh_drain_names_a_bad_key_dir(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["--months", "0"], "--months 0: use 1 to 11"),
+        (["--months", "0"], "--months 0: use 1 to 24"),
         (["--practices", "0"], "--practices 0: use 1 or more"),
         (["--drainers", "1,2"], "--drainers: only with --backlog"),
         (["--backlog", "--drainers", "0"], "--drainers '0': use counts of 1 or more"),
