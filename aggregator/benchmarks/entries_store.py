@@ -246,19 +246,15 @@ def load(session: Session, indicator: str, start: dt.date, end: dt.date) -> Stor
     return None if found is None else unpack(*found)
 
 
-def group_rows(
-    indicator: str, start: dt.date, end: dt.date, summ: BenchSummary | Any, stored: Stored
-) -> list[PracticeRow]:
-    """Every practice of one group, in ODS order, judged against its stored summary: the rows
-    :func:`_row` builds from :func:`.stats.practice_results`, computed over the group's arrays
-    (:func:`.stats.result_columns`; tests/benchmarks/test_period_refresh.py holds the two to
-    each other) with no object per practice but its row."""
-    recs = stored.numbers
+def released_states(
+    recs: np.ndarray, hidden: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(numerators, denominators, suppressed, rounded) of count records (any array with the
+    fields of :data:`aggregator.db.counts.RECORD`'s counts and statuses), a ``hidden`` (flagged)
+    practice taken as suppressed: :attr:`.stats.Counts.status` over arrays."""
     num = recs["numerator"].astype(np.int64)
     den = recs["denominator"].astype(np.int64)
     ns, ds = recs["numerator_status"], recs["denominator_status"]
-    flag = recs["flag"]
-    hidden = flag > 0
     sup = (
         hidden
         | (ns == counts_value.SUPPRESSED)
@@ -267,6 +263,18 @@ def group_rows(
         | (den < 0)
     )
     rounded = ~sup & ((ns == counts_value.ROUNDED) | (ds == counts_value.ROUNDED))
+    return num, den, sup, rounded
+
+
+def group_rows(
+    indicator: str, start: dt.date, end: dt.date, summ: BenchSummary | Any, stored: Stored
+) -> list[PracticeRow]:
+    """Every practice of one group, in ODS order, judged against its stored summary: the rows
+    :func:`_row` builds from :func:`.stats.practice_results`, computed over the group's arrays
+    (:func:`.stats.result_columns`; tests/benchmarks/test_period_refresh.py holds the two to
+    each other) with no object per practice but its row."""
+    recs = stored.numbers
+    num, den, sup, rounded = released_states(recs, recs["flag"] > 0)
     cols = stats.result_columns(num, den, sup, rounded, summary_from_row(summ))
     ids = stored.ids
     out: list[PracticeRow] = []

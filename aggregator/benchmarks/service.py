@@ -625,17 +625,7 @@ def summary_of_records(recs: np.ndarray, hidden: np.ndarray) -> stats.Summary:
     in practice order), a ``hidden`` (flagged) practice taken as suppressed: what
     :func:`.stats.summarise` gives for the same practices as :class:`.stats.Counts`, computed
     over arrays (tests/benchmarks/test_period_refresh.py)."""
-    # The statistics: a flagged practice as suppressed; the rest as released.
-    num, den = recs["numerator"].astype(np.int64), recs["denominator"].astype(np.int64)
-    ns, ds = recs["numerator_status"], recs["denominator_status"]
-    sup = (
-        hidden
-        | (ns == counts_value.SUPPRESSED)
-        | (ds == counts_value.SUPPRESSED)
-        | (num < 0)
-        | (den < 0)
-    )
-    rounded = ~sup & ((ns == counts_value.ROUNDED) | (ds == counts_value.ROUNDED))
+    num, den, sup, rounded = entries_store.released_states(recs, hidden)
     usable = ~sup & (den > 0)
     return stats.summary_of_arrays(
         np.minimum(num, den)[usable],

@@ -151,13 +151,7 @@ def exact_limits(p0: float, n: np.ndarray, prob: float) -> np.ndarray:
     n = np.asarray(n, dtype=np.int64)
     if p0 <= 0.0 or p0 >= 1.0:
         return np.full(n.shape, min(max(p0, 0.0), 1.0))
-    r = sps.binom.ppf(prob, n, p0)
-    f_r = sps.binom.cdf(r, n, p0)
-    f_prev = np.where(r >= 1, sps.binom.cdf(r - 1, n, p0), 0.0)
-    gap = f_r - f_prev
-    alpha = np.divide(f_r - prob, gap, out=np.zeros_like(gap), where=gap > 0)
-    clipped: np.ndarray = np.clip((r - alpha) / n, 0.0, 1.0)
-    return clipped
+    return _exact_limits_many(p0, n, prob)  # type: ignore[arg-type]
 
 
 def normal_limits(p0: float, n: np.ndarray, z: float) -> np.ndarray:
