@@ -52,12 +52,6 @@ class Group:
     period_end: dt.date
 
 
-def _r6(x: float | None) -> float | None:
-    # Stored rounded: six decimals is far below any difference worth showing, and short floats
-    # keep the API's JSON small.
-    return None if x is None else round(x, 6)
-
-
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
