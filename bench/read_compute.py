@@ -11,7 +11,9 @@ as read by an admin (every practice identified), a network lead (its PCN identif
 other practice pseudonymised, counts re-published) and a practice (its peers without counts,
 in list-size bands). Each read computes every practice's rate, intervals, z and band from the
 group's ``bench_entries`` value and its summary (aggregator/benchmarks/entries_store.py) and
-renders its entry.
+renders its entry; each viewer's read is timed twice a run, first with the process's cache of
+computed groups emptied (``first``: as after a refresh), then again (``again``: the group's rows
+and rendered entries from that cache).
 
 It prints medians of wall time and of this process's CPU for each viewer, the response's size,
 and what the group's stored value weighs (bytes a practice, and for a full national refresh:
@@ -32,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 import sqlalchemy as sa  # noqa: E402
 
-from aggregator.benchmarks import stats  # noqa: E402
+from aggregator.benchmarks import entries_store, stats  # noqa: E402
 from aggregator.benchmarks.funnel import funnel_json  # noqa: E402
 from aggregator.benchmarks.viewer import Viewer  # noqa: E402
 from aggregator.db.models import User  # noqa: E402
@@ -95,13 +97,21 @@ def main(argv: list[str] | None = None) -> int:
 
         return read
 
-    kinds = {name: reader(u) for name, u in _viewers(first[0], first[1]).items()}
-    for fn in kinds.values():  # warm the database's caches and this process's imports
+    viewers = {name: reader(u) for name, u in _viewers(first[0], first[1]).items()}
+    for fn in viewers.values():  # warm the database's caches and this process's imports
         fn()
+    # Each viewer's read twice a run: first with the process's cache of computed groups emptied
+    # (the first read after a refresh: every practice computed and its entry rendered), then
+    # again (the group's rows and entries from the cache: entries_store.cached_group_rows).
+    kinds = {
+        f"{name}, {how}": (fn, how) for name, fn in viewers.items() for how in ("first", "again")
+    }
     walls: dict[str, list[float]] = {k: [] for k in kinds}
     cpus: dict[str, list[float]] = {k: [] for k in kinds}
     for _ in range(args.runs):
-        for name, fn in kinds.items():
+        for name, (fn, how) in kinds.items():
+            if how == "first":
+                entries_store.clear_cache()
             t0, c0 = time.perf_counter(), time.process_time()
             fn()
             walls[name].append(time.perf_counter() - t0)
@@ -117,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         ).scalar_one()
     db.dispose()
     print(f"group {indicator} {start}/{end}: {practices} practices, {args.runs} runs each")
-    for name in kinds:
+    for name, (_, how) in kinds.items():
         wall, cpu = statistics.median(walls[name]) * 1000, statistics.median(cpus[name]) * 1000
-        role = _viewers("", "")[name].role
+        role = _viewers("", "")[name.removesuffix(f", {how}")].role
         print(f"{name}: wall median {wall:.1f} ms, this process's CPU median {cpu:.1f} ms, "
               f"{sizes[role]:,} bytes")  # fmt: skip
     per = float(stored) / max(practices, 1)

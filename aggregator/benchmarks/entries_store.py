@@ -24,8 +24,11 @@ Two ways in:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -313,6 +316,55 @@ def group_rows(
         row._item = row._peer = None
         out.append(row)
     return out
+
+
+#: Rows held by :func:`cached_group_rows` in each process, at most: ten national groups, about
+#: 1.4 kB a row with both its rendered entries, so about 90 MB (docs/benchmarks.md, "A group's
+#: rows cached").
+CACHED_ROWS = 65_000
+_CACHE: OrderedDict[tuple[Any, ...], list[PracticeRow]] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def cached_group_rows(session: Session, summ: BenchSummary | Any) -> list[PracticeRow]:
+    """:func:`group_rows` of the group ``summ`` summarises (none if it has no stored value),
+    from a per-process cache of recently read groups, whose rows keep their rendered entries: a
+    national funnel read again renders none of its thousands of entries. The key is everything
+    :func:`group_rows` computes from (the group, its summary and a digest of its stored value as
+    read in this session), so a refresh, a correction or a cleared seal is a new key, never a
+    stale answer; the least recently read groups leave once :data:`CACHED_ROWS` are held. The
+    rows are shared: callers only read them."""
+    t = table_of(BenchEntries)
+    indicator, start, end = summ.indicator, summ.period_start, summ.period_end
+    found = session.execute(
+        select(t.c.practices, t.c.submissions, t.c.numbers).where(
+            t.c.indicator == indicator, t.c.period_start == start, t.c.period_end == end
+        )
+    ).first()
+    if found is None:
+        return []
+    practices, submissions, numbers = found[0], bytes(found[1]), bytes(found[2])
+    digest = hashlib.blake2b(practices.encode(), digest_size=16)
+    digest.update(b"\0" + submissions + b"\0" + numbers)
+    key = (indicator, start, end, summary_from_row(summ), digest.digest())
+    with _CACHE_LOCK:
+        hit = _CACHE.get(key)
+        if hit is not None:
+            _CACHE.move_to_end(key)
+            return list(hit)
+    rows = group_rows(indicator, start, end, summ, unpack(practices, submissions, numbers))
+    with _CACHE_LOCK:
+        _CACHE[key] = rows
+        held = sum(len(v) for v in _CACHE.values())
+        while held > CACHED_ROWS and len(_CACHE) > 1:
+            held -= len(_CACHE.popitem(last=False)[1])
+    return list(rows)
+
+
+def clear_cache() -> None:
+    """Empty this process's :func:`cached_group_rows` (benchmarks time a first read with it)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
 
 
 def group_counts(stored: Stored, members: Iterable[str] | None = None) -> list[stats.Counts]:

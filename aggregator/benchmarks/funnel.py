@@ -273,12 +273,7 @@ def funnel_json(session: Session, viewer: Viewer, indicator: str, period: str | 
 
 def _group_rows(session: Session, summ: BenchSummary) -> list[entries_store.PracticeRow]:
     """A group's practices computed from its stored counts and summary (entries_store.py)."""
-    stored = entries_store.load(session, summ.indicator, summ.period_start, summ.period_end)
-    if stored is None:
-        return []
-    return entries_store.group_rows(
-        summ.indicator, summ.period_start, summ.period_end, summ, stored
-    )
+    return entries_store.cached_group_rows(session, summ)
 
 
 def _coarse_funnel_json(

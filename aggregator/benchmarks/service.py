@@ -971,10 +971,7 @@ def practice_rows(
     """One group's practices, in ODS order, computed from its stored counts and summary
     (:mod:`.entries_store`); none for a group never refreshed."""
     summ = summary_row(session, indicator, start, end)
-    stored = entries_store.load(session, indicator, start, end)
-    if summ is None or stored is None:
-        return []
-    return entries_store.group_rows(indicator, start, end, summ, stored)
+    return [] if summ is None else entries_store.cached_group_rows(session, summ)
 
 
 def practice_history(

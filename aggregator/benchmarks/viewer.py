@@ -16,7 +16,7 @@ import hmac
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any, TypedDict
 
 from sqlalchemy import func, select
@@ -125,14 +125,17 @@ class Viewer:
     def load(cls, session: Session, user: User, secret: bytes, bands: stats.PeerBands) -> Viewer:
         return cls(user, secret, bands, practices(session))
 
-    @property
+    # A viewer lives for one request; what it may see is computed once (a funnel asks for each
+    # of thousands of practices, and the user is a database object, slow to read).
+
+    @cached_property
     def own(self) -> str | None:
         return self.user.practice_ods if self.user.role in ("practice", "ig_officer") else None
 
     def identifies(self, ods: str) -> bool:
         return ods in self.identified
 
-    @property
+    @cached_property
     def identified(self) -> frozenset[str]:
         """The practices this viewer may identify (can_read_practice over every practice),
         computed once per practice list and viewer: a funnel asks for each of thousands."""
@@ -149,8 +152,16 @@ class Viewer:
     def shows(self, ods: str) -> bool:
         """Whether practice ``ods`` is shown on its own (identified or pseudonymised) to this
         viewer: not when it chose totals_only, except in its own view."""
-        p = self.practices.get(ods)
-        return p is None or shows_individually(self.user, p)  # type: ignore[arg-type]
+        return ods not in self._not_shown
+
+    @cached_property
+    def _not_shown(self) -> frozenset[str]:
+        u = self.user
+        return frozenset(
+            ods
+            for ods, p in self.practices.items()
+            if not shows_individually(u, p)  # type: ignore[arg-type]
+        )
 
     def require(self, ods: str) -> PracticeInfo:
         p = self.practices.get(ods)
@@ -180,7 +191,7 @@ class Viewer:
         named): every pool it sees is of practices it sees, so it sees pools exactly."""
         return self.own is None and len(self.identified) == len(self.practices)
 
-    @property
+    @cached_property
     def coarse(self) -> bool:
         """Whether peers are shown coarsened: in a practice's own view (practice and IG users)."""
         return self.own is not None

@@ -116,7 +116,8 @@ def test_a_kept_database_drained_by_refresh_drain(pg_database_factory, tmp_path:
         )  # fmt: skip
         assert read.returncode == 0, read.stderr[-3000:]
         assert re.search(r"group \S+ \S+: 3 practices, 2 runs each", read.stdout), read.stdout
-        for viewer in ("admin", "network lead", "practice"):
+        for viewer in ("admin, first", "admin, again", "network lead, first", "network lead, again",
+                       "practice, first", "practice, again"):  # fmt: skip
             assert re.search(rf"{viewer}: wall median [\d.]+ ms, this process's CPU median "
                              r"[\d.]+ ms, [\d,]+ bytes", read.stdout), read.stdout  # fmt: skip
         assert "a full national refresh writes 960 such values" in read.stdout

@@ -159,3 +159,67 @@ def test_the_achievable_benchmark_over_arrays_is_the_ranking_in_python(rows, dat
     x = np.array([r[0] for r in rows], dtype=np.int64)
     n = np.array([r[1] for r in rows], dtype=np.int64)
     assert stats.achievable_benchmark_arrays(x, n) == stats.achievable_benchmark(rows)
+
+
+def _uncached(s, ind: str, period: tuple) -> list[entries_store.PracticeRow]:  # type: ignore[no-untyped-def]
+    summ = service.summary_row(s, ind, *period)
+    stored = entries_store.load(s, ind, *period)
+    assert summ is not None and stored is not None
+    return entries_store.group_rows(ind, *period, summ, stored)
+
+
+def _fields(rows: list[entries_store.PracticeRow]) -> list[tuple]:
+    names = [f for f in entries_store.PracticeRow.__slots__ if not f.startswith("_")]
+    return [
+        (*(getattr(r, f) for f in names), r.submission_id, r.item_json, r.peer_json) for r in rows
+    ]
+
+
+def test_a_groups_cached_rows_follow_every_refresh(store: Store) -> None:
+    """A read again takes the group's rows (their rendered entries too) from the process's cache;
+    a correction, and a summary changed under the same counts, are read fresh, never stale."""
+    entries_store.clear_cache()
+    _random_network(store, seed=5)
+    service.refresh_stale(store.db)
+    with store.db.read() as s:
+        first = service.practice_rows(s, "DM020", *JAN)
+        assert _fields(first) == _fields(_uncached(s, "DM020", JAN))
+        again = service.practice_rows(s, "DM020", *JAN)
+        assert all(a is b for a, b in zip(first, again, strict=True)) and len(first) > 20
+        old = next(r for r in first if r.rate is not None and r.status == "exact")
+    # the practice corrects its month: 1 of 500 where it had sent other counts
+    store.submit(old.practice_ods, JAN, {"DM020": (1, 500)}, supersedes=old.submission_id)
+    service.refresh_stale(store.db)
+    with store.db.read() as s:
+        rows = service.practice_rows(s, "DM020", *JAN)
+        mine = next(r for r in rows if r.practice_ods == old.practice_ods)
+        assert (mine.numerator, mine.denominator) == (1, 500) != (old.numerator, old.denominator)
+        assert '"numerator":1,' in mine.item_json
+        assert _fields(rows) == _fields(_uncached(s, "DM020", JAN))
+    # the summary changes with the stored counts unchanged: every row is judged against it anew
+    with store.db.session() as s:
+        summ = s.get(service.BenchSummary, ("DM020", *JAN))
+        assert summ is not None and summ.pooled is not None
+        summ.pooled = summ.pooled / 2
+    with store.db.read() as s:
+        judged = service.practice_rows(s, "DM020", *JAN)
+        assert _fields(judged) == _fields(_uncached(s, "DM020", JAN)) != _fields(rows)
+
+
+def test_the_cache_of_groups_holds_at_most_its_bound(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entries_store.clear_cache()
+    expected = _random_network(store, seed=9)
+    service.refresh_stale(store.db)
+    monkeypatch.setattr(entries_store, "CACHED_ROWS", 80)
+    with store.db.read() as s:
+        for ind, period in expected:
+            assert _fields(service.practice_rows(s, ind, *period)) == _fields(
+                _uncached(s, ind, period)
+            )
+            held = [len(v) for v in entries_store._CACHE.values()]
+            assert sum(held) <= 80 or len(held) == 1
+        # the most recently read group is held; the first read has left
+        assert len(entries_store._CACHE) == 2
+    entries_store.clear_cache()
