@@ -785,14 +785,17 @@ def refresh_for_read(
     db: object, indicator: str | None = None, period_end: dt.date | None = None
 ) -> int:
     """Before a read: recompute the stale groups it may show (none, usually: one cheap query),
-    one group per transaction, as the background refresher does, each committed before the
-    read opens its own session."""
+    one period per transaction (newest first), each from one read of its period's counts as a
+    drain does (:func:`refresh_period`), each committed before the read opens its own session."""
     with db.read() as session:  # type: ignore[attr-defined]
         pending = stale_groups(session, indicator, period_end)
-    done = 0
+    by_period: dict[tuple[dt.date, dt.date], list[tuple[Group, int]]] = {}
     for g, mark in pending:
+        by_period.setdefault((g.period_start, g.period_end), []).append((g, mark))
+    done = 0
+    for held in by_period.values():
         with _serial(db), db.session() as session:  # type: ignore[attr-defined]
-            done += refresh(session, [(g, mark)])
+            done += refresh(session, held)
     return done
 
 

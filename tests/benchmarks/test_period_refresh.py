@@ -223,3 +223,29 @@ def test_the_cache_of_groups_holds_at_most_its_bound(
         # the most recently read group is held; the first read has left
         assert len(entries_store._CACHE) == 2
     entries_store.clear_cache()
+
+
+def test_a_read_refreshes_each_stale_periods_groups_from_one_read(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that finds stale groups (here every group of both months: a practice's page)
+    recomputes them a period at a time, each period's submissions read once."""
+    expected = _random_network(store, seed=13)
+    reads: list[tuple] = []
+    real = service._period_submissions
+
+    def counting(session, start, end):  # type: ignore[no-untyped-def]
+        reads.append((start, end))
+        return real(session, start, end)
+
+    monkeypatch.setattr(service, "_period_submissions", counting)
+    assert service.refresh_for_read(store.db) == len(expected) == 6
+    assert sorted(reads) == [JAN, FEB]
+    with store.db.read() as s:
+        assert service.stale_groups(s) == []
+        for (ind, period), cells in expected.items():
+            ref = stats.funnel(sorted(cells, key=lambda c: c.practice))
+            rows = service.practice_rows(s, ind, *period)
+            assert [(r.practice_ods, r.status, r.band) for r in rows] == [
+                (p.practice, p.status, p.band) for p in ref.practices
+            ]
