@@ -31,6 +31,7 @@ import json
 import math
 import os
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -510,8 +511,10 @@ def _children_cpu() -> float:
 
 
 def _show(cmd: Sequence[str]) -> str:
-    first = Path(cmd[0]).name
-    return " ".join([first, *cmd[1:]])
+    """A command line as the logs and messages show it: the program by its name (on PATH once
+    the venv is activated) and every argument shell-quoted, so a line can be copied and run
+    whatever spaces or quotes its paths hold."""
+    return shlex.join([Path(cmd[0]).name, *cmd[1:]])
 
 
 def _json(proc: subprocess.CompletedProcess[str], what: str) -> Any:

@@ -705,3 +705,29 @@ def test_a_demo_log_left_readable_by_others_is_made_0600(tmp_path: Path) -> None
     with home.open_log("aggregator", "ab") as fh:
         fh.write(b"$ serve\n")
     assert oct(home.log("aggregator").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_logged_command_can_be_copied_and_run_as_it_is(tmp_path: Path) -> None:
+    """A practice's log shows each command it ran on a `$ ` line; with a path holding a space,
+    a quote and a `$`, that line run by a shell does the same command (the words were joined
+    with spaces, unquoted: a shell split the path and stopped at the quote)."""
+    from demo.cli import DemoHome, Tools
+
+    home = DemoHome(tmp_path / "demo home")
+    home.logs.mkdir(parents=True)
+    out = tmp_path / "it's a $HOME test" / "practice.sqlite"
+    out.parent.mkdir()
+    tools = Tools(home, os.environ, runner="process")
+    try:
+        cmd = [tools.agent_cmd, "synth", "--patients", "20", "--seed", "3", "--out", str(out)]
+        tools._run(cmd, "Y90001", what="practice Y90001")
+    finally:
+        tools.close()
+    logged = [ln[2:] for ln in home.log("Y90001").read_text().splitlines() if ln[:2] == "$ "]
+    assert len(logged) == 1, logged
+    first = out.read_bytes()
+    out.unlink()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    proc = subprocess.run(["sh", "-c", logged[0]], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, (logged[0], proc.stderr)
+    assert out.read_bytes() == first  # the same practice, written where the first one was
