@@ -8,8 +8,9 @@ The tree (a name in brackets lives where it is raised)::
          +-- ConfigError           a bad or unknown setting, no key, not enrolled (exit 3)
          |   +-- [CertificateError]       agent.outbound.transport: the aggregator's TLS
          |                                certificate does not verify (exit 3)
-         +-- SourceError           the practice database or a source cannot be read; names
-         |                         where (exit 4)
+         +-- SourceError           the practice database or a source cannot be read, or
+         |                         holds data the agent refuses (a malformed extract, a bad row);
+         |                         names where (exit 4)
          +-- TransportError        the aggregator cannot be reached, or is not a fedqi
          |   |                     aggregator (exit 5)
          |   +-- [NotAnAggregatorError]   agent.outbound.transport (exit 5)
@@ -52,7 +53,9 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "done",
     ExitCode.BAD_INPUT: "bad argument or input (bad period, unknown indicator, unknown message id, ...)",
     ExitCode.CONFIG: "configuration (bad or unknown setting, missing key, not enrolled, an agent home or outbox that cannot be read, an aggregator certificate that does not verify against ca_bundle, an aggregator_url serving another log than the one enrolled in)",
-    ExitCode.SOURCE: "the practice database cannot be read",
+    ExitCode.SOURCE: "a source cannot be read, or holds data the agent refuses: the practice "
+    "database or an OMOP database, or a CSV extract or FHIR data being loaded (malformed CSV or JSON, a bad "
+    "row or value); the message names where (file and line, or table and column)",
     ExitCode.UNREACHABLE: "the aggregator cannot be reached, or is not a fedqi aggregator",
     ExitCode.REFUSED: "the aggregator refused a message (4xx)",
     ExitCode.UNVERIFIED: "something the aggregator sent does not verify (catalogue, key answer)",
