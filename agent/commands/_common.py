@@ -64,9 +64,19 @@ def invocation_environ() -> Mapping[str, str]:
     return os.environ if invocation is None else invocation.environ
 
 
-def settings_for(home: Path | None, **overrides: Any) -> AgentSettings:
-    """The settings for ``--home`` (or the invocation's FEDQI_AGENT_HOME, else the default)."""
-    return get_settings(home, invocation_environ(), **overrides)
+def settings_for(home: Path | None, *, need_home: bool = True, **overrides: Any) -> AgentSettings:
+    """The settings for ``--home`` (or the invocation's FEDQI_AGENT_HOME, else the default).
+
+    An agent home that does not exist is refused with the one message (``no_home``: its path
+    and the ``init`` that makes it, exit 3) before the command does anything, unless
+    ``need_home`` is false: ``init``, which makes it, and the commands whose options (or
+    environment) can name everything they read (``load-csv --into``, ``check-source --db
+    --catalogue``, ``explain`` with ``catalogue.path``), which meet the same message where they
+    do read the home (its catalogue, ``source.url``)."""
+    settings = get_settings(home, invocation_environ(), **overrides)
+    if need_home:
+        settings.require_home()
+    return settings
 
 
 def console() -> Console:

@@ -237,7 +237,9 @@ def explain(
 
     from agent.engine import compile_sql
 
-    settings = settings_for(home)
+    # The catalogue is the home's (the default one before enrolment), so the home must exist
+    # (load_catalogue says so) unless catalogue.path names one; source.url is read if set.
+    settings = settings_for(home, need_home=False)
     catalogue = load_catalogue(settings)
     ind = _indicator(catalogue, indicator)
     p = parse_period(period) if period else last_complete_period(dt.date.today())

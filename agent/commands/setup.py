@@ -95,7 +95,7 @@ def init(
         if any(v is not None for v in source.values()):
             checked["source"] = {k: v for k, v in source.items() if v is not None}
         try:
-            settings_for(root, **checked)  # nothing is made before the values pass
+            settings_for(root, need_home=False, **checked)  # nothing is made before the values pass
         except ConfigError as exc:
             if str(exc).startswith("bad value for --"):  # an option's value: a bad argument
                 raise AgentUserError(str(exc)) from None
@@ -104,7 +104,7 @@ def init(
         write_private(config, text.encode(), exclusive=True)
     else:
         ensure_private_dir(root)
-    settings: AgentSettings = settings_for(root)
+    settings: AgentSettings = settings_for(root, need_home=False)
     key = keys.create()
     result = {
         "home": str(root),

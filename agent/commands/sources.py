@@ -18,7 +18,7 @@ import typer
 from sqlalchemy import Engine
 
 from agent.cli import app
-from agent.errors import AgentUserError, SourceError, hide_password
+from agent.errors import AgentUserError, ConfigError, SourceError, hide_password
 from agent.home.settings import AgentSettings
 from agent.sources.common import LoadReport, open_store
 
@@ -38,11 +38,13 @@ IntoOption = Annotated[
 def _store_target(into: str | None, home: Path | None) -> str:
     if into:
         return into
-    settings = settings_for(home)
+    # source.url may come from the environment, with no agent home; else the home must exist.
+    settings = settings_for(home, need_home=False)
     if not settings.source.url or settings.source.kind == "omop":
-        raise SourceError(
+        settings.require_home()
+        raise ConfigError(
             "no store to load into: pass --into PATH (e.g. practice.sqlite) or set source.url "
-            "in the agent config"
+            f"to a practice store in {settings.config_file}"
         )
     from agent.engine.compute import source_target
 
@@ -282,7 +284,8 @@ def check_source_command(
         )
     if omop is not None:
         omop = omop_url(omop)  # before anything is read or fetched
-    settings = settings_for(home)
+    # --db or --omop and --catalogue name everything read; else the home must exist.
+    settings = settings_for(home, need_home=False)
     if catalogue_file is not None:
         catalogue = read_catalogue_file(catalogue_file)
     else:

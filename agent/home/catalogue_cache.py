@@ -30,10 +30,12 @@ def load_catalogue(settings: AgentSettings, *, client: Any = None) -> Catalogue:
     * enrolled: the network's catalogue; fetched fresh when ``client`` is given (falling back to
       the verified cache if the aggregator cannot be reached), else from the cache.
     * neither: the default catalogue shipped with the agent (for preview / explain before
-      enrolment).
+      enrolment), in an agent home that exists: with none, the one message saying so
+      (``no_home``), not a catalogue the home was never given.
     """
     if settings.catalogue.path is not None:
         return read_catalogue_file(settings.catalogue.path)
+    settings.require_home()
     if not (settings.home / TRUST_FILE).exists():
         from agent.library import load_default_catalogue
 

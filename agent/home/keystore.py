@@ -24,6 +24,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agent.errors import ConfigError, first_problem
+from agent.home.settings import no_home
 from protocol.keys import SigningKey, VerifyingKey
 from protocol.submission import Audience, Jwk, OdsCode
 
@@ -187,6 +188,8 @@ TRUST_FILE = "trust.json"
 
 def load_trust(home: Path) -> Trust:
     path = home / TRUST_FILE
+    if not home.is_dir():
+        raise no_home(home)
     if not path.exists():
         raise ConfigError(f"{path} is missing: this agent is not enrolled; run `fedqi-agent enrol`")
     try:

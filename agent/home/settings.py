@@ -16,6 +16,7 @@ import ipaddress
 import json
 import os
 import re
+import shlex
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -266,6 +267,11 @@ class AgentSettings(BaseSettings):
     def config_file(self) -> Path:
         return self.home / CONFIG_FILE
 
+    def require_home(self) -> None:
+        """Fail with the one message (:func:`no_home`) if the agent home is not a directory."""
+        if not self.home.is_dir():
+            raise no_home(self.home)
+
     def require(self, *names: str) -> None:
         """Fail with one line naming the first missing setting the command needs."""
         for name in names:
@@ -273,15 +279,26 @@ class AgentSettings(BaseSettings):
             for part in name.split("."):
                 value = getattr(value, part)
             if value is None:
-                if not self.home.is_dir():  # the likelier mistake: a wrong --home
-                    raise ConfigError(
-                        f"there is no agent home at {self.home}: pass the --home that "
-                        f"`fedqi-agent init` made, or run `fedqi-agent init --home {self.home}`"
-                    )
+                self.require_home()  # the likelier mistake: a wrong --home
                 env = ENV_PREFIX + name.upper().replace(".", "__")
                 raise ConfigError(
                     f"setting {name!r} is not set: put it in {self.config_file} or set {env}"
                 )
+
+
+def no_home(home: Path) -> ConfigError:
+    """The one message for an agent home that is not there, whichever command or file meets
+    it first (exit 3): the path, and what makes one. A file there is named as a file (init
+    refuses to make a home over it)."""
+    if home.exists():
+        return ConfigError(
+            f"{home} is not a directory, so not an agent home: pass the --home that "
+            "`fedqi-agent init` made"
+        )
+    return ConfigError(
+        f"there is no agent home at {home}: run `fedqi-agent init --home "
+        f"{shlex.quote(str(home))}` to make one, or pass the --home that `fedqi-agent init` made"
+    )
 
 
 def check_aggregator_url(url: str) -> None:

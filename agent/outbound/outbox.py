@@ -27,6 +27,7 @@ from pathlib import Path
 
 from agent.errors import AgentUserError, ConfigError
 from agent.home.settings import OUTBOX_FILE as OUTBOX_FILE  # defined in the inner layer
+from agent.home.settings import no_home
 
 STATES = ("held", "queued", "rejected", "accepted", "refused")
 #: The ids SQLite can hold (a signed 64-bit integer): any other is no message's.
@@ -126,10 +127,7 @@ class Outbox:
                     )
         except sqlite3.Error as exc:
             if not path.parent.is_dir():
-                raise ConfigError(
-                    f"there is no agent home at {path.parent}: pass the --home that "
-                    "`fedqi-agent init` made"
-                ) from None
+                raise no_home(path.parent) from None
             raise ConfigError(f"{path}: cannot open the outbox: {exc}") from None
         path.chmod(0o600)
 

@@ -46,12 +46,113 @@ def test_init_rejects_a_bad_value_and_writes_nothing(tmp_path: Path, cli) -> Non
     assert "should match" not in r.err and not home.exists()
 
 
-def test_a_command_on_a_home_that_does_not_exist_says_so(tmp_path: Path, cli) -> None:  # type: ignore[no-untyped-def]
-    absent = tmp_path / "absent"
-    for args in (("preview", "--period", "2026-03"), ("audit", "list")):
-        r = cli(*args, "--home", str(absent))
-        assert r.code != 0 and f"there is no agent home at {absent}" in r.err, r.err
+#: What each command that takes --home (init apart, which makes one) needs to reach its reading
+#: of the home; "DIR" is a folder that exists. Checked against the commands the CLI has.
+NO_HOME_ARGS: dict[str, tuple[str, ...]] = {
+    "enrol": ("--token", "t"),
+    "rotate-key": (),
+    "preview": ("--period", "2026-03"),
+    "explain": ("HYP_BP_U80",),
+    "worklist": ("HYP_BP_U80",),
+    "submit": ("--period", "2026-03"),
+    "run": (),
+    "pending": (),
+    "approve": ("1",),
+    "reject": ("1",),
+    "audit list": (),
+    "audit show": ("1",),
+    "audit verify": (),
+    "trust show": (),
+    "check-source": (),
+    "load-csv": ("DIR",),
+    "load-fhir": ("DIR",),
+}
+
+
+def _commands_taking_home() -> set[str]:
+    import typer.main
+
+    from agent.cli import _load_commands, app
+
+    _load_commands()
+    found: set[str] = set()
+
+    def walk(command: object, path: tuple[str, ...]) -> None:
+        for name, sub in (getattr(command, "commands", None) or {}).items():
+            walk(sub, (*path, name))
+        if any("--home" in getattr(p, "opts", ()) for p in getattr(command, "params", ())):
+            found.add(" ".join(path))
+
+    walk(typer.main.get_command(app), ())
+    return found
+
+
+def test_every_command_taking_a_home_is_checked_without_one() -> None:
+    assert _commands_taking_home() == {"init", *NO_HOME_ARGS}
+
+
+@pytest.mark.parametrize("command", sorted(NO_HOME_ARGS))
+@pytest.mark.parametrize("given", ["--home", "FEDQI_AGENT_HOME", "a file"])
+def test_a_command_on_a_home_that_does_not_exist_says_so(  # type: ignore[no-untyped-def]
+    tmp_path: Path, cli, command: str, given: str
+) -> None:
+    """Every command meets a missing home with the same one line (exit 3), naming the path
+    and the init that makes it, before it does anything: some said it, some said trust.json
+    was missing, load-csv that it had no store, and explain read the default catalogue."""
+    absent = tmp_path / "no such home"
+    if given == "a file":
+        absent.write_text("not a home\n")
+    folder = tmp_path / "extract"
+    folder.mkdir()
+    args = [str(folder) if a == "DIR" else a for a in NO_HOME_ARGS[command]]
+    if given == "FEDQI_AGENT_HOME":
+        r = cli(*command.split(), *args, env={"FEDQI_AGENT_HOME": str(absent)})
+    else:
+        r = cli(*command.split(), *args, "--home", str(absent))
+    if given == "a file":
+        said = (
+            f"error: {absent} is not a directory, so not an agent home: pass the --home that "
+            "`fedqi-agent init` made"
+        )
+        assert absent.read_text() == "not a home\n"
+    else:
+        said = (
+            f"error: there is no agent home at {absent}: run `fedqi-agent init --home "
+            f"'{absent}'` to make one, or pass the --home that `fedqi-agent init` made"
+        )
         assert not absent.exists()
+    assert (r.code, r.err.strip()) == (3, said), (command, r.code, r.err, r.out)
+
+
+def test_a_load_with_no_store_named_is_a_configuration_error(  # type: ignore[no-untyped-def]
+    tmp_path: Path, cli
+) -> None:
+    """An agent home with no source.url and no --into: the setting to give (exit 3, as for any
+    missing setting), not a source that "cannot be read" (it was exit 4)."""
+    home = tmp_path / "home"
+    assert cli("init", "--home", str(home)).code == 0
+    r = cli("load-csv", str(tmp_path), "--home", str(home))
+    assert r.code == 3, r.err
+    assert "no store to load into: pass --into PATH" in r.err and str(home / "agent.toml") in r.err
+
+
+def test_a_load_or_check_whose_options_name_everything_needs_no_home(  # type: ignore[no-untyped-def]
+    tmp_path: Path, cli, practice_db: Path
+) -> None:
+    """Without a home, what the options name is read: the home is asked for only when it is
+    read (the catalogue, source.url), so these still run where no agent was ever set up."""
+    from agent.library import load_default_catalogue
+
+    catalogue = tmp_path / "catalogue.json"
+    catalogue.write_bytes(load_default_catalogue().to_bytes())
+    absent = str(tmp_path / "no such home")
+    r = cli("check-source", "--db", str(practice_db), "--catalogue", str(catalogue),
+            "--json", "--home", absent)  # fmt: skip
+    assert r.code == 0, r.err
+    r = cli("explain", "HYP_BP_U80", "--json", env={"FEDQI_AGENT_HOME": absent,
+            "FEDQI_AGENT_CATALOGUE__PATH": str(catalogue)})  # fmt: skip
+    assert r.code == 0, r.err
+    assert not Path(absent).exists()
 
 
 def test_preview_json_is_a_valid_submission_payload(agent_home: Path, cli) -> None:  # type: ignore[no-untyped-def]

@@ -121,7 +121,13 @@ def test_preview_from_a_missing_omop_file_names_it_and_creates_nothing(
     r = cli("preview", "--home", str(agent_home), "--period", "2026-03", env=env)
     assert r.code == 4 and f"omop source {missing}: no such file" in r.err, r.err
     assert not missing.exists()
-    r = cli("check-source", "--omop", f"duckdb:///{tmp_path / 'nothere.duckdb'}")
+    r = cli(
+        "check-source",
+        "--home",
+        str(agent_home),
+        "--omop",
+        f"duckdb:///{tmp_path / 'nothere.duckdb'}",
+    )
     assert r.code == 4 and "nothere.duckdb: no such file" in r.err, r.err
     assert not (tmp_path / "nothere.duckdb").exists()
 
