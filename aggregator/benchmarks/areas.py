@@ -17,6 +17,17 @@ derived here from the indicator id, and nowhere else:
   its rate climbs through autumn and falls away through spring and summer every year, whatever
   the practice does. A change across three months of such an indicator is mostly the season,
   so the pack compares it with the same month a year before instead (pack.py).
+* **Out of season**: a seasonal indicator is measured only for a period that ends in its
+  season (:data:`SEASONS`: ``FLU_65`` for periods ending September to March). Its window then
+  holds the season so far, and a period ending 31 March (the QOF achievement date, from which
+  every window counts back) holds the whole season, 1 September to 31 March. A period ending
+  April to August holds less of the season every month, and by August none of it (February to
+  August): every practice's rate falls towards 0%, and a 0% with a funnel band "within the
+  limits" would read as a practice that vaccinated nobody. Such a period is **out of season**:
+  the views show :data:`OUT_OF_SEASON` in place of every figure (rate, counts, band, pooled
+  rate, benchmark, patients who could gain, change), and no funnel
+  (docs/benchmarks-statistics.md). The practices' counts are still sent and stored as they
+  were: nothing is dropped, only not shown as a measure.
 
 The default catalogue follows these conventions (protocol/catalogues/build.py); a network that adds
 an area adds one line to :data:`AREAS`.
@@ -24,6 +35,8 @@ an area adds one line to :data:`AREAS`.
 
 from __future__ import annotations
 
+import calendar
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -43,8 +56,16 @@ AREAS: dict[str, str] = {
 }
 OTHER = "Other indicators"
 
+#: A seasonal indicator's id prefix -> (first, last) month of its season: the months a period
+#: may end in for the indicator to be measured (module docstring, "Out of season"). The flu
+#: vaccination season runs from September to March.
+SEASONS: dict[str, tuple[int, int]] = {"FLU": (9, 3)}
+
 #: id prefixes of seasonal indicators (module docstring): compared only a year apart.
-SEASONAL: frozenset[str] = frozenset({"FLU"})
+SEASONAL: frozenset[str] = frozenset(SEASONS)
+
+#: What the views say in place of a seasonal indicator's figures for a period out of season.
+OUT_OF_SEASON = "out of season: not measured in this period"
 
 
 def area_of(indicator: str) -> str:
@@ -61,6 +82,31 @@ def is_seasonal(indicator: str) -> bool:
     """Whether an indicator's rate follows a season (module docstring), so that a change
     across a few months is the season's, not the practice's."""
     return indicator.split("_", 1)[0] in SEASONAL
+
+
+def in_season(indicator: str, period_end: dt.date) -> bool:
+    """Whether ``indicator`` is measured for the period ending ``period_end``: always, but for a
+    seasonal indicator (:data:`SEASONS`) only when the period ends in its season."""
+    season = SEASONS.get(indicator.split("_", 1)[0])
+    if season is None:
+        return True
+    first, last = season
+    month = period_end.month
+    return first <= month <= last if first <= last else month >= first or month <= last
+
+
+def season_text(indicator: str) -> str:
+    """When a seasonal indicator is measured, in words ("" for any other)."""
+    season = SEASONS.get(indicator.split("_", 1)[0])
+    if season is None:
+        return ""
+    first, last = (calendar.month_name[m] for m in season)
+    return f"{indicator} is measured only for periods ending {first} to {last}, its season"
+
+
+def out_of_season_text(indicator: str) -> str:
+    """:data:`OUT_OF_SEASON` with when ``indicator`` is measured (a page's sentence)."""
+    return f"{OUT_OF_SEASON} ({season_text(indicator)})"
 
 
 def _order(area: str) -> int:

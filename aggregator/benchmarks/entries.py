@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import render, stats
+from . import areas, render, stats
 from .figures import rounded
 from .peers import NOWHERE, Place
 from .render import Flat
@@ -103,3 +103,24 @@ def unjudged(e: Entry) -> Entry:
     if e.get("rate") is not None:
         out["note"] = UNJUDGED
     return out
+
+
+#: An entry's figures (render.py's fields, and ``limits`` with detail): none is shown for a
+#: period out of season (areas.in_season).
+FIGURES = ("numerator", "numerator_status", "denominator", "denominator_status", "rate", "ci95",
+           "ci998", "z", "band", "band_text", "limits")  # fmt: skip
+
+
+def out_of_season(e: Entry) -> Entry:
+    """``e`` with no figure, for a seasonal indicator's period out of season: its rate then
+    falls towards 0% every year whatever the practice does, and "0.0%, within the limits" read
+    as a real 0% (a new user's report). It says so instead (areas.OUT_OF_SEASON)."""
+    return (
+        e
+        | dict.fromkeys(FIGURES)
+        | {
+            "status": "out_of_season",
+            "note": areas.OUT_OF_SEASON,
+            "approximate": False,
+        }
+    )

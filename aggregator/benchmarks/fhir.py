@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from ..db.cells import stored_cells
 from ..errors import NotFoundError
-from . import entries_store, service
+from . import areas, entries_store, service
 from .listing import resolve
 from .viewer import Viewer
 
@@ -90,7 +90,10 @@ def measure_report(
         "code": {"coding": [{"system": "urn:fedqi:indicator", "code": indicator}]},
         "population": _populations(row.numerator, row.numerator_status, row.denominator, row.denominator_status, row.exclusions, row.exclusions_status),
     }  # fmt: skip
-    score = _score(row.numerator, row.denominator)
+    # Out of season (areas.in_season) the counts are what the practice sent, but no score is a
+    # measure: a 0.0 read as a practice that vaccinated nobody.
+    measured = areas.in_season(indicator, end)
+    score = _score(row.numerator, row.denominator) if measured else None
     if score:
         group["measureScore"] = score
     if strata:
@@ -127,7 +130,9 @@ def measure_report(
                             c.exclusions_status,
                         ),
                         **(
-                            {"measureScore": s} if (s := _score(c.numerator, c.denominator)) else {}
+                            {"measureScore": s}
+                            if measured and (s := _score(c.numerator, c.denominator))
+                            else {}
                         ),
                     }  # fmt: skip
                     for c in strata

@@ -4,11 +4,12 @@ number, as plain dicts (summaries, limits and period-to-period changes)."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import math
 from typing import TypedDict
 
-from . import stats
+from . import areas, stats
 from .models import BenchSummary
 
 
@@ -273,6 +274,16 @@ def summary_dict(
 def withhold_pool(d: Summary, minimum: int) -> Summary:
     """``d`` with every figure pooled from the practices (counts, rate, interval, quantiles,
     benchmark, dispersion) withheld (:func:`few_peers`); the practice counts stay."""
+    return _no_pool(d) | {"withheld": SMALL_POOL.format(n=minimum)}
+
+
+def out_of_season_pool(d: Summary) -> Summary:
+    """``d`` for a seasonal indicator's period out of season (areas.in_season): no pooled
+    figure, as no practice's rate is a measure then; how many practices sent it stays."""
+    return _no_pool(d) | {"abc_practices": 0, "note": None}
+
+
+def _no_pool(d: Summary) -> Summary:
     return d | {
         "numerator": None,
         "denominator": None,
@@ -289,8 +300,26 @@ def withhold_pool(d: Summary, minimum: int) -> Summary:
             "overdispersed": False,
             "tau2": None,
         },
-        "withheld": SMALL_POOL.format(n=minimum),
     }
+
+
+def in_season_counts(indicator: str, end: dt.date, counts: stats.Counts) -> stats.Counts:
+    """``counts`` as a trend tests them: none for a period out of season (areas.in_season),
+    so no change to or from it is tested; :func:`season_changes` then says why."""
+    if areas.in_season(indicator, end):
+        return counts
+    return stats.Counts(counts.practice, None, None, "suppressed", "suppressed")
+
+
+def season_changes(indicator: str, changes: list[Change]) -> list[Change]:
+    """``changes`` (of ``indicator``, periods as ISO end dates), each from or to a period out
+    of season (areas.in_season) marked so: no rate and no difference there, not a change."""
+    for c in changes:
+        if not all(
+            areas.in_season(indicator, dt.date.fromisoformat(p)) for p in (c["from"], c["to"])
+        ):
+            c["status"], c["note"] = "out_of_season", areas.OUT_OF_SEASON
+    return changes
 
 
 def summary_from_row(row: BenchSummary) -> stats.Summary:

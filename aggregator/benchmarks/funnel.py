@@ -21,6 +21,7 @@ from .figures import (
     coarse_summary,
     few_peers,
     limits_dict,
+    out_of_season_pool,
     pool_coarse,
     summary_dict,
     summary_from_row,
@@ -53,6 +54,9 @@ class FunnelView(TypedDict):
     limits_curve: list[CurvePoint]
     practices: list[Entry]
     no_data: NotRequired[str]  # an indicator no practice sent for the period (empty_funnel_view)
+    #: a seasonal indicator's period out of season (areas.in_season): why there is no figure,
+    #: no limit and no practice in the view
+    out_of_season: NotRequired[str]
 
 
 @dataclass
@@ -129,7 +133,22 @@ def _funnel(
 ) -> FunnelView:
     """The view around ``practices``. ``unknown``: how many practices in the pool the viewer
     cannot identify (default: counted in ``fd.flats``); a pool holding any is shown coarsened
-    (figures.pool_coarse), and one of too few such practices withheld (figures.few_peers)."""
+    (figures.pool_coarse), and one of too few such practices withheld (figures.few_peers). A
+    seasonal indicator's period out of season (areas.in_season) has no pooled figure, no
+    limits and no practice: it says why instead."""
+    if not areas.in_season(fd.indicator, fd.end):
+        blank = summary_dict(fd.summary, fd.version, fd.versions,
+                             register=areas.is_register(fd.indicator))  # fmt: skip
+        return {
+            "indicator": fd.indicator,
+            "title": title_of(session, fd.indicator),
+            "period": period_of(fd.start, fd.end),
+            "peer_group": fd.group.as_dict(),
+            "summary": out_of_season_pool(blank),
+            "limits_curve": [],
+            "practices": [],
+            "out_of_season": areas.out_of_season_text(fd.indicator),
+        }
     if unknown is None:
         unknown = viewer.unknown_in(
             fd.summary.included, (f[0] for f in fd.flats if f[6] is not None)
@@ -163,6 +182,8 @@ def funnel_view(session: Session, viewer: Viewer, indicator: str, period: str | 
     """One indicator's funnel for one period and peer group. ``detail`` adds each practice's
     limits, submission id and indicator version (the CSV export uses it)."""
     fd = funnel_data(session, viewer, indicator, period, peer, group, method=method)
+    if not areas.in_season(indicator, fd.end):
+        return _funnel(session, fd, 0, [], viewer)  # no figure to show (areas.in_season)
     # a practice that chose totals_only is in the totals (fd's summary), never a point of its own
     flats = [f for f in fd.flats if viewer.shows(f[0])]
     places = peer_places(viewer, flats) if viewer.coarse else {}
@@ -229,7 +250,11 @@ def funnel_json(session: Session, viewer: Viewer, indicator: str, period: str | 
     _check_method(method)
     start, end, summ = _stored_summary(session, indicator, period)
     pg = resolve_group(viewer, peer, group)
-    if pg.members is not None or method not in (None, "auto", summ.method):
+    if (
+        pg.members is not None
+        or method not in (None, "auto", summ.method)
+        or not areas.in_season(indicator, end)
+    ):
         return json.dumps(
             funnel_view(session, viewer, indicator, period, peer, group, method),
             separators=(",", ":"),

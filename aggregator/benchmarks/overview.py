@@ -9,7 +9,7 @@ from typing import Any, TypedDict
 from sqlalchemy.orm import Session
 
 from . import areas, service
-from .entries import entry, unjudged
+from .entries import entry, out_of_season, unjudged
 from .figures import among_practices, few_peers, pool_coarse, pooled_as_shown
 from .funnel import funnel_data
 from .listing import Period, indicator_titles, period_of, resolve
@@ -31,6 +31,9 @@ class OverviewColumn(TypedDict):
     #: whether ``pooled`` and ``abc`` are to whole percentage points (figures.pool_coarse)
     whole_points: bool
     method: str
+    #: a seasonal indicator's period out of season (areas.in_season): no pooled rate, no
+    #: benchmark, and every cell says so instead of a rate and band
+    out_of_season: bool
 
 
 class OverviewRow(PracticeLabel):
@@ -75,6 +78,7 @@ def overview_view(session: Session, viewer: Viewer, period: str | None = None, p
         )
         few = few_peers(unknown, viewer.bands.min_peers)
         coarse = pool_coarse(viewer.coarse, unknown)
+        measured = areas.in_season(ind, end)
         cols.append(
             {
                 "indicator": ind,
@@ -82,20 +86,25 @@ def overview_view(session: Session, viewer: Viewer, period: str | None = None, p
                 "area": areas.area_of(ind),
                 "register": areas.is_register(ind),
                 # pooled from too few other practices: not shown in a practice's view
-                "pooled": None if few else pooled_as_shown(fd.summary.pooled, coarse),
+                "pooled": None
+                if few or not measured
+                else pooled_as_shown(fd.summary.pooled, coarse),
                 # a register is never set against a benchmark (areas.py)
                 "abc": None
-                if few or areas.is_register(ind)
+                if few or areas.is_register(ind) or not measured
                 else among_practices(fd.summary.abc, coarse),
                 "whole_points": coarse,
                 "method": fd.summary.method,
+                "out_of_season": not measured,
             }
         )
         for f in fd.flats:
             if not viewer.identifies(f[0]):
                 continue
             it = entry(viewer, f)
-            if few:
+            if not measured:
+                it = out_of_season(it)  # no rate and no band: not measured (areas.in_season)
+            elif few:
                 it = unjudged(it)  # no verdict against limits this view does not show
             grid.setdefault(f[0], {})[ind] = {k: it[k] for k in CELL_KEYS}
     rows: list[OverviewRow] = []

@@ -14,8 +14,10 @@ the month three before, the pack says so and compares nothing: an improvement me
 "since last quarter" as the same three months every time, and a quietly nearer or further month
 would make this month's change unlike last month's. A seasonal indicator (areas.py: flu
 vaccination) is compared with the same month a year before instead, or not at all when the
-practice has no data for it then: across three months its rate moves with the season. Registers (areas.py) are reported apart, against
-the network's prevalence only.
+practice has no data for it then: across three months its rate moves with the season. In a
+period out of its season (areas.in_season: flu vaccination for periods ending April to August)
+it is not measured: no rate, no network figure and no change, and the narrative says so.
+Registers (areas.py) are reported apart, against the network's prevalence only.
 
 Access is :func:`.practice.practice_view`'s: the practice's own users, its network lead and admins.
 No peer is named, pseudonymised or counted here: the network appears only as summary figures.
@@ -86,6 +88,9 @@ def practice_pack(
         coarse = pool_coarse(viewer.coarse, unknown)
         if s is not None and few_peers(unknown, viewer.bands.min_peers):
             s = None  # pooled from too few other practices (figures.few_peers)
+        measured = areas.in_season(ind, end)
+        if not measured:
+            s = None  # not a measure in this period (areas.in_season)
         deciles = (
             [among_practices(v, coarse) for v in json.loads(s.deciles)]
             if s is not None and s.deciles
@@ -101,9 +106,10 @@ def practice_pack(
             "abc": item.get("abc"),
             "rate": item.get("rate"),
             "band": item.get("band"),
+            "out_of_season": not measured,
         }
         seasonal = areas.is_seasonal(ind)
-        change = _change(hist.get(ind, {}), year if seasonal else then, end)
+        change = _change(hist.get(ind, {}), year if seasonal else then, end) if measured else None
         trend = [t for t in item.get("trend", []) if t["period"]["end"] <= end.isoformat()]
         items.append(
             item | {"spine": spine, "change": change, "seasonal": seasonal, "trend": trend}
@@ -186,24 +192,27 @@ def narrative(
             "(or let its scheduled `fedqi-agent run` send every month due)."
         )
         return out
+    unmeasured = [m for m in measures if m.get("status") == "out_of_season"]
     if not shown:
         out.append(
             f"{name} has no indicator value to report for {label}: every figure is suppressed by "
-            "disclosure control, has nobody in its denominator, or was not sent."
+            "disclosure control, has nobody in its denominator, was not sent, or is out of "
+            "season."
         )
     else:
         low = [m for m in shown if (m.get("band") or "").startswith("low")]
         high = [m for m in shown if (m.get("band") or "").startswith("high")]
         within = len(shown) - len(low) - len(high)
         withheld = sum(1 for m in measures if m.get("status") == "suppressed")
+        why = [
+            f"{withheld} withheld by its own disclosure control: a small count, or withheld to "
+            "protect another count"
+        ] if withheld else []  # fmt: skip
+        if unmeasured:
+            why.append(f"{len(unmeasured)} out of season: not measured in this period")
         out.append(
             f"In {label}, {name} has a rate on {len(shown)} of {len(measures)} indicators"
-            + (
-                f" ({withheld} withheld by its own disclosure control: a small count, or "
-                "withheld to protect another count)"
-                if withheld
-                else ""
-            )
+            + (f" ({'; '.join(why)})" if why else "")
             + f". Against the network's funnel limits it is below on {len(low)}, above on "
             f"{len(high)} and within on {within}."
             + (
@@ -235,10 +244,11 @@ def narrative(
             out.append(
                 f"It is at or above the achievable benchmark on all {len(at_abc)} indicators with a benchmark."
             )
-    seasonal = [m for m in measures if m.get("seasonal")]
+    seasonal = [m for m in measures if m.get("seasonal") and m not in unmeasured]
     out.extend(_since(name, label, then, [m for m in measures if not m.get("seasonal")], then_sent))
     if seasonal and year_before is not None:
         out.append(_seasonal(seasonal, year_before))
+    out.extend(_out_of_season(m, label) for m in unmeasured)
     regs = [r for r in registers if r.get("rate") is not None and r.get("pooled") is not None]
     if regs:
         lows = [r for r in regs if (r.get("band") or "").startswith("low")]
@@ -322,6 +332,15 @@ def _since(
             "control, nobody eligible, or not sent), so are not compared"
         )
     return [text + "." + _listed("Rose", up) + _listed("Fell", down)]
+
+
+def _out_of_season(measure: dict[str, Any], label: str) -> str:
+    """The sentence on a seasonal measure in a period out of its season (areas.in_season)."""
+    return (
+        f"{measure['title']} is out of season in {label}: not measured in this period "
+        f"({areas.season_text(measure['indicator'])}), so it has no rate, network figure or "
+        "change here."
+    )
 
 
 def _seasonal(measures: list[dict[str, Any]], year_before: str) -> str:

@@ -9,9 +9,18 @@ from typing import Any, TypedDict
 from sqlalchemy.orm import Session
 
 from . import areas, gain, service, stats
-from .entries import Entry, entry, flat_from_row, unjudged
+from .entries import Entry, entry, flat_from_row, out_of_season, unjudged
 from .entries_store import PracticeRow
-from .figures import among_practices, change_dict, few_peers, pool_coarse, pooled_as_shown, rounded
+from .figures import (
+    among_practices,
+    change_dict,
+    few_peers,
+    in_season_counts,
+    pool_coarse,
+    pooled_as_shown,
+    rounded,
+    season_changes,
+)
 from .listing import Period, indicator_titles, period_of, resolve
 from .viewer import PracticeLabel, Viewer
 
@@ -40,7 +49,9 @@ def practice_view(
     """Every indicator for one practice at a period (default: latest), with its trend across
     every stored period. Each carries its clinical area, whether it is a register, and the
     patients who could gain (gain.py); the indicators come most patients who could gain
-    first, then the registers (areas.py), which are never set against the benchmark."""
+    first, then the registers (areas.py), which are never set against the benchmark. A seasonal
+    indicator out of season (areas.in_season) has no figure at that period, and no rate in its
+    trend at any period out of season: each says so."""
     p = viewer.require(ods)
     start, end = resolve(session, period)
     titles = indicator_titles(session)
@@ -59,8 +70,11 @@ def practice_view(
         unknown = unknown_of(ind, end, s.included) if s is not None else 0
         coarse = pool_coarse(viewer.coarse, unknown)
         few = s is not None and few_peers(unknown, viewer.bands.min_peers)
-        if few:
-            s = None  # pooled from too few other practices: not shown here (figures.few_peers)
+        measured = areas.in_season(ind, end)
+        if few or not measured:
+            # pooled from too few other practices: not shown here (figures.few_peers); or not a
+            # measure at all, out of season
+            s = None
         # the benchmark as this viewer is shown it: gap and gain agree with what is on screen
         abc = among_practices(s.abc, coarse) if s and not register else None
         known = titles.get(ind)
@@ -76,7 +90,10 @@ def practice_view(
             "whole_points": coarse,
             "method": s.method if s else None,
         }
-        if cur is not None:
+        if cur is not None and not measured:
+            item.update(out_of_season(entry(viewer, flat_from_row(cur), detail=True)))
+            item.update(gap_to_abc=None, could_gain=None)
+        elif cur is not None:
             own = entry(viewer, flat_from_row(cur), detail=True)
             # no verdict against limits this view does not show
             item.update(unjudged(own) if few else own)
@@ -100,17 +117,14 @@ def practice_view(
         if history:
             pts = [
                 stats.TrendPoint(
-                    r.period_end.isoformat(), r.indicator_version or 0, service.counts_of(r)
+                    r.period_end.isoformat(),
+                    r.indicator_version or 0,
+                    in_season_counts(ind, r.period_end, service.counts_of(r)),
                 )
                 for r in hist
             ]
-            item["trend"] = [
-                {"period": period_of(r.period_start, r.period_end), "rate": rounded(r.rate), "status": r.status,
-                 "band": r.band, "indicator_version": r.indicator_version,
-                 "network": _network_rate(summ.get((ind, r.period_end)), unknown_of, viewer)}
-                for r in hist
-            ]  # fmt: skip
-            item["changes"] = [change_dict(c) for c in stats.changes(pts)]
+            item["trend"] = [_trend_point(ind, r, summ, unknown_of, viewer) for r in hist]
+            item["changes"] = season_changes(ind, [change_dict(c) for c in stats.changes(pts)])
         items.append(item)
     items.sort(key=gain_order)
     label = viewer.label(ods)
@@ -142,6 +156,19 @@ def gain_order(item: Entry) -> tuple[Any, ...]:
         -(gap if gap is not None else -math.inf),
         item["indicator"],
     )
+
+
+def _trend_point(
+    ind: str, r: PracticeRow, summ: dict[Any, Any], unknown_of: Any, viewer: Viewer
+) -> dict[str, Any]:
+    """One period of a practice's trend on ``ind``: none of its figures out of season."""
+    if not areas.in_season(ind, r.period_end):
+        return {"period": period_of(r.period_start, r.period_end), "rate": None,
+                "status": "out_of_season", "band": None, "indicator_version": r.indicator_version,
+                "network": None}  # fmt: skip
+    return {"period": period_of(r.period_start, r.period_end), "rate": rounded(r.rate), "status": r.status,
+            "band": r.band, "indicator_version": r.indicator_version,
+            "network": _network_rate(summ.get((ind, r.period_end)), unknown_of, viewer)}  # fmt: skip
 
 
 def _network_rate(s: Any, unknown_of: Any, viewer: Viewer) -> float | None:

@@ -15,9 +15,11 @@ from .figures import (
     among_practices,
     change_dict,
     few_peers,
+    in_season_counts,
     pool_coarse,
     pooled_as_shown,
     rounded,
+    season_changes,
     shown_status,
 )
 from .listing import Period, known_indicator, period_of, title_of
@@ -67,7 +69,9 @@ class TrendView(TypedDict):
 def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str | None = None, peer: str | None = None,
                group: str | None = None) -> TrendView:  # fmt: skip
     """The network's (or a peer group's) pooled rate per period, and one practice's, with
-    period-to-period changes tested and version breaks marked."""
+    period-to-period changes tested and version breaks marked. A seasonal indicator's periods
+    out of season (areas.in_season) have no figure: their status says so, and no change to or
+    from one is tested."""
     if practice is not None:
         viewer.require(practice)
     pg = resolve_group(viewer, peer, group, practice)
@@ -107,6 +111,10 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
     net, withheld = _withhold_small_pools(viewer.bands.min_peers, net, unknown)
     for e in withheld:
         abc[e] = None
+    unmeasured = {e for _, e, _ in net if not areas.in_season(indicator, e)}
+    net = [(s, e, in_season_counts(indicator, e, c)) for s, e, c in net]
+    for e in unmeasured:
+        abc[e] = None
     # A pool holding practices the viewer cannot identify (every pool in a practice's view; the
     # network in a lead's) is shown coarsened: the pooled rate to whole points and no pooled
     # counts (figures.pool_coarse: two months' pools give back the counts of a practice between).
@@ -114,8 +122,8 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
     network_series: list[NetworkPoint] = [
         {"period": period_of(s, e), "numerator": None if coarse else c.numerator,
          "denominator": None if coarse else c.denominator, "rate": pooled_as_shown(c.rate, coarse),
-         "status": shown_status(c.status, coarse), "abc": among_practices(abc.get(e), coarse),
-         "indicator_version": versions.get(e)}
+         "status": "out_of_season" if e in unmeasured else shown_status(c.status, coarse),
+         "abc": among_practices(abc.get(e), coarse), "indicator_version": versions.get(e)}
         for s, e, c in net
     ]  # fmt: skip
     net_changes = stats.changes(
@@ -127,7 +135,9 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
         "peer_group": pg.as_dict(),
         "network": network_series,
         "whole_points": coarse,
-        "network_changes": [change_dict(c, pooled_coarse=coarse) for c in net_changes],
+        "network_changes": season_changes(
+            indicator, [change_dict(c, pooled_coarse=coarse) for c in net_changes]
+        ),
         "breaks": [
             period_of(s.period_start, s.period_end)
             for a, s in zip(summ, summ[1:], strict=False)
@@ -141,20 +151,30 @@ def trend_view(session: Session, viewer: Viewer, indicator: str, practice: str |
         )
         pts = [
             stats.TrendPoint(
-                r.period_end.isoformat(), r.indicator_version or 0, service.counts_of(r)
+                r.period_end.isoformat(),
+                r.indicator_version or 0,
+                in_season_counts(indicator, r.period_end, service.counts_of(r)),
             )
             for r in hist
         ]
         out["practice"] = viewer.label(practice)
-        out["practice_series"] = [
-            {"period": period_of(r.period_start, r.period_end), "numerator": r.numerator, "denominator": r.denominator,
-             "rate": rounded(r.rate), "status": r.status, "band": r.band,
-             "ci95": [rounded(r.lo95), rounded(r.hi95)] if r.lo95 is not None else None,
-             "indicator_version": r.indicator_version}
-            for r in hist
-        ]  # fmt: skip
-        out["practice_changes"] = [change_dict(c) for c in stats.changes(pts)]
+        out["practice_series"] = [_practice_point(indicator, r) for r in hist]
+        out["practice_changes"] = season_changes(
+            indicator, [change_dict(c) for c in stats.changes(pts)]
+        )
     return out
+
+
+def _practice_point(indicator: str, r: entries_store.PracticeRow) -> PracticePoint:
+    """One period of a practice's series: no figure out of season (areas.in_season)."""
+    if not areas.in_season(indicator, r.period_end):
+        return {"period": period_of(r.period_start, r.period_end), "numerator": None,
+                "denominator": None, "rate": None, "status": "out_of_season", "band": None,
+                "ci95": None, "indicator_version": r.indicator_version}  # fmt: skip
+    return {"period": period_of(r.period_start, r.period_end), "numerator": r.numerator, "denominator": r.denominator,
+            "rate": rounded(r.rate), "status": r.status, "band": r.band,
+            "ci95": [rounded(r.lo95), rounded(r.hi95)] if r.lo95 is not None else None,
+            "indicator_version": r.indicator_version}  # fmt: skip
 
 
 def _withhold_small_pools(

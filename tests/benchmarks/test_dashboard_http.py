@@ -424,9 +424,13 @@ def test_every_role_sees_changes_that_agree_with_the_rates_beside_them(
     for who in ("admin", "lead:North PCN", f"practice:{me}", f"ig:{me}"):
         with signed_in(net, who) as c:
             rows = []
-            for ind in ("DM_HBA1C", "HYP_BP_U80", "AF_ANTICOAG", "CHD_STATIN", "FLU_65"):
+            for ind in ("DM_HBA1C", "HYP_BP_U80", "AF_ANTICOAG", "CHD_STATIN"):
                 rows += _changes(c.get(f"/dashboard/indicators/{ind}").text)
-        assert len(rows) == 10, (who, rows)
+            # FLU_65 is not measured in 2026-07 and 2026-08, out of its season: no change
+            # from either is shown as one (docs/benchmarks-statistics.md, section 1)
+            flu = c.get("/dashboard/indicators/FLU_65").text
+            assert _changes(flu) == [] and flu.count("not compared: out of season") == 2
+        assert len(rows) == 8, (who, rows)
         for then, now, change in rows:
             diff = float(now.rstrip("%")) - float(then.rstrip("%"))
             # exact rates each shown to one decimal may differ from their shown change by that
@@ -478,7 +482,10 @@ def test_pooled_figures_sent_to_whole_points_are_whole_points_for_every_role(
         rows = list(
             csv.DictReader(io.StringIO(c.get("/dashboard/indicators/FLU_65/trend.csv").text))
         )
-        assert all(r["status"] == "exact" for r in rows if r["series"].startswith("network"))
+        network = [r for r in rows if r["series"].startswith("network")]
+        # 2026-07 and 2026-08 are out of FLU_65's season: no rate, and not called exact
+        assert [r["status"] for r in network] == ["out_of_season", "out_of_season", "exact"]
+        assert [r["rate"] == "" for r in network] == [True, True, False]
 
 
 def test_an_interval_that_rounds_to_one_figure_says_so() -> None:

@@ -10,6 +10,7 @@ practice that skips a period."""
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -125,6 +126,44 @@ def test_the_planted_indicators_say_why_there_is_no_rate(
     assert f"no practice has sent {planted['late']} for {first[:7]}" in late
     # the latest period has it: a funnel with every practice
     assert "No data" not in _page(n, "admin", f"/dashboard/indicators/{planted['late']}")
+
+
+def _row(page: str, indicator: str) -> str:
+    """The table row of ``indicator`` on a practice page or pack."""
+    m = re.search(rf'<tr data-indicator="{indicator}">(.*?)</tr>', page)
+    assert m, indicator
+    return m[1]
+
+
+@pytest.mark.parametrize("who", ROLES)
+def test_flu_out_of_season_is_not_measured_on_any_page_for_any_role(
+    net: tuple[SyntheticNetwork, dict[str, str]], who: str
+) -> None:
+    """FLU_65 for 2026-08 (out of its September-March season) showed every practice's rate
+    and a band "within the 95% limits" of a pooled rate; for 2026-09 it is measured as ever."""
+    n, _ = net
+    out, within = PERIODS[0].end.isoformat(), PERIODS[1].end.isoformat()
+    assert (out[5:7], within[5:7]) == ("08", "09")
+    page = _page(n, who, f"/dashboard/indicators/FLU_65?period={out}")
+    assert "Out of season: FLU_65 is not measured for 2026-08 (FLU_65 is measured only for " \
+        "periods ending September to March, its season)" in page  # fmt: skip
+    assert "within the 95% limits" not in page and "Out of season: not measured" in page
+    assert "Out of season" not in _page(n, who, f"/dashboard/indicators/FLU_65?period={within}")
+    role, _, whom = who.partition(":")
+    # a practice this viewer may read that sent 2026-08 (B81004, the practice user's own, is
+    # the planted practice that skipped it: its page says it has not submitted)
+    if role == "practice":
+        return
+    lead = [p.ods for p in n.specs if p.pcn == whom]
+    ods = lead[0] if role == "lead" else whom or "B81002"
+    row = _row(_page(n, who, f"/dashboard/practices/{ods}?period={out}"), "FLU_65")
+    assert "out of season" in row and "%" not in row.split("</th>", 1)[1].split("<svg")[0], row
+    pack = _page(n, who, f"/dashboard/practices/{ods}/pack?period={out}")
+    assert "is out of season in 2026-08: not measured in this period" in pack
+    assert "out of season" in _row(pack, "FLU_65")
+    if who.startswith(("admin", "lead:")):
+        overview = _page(n, who, f"/dashboard/overview?period={out}")
+        assert 'out of season<span class="vh">: not measured in this period' in overview
 
 
 def test_an_indicator_or_period_that_does_not_exist_is_still_a_404(

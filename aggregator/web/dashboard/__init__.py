@@ -390,6 +390,7 @@ async def indicator_page(request: Request, indicator: str, period: str | None = 
         ctx["trend_svg"] = Markup(_trend_chart(ctx))
         ctx["captions"] = _captions(ctx)
         ctx["register"] = areas.is_register(indicator)
+        ctx["season"] = areas.season_text(indicator)  # why a period out of season shows nothing
         # peers whose small counts the peer rule withholds from this viewer: pooled, not shown
         ctx["small_numbers"] = SMALL_NUMBERS
         ctx["pooled_unshown"] = sum(

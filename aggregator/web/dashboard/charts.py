@@ -151,7 +151,9 @@ def funnel_svg(
     if s.get("pooled") is None or not pts:
         # a pool withheld from this viewer has rates but no limits: said so, not "no rates"
         said = (
-            "Pooled rate withheld: no limits to plot."
+            "Out of season: not measured in this period."
+            if view.get("out_of_season")
+            else "Pooled rate withheld: no limits to plot."
             if s.get("withheld") and pts
             else "No released rates to plot."
         )
@@ -522,9 +524,9 @@ def spine_svg(s: dict[str, Any], *, width: int = 300, height: int = 24, label: s
     )
     centre = s.get("pooled") if s.get("pooled") is not None else s.get("median")
     if centre is None:
-        return (
-            head + f'<text x="4" y="{height / 2 + 4:.1f}" class="none">no network rate</text></svg>'
-        )
+        said = "out of season: not measured" if s.get("out_of_season") else "no network rate"
+        return head + f'<text x="4" y="{height / 2 + 4:.1f}" class="none">{said}</text></svg>'
+
     keys = ("p10", "p90", "q1", "q3", "abc", "rate", "median")
     reach = max([abs(s[k] - centre) for k in keys if s.get(k) is not None] + [0.005])
     half = reach * 1.12
