@@ -666,3 +666,25 @@ def test_a_funnel_of_one_practice_says_one_practice(tmp_path) -> None:  # type: 
             page = " ".join(c.get("/dashboard/indicators/DM_HBA1C").text.split())
             assert "none of the 1 " not in page and "of the 1 registered practices" not in page
             assert "the one practice that sent DM_HBA1C has no count that can be used" in page
+
+
+def _row(page: str, indicator: str) -> str:
+    """A pack table's row for ``indicator``."""
+    row = page[page.index(f'<tr data-indicator="{indicator}">') :]
+    return row[: row.index("</tr>")]
+
+
+def test_the_pack_says_a_measure_out_of_season_is_not_compared(net: SyntheticNetwork) -> None:
+    """Out of season (FLU_65 in 2026-08) the pack's change cell said "– †", seasonal: compared
+    with 2025-08, though nothing is compared: it says so, as the indicator page does."""
+    ods = net.specs[0].ods
+    for who in ("admin", f"practice:{ods}"):
+        with signed_in(net, who) as c:
+            page = c.get(f"/dashboard/practices/{ods}/pack", params={"period": "2026-08"})
+            assert page.status_code == 200
+            flu = _row(page.text, "FLU_65")
+            assert "not compared: out of season" in flu, flu
+            assert "†" not in flu and "compared with 2025-08" not in flu, flu
+            # in season, the seasonal mark stays
+            sept = c.get(f"/dashboard/practices/{ods}/pack", params={"period": "2026-09"}).text
+            assert "†" in _row(sept, "FLU_65") and "out of season" not in _row(sept, "FLU_65")
