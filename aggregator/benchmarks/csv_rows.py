@@ -16,7 +16,18 @@ Row = dict[str, Any]
 
 
 def funnel_csv_rows(view: FunnelView) -> Iterable[Row]:
+    """One row per practice shown. A seasonal indicator's period out of season
+    (areas.in_season) shows no practice: one row says why instead (``status`` ``out_of_season``
+    and the funnel's sentence as ``note``, as overview.csv and summary.csv say it), with no
+    practice, figure or count: the funnel out of season lists none."""
     s = view["summary"]
+    if "out_of_season" in view:
+        yield dict.fromkeys(COLUMNS[funnel_csv_rows]) | {
+            "indicator": view["indicator"], "period_end": view["period"]["end"],
+            "peer_group": f"{view['peer_group']['dimension']}:{view['peer_group']['name']}",
+            "status": "out_of_season", "note": view["out_of_season"],
+        }  # fmt: skip
+        return
     for p in view["practices"]:
         lim = p.get("limits") or {}
         yield {

@@ -688,3 +688,28 @@ def test_the_pack_says_a_measure_out_of_season_is_not_compared(net: SyntheticNet
             # in season, the seasonal mark stays
             sept = c.get(f"/dashboard/practices/{ods}/pack", params={"period": "2026-09"}).text
             assert "†" in _row(sept, "FLU_65") and "out of season" not in _row(sept, "FLU_65")
+
+
+def test_the_funnel_csv_out_of_season_says_why_and_counts_nothing(net: SyntheticNetwork) -> None:
+    """Out of season (FLU_65 in 2026-08) the funnel CSV was its header alone: one row now says
+    why (status and note, as overview.csv and summary.csv say it), naming no practice and
+    carrying no count or figure, as the funnel out of season lists none (API and dashboard)."""
+    me = net.specs[0].ods
+    for who in ("admin", "lead:North PCN", f"practice:{me}"):
+        with signed_in(net, who) as c:
+            bearer = {"authorization": f"Bearer {net.tokens[who]}"}
+            for r in (c.get("/dashboard/indicators/FLU_65/funnel.csv", params={"period": "2026-08"}),
+                      c.get("/v1/benchmarks/indicators/FLU_65", headers=bearer,
+                            params={"period": "2026-08", "format": "csv"})):  # fmt: skip
+                assert r.status_code == 200, (who, r.text)
+                rows = list(csv.DictReader(io.StringIO(r.text)))
+                assert len(rows) == 1, (who, rows)
+                row = rows[0]
+                assert row["status"] == "out_of_season" and "not measured" in row["note"], row
+                assert "September to March" in row["note"]
+                assert (row["indicator"], row["period_end"]) == ("FLU_65", "2026-08-31")
+                told = {"indicator", "period_end", "peer_group", "status", "note"}
+                assert all(v == "" for k, v in row.items() if k not in told), row
+            # in season: a row per practice as ever
+            sept = c.get("/dashboard/indicators/FLU_65/funnel.csv", params={"period": "2026-09"})
+            assert all(r["status"] != "out_of_season" for r in csv.DictReader(io.StringIO(sept.text)))
