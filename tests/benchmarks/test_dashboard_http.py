@@ -713,3 +713,24 @@ def test_the_funnel_csv_out_of_season_says_why_and_counts_nothing(net: Synthetic
             # in season: a row per practice as ever
             sept = c.get("/dashboard/indicators/FLU_65/funnel.csv", params={"period": "2026-09"})
             assert all(r["status"] != "out_of_season" for r in csv.DictReader(io.StringIO(sept.text)))
+
+
+def test_the_indicator_page_out_of_season_draws_no_empty_funnel(net: SyntheticNetwork) -> None:
+    """Out of season (FLU_65 in 2026-08) the page showed an empty plot, its caption "Each mark
+    is a practice...", SVG and PNG buttons and the band key, with no practice anywhere: only the
+    explanation and the CSV (whose row says why) are left."""
+    me = net.specs[0].ods
+    for who in ("admin", "lead:North PCN", f"practice:{me}", f"ig:{me}"):
+        with signed_in(net, who) as c:
+            page = c.get("/dashboard/indicators/FLU_65", params={"period": "2026-08"})
+            assert page.status_code == 200
+            text = page.text
+            assert 'id="out-of-season"' in text and "September to March" in text
+            for gone in ('id="funnel-figure"', "Each mark is a practice", "Key to funnel bands",
+                         "funnel.svg?", 'data-name="FLU_65-2026-08-31-funnel.png"'):  # fmt: skip
+                assert gone not in text, (who, gone)
+            assert "/dashboard/indicators/FLU_65/funnel.csv?" in text
+            sept = c.get("/dashboard/indicators/FLU_65", params={"period": "2026-09"}).text
+            for kept in ('id="funnel-figure"', "Each mark is a practice", "Key to funnel bands",
+                         "funnel.svg?"):  # fmt: skip
+                assert kept in sept, (who, kept)

@@ -147,7 +147,8 @@ def test_flu_out_of_season_is_not_measured_on_any_page_for_any_role(
     page = _page(n, who, f"/dashboard/indicators/FLU_65?period={out}")
     assert "Out of season: FLU_65 is not measured for 2026-08 (FLU_65 is measured only for " \
         "periods ending September to March, its season)" in page  # fmt: skip
-    assert "within the 95% limits" not in page and "Out of season: not measured" in page
+    # and no empty funnel plot under it (its "Out of season: not measured" was all it drew)
+    assert "within the 95% limits" not in page and 'id="funnel-figure"' not in page
     assert "Out of season" not in _page(n, who, f"/dashboard/indicators/FLU_65?period={within}")
     role, _, whom = who.partition(":")
     # a practice this viewer may read that sent 2026-08 (B81004, the practice user's own, is
