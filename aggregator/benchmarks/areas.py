@@ -104,6 +104,16 @@ def season_text(indicator: str) -> str:
     return f"{indicator} is measured only for periods ending {first} to {last}, its season"
 
 
+def gap_text(indicator: str) -> str:
+    """Under a seasonal indicator's trend chart: which months have no point, and why ("" for
+    any other indicator)."""
+    season = SEASONS.get(indicator.split("_", 1)[0])
+    if season is None:
+        return ""
+    first, last = (calendar.month_name[m % 12 + 1] for m in (season[1], season[0] - 2))
+    return f"No point for periods ending {first} to {last}: out of season, not measured."
+
+
 def out_of_season_text(indicator: str) -> str:
     """:data:`OUT_OF_SEASON` with when ``indicator`` is measured (a page's sentence)."""
     return f"{OUT_OF_SEASON} ({season_text(indicator)})"

@@ -712,7 +712,9 @@ def test_the_funnel_csv_out_of_season_says_why_and_counts_nothing(net: Synthetic
                 assert all(v == "" for k, v in row.items() if k not in told), row
             # in season: a row per practice as ever
             sept = c.get("/dashboard/indicators/FLU_65/funnel.csv", params={"period": "2026-09"})
-            assert all(r["status"] != "out_of_season" for r in csv.DictReader(io.StringIO(sept.text)))
+            assert all(
+                r["status"] != "out_of_season" for r in csv.DictReader(io.StringIO(sept.text))
+            )
 
 
 def test_the_indicator_page_out_of_season_draws_no_empty_funnel(net: SyntheticNetwork) -> None:
@@ -734,3 +736,20 @@ def test_the_indicator_page_out_of_season_draws_no_empty_funnel(net: SyntheticNe
             for kept in ('id="funnel-figure"', "Each mark is a practice", "Key to funnel bands",
                          "funnel.svg?"):  # fmt: skip
                 assert kept in sept, (who, kept)
+
+
+def test_a_seasonal_trend_says_which_months_have_no_point(net: SyntheticNetwork) -> None:
+    """The trend's line breaks across April to August for FLU_65, and nothing said why: a line
+    under the chart (and in its SVG download) names the months out of season."""
+    gap = "No point for periods ending April to August: out of season, not measured."
+    me = net.specs[0].ods
+    for who in ("admin", f"practice:{me}"):
+        with signed_in(net, who) as c:
+            page = c.get("/dashboard/indicators/FLU_65").text
+            figure = page[page.index('id="trend-figure"') :]
+            assert gap in figure[: figure.index("</figure>")], who
+            svg = c.get("/dashboard/indicators/FLU_65/trend.svg").text
+            assert gap in svg and svg.startswith("<?xml"), who
+            # any other indicator: no such line
+            assert "out of season" not in c.get("/dashboard/indicators/DM_HBA1C").text
+            assert "out of season" not in c.get("/dashboard/indicators/DM_HBA1C/trend.svg").text

@@ -155,3 +155,10 @@ def test_a_measure_report_out_of_season_has_counts_but_no_score(network: Store) 
     assert all("measureScore" not in s for s in group["stratifier"][0]["stratum"])
     report = _as(network, "admin", fhir.measure_report, "A00001", "FLU_65", NOVEMBER)
     assert report["group"][0]["measureScore"]["value"] == 0.68
+
+
+def test_the_gap_text_names_the_months_out_of_season() -> None:
+    assert areas.gap_text("FLU_65") == (
+        "No point for periods ending April to August: out of season, not measured."
+    )
+    assert areas.gap_text("DM_HBA1C") == ""

@@ -391,6 +391,7 @@ async def indicator_page(request: Request, indicator: str, period: str | None = 
         ctx["captions"] = _captions(ctx)
         ctx["register"] = areas.is_register(indicator)
         ctx["season"] = areas.season_text(indicator)  # why a period out of season shows nothing
+        ctx["gap"] = areas.gap_text(indicator)  # the trend's months with no point, and why
         # peers whose small counts the peer rule withholds from this viewer: pooled, not shown
         ctx["small_numbers"] = SMALL_NUMBERS
         ctx["pooled_unshown"] = sum(
@@ -425,7 +426,8 @@ async def trend_download(request: Request, indicator: str, period: str | None = 
                          runtime: Runtime = Depends(get_runtime)) -> Response:  # fmt: skip
     def make(u: User) -> Response:
         ctx = _indicator_ctx(runtime, u, indicator, period, pg, _checked_practice(practice))
-        return Response(charts.standalone(_trend_chart(ctx), _captions(ctx)["trend"]), media_type="image/svg+xml",
+        return Response(charts.standalone(_trend_chart(ctx), _captions(ctx)["trend"], areas.gap_text(indicator)),
+                        media_type="image/svg+xml",
                         headers={"Content-Disposition": f'attachment; filename="{indicator}-trend.svg"'})  # fmt: skip
 
     return await run_in_threadpool(_download, request, user, make)

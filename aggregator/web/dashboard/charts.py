@@ -492,22 +492,27 @@ def caption(view: dict[str, Any], kind: str, peer_group: dict[str, Any] | None) 
     return f"{view['title']} ({view['indicator']}){when}: {kind}, compared with {peers}"
 
 
-def standalone(svg: str, caption: str | None = None) -> str:
-    """An SVG file for download: the chart, under a line of ``caption`` when given."""
+def standalone(svg: str, caption: str | None = None, note: str = "") -> str:
+    """An SVG file for download: the chart, under a line of ``caption`` when given, and over a
+    line of ``note`` when given (a seasonal trend's months with no point: areas.gap_text)."""
     head = '<?xml version="1.0" encoding="UTF-8"?>\n'
     if caption is None:
         return head + svg
     m = re.match(r'<svg [^>]*?viewBox="0 0 (\d+) (\d+)"', svg)
     if m is None:
         raise ValueError("a chart without a viewBox cannot be captioned")
-    w, h = int(m.group(1)), int(m.group(2)) + CAPTION_HEIGHT
+    chart_h = int(m.group(2))
+    w, h = int(m.group(1)), chart_h + CAPTION_HEIGHT + (CAPTION_HEIGHT if note else 0)
     inner = svg.replace("<svg ", f'<svg y="{CAPTION_HEIGHT}" ', 1)
+    under = (
+        f'<text x="8" y="{h - 8}" font-size="12" class="note">{escape(note)}</text>' if note else ""
+    )
     return (
         f'{head}<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {w} {h}" width="{w}" '
         f'height="{h}" font-family="system-ui, sans-serif">'
         f'<rect width="{w}" height="{h}" fill="#fff"/>'
         f'<text x="8" y="{CAPTION_HEIGHT - 8}" font-size="13" font-weight="bold">'
-        f"{escape(caption)}</text>{inner}</svg>"
+        f"{escape(caption)}</text>{inner}{under}</svg>"
     )
 
 
