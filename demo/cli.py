@@ -31,6 +31,7 @@ import json
 import math
 import os
 import random
+import re
 import shlex
 import shutil
 import signal
@@ -464,13 +465,13 @@ class Tools:
             proc = self._execute(cmd, {**self.env, **(env or {})})
         except subprocess.TimeoutExpired:
             raise DemoError(
-                f"{what}: `{_show(cmd)}` took over {STEP_TIMEOUT} s (log: {log_path})"
+                f"{what}: `{_show(cmd, env)}` took over {STEP_TIMEOUT} s (log: {log_path})"
             ) from None
         cpu_after = self.commands_cpu()
         with self._log_lock, self.home.open_log(log) as fh:
             self.commands_run += 1
             fh.write(
-                f"$ {_show(cmd)}\n{proc.stdout}{proc.stderr}"
+                f"$ {_show(cmd, env)}\n{proc.stdout}{proc.stderr}"
                 f"[exit {proc.returncode} after {time.monotonic() - began:.1f} s; CPU of the "
                 f"demo's finished commands +{cpu_after - cpu_before:.2f} s]\n\n"
             )
@@ -478,7 +479,7 @@ class Tools:
             lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
             last = lines[-1] if lines else "(no output)"
             raise DemoError(
-                f"{what}: `{_show(cmd)}` exited {proc.returncode}: {last} (log: {log_path})"
+                f"{what}: `{_show(cmd, env)}` exited {proc.returncode}: {last} (log: {log_path})"
             )
         return proc
 
@@ -510,11 +511,22 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _show(cmd: Sequence[str]) -> str:
+#: A variable named so is never written out with its value (a token, a key, a password).
+_SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSPHRASE|CREDENTIAL", re.IGNORECASE)
+
+
+def _show(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> str:
     """A command line as the logs and messages show it: the program by its name (on PATH once
     the venv is activated) and every argument shell-quoted, so a line can be copied and run
-    whatever spaces or quotes its paths hold."""
-    return shlex.join([Path(cmd[0]).name, *cmd[1:]])
+    whatever spaces or quotes its paths hold. ``env``: the variables the demo sets for this
+    command alone (never the caller's environment), shown first as shell assignments
+    (``FEDQI_AGENT_FIRST_PERIOD=2025-12 fedqi-agent run ...``), so a copied line runs with them;
+    one named as a secret (:data:`_SECRET_NAME`) is shown without its value."""
+    assign = [
+        f"{k}=<not shown>" if _SECRET_NAME.search(k) else f"{k}={shlex.quote(v)}"
+        for k, v in (env or {}).items()
+    ]
+    return " ".join([*assign, shlex.join([Path(cmd[0]).name, *cmd[1:]])])
 
 
 def _json(proc: subprocess.CompletedProcess[str], what: str) -> Any:

@@ -731,3 +731,33 @@ def test_a_logged_command_can_be_copied_and_run_as_it_is(tmp_path: Path) -> None
     proc = subprocess.run(["sh", "-c", logged[0]], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, (logged[0], proc.stderr)
     assert out.read_bytes() == first  # the same practice, written where the first one was
+
+
+def test_a_logged_command_shows_the_environment_the_demo_set_for_it(tmp_path: Path) -> None:
+    """`fedqi-agent run` is run with FEDQI_AGENT_FIRST_PERIOD set, but its log line showed only
+    the command, so a copied line sent only the last month: the variables the demo sets for a
+    command are its prefix, shell-quoted; the caller's environment is not shown, and a variable
+    named as a secret is shown without its value."""
+    from demo.cli import DemoHome, Tools, _show
+
+    home = DemoHome(tmp_path / "home")
+    home.logs.mkdir(parents=True)
+    out = tmp_path / "first period.txt"
+    tools = Tools(home, {**os.environ, "FEDQI_DEMO_CALLER": "not-mine"}, runner="process")
+    write = "import os, sys; open(sys.argv[1], 'w').write(os.environ['FEDQI_AGENT_FIRST_PERIOD'])"
+    try:
+        tools._run([sys.executable, "-c", write, str(out)], "Y90001", what="practice Y90001",
+                   env={"FEDQI_AGENT_FIRST_PERIOD": "2025-12"})  # fmt: skip
+    finally:
+        tools.close()
+    logged = [ln[2:] for ln in home.log("Y90001").read_text().splitlines() if ln[:2] == "$ "]
+    assert len(logged) == 1 and logged[0].startswith("FEDQI_AGENT_FIRST_PERIOD=2025-12 "), logged
+    assert "FEDQI_DEMO_CALLER" not in logged[0]
+    out.unlink()
+    env = {k: v for k, v in os.environ.items() if k != "FEDQI_AGENT_FIRST_PERIOD"}
+    env["PATH"] = f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"
+    proc = subprocess.run(["sh", "-c", logged[0]], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, (logged[0], proc.stderr)
+    assert out.read_text() == "2025-12"  # the copied line runs with the month the demo set
+    shown = _show(["/x/fedqi-agent", "run"], {"A": "it's $x", "FEDQI_API_TOKEN": "s3cret"})
+    assert shown == "A='it'\"'\"'s $x' FEDQI_API_TOKEN=<not shown> fedqi-agent run", shown
