@@ -134,10 +134,8 @@ def test_one_practices_rows_are_its_rows_in_every_group(store: Store) -> None:
     assert seen == len(by_group) > 200
 
 
-def test_a_drain_reads_each_periods_submissions_once(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _random_network(store, seed=3)
+def _count_period_reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """The (start, end) of each read of a period's submissions from now on, in order."""
     reads: list[tuple] = []
     real = service._period_submissions
 
@@ -146,6 +144,14 @@ def test_a_drain_reads_each_periods_submissions_once(
         return real(session, start, end)
 
     monkeypatch.setattr(service, "_period_submissions", counting)
+    return reads
+
+
+def test_a_drain_reads_each_periods_submissions_once(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _random_network(store, seed=3)
+    reads = _count_period_reads(monkeypatch)
     assert service.refresh_stale(store.db) == 6
     assert sorted(reads) == [JAN, FEB]
 
@@ -231,14 +237,7 @@ def test_a_read_refreshes_each_stale_periods_groups_from_one_read(
     """A read that finds stale groups (here every group of both months: a practice's page)
     recomputes them a period at a time, each period's submissions read once."""
     expected = _random_network(store, seed=13)
-    reads: list[tuple] = []
-    real = service._period_submissions
-
-    def counting(session, start, end):  # type: ignore[no-untyped-def]
-        reads.append((start, end))
-        return real(session, start, end)
-
-    monkeypatch.setattr(service, "_period_submissions", counting)
+    reads = _count_period_reads(monkeypatch)
     assert service.refresh_for_read(store.db) == len(expected) == 6
     assert sorted(reads) == [JAN, FEB]
     with store.db.read() as s:
